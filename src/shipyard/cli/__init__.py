@@ -1,0 +1,225 @@
+"""The ``shipyard`` command: parse options, call one library function, render the result.
+
+Only this package maps errors to messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import tempfile
+import traceback
+from dataclasses import asdict
+from enum import IntEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from shipyard import __version__
+from shipyard.cli._context import open_session, run_checks
+from shipyard.config import json_schema
+from shipyard.deploy import DeployOptions
+from shipyard.errors import (
+    CheckFailed,
+    ConfigError,
+    DeployFailed,
+    HostUnreachable,
+    LockHeld,
+    RollbackFailed,
+    ShipyardError,
+)
+
+__all__ = ["ExitCode", "app", "main"]
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    UNEXPECTED = 1
+    USAGE = 2
+    INVALID_CONFIG = 3  # also: `check` found problems
+    LOCK_HELD = 4
+    HOST_UNREACHABLE = 5
+    DEPLOY_FAILED = 6  # the previous version keeps serving
+    ROLLBACK_FAILED = 7  # a person must act
+    FAILED = 8  # any other expected failure
+
+
+_EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
+    (ConfigError, ExitCode.INVALID_CONFIG),
+    (CheckFailed, ExitCode.INVALID_CONFIG),
+    (LockHeld, ExitCode.LOCK_HELD),
+    (HostUnreachable, ExitCode.HOST_UNREACHABLE),
+    (RollbackFailed, ExitCode.ROLLBACK_FAILED),
+    (DeployFailed, ExitCode.DEPLOY_FAILED),
+]
+
+app = typer.Typer(
+    name="shipyard",
+    help="Deploy a Go + PostgreSQL server to Docker hosts: blue-green behind Caddy, one command.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+EnvArgument = Annotated[str, typer.Argument(help="Environment name (development, staging, production, …).")]
+
+_state: dict[str, bool] = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print shipyard's version.")] = False,
+) -> None:
+    _state["debug"] = debug
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+
+
+def _out(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+@app.command()
+def check(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")) -> None:
+    """Validate everything a deploy needs, changing nothing; print every problem at once."""
+    for line in run_checks(config, environment):
+        err.print(f"[green]✓[/] {escape(line)}")
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of shipyard.yml (for editors)."""
+    sys.stdout.write(json_schema() + "\n")
+
+
+@app.command()
+def render(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")) -> None:
+    """Print the compose projects and proxy config a deploy would write on the host."""
+    session = open_session(config, environment, json_output=False)
+    for path, text in session.provider.render(session.ctx).items():
+        sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
+
+
+@app.command()
+def deploy(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Deploy uncommitted changes.")] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Build, migrate and switch the environment to the current source, blue-green."""
+    session = open_session(config, environment, json_output=json_output)
+    result = session.provider.deploy(session.ctx, DeployOptions(allow_dirty=allow_dirty))
+    if json_output:
+        return
+    err.print(
+        f"[bold green]deployed[/] {escape(result.release.version)} ({result.release.commit[:7]}) "
+        f"to {escape(environment)} in {result.duration_s:.1f}s"
+    )
+    sys.stdout.write(result.url + "\n")
+
+
+@app.command()
+def status(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"), json_output: JsonOption = False) -> None:
+    """What runs in the environment, its health, and drift between the proxy and recorded state."""
+    session = open_session(config, environment, json_output=json_output)
+    report = session.provider.health_check(session.ctx)
+    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    if json_output:
+        _out(data)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("url", "version", "commit", "slot", "deployed_at", "deployed_by", "health", "drift"):
+        table.add_row(key, escape(str(data.get(key) or "-")))
+    for name, state in data.get("containers", {}).items():
+        table.add_row(f"  {name}", escape(state))
+    err.print(table)
+    if data.get("drift"):
+        raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command()
+def history(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"), json_output: JsonOption = False) -> None:
+    """Deployments of the environment, newest first."""
+    session = open_session(config, environment, json_output=json_output)
+    entries = list(reversed(session.ctx.store.history()))
+    if json_output:
+        _out([asdict(e) for e in entries])
+        return
+    table = Table("id", "action", "version", "commit", "slot", "result", "started", "duration", "by")
+    for e in entries:
+        table.add_row(e.deployment_id, e.action, e.version, e.commit[:7], e.slot, e.result, e.started_at[:19],
+                      f"{e.duration_s:.1f}s", e.by)
+    err.print(table)
+
+
+@app.command()
+def destroy(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    volumes: Annotated[bool, typer.Option("--volumes", help="Also delete the database volume (data loss).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Remove the environment's containers, network and state (and volumes with --volumes)."""
+    session = open_session(config, environment, json_output=False)
+    if not yes and not typer.confirm(
+        f"Remove {session.config.app.name} {environment}{' including its database' if volumes else ''}?"
+    ):
+        raise typer.Exit(ExitCode.USAGE)
+    for name in session.provider.cleanup(session.ctx, volumes=volumes):
+        err.print(f"removed {escape(name)}")
+
+
+def _exit_code(exc: ShipyardError) -> ExitCode:
+    for kind, code in _EXIT_CODES:
+        if isinstance(exc, kind):
+            return code
+    return ExitCode.FAILED
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app(standalone_mode=False)
+    except ShipyardError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        if exc.hint:
+            err.print(f"[dim]hint: {escape(exc.hint)}[/]")
+        sys.exit(_exit_code(exc))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(ExitCode.USAGE)
+    except (typer.BadParameter, _click_usage_error()) as exc:
+        exc.show()  # type: ignore[union-attr]
+        sys.exit(ExitCode.USAGE)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 — the one place that catches everything
+        crash = Path(tempfile.gettempdir()) / "shipyard-crash.log"
+        crash.write_text(traceback.format_exc(), encoding="utf-8")
+        err.print(f"[bold red]unexpected error[/]; traceback written to {crash}")
+        if _state["debug"]:
+            err.print(escape(traceback.format_exc()))
+        sys.exit(ExitCode.UNEXPECTED)
+
+
+def _click_usage_error() -> type[Exception]:
+    import click  # noqa: PLC0415
+
+    return click.UsageError

@@ -1,0 +1,134 @@
+"""Building what a command needs from the config: hosts, state, event bus, provider."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from shipyard.config import Config, GoBuild, load_config
+from shipyard.deploy import OperationContext, new_deployment_id
+from shipyard.docker import Docker
+from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
+from shipyard.events import Bus, ConsoleSink, JsonLinesSink
+from shipyard.hosts import Host, LocalHost
+from shipyard.providers import Provider, get_provider
+from shipyard.state import StateStore
+
+
+@dataclass(frozen=True)
+class Session:
+    config: Config
+    host: Host
+    provider: Provider
+    ctx: OperationContext
+
+
+def connect(config: Config) -> Host:
+    """The host an environment's target names."""
+    if config.environment.target == "local":
+        return LocalHost(config.masker)
+    raise HostUnreachable(
+        f"target {config.environment.target}: SSH targets are not supported by this version",
+        hint="use target: local",
+    )
+
+
+def state_root(config: Config, host: Host) -> PurePosixPath:
+    if config.deploy.state_dir:
+        base = PurePosixPath(config.deploy.state_dir)
+    elif config.environment.target == "local":
+        base = host.home() / ".local" / "state" / "shipyard"
+    else:
+        base = PurePosixPath("/var/lib/shipyard")
+    return base / config.app.name / config.environment.name
+
+
+def open_session(config_path: Path, environment: str, *, json_output: bool) -> Session:
+    config = load_config(config_path, environment)
+    host = connect(config)
+    bus = Bus(config.masker)
+    bus.subscribe(JsonLinesSink() if json_output else ConsoleSink())
+    ctx = OperationContext(
+        config=config,
+        local=LocalHost(config.masker),
+        store=StateStore(host, state_root(config, host)),
+        bus=bus,
+        deployment_id=new_deployment_id(),
+    )
+    provider = get_provider(config.environment.provider, host, config_file=str(config.path))
+    return Session(config=config, host=host, provider=provider, ctx=ctx)
+
+
+def run_checks(config_path: Path, environment: str) -> list[str]:
+    """Everything `shipyard check` verifies, every problem collected; returns what passed."""
+    problems: list[str] = []
+    try:
+        config = load_config(config_path, environment)
+    except ConfigError as exc:
+        problems.extend(str(issue) for issue in exc.issues)
+        raise CheckFailed(problems + _tool_problems(None)) from exc
+    problems.extend(_file_problems(config))
+    problems.extend(_tool_problems(config))
+    passed = []
+    if not problems:
+        try:
+            host = connect(config)
+            info = Docker(host).info()
+            if info.compose_version is None:
+                problems.append(f"{host.name}: Docker Compose v2 (`docker compose`) is not installed")
+            passed.append(f"docker {info.server_version} reachable on {host.name}; compose {info.compose_version}")
+        except ShipyardError as exc:
+            problems.append(exc.message)
+    if problems:
+        raise CheckFailed(problems)
+    return [f"{config.path}: valid for environment {environment!r}", *passed]
+
+
+def _file_problems(config: Config) -> list[str]:
+    problems = []
+    file = str(config.path)
+    context = config.resolve(config.build.context)
+    if not context.is_dir():
+        problems.append(f"{file} build.context: directory {context} does not exist")
+    elif isinstance(config.build, GoBuild):
+        if not (context / "go.mod").is_file():
+            problems.append(f"{file} build.context: {context} has no go.mod")
+        for relative in config.build.files:
+            if not (context / relative).exists():
+                problems.append(f"{file} build.files.{relative}: {context / relative} does not exist")
+    elif not (context / config.build.dockerfile).is_file():
+        problems.append(f"{file} build.dockerfile: {context / config.build.dockerfile} does not exist")
+    if config.database and config.database.migrations:
+        migrations = config.resolve(config.database.migrations.path)
+        if not migrations.is_dir():
+            problems.append(f"{file} database.migrations.path: directory {migrations} does not exist")
+    env_file = config.environment.env_file
+    if env_file is not None and env_file.is_file():
+        mode = env_file.stat().st_mode
+        if mode & 0o004:
+            problems.append(f"{env_file}: world-readable (mode {oct(mode & 0o777)}); run chmod 600 {env_file}")
+        if _tracked_by_git(env_file):
+            problems.append(f"{env_file}: tracked by git; secrets must never be committed (git rm --cached)")
+    return problems
+
+
+def _tracked_by_git(path: Path) -> bool:
+    if shutil.which("git") is None:
+        return False
+    result = subprocess.run(
+        ["git", "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
+        capture_output=True,
+        check=False,
+    )
+    return result.returncode == 0
+
+
+def _tool_problems(config: Config | None) -> list[str]:
+    needed = ["docker", "git"]
+    if config is not None and isinstance(config.build, GoBuild):
+        needed.append("go")
+    path = os.environ.get("PATH")
+    return [f"tool `{tool}` not found on PATH" for tool in needed if shutil.which(tool, path=path) is None]

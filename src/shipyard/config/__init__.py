@@ -1,0 +1,56 @@
+"""``shipyard.yml`` + ``.env.<environment>`` → a validated, immutable ``Config``.
+
+Nothing touches a host before the configuration is valid (FR-008).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from shipyard.config._loader import Config, Environment, load_config
+from shipyard.config._models import (
+    AppSection,
+    CommandCheck,
+    ConfigFile,
+    DatabaseSection,
+    DeploySection,
+    DockerfileBuild,
+    GoBuild,
+    HealthSection,
+    HttpCheck,
+    MigrationsSection,
+    PostgresCheck,
+    ProxySection,
+    TcpCheck,
+    parse_duration,
+)
+
+__all__ = [
+    "AppSection",
+    "CommandCheck",
+    "Config",
+    "ConfigFile",
+    "DatabaseSection",
+    "DeploySection",
+    "DockerfileBuild",
+    "Environment",
+    "GoBuild",
+    "HealthSection",
+    "HttpCheck",
+    "MigrationsSection",
+    "PostgresCheck",
+    "ProxySection",
+    "TcpCheck",
+    "json_schema",
+    "load_config",
+    "parse_duration",
+]
+
+
+def json_schema() -> str:
+    """The JSON Schema of shipyard.yml, for editors."""
+    schema: dict[str, Any] = ConfigFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "shipyard.yml"
+    return json.dumps(schema, indent=2, sort_keys=False)

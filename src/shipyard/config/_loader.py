@@ -1,0 +1,347 @@
+"""Loading ``shipyard.yml`` for one environment: YAML with positions, overrides, env file, ``${VAR}``.
+
+Every problem is collected and reported at once as ``file:line:col key.path: message``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from shipyard.config._models import (
+    AppSection,
+    ConfigFile,
+    DatabaseSection,
+    DeploySection,
+    DockerfileBuild,
+    GoBuild,
+    HealthSection,
+    ProxySection,
+)
+from shipyard.errors import ConfigError, Issue
+from shipyard.secrets import EnvFileBackend, Masker, read_env_file
+
+Path_ = tuple[str | int, ...]
+_SECTIONS = ("app", "build", "database", "proxy", "health", "deploy", "providers")
+_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
+
+
+@dataclass(frozen=True)
+class Environment:
+    """The selected environment: its name, target, provider and env file."""
+
+    name: str
+    target: str
+    provider: str
+    env_file: Path | None
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration, resolved for one environment. Immutable."""
+
+    path: Path
+    environment: Environment
+    app: AppSection
+    build: GoBuild | DockerfileBuild
+    database: DatabaseSection | None
+    proxy: ProxySection
+    health: HealthSection
+    deploy: DeploySection
+    providers: Mapping[str, Mapping[str, Any]]
+    secrets: EnvFileBackend
+    masker: Masker = field(compare=False)
+
+    @property
+    def root(self) -> Path:
+        """Directory of shipyard.yml; relative paths in the file are relative to it."""
+        return self.path.parent
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+
+
+def _positions(node: Any, prefix: Path_ = ()) -> dict[Path_, tuple[int, int]]:
+    """Map every key path in a ruamel document to its 1-based (line, column)."""
+    found: dict[Path_, tuple[int, int]] = {}
+    if isinstance(node, CommentedMap):
+        for key in node:
+            line, col = node.lc.key(key)
+            path = (*prefix, str(key))
+            found[path] = (line + 1, col + 1)
+            found.update(_positions(node[key], path))
+    elif isinstance(node, CommentedSeq):
+        for index, item in enumerate(node):
+            line, col = node.lc.item(index)
+            path = (*prefix, index)
+            found[path] = (line + 1, col + 1)
+            found.update(_positions(item, path))
+    return found
+
+
+def _plain(node: Any) -> Any:
+    """ruamel containers → plain dicts and lists (keys as strings)."""
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep-merge ``override`` onto ``base``: mappings merge, everything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base.get(key), value) if key in base else copy.deepcopy(value)
+        return merged
+    return copy.deepcopy(override)
+
+
+class _Locator:
+    """Turns a key path into ``file:line:col``: the environment's override first, then the base."""
+
+    def __init__(self, file: str, positions: dict[Path_, tuple[int, int]], environment: str | None):
+        self.file = file
+        self.positions = positions
+        self.environment = environment
+
+    def issue(self, path: Path_, message: str) -> Issue:
+        candidates: list[Path_] = []
+        if self.environment is not None and path and path[0] in _SECTIONS:
+            candidates.append(("environments", self.environment, *path))
+        candidates.append(path)
+        for candidate in candidates:
+            for cut in range(len(candidate), 0, -1):
+                position = self.positions.get(candidate[:cut])
+                # An override is only "the place" if the key itself (or a part below the
+                # environment's section) is written there; else fall back to the base file.
+                if position is not None and (candidate is path or cut > 3):
+                    line, col = position
+                    return Issue(self.file, line, col, _dotted(candidate), message)
+        return Issue(self.file, None, None, _dotted(path), message)
+
+
+def _dotted(path: Path_) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _pydantic_issues(exc: ValidationError, locator: _Locator, prefix: Path_ = ()) -> list[Issue]:
+    issues = []
+    for error in exc.errors(include_url=False):
+        loc = _drop_union_tags(tuple(error["loc"]))
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif error["type"] == "union_tag_invalid":
+            message = f"kind must be one of {error.get('ctx', {}).get('expected_tags', '?')}"
+        elif error["type"] == "union_tag_not_found":
+            message = "missing key 'kind'"
+        message = message.removeprefix("Value error, ")
+        issues.append(locator.issue((*prefix, *loc), message))
+    return issues
+
+
+_TAGS = {"go", "dockerfile", "http", "tcp", "postgres", "command"}
+
+
+def _drop_union_tags(loc: Path_) -> Path_:
+    """pydantic puts the discriminator value into error locations; the file has no such key."""
+    out: list[str | int] = []
+    for index, part in enumerate(loc):
+        previous = loc[index - 1] if index else None
+        if isinstance(part, str) and part in _TAGS and (previous in {"build"} or isinstance(previous, int)):
+            continue
+        out.append(part)
+    return tuple(out)
+
+
+def _interpolate(node: Any, path: Path_, values: Mapping[str, str], locator: _Locator, issues: list[Issue]) -> Any:
+    if isinstance(node, dict):
+        return {k: _interpolate(v, (*path, k), values, locator, issues) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, (*path, i), values, locator, issues) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "$" not in node:
+        return node
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group("name")
+        if name in values:
+            return values[name]
+        if match.group("default") is not None:
+            return match.group("default")
+        issues.append(locator.issue(path, f"${{{name}}} is not set (environment or env file)"))
+        return ""
+
+    return _VAR.sub(replace, node)
+
+
+def _read_yaml(path: Path) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"))
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        col = mark.column + 1 if mark is not None else None
+        problem = exc.problem or str(exc)
+        raise ConfigError([Issue(str(path), line, col, "", f"invalid YAML: {problem}")]) from exc
+    except YAMLError as exc:
+        raise ConfigError([Issue(str(path), None, None, "", f"invalid YAML: {exc}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Issue(str(path), None, None, "", "not UTF-8 text")]) from exc
+
+
+def load_config(
+    path: Path, environment: str, *, process_env: Mapping[str, str] | None = None
+) -> Config:
+    """Read, merge, interpolate and validate ``shipyard.yml`` for ``environment``.
+
+    Raises ``ConfigError`` with every problem found. Touches no host.
+    """
+    process_env = os.environ if process_env is None else process_env
+    path = path.resolve()
+    file = str(path)
+    if not path.is_file():
+        raise ConfigError([Issue(file, None, None, "", "file not found")])
+    document = _read_yaml(path)
+    if not isinstance(document, CommentedMap):
+        raise ConfigError([Issue(file, 1, 1, "", "expected a mapping of sections (app, build, environments, …)")])
+    positions = _positions(document)
+    raw: dict[str, Any] = _plain(document)
+    top = _Locator(file, positions, None)
+
+    environments = raw.get("environments")
+    if not isinstance(environments, dict) or not environments:
+        raise ConfigError([top.issue(("environments",), "at least one environment is required")])
+    if environment not in environments:
+        names = ", ".join(sorted(str(n) for n in environments))
+        raise ConfigError(
+            [top.issue(("environments",), f"no environment named {environment!r} (defined: {names})")]
+        )
+
+    issues: list[Issue] = []
+    # The environments section as written, every environment included (unknown keys are errors
+    # in all of them); the sections themselves are validated below, merged for this environment.
+    try:
+        ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        issues.extend(i for i in _pydantic_issues(exc, top) if i.key_path.startswith("environments"))
+
+    env_raw = environments[environment] if isinstance(environments[environment], dict) else {}
+    env_file_value = env_raw.get("env_file", f".env.{environment}")
+    env_file: Path | None = None
+    file_values: dict[str, str] = {}
+    if env_file_value is not None and isinstance(env_file_value, str):
+        env_file = (path.parent / env_file_value).resolve()
+        if env_file.is_file():
+            file_values = read_env_file(env_file)
+        else:
+            issues.append(
+                top.issue(
+                    ("environments", environment, "env_file"),
+                    f"env file {env_file} not found (create it; env files are never shared between environments)",
+                )
+            )
+
+    merged: dict[str, Any] = {k: v for k, v in raw.items() if k != "environments"}
+    for section in _SECTIONS:
+        override = env_raw.get(section)
+        if isinstance(override, dict):
+            merged[section] = _merge(merged.get(section) or {}, override)
+
+    values = {**file_values, **process_env}
+    env_locator = _Locator(file, positions, environment)
+    merged = _interpolate(merged, (), values, env_locator, issues)
+
+    sections: dict[str, Any] = {}
+    try:
+        validated = ConfigFile.model_validate({**merged, "environments": {environment: {"target": "local"}}})
+        sections = {name: getattr(validated, name) for name in _SECTIONS}
+    except ValidationError as exc:
+        for issue in _pydantic_issues(exc, env_locator):
+            if issue not in issues:
+                issues.append(issue)
+
+    if sections:
+        issues.extend(_required_env_issues(sections, env_locator, file_values, process_env, env_file))
+    if issues:
+        raise ConfigError(_dedupe(issues))
+
+    env_section = ConfigFile.model_validate(raw).environments[environment]
+    masker = Masker()
+    masker.add_env(file_values, all_values=False)
+    for key in sections["app"].secret_env:
+        if key in file_values:
+            masker.add(file_values[key])
+    return Config(
+        path=path,
+        environment=Environment(
+            name=environment, target=env_section.target, provider=env_section.provider, env_file=env_file
+        ),
+        secrets=EnvFileBackend(file_values),
+        masker=masker,
+        **sections,
+    )
+
+
+def _required_env_issues(
+    sections: dict[str, Any],
+    locator: _Locator,
+    file_values: Mapping[str, str],
+    process_env: Mapping[str, str],
+    env_file: Path | None,
+) -> list[Issue]:
+    app: AppSection = sections["app"]
+    database: DatabaseSection | None = sections["database"]
+    provided = set(file_values) | set(app.env)
+    derived: set[str] = set()
+    issues: list[Issue] = []
+    if database is not None:
+        derived.add(database.url_env)
+        if database.url_env not in file_values and not file_values.get(database.password_env):
+            issues.append(
+                locator.issue(
+                    ("database", "password_env"),
+                    f"{database.password_env} must be set in {env_file or 'the env file'} (the database password)",
+                )
+            )
+    for index, name in enumerate(app.required_env):
+        if name in provided or name in derived:
+            continue
+        issues.append(
+            locator.issue(
+                ("app", "required_env", index),
+                f"{name} is required by the app but not set in {env_file or 'the env file'}",
+            )
+        )
+    return issues
+
+
+def _dedupe(issues: list[Issue]) -> list[Issue]:
+    seen: set[str] = set()
+    out = []
+    for issue in issues:
+        text = str(issue)
+        if text not in seen:
+            seen.add(text)
+            out.append(issue)
+    return out

@@ -1,0 +1,282 @@
+"""The shape of ``shipyard.yml``: pydantic models, frozen, unknown keys rejected.
+
+These models are the single source for validation and for ``shipyard schema``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+_NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
+_DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``"500ms"``, ``"10s"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 10s, 500ms, 5m")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
+        seconds = float(match.group("value")) * _UNITS[match.group("unit")]
+    else:
+        raise ValueError(f"expected a duration like 10s, 500ms, 5m, got {value!r}")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Duration = Annotated[
+    float,
+    BeforeValidator(parse_duration),
+    WithJsonSchema({"type": ["string", "number"], "description": "Duration: 500ms, 10s, 5m, 1h or seconds."}),
+]
+
+
+class AppSection(_Model):
+    """The application: its name, port and environment."""
+
+    name: str = Field(pattern=_NAME, description="App name: lowercase letters, digits, dashes. Names containers, networks and images.")
+    port: int = Field(8080, ge=1, le=65535, description="Port the app listens on inside its container.")
+    required_env: list[str] = Field(
+        default_factory=list,
+        description="Env vars the app cannot start without; `check` verifies each is set.",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Non-secret env vars for the app (secrets go in the env file)."
+    )
+    secret_env: list[str] = Field(
+        default_factory=list,
+        description="Extra env-file keys whose values are secrets (keys named *_SECRET, *_PASSWORD, *_TOKEN, *_KEY always are).",
+    )
+    stop_grace_period: Duration = Field(
+        15.0, description="Time between SIGTERM and SIGKILL when a slot stops; longer than the app's own shutdown timeout."
+    )
+    required_files: list[str] = Field(
+        default_factory=list,
+        description="Absolute paths that must exist in the built image (checked after the build).",
+    )
+
+    @field_validator("required_env", "secret_env")
+    @classmethod
+    def _env_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return names
+
+
+class GoBuild(_Model):
+    """Build with the Go toolchain on the operator's machine, packed into a minimal image."""
+
+    kind: Literal["go"] = Field(description="Go build on the operator's machine, packed into a scratch image.")
+    context: str = Field(".", description="Directory with go.mod, relative to shipyard.yml.")
+    package: str = Field("./cmd/server", description="Go package of the server's main.")
+    binary: str = Field("server", pattern=r"^[A-Za-z0-9._-]+$", description="Name of the binary in the image (/app/<binary>).")
+    ldflags: dict[str, str] = Field(
+        default_factory=dict,
+        description="`-X` variables: full variable path → value; {version}, {commit}, {build_date} are filled in.",
+    )
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="Files or directories (relative to context) → absolute path in the image.",
+    )
+    tags: list[str] = Field(default_factory=list, description="Go build tags.")
+
+
+class DockerfileBuild(_Model):
+    """Build with the app's own Dockerfile."""
+
+    kind: Literal["dockerfile"] = Field(description="The app's own Dockerfile, with build args.")
+    context: str = Field(".", description="Build context directory, relative to shipyard.yml.")
+    dockerfile: str = Field("Dockerfile", description="Dockerfile path, relative to the context.")
+    target: str | None = Field(None, description="Multi-stage target to build.")
+    args: dict[str, str] = Field(
+        default_factory=dict,
+        description="Build args; {version}, {commit}, {build_date} are filled in.",
+    )
+
+
+BuildSection = Annotated[GoBuild | DockerfileBuild, Field(discriminator="kind")]
+
+
+class MigrationsSection(_Model):
+    """golang-migrate migrations, run in a one-off container before the new version starts."""
+
+    path: str = Field("migrations", description="Directory of NNN_name.up.sql/.down.sql files, relative to shipyard.yml.")
+    image: str = Field("migrate/migrate:v4.18.3", description="golang-migrate image.")
+    timeout: Duration = Field(600.0, description="Longest a migration run may take.")
+
+
+class DatabaseSection(_Model):
+    """PostgreSQL run by shipyard next to the app (skipped when the env file sets an external URL)."""
+
+    image: str = Field("postgis/postgis:17-3.5", description="PostgreSQL image with PostGIS and pgvector available.")
+    name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database name.")
+    user: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database owner role.")
+    password_env: str = Field("POSTGRES_PASSWORD", description="Env-file key holding the database password.")
+    url_env: str = Field("DATABASE_URL", description="Env var through which the app receives the database URL.")
+    extensions: list[str] = Field(
+        default_factory=lambda: ["postgis", "vector", "pg_trgm", "pgcrypto"],
+        description="Extensions created (and verified) before migrating. pgvector's extension is named `vector`.",
+    )
+    ready_timeout: Duration = Field(120.0, description="Longest wait for the database to accept connections.")
+    migrations: MigrationsSection | None = Field(default_factory=MigrationsSection, description="Migrations; null for none.")
+
+    @field_validator("extensions")
+    @classmethod
+    def _extension_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if name == "pgvector":
+                raise ValueError("the pgvector extension is named 'vector' (CREATE EXTENSION vector)")
+            if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an extension name")
+        return names
+
+
+class ProxySection(_Model):
+    """Caddy in front of the app slots."""
+
+    image: str = Field("caddy:2", description="Caddy image.")
+    http_port: int = Field(80, ge=1, le=65535, description="Host port for HTTP.")
+    https_port: int = Field(443, ge=1, le=65535, description="Host port for HTTPS (used when domains are set).")
+    bind: str = Field("0.0.0.0", description="Host address the proxy ports bind to.")  # noqa: S104
+    domains: list[str] = Field(
+        default_factory=list,
+        description="Public domain names; Caddy obtains certificates for them. Empty: plain HTTP.",
+    )
+    tls_email: str | None = Field(None, description="ACME account e-mail.")
+    dial_retry: float = Field(5.0, ge=0, description="Seconds a request may wait for an upstream to accept (no 'no upstream' errors during a switch).")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> ProxySection:
+        if self.domains and self.http_port == self.https_port:
+            raise ValueError("http_port and https_port must differ")
+        return self
+
+
+class HttpCheck(_Model):
+    kind: Literal["http"] = Field(description="HTTP request to the slot.")
+    name: str = Field("http", description="Name shown in output.")
+    path: str = Field("/health", pattern=r"^/", description="Request path.")
+    status: list[int] = Field(default_factory=lambda: [200], description="Accepted status codes.")
+    json_fields: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Top-level JSON fields → accepted values, e.g. {status: [healthy, degraded]}.",
+    )
+
+
+class TcpCheck(_Model):
+    kind: Literal["tcp"] = Field(description="TCP connect to the slot's port.")
+    name: str = Field("tcp", description="Name shown in output.")
+
+
+class PostgresCheck(_Model):
+    kind: Literal["postgres"] = Field(description="SQL query in the database; passes when it returns a true value.")
+    name: str = Field("postgres", description="Name shown in output.")
+    query: str = Field("SELECT 1", description="Query whose first column of the first row must be true/1.")
+
+
+class CommandCheck(_Model):
+    kind: Literal["command"] = Field(description="Command run inside the app container; passes on exit 0.")
+    name: str = Field("command", description="Name shown in output.")
+    argv: list[str] = Field(min_length=1, description="The command, as a list.")
+
+
+HealthCheckSpec = Annotated[HttpCheck | TcpCheck | PostgresCheck | CommandCheck, Field(discriminator="kind")]
+
+
+class HealthSection(_Model):
+    """How a slot proves it is healthy before traffic reaches it."""
+
+    checks: list[HealthCheckSpec] = Field(
+        default_factory=lambda: [HttpCheck(kind="http", json_fields={"status": ["healthy", "degraded"]})],
+        description="Checks that must all pass, in order.",
+    )
+    interval: Duration = Field(1.0, description="Pause between rounds of checks.")
+    timeout: Duration = Field(5.0, description="Timeout of one check.")
+    passes: int = Field(3, ge=1, le=100, description="Consecutive passing rounds needed.")
+    start_timeout: Duration = Field(120.0, description="Longest wait for a slot to become healthy.")
+
+
+class DeploySection(_Model):
+    """How deploys behave."""
+
+    state_dir: str | None = Field(
+        None,
+        description="State directory on the target (default /var/lib/shipyard, or ~/.local/state/shipyard for local).",
+    )
+    keep_releases: int = Field(5, ge=1, le=100, description="Releases kept for rollback.")
+    allow_dirty: bool = Field(False, description="Allow deploying uncommitted changes (the version says so).")
+    verify_path: str | None = Field(
+        "/version",
+        description="Path fetched through the proxy after the switch; its JSON must report the deployed commit.",
+    )
+
+
+class EnvironmentSection(_Model):
+    """One environment: its target and env file, plus overrides of any top-level section."""
+
+    target: str = Field(description="`local` (the Docker engine here) or ssh://user@host[:port].")
+    env_file: str | None = Field(None, description="Env file, relative to shipyard.yml (default .env.<environment>).")
+    provider: str = Field("docker", description="Provider that runs this environment.")
+    app: dict[str, Any] | None = Field(None, description="Overrides of `app` for this environment.")
+    build: dict[str, Any] | None = Field(None, description="Overrides of `build`.")
+    database: dict[str, Any] | None = Field(None, description="Overrides of `database`.")
+    proxy: dict[str, Any] | None = Field(None, description="Overrides of `proxy`.")
+    health: dict[str, Any] | None = Field(None, description="Overrides of `health`.")
+    deploy: dict[str, Any] | None = Field(None, description="Overrides of `deploy`.")
+    providers: dict[str, dict[str, Any]] | None = Field(None, description="Overrides of `providers`.")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, target: str) -> str:
+        if target == "local":
+            return target
+        if re.fullmatch(r"ssh://(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.:_\[\]-]+(?::\d+)?", target):
+            return target
+        raise ValueError(f"target must be 'local' or ssh://user@host[:port], got {target!r}")
+
+
+class ConfigFile(_Model):
+    """The whole of shipyard.yml."""
+
+    app: AppSection = Field(description="The application.")
+    build: BuildSection = Field(description="How the app image is built.")
+    database: DatabaseSection | None = Field(None, description="The app's PostgreSQL; null when the app has none.")
+    proxy: ProxySection = Field(default_factory=ProxySection, description="Caddy in front of the app.")
+    health: HealthSection = Field(default_factory=HealthSection, description="Health gate.")
+    deploy: DeploySection = Field(default_factory=DeploySection, description="Deploy behaviour.")
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Provider-specific settings, keyed by provider name."
+    )
+    environments: dict[str, EnvironmentSection] = Field(
+        min_length=1, description="Environments by name (development, staging, production, or any name)."
+    )
+
+    @field_validator("environments")
+    @classmethod
+    def _environment_names(cls, envs: dict[str, EnvironmentSection]) -> dict[str, EnvironmentSection]:
+        for name in envs:
+            if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
+                raise ValueError(f"environment name {name!r}: use lowercase letters, digits and dashes")
+        return envs

@@ -1,0 +1,115 @@
+"""Running named phases: events, durations, cleanups and the rollback log."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import TypeVar
+
+from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, ShipyardError
+from shipyard.events import Bus, Event
+
+T = TypeVar("T")
+
+
+class Interrupted(ShipyardError):
+    """SIGINT or SIGTERM arrived during an operation."""
+
+
+@dataclass
+class Phases:
+    """Runs phases in order, emitting ``phase.*`` events; remembers what completed.
+
+    Cleanups registered with ``on_failure`` run (newest first) when a later phase fails, on
+    SIGINT and SIGTERM alike.
+    """
+
+    bus: Bus
+    deployment_id: str
+    app: str
+    environment: str
+    version: str | None = None
+    commit: str | None = None
+    completed: list[str] = field(default_factory=list)
+    _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def event(self, kind: str, **fields: object) -> None:
+        self.bus.emit(
+            Event(
+                kind=kind,
+                deployment_id=self.deployment_id,
+                app=self.app,
+                environment=self.environment,
+                version=self.version,
+                commit=self.commit,
+                **fields,  # type: ignore[arg-type]
+            )
+        )
+
+    def note(self, message: str) -> None:
+        self.event("operation.note", message=message)
+
+    def warn(self, message: str) -> None:
+        self.event("operation.warning", message=message)
+
+    def run(self, name: str, action: Callable[[], T], *, summary: Callable[[T], str] | None = None) -> T:
+        started = time.monotonic()
+        self.event("phase.started", phase=name)
+        try:
+            result = action()
+        except (DeployFailed, LockHeld, HostUnreachable) as exc:
+            self.event("phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message)
+            raise
+        except ShipyardError as exc:
+            self.event("phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message)
+            raise DeployFailed(name, exc.message, hint=exc.hint) from exc
+        duration = time.monotonic() - started
+        self.completed.append(name)
+        self.event(
+            "phase.finished",
+            phase=name,
+            duration_s=round(duration, 3),
+            message=summary(result) if summary else "",
+        )
+        return result
+
+    def skip(self, name: str, reason: str) -> None:
+        self.event("phase.skipped", phase=name, message=reason)
+
+    def on_failure(self, description: str, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append((description, cleanup))
+
+    def clear_cleanups(self) -> None:
+        self._cleanups.clear()
+
+    def run_cleanups(self) -> list[str]:
+        """Run registered cleanups newest first; returns what failed (never raises)."""
+        failures = []
+        while self._cleanups:
+            description, cleanup = self._cleanups.pop()
+            try:
+                cleanup()
+                self.note(f"cleanup: {description}")
+            except Exception as exc:  # noqa: BLE001 — every cleanup gets its turn
+                failures.append(f"{description}: {exc}")
+                self.warn(f"cleanup failed: {description}: {exc}")
+        return failures
+
+
+@contextmanager
+def signals_raise() -> Iterator[None]:
+    """Turn SIGTERM (and SIGINT) into ``Interrupted`` so cleanups run on every exit path."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

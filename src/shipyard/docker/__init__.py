@@ -1,0 +1,283 @@
+"""Typed calls to the docker CLI and ``docker compose`` (v2) on a ``Host``.
+
+No other part builds docker argv. Output parsing lives in pure functions (``parse_*``), tested
+with golden files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.hosts import CommandResult, Host
+
+__all__ = [
+    "ContainerInfo",
+    "Docker",
+    "EngineInfo",
+    "ImageInfo",
+    "parse_container",
+    "parse_image",
+]
+
+_NO_ENGINE = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    server_version: str
+    architecture: str
+    compose_version: str | None
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """The parts of ``docker inspect`` a deploy uses."""
+
+    id: str
+    name: str
+    image_id: str
+    status: str  # created, running, exited, ...
+    health: str | None  # starting, healthy, unhealthy, or None without a healthcheck
+    exit_code: int
+    labels: Mapping[str, str]
+    ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (tcp)
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    labels: Mapping[str, str]
+    created: str
+
+
+def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
+    """One element of ``docker inspect --type container`` output."""
+    state = document.get("State") or {}
+    config = document.get("Config") or {}
+    ports: dict[int, int] = {}
+    for key, bindings in ((document.get("NetworkSettings") or {}).get("Ports") or {}).items():
+        port, _, proto = key.partition("/")
+        if proto == "tcp" and bindings:
+            for binding in bindings:
+                if binding.get("HostPort"):
+                    ports[int(port)] = int(binding["HostPort"])
+                    break
+    health = (state.get("Health") or {}).get("Status")
+    return ContainerInfo(
+        id=document["Id"],
+        name=str(document.get("Name", "")).lstrip("/"),
+        image_id=document.get("Image", ""),
+        status=state.get("Status", "unknown"),
+        health=health,
+        exit_code=int(state.get("ExitCode", 0)),
+        labels=dict(config.get("Labels") or {}),
+        ports=ports,
+    )
+
+
+def parse_image(document: Mapping[str, Any]) -> ImageInfo:
+    """One element of ``docker image inspect`` output."""
+    config = document.get("Config") or {}
+    return ImageInfo(
+        id=document["Id"], labels=dict(config.get("Labels") or {}), created=document.get("Created", "")
+    )
+
+
+class Docker:
+    """The docker CLI on one host."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def _run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float | None = None,
+        stdin: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
+        try:
+            return self.host.run(["docker", *argv], check=check, timeout=timeout, stdin=stdin, env=env)
+        except CommandFailed as exc:
+            if any(marker in exc.stderr for marker in _NO_ENGINE):
+                raise HostUnreachable(
+                    f"on {self.host.name}: the Docker engine is not reachable",
+                    hint="start dockerd (scripts/engine.sh does on this kind of machine)",
+                ) from exc
+            raise
+
+    # -- engine ------------------------------------------------------------------------------------
+    def info(self) -> EngineInfo:
+        result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
+        server = json.loads(result.stdout or "null") or {}
+        compose = self._run(["compose", "version", "--short"], check=False, timeout=30)
+        return EngineInfo(
+            server_version=str(server.get("Version", "unknown")),
+            architecture=str(server.get("Arch", "amd64")),
+            compose_version=compose.stdout.strip() if compose.ok else None,
+        )
+
+    # -- images --------------------------------------------------------------------------------------
+    def image(self, ref: str) -> ImageInfo | None:
+        result = self._run(["image", "inspect", ref], check=False, timeout=60)
+        if not result.ok:
+            return None
+        return parse_image(json.loads(result.stdout)[0])
+
+    def build(
+        self,
+        context: str,
+        *,
+        tag: str,
+        dockerfile: str | None = None,
+        build_args: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        target: str | None = None,
+        timeout: float = 1800,
+    ) -> CommandResult:
+        argv = ["build", "--tag", tag]
+        if dockerfile:
+            argv += ["--file", dockerfile]
+        if target:
+            argv += ["--target", target]
+        # Build args pass by name: values travel in the environment, never in argv.
+        for key in build_args or {}:
+            argv += ["--build-arg", key]
+        for key, value in (labels or {}).items():
+            argv += ["--label", f"{key}={value}"]
+        argv.append(context)
+        return self._run(argv, timeout=timeout, env=dict(build_args or {}))
+
+    def tag(self, source: str, target: str) -> None:
+        self._run(["tag", source, target], timeout=60)
+
+    # -- containers ---------------------------------------------------------------------------------
+    def container(self, name: str) -> ContainerInfo | None:
+        result = self._run(["container", "inspect", name], check=False, timeout=60)
+        if not result.ok:
+            if "No such container" in result.stderr or "no such container" in result.stderr.lower():
+                return None
+            raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
+        return parse_container(json.loads(result.stdout)[0])
+
+    def containers(self, labels: Mapping[str, str]) -> list[str]:
+        """Names of containers (running or not) carrying all ``labels``."""
+        argv = ["ps", "--all", "--format", "{{.Names}}"]
+        for key, value in labels.items():
+            argv += ["--filter", f"label={key}={value}"]
+        return sorted(line for line in self._run(argv, timeout=60).stdout.splitlines() if line)
+
+    def exec(
+        self,
+        container: str,
+        argv: Sequence[str],
+        *,
+        stdin: str | bytes | None = None,
+        user: str | None = None,
+        check: bool = True,
+        timeout: float | None = 300,
+    ) -> CommandResult:
+        args = ["exec"]
+        if stdin is not None:
+            args.append("--interactive")
+        if user:
+            args += ["--user", user]
+        return self._run([*args, container, *argv], stdin=stdin, check=check, timeout=timeout)
+
+    def run_oneoff(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        network: str | None = None,
+        env_file: PurePosixPath | None = None,
+        mounts: Sequence[tuple[PurePosixPath, str]] = (),
+        labels: Mapping[str, str] | None = None,
+        name: str | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """``docker run --rm`` of a one-off task. Mounts are read-only (host path, container path)."""
+        args = ["run", "--rm"]
+        if name:
+            args += ["--name", name]
+        if network:
+            args += ["--network", network]
+        if env_file is not None:
+            args += ["--env-file", str(env_file)]
+        for source, target in mounts:
+            args += ["--volume", f"{source}:{target}:ro"]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        return self._run([*args, image, *argv], check=check, timeout=timeout)
+
+    def logs(self, container: str, *, tail: int = 50) -> str:
+        result = self._run(["logs", "--tail", str(tail), container], check=False, timeout=60)
+        return (result.stdout + result.stderr).strip()
+
+    def start(self, container: str) -> None:
+        self._run(["start", container], timeout=120)
+
+    def stop(self, container: str, *, timeout: float) -> None:
+        self._run(["stop", "--time", str(round(timeout)), container], timeout=timeout + 60)
+
+    def remove(self, container: str) -> None:
+        self._run(["rm", "--force", "--volumes", container], check=False, timeout=120)
+
+    def kill(self, container: str, *, signal: str = "SIGTERM") -> None:
+        self._run(["kill", "--signal", signal, container], check=False, timeout=60)
+
+    # -- compose ---------------------------------------------------------------------------------------
+    def compose(
+        self, project: str, file: PurePosixPath, args: Sequence[str], *, timeout: float | None = 600
+    ) -> CommandResult:
+        return self._run(
+            ["compose", "--project-name", project, "--file", str(file), *args], timeout=timeout
+        )
+
+    def compose_up(
+        self,
+        project: str,
+        file: PurePosixPath,
+        *,
+        services: Sequence[str] = (),
+        wait_timeout: float | None = None,
+        force_recreate: bool = False,
+    ) -> CommandResult:
+        args = ["up", "--detach", "--remove-orphans"]
+        if force_recreate:
+            args.append("--force-recreate")
+        if wait_timeout is not None:
+            args += ["--wait", "--wait-timeout", str(max(1, round(wait_timeout)))]
+        return self.compose(
+            project, file, [*args, *services], timeout=(wait_timeout or 0) + 600
+        )
+
+    def compose_down(self, project: str, *, volumes: bool = False, timeout: float = 600) -> CommandResult:
+        args = ["compose", "--project-name", project, "down", "--remove-orphans"]
+        if volumes:
+            args.append("--volumes")
+        return self._run(args, timeout=timeout)
+
+    def compose_projects(self) -> list[str]:
+        result = self._run(["compose", "ls", "--all", "--format", "json"], timeout=60)
+        return sorted(str(p["Name"]) for p in json.loads(result.stdout or "[]"))
+
+    # -- networks and volumes ---------------------------------------------------------------------
+    def networks(self) -> list[str]:
+        return sorted(self._run(["network", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split())
+
+    def volumes(self) -> list[str]:
+        return sorted(self._run(["volume", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split())

@@ -1,0 +1,128 @@
+"""Every error shipyard raises on purpose.
+
+    ShipyardError                 an expected failure with a message an operator can act on
+    ├── ConfigError               shipyard.yml or an env file is invalid (all problems at once)
+    ├── CheckFailed               `shipyard check` found problems beyond the config itself
+    ├── HostError                 running a command or moving a file on a target failed
+    │   ├── HostUnreachable       the target cannot be reached at all
+    │   └── CommandFailed         a command ran and exited non-zero
+    ├── BuildError                the app image could not be built
+    ├── LockHeld                  another operation holds the environment's lock
+    ├── StateError                the recorded state is missing or unreadable
+    ├── DeployFailed              a deploy failed; the previous version keeps serving
+    └── RollbackFailed            restoring the previous version failed: a person must act
+
+Lower layers' exceptions are translated at the boundary with ``raise ... from exc``. Only the CLI
+maps these to output and exit codes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ShipyardError(Exception):
+    """An expected failure. ``hint`` tells the operator what to do next."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem found in a file: ``file:line:col key.path: message``."""
+
+    file: str
+    line: int | None
+    column: int | None
+    key_path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        key = f" {self.key_path}" if self.key_path else ""
+        return f"{where}{key}: {self.message}"
+
+
+class ConfigError(ShipyardError):
+    """The configuration is invalid. Carries every issue found, not just the first."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues = list(issues)
+        count = len(self.issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"configuration is invalid ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+
+
+class CheckFailed(ShipyardError):
+    """`shipyard check` found problems: config issues and environment problems together."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(f"check failed ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+
+
+class HostError(ShipyardError):
+    """Running a command or moving a file on a target failed."""
+
+
+class HostUnreachable(HostError):
+    """The target host cannot be reached (connection refused, DNS, engine down)."""
+
+
+class CommandFailed(HostError):
+    """A command exited non-zero. ``argv`` is already masked."""
+
+    def __init__(
+        self, host: str, argv: Sequence[str], returncode: int, stderr: str, *, hint: str | None = None
+    ) -> None:
+        self.host = host
+        self.argv = list(argv)
+        self.returncode = returncode
+        self.stderr = stderr
+        tail = stderr.strip().splitlines()[-8:]
+        detail = ("\n    " + "\n    ".join(tail)) if tail else ""
+        super().__init__(
+            f"on {host}: `{' '.join(self.argv[:4])}{' …' if len(self.argv) > 4 else ''}` "
+            f"exited {returncode}{detail}",
+            hint=hint,
+        )
+
+
+class BuildError(ShipyardError):
+    """The app could not be built into an image."""
+
+
+class LockHeld(ShipyardError):
+    """Another deploy (or rollback, restore) holds the environment's lock."""
+
+
+class StateError(ShipyardError):
+    """Recorded state is missing or unreadable."""
+
+
+class DeployFailed(ShipyardError):
+    """A deploy failed in ``phase``; the candidate was removed and the previous version serves."""
+
+    def __init__(
+        self, phase: str, message: str, *, hint: str | None = None, after_switch: bool = False
+    ) -> None:
+        self.phase = phase
+        self.after_switch = after_switch
+        super().__init__(f"deploy failed in phase '{phase}': {message}", hint=hint)
+
+
+class RollbackFailed(ShipyardError):
+    """Restoring the previous version failed. The service may be down: a person must act."""

@@ -1,0 +1,42 @@
+"""Providers: where and how an environment runs.
+
+``docker`` is the universal one (a local engine, a VPS, bare metal, any cloud VM). Managed
+platforms plug in here with the same protocol, imported lazily behind extras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from shipyard.deploy import DeployOptions, DeployResult, OperationContext
+from shipyard.errors import ConfigError, Issue
+from shipyard.hosts import Host
+from shipyard.providers._docker import DockerProvider, Status
+
+__all__ = ["PROVIDERS", "DockerProvider", "Provider", "Status", "get_provider"]
+
+
+class Provider(Protocol):
+    name: str
+
+    def provision(self, ctx: OperationContext) -> list[str]: ...
+
+    def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult: ...
+
+    def health_check(self, ctx: OperationContext) -> Any: ...
+
+    def render(self, ctx: OperationContext) -> dict[str, str]: ...
+
+    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]: ...
+
+
+PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider}
+
+
+def get_provider(name: str, host: Host, *, config_file: str) -> Provider:
+    factory = PROVIDERS.get(name)
+    if factory is None:
+        known = ", ".join(sorted(PROVIDERS))
+        raise ConfigError([Issue(config_file, None, None, "provider", f"unknown provider {name!r} (known: {known})")])
+    return factory(host)

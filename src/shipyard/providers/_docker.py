@@ -1,0 +1,408 @@
+"""The ``docker`` provider: any host with a Docker engine (local, VPS, bare metal, any cloud VM)."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+import httpx
+
+from shipyard.build import Image
+from shipyard.config import Config
+from shipyard.database import Database, MigrationError, local_migration_versions
+from shipyard.deploy import DeployOptions, DeployResult, OperationContext, run_deploy
+from shipyard.docker import ContainerInfo, Docker
+from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError
+from shipyard.health import Target, build_checks, wait_healthy
+from shipyard.hosts import Host, LocalHost
+from shipyard.providers._stack import (
+    Layout,
+    Names,
+    app_env,
+    database_env,
+    env_file_text,
+    managed_database,
+    render_infra,
+    render_slot,
+    to_yaml,
+)
+from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
+from shipyard.state import Release
+
+_MIN_COMPOSE = (2, 24)  # env_file `format: raw`
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``shipyard status`` reports."""
+
+    url: str
+    version: str | None
+    commit: str | None
+    slot: str | None
+    release_id: str | None
+    deployed_at: str | None
+    deployed_by: str | None
+    health: str  # healthy, degraded, unhealthy, unreachable, not deployed
+    health_detail: str
+    proxy_upstreams: list[str]
+    drift: str | None
+    containers: dict[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class DockerSteps:
+    """The deploy steps on one Docker host."""
+
+    def __init__(self, ctx: OperationContext, host: Host) -> None:
+        self.ctx = ctx
+        self.config: Config = ctx.config
+        self.host = host
+        self.docker = Docker(host)
+        self.names = Names(self.config.app.name, self.config.environment.name)
+        self.layout = Layout(ctx.store.root)
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _database(self) -> Database | None:
+        if self.config.database is None or not managed_database(self.config):
+            return None
+        return Database(self.docker, self.names.database, self.config.database)
+
+    def _write(self, path: PurePosixPath, text: str) -> None:
+        self.host.put(path, text.encode(), mode=0o600)
+
+    def _published(self, container: str, port: int) -> int:
+        info = self.docker.container(container)
+        if info is None or port not in info.ports:
+            raise ShipyardError(f"container {container} does not publish port {port}")
+        return self.host.tunnel(info.ports[port])
+
+    def admin(self) -> CaddyAdmin:
+        return CaddyAdmin(self._published(self.names.proxy, ADMIN_PORT))
+
+    def url(self) -> str:
+        proxy = self.config.proxy
+        if proxy.domains:
+            suffix = "" if proxy.https_port == 443 else f":{proxy.https_port}"  # noqa: PLR2004
+            return f"https://{proxy.domains[0]}{suffix}"
+        suffix = "" if proxy.http_port == 80 else f":{proxy.http_port}"  # noqa: PLR2004
+        host = "localhost" if isinstance(self.host, LocalHost) else self.host.name
+        return f"http://{host}{suffix}"
+
+    # -- phases ---------------------------------------------------------------------------------------
+    def preflight(self) -> str:
+        info = self.docker.info()
+        if info.compose_version is None:
+            raise HostUnreachable(
+                f"on {self.host.name}: Docker Compose v2 (`docker compose`) is not installed",
+                hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
+            )
+        found = tuple(int(x) for x in re.findall(r"\d+", info.compose_version)[:2])
+        if found < _MIN_COMPOSE:
+            raise ShipyardError(
+                f"on {self.host.name}: Docker Compose {info.compose_version} is too old; "
+                f"{'.'.join(map(str, _MIN_COMPOSE))} or newer is needed"
+            )
+        return f"docker {info.server_version}, compose {info.compose_version}"
+
+    def deliver(self, image: Image) -> str:
+        if isinstance(self.host, LocalHost):
+            return f"{image.tag} built on this engine"
+        raise ShipyardError(f"delivering images to {self.host.name} is not supported by this version")
+
+    def ensure_infrastructure(self) -> str:
+        self._write(self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout)))
+        database = self._database()
+        if database is None:
+            self.docker.compose(
+                self.names.infra_project, self.layout.infra_compose, ["create", "--no-recreate", "proxy"]
+            )
+            return "external database" if self.config.database else "no database"
+        assert self.config.database is not None  # noqa: S101
+        self._write(self.layout.database_env, env_file_text(database_env(self.config), source="database env"))
+        self.docker.compose_up(
+            self.names.infra_project,
+            self.layout.infra_compose,
+            services=["db"],
+            wait_timeout=self.config.database.ready_timeout,
+        )
+        versions = database.ensure_extensions(self.config.database.extensions)
+        return "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+
+    def migrate(self, release: Release) -> int | None:
+        database = self._database()
+        section = self.config.database
+        if section is None or section.migrations is None:
+            return None
+        source = self.config.resolve(section.migrations.path)
+        if database is None:
+            raise ShipyardError("migrations against an external database are not supported by this version")
+        before = database.migration_state()
+        if before.dirty:
+            raise MigrationError(
+                f"the schema is dirty at version {before.version}: a previous migration failed half-way",
+                hint=(
+                    "inspect the schema, fix it by hand, then mark the version clean with "
+                    f"`migrate force {before.version}` (or the version before it) and deploy again"
+                ),
+            )
+        files = local_migration_versions(source)
+        if not files:
+            return before.version
+        if before.version is not None and before.version >= files[-1]:
+            return before.version
+        target = self.layout.migrations(release.id)
+        self.host.put_tree(source, target)
+        password = self.config.secrets.get(section.password_env) or ""
+        self._write(self.layout.migrate_env, env_file_text({"PGPASSWORD": password}, source="migrate env"))
+        database.migrate(
+            migrations=target,
+            network=self.names.network,
+            env_file=self.layout.migrate_env,
+            timeout=section.migrations.timeout,
+            image=section.migrations.image,
+        )
+        after = database.migration_state()
+        if after.dirty:
+            raise MigrationError(f"the schema is dirty at version {after.version} after migrating")
+        return after.version
+
+    def start_slot(self, slot: str, release: Release) -> str:
+        self._write(self.layout.slot_env(slot), env_file_text(app_env(self.config, self.names), source="app env"))
+        compose = render_slot(
+            self.config, self.names, self.layout, slot,
+            image=release.image, release=release.id, version=release.version, commit=release.commit,
+        )
+        self._write(self.layout.slot_compose(slot), to_yaml(compose))
+        try:
+            self.docker.compose_up(
+                self.names.slot(slot), self.layout.slot_compose(slot), force_recreate=True, wait_timeout=60
+            )
+        except ShipyardError as exc:
+            logs = self.docker.logs(self.names.slot(slot), tail=20)
+            raise DeployFailed("start", f"slot {slot} did not start: {exc.message}\n  app log:\n{_indent(logs)}") from exc
+        return f"{self.names.slot(slot)} running {release.image}"
+
+    def remove_slot(self, slot: str) -> None:
+        self.docker.compose_down(self.names.slot(slot))
+
+    def _target(self, slot: str) -> Target:
+        container = self.names.slot(slot)
+        port = self._published(container, self.config.app.port)
+        section = self.config.database
+        managed = self._database() is not None
+        return Target(
+            base_url=f"http://127.0.0.1:{port}",
+            port=port,
+            container=container,
+            docker=self.docker,
+            database_container=self.names.database if managed else None,
+            database_user=section.user if section else None,
+            database_name=section.name if section else None,
+        )
+
+    def gate(self, slot: str) -> str:
+        container = self.names.slot(slot)
+        target = self._target(slot)
+
+        def alive() -> str | None:
+            info = self.docker.container(container)
+            if info is None:
+                return f"container {container} disappeared"
+            if not info.running:
+                return f"container {container} is {info.status} (exit code {info.exit_code})"
+            return None
+
+        result = wait_healthy(build_checks(self.config.health), target, self.config.health, alive=alive)
+        if not result.ok:
+            answers = "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (no answer)"
+            logs = self.docker.logs(container, tail=20)
+            raise DeployFailed(
+                "health",
+                f"slot {slot} never became healthy: {result.reason}\n  last answers:\n{answers}\n"
+                f"  app log:\n{_indent(logs)}",
+                hint="the previous version kept serving; fix the app or its config and deploy again",
+            )
+        return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
+
+    def _caddy_config(self, slot: str) -> dict[str, Any]:
+        upstream = f"{self.names.slot(slot)}:{self.config.app.port}"
+        return render_caddy(self.config.proxy, [upstream])
+
+    def switch(self, slot: str) -> str:
+        config = self._caddy_config(slot)
+        self._write(self.layout.caddy_config, json.dumps(config, indent=2))
+        proxy = self.docker.container(self.names.proxy)
+        if proxy is None or not proxy.running:
+            self.docker.compose_up(
+                self.names.infra_project, self.layout.infra_compose, services=["proxy"], wait_timeout=60
+            )
+        admin = self.admin()
+        _poll(admin.ready, seconds=30, what="the proxy's admin API")
+        admin.load(config)
+        live = upstreams_of(admin.config())
+        if live != upstreams_of(config):
+            raise ShipyardError(f"the proxy routes to {live} after the switch, expected {upstreams_of(config)}")
+        return f"proxy → {self.names.slot(slot)}"
+
+    def verify(self, release: Release) -> str:
+        path = self.config.deploy.verify_path
+        if not path:
+            return "skipped (deploy.verify_path is empty)"
+        if self.config.proxy.domains:
+            return "through-proxy check skipped: the proxy serves HTTPS for its domains only"
+        url = f"http://127.0.0.1:{self.host.tunnel(self.config.proxy.http_port)}{path}"
+        last = ""
+        for _ in range(20):
+            try:
+                response = httpx.get(url, timeout=5)
+                if release.commit in response.text:
+                    return f"{path} through the proxy reports {release.commit[:7]}"
+                last = f"{response.status_code} {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = str(exc)
+            _sleep(0.5)
+        raise DeployFailed("verify", f"{path} through the proxy does not report commit {release.commit[:7]}: {last}")
+
+    def retire(self, slot: str) -> str:
+        container = self.names.slot(slot)
+        info = self.docker.container(container)
+        if info is None or not info.running:
+            return f"{container} was not running"
+        self.docker.stop(container, timeout=self.config.app.stop_grace_period)
+        return f"{container} stopped (kept for rollback)"
+
+    def prune(self, dropped: list[Release], kept: list[Release]) -> None:
+        in_use = {r.image_id for r in kept} | {r.image for r in kept}
+        for release in dropped:
+            if release.image_id not in in_use and release.image not in in_use:
+                self.docker._run(["image", "rm", release.image], check=False, timeout=120)
+
+
+class DockerProvider:
+    """Deploys to one Docker host through ``docker`` and ``docker compose``."""
+
+    name = "docker"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def steps(self, ctx: OperationContext) -> DockerSteps:
+        return DockerSteps(ctx, self.host)
+
+    def provision(self, ctx: OperationContext) -> list[str]:
+        return [self.steps(ctx).preflight()]
+
+    def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult:
+        return run_deploy(ctx, self.steps(ctx), options)
+
+    def render(self, ctx: OperationContext) -> dict[str, str]:
+        """The files a deploy writes on the host, for the slot that would go live next."""
+        steps = self.steps(ctx)
+        current = ctx.store.current()
+        slot = "green" if current and current.slot == "blue" else "blue"
+        files = {
+            str(steps.layout.infra_compose): to_yaml(render_infra(ctx.config, steps.names, steps.layout)),
+            str(steps.layout.slot_compose(slot)): to_yaml(
+                render_slot(ctx.config, steps.names, steps.layout, slot, image=f"{ctx.config.app.name}:<version>",
+                            release="<release>", version="<version>", commit="<commit>")
+            ),
+            str(steps.layout.caddy_config): json.dumps(steps._caddy_config(slot), indent=2),
+        }
+        return files
+
+    def health_check(self, ctx: OperationContext) -> Status:
+        steps = self.steps(ctx)
+        current = ctx.store.current()
+        release = ctx.store.release(current.release_id) if current else None
+        containers = {name: _describe(steps.docker.container(name)) for name in _stack_containers(steps.names)}
+        upstreams: list[str] = []
+        drift: str | None = None
+        proxy = steps.docker.container(steps.names.proxy)
+        if proxy is not None and proxy.running:
+            try:
+                upstreams = upstreams_of(steps.admin().config())
+            except ShipyardError as exc:
+                drift = f"proxy admin API unreachable: {exc.message}"
+        expected = [f"{steps.names.slot(current.slot)}:{ctx.config.app.port}"] if current else []
+        if drift is None and current and upstreams != expected:
+            drift = f"proxy routes to {upstreams or 'nothing'}, state says {expected}"
+        health, detail = "not deployed", ""
+        if current:
+            health, detail = _proxy_health(steps)
+        return Status(
+            url=steps.url(),
+            version=release.version if release else None,
+            commit=release.commit if release else None,
+            slot=current.slot if current else None,
+            release_id=current.release_id if current else None,
+            deployed_at=current.switched_at if current else None,
+            deployed_by=release.deployed_by if release else None,
+            health=health,
+            health_detail=detail,
+            proxy_upstreams=upstreams,
+            drift=drift,
+            containers=containers,
+        )
+
+    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]:
+        """Remove the environment's containers and network (and volumes with ``volumes``)."""
+        steps = self.steps(ctx)
+        removed = []
+        for slot in ("blue", "green"):
+            steps.docker.compose_down(steps.names.slot(slot))
+            removed.append(steps.names.slot(slot))
+        steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
+        removed.append(steps.names.infra_project)
+        ctx.store.host.run(["rm", "-rf", str(ctx.store.root)])
+        return removed
+
+
+def _stack_containers(names: Names) -> list[str]:
+    return [names.database, names.proxy, names.slot("blue"), names.slot("green")]
+
+
+def _describe(info: ContainerInfo | None) -> str:
+    if info is None:
+        return "absent"
+    return info.status + (f" ({info.health})" if info.health else "")
+
+
+def _proxy_health(steps: DockerSteps) -> tuple[str, str]:
+    path = next((c.path for c in steps.config.health.checks if c.kind == "http"), "/health")
+    url = f"http://127.0.0.1:{steps.host.tunnel(steps.config.proxy.http_port)}{path}"
+    try:
+        response = httpx.get(url, timeout=5)
+    except httpx.HTTPError as exc:
+        return "unreachable", str(exc)
+    try:
+        body = response.json()
+        status = str(body.get("status", "")) if isinstance(body, dict) else ""
+    except json.JSONDecodeError:
+        status = ""
+    if not status:
+        status = "healthy" if response.status_code < 400 else "unhealthy"  # noqa: PLR2004
+    return status, f"{path} → {response.status_code}"
+
+
+def _poll(condition: Any, *, seconds: float, what: str) -> None:
+    for _ in range(int(seconds / 0.25)):
+        if condition():
+            return
+        _sleep(0.25)
+    raise StateError(f"{what} did not become ready within {seconds:g}s")
+
+
+def _sleep(seconds: float) -> None:
+    import time  # noqa: PLC0415
+
+    time.sleep(seconds)
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in (text or "(empty)").splitlines()[-20:])

@@ -1,0 +1,241 @@
+"""The stack on a Docker host, as Docker Compose v2 projects rendered from the config.
+
+``<app>-<env>-infra`` holds the database and the proxy; ``<app>-<env>-blue`` and ``-green`` hold
+one app slot each. All share the network ``<app>-<env>``. The files are written on the host so an
+operator can inspect them with ``docker compose ls``, ``ps`` and ``logs``.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+from ruamel.yaml import YAML
+
+from shipyard.config import Config
+from shipyard.errors import ConfigError, Issue
+from shipyard.proxy import ADMIN_PORT
+
+LABEL = "org.shipyard"
+_LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every name the stack uses, derived from app and environment."""
+
+    app: str
+    environment: str
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.app}-{self.environment}"
+
+    @property
+    def network(self) -> str:
+        return self.prefix
+
+    @property
+    def infra_project(self) -> str:
+        return f"{self.prefix}-infra"
+
+    @property
+    def database(self) -> str:
+        return f"{self.prefix}-db"
+
+    @property
+    def proxy(self) -> str:
+        return f"{self.prefix}-proxy"
+
+    def slot(self, slot: str) -> str:
+        """Compose project and container name of an app slot."""
+        return f"{self.prefix}-{slot}"
+
+    @property
+    def volumes(self) -> dict[str, str]:
+        return {
+            "pgdata": f"{self.prefix}-pgdata",
+            "caddy-data": f"{self.prefix}-caddy-data",
+            "caddy-config": f"{self.prefix}-caddy-config",
+        }
+
+    def labels(self, **extra: str) -> dict[str, str]:
+        return {f"{LABEL}.app": self.app, f"{LABEL}.environment": self.environment} | {
+            f"{LABEL}.{key}": value for key, value in extra.items()
+        }
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the stack's files live on the host (under the environment's state directory)."""
+
+    root: PurePosixPath
+
+    @property
+    def infra_compose(self) -> PurePosixPath:
+        return self.root / "infra" / "compose.yml"
+
+    @property
+    def database_env(self) -> PurePosixPath:
+        return self.root / "infra" / "database.env"
+
+    @property
+    def migrate_env(self) -> PurePosixPath:
+        return self.root / "infra" / "migrate.env"
+
+    @property
+    def proxy_dir(self) -> PurePosixPath:
+        return self.root / "proxy"
+
+    @property
+    def caddy_config(self) -> PurePosixPath:
+        return self.proxy_dir / "caddy.json"
+
+    def slot_compose(self, slot: str) -> PurePosixPath:
+        return self.root / "slots" / slot / "compose.yml"
+
+    def slot_env(self, slot: str) -> PurePosixPath:
+        return self.root / "slots" / slot / "app.env"
+
+    def migrations(self, release_id: str) -> PurePosixPath:
+        return self.root / "migrations" / release_id
+
+
+def env_file_text(values: Mapping[str, str], *, source: str) -> str:
+    """``KEY=value`` lines read verbatim by ``docker --env-file`` and compose's ``format: raw``."""
+    lines = []
+    issues = []
+    for key, value in values.items():
+        if "\n" in value or "\r" in value:
+            issues.append(Issue(source, None, None, key, "values cannot span several lines"))
+            continue
+        lines.append(f"{key}={value}")
+    if issues:
+        raise ConfigError(issues)
+    return "\n".join(lines) + "\n"
+
+
+def managed_database(config: Config) -> bool:
+    """True when shipyard runs the database (configured, and the env file gives no external URL)."""
+    return config.database is not None and config.secrets.get(config.database.url_env) is None
+
+
+def database_env(config: Config) -> dict[str, str]:
+    assert config.database is not None  # noqa: S101 — only called with a managed database
+    password = config.secrets.get(config.database.password_env) or ""
+    return {
+        "POSTGRES_USER": config.database.user,
+        "POSTGRES_DB": config.database.name,
+        "POSTGRES_PASSWORD": password,
+    }
+
+
+def database_url(config: Config, names: Names) -> str:
+    """The URL the app uses for the managed database (on the private network)."""
+    assert config.database is not None  # noqa: S101
+    password = quote(config.secrets.get(config.database.password_env) or "", safe="")
+    db = config.database
+    return f"postgres://{db.user}:{password}@{names.database}:5432/{db.name}?sslmode=disable"
+
+
+def app_env(config: Config, names: Names) -> dict[str, str]:
+    """The app's environment: the env file, ``app.env``, and the database URL when shipyard runs it."""
+    values = dict(config.secrets.items())
+    values.update(config.app.env)
+    if config.database is not None and managed_database(config):
+        values[config.database.url_env] = database_url(config, names)
+    return values
+
+
+def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]:
+    proxy = config.proxy
+    ports = [f"{proxy.bind}:{proxy.http_port}:80", f"127.0.0.1::{ADMIN_PORT}"]
+    if proxy.domains:
+        ports.insert(1, f"{proxy.bind}:{proxy.https_port}:443")
+    services: dict[str, Any] = {
+        "proxy": {
+            "image": proxy.image,
+            "container_name": names.proxy,
+            "entrypoint": ["caddy"],
+            "command": ["run", "--config", f"/etc/caddy/{layout.caddy_config.name}"],
+            "ports": ports,
+            "volumes": [
+                f"{layout.proxy_dir}:/etc/caddy:ro",
+                "caddy-data:/data",
+                "caddy-config:/config",
+            ],
+            "networks": ["app"],
+            "restart": "unless-stopped",
+            "labels": names.labels(role="proxy"),
+            "logging": _LOGGING,
+        }
+    }
+    volumes: dict[str, Any] = {
+        "caddy-data": {"name": names.volumes["caddy-data"]},
+        "caddy-config": {"name": names.volumes["caddy-config"]},
+    }
+    if config.database is not None and managed_database(config):
+        db = config.database
+        services["db"] = {
+            "image": db.image,
+            "container_name": names.database,
+            "env_file": [{"path": str(layout.database_env), "format": "raw"}],
+            "volumes": ["pgdata:/var/lib/postgresql/data"],
+            "networks": ["app"],
+            "restart": "unless-stopped",
+            "shm_size": "256m",
+            "stop_grace_period": "60s",
+            "healthcheck": {
+                "test": ["CMD", "pg_isready", "-U", db.user, "-d", db.name],
+                "interval": "2s",
+                "timeout": "5s",
+                "retries": 30,
+                "start_period": "10s",
+            },
+            "labels": names.labels(role="database"),
+            "logging": _LOGGING,
+        }
+        volumes["pgdata"] = {"name": names.volumes["pgdata"]}
+    return {
+        "name": names.infra_project,
+        "services": services,
+        "networks": {"app": {"name": names.network, "driver": "bridge", "labels": names.labels()}},
+        "volumes": volumes,
+    }
+
+
+def render_slot(config: Config, names: Names, layout: Layout, slot: str, *, image: str, release: str,
+                version: str, commit: str) -> dict[str, Any]:
+    return {
+        "name": names.slot(slot),
+        "services": {
+            "app": {
+                "image": image,
+                "container_name": names.slot(slot),
+                "env_file": [{"path": str(layout.slot_env(slot)), "format": "raw"}],
+                "environment": {"DEPLOYMENT_SLOT": slot},
+                "ports": [f"127.0.0.1::{config.app.port}"],
+                "networks": ["app"],
+                "restart": "unless-stopped",
+                "stop_grace_period": f"{config.app.stop_grace_period:g}s",
+                "labels": names.labels(
+                    role="app", slot=slot, release=release, version=version, commit=commit
+                ),
+                "logging": _LOGGING,
+            }
+        },
+        "networks": {"app": {"name": names.network, "external": True}},
+    }
+
+
+def to_yaml(document: Mapping[str, Any]) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    buffer = io.StringIO()
+    yaml.dump(dict(document), buffer)
+    return buffer.getvalue()

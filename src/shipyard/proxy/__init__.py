@@ -1,0 +1,132 @@
+"""Caddy in front of the app slots.
+
+The whole Caddy config is rendered from recorded state (``render_caddy``) and loaded through the
+admin API in one request, which Caddy applies atomically and gracefully: requests in flight finish
+on the old config, and a request whose upstream does not accept yet is retried for
+``dial_retry`` seconds instead of failing. The admin API listens on the private network and is
+published on the host's loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from shipyard.config import ProxySection
+from shipyard.errors import ShipyardError
+
+__all__ = ["ADMIN_PORT", "CaddyAdmin", "ProxyError", "render_caddy", "upstreams_of"]
+
+ADMIN_PORT = 2019
+UPSTREAM_ID = "shipyard-upstream"
+SERVER = "shipyard"
+_BLOCKED_PATHS = ["/metrics", "/metrics/*"]
+
+
+class ProxyError(ShipyardError):
+    """The proxy's admin API refused or failed a request."""
+
+
+def render_caddy(proxy: ProxySection, upstreams: Sequence[str]) -> dict[str, Any]:
+    """The Caddy JSON config routing all traffic to ``upstreams`` (``host:port``)."""
+    reverse_proxy: dict[str, Any] = {
+        "@id": UPSTREAM_ID,
+        "handler": "reverse_proxy",
+        "upstreams": [{"dial": upstream} for upstream in upstreams],
+        "load_balancing": {
+            "try_duration": f"{proxy.dial_retry:g}s",
+            "try_interval": "100ms",
+        },
+        "headers": {"request": {"set": {"X-Forwarded-Proto": ["{http.request.scheme}"]}}},
+    }
+    routes: list[dict[str, Any]] = [
+        # The app's /metrics is for the monitoring network, not the internet.
+        {
+            "match": [{"path": _BLOCKED_PATHS}],
+            "handle": [{"handler": "static_response", "status_code": 404}],
+            "terminal": True,
+        },
+        {"handle": [reverse_proxy], "terminal": True},
+    ]
+    server: dict[str, Any] = {"routes": routes}
+    if proxy.domains:
+        server["listen"] = [":443"]
+        for route in routes:
+            route["match"] = [{**m, "host": list(proxy.domains)} for m in route.get("match", [{}])]
+    else:
+        server["listen"] = [":80"]
+        server["automatic_https"] = {"disable": True}
+    config: dict[str, Any] = {
+        "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins()},
+        "apps": {"http": {"servers": {SERVER: server}}},
+    }
+    if proxy.domains and proxy.tls_email:
+        config["apps"]["tls"] = {
+            "automation": {
+                "policies": [{"issuers": [{"module": "acme", "email": proxy.tls_email}]}]
+            }
+        }
+    return config
+
+
+def _admin_origins() -> list[str]:
+    # The admin endpoint checks the Host header (DNS-rebinding protection); it is reached through
+    # a port published on the host's loopback, so loopback names are the allowed origins.
+    return ["localhost", "127.0.0.1", "[::1]", f"localhost:{ADMIN_PORT}", f"127.0.0.1:{ADMIN_PORT}"]
+
+
+def upstreams_of(config: dict[str, Any]) -> list[str]:
+    """The upstreams a Caddy config routes to (from ``render_caddy``'s shape)."""
+    try:
+        routes = config["apps"]["http"]["servers"][SERVER]["routes"]
+    except (KeyError, TypeError):
+        return []
+    found: list[str] = []
+    for route in routes:
+        for handler in route.get("handle", []):
+            if handler.get("handler") == "reverse_proxy":
+                found += [u.get("dial", "") for u in handler.get("upstreams", [])]
+    return found
+
+
+class CaddyAdmin:
+    """Caddy's admin API at ``http://127.0.0.1:<port>``."""
+
+    def __init__(self, port: int, *, timeout: float = 10.0) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        try:
+            response = httpx.request(
+                method,
+                f"{self.base}{path}",
+                content=None if body is None else json.dumps(body),
+                headers={"Content-Type": "application/json"},
+                timeout=self.timeout,
+            )
+        except httpx.HTTPError as exc:
+            raise ProxyError(f"Caddy admin API at {self.base} is not reachable: {exc}") from exc
+        if response.status_code >= 400:  # noqa: PLR2004
+            raise ProxyError(
+                f"Caddy admin API {method} {path} answered {response.status_code}: {response.text[:500]}"
+            )
+        return response
+
+    def load(self, config: dict[str, Any]) -> None:
+        """Replace the running config atomically."""
+        self._request("POST", "/load", config)
+
+    def config(self) -> dict[str, Any]:
+        data = self._request("GET", "/config/").json()
+        return data if isinstance(data, dict) else {}
+
+    def ready(self) -> bool:
+        try:
+            self._request("GET", "/config/")
+        except ProxyError:
+            return False
+        return True
