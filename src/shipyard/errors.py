@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+_SHOWN_ARGS = 4
+
 
 class ShipyardError(Exception):
     """An expected failure. ``hint`` tells the operator what to do next."""
@@ -61,7 +63,9 @@ class ConfigError(ShipyardError):
         self.issues = list(issues)
         count = len(self.issues)
         lines = "\n".join(f"  {issue}" for issue in self.issues)
-        super().__init__(f"configuration is invalid ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+        super().__init__(
+            f"configuration is invalid ({count} problem{'s' if count != 1 else ''}):\n{lines}"
+        )
 
 
 class CheckFailed(ShipyardError):
@@ -86,7 +90,13 @@ class CommandFailed(HostError):
     """A command exited non-zero. ``argv`` is already masked."""
 
     def __init__(
-        self, host: str, argv: Sequence[str], returncode: int, stderr: str, *, hint: str | None = None
+        self,
+        host: str,
+        argv: Sequence[str],
+        returncode: int,
+        stderr: str,
+        *,
+        hint: str | None = None,
     ) -> None:
         self.host = host
         self.argv = list(argv)
@@ -95,7 +105,7 @@ class CommandFailed(HostError):
         tail = stderr.strip().splitlines()[-8:]
         detail = ("\n    " + "\n    ".join(tail)) if tail else ""
         super().__init__(
-            f"on {host}: `{' '.join(self.argv[:4])}{' …' if len(self.argv) > 4 else ''}` "
+            f"on {host}: `{' '.join(self.argv[:4])}{' …' if len(self.argv) > _SHOWN_ARGS else ''}` "
             f"exited {returncode}{detail}",
             hint=hint,
         )

@@ -71,14 +71,18 @@ ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-EnvArgument = Annotated[str, typer.Argument(help="Environment name (development, staging, production, …).")]
+EnvArgument = Annotated[
+    str, typer.Argument(help="Environment name (development, staging, production, …).")
+]
 
 _state: dict[str, bool] = {"debug": False}
 
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
+    ] = False,
     version: Annotated[bool, typer.Option("--version", help="Print shipyard's version.")] = False,
 ) -> None:
     _state["debug"] = debug
@@ -117,7 +121,9 @@ def render(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")
 def deploy(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
-    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Deploy uncommitted changes.")] = False,
+    allow_dirty: Annotated[
+        bool, typer.Option("--allow-dirty", help="Deploy uncommitted changes.")
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green."""
@@ -133,7 +139,11 @@ def deploy(
 
 
 @app.command()
-def status(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"), json_output: JsonOption = False) -> None:
+def status(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    json_output: JsonOption = False,
+) -> None:
     """What runs in the environment, its health, and drift between the proxy and recorded state."""
     session = open_session(config, environment, json_output=json_output)
     report = session.provider.health_check(session.ctx)
@@ -142,7 +152,16 @@ def status(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")
         _out(data)
         return
     table = Table(show_header=False, box=None)
-    for key in ("url", "version", "commit", "slot", "deployed_at", "deployed_by", "health", "drift"):
+    for key in (
+        "url",
+        "version",
+        "commit",
+        "slot",
+        "deployed_at",
+        "deployed_by",
+        "health",
+        "drift",
+    ):
         table.add_row(key, escape(str(data.get(key) or "-")))
     for name, state in data.get("containers", {}).items():
         table.add_row(f"  {name}", escape(state))
@@ -152,17 +171,32 @@ def status(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")
 
 
 @app.command()
-def history(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"), json_output: JsonOption = False) -> None:
+def history(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    json_output: JsonOption = False,
+) -> None:
     """Deployments of the environment, newest first."""
     session = open_session(config, environment, json_output=json_output)
     entries = list(reversed(session.ctx.store.history()))
     if json_output:
         _out([asdict(e) for e in entries])
         return
-    table = Table("id", "action", "version", "commit", "slot", "result", "started", "duration", "by")
+    table = Table(
+        "id", "action", "version", "commit", "slot", "result", "started", "duration", "by"
+    )
     for e in entries:
-        table.add_row(e.deployment_id, e.action, e.version, e.commit[:7], e.slot, e.result, e.started_at[:19],
-                      f"{e.duration_s:.1f}s", e.by)
+        table.add_row(
+            e.deployment_id,
+            e.action,
+            e.version,
+            e.commit[:7],
+            e.slot,
+            e.result,
+            e.started_at[:19],
+            f"{e.duration_s:.1f}s",
+            e.by,
+        )
     err.print(table)
 
 
@@ -170,7 +204,9 @@ def history(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"
 def destroy(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
-    volumes: Annotated[bool, typer.Option("--volumes", help="Also delete the database volume (data loss).")] = False,
+    volumes: Annotated[
+        bool, typer.Option("--volumes", help="Also delete the database volume (data loss).")
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove the environment's containers, network and state (and volumes with --volumes)."""
@@ -191,22 +227,14 @@ def _exit_code(exc: ShipyardError) -> ExitCode:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point. Usage errors exit 2 (typer); expected errors get their own code."""
     try:
-        app(standalone_mode=False)
+        app()
     except ShipyardError as exc:
         err.print(f"[bold red]error:[/] {escape(str(exc))}")
         if exc.hint:
             err.print(f"[dim]hint: {escape(exc.hint)}[/]")
         sys.exit(_exit_code(exc))
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(ExitCode.USAGE)
-    except (typer.BadParameter, _click_usage_error()) as exc:
-        exc.show()  # type: ignore[union-attr]
-        sys.exit(ExitCode.USAGE)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
@@ -217,9 +245,3 @@ def main() -> None:
         if _state["debug"]:
             err.print(escape(traceback.format_exc()))
         sys.exit(ExitCode.UNEXPECTED)
-
-
-def _click_usage_error() -> type[Exception]:
-    import click  # noqa: PLC0415
-
-    return click.UsageError

@@ -78,8 +78,12 @@ def run_checks(config_path: Path, environment: str) -> list[str]:
             host = connect(config)
             info = Docker(host).info()
             if info.compose_version is None:
-                problems.append(f"{host.name}: Docker Compose v2 (`docker compose`) is not installed")
-            passed.append(f"docker {info.server_version} reachable on {host.name}; compose {info.compose_version}")
+                problems.append(
+                    f"{host.name}: Docker Compose v2 (`docker compose`) is not installed"
+                )
+            passed.append(
+                f"docker {info.server_version} reachable on {host.name}; compose {info.compose_version}"
+            )
         except ShipyardError as exc:
             problems.append(exc.message)
     if problems:
@@ -98,20 +102,30 @@ def _file_problems(config: Config) -> list[str]:
             problems.append(f"{file} build.context: {context} has no go.mod")
         for relative in config.build.files:
             if not (context / relative).exists():
-                problems.append(f"{file} build.files.{relative}: {context / relative} does not exist")
+                problems.append(
+                    f"{file} build.files.{relative}: {context / relative} does not exist"
+                )
     elif not (context / config.build.dockerfile).is_file():
-        problems.append(f"{file} build.dockerfile: {context / config.build.dockerfile} does not exist")
+        problems.append(
+            f"{file} build.dockerfile: {context / config.build.dockerfile} does not exist"
+        )
     if config.database and config.database.migrations:
         migrations = config.resolve(config.database.migrations.path)
         if not migrations.is_dir():
-            problems.append(f"{file} database.migrations.path: directory {migrations} does not exist")
+            problems.append(
+                f"{file} database.migrations.path: directory {migrations} does not exist"
+            )
     env_file = config.environment.env_file
     if env_file is not None and env_file.is_file():
         mode = env_file.stat().st_mode
         if mode & 0o004:
-            problems.append(f"{env_file}: world-readable (mode {oct(mode & 0o777)}); run chmod 600 {env_file}")
+            problems.append(
+                f"{env_file}: world-readable (mode {oct(mode & 0o777)}); run chmod 600 {env_file}"
+            )
         if _tracked_by_git(env_file):
-            problems.append(f"{env_file}: tracked by git; secrets must never be committed (git rm --cached)")
+            problems.append(
+                f"{env_file}: tracked by git; secrets must never be committed (git rm --cached)"
+            )
     return problems
 
 
@@ -131,4 +145,8 @@ def _tool_problems(config: Config | None) -> list[str]:
     if config is not None and isinstance(config.build, GoBuild):
         needed.append("go")
     path = os.environ.get("PATH")
-    return [f"tool `{tool}` not found on PATH" for tool in needed if shutil.which(tool, path=path) is None]
+    return [
+        f"tool `{tool}` not found on PATH"
+        for tool in needed
+        if shutil.which(tool, path=path) is None
+    ]

@@ -24,6 +24,7 @@ from shipyard.config._models import (
     DatabaseSection,
     DeploySection,
     DockerfileBuild,
+    EnvironmentSection,
     GoBuild,
     HealthSection,
     ProxySection,
@@ -32,6 +33,7 @@ from shipyard.errors import ConfigError, Issue
 from shipyard.secrets import EnvFileBackend, Masker, read_env_file
 
 Path_ = tuple[str | int, ...]
+_OVERRIDE_DEPTH = 3  # environments.<name>.<section>
 _SECTIONS = ("app", "build", "database", "proxy", "health", "deploy", "providers")
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
 
@@ -69,7 +71,6 @@ class Config:
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
-
 
 
 def _positions(node: Any, prefix: Path_ = ()) -> dict[Path_, tuple[int, int]]:
@@ -127,7 +128,7 @@ class _Locator:
                 position = self.positions.get(candidate[:cut])
                 # An override is only "the place" if the key itself (or a part below the
                 # environment's section) is written there; else fall back to the base file.
-                if position is not None and (candidate is path or cut > 3):
+                if position is not None and (candidate is path or cut > _OVERRIDE_DEPTH):
                     line, col = position
                     return Issue(self.file, line, col, _dotted(candidate), message)
         return Issue(self.file, None, None, _dotted(path), message)
@@ -150,6 +151,7 @@ def _pydantic_issues(exc: ValidationError, locator: _Locator, prefix: Path_ = ()
         elif error["type"] == "missing":
             message = "required key is missing"
         elif error["type"] == "union_tag_invalid":
+            loc = (*loc, "kind")
             message = f"kind must be one of {error.get('ctx', {}).get('expected_tags', '?')}"
         elif error["type"] == "union_tag_not_found":
             message = "missing key 'kind'"
@@ -166,13 +168,19 @@ def _drop_union_tags(loc: Path_) -> Path_:
     out: list[str | int] = []
     for index, part in enumerate(loc):
         previous = loc[index - 1] if index else None
-        if isinstance(part, str) and part in _TAGS and (previous in {"build"} or isinstance(previous, int)):
+        if (
+            isinstance(part, str)
+            and part in _TAGS
+            and (previous in {"build"} or isinstance(previous, int))
+        ):
             continue
         out.append(part)
     return tuple(out)
 
 
-def _interpolate(node: Any, path: Path_, values: Mapping[str, str], locator: _Locator, issues: list[Issue]) -> Any:
+def _interpolate(
+    node: Any, path: Path_, values: Mapping[str, str], locator: _Locator, issues: list[Issue]
+) -> Any:
     if isinstance(node, dict):
         return {k: _interpolate(v, (*path, k), values, locator, issues) for k, v in node.items()}
     if isinstance(node, list):
@@ -210,7 +218,7 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError([Issue(str(path), None, None, "", "not UTF-8 text")]) from exc
 
 
-def load_config(
+def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collects every issue
     path: Path, environment: str, *, process_env: Mapping[str, str] | None = None
 ) -> Config:
     """Read, merge, interpolate and validate ``shipyard.yml`` for ``environment``.
@@ -224,7 +232,9 @@ def load_config(
         raise ConfigError([Issue(file, None, None, "", "file not found")])
     document = _read_yaml(path)
     if not isinstance(document, CommentedMap):
-        raise ConfigError([Issue(file, 1, 1, "", "expected a mapping of sections (app, build, environments, …)")])
+        raise ConfigError(
+            [Issue(file, 1, 1, "", "expected a mapping of sections (app, build, environments, …)")]
+        )
     positions = _positions(document)
     raw: dict[str, Any] = _plain(document)
     top = _Locator(file, positions, None)
@@ -235,7 +245,11 @@ def load_config(
     if environment not in environments:
         names = ", ".join(sorted(str(n) for n in environments))
         raise ConfigError(
-            [top.issue(("environments",), f"no environment named {environment!r} (defined: {names})")]
+            [
+                top.issue(
+                    ("environments",), f"no environment named {environment!r} (defined: {names})"
+                )
+            ]
         )
 
     issues: list[Issue] = []
@@ -244,7 +258,9 @@ def load_config(
     try:
         ConfigFile.model_validate(raw)
     except ValidationError as exc:
-        issues.extend(i for i in _pydantic_issues(exc, top) if i.key_path.startswith("environments"))
+        issues.extend(
+            i for i in _pydantic_issues(exc, top) if i.key_path.startswith("environments")
+        )
 
     env_raw = environments[environment] if isinstance(environments[environment], dict) else {}
     env_file_value = env_raw.get("env_file", f".env.{environment}")
@@ -268,13 +284,15 @@ def load_config(
         if isinstance(override, dict):
             merged[section] = _merge(merged.get(section) or {}, override)
 
-    values = {**file_values, **process_env}
+    values = {**file_values, **process_env, "SHIPYARD_ENVIRONMENT": environment}
     env_locator = _Locator(file, positions, environment)
     merged = _interpolate(merged, (), values, env_locator, issues)
 
     sections: dict[str, Any] = {}
     try:
-        validated = ConfigFile.model_validate({**merged, "environments": {environment: {"target": "local"}}})
+        validated = ConfigFile.model_validate(
+            {**merged, "environments": {environment: {"target": "local"}}}
+        )
         sections = {name: getattr(validated, name) for name in _SECTIONS}
     except ValidationError as exc:
         for issue in _pydantic_issues(exc, env_locator):
@@ -282,11 +300,13 @@ def load_config(
                 issues.append(issue)
 
     if sections:
-        issues.extend(_required_env_issues(sections, env_locator, file_values, process_env, env_file))
+        issues.extend(
+            _required_env_issues(sections, env_locator, file_values, process_env, env_file)
+        )
     if issues:
         raise ConfigError(_dedupe(issues))
 
-    env_section = ConfigFile.model_validate(raw).environments[environment]
+    env_section = EnvironmentSection.model_validate(env_raw)
     masker = Masker()
     masker.add_env(file_values, all_values=False)
     for key in sections["app"].secret_env:
@@ -295,7 +315,10 @@ def load_config(
     return Config(
         path=path,
         environment=Environment(
-            name=environment, target=env_section.target, provider=env_section.provider, env_file=env_file
+            name=environment,
+            target=env_section.target,
+            provider=env_section.provider,
+            env_file=env_file,
         ),
         secrets=EnvFileBackend(file_values),
         masker=masker,

@@ -48,28 +48,37 @@ class _Model(BaseModel):
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({"type": ["string", "number"], "description": "Duration: 500ms, 10s, 5m, 1h or seconds."}),
+    WithJsonSchema(
+        {"type": ["string", "number"], "description": "Duration: 500ms, 10s, 5m, 1h or seconds."}
+    ),
 ]
 
 
 class AppSection(_Model):
     """The application: its name, port and environment."""
 
-    name: str = Field(pattern=_NAME, description="App name: lowercase letters, digits, dashes. Names containers, networks and images.")
-    port: int = Field(8080, ge=1, le=65535, description="Port the app listens on inside its container.")
+    name: str = Field(
+        pattern=_NAME,
+        description="App name: lowercase letters, digits, dashes. Names containers, networks and images.",
+    )
+    port: int = Field(
+        8080, ge=1, le=65535, description="Port the app listens on inside its container."
+    )
     required_env: list[str] = Field(
         default_factory=list,
         description="Env vars the app cannot start without; `check` verifies each is set.",
     )
     env: dict[str, str] = Field(
-        default_factory=dict, description="Non-secret env vars for the app (secrets go in the env file)."
+        default_factory=dict,
+        description="Non-secret env vars for the app (secrets go in the env file).",
     )
     secret_env: list[str] = Field(
         default_factory=list,
         description="Extra env-file keys whose values are secrets (keys named *_SECRET, *_PASSWORD, *_TOKEN, *_KEY always are).",
     )
     stop_grace_period: Duration = Field(
-        15.0, description="Time between SIGTERM and SIGKILL when a slot stops; longer than the app's own shutdown timeout."
+        15.0,
+        description="Time between SIGTERM and SIGKILL when a slot stops; longer than the app's own shutdown timeout.",
     )
     required_files: list[str] = Field(
         default_factory=list,
@@ -88,10 +97,16 @@ class AppSection(_Model):
 class GoBuild(_Model):
     """Build with the Go toolchain on the operator's machine, packed into a minimal image."""
 
-    kind: Literal["go"] = Field(description="Go build on the operator's machine, packed into a scratch image.")
+    kind: Literal["go"] = Field(
+        description="Go build on the operator's machine, packed into a scratch image."
+    )
     context: str = Field(".", description="Directory with go.mod, relative to shipyard.yml.")
     package: str = Field("./cmd/server", description="Go package of the server's main.")
-    binary: str = Field("server", pattern=r"^[A-Za-z0-9._-]+$", description="Name of the binary in the image (/app/<binary>).")
+    binary: str = Field(
+        "server",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Name of the binary in the image (/app/<binary>).",
+    )
     ldflags: dict[str, str] = Field(
         default_factory=dict,
         description="`-X` variables: full variable path → value; {version}, {commit}, {build_date} are filled in.",
@@ -122,7 +137,10 @@ BuildSection = Annotated[GoBuild | DockerfileBuild, Field(discriminator="kind")]
 class MigrationsSection(_Model):
     """golang-migrate migrations, run in a one-off container before the new version starts."""
 
-    path: str = Field("migrations", description="Directory of NNN_name.up.sql/.down.sql files, relative to shipyard.yml.")
+    path: str = Field(
+        "migrations",
+        description="Directory of NNN_name.up.sql/.down.sql files, relative to shipyard.yml.",
+    )
     image: str = Field("migrate/migrate:v4.18.3", description="golang-migrate image.")
     timeout: Duration = Field(600.0, description="Longest a migration run may take.")
 
@@ -130,24 +148,37 @@ class MigrationsSection(_Model):
 class DatabaseSection(_Model):
     """PostgreSQL run by shipyard next to the app (skipped when the env file sets an external URL)."""
 
-    image: str = Field("postgis/postgis:17-3.5", description="PostgreSQL image with PostGIS and pgvector available.")
+    image: str = Field(
+        "postgis/postgis:17-3.5",
+        description="PostgreSQL image with PostGIS and pgvector available.",
+    )
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database name.")
     user: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database owner role.")
-    password_env: str = Field("POSTGRES_PASSWORD", description="Env-file key holding the database password.")
-    url_env: str = Field("DATABASE_URL", description="Env var through which the app receives the database URL.")
+    password_env: str = Field(
+        "POSTGRES_PASSWORD", description="Env-file key holding the database password."
+    )
+    url_env: str = Field(
+        "DATABASE_URL", description="Env var through which the app receives the database URL."
+    )
     extensions: list[str] = Field(
         default_factory=lambda: ["postgis", "vector", "pg_trgm", "pgcrypto"],
         description="Extensions created (and verified) before migrating. pgvector's extension is named `vector`.",
     )
-    ready_timeout: Duration = Field(120.0, description="Longest wait for the database to accept connections.")
-    migrations: MigrationsSection | None = Field(default_factory=MigrationsSection, description="Migrations; null for none.")
+    ready_timeout: Duration = Field(
+        120.0, description="Longest wait for the database to accept connections."
+    )
+    migrations: MigrationsSection | None = Field(
+        default_factory=MigrationsSection, description="Migrations; null for none."
+    )
 
     @field_validator("extensions")
     @classmethod
     def _extension_names(cls, names: list[str]) -> list[str]:
         for name in names:
             if name == "pgvector":
-                raise ValueError("the pgvector extension is named 'vector' (CREATE EXTENSION vector)")
+                raise ValueError(
+                    "the pgvector extension is named 'vector' (CREATE EXTENSION vector)"
+                )
             if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not an extension name")
         return names
@@ -158,14 +189,20 @@ class ProxySection(_Model):
 
     image: str = Field("caddy:2", description="Caddy image.")
     http_port: int = Field(80, ge=1, le=65535, description="Host port for HTTP.")
-    https_port: int = Field(443, ge=1, le=65535, description="Host port for HTTPS (used when domains are set).")
+    https_port: int = Field(
+        443, ge=1, le=65535, description="Host port for HTTPS (used when domains are set)."
+    )
     bind: str = Field("0.0.0.0", description="Host address the proxy ports bind to.")  # noqa: S104
     domains: list[str] = Field(
         default_factory=list,
         description="Public domain names; Caddy obtains certificates for them. Empty: plain HTTP.",
     )
     tls_email: str | None = Field(None, description="ACME account e-mail.")
-    dial_retry: float = Field(5.0, ge=0, description="Seconds a request may wait for an upstream to accept (no 'no upstream' errors during a switch).")
+    dial_retry: float = Field(
+        5.0,
+        ge=0,
+        description="Seconds a request may wait for an upstream to accept (no 'no upstream' errors during a switch).",
+    )
 
     @model_validator(mode="after")
     def _ports_differ(self) -> ProxySection:
@@ -191,25 +228,37 @@ class TcpCheck(_Model):
 
 
 class PostgresCheck(_Model):
-    kind: Literal["postgres"] = Field(description="SQL query in the database; passes when it returns a true value.")
+    kind: Literal["postgres"] = Field(
+        description="SQL query in the database; passes when it returns a true value."
+    )
     name: str = Field("postgres", description="Name shown in output.")
-    query: str = Field("SELECT 1", description="Query whose first column of the first row must be true/1.")
+    query: str = Field(
+        "SELECT 1", description="Query whose first column of the first row must be true/1."
+    )
 
 
 class CommandCheck(_Model):
-    kind: Literal["command"] = Field(description="Command run inside the app container; passes on exit 0.")
+    kind: Literal["command"] = Field(
+        description="Command run inside the app container; passes on exit 0."
+    )
     name: str = Field("command", description="Name shown in output.")
     argv: list[str] = Field(min_length=1, description="The command, as a list.")
 
 
-HealthCheckSpec = Annotated[HttpCheck | TcpCheck | PostgresCheck | CommandCheck, Field(discriminator="kind")]
+HealthCheckSpec = Annotated[
+    HttpCheck | TcpCheck | PostgresCheck | CommandCheck, Field(discriminator="kind")
+]
+
+
+def _default_checks() -> list[HealthCheckSpec]:
+    return [HttpCheck(kind="http", json_fields={"status": ["healthy", "degraded"]})]
 
 
 class HealthSection(_Model):
     """How a slot proves it is healthy before traffic reaches it."""
 
     checks: list[HealthCheckSpec] = Field(
-        default_factory=lambda: [HttpCheck(kind="http", json_fields={"status": ["healthy", "degraded"]})],
+        default_factory=_default_checks,
         description="Checks that must all pass, in order.",
     )
     interval: Duration = Field(1.0, description="Pause between rounds of checks.")
@@ -226,7 +275,9 @@ class DeploySection(_Model):
         description="State directory on the target (default /var/lib/shipyard, or ~/.local/state/shipyard for local).",
     )
     keep_releases: int = Field(5, ge=1, le=100, description="Releases kept for rollback.")
-    allow_dirty: bool = Field(False, description="Allow deploying uncommitted changes (the version says so).")
+    allow_dirty: bool = Field(
+        False, description="Allow deploying uncommitted changes (the version says so)."
+    )
     verify_path: str | None = Field(
         "/version",
         description="Path fetched through the proxy after the switch; its JSON must report the deployed commit.",
@@ -237,7 +288,9 @@ class EnvironmentSection(_Model):
     """One environment: its target and env file, plus overrides of any top-level section."""
 
     target: str = Field(description="`local` (the Docker engine here) or ssh://user@host[:port].")
-    env_file: str | None = Field(None, description="Env file, relative to shipyard.yml (default .env.<environment>).")
+    env_file: str | None = Field(
+        None, description="Env file, relative to shipyard.yml (default .env.<environment>)."
+    )
     provider: str = Field("docker", description="Provider that runs this environment.")
     app: dict[str, Any] | None = Field(None, description="Overrides of `app` for this environment.")
     build: dict[str, Any] | None = Field(None, description="Overrides of `build`.")
@@ -245,7 +298,9 @@ class EnvironmentSection(_Model):
     proxy: dict[str, Any] | None = Field(None, description="Overrides of `proxy`.")
     health: dict[str, Any] | None = Field(None, description="Overrides of `health`.")
     deploy: dict[str, Any] | None = Field(None, description="Overrides of `deploy`.")
-    providers: dict[str, dict[str, Any]] | None = Field(None, description="Overrides of `providers`.")
+    providers: dict[str, dict[str, Any]] | None = Field(
+        None, description="Overrides of `providers`."
+    )
 
     @field_validator("target")
     @classmethod
@@ -262,21 +317,30 @@ class ConfigFile(_Model):
 
     app: AppSection = Field(description="The application.")
     build: BuildSection = Field(description="How the app image is built.")
-    database: DatabaseSection | None = Field(None, description="The app's PostgreSQL; null when the app has none.")
-    proxy: ProxySection = Field(default_factory=ProxySection, description="Caddy in front of the app.")
+    database: DatabaseSection | None = Field(
+        None, description="The app's PostgreSQL; null when the app has none."
+    )
+    proxy: ProxySection = Field(
+        default_factory=ProxySection, description="Caddy in front of the app."
+    )
     health: HealthSection = Field(default_factory=HealthSection, description="Health gate.")
     deploy: DeploySection = Field(default_factory=DeploySection, description="Deploy behaviour.")
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Provider-specific settings, keyed by provider name."
     )
     environments: dict[str, EnvironmentSection] = Field(
-        min_length=1, description="Environments by name (development, staging, production, or any name)."
+        min_length=1,
+        description="Environments by name (development, staging, production, or any name).",
     )
 
     @field_validator("environments")
     @classmethod
-    def _environment_names(cls, envs: dict[str, EnvironmentSection]) -> dict[str, EnvironmentSection]:
+    def _environment_names(
+        cls, envs: dict[str, EnvironmentSection]
+    ) -> dict[str, EnvironmentSection]:
         for name in envs:
             if not re.fullmatch(r"[a-z][a-z0-9-]{0,30}", name):
-                raise ValueError(f"environment name {name!r}: use lowercase letters, digits and dashes")
+                raise ValueError(
+                    f"environment name {name!r}: use lowercase letters, digits and dashes"
+                )
         return envs

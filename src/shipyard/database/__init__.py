@@ -19,8 +19,8 @@ from shipyard.errors import CommandFailed, ShipyardError
 __all__ = [
     "Database",
     "DatabaseError",
-    "MigrationState",
     "MigrationError",
+    "MigrationState",
     "local_migration_versions",
 ]
 
@@ -45,7 +45,9 @@ def local_migration_versions(directory: Path) -> list[int]:
     """Versions of the ``*.up.sql`` files in ``directory``, ascending."""
     if not directory.is_dir():
         return []
-    return sorted(int(m.group("version")) for p in directory.iterdir() if (m := _MIGRATION_FILE.match(p.name)))
+    return sorted(
+        int(m.group("version")) for p in directory.iterdir() if (m := _MIGRATION_FILE.match(p.name))
+    )
 
 
 class Database:
@@ -61,13 +63,25 @@ class Database:
         try:
             result = self.docker.exec(
                 self.container,
-                ["psql", "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-U", self.section.user,
-                 "-d", self.section.name],
+                [
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-At",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "-U",
+                    self.section.user,
+                    "-d",
+                    self.section.name,
+                ],
                 stdin=statements,
                 timeout=timeout,
             )
         except CommandFailed as exc:
-            raise DatabaseError(f"database {self.section.name}: {exc.stderr.strip()[-500:]}") from exc
+            raise DatabaseError(
+                f"database {self.section.name}: {exc.stderr.strip()[-500:]}"
+            ) from exc
         return result.stdout
 
     def ensure_extensions(self, extensions: Sequence[str]) -> dict[str, str]:
@@ -86,7 +100,9 @@ class Database:
                     ) from exc
                 raise
         installed = dict(
-            line.split("|", 1) for line in self.sql("SELECT extname, extversion FROM pg_extension;").splitlines() if "|" in line
+            line.split("|", 1)
+            for line in self.sql("SELECT extname, extversion FROM pg_extension;").splitlines()
+            if "|" in line
         )
         missing = [name for name in extensions if name not in installed]
         if missing:

@@ -99,7 +99,9 @@ class DeploySteps(Protocol):
     def url(self) -> str: ...
 
 
-def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions) -> DeployResult:
+def run_deploy(  # noqa: PLR0915 — the pipeline reads as one linear list of phases
+    ctx: OperationContext, steps: DeploySteps, options: DeployOptions
+) -> DeployResult:
     """Deploy the app's current source to the environment, or leave the previous version serving."""
     config = ctx.config
     phases = ctx.phases()
@@ -109,7 +111,9 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
     slot = "?"
     version: VersionInfo | None = None
     release: Release | None = None
-    phases.event("deploy.started", message=f"deploying {config.app.name} to {config.environment.name}")
+    phases.event(
+        "deploy.started", message=f"deploying {config.app.name} to {config.environment.name}"
+    )
     with signals_raise():
         try:
             phases.run("validate", steps.preflight, summary=str)
@@ -121,7 +125,9 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
                 summary=lambda v: f"{v.version} ({v.short})",
             )
             phases.version, phases.commit = version.version, version.commit
-            image = phases.run("build", lambda: build_image(config, ctx.local, version), summary=lambda i: i.tag)
+            image = phases.run(
+                "build", lambda: build_image(config, ctx.local, version), summary=lambda i: i.tag
+            )
             phases.run("deliver", lambda: steps.deliver(image), summary=str)
             phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
             current = ctx.store.current()
@@ -138,9 +144,10 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
                 created_at=now_iso(),
                 deployed_by=deployer(),
             )
+            planned = release
             migrated = phases.run(
                 "migrate",
-                lambda: steps.migrate(release),
+                lambda: steps.migrate(planned),
                 summary=lambda v: f"schema at version {v}" if v is not None else "no migrations",
             )
             release = Release(**{**release.__dict__, "migration_version": migrated})
@@ -150,7 +157,7 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
             phases.run("health", lambda: steps.gate(slot), summary=str)
             if previous is not None:
                 prior = previous
-                phases.on_failure(f"switch back to {prior}", lambda: steps.switch(prior))
+                phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
             phases.run("switch", lambda: steps.switch(slot), summary=str)
             phases.run("verify", lambda: steps.verify(candidate), summary=str)
             phases.clear_cleanups()  # the new version serves: nothing to undo from here
@@ -161,7 +168,11 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
             phases.run_cleanups()
             raise
         except ShipyardError as exc:
-            failure = exc if isinstance(exc, DeployFailed) else DeployFailed("deploy", exc.message, hint=exc.hint)
+            failure = (
+                exc
+                if isinstance(exc, DeployFailed)
+                else DeployFailed("deploy", exc.message, hint=exc.hint)
+            )
             cleanup_failures = phases.run_cleanups()
             _record_failure(ctx, phases, failure, version, slot, started_at, started)
             phases.event("deploy.failed", error=failure.message, phase=failure.phase)
@@ -192,8 +203,14 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         )
     )
     url = steps.url()
-    phases.event("deploy.completed", message=f"{release.version} serving at {url}", duration_s=round(duration, 3))
-    return DeployResult(deployment_id=ctx.deployment_id, release=release, url=url, duration_s=duration)
+    phases.event(
+        "deploy.completed",
+        message=f"{release.version} serving at {url}",
+        duration_s=round(duration, 3),
+    )
+    return DeployResult(
+        deployment_id=ctx.deployment_id, release=release, url=url, duration_s=duration
+    )
 
 
 def _record(ctx: OperationContext, steps: DeploySteps, release: Release) -> str:
@@ -237,3 +254,6 @@ def _record_failure(
     except ShipyardError as exc:
         phases.warn(f"could not record the failure in history: {exc.message}")
 
+
+def _discard(_value: object) -> None:
+    """Adapts a step that returns a summary to a cleanup callback."""

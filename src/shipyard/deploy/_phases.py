@@ -56,16 +56,22 @@ class Phases:
     def warn(self, message: str) -> None:
         self.event("operation.warning", message=message)
 
-    def run(self, name: str, action: Callable[[], T], *, summary: Callable[[T], str] | None = None) -> T:
+    def run(
+        self, name: str, action: Callable[[], T], *, summary: Callable[[T], str] | None = None
+    ) -> T:
         started = time.monotonic()
         self.event("phase.started", phase=name)
         try:
             result = action()
         except (DeployFailed, LockHeld, HostUnreachable) as exc:
-            self.event("phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message)
+            self.event(
+                "phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message
+            )
             raise
         except ShipyardError as exc:
-            self.event("phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message)
+            self.event(
+                "phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message
+            )
             raise DeployFailed(name, exc.message, hint=exc.hint) from exc
         duration = time.monotonic() - started
         self.completed.append(name)

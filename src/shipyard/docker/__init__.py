@@ -24,7 +24,11 @@ __all__ = [
     "parse_image",
 ]
 
-_NO_ENGINE = ("Cannot connect to the Docker daemon", "Is the docker daemon running", "error during connect")
+_NO_ENGINE = (
+    "Cannot connect to the Docker daemon",
+    "Is the docker daemon running",
+    "error during connect",
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,9 @@ def parse_image(document: Mapping[str, Any]) -> ImageInfo:
     """One element of ``docker image inspect`` output."""
     config = document.get("Config") or {}
     return ImageInfo(
-        id=document["Id"], labels=dict(config.get("Labels") or {}), created=document.get("Created", "")
+        id=document["Id"],
+        labels=dict(config.get("Labels") or {}),
+        created=document.get("Created", ""),
     )
 
 
@@ -109,7 +115,9 @@ class Docker:
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
         try:
-            return self.host.run(["docker", *argv], check=check, timeout=timeout, stdin=stdin, env=env)
+            return self.host.run(
+                ["docker", *argv], check=check, timeout=timeout, stdin=stdin, env=env
+            )
         except CommandFailed as exc:
             if any(marker in exc.stderr for marker in _NO_ENGINE):
                 raise HostUnreachable(
@@ -261,11 +269,11 @@ class Docker:
             args.append("--force-recreate")
         if wait_timeout is not None:
             args += ["--wait", "--wait-timeout", str(max(1, round(wait_timeout)))]
-        return self.compose(
-            project, file, [*args, *services], timeout=(wait_timeout or 0) + 600
-        )
+        return self.compose(project, file, [*args, *services], timeout=(wait_timeout or 0) + 600)
 
-    def compose_down(self, project: str, *, volumes: bool = False, timeout: float = 600) -> CommandResult:
+    def compose_down(
+        self, project: str, *, volumes: bool = False, timeout: float = 600
+    ) -> CommandResult:
         args = ["compose", "--project-name", project, "down", "--remove-orphans"]
         if volumes:
             args.append("--volumes")
@@ -277,7 +285,11 @@ class Docker:
 
     # -- networks and volumes ---------------------------------------------------------------------
     def networks(self) -> list[str]:
-        return sorted(self._run(["network", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split())
+        return sorted(
+            self._run(["network", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split()
+        )
 
     def volumes(self) -> list[str]:
-        return sorted(self._run(["volume", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split())
+        return sorted(
+            self._run(["volume", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split()
+        )

@@ -42,7 +42,9 @@ class Event:
     timestamp: str = field(default_factory=now_iso)
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v not in (None, {}, "")}, sort_keys=True)
+        return json.dumps(
+            {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}, sort_keys=True
+        )
 
 
 class Sink(Protocol):
@@ -68,7 +70,7 @@ class Bus:
         for sink in self._sinks:
             try:
                 sink(masked)
-            except Exception:  # noqa: BLE001 — a sink must never fail the operation
+            except Exception:
                 log.warning("event sink %r failed on %s", sink, masked.kind, exc_info=True)
 
 
@@ -80,14 +82,25 @@ class ConsoleSink:
 
     def __call__(self, event: Event) -> None:
         render: dict[str, Callable[[Event], str | None]] = {
-            "phase.finished": lambda e: f"[green]✓[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.message}",
+            "phase.finished": lambda e: (
+                f"[green]✓[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.message}"
+            ),
             "phase.skipped": lambda e: f"[dim]- {e.phase:<14}         {e.message}[/]",
-            "phase.failed": lambda e: f"[red]✗[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.error or e.message}",
+            "phase.failed": lambda e: (
+                f"[red]✗[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.error or e.message}"
+            ),
             "operation.note": lambda e: f"  [dim]{e.message}[/]",
             "operation.warning": lambda e: f"[yellow]![/] {e.message}",
         }
-        safe = Event(**{**asdict(event), "message": escape(event.message), "error": escape(event.error or "") or None})
-        line = render.get(event.kind, lambda _e: None)(safe)
+        safe = Event(
+            **{
+                **asdict(event),
+                "message": escape(event.message),
+                "error": escape(event.error or "") or None,
+            }
+        )
+        renderer = render.get(event.kind)
+        line = renderer(safe) if renderer is not None else None
         if line is not None:
             self.console.print(line, markup=True, soft_wrap=True)
 

@@ -11,7 +11,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 
@@ -51,7 +51,8 @@ class CheckResult:
 
 
 class HealthCheck(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self, target: Target, timeout: float) -> CheckResult: ...
 
@@ -69,20 +70,28 @@ class _Http:
         try:
             response = httpx.get(url, timeout=timeout)
         except httpx.HTTPError as exc:
-            return CheckResult(self.name, False, f"GET {self.spec.path}: {type(exc).__name__}: {exc}")
+            return CheckResult(
+                self.name, False, f"GET {self.spec.path}: {type(exc).__name__}: {exc}"
+            )
         body = response.text[:300]
         if response.status_code not in self.spec.status:
-            return CheckResult(self.name, False, f"GET {self.spec.path} → {response.status_code} {body}")
+            return CheckResult(
+                self.name, False, f"GET {self.spec.path} → {response.status_code} {body}"
+            )
         if self.spec.json_fields:
             try:
                 document = response.json()
             except json.JSONDecodeError:
-                return CheckResult(self.name, False, f"GET {self.spec.path}: body is not JSON: {body}")
+                return CheckResult(
+                    self.name, False, f"GET {self.spec.path}: body is not JSON: {body}"
+                )
             for key, accepted in self.spec.json_fields.items():
                 value = document.get(key) if isinstance(document, dict) else None
                 if str(value) not in accepted:
                     return CheckResult(
-                        self.name, False, f"GET {self.spec.path}: {key}={value!r}, expected one of {accepted}: {body}"
+                        self.name,
+                        False,
+                        f"GET {self.spec.path}: {key}={value!r}, expected one of {accepted}: {body}",
                     )
         return CheckResult(self.name, True, f"GET {self.spec.path} → {response.status_code}")
 
@@ -113,11 +122,22 @@ class _Postgres:
 
     def run(self, target: Target, timeout: float) -> CheckResult:
         if not target.database_container:
-            return CheckResult(self.name, False, "no database managed by shipyard in this environment")
+            return CheckResult(
+                self.name, False, "no database managed by shipyard in this environment"
+            )
         result = target.docker.exec(
             target.database_container,
-            ["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-U", target.database_user or "postgres",
-             "-d", target.database_name or "postgres"],
+            [
+                "psql",
+                "-X",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                target.database_user or "postgres",
+                "-d",
+                target.database_name or "postgres",
+            ],
             stdin=self.spec.query,
             check=False,
             timeout=timeout,
@@ -125,7 +145,9 @@ class _Postgres:
         value = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         if result.ok and value.lower() in {"t", "true", "1"}:
             return CheckResult(self.name, True, f"query returned {value}")
-        return CheckResult(self.name, False, f"query returned {value!r} {result.stderr.strip()[:200]}")
+        return CheckResult(
+            self.name, False, f"query returned {value!r} {result.stderr.strip()[:200]}"
+        )
 
 
 @dataclass(frozen=True)
@@ -138,15 +160,19 @@ class _Command:
 
     def run(self, target: Target, timeout: float) -> CheckResult:
         try:
-            result = target.docker.exec(target.container, self.spec.argv, check=False, timeout=timeout)
+            result = target.docker.exec(
+                target.container, self.spec.argv, check=False, timeout=timeout
+            )
         except ShipyardError as exc:
             return CheckResult(self.name, False, exc.message)
         if result.ok:
             return CheckResult(self.name, True, "exit 0")
-        return CheckResult(self.name, False, f"exit {result.returncode}: {(result.stdout + result.stderr)[-200:]}")
+        return CheckResult(
+            self.name, False, f"exit {result.returncode}: {(result.stdout + result.stderr)[-200:]}"
+        )
 
 
-CHECK_KINDS: dict[str, Callable[..., HealthCheck]] = {
+CHECK_KINDS: dict[str, Callable[[Any], HealthCheck]] = {
     "http": _Http,
     "tcp": _Tcp,
     "postgres": _Postgres,
@@ -202,5 +228,7 @@ def wait_healthy(
             return GateResult(True, rounds, last)
         if clock() >= deadline:
             failing = "; ".join(r.detail for r in last if not r.ok) or "no passing streak"
-            return GateResult(False, rounds, last, f"not healthy within {section.start_timeout:g}s: {failing}")
+            return GateResult(
+                False, rounds, last, f"not healthy within {section.start_timeout:g}s: {failing}"
+            )
         sleep(section.interval)

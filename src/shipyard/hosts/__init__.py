@@ -164,4 +164,3 @@ class LocalHost:
 
     def __repr__(self) -> str:
         return "LocalHost()"
-

@@ -38,5 +38,15 @@ def get_provider(name: str, host: Host, *, config_file: str) -> Provider:
     factory = PROVIDERS.get(name)
     if factory is None:
         known = ", ".join(sorted(PROVIDERS))
-        raise ConfigError([Issue(config_file, None, None, "provider", f"unknown provider {name!r} (known: {known})")])
+        raise ConfigError(
+            [
+                Issue(
+                    config_file,
+                    None,
+                    None,
+                    "provider",
+                    f"unknown provider {name!r} (known: {known})",
+                )
+            ]
+        )
     return factory(host)

@@ -113,18 +113,27 @@ class DockerSteps:
     def deliver(self, image: Image) -> str:
         if isinstance(self.host, LocalHost):
             return f"{image.tag} built on this engine"
-        raise ShipyardError(f"delivering images to {self.host.name} is not supported by this version")
+        raise ShipyardError(
+            f"delivering images to {self.host.name} is not supported by this version"
+        )
 
     def ensure_infrastructure(self) -> str:
-        self._write(self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout)))
+        self._write(
+            self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout))
+        )
         database = self._database()
         if database is None:
             self.docker.compose(
-                self.names.infra_project, self.layout.infra_compose, ["create", "--no-recreate", "proxy"]
+                self.names.infra_project,
+                self.layout.infra_compose,
+                ["create", "--no-recreate", "proxy"],
             )
             return "external database" if self.config.database else "no database"
         assert self.config.database is not None  # noqa: S101
-        self._write(self.layout.database_env, env_file_text(database_env(self.config), source="database env"))
+        self._write(
+            self.layout.database_env,
+            env_file_text(database_env(self.config), source="database env"),
+        )
         self.docker.compose_up(
             self.names.infra_project,
             self.layout.infra_compose,
@@ -141,7 +150,9 @@ class DockerSteps:
             return None
         source = self.config.resolve(section.migrations.path)
         if database is None:
-            raise ShipyardError("migrations against an external database are not supported by this version")
+            raise ShipyardError(
+                "migrations against an external database are not supported by this version"
+            )
         before = database.migration_state()
         if before.dirty:
             raise MigrationError(
@@ -159,7 +170,9 @@ class DockerSteps:
         target = self.layout.migrations(release.id)
         self.host.put_tree(source, target)
         password = self.config.secrets.get(section.password_env) or ""
-        self._write(self.layout.migrate_env, env_file_text({"PGPASSWORD": password}, source="migrate env"))
+        self._write(
+            self.layout.migrate_env, env_file_text({"PGPASSWORD": password}, source="migrate env")
+        )
         database.migrate(
             migrations=target,
             network=self.names.network,
@@ -173,19 +186,33 @@ class DockerSteps:
         return after.version
 
     def start_slot(self, slot: str, release: Release) -> str:
-        self._write(self.layout.slot_env(slot), env_file_text(app_env(self.config, self.names), source="app env"))
+        self._write(
+            self.layout.slot_env(slot),
+            env_file_text(app_env(self.config, self.names), source="app env"),
+        )
         compose = render_slot(
-            self.config, self.names, self.layout, slot,
-            image=release.image, release=release.id, version=release.version, commit=release.commit,
+            self.config,
+            self.names,
+            self.layout,
+            slot,
+            image=release.image,
+            release=release.id,
+            version=release.version,
+            commit=release.commit,
         )
         self._write(self.layout.slot_compose(slot), to_yaml(compose))
         try:
             self.docker.compose_up(
-                self.names.slot(slot), self.layout.slot_compose(slot), force_recreate=True, wait_timeout=60
+                self.names.slot(slot),
+                self.layout.slot_compose(slot),
+                force_recreate=True,
+                wait_timeout=60,
             )
         except ShipyardError as exc:
             logs = self.docker.logs(self.names.slot(slot), tail=20)
-            raise DeployFailed("start", f"slot {slot} did not start: {exc.message}\n  app log:\n{_indent(logs)}") from exc
+            raise DeployFailed(
+                "start", f"slot {slot} did not start: {exc.message}\n  app log:\n{_indent(logs)}"
+            ) from exc
         return f"{self.names.slot(slot)} running {release.image}"
 
     def remove_slot(self, slot: str) -> None:
@@ -218,9 +245,13 @@ class DockerSteps:
                 return f"container {container} is {info.status} (exit code {info.exit_code})"
             return None
 
-        result = wait_healthy(build_checks(self.config.health), target, self.config.health, alive=alive)
+        result = wait_healthy(
+            build_checks(self.config.health), target, self.config.health, alive=alive
+        )
         if not result.ok:
-            answers = "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (no answer)"
+            answers = (
+                "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (no answer)"
+            )
             logs = self.docker.logs(container, tail=20)
             raise DeployFailed(
                 "health",
@@ -240,14 +271,19 @@ class DockerSteps:
         proxy = self.docker.container(self.names.proxy)
         if proxy is None or not proxy.running:
             self.docker.compose_up(
-                self.names.infra_project, self.layout.infra_compose, services=["proxy"], wait_timeout=60
+                self.names.infra_project,
+                self.layout.infra_compose,
+                services=["proxy"],
+                wait_timeout=60,
             )
         admin = self.admin()
         _poll(admin.ready, seconds=30, what="the proxy's admin API")
         admin.load(config)
         live = upstreams_of(admin.config())
         if live != upstreams_of(config):
-            raise ShipyardError(f"the proxy routes to {live} after the switch, expected {upstreams_of(config)}")
+            raise ShipyardError(
+                f"the proxy routes to {live} after the switch, expected {upstreams_of(config)}"
+            )
         return f"proxy → {self.names.slot(slot)}"
 
     def verify(self, release: Release) -> str:
@@ -267,7 +303,10 @@ class DockerSteps:
             except httpx.HTTPError as exc:
                 last = str(exc)
             _sleep(0.5)
-        raise DeployFailed("verify", f"{path} through the proxy does not report commit {release.commit[:7]}: {last}")
+        raise DeployFailed(
+            "verify",
+            f"{path} through the proxy does not report commit {release.commit[:7]}: {last}",
+        )
 
     def retire(self, slot: str) -> str:
         container = self.names.slot(slot)
@@ -307,10 +346,20 @@ class DockerProvider:
         current = ctx.store.current()
         slot = "green" if current and current.slot == "blue" else "blue"
         files = {
-            str(steps.layout.infra_compose): to_yaml(render_infra(ctx.config, steps.names, steps.layout)),
+            str(steps.layout.infra_compose): to_yaml(
+                render_infra(ctx.config, steps.names, steps.layout)
+            ),
             str(steps.layout.slot_compose(slot)): to_yaml(
-                render_slot(ctx.config, steps.names, steps.layout, slot, image=f"{ctx.config.app.name}:<version>",
-                            release="<release>", version="<version>", commit="<commit>")
+                render_slot(
+                    ctx.config,
+                    steps.names,
+                    steps.layout,
+                    slot,
+                    image=f"{ctx.config.app.name}:<version>",
+                    release="<release>",
+                    version="<version>",
+                    commit="<commit>",
+                )
             ),
             str(steps.layout.caddy_config): json.dumps(steps._caddy_config(slot), indent=2),
         }
@@ -320,7 +369,9 @@ class DockerProvider:
         steps = self.steps(ctx)
         current = ctx.store.current()
         release = ctx.store.release(current.release_id) if current else None
-        containers = {name: _describe(steps.docker.container(name)) for name in _stack_containers(steps.names)}
+        containers = {
+            name: _describe(steps.docker.container(name)) for name in _stack_containers(steps.names)
+        }
         upstreams: list[str] = []
         drift: str | None = None
         proxy = steps.docker.container(steps.names.proxy)

@@ -208,8 +208,17 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
     }
 
 
-def render_slot(config: Config, names: Names, layout: Layout, slot: str, *, image: str, release: str,
-                version: str, commit: str) -> dict[str, Any]:
+def render_slot(
+    config: Config,
+    names: Names,
+    layout: Layout,
+    slot: str,
+    *,
+    image: str,
+    release: str,
+    version: str,
+    commit: str,
+) -> dict[str, Any]:
     return {
         "name": names.slot(slot),
         "services": {

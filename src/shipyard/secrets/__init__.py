@@ -25,7 +25,9 @@ __all__ = [
 
 MASK = "***"
 
-_SECRET_KEY = re.compile(r"(^|_)(SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIALS?|DSN)$|^DATABASE_URL$")
+_SECRET_KEY = re.compile(
+    r"(^|_)(SECRET|PASSWORD|PASSWD|TOKEN|KEY|CREDENTIALS?|DSN)$|^DATABASE_URL$"
+)
 # scheme://user:password@host — mask the password whatever the scheme.
 _URL_PASSWORD = re.compile(r"(?P<pre>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/\s]+)(?=@)")
 # KEY=value or "KEY": "value" where KEY looks secret.

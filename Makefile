@@ -1,0 +1,48 @@
+# shipyard — the two commands are `make demo` and `make test`; the rest are their parts.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+EXAMPLE := examples/events-api
+
+.PHONY: demo test venv engine images lint check-go unit e2e clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+engine:
+	bash scripts/engine.sh
+
+images: engine
+	bash scripts/images.sh
+
+lint: venv
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
+	cd $(EXAMPLE) && test -z "$$(gofmt -l .)" && go vet ./...
+
+unit: venv
+	$(BIN)/pytest tests/unit
+	cd $(EXAMPLE) && go test ./...
+
+e2e: venv images
+	$(BIN)/pytest tests/e2e
+
+# Every test: lint, unit (Python and Go), end to end on the real engine.
+test: venv images lint
+	cd $(EXAMPLE) && go test ./...
+	$(BIN)/pytest
+
+# Deploy the example app to the local Docker engine and print its URL.
+demo: venv images
+	bash scripts/demo-env.sh $(EXAMPLE)/.env.development
+	cd $(EXAMPLE) && ../../$(BIN)/shipyard deploy development
+
+clean-demo: venv
+	cd $(EXAMPLE) && ../../$(BIN)/shipyard destroy development --yes --volumes

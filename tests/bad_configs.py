@@ -1,0 +1,87 @@
+"""A catalogue of invalid configurations, each with the message and location it must produce.
+
+Shared by the unit tests (load_config) and the end-to-end test (the CLI against a real engine
+changes nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+VALID = """\
+app:
+  name: shop
+  port: 8080
+  required_env: [JWT_SECRET]
+build:
+  kind: go
+  context: .
+  ldflags:
+    example.com/shop/cmd.Version: "{version}"
+database:
+  name: shop
+  user: shop
+  image: shipyard-local/postgres:17
+proxy:
+  http_port: 18080
+environments:
+  development:
+    target: local
+  production:
+    target: local
+    proxy:
+      http_port: 18081
+"""
+
+ENV_FILE = "JWT_SECRET=0123456789abcdef0123456789abcdef\nPOSTGRES_PASSWORD=s3cret-password\n"
+
+
+@dataclass(frozen=True)
+class BadConfig:
+    id: str
+    yaml: str
+    expected: str  # substring of the message
+    location: str  # "line:col key.path" prefix expected after the file name
+    env_file: str | None = ENV_FILE
+    environment: str = "development"
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in VALID, old
+    return VALID.replace(old, new, 1)
+
+
+CATALOGUE: list[BadConfig] = [
+    BadConfig("yaml-syntax", VALID.replace("  port: 8080", "  port: [8080"), "invalid YAML", "4:15"),
+    BadConfig("unknown-top-level-key", VALID + "extra: 1\n", "unknown key", "23:1 extra"),
+    BadConfig("unknown-nested-key", _replace("  port: 8080\n", "  port: 8080\n  prot: 1\n"), "unknown key", "4:3 app.prot"),
+    BadConfig("missing-app-name", _replace("  name: shop\n  port", "  port"), "required key is missing", "1:1 app.name"),
+    BadConfig("bad-app-name", _replace("name: shop\n  port", "name: Shop_App\n  port"), "should match pattern", "2:3 app.name"),
+    BadConfig("port-out-of-range", _replace("port: 8080", "port: 70000"), "less than or equal to 65535", "3:3 app.port"),
+    BadConfig("port-not-int", _replace("port: 8080", "port: eighty"), "valid integer", "3:3 app.port"),
+    BadConfig("unknown-build-kind", _replace("kind: go", "kind: nix"), "kind must be one of", "6:3 build.kind"),
+    BadConfig("pgvector-extension-name", _replace("  user: shop\n", "  user: shop\n  extensions: [postgis, pgvector]\n"), "named 'vector'", "13:3 database.extensions"),
+    BadConfig("bad-duration", _replace("  port: 8080\n", "  port: 8080\n  stop_grace_period: soon\n"), "expected a duration", "4:3 app.stop_grace_period"),
+    BadConfig("bad-target", _replace("  development:\n    target: local", "  development:\n    target: ftp://x"), "target must be 'local' or ssh://", "18:5 environments.development.target"),
+    BadConfig("unknown-environment-key", _replace("  development:\n    target: local\n", "  development:\n    target: local\n    colour: blue\n"), "unknown key", "19:5 environments.development.colour"),
+    BadConfig("override-bad-value", _replace("      http_port: 18081", "      http_port: 99999"), "less than or equal to 65535", "22:7 environments.production.proxy.http_port", environment="production"),
+    BadConfig("missing-env-file", VALID, "env file", "17:3 environments.development", env_file=None),
+    BadConfig("required-env-missing", VALID, "JWT_SECRET is required by the app", "4:18 app.required_env[0]", env_file="POSTGRES_PASSWORD=s3cret-password\n"),
+    BadConfig("database-password-missing", VALID, "POSTGRES_PASSWORD must be set", "10:1 database", env_file="JWT_SECRET=0123456789abcdef0123456789abcdef\n"),
+    BadConfig("undefined-variable", _replace("image: shipyard-local/postgres:17", "image: ${NO_SUCH_VARIABLE_X}"), "${NO_SUCH_VARIABLE_X} is not set", "13:3 database.image"),
+    BadConfig("no-such-environment", VALID, "no environment named 'staging'", "16:1 environments", environment="staging"),
+    BadConfig("not-a-mapping", "- just\n- a list\n", "expected a mapping of sections", "1:1"),
+    BadConfig("health-check-kind", _replace("proxy:\n", "health:\n  checks:\n    - kind: ping\nproxy:\n"), "kind must be one of", "16:7 health.checks[0].kind"),
+]
+
+
+def write(tmp: Path, case: BadConfig) -> Path:
+    config = tmp / "shipyard.yml"
+    config.write_text(case.yaml, encoding="utf-8")
+    if case.env_file is not None:
+        env = tmp / f".env.{case.environment}"
+        env.write_text(case.env_file, encoding="utf-8")
+        env.chmod(0o600)
+    (tmp / "go.mod").write_text("module example.com/shop\n\ngo 1.22\n", encoding="utf-8")
+    return config

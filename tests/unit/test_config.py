@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shipyard.config import GoBuild, load_config, parse_duration
+from shipyard.errors import ConfigError
+from tests.bad_configs import CATALOGUE, ENV_FILE, VALID, BadConfig, write
+
+
+def _load(tmp_path: Path, case: BadConfig) -> ConfigError:
+    path = write(tmp_path, case)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, case.environment, process_env={})
+    return caught.value
+
+
+def test_catalogue_is_large_enough() -> None:
+    assert len({case.id for case in CATALOGUE}) >= 15
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
+def test_bad_config_names_file_line_and_key(tmp_path: Path, case: BadConfig) -> None:
+    error = _load(tmp_path, case)
+    lines = [str(issue) for issue in error.issues]
+    matching = [line for line in lines if case.expected in line]
+    assert matching, f"{case.expected!r} not in {lines}"
+    assert any(line.startswith(f"{tmp_path / 'shipyard.yml'}:{case.location}") for line in matching), lines
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    text = VALID.replace("port: 8080", "port: 70000").replace("kind: go", "kind: go\n  wat: 1")
+    case = BadConfig("two", text, "", "")
+    error = _load(tmp_path, case)
+    messages = " | ".join(str(i) for i in error.issues)
+    assert "app.port" in messages
+    assert "build.wat" in messages
+
+
+def test_valid_config_resolves_environment_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path, BadConfig("ok", VALID, "", "", environment="production"))
+    config = load_config(path, "production", process_env={})
+    assert config.proxy.http_port == 18081
+    assert config.environment.name == "production"
+    assert isinstance(config.build, GoBuild)
+    assert config.database is not None
+    assert config.database.extensions == ["postgis", "vector", "pg_trgm", "pgcrypto"]
+    assert config.environment.env_file == (tmp_path / ".env.production").resolve()
+
+
+def test_never_falls_back_to_another_environments_env_file(tmp_path: Path) -> None:
+    path = write(tmp_path, BadConfig("ok", VALID, "", ""))  # writes .env.development only
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "production", process_env={})
+    assert ".env.production" in str(caught.value)
+
+
+def test_interpolation_from_process_env_and_env_file(tmp_path: Path) -> None:
+    text = VALID.replace("http_port: 18080", "http_port: ${PORT:-9}").replace(
+        "image: shipyard-local/postgres:17", "image: ${DB_IMAGE}"
+    )
+    path = write(tmp_path, BadConfig("ok", text, "", ""))
+    (tmp_path / ".env.development").write_text(ENV_FILE + "DB_IMAGE=from-env-file:1\n")
+    config = load_config(path, "development", process_env={"PORT": "4242"})
+    assert config.proxy.http_port == 4242
+    assert config.database is not None
+    assert config.database.image == "from-env-file:1"
+
+
+def test_secrets_are_registered_for_masking(tmp_path: Path) -> None:
+    path = write(tmp_path, BadConfig("ok", VALID, "", ""))
+    config = load_config(path, "development", process_env={})
+    assert "0123456789abcdef" not in config.masker("jwt is 0123456789abcdef0123456789abcdef")
+    assert "s3cret-password" not in config.masker("postgres://shop:s3cret-password@db/shop")
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (3, 3.0)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+yaml_text = st.one_of(
+    st.text(max_size=200),
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["app", "build", "name", "kind", "environments", "target", "x"]), children, max_size=4),
+        max_leaves=20,
+    ).map(repr),
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(yaml_text)
+def test_any_input_gives_config_error_or_config(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "shipyard.yml"
+    path.write_text(text, encoding="utf-8")
+    try:
+        load_config(path, "development", process_env={})
+    except ConfigError as exc:
+        assert exc.issues
