@@ -7,6 +7,7 @@ operator can inspect them with ``docker compose ls``, ``ps`` and ``logs``.
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -171,7 +172,7 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
             "networks": ["app"],
             "restart": "unless-stopped",
             "labels": names.labels(role="proxy"),
-            "logging": _LOGGING,
+            "logging": copy.deepcopy(_LOGGING),
         }
     }
     volumes: dict[str, Any] = {
@@ -197,7 +198,7 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
                 "start_period": "10s",
             },
             "labels": names.labels(role="database"),
-            "logging": _LOGGING,
+            "logging": copy.deepcopy(_LOGGING),
         }
         volumes["pgdata"] = {"name": names.volumes["pgdata"]}
     return {
@@ -234,7 +235,7 @@ def render_slot(
                 "labels": names.labels(
                     role="app", slot=slot, release=release, version=version, commit=commit
                 ),
-                "logging": _LOGGING,
+                "logging": copy.deepcopy(_LOGGING),
             }
         },
         "networks": {"app": {"name": names.network, "external": True}},
@@ -244,6 +245,7 @@ def render_slot(
 def to_yaml(document: Mapping[str, Any]) -> str:
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
+    yaml.width = 4096
     yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
     buffer = io.StringIO()
     yaml.dump(dict(document), buffer)

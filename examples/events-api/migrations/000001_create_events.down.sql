@@ -1,0 +1,3 @@
+-- Extensions are shared database-level objects owned by the deploy tool:
+-- they are left in place.
+DROP TABLE IF EXISTS events;
