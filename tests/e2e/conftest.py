@@ -1,0 +1,157 @@
+"""End-to-end fixtures: a copy of the reference app in its own git repository, deployed under a
+unique app name and free ports, torn down afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "events-api"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "shipyard tests",
+        "GIT_AUTHOR_EMAIL": "tests@shipyard.invalid",
+        "GIT_COMMITTER_NAME": "shipyard tests",
+        "GIT_COMMITTER_EMAIL": "tests@shipyard.invalid",
+    }
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True, env=env
+    ).stdout.strip()
+
+
+def engine_snapshot() -> dict[str, list[str]]:
+    """Containers, networks and volumes on the engine, for "nothing changed" assertions."""
+
+    def lines(*argv: str) -> list[str]:
+        out = subprocess.run(["docker", *argv], capture_output=True, text=True, check=True).stdout
+        return sorted(out.split())
+
+    return {
+        "containers": lines("ps", "--all", "--format", "{{.Names}}"),
+        "networks": lines("network", "ls", "--format", "{{.Name}}"),
+        "volumes": lines("volume", "ls", "--format", "{{.Name}}"),
+    }
+
+
+@dataclass
+class AppUnderTest:
+    """A copy of the reference app, deployable with the real CLI."""
+
+    dir: Path
+    name: str
+    http_port: int
+    state_dir: Path
+    environment: str = "development"
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "shipyard.yml"
+
+    def shipyard(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, **self.extra_env}
+        return subprocess.run(
+            [sys.executable, "-m", "shipyard", *args],
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+            env=env,
+        )
+
+    def edit(self, change: Any) -> None:
+        """Apply ``change(document)`` to shipyard.yml."""
+        yaml = YAML()
+        document = yaml.load(self.config)
+        change(document)
+        with self.config.open("w") as handle:
+            yaml.dump(document, handle)
+
+    def commit(self, message: str) -> str:
+        git(self.dir, "add", "-A")
+        git(self.dir, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.dir, "rev-parse", "HEAD")
+
+    def url(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def status(self) -> dict[str, Any]:
+        result = self.shipyard("status", self.environment, "--json")
+        assert result.returncode in (0, 8), result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+
+def _remove_everything(name: str) -> None:
+    ids = subprocess.run(
+        ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={name}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "--force", "--volumes", *ids], capture_output=True, check=False)
+    for kind in ("network", "volume"):
+        listed = subprocess.run(
+            ["docker", kind, "ls", "--quiet", "--filter", f"name={name}-"],
+            capture_output=True, text=True, check=False,
+        ).stdout.split()
+        if listed:
+            subprocess.run(["docker", kind, "rm", "--force", *listed] if kind == "volume" else ["docker", kind, "rm", *listed],
+                           capture_output=True, check=False)
+
+
+@pytest.fixture
+def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
+    name = f"t{secrets.token_hex(3)}"
+    work = tmp_path / "app"
+    shutil.copytree(
+        EXAMPLE, work, ignore=shutil.ignore_patterns("bin", ".env.*", "shipyard.yml")
+    )
+    state_dir = tmp_path / "state"
+    under_test = AppUnderTest(dir=work, name=name, http_port=free_port(), state_dir=state_dir)
+    yaml = YAML()
+    document = yaml.load(EXAMPLE / "shipyard.yml")
+    document["app"]["name"] = name
+    document["proxy"]["http_port"] = under_test.http_port
+    document["deploy"] = {"state_dir": str(state_dir)}
+    document["health"]["interval"] = "250ms"
+    document["environments"]["development"]["deploy"]["allow_dirty"] = False
+    with (work / "shipyard.yml").open("w") as handle:
+        yaml.dump(document, handle)
+    env_file = work / ".env.development"
+    env_file.write_text(
+        f"POSTGRES_PASSWORD=pw-{secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n",
+        encoding="utf-8",
+    )
+    env_file.chmod(0o600)
+    (work / ".gitignore").write_text("bin/\n.env.*\n", encoding="utf-8")
+    git(work, "init", "-q", "-b", "main")
+    under_test.commit("initial")
+    try:
+        yield under_test
+    finally:
+        under_test.shipyard("destroy", under_test.environment, "--yes", "--volumes")
+        _remove_everything(name)

@@ -1,0 +1,110 @@
+"""From an empty engine to a healthy app behind Caddy, with the real engine, PostgreSQL, Caddy and
+golang-migrate."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.bad_configs import CATALOGUE, BadConfig, write
+from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
+
+
+def _psql(container: str, sql: str) -> str:
+    return subprocess.run(
+        ["docker", "exec", "-i", container, "psql", "-X", "-At", "-U", "events", "-d", "events"],
+        input=sql, capture_output=True, text=True, check=True,
+    ).stdout.strip()
+
+
+def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
+    commit = git(app.dir, "rev-parse", "HEAD")
+    assert not [n for n in engine_snapshot()["containers"] if n.startswith(app.name)]
+
+    result = app.shipyard("deploy", "development")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"http://localhost:{app.http_port}"
+    for phase in ("validate", "build", "infrastructure", "migrate", "health", "switch", "verify"):
+        assert f" {phase} " in result.stderr
+    health = httpx.get(app.url("/health"), timeout=10)
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "healthy"
+    assert body["git_commit"] == commit
+    assert body["slot"] == "blue"
+    assert set(body["checks"]) == {"database", "migrations", "job_queue", "jsonld_contexts", "http_endpoint"}
+    version = httpx.get(app.url("/version"), timeout=10).json()
+    assert version["git_commit"] == commit
+    assert version["version"] == f"0.0.0+{commit[:7]}"
+    assert httpx.get(app.url("/metrics"), timeout=10).status_code == 404  # not public
+
+    extensions = _psql(f"{app.name}-development-db", "SELECT extname FROM pg_extension ORDER BY 1;")
+    assert {"postgis", "vector", "pg_trgm", "pgcrypto"} <= set(extensions.split())
+    assert _psql(f"{app.name}-development-db", "SELECT version, dirty FROM schema_migrations;") == "2|f"
+
+    status = app.status()
+    assert status["version"] == f"0.0.0+{commit[:7]}"
+    assert status["commit"] == commit
+    assert status["slot"] == "blue"
+    assert status["health"] == "healthy"
+    assert status["deployed_by"]
+    assert status["deployed_at"]
+    assert status["drift"] is None
+
+    projects = subprocess.run(["docker", "compose", "ls", "--all", "--format", "json"],
+                              capture_output=True, text=True, check=True).stdout
+    assert f"{app.name}-development-infra" in projects
+    assert f"{app.name}-development-blue" in projects
+
+    labels = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", f"{app.name}:0.0.0-{commit[:7]}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert commit in labels
+    assert "org.opencontainers.image.created" in labels
+
+
+def test_same_commit_deploys_again_into_the_other_slot(app: AppUnderTest) -> None:
+    assert app.shipyard("deploy", "development").returncode == 0
+    again = app.shipyard("deploy", "development")
+    assert again.returncode == 0, again.stderr
+    assert httpx.get(app.url("/health"), timeout=10).json()["slot"] == "green"
+    state = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Status}}", f"{app.name}-development-blue"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert state == "exited"  # stopped, kept for rollback
+    history = app.shipyard("history", "development", "--json")
+    assert history.returncode == 0
+    assert history.stdout.count('"result": "succeeded"') == 2
+
+
+def test_dirty_tree_is_refused_unless_allowed(app: AppUnderTest) -> None:
+    (app.dir / "README.md").write_text("changed\n", encoding="utf-8")
+    before = engine_snapshot()
+    refused = app.shipyard("deploy", "development")
+    assert refused.returncode == 6
+    assert "uncommitted changes" in refused.stderr
+    assert engine_snapshot() == before
+    allowed = app.shipyard("deploy", "development", "--allow-dirty")
+    assert allowed.returncode == 0, allowed.stderr
+    assert httpx.get(app.url("/version"), timeout=10).json()["version"].endswith(".dirty")
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
+def test_bad_config_changes_nothing_on_the_engine(tmp_path: Path, docker_engine: None, case: BadConfig) -> None:
+    write(tmp_path, case)
+    before = engine_snapshot()
+    for command in ("deploy", "check"):
+        result = subprocess.run(
+            [__import__("sys").executable, "-m", "shipyard", command, case.environment],
+            cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120,
+        )
+        assert result.returncode == 3, result.stderr
+        assert case.expected in result.stderr
+        assert "Traceback" not in result.stderr
+    assert engine_snapshot() == before
