@@ -53,26 +53,114 @@ def _replace(old: str, new: str) -> str:
 
 
 CATALOGUE: list[BadConfig] = [
-    BadConfig("yaml-syntax", VALID.replace("  port: 8080", "  port: [8080"), "invalid YAML", "4:15"),
+    BadConfig(
+        "yaml-syntax", VALID.replace("  port: 8080", "  port: [8080"), "invalid YAML", "4:15"
+    ),
     BadConfig("unknown-top-level-key", VALID + "extra: 1\n", "unknown key", "23:1 extra"),
-    BadConfig("unknown-nested-key", _replace("  port: 8080\n", "  port: 8080\n  prot: 1\n"), "unknown key", "4:3 app.prot"),
-    BadConfig("missing-app-name", _replace("  name: shop\n  port", "  port"), "required key is missing", "1:1 app.name"),
-    BadConfig("bad-app-name", _replace("name: shop\n  port", "name: Shop_App\n  port"), "should match pattern", "2:3 app.name"),
-    BadConfig("port-out-of-range", _replace("port: 8080", "port: 70000"), "less than or equal to 65535", "3:3 app.port"),
-    BadConfig("port-not-int", _replace("port: 8080", "port: eighty"), "valid integer", "3:3 app.port"),
-    BadConfig("unknown-build-kind", _replace("kind: go", "kind: nix"), "kind must be one of", "6:3 build.kind"),
-    BadConfig("pgvector-extension-name", _replace("  user: shop\n", "  user: shop\n  extensions: [postgis, pgvector]\n"), "named 'vector'", "13:3 database.extensions"),
-    BadConfig("bad-duration", _replace("  port: 8080\n", "  port: 8080\n  stop_grace_period: soon\n"), "expected a duration", "4:3 app.stop_grace_period"),
-    BadConfig("bad-target", _replace("  development:\n    target: local", "  development:\n    target: ftp://x"), "target must be 'local' or ssh://", "18:5 environments.development.target"),
-    BadConfig("unknown-environment-key", _replace("  development:\n    target: local\n", "  development:\n    target: local\n    colour: blue\n"), "unknown key", "19:5 environments.development.colour"),
-    BadConfig("override-bad-value", _replace("      http_port: 18081", "      http_port: 99999"), "less than or equal to 65535", "22:7 environments.production.proxy.http_port", environment="production"),
-    BadConfig("missing-env-file", VALID, "env file", "17:3 environments.development", env_file=None),
-    BadConfig("required-env-missing", VALID, "JWT_SECRET is required by the app", "4:18 app.required_env[0]", env_file="POSTGRES_PASSWORD=s3cret-password\n"),
-    BadConfig("database-password-missing", VALID, "POSTGRES_PASSWORD must be set", "10:1 database", env_file="JWT_SECRET=0123456789abcdef0123456789abcdef\n"),
-    BadConfig("undefined-variable", _replace("image: shipyard-local/postgres:17", "image: ${NO_SUCH_VARIABLE_X}"), "${NO_SUCH_VARIABLE_X} is not set", "13:3 database.image"),
-    BadConfig("no-such-environment", VALID, "no environment named 'staging'", "16:1 environments", environment="staging"),
+    BadConfig(
+        "unknown-nested-key",
+        _replace("  port: 8080\n", "  port: 8080\n  prot: 1\n"),
+        "unknown key",
+        "4:3 app.prot",
+    ),
+    BadConfig(
+        "missing-app-name",
+        _replace("  name: shop\n  port", "  port"),
+        "required key is missing",
+        "1:1 app.name",
+    ),
+    BadConfig(
+        "bad-app-name",
+        _replace("name: shop\n  port", "name: Shop_App\n  port"),
+        "should match pattern",
+        "2:3 app.name",
+    ),
+    BadConfig(
+        "port-out-of-range",
+        _replace("port: 8080", "port: 70000"),
+        "less than or equal to 65535",
+        "3:3 app.port",
+    ),
+    BadConfig(
+        "port-not-int", _replace("port: 8080", "port: eighty"), "valid integer", "3:3 app.port"
+    ),
+    BadConfig(
+        "unknown-build-kind",
+        _replace("kind: go", "kind: nix"),
+        "kind must be one of",
+        "6:3 build.kind",
+    ),
+    BadConfig(
+        "pgvector-extension-name",
+        _replace("  user: shop\n", "  user: shop\n  extensions: [postgis, pgvector]\n"),
+        "named 'vector'",
+        "13:3 database.extensions",
+    ),
+    BadConfig(
+        "bad-duration",
+        _replace("  port: 8080\n", "  port: 8080\n  stop_grace_period: soon\n"),
+        "expected a duration",
+        "4:3 app.stop_grace_period",
+    ),
+    BadConfig(
+        "bad-target",
+        _replace("  development:\n    target: local", "  development:\n    target: ftp://x"),
+        "target must be 'local' or ssh://",
+        "18:5 environments.development.target",
+    ),
+    BadConfig(
+        "unknown-environment-key",
+        _replace(
+            "  development:\n    target: local\n",
+            "  development:\n    target: local\n    colour: blue\n",
+        ),
+        "unknown key",
+        "19:5 environments.development.colour",
+    ),
+    BadConfig(
+        "override-bad-value",
+        _replace("      http_port: 18081", "      http_port: 99999"),
+        "less than or equal to 65535",
+        "22:7 environments.production.proxy.http_port",
+        environment="production",
+    ),
+    BadConfig(
+        "missing-env-file", VALID, "env file", "17:3 environments.development", env_file=None
+    ),
+    BadConfig(
+        "required-env-missing",
+        VALID,
+        "JWT_SECRET is required by the app",
+        "4:18 app.required_env[0]",
+        env_file="POSTGRES_PASSWORD=s3cret-password\n",
+    ),
+    BadConfig(
+        "database-password-missing",
+        VALID,
+        "POSTGRES_PASSWORD must be set",
+        "10:1 database",
+        env_file="JWT_SECRET=0123456789abcdef0123456789abcdef\n",
+    ),
+    BadConfig(
+        "undefined-variable",
+        _replace("image: shipyard-local/postgres:17", "image: ${NO_SUCH_VARIABLE_X}"),
+        "${NO_SUCH_VARIABLE_X} is not set",
+        "13:3 database.image",
+    ),
+    BadConfig(
+        "no-such-environment",
+        VALID,
+        "no environment named 'staging'",
+        "16:1 environments",
+        environment="staging",
+    ),
     BadConfig("not-a-mapping", "- just\n- a list\n", "expected a mapping of sections", "1:1"),
-    BadConfig("health-check-kind", _replace("proxy:\n", "health:\n  checks:\n    - kind: ping\nproxy:\n"), "kind must be one of", "16:7 health.checks[0].kind"),
+    BadConfig(
+        "health-check-kind",
+        _replace("proxy:\n", "health:\n  checks:\n    - kind: ping\nproxy:\n"),
+        "kind must be one of",
+        "16:7 health.checks[0].kind",
+    ),
 ]
 
 

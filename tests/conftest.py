@@ -12,7 +12,9 @@ import pytest
 def _engine_error() -> str | None:
     if shutil.which("docker") is None:
         return "the docker CLI is not installed"
-    result = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False, timeout=60)
+    result = subprocess.run(
+        ["docker", "info"], capture_output=True, text=True, check=False, timeout=60
+    )
     if result.returncode != 0:
         return f"no Docker engine: {result.stderr.strip()[-300:]}"
     return None

@@ -71,7 +71,9 @@ class AppUnderTest:
     def config(self) -> Path:
         return self.dir / "shipyard.yml"
 
-    def shipyard(self, *args: str, check: bool = False, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    def shipyard(
+        self, *args: str, check: bool = False, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, **self.extra_env}
         return subprocess.run(
             [sys.executable, "-m", "shipyard", *args],
@@ -109,27 +111,36 @@ class AppUnderTest:
 def _remove_everything(name: str) -> None:
     ids = subprocess.run(
         ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={name}"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.split()
     if ids:
-        subprocess.run(["docker", "rm", "--force", "--volumes", *ids], capture_output=True, check=False)
+        subprocess.run(
+            ["docker", "rm", "--force", "--volumes", *ids], capture_output=True, check=False
+        )
     for kind in ("network", "volume"):
         listed = subprocess.run(
             ["docker", kind, "ls", "--quiet", "--filter", f"name={name}-"],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.split()
         if listed:
-            subprocess.run(["docker", kind, "rm", "--force", *listed] if kind == "volume" else ["docker", kind, "rm", *listed],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["docker", kind, "rm", "--force", *listed]
+                if kind == "volume"
+                else ["docker", kind, "rm", *listed],
+                capture_output=True,
+                check=False,
+            )
 
 
 @pytest.fixture
 def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
     name = f"t{secrets.token_hex(3)}"
     work = tmp_path / "app"
-    shutil.copytree(
-        EXAMPLE, work, ignore=shutil.ignore_patterns("bin", ".env.*", "shipyard.yml")
-    )
+    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("bin", ".env.*", "shipyard.yml"))
     state_dir = tmp_path / "state"
     under_test = AppUnderTest(dir=work, name=name, http_port=free_port(), state_dir=state_dir)
     yaml = YAML()

@@ -16,7 +16,10 @@ from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
 def _psql(container: str, sql: str) -> str:
     return subprocess.run(
         ["docker", "exec", "-i", container, "psql", "-X", "-At", "-U", "events", "-d", "events"],
-        input=sql, capture_output=True, text=True, check=True,
+        input=sql,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
 
 
@@ -36,7 +39,13 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
     assert body["status"] == "healthy"
     assert body["git_commit"] == commit
     assert body["slot"] == "blue"
-    assert set(body["checks"]) == {"database", "migrations", "job_queue", "jsonld_contexts", "http_endpoint"}
+    assert set(body["checks"]) == {
+        "database",
+        "migrations",
+        "job_queue",
+        "jsonld_contexts",
+        "http_endpoint",
+    }
     version = httpx.get(app.url("/version"), timeout=10).json()
     assert version["git_commit"] == commit
     assert version["version"] == f"0.0.0+{commit[:7]}"
@@ -44,7 +53,10 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
 
     extensions = _psql(f"{app.name}-development-db", "SELECT extname FROM pg_extension ORDER BY 1;")
     assert {"postgis", "vector", "pg_trgm", "pgcrypto"} <= set(extensions.split())
-    assert _psql(f"{app.name}-development-db", "SELECT version, dirty FROM schema_migrations;") == "2|f"
+    assert (
+        _psql(f"{app.name}-development-db", "SELECT version, dirty FROM schema_migrations;")
+        == "2|f"
+    )
 
     status = app.status()
     assert status["version"] == f"0.0.0+{commit[:7]}"
@@ -55,14 +67,27 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
     assert status["deployed_at"]
     assert status["drift"] is None
 
-    projects = subprocess.run(["docker", "compose", "ls", "--all", "--format", "json"],
-                              capture_output=True, text=True, check=True).stdout
+    projects = subprocess.run(
+        ["docker", "compose", "ls", "--all", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert f"{app.name}-development-infra" in projects
     assert f"{app.name}-development-blue" in projects
 
     labels = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", f"{app.name}:0.0.0-{commit[:7]}"],
-        capture_output=True, text=True, check=True,
+        [
+            "docker",
+            "image",
+            "inspect",
+            "--format",
+            "{{json .Config.Labels}}",
+            f"{app.name}:0.0.0-{commit[:7]}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert commit in labels
     assert "org.opencontainers.image.created" in labels
@@ -75,7 +100,9 @@ def test_same_commit_deploys_again_into_the_other_slot(app: AppUnderTest) -> Non
     assert httpx.get(app.url("/health"), timeout=10).json()["slot"] == "green"
     state = subprocess.run(
         ["docker", "inspect", "--format", "{{.State.Status}}", f"{app.name}-development-blue"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert state == "exited"  # stopped, kept for rollback
     history = app.shipyard("history", "development", "--json")
@@ -96,13 +123,19 @@ def test_dirty_tree_is_refused_unless_allowed(app: AppUnderTest) -> None:
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
-def test_bad_config_changes_nothing_on_the_engine(tmp_path: Path, docker_engine: None, case: BadConfig) -> None:
+def test_bad_config_changes_nothing_on_the_engine(
+    tmp_path: Path, docker_engine: None, case: BadConfig
+) -> None:
     write(tmp_path, case)
     before = engine_snapshot()
     for command in ("deploy", "check"):
         result = subprocess.run(
             [__import__("sys").executable, "-m", "shipyard", command, case.environment],
-            cwd=tmp_path, capture_output=True, text=True, check=False, timeout=120,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
         )
         assert result.returncode == 3, result.stderr
         assert case.expected in result.stderr

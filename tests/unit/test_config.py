@@ -28,7 +28,9 @@ def test_bad_config_names_file_line_and_key(tmp_path: Path, case: BadConfig) -> 
     lines = [str(issue) for issue in error.issues]
     matching = [line for line in lines if case.expected in line]
     assert matching, f"{case.expected!r} not in {lines}"
-    assert any(line.startswith(f"{tmp_path / 'shipyard.yml'}:{case.location}") for line in matching), lines
+    assert any(
+        line.startswith(f"{tmp_path / 'shipyard.yml'}:{case.location}") for line in matching
+    ), lines
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
@@ -88,14 +90,22 @@ yaml_text = st.one_of(
     st.text(max_size=200),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=20),
-        lambda children: st.lists(children, max_size=4)
-        | st.dictionaries(st.sampled_from(["app", "build", "name", "kind", "environments", "target", "x"]), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4)
+            | st.dictionaries(
+                st.sampled_from(["app", "build", "name", "kind", "environments", "target", "x"]),
+                children,
+                max_size=4,
+            )
+        ),
         max_leaves=20,
     ).map(repr),
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@settings(
+    max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None
+)
 @given(yaml_text)
 def test_any_input_gives_config_error_or_config(tmp_path: Path, text: str) -> None:
     path = tmp_path / "shipyard.yml"
