@@ -114,3 +114,21 @@ def test_any_input_gives_config_error_or_config(tmp_path: Path, text: str) -> No
         load_config(path, "development", process_env={})
     except ConfigError as exc:
         assert exc.issues
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("example", "environment"),
+    [("events-api", "development"), ("events-api", "production"), ("togather", "production")],
+)
+def test_shipped_examples_are_valid(tmp_path: Path, example: str, environment: str) -> None:
+    source = ROOT / "examples" / example
+    (tmp_path / "shipyard.yml").write_text((source / "shipyard.yml").read_text())
+    env_lines = (source / ".env.example").read_text()
+    (tmp_path / f".env.{environment}").write_text(env_lines)
+    config = load_config(tmp_path / "shipyard.yml", environment, process_env={})
+    assert config.app.name == example
+    assert config.database is not None
+    assert "vector" in config.database.extensions

@@ -168,6 +168,20 @@ class Docker:
         argv.append(context)
         return self._run(argv, timeout=timeout, env=dict(build_args or {}))
 
+    def missing_paths(self, image: str, paths: Sequence[str]) -> list[str]:
+        """Which of ``paths`` do not exist in ``image`` (works for images without a shell)."""
+        if not paths:
+            return []
+        created = self._run(["create", image], timeout=120).stdout.strip()
+        try:
+            return [
+                path
+                for path in paths
+                if not self._run(["cp", f"{created}:{path}", "-"], check=False, timeout=300).ok
+            ]
+        finally:
+            self._run(["rm", "--force", created], check=False, timeout=120)
+
     def tag(self, source: str, target: str) -> None:
         self._run(["tag", source, target], timeout=60)
 

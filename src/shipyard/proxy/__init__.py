@@ -40,7 +40,6 @@ def render_caddy(proxy: ProxySection, upstreams: Sequence[str]) -> dict[str, Any
             "try_duration": f"{proxy.dial_retry:g}s",
             "try_interval": "100ms",
         },
-        "headers": {"request": {"set": {"X-Forwarded-Proto": ["{http.request.scheme}"]}}},
     }
     routes: list[dict[str, Any]] = [
         # The app's /metrics is for the monitoring network, not the internet.

@@ -1,0 +1,66 @@
+"""Recording fakes for unit tests (no I/O)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+
+from shipyard.hosts import CommandResult
+
+Responder = Callable[[list[str]], CommandResult | None]
+
+
+class FakeHost:
+    """Records commands and keeps files in memory. ``respond`` may answer a command."""
+
+    def __init__(self, respond: Responder | None = None) -> None:
+        self.commands: list[list[str]] = []
+        self.files: dict[str, tuple[bytes, int]] = {}
+        self.respond = respond
+
+    @property
+    def name(self) -> str:
+        return "fake"
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        command = list(argv)
+        self.commands.append(command)
+        if self.respond is not None and (answer := self.respond(command)) is not None:
+            return answer
+        if command[:2] == ["mkdir", "-m"]:
+            path = command[-1]
+            if path in self.files or any(f.startswith(path + "/") for f in self.files):
+                return CommandResult(tuple(command), 1, "", "File exists")
+            self.files[path] = (b"", 0o700)
+        if command[:2] == ["rm", "-rf"]:
+            for name in [
+                f for f in self.files if f == command[2] or f.startswith(command[2] + "/")
+            ]:
+                del self.files[name]
+        return CommandResult(tuple(command), 0, "", "")
+
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        self.files[str(path)] = (data, mode)
+
+    def get(self, path: PurePosixPath) -> bytes | None:
+        entry = self.files.get(str(path))
+        return entry[0] if entry else None
+
+    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
+        for item in source.iterdir():
+            self.put(destination / item.name, item.read_bytes(), mode=0o644)
+
+    def tunnel(self, port: int) -> int:
+        return port
+
+    def home(self) -> PurePosixPath:
+        return PurePosixPath("/home/fake")

@@ -1,0 +1,205 @@
+"""The deploy pipeline's order and its failure handling, with recording steps (no engine)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from shipyard.build import Image
+from shipyard.config import Config, load_config
+from shipyard.deploy import DeployOptions, OperationContext, run_deploy
+from shipyard.errors import DeployFailed, LockHeld, RollbackFailed, ShipyardError
+from shipyard.events import Bus, Event
+from shipyard.hosts import LocalHost
+from shipyard.state import Current, StateStore
+from tests.bad_configs import ENV_FILE, VALID
+from tests.fakes import FakeHost
+
+
+class RecordingSteps:
+    def __init__(self, fail_at: str | None = None, fail_cleanup: bool = False) -> None:
+        self.calls: list[str] = []
+        self.fail_at = fail_at
+        self.fail_cleanup = fail_cleanup
+
+    def _do(self, name: str) -> str:
+        self.calls.append(name)
+        if name == self.fail_at:
+            raise ShipyardError(f"{name} broke")
+        return name
+
+    def preflight(self) -> str:
+        return self._do("preflight")
+
+    def deliver(self, image: Image) -> str:
+        return self._do("deliver")
+
+    def ensure_infrastructure(self) -> str:
+        return self._do("infrastructure")
+
+    def migrate(self, release: object) -> int | None:
+        self._do("migrate")
+        return 2
+
+    def start_slot(self, slot: str, release: object) -> str:
+        return self._do(f"start {slot}")
+
+    def remove_slot(self, slot: str) -> None:
+        self.calls.append(f"remove {slot}")
+        if self.fail_cleanup:
+            raise ShipyardError("cannot remove")
+
+    def gate(self, slot: str) -> str:
+        return self._do(f"gate {slot}")
+
+    def switch(self, slot: str) -> str:
+        return self._do(f"switch {slot}")
+
+    def verify(self, release: object) -> str:
+        return self._do("verify")
+
+    def retire(self, slot: str) -> str:
+        return self._do(f"retire {slot}")
+
+    def prune(self, dropped: list[object], kept: list[object]) -> None:
+        self.calls.append(f"prune {len(dropped)}")
+
+    def url(self) -> str:
+        return "http://localhost:1"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    (tmp_path / "shipyard.yml").write_text(VALID)
+    (tmp_path / ".env.development").write_text(ENV_FILE)
+    (tmp_path / "go.mod").write_text("module example.com/shop\n")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "x",
+        ],
+        check=True,
+    )
+    (tmp_path / ".gitignore").write_text("*\n")
+    return load_config(tmp_path / "shipyard.yml", "development", process_env={})
+
+
+def _run(
+    config: Config, steps: RecordingSteps, host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> list[Event]:
+    events: list[Event] = []
+    bus = Bus(config.masker)
+    bus.subscribe(events.append)
+    monkeypatch.setattr(
+        "shipyard.deploy.build_image",
+        lambda cfg, local, version: Image(tag="shop:x", id="sha256:1", version=version),
+    )
+    ctx = OperationContext(
+        config=config,
+        local=LocalHost(),
+        store=StateStore(host, PurePosixPath("/state/shop/development")),
+        bus=bus,
+        deployment_id="d1",
+    )
+    try:
+        run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
+    finally:
+        assert not any(path.endswith("/lock") for path in host.files), "lock left behind"
+    return events
+
+
+def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    steps, host = RecordingSteps(), FakeHost()
+    events = _run(config, steps, host, monkeypatch)
+    assert steps.calls == [
+        "preflight",
+        "deliver",
+        "infrastructure",
+        "migrate",
+        "start blue",
+        "gate blue",
+        "switch blue",
+        "verify",
+    ]
+    finished = [e.phase for e in events if e.kind == "phase.finished"]
+    assert finished == [
+        "validate",
+        "lock",
+        "version",
+        "build",
+        "deliver",
+        "infrastructure",
+        "migrate",
+        "start",
+        "health",
+        "switch",
+        "verify",
+        "record",
+    ]
+    assert StateStore(host, PurePosixPath("/state/shop/development")).current() is not None
+
+
+def test_failure_before_switch_removes_candidate_and_keeps_live_slot(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="gate green"), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    with pytest.raises(DeployFailed) as caught:
+        _run(config, steps, host, monkeypatch)
+    assert caught.value.phase == "health"
+    assert steps.calls[-2:] == ["gate green", "remove green"]
+    assert not any(c.startswith("switch") for c in steps.calls)
+    assert store.current() == Current(slot="blue", release_id="old", switched_at="t")
+    assert store.history()[-1].result == "failed"
+    assert store.history()[-1].phase == "health"
+
+
+def test_failure_after_switch_switches_back_first(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="verify"), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    with pytest.raises(DeployFailed):
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls[-3:] == ["verify", "switch blue", "remove green"]
+    assert store.current() is not None and store.current().slot == "blue"  # type: ignore[union-attr]
+    assert store.history()[-1].result == "rolled_back"
+
+
+def test_failed_cleanup_is_a_rollback_failure(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="gate blue", fail_cleanup=True), FakeHost()
+    with pytest.raises(RollbackFailed):
+        _run(config, steps, host, monkeypatch)
+
+
+def test_lock_held_stops_before_any_step(config: Config) -> None:
+    steps, host = RecordingSteps(), FakeHost()
+    host.files["/state/shop/development/lock"] = (b"", 0o700)
+    ctx = OperationContext(
+        config=config,
+        local=LocalHost(),
+        store=StateStore(host, PurePosixPath("/state/shop/development")),
+        bus=Bus(config.masker),
+        deployment_id="d2",
+    )
+    with pytest.raises(LockHeld):
+        run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
+    assert steps.calls == ["preflight"]
+    assert "/state/shop/development/lock" in host.files  # another deploy's lock is never released

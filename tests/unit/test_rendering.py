@@ -1,0 +1,90 @@
+"""Golden files for what shipyard writes on a host: compose projects and Caddy's config.
+
+Regenerate with SHIPYARD_UPDATE_GOLDEN=1 after an intended change, and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from shipyard.config import ProxySection, load_config
+from shipyard.docker import parse_container
+from shipyard.providers._stack import Layout, Names, app_env, render_infra, render_slot, to_yaml
+from shipyard.proxy import render_caddy, upstreams_of
+from tests.bad_configs import ENV_FILE, VALID
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _golden(name: str, text: str) -> None:
+    path = GOLDEN / name
+    if os.environ.get("SHIPYARD_UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def config(tmp_path: Path):  # type: ignore[no-untyped-def]
+    (tmp_path / "shipyard.yml").write_text(VALID)
+    (tmp_path / ".env.development").write_text(ENV_FILE)
+    return load_config(tmp_path / "shipyard.yml", "development", process_env={})
+
+
+def test_infra_compose(config) -> None:  # type: ignore[no-untyped-def]
+    names = Names("shop", "development")
+    layout = Layout(PurePosixPath("/state/shop/development"))
+    _golden("infra-compose.yml", to_yaml(render_infra(config, names, layout)))
+
+
+def test_slot_compose(config) -> None:  # type: ignore[no-untyped-def]
+    names = Names("shop", "development")
+    layout = Layout(PurePosixPath("/state/shop/development"))
+    document = render_slot(
+        config,
+        names,
+        layout,
+        "green",
+        image="shop:1.2.3-abcdef0",
+        release="r1",
+        version="1.2.3",
+        commit="abcdef0",
+    )
+    _golden("slot-compose.yml", to_yaml(document))
+
+
+def test_app_env_derives_database_url_with_encoded_password(config) -> None:  # type: ignore[no-untyped-def]
+    env = app_env(config, Names("shop", "development"))
+    assert (
+        env["DATABASE_URL"]
+        == "postgres://shop:s3cret-password@shop-development-db:5432/shop?sslmode=disable"
+    )
+    assert env["JWT_SECRET"] == "0123456789abcdef0123456789abcdef"
+
+
+def test_caddy_plain_http() -> None:
+    config = render_caddy(ProxySection(), ["shop-development-blue:8080"])
+    _golden("caddy-http.json", json.dumps(config, indent=2) + "\n")
+    assert upstreams_of(config) == ["shop-development-blue:8080"]
+
+
+def test_caddy_with_domains() -> None:
+    proxy = ProxySection(domains=["events.example"], tls_email="ops@events.example")
+    config = render_caddy(proxy, ["shop-production-green:8080"])
+    _golden("caddy-https.json", json.dumps(config, indent=2) + "\n")
+    server = config["apps"]["http"]["servers"]["shipyard"]
+    assert server["listen"] == [":443"]
+    assert all(m["host"] == ["events.example"] for r in server["routes"] for m in r["match"])
+
+
+def test_parse_container_inspect() -> None:
+    document = json.loads((GOLDEN / "container-inspect.json").read_text())[0]
+    info = parse_container(document)
+    assert info.name == "shop-development-blue"
+    assert info.running
+    assert info.health is None
+    assert info.ports == {8080: 32768}
+    assert info.labels["org.shipyard.slot"] == "blue"
