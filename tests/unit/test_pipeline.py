@@ -105,7 +105,9 @@ def _run(
     bus.subscribe(events.append)
     monkeypatch.setattr(
         "shipyard.deploy.build_image",
-        lambda cfg, local, version: Image(tag="shop:x", id="sha256:1", version=version),
+        lambda cfg, local, version, rebuild=False: Image(
+            tag="shop:x", id="sha256:1", version=version
+        ),
     )
     ctx = OperationContext(
         config=config,

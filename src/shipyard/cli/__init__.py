@@ -124,11 +124,17 @@ def deploy(
     allow_dirty: Annotated[
         bool, typer.Option("--allow-dirty", help="Deploy uncommitted changes.")
     ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="Build the image even if this commit was built before."),
+    ] = False,
     json_output: JsonOption = False,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green."""
     session = open_session(config, environment, json_output=json_output)
-    result = session.provider.deploy(session.ctx, DeployOptions(allow_dirty=allow_dirty))
+    result = session.provider.deploy(
+        session.ctx, DeployOptions(allow_dirty=allow_dirty, rebuild=rebuild)
+    )
     if json_output:
         return
     err.print(

@@ -61,6 +61,7 @@ class OperationContext:
 @dataclass(frozen=True)
 class DeployOptions:
     allow_dirty: bool = False
+    rebuild: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,9 @@ def run_deploy(  # noqa: PLR0915 — the pipeline reads as one linear list of ph
             )
             phases.version, phases.commit = version.version, version.commit
             image = phases.run(
-                "build", lambda: build_image(config, ctx.local, version), summary=lambda i: i.tag
+                "build",
+                lambda: build_image(config, ctx.local, version, rebuild=options.rebuild),
+                summary=lambda i: f"{i.tag} (built before)" if i.reused else i.tag,
             )
             phases.run("deliver", lambda: steps.deliver(image), summary=str)
             phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
