@@ -132,3 +132,14 @@ def test_shipped_examples_are_valid(tmp_path: Path, example: str, environment: s
     assert config.app.name == example
     assert config.database is not None
     assert "vector" in config.database.extensions
+
+
+def test_readme_reference_matches_the_models() -> None:
+    from shipyard.config import reference_markdown  # noqa: PLC0415
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- reference:start -->") + len("<!-- reference:start -->")
+    end = readme.index("<!-- reference:end -->")
+    assert readme[start:end].strip() == reference_markdown().strip(), (
+        "README reference is stale: regenerate it with `shipyard schema --markdown`"
+    )

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from shipyard import __version__
 from shipyard.cli._context import open_session, run_checks
-from shipyard.config import json_schema
+from shipyard.config import json_schema, reference_markdown
 from shipyard.deploy import DeployOptions
 from shipyard.errors import (
     CheckFailed,
@@ -104,9 +104,13 @@ def check(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"))
 
 
 @app.command()
-def schema() -> None:
+def schema(
+    markdown: Annotated[
+        bool, typer.Option("--markdown", help="The configuration reference instead.")
+    ] = False,
+) -> None:
     """Print the JSON Schema of shipyard.yml (for editors)."""
-    sys.stdout.write(json_schema() + "\n")
+    sys.stdout.write((reference_markdown() if markdown else json_schema()) + "\n")
 
 
 @app.command()

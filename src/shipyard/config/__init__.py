@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from shipyard.config._loader import Config, Environment, load_config
+from shipyard.config._reference import reference_markdown
 from shipyard.config._models import (
     AppSection,
     CommandCheck,
@@ -45,6 +46,7 @@ __all__ = [
     "json_schema",
     "load_config",
     "parse_duration",
+    "reference_markdown",
 ]
 
 

@@ -1,0 +1,91 @@
+"""The configuration reference (Markdown), generated from the models so it never drifts."""
+
+from __future__ import annotations
+
+import types
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from shipyard.config._models import (
+    AppSection,
+    CommandCheck,
+    DatabaseSection,
+    DeploySection,
+    DockerfileBuild,
+    EnvironmentSection,
+    GoBuild,
+    HealthSection,
+    HttpCheck,
+    MigrationsSection,
+    PostgresCheck,
+    ProxySection,
+    TcpCheck,
+)
+
+_SECTIONS: list[tuple[str, type[BaseModel]]] = [
+    ("app", AppSection),
+    ("build (kind: go)", GoBuild),
+    ("build (kind: dockerfile)", DockerfileBuild),
+    ("database", DatabaseSection),
+    ("database.migrations", MigrationsSection),
+    ("proxy", ProxySection),
+    ("health", HealthSection),
+    ("health.checks[] (kind: http)", HttpCheck),
+    ("health.checks[] (kind: tcp)", TcpCheck),
+    ("health.checks[] (kind: postgres)", PostgresCheck),
+    ("health.checks[] (kind: command)", CommandCheck),
+    ("deploy", DeploySection),
+    ("environments.<name>", EnvironmentSection),
+]
+
+
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _type_name(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in get_args(annotation))
+    if origin is list:
+        return f"list[{_type_name(get_args(annotation)[0])}]"
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"map[{_type_name(key)}, {_type_name(value)}]"
+    if annotation is type(None):
+        return "null"
+    if origin is not None and getattr(origin, "__name__", "") == "Literal":
+        return " | ".join(repr(a) for a in get_args(annotation))
+    return getattr(annotation, "__name__", str(annotation)).replace("Section", "")
+
+
+def _default(field: Any, *, duration: bool) -> str:
+    if field.default is not PydanticUndefined:
+        value = field.default
+        if value is None:
+            return "null"
+        return f"`{value:g}s`" if duration else f"`{value}`"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        if isinstance(value, BaseModel):
+            return "(section defaults)"
+        if isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            return "`" + ", ".join(str(v.model_dump(exclude_defaults=True)) for v in value) + "`"
+        return f"`{value}`" if value not in ([], {}) else "empty"
+    return "**required**"
+
+
+def reference_markdown() -> str:
+    """Markdown tables of every key, its type, default and description."""
+    out = []
+    for title, model in _SECTIONS:
+        out.append(f"#### `{title}`\n")
+        out.append("| key | type | default | description |")
+        out.append("|---|---|---|---|")
+        for name, field in model.model_fields.items():
+            duration = any("Duration" in str(m) for m in field.metadata)
+            kind = "duration" if duration else _type_name(field.annotation)
+            cells = [f"`{name}`", kind, _default(field, duration=duration), field.description or ""]
+            out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+        out.append("")
+    return "\n".join(out)
