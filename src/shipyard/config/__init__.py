@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 from shipyard.config._loader import Config, Environment, load_config
-from shipyard.config._reference import reference_markdown
 from shipyard.config._models import (
     AppSection,
     CommandCheck,
@@ -26,6 +25,7 @@ from shipyard.config._models import (
     TcpCheck,
     parse_duration,
 )
+from shipyard.config._reference import reference_markdown
 
 __all__ = [
     "AppSection",
