@@ -41,7 +41,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
 ]
 
 
-def _type_name(annotation: Any) -> str:
+def _type_name(annotation: Any) -> str:  # noqa: PLR0911 — one return per kind of annotation
     origin = get_origin(annotation)
     if origin is Annotated:
         return _type_name(get_args(annotation)[0])
