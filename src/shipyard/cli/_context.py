@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from shipyard.events import Bus, ConsoleSink, JsonLinesSink
 from shipyard.hosts import Host, LocalHost
 from shipyard.providers import Provider, get_provider
 from shipyard.state import StateStore
+
+
+_MIN_GO = (1, 22)
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,18 @@ def _tool_problems(config: Config | None) -> list[str]:
     if config is not None and isinstance(config.build, GoBuild):
         needed.append("go")
     path = os.environ.get("PATH")
-    return [
+    problems = [
         f"tool `{tool}` not found on PATH"
         for tool in needed
         if shutil.which(tool, path=path) is None
     ]
+    if "go" in needed and shutil.which("go", path=path) is not None:
+        found = subprocess.run(
+            ["go", "env", "GOVERSION"], capture_output=True, text=True, check=False
+        ).stdout
+        numbers = tuple(int(n) for n in re.findall(r"\d+", found)[:2])
+        if numbers < _MIN_GO:
+            problems.append(
+                f"tool `go`: found {found.strip() or 'unknown version'}, need go{'.'.join(map(str, _MIN_GO))} or newer"
+            )
+    return problems
