@@ -18,7 +18,6 @@ from shipyard.hosts import Host, LocalHost
 from shipyard.providers import Provider, get_provider
 from shipyard.state import StateStore
 
-
 _MIN_GO = (1, 22)
 
 
