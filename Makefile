@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTHON ?= python3
 EXAMPLE := examples/events-api
 
-.PHONY: demo test venv engine images lint check-go unit e2e clean-demo
+.PHONY: demo test venv engine images lint unit e2e clean-demo readme
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,7 @@ demo: venv images
 
 clean-demo: venv
 	cd $(EXAMPLE) && ../../$(BIN)/shipyard destroy development --yes --volumes
+
+# Regenerate the configuration reference in README.md from the models.
+readme: venv
+	$(BIN)/python -c 'import re, pathlib; from shipyard.config import reference_markdown as r; p = pathlib.Path("README.md"); s = p.read_text(); a, b = "<!-- reference:start -->", "<!-- reference:end -->"; p.write_text(s[: s.index(a) + len(a)] + "\n" + r() + "\n" + s[s.index(b):])'

@@ -9,6 +9,7 @@
     ├── BuildError                the app image could not be built
     ├── LockHeld                  another operation holds the environment's lock
     ├── StateError                the recorded state is missing or unreadable
+    ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)
     ├── DeployFailed              a deploy failed; the previous version keeps serving
     └── RollbackFailed            restoring the previous version failed: a person must act
 
@@ -121,6 +122,10 @@ class LockHeld(ShipyardError):
 
 class StateError(ShipyardError):
     """Recorded state is missing or unreadable."""
+
+
+class NeedsConfirmation(ShipyardError):
+    """A risky operation needs the operator's explicit confirmation (``--yes``)."""
 
 
 class DeployFailed(ShipyardError):

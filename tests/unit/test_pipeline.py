@@ -39,6 +39,12 @@ class RecordingSteps:
     def ensure_infrastructure(self) -> str:
         return self._do("infrastructure")
 
+    def watch(self, slot: str) -> str:
+        return self._do(f"watch {slot}")
+
+    def schema_version(self) -> int | None:
+        return 2
+
     def migrate(self, release: object) -> int | None:
         self._do("migrate")
         return 2
@@ -135,6 +141,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
         "gate blue",
         "switch blue",
         "verify",
+        "watch blue",
     ]
     finished = [e.phase for e in events if e.kind == "phase.finished"]
     assert finished == [
@@ -149,6 +156,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
         "health",
         "switch",
         "verify",
+        "watch",
         "record",
     ]
     assert StateStore(host, PurePosixPath("/state/shop/development")).current() is not None

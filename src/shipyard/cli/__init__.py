@@ -23,13 +23,14 @@ from rich.table import Table
 from shipyard import __version__
 from shipyard.cli._context import open_session, run_checks
 from shipyard.config import json_schema, reference_markdown
-from shipyard.deploy import DeployOptions
+from shipyard.deploy import DeployOptions, RollbackOptions
 from shipyard.errors import (
     CheckFailed,
     ConfigError,
     DeployFailed,
     HostUnreachable,
     LockHeld,
+    NeedsConfirmation,
     RollbackFailed,
     ShipyardError,
 )
@@ -50,6 +51,7 @@ class ExitCode(IntEnum):
 
 
 _EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
+    (NeedsConfirmation, ExitCode.USAGE),
     (ConfigError, ExitCode.INVALID_CONFIG),
     (CheckFailed, ExitCode.INVALID_CONFIG),
     (LockHeld, ExitCode.LOCK_HELD),
@@ -144,6 +146,32 @@ def deploy(
     err.print(
         f"[bold green]deployed[/] {escape(result.release.version)} ({result.release.commit[:7]}) "
         f"to {escape(environment)} in {result.duration_s:.1f}s"
+    )
+    sys.stdout.write(result.url + "\n")
+
+
+@app.command()
+def rollback(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Version, release id or commit of a retained release."),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", help="Roll back even if the schema is newer than that release's."),
+    ] = False,
+    json_output: JsonOption = False,
+) -> None:
+    """Bring back the previous (or a chosen) retained release: no rebuild, health-gated switch."""
+    session = open_session(config, environment, json_output=json_output)
+    result = session.provider.rollback(session.ctx, RollbackOptions(to=to, yes=yes))
+    if json_output:
+        return
+    err.print(
+        f"[bold green]rolled back[/] {escape(environment)} to {escape(result.release.version)} "
+        f"({result.release.commit[:7]}) in {result.duration_s:.1f}s"
     )
     sys.stdout.write(result.url + "\n")
 

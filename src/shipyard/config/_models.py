@@ -264,6 +264,12 @@ class HealthSection(_Model):
     interval: Duration = Field(1.0, description="Pause between rounds of checks.")
     timeout: Duration = Field(5.0, description="Timeout of one check.")
     passes: int = Field(3, ge=1, le=100, description="Consecutive passing rounds needed.")
+    failures: int = Field(
+        2,
+        ge=1,
+        le=100,
+        description="Consecutive failing rounds that make a live slot unhealthy (watch window).",
+    )
     start_timeout: Duration = Field(120.0, description="Longest wait for a slot to become healthy.")
 
 
@@ -281,6 +287,25 @@ class DeploySection(_Model):
     verify_path: str | None = Field(
         "/version",
         description="Path fetched through the proxy after the switch; its JSON must report the deployed commit.",
+    )
+    watch: Duration = Field(
+        30.0,
+        description="Window after the switch during which the new version is watched (health checks and the proxy's 5xx rate); a failure switches back. 0 disables.",
+    )
+    max_error_rate: float = Field(
+        0.05,
+        ge=0,
+        le=1,
+        description="Largest share of 5xx answers at the proxy tolerated during the watch window.",
+    )
+    min_requests: int = Field(
+        20,
+        ge=1,
+        description="Requests the proxy must have seen in the watch window before the 5xx rate is judged.",
+    )
+    drain_timeout: Duration = Field(
+        30.0,
+        description="Longest wait for the old slot's in-flight requests to finish before it gets SIGTERM.",
     )
 
 

@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
-from shipyard.build import Image, VersionInfo, build_image, read_version
+from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
-from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, RollbackFailed, ShipyardError
+from shipyard.errors import (
+    DeployFailed,
+    HostUnreachable,
+    LockHeld,
+    NeedsConfirmation,
+    RollbackFailed,
+    ShipyardError,
+    StateError,
+)
 from shipyard.events import Bus
 from shipyard.hosts import Host
 from shipyard.state import Current, HistoryEntry, Release, StateStore, deployer, now_iso, other_slot
@@ -29,9 +38,13 @@ __all__ = [
     "Interrupted",
     "OperationContext",
     "Phases",
+    "RollbackOptions",
     "new_deployment_id",
     "run_deploy",
+    "run_rollback",
 ]
+
+_SHORT_SHA = 7  # a commit prefix shorter than this is ambiguous
 
 
 def new_deployment_id(now: datetime | None = None) -> str:
@@ -65,6 +78,12 @@ class DeployOptions:
 
 
 @dataclass(frozen=True)
+class RollbackOptions:
+    to: str | None = None  # a version, release id or commit prefix; None: the previous release
+    yes: bool = False  # accept running an older version against a newer schema
+
+
+@dataclass(frozen=True)
 class DeployResult:
     deployment_id: str
     release: Release
@@ -93,132 +112,259 @@ class DeploySteps(Protocol):
 
     def verify(self, release: Release) -> str: ...
 
+    def watch(self, slot: str) -> str: ...
+
     def retire(self, slot: str) -> str: ...
+
+    def schema_version(self) -> int | None: ...
 
     def prune(self, dropped: list[Release], kept: list[Release]) -> None: ...
 
     def url(self) -> str: ...
 
 
-def run_deploy(  # noqa: PLR0915 — the pipeline reads as one linear list of phases
-    ctx: OperationContext, steps: DeploySteps, options: DeployOptions
-) -> DeployResult:
+def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions) -> DeployResult:
     """Deploy the app's current source to the environment, or leave the previous version serving."""
     config = ctx.config
-    phases = ctx.phases()
-    started_at, started = now_iso(), time.monotonic()
-    lock = ctx.store.lock(ctx.deployment_id, "deploy")
     allow_dirty = options.allow_dirty or config.deploy.allow_dirty
-    slot = "?"
-    version: VersionInfo | None = None
-    release: Release | None = None
-    phases.event(
-        "deploy.started", message=f"deploying {config.app.name} to {config.environment.name}"
-    )
-    with signals_raise():
-        try:
-            phases.run("validate", steps.preflight, summary=str)
-            phases.run("lock", lock.acquire, summary=lambda _: f"held as {ctx.deployment_id}")
-            source = config.resolve(config.build.context)
-            version = phases.run(
-                "version",
-                lambda: read_version(ctx.local, source, allow_dirty=allow_dirty),
-                summary=lambda v: f"{v.version} ({v.short})",
-            )
-            phases.version, phases.commit = version.version, version.commit
-            image = phases.run(
-                "build",
-                lambda: build_image(config, ctx.local, version, rebuild=options.rebuild),
-                summary=lambda i: f"{i.tag} (built before)" if i.reused else i.tag,
-            )
-            phases.run("deliver", lambda: steps.deliver(image), summary=str)
-            phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
-            current = ctx.store.current()
-            previous = current.slot if current else None
-            slot = other_slot(previous)
-            release = Release(
-                id=ctx.deployment_id,
-                version=version.version,
-                commit=version.commit,
-                image=image.tag,
-                image_id=image.id,
-                slot=slot,
-                migration_version=None,
-                created_at=now_iso(),
-                deployed_by=deployer(),
-            )
-            planned = release
-            migrated = phases.run(
-                "migrate",
-                lambda: steps.migrate(planned),
-                summary=lambda v: f"schema at version {v}" if v is not None else "no migrations",
-            )
-            release = Release(**{**release.__dict__, "migration_version": migrated})
-            candidate = release
-            phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
-            phases.run("start", lambda: steps.start_slot(slot, candidate), summary=str)
-            phases.run("health", lambda: steps.gate(slot), summary=str)
-            if previous is not None:
-                prior = previous
-                phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
-            phases.run("switch", lambda: steps.switch(slot), summary=str)
-            phases.run("verify", lambda: steps.verify(candidate), summary=str)
-            phases.clear_cleanups()  # the new version serves: nothing to undo from here
-            if previous is not None and previous != slot:
-                phases.run("retire", lambda: steps.retire(prior), summary=str)
-            phases.run("record", lambda: _record(ctx, steps, candidate), summary=str)
-        except (LockHeld, HostUnreachable):
-            phases.run_cleanups()
-            raise
-        except ShipyardError as exc:
-            failure = (
-                exc
-                if isinstance(exc, DeployFailed)
-                else DeployFailed("deploy", exc.message, hint=exc.hint)
-            )
-            cleanup_failures = phases.run_cleanups()
-            _record_failure(ctx, phases, failure, version, slot, started_at, started)
-            phases.event("deploy.failed", error=failure.message, phase=failure.phase)
-            if cleanup_failures:
-                raise RollbackFailed(
-                    f"{failure.message}; restoring the previous state also failed: "
-                    + "; ".join(cleanup_failures),
-                    hint="check `shipyard status` and the containers with `docker ps -a`",
-                ) from exc
-            raise failure from exc
-        finally:
-            lock.release()
-    assert release is not None  # noqa: S101 — set on the success path
-    duration = time.monotonic() - started
-    ctx.store.append_history(
-        HistoryEntry(
-            deployment_id=ctx.deployment_id,
-            action="deploy",
-            result="succeeded",
-            version=release.version,
-            commit=release.commit,
-            slot=release.slot,
-            started_at=started_at,
-            duration_s=round(duration, 3),
-            by=release.deployed_by,
-            release_id=release.id,
-            steps=list(phases.completed),
+
+    def body(operation: _Operation) -> Release:
+        phases = operation.phases
+        source = config.resolve(config.build.context)
+        version = phases.run(
+            "version",
+            lambda: read_version(ctx.local, source, allow_dirty=allow_dirty),
+            summary=lambda v: f"{v.version} ({v.short})",
         )
-    )
-    url = steps.url()
-    phases.event(
-        "deploy.completed",
-        message=f"{release.version} serving at {url}",
-        duration_s=round(duration, 3),
-    )
-    return DeployResult(
-        deployment_id=ctx.deployment_id, release=release, url=url, duration_s=duration
-    )
+        phases.version, phases.commit = version.version, version.commit
+        operation.describe(version.version, version.commit)
+        image = phases.run(
+            "build",
+            lambda: build_image(config, ctx.local, version, rebuild=options.rebuild),
+            summary=lambda i: f"{i.tag} (built before)" if i.reused else i.tag,
+        )
+        phases.run("deliver", lambda: steps.deliver(image), summary=str)
+        phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
+        current = ctx.store.current()
+        slot = other_slot(current.slot if current else None)
+        operation.slot = slot
+        planned = Release(
+            id=ctx.deployment_id,
+            version=version.version,
+            commit=version.commit,
+            image=image.tag,
+            image_id=image.id,
+            slot=slot,
+            migration_version=None,
+            created_at=now_iso(),
+            deployed_by=deployer(),
+        )
+        migrated = phases.run(
+            "migrate",
+            lambda: steps.migrate(planned),
+            summary=lambda v: f"schema at version {v}" if v is not None else "no migrations",
+        )
+        release = replace(planned, migration_version=migrated)
+        _go_live(phases, steps, release, current.slot if current else None)
+        return release
+
+    return _Operation(ctx, steps, "deploy").run(body)
+
+
+def run_rollback(
+    ctx: OperationContext, steps: DeploySteps, options: RollbackOptions
+) -> DeployResult:
+    """Bring back a retained release (the previous one, or ``options.to``) without rebuilding."""
+
+    def body(operation: _Operation) -> Release:
+        phases = operation.phases
+        current = ctx.store.current()
+        if current is None:
+            raise StateError(
+                f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
+            )
+        target = phases.run(
+            "select",
+            lambda: _rollback_target(ctx.store.releases(), current.release_id, options.to),
+            summary=lambda r: f"{r.version} ({r.commit[:7]}, release {r.id})",
+        )
+        phases.version, phases.commit = target.version, target.commit
+        operation.describe(target.version, target.commit)
+        schema = steps.schema_version()
+        if (
+            schema is not None
+            and target.migration_version is not None
+            and schema > target.migration_version
+        ):
+            warning = (
+                f"the database schema is at version {schema}, newer than the {target.migration_version} that "
+                f"{target.version} shipped with; down-migrations are not run automatically, so the old "
+                "version will run against the newer schema"
+            )
+            phases.warn(warning)
+            if not options.yes:
+                raise NeedsConfirmation(
+                    warning,
+                    hint="roll back anyway with --yes (migrations should be backward compatible), or "
+                    "migrate down by hand first",
+                )
+        slot = other_slot(current.slot)
+        operation.slot = slot
+        release = replace(target, slot=slot)
+        _go_live(phases, steps, release, current.slot)
+        return release
+
+    return _Operation(ctx, steps, "rollback").run(body)
+
+
+def _rollback_target(releases: list[Release], live_id: str, to: str | None) -> Release:
+    others = [r for r in releases if r.id != live_id]
+    if to is None:
+        live_index = next((i for i, r in enumerate(releases) if r.id == live_id), len(releases))
+        older = [r for r in releases[:live_index] if r.id != live_id]
+        if not older:
+            raise StateError("no earlier release is retained: nothing to roll back to")
+        return older[-1]
+    matches = [
+        r
+        for r in others
+        if to in (r.version, r.id) or (len(to) >= _SHORT_SHA and r.commit.startswith(to))
+    ]
+    if not matches:
+        known = ", ".join(f"{r.version} ({r.id})" for r in others) or "none"
+        raise StateError(f"no retained release matches {to!r}; retained: {known}")
+    return matches[-1]
+
+
+def _go_live(phases: Phases, steps: DeploySteps, release: Release, previous: str | None) -> None:
+    """start → health → switch → verify → watch → retire: the blue-green core of every operation."""
+    slot = release.slot
+    phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
+    phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
+    phases.run("health", lambda: steps.gate(slot), summary=str)
+    if previous is not None and previous != slot:
+        prior = previous
+        phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
+    phases.run("switch", lambda: steps.switch(slot), summary=str)
+    phases.run("verify", lambda: steps.verify(release), summary=str)
+    phases.run("watch", lambda: steps.watch(slot), summary=str)
+    phases.clear_cleanups()  # the new version serves: nothing to undo from here
+    if previous is not None and previous != slot:
+        phases.run("retire", lambda: steps.retire(prior), summary=str)
+
+
+class _Operation:
+    """One deploy or rollback: signals, the lock, failure handling, history, events."""
+
+    def __init__(self, ctx: OperationContext, steps: DeploySteps, action: str) -> None:
+        self.ctx = ctx
+        self.steps = steps
+        self.action = action
+        self.phases = ctx.phases()
+        self.slot = "?"
+        self.version = "?"
+        self.commit = "?"
+
+    def describe(self, version: str, commit: str) -> None:
+        self.version, self.commit = version, commit
+
+    def run(self, body: Callable[[_Operation], Release]) -> DeployResult:
+        ctx, phases = self.ctx, self.phases
+        started_at, started = now_iso(), time.monotonic()
+        lock = ctx.store.lock(ctx.deployment_id, self.action)
+        phases.event(
+            f"{self.action}.started",
+            message=f"{self.action} of {ctx.config.app.name} to {ctx.config.environment.name}",
+        )
+        with signals_raise():
+            try:
+                phases.run("validate", self.steps.preflight, summary=str)
+                phases.run("lock", lock.acquire, summary=lambda _: f"held as {ctx.deployment_id}")
+                release = body(self)
+                phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
+            except (LockHeld, HostUnreachable, NeedsConfirmation):
+                phases.run_cleanups()
+                raise
+            except ShipyardError as exc:
+                failure = self._failure(exc)
+                cleanup_failures = phases.run_cleanups()
+                self._history(failure, started_at, started)
+                phases.event(f"{self.action}.failed", error=failure.message, phase=failure.phase)
+                if cleanup_failures:
+                    raise RollbackFailed(
+                        f"{failure.message}; restoring the previous state also failed: "
+                        + "; ".join(cleanup_failures),
+                        hint="check `shipyard status` and the containers with `docker ps -a`",
+                    ) from exc
+                raise failure from exc
+            finally:
+                lock.release()
+        duration = time.monotonic() - started
+        self._history(None, started_at, started, release=release)
+        url = self.steps.url()
+        phases.event(
+            f"{self.action}.completed",
+            message=f"{release.version} serving at {url}",
+            duration_s=round(duration, 3),
+        )
+        return DeployResult(ctx.deployment_id, release, url, duration)
+
+    def _failure(self, exc: ShipyardError) -> DeployFailed:
+        failure = (
+            exc
+            if isinstance(exc, DeployFailed)
+            else DeployFailed(self.action, exc.message, hint=exc.hint)
+        )
+        if "switch" in self.phases.completed:
+            return DeployFailed(
+                failure.phase,
+                f"{failure.message.split(': ', 1)[-1]} — rolled back after the switch: the previous "
+                "version serves again",
+                hint=failure.hint,
+                after_switch=True,
+            )
+        return failure
+
+    def _history(
+        self,
+        failure: DeployFailed | None,
+        started_at: str,
+        started: float,
+        *,
+        release: Release | None = None,
+    ) -> None:
+        if failure is None:
+            result = "succeeded"
+        else:
+            result = "rolled_back" if failure.after_switch else "failed"
+        entry = HistoryEntry(
+            deployment_id=self.ctx.deployment_id,
+            action=self.action,
+            result=result,
+            version=release.version if release else self.version,
+            commit=release.commit if release else self.commit,
+            slot=release.slot if release else self.slot,
+            started_at=started_at,
+            duration_s=round(time.monotonic() - started, 3),
+            by=deployer(),
+            phase=failure.phase if failure else None,
+            error=self.ctx.config.masker(failure.message) if failure else None,
+            release_id=release.id if release else None,
+            steps=list(self.phases.completed),
+        )
+        try:
+            self.ctx.store.append_history(entry)
+        except ShipyardError as exc:
+            self.phases.warn(f"could not record the {self.action} in history: {exc.message}")
 
 
 def _record(ctx: OperationContext, steps: DeploySteps, release: Release) -> str:
     store = ctx.store
-    releases = [r for r in store.releases() if r.id != release.id] + [release]
+    releases = store.releases()
+    if any(r.id == release.id for r in releases):  # a rollback: same release, another slot
+        releases = [release if r.id == release.id else r for r in releases]
+    else:
+        releases.append(release)
     keep = ctx.config.deploy.keep_releases
     dropped, kept = releases[:-keep] if len(releases) > keep else [], releases[-keep:]
     store.save_releases(kept)
@@ -226,36 +372,6 @@ def _record(ctx: OperationContext, steps: DeploySteps, release: Release) -> str:
     if dropped:
         steps.prune(dropped, kept)
     return f"{release.version} live in {release.slot}; {len(kept)} release(s) kept"
-
-
-def _record_failure(
-    ctx: OperationContext,
-    phases: Phases,
-    failure: DeployFailed,
-    version: VersionInfo | None,
-    slot: str,
-    started_at: str,
-    started: float,
-) -> None:
-    try:
-        ctx.store.append_history(
-            HistoryEntry(
-                deployment_id=ctx.deployment_id,
-                action="deploy",
-                result="rolled_back" if "switch" in phases.completed else "failed",
-                version=version.version if version else "?",
-                commit=version.commit if version else "?",
-                slot=slot,
-                started_at=started_at,
-                duration_s=round(time.monotonic() - started, 3),
-                by=deployer(),
-                phase=failure.phase,
-                error=ctx.config.masker(failure.message),
-                steps=list(phases.completed),
-            )
-        )
-    except ShipyardError as exc:
-        phases.warn(f"could not record the failure in history: {exc.message}")
 
 
 def _discard(_value: object) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from shipyard.deploy import DeployOptions, DeployResult, OperationContext
+from shipyard.deploy import DeployOptions, DeployResult, OperationContext, RollbackOptions
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._docker import DockerProvider, Status
@@ -23,6 +23,8 @@ class Provider(Protocol):
     def provision(self, ctx: OperationContext) -> list[str]: ...
 
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult: ...
+
+    def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult: ...
 
     def health_check(self, ctx: OperationContext) -> Any: ...
 

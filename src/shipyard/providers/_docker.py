@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -13,12 +14,20 @@ import httpx
 from shipyard.build import Image
 from shipyard.config import Config
 from shipyard.database import Database, MigrationError, local_migration_versions
-from shipyard.deploy import DeployOptions, DeployResult, OperationContext, run_deploy
+from shipyard.deploy import (
+    DeployOptions,
+    DeployResult,
+    OperationContext,
+    RollbackOptions,
+    run_deploy,
+    run_rollback,
+)
 from shipyard.docker import ContainerInfo, Docker
 from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
 from shipyard.providers._stack import (
+    LABEL,
     Layout,
     Names,
     app_env,
@@ -186,6 +195,15 @@ class DockerSteps:
         return after.version
 
     def start_slot(self, slot: str, release: Release) -> str:
+        container = self.names.slot(slot)
+        kept = self.docker.container(container)
+        if kept is not None and kept.labels.get(f"{LABEL}.release") == release.id:
+            # The release's own container, kept stopped for exactly this: start it as it was.
+            try:
+                self.docker.start(container)
+            except ShipyardError as exc:
+                raise DeployFailed("start", f"slot {slot} did not start: {exc.message}") from exc
+            return f"{container} restarted ({release.image})"
         self._write(
             self.layout.slot_env(slot),
             env_file_text(app_env(self.config, self.names), source="app env"),
@@ -302,19 +320,63 @@ class DockerSteps:
                 last = f"{response.status_code} {response.text[:200]}"
             except httpx.HTTPError as exc:
                 last = str(exc)
-            _sleep(0.5)
+            time.sleep(0.5)
         raise DeployFailed(
             "verify",
             f"{path} through the proxy does not report commit {release.commit[:7]}: {last}",
         )
 
+    def watch(self, slot: str) -> str:
+        """After the switch: health checks and the proxy's 5xx rate for ``deploy.watch``."""
+        section = self.config.deploy
+        if section.watch <= 0:
+            return "skipped (deploy.watch is 0)"
+        admin = self.admin()
+        baseline = admin.traffic()
+        checks = build_checks(self.config.health)
+        target = self._target(slot)
+        deadline = time.monotonic() + section.watch
+        failing = rounds = 0
+        seen = baseline.since(baseline)
+        while True:
+            rounds += 1
+            results = [check.run(target, self.config.health.timeout) for check in checks]
+            failing = failing + 1 if not all(r.ok for r in results) else 0
+            if failing >= self.config.health.failures:
+                detail = "; ".join(r.detail for r in results if not r.ok)
+                raise DeployFailed(
+                    "watch", f"slot {slot} turned unhealthy after the switch: {detail}"
+                )
+            seen = admin.traffic().since(baseline)
+            if seen.total >= section.min_requests and seen.error_rate > section.max_error_rate:
+                raise DeployFailed(
+                    "watch",
+                    f"{seen.errors} of {seen.total} requests through the proxy failed with 5xx "
+                    f"({seen.error_rate:.0%} > {section.max_error_rate:.0%}) after the switch",
+                )
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(self.config.health.interval, max(0.0, deadline - time.monotonic())))
+        return f"healthy for {section.watch:g}s; {seen.total} request(s), {seen.errors} 5xx"
+
     def retire(self, slot: str) -> str:
+        """Drain the old slot (no new requests reach it; wait for its in-flight ones), then stop it."""
         container = self.names.slot(slot)
         info = self.docker.container(container)
         if info is None or not info.running:
             return f"{container} was not running"
+        upstream = f"{container}:{self.config.app.port}"
+        admin = self.admin()
+        deadline = time.monotonic() + self.config.deploy.drain_timeout
+        while (in_flight := admin.in_flight(upstream)) and time.monotonic() < deadline:
+            time.sleep(0.1)
         self.docker.stop(container, timeout=self.config.app.stop_grace_period)
-        return f"{container} stopped (kept for rollback)"
+        left = f", {in_flight} request(s) still in flight at the drain timeout" if in_flight else ""
+        return f"{container} drained and stopped (kept for rollback){left}"
+
+    def schema_version(self) -> int | None:
+        database = self._database()
+        return database.migration_state().version if database is not None else None
 
     def prune(self, dropped: list[Release], kept: list[Release]) -> None:
         in_use = {r.image_id for r in kept} | {r.image for r in kept}
@@ -339,6 +401,9 @@ class DockerProvider:
 
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult:
         return run_deploy(ctx, self.steps(ctx), options)
+
+    def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult:
+        return run_rollback(ctx, self.steps(ctx), options)
 
     def render(self, ctx: OperationContext) -> dict[str, str]:
         """The files a deploy writes on the host, for the slot that would go live next."""
@@ -442,17 +507,11 @@ def _proxy_health(steps: DockerSteps) -> tuple[str, str]:
 
 
 def _poll(condition: Any, *, seconds: float, what: str) -> None:
-    for _ in range(int(seconds / 0.25)):
-        if condition():
-            return
-        _sleep(0.25)
-    raise StateError(f"{what} did not become ready within {seconds:g}s")
-
-
-def _sleep(seconds: float) -> None:
-    import time  # noqa: PLC0415
-
-    time.sleep(seconds)
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise StateError(f"{what} did not become ready within {seconds:g}s")
+        time.sleep(0.25)
 
 
 def _indent(text: str) -> str:

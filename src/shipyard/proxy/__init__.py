@@ -10,7 +10,9 @@ published on the host's loopback only.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -18,7 +20,15 @@ import httpx
 from shipyard.config import ProxySection
 from shipyard.errors import ShipyardError
 
-__all__ = ["ADMIN_PORT", "CaddyAdmin", "ProxyError", "render_caddy", "upstreams_of"]
+__all__ = [
+    "ADMIN_PORT",
+    "CaddyAdmin",
+    "ProxyError",
+    "Traffic",
+    "parse_traffic",
+    "render_caddy",
+    "upstreams_of",
+]
 
 ADMIN_PORT = 2019
 UPSTREAM_ID = "shipyard-upstream"
@@ -60,7 +70,8 @@ def render_caddy(proxy: ProxySection, upstreams: Sequence[str]) -> dict[str, Any
         server["automatic_https"] = {"disable": True}
     config: dict[str, Any] = {
         "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins()},
-        "apps": {"http": {"servers": {SERVER: server}}},
+        # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
+        "apps": {"http": {"metrics": {}, "servers": {SERVER: server}}},
     }
     if proxy.domains and proxy.tls_email:
         config["apps"]["tls"] = {
@@ -89,6 +100,43 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
             if handler.get("handler") == "reverse_proxy":
                 found += [u.get("dial", "") for u in handler.get("upstreams", [])]
     return found
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Requests the proxy answered, counted since it started."""
+
+    total: int
+    errors: int  # 5xx
+
+    def since(self, earlier: Traffic) -> Traffic:
+        return Traffic(self.total - earlier.total, self.errors - earlier.errors)
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.total if self.total else 0.0
+
+
+_COUNT = re.compile(
+    r"^caddy_http_request_duration_seconds_count\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.e+]+)$"
+)
+
+
+def parse_traffic(metrics: str, server: str = SERVER) -> Traffic:
+    """Sum Caddy's request counts for ``server`` from its Prometheus text output."""
+    total = errors = 0
+    for line in metrics.splitlines():
+        match = _COUNT.match(line.strip())
+        if not match:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
+        if labels.get("server") != server:
+            continue
+        count = int(float(match.group("value")))
+        total += count
+        if labels.get("code", "").startswith("5"):
+            errors += count
+    return Traffic(total, errors)
 
 
 class CaddyAdmin:
@@ -122,6 +170,17 @@ class CaddyAdmin:
     def config(self) -> dict[str, Any]:
         data = self._request("GET", "/config/").json()
         return data if isinstance(data, dict) else {}
+
+    def traffic(self) -> Traffic:
+        return parse_traffic(self._request("GET", "/metrics").text)
+
+    def in_flight(self, upstream: str) -> int:
+        """Requests the proxy has in flight to ``upstream`` (0 once it is no longer known)."""
+        data = self._request("GET", "/reverse_proxy/upstreams").json()
+        for entry in data if isinstance(data, list) else []:
+            if entry.get("address") == upstream:
+                return int(entry.get("num_requests", 0))
+        return 0
 
     def ready(self) -> bool:
         try:
