@@ -9,11 +9,11 @@ import pytest
 
 from shipyard.build import Image
 from shipyard.config import Config, load_config
-from shipyard.deploy import DeployOptions, OperationContext, run_deploy
-from shipyard.errors import DeployFailed, LockHeld, RollbackFailed, ShipyardError
+from shipyard.deploy import DeployOptions, OperationContext, _rollback_target, run_deploy
+from shipyard.errors import DeployFailed, LockHeld, RollbackFailed, ShipyardError, StateError
 from shipyard.events import Bus, Event
 from shipyard.hosts import LocalHost
-from shipyard.state import Current, StateStore
+from shipyard.state import Current, Release, StateStore
 from tests.bad_configs import ENV_FILE, VALID
 from tests.fakes import FakeHost
 
@@ -213,3 +213,36 @@ def test_lock_held_stops_before_any_step(config: Config) -> None:
         run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
     assert steps.calls == ["preflight"]
     assert "/state/shop/development/lock" in host.files  # another deploy's lock is never released
+
+
+def _release(rid: str, version: str, commit: str) -> Release:
+    return Release(
+        id=rid,
+        version=version,
+        commit=commit,
+        image=f"shop:{version}",
+        image_id="sha256:x",
+        slot="blue",
+        migration_version=2,
+        created_at="t",
+        deployed_by="me",
+    )
+
+
+def test_rollback_target_is_the_release_before_the_live_one() -> None:
+    releases = [_release(f"r{i}", f"1.0.{i}", f"{i:040d}") for i in range(1, 5)]
+    assert _rollback_target(releases, "r4", None).id == "r3"
+    assert _rollback_target(releases, "r3", None).id == "r2"  # a second rollback goes further back
+    assert _rollback_target(releases, "r4", "1.0.1").id == "r1"
+    assert _rollback_target(releases, "r4", "r2").id == "r2"
+    assert _rollback_target(releases, "r4", "0" * 39 + "3").id == "r3"
+
+
+def test_rollback_target_errors_name_the_retained_releases() -> None:
+    releases = [_release("r1", "1.0.1", "a" * 40), _release("r2", "1.0.2", "b" * 40)]
+    with pytest.raises(StateError, match="no earlier release"):
+        _rollback_target(releases, "r1", None)
+    with pytest.raises(StateError, match=r"retained: 1\.0\.1 \(r1\)"):
+        _rollback_target(releases, "r2", "9.9.9")
+    with pytest.raises(StateError):
+        _rollback_target(releases, "r2", "1.0.2")  # the live one is not a rollback target

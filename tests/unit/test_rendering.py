@@ -14,7 +14,7 @@ import pytest
 from shipyard.config import ProxySection, load_config
 from shipyard.docker import parse_container
 from shipyard.providers._stack import Layout, Names, app_env, render_infra, render_slot, to_yaml
-from shipyard.proxy import render_caddy, upstreams_of
+from shipyard.proxy import Traffic, parse_traffic, render_caddy, upstreams_of
 from tests.bad_configs import ENV_FILE, VALID
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -66,14 +66,14 @@ def test_app_env_derives_database_url_with_encoded_password(config) -> None:  # 
 
 
 def test_caddy_plain_http() -> None:
-    config = render_caddy(ProxySection(), ["shop-development-blue:8080"])
+    config = render_caddy(ProxySection(), "shop-development-live", 8080)
     _golden("caddy-http.json", json.dumps(config, indent=2) + "\n")
-    assert upstreams_of(config) == ["shop-development-blue:8080"]
+    assert upstreams_of(config) == ["shop-development-live:8080"]
 
 
 def test_caddy_with_domains() -> None:
     proxy = ProxySection(domains=["events.example"], tls_email="ops@events.example")
-    config = render_caddy(proxy, ["shop-production-green:8080"])
+    config = render_caddy(proxy, "shop-production-live", 8080)
     _golden("caddy-https.json", json.dumps(config, indent=2) + "\n")
     server = config["apps"]["http"]["servers"]["shipyard"]
     assert server["listen"] == [":443"]
@@ -88,3 +88,13 @@ def test_parse_container_inspect() -> None:
     assert info.health is None
     assert info.ports == {8080: 32768}
     assert info.labels["org.shipyard.slot"] == "blue"
+    assert info.addresses == {"shop-development": "172.22.0.5"}
+
+
+def test_parse_traffic_counts_5xx_of_the_shipyard_server() -> None:
+    metrics = (GOLDEN / "caddy-metrics.txt").read_text()
+    traffic = parse_traffic(metrics)
+    assert traffic.total == 1200 + 30 + 7
+    assert traffic.errors == 30 + 7
+    assert traffic.since(Traffic(1000, 30)) == Traffic(237, 7)
+    assert round(Traffic(200, 10).error_rate, 3) == 0.05

@@ -183,11 +183,8 @@ def run_rollback(
             raise StateError(
                 f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
             )
-        target = phases.run(
-            "select",
-            lambda: _rollback_target(ctx.store.releases(), current.release_id, options.to),
-            summary=lambda r: f"{r.version} ({r.commit[:7]}, release {r.id})",
-        )
+        target = _rollback_target(ctx.store.releases(), current.release_id, options.to)
+        phases.note(f"rolling back to {target.version} ({target.commit[:7]}, release {target.id})")
         phases.version, phases.commit = target.version, target.commit
         operation.describe(target.version, target.commit)
         schema = steps.schema_version()
@@ -282,7 +279,8 @@ class _Operation:
                 phases.run("lock", lock.acquire, summary=lambda _: f"held as {ctx.deployment_id}")
                 release = body(self)
                 phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
-            except (LockHeld, HostUnreachable, NeedsConfirmation):
+            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError):
+                # Nothing was changed: these are not failed deploys.
                 phases.run_cleanups()
                 raise
             except ShipyardError as exc:

@@ -50,6 +50,7 @@ class ContainerInfo:
     exit_code: int
     labels: Mapping[str, str]
     ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (tcp)
+    addresses: Mapping[str, str] = field(default_factory=dict)  # network → IPv4 address
 
     @property
     def running(self) -> bool:
@@ -76,6 +77,8 @@ def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
                     ports[int(port)] = int(binding["HostPort"])
                     break
     health = (state.get("Health") or {}).get("Status")
+    networks = (document.get("NetworkSettings") or {}).get("Networks") or {}
+    addresses = {name: net["IPAddress"] for name, net in networks.items() if net.get("IPAddress")}
     return ContainerInfo(
         id=document["Id"],
         name=str(document.get("Name", "")).lstrip("/"),
@@ -85,6 +88,7 @@ def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
         exit_code=int(state.get("ExitCode", 0)),
         labels=dict(config.get("Labels") or {}),
         ports=ports,
+        addresses=addresses,
     )
 
 
@@ -248,6 +252,9 @@ class Docker:
     def logs(self, container: str, *, tail: int = 50) -> str:
         result = self._run(["logs", "--tail", str(tail), container], check=False, timeout=60)
         return (result.stdout + result.stderr).strip()
+
+    def rename(self, container: str, name: str) -> None:
+        self._run(["rename", container, name], timeout=60)
 
     def start(self, container: str) -> None:
         self._run(["start", container], timeout=120)

@@ -91,6 +91,19 @@ class DockerSteps:
             raise ShipyardError(f"container {container} does not publish port {port}")
         return self.host.tunnel(info.ports[port])
 
+    def slot_container(self, slot: str) -> ContainerInfo | None:
+        """The container of ``slot``: named after the slot, or the live name while it serves."""
+        for name in (self.names.slot(slot), self.names.live):
+            info = self.docker.container(name)
+            if info is not None and info.labels.get(f"{LABEL}.slot") == slot:
+                return info
+        return None
+
+    def live_slot(self) -> str | None:
+        """The slot whose container carries the live name (what the proxy routes to)."""
+        info = self.docker.container(self.names.live)
+        return info.labels.get(f"{LABEL}.slot") if info is not None else None
+
     def admin(self) -> CaddyAdmin:
         return CaddyAdmin(self._published(self.names.proxy, ADMIN_PORT))
 
@@ -196,7 +209,9 @@ class DockerSteps:
 
     def start_slot(self, slot: str, release: Release) -> str:
         container = self.names.slot(slot)
-        kept = self.docker.container(container)
+        kept = self.slot_container(slot)
+        if kept is not None and kept.name == self.names.live:
+            raise DeployFailed("start", f"slot {slot} is the live slot; refusing to replace it")
         if kept is not None and kept.labels.get(f"{LABEL}.release") == release.id:
             # The release's own container, kept stopped for exactly this: start it as it was.
             try:
@@ -237,7 +252,10 @@ class DockerSteps:
         self.docker.compose_down(self.names.slot(slot))
 
     def _target(self, slot: str) -> Target:
-        container = self.names.slot(slot)
+        info = self.slot_container(slot)
+        if info is None:
+            raise ShipyardError(f"slot {slot} has no container")
+        container = info.name
         port = self._published(container, self.config.app.port)
         section = self.config.database
         managed = self._database() is not None
@@ -253,7 +271,18 @@ class DockerSteps:
 
     def gate(self, slot: str) -> str:
         container = self.names.slot(slot)
-        target = self._target(slot)
+        try:
+            target = self._target(slot)
+        except ShipyardError as exc:  # it exited before its port could be reached
+            info = self.docker.container(container)
+            state = f"{info.status}, exit code {info.exit_code}" if info else "absent"
+            raise DeployFailed(
+                "health",
+                f"slot {slot} is not running ({state}): {exc.message}\n  app log:\n"
+                f"{_indent(self.docker.logs(container, tail=20))}",
+                hint="the previous version kept serving; fix the app or its config and deploy again",
+            ) from exc
+        container = target.container
 
         def alive() -> str | None:
             info = self.docker.container(container)
@@ -279,12 +308,12 @@ class DockerSteps:
             )
         return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
 
-    def _caddy_config(self, slot: str) -> dict[str, Any]:
-        upstream = f"{self.names.slot(slot)}:{self.config.app.port}"
-        return render_caddy(self.config.proxy, [upstream])
+    def caddy_config(self) -> dict[str, Any]:
+        return render_caddy(self.config.proxy, self.names.live, self.config.app.port)
 
-    def switch(self, slot: str) -> str:
-        config = self._caddy_config(slot)
+    def _ensure_proxy(self) -> CaddyAdmin:
+        """The proxy running with the rendered config (loaded only when it differs)."""
+        config = self.caddy_config()
         self._write(self.layout.caddy_config, json.dumps(config, indent=2))
         proxy = self.docker.container(self.names.proxy)
         if proxy is None or not proxy.running:
@@ -296,13 +325,26 @@ class DockerSteps:
             )
         admin = self.admin()
         _poll(admin.ready, seconds=30, what="the proxy's admin API")
-        admin.load(config)
-        live = upstreams_of(admin.config())
-        if live != upstreams_of(config):
-            raise ShipyardError(
-                f"the proxy routes to {live} after the switch, expected {upstreams_of(config)}"
-            )
-        return f"proxy → {self.names.slot(slot)}"
+        if admin.config() != config:
+            admin.load(config)
+        return admin
+
+    def switch(self, slot: str) -> str:
+        """Make ``slot`` live: its container takes the live name (the old one gets its slot name back)."""
+        self._ensure_proxy()
+        target = self.slot_container(slot)
+        if target is None:
+            raise ShipyardError(f"slot {slot} has no container to switch to")
+        if target.name == self.names.live:
+            return f"{self.names.live} is already slot {slot}"
+        current = self.docker.container(self.names.live)
+        if current is not None:
+            old_slot = current.labels.get(f"{LABEL}.slot", "old")
+            self.docker.rename(self.names.live, self.names.slot(old_slot))
+        # From here until the next rename no container has the live name: the proxy holds
+        # requests and retries them for proxy.dial_retry seconds.
+        self.docker.rename(target.name, self.names.live)
+        return f"{self.names.live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
 
     def verify(self, release: Release) -> str:
         path = self.config.deploy.verify_path
@@ -361,11 +403,12 @@ class DockerSteps:
 
     def retire(self, slot: str) -> str:
         """Drain the old slot (no new requests reach it; wait for its in-flight ones), then stop it."""
-        container = self.names.slot(slot)
-        info = self.docker.container(container)
+        info = self.slot_container(slot)
         if info is None or not info.running:
-            return f"{container} was not running"
-        upstream = f"{container}:{self.config.app.port}"
+            return f"slot {slot} was not running"
+        container = info.name
+        address = info.addresses.get(self.names.network, container)
+        upstream = f"{address}:{self.config.app.port}"
         admin = self.admin()
         deadline = time.monotonic() + self.config.deploy.drain_timeout
         while (in_flight := admin.in_flight(upstream)) and time.monotonic() < deadline:
@@ -426,7 +469,7 @@ class DockerProvider:
                     commit="<commit>",
                 )
             ),
-            str(steps.layout.caddy_config): json.dumps(steps._caddy_config(slot), indent=2),
+            str(steps.layout.caddy_config): json.dumps(steps.caddy_config(), indent=2),
         }
         return files
 
@@ -438,16 +481,26 @@ class DockerProvider:
             name: _describe(steps.docker.container(name)) for name in _stack_containers(steps.names)
         }
         upstreams: list[str] = []
-        drift: str | None = None
+        problems: list[str] = []
         proxy = steps.docker.container(steps.names.proxy)
         if proxy is not None and proxy.running:
             try:
                 upstreams = upstreams_of(steps.admin().config())
             except ShipyardError as exc:
-                drift = f"proxy admin API unreachable: {exc.message}"
-        expected = [f"{steps.names.slot(current.slot)}:{ctx.config.app.port}"] if current else []
-        if drift is None and current and upstreams != expected:
-            drift = f"proxy routes to {upstreams or 'nothing'}, state says {expected}"
+                problems.append(f"proxy admin API unreachable: {exc.message}")
+            expected = upstreams_of(steps.caddy_config())
+            if not problems and upstreams != expected:
+                problems.append(
+                    f"proxy routes to {upstreams or 'nothing'}, its config says {expected}"
+                )
+        elif current:
+            problems.append("the proxy is not running")
+        live = steps.live_slot()
+        if current and live != current.slot:
+            problems.append(
+                f"{steps.names.live} is slot {live or 'nobody'}, state says {current.slot}"
+            )
+        drift = "; ".join(problems) or None
         health, detail = "not deployed", ""
         if current:
             health, detail = _proxy_health(steps)
@@ -480,13 +533,18 @@ class DockerProvider:
 
 
 def _stack_containers(names: Names) -> list[str]:
-    return [names.database, names.proxy, names.slot("blue"), names.slot("green")]
+    return [names.database, names.proxy, names.live, names.slot("blue"), names.slot("green")]
 
 
 def _describe(info: ContainerInfo | None) -> str:
     if info is None:
         return "absent"
-    return info.status + (f" ({info.health})" if info.health else "")
+    slot = info.labels.get(f"{LABEL}.slot")
+    return (
+        info.status
+        + (f" ({info.health})" if info.health else "")
+        + (f", slot {slot}" if slot else "")
+    )
 
 
 def _proxy_health(steps: DockerSteps) -> tuple[str, str]:

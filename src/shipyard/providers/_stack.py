@@ -53,8 +53,13 @@ class Names:
         return f"{self.prefix}-proxy"
 
     def slot(self, slot: str) -> str:
-        """Compose project and container name of an app slot."""
+        """Compose project and container name of an app slot (while it is not live)."""
         return f"{self.prefix}-{slot}"
+
+    @property
+    def live(self) -> str:
+        """The name the live slot's container carries; the proxy routes to it."""
+        return f"{self.prefix}-live"
 
     @property
     def volumes(self) -> dict[str, str]:

@@ -1,17 +1,19 @@
 """Caddy in front of the app slots.
 
-The whole Caddy config is rendered from recorded state (``render_caddy``) and loaded through the
-admin API in one request, which Caddy applies atomically and gracefully: requests in flight finish
-on the old config, and a request whose upstream does not accept yet is retried for
-``dial_retry`` seconds instead of failing. The admin API listens on the private network and is
-published on the host's loopback only.
+Caddy routes to one stable name, the live slot's container name (``<app>-<env>-live``), looked up
+on the private network every ``LOOKUP_REFRESH``: switching slots renames containers and never
+reloads Caddy. (A config reload closes connections that were just accepted, which drops a few
+requests under load; a renamed container does not.) During the instant no container carries the
+name, requests wait and retry for ``dial_retry`` seconds instead of failing. The config itself is
+rendered from the environment's settings and loaded through the admin API, which also serves
+metrics (the 5xx rate watched after a switch) and the requests in flight per upstream (draining).
+The admin API listens on the private network and is published on the host's loopback only.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,7 @@ __all__ = [
 
 ADMIN_PORT = 2019
 UPSTREAM_ID = "shipyard-upstream"
+LOOKUP_REFRESH = "250ms"  # how soon Caddy sees a switch
 SERVER = "shipyard"
 _BLOCKED_PATHS = ["/metrics", "/metrics/*"]
 
@@ -40,12 +43,18 @@ class ProxyError(ShipyardError):
     """The proxy's admin API refused or failed a request."""
 
 
-def render_caddy(proxy: ProxySection, upstreams: Sequence[str]) -> dict[str, Any]:
-    """The Caddy JSON config routing all traffic to ``upstreams`` (``host:port``)."""
+def render_caddy(proxy: ProxySection, live: str, port: int) -> dict[str, Any]:
+    """The Caddy JSON config routing all traffic to whatever container is named ``live``."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
-        "upstreams": [{"dial": upstream} for upstream in upstreams],
+        "dynamic_upstreams": {
+            "source": "a",
+            "name": live,
+            "port": str(port),
+            "refresh": LOOKUP_REFRESH,
+            "versions": {"ipv4": True},
+        },
         "load_balancing": {
             "try_duration": f"{proxy.dial_retry:g}s",
             "try_interval": "100ms",
@@ -89,7 +98,7 @@ def _admin_origins() -> list[str]:
 
 
 def upstreams_of(config: dict[str, Any]) -> list[str]:
-    """The upstreams a Caddy config routes to (from ``render_caddy``'s shape)."""
+    """The upstreams (``name:port``) a Caddy config routes to (from ``render_caddy``'s shape)."""
     try:
         routes = config["apps"]["http"]["servers"][SERVER]["routes"]
     except (KeyError, TypeError):
@@ -99,6 +108,9 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
         for handler in route.get("handle", []):
             if handler.get("handler") == "reverse_proxy":
                 found += [u.get("dial", "") for u in handler.get("upstreams", [])]
+                dynamic = handler.get("dynamic_upstreams") or {}
+                if dynamic.get("name"):
+                    found.append(f"{dynamic['name']}:{dynamic.get('port', '')}")
     return found
 
 
