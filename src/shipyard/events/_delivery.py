@@ -152,7 +152,12 @@ class _Worker:
         self.thread = threading.Thread(
             target=self._loop, name=f"notify-{notifier.name}", daemon=True
         )
-        self.thread.start()
+
+    def put(self, event: Event) -> None:
+        """Queue ``event``, starting the thread on first use; raises ``queue.Full``."""
+        self.queue.put_nowait(event)
+        if self.thread.ident is None:
+            self.thread.start()
 
     def _loop(self) -> None:
         while True:
@@ -213,7 +218,7 @@ class Dispatcher:
             if not worker.notifier.accepts(event.kind):
                 continue
             try:
-                worker.queue.put_nowait(event)
+                worker.put(event)
             except queue.Full:
                 log.warning(
                     "notification %s → %s dropped: %d events already waiting",
@@ -228,13 +233,14 @@ class Dispatcher:
         self._closed = True
         deadline = self._clock() + self.flush_timeout
         stopping = []
-        for worker in self._workers:
+        started = [w for w in self._workers if w.thread.ident is not None]
+        for worker in started:
             try:
                 worker.queue.put(_Worker._STOP, timeout=max(0.0, deadline - self._clock()))
                 stopping.append(worker)
             except queue.Full:
                 pass  # reported below: the worker is still busy with earlier events
-        for worker in self._workers:
+        for worker in started:
             worker.thread.join(timeout=max(0.0, deadline - self._clock()))
             if worker.thread.is_alive():
                 waiting = worker.pending() - (1 if worker in stopping else 0)

@@ -21,6 +21,9 @@ class EventKind(StrEnum):
     DEPLOY_COMPLETED = "deploy.completed"
     DEPLOY_FAILED = "deploy.failed"
     DEPLOY_ROLLED_BACK = "deploy.rolled_back"
+    ROLLBACK_STARTED = "rollback.started"
+    ROLLBACK_COMPLETED = "rollback.completed"
+    ROLLBACK_FAILED = "rollback.failed"
     LOCK_BLOCKED = "lock.blocked"
     SNAPSHOT_CREATED = "snapshot.created"
     HEALTH_DEGRADED = "health.degraded"
@@ -42,6 +45,9 @@ LIFECYCLE: frozenset[EventKind] = frozenset(
         EventKind.DEPLOY_COMPLETED,
         EventKind.DEPLOY_FAILED,
         EventKind.DEPLOY_ROLLED_BACK,
+        EventKind.ROLLBACK_STARTED,
+        EventKind.ROLLBACK_COMPLETED,
+        EventKind.ROLLBACK_FAILED,
         EventKind.LOCK_BLOCKED,
         EventKind.SNAPSHOT_CREATED,
         EventKind.HEALTH_DEGRADED,
@@ -53,6 +59,7 @@ FAILURES: frozenset[EventKind] = frozenset(
     {
         EventKind.DEPLOY_FAILED,
         EventKind.DEPLOY_ROLLED_BACK,
+        EventKind.ROLLBACK_FAILED,
         EventKind.LOCK_BLOCKED,
         EventKind.HEALTH_DEGRADED,
     }
