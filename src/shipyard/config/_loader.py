@@ -328,6 +328,9 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     for key in [*sections["app"].secret_env, *_notification_secret_keys(sections["notifications"])]:
         if key in file_values:
             masker.add(file_values[key])
+    for value in file_values.values():
+        if value.startswith(_NOTIFICATION_SECRET_PREFIXES):  # whatever the key is named
+            masker.add(value)
     return Config(
         path=path,
         environment=Environment(
@@ -373,6 +376,10 @@ def _required_env_issues(
             )
         )
     return issues
+
+
+# Webhook signing secrets (Standard Webhooks) and ntfy access tokens look like this.
+_NOTIFICATION_SECRET_PREFIXES = ("whsec_", "tk_")
 
 
 def _notification_secret_keys(section: NotificationsSection) -> list[str]:

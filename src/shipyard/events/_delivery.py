@@ -23,7 +23,8 @@ from tenacity import (
     retry_if_exception_type,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 from tenacity.stop import stop_base
 
@@ -109,7 +110,8 @@ def deliver(
     """Call ``attempt(timeout)`` until it answers below 500 (not 429) or the policy gives up.
 
     Timeouts and connection errors (``httpx.TransportError``) are retried; the wait doubles from
-    ``initial_delay`` up to ``max_delay`` with random jitter; no wait runs past ``total``.
+    ``initial_delay`` up to ``max_delay``, plus up to ``initial_delay`` of random jitter; no wait
+    runs past ``total``, and each attempt's timeout is cut to the time left.
     """
     deadline = clock() + policy.total
     count = 0
@@ -126,9 +128,8 @@ def deliver(
 
     retrying = Retrying(
         stop=stop_after_attempt(policy.attempts) | past_deadline(),
-        wait=wait_exponential_jitter(
-            initial=policy.initial_delay, max=policy.max_delay, jitter=policy.initial_delay
-        ),
+        wait=wait_exponential(multiplier=policy.initial_delay, max=policy.max_delay)
+        + wait_random(0, policy.initial_delay),
         retry=retry_if_exception_type(httpx.TransportError) | retry_if_result(_retryable),
         sleep=sleep,
         retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
