@@ -66,4 +66,11 @@ def send_test(
         ),
     )
     targets = notifiers_from_config(config) if notifiers is None else notifiers
-    return [notifier.send(event) for notifier in targets]
+    results = []
+    for notifier in targets:
+        try:
+            results.append(notifier.send(event))
+        except Exception as exc:  # noqa: BLE001 — one broken sink must not hide the others' results
+            detail = config.masker(f"{type(exc).__name__}: {exc}")
+            results.append(DeliveryResult(notifier.name, False, detail, 0, str(event.kind)))
+    return results
