@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -300,3 +301,20 @@ def test_lock_held_is_reported_as_lock_blocked(tmp_path: Path) -> None:
         run_deploy(ctx, RecordingSteps(), DeployOptions(allow_dirty=True))
     blocked = [e for e in events if e.kind == EventKind.LOCK_BLOCKED]
     assert len(blocked) == 1 and blocked[0].error
+
+
+def test_a_hook_that_outlives_its_timeout_fails_the_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hang = json.dumps([sys.executable, "-c", "import time; time.sleep(60)"])
+    config = _config(
+        tmp_path, f"  before_deploy:\n    - argv: {hang}\n      name: hang\n      timeout: 300ms\n"
+    )
+    steps = RecordingSteps()
+    started = time.monotonic()
+    with pytest.raises(DeployFailed) as caught:
+        _deploy(config, steps, monkeypatch)
+    assert time.monotonic() - started < 30
+    assert "hook 'hang'" in caught.value.message
+    assert "timed out" in caught.value.message
+    assert steps.calls == ["preflight"]

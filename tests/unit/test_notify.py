@@ -410,3 +410,26 @@ def test_close_gives_up_at_its_deadline_and_says_so(caplog: pytest.LogCaptureFix
     assert "dropped" in messages
     assert "gave up after 0.2s" in messages
     assert "not delivered" in messages
+
+
+def test_each_environment_sets_its_own_sinks(tmp_path: Path) -> None:
+    text = VALID.replace(
+        "      http_port: 18081\n",
+        "      http_port: 18081\n    notifications:\n      sinks:\n"
+        "        - kind: ntfy\n          name: pager\n          topic: prod-pages\n"
+        "          events: [deploy.failed]\n",
+    )
+    (tmp_path / "shipyard.yml").write_text(text + NOTIFY)
+    env = ENV_FILE + f"SIGNING={SPEC_SECRET}\nPHONE=tk_x\n"
+    (tmp_path / ".env.development").write_text(env)
+    (tmp_path / ".env.production").write_text(env)
+    development = notifiers_from_config(
+        load_config(tmp_path / "shipyard.yml", "development", process_env={})
+    )
+    production = notifiers_from_config(
+        load_config(tmp_path / "shipyard.yml", "production", process_env={})
+    )
+    assert [n.name for n in development] == ["ops", "ntfy"]
+    assert [n.name for n in production] == ["pager"]
+    assert production[0].accepts("deploy.failed")
+    assert not production[0].accepts("deploy.completed")
