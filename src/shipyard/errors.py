@@ -10,6 +10,7 @@
     ├── LockHeld                  another operation holds the environment's lock
     ├── StateError                the recorded state is missing or unreadable
     ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)
+    ├── HookFailed                a deploy hook exited non-zero, timed out or could not start
     ├── DeployFailed              a deploy failed; the previous version keeps serving
     └── RollbackFailed            restoring the previous version failed: a person must act
 
@@ -126,6 +127,10 @@ class StateError(ShipyardError):
 
 class NeedsConfirmation(ShipyardError):
     """A risky operation needs the operator's explicit confirmation (``--yes``)."""
+
+
+class HookFailed(ShipyardError):
+    """A hook command failed. Before the switch this stops the deploy; after it, a warning."""
 
 
 class DeployFailed(ShipyardError):

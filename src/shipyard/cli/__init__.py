@@ -34,6 +34,7 @@ from shipyard.errors import (
     RollbackFailed,
     ShipyardError,
 )
+from shipyard.events import send_test
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -236,6 +237,40 @@ def history(
             e.by,
         )
     err.print(table)
+
+
+notify_app = typer.Typer(
+    help="Notifications: webhooks and ntfy topics set under `notifications:`.",
+    no_args_is_help=True,
+)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.command("test")
+def notify_test(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    json_output: JsonOption = False,
+) -> None:
+    """Send a test event to every configured sink and report each result."""
+    session = open_session(config, environment, json_output=json_output)
+    results = send_test(session.config, session.ctx.deployment_id, session.ctx.node)
+    if json_output:
+        _out([asdict(r) for r in results])
+    elif not results:
+        err.print(f"no notification sinks are configured for {escape(environment)}")
+    else:
+        table = Table("sink", "result", "detail", "attempts")
+        for r in results:
+            table.add_row(
+                escape(r.sink),
+                "[green]ok[/]" if r.ok else "[red]failed[/]",
+                escape(r.detail),
+                str(r.attempts),
+            )
+        err.print(table)
+    if any(not r.ok for r in results):
+        raise typer.Exit(ExitCode.FAILED)
 
 
 @app.command()

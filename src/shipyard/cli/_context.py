@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -13,7 +14,7 @@ from shipyard.config import Config, GoBuild, load_config
 from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
 from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
-from shipyard.events import Bus, ConsoleSink, JsonLinesSink
+from shipyard.events import Bus, ConsoleSink, JsonLinesSink, dispatcher_for
 from shipyard.hosts import Host, LocalHost
 from shipyard.providers import Provider, get_provider
 from shipyard.state import StateStore
@@ -54,12 +55,17 @@ def open_session(config_path: Path, environment: str, *, json_output: bool) -> S
     host = connect(config)
     bus = Bus(config.masker)
     bus.subscribe(JsonLinesSink() if json_output else ConsoleSink())
+    notifications = dispatcher_for(config)
+    if notifications is not None:
+        bus.subscribe(notifications)
+        atexit.register(bus.close)  # after the command's own result is out; bounded wait
     ctx = OperationContext(
         config=config,
         local=LocalHost(config.masker),
         store=StateStore(host, state_root(config, host)),
         bus=bus,
         deployment_id=new_deployment_id(),
+        target=host,
     )
     provider = get_provider(config.environment.provider, host, config_file=str(config.path))
     return Session(config=config, host=host, provider=provider, ctx=ctx)

@@ -27,14 +27,27 @@ from shipyard.config._models import (
     EnvironmentSection,
     GoBuild,
     HealthSection,
+    HooksSection,
+    NotificationsSection,
     ProxySection,
 )
 from shipyard.errors import ConfigError, Issue
+from shipyard.events import decode_secret
 from shipyard.secrets import EnvFileBackend, Masker, read_env_file
 
 Path_ = tuple[str | int, ...]
 _OVERRIDE_DEPTH = 3  # environments.<name>.<section>
-_SECTIONS = ("app", "build", "database", "proxy", "health", "deploy", "providers")
+_SECTIONS = (
+    "app",
+    "build",
+    "database",
+    "proxy",
+    "health",
+    "deploy",
+    "notifications",
+    "hooks",
+    "providers",
+)
 _VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
 
 
@@ -63,6 +76,8 @@ class Config:
     providers: Mapping[str, Mapping[str, Any]]
     secrets: EnvFileBackend
     masker: Masker = field(compare=False)
+    notifications: NotificationsSection = field(default_factory=NotificationsSection)
+    hooks: HooksSection = field(default_factory=HooksSection)
 
     @property
     def root(self) -> Path:
@@ -160,7 +175,7 @@ def _pydantic_issues(exc: ValidationError, locator: _Locator, prefix: Path_ = ()
     return issues
 
 
-_TAGS = {"go", "dockerfile", "http", "tcp", "postgres", "command"}
+_TAGS = {"go", "dockerfile", "http", "tcp", "postgres", "command", "webhook", "ntfy"}
 
 
 def _drop_union_tags(loc: Path_) -> Path_:
@@ -303,15 +318,19 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         issues.extend(
             _required_env_issues(sections, env_locator, file_values, process_env, env_file)
         )
+        issues.extend(_notification_issues(sections["notifications"], env_locator, file_values))
     if issues:
         raise ConfigError(_dedupe(issues))
 
     env_section = EnvironmentSection.model_validate(env_raw)
     masker = Masker()
     masker.add_env(file_values, all_values=False)
-    for key in sections["app"].secret_env:
+    for key in [*sections["app"].secret_env, *_notification_secret_keys(sections["notifications"])]:
         if key in file_values:
             masker.add(file_values[key])
+    for value in file_values.values():
+        if value.startswith(_NOTIFICATION_SECRET_PREFIXES):  # whatever the key is named
+            masker.add(value)
     return Config(
         path=path,
         environment=Environment(
@@ -356,6 +375,40 @@ def _required_env_issues(
                 f"{name} is required by the app but not set in {env_file or 'the env file'}",
             )
         )
+    return issues
+
+
+# Webhook signing secrets (Standard Webhooks) and ntfy access tokens look like this.
+_NOTIFICATION_SECRET_PREFIXES = ("whsec_", "tk_")
+
+
+def _notification_secret_keys(section: NotificationsSection) -> list[str]:
+    keys = []
+    for sink in section.sinks:
+        key = sink.secret_env if sink.kind == "webhook" else sink.token_env
+        if key:
+            keys.append(key)
+    return keys
+
+
+def _notification_issues(
+    section: NotificationsSection, locator: _Locator, file_values: Mapping[str, str]
+) -> list[Issue]:
+    """Every secret a sink names must be in the env file, and a webhook secret well-formed."""
+    issues = []
+    for index, sink in enumerate(section.sinks):
+        field_name = "secret_env" if sink.kind == "webhook" else "token_env"
+        key = sink.secret_env if sink.kind == "webhook" else sink.token_env
+        path: Path_ = ("notifications", "sinks", index, field_name)
+        if key is None:
+            continue
+        if not file_values.get(key):
+            issues.append(locator.issue(path, f"{key} is not set in the env file"))
+        elif sink.kind == "webhook":
+            try:
+                decode_secret(file_values[key])
+            except ValueError as exc:
+                issues.append(locator.issue(path, f"the value of {key} is not usable: {exc}"))
     return issues
 
 

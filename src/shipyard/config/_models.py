@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from shipyard.events import EventKind
+
 _NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 _DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -309,6 +311,132 @@ class DeploySection(_Model):
     )
 
 
+_ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class RetrySection(_Model):
+    """How a notification is retried on timeouts, connection errors and 5xx answers."""
+
+    attempts: int = Field(4, ge=1, le=10, description="Most attempts per notification.")
+    initial_delay: Duration = Field(
+        0.5, description="Wait before the second attempt; doubles each time, plus random jitter."
+    )
+    max_delay: Duration = Field(8.0, description="Longest wait between two attempts.")
+    total: Duration = Field(
+        30.0, description="Longest time one notification may take, attempts and waits together."
+    )
+
+
+class _SinkBase(_Model):
+    name: str | None = Field(
+        None,
+        pattern=_NAME,
+        description="Name shown in logs and `notify test` (default: the kind). Unique per environment.",
+    )
+    events: list[str] | None = Field(
+        None,
+        description="Event kinds sent to this sink, e.g. [deploy.failed, deploy.rolled_back]; default: every lifecycle event.",
+    )
+    timeout: Duration = Field(5.0, description="Timeout of one HTTP request.")
+    retry: RetrySection = Field(default_factory=RetrySection, description="Retries.")
+
+    @field_validator("events")
+    @classmethod
+    def _known_kinds(cls, kinds: list[str] | None) -> list[str] | None:
+        known = {str(kind) for kind in EventKind}
+        for kind in kinds or []:
+            if kind not in known:
+                raise ValueError(f"unknown event kind {kind!r} (known: {', '.join(sorted(known))})")
+        return kinds
+
+
+class WebhookSink(_SinkBase):
+    """POST of each event as JSON, signed per the Standard Webhooks scheme."""
+
+    kind: Literal["webhook"] = Field(description="Generic webhook (Standard Webhooks signatures).")
+    url: str = Field(pattern=r"^https?://", description="URL the events are POSTed to.")
+    secret_env: str = Field(
+        pattern=_ENV_KEY,
+        description="Env-file key holding the signing secret, `whsec_<base64>` (the name, never the value).",
+    )
+
+
+class NtfySink(_SinkBase):
+    """A push notification through an ntfy server."""
+
+    kind: Literal["ntfy"] = Field(description="ntfy push notifications.")
+    server: str = Field(
+        "https://ntfy.sh", pattern=r"^https?://", description="Base URL of the ntfy server."
+    )
+    topic: str = Field(pattern=r"^[-_A-Za-z0-9]{1,64}$", description="Topic to publish to.")
+    token_env: str | None = Field(
+        None,
+        pattern=_ENV_KEY,
+        description="Env-file key holding an ntfy access token (the name, never the value); none: anonymous.",
+    )
+
+
+SinkSpec = Annotated[WebhookSink | NtfySink, Field(discriminator="kind")]
+
+
+class NotificationsSection(_Model):
+    """Where lifecycle events are sent besides the console. Delivery never fails a deploy."""
+
+    sinks: list[SinkSpec] = Field(default_factory=list, description="Webhooks and ntfy topics.")
+    queue_size: int = Field(
+        100, ge=1, le=10000, description="Events waiting per sink; beyond it new ones are dropped."
+    )
+    flush_timeout: Duration = Field(
+        15.0,
+        description="Longest wait at the end of a command for notifications still being delivered.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NotificationsSection:
+        names = [sink.name or sink.kind for sink in self.sinks]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"sink names must be unique (set `name`): {', '.join(duplicated)}")
+        return self
+
+
+class HookSpec(_Model):
+    """One command run at a point of the deploy, with the deploy's facts in SHIPYARD_* variables."""
+
+    argv: list[str] = Field(min_length=1, description="The command, as a list (no shell).")
+    where: Literal["local", "target"] = Field(
+        "local",
+        description="`local`: on the operator's machine, in shipyard.yml's directory; `target`: on the environment's host.",
+    )
+    name: str | None = Field(None, description="Name shown in output (default: the command).")
+    timeout: Duration | None = Field(None, description="Timeout (default: hooks.timeout).")
+
+
+class HooksSection(_Model):
+    """Commands run around a deploy. A failing before_* hook stops the deploy before any change;
+    a failing after_* or on_failure hook is reported as a warning."""
+
+    timeout: Duration = Field(120.0, description="Default timeout of one hook.")
+    before_deploy: list[HookSpec] = Field(
+        default_factory=list,
+        description="After the version is known, before the build; failure stops the deploy.",
+    )
+    before_switch: list[HookSpec] = Field(
+        default_factory=list,
+        description="After the new slot is healthy, before the proxy switch; failure removes the candidate.",
+    )
+    after_switch: list[HookSpec] = Field(
+        default_factory=list, description="After the switch is verified; failure is a warning."
+    )
+    after_deploy: list[HookSpec] = Field(
+        default_factory=list, description="After the deploy is recorded; failure is a warning."
+    )
+    on_failure: list[HookSpec] = Field(
+        default_factory=list,
+        description="After a failed deploy was cleaned up; SHIPYARD_ERROR says why.",
+    )
+
+
 class EnvironmentSection(_Model):
     """One environment: its target and env file, plus overrides of any top-level section."""
 
@@ -323,6 +451,8 @@ class EnvironmentSection(_Model):
     proxy: dict[str, Any] | None = Field(None, description="Overrides of `proxy`.")
     health: dict[str, Any] | None = Field(None, description="Overrides of `health`.")
     deploy: dict[str, Any] | None = Field(None, description="Overrides of `deploy`.")
+    notifications: dict[str, Any] | None = Field(None, description="Overrides of `notifications`.")
+    hooks: dict[str, Any] | None = Field(None, description="Overrides of `hooks`.")
     providers: dict[str, dict[str, Any]] | None = Field(
         None, description="Overrides of `providers`."
     )
@@ -350,6 +480,10 @@ class ConfigFile(_Model):
     )
     health: HealthSection = Field(default_factory=HealthSection, description="Health gate.")
     deploy: DeploySection = Field(default_factory=DeploySection, description="Deploy behaviour.")
+    notifications: NotificationsSection = Field(
+        default_factory=NotificationsSection, description="Webhooks and ntfy."
+    )
+    hooks: HooksSection = Field(default_factory=HooksSection, description="Deploy hooks.")
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Provider-specific settings, keyed by provider name."
     )

@@ -17,11 +17,17 @@ from shipyard.config._models import (
     EnvironmentSection,
     GoBuild,
     HealthSection,
+    HookSpec,
+    HooksSection,
     HttpCheck,
     MigrationsSection,
+    NotificationsSection,
+    NtfySink,
     PostgresCheck,
     ProxySection,
+    RetrySection,
     TcpCheck,
+    WebhookSink,
 )
 
 _SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -37,6 +43,12 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("health.checks[] (kind: postgres)", PostgresCheck),
     ("health.checks[] (kind: command)", CommandCheck),
     ("deploy", DeploySection),
+    ("notifications", NotificationsSection),
+    ("notifications.sinks[] (kind: webhook)", WebhookSink),
+    ("notifications.sinks[] (kind: ntfy)", NtfySink),
+    ("notifications.sinks[].retry", RetrySection),
+    ("hooks", HooksSection),
+    ("hooks.<point>[]", HookSpec),
     ("environments.<name>", EnvironmentSection),
 ]
 

@@ -9,6 +9,7 @@ the previous slot first. A provider supplies the steps (``DeploySteps``).
 from __future__ import annotations
 
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
+from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
 from shipyard.errors import (
     DeployFailed,
@@ -27,7 +29,7 @@ from shipyard.errors import (
     ShipyardError,
     StateError,
 )
-from shipyard.events import Bus
+from shipyard.events import Bus, EventKind
 from shipyard.hosts import Host
 from shipyard.state import Current, HistoryEntry, Release, StateStore, deployer, now_iso, other_slot
 
@@ -35,10 +37,14 @@ __all__ = [
     "DeployOptions",
     "DeployResult",
     "DeploySteps",
+    "HookFacts",
+    "HookPoint",
+    "Hooks",
     "Interrupted",
     "OperationContext",
     "Phases",
     "RollbackOptions",
+    "hook_env",
     "new_deployment_id",
     "run_deploy",
     "run_rollback",
@@ -61,6 +67,15 @@ class OperationContext:
     store: StateStore
     bus: Bus
     deployment_id: str
+    target: Host | None = None  # the environment's host (hooks with `where: target`)
+
+    @property
+    def node(self) -> str:
+        """The host the environment runs on, as events and hooks name it."""
+        target = self.config.environment.target
+        if target == "local":
+            return socket.gethostname()
+        return target.removeprefix("ssh://").rsplit("@", 1)[-1]
 
     def phases(self) -> Phases:
         return Phases(
@@ -68,7 +83,11 @@ class OperationContext:
             deployment_id=self.deployment_id,
             app=self.config.app.name,
             environment=self.config.environment.name,
+            node=self.node,
         )
+
+    def hooks(self) -> Hooks:
+        return Hooks(self.config.hooks, self.local, self.target, self.config.root)
 
 
 @dataclass(frozen=True)
@@ -138,16 +157,19 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         )
         phases.version, phases.commit = version.version, version.commit
         operation.describe(version.version, version.commit)
+        operation.hook(HookPoint.BEFORE_DEPLOY)
         image = phases.run(
             "build",
             lambda: build_image(config, ctx.local, version, rebuild=options.rebuild),
             summary=lambda i: f"{i.tag} (built before)" if i.reused else i.tag,
         )
+        phases.event(EventKind.DEPLOY_BUILT, message=image.tag, data={"image": image.tag})
         phases.run("deliver", lambda: steps.deliver(image), summary=str)
         phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
         current = ctx.store.current()
         slot = other_slot(current.slot if current else None)
         operation.slot = slot
+        operation.previous = current.slot if current else None
         planned = Release(
             id=ctx.deployment_id,
             version=version.version,
@@ -164,8 +186,14 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
             lambda: steps.migrate(planned),
             summary=lambda v: f"schema at version {v}" if v is not None else "no migrations",
         )
+        if migrated is not None:
+            phases.event(
+                EventKind.DEPLOY_MIGRATED,
+                message=f"schema at version {migrated}",
+                data={"schema_version": migrated},
+            )
         release = replace(planned, migration_version=migrated)
-        _go_live(phases, steps, release, current.slot if current else None)
+        _go_live(phases, steps, release, current.slot if current else None, operation.hook)
         return release
 
     return _Operation(ctx, steps, "deploy").run(body)
@@ -207,8 +235,9 @@ def run_rollback(
                 )
         slot = other_slot(current.slot)
         operation.slot = slot
+        operation.previous = current.slot
         release = replace(target, slot=slot)
-        _go_live(phases, steps, release, current.slot)
+        _go_live(phases, steps, release, current.slot, operation.hook)
         return release
 
     return _Operation(ctx, steps, "rollback").run(body)
@@ -233,19 +262,32 @@ def _rollback_target(releases: list[Release], live_id: str, to: str | None) -> R
     return matches[-1]
 
 
-def _go_live(phases: Phases, steps: DeploySteps, release: Release, previous: str | None) -> None:
+def _go_live(
+    phases: Phases,
+    steps: DeploySteps,
+    release: Release,
+    previous: str | None,
+    hook: Callable[[HookPoint], None],
+) -> None:
     """start → health → switch → verify → watch → retire: the blue-green core of every operation."""
     slot = release.slot
     phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
     phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
     phases.run("health", lambda: steps.gate(slot), summary=str)
+    hook(HookPoint.BEFORE_SWITCH)
     if previous is not None and previous != slot:
         prior = previous
         phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
     phases.run("switch", lambda: steps.switch(slot), summary=str)
+    phases.event(
+        EventKind.DEPLOY_SWITCHED,
+        message=f"traffic on {slot}",
+        data={"slot": slot, "previous_slot": previous},
+    )
     phases.run("verify", lambda: steps.verify(release), summary=str)
     phases.run("watch", lambda: steps.watch(slot), summary=str)
     phases.clear_cleanups()  # the new version serves: nothing to undo from here
+    hook(HookPoint.AFTER_SWITCH)
     if previous is not None and previous != slot:
         phases.run("retire", lambda: steps.retire(prior), summary=str)
 
@@ -258,19 +300,54 @@ class _Operation:
         self.steps = steps
         self.action = action
         self.phases = ctx.phases()
+        self.hooks = ctx.hooks()
+        self.kinds = _KINDS[action]
         self.slot = "?"
+        self.previous: str | None = None
         self.version = "?"
         self.commit = "?"
 
     def describe(self, version: str, commit: str) -> None:
         self.version, self.commit = version, commit
 
+    def hook(
+        self, point: HookPoint, *, error: str | None = None, failed_phase: str | None = None
+    ) -> None:
+        """Run the hooks of ``point``: before_* hooks stop the operation, the others only warn."""
+        if not self.hooks.at(point):
+            return
+        facts = HookFacts(
+            app=self.ctx.config.app.name,
+            environment=self.ctx.config.environment.name,
+            deployment_id=self.ctx.deployment_id,
+            action=self.action,
+            node=self.ctx.node,
+            version=None if self.version == "?" else self.version,
+            commit=None if self.commit == "?" else self.commit,
+            slot=None if self.slot == "?" else self.slot,
+            previous_slot=self.previous,
+            phase=failed_phase,
+            error=self.ctx.config.masker(error) if error else None,
+            url=self.steps.url() if point is HookPoint.AFTER_DEPLOY else None,
+        )
+        run = lambda: self.hooks.run(point, facts)  # noqa: E731
+        if point in (HookPoint.BEFORE_DEPLOY, HookPoint.BEFORE_SWITCH):
+            self.phases.run(point.value, run, summary=str)
+            return
+        try:
+            self.phases.run(point.value, run, summary=str)
+        except DeployFailed as exc:
+            self.phases.warn(
+                f"{point.value} hook failed; the {self.action}'s outcome stands: {exc.message}"
+            )
+
     def run(self, body: Callable[[_Operation], Release]) -> DeployResult:
         ctx, phases = self.ctx, self.phases
         started_at, started = now_iso(), time.monotonic()
+        phases.started_at = started_at
         lock = ctx.store.lock(ctx.deployment_id, self.action)
         phases.event(
-            f"{self.action}.started",
+            self.kinds.started,
             message=f"{self.action} of {ctx.config.app.name} to {ctx.config.environment.name}",
         )
         with signals_raise():
@@ -279,15 +356,19 @@ class _Operation:
                 phases.run("lock", lock.acquire, summary=lambda _: f"held as {ctx.deployment_id}")
                 release = body(self)
                 phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
-            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError):
+            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError) as exc:
                 # Nothing was changed: these are not failed deploys.
                 phases.run_cleanups()
+                if isinstance(exc, LockHeld):
+                    phases.event(EventKind.LOCK_BLOCKED, error=exc.message, phase="lock")
+                elif isinstance(exc, HostUnreachable):
+                    phases.event(self.kinds.failed, error=exc.message)
                 raise
             except ShipyardError as exc:
                 failure = self._failure(exc)
                 cleanup_failures = phases.run_cleanups()
                 self._history(failure, started_at, started)
-                phases.event(f"{self.action}.failed", error=failure.message, phase=failure.phase)
+                self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
                 if cleanup_failures:
                     raise RollbackFailed(
                         f"{failure.message}; restoring the previous state also failed: "
@@ -301,11 +382,30 @@ class _Operation:
         self._history(None, started_at, started, release=release)
         url = self.steps.url()
         phases.event(
-            f"{self.action}.completed",
+            self.kinds.completed,
             message=f"{release.version} serving at {url}",
             duration_s=round(duration, 3),
         )
+        self.hook(HookPoint.AFTER_DEPLOY)
         return DeployResult(ctx.deployment_id, release, url, duration)
+
+    def _report_failure(self, failure: DeployFailed, *, rolled_back: bool, started: float) -> None:
+        """Events and on_failure hooks for a failure whose cleanups have run."""
+        phases = self.phases
+        duration = round(time.monotonic() - started, 3)
+        if failure.phase == "watch":
+            phases.event(EventKind.HEALTH_DEGRADED, error=failure.message, phase=failure.phase)
+        phases.event(
+            self.kinds.failed, error=failure.message, phase=failure.phase, duration_s=duration
+        )
+        if failure.after_switch and rolled_back:
+            phases.event(
+                EventKind.DEPLOY_ROLLED_BACK,
+                message=f"switched back to {self.previous}",
+                phase=failure.phase,
+                data={"slot": self.previous, "failed_slot": self.slot},
+            )
+        self.hook(HookPoint.ON_FAILURE, error=failure.message, failed_phase=failure.phase)
 
     def _failure(self, exc: ShipyardError) -> DeployFailed:
         failure = (
@@ -354,6 +454,21 @@ class _Operation:
             self.ctx.store.append_history(entry)
         except ShipyardError as exc:
             self.phases.warn(f"could not record the {self.action} in history: {exc.message}")
+
+
+@dataclass(frozen=True)
+class _Kinds:
+    started: EventKind
+    completed: EventKind
+    failed: EventKind
+
+
+_KINDS = {
+    "deploy": _Kinds(EventKind.DEPLOY_STARTED, EventKind.DEPLOY_COMPLETED, EventKind.DEPLOY_FAILED),
+    "rollback": _Kinds(
+        EventKind.ROLLBACK_STARTED, EventKind.ROLLBACK_COMPLETED, EventKind.ROLLBACK_FAILED
+    ),
+}
 
 
 def _record(ctx: OperationContext, steps: DeploySteps, release: Release) -> str:

@@ -11,7 +11,8 @@ from types import FrameType
 from typing import TypeVar
 
 from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, ShipyardError
-from shipyard.events import Bus, Event
+from shipyard.events import Bus, Event, EventKind
+from shipyard.state import now_iso
 
 T = TypeVar("T")
 
@@ -32,8 +33,10 @@ class Phases:
     deployment_id: str
     app: str
     environment: str
+    node: str | None = None
     version: str | None = None
     commit: str | None = None
+    started_at: str = field(default_factory=now_iso)
     completed: list[str] = field(default_factory=list)
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
@@ -44,6 +47,8 @@ class Phases:
                 deployment_id=self.deployment_id,
                 app=self.app,
                 environment=self.environment,
+                node=self.node,
+                started_at=self.started_at,
                 version=self.version,
                 commit=self.commit,
                 **fields,  # type: ignore[arg-type]
@@ -51,32 +56,38 @@ class Phases:
         )
 
     def note(self, message: str) -> None:
-        self.event("operation.note", message=message)
+        self.event(EventKind.NOTE, message=message)
 
     def warn(self, message: str) -> None:
-        self.event("operation.warning", message=message)
+        self.event(EventKind.WARNING, message=message)
 
     def run(
         self, name: str, action: Callable[[], T], *, summary: Callable[[T], str] | None = None
     ) -> T:
         started = time.monotonic()
-        self.event("phase.started", phase=name)
+        self.event(EventKind.PHASE_STARTED, phase=name)
         try:
             result = action()
         except (DeployFailed, LockHeld, HostUnreachable) as exc:
             self.event(
-                "phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message
+                EventKind.PHASE_FAILED,
+                phase=name,
+                duration_s=time.monotonic() - started,
+                error=exc.message,
             )
             raise
         except ShipyardError as exc:
             self.event(
-                "phase.failed", phase=name, duration_s=time.monotonic() - started, error=exc.message
+                EventKind.PHASE_FAILED,
+                phase=name,
+                duration_s=time.monotonic() - started,
+                error=exc.message,
             )
             raise DeployFailed(name, exc.message, hint=exc.hint) from exc
         duration = time.monotonic() - started
         self.completed.append(name)
         self.event(
-            "phase.finished",
+            EventKind.PHASE_FINISHED,
             phase=name,
             duration_s=round(duration, 3),
             message=summary(result) if summary else "",
@@ -84,7 +95,7 @@ class Phases:
         return result
 
     def skip(self, name: str, reason: str) -> None:
-        self.event("phase.skipped", phase=name, message=reason)
+        self.event(EventKind.PHASE_SKIPPED, phase=name, message=reason)
 
     def on_failure(self, description: str, cleanup: Callable[[], None]) -> None:
         self._cleanups.append((description, cleanup))

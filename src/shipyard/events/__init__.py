@@ -2,53 +2,73 @@
 
 The console progress display and ``--json`` output are sinks like any notifier. A sink that fails
 is logged and never fails the operation. Every event is masked before any sink sees it.
+
+Network sinks (signed webhooks, ntfy) run on background threads behind a ``Dispatcher``: the
+operation never waits for them, and ``Bus.close`` waits for what is left only up to a deadline.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TextIO
+from dataclasses import asdict
+from typing import Protocol, TextIO, runtime_checkable
 
 from rich.console import Console
 from rich.markup import escape
 
+from shipyard.events._delivery import (
+    DeliveryResult,
+    Dispatcher,
+    Notifier,
+    RetryPolicy,
+    deliver,
+)
+from shipyard.events._event import FAILURES, LIFECYCLE, Event, EventKind, mask_event
+from shipyard.events._notify import dispatcher_for, notifiers_from_config, send_test
+from shipyard.events._ntfy import NtfyNotifier
+from shipyard.events._webhook import WebhookNotifier, decode_secret, sign, webhook_body
 from shipyard.secrets import Masker
-from shipyard.state import now_iso
 
-__all__ = ["Bus", "ConsoleSink", "Event", "JsonLinesSink", "Sink"]
+__all__ = [
+    "FAILURES",
+    "LIFECYCLE",
+    "Bus",
+    "Closable",
+    "ConsoleSink",
+    "DeliveryResult",
+    "Dispatcher",
+    "Event",
+    "EventKind",
+    "JsonLinesSink",
+    "Notifier",
+    "NtfyNotifier",
+    "RetryPolicy",
+    "Sink",
+    "WebhookNotifier",
+    "decode_secret",
+    "deliver",
+    "dispatcher_for",
+    "mask_event",
+    "notifiers_from_config",
+    "send_test",
+    "sign",
+    "webhook_body",
+]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Event:
-    """Something that happened. ``kind`` is dotted: ``phase.started``, ``deploy.failed``, …"""
-
-    kind: str
-    deployment_id: str
-    app: str
-    environment: str
-    message: str = ""
-    phase: str | None = None
-    duration_s: float | None = None
-    version: str | None = None
-    commit: str | None = None
-    error: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    timestamp: str = field(default_factory=now_iso)
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {k: v for k, v in asdict(self).items() if v not in (None, {}, "")}, sort_keys=True
-        )
-
-
 class Sink(Protocol):
     def __call__(self, event: Event) -> None: ...
+
+
+@runtime_checkable
+class Closable(Protocol):
+    """A sink with deliveries in flight: ``close`` waits for them up to its own deadline."""
+
+    def close(self) -> None: ...
 
 
 class Bus:
@@ -57,21 +77,30 @@ class Bus:
     def __init__(self, masker: Masker) -> None:
         self._masker = masker
         self._sinks: list[Sink] = []
+        self._closed = False
 
     def subscribe(self, sink: Sink) -> None:
         self._sinks.append(sink)
 
-    def _mask(self, event: Event) -> Event:
-        document = json.loads(self._masker(json.dumps(asdict(event))))
-        return Event(**document)
-
     def emit(self, event: Event) -> None:
-        masked = self._mask(event)
+        masked = mask_event(self._masker, event)
         for sink in self._sinks:
             try:
                 sink(masked)
             except Exception:
                 log.warning("event sink %r failed on %s", sink, masked.kind, exc_info=True)
+
+    def close(self) -> None:
+        """Let sinks finish what is in flight (each within its deadline). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for sink in self._sinks:
+            if isinstance(sink, Closable):
+                try:
+                    sink.close()
+                except Exception:
+                    log.warning("event sink %r failed to close", sink, exc_info=True)
 
 
 class ConsoleSink:
@@ -82,15 +111,15 @@ class ConsoleSink:
 
     def __call__(self, event: Event) -> None:
         render: dict[str, Callable[[Event], str | None]] = {
-            "phase.finished": lambda e: (
+            EventKind.PHASE_FINISHED: lambda e: (
                 f"[green]✓[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.message}"
             ),
-            "phase.skipped": lambda e: f"[dim]- {e.phase:<14}         {e.message}[/]",
-            "phase.failed": lambda e: (
+            EventKind.PHASE_SKIPPED: lambda e: f"[dim]- {e.phase:<14}         {e.message}[/]",
+            EventKind.PHASE_FAILED: lambda e: (
                 f"[red]✗[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.error or e.message}"
             ),
-            "operation.note": lambda e: f"  [dim]{e.message}[/]",
-            "operation.warning": lambda e: f"[yellow]![/] {e.message}",
+            EventKind.NOTE: lambda e: f"  [dim]{e.message}[/]",
+            EventKind.WARNING: lambda e: f"[yellow]![/] {e.message}",
         }
         safe = Event(
             **{

@@ -1,0 +1,122 @@
+"""Generic webhooks, signed per the Standard Webhooks scheme.
+
+Each event is POSTed as ``{"type": <kind>, "timestamp": <ISO 8601>, "data": <the event>}`` with
+``webhook-id`` (the same on every retry, so receivers can drop duplicates), ``webhook-timestamp``
+(seconds since the epoch, of this attempt) and ``webhook-signature``: ``v1,`` + base64 of
+HMAC-SHA256 over ``"{id}.{timestamp}.{body}"``, keyed with the secret's bytes (``whsec_<base64>``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import asdict
+
+import httpx
+
+from shipyard import __version__
+from shipyard.events._delivery import Attempted, DeliveryResult, RetryPolicy, deliver, masked_detail
+from shipyard.events._event import Event
+from shipyard.secrets import Masker
+
+_PREFIX = "whsec_"
+_MIN_KEY_BYTES = 24
+_MAX_KEY_BYTES = 64
+
+
+def decode_secret(secret: str) -> bytes:
+    """``whsec_<base64>`` → the key bytes. Raises ``ValueError`` (never echoing the secret)."""
+    if not secret.startswith(_PREFIX):
+        raise ValueError("a webhook secret starts with 'whsec_' followed by base64")
+    try:
+        key = base64.b64decode(secret.removeprefix(_PREFIX), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the part after 'whsec_' is not valid base64") from None
+    if not _MIN_KEY_BYTES <= len(key) <= _MAX_KEY_BYTES:
+        raise ValueError(
+            f"a webhook secret decodes to {_MIN_KEY_BYTES}-{_MAX_KEY_BYTES} bytes, this one to {len(key)}"
+        )
+    return key
+
+
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> str:
+    """The ``webhook-signature`` header value for one attempt."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def webhook_body(event: Event) -> bytes:
+    """The JSON payload of a (masked) event."""
+    data = {k: v for k, v in asdict(event).items() if v not in (None, {}, "")}
+    document = {"type": str(event.kind), "timestamp": event.timestamp, "data": data}
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+class WebhookNotifier:
+    """POSTs events to one URL, signed, retried within ``policy``."""
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        key: bytes,
+        kinds: Collection[str],
+        policy: RetryPolicy,
+        masker: Masker,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._name = name
+        self.url = url
+        self._key = key
+        self.kinds = frozenset(kinds)
+        self.policy = policy
+        self._masker = masker
+        self._client = client or httpx.Client(follow_redirects=False)
+        self._sleep = sleep
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._down = False  # the last delivery failed: try once until one succeeds
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def accepts(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def send(self, event: Event) -> DeliveryResult:
+        body = webhook_body(event)
+        message_id = f"msg_{uuid.uuid4().hex}"
+
+        def attempt(timeout: float) -> httpx.Response:
+            timestamp = int(self._wall_clock())
+            headers = {
+                "content-type": "application/json",
+                "user-agent": f"shipyard/{__version__}",
+                "webhook-id": message_id,
+                "webhook-timestamp": str(timestamp),
+                "webhook-signature": sign(self._key, message_id, timestamp, body),
+            }
+            return self._client.post(self.url, content=body, headers=headers, timeout=timeout)
+
+        policy = self.policy.once() if self._down else self.policy
+        attempted: Attempted = deliver(attempt, policy, sleep=self._sleep, clock=self._clock)
+        self._down = not attempted.ok
+        return DeliveryResult(
+            sink=self.name,
+            ok=attempted.ok,
+            detail=masked_detail(self._masker, attempted),
+            attempts=attempted.attempts,
+            event=str(event.kind),
+        )
