@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from shipyard.docker import Docker
 from shipyard.errors import BuildError, CommandFailed, HostUnreachable
 from shipyard.hosts import Host
 
-__all__ = ["Image", "VersionInfo", "build_image", "image_tag", "read_version"]
+__all__ = ["Image", "VersionInfo", "build_image", "image_tag", "read_version", "source_at"]
 
 _SEMVER_TAG = re.compile(r"^v?(?P<v>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)$")
 _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -58,6 +59,37 @@ class Image:
     id: str
     version: VersionInfo
     reused: bool = False
+
+
+@contextmanager
+def source_at(local: Host, config: Config, ref: str) -> Iterator[Config]:
+    """The config rooted in a temporary git worktree of ``ref`` (branch, tag or SHA).
+
+    The operator's checkout is not touched. Build context, migrations and every other path in
+    shipyard.yml resolve inside the worktree; the env file already read stays the operator's.
+    """
+
+    def git(*args: str, cwd: Path = config.root) -> str:
+        return local.run(["git", "-C", str(cwd), *args], timeout=300).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel"))
+        commit = git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    except CommandFailed as exc:
+        raise BuildError(
+            f"{ref!r} is not a branch, tag or commit of the repository at {config.root}",
+            hint="fetch it first (git fetch --tags), or check the spelling",
+        ) from exc
+    with tempfile.TemporaryDirectory(prefix="shipyard-ref-") as tmp:
+        tree = Path(tmp) / "tree"
+        git("worktree", "add", "--detach", "--quiet", str(tree), commit, cwd=top)
+        try:
+            moved = tree / config.path.relative_to(top)
+            yield replace(config, path=moved)
+        finally:
+            local.run(
+                ["git", "-C", str(top), "worktree", "remove", "--force", str(tree)], check=False
+            )
 
 
 def read_version(

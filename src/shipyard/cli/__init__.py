@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import asdict
 from enum import IntEnum
@@ -21,8 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from shipyard import __version__
-from shipyard.cli._context import open_session, run_checks
-from shipyard.config import json_schema, reference_markdown
+from shipyard.cli._context import Session, current_masker, open_session, run_checks
+from shipyard.config import json_schema, parse_duration, reference_markdown
 from shipyard.deploy import DeployOptions, RollbackOptions
 from shipyard.errors import (
     CheckFailed,
@@ -33,8 +34,10 @@ from shipyard.errors import (
     NeedsConfirmation,
     RollbackFailed,
     ShipyardError,
+    StateError,
 )
 from shipyard.events import send_test
+from shipyard.state import Lock
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -74,6 +77,14 @@ ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
+WaitOption = Annotated[
+    str,
+    typer.Option(
+        "--wait",
+        help="Wait this long for another operation's lock (e.g. 10m); bare --wait waits 30m.",
+    ),
+]
+_BARE_WAIT = "30m"
 EnvArgument = Annotated[
     str, typer.Argument(help="Environment name (development, staging, production, …).")
 ]
@@ -135,13 +146,21 @@ def deploy(
         bool,
         typer.Option("--rebuild", help="Build the image even if this commit was built before."),
     ] = False,
+    ref: Annotated[
+        str | None,
+        typer.Option(
+            "--ref", help="Deploy this branch, tag or commit (built in a temporary worktree)."
+        ),
+    ] = None,
+    wait: WaitOption = "0s",
     json_output: JsonOption = False,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green."""
-    session = open_session(config, environment, json_output=json_output)
-    result = session.provider.deploy(
-        session.ctx, DeployOptions(allow_dirty=allow_dirty, rebuild=rebuild)
+    session = open_session(config, environment, json_output=json_output, ref=ref)
+    options = DeployOptions(
+        allow_dirty=allow_dirty, rebuild=rebuild, lock_wait=parse_duration(wait)
     )
+    result = session.provider.deploy(session.ctx, options)
     if json_output:
         return
     err.print(
@@ -163,11 +182,13 @@ def rollback(
         bool,
         typer.Option("--yes", help="Roll back even if the schema is newer than that release's."),
     ] = False,
+    wait: WaitOption = "0s",
     json_output: JsonOption = False,
 ) -> None:
     """Bring back the previous (or a chosen) retained release: no rebuild, health-gated switch."""
     session = open_session(config, environment, json_output=json_output)
-    result = session.provider.rollback(session.ctx, RollbackOptions(to=to, yes=yes))
+    options = RollbackOptions(to=to, yes=yes, lock_wait=parse_duration(wait))
+    result = session.provider.rollback(session.ctx, options)
     if json_output:
         return
     err.print(
@@ -239,6 +260,130 @@ def history(
     err.print(table)
 
 
+@app.command()
+def plan(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="As for deploy.")] = False,
+    ref: Annotated[str | None, typer.Option("--ref", help="As for deploy.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Every action a deploy would take, touching nothing."""
+    session = open_session(config, environment, json_output=json_output, ref=ref)
+    steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
+    if json_output:
+        _out([asdict(step) for step in steps])
+        return
+    table = Table("phase", "action", box=None)
+    for step in steps:
+        table.add_row(step.phase, escape(step.action))
+    err.print(table)
+
+
+@app.command()
+def logs(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    deployment: Annotated[
+        str | None, typer.Option("--deployment", help="A deployment id (default: the latest).")
+    ] = None,
+    app_logs: Annotated[
+        bool, typer.Option("--app", help="The live app's own log instead.")
+    ] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="With --app: keep printing.")
+    ] = False,
+    tail: Annotated[int, typer.Option("--tail", help="With --app: lines to show.")] = 200,
+) -> None:
+    """A deployment's log (JSON lines), or with --app the live app's log."""
+    session = open_session(config, environment, json_output=False)
+    if app_logs:
+        _follow_app(session, tail=tail, follow=follow)
+        return
+    store = session.ctx.store
+    ids = store.log_ids()
+    chosen = deployment or (ids[-1] if ids else None)
+    text = store.log(chosen) if chosen else None
+    if text is None:
+        known = ", ".join(ids[-5:]) or "none yet"
+        raise StateError(f"no deployment log {chosen or ''} for {environment} (recent: {known})")
+    sys.stdout.write(session.config.masker(text))
+
+
+def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
+    since: str | None = None
+    while True:
+        text = session.provider.app_logs(
+            session.ctx, tail=tail if since is None else 10_000, since=since
+        )
+        lines = [line for line in text.splitlines() if line]
+        if since is not None:  # --since is inclusive of its second: skip what was printed
+            lines = [line for line in lines if line.split(" ", 1)[0] > since]
+        for line in lines:
+            sys.stdout.write(session.config.masker(line) + "\n")
+        sys.stdout.flush()
+        if not follow:
+            return
+        if lines:
+            since = lines[-1].split(" ", 1)[0]
+        elif since is None:
+            since = "1s"
+        time.sleep(1)
+
+
+lock_app = typer.Typer(help="The deploy lock of an environment.", no_args_is_help=True)
+app.add_typer(lock_app, name="lock")
+
+
+@lock_app.command("status")
+def lock_status(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    json_output: JsonOption = False,
+) -> None:
+    """Who holds the environment's lock, since when, and whether it is stale."""
+    session = open_session(config, environment, json_output=json_output)
+    lock = session.ctx.store.lock(
+        session.ctx.deployment_id, "status", ttl=session.config.deploy.lock_ttl
+    )
+    holder = lock.holder()
+    exists = holder is not None or session.ctx.store.host.get(lock.dir / "owner.json") is not None
+    data = {"held": exists, "stale": lock.is_stale(holder) if exists else None, "owner": holder}
+    if json_output:
+        _out(data)
+    elif not exists:
+        err.print(f"{escape(environment)}: unlocked")
+    else:
+        state = "[yellow]stale[/]" if data["stale"] else "[green]alive[/]"
+        err.print(f"{escape(environment)}: locked ({state}) by {escape(Lock.describe(holder))}")
+
+
+@lock_app.command("release")
+def lock_release(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    force: Annotated[
+        bool, typer.Option("--force", help="Break a lock whose holder looks alive.")
+    ] = False,
+) -> None:
+    """Release a stale lock; --force breaks a live one (and says whose)."""
+    session = open_session(config, environment, json_output=False)
+    lock = session.ctx.store.lock(
+        session.ctx.deployment_id, "release", ttl=session.config.deploy.lock_ttl
+    )
+    holder = lock.holder()
+    if holder is None and session.ctx.store.host.get(lock.dir / "owner.json") is None:
+        err.print(f"{escape(environment)}: not locked")
+        return
+    if not lock.is_stale(holder) and not force:
+        raise LockHeld(
+            f"the lock is held and its holder is alive: {Lock.describe(holder)}",
+            hint="if you are sure it is gone, `shipyard lock release ENV --force`",
+        )
+    broken = lock.break_lock()
+    err.print(f"released the lock of {escape(Lock.describe(broken))}")
+
+
 notify_app = typer.Typer(
     help="Notifications: webhooks and ntfy topics set under `notifications:`.",
     no_args_is_help=True,
@@ -301,12 +446,17 @@ def _exit_code(exc: ShipyardError) -> ExitCode:
 
 def main() -> None:
     """Console entry point. Usage errors exit 2 (typer); expected errors get their own code."""
+    args = [
+        f"--wait={_BARE_WAIT}" if arg == "--wait" and _bare(sys.argv, i) else arg
+        for i, arg in enumerate(sys.argv[1:], 1)
+    ]
     try:
-        app()
+        app(args=args)
     except ShipyardError as exc:
-        err.print(f"[bold red]error:[/] {escape(str(exc))}")
+        mask = current_masker()
+        err.print(f"[bold red]error:[/] {escape(mask(str(exc)))}")
         if exc.hint:
-            err.print(f"[dim]hint: {escape(exc.hint)}[/]")
+            err.print(f"[dim]hint: {escape(mask(exc.hint))}[/]")
         sys.exit(_exit_code(exc))
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -318,3 +468,9 @@ def main() -> None:
         if _state["debug"]:
             err.print(escape(traceback.format_exc()))
         sys.exit(ExitCode.UNEXPECTED)
+
+
+def _bare(argv: list[str], index: int) -> bool:
+    """``--wait`` given without a value (the next word is not a duration)."""
+    following = argv[index + 1] if index + 1 < len(argv) else ""
+    return not following or following.startswith("-") or not following[0].isdigit()

@@ -7,16 +7,19 @@ import os
 import re
 import shutil
 import subprocess
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from shipyard.build import source_at
 from shipyard.config import Config, GoBuild, load_config
 from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
 from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
-from shipyard.events import Bus, ConsoleSink, JsonLinesSink, dispatcher_for
+from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
 from shipyard.hosts import Host, LocalHost
 from shipyard.providers import Provider, get_provider
+from shipyard.secrets import Masker
 from shipyard.state import StateStore
 
 _MIN_GO = (1, 22)
@@ -50,21 +53,51 @@ def state_root(config: Config, host: Host) -> PurePosixPath:
     return base / config.app.name / config.environment.name
 
 
-def open_session(config_path: Path, environment: str, *, json_output: bool) -> Session:
+def local_logs(config: Config) -> Path:
+    """Where this machine keeps the deployment logs of an app environment."""
+    base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+    return base / "shipyard" / "logs" / config.app.name / config.environment.name
+
+
+_MASKERS: list[Masker] = []  # the CLI's last line of defence for error output
+
+
+def current_masker() -> Masker:
+    """The masker of the session this command opened (a plain one before that)."""
+    return _MASKERS[-1] if _MASKERS else Masker()
+
+
+def open_session(
+    config_path: Path, environment: str, *, json_output: bool, ref: str | None = None
+) -> Session:
     config = load_config(config_path, environment)
+    _MASKERS.append(config.masker)
+    if ref is not None:
+        worktree = ExitStack()
+        atexit.register(worktree.close)
+        config = worktree.enter_context(source_at(LocalHost(config.masker), config, ref))
     host = connect(config)
     bus = Bus(config.masker)
     bus.subscribe(JsonLinesSink() if json_output else ConsoleSink())
+    deployment_id = new_deployment_id()
+    store = StateStore(host, state_root(config, host))
+    bus.subscribe(
+        DeploymentLog(
+            local_logs(config) / f"{deployment_id}.jsonl",
+            host,
+            store.path("logs", f"{deployment_id}.jsonl"),
+        )
+    )
     notifications = dispatcher_for(config)
     if notifications is not None:
         bus.subscribe(notifications)
-        atexit.register(bus.close)  # after the command's own result is out; bounded wait
+    atexit.register(bus.close)  # after the command's own result is out; bounded wait
     ctx = OperationContext(
         config=config,
         local=LocalHost(config.masker),
-        store=StateStore(host, state_root(config, host)),
+        store=store,
         bus=bus,
-        deployment_id=new_deployment_id(),
+        deployment_id=deployment_id,
         target=host,
     )
     provider = get_provider(config.environment.provider, host, config_file=str(config.path))

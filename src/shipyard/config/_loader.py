@@ -325,7 +325,14 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     env_section = EnvironmentSection.model_validate(env_raw)
     masker = Masker()
     masker.add_env(file_values, all_values=False)
-    for key in [*sections["app"].secret_env, *_notification_secret_keys(sections["notifications"])]:
+    database, github = sections["database"], sections["deploy"].github
+    named_secrets = [
+        *sections["app"].secret_env,
+        *_notification_secret_keys(sections["notifications"]),
+        *([database.password_env] if database is not None else []),
+        *([github.token_env] if github is not None else []),
+    ]
+    for key in named_secrets:
         if key in file_values:
             masker.add(file_values[key])
     for value in file_values.values():

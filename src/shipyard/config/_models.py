@@ -275,6 +275,23 @@ class HealthSection(_Model):
     start_timeout: Duration = Field(120.0, description="Longest wait for a slot to become healthy.")
 
 
+class GitHubSection(_Model):
+    """Where CI results for commits are read (GitHub or GitHub Enterprise)."""
+
+    repository: str = Field(
+        pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", description="owner/name of the repository."
+    )
+    api_url: str = Field(
+        "https://api.github.com",
+        description="API base URL (GitHub Enterprise: https://HOST/api/v3).",
+    )
+    token_env: str = Field(
+        "GITHUB_TOKEN",
+        description="Env-file key holding a token that can read statuses and checks.",
+    )
+    timeout: Duration = Field(15.0, description="Timeout of one API request.")
+
+
 class DeploySection(_Model):
     """How deploys behave."""
 
@@ -305,10 +322,25 @@ class DeploySection(_Model):
         ge=1,
         description="Requests the proxy must have seen in the watch window before the 5xx rate is judged.",
     )
+    require_ci: bool = Field(
+        False,
+        description="Refuse to deploy a commit whose CI (GitHub statuses and check runs) has not passed.",
+    )
+    github: GitHubSection | None = Field(None, description="GitHub settings for require_ci.")
+    lock_ttl: Duration = Field(
+        60.0,
+        description="A deploy lock whose holder has not heartbeated for this long is stale and may be taken over.",
+    )
     drain_timeout: Duration = Field(
         30.0,
         description="Longest wait for the old slot's in-flight requests to finish before it gets SIGTERM.",
     )
+
+    @model_validator(mode="after")
+    def _ci_needs_github(self) -> DeploySection:
+        if self.require_ci and self.github is None:
+            raise ValueError("require_ci needs deploy.github.repository (owner/name)")
+        return self
 
 
 _ENV_KEY = r"^[A-Za-z_][A-Za-z0-9_]*$"

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
+from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
 from shipyard.errors import (
@@ -34,6 +35,7 @@ from shipyard.hosts import Host
 from shipyard.state import Current, HistoryEntry, Release, StateStore, deployer, now_iso, other_slot
 
 __all__ = [
+    "CiNotPassed",
     "DeployOptions",
     "DeployResult",
     "DeploySteps",
@@ -94,12 +96,14 @@ class OperationContext:
 class DeployOptions:
     allow_dirty: bool = False
     rebuild: bool = False
+    lock_wait: float = 0.0  # seconds to wait for another operation's lock; 0: fail at once
 
 
 @dataclass(frozen=True)
 class RollbackOptions:
     to: str | None = None  # a version, release id or commit prefix; None: the previous release
     yes: bool = False  # accept running an older version against a newer schema
+    lock_wait: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,10 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         )
         phases.version, phases.commit = version.version, version.commit
         operation.describe(version.version, version.commit)
+        github = config.deploy.github
+        if config.deploy.require_ci and github is not None:
+            token = config.secrets.get(github.token_env)
+            phases.run("ci", lambda: require_ci(github, token, version.commit), summary=str)
         operation.hook(HookPoint.BEFORE_DEPLOY)
         image = phases.run(
             "build",
@@ -196,7 +204,7 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         _go_live(phases, steps, release, current.slot if current else None, operation.hook)
         return release
 
-    return _Operation(ctx, steps, "deploy").run(body)
+    return _Operation(ctx, steps, "deploy", lock_wait=options.lock_wait).run(body)
 
 
 def run_rollback(
@@ -240,7 +248,7 @@ def run_rollback(
         _go_live(phases, steps, release, current.slot, operation.hook)
         return release
 
-    return _Operation(ctx, steps, "rollback").run(body)
+    return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait).run(body)
 
 
 def _rollback_target(releases: list[Release], live_id: str, to: str | None) -> Release:
@@ -295,10 +303,13 @@ def _go_live(
 class _Operation:
     """One deploy or rollback: signals, the lock, failure handling, history, events."""
 
-    def __init__(self, ctx: OperationContext, steps: DeploySteps, action: str) -> None:
+    def __init__(
+        self, ctx: OperationContext, steps: DeploySteps, action: str, *, lock_wait: float = 0.0
+    ) -> None:
         self.ctx = ctx
         self.steps = steps
         self.action = action
+        self.lock_wait = lock_wait
         self.phases = ctx.phases()
         self.hooks = ctx.hooks()
         self.kinds = _KINDS[action]
@@ -345,7 +356,7 @@ class _Operation:
         ctx, phases = self.ctx, self.phases
         started_at, started = now_iso(), time.monotonic()
         phases.started_at = started_at
-        lock = ctx.store.lock(ctx.deployment_id, self.action)
+        lock = ctx.store.lock(ctx.deployment_id, self.action, ttl=ctx.config.deploy.lock_ttl)
         phases.event(
             self.kinds.started,
             message=f"{self.action} of {ctx.config.app.name} to {ctx.config.environment.name}",
@@ -353,7 +364,11 @@ class _Operation:
         with signals_raise():
             try:
                 phases.run("validate", self.steps.preflight, summary=str)
-                phases.run("lock", lock.acquire, summary=lambda _: f"held as {ctx.deployment_id}")
+                phases.run(
+                    "lock",
+                    lambda: lock.acquire(wait=self.lock_wait),
+                    summary=lambda _: f"held as {ctx.deployment_id}",
+                )
                 release = body(self)
                 phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
             except (LockHeld, HostUnreachable, NeedsConfirmation, StateError) as exc:
@@ -396,7 +411,12 @@ class _Operation:
         if failure.phase == "watch":
             phases.event(EventKind.HEALTH_DEGRADED, error=failure.message, phase=failure.phase)
         phases.event(
-            self.kinds.failed, error=failure.message, phase=failure.phase, duration_s=duration
+            self.kinds.failed,
+            error=failure.message,
+            phase=failure.phase,
+            duration_s=duration,
+            # What had completed: the starting point for cleanup or a retry.
+            data={"completed": list(phases.completed)},
         )
         if failure.after_switch and rolled_back:
             phases.event(

@@ -249,8 +249,15 @@ class Docker:
             args += ["--label", f"{key}={value}"]
         return self._run([*args, image, *argv], check=check, timeout=timeout)
 
-    def logs(self, container: str, *, tail: int = 50) -> str:
-        result = self._run(["logs", "--tail", str(tail), container], check=False, timeout=60)
+    def logs(
+        self, container: str, *, tail: int = 50, since: str | None = None, timestamps: bool = False
+    ) -> str:
+        argv = ["logs", "--tail", str(tail)]
+        if since:
+            argv += ["--since", since]
+        if timestamps:
+            argv.append("--timestamps")
+        result = self._run([*argv, container], check=False, timeout=60)
         return (result.stdout + result.stderr).strip()
 
     def rename(self, container: str, name: str) -> None:

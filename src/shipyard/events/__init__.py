@@ -26,6 +26,7 @@ from shipyard.events._delivery import (
     deliver,
 )
 from shipyard.events._event import FAILURES, LIFECYCLE, Event, EventKind, mask_event
+from shipyard.events._log import DeploymentLog
 from shipyard.events._notify import dispatcher_for, notifiers_from_config, send_test
 from shipyard.events._ntfy import NtfyNotifier
 from shipyard.events._webhook import WebhookNotifier, decode_secret, sign, webhook_body
@@ -38,6 +39,7 @@ __all__ = [
     "Closable",
     "ConsoleSink",
     "DeliveryResult",
+    "DeploymentLog",
     "Dispatcher",
     "Event",
     "EventKind",

@@ -12,9 +12,9 @@ from typing import Any, Protocol
 from shipyard.deploy import DeployOptions, DeployResult, OperationContext, RollbackOptions
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
-from shipyard.providers._docker import DockerProvider, Status
+from shipyard.providers._docker import DockerProvider, PlanStep, Status
 
-__all__ = ["PROVIDERS", "DockerProvider", "Provider", "Status", "get_provider"]
+__all__ = ["PROVIDERS", "DockerProvider", "PlanStep", "Provider", "Status", "get_provider"]
 
 
 class Provider(Protocol):
@@ -25,6 +25,10 @@ class Provider(Protocol):
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult: ...
 
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult: ...
+
+    def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str: ...
+
+    def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]: ...
 
     def health_check(self, ctx: OperationContext) -> Any: ...
 

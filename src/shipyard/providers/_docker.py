@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from shipyard.build import Image
+from shipyard.build import Image, image_tag, read_version
 from shipyard.config import Config
 from shipyard.database import Database, MigrationError, local_migration_versions
 from shipyard.deploy import (
@@ -39,9 +39,17 @@ from shipyard.providers._stack import (
     to_yaml,
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
-from shipyard.state import Release
+from shipyard.state import Lock, Release, other_slot
 
 _MIN_COMPOSE = (2, 24)  # env_file `format: raw`
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    """One action a deploy would take."""
+
+    phase: str
+    action: str
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,14 @@ class DockerSteps:
         versions = database.ensure_extensions(self.config.database.extensions)
         return "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
 
+    def pending_migrations(self, current: int | None) -> list[int]:
+        """Migration versions in the source newer than ``current``."""
+        section = self.config.database
+        if section is None or section.migrations is None:
+            return []
+        files = local_migration_versions(self.config.resolve(section.migrations.path))
+        return [v for v in files if current is None or v > current]
+
     def migrate(self, release: Release) -> int | None:
         database = self._database()
         section = self.config.database
@@ -184,10 +200,7 @@ class DockerSteps:
                     f"`migrate force {before.version}` (or the version before it) and deploy again"
                 ),
             )
-        files = local_migration_versions(source)
-        if not files:
-            return before.version
-        if before.version is not None and before.version >= files[-1]:
+        if not self.pending_migrations(before.version):
             return before.version
         target = self.layout.migrations(release.id)
         self.host.put_tree(source, target)
@@ -444,6 +457,111 @@ class DockerProvider:
 
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult:
         return run_deploy(ctx, self.steps(ctx), options)
+
+    def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]:
+        """What a deploy would do, read from the config, the state and the engine; changes nothing."""
+        steps, config, docker = self.steps(ctx), ctx.config, self.steps(ctx).docker
+        plan: list[PlanStep] = []
+        lock = ctx.store.lock(ctx.deployment_id, "plan")
+        holder = lock.holder()
+        if holder is not None:
+            state = (
+                "stale, would be taken over"
+                if lock.is_stale(holder)
+                else "a deploy would wait or stop"
+            )
+            plan.append(PlanStep("lock", f"held: {Lock.describe(holder)} ({state})"))
+        version = read_version(
+            ctx.local,
+            config.resolve(config.build.context),
+            allow_dirty=options.allow_dirty or config.deploy.allow_dirty,
+        )
+        if config.deploy.require_ci:
+            plan.append(PlanStep("ci", f"require passing CI for {version.short}"))
+        tag = image_tag(config.app.name, version)
+        image = docker.image(tag)
+        reuse = (
+            image is not None
+            and not version.dirty
+            and not options.rebuild
+            and (image.labels.get("org.opencontainers.image.revision") == version.commit)
+        )
+        plan.append(PlanStep("build", f"{'reuse' if reuse else 'build'} {tag} ({version.version})"))
+        if not isinstance(self.host, LocalHost):
+            plan.append(PlanStep("deliver", f"send {tag} to {self.host.name}"))
+        if steps.names.network not in docker.networks():
+            plan.append(PlanStep("infrastructure", f"create network {steps.names.network}"))
+        database = steps._database()
+        db = docker.container(steps.names.database) if database is not None else None
+        if database is not None and config.database is not None:
+            if db is None or not db.running:
+                extensions = ", ".join(config.database.extensions)
+                plan.append(
+                    PlanStep(
+                        "infrastructure",
+                        f"start {steps.names.database} ({config.database.image}); create extensions {extensions}",
+                    )
+                )
+            current_version = (
+                database.migration_state().version if db is not None and db.running else None
+            )
+            pending = steps.pending_migrations(current_version)
+            if pending:
+                plan.append(
+                    PlanStep(
+                        "migrate",
+                        f"apply {len(pending)} migration(s): {', '.join(map(str, pending))} (schema at {current_version})",
+                    )
+                )
+        current = ctx.store.current()
+        slot = other_slot(current.slot if current else None)
+        plan.append(PlanStep("start", f"start slot {slot} ({steps.names.slot(slot)}) with {tag}"))
+        plan.append(
+            PlanStep(
+                "health",
+                f"{config.health.passes} passing round(s) of {', '.join(c.kind for c in config.health.checks)} within {config.health.start_timeout:g}s",
+            )
+        )
+        proxy = docker.container(steps.names.proxy)
+        if proxy is None or not proxy.running:
+            plan.append(
+                PlanStep(
+                    "switch", f"start the proxy on port {config.proxy.http_port}, route to {slot}"
+                )
+            )
+        else:
+            plan.append(
+                PlanStep(
+                    "switch",
+                    f"route {steps.url()} from {current.slot if current else 'nothing'} to {slot}",
+                )
+            )
+        if current is not None:
+            plan.append(
+                PlanStep(
+                    "watch",
+                    f"watch {config.deploy.watch:g}s; switch back to {current.slot} on failure",
+                )
+            )
+            plan.append(
+                PlanStep("retire", f"drain and stop slot {current.slot} (kept for rollback)")
+            )
+        releases = ctx.store.releases()
+        keep = config.deploy.keep_releases
+        if len(releases) + 1 > keep:
+            for dropped in releases[: len(releases) + 1 - keep]:
+                plan.append(
+                    PlanStep(
+                        "prune",
+                        f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
+                    )
+                )
+        return plan
+
+    def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
+        """The live slot's log lines (with timestamps)."""
+        steps = self.steps(ctx)
+        return steps.docker.logs(steps.names.live, tail=tail, since=since, timestamps=True)
 
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult:
         return run_rollback(ctx, self.steps(ctx), options)

@@ -38,6 +38,12 @@ _ASSIGNMENT = re.compile(
 # Values shorter than this are not masked on their own (they would mask ordinary words);
 # they are still masked as URL passwords and as values of secret-looking keys.
 _MIN_MASKED_LENGTH = 6
+_GENERATED_LENGTH = 16
+
+
+def looks_generated(value: str) -> bool:
+    """A token, key or password as tools generate them: 16+ characters without spaces."""
+    return len(value) >= _GENERATED_LENGTH and not any(c.isspace() for c in value)
 
 
 def is_secret_key(key: str) -> bool:
@@ -60,10 +66,11 @@ class Masker:
     def add_env(self, env: Mapping[str, str], *, all_values: bool = False) -> None:
         """Register the secret values of an environment mapping.
 
-        Keys named like secrets always count; ``all_values`` counts every value (an env file's).
+        Keys named like secrets always count, and so do values that look like generated secrets
+        (long, no spaces) whatever their key; ``all_values`` counts every value.
         """
         for key, value in env.items():
-            if all_values or is_secret_key(key):
+            if all_values or is_secret_key(key) or looks_generated(value):
                 self.add(value)
             for match in _URL_PASSWORD.finditer(value):
                 self.add(match.group("pw"))

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
-from shipyard.errors import LockHeld, StateError
+from shipyard.errors import LockHeld, ShipyardError, StateError
 from shipyard.hosts import Host
 
 __all__ = [
@@ -151,47 +155,147 @@ class StateStore:
         line = json.dumps(asdict(entry), separators=(",", ":")) + "\n"
         self.host.put(self.path("history.jsonl"), existing + line.encode(), mode=0o600)
 
+    # -- deployment logs -------------------------------------------------------------------------
+    def log_ids(self) -> list[str]:
+        """Deployment ids with a log on the host, oldest first (ids start with a UTC timestamp)."""
+        result = self.host.run(["ls", "-1", str(self.path("logs"))], check=False)
+        return sorted(
+            name.removesuffix(".jsonl") for name in result.stdout.split() if name.endswith(".jsonl")
+        )
+
+    def log(self, deployment_id: str) -> str | None:
+        data = self.host.get(self.path("logs", f"{deployment_id}.jsonl"))
+        return data.decode() if data is not None else None
+
     # -- lock --------------------------------------------------------------------------------------------
-    def lock(self, deployment_id: str, operation: str) -> Lock:
-        return Lock(self, deployment_id, operation)
+    def lock(self, deployment_id: str, operation: str, *, ttl: float = 60.0) -> Lock:
+        return Lock(self, deployment_id, operation, ttl=ttl)
 
 
 class Lock:
-    """One operation at a time per app and environment: an atomic ``mkdir`` on the host."""
+    """One operation at a time per app and environment, on the target host.
 
-    def __init__(self, store: StateStore, deployment_id: str, operation: str) -> None:
+    Taking it is an atomic ``mkdir``. The holder records who it is (deployment id, user@machine,
+    pid, start) and heartbeats every ``ttl / 4`` seconds from a background thread; a lock whose
+    heartbeat is older than ``ttl`` is stale and may be taken over. A takeover first renames the
+    stale lock to a name derived from its owner's id — ``rename`` onto an existing name fails, so
+    of two takers that saw the same stale lock exactly one wins — then takes the lock afresh.
+    Only the holder releases it; ``break_lock`` is the operator's ``--force``.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        deployment_id: str,
+        operation: str,
+        *,
+        ttl: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
         self.dir = store.path("lock")
-        self.owner = {
+        self.ttl = ttl
+        self.clock = clock
+        self.owner: dict[str, Any] = {
             "deployment_id": deployment_id,
             "operation": operation,
             "by": deployer(),
+            "pid": os.getpid(),
             "started_at": now_iso(),
         }
         self.held = False
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
 
-    def acquire(self) -> None:
-        host = self.store.host
-        host.run(["mkdir", "-p", "-m", "0700", str(self.store.root)])
-        result = host.run(["mkdir", "-m", "0700", str(self.dir)], check=False)
-        if not result.ok:
-            owner = self.holder() or {}
-            raise LockHeld(
-                f"{owner.get('operation', 'an operation')} in progress by {owner.get('by', '?')} "
-                f"since {owner.get('started_at', '?')} (id {owner.get('deployment_id', '?')})",
-                hint="wait for it to finish; if it died, `shipyard lock release ENV --force`",
-            )
-        host.put(self.dir / "owner.json", json.dumps(self.owner).encode(), mode=0o600)
-        self.held = True
-
+    # -- inspection ------------------------------------------------------------------------------
     def holder(self) -> dict[str, Any] | None:
         data = self.store.host.get(self.dir / "owner.json")
-        return json.loads(data) if data else None
+        if not data:
+            return None
+        try:
+            owner: dict[str, Any] = json.loads(data)
+        except json.JSONDecodeError:
+            return None
+        return owner
+
+    def is_stale(self, owner: dict[str, Any] | None) -> bool:
+        if owner is None:
+            return True  # a lock directory without an owner record: its taker died at once
+        return self.clock() - float(owner.get("heartbeat", 0)) > float(owner.get("ttl", self.ttl))
+
+    @staticmethod
+    def describe(owner: dict[str, Any] | None) -> str:
+        if owner is None:
+            return "an operation whose owner record is missing"
+        return (
+            f"{owner.get('operation', 'an operation')} by {owner.get('by', '?')} (pid {owner.get('pid', '?')}) "
+            f"since {owner.get('started_at', '?')} (id {owner.get('deployment_id', '?')})"
+        )
+
+    # -- taking and giving back ----------------------------------------------------------------------
+    def _write_owner(self) -> None:
+        record = {**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}
+        self.store.host.put(self.dir / "owner.json", json.dumps(record).encode(), mode=0o600)
+
+    def try_acquire(self) -> bool:
+        host = self.store.host
+        host.run(["mkdir", "-p", "-m", "0700", str(self.store.root)])
+        if not host.run(["mkdir", "-m", "0700", str(self.dir)], check=False).ok:
+            owner = self.holder()
+            if not self.is_stale(owner):
+                return False
+            stale_id = (owner or {}).get("deployment_id", "unknown")
+            graveyard = self.store.path(f"lock.stale-{stale_id}")
+            if not host.run(["mv", "-T", str(self.dir), str(graveyard)], check=False).ok:
+                return False  # another taker won the takeover
+            host.run(["rm", "-rf", str(graveyard)], check=False)
+            if not host.run(["mkdir", "-m", "0700", str(self.dir)], check=False).ok:
+                return False
+            self.owner["took_over_from"] = stale_id
+        self._write_owner()
+        self.held = True
+        self._stop.clear()
+        self._beat = threading.Thread(target=self._heartbeat, name="shipyard-lock", daemon=True)
+        self._beat.start()
+        return True
+
+    def acquire(self, *, wait: float = 0.0, poll: float = 1.0) -> None:
+        deadline = time.monotonic() + wait
+        while not self.try_acquire():
+            if time.monotonic() >= deadline:
+                raise LockHeld(
+                    f"deployment in progress: {self.describe(self.holder())}",
+                    hint="wait for it (--wait), or if it died: `shipyard lock status ENV`, then "
+                    "`shipyard lock release ENV --force`",
+                )
+            time.sleep(poll)
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(self.ttl / 4):
+            owner = self.holder()
+            if owner is None or owner.get("deployment_id") != self.owner["deployment_id"]:
+                return  # the lock was broken (--force): never write into someone else's lock
+            try:
+                self._write_owner()
+            except ShipyardError:
+                continue
 
     def release(self) -> None:
-        if self.held:
+        if not self.held:
+            return
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=30)
+        owner = self.holder()
+        if owner is not None and owner.get("deployment_id") == self.owner["deployment_id"]:
             self.store.host.run(["rm", "-rf", str(self.dir)], check=False)
-            self.held = False
+        self.held = False
+
+    def break_lock(self) -> dict[str, Any] | None:
+        """Remove whatever lock is there (the operator's ``--force``); returns whose it was."""
+        owner = self.holder()
+        self.store.host.run(["rm", "-rf", str(self.dir)], check=False)
+        return owner
 
     def __enter__(self) -> Lock:
         self.acquire()

@@ -1,0 +1,89 @@
+"""CI-verified commits: a commit may be deployed only when its CI passed (FR-025).
+
+Reads GitHub's combined commit status and the check runs of the commit. Passing means: at least
+one status or check run exists, the combined status (if any) is ``success``, and every check run
+completed as success, neutral or skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from shipyard.config import GitHubSection
+from shipyard.errors import ShipyardError
+
+_PASSING_CONCLUSIONS = {"success", "neutral", "skipped"}
+
+
+class CiNotPassed(ShipyardError):
+    """The commit's CI has failed, is still running, or never ran."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    state: str  # success, failure, pending, …
+
+    @property
+    def ok(self) -> bool:
+        return self.state in _PASSING_CONCLUSIONS
+
+
+def ci_checks(github: GitHubSection, token: str | None, commit: str) -> list[Check]:
+    """Every status context and check run GitHub reports for ``commit``."""
+    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    base = f"{github.api_url.rstrip('/')}/repos/{github.repository}/commits/{commit}"
+    with httpx.Client(headers=headers, timeout=github.timeout) as client:
+        status = _get(client, f"{base}/status")
+        runs = _get(client, f"{base}/check-runs?per_page=100")
+    checks = [
+        Check(str(s.get("context", "?")), str(s.get("state", "?")))
+        for s in status.get("statuses", [])
+    ]
+    for run in runs.get("check_runs", []):
+        state = str(run.get("conclusion") or run.get("status") or "?")
+        checks.append(Check(str(run.get("name", "?")), state))
+    return checks
+
+
+def _get(client: httpx.Client, url: str) -> dict[str, Any]:
+    try:
+        response = client.get(url)
+    except httpx.HTTPError as exc:
+        raise CiNotPassed(
+            f"cannot read CI results from {url.split('/repos/', maxsplit=1)[0]}: {exc}"
+        ) from exc
+    if response.status_code in (401, 403, 404):
+        raise CiNotPassed(
+            f"GitHub answered {response.status_code} for {url.split('?', maxsplit=1)[0]}",
+            hint="check deploy.github.repository and that the token (deploy.github.token_env) can read statuses and checks",
+        )
+    if response.status_code >= 400:  # noqa: PLR2004
+        raise CiNotPassed(
+            f"GitHub answered {response.status_code} for {url.split('?', maxsplit=1)[0]}"
+        )
+    data = response.json()
+    return data if isinstance(data, dict) else {}
+
+
+def require_ci(github: GitHubSection, token: str | None, commit: str) -> str:
+    """Raise ``CiNotPassed`` unless ``commit`` passed CI; returns a summary."""
+    checks = ci_checks(github, token, commit)
+    if not checks:
+        raise CiNotPassed(
+            f"commit {commit[:7]} has no CI results on {github.repository}",
+            hint="push it and wait for CI, or deploy a commit that passed",
+        )
+    failing = [c for c in checks if not c.ok]
+    if failing:
+        listed = ", ".join(f"{c.name}: {c.state}" for c in failing)
+        raise CiNotPassed(
+            f"commit {commit[:7]} has not passed CI ({listed})",
+            hint="wait for pending checks, or fix the failing ones",
+        )
+    return f"{len(checks)} check(s) passed for {commit[:7]}"

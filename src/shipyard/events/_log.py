@@ -1,0 +1,36 @@
+"""The deployment log: every event of one operation as JSON lines, kept locally and on the host."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+from shipyard.events._event import Event
+from shipyard.hosts import Host
+
+
+class DeploymentLog:
+    """A sink writing ``<id>.jsonl`` locally as events arrive, and copying it to the host on close.
+
+    Events arrive masked (the bus masks them); lines are ``json.dumps`` output, so quotes and
+    newlines in messages stay valid JSON. Nothing is written for a command that emitted no events.
+    """
+
+    def __init__(self, local: Path, host: Host, remote: PurePosixPath) -> None:
+        self.local = local
+        self.host = host
+        self.remote = remote
+        self._lines: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        line = event.to_json() + "\n"
+        if not self._lines:
+            self.local.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lines.append(line)
+        fd = os.open(self.local, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as handle:
+            handle.write(line)
+
+    def close(self) -> None:
+        if self._lines:
+            self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
