@@ -41,12 +41,21 @@ class FakeHost:
             if path in self.files or any(f.startswith(path + "/") for f in self.files):
                 return CommandResult(tuple(command), 1, "", "File exists")
             self.files[path] = (b"", 0o700)
+        if command[:2] == ["mv", "-T"]:
+            source, target = command[2], command[3]
+            if self._exists(target) or not self._exists(source):
+                return CommandResult(tuple(command), 1, "", "cannot move")
+            for name in [f for f in self.files if f == source or f.startswith(source + "/")]:
+                self.files[target + name[len(source) :]] = self.files.pop(name)
         if command[:2] == ["rm", "-rf"]:
             for name in [
                 f for f in self.files if f == command[2] or f.startswith(command[2] + "/")
             ]:
                 del self.files[name]
         return CommandResult(tuple(command), 0, "", "")
+
+    def _exists(self, path: str) -> bool:
+        return any(f == path or f.startswith(path + "/") for f in self.files)
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
         self.files[str(path)] = (data, mode)

@@ -175,11 +175,12 @@ class StateStore:
 class Lock:
     """One operation at a time per app and environment, on the target host.
 
-    Taking it is an atomic ``mkdir``. The holder records who it is (deployment id, user@machine,
-    pid, start) and heartbeats every ``ttl / 4`` seconds from a background thread; a lock whose
-    heartbeat is older than ``ttl`` is stale and may be taken over. A takeover first renames the
-    stale lock to a name derived from its owner's id — ``rename`` onto an existing name fails, so
-    of two takers that saw the same stale lock exactly one wins — then takes the lock afresh.
+    Taking it is one atomic ``rename`` of a private directory that already holds the owner record
+    (deployment id, user@machine, pid, start, heartbeat) onto ``lock``: it fails when a lock
+    exists, so a lock is never seen without its owner. The holder heartbeats every ``ttl / 4``
+    seconds from a background thread; a lock whose heartbeat is older than ``ttl`` is stale. A
+    takeover renames the stale lock to ``lock.stale-<its id>``, which is kept: a second taker that
+    saw the same stale lock then finds that name taken and loses, so exactly one taker wins.
     Only the holder releases it; ``break_lock`` is the operator's ``--force``.
     """
 
@@ -220,7 +221,7 @@ class Lock:
 
     def is_stale(self, owner: dict[str, Any] | None) -> bool:
         if owner is None:
-            return True  # a lock directory without an owner record: its taker died at once
+            return False  # unreadable: only the operator can judge (`lock release --force`)
         return self.clock() - float(owner.get("heartbeat", 0)) > float(owner.get("ttl", self.ttl))
 
     @staticmethod
@@ -237,10 +238,22 @@ class Lock:
         record = {**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}
         self.store.host.put(self.dir / "owner.json", json.dumps(record).encode(), mode=0o600)
 
+    def _claim(self) -> bool:
+        """Rename a directory holding our owner record onto ``lock``; False if a lock exists."""
+        host = self.store.host
+        pending = self.store.path(f"lock.new-{self.owner['deployment_id']}")
+        host.run(["rm", "-rf", str(pending)], check=False)
+        record = {**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}
+        host.put(pending / "owner.json", json.dumps(record).encode(), mode=0o600)
+        if host.run(["mv", "-T", str(pending), str(self.dir)], check=False).ok:
+            return True
+        host.run(["rm", "-rf", str(pending)], check=False)
+        return False
+
     def try_acquire(self) -> bool:
         host = self.store.host
         host.run(["mkdir", "-p", "-m", "0700", str(self.store.root)])
-        if not host.run(["mkdir", "-m", "0700", str(self.dir)], check=False).ok:
+        if not self._claim():
             owner = self.holder()
             if not self.is_stale(owner):
                 return False
@@ -248,11 +261,9 @@ class Lock:
             graveyard = self.store.path(f"lock.stale-{stale_id}")
             if not host.run(["mv", "-T", str(self.dir), str(graveyard)], check=False).ok:
                 return False  # another taker won the takeover
-            host.run(["rm", "-rf", str(graveyard)], check=False)
-            if not host.run(["mkdir", "-m", "0700", str(self.dir)], check=False).ok:
-                return False
             self.owner["took_over_from"] = stale_id
-        self._write_owner()
+            if not self._claim():
+                return False
         self.held = True
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="shipyard-lock", daemon=True)

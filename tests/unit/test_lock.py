@@ -1,0 +1,123 @@
+"""The deploy lock: atomic, heartbeated, stale takeover with exactly one winner."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from shipyard.errors import LockHeld
+from shipyard.hosts import LocalHost
+from shipyard.state import Lock, StateStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(LocalHost(), PurePosixPath(tmp_path / "state"))
+
+
+def test_second_taker_is_refused_with_the_owner(store: StateStore) -> None:
+    first = Lock(store, "d1", "deploy", ttl=60)
+    first.acquire()
+    with pytest.raises(LockHeld) as caught:
+        Lock(store, "d2", "deploy", ttl=60).acquire()
+    assert "d1" in caught.value.message
+    assert "deploy by" in caught.value.message
+    first.release()
+    Lock(store, "d3", "deploy", ttl=60).acquire()
+
+
+def test_owner_record_has_identity_and_heartbeat(store: StateStore) -> None:
+    lock = Lock(store, "d1", "rollback", ttl=60)
+    lock.acquire()
+    owner = json.loads(Path(store.path("lock", "owner.json")).read_text())
+    assert {"deployment_id", "operation", "by", "pid", "started_at", "heartbeat", "ttl"} <= set(
+        owner
+    )
+    assert owner["operation"] == "rollback"
+    lock.release()
+    assert not Path(store.path("lock")).exists()
+
+
+def test_stale_lock_is_taken_over(store: StateStore) -> None:
+    clock = Clock()
+    dead = Lock(store, "dead", "deploy", ttl=10, clock=clock)
+    assert dead.try_acquire()
+    dead._stop.set()  # the holder died: no more heartbeats
+    clock.now += 11
+    taker = Lock(store, "alive", "deploy", ttl=10, clock=clock)
+    assert taker.try_acquire()
+    assert taker.holder()["deployment_id"] == "alive"  # type: ignore[index]
+    assert taker.owner["took_over_from"] == "dead"
+    taker.release()
+
+
+def test_fresh_lock_is_not_taken_over(store: StateStore) -> None:
+    clock = Clock()
+    holder = Lock(store, "holder", "deploy", ttl=10, clock=clock)
+    assert holder.try_acquire()
+    clock.now += 5
+    assert not Lock(store, "other", "deploy", ttl=10, clock=clock).try_acquire()
+    holder.release()
+
+
+def test_two_takers_of_one_stale_lock_never_both_win(store: StateStore) -> None:
+    for round_ in range(20):
+        clock = Clock()
+        dead = Lock(store, f"dead{round_}", "deploy", ttl=10, clock=clock)
+        assert dead.try_acquire()
+        dead._stop.set()
+        clock.now += 11
+        takers = [Lock(store, f"t{round_}-{i}", "deploy", ttl=10, clock=clock) for i in range(4)]
+        outcomes: list[tuple[Lock, bool]] = []
+        barrier = threading.Barrier(len(takers))
+
+        def take(
+            lock: Lock,
+            barrier: threading.Barrier = barrier,
+            outcomes: list[tuple[Lock, bool]] = outcomes,
+        ) -> None:
+            barrier.wait()
+            outcomes.append((lock, lock.try_acquire()))
+
+        threads = [threading.Thread(target=take, args=(t,)) for t in takers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        winners = [lock for lock, ok in outcomes if ok]
+        assert len(winners) == 1, [ok for _, ok in outcomes]
+        winner = winners[0]
+        assert store.lock("x", "y").holder()["deployment_id"] == winner.owner["deployment_id"]  # type: ignore[index]
+        winner.release()
+
+
+def test_release_never_removes_someone_elses_lock(store: StateStore) -> None:
+    clock = Clock()
+    first = Lock(store, "first", "deploy", ttl=10, clock=clock)
+    assert first.try_acquire()
+    first._stop.set()
+    clock.now += 11
+    second = Lock(store, "second", "deploy", ttl=10, clock=clock)
+    assert second.try_acquire()
+    first.release()  # the slow first holder comes back and lets go
+    assert second.holder()["deployment_id"] == "second"  # type: ignore[index]
+    second.release()
+
+
+def test_break_lock_reports_whose_it_was(store: StateStore) -> None:
+    held = Lock(store, "held", "deploy", ttl=60)
+    held.acquire()
+    broken = Lock(store, "op", "release").break_lock()
+    assert broken is not None and broken["deployment_id"] == "held"
+    assert Lock(store, "next", "deploy").try_acquire()
