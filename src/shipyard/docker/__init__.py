@@ -186,6 +186,10 @@ class Docker:
         finally:
             self._run(["rm", "--force", created], check=False, timeout=120)
 
+    def remove_image(self, ref: str) -> None:
+        """Remove an image; an image still used by a container stays (docker refuses)."""
+        self._run(["image", "rm", ref], check=False, timeout=120)
+
     def tag(self, source: str, target: str) -> None:
         self._run(["tag", source, target], timeout=60)
 

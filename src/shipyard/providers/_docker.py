@@ -232,10 +232,14 @@ class DockerSteps:
             except ShipyardError as exc:
                 raise DeployFailed("start", f"slot {slot} did not start: {exc.message}") from exc
             return f"{container} restarted ({release.image})"
-        self._write(
-            self.layout.slot_env(slot),
-            env_file_text(app_env(self.config, self.names), source="app env"),
-        )
+        # A release runs with the environment it was first deployed with: a rollback brings back
+        # exactly that, not whatever the config says today.
+        saved = self.layout.release_env(release.id)
+        env = self.host.get(saved)
+        if env is None:
+            env = env_file_text(app_env(self.config, self.names), source="app env").encode()
+            self.host.put(saved, env, mode=0o600)
+        self.host.put(self.layout.slot_env(slot), env, mode=0o600)
         compose = render_slot(
             self.config,
             self.names,
@@ -437,8 +441,9 @@ class DockerSteps:
     def prune(self, dropped: list[Release], kept: list[Release]) -> None:
         in_use = {r.image_id for r in kept} | {r.image for r in kept}
         for release in dropped:
+            self.host.run(["rm", "-f", str(self.layout.release_env(release.id))], check=False)
             if release.image_id not in in_use and release.image not in in_use:
-                self.docker._run(["image", "rm", release.image], check=False, timeout=120)
+                self.docker.remove_image(release.image)
 
 
 class DockerProvider:

@@ -107,6 +107,10 @@ class Layout:
     def slot_env(self, slot: str) -> PurePosixPath:
         return self.root / "slots" / slot / "app.env"
 
+    def release_env(self, release_id: str) -> PurePosixPath:
+        """The app environment a release was deployed with (0600; reused by rollbacks)."""
+        return self.root / "releases" / f"{release_id}.env"
+
     def migrations(self, release_id: str) -> PurePosixPath:
         return self.root / "migrations" / release_id
 

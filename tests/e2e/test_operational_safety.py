@@ -1,0 +1,334 @@
+"""Lock, deployment logs, secrets, plan, git refs and CI-verified commits, on the real engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+import httpx
+
+from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port, git
+
+
+def _short(app: AppUnderTest, **deploy: Any) -> None:
+    def change(document: Any) -> None:
+        document["deploy"]["watch"] = "1s"
+        document["deploy"].update(deploy)
+
+    app.edit(change)
+    app.commit("settings")
+
+
+def _popen(app: AppUnderTest, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shipyard", *args],
+        cwd=app.dir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_ten_concurrent_deploys_one_proceeds(app: AppUnderTest) -> None:
+    _short(app)
+    processes = [_popen(app, "deploy", "development") for _ in range(10)]
+    outcomes = []
+    for process in processes:
+        started = time.monotonic()
+        _out, err = process.communicate(timeout=600)
+        outcomes.append((process.returncode, err, time.monotonic() - started))
+    codes = sorted(code for code, _, _ in outcomes)
+    assert codes == [0] + [4] * 9, [(c, e[-300:]) for c, e, _ in outcomes]
+    for code, err, _ in outcomes:
+        if code == 4:
+            assert "deployment in progress: deploy by" in err
+            assert " (id " in err
+    assert httpx.get(app.url("/health"), timeout=10).status_code == 200
+
+
+def test_killed_deploy_leaves_service_up_and_next_deploy_recovers(app: AppUnderTest) -> None:
+    _short(app, lock_ttl="4s")
+    assert app.shipyard("deploy", "development").returncode == 0
+    serving = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
+
+    def slow(document: Any) -> None:
+        document["app"]["env"]["TEST_STARTUP_DELAY"] = "20s"
+
+    app.edit(slow)
+    app.commit("slow to start")
+    earlier = _logs(app)
+    victim = _popen(app, "deploy", "development")
+    lock_file = Path(app.state_dir) / app.name / "development" / "lock" / "owner.json"
+    deadline = time.monotonic() + 120
+    while "health" not in _phases_started(app, earlier) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert lock_file.exists()
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=30)
+
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == serving
+    blocked = app.shipyard("deploy", "development")  # heartbeat still fresh: refused
+    assert blocked.returncode == 4, blocked.stderr
+
+    def fast(document: Any) -> None:
+        document["app"]["env"].pop("TEST_STARTUP_DELAY")
+
+    app.edit(fast)
+    fixed = app.commit("fixed")
+    time.sleep(5)  # let the killed deploy's lock go stale (lock_ttl 4s)
+    recovered = app.shipyard("deploy", "development")
+    assert recovered.returncode == 0, recovered.stderr
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == fixed
+    running = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            f"label=org.shipyard.app={app.name}",
+            "--filter",
+            "label=org.shipyard.role=app",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert running == [f"{app.name}-development-live"]
+
+
+def _logs(app: AppUnderTest) -> set[Path]:
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return set((base / "shipyard" / "logs" / app.name / "development").glob("*.jsonl"))
+
+
+def _phases_started(app: AppUnderTest, earlier: set[Path]) -> set[str]:
+    """Phases started by deploys that began after ``earlier`` was listed."""
+    found: set[str] = set()
+    for path in _logs(app) - earlier:
+        for line in path.read_text().splitlines():
+            event = json.loads(line)
+            if event["kind"] == "phase.started":
+                found.add(event["phase"])
+    return found
+
+
+def test_plan_lists_actions_and_changes_nothing(app: AppUnderTest) -> None:
+    _short(app)
+    before = engine_snapshot()
+    state = Path(app.state_dir)
+    first = app.shipyard("plan", "development", "--json")
+    assert first.returncode == 0, first.stderr
+    actions = json.loads(first.stdout)
+    phases = [a["phase"] for a in actions]
+    assert phases[:1] == ["build"]
+    assert "migrate" in phases and "switch" in phases
+    assert engine_snapshot() == before
+    assert not state.exists() or not any(state.rglob("*"))
+
+    assert app.shipyard("deploy", "development").returncode == 0
+    app.commit("next")
+    before = engine_snapshot()
+    files = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
+    second = app.shipyard("plan", "development", "--json")
+    assert second.returncode == 0, second.stderr
+    text = " ".join(a["action"] for a in json.loads(second.stdout))
+    assert "start slot green" in text
+    assert "drain and stop slot blue" in text
+    assert "migration" not in text  # nothing pending
+    assert engine_snapshot() == before
+    assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == files
+
+
+def test_deploy_ref_builds_that_ref_without_touching_the_checkout(app: AppUnderTest) -> None:
+    _short(app)
+    tagged = app.commit("release")
+    git(app.dir, "tag", "v1.4.0")
+    app.commit("later work")
+    (app.dir / "README.md").write_text("uncommitted edit\n")
+    head_before = git(app.dir, "rev-parse", "HEAD")
+
+    result = app.shipyard("deploy", "development", "--ref", "v1.4.0")
+    assert result.returncode == 0, result.stderr
+    version = httpx.get(app.url("/version"), timeout=10).json()
+    assert version["git_commit"] == tagged
+    assert version["version"] == "1.4.0"
+    assert git(app.dir, "rev-parse", "HEAD") == head_before
+    assert (app.dir / "README.md").read_text() == "uncommitted edit\n"
+    assert "shipyard-ref-" not in git(app.dir, "worktree", "list")
+
+    bad = app.shipyard("deploy", "development", "--ref", "no-such-branch")
+    assert bad.returncode != 0
+    assert "not a branch, tag or commit" in bad.stderr
+
+
+class FakeGitHub(BaseHTTPRequestHandler):
+    """A stand-in for GitHub's REST API (GitHub is not reachable here): commit statuses and checks."""
+
+    results: ClassVar[dict[str, tuple[list[dict[str, str]], list[dict[str, str]]]]] = {}
+    seen_auth: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        FakeGitHub.seen_auth.append(self.headers.get("Authorization", ""))
+        parts = self.path.split("?")[0].strip("/").split("/")
+        # repos/{owner}/{repo}/commits/{sha}/(status|check-runs)
+        sha, kind = parts[4], parts[5]
+        statuses, runs = self.results.get(sha, ([], []))
+        body = (
+            {"state": "success", "statuses": statuses} if kind == "status" else {"check_runs": runs}
+        )
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_require_ci_refuses_commits_that_did_not_pass(app: AppUnderTest) -> None:
+    port = free_port()
+    server = ThreadingHTTPServer(("127.0.0.1", port), FakeGitHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env_file = app.dir / ".env.development"
+        env_file.write_text(env_file.read_text() + "GITHUB_TOKEN=ghp_canarytoken0123456789abcdef\n")
+        _short(
+            app,
+            require_ci=True,
+            github={"repository": "togather/server", "api_url": f"http://127.0.0.1:{port}"},
+        )
+        commit = git(app.dir, "rev-parse", "HEAD")
+        FakeGitHub.results[commit] = (
+            [{"context": "lint", "state": "success"}],
+            [{"name": "tests", "status": "completed", "conclusion": "failure"}],
+        )
+        before = engine_snapshot()
+        refused = app.shipyard("deploy", "development")
+        assert refused.returncode == 6, refused.stderr
+        assert "has not passed CI (tests: failure)" in refused.stderr
+        assert engine_snapshot() == before
+        assert FakeGitHub.seen_auth[-1] == "Bearer ghp_canarytoken0123456789abcdef"
+        assert "ghp_canarytoken" not in refused.stderr + refused.stdout
+
+        FakeGitHub.results[commit] = (
+            [{"context": "lint", "state": "success"}],
+            [{"name": "tests", "status": "completed", "conclusion": "success"}],
+        )
+        allowed = app.shipyard("deploy", "development")
+        assert allowed.returncode == 0, allowed.stderr
+        assert "2 check(s) passed" in allowed.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_deployment_logs_are_kept_locally_and_on_the_host(app: AppUnderTest) -> None:
+    _short(app)
+    assert app.shipyard("deploy", "development").returncode == 0
+
+    def broken(document: Any) -> None:
+        document["app"]["env"]["TEST_UNHEALTHY"] = "1"
+        document["health"]["start_timeout"] = "3s"
+
+    app.edit(broken)
+    app.commit("broken")
+    failed = app.shipyard("deploy", "development", "--json")
+    assert failed.returncode == 6
+    events = [json.loads(line) for line in failed.stdout.splitlines()]
+    deployment = events[0]["deployment_id"]
+
+    shown = app.shipyard("logs", "development")
+    assert shown.returncode == 0, shown.stderr
+    lines = [json.loads(line) for line in shown.stdout.splitlines()]  # every line valid JSON
+    assert {e["deployment_id"] for e in lines} == {deployment}
+    final = next(e for e in lines if e["kind"] == "deploy.failed")
+    assert final["data"]["completed"][:3] == ["validate", "lock", "version"]
+    assert "health" not in final["data"]["completed"]
+    on_host = Path(app.state_dir) / app.name / "development" / "logs" / f"{deployment}.jsonl"
+    assert on_host.read_text() == shown.stdout
+    assert oct(on_host.stat().st_mode & 0o777) == "0o600"
+
+    app_log = app.shipyard("logs", "development", "--app", "--tail", "20")
+    assert app_log.returncode == 0
+    assert '"msg"' in app_log.stdout  # the Go server's JSON log lines
+
+
+def test_secret_canaries_never_leak(app: AppUnderTest) -> None:
+    token = os.urandom(6).hex()
+    canaries = {
+        "POSTGRES_PASSWORD": f"pg-canary-{token}",
+        "JWT_SECRET": f"jwt-canary-{token}-0123456789abcdef0123456789",
+        "CSRF_KEY": f"csrf-canary-{token}-0123456789abcdef012345678",
+        "PAYMENT_API_TOKEN": f"tok-canary-{token}",
+        "SMTP_URL": f"smtp://mailer:smtp-canary-{token}@mail.invalid:587",
+    }
+    env_file = app.dir / ".env.development"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in canaries.items()))
+    _short(app)
+    outputs: list[str] = []
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        result = app.shipyard(*args)
+        outputs.extend([result.stdout, result.stderr])
+        return result
+
+    assert run("check", "development").returncode == 0
+    assert run("plan", "development").returncode == 0
+    assert run("deploy", "development", "--json").returncode == 0
+    assert run("deploy", "development").returncode == 0
+
+    def broken(document: Any) -> None:
+        document["app"]["env"]["TEST_FAIL_STARTUP"] = "1"
+
+    app.edit(broken)
+    app.commit("fails")
+    assert run("deploy", "development", "--json").returncode == 6
+    assert run("rollback", "development").returncode == 0
+    assert run("status", "development", "--json").returncode == 0
+    assert run("history", "development", "--json").returncode == 0
+    assert run("logs", "development").returncode == 0
+    assert run("render", "development").returncode == 0
+
+    secrets = [
+        f"pg-canary-{token}",
+        f"jwt-canary-{token}",
+        f"csrf-canary-{token}",
+        f"tok-canary-{token}",
+        f"smtp-canary-{token}",
+    ]
+    for text in outputs:
+        for secret in secrets:
+            assert secret not in text, f"{secret} leaked into command output"
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    files = [p for p in (base / "shipyard" / "logs" / app.name).rglob("*") if p.is_file()]
+    files += [p for p in Path(app.state_dir).rglob("*") if p.is_file()]
+    env_files = [p for p in files if p.suffix == ".env"]
+    assert env_files, "the stack's env files are on the host"
+    for path in env_files:  # the one place secrets live: env files for the containers, 0600
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+    checked = [p for p in files if p.suffix != ".env"]
+    assert any(p.name == "history.jsonl" for p in checked)
+    assert any(p.suffix == ".jsonl" and "logs" in p.parts for p in checked)
+    for path in checked:
+        content = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in content, f"{secret} leaked into {path}"
+    # argv of every process on the machine right now (a deploy passes secrets only in files)
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        for secret in secrets:
+            assert secret not in argv
