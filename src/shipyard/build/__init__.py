@@ -60,12 +60,15 @@ class Image:
     reused: bool = False
 
 
-def read_version(local: Host, directory: Path, *, allow_dirty: bool, now: datetime | None = None) -> VersionInfo:
+def read_version(
+    local: Host, directory: Path, *, allow_dirty: bool, now: datetime | None = None
+) -> VersionInfo:
     """Version of the source in ``directory``: the exact git tag, else ``0.0.0+<short sha>``.
 
     A tree with uncommitted changes (under ``directory``) is refused unless ``allow_dirty``; the
     version then ends in ``.dirty``.
     """
+
     def git(*args: str) -> str:
         return local.run(["git", "-C", str(directory), *args], timeout=60).stdout.strip()
 
@@ -84,7 +87,9 @@ def read_version(local: Host, directory: Path, *, allow_dirty: bool, now: dateti
             f"uncommitted changes in {directory}: {changed}",
             hint="commit them, or deploy with --allow-dirty (the version will say .dirty)",
         )
-    tags = local.run(["git", "-C", str(directory), "tag", "--points-at", "HEAD"], timeout=60).stdout.split()
+    tags = local.run(
+        ["git", "-C", str(directory), "tag", "--points-at", "HEAD"], timeout=60
+    ).stdout.split()
     semver = sorted(m.group("v") for t in tags if (m := _SEMVER_TAG.match(t)))
     version = semver[-1] if semver else f"0.0.0+{commit[:7]}"
     if dirty:
@@ -112,7 +117,9 @@ def _labels(config: Config, version: VersionInfo) -> dict[str, str]:
     }
 
 
-def build_image(config: Config, local: Host, version: VersionInfo, *, rebuild: bool = False) -> Image:
+def build_image(
+    config: Config, local: Host, version: VersionInfo, *, rebuild: bool = False
+) -> Image:
     """Build the app image on the operator's engine.
 
     A clean commit that was built before is not built again (same tag, same revision label)
@@ -128,7 +135,9 @@ def build_image(config: Config, local: Host, version: VersionInfo, *, rebuild: b
         and existing.labels.get("org.opencontainers.image.revision") == version.commit
     ):
         built = existing.labels.get("org.opencontainers.image.created", version.build_date)
-        return Image(tag=tag, id=existing.id, version=replace(version, build_date=built), reused=True)
+        return Image(
+            tag=tag, id=existing.id, version=replace(version, build_date=built), reused=True
+        )
     spec = config.build
     try:
         if isinstance(spec, GoBuild):
@@ -154,12 +163,24 @@ def _go_build(
 ) -> None:
     source = config.resolve(spec.context)
     if not (source / "go.mod").is_file():
-        raise BuildError(f"{source} has no go.mod", hint="build.context must point at the Go module")
+        raise BuildError(
+            f"{source} has no go.mod", hint="build.context must point at the Go module"
+        )
     arch = docker.info().architecture
-    ldflags = ["-s", "-w"] + [f"-X={name}={version.fill(value)}" for name, value in spec.ldflags.items()]
+    ldflags = ["-s", "-w"] + [
+        f"-X={name}={version.fill(value)}" for name, value in spec.ldflags.items()
+    ]
     with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
         context = Path(tmp)
-        argv = ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags), "-o", str(context / spec.binary)]
+        argv = [
+            "go",
+            "build",
+            "-trimpath",
+            "-ldflags",
+            " ".join(ldflags),
+            "-o",
+            str(context / spec.binary),
+        ]
         if spec.tags:
             argv += ["-tags", ",".join(spec.tags)]
         try:
@@ -170,7 +191,9 @@ def _go_build(
                 timeout=1800,
             )
         except HostUnreachable as exc:
-            raise BuildError("the Go toolchain (`go`) is not installed", hint="install Go ≥ 1.22") from exc
+            raise BuildError(
+                "the Go toolchain (`go`) is not installed", hint="install Go ≥ 1.22"
+            ) from exc
         lines = ["FROM scratch"]
         if _CA_BUNDLE.is_file():
             shutil.copy(_CA_BUNDLE, context / "ca-certificates.crt")
