@@ -22,6 +22,7 @@ from shipyard.config._models import (
     MigrationsSection,
     PostgresCheck,
     ProxySection,
+    SnapshotsSection,
     TcpCheck,
     parse_duration,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "MigrationsSection",
     "PostgresCheck",
     "ProxySection",
+    "SnapshotsSection",
     "TcpCheck",
     "json_schema",
     "load_config",

@@ -21,6 +21,7 @@ from shipyard.config._models import (
     MigrationsSection,
     PostgresCheck,
     ProxySection,
+    SnapshotsSection,
     TcpCheck,
 )
 
@@ -30,6 +31,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("build (kind: dockerfile)", DockerfileBuild),
     ("database", DatabaseSection),
     ("database.migrations", MigrationsSection),
+    ("database.snapshots", SnapshotsSection),
     ("proxy", ProxySection),
     ("health", HealthSection),
     ("health.checks[] (kind: http)", HttpCheck),
