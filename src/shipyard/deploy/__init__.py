@@ -1,7 +1,7 @@
 """The deploy pipeline: the only part that knows the order of phases.
 
-validate → lock → version → build → deliver → infrastructure → migrate → start → health → switch →
-verify → retire → record → unlock. Before the switch a failure removes the candidate and the live
+validate → lock → version → build → deliver → infrastructure → plan → snapshot (only when migrations
+are pending) → migrate → start → health → switch → verify → retire → record → unlock. Before the switch a failure removes the candidate and the live
 slot never stops serving; from the switch on (the point of no return) a failure switches back to
 the previous slot first. A provider supplies the steps (``DeploySteps``).
 """
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
 from shipyard.build import Image, VersionInfo, build_image, read_version
 from shipyard.config import Config
+from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
 from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, RollbackFailed, ShipyardError
 from shipyard.events import Bus
@@ -80,6 +81,10 @@ class DeploySteps(Protocol):
     def deliver(self, image: Image) -> str: ...
 
     def ensure_infrastructure(self) -> str: ...
+
+    def plan_migrations(self) -> MigrationPlan: ...
+
+    def snapshot(self, release: Release) -> Snapshot: ...
 
     def migrate(self, release: Release) -> int | None: ...
 
@@ -147,13 +152,37 @@ def run_deploy(  # noqa: PLR0915 — the pipeline reads as one linear list of ph
                 created_at=now_iso(),
                 deployed_by=deployer(),
             )
+            plan = phases.run("plan", steps.plan_migrations, summary=lambda p: p.summary())
+            for finding in plan.findings:
+                phases.warn(f"migration lint: {finding}")
+            if plan.snapshot:
+                before = release
+                snapshot = phases.run(
+                    "snapshot",
+                    lambda: steps.snapshot(before),
+                    summary=lambda s: (
+                        f"{s.name} ({s.size} bytes, sha256 {s.sha256[:12]}, verified)"
+                    ),
+                )
+                phases.event(
+                    "snapshot.created",
+                    message=f"snapshot {snapshot.name} before migrating",
+                    data={
+                        "snapshot": snapshot.name,
+                        "size": snapshot.size,
+                        "sha256": snapshot.sha256,
+                    },
+                )
+                release = replace(release, snapshot=snapshot.name)
+            else:
+                phases.skip("snapshot", plan.snapshot_skip)
             planned = release
             migrated = phases.run(
                 "migrate",
                 lambda: steps.migrate(planned),
                 summary=lambda v: f"schema at version {v}" if v is not None else "no migrations",
             )
-            release = Release(**{**release.__dict__, "migration_version": migrated})
+            release = replace(release, migration_version=migrated)
             candidate = release
             phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
             phases.run("start", lambda: steps.start_slot(slot, candidate), summary=str)

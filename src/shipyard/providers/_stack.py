@@ -105,6 +105,15 @@ class Layout:
     def migrations(self, release_id: str) -> PurePosixPath:
         return self.root / "migrations" / release_id
 
+    @property
+    def snapshots(self) -> PurePosixPath:
+        return self.root / "snapshots"
+
+    @property
+    def release_env(self) -> PurePosixPath:
+        """The app's env file for release commands (one-off containers of the new image)."""
+        return self.root / "release" / "app.env"
+
 
 def env_file_text(values: Mapping[str, str], *, source: str) -> str:
     """``KEY=value`` lines read verbatim by ``docker --env-file`` and compose's ``format: raw``."""
