@@ -52,6 +52,7 @@ __all__ = [
     "SnapshotAge",
     "SnapshotError",
     "SnapshotStore",
+    "lint_directory",
     "lint_file",
     "lint_files",
     "lint_sql",
@@ -118,6 +119,12 @@ def local_migration_files(directory: Path) -> dict[int, Path]:
 def local_migration_versions(directory: Path) -> list[int]:
     """Versions of the ``*.up.sql`` files in ``directory``, ascending."""
     return sorted(local_migration_files(directory))
+
+
+def lint_directory(directory: Path, *, after: int | None = None) -> list[Finding]:
+    """Lint the ``*.up.sql`` files of ``directory`` (only those newer than ``after``), in order."""
+    files = local_migration_files(directory)
+    return lint_files(files[v] for v in sorted(files) if after is None or v > after)
 
 
 def migration_url(section: DatabaseSection, host: str) -> str:

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -44,6 +44,9 @@ from shipyard.providers._stack import (
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
 from shipyard.state import Release
+
+if TYPE_CHECKING:
+    from shipyard.providers._database import DatabaseOperations
 
 _MIN_COMPOSE = (2, 24)  # env_file `format: raw`
 
@@ -459,6 +462,12 @@ class DockerProvider:
 
     def steps(self, ctx: OperationContext) -> DockerSteps:
         return DockerSteps(ctx, self.host)
+
+    def database(self, ctx: OperationContext) -> DatabaseOperations:
+        """Snapshot operations (create, list, verify, restore, prune) on this host."""
+        from shipyard.providers._database import DatabaseOperations  # noqa: PLC0415 — cycle
+
+        return DatabaseOperations(self.steps(ctx))
 
     def provision(self, ctx: OperationContext) -> list[str]:
         return [self.steps(ctx).preflight()]
