@@ -200,7 +200,9 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
             "shm_size": "256m",
             "stop_grace_period": "60s",
             "healthcheck": {
-                "test": ["CMD", "pg_isready", "-U", db.user, "-d", db.name],
+                # Over TCP: the image's first-start init server listens on the socket only, so
+                # a socket check passes before the real server is up.
+                "test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", db.user, "-d", db.name],
                 "interval": "2s",
                 "timeout": "5s",
                 "retries": 30,
