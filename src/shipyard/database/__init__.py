@@ -122,9 +122,17 @@ def local_migration_versions(directory: Path) -> list[int]:
 
 
 def lint_directory(directory: Path, *, after: int | None = None) -> list[Finding]:
-    """Lint the ``*.up.sql`` files of ``directory`` (only those newer than ``after``), in order."""
+    """Lint the ``*.up.sql`` files of ``directory`` (only those newer than ``after``), in order.
+
+    Each file is linted on its own: a table created by an earlier file is taken to exist with
+    data (those files were deployed before), unlike ``lint_files`` over the pending ones of a deploy.
+    """
     files = local_migration_files(directory)
-    return lint_files(files[v] for v in sorted(files) if after is None or v > after)
+    findings: list[Finding] = []
+    for version in sorted(files):
+        if after is None or version > after:
+            findings.extend(lint_file(files[version]))
+    return findings
 
 
 def migration_url(section: DatabaseSection, host: str) -> str:
