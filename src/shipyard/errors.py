@@ -9,6 +9,11 @@
     ├── BuildError                the app image could not be built
     ├── LockHeld                  another operation holds the environment's lock
     ├── StateError                the recorded state is missing or unreadable
+    ├── DatabaseError             (shipyard.database) unreachable, missing extension, refused SQL
+    │   └── MigrationError        a migration failed or the schema is dirty
+    │       └── MigrationLintFailed  pending migrations are unsafe and lint is `block`
+    ├── SnapshotError             (shipyard.database) a snapshot could not be taken, verified,
+    │                             found, restored or pruned
     ├── DeployFailed              a deploy failed; the previous version keeps serving
     └── RollbackFailed            restoring the previous version failed: a person must act
 

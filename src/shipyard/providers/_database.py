@@ -7,11 +7,13 @@ slots again and runs the health gate on the live one.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from shipyard.database import RestoreTest, RetentionPlan, Snapshot, SnapshotError, SnapshotStore
 from shipyard.errors import ShipyardError
 from shipyard.providers._docker import DockerSteps
+from shipyard.state import HistoryEntry, deployer, now_iso
 
 
 @dataclass(frozen=True)
@@ -95,16 +97,42 @@ class DatabaseOperations:
         snapshot = self.store.get(name)
         self._running()
         with self.ctx.store.lock(self.ctx.deployment_id, "restore"):
-            self.store.verify(snapshot)
-            safety = self.create(reason=f"pre-restore of {snapshot.name}")
-            stopped = self._stop_slots()
+            started_at, started = now_iso(), time.monotonic()
             try:
-                self.store.restore(snapshot)
-            finally:
-                for container in stopped:
-                    self.steps.docker.start(container)
-            health = self._gate()
+                self.store.verify(snapshot)
+                safety = self.create(reason=f"pre-restore of {snapshot.name}")
+                stopped = self._stop_slots()
+                try:
+                    self.store.restore(snapshot)
+                finally:
+                    for container in stopped:
+                        self.steps.docker.start(container)
+                health = self._gate()
+            except ShipyardError as exc:
+                self._history(snapshot, started_at, started, error=exc.message)
+                raise
+            self._history(snapshot, started_at, started, error=None)
         return RestoreResult(snapshot, safety, stopped, health)
+
+    def _history(
+        self, snapshot: Snapshot, started_at: str, started: float, *, error: str | None
+    ) -> None:
+        current = self.ctx.store.current()
+        self.ctx.store.append_history(
+            HistoryEntry(
+                deployment_id=self.ctx.deployment_id,
+                action="restore",
+                result="failed" if error else "succeeded",
+                version=snapshot.version,
+                commit=snapshot.commit,
+                slot=current.slot if current else "-",
+                started_at=started_at,
+                duration_s=round(time.monotonic() - started, 3),
+                by=deployer(),
+                error=self.steps.config.masker(error) if error else None,
+                steps=[f"restored {snapshot.name}"] if not error else [],
+            )
+        )
 
     def _stop_slots(self) -> list[str]:
         stopped = []
