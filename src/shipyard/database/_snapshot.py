@@ -185,6 +185,7 @@ class SnapshotStore:
                 [
                     "pg_dump",
                     "--format=custom",
+                    f"--compress={self.section.snapshots.compression}",
                     "--no-password",
                     "-U",
                     self.section.user,
