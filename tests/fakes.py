@@ -57,6 +57,21 @@ class FakeHost:
     def _exists(self, path: str) -> bool:
         return any(f == path or f.startswith(path + "/") for f in self.files)
 
+    def run_streaming(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin_path: PurePosixPath | None = None,
+        stdout_path: PurePosixPath | None = None,
+        mode: int = 0o600,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        result = self.run(argv, timeout=timeout, check=check)
+        if stdout_path is not None and result.ok:
+            self.files[str(stdout_path)] = (result.stdout.encode(), mode)
+        return result
+
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
         self.files[str(path)] = (data, mode)
 

@@ -11,6 +11,11 @@
     ├── StateError                the recorded state is missing or unreadable
     ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)
     ├── HookFailed                a deploy hook exited non-zero, timed out or could not start
+    ├── DatabaseError             (shipyard.database) unreachable, missing extension, refused SQL
+    │   └── MigrationError        a migration failed or the schema is dirty
+    │       └── MigrationLintFailed  pending migrations are unsafe and lint is `block`
+    ├── SnapshotError             (shipyard.database) a snapshot could not be taken, verified,
+    │                             found, restored or pruned
     ├── DeployFailed              a deploy failed; the previous version keeps serving
     └── RollbackFailed            restoring the previous version failed: a person must act
 

@@ -9,6 +9,7 @@ import pytest
 
 from shipyard.build import Image
 from shipyard.config import Config, load_config
+from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy import DeployOptions, OperationContext, _rollback_target, run_deploy
 from shipyard.errors import DeployFailed, LockHeld, RollbackFailed, ShipyardError, StateError
 from shipyard.events import Bus, Event
@@ -23,6 +24,7 @@ class RecordingSteps:
         self.calls: list[str] = []
         self.fail_at = fail_at
         self.fail_cleanup = fail_cleanup
+        self.snapshot_first = False
 
     def _do(self, name: str) -> str:
         self.calls.append(name)
@@ -44,6 +46,29 @@ class RecordingSteps:
 
     def schema_version(self) -> int | None:
         return 2
+
+    def plan_migrations(self) -> MigrationPlan:
+        self._do("plan")
+        return MigrationPlan(
+            1, ("000002_x.up.sql",), snapshot=self.snapshot_first, snapshot_skip="none pending"
+        )
+
+    def snapshot(self, release: object) -> Snapshot:
+        self._do("snapshot")
+        return Snapshot(
+            "db_20260101T000000Z_abc1234",
+            "db",
+            "shop",
+            "development",
+            "v",
+            "c",
+            None,
+            "pre-migrate",
+            "2026-01-01T00:00:00Z",
+            10,
+            "0" * 64,
+            0.1,
+        )
 
     def migrate(self, release: object) -> int | None:
         self._do("migrate")
@@ -136,6 +161,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
         "preflight",
         "deliver",
         "infrastructure",
+        "plan",
         "migrate",
         "start blue",
         "gate blue",
@@ -151,6 +177,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
         "build",
         "deliver",
         "infrastructure",
+        "plan",
         "migrate",
         "start",
         "health",

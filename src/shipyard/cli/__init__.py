@@ -23,6 +23,7 @@ from rich.table import Table
 
 from shipyard import __version__
 from shipyard.cli._context import Session, current_masker, open_session, run_checks
+from shipyard.cli._database import migrations_app, snapshot_app
 from shipyard.config import json_schema, parse_duration, reference_markdown
 from shipyard.deploy import DeployOptions, RollbackOptions
 from shipyard.errors import (
@@ -72,6 +73,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+app.add_typer(snapshot_app, name="snapshot")
+app.add_typer(migrations_app, name="migrations")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")

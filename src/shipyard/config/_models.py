@@ -145,6 +145,40 @@ class MigrationsSection(_Model):
     )
     image: str = Field("migrate/migrate:v4.18.3", description="golang-migrate image.")
     timeout: Duration = Field(600.0, description="Longest a migration run may take.")
+    statement_timeout: Duration = Field(
+        300.0,
+        description="PostgreSQL statement_timeout for migrations (one migration file is one statement batch); 0 disables it.",
+    )
+    lock_timeout: Duration = Field(
+        10.0,
+        description="PostgreSQL lock_timeout for migrations: give up instead of queueing the app's queries behind a table lock; 0 disables it.",
+    )
+    lint: Literal["warn", "block", "off"] = Field(
+        "warn",
+        description="What `deploy` does with migration lint findings on pending migrations: warn, block the deploy before any change, or off.",
+    )
+
+
+class SnapshotsSection(_Model):
+    """Pre-migration snapshots (`pg_dump -Fc` inside the database container) and their retention."""
+
+    enabled: bool = Field(True, description="Take a snapshot before applying pending migrations.")
+    dir: str | None = Field(
+        None,
+        description="Snapshot directory on the target host (default <state_dir>/<app>/<environment>/snapshots, mode 0700).",
+    )
+    retention_days: float = Field(
+        7, ge=0, description="Snapshots older than this many days are pruned after each snapshot."
+    )
+    keep_min: int = Field(
+        3, ge=1, le=1000, description="The newest N snapshots are never pruned, whatever their age."
+    )
+    timeout: Duration = Field(3600.0, description="Longest a snapshot (dump and verify) may take.")
+    compression: str = Field(
+        "zstd:1",
+        pattern=r"^(none|gzip|lz4|zstd)(:\d{1,2})?$",
+        description="pg_dump --compress method[:level] (PostgreSQL 16+ for lz4/zstd; use gzip for older servers). zstd:1 dumps about 5x faster than gzip and is smaller.",
+    )
 
 
 class DatabaseSection(_Model):
@@ -171,6 +205,13 @@ class DatabaseSection(_Model):
     )
     migrations: MigrationsSection | None = Field(
         default_factory=MigrationsSection, description="Migrations; null for none."
+    )
+    snapshots: SnapshotsSection = Field(
+        default_factory=SnapshotsSection, description="Pre-migration snapshots and their retention."
+    )
+    release_commands: list[Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Commands (argv lists) run in order after migrations, each in a one-off container of the new image with the app's env, e.g. [[/app/server, river, migrate-up]].",
     )
 
     @field_validator("extensions")

@@ -27,6 +27,7 @@ from shipyard.config._models import (
     PostgresCheck,
     ProxySection,
     RetrySection,
+    SnapshotsSection,
     TcpCheck,
     WebhookSink,
 )
@@ -37,6 +38,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("build (kind: dockerfile)", DockerfileBuild),
     ("database", DatabaseSection),
     ("database.migrations", MigrationsSection),
+    ("database.snapshots", SnapshotsSection),
     ("proxy", ProxySection),
     ("health", HealthSection),
     ("health.checks[] (kind: http)", HttpCheck),

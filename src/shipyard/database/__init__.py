@@ -1,8 +1,11 @@
-"""The app's PostgreSQL: extensions, migration state, migrations (golang-migrate).
+"""The app's PostgreSQL: extensions, migration state, migrations (golang-migrate), snapshots,
+retention and the migration linter.
 
 Every statement runs inside the database container through ``docker exec`` on the local socket (no
 password in argv); migrations run in a one-off golang-migrate container on the app's network with
-the password in an env file written 0600 on the host.
+the password in an env file written 0600 on the host. golang-migrate holds a PostgreSQL advisory
+lock while it runs, so a second runner waits for the first (up to ``migrations.timeout``) and then
+finds nothing left to apply.
 """
 
 from __future__ import annotations
@@ -11,17 +14,56 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from urllib.parse import quote
 
 from shipyard.config import DatabaseSection
+from shipyard.database._lint import (
+    Finding,
+    lint_file,
+    lint_files,
+    lint_sql,
+    runs_in_one_transaction,
+    statement_at_line,
+)
+from shipyard.database._retention import RetentionPlan, SnapshotAge, plan_retention
+from shipyard.database._snapshot import (
+    RestoreTest,
+    Snapshot,
+    SnapshotError,
+    SnapshotStore,
+    parse_copy_counts,
+    parse_toc_count,
+    snapshot_name,
+)
 from shipyard.docker import Docker
 from shipyard.errors import CommandFailed, ShipyardError
 
 __all__ = [
     "Database",
     "DatabaseError",
+    "Finding",
     "MigrationError",
+    "MigrationLintFailed",
+    "MigrationPlan",
     "MigrationState",
+    "RestoreTest",
+    "RetentionPlan",
+    "Snapshot",
+    "SnapshotAge",
+    "SnapshotError",
+    "SnapshotStore",
+    "lint_directory",
+    "lint_file",
+    "lint_files",
+    "lint_sql",
+    "local_migration_files",
     "local_migration_versions",
+    "migration_url",
+    "parse_copy_counts",
+    "parse_migrate_failure",
+    "parse_toc_count",
+    "plan_retention",
+    "snapshot_name",
 ]
 
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.up\.sql$")
@@ -35,19 +77,93 @@ class MigrationError(DatabaseError):
     """A migration failed or the schema is dirty."""
 
 
+class MigrationLintFailed(MigrationError):
+    """Pending migrations have lint findings and ``database.migrations.lint`` is ``block``."""
+
+
 @dataclass(frozen=True)
 class MigrationState:
     version: int | None  # None: no migration ever ran
     dirty: bool
 
 
+@dataclass(frozen=True)
+class MigrationPlan:
+    """What a deploy will do to the schema, decided before anything changes."""
+
+    current: int | None
+    pending: tuple[str, ...]  # file names, in order
+    findings: tuple[Finding, ...] = ()
+    snapshot: bool = False  # take a snapshot before migrating
+    snapshot_skip: str = ""  # why not, when ``snapshot`` is False
+
+    def summary(self) -> str:
+        at = f"schema at version {self.current}" if self.current is not None else "empty schema"
+        if not self.pending:
+            return f"{at}; no pending migrations"
+        lint = f"; {len(self.findings)} lint finding(s)" if self.findings else ""
+        return f"{at}; pending: {', '.join(self.pending)}{lint}"
+
+
+def local_migration_files(directory: Path) -> dict[int, Path]:
+    """``*.up.sql`` files in ``directory`` by version."""
+    if not directory.is_dir():
+        return {}
+    return {
+        int(m.group("version")): p
+        for p in directory.iterdir()
+        if (m := _MIGRATION_FILE.match(p.name))
+    }
+
+
 def local_migration_versions(directory: Path) -> list[int]:
     """Versions of the ``*.up.sql`` files in ``directory``, ascending."""
-    if not directory.is_dir():
-        return []
-    return sorted(
-        int(m.group("version")) for p in directory.iterdir() if (m := _MIGRATION_FILE.match(p.name))
-    )
+    return sorted(local_migration_files(directory))
+
+
+def lint_directory(directory: Path, *, after: int | None = None) -> list[Finding]:
+    """Lint the ``*.up.sql`` files of ``directory`` (only those newer than ``after``), in order.
+
+    Each file is linted on its own: a table created by an earlier file is taken to exist with
+    data (those files were deployed before), unlike ``lint_files`` over the pending ones of a deploy.
+    """
+    files = local_migration_files(directory)
+    findings: list[Finding] = []
+    for version in sorted(files):
+        if after is None or version > after:
+            findings.extend(lint_file(files[version]))
+    return findings
+
+
+def migration_url(section: DatabaseSection, host: str) -> str:
+    """golang-migrate's URL: no password (PGPASSWORD comes from an env file); timeouts as options."""
+    url = f"postgres://{section.user}@{host}:5432/{section.name}?sslmode=disable"
+    migrations = section.migrations
+    if migrations is not None:
+        options = (
+            f"-c statement_timeout={round(migrations.statement_timeout * 1000)} "
+            f"-c lock_timeout={round(migrations.lock_timeout * 1000)}"
+        )
+        url += "&options=" + quote(options, safe="")
+    return url
+
+
+_IN_LINE = re.compile(r"\bin line (?P<line>\d+): ")
+_FAILED = re.compile(r"migration failed:?\s*(?P<error>.*?)(?: in line \d+:|\s*\(details:|$)", re.S)
+_DETAILS = re.compile(r"\(details: (?P<details>[^\n]*)\)\s*$", re.M)
+
+
+def parse_migrate_failure(output: str, sql: str | None) -> tuple[str, int | None, str | None]:
+    """(error, line in the file, failing statement) from golang-migrate's error output."""
+    text = output.strip()
+    details = _DETAILS.search(text)
+    match = _FAILED.search(text)
+    error = (details.group("details") if details else match.group("error") if match else "").strip()
+    error = error or (text.splitlines()[-1] if text else "migration failed")
+    line_match = _IN_LINE.search(text)
+    line = int(line_match.group("line")) if line_match else None
+    statement = statement_at_line(sql, line) if (sql is not None and line is not None) else None
+    return error, line, statement
 
 
 class Database:
@@ -123,38 +239,133 @@ class Database:
         self,
         *,
         migrations: PurePosixPath,
+        source: Path,
         network: str,
         env_file: PurePosixPath,
         timeout: float,
         image: str,
+        snapshot: str | None = None,
     ) -> str:
         """Apply pending migrations with golang-migrate; returns its output.
 
-        ``env_file`` on the host holds ``PGPASSWORD``; the URL carries no password.
+        ``env_file`` on the host holds ``PGPASSWORD``; the URL carries no password. On failure the
+        message names the file, the failing statement, the schema's state and the snapshot; when
+        the failed file ran in one transaction (nothing of it remains) the version is reset to the
+        last applied one, so the schema is exactly as before and clean.
         """
-        url = f"postgres://{self.section.user}@{self.container}:5432/{self.section.name}?sslmode=disable"
+        url = migration_url(self.section, self.container)
         try:
             result = self.docker.run_oneoff(
                 image,
-                ["-path", "/migrations", "-database", url, "up"],
+                [
+                    "-path",
+                    "/migrations",
+                    "-database",
+                    url,
+                    "-lock-timeout",
+                    str(max(1, round(timeout))),
+                    "up",
+                ],
                 network=network,
                 env_file=env_file,
                 mounts=[(migrations, "/migrations")],
-                timeout=timeout,
+                timeout=timeout + 60,
             )
         except CommandFailed as exc:
-            state = self._state_after_failure()
-            raise MigrationError(
-                f"migration failed: {exc.stderr.strip()[-800:]}{state}",
-                hint="the app was not changed; fix the migration (and `migrate force` if dirty) then deploy again",
-            ) from exc
+            raise self._failure(exc.stderr, source, snapshot) from exc
         return (result.stdout + result.stderr).strip()
 
-    def _state_after_failure(self) -> str:
+    def _failure(self, output: str, source: Path, snapshot: str | None) -> MigrationError:
+        files = local_migration_files(source)
         try:
             state = self.migration_state()
         except DatabaseError:
-            return ""
-        if state.dirty:
-            return f" (schema is dirty at version {state.version})"
-        return f" (schema at version {state.version})"
+            state = None
+        failing = files.get(state.version) if state and state.dirty and state.version else None
+        sql = failing.read_text(encoding="utf-8") if failing else None
+        error, line, statement = parse_migrate_failure(output, sql)
+        where = f"{failing.name}{f':{line}' if line else ''}" if failing else "a migration"
+        lines = [f"{where} failed: {error}"]
+        if statement:
+            lines.append(f"  statement: {' '.join(statement.split())[:400]}")
+        snapshot_note = (
+            f"snapshot {snapshot} holds the data from before this deploy"
+            if snapshot
+            else "no snapshot was taken"
+        )
+        if "can't acquire lock" in output or "can't acquire database lock" in output:
+            return MigrationError(
+                "another migration runner holds the database's migration lock (golang-migrate advisory lock): "
+                + error,
+                hint="wait for the other deploy to finish, then deploy again",
+            )
+        if state is not None and state.dirty and failing is not None and sql is not None:
+            if runs_in_one_transaction(sql):
+                previous = max((v for v in files if v < (state.version or 0)), default=None)
+                self.force_version(previous)
+                lines.append(
+                    f"  the file ran in one transaction and was rolled back; schema version reset to {previous} (clean)"
+                )
+                hint = f"the app was not changed; fix {failing.name} and deploy again ({snapshot_note})"
+            else:
+                lines.append(
+                    f"  the schema is DIRTY at version {state.version}: part of the file may have run"
+                )
+                hint = _dirty_recovery(state.version, files, snapshot)
+        elif state is not None:
+            lines.append(f"  schema at version {state.version}{' (dirty)' if state.dirty else ''}")
+            hint = f"the app was not changed; {snapshot_note}"
+        else:
+            hint = f"the app was not changed; {snapshot_note}"
+        lines.append(f"  {snapshot_note}")
+        return MigrationError("migration failed: " + "\n".join(lines), hint=hint)
+
+    def force_version(self, version: int | None) -> None:
+        """Mark the schema clean at ``version`` (``None``: no migration applied), like ``migrate force``."""
+        insert = (
+            f"INSERT INTO schema_migrations (version, dirty) VALUES ({int(version)}, false);"  # noqa: S608 — an int
+            if version is not None
+            else ""
+        )
+        self.sql(f"BEGIN; DELETE FROM schema_migrations; {insert} COMMIT;")  # noqa: S608
+
+    def run_release_command(
+        self,
+        argv: Sequence[str],
+        *,
+        image: str,
+        network: str,
+        env_file: PurePosixPath,
+        timeout: float,
+    ) -> str:
+        """Run one release step in a one-off container of the new app image."""
+        try:
+            result = self.docker.run_oneoff(
+                image,
+                list(argv[1:]),
+                entrypoint=argv[0],
+                network=network,
+                env_file=env_file,
+                timeout=timeout,
+            )
+        except CommandFailed as exc:
+            raise MigrationError(
+                f"release command `{' '.join(argv)}` failed (exit {exc.returncode}): "
+                + " / ".join(exc.stderr.strip().splitlines()[-6:]),
+                hint="the app was not changed; fix the command or the image and deploy again",
+            ) from exc
+        return (result.stdout + result.stderr).strip()
+
+
+def _dirty_recovery(version: int | None, files: dict[int, Path], snapshot: str | None) -> str:
+    previous = max((v for v in files if v < (version or 0)), default=None)
+    steps = [
+        f"inspect what {files[version].name if version in files else f'version {version}'} changed",
+        "undo or complete it by hand (or restore the snapshot: "
+        + (f"`shipyard snapshot restore ENV {snapshot}`" if snapshot else "no snapshot was taken")
+        + ")",
+        f"mark the schema clean with `migrate force {previous if previous is not None else -1}` "
+        f"(or {version} if you completed it)",
+        "fix the migration and deploy again",
+    ]
+    return "; ".join(f"{i}. {step}" for i, step in enumerate(steps, 1))

@@ -1,7 +1,7 @@
 """The deploy pipeline: the only part that knows the order of phases.
 
-validate → lock → version → build → deliver → infrastructure → migrate → start → health → switch →
-verify → retire → record → unlock. Before the switch a failure removes the candidate and the live
+validate → lock → version → build → deliver → infrastructure → plan → snapshot (only when migrations
+are pending) → migrate → start → health → switch → verify → retire → record → unlock. Before the switch a failure removes the candidate and the live
 slot never stops serving; from the switch on (the point of no return) a failure switches back to
 the previous slot first. A provider supplies the steps (``DeploySteps``).
 """
@@ -18,6 +18,7 @@ from typing import Protocol
 
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
+from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
@@ -123,6 +124,10 @@ class DeploySteps(Protocol):
 
     def ensure_infrastructure(self) -> str: ...
 
+    def plan_migrations(self) -> MigrationPlan: ...
+
+    def snapshot(self, release: Release) -> Snapshot: ...
+
     def migrate(self, release: Release) -> int | None: ...
 
     def start_slot(self, slot: str, release: Release) -> str: ...
@@ -189,6 +194,24 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
             created_at=now_iso(),
             deployed_by=deployer(),
         )
+        migrations = phases.run("plan", steps.plan_migrations, summary=lambda p: p.summary())
+        for finding in migrations.findings:
+            phases.warn(f"migration lint: {finding}")
+        if migrations.snapshot:
+            unsnapshotted = planned
+            snapshot = phases.run(
+                "snapshot",
+                lambda: steps.snapshot(unsnapshotted),
+                summary=lambda s: f"{s.name} ({s.size} bytes, sha256 {s.sha256[:12]}, verified)",
+            )
+            phases.event(
+                EventKind.SNAPSHOT_CREATED,
+                message=f"snapshot {snapshot.name} before migrating",
+                data={"snapshot": snapshot.name, "size": snapshot.size, "sha256": snapshot.sha256},
+            )
+            planned = replace(planned, snapshot=snapshot.name)
+        else:
+            phases.skip("snapshot", migrations.snapshot_skip)
         migrated = phases.run(
             "migrate",
             lambda: steps.migrate(planned),

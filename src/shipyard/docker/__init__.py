@@ -226,6 +226,43 @@ class Docker:
             args += ["--user", user]
         return self._run([*args, container, *argv], stdin=stdin, check=check, timeout=timeout)
 
+    def exec_streaming(
+        self,
+        container: str,
+        argv: Sequence[str],
+        *,
+        stdin_path: PurePosixPath | None = None,
+        stdout_path: PurePosixPath | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """``docker exec`` with stdin from / stdout to files on the host (dumps, restores).
+
+        ``env`` names variables set inside the container; values must not be secrets (they
+        appear in argv).
+        """
+        args = ["exec"]
+        if stdin_path is not None:
+            args.append("--interactive")
+        for key, value in (env or {}).items():
+            args += ["--env", f"{key}={value}"]
+        try:
+            return self.host.run_streaming(
+                ["docker", *args, container, *argv],
+                stdin_path=stdin_path,
+                stdout_path=stdout_path,
+                check=check,
+                timeout=timeout,
+            )
+        except CommandFailed as exc:
+            if any(marker in exc.stderr for marker in _NO_ENGINE):
+                raise HostUnreachable(
+                    f"on {self.host.name}: the Docker engine is not reachable",
+                    hint="start dockerd (scripts/engine.sh does on this kind of machine)",
+                ) from exc
+            raise
+
     def run_oneoff(
         self,
         image: str,
@@ -238,9 +275,12 @@ class Docker:
         name: str | None = None,
         check: bool = True,
         timeout: float | None = None,
+        entrypoint: str | None = None,
     ) -> CommandResult:
         """``docker run --rm`` of a one-off task. Mounts are read-only (host path, container path)."""
         args = ["run", "--rm"]
+        if entrypoint is not None:
+            args += ["--entrypoint", entrypoint]
         if name:
             args += ["--name", name]
         if network:

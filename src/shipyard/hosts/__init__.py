@@ -10,6 +10,7 @@ import os
 import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
@@ -51,6 +52,24 @@ class Host(Protocol):
         cwd: str | None = None,
     ) -> CommandResult:
         """Run ``argv`` (a list, never a shell string). ``check`` raises ``CommandFailed``."""
+        ...
+
+    def run_streaming(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin_path: PurePosixPath | None = None,
+        stdout_path: PurePosixPath | None = None,
+        mode: int = 0o600,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        """Run ``argv`` with stdin read from and/or stdout written to files on the host.
+
+        Large outputs (database dumps) never pass through memory. ``stdout_path`` is created with
+        ``mode``; when the command fails (or the disk fills) the partial file is removed. The
+        result's ``stdout`` is empty when ``stdout_path`` is given.
+        """
         ...
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
@@ -126,6 +145,66 @@ class LocalHost:
             raise CommandFailed(self.name, masked, result.returncode, result.stderr)
         return result
 
+    def run_streaming(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin_path: PurePosixPath | None = None,
+        stdout_path: PurePosixPath | None = None,
+        mode: int = 0o600,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        masked = tuple(self._masker.argv(argv))
+        with ExitStack() as files:
+            source = files.enter_context(open(stdin_path, "rb")) if stdin_path else None
+            sink = None
+            if stdout_path is not None:
+                fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+                sink = files.enter_context(os.fdopen(fd, "wb"))
+            try:
+                proc = subprocess.run(
+                    list(argv),
+                    stdin=source if source is not None else subprocess.DEVNULL,
+                    stdout=sink if sink is not None else subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    timeout=timeout,
+                    check=False,
+                )
+                if sink is not None:
+                    sink.flush()
+                    os.fsync(sink.fileno())
+            except FileNotFoundError as exc:
+                _discard(stdout_path)
+                raise HostUnreachable(
+                    f"on {self.name}: {argv[0]!r} is not installed",
+                    hint=f"install {argv[0]} and retry",
+                ) from exc
+            except subprocess.TimeoutExpired as exc:
+                _discard(stdout_path)
+                raise CommandFailed(
+                    self.name,
+                    masked,
+                    -1,
+                    f"timed out after {timeout:.0f}s" if timeout else "timed out",
+                ) from exc
+            except OSError as exc:  # ENOSPC on flush/fsync
+                _discard(stdout_path)
+                raise CommandFailed(self.name, masked, -1, f"writing {stdout_path}: {exc}") from exc
+        result = CommandResult(
+            argv=masked,
+            returncode=proc.returncode,
+            stdout=""
+            if stdout_path
+            else self._masker((proc.stdout or b"").decode(errors="replace")),
+            stderr=self._masker(proc.stderr.decode(errors="replace")),
+        )
+        if not result.ok:
+            _discard(stdout_path)
+            if check:
+                raise CommandFailed(self.name, masked, result.returncode, result.stderr)
+        return result
+
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -164,3 +243,9 @@ class LocalHost:
 
     def __repr__(self) -> str:
         return "LocalHost()"
+
+
+def _discard(path: PurePosixPath | None) -> None:
+    """Remove a partial output file."""
+    if path is not None:
+        Path(path).unlink(missing_ok=True)

@@ -12,9 +12,20 @@ from typing import Any, Protocol
 from shipyard.deploy import DeployOptions, DeployResult, OperationContext, RollbackOptions
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
+from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
 from shipyard.providers._docker import DockerProvider, PlanStep, Status
 
-__all__ = ["PROVIDERS", "DockerProvider", "PlanStep", "Provider", "Status", "get_provider"]
+__all__ = [
+    "PROVIDERS",
+    "DatabaseOperations",
+    "DockerProvider",
+    "PlanStep",
+    "Provider",
+    "PruneResult",
+    "RestoreResult",
+    "Status",
+    "get_provider",
+]
 
 
 class Provider(Protocol):
@@ -35,6 +46,8 @@ class Provider(Protocol):
     def render(self, ctx: OperationContext) -> dict[str, str]: ...
 
     def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]: ...
+
+    def database(self, ctx: OperationContext) -> DatabaseOperations: ...
 
 
 PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider}

@@ -6,14 +6,26 @@ import json
 import re
 import time
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from shipyard.build import Image, image_tag, read_version
-from shipyard.config import Config
-from shipyard.database import Database, MigrationError, local_migration_versions
+from shipyard.config import Config, DatabaseSection
+from shipyard.database import (
+    Database,
+    Finding,
+    MigrationError,
+    MigrationLintFailed,
+    MigrationPlan,
+    Snapshot,
+    SnapshotError,
+    SnapshotStore,
+    lint_files,
+    local_migration_files,
+    local_migration_versions,
+)
 from shipyard.deploy import (
     DeployOptions,
     DeployResult,
@@ -24,6 +36,7 @@ from shipyard.deploy import (
 )
 from shipyard.docker import ContainerInfo, Docker
 from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError
+from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
 from shipyard.providers._stack import (
@@ -40,6 +53,9 @@ from shipyard.providers._stack import (
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
 from shipyard.state import Lock, Release, other_slot
+
+if TYPE_CHECKING:
+    from shipyard.providers._database import DatabaseOperations
 
 _MIN_COMPOSE = (2, 24)  # env_file `format: raw`
 
@@ -181,27 +197,136 @@ class DockerSteps:
         files = local_migration_versions(self.config.resolve(section.migrations.path))
         return [v for v in files if current is None or v > current]
 
-    def migrate(self, release: Release) -> int | None:
+    def _snapshots(self) -> SnapshotStore | None:
+        section = self.config.database
+        if section is None or not managed_database(self.config):
+            return None
+        directory = (
+            PurePosixPath(section.snapshots.dir) if section.snapshots.dir else self.layout.snapshots
+        )
+        return SnapshotStore(
+            self.docker,
+            self.names.database,
+            section,
+            directory,
+            app=self.config.app.name,
+            environment=self.config.environment.name,
+        )
+
+    def plan_migrations(self) -> MigrationPlan:
+        """Pending migrations, their lint findings, and whether to snapshot first. Changes nothing."""
         database = self._database()
         section = self.config.database
         if section is None or section.migrations is None:
-            return None
-        source = self.config.resolve(section.migrations.path)
+            return MigrationPlan(None, (), snapshot_skip="no migrations configured")
         if database is None:
             raise ShipyardError(
                 "migrations against an external database are not supported by this version"
             )
         before = database.migration_state()
         if before.dirty:
+            files = local_migration_files(self.config.resolve(section.migrations.path))
+            name = (
+                files[before.version].name
+                if before.version in files
+                else f"version {before.version}"
+            )
             raise MigrationError(
-                f"the schema is dirty at version {before.version}: a previous migration failed half-way",
+                f"the schema is dirty at version {before.version} ({name}): a previous migration failed half-way",
                 hint=(
-                    "inspect the schema, fix it by hand, then mark the version clean with "
-                    f"`migrate force {before.version}` (or the version before it) and deploy again"
+                    f"inspect what {name} changed and undo or complete it by hand (or restore a "
+                    "snapshot: `shipyard snapshot list ENV`), then mark the version clean with "
+                    f"`migrate force {before.version}` (completed) or the version before it (undone), "
+                    "and deploy again"
                 ),
             )
-        if not self.pending_migrations(before.version):
-            return before.version
+        files = local_migration_files(self.config.resolve(section.migrations.path))
+        pending = [files[v] for v in sorted(files) if before.version is None or v > before.version]
+        findings: tuple[Finding, ...] = ()
+        if pending and section.migrations.lint != "off":
+            findings = tuple(lint_files(pending))
+            if findings and section.migrations.lint == "block":
+                raise MigrationLintFailed(
+                    f"{len(findings)} unsafe statement(s) in pending migrations:\n"
+                    + "\n".join(f"  {f}" for f in findings),
+                    hint="rewrite them the safe way shown, or set database.migrations.lint: warn",
+                )
+        if not pending:
+            skip = "no pending migrations"
+        elif not section.snapshots.enabled:
+            skip = "database.snapshots.enabled is false"
+        else:
+            skip = ""
+        return MigrationPlan(
+            before.version,
+            tuple(p.name for p in pending),
+            findings,
+            snapshot=not skip,
+            snapshot_skip=skip,
+        )
+
+    def snapshot(self, release: Release) -> Snapshot:
+        """Snapshot before migrating, then prune old snapshots (a failed prune never fails it)."""
+        store = self._snapshots()
+        if store is None:
+            raise SnapshotError("no database managed by shipyard to snapshot")
+        snapshot = store.create(
+            reason="pre-migrate",
+            version=release.version,
+            commit=release.commit,
+            deployment_id=release.id,
+        )
+        try:
+            pruned = store.prune(store.plan_prune(self._protected_snapshots(release)))
+        except ShipyardError as exc:  # retention runs again after the next snapshot
+            self._warn(f"pruning old snapshots failed: {exc.message}")
+        else:
+            if pruned:
+                self._warn(f"pruned {len(pruned)} old snapshot(s): {', '.join(pruned)}", note=True)
+        return snapshot
+
+    def _warn(self, message: str, *, note: bool = False) -> None:
+        self.ctx.bus.emit(
+            Event(
+                kind="operation.note" if note else "operation.warning",
+                deployment_id=self.ctx.deployment_id,
+                app=self.config.app.name,
+                environment=self.config.environment.name,
+                message=message,
+            )
+        )
+
+    def _protected_snapshots(self, *extra: Release) -> set[str]:
+        releases = [*self.ctx.store.releases(), *extra]
+        return {r.snapshot for r in releases if r.snapshot} | {r.id for r in releases}
+
+    def migrate(self, release: Release) -> int | None:
+        database = self._database()
+        section = self.config.database
+        if section is None or database is None:
+            return None
+        version = database.migration_state().version
+        if section.migrations is not None and self.pending_migrations(version):
+            source = self.config.resolve(section.migrations.path)
+            version = self._apply_migrations(database, section, source, release)
+        for argv in section.release_commands:
+            self._write(
+                self.layout.release_commands_env,
+                env_file_text(app_env(self.config, self.names), source="app env"),
+            )
+            database.run_release_command(
+                argv,
+                image=release.image,
+                network=self.names.network,
+                env_file=self.layout.release_commands_env,
+                timeout=section.migrations.timeout if section.migrations else 600,
+            )
+        return version
+
+    def _apply_migrations(
+        self, database: Database, section: DatabaseSection, source: Path, release: Release
+    ) -> int | None:
+        assert section.migrations is not None  # noqa: S101
         target = self.layout.migrations(release.id)
         self.host.put_tree(source, target)
         password = self.config.secrets.get(section.password_env) or ""
@@ -210,14 +335,19 @@ class DockerSteps:
         )
         database.migrate(
             migrations=target,
+            source=source,
             network=self.names.network,
             env_file=self.layout.migrate_env,
             timeout=section.migrations.timeout,
             image=section.migrations.image,
+            snapshot=release.snapshot,
         )
         after = database.migration_state()
         if after.dirty:
-            raise MigrationError(f"the schema is dirty at version {after.version} after migrating")
+            raise MigrationError(
+                f"the schema is dirty at version {after.version} after migrating",
+                hint=f"see `shipyard snapshot list ENV`; snapshot {release.snapshot or '(none)'} was taken before",
+            )
         return after.version
 
     def start_slot(self, slot: str, release: Release) -> str:
@@ -456,6 +586,12 @@ class DockerProvider:
 
     def steps(self, ctx: OperationContext) -> DockerSteps:
         return DockerSteps(ctx, self.host)
+
+    def database(self, ctx: OperationContext) -> DatabaseOperations:
+        """Snapshot operations (create, list, verify, restore, prune) on this host."""
+        from shipyard.providers._database import DatabaseOperations  # noqa: PLC0415 — cycle
+
+        return DatabaseOperations(self.steps(ctx))
 
     def provision(self, ctx: OperationContext) -> list[str]:
         return [self.steps(ctx).preflight()]

@@ -114,6 +114,15 @@ class Layout:
     def migrations(self, release_id: str) -> PurePosixPath:
         return self.root / "migrations" / release_id
 
+    @property
+    def snapshots(self) -> PurePosixPath:
+        return self.root / "snapshots"
+
+    @property
+    def release_commands_env(self) -> PurePosixPath:
+        """The app's env file for release commands (one-off containers of the new image)."""
+        return self.root / "release" / "app.env"
+
 
 def env_file_text(values: Mapping[str, str], *, source: str) -> str:
     """``KEY=value`` lines read verbatim by ``docker --env-file`` and compose's ``format: raw``."""
@@ -200,7 +209,9 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
             "shm_size": "256m",
             "stop_grace_period": "60s",
             "healthcheck": {
-                "test": ["CMD", "pg_isready", "-U", db.user, "-d", db.name],
+                # Over TCP: the image's first-start init server listens on the socket only, so
+                # a socket check passes before the real server is up.
+                "test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", db.user, "-d", db.name],
                 "interval": "2s",
                 "timeout": "5s",
                 "retries": 30,

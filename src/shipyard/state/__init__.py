@@ -68,6 +68,7 @@ class Release:
     migration_version: int | None
     created_at: str
     deployed_by: str
+    snapshot: str | None = None  # taken before this release's migrations
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,129 @@
+"""Snapshots on the real engine: create, verify, restore-test and restore with PostGIS and pgvector
+data, through the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import stat
+import subprocess
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.conftest import AppUnderTest
+
+
+def psql(app: AppUnderTest, sql: str) -> str:
+    return subprocess.run(
+        [
+            "docker",
+            "exec",
+            "-i",
+            f"{app.name}-development-db",
+            "psql",
+            "-X",
+            "-q",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "events",
+            "-d",
+            "events",
+        ],
+        input=sql,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+SEED = """
+INSERT INTO events (title, description, starts_at, location, embedding)
+SELECT 'event ' || g, 'about ' || g, now() + g * interval '1 hour',
+       ST_SetSRID(ST_MakePoint(-79.4 + g / 1000.0, 43.6 + g / 1000.0), 4326),
+       ARRAY[g, g / 2.0, 0.5, -1, 1e-3, 2, 3, g % 7]::real[]::vector
+FROM generate_series(1, 500) g;
+INSERT INTO jobs (kind, payload) SELECT 'geocode', jsonb_build_object('n', g) FROM generate_series(1, 50) g;
+"""
+
+FINGERPRINT = """
+SELECT count(*) || ':' || md5(string_agg(
+    title || '|' || description || '|' || encode(ST_AsEWKB(location), 'hex') || '|' || embedding::text,
+    ',' ORDER BY title))
+FROM events;
+"""
+
+
+def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(app: AppUnderTest) -> None:
+    assert app.shipyard("deploy", "development").returncode == 0
+    psql(app, SEED)
+    before = psql(app, FINGERPRINT)
+    assert before.startswith("500:")
+
+    created = app.shipyard("snapshot", "create", "development", "--json")
+    assert created.returncode == 0, created.stderr
+    snapshot = json.loads(created.stdout)
+    dump = Path(snapshot["path"])
+    assert dump.name == f"{snapshot['name']}.dump"
+    assert snapshot["name"].startswith("events_")
+    assert dump.parent == app.state_dir / app.name / "development" / "snapshots"
+    assert stat.S_IMODE(dump.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert hashlib.sha256(dump.read_bytes()).hexdigest() == snapshot["sha256"]
+    assert snapshot["size"] == dump.stat().st_size
+    metadata = json.loads(dump.with_suffix(".json").read_text())
+    for key in ("app", "environment", "version", "commit", "deployment_id", "reason", "duration_s"):
+        assert metadata[key] not in (None, ""), key
+    assert metadata["app"] == app.name
+    assert metadata["toc_entries"] > 0
+
+    # Writes after the snapshot: deleted rows, a moved point, a changed vector, a new table.
+    psql(
+        app,
+        "DELETE FROM events WHERE title LIKE 'event 1%';"
+        "UPDATE events SET location = ST_SetSRID(ST_MakePoint(0, 0), 4326),"
+        " embedding = '[0,0,0,0,0,0,0,0]' WHERE title = 'event 2';"
+        "TRUNCATE jobs;",
+    )
+    assert psql(app, FINGERPRINT) != before
+
+    restored = app.shipyard("snapshot", "restore", "development", snapshot["name"], "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert psql(app, FINGERPRINT) == before
+    assert psql(app, "SELECT count(*) FROM jobs;") == "50"
+    assert psql(app, "SELECT version, dirty FROM schema_migrations;") == "2|f"
+    assert httpx.get(app.url("/health"), timeout=10).json()["status"] == "healthy"
+
+    listed = json.loads(app.shipyard("snapshot", "list", "development", "--json").stdout)
+    reasons = [s["reason"] for s in listed]
+    assert reasons[0].startswith("pre-restore of ")  # the safety snapshot, newest first
+    assert "manual" in reasons
+
+    verified = app.shipyard(
+        "snapshot", "verify", "development", snapshot["name"], "--restore-test", "--json"
+    )
+    assert verified.returncode == 0, verified.stderr
+    tables = json.loads(verified.stdout)["restore_test"]["tables"]
+    assert tables["public.events"] == [500, 500]
+    assert tables["public.jobs"] == [50, 50]
+    assert "restore_test" not in psql(app, "SELECT string_agg(datname, ',') FROM pg_database;")
+
+
+def test_verify_detects_a_corrupted_snapshot(app: AppUnderTest) -> None:
+    assert app.shipyard("deploy", "development").returncode == 0
+    created = app.shipyard("snapshot", "create", "development", "--json")
+    snapshot = json.loads(created.stdout)
+    dump = Path(snapshot["path"])
+    data = bytearray(dump.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dump.write_bytes(bytes(data))
+
+    result = app.shipyard("snapshot", "verify", "development", snapshot["name"])
+
+    assert result.returncode == 8
+    assert "corrupt" in result.stderr
+    restore = app.shipyard("snapshot", "restore", "development", snapshot["name"], "--yes")
+    assert restore.returncode == 8
+    assert "corrupt" in restore.stderr

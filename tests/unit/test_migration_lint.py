@@ -1,0 +1,127 @@
+"""The migration linter: a catalogue of unsafe statements (true positives) and of safe look-alikes
+(false positives it must not report), with file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shipyard.database import lint_files, lint_sql
+from shipyard.database._lint import mask_sql, runs_in_one_transaction, statement_at_line
+
+UNSAFE = [
+    ("DROP TABLE legacy;", "drop-table"),
+    ("ALTER TABLE events DROP COLUMN description;", "drop-column"),
+    ("ALTER TABLE events DROP description;", "drop-column"),
+    ("ALTER TABLE events RENAME COLUMN title TO name;", "rename-column"),
+    ("ALTER TABLE events RENAME TO happenings;", "rename-table"),
+    ("ALTER TABLE events ALTER COLUMN title TYPE varchar(200);", "alter-column-type"),
+    ("ALTER TABLE events ALTER title SET DATA TYPE varchar(200);", "alter-column-type"),
+    ("ALTER TABLE events ALTER COLUMN title SET NOT NULL;", "set-not-null"),
+    ("ALTER TABLE events ADD COLUMN venue text NOT NULL;", "add-column-not-null"),
+    ("CREATE INDEX events_title ON events (title);", "create-index"),
+    ("CREATE UNIQUE INDEX events_title ON public.events (title);", "create-index"),
+    ("DROP INDEX events_title;", "drop-index"),
+    ("ALTER TABLE events ADD CONSTRAINT positive CHECK (price > 0);", "constraint-not-valid"),
+    (
+        "ALTER TABLE events ADD CONSTRAINT fk FOREIGN KEY (venue_id) REFERENCES venues (id);",
+        "constraint-not-valid",
+    ),
+    ("ALTER TABLE events ADD CONSTRAINT u UNIQUE (title);", "add-unique-constraint"),
+    (
+        "ALTER TABLE events ADD COLUMN search tsvector "
+        "GENERATED ALWAYS AS (to_tsvector('simple', title)) STORED;",
+        "table-rewrite",
+    ),
+    ("ALTER TABLE events ADD COLUMN token uuid DEFAULT gen_random_uuid();", "table-rewrite"),
+    ("ALTER TABLE events ADD COLUMN seq bigserial;", "table-rewrite"),
+    ("VACUUM FULL events;", "table-rewrite"),
+    ("BEGIN;\nALTER TABLE events ADD COLUMN a int;\nCOMMIT;", "transaction-control"),
+    (
+        "ALTER TABLE events ADD COLUMN a int;\nCREATE INDEX CONCURRENTLY e_a ON events (a);",
+        "concurrent-index-not-alone",
+    ),
+]
+
+SAFE = [
+    "ALTER TABLE events ADD COLUMN venue text;",
+    "ALTER TABLE events ADD COLUMN venue text NOT NULL DEFAULT '';",
+    "ALTER TABLE events ADD COLUMN seen_at timestamptz DEFAULT now();",
+    "CREATE INDEX CONCURRENTLY events_title ON events (title);",
+    "DROP INDEX CONCURRENTLY IF EXISTS events_title;",
+    "ALTER TABLE events ADD CONSTRAINT positive CHECK (price > 0) NOT VALID;",
+    "ALTER TABLE events VALIDATE CONSTRAINT positive;",
+    "ALTER TABLE events DROP CONSTRAINT positive;",
+    "ALTER TABLE events ADD CONSTRAINT u UNIQUE USING INDEX events_title_key;",
+    # a table created in the same migration holds no data and no running version uses it
+    "CREATE TABLE venues (id int PRIMARY KEY, name text NOT NULL);\n"
+    "CREATE INDEX venues_name ON venues (name);\n"
+    "ALTER TABLE venues ADD COLUMN city text NOT NULL;",
+    # text in comments, strings and function bodies is not SQL that runs here
+    "-- DROP TABLE events;\n/* ALTER TABLE events DROP COLUMN title; /* nested */ */\nSELECT 1;",
+    "INSERT INTO notes (body) VALUES ('DROP TABLE events; ALTER TABLE events DROP COLUMN x');",
+    "INSERT INTO notes (body) VALUES (E'it''s \\' DROP TABLE events;');",
+    "CREATE FUNCTION purge() RETURNS trigger AS $$\nBEGIN\n  DROP TABLE scratch;\n"
+    "  ALTER TABLE events DROP COLUMN x;\n  RETURN NULL;\nEND\n$$ LANGUAGE plpgsql;",
+    "DO $body$ BEGIN EXECUTE 'CREATE INDEX i ON events (title)'; END $body$;",
+    "CREATE EXTENSION IF NOT EXISTS vector;",
+]
+
+
+@pytest.mark.parametrize(("sql", "rule"), UNSAFE)
+def test_unsafe_statements_are_reported_with_a_safe_alternative(sql: str, rule: str) -> None:
+    findings = lint_sql(sql, "000009_change.up.sql")
+    assert {f.rule for f in findings} == {rule}
+    assert findings[0].safe
+    assert str(findings[0]).startswith("000009_change.up.sql:")
+
+
+@pytest.mark.parametrize("sql", SAFE)
+def test_safe_statements_are_not_reported(sql: str) -> None:
+    assert lint_sql(sql) == []
+
+
+def test_findings_point_at_the_line_of_the_clause_in_multi_line_statements() -> None:
+    sql = (
+        "-- header\n"
+        "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1; $$ LANGUAGE sql;\n"
+        "ALTER TABLE events\n"
+        "    ADD COLUMN a int,\n"
+        "    DROP COLUMN b,\n"
+        "    ALTER COLUMN c SET NOT NULL;\n"
+    )
+    found = [(f.line, f.rule) for f in lint_sql(sql, "f.sql")]
+    assert found == [(5, "drop-column"), (6, "set-not-null")]
+
+
+def test_tables_created_by_earlier_pending_files_count_as_new(tmp_path: Path) -> None:
+    first = tmp_path / "000003_venues.up.sql"
+    first.write_text("CREATE TABLE venues (id int);\n")
+    second = tmp_path / "000004_venues_index.up.sql"
+    second.write_text("CREATE INDEX venues_id ON venues (id);\nCREATE INDEX e ON events (id);\n")
+    findings = lint_files([first, second])
+    assert [(Path(f.file).name, f.line, f.rule) for f in findings] == [
+        ("000004_venues_index.up.sql", 2, "create-index")
+    ]
+
+
+def test_masking_keeps_offsets_and_newlines() -> None:
+    sql = "SELECT 'a;b' -- c;\n, $x$ d; $x$;"
+    masked = mask_sql(sql)
+    assert len(masked) == len(sql)
+    assert masked.count("\n") == sql.count("\n")
+    assert masked.count(";") == 1
+
+
+def test_files_that_run_in_one_transaction() -> None:
+    assert runs_in_one_transaction("ALTER TABLE a ADD COLUMN b int;\nINSERT INTO a VALUES (1);")
+    assert runs_in_one_transaction("CREATE FUNCTION f() AS $$ BEGIN COMMIT; END $$;")
+    assert not runs_in_one_transaction("CREATE INDEX CONCURRENTLY i ON a (b);")
+    assert not runs_in_one_transaction("BEGIN; SELECT 1; COMMIT;")
+
+
+def test_statement_at_line_returns_the_whole_statement() -> None:
+    sql = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = nope;\n"
+    assert statement_at_line(sql, 3) == "UPDATE a\nSET b = nope"
+    assert statement_at_line(sql, 1) == "ALTER TABLE a ADD COLUMN b int"
