@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -141,3 +142,28 @@ def test_bad_config_changes_nothing_on_the_engine(
         assert case.expected in result.stderr
         assert "Traceback" not in result.stderr
     assert engine_snapshot() == before
+
+
+def test_every_health_check_kind_gates_a_deploy(app: AppUnderTest) -> None:
+    def checks(document: Any) -> None:
+        document["health"]["checks"] = [
+            {"kind": "http", "path": "/readyz", "json_fields": {"status": ["ready"]}},
+            {"kind": "tcp"},
+            {"kind": "postgres", "query": "SELECT count(*) >= 0 FROM events"},
+            {"kind": "command", "argv": ["/app/server", "healthcheck"]},
+        ]
+
+    app.edit(checks)
+    app.commit("all check kinds")
+    result = app.shipyard("deploy", "development")
+    assert result.returncode == 0, result.stderr
+
+    def failing(document: Any) -> None:
+        document["health"]["checks"][2]["query"] = "SELECT count(*) > 1000000 FROM events"
+        document["health"]["start_timeout"] = "3s"
+
+    app.edit(failing)
+    app.commit("postgres check cannot pass")
+    refused = app.shipyard("deploy", "development")
+    assert refused.returncode == 6
+    assert "postgres: query returned 'f'" in refused.stderr

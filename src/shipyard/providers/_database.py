@@ -96,7 +96,9 @@ class DatabaseOperations:
     def restore(self, name: str) -> RestoreResult:
         snapshot = self.store.get(name)
         self._running()
-        with self.ctx.store.lock(self.ctx.deployment_id, "restore"):
+        with self.ctx.store.lock(
+            self.ctx.deployment_id, "restore", ttl=self.ctx.config.deploy.lock_ttl
+        ):
             started_at, started = now_iso(), time.monotonic()
             try:
                 self.store.verify(snapshot)
@@ -162,5 +164,7 @@ class DatabaseOperations:
         plan = self.store.plan_prune(protected)
         if dry_run:
             return PruneResult(plan, [])
-        with self.ctx.store.lock(self.ctx.deployment_id, "prune"):
+        with self.ctx.store.lock(
+            self.ctx.deployment_id, "prune", ttl=self.ctx.config.deploy.lock_ttl
+        ):
             return PruneResult(plan, self.store.prune(plan))
