@@ -124,7 +124,7 @@ def shipyard_first_deploy(work: Path) -> tuple[float, str]:
     # Warm the app image and Go build cache, then empty the engine of this app.
     run(*cli, "deploy", "development", cwd=app)
     image = subprocess.run(
-        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{name}-development-blue"],
+        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{name}-development-live"],
         capture_output=True,
         text=True,
         check=True,

@@ -316,7 +316,10 @@ def _go_live(
         data={"slot": slot, "previous_slot": previous},
     )
     phases.run("verify", lambda: steps.verify(release), summary=str)
-    phases.run("watch", lambda: steps.watch(slot), summary=str)
+    if previous is not None and previous != slot:
+        phases.run("watch", lambda: steps.watch(slot), summary=str)
+    else:  # the health gate proved it; with no earlier version there is nothing to switch back to
+        phases.skip("watch", "first deploy: no earlier version to switch back to")
     phases.clear_cleanups()  # the new version serves: nothing to undo from here
     hook(HookPoint.AFTER_SWITCH)
     if previous is not None and previous != slot:
