@@ -121,20 +121,28 @@ def shipyard_first_deploy(work: Path) -> tuple[float, str]:
     name, port = f"b{secrets.token_hex(3)}", free_port()
     app = prepare_app(work, name, port)
     cli = [sys.executable, "-m", "shipyard"]
-    # Warm the app image and Go build cache, then empty the engine of this app.
-    run(*cli, "deploy", "development", cwd=app)
-    image = subprocess.run(
-        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{name}-development-live"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
-    started = time.perf_counter()
-    run(*cli, "deploy", "development", cwd=app)
-    wait_for(f"http://127.0.0.1:{port}/health")
-    elapsed = time.perf_counter() - started
-    run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
+    try:
+        # Warm the app image and Go build cache, then empty the engine of this app.
+        run(*cli, "deploy", "development", cwd=app)
+        image = subprocess.run(
+            ["docker", "inspect", "--format", "{{.Config.Image}}", f"{name}-development-live"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
+        started = time.perf_counter()
+        run(*cli, "deploy", "development", cwd=app)
+        wait_for(f"http://127.0.0.1:{port}/health")
+        elapsed = time.perf_counter() - started
+        run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
+    finally:
+        subprocess.run(
+            [*cli, "destroy", "development", "--yes", "--volumes"],
+            cwd=app,
+            capture_output=True,
+            check=False,
+        )
     return elapsed, image
 
 
