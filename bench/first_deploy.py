@@ -135,7 +135,6 @@ def shipyard_first_deploy(work: Path) -> tuple[float, str]:
         run(*cli, "deploy", "development", cwd=app)
         wait_for(f"http://127.0.0.1:{port}/health")
         elapsed = time.perf_counter() - started
-        run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
     finally:
         subprocess.run(
             [*cli, "destroy", "development", "--yes", "--volumes"],
