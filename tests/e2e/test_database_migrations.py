@@ -105,6 +105,14 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
     assert httpx.get(app.url("/version"), timeout=5).json()["git_commit"] == first
     assert app.status()["slot"] == "blue"
 
+    # A schema left dirty (here by hand) is refused before anything changes, with recovery steps.
+    psql(app, "UPDATE schema_migrations SET dirty = true;")
+    again = app.shipyard("deploy", "development")
+    assert again.returncode == 6
+    assert "phase 'plan'" in again.stderr
+    assert "dirty at version 2 (000002_create_jobs.up.sql)" in again.stderr
+    assert "migrate force 2" in again.stderr
+
 
 def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> None:
     assert app.shipyard("deploy", "development").returncode == 0
