@@ -42,17 +42,22 @@ def git(cwd: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def engine_snapshot() -> dict[str, list[str]]:
-    """Containers, networks and volumes on the engine, for "nothing changed" assertions."""
+def engine_snapshot(app: str | None = None) -> dict[str, list[str]]:
+    """Containers, networks, volumes and images on the engine, for "nothing changed" assertions.
+
+    With ``app``, only what shipyard would name after it (``<app>-…``, ``<app>:…``), so tests
+    running at the same time on the engine cannot disturb the comparison.
+    """
 
     def lines(*argv: str) -> list[str]:
         out = subprocess.run(["docker", *argv], capture_output=True, text=True, check=True).stdout
-        return sorted(out.split())
+        return sorted(n for n in out.split() if app is None or n.startswith((f"{app}-", f"{app}:")))
 
     return {
         "containers": lines("ps", "--all", "--format", "{{.Names}}"),
         "networks": lines("network", "ls", "--format", "{{.Name}}"),
         "volumes": lines("volume", "ls", "--format", "{{.Name}}"),
+        "images": lines("image", "ls", "--format", "{{.Repository}}:{{.Tag}}"),
     }
 
 

@@ -4,6 +4,7 @@ golang-migrate."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -113,11 +114,11 @@ def test_same_commit_deploys_again_into_the_other_slot(app: AppUnderTest) -> Non
 
 def test_dirty_tree_is_refused_unless_allowed(app: AppUnderTest) -> None:
     (app.dir / "README.md").write_text("changed\n", encoding="utf-8")
-    before = engine_snapshot()
+    before = engine_snapshot(app.name)
     refused = app.shipyard("deploy", "development")
     assert refused.returncode == 6
     assert "uncommitted changes" in refused.stderr
-    assert engine_snapshot() == before
+    assert engine_snapshot(app.name) == before
     allowed = app.shipyard("deploy", "development", "--allow-dirty")
     assert allowed.returncode == 0, allowed.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["version"].endswith(".dirty")
@@ -128,10 +129,10 @@ def test_bad_config_changes_nothing_on_the_engine(
     tmp_path: Path, docker_engine: None, case: BadConfig
 ) -> None:
     write(tmp_path, case)
-    before = engine_snapshot()
+    before = engine_snapshot("shop")  # the catalogue's app
     for command in ("deploy", "check"):
         result = subprocess.run(
-            [__import__("sys").executable, "-m", "shipyard", command, case.environment],
+            [sys.executable, "-m", "shipyard", command, case.environment],
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -141,7 +142,7 @@ def test_bad_config_changes_nothing_on_the_engine(
         assert result.returncode == 3, result.stderr
         assert case.expected in result.stderr
         assert "Traceback" not in result.stderr
-    assert engine_snapshot() == before
+    assert engine_snapshot("shop") == before
 
 
 def test_every_health_check_kind_gates_a_deploy(app: AppUnderTest) -> None:

@@ -123,7 +123,7 @@ def _phases_started(app: AppUnderTest, earlier: set[Path]) -> set[str]:
 
 def test_plan_lists_actions_and_changes_nothing(app: AppUnderTest) -> None:
     _short(app)
-    before = engine_snapshot()
+    before = engine_snapshot(app.name)
     state = Path(app.state_dir)
     first = app.shipyard("plan", "development", "--json")
     assert first.returncode == 0, first.stderr
@@ -131,12 +131,12 @@ def test_plan_lists_actions_and_changes_nothing(app: AppUnderTest) -> None:
     phases = [a["phase"] for a in actions]
     assert phases[:1] == ["build"]
     assert "migrate" in phases and "switch" in phases
-    assert engine_snapshot() == before
+    assert engine_snapshot(app.name) == before
     assert not state.exists() or not any(state.rglob("*"))
 
     assert app.shipyard("deploy", "development").returncode == 0
     app.commit("next")
-    before = engine_snapshot()
+    before = engine_snapshot(app.name)
     files = {p: p.read_bytes() for p in state.rglob("*") if p.is_file()}
     second = app.shipyard("plan", "development", "--json")
     assert second.returncode == 0, second.stderr
@@ -144,7 +144,7 @@ def test_plan_lists_actions_and_changes_nothing(app: AppUnderTest) -> None:
     assert "start slot green" in text
     assert "drain and stop slot blue" in text
     assert "migration" not in text  # nothing pending
-    assert engine_snapshot() == before
+    assert engine_snapshot(app.name) == before
     assert {p: p.read_bytes() for p in state.rglob("*") if p.is_file()} == files
 
 
@@ -213,11 +213,11 @@ def test_require_ci_refuses_commits_that_did_not_pass(app: AppUnderTest) -> None
             [{"context": "lint", "state": "success"}],
             [{"name": "tests", "status": "completed", "conclusion": "failure"}],
         )
-        before = engine_snapshot()
+        before = engine_snapshot(app.name)
         refused = app.shipyard("deploy", "development")
         assert refused.returncode == 6, refused.stderr
         assert "has not passed CI (tests: failure)" in refused.stderr
-        assert engine_snapshot() == before
+        assert engine_snapshot(app.name) == before
         assert FakeGitHub.seen_auth[-1] == "Bearer ghp_canarytoken0123456789abcdef"
         assert "ghp_canarytoken" not in refused.stderr + refused.stdout
 
