@@ -193,11 +193,8 @@ def ntfy(docker_engine: None) -> Iterator[Ntfy]:
 
 
 def _owned(app: AppUnderTest) -> dict[str, list[str]]:
-    """The app's containers, networks and volumes (other work may share the engine)."""
-    return {
-        kind: [name for name in names if name.startswith(app.name)]
-        for kind, names in engine_snapshot().items()
-    }
+    """The app's containers, networks, volumes and images (other work may share the engine)."""
+    return engine_snapshot(app.name)
 
 
 def _whsec() -> str:
@@ -346,7 +343,7 @@ def test_failed_deploy_reaches_ntfy_and_notify_test_reports_each_sink(
     assert result.returncode == 6, result.stderr
     assert "deploy failed in phase 'before_deploy'" in result.stderr
     assert _owned(app) == before  # a failing pre-hook stops the deploy before any change
-    assert before == {"containers": [], "networks": [], "volumes": []}
+    assert before == {"containers": [], "networks": [], "volumes": [], "images": []}
 
     def failed_message() -> dict[str, Any] | None:
         return next(
