@@ -6,8 +6,11 @@ changes nothing).
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+from shipyard.config import Config, load_config
 
 VALID = """\
 app:
@@ -201,3 +204,15 @@ def write(tmp: Path, case: BadConfig) -> Path:
         env.chmod(0o600)
     (tmp / "go.mod").write_text("module example.com/shop\n\ngo 1.22\n", encoding="utf-8")
     return config
+
+
+def committed_config(tmp: Path, yaml: str) -> Config:
+    """A valid config for ``development`` in a git repository with one commit (a clean tree)."""
+    (tmp / "shipyard.yml").write_text(yaml, encoding="utf-8")
+    (tmp / ".env.development").write_text(ENV_FILE, encoding="utf-8")
+    (tmp / "go.mod").write_text("module example.com/shop\n", encoding="utf-8")
+    git = ["git", "-C", str(tmp), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp)], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    (tmp / ".gitignore").write_text("*\n", encoding="utf-8")
+    return load_config(tmp / "shipyard.yml", "development", process_env={})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -12,7 +11,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard.build import Image
-from shipyard.config import Config, load_config
+from shipyard.config import Config
 from shipyard.deploy import (
     DeployOptions,
     HookFacts,
@@ -25,7 +24,7 @@ from shipyard.errors import DeployFailed, LockHeld
 from shipyard.events import Bus, Event, EventKind
 from shipyard.hosts import CommandResult, LocalHost
 from shipyard.state import Current, StateStore
-from tests.bad_configs import ENV_FILE, VALID
+from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
 from tests.unit.test_pipeline import RecordingSteps
 
@@ -66,29 +65,7 @@ def _hook(name: str, code: int = 0, where: str = "local") -> str:
 
 
 def _config(tmp_path: Path, hooks: str) -> Config:
-    (tmp_path / "shipyard.yml").write_text(VALID + "hooks:\n  timeout: 30s\n" + hooks)
-    (tmp_path / ".env.development").write_text(ENV_FILE)
-    (tmp_path / "go.mod").write_text("module example.com/shop\n")
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(tmp_path),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "x",
-        ],
-        check=True,
-    )
-    (tmp_path / ".gitignore").write_text("*\n")
-    return load_config(tmp_path / "shipyard.yml", "development", process_env={})
+    return committed_config(tmp_path, VALID + "hooks:\n  timeout: 30s\n" + hooks)
 
 
 def _deploy(

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from shipyard.build import Image
-from shipyard.config import Config, load_config
+from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy import DeployOptions, OperationContext, _rollback_target, run_deploy
 from shipyard.errors import DeployFailed, LockHeld, RollbackFailed, ShipyardError, StateError
 from shipyard.events import Bus, Event
 from shipyard.hosts import LocalHost
 from shipyard.state import Current, Release, StateStore
-from tests.bad_configs import ENV_FILE, VALID
+from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
 
 
@@ -103,29 +102,7 @@ class RecordingSteps:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
-    (tmp_path / "shipyard.yml").write_text(VALID)
-    (tmp_path / ".env.development").write_text(ENV_FILE)
-    (tmp_path / "go.mod").write_text("module example.com/shop\n")
-    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(
-        [
-            "git",
-            "-C",
-            str(tmp_path),
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            "x",
-        ],
-        check=True,
-    )
-    (tmp_path / ".gitignore").write_text("*\n")
-    return load_config(tmp_path / "shipyard.yml", "development", process_env={})
+    return committed_config(tmp_path, VALID)
 
 
 def _run(
