@@ -10,12 +10,12 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from shipyard.config import Config, GoBuild, load_config
+from shipyard.config import Config, GoBuild, SSHSection, load_config
 from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
 from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, JsonLinesSink, dispatcher_for
-from shipyard.hosts import Host, LocalHost
+from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings
 from shipyard.providers import Provider, get_provider
 from shipyard.state import StateStore
 
@@ -31,12 +31,28 @@ class Session:
 
 
 def connect(config: Config) -> Host:
-    """The host an environment's target names."""
-    if config.environment.target == "local":
+    """The host an environment's target names (an ``SSHHost`` for ssh:// targets)."""
+    target = config.environment.target
+    if target == "local":
         return LocalHost(config.masker)
-    raise HostUnreachable(
-        f"target {config.environment.target}: SSH targets are not supported by this version",
-        hint="use target: local",
+    if target.startswith("ssh://"):
+        return SSHHost(target, ssh_settings(config), config.masker)
+    raise HostUnreachable(f"target {target}: unknown kind of target", hint="use local or ssh://")
+
+
+def ssh_settings(config: Config) -> SSHSettings:
+    """``providers.ssh`` (validated by the loader); paths are relative to shipyard.yml."""
+    section = SSHSection.model_validate(config.providers.get("ssh") or {})
+
+    def path(value: str | None) -> Path | None:
+        return config.root / Path(value).expanduser() if value else None
+
+    return SSHSettings(
+        known_hosts=path(section.known_hosts),
+        identity_file=path(section.identity_file),
+        options=tuple(section.options),
+        connect_timeout=section.connect_timeout,
+        control_persist=section.control_persist,
     )
 
 
