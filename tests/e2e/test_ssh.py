@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import httpx
 
-from tests.e2e.conftest import AppUnderTest
+from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port
 from tests.e2e.load import Load
-from tests.e2e.sshd import Sshd
+from tests.e2e.sshd import Sshd, keygen
 
 
 def _short_watch(app: AppUnderTest) -> None:
@@ -40,3 +43,57 @@ def test_deploy_over_ssh_then_redeploy_under_load(remote_app: AppUnderTest, sshd
     assert status["version"] == f"0.0.0+{second[:7]}"
     assert status["drift"] is None
     assert status["health"] == "healthy"
+
+
+def _fingerprint(sshd: Sshd) -> str:
+    out = subprocess.run(
+        ["ssh-keygen", "-lf", str(sshd.host_key.with_suffix(".pub"))],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()[1]
+
+
+def test_unknown_host_key_is_refused_with_its_fingerprint(
+    remote_app: AppUnderTest, sshd: Sshd
+) -> None:
+    app = remote_app
+    app.edit(lambda d: d["providers"]["ssh"].update(sshd.settings(trusted=False)))
+    app.commit("known_hosts without the host")
+    before = engine_snapshot()
+    result = app.shipyard("deploy", "development")
+    assert result.returncode == 5, result.stderr
+    text = " ".join(result.stderr.split())
+    assert f"root@127.0.0.1:{sshd.port}" in text
+    assert "not in" in text and "refusing to connect" in text
+    assert _fingerprint(sshd) in text
+    assert f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {sshd.empty_known_hosts}" in text
+    assert engine_snapshot() == before
+    assert sshd.empty_known_hosts.read_text() == "", "nothing was trusted on the operator's behalf"
+
+
+def test_changed_host_key_is_refused(remote_app: AppUnderTest, sshd: Sshd, tmp_path: Path) -> None:
+    app = remote_app
+    impostor = tmp_path / "impostor"
+    keygen(impostor, "someone else")
+    kind, key = impostor.with_suffix(".pub").read_text().split()[:2]
+    sshd.known_hosts.write_text(f"[127.0.0.1]:{sshd.port} {kind} {key}\n")
+    result = app.shipyard("status", "development")
+    assert result.returncode == 5, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "CHANGED" in text
+    assert _fingerprint(sshd) in text
+    assert "ssh-keygen -R" in text
+
+
+def test_unreachable_host_names_host_and_cause(app: AppUnderTest) -> None:
+    port = free_port()  # nothing listens there
+    app.edit(
+        lambda d: d["environments"]["development"].update(target=f"ssh://root@127.0.0.1:{port}")
+    )
+    app.commit("nothing listens")
+    result = app.shipyard("deploy", "development")
+    assert result.returncode == 5, result.stderr
+    assert f"cannot reach root@127.0.0.1:{port}" in result.stderr
+    assert "Connection refused" in result.stderr
