@@ -64,7 +64,14 @@ class Sshd:
                 self.process.wait(timeout=10)
 
 
-def start_sshd(directory: Path, *, host: str = "127.0.0.1", port: int | None = None) -> Sshd:
+def start_sshd(
+    directory: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+) -> Sshd:
+    """``env``: variables every session gets (sshd's SetEnv), e.g. DOCKER_HOST."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o700)
     host_key = directory / "host_ed25519"
@@ -92,6 +99,7 @@ def start_sshd(directory: Path, *, host: str = "127.0.0.1", port: int | None = N
                 "MaxStartups 100",
                 "AllowTcpForwarding yes",
                 "Subsystem sftp internal-sftp",
+                *(f"SetEnv {key}={value}" for key, value in (env or {}).items()),
                 "",
             ]
         )

@@ -169,6 +169,7 @@ def _stream(tag: str, target: Host, progress: Callable[[int], None] | None, time
         save.stdout.close()
         save.wait(timeout=60)
         reader.join(timeout=10)
+        save.stderr.close()
     if save.returncode != 0:
         detail = b"".join(errors).decode(errors="replace").strip()
         raise DeliveryError(f"`docker save {tag}` on this machine failed: {detail}")

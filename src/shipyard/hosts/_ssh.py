@@ -12,6 +12,7 @@ travel in argv: they go to the remote shell through stdin or a private file.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import re
 import secrets
@@ -481,8 +482,19 @@ def _feed(
     timeout: float | None,
     masker: Masker,
 ) -> CommandResult:
-    """Copy ``source`` into ``proc``'s stdin in chunks, then collect its output."""
-    assert proc.stdin is not None  # noqa: S101
+    """Copy ``source`` into ``proc``'s stdin in chunks while its output is collected."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # noqa: S101
+    outputs: dict[str, bytes] = {}
+
+    def collect(name: str, stream: IO[bytes]) -> None:
+        outputs[name] = stream.read()
+
+    readers = [
+        threading.Thread(target=collect, args=("out", proc.stdout), daemon=True),
+        threading.Thread(target=collect, args=("err", proc.stderr), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
     sent = 0
     try:
         while chunk := source.read(_CHUNK):
@@ -490,15 +502,22 @@ def _feed(
             sent += len(chunk)
             if progress is not None:
                 progress(sent)
-        proc.stdin.close()
     except BrokenPipeError:
         pass  # the command stopped reading: its exit code and stderr say why
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
     try:
-        stdout, stderr_bytes = proc.communicate(timeout=timeout)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         raise CommandFailed(host, masked, -1, f"timed out after {timeout:.0f}s") from exc
+    for reader in readers:
+        reader.join(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    stdout, stderr_bytes = outputs.get("out", b""), outputs.get("err", b"")
     result = CommandResult(
         argv=masked,
         returncode=proc.returncode,
