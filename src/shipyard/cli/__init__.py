@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from shipyard import __version__
-from shipyard.cli._context import open_session, run_checks
+from shipyard.cli._context import open_session, run_checks, run_provision
 from shipyard.config import json_schema, reference_markdown
 from shipyard.deploy import DeployOptions, RollbackOptions
 from shipyard.errors import (
@@ -35,6 +35,7 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.events import send_test
+from shipyard.provision import StepResult
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -270,6 +271,44 @@ def notify_test(
             )
         err.print(table)
     if any(not r.ok for r in results):
+        raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command()
+def provision(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    user: Annotated[
+        str, typer.Option("--user", help="User to connect as (root, or a sudoer with --sudo).")
+    ] = "root",
+    sudo: Annotated[bool, typer.Option("--sudo", help="Run every step through `sudo -n`.")] = False,
+    deploy_user: Annotated[
+        str | None,
+        typer.Option(
+            "--deploy-user",
+            help="User deploys run as (default: the target's user, or `deploy` for root).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Set up the environment's fresh Debian/Ubuntu host(s): Docker, deploy user, firewall, limits."""
+
+    def report(node: str, result: StepResult) -> None:
+        if json_output:  # one step per line
+            sys.stdout.write(json.dumps({"node": node, **asdict(result)}) + "\n")
+            sys.stdout.flush()
+            return
+        colour = {"changed": "yellow", "unchanged": "green", "failed": "red"}[result.status]
+        err.print(
+            f"{escape(node.removeprefix('ssh://'))}  {result.step:<15} "
+            f"[{colour}]{result.status:<9}[/] {escape(result.detail)}"
+        )
+
+    results = run_provision(
+        config, environment, user=user, sudo=sudo, deploy_user=deploy_user, report=report
+    )
+    failed = [r for steps in results.values() for r in steps if r.status == "failed"]
+    if failed:
         raise typer.Exit(ExitCode.FAILED)
 
 

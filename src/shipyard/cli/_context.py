@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -15,8 +17,9 @@ from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
 from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, JsonLinesSink, dispatcher_for
-from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings
+from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
 from shipyard.providers import Provider, get_provider
+from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.state import StateStore
 
 _MIN_GO = (1, 22)
@@ -54,6 +57,41 @@ def ssh_settings(config: Config) -> SSHSettings:
         connect_timeout=section.connect_timeout,
         control_persist=section.control_persist,
     )
+
+
+def run_provision(
+    config_path: Path,
+    environment: str,
+    *,
+    user: str,
+    sudo: bool,
+    deploy_user: str | None,
+    report: Callable[[str, StepResult], None],
+) -> dict[str, list[StepResult]]:
+    """Provision every ssh:// node of the environment, one after the other."""
+    config = load_config(config_path, environment)
+    nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
+    if not nodes:
+        raise ShipyardError(
+            f"environment {environment!r} has no ssh:// target to provision",
+            hint="provision prepares remote hosts; a local target needs Docker installed by hand",
+        )
+    done: dict[str, list[StepResult]] = {}
+    for node in nodes:
+        target = parse_ssh_target(node)
+        host: Host = SSHHost(
+            f"ssh://{user}@{target.host}:{target.port}", ssh_settings(config), config.masker
+        )
+        if sudo:
+            host = SudoHost(host)
+        options = ProvisionOptions(
+            deploy_user=deploy_user
+            or (target.user if target.user not in (None, "root") else "deploy"),
+            ssh_port=target.port,
+            state_dir=config.deploy.state_dir or "/var/lib/shipyard",
+        )
+        done[node] = provision(host, options, report=functools.partial(report, node))
+    return done
 
 
 def state_root(config: Config, host: Host) -> PurePosixPath:
