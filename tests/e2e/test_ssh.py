@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -97,3 +99,53 @@ def test_unreachable_host_names_host_and_cause(app: AppUnderTest) -> None:
     assert result.returncode == 5, result.stderr
     assert f"cannot reach root@127.0.0.1:{port}" in result.stderr
     assert "Connection refused" in result.stderr
+
+
+def test_several_nodes_stop_at_the_first_failure_and_status_shows_each(
+    remote_app: AppUnderTest, sshd: Sshd
+) -> None:
+    app = remote_app
+    _short_watch(app)
+    dead = f"ssh://root@127.0.0.1:{free_port()}"  # a node nothing answers on
+
+    def nodes(target: str, targets: list[str]) -> None:
+        def change(document: Any) -> None:
+            document["environments"]["development"]["target"] = target
+            document["environments"]["development"]["targets"] = targets
+
+        app.edit(change)
+        app.commit(f"nodes {target} {targets}")
+
+    nodes(dead, [sshd.target])
+    before = engine_snapshot()
+    refused = app.shipyard("deploy", "development")
+    assert refused.returncode == 5, refused.stderr
+    text = " ".join(refused.stderr.split())
+    assert "deploy stopped at node" in text and "Connection refused" in text
+    assert f"not started on: {sshd.target}" in text
+    assert engine_snapshot() == before, "the node after the failed one was not touched"
+
+    nodes(sshd.target, [dead])
+    result = app.shipyard("deploy", "development")
+    assert result.returncode == 5, result.stderr
+    text = " ".join(result.stderr.split())
+    assert f"deploy done on: {sshd.target}" in text
+    serving = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
+    assert (
+        serving
+        == subprocess.run(
+            ["git", "-C", str(app.dir), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    ), "the node deployed before the failure keeps serving the new version"
+
+    status = app.shipyard("status", "development", "--json")
+    assert status.returncode == 8, status.stderr
+    nodes_seen = {entry["node"]: entry for entry in json.loads(status.stdout)}
+    assert set(nodes_seen) == {sshd.target, dead}
+    assert nodes_seen[sshd.target]["health"] == "healthy"
+    assert nodes_seen[sshd.target]["drift"] is None
+    assert nodes_seen[dead]["health"] == "unreachable"
+    assert "Connection refused" in nodes_seen[dead]["drift"]

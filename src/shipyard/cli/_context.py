@@ -9,7 +9,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from shipyard.config import Config, GoBuild, SSHSection, load_config
@@ -105,7 +105,25 @@ def state_root(config: Config, host: Host) -> PurePosixPath:
 
 
 def open_session(config_path: Path, environment: str, *, json_output: bool) -> Session:
+    """The session of the environment's (first) node."""
+    return _session(load_config(config_path, environment), json_output=json_output)
+
+
+def open_sessions(config_path: Path, environment: str, *, json_output: bool) -> list[Session]:
+    """One session per node of the environment (``target``, then ``targets``), sharing a deployment id."""
     config = load_config(config_path, environment)
+    deployment_id = new_deployment_id()
+    return [
+        _session(
+            replace(config, environment=replace(config.environment, target=node)),
+            json_output=json_output,
+            deployment_id=deployment_id,
+        )
+        for node in config.environment.nodes
+    ]
+
+
+def _session(config: Config, *, json_output: bool, deployment_id: str | None = None) -> Session:
     host = connect(config)
     bus = Bus(config.masker)
     bus.subscribe(JsonLinesSink() if json_output else ConsoleSink())
@@ -118,7 +136,7 @@ def open_session(config_path: Path, environment: str, *, json_output: bool) -> S
         local=LocalHost(config.masker),
         store=StateStore(host, state_root(config, host)),
         bus=bus,
-        deployment_id=new_deployment_id(),
+        deployment_id=deployment_id or new_deployment_id(),
         target=host,
     )
     provider = get_provider(config.environment.provider, host, config_file=str(config.path))

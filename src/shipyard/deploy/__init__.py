@@ -19,6 +19,7 @@ from typing import Protocol
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
+from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
 from shipyard.errors import (
     DeployFailed,
@@ -41,11 +42,14 @@ __all__ = [
     "HookPoint",
     "Hooks",
     "Interrupted",
+    "NodeOutcome",
     "OperationContext",
     "Phases",
     "RollbackOptions",
+    "across_nodes",
     "hook_env",
     "new_deployment_id",
+    "rollout_error",
     "run_deploy",
     "run_rollback",
 ]
