@@ -17,7 +17,15 @@ from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
 from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, JsonLinesSink, dispatcher_for
-from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.hosts import (
+    MIN_OPENSSH,
+    Host,
+    LocalHost,
+    SSHHost,
+    SSHSettings,
+    openssh_version,
+    parse_ssh_target,
+)
 from shipyard.providers import Provider, get_provider
 from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.state import StateStore
@@ -225,6 +233,9 @@ def _tool_problems(config: Config | None) -> list[str]:
     needed = ["docker", "git"]
     if config is not None and isinstance(config.build, GoBuild):
         needed.append("go")
+    remote = config is not None and any(n.startswith("ssh://") for n in config.environment.nodes)
+    if remote:
+        needed.append("ssh")
     path = os.environ.get("PATH")
     problems = [
         f"tool `{tool}` not found on PATH"
@@ -239,5 +250,12 @@ def _tool_problems(config: Config | None) -> list[str]:
         if numbers < _MIN_GO:
             problems.append(
                 f"tool `go`: found {found.strip() or 'unknown version'}, need go{'.'.join(map(str, _MIN_GO))} or newer"
+            )
+    if remote and shutil.which("ssh", path=path) is not None:
+        version = openssh_version()
+        if version is None or version < MIN_OPENSSH:
+            found_ssh = ".".join(map(str, version)) if version else "an unknown version"
+            problems.append(
+                f"tool `ssh`: found OpenSSH {found_ssh}, need {'.'.join(map(str, MIN_OPENSSH))} or newer"
             )
     return problems

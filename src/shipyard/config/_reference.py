@@ -25,7 +25,9 @@ from shipyard.config._models import (
     NtfySink,
     PostgresCheck,
     ProxySection,
+    RegistrySection,
     RetrySection,
+    SSHSection,
     TcpCheck,
     WebhookSink,
 )
@@ -43,6 +45,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("health.checks[] (kind: postgres)", PostgresCheck),
     ("health.checks[] (kind: command)", CommandCheck),
     ("deploy", DeploySection),
+    ("deploy.registry", RegistrySection),
     ("notifications", NotificationsSection),
     ("notifications.sinks[] (kind: webhook)", WebhookSink),
     ("notifications.sinks[] (kind: ntfy)", NtfySink),
@@ -50,6 +53,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hooks", HooksSection),
     ("hooks.<point>[]", HookSpec),
     ("environments.<name>", EnvironmentSection),
+    ("providers.ssh", SSHSection),
 ]
 
 

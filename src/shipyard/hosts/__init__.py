@@ -16,10 +16,18 @@ from typing import Protocol
 
 from shipyard.errors import CommandFailed, HostUnreachable
 from shipyard.hosts._result import CommandResult
-from shipyard.hosts._ssh import SSHHost, SSHSettings, SSHTarget, openssh_version, parse_ssh_target
+from shipyard.hosts._ssh import (
+    MIN_OPENSSH,
+    SSHHost,
+    SSHSettings,
+    SSHTarget,
+    openssh_version,
+    parse_ssh_target,
+)
 from shipyard.secrets import Masker
 
 __all__ = [
+    "MIN_OPENSSH",
     "CommandResult",
     "Host",
     "LocalHost",

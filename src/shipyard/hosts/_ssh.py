@@ -23,6 +23,7 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -33,10 +34,17 @@ from shipyard.errors import CommandFailed, HostKeyRejected, HostUnreachable, Shi
 from shipyard.hosts._result import CommandResult
 from shipyard.secrets import Masker
 
-__all__ = ["SSHHost", "SSHSettings", "SSHTarget", "parse_ssh_target"]
+__all__ = [
+    "MIN_OPENSSH",
+    "SSHHost",
+    "SSHSettings",
+    "SSHTarget",
+    "openssh_version",
+    "parse_ssh_target",
+]
 
 _DEFAULT_PORT = 22
-_MIN_OPENSSH = (7, 6)
+MIN_OPENSSH = (7, 6)
 _UNKNOWN_KEY = (
     "No ED25519 host key is known",
     "host key is known for",
@@ -122,6 +130,7 @@ class SSHHost:
         self._lock = threading.Lock()
         self._forwards: dict[int, int] = {}
         self._home: PurePosixPath | None = None
+        self._last_used = 0.0
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -168,20 +177,28 @@ class SSHHost:
 
     # -- connection ------------------------------------------------------------------------------
     def connect(self) -> None:
-        """Open the master connection (idempotent). Refuses unknown or changed host keys."""
+        """Open the master connection (idempotent). Refuses unknown or changed host keys.
+
+        A master left idle for most of ``control_persist`` (a long local build) may have exited:
+        it is checked and, if gone, opened again, so commands keep sharing one connection.
+        """
         with self._lock:
             if self._connected:
-                return
+                idle = time.monotonic() - self._last_used
+                self._last_used = time.monotonic()
+                if idle < self.settings.control_persist * 0.5 or self._alive():
+                    return
+                self._connected = False
             version = openssh_version()
             if version is None:
                 raise HostUnreachable(
                     f"cannot reach {self.target.destination}: the OpenSSH client `ssh` is not installed",
                     hint="install openssh-client",
                 )
-            if version < _MIN_OPENSSH:
+            if version < MIN_OPENSSH:
                 raise ShipyardError(
                     f"OpenSSH {version[0]}.{version[1]} found on this machine; "
-                    f"{_MIN_OPENSSH[0]}.{_MIN_OPENSSH[1]} or newer is needed"
+                    f"{MIN_OPENSSH[0]}.{MIN_OPENSSH[1]} or newer is needed"
                 )
             argv = self.ssh_argv(
                 "-M", "-N", "-f",
@@ -210,7 +227,17 @@ class SSHHost:
             if proc.returncode != 0:
                 raise self._connection_error(stderr)
             self._connected = True
+            self._last_used = time.monotonic()
             atexit.register(self.close)
+
+    def _alive(self) -> bool:
+        check = subprocess.run(
+            self.ssh_argv("-O", "check", "--", self.target.host),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        return check.returncode == 0
 
     def _connection_error(self, stderr: str) -> HostUnreachable:
         where = self.target.destination
