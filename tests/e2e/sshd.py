@@ -99,7 +99,14 @@ def start_sshd(
                 "MaxStartups 100",
                 "AllowTcpForwarding yes",
                 "Subsystem sftp internal-sftp",
-                *(f"SetEnv {key}={value}" for key, value in (env or {}).items()),
+                # This machine's root ~/.bashrc runs `pyenv init` (~0.15 s) and Debian's bash
+                # sources it for every SSH command unless SHLVL says it is not a top-level shell;
+                # a server's usual .bashrc returns at once for non-interactive shells.
+                # (one SetEnv line: sshd keeps only the first)
+                "SetEnv "
+                + " ".join(
+                    f"{key}={value}" for key, value in {"SHLVL": "1", **(env or {})}.items()
+                ),
                 "",
             ]
         )

@@ -346,7 +346,11 @@ class SSHHost:
             env_file = PurePosixPath(f"/tmp/.shipyard-env-{secrets.token_hex(8)}")  # noqa: S108
             self.put(env_file, _shell_env(env), mode=0o600)
             quoted = shlex.quote(str(env_file))
-            env_prefix = f"set -a && . {quoted} && rm -f {quoted} && set +a && exec "
+            # Removed whatever sourcing it did; the command runs only if it was read.
+            env_prefix = (
+                f"set -a; . {quoted}; rc=$?; rm -f {quoted}; set +a; "
+                '[ "$rc" -eq 0 ] || exit "$rc"; exec '
+            )
         command = self._remote(argv, cwd=cwd, env_prefix=env_prefix)
         try:
             proc = subprocess.run(
