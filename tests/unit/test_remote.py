@@ -210,6 +210,8 @@ class _RecordingHost(FakeHost):
             self.images[argv[-1]] = "sha256:abc"
         if argv[:2] == ["docker", "tag"]:
             self.images[argv[-1]] = self.images[argv[-2]]
+        if argv[:3] == ["docker", "image", "rm"]:
+            self.images.pop(argv[-1], None)
         return None
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:

@@ -203,6 +203,10 @@ def _through_registry(
                     f"{exc.stderr.strip()[-300:]}"
                 ) from exc
     here.tag(tag, ref)
-    here.push(ref)
+    try:
+        here.push(ref)
+    finally:
+        here.untag(ref)  # the operator's engine keeps only <app>:<version>
     remote.pull(ref)
     remote.tag(ref, tag)
+    remote.untag(ref)  # one name per release on the host too, so pruning a release frees it

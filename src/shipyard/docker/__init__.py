@@ -207,6 +207,10 @@ class Docker:
             timeout=120,
         )
 
+    def untag(self, ref: str) -> None:
+        """Remove the name ``ref`` (the image stays while other names point at it)."""
+        self._run(["image", "rm", ref], check=False, timeout=120)
+
     def push(self, ref: str) -> None:
         self._run(["push", "--quiet", ref], timeout=1800)
 

@@ -145,6 +145,7 @@ class SSHHost:
         if self._control_dir is None:
             # Short (a socket path is limited to ~100 bytes) and private (0700).
             self._control_dir = Path(tempfile.mkdtemp(prefix="shipyard-ssh-"))
+            atexit.register(self.close)  # removed however the command ends
         return self._control_dir / "cm"
 
     def ssh_argv(self, *extra: str) -> list[str]:
@@ -228,7 +229,6 @@ class SSHHost:
                 raise self._connection_error(stderr)
             self._connected = True
             self._last_used = time.monotonic()
-            atexit.register(self.close)
 
     def _alive(self) -> bool:
         check = subprocess.run(
