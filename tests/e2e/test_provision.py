@@ -94,8 +94,8 @@ def fresh_host(tmp_path: Path, docker_engine: None) -> Iterator[FreshHost]:
         )
 
 
-def _provision(app: AppUnderTest) -> tuple[int, dict[str, dict[str, Any]], str]:
-    result = app.shipyard("provision", "development", "--json", timeout=1800)
+def _provision(app: AppUnderTest, *args: str) -> tuple[int, dict[str, dict[str, Any]], str]:
+    result = app.shipyard("provision", "development", "--json", *args, timeout=1800)
     steps = {}
     for line in result.stdout.splitlines():
         entry = json.loads(line)
@@ -181,3 +181,20 @@ def test_provision_sets_up_a_fresh_host_and_changes_nothing_the_second_time(
         step: e["status"] for step, e in second.items() if step != "docker-service"
     } == dict.fromkeys([s for s in first if s != "docker-service"], "unchanged"), second
     assert second["docker-service"]["status"] == "failed"
+
+    # A sudoer instead of root: the same steps through `sudo -n`, still nothing to change.
+    host.sh(
+        "apt-get install -y -q --no-install-recommends sudo >/dev/null && "
+        "useradd --create-home --shell /bin/sh ops && usermod -p '*' ops && "
+        "echo 'ops ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/ops && "
+        "install -d -o ops -m 700 /home/ops/.ssh && "
+        "install -o ops -m 600 /root/.ssh/authorized_keys /home/ops/.ssh/authorized_keys"
+    )
+    code, as_sudoer, stderr = _provision(app, "--user", "ops", "--sudo", "--deploy-user", "deploy")
+    assert code == 8, stderr
+    assert {s: e["status"] for s, e in as_sudoer.items() if s != "docker-service"} == dict.fromkeys(
+        [s for s in first if s != "docker-service"], "unchanged"
+    ), as_sudoer
+    refused = app.shipyard("provision", "development", "--user", "ops")
+    assert refused.returncode == 8
+    assert "provision needs root" in refused.stderr and "--sudo" in refused.stderr

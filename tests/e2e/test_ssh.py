@@ -26,6 +26,9 @@ def test_deploy_over_ssh_then_redeploy_under_load(remote_app: AppUnderTest, sshd
     app = remote_app
     _short_watch(app)
     first = app.commit("version 1")
+    checked = app.shipyard("check", "development")
+    assert checked.returncode == 0, checked.stderr
+    assert "reachable on 127.0.0.1" in checked.stderr
     result = app.shipyard("deploy", "development")
     assert result.returncode == 0, result.stderr
     # The sshd runs on this machine: the host's engine is the one that built the image.
@@ -41,6 +44,8 @@ def test_deploy_over_ssh_then_redeploy_under_load(remote_app: AppUnderTest, sshd
     assert load.result.failures == [], load.result.failures[:5]
     assert load.result.versions == [f"0.0.0+{first[:7]}", f"0.0.0+{second[:7]}"]
 
+    history = json.loads(app.shipyard("history", "development", "--json").stdout)
+    assert [(h["action"], h["result"]) for h in history] == [("deploy", "succeeded")] * 2
     status = app.status()
     assert status["version"] == f"0.0.0+{second[:7]}"
     assert status["drift"] is None
