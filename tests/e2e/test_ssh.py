@@ -42,7 +42,9 @@ def test_deploy_over_ssh_then_redeploy_under_load(remote_app: AppUnderTest, sshd
     assert again.returncode == 0, again.stderr
     assert load.result.requests > 50
     assert load.result.failures == [], load.result.failures[:5]
-    assert load.result.versions == [f"0.0.0+{first[:7]}", f"0.0.0+{second[:7]}"]
+    order = [f"0.0.0+{first[:7]}", f"0.0.0+{second[:7]}"]
+    assert set(load.result.versions) == set(order)
+    assert load.result.monotonic(order), "a client saw the old version after the new one"
 
     history = json.loads(app.shipyard("history", "development", "--json").stdout)
     assert [(h["action"], h["result"]) for h in history] == [("deploy", "succeeded")] * 2
@@ -50,6 +52,12 @@ def test_deploy_over_ssh_then_redeploy_under_load(remote_app: AppUnderTest, sshd
     assert status["version"] == f"0.0.0+{second[:7]}"
     assert status["drift"] is None
     assert status["health"] == "healthy"
+
+    with Load(app.url("/")) as load:
+        back = app.shipyard("rollback", "development")
+    assert back.returncode == 0, back.stderr
+    assert load.result.failures == [], load.result.failures[:5]
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == first
 
 
 def _app_objects(app: AppUnderTest) -> dict[str, list[str]]:

@@ -6,7 +6,7 @@ import json
 import shlex
 import threading
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -245,3 +245,19 @@ def test_delivery_is_skipped_when_the_host_has_the_image() -> None:
     assert done.method == "present"
     assert not any(c[:2] in (["docker", "load"], ["docker", "push"]) for c in remote.commands)
     assert local.commands == []
+
+
+def test_ssh_targets_connect_through_ssh_and_keep_state_in_var_lib(tmp_path: Path) -> None:
+    from shipyard.cli._context import connect, state_root  # noqa: PLC0415
+
+    yaml = VALID.replace(
+        "  development:\n    target: local", "  development:\n    target: ssh://deploy@a.example"
+    )
+    config = load_config(_config(tmp_path, yaml), "development", process_env={})
+    host = connect(config)
+    try:
+        assert isinstance(host, SSHHost)
+        assert host.target.user == "deploy"
+        assert state_root(config, host) == PurePosixPath("/var/lib/shipyard/shop/development")
+    finally:
+        host.close()
