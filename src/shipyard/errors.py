@@ -5,6 +5,7 @@
     ├── CheckFailed               `shipyard check` found problems beyond the config itself
     ├── HostError                 running a command or moving a file on a target failed
     │   ├── HostUnreachable       the target cannot be reached at all
+    │   │   └── HostKeyRejected   its SSH host key is unknown or changed: refused
     │   └── CommandFailed         a command ran and exited non-zero
     ├── BuildError                the app image could not be built
     ├── LockHeld                  another operation holds the environment's lock
@@ -91,6 +92,10 @@ class HostError(ShipyardError):
 
 class HostUnreachable(HostError):
     """The target host cannot be reached (connection refused, DNS, engine down)."""
+
+
+class HostKeyRejected(HostUnreachable):
+    """The target's SSH host key is not trusted (unknown or changed); the message shows its fingerprint."""
 
 
 class CommandFailed(HostError):

@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from tests.e2e.sshd import Sshd, start_sshd
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "events-api"
 
@@ -171,3 +173,26 @@ def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
     finally:
         under_test.shipyard("destroy", under_test.environment, "--yes", "--volumes")
         _remove_everything(name)
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[Sshd]:
+    """Debian's OpenSSH server on 127.0.0.1:<free port>, root login with a generated test key."""
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def remote_app(sshd: Sshd, app: AppUnderTest) -> AppUnderTest:
+    """The reference app with its environment on an ssh:// target (this machine's own sshd)."""
+
+    def change(document: Any) -> None:
+        document["environments"]["development"]["target"] = sshd.target
+        document.setdefault("providers", {})["ssh"] = sshd.settings()
+
+    app.edit(change)
+    app.commit("deploy over ssh")
+    return app

@@ -11,10 +11,11 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from enum import IntEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,10 +23,23 @@ from rich.markup import escape
 from rich.table import Table
 
 from shipyard import __version__
-from shipyard.cli._context import Session, current_masker, open_session, run_checks
+from shipyard.cli._context import (
+    Session,
+    current_masker,
+    open_session,
+    open_sessions,
+    run_checks,
+    run_provision,
+)
 from shipyard.cli._database import migrations_app, snapshot_app
 from shipyard.config import json_schema, parse_duration, reference_markdown
-from shipyard.deploy import DeployOptions, RollbackOptions
+from shipyard.deploy import (
+    DeployOptions,
+    DeployResult,
+    RollbackOptions,
+    across_nodes,
+    rollout_error,
+)
 from shipyard.errors import (
     CheckFailed,
     ConfigError,
@@ -38,6 +52,7 @@ from shipyard.errors import (
     StateError,
 )
 from shipyard.events import send_test
+from shipyard.provision import StepResult
 from shipyard.state import Lock
 
 __all__ = ["ExitCode", "app", "main"]
@@ -158,19 +173,47 @@ def deploy(
     wait: WaitOption = "0s",
     json_output: JsonOption = False,
 ) -> None:
-    """Build, migrate and switch the environment to the current source, blue-green."""
-    session = open_session(config, environment, json_output=json_output, ref=ref)
+    """Build, migrate and switch the environment to the current source, blue-green (node by node)."""
+    sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
     options = DeployOptions(
         allow_dirty=allow_dirty, rebuild=rebuild, lock_wait=parse_duration(wait)
     )
-    result = session.provider.deploy(session.ctx, options)
-    if json_output:
-        return
-    err.print(
-        f"[bold green]deployed[/] {escape(result.release.version)} ({result.release.commit[:7]}) "
-        f"to {escape(environment)} in {result.duration_s:.1f}s"
+    for session, result in _on_nodes(
+        sessions, lambda s: s.provider.deploy(s.ctx, options), "deploy"
+    ):
+        if json_output:
+            continue
+        err.print(
+            f"[bold green]deployed[/] {escape(result.release.version)} ({result.release.commit[:7]}) "
+            f"to {escape(environment)}{_on(session, sessions)} in {result.duration_s:.1f}s"
+        )
+        sys.stdout.write(result.url + "\n")
+
+
+T = TypeVar("T")
+
+
+def _on(session: Session, sessions: list[Session]) -> str:
+    return f" on {session.ctx.node}" if len(sessions) > 1 else ""
+
+
+def _on_nodes(
+    sessions: list[Session], action: Callable[[Session], T], what: str
+) -> list[tuple[Session, T]]:
+    """``action`` on every node, in order (``deploy.parallelism`` at a time); the first failure
+    stops the rollout and is raised with every node's fate."""
+    if len(sessions) == 1:
+        return [(sessions[0], action(sessions[0]))]
+    by_node = {s.config.environment.target: s for s in sessions}
+    outcomes = across_nodes(
+        list(by_node),
+        lambda node: action(by_node[node]),
+        parallelism=sessions[0].config.deploy.parallelism,
     )
-    sys.stdout.write(result.url + "\n")
+    error = rollout_error(outcomes, what)
+    if error is not None:
+        raise error
+    return [(by_node[o.node], o.result) for o in outcomes if o.result is not None]
 
 
 @app.command()
@@ -189,11 +232,17 @@ def rollback(
     json_output: JsonOption = False,
 ) -> None:
     """Bring back the previous (or a chosen) retained release: no rebuild, health-gated switch."""
-    session = open_session(config, environment, json_output=json_output)
+    sessions = open_sessions(config, environment, json_output=json_output)
     options = RollbackOptions(to=to, yes=yes, lock_wait=parse_duration(wait))
-    result = session.provider.rollback(session.ctx, options)
-    if json_output:
-        return
+    for session, result in _on_nodes(
+        sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
+    ):
+        if json_output:
+            continue
+        _rolled_back(environment + _on(session, sessions), result)
+
+
+def _rolled_back(environment: str, result: DeployResult) -> None:
     err.print(
         f"[bold green]rolled back[/] {escape(environment)} to {escape(result.release.version)} "
         f"({result.release.commit[:7]}) in {result.duration_s:.1f}s"
@@ -207,30 +256,54 @@ def status(
     config: ConfigOption = Path("shipyard.yml"),
     json_output: JsonOption = False,
 ) -> None:
-    """What runs in the environment, its health, and drift between the proxy and recorded state."""
-    session = open_session(config, environment, json_output=json_output)
-    report = session.provider.health_check(session.ctx)
-    data = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    """What runs in the environment (every node), its health, and drift from recorded state."""
+    sessions = open_sessions(config, environment, json_output=json_output)
+    if len(sessions) == 1:
+        reports = [_status_of(sessions[0])]
+    else:  # every node, even when some cannot be reached
+        reports = [
+            {"node": o.node, **(o.result or _unreachable(o.error))}
+            for o in across_nodes(
+                [s.config.environment.target for s in sessions],
+                lambda node: _status_of(
+                    next(s for s in sessions if s.config.environment.target == node)
+                ),
+                parallelism=len(sessions),
+            )
+        ]
     if json_output:
-        _out(data)
-        return
-    table = Table(show_header=False, box=None)
-    for key in (
-        "url",
-        "version",
-        "commit",
-        "slot",
-        "deployed_at",
-        "deployed_by",
-        "health",
-        "drift",
-    ):
-        table.add_row(key, escape(str(data.get(key) or "-")))
-    for name, state in data.get("containers", {}).items():
-        table.add_row(f"  {name}", escape(state))
-    err.print(table)
-    if data.get("drift"):
+        _out(reports[0] if len(reports) == 1 else reports)
+    else:
+        for data in reports:
+            table = Table(show_header=False, box=None)
+            if "node" in data:
+                table.add_row("node", escape(str(data["node"])))
+            for key in (
+                "url",
+                "version",
+                "commit",
+                "slot",
+                "deployed_at",
+                "deployed_by",
+                "health",
+                "drift",
+            ):
+                table.add_row(key, escape(str(data.get(key) or "-")))
+            for name, state in data.get("containers", {}).items():
+                table.add_row(f"  {name}", escape(state))
+            err.print(table)
+    if any(data.get("drift") for data in reports):
         raise typer.Exit(ExitCode.FAILED)
+
+
+def _status_of(session: Session) -> dict[str, Any]:
+    report = session.provider.health_check(session.ctx)
+    data: dict[str, Any] = report.to_dict() if hasattr(report, "to_dict") else dict(report)
+    return data
+
+
+def _unreachable(error: ShipyardError | None) -> dict[str, Any]:
+    return {"health": "unreachable", "drift": error.message if error else "not checked"}
 
 
 @app.command()
@@ -422,6 +495,44 @@ def notify_test(
 
 
 @app.command()
+def provision(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    user: Annotated[
+        str, typer.Option("--user", help="User to connect as (root, or a sudoer with --sudo).")
+    ] = "root",
+    sudo: Annotated[bool, typer.Option("--sudo", help="Run every step through `sudo -n`.")] = False,
+    deploy_user: Annotated[
+        str | None,
+        typer.Option(
+            "--deploy-user",
+            help="User deploys run as (default: the target's user, or `deploy` for root).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Set up the environment's fresh Debian/Ubuntu host(s): Docker, deploy user, firewall, limits."""
+
+    def report(node: str, result: StepResult) -> None:
+        if json_output:  # one step per line
+            sys.stdout.write(json.dumps({"node": node, **asdict(result)}) + "\n")
+            sys.stdout.flush()
+            return
+        colour = {"changed": "yellow", "unchanged": "green", "failed": "red"}[result.status]
+        err.print(
+            f"{escape(node.removeprefix('ssh://'))}  {result.step:<15} "
+            f"[{colour}]{result.status:<9}[/] {escape(result.detail)}"
+        )
+
+    results = run_provision(
+        config, environment, user=user, sudo=sudo, deploy_user=deploy_user, report=report
+    )
+    failed = [r for steps in results.values() for r in steps if r.status == "failed"]
+    if failed:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command()
 def destroy(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
@@ -431,13 +542,27 @@ def destroy(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove the environment's containers, network and state (and volumes with --volumes)."""
-    session = open_session(config, environment, json_output=False)
+    sessions = open_sessions(config, environment, json_output=False)
+    nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
     if not yes and not typer.confirm(
-        f"Remove {session.config.app.name} {environment}{' including its database' if volumes else ''}?"
+        f"Remove {sessions[0].config.app.name} {environment}{nodes}"
+        f"{' including its database' if volumes else ''}?"
     ):
         raise typer.Exit(ExitCode.USAGE)
-    for name in session.provider.cleanup(session.ctx, volumes=volumes):
-        err.print(f"removed {escape(name)}")
+    failures: list[ShipyardError] = []
+    for session in sessions:  # every node, even after one failed
+        try:
+            removed = session.provider.cleanup(session.ctx, volumes=volumes)
+        except ShipyardError as exc:
+            if len(sessions) == 1:
+                raise
+            err.print(f"[red]failed[/]{_on(session, sessions)}: {escape(exc.message)}")
+            failures.append(exc)
+            continue
+        for name in removed:
+            err.print(f"removed {escape(name)}{_on(session, sessions)}")
+    if failures:
+        raise failures[0]
 
 
 def _exit_code(exc: ShipyardError) -> ExitCode:

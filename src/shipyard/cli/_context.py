@@ -3,22 +3,33 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
 from shipyard.build import source_at
-from shipyard.config import Config, GoBuild, load_config
+from shipyard.config import Config, GoBuild, SSHSection, load_config
 from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
 from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
-from shipyard.hosts import Host, LocalHost
+from shipyard.hosts import (
+    MIN_OPENSSH,
+    Host,
+    LocalHost,
+    SSHHost,
+    SSHSettings,
+    openssh_version,
+    parse_ssh_target,
+)
 from shipyard.providers import Provider, get_provider
+from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
 
@@ -34,13 +45,64 @@ class Session:
 
 
 def connect(config: Config) -> Host:
-    """The host an environment's target names."""
-    if config.environment.target == "local":
+    """The host an environment's target names (an ``SSHHost`` for ssh:// targets)."""
+    target = config.environment.target
+    if target == "local":
         return LocalHost(config.masker)
-    raise HostUnreachable(
-        f"target {config.environment.target}: SSH targets are not supported by this version",
-        hint="use target: local",
+    if target.startswith("ssh://"):
+        return SSHHost(target, ssh_settings(config), config.masker)
+    raise HostUnreachable(f"target {target}: unknown kind of target", hint="use local or ssh://")
+
+
+def ssh_settings(config: Config) -> SSHSettings:
+    """``providers.ssh`` (validated by the loader); paths are relative to shipyard.yml."""
+    section = SSHSection.model_validate(config.providers.get("ssh") or {})
+
+    def path(value: str | None) -> Path | None:
+        return config.root / Path(value).expanduser() if value else None
+
+    return SSHSettings(
+        known_hosts=path(section.known_hosts),
+        identity_file=path(section.identity_file),
+        options=tuple(section.options),
+        connect_timeout=section.connect_timeout,
+        control_persist=section.control_persist,
     )
+
+
+def run_provision(
+    config_path: Path,
+    environment: str,
+    *,
+    user: str,
+    sudo: bool,
+    deploy_user: str | None,
+    report: Callable[[str, StepResult], None],
+) -> dict[str, list[StepResult]]:
+    """Provision every ssh:// node of the environment, one after the other."""
+    config = load_config(config_path, environment)
+    nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
+    if not nodes:
+        raise ShipyardError(
+            f"environment {environment!r} has no ssh:// target to provision",
+            hint="provision prepares remote hosts; a local target needs Docker installed by hand",
+        )
+    done: dict[str, list[StepResult]] = {}
+    for node in nodes:
+        target = parse_ssh_target(node)
+        host: Host = SSHHost(
+            f"ssh://{user}@{target.host}:{target.port}", ssh_settings(config), config.masker
+        )
+        if sudo:
+            host = SudoHost(host)
+        options = ProvisionOptions(
+            deploy_user=deploy_user
+            or (target.user if target.user not in (None, "root") else "deploy"),
+            ssh_port=target.port,
+            state_dir=config.deploy.state_dir or "/var/lib/shipyard",
+        )
+        done[node] = provision(host, options, report=functools.partial(report, node))
+    return done
 
 
 def state_root(config: Config, host: Host) -> PurePosixPath:
@@ -67,19 +129,44 @@ def current_masker() -> Masker:
     return _MASKERS[-1] if _MASKERS else Masker()
 
 
-def open_session(
-    config_path: Path, environment: str, *, json_output: bool, ref: str | None = None
-) -> Session:
+def _load(config_path: Path, environment: str, ref: str | None) -> Config:
     config = load_config(config_path, environment)
     _MASKERS.append(config.masker)
     if ref is not None:
         worktree = ExitStack()
         atexit.register(worktree.close)
         config = worktree.enter_context(source_at(LocalHost(config.masker), config, ref))
+    return config
+
+
+def open_session(
+    config_path: Path, environment: str, *, json_output: bool, ref: str | None = None
+) -> Session:
+    """The session of the environment's (first) node."""
+    return _session(_load(config_path, environment, ref), json_output=json_output)
+
+
+def open_sessions(
+    config_path: Path, environment: str, *, json_output: bool, ref: str | None = None
+) -> list[Session]:
+    """One session per node of the environment (``target``, then ``targets``), sharing a deployment id."""
+    config = _load(config_path, environment, ref)
+    deployment_id = new_deployment_id()
+    return [
+        _session(
+            replace(config, environment=replace(config.environment, target=node)),
+            json_output=json_output,
+            deployment_id=deployment_id,
+        )
+        for node in config.environment.nodes
+    ]
+
+
+def _session(config: Config, *, json_output: bool, deployment_id: str | None = None) -> Session:
     host = connect(config)
     bus = Bus(config.masker)
     bus.subscribe(JsonLinesSink() if json_output else ConsoleSink())
-    deployment_id = new_deployment_id()
+    deployment_id = deployment_id or new_deployment_id()
     store = StateStore(host, state_root(config, host))
     bus.subscribe(
         DeploymentLog(
@@ -186,6 +273,9 @@ def _tool_problems(config: Config | None) -> list[str]:
     needed = ["docker", "git"]
     if config is not None and isinstance(config.build, GoBuild):
         needed.append("go")
+    remote = config is not None and any(n.startswith("ssh://") for n in config.environment.nodes)
+    if remote:
+        needed.append("ssh")
     path = os.environ.get("PATH")
     problems = [
         f"tool `{tool}` not found on PATH"
@@ -200,5 +290,12 @@ def _tool_problems(config: Config | None) -> list[str]:
         if numbers < _MIN_GO:
             problems.append(
                 f"tool `go`: found {found.strip() or 'unknown version'}, need go{'.'.join(map(str, _MIN_GO))} or newer"
+            )
+    if remote and shutil.which("ssh", path=path) is not None:
+        version = openssh_version()
+        if version is None or version < MIN_OPENSSH:
+            found_ssh = ".".join(map(str, version)) if version else "an unknown version"
+            problems.append(
+                f"tool `ssh`: found OpenSSH {found_ssh}, need {'.'.join(map(str, MIN_OPENSSH))} or newer"
             )
     return problems

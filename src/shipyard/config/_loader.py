@@ -30,6 +30,7 @@ from shipyard.config._models import (
     HooksSection,
     NotificationsSection,
     ProxySection,
+    SSHSection,
 )
 from shipyard.errors import ConfigError, Issue
 from shipyard.events import decode_secret
@@ -59,6 +60,12 @@ class Environment:
     target: str
     provider: str
     env_file: Path | None
+    targets: tuple[str, ...] = ()  # further nodes, after `target`
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        """Every node of the environment, ``target`` first."""
+        return (self.target, *(t for t in self.targets if t != self.target))
 
 
 @dataclass(frozen=True)
@@ -319,18 +326,21 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _required_env_issues(sections, env_locator, file_values, process_env, env_file)
         )
         issues.extend(_notification_issues(sections["notifications"], env_locator, file_values))
+        issues.extend(_transport_issues(sections, env_locator, file_values))
     if issues:
         raise ConfigError(_dedupe(issues))
 
     env_section = EnvironmentSection.model_validate(env_raw)
     masker = Masker()
     masker.add_env(file_values, all_values=False)
-    database, github = sections["database"], sections["deploy"].github
+    database, deploy = sections["database"], sections["deploy"]
+    github, registry = deploy.github, deploy.registry
     named_secrets = [
         *sections["app"].secret_env,
         *_notification_secret_keys(sections["notifications"]),
         *([database.password_env] if database is not None else []),
         *([github.token_env] if github is not None else []),
+        *([registry.password_env] if registry is not None and registry.password_env else []),
     ]
     for key in named_secrets:
         if key in file_values:
@@ -343,6 +353,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         environment=Environment(
             name=environment,
             target=env_section.target,
+            targets=tuple(env_section.targets),
             provider=env_section.provider,
             env_file=env_file,
         ),
@@ -416,6 +427,32 @@ def _notification_issues(
                 decode_secret(file_values[key])
             except ValueError as exc:
                 issues.append(locator.issue(path, f"the value of {key} is not usable: {exc}"))
+    return issues
+
+
+def _transport_issues(
+    sections: dict[str, Any], locator: _Locator, file_values: Mapping[str, str]
+) -> list[Issue]:
+    """``providers.ssh`` must be valid SSH settings; a registry's password must be in the env file."""
+    issues: list[Issue] = []
+    ssh = sections["providers"].get("ssh")
+    if ssh is not None:
+        try:
+            SSHSection.model_validate(ssh)
+        except ValidationError as exc:
+            issues.extend(_pydantic_issues(exc, locator, ("providers", "ssh")))
+    registry = sections["deploy"].registry
+    if (
+        registry is not None
+        and registry.password_env
+        and not file_values.get(registry.password_env)
+    ):
+        issues.append(
+            locator.issue(
+                ("deploy", "registry", "password_env"),
+                f"{registry.password_env} is not set in the env file (the registry password)",
+            )
+        )
     return issues
 
 

@@ -333,6 +333,60 @@ class GitHubSection(_Model):
     timeout: Duration = Field(15.0, description="Timeout of one API request.")
 
 
+class RegistrySection(_Model):
+    """A container registry between the operator's engine and the hosts."""
+
+    url: str = Field(
+        pattern=r"^[A-Za-z0-9.-]+(?::\d+)?(?:/[a-z0-9._/-]+)?$",
+        description="Registry host and optional namespace, e.g. ghcr.io/acme; the image is pushed as <url>/<app>:<version>.",
+    )
+    username: str | None = Field(None, description="Registry user; none: no login.")
+    password_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Env-file key holding the registry password or token (the name, never the value); given to `docker login --password-stdin`.",
+    )
+
+
+class SSHSection(_Model):
+    """How shipyard reaches ssh:// targets (`providers.ssh`). The system OpenSSH client is used, so ~/.ssh/config, the agent and jump hosts apply."""
+
+    known_hosts: str | None = Field(
+        None,
+        description="known_hosts file trusted for host keys (default: ssh's own, ~/.ssh/known_hosts). Unknown or changed keys are always refused.",
+    )
+    identity_file: str | None = Field(
+        None, description="Private key to log in with (default: the agent and ssh's defaults)."
+    )
+    options: list[str] = Field(
+        default_factory=list,
+        description="Extra ssh options as Key=Value, e.g. [ProxyJump=bastion]. StrictHostKeyChecking cannot be relaxed.",
+    )
+    connect_timeout: Duration = Field(10.0, description="Longest wait for a connection.")
+    control_persist: Duration = Field(
+        60.0,
+        description="How long the shared (multiplexed) connection stays open after its last use; it is closed when shipyard exits.",
+    )
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, options: list[str]) -> list[str]:
+        for option in options:
+            key = option.split("=", 1)[0].strip().lower()
+            if "=" not in option:
+                raise ValueError(f"ssh option {option!r}: write Key=Value")
+            if key in {
+                "stricthostkeychecking",
+                "userknownhostsfile",
+                "controlpath",
+                "controlmaster",
+            }:
+                raise ValueError(
+                    f"ssh option {option!r} is set by shipyard and cannot be overridden"
+                )
+        return options
+
+
 class DeploySection(_Model):
     """How deploys behave."""
 
@@ -375,6 +429,16 @@ class DeploySection(_Model):
     drain_timeout: Duration = Field(
         30.0,
         description="Longest wait for the old slot's in-flight requests to finish before it gets SIGTERM.",
+    )
+    parallelism: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Nodes deployed at the same time when an environment lists several `targets`; the deploy stops at the first failed node.",
+    )
+    registry: RegistrySection | None = Field(
+        None,
+        description="Registry the image goes through (push here, pull on the host); none: `docker save | ssh host docker load`.",
     )
 
     @model_validator(mode="after")
@@ -514,6 +578,10 @@ class EnvironmentSection(_Model):
     """One environment: its target and env file, plus overrides of any top-level section."""
 
     target: str = Field(description="`local` (the Docker engine here) or ssh://user@host[:port].")
+    targets: list[str] = Field(
+        default_factory=list,
+        description="Further nodes (ssh://user@host[:port]) deployed after `target`, each independent: its own proxy and, unless DATABASE_URL is external, its own database.",
+    )
     env_file: str | None = Field(
         None, description="Env file, relative to shipyard.yml (default .env.<environment>)."
     )
@@ -538,6 +606,19 @@ class EnvironmentSection(_Model):
         if re.fullmatch(r"ssh://(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.:_\[\]-]+(?::\d+)?", target):
             return target
         raise ValueError(f"target must be 'local' or ssh://user@host[:port], got {target!r}")
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, targets: list[str]) -> list[str]:
+        for target in targets:
+            if not target.startswith("ssh://"):
+                raise ValueError(
+                    f"every one of `targets` is an ssh://user@host[:port], got {target!r}"
+                )
+            cls._target(target)
+        if len(set(targets)) != len(targets):
+            raise ValueError("`targets` lists a node twice")
+        return targets
 
 
 class ConfigFile(_Model):

@@ -26,8 +26,10 @@ from shipyard.config._models import (
     NtfySink,
     PostgresCheck,
     ProxySection,
+    RegistrySection,
     RetrySection,
     SnapshotsSection,
+    SSHSection,
     TcpCheck,
     WebhookSink,
 )
@@ -47,6 +49,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("health.checks[] (kind: command)", CommandCheck),
     ("deploy", DeploySection),
     ("deploy.github", GitHubSection),
+    ("deploy.registry", RegistrySection),
     ("notifications", NotificationsSection),
     ("notifications.sinks[] (kind: webhook)", WebhookSink),
     ("notifications.sinks[] (kind: ntfy)", NtfySink),
@@ -54,6 +57,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hooks", HooksSection),
     ("hooks.<point>[]", HookSpec),
     ("environments.<name>", EnvironmentSection),
+    ("providers.ssh", SSHSection),
 ]
 
 

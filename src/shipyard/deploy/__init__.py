@@ -21,6 +21,7 @@ from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
+from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Interrupted, Phases, signals_raise
 from shipyard.errors import (
     DeployFailed,
@@ -44,11 +45,14 @@ __all__ = [
     "HookPoint",
     "Hooks",
     "Interrupted",
+    "NodeOutcome",
     "OperationContext",
     "Phases",
     "RollbackOptions",
+    "across_nodes",
     "hook_env",
     "new_deployment_id",
+    "rollout_error",
     "run_deploy",
     "run_rollback",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -119,7 +120,14 @@ class Phases:
 
 @contextmanager
 def signals_raise() -> Iterator[None]:
-    """Turn SIGTERM (and SIGINT) into ``Interrupted`` so cleanups run on every exit path."""
+    """Turn SIGTERM (and SIGINT) into ``Interrupted`` so cleanups run on every exit path.
+
+    Only the main thread receives signals: in a worker thread (nodes deployed in parallel) this
+    does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         raise Interrupted(f"interrupted by {signal.Signals(signum).name}")

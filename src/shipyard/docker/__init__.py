@@ -193,6 +193,34 @@ class Docker:
     def tag(self, source: str, target: str) -> None:
         self._run(["tag", source, target], timeout=60)
 
+    @staticmethod
+    def save_argv(ref: str) -> list[str]:
+        """``docker save`` of one image to stdout (streamed by ``delivery``)."""
+        return ["docker", "save", ref]
+
+    @staticmethod
+    def load_argv() -> list[str]:
+        """``docker load`` from stdin."""
+        return ["docker", "load", "--quiet"]
+
+    def login(self, registry: str, username: str, password: str) -> None:
+        """``docker login`` with the password on stdin, never in argv."""
+        self._run(
+            ["login", "--username", username, "--password-stdin", registry],
+            stdin=password,
+            timeout=120,
+        )
+
+    def untag(self, ref: str) -> None:
+        """Remove the name ``ref`` (the image stays while other names point at it)."""
+        self._run(["image", "rm", ref], check=False, timeout=120)
+
+    def push(self, ref: str) -> None:
+        self._run(["push", "--quiet", ref], timeout=1800)
+
+    def pull(self, ref: str) -> None:
+        self._run(["pull", "--quiet", ref], timeout=1800)
+
     # -- containers ---------------------------------------------------------------------------------
     def container(self, name: str) -> ContainerInfo | None:
         result = self._run(["container", "inspect", name], check=False, timeout=60)

@@ -1,7 +1,8 @@
 """Running commands and moving files on a target.
 
 ``Host`` is the seam every other part goes through: no code assumes the operator's machine is the
-server. ``LocalHost`` is the machine shipyard runs on.
+server. ``LocalHost`` is the machine shipyard runs on; ``SSHHost`` is any other machine, reached
+with the system's OpenSSH client.
 """
 
 from __future__ import annotations
@@ -11,28 +12,34 @@ import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.hosts._result import CommandResult
+from shipyard.hosts._ssh import (
+    MIN_OPENSSH,
+    SSHHost,
+    SSHSettings,
+    SSHTarget,
+    openssh_version,
+    parse_ssh_target,
+    streaming_script,
+)
 from shipyard.secrets import Masker
 
-__all__ = ["CommandResult", "Host", "LocalHost"]
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What a command did. ``argv`` is masked."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
+__all__ = [
+    "MIN_OPENSSH",
+    "CommandResult",
+    "Host",
+    "LocalHost",
+    "SSHHost",
+    "SSHSettings",
+    "SSHTarget",
+    "openssh_version",
+    "parse_ssh_target",
+    "streaming_script",
+]
 
 
 class Host(Protocol):

@@ -26,6 +26,7 @@ from shipyard.database import (
     local_migration_files,
     local_migration_versions,
 )
+from shipyard.delivery import StderrProgress, deliver
 from shipyard.deploy import (
     DeployOptions,
     DeployResult,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
 
 _MIN_COMPOSE = (2, 24)  # env_file `format: raw`
+_MIN_DOCKER = (20, 10)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,12 @@ class DockerSteps:
                 f"on {self.host.name}: Docker Compose v2 (`docker compose`) is not installed",
                 hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
             )
+        engine = tuple(int(x) for x in re.findall(r"\d+", info.server_version)[:2])
+        if engine < _MIN_DOCKER:
+            raise ShipyardError(
+                f"on {self.host.name}: Docker {info.server_version} found; "
+                f"{'.'.join(map(str, _MIN_DOCKER))} or newer is needed"
+            )
         found = tuple(int(x) for x in re.findall(r"\d+", info.compose_version)[:2])
         if found < _MIN_COMPOSE:
             raise ShipyardError(
@@ -159,9 +167,16 @@ class DockerSteps:
     def deliver(self, image: Image) -> str:
         if isinstance(self.host, LocalHost):
             return f"{image.tag} built on this engine"
-        raise ShipyardError(
-            f"delivering images to {self.host.name} is not supported by this version"
+        delivered = deliver(
+            image.tag,
+            image.id,
+            self.ctx.local,
+            self.host,
+            registry=self.config.deploy.registry,
+            secrets=self.config.secrets,
+            progress=StderrProgress(f"deliver {image.tag} to {self.host.name}"),
         )
+        return f"{image.tag}: {delivered}"
 
     def ensure_infrastructure(self) -> str:
         self._write(

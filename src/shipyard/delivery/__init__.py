@@ -1,0 +1,212 @@
+"""Getting the app image from the operator's engine onto a host.
+
+Without a registry the image is streamed: ``docker save IMAGE`` on the operator's machine piped
+into ``docker load`` on the host over the SSH connection, chunk by chunk (no file on either side),
+with progress on stderr. With a registry (``deploy.registry``) it is pushed from the operator's
+engine and pulled on the host; the password comes from the env file and reaches ``docker login``
+on stdin only. Either way nothing is sent when the host already has the image ID.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, Protocol, runtime_checkable
+
+from shipyard.config import RegistrySection
+from shipyard.docker import Docker
+from shipyard.errors import CommandFailed, HostError, ShipyardError
+from shipyard.hosts import CommandResult, Host
+from shipyard.secrets import SecretsBackend
+
+__all__ = [
+    "Delivered",
+    "DeliveryError",
+    "StderrProgress",
+    "StreamingHost",
+    "deliver",
+    "registry_ref",
+]
+
+_MIB = 1024 * 1024
+
+
+class DeliveryError(HostError):
+    """The image could not be copied to the host."""
+
+
+@runtime_checkable
+class StreamingHost(Protocol):
+    """A host that can feed a stream to a command's stdin as it is produced (``SSHHost``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stream(
+        self,
+        argv: list[str],
+        source: IO[bytes],
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult: ...
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """What ``deliver`` did."""
+
+    method: str  # present, stream, registry
+    bytes: int
+    seconds: float
+
+    def __str__(self) -> str:
+        if self.method == "present":
+            return "the host already has this image"
+        rate = self.bytes / _MIB / self.seconds if self.seconds > 0 else 0.0
+        size = f"{self.bytes / _MIB:.1f} MiB, {rate:.1f} MiB/s" if self.bytes else ""
+        how = (
+            "docker save | docker load over ssh" if self.method == "stream" else "via the registry"
+        )
+        return f"{how} in {self.seconds:.1f}s" + (f" ({size})" if size else "")
+
+
+class StderrProgress:
+    """``deliver: 12.0 MiB at 40.1 MiB/s`` on stderr, at most twice a second."""
+
+    def __init__(self, label: str, stream: IO[str] | None = None, every: float = 0.5) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.started = time.monotonic()
+        self._last = 0.0
+
+    def __call__(self, sent: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        rate = sent / _MIB / max(now - self.started, 1e-6)
+        self.stream.write(f"  {self.label}: {sent / _MIB:.1f} MiB at {rate:.1f} MiB/s\n")
+        self.stream.flush()
+
+
+def registry_ref(registry: RegistrySection, tag: str) -> str:
+    """``<registry url>/<app>:<version>`` for the local ``<app>:<version>``."""
+    return f"{registry.url.rstrip('/')}/{tag}"
+
+
+def deliver(
+    tag: str,
+    image_id: str,
+    local: Host,
+    target: Host,
+    *,
+    registry: RegistrySection | None = None,
+    secrets: SecretsBackend | None = None,
+    progress: Callable[[int], None] | None = None,
+    timeout: float = 1800,
+) -> Delivered:
+    """Make ``tag`` (image ``image_id``) present on ``target``."""
+    remote = Docker(target)
+    started = time.monotonic()
+    present = remote.image(image_id)
+    if present is not None:
+        existing = remote.image(tag)
+        if existing is None or existing.id != image_id:
+            remote.tag(image_id, tag)
+        return Delivered("present", 0, time.monotonic() - started)
+    if registry is not None:
+        _through_registry(tag, local, remote, registry, secrets)
+        method, sent = "registry", 0
+    else:
+        sent = _stream(tag, target, progress, timeout)
+        method = "stream"
+    arrived = remote.image(tag)
+    if arrived is None or arrived.id != image_id:
+        raise DeliveryError(
+            f"after delivery {target.name} has {tag} as {arrived.id if arrived else 'nothing'}, "
+            f"expected {image_id}"
+        )
+    return Delivered(method, sent, time.monotonic() - started)
+
+
+def _stream(tag: str, target: Host, progress: Callable[[int], None] | None, timeout: float) -> int:
+    if not isinstance(target, StreamingHost):
+        raise DeliveryError(
+            f"{target.name} cannot receive a streamed image; configure deploy.registry"
+        )
+    sent = 0
+
+    def count(total: int) -> None:
+        nonlocal sent
+        sent = total
+        if progress is not None:
+            progress(total)
+
+    save = subprocess.Popen(
+        Docker.save_argv(tag),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    assert save.stdout is not None and save.stderr is not None  # noqa: S101
+    errors: list[bytes] = []
+    reader = threading.Thread(target=lambda: errors.append(save.stderr.read()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        target.stream(Docker.load_argv(), save.stdout, progress=count, timeout=timeout)
+    except CommandFailed as exc:
+        save.kill()
+        raise DeliveryError(
+            f"`docker load` on {target.name} failed after {sent / _MIB:.1f} MiB: {exc.stderr.strip()[-500:]}"
+        ) from exc
+    finally:
+        save.stdout.close()
+        save.wait(timeout=60)
+        reader.join(timeout=10)
+        save.stderr.close()
+    if save.returncode != 0:
+        detail = b"".join(errors).decode(errors="replace").strip()
+        raise DeliveryError(f"`docker save {tag}` on this machine failed: {detail}")
+    return sent
+
+
+def _through_registry(
+    tag: str,
+    local: Host,
+    remote: Docker,
+    registry: RegistrySection,
+    secrets: SecretsBackend | None,
+) -> None:
+    ref = registry_ref(registry, tag)
+    server = registry.url.split("/", 1)[0]
+    here = Docker(local)
+    if registry.username:
+        password = (
+            secrets.get(registry.password_env) if secrets and registry.password_env else None
+        ) or ""
+        if not password:
+            raise ShipyardError(
+                f"registry {server}: no password (set deploy.registry.password_env and that key in the env file)"
+            )
+        for docker in (here, remote):
+            try:
+                docker.login(server, registry.username, password)
+            except CommandFailed as exc:
+                raise DeliveryError(
+                    f"docker login to {server} as {registry.username} failed on {docker.host.name}: "
+                    f"{exc.stderr.strip()[-300:]}"
+                ) from exc
+    here.tag(tag, ref)
+    try:
+        here.push(ref)
+    finally:
+        here.untag(ref)  # the operator's engine keeps only <app>:<version>
+    remote.pull(ref)
+    remote.tag(ref, tag)
+    remote.untag(ref)  # one name per release on the host too, so pruning a release frees it

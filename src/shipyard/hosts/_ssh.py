@@ -1,0 +1,617 @@
+"""A host reached with the system's OpenSSH client.
+
+The operator's ``~/.ssh/config``, agent and jump hosts apply. One master connection per host
+(``ControlMaster``, its socket in a private temporary directory) carries every command, file
+transfer and port forward; it is closed when shipyard exits. Host keys are checked strictly: an
+unknown or changed key is refused with the key's fingerprint and the command that trusts it.
+
+Commands are argv lists joined with ``shlex.join`` exactly once, here. Environment values never
+travel in argv: they go to the remote shell through stdin or a private file.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import re
+import secrets
+import shlex
+import shutil
+import socket
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO
+from urllib.parse import urlsplit
+
+from shipyard.errors import CommandFailed, HostKeyRejected, HostUnreachable, ShipyardError
+from shipyard.hosts._result import CommandResult
+from shipyard.secrets import Masker
+
+__all__ = [
+    "MIN_OPENSSH",
+    "SSHHost",
+    "SSHSettings",
+    "SSHTarget",
+    "openssh_version",
+    "parse_ssh_target",
+    "streaming_script",
+]
+
+_DEFAULT_PORT = 22
+MIN_OPENSSH = (7, 6)
+_UNKNOWN_KEY = (
+    "No ED25519 host key is known",
+    "host key is known for",
+    "Host key verification failed",
+)
+_CHANGED_KEY = "REMOTE HOST IDENTIFICATION HAS CHANGED"
+_CONNECT_FAILURES = (
+    "Connection refused",
+    "Connection timed out",
+    "Could not resolve hostname",
+    "No route to host",
+    "Permission denied",
+    "Connection closed by",
+    "Connection reset by",
+    "Network is unreachable",
+    "kex_exchange_identification",
+    "Operation timed out",
+)
+_SSH_EXIT = 255  # ssh's own failure, as opposed to the remote command's exit code
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    """``ssh://user@host:port`` taken apart."""
+
+    user: str | None
+    host: str
+    port: int
+
+    @property
+    def destination(self) -> str:
+        """``user@host:port`` for messages."""
+        user = f"{self.user}@" if self.user else ""
+        port = f":{self.port}" if self.port != _DEFAULT_PORT else ""
+        return f"{user}{self.host}{port}"
+
+    @property
+    def known_hosts_name(self) -> str:
+        """How the host appears in known_hosts (``[host]:port`` off port 22)."""
+        return self.host if self.port == _DEFAULT_PORT else f"[{self.host}]:{self.port}"
+
+
+def parse_ssh_target(target: str) -> SSHTarget:
+    parts = urlsplit(target)
+    if parts.scheme != "ssh" or not parts.hostname:
+        raise ShipyardError(f"{target!r} is not an ssh://user@host[:port] target")
+    return SSHTarget(user=parts.username, host=parts.hostname, port=parts.port or _DEFAULT_PORT)
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    """How to reach SSH targets (``providers.ssh`` in shipyard.yml)."""
+
+    known_hosts: Path | None = None  # None: the operator's ~/.ssh/known_hosts (ssh's default)
+    identity_file: Path | None = None
+    options: tuple[str, ...] = ()  # extra `-o Key=Value` options
+    connect_timeout: float = 10.0
+    control_persist: float = 60.0
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def openssh_version() -> tuple[int, int] | None:
+    """The local OpenSSH client's version, from ``ssh -V``."""
+    if shutil.which("ssh") is None:
+        return None
+    result = subprocess.run(["ssh", "-V"], capture_output=True, text=True, check=False)
+    match = re.search(r"OpenSSH_(\d+)\.(\d+)", result.stderr + result.stdout)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+class SSHHost:
+    """A machine reached over SSH (system OpenSSH, one multiplexed connection)."""
+
+    def __init__(
+        self, target: str, settings: SSHSettings | None = None, masker: Masker | None = None
+    ) -> None:
+        self.target = parse_ssh_target(target)
+        self.settings = settings or SSHSettings()
+        self._masker = masker or Masker()
+        self._control_dir: Path | None = None
+        self._connected = False
+        self._lock = threading.Lock()
+        self._forwards: dict[int, int] = {}
+        self._home: PurePosixPath | None = None
+        self._last_used = 0.0
+
+    # -- identity ------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.target.host
+
+    def __repr__(self) -> str:
+        return f"SSHHost({self.target.destination!r})"
+
+    # -- argv ------------------------------------------------------------------------------------
+    def _control_path(self) -> Path:
+        if self._control_dir is None:
+            # Short (a socket path is limited to ~100 bytes) and private (0700).
+            self._control_dir = Path(tempfile.mkdtemp(prefix="shipyard-ssh-"))
+            atexit.register(self.close)  # removed however the command ends
+        return self._control_dir / "cm"
+
+    def ssh_argv(self, *extra: str) -> list[str]:
+        """``ssh`` with every option shipyard relies on, before the destination."""
+        s = self.settings
+        argv = [
+            "ssh",
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=yes",
+            "-o", f"ConnectTimeout={max(1, round(s.connect_timeout))}",
+            "-o", "ServerAliveInterval=15",
+            "-o", "ServerAliveCountMax=4",
+            "-o", f"ControlPath={self._control_path()}",
+        ]  # fmt: skip
+        if s.known_hosts is not None:
+            argv += [
+                "-o",
+                f"UserKnownHostsFile={s.known_hosts}",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+            ]
+        if s.identity_file is not None:
+            argv += ["-i", str(s.identity_file), "-o", "IdentitiesOnly=yes"]
+        for option in s.options:
+            argv += ["-o", option]
+        argv += ["-p", str(self.target.port)]
+        if self.target.user:
+            argv += ["-l", self.target.user]
+        return [*argv, *extra]
+
+    # -- connection ------------------------------------------------------------------------------
+    def connect(self) -> None:
+        """Open the master connection (idempotent). Refuses unknown or changed host keys.
+
+        A master left idle for most of ``control_persist`` (a long local build) may have exited:
+        it is checked and, if gone, opened again, so commands keep sharing one connection.
+        """
+        with self._lock:
+            if self._connected:
+                idle = time.monotonic() - self._last_used
+                self._last_used = time.monotonic()
+                if idle < self.settings.control_persist * 0.5 or self._alive():
+                    return
+                self._connected = False
+            version = openssh_version()
+            if version is None:
+                raise HostUnreachable(
+                    f"cannot reach {self.target.destination}: the OpenSSH client `ssh` is not installed",
+                    hint="install openssh-client",
+                )
+            if version < MIN_OPENSSH:
+                raise ShipyardError(
+                    f"OpenSSH {version[0]}.{version[1]} found on this machine; "
+                    f"{MIN_OPENSSH[0]}.{MIN_OPENSSH[1]} or newer is needed"
+                )
+            argv = self.ssh_argv(
+                "-M", "-N", "-f",
+                "-o", "ControlMaster=yes",
+                "-o", f"ControlPersist={max(1, round(self.settings.control_persist))}",
+                "--", self.target.host,
+            )  # fmt: skip
+            # stderr goes to a file: the backgrounded master would keep a pipe open forever.
+            with tempfile.TemporaryFile() as errors:
+                try:
+                    proc = subprocess.run(
+                        argv,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=errors,
+                        timeout=self.settings.connect_timeout + 30,
+                        check=False,
+                    )
+                except subprocess.TimeoutExpired as exc:
+                    raise HostUnreachable(
+                        f"cannot reach {self.target.destination}: no answer within "
+                        f"{self.settings.connect_timeout + 30:.0f}s"
+                    ) from exc
+                errors.seek(0)
+                stderr = errors.read().decode(errors="replace")
+            if proc.returncode != 0:
+                raise self._connection_error(stderr)
+            self._connected = True
+            self._last_used = time.monotonic()
+
+    def _alive(self) -> bool:
+        check = subprocess.run(
+            self.ssh_argv("-O", "check", "--", self.target.host),
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        return check.returncode == 0
+
+    def _connection_error(self, stderr: str) -> HostUnreachable:
+        where = self.target.destination
+        if _CHANGED_KEY in stderr:
+            return self._key_error(changed=True)
+        if any(marker in stderr for marker in _UNKNOWN_KEY):
+            return self._key_error(changed=False)
+        cause = next(
+            (
+                line.strip()
+                for line in stderr.splitlines()
+                if any(m in line for m in _CONNECT_FAILURES)
+            ),
+            (stderr.strip().splitlines() or ["ssh exited without a message"])[-1],
+        )
+        hint = None
+        if "Permission denied" in cause:
+            hint = "check the user in the target and that your key is in the host's authorized_keys"
+        return HostUnreachable(f"cannot reach {where}: {cause}", hint=hint)
+
+    def _key_error(self, *, changed: bool) -> HostKeyRejected:
+        known_hosts = self.settings.known_hosts or Path("~/.ssh/known_hosts")
+        fingerprints = self.fingerprints()
+        shown = "\n".join(f"    {f}" for f in fingerprints) or "    (ssh-keyscan got no key)"
+        scan = shlex.join(["ssh-keyscan", "-p", str(self.target.port), self.target.host])
+        trust = f"{scan} >> {shlex.quote(str(known_hosts))}"
+        where = self.target.destination
+        if changed:
+            return HostKeyRejected(
+                f"the host key of {where} has CHANGED since it was trusted ({known_hosts}); "
+                f"refusing to connect. The host now presents:\n{shown}",
+                hint="if the server was reinstalled, verify this fingerprint with its operator, then "
+                f"`ssh-keygen -R {shlex.quote(self.target.known_hosts_name)} -f {shlex.quote(str(known_hosts))}` "
+                f"and `{trust}`; otherwise someone may be intercepting the connection",
+            )
+        return HostKeyRejected(
+            f"the host key of {where} is not in {known_hosts}; refusing to connect. "
+            f"The host presents:\n{shown}",
+            hint=f"verify the fingerprint out of band (e.g. the provider's console), then trust it: {trust}",
+        )
+
+    def fingerprints(self) -> list[str]:
+        """``SHA256:… (ED25519)`` of the keys the host presents (``ssh-keyscan | ssh-keygen -lf -``)."""
+        try:
+            scan = subprocess.run(
+                ["ssh-keyscan", "-T", "5", "-p", str(self.target.port), self.target.host],
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            listed = subprocess.run(
+                ["ssh-keygen", "-lf", "-"],
+                input=scan.stdout,
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        found = []
+        for line in listed.stdout.decode(errors="replace").splitlines():
+            bits, fingerprint, *_, kind = line.split()
+            found.append(f"{kind.strip('()')} {fingerprint} ({bits} bits)")
+        return found
+
+    def close(self) -> None:
+        """Close the master connection (and with it every forward); remove its socket directory."""
+        with self._lock:
+            if self._connected:
+                subprocess.run(
+                    self.ssh_argv("-O", "exit", "--", self.target.host),
+                    capture_output=True,
+                    timeout=30,
+                    check=False,
+                )
+                self._connected = False
+                self._forwards.clear()
+            if self._control_dir is not None:
+                shutil.rmtree(self._control_dir, ignore_errors=True)
+                self._control_dir = None
+
+    # -- commands --------------------------------------------------------------------------------
+    def _remote(self, argv: Sequence[str], *, cwd: str | None, env_prefix: str) -> str:
+        command = shlex.join(argv)  # the one place an argv becomes a string
+        if cwd:
+            command = f"cd {shlex.quote(cwd)} && {command}"
+        return env_prefix + command
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        self.connect()
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        masked = tuple(self._masker.argv(argv))
+        env_prefix = ""
+        env_file: PurePosixPath | None = None
+        if env:
+            # Values go to a private file read by the remote shell, then removed: never argv.
+            env_file = PurePosixPath(f"/tmp/.shipyard-env-{secrets.token_hex(8)}")  # noqa: S108
+            self.put(env_file, _shell_env(env), mode=0o600)
+            quoted = shlex.quote(str(env_file))
+            # Removed whatever sourcing it did; the command runs only if it was read.
+            env_prefix = (
+                f"set -a; . {quoted}; rc=$?; rm -f {quoted}; set +a; "
+                '[ "$rc" -eq 0 ] || exit "$rc"; exec '
+            )
+        command = self._remote(argv, cwd=cwd, env_prefix=env_prefix)
+        try:
+            proc = subprocess.run(
+                [*self.ssh_argv("--", self.target.host), command],
+                input=data,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+                stdin=None if data is not None else subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise CommandFailed(
+                self.name, masked, -1, f"timed out after {timeout:.0f}s" if timeout else "timed out"
+            ) from exc
+        stderr = self._masker(proc.stderr.decode(errors="replace"))
+        if proc.returncode == _SSH_EXIT and _lost_connection(stderr):
+            raise self._connection_error(stderr)
+        result = CommandResult(
+            argv=masked,
+            returncode=proc.returncode,
+            stdout=self._masker(proc.stdout.decode(errors="replace")),
+            stderr=stderr,
+        )
+        if check and not result.ok:
+            raise CommandFailed(self.name, masked, result.returncode, result.stderr)
+        return result
+
+    def stream(
+        self,
+        argv: Sequence[str],
+        source: IO[bytes],
+        *,
+        progress: Callable[[int], None] | None = None,
+        timeout: float | None = None,
+    ) -> CommandResult:
+        """Run ``argv`` with ``source`` copied to its stdin as it is read (nothing is buffered whole)."""
+        self.connect()
+        masked = tuple(self._masker.argv(argv))
+        command = self._remote(argv, cwd=None, env_prefix="")
+        proc = subprocess.Popen(
+            [*self.ssh_argv("--", self.target.host), command],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        return _feed(self.name, masked, proc, source, progress, timeout, self._masker)
+
+    def run_streaming(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin_path: PurePosixPath | None = None,
+        stdout_path: PurePosixPath | None = None,
+        mode: int = 0o600,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        # The redirections happen on the host: dumps never cross the connection.
+        script = streaming_script(argv, stdin_path=stdin_path, stdout_path=stdout_path, mode=mode)
+        return _as_command(
+            self.run(["sh", "-c", script], timeout=timeout, check=False),
+            argv,
+            self.name,
+            self._masker,
+            check=check,
+        )
+
+    # -- files -------------------------------------------------------------------------------------
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        parent, name = shlex.quote(str(path.parent)), shlex.quote(f".{path.name}.")
+        target = shlex.quote(str(path))
+        # umask 077: new parents are 0700; the file is written beside its target, then renamed.
+        script = (
+            f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/{name}XXXXXX) && "
+            f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
+            f'|| {{ rm -f "$tmp"; exit 1; }}'
+        )
+        self._shell(script, stdin=data)
+
+    def _shell(self, script: str, *, stdin: bytes | None = None) -> CommandResult:
+        return self.run(["sh", "-c", script], stdin=stdin if stdin is not None else b"")
+
+    def get(self, path: PurePosixPath) -> bytes | None:
+        quoted = shlex.quote(str(path))
+        # Exit 3 means "absent", anything else non-zero is a real failure.
+        self.connect()
+        command = f"if [ -e {quoted} ]; then exec cat {quoted}; else exit 3; fi"
+        proc = subprocess.run(
+            [*self.ssh_argv("--", self.target.host), command],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=300,
+            check=False,
+        )
+        if proc.returncode == 3:  # noqa: PLR2004
+            return None
+        if proc.returncode != 0:
+            stderr = proc.stderr.decode(errors="replace")
+            if proc.returncode == _SSH_EXIT and _lost_connection(stderr):
+                raise self._connection_error(stderr)
+            raise CommandFailed(self.name, ["cat", str(path)], proc.returncode, stderr)
+        return proc.stdout
+
+    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            for item in sorted(source.iterdir()):
+                if item.is_file():
+                    info = archive.gettarinfo(str(item), arcname=item.name)
+                    info.mode, info.uid, info.gid, info.uname, info.gname = 0o644, 0, 0, "", ""
+                    with item.open("rb") as handle:
+                        archive.addfile(info, handle)
+        target = shlex.quote(str(destination))
+        self._shell(
+            f"mkdir -p {target} && find {target} -maxdepth 1 -type f -delete && "
+            f"tar -x --no-same-owner -f - -C {target}",
+            stdin=buffer.getvalue(),
+        )
+
+    # -- network -------------------------------------------------------------------------------------
+    def tunnel(self, port: int) -> int:
+        """Forward a local port to ``127.0.0.1:port`` on the host over the master connection."""
+        self.connect()
+        with self._lock:
+            if port in self._forwards:
+                return self._forwards[port]
+            local = _free_port()
+            spec = f"127.0.0.1:{local}:127.0.0.1:{port}"
+            proc = subprocess.run(
+                self.ssh_argv("-O", "forward", "-L", spec, "--", self.target.host),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise HostUnreachable(
+                    f"cannot forward a local port to {self.target.destination} 127.0.0.1:{port}: "
+                    f"{proc.stderr.decode(errors='replace').strip()}"
+                )
+            self._forwards[port] = local
+            return local
+
+    def home(self) -> PurePosixPath:
+        if self._home is None:
+            result = self.run(["sh", "-c", 'printf %s "$HOME"'])
+            self._home = PurePosixPath(result.stdout or "/")
+        return self._home
+
+
+def _shell_env(env: Mapping[str, str]) -> bytes:
+    lines = []
+    for key, value in env.items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ShipyardError(f"{key!r} is not a valid environment variable name")
+        lines.append(f"{key}={shlex.quote(value)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _lost_connection(stderr: str) -> bool:
+    return (
+        any(marker in stderr for marker in _CONNECT_FAILURES)
+        or _CHANGED_KEY in stderr
+        or any(marker in stderr for marker in _UNKNOWN_KEY)
+    )
+
+
+def streaming_script(
+    argv: Sequence[str],
+    *,
+    stdin_path: PurePosixPath | None,
+    stdout_path: PurePosixPath | None,
+    mode: int,
+) -> str:
+    """A POSIX shell script running ``argv`` with its stdin and/or stdout bound to files on the
+    host: the output file is created with ``mode`` before anything is written, synced to disk on
+    success and removed on any failure (a full disk included)."""
+    command = shlex.join(argv)
+    if stdin_path is not None:
+        command += f" < {shlex.quote(str(stdin_path))}"
+    else:
+        command += " < /dev/null"
+    if stdout_path is None:
+        return command
+    out = shlex.quote(str(stdout_path))
+    return (
+        f"umask 077; : > {out} && chmod {mode:o} {out} || exit 1; "
+        f"{command} > {out}; rc=$?; "
+        f'if [ "$rc" -eq 0 ]; then sync {out} || rc=$?; fi; '
+        f'[ "$rc" -eq 0 ] || rm -f {out}; exit "$rc"'
+    )
+
+
+def _as_command(
+    result: CommandResult, argv: Sequence[str], host: str, masker: Masker, *, check: bool
+) -> CommandResult:
+    """``result`` of a wrapping script, reported as the command it ran."""
+    masked = tuple(masker.argv(argv))
+    if check and not result.ok:
+        raise CommandFailed(host, masked, result.returncode, result.stderr)
+    return CommandResult(masked, result.returncode, result.stdout, result.stderr)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _feed(
+    host: str,
+    masked: tuple[str, ...],
+    proc: subprocess.Popen[bytes],
+    source: IO[bytes],
+    progress: Callable[[int], None] | None,
+    timeout: float | None,
+    masker: Masker,
+) -> CommandResult:
+    """Copy ``source`` into ``proc``'s stdin in chunks while its output is collected."""
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # noqa: S101
+    outputs: dict[str, bytes] = {}
+
+    def collect(name: str, stream: IO[bytes]) -> None:
+        outputs[name] = stream.read()
+
+    readers = [
+        threading.Thread(target=collect, args=("out", proc.stdout), daemon=True),
+        threading.Thread(target=collect, args=("err", proc.stderr), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    sent = 0
+    try:
+        while chunk := source.read(_CHUNK):
+            proc.stdin.write(chunk)
+            sent += len(chunk)
+            if progress is not None:
+                progress(sent)
+    except BrokenPipeError:
+        pass  # the command stopped reading: its exit code and stderr say why
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.wait()
+        raise CommandFailed(host, masked, -1, f"timed out after {timeout:.0f}s") from exc
+    for reader in readers:
+        reader.join(timeout=30)
+    proc.stdout.close()
+    proc.stderr.close()
+    stdout, stderr_bytes = outputs.get("out", b""), outputs.get("err", b"")
+    result = CommandResult(
+        argv=masked,
+        returncode=proc.returncode,
+        stdout=masker(stdout.decode(errors="replace")),
+        stderr=masker(stderr_bytes.decode(errors="replace")),
+    )
+    if not result.ok:
+        raise CommandFailed(host, masked, result.returncode, result.stderr)
+    return result

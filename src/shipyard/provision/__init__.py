@@ -1,0 +1,430 @@
+"""``shipyard provision``: idempotent set-up of a fresh Debian 12/13 or Ubuntu 24.04 host.
+
+Run over SSH as root (or a user with sudo). Each step checks before it acts and reports
+``changed``, ``unchanged`` or ``failed``; a second run reports no changes. The steps:
+
+1. ``os``: Debian 12, Debian 13 or Ubuntu 24.04, else nothing is touched.
+2. ``packages``: Docker engine and CLI, Compose v2, nftables (Debian 13 and Ubuntu from the
+   distribution; Debian 12 from Docker's apt repository, the only source of Compose v2 there).
+3. ``docker-service``: docker.service enabled and running (systemd).
+4. ``tools``: docker and compose versions on the host against the minimums shipyard needs.
+5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept).
+6. ``journald``: a size limit for the journal.
+7. ``deploy-user``: the deploy user, in the docker group, with the operator's authorized keys; no
+   sudo rights are granted.
+8. ``state-dirs``: /var/lib/shipyard (0750) and its snapshots directory (0700), owned by it.
+9. ``firewall``: an nftables table of its own allowing inbound TCP on SSH, 80 and 443 only,
+   loaded now and at boot by ``shipyard-firewall.service``.
+10. ``image-prune``: a daily systemd timer pruning unused images except shipyard's releases.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from shipyard.errors import CommandFailed, ShipyardError
+from shipyard.hosts import CommandResult, Host, streaming_script
+from shipyard.provision import _files as files
+
+__all__ = [
+    "ProvisionError",
+    "ProvisionOptions",
+    "StepResult",
+    "SudoHost",
+    "provision",
+]
+
+Status = Literal["changed", "unchanged", "failed"]
+MIN_DOCKER = (20, 10)
+MIN_COMPOSE = (2, 24)
+
+_PACKAGES: dict[tuple[str, str], list[str]] = {
+    ("debian", "13"): ["docker.io", "docker-cli", "docker-compose", "nftables", "ca-certificates"],
+    ("ubuntu", "24.04"): ["docker.io", "docker-compose-v2", "nftables", "ca-certificates"],
+    ("debian", "12"): [
+        "docker-ce",
+        "docker-ce-cli",
+        "containerd.io",
+        "docker-compose-plugin",
+        "nftables",
+        "ca-certificates",
+    ],
+}
+_DOCKER_APT = {  # Debian 12 only: its own repositories have no Compose v2
+    "key_url": "https://download.docker.com/linux/debian/gpg",
+    "key": "/etc/apt/keyrings/docker.asc",
+    "sources": "/etc/apt/sources.list.d/docker.sources",
+}
+
+
+class ProvisionError(ShipyardError):
+    """The host cannot be provisioned (unsupported system, no root, a step that others need failed)."""
+
+
+@dataclass(frozen=True)
+class ProvisionOptions:
+    deploy_user: str = "deploy"
+    ssh_port: int = 22
+    state_dir: str = "/var/lib/shipyard"
+    journal_max_use: str = "500M"
+    journal_max_file: str = "50M"
+    docker_log_max_size: str = "10m"
+    docker_log_max_file: int = 5
+    prune_schedule: str = "daily"
+    prune_until: str = "168h"
+
+
+@dataclass(frozen=True)
+class StepResult:
+    step: str
+    status: Status
+    detail: str
+
+
+class SudoHost:
+    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up)."""
+
+    def __init__(self, host: Host) -> None:
+        self.inner = host
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: str | bytes | None = None,
+        timeout: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+    ) -> CommandResult:
+        return self.inner.run(
+            ["sudo", "-n", "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
+        )
+
+    def run_streaming(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin_path: PurePosixPath | None = None,
+        stdout_path: PurePosixPath | None = None,
+        mode: int = 0o600,
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> CommandResult:
+        # The whole script runs as root, so root-owned files can be read and written.
+        script = streaming_script(argv, stdin_path=stdin_path, stdout_path=stdout_path, mode=mode)
+        result = self.run(["sh", "-c", script], timeout=timeout, check=False)
+        if check and not result.ok:
+            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
+        return result
+
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        parent, target = shlex.quote(str(path.parent)), shlex.quote(str(path))
+        script = (
+            f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/.shipyard.XXXXXX) && "
+            f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
+            f'|| {{ rm -f "$tmp"; exit 1; }}'
+        )
+        self.run(["sh", "-c", script], stdin=data)
+
+    def get(self, path: PurePosixPath) -> bytes | None:
+        quoted = shlex.quote(str(path))
+        result = self.run(
+            ["sh", "-c", f"if [ -e {quoted} ]; then cat {quoted}; else exit 3; fi"], check=False
+        )
+        if result.returncode == 3:  # noqa: PLR2004
+            return None
+        if not result.ok:
+            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
+        return result.stdout.encode()
+
+    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
+        for item in sorted(source.iterdir()):
+            if item.is_file():
+                self.put(destination / item.name, item.read_bytes(), mode=0o644)
+
+    def tunnel(self, port: int) -> int:
+        return self.inner.tunnel(port)
+
+    def home(self) -> PurePosixPath:
+        return self.inner.home()
+
+
+def _version(text: str) -> tuple[int, int] | None:
+    match = re.search(r"(\d+)\.(\d+)", text)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+class _Provisioner:
+    def __init__(self, host: Host, options: ProvisionOptions) -> None:
+        self.host = host
+        self.options = options
+        self.system: tuple[str, str] = ("", "")
+        self.systemd = False
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def ok(self, *argv: str) -> bool:
+        return self.host.run(list(argv), check=False, timeout=120).ok
+
+    def out(self, *argv: str) -> str:
+        return self.host.run(list(argv), check=False, timeout=120).stdout.strip()
+
+    def file(self, path: str, content: str, mode: int = 0o644) -> bool:
+        """Write ``path`` when its content differs; True when it changed."""
+        if self.host.get(PurePosixPath(path)) == content.encode():
+            return False
+        self.host.put(PurePosixPath(path), content.encode(), mode=mode)
+        return True
+
+    def enable(self, unit: str, *, start: bool) -> list[str]:
+        """Enable (and with systemd running, start) ``unit``; what was done."""
+        done = []
+        if self.out("systemctl", "is-enabled", unit) != "enabled":
+            self.host.run(["systemctl", "enable", unit], timeout=120)
+            done.append(f"enabled {unit}")
+        if start and self.systemd and self.out("systemctl", "is-active", unit) != "active":
+            self.host.run(["systemctl", "start", unit], timeout=300)
+            done.append(f"started {unit}")
+        return done
+
+    def reload_units(self) -> None:
+        if self.systemd:
+            self.host.run(["systemctl", "daemon-reload"], timeout=120)
+
+    # -- steps ------------------------------------------------------------------------------------
+    def os(self) -> tuple[Status, str]:
+        text = (self.host.get(PurePosixPath("/etc/os-release")) or b"").decode()
+        fields = dict(re.findall(r'^([A-Z_]+)="?([^"\n]*)"?$', text, re.MULTILINE))
+        self.system = (fields.get("ID", "?"), fields.get("VERSION_ID", "?"))
+        if self.system not in _PACKAGES:
+            raise ProvisionError(
+                f"{self.host.name} runs {fields.get('PRETTY_NAME', 'an unknown system')}; "
+                "provision supports Debian 12, Debian 13 and Ubuntu 24.04",
+                hint="set the host up by hand: Docker ≥ 20.10, Compose v2 ≥ 2.24",
+            )
+        self.systemd = self.ok("test", "-d", "/run/systemd/system")
+        init = "systemd running" if self.systemd else "systemd NOT running"
+        return "unchanged", f"{fields.get('PRETTY_NAME', '?')}; {init}"
+
+    def packages(self) -> tuple[Status, str]:
+        wanted = _PACKAGES[self.system]
+        status = self.host.run(
+            ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\\n", *wanted],
+            check=False,
+            timeout=120,
+        ).stdout
+        installed = {line.split()[0] for line in status.splitlines() if line.split()[1:2] == ["ii"]}
+        missing = [p for p in wanted if p not in installed]
+        if not missing:
+            return "unchanged", "installed: " + ", ".join(wanted)
+        if self.system == ("debian", "12"):
+            self._docker_apt_repository()
+        env = ["env", "DEBIAN_FRONTEND=noninteractive"]
+        self.host.run([*env, "apt-get", "update", "-q"], timeout=900)
+        self.host.run(
+            [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            timeout=1800,
+        )
+        return "changed", "installed " + ", ".join(missing)
+
+    def _docker_apt_repository(self) -> None:
+        self.host.run(
+            ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "curl"],
+            timeout=900,
+        )
+        self.host.run(["install", "-d", "-m", "0755", "/etc/apt/keyrings"])
+        self.host.run(
+            ["curl", "-fsSL", "-o", _DOCKER_APT["key"], _DOCKER_APT["key_url"]], timeout=120
+        )
+        codename = self.out("sh", "-c", '. /etc/os-release && printf %s "$VERSION_CODENAME"')
+        arch = self.out("dpkg", "--print-architecture")
+        sources = (
+            "Types: deb\nURIs: https://download.docker.com/linux/debian\n"
+            f"Suites: {codename}\nComponents: stable\nArchitectures: {arch}\n"
+            f"Signed-By: {_DOCKER_APT['key']}\n"
+        )
+        self.file(_DOCKER_APT["sources"], sources)
+
+    def docker_service(self) -> tuple[Status, str]:
+        done = self.enable("docker.service", start=True)
+        if not self.systemd:
+            raise ProvisionError(
+                "systemd is not running on this host (PID 1 is "
+                f"{self.out('cat', '/proc/1/comm') or '?'}): docker.service is enabled for the next "
+                "boot but cannot be started now"
+            )
+        return ("changed" if done else "unchanged"), "; ".join(done) or "enabled and running"
+
+    def tools(self) -> tuple[Status, str]:
+        client = self.out("docker", "version", "--format", "{{.Client.Version}}")
+        compose = self.out("docker", "compose", "version", "--short")
+        problems = []
+        for name, found, needed in (
+            ("docker", client, MIN_DOCKER),
+            ("compose", compose, MIN_COMPOSE),
+        ):
+            version = _version(found)
+            if version is None or version < needed:
+                problems.append(
+                    f"{name}: found {found or 'none'}, need {'.'.join(map(str, needed))} or newer"
+                )
+        if problems:
+            raise ProvisionError("; ".join(problems))
+        return "unchanged", f"docker {client}, compose {compose}"
+
+    def docker_logs(self) -> tuple[Status, str]:
+        current = self.host.get(PurePosixPath(files.DAEMON_JSON))
+        try:
+            existing = json.loads(current) if current else {}
+        except json.JSONDecodeError as exc:
+            raise ProvisionError(f"{files.DAEMON_JSON} is not valid JSON: {exc}") from exc
+        wanted = files.docker_daemon(
+            existing, self.options.docker_log_max_size, self.options.docker_log_max_file
+        )
+        if current is not None and json.loads(wanted) == existing:
+            return (
+                "unchanged",
+                f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}",
+            )
+        self.file(files.DAEMON_JSON, wanted)
+        detail = (
+            f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}"
+        )
+        if self.systemd and self.out("systemctl", "is-active", "docker.service") == "active":
+            self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
+            detail += "; docker restarted"
+        return "changed", detail
+
+    def journald(self) -> tuple[Status, str]:
+        content = files.journald_limits(self.options.journal_max_use, self.options.journal_max_file)
+        if not self.file(files.JOURNALD_FILE, content):
+            return "unchanged", f"SystemMaxUse={self.options.journal_max_use}"
+        if self.systemd:
+            self.host.run(["systemctl", "restart", "systemd-journald.service"], timeout=120)
+        return "changed", f"SystemMaxUse={self.options.journal_max_use}"
+
+    def deploy_user(self) -> tuple[Status, str]:
+        user = self.options.deploy_user
+        done = []
+        if not self.ok("id", "-u", user):
+            self.host.run(
+                ["useradd", "--create-home", "--user-group", "--shell", "/bin/bash", user]
+            )
+            done.append(f"created {user}")
+        if "docker" not in self.out("id", "-nG", user).split():
+            self.host.run(["usermod", "--append", "--groups", "docker", user])
+            done.append("added to the docker group")
+        home = self.out("sh", "-c", f"getent passwd {shlex.quote(user)} | cut -d: -f6")
+        keys = self.host.get(PurePosixPath("/root/.ssh/authorized_keys"))
+        if keys and home:
+            target = PurePosixPath(home) / ".ssh" / "authorized_keys"
+            if self.host.get(target) != keys:
+                self.host.put(target, keys, mode=0o600)
+                done.append("authorized keys copied from root")
+            ssh_dir = str(target.parent)
+            if self.out("stat", "-c", "%U %a", ssh_dir) != f"{user} 700":
+                self.host.run(["chown", "-R", f"{user}:{user}", ssh_dir])
+                self.host.run(["chmod", "0700", ssh_dir])
+        return ("changed" if done else "unchanged"), "; ".join(
+            done
+        ) or f"{user} in group docker, no sudo"
+
+    def state_dirs(self) -> tuple[Status, str]:
+        user = self.options.deploy_user
+        done = []
+        for path, mode in (
+            (self.options.state_dir, "750"),
+            (f"{self.options.state_dir}/snapshots", "700"),
+        ):
+            if self.out("stat", "-c", "%U:%G %a", path) != f"{user}:{user} {mode}":
+                self.host.run(["install", "-d", "-o", user, "-g", user, "-m", f"0{mode}", path])
+                done.append(f"{path} {mode}")
+        return ("changed" if done else "unchanged"), ", ".join(done) or "in place"
+
+    def firewall(self) -> tuple[Status, str]:
+        # 22 always, and the port shipyard reached SSH on (never lock the operator out).
+        ports = sorted({22, 80, 443, self.options.ssh_port})
+        changed = self.file(files.FIREWALL_FILE, files.firewall_rules(ports), mode=0o644)
+        changed |= self.file(f"{files.UNIT_DIR}/{files.FIREWALL_UNIT}", files.firewall_unit())
+        if changed:
+            self.reload_units()
+        done = self.enable(files.FIREWALL_UNIT, start=False)
+        loaded = self.ok("nft", "list", "table", "inet", files.FIREWALL_TABLE)
+        if changed or not loaded:
+            result = self.host.run(["nft", "-f", files.FIREWALL_FILE], check=False, timeout=60)
+            if not result.ok:
+                raise ProvisionError(
+                    f"`nft -f {files.FIREWALL_FILE}` failed: {result.stderr.strip()[-300:]} "
+                    "(the rules are written and load at boot)"
+                )
+            done.append("rules loaded")
+        allowed = "/".join(str(p) for p in sorted(set(ports)))
+        if changed:
+            done.insert(0, "rules written")
+        return ("changed" if done else "unchanged"), "; ".join(
+            done
+        ) or f"inbound TCP {allowed} only"
+
+    def image_prune(self) -> tuple[Status, str]:
+        changed = self.file(
+            f"{files.UNIT_DIR}/{files.PRUNE_SERVICE}", files.prune_service(self.options.prune_until)
+        )
+        changed |= self.file(
+            f"{files.UNIT_DIR}/{files.PRUNE_TIMER}", files.prune_timer(self.options.prune_schedule)
+        )
+        if changed:
+            self.reload_units()
+        done = self.enable(files.PRUNE_TIMER, start=True)
+        detail = f"{self.options.prune_schedule}, unused images older than {self.options.prune_until}, never label {files.APP_LABEL}"
+        return ("changed" if changed or done else "unchanged"), detail
+
+
+def provision(
+    host: Host,
+    options: ProvisionOptions,
+    *,
+    report: Callable[[StepResult], None] | None = None,
+) -> list[StepResult]:
+    """Run every step on ``host`` (as root: wrap a sudo user's host in ``SudoHost``)."""
+    p = _Provisioner(host, options)
+    steps: list[tuple[str, Callable[[], tuple[Status, str]]]] = [
+        ("os", p.os),
+        ("packages", p.packages),
+        ("docker-service", p.docker_service),
+        ("tools", p.tools),
+        ("docker-logs", p.docker_logs),
+        ("journald", p.journald),
+        ("deploy-user", p.deploy_user),
+        ("state-dirs", p.state_dirs),
+        ("firewall", p.firewall),
+        ("image-prune", p.image_prune),
+    ]
+    fatal = {"os", "packages"}  # the others need them
+    results: list[StepResult] = []
+    if host.run(["id", "-u"], check=False).stdout.strip() != "0":
+        raise ProvisionError(
+            f"provision needs root on {host.name}",
+            hint="connect as root (--user root) or as a user with passwordless sudo (--sudo)",
+        )
+    for name, step in steps:
+        try:
+            status, detail = step()
+        except ShipyardError as exc:
+            if name in fatal:
+                raise
+            status, detail = "failed", exc.message
+        result = StepResult(name, status, detail)
+        results.append(result)
+        if report is not None:
+            report(result)
+    return results

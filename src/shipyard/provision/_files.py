@@ -1,0 +1,110 @@
+"""The files ``shipyard provision`` writes on a host, rendered from its options (pure functions)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+FIREWALL_TABLE = "shipyard_filter"
+FIREWALL_FILE = "/etc/shipyard/firewall.nft"
+FIREWALL_UNIT = "shipyard-firewall.service"
+PRUNE_SERVICE = "shipyard-image-prune.service"
+PRUNE_TIMER = "shipyard-image-prune.timer"
+JOURNALD_FILE = "/etc/systemd/journald.conf.d/shipyard.conf"
+DAEMON_JSON = "/etc/docker/daemon.json"
+UNIT_DIR = "/etc/systemd/system"
+APP_LABEL = "org.shipyard.app"  # carried by every image shipyard builds
+
+
+def firewall_rules(ports: Sequence[int]) -> str:
+    """An nftables table of its own: inbound only on ``ports`` (TCP), loopback, replies and ICMP.
+
+    It lives beside Docker's own tables (never ``flush ruleset``), and is replaced atomically.
+    """
+    allowed = ", ".join(str(p) for p in sorted(set(ports)))
+    return f"""#!/usr/sbin/nft -f
+# Written by `shipyard provision`: inbound traffic only on TCP {allowed}.
+# Docker's published ports are forwarded, not input: shipyard binds everything but the proxy to
+# 127.0.0.1, so the proxy's 80/443 are the only public ones.
+table inet {FIREWALL_TABLE}
+delete table inet {FIREWALL_TABLE}
+table inet {FIREWALL_TABLE} {{
+	chain input {{
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+		ct state established,related accept
+		ct state invalid drop
+		meta l4proto {{ icmp, ipv6-icmp }} accept
+		tcp dport {{ {allowed} }} accept
+	}}
+}}
+"""
+
+
+def firewall_unit() -> str:
+    return f"""[Unit]
+Description=shipyard firewall (inbound SSH, HTTP and HTTPS only)
+Wants=network-pre.target
+Before=network-pre.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/nft -f {FIREWALL_FILE}
+ExecStop=/usr/sbin/nft delete table inet {FIREWALL_TABLE}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def prune_service(until: str) -> str:
+    """Prune unused images older than ``until``, sparing every image shipyard built.
+
+    Releases kept for rollback are app images (label ``org.shipyard.app``); shipyard removes the
+    ones beyond ``deploy.keep_releases`` itself after each deploy.
+    """
+    return f"""[Unit]
+Description=shipyard: remove unused Docker images (never shipyard-built releases)
+Requires=docker.service
+After=docker.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/docker image prune --all --force --filter until={until} --filter label!={APP_LABEL}
+"""
+
+
+def prune_timer(schedule: str) -> str:
+    return f"""[Unit]
+Description=shipyard: scheduled Docker image prune
+
+[Timer]
+OnCalendar={schedule}
+RandomizedDelaySec=1h
+Persistent=true
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def journald_limits(max_use: str, max_file: str) -> str:
+    return f"""# Written by `shipyard provision`: bound the journal's disk use.
+[Journal]
+SystemMaxUse={max_use}
+SystemMaxFileSize={max_file}
+"""
+
+
+def docker_daemon(existing: Mapping[str, Any] | None, max_size: str, max_file: int) -> str:
+    """``/etc/docker/daemon.json`` with log rotation, keeping every other setting there."""
+    document = dict(existing or {})
+    document["log-driver"] = "json-file"
+    document["log-opts"] = {
+        **dict(document.get("log-opts") or {}),
+        "max-size": max_size,
+        "max-file": str(max_file),
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,219 @@
+"""Image delivery between two real engines: the operator's, and a second one behind a real sshd."""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shipyard.config import RegistrySection
+from shipyard.delivery import DeliveryError, deliver
+from shipyard.hosts import LocalHost, SSHHost, SSHSettings
+from shipyard.secrets import EnvFileBackend, Masker
+from tests.e2e.engine import Engine, start_engine
+from tests.e2e.sshd import Sshd, start_sshd
+
+
+@pytest.fixture
+def remote_engine(docker_engine: None) -> Iterator[Engine]:
+    engine = start_engine()
+    try:
+        yield engine
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def remote(tmp_path: Path, remote_engine: Engine) -> Iterator[tuple[SSHHost, Sshd]]:
+    server = start_sshd(tmp_path / "sshd", env={"DOCKER_HOST": remote_engine.docker_host})
+    host = SSHHost(
+        server.target, SSHSettings(known_hosts=server.known_hosts, identity_file=server.client_key)
+    )
+    try:
+        yield host, server
+    finally:
+        host.close()
+        server.stop()
+
+
+@pytest.fixture
+def image(docker_engine: None) -> Iterator[tuple[str, str]]:
+    """A small image of its own (a unique label and a few MiB of random data on the Debian base)."""
+    tag = f"delivery-test-{secrets.token_hex(4)}:1"
+    dockerfile = (
+        "FROM shipyard-local/debian:trixie\n"
+        f"LABEL org.shipyard.test={tag}\n"
+        "RUN head -c 8388608 /dev/urandom > /payload\n"
+    )
+    subprocess.run(
+        ["docker", "build", "--quiet", "--tag", tag, "-"],
+        input=dockerfile,
+        text=True,
+        capture_output=True,
+        check=True,
+        env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        yield tag, image_id
+    finally:
+        subprocess.run(["docker", "image", "rm", "--force", tag], capture_output=True, check=False)
+
+
+def test_image_streams_to_the_host_once(
+    remote: tuple[SSHHost, Sshd], remote_engine: Engine, image: tuple[str, str]
+) -> None:
+    host, _ = remote
+    tag, image_id = image
+    assert remote_engine.image_id(tag) is None
+    seen: list[int] = []
+    first = deliver(tag, image_id, LocalHost(), host, progress=seen.append)
+    assert first.method == "stream"
+    assert remote_engine.image_id(tag) == image_id
+    assert first.bytes > 8 * 1024 * 1024  # the payload travelled
+    assert seen == sorted(seen) and seen[-1] == first.bytes  # progress moved forward to the end
+    assert "MiB/s" in str(first)
+
+    again = deliver(tag, image_id, LocalHost(), host, progress=seen.append)
+    assert again.method == "present" and again.bytes == 0
+
+    # Same image under another tag on the host: retagged, not sent again.
+    remote_engine.docker("image", "tag", tag, "kept:1")
+    remote_engine.docker("image", "rm", tag)
+    retagged = deliver(tag, image_id, LocalHost(), host)
+    assert retagged.method == "present"
+    assert remote_engine.image_id(tag) == image_id
+
+
+REGISTRY_CONFIG = """\
+version: 0.1
+storage:
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+http:
+  addr: :5000
+auth:
+  htpasswd:
+    realm: shipyard-test
+    path: /auth/htpasswd
+"""
+
+
+@pytest.fixture
+def registry(tmp_path: Path, docker_engine: None) -> Iterator[tuple[str, str]]:
+    """Debian's docker-registry with basic auth, on 127.0.0.1 (Docker trusts loopback over HTTP)."""
+    password = secrets.token_urlsafe(18)
+    auth = tmp_path / "registry-auth"
+    auth.mkdir()
+    (auth / "config.yml").write_text(REGISTRY_CONFIG)
+    htpasswd = subprocess.run(
+        ["docker", "run", "--rm", "-i", "--entrypoint", "htpasswd", "shipyard-local/registry:2",
+         "-Bin", "ci"],
+        input=password, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    (auth / "htpasswd").write_text(htpasswd)
+    name = f"sy-registry-{secrets.token_hex(3)}"
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", name, "--publish", "127.0.0.1::5000",
+         "--volume", f"{auth / 'config.yml'}:/etc/docker/registry/config.yml:ro",
+         "--volume", f"{auth / 'htpasswd'}:/auth/htpasswd:ro",
+         "shipyard-local/registry:2"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        port = (
+            subprocess.run(
+                ["docker", "port", name, "5000/tcp"], capture_output=True, text=True, check=True
+            )
+            .stdout.split(":")[-1]
+            .strip()
+        )
+        url = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while subprocess.run(
+            ["python3", "-c", f"import urllib.request as u\ntry: u.urlopen('http://{url}/v2/')\n"
+             "except Exception as e: raise SystemExit(0 if getattr(e, 'code', 0) == 401 else 1)"],
+            check=False,
+        ).returncode != 0:  # fmt: skip
+            assert time.monotonic() < deadline, "the registry never answered"
+            time.sleep(0.2)
+        yield url, password
+    finally:
+        subprocess.run(
+            ["docker", "rm", "--force", "--volumes", name], capture_output=True, check=False
+        )
+
+
+def test_image_goes_through_a_registry_with_the_password_on_stdin_only(
+    tmp_path: Path,
+    remote_engine: Engine,
+    image: tuple[str, str],
+    registry: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, password = registry
+    tag, image_id = image
+    # docker login writes credentials: keep them in temp dirs, not this machine's ~/.docker.
+    local_config, remote_config = tmp_path / "docker-local", tmp_path / "docker-remote"
+    monkeypatch.setenv("DOCKER_CONFIG", str(local_config))
+    server = start_sshd(
+        tmp_path / "sshd-registry",
+        env={"DOCKER_HOST": remote_engine.docker_host, "DOCKER_CONFIG": str(remote_config)},
+    )
+    host = SSHHost(
+        server.target, SSHSettings(known_hosts=server.known_hosts, identity_file=server.client_key)
+    )
+    masker = Masker([password])
+    try:
+        section = RegistrySection(
+            url=f"{url}/acme", username="ci", password_env="REGISTRY_PASSWORD"
+        )
+        done = deliver(
+            tag,
+            image_id,
+            LocalHost(masker),
+            host,
+            registry=section,
+            secrets=EnvFileBackend({"REGISTRY_PASSWORD": password}),
+        )
+        assert done.method == "registry"
+        assert remote_engine.image_id(tag) == image_id  # pulled, and tagged as compose expects
+        assert remote_engine.image_id(f"{url}/acme/{tag}") is None  # one name per release
+        assert (
+            subprocess.run(
+                ["docker", "image", "inspect", f"{url}/acme/{tag}"],
+                capture_output=True,
+                check=False,
+            ).returncode
+            != 0
+        ), "the registry name is not left on the operator's engine"
+        assert (remote_config / "config.json").exists(), "the host logged in itself"
+        assert password not in (server.dir / "sshd.log").read_text()
+
+        wrong = RegistrySection(url=f"{url}/acme", username="ci", password_env="REGISTRY_PASSWORD")
+        remote_engine.docker("image", "rm", tag)
+        with pytest.raises(DeliveryError) as refused:
+            deliver(
+                tag,
+                image_id,
+                LocalHost(),
+                host,
+                registry=wrong,
+                secrets=EnvFileBackend({"REGISTRY_PASSWORD": "not-the-password"}),
+            )
+        assert (
+            "docker login" in refused.value.message
+            and "not-the-password" not in refused.value.message
+        )
+    finally:
+        host.close()
+        server.stop()

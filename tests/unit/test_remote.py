@@ -1,0 +1,263 @@
+"""SSH argv, several-node rollouts, provision files, and the config keys for remote targets."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from shipyard.config import RegistrySection, load_config
+from shipyard.delivery import deliver
+from shipyard.deploy import across_nodes, rollout_error
+from shipyard.errors import ConfigError, HostUnreachable, ShipyardError
+from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.provision import _files as files
+from shipyard.secrets import EnvFileBackend
+from tests.bad_configs import ENV_FILE, VALID, BadConfig, write
+from tests.fakes import FakeHost
+
+
+def test_ssh_target_parsing() -> None:
+    target = parse_ssh_target("ssh://deploy@example.com:2222")
+    assert (target.user, target.host, target.port) == ("deploy", "example.com", 2222)
+    assert target.known_hosts_name == "[example.com]:2222"
+    assert parse_ssh_target("ssh://example.com").known_hosts_name == "example.com"
+    with pytest.raises(ShipyardError):
+        parse_ssh_target("http://example.com")
+
+
+def test_ssh_argv_is_strict_and_multiplexed() -> None:
+    host = SSHHost(
+        "ssh://deploy@example.com:2222",
+        SSHSettings(
+            known_hosts=Path("/k/known_hosts"),
+            identity_file=Path("/k/id"),
+            options=("ProxyJump=bastion",),
+        ),
+    )
+    try:
+        argv = host.ssh_argv("--", "example.com")
+        joined = " ".join(argv)
+        assert "StrictHostKeyChecking=yes" in joined
+        assert "BatchMode=yes" in joined
+        assert "UserKnownHostsFile=/k/known_hosts" in joined
+        assert "ControlPath=" in joined and "shipyard-ssh-" in joined
+        assert argv[argv.index("-p") + 1] == "2222"
+        assert argv[argv.index("-l") + 1] == "deploy"
+        assert argv[argv.index("-i") + 1] == "/k/id"
+        assert "ProxyJump=bastion" in argv
+        control = Path(joined.split("ControlPath=")[1].split()[0]).parent
+        assert control.stat().st_mode & 0o777 == 0o700
+    finally:
+        host.close()
+    assert not control.exists(), "the private socket directory is removed at close"
+
+
+def test_remote_command_is_joined_once_and_quoted() -> None:
+    host = SSHHost("ssh://h")
+    command = host._remote(["echo", "a b", "$HOME", "it's"], cwd="/srv/x y", env_prefix="")
+    assert command == "cd '/srv/x y' && " + shlex.join(["echo", "a b", "$HOME", "it's"])
+    host.close()
+
+
+def test_rollout_stops_at_the_first_failure() -> None:
+    started: list[str] = []
+
+    def action(node: str) -> str:
+        started.append(node)
+        if node == "b":
+            raise HostUnreachable("cannot reach b: Connection refused")
+        return f"done {node}"
+
+    outcomes = across_nodes(["a", "b", "c"], action, parallelism=1)
+    assert started == ["a", "b"]
+    assert [(o.node, o.ok, o.started) for o in outcomes] == [
+        ("a", True, True),
+        ("b", False, True),
+        ("c", False, False),
+    ]
+    error = rollout_error(outcomes, "deploy")
+    assert isinstance(error, HostUnreachable)  # same type: same exit code
+    assert "stopped at node b" in error.message
+    assert "done on: a" in error.message and "not started on: c" in error.message
+
+
+def test_rollout_runs_nodes_in_parallel_up_to_the_limit() -> None:
+    running = 0
+    peak = 0
+    lock = threading.Lock()
+    gate = threading.Barrier(2, timeout=10)
+
+    def action(node: str) -> str:
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        if node in {"a", "b"}:
+            gate.wait()  # a and b must be in flight together
+        with lock:
+            running -= 1
+        return node
+
+    outcomes = across_nodes(["a", "b", "c", "d"], action, parallelism=2)
+    assert all(o.ok for o in outcomes)
+    assert peak == 2
+    assert rollout_error(outcomes, "deploy") is None
+
+
+def test_firewall_allows_only_ssh_http_https() -> None:
+    rules = files.firewall_rules([22, 80, 443, 22])
+    assert "policy drop" in rules
+    assert "tcp dport { 22, 80, 443 } accept" in rules
+    assert "flush ruleset" not in rules  # Docker's own tables are left alone
+    assert "delete table inet shipyard_filter" in rules  # reloads replace, never duplicate
+
+
+def test_docker_daemon_json_keeps_other_settings() -> None:
+    merged = json.loads(files.docker_daemon({"storage-driver": "overlay2"}, "10m", 5))
+    assert merged == {
+        "storage-driver": "overlay2",
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "5"},
+    }
+
+
+def test_prune_spares_shipyard_releases() -> None:
+    service = files.prune_service("168h")
+    assert "--filter label!=org.shipyard.app" in service
+    assert "--filter until=168h" in service
+
+
+def _config(tmp_path: Path, yaml: str, env_file: str = ENV_FILE) -> Path:
+    return write(tmp_path, BadConfig("x", yaml, "", "", env_file=env_file))
+
+
+def test_targets_and_ssh_settings_load(tmp_path: Path) -> None:
+    yaml = (
+        VALID.replace(
+            "  development:\n    target: local",
+            "  development:\n    target: ssh://root@a.example\n    targets: [ssh://root@b.example:2222]",
+        )
+        + "providers:\n  ssh:\n    known_hosts: keys/known_hosts\n    options: [ProxyJump=bastion]\n"
+    )
+    config = load_config(_config(tmp_path, yaml), "development", process_env={})
+    assert config.environment.nodes == ("ssh://root@a.example", "ssh://root@b.example:2222")
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("providers:\n  ssh:\n    options: [StrictHostKeyChecking=no]\n", "cannot be overridden"),
+        ("providers:\n  ssh:\n    known_host: x\n", "unknown key"),
+        (
+            "deploy:\n  registry:\n    url: registry.example/acme\n    username: ci\n    password_env: REGISTRY_PASSWORD\n",
+            "REGISTRY_PASSWORD is not set",
+        ),
+    ],
+)
+def test_bad_remote_settings_are_config_errors(tmp_path: Path, extra: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, VALID + extra), "development", process_env={})
+    assert expected in str(caught.value)
+
+
+def test_targets_must_be_ssh(tmp_path: Path) -> None:
+    yaml = VALID.replace(
+        "  development:\n    target: local",
+        "  development:\n    target: local\n    targets: [local]",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(_config(tmp_path, yaml), "development", process_env={})
+    assert "ssh://" in str(caught.value)
+
+
+def test_registry_password_is_masked(tmp_path: Path) -> None:
+    extra = "deploy:\n  registry:\n    url: registry.example\n    username: ci\n    password_env: REGISTRY_PASSWORD\n"
+    config = load_config(
+        _config(tmp_path, VALID + extra, ENV_FILE + "REGISTRY_PASSWORD=hunter2-registry\n"),
+        "development",
+        process_env={},
+    )
+    assert "hunter2-registry" not in config.masker("login with hunter2-registry")
+
+
+class _RecordingHost(FakeHost):
+    """A FakeHost that also keeps each command's stdin and answers `docker image inspect`."""
+
+    def __init__(self, name: str, images: dict[str, str]) -> None:
+        super().__init__(respond=self._answer)
+        self._name = name
+        self.images = images  # ref → image ID
+        self.stdins: list[str | bytes | None] = []
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def _answer(self, argv: list[str]) -> CommandResult | None:
+        if argv[:3] == ["docker", "image", "inspect"]:
+            image = self.images.get(argv[3])
+            if image is None:
+                return CommandResult(tuple(argv), 1, "", "No such image")
+            document = [{"Id": image, "Config": {"Labels": {}}, "Created": ""}]
+            return CommandResult(tuple(argv), 0, json.dumps(document), "")
+        if argv[:2] == ["docker", "pull"]:
+            self.images[argv[-1]] = "sha256:abc"
+        if argv[:2] == ["docker", "tag"]:
+            self.images[argv[-1]] = self.images[argv[-2]]
+        if argv[:3] == ["docker", "image", "rm"]:
+            self.images.pop(argv[-1], None)
+        return None
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        self.stdins.append(kwargs.get("stdin"))
+        return super().run(argv, **kwargs)
+
+
+def test_registry_delivery_keeps_the_password_out_of_argv() -> None:
+    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc"})
+    remote = _RecordingHost("server", {})
+    registry = RegistrySection(
+        url="registry.example/acme", username="ci", password_env="REG_PASSWORD"
+    )
+    secrets = EnvFileBackend({"REG_PASSWORD": "hunter2-registry"})
+    done = deliver("shop:1.0.0", "sha256:abc", local, remote, registry=registry, secrets=secrets)
+    assert done.method == "registry"
+    for host in (local, remote):
+        assert all("hunter2-registry" not in " ".join(c) for c in host.commands)
+        login = next(i for i, c in enumerate(host.commands) if c[:2] == ["docker", "login"])
+        assert "--password-stdin" in host.commands[login]
+        assert host.stdins[login] == "hunter2-registry"
+    assert ["docker", "push", "--quiet", "registry.example/acme/shop:1.0.0"] in local.commands
+    assert ["docker", "pull", "--quiet", "registry.example/acme/shop:1.0.0"] in remote.commands
+    assert remote.images["shop:1.0.0"] == "sha256:abc"  # tagged as the compose files expect
+
+
+def test_delivery_is_skipped_when_the_host_has_the_image() -> None:
+    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc"})
+    remote = _RecordingHost("server", {"sha256:abc": "sha256:abc", "shop:1.0.0": "sha256:abc"})
+    done = deliver("shop:1.0.0", "sha256:abc", local, remote)
+    assert done.method == "present"
+    assert not any(c[:2] in (["docker", "load"], ["docker", "push"]) for c in remote.commands)
+    assert local.commands == []
+
+
+def test_ssh_targets_connect_through_ssh_and_keep_state_in_var_lib(tmp_path: Path) -> None:
+    from shipyard.cli._context import connect, state_root  # noqa: PLC0415
+
+    yaml = VALID.replace(
+        "  development:\n    target: local", "  development:\n    target: ssh://deploy@a.example"
+    )
+    config = load_config(_config(tmp_path, yaml), "development", process_env={})
+    host = connect(config)
+    try:
+        assert isinstance(host, SSHHost)
+        assert host.target.user == "deploy"
+        assert state_root(config, host) == PurePosixPath("/var/lib/shipyard/shop/development")
+    finally:
+        host.close()
