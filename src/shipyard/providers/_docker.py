@@ -176,7 +176,40 @@ class DockerSteps:
             secrets=self.config.secrets,
             progress=StderrProgress(f"deliver {image.tag} to {self.host.name}"),
         )
-        return f"{image.tag}: {delivered}"
+        return "; ".join([f"{image.tag}: {delivered}", *self._deliver_support_images()])
+
+    def _support_images(self) -> list[str]:
+        """The images next to the app's: proxy, database, golang-migrate."""
+        refs = [self.config.proxy.image]
+        database = self.config.database
+        if database is not None:
+            if self._database() is not None:
+                refs.append(database.image)
+            if database.migrations is not None:
+                refs.append(database.migrations.image)
+        return list(dict.fromkeys(refs))
+
+    def _deliver_support_images(self) -> list[str]:
+        """Support images the host lacks are streamed from the operator's engine when it has
+        them (hosts without registry access get everything they need); the others are left
+        for the host to pull."""
+        here, done = Docker(self.ctx.local), []
+        for ref in self._support_images():
+            if self.docker.image(ref) is not None:
+                continue
+            local = here.image(ref)
+            if local is None:
+                done.append(f"{ref}: pulled by {self.host.name}")
+                continue
+            delivered = deliver(
+                ref,
+                local.id,
+                self.ctx.local,
+                self.host,
+                progress=StderrProgress(f"deliver {ref} to {self.host.name}"),
+            )
+            done.append(f"{ref}: {delivered}")
+        return done
 
     def ensure_infrastructure(self) -> str:
         self._write(
