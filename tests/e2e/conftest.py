@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from shipyard.secrets import read_env_file
 from tests.e2e.sshd import Sshd, start_sshd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,11 +109,43 @@ class AppUnderTest:
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
 
+    def use_awkward_env(self) -> dict[str, str]:
+        """Rewrite the env file with values a shell or Compose would mangle (quotes, ``$``,
+        backslashes, ``#``, ``=``); the database password is one of them. Returns every value as
+        shipyard reads the file, for comparison with what the containers got."""
+        awkward = {
+            "POSTGRES_PASSWORD": f"p@ss:w/rd?{secrets.token_hex(4)}$HOME'q\"d\\#h%41",
+            "JWT_SECRET": secrets.token_hex(32),
+            "AWKWARD_DOLLARS": "$USER ${HOME} $$ ${X:-y} $(id)",
+            "AWKWARD_QUOTES": "it's \"quoted\" 'twice'",
+            "AWKWARD_BACKSLASH_END": "ends in a backslash\\",
+            "AWKWARD_HASH": "value # not a comment",
+            "AWKWARD_SPACES": "  padded  ",
+            "AWKWARD_EQUALS": "a=b=c",
+            "AWKWARD_EMPTY": "",
+        }
+
+        def quoted(value: str) -> str:  # python-dotenv's single-quoted form
+            return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+        env_file = self.dir / f".env.{self.environment}"
+        env_file.write_text("".join(f"{k}={quoted(v)}\n" for k, v in awkward.items()))
+        env_file.chmod(0o600)
+        read = read_env_file(env_file)
+        assert read == awkward, read
+        return read
+
     def status(self) -> dict[str, Any]:
         result = self.shipyard("status", self.environment, "--json")
         assert result.returncode in (0, 8), result.stderr
         data: dict[str, Any] = json.loads(result.stdout)
         return data
+
+
+def container_env(inspect: str) -> dict[str, str]:
+    """The environment of a container, from ``docker inspect`` output."""
+    env: list[str] = json.loads(inspect)[0]["Config"]["Env"]
+    return dict(item.split("=", 1) for item in env)
 
 
 def _remove_everything(name: str) -> None:

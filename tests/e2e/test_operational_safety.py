@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port, git
+from tests.e2e.conftest import AppUnderTest, container_env, engine_snapshot, free_port, git
 
 
 def _short(app: AppUnderTest, **deploy: Any) -> None:
@@ -332,3 +332,24 @@ def test_secret_canaries_never_leak(app: AppUnderTest) -> None:
             continue
         for secret in secrets:
             assert secret not in argv
+
+
+def test_env_file_values_reach_the_containers_exactly(app: AppUnderTest) -> None:
+    expected = app.use_awkward_env()
+    _short(app)
+    result = app.shipyard("deploy", "development")
+    # The awkward password reached PostgreSQL (through Compose's env file), golang-migrate
+    # (docker --env-file) and the app (URL-encoded in DATABASE_URL): all of them connected.
+    assert result.returncode == 0, result.stderr
+    assert httpx.get(app.url("/readyz"), timeout=10).status_code == 200
+    live = container_env(
+        subprocess.run(
+            ["docker", "inspect", f"{app.name}-development-live"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    for key, value in expected.items():
+        assert live.get(key) == value, key
+    assert expected["POSTGRES_PASSWORD"] not in result.stderr + result.stdout

@@ -45,6 +45,7 @@ from shipyard.providers._stack import (
     Layout,
     Names,
     app_env,
+    compose_env_file_text,
     database_env,
     env_file_text,
     managed_database,
@@ -58,7 +59,7 @@ from shipyard.state import Lock, Release, other_slot
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
 
-_MIN_COMPOSE = (2, 24)  # env_file `format: raw`
+_MIN_COMPOSE = (2, 24)  # Ubuntu 24.04's; tested with 2.26 (Debian 13) and 2.40
 _MIN_DOCKER = (20, 10)
 
 
@@ -226,7 +227,7 @@ class DockerSteps:
         assert self.config.database is not None  # noqa: S101
         self._write(
             self.layout.database_env,
-            env_file_text(database_env(self.config), source="database env"),
+            compose_env_file_text(database_env(self.config), source="database env"),
         )
         self.docker.compose_up(
             self.names.infra_project,
@@ -415,7 +416,7 @@ class DockerSteps:
         saved = self.layout.release_env(release.id)
         env = self.host.get(saved)
         if env is None:
-            env = env_file_text(app_env(self.config, self.names), source="app env").encode()
+            env = compose_env_file_text(app_env(self.config, self.names), source="app env").encode()
             self.host.put(saved, env, mode=0o600)
         self.host.put(self.layout.slot_env(slot), env, mode=0o600)
         compose = render_slot(

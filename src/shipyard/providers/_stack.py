@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
@@ -125,14 +125,36 @@ class Layout:
 
 
 def env_file_text(values: Mapping[str, str], *, source: str) -> str:
-    """``KEY=value`` lines read verbatim by ``docker --env-file`` and compose's ``format: raw``."""
+    """``KEY=value`` lines, read verbatim by ``docker run --env-file``."""
+    return _env_lines(values, source, lambda value: value)
+
+
+def compose_env_file_text(values: Mapping[str, str], *, source: str) -> str:
+    """``KEY='value'`` lines that Compose's ``env_file`` reads back exactly.
+
+    Compose parses env files like a shell: unquoted and double-quoted values are interpolated.
+    A single-quoted value is literal, but cannot hold a quote nor end in a backslash (it would
+    escape the closing quote); those go double-quoted with ``\\``, ``\"`` and ``$$`` escaped.
+    (``format: raw`` would do without quoting, but Debian 13's Compose 2.26 refuses it.)
+    """
+    return _env_lines(values, source, _compose_quote)
+
+
+def _compose_quote(value: str) -> str:
+    if "'" not in value and not value.endswith("\\"):
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "$$")
+    return f'"{escaped}"'
+
+
+def _env_lines(values: Mapping[str, str], source: str, render: Callable[[str], str]) -> str:
     lines = []
     issues = []
     for key, value in values.items():
         if "\n" in value or "\r" in value:
             issues.append(Issue(source, None, None, key, "values cannot span several lines"))
             continue
-        lines.append(f"{key}={value}")
+        lines.append(f"{key}={render(value)}")
     if issues:
         raise ConfigError(issues)
     return "\n".join(lines) + "\n"
@@ -202,7 +224,7 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
         services["db"] = {
             "image": db.image,
             "container_name": names.database,
-            "env_file": [{"path": str(layout.database_env), "format": "raw"}],
+            "env_file": [str(layout.database_env)],
             "volumes": ["pgdata:/var/lib/postgresql/data"],
             "networks": ["app"],
             "restart": "unless-stopped",
@@ -246,7 +268,7 @@ def render_slot(
             "app": {
                 "image": image,
                 "container_name": names.slot(slot),
-                "env_file": [{"path": str(layout.slot_env(slot)), "format": "raw"}],
+                "env_file": [str(layout.slot_env(slot))],
                 "environment": {"DEPLOYMENT_SLOT": slot},
                 "ports": [f"127.0.0.1::{config.app.port}"],
                 "networks": ["app"],
