@@ -8,6 +8,7 @@
     │   │   └── HostKeyRejected   its SSH host key is unknown or changed: refused
     │   └── CommandFailed         a command ran and exited non-zero
     ├── BuildError                the app image could not be built
+    ├── ToolTooOld                a tool here or on the host is older than shipyard needs
     ├── LockHeld                  another operation holds the environment's lock
     ├── StateError                the recorded state is missing or unreadable
     ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)
@@ -125,6 +126,11 @@ class CommandFailed(HostError):
 
 class BuildError(ShipyardError):
     """The app could not be built into an image."""
+
+
+class ToolTooOld(ShipyardError):
+    """A tool on this machine or on the host is older than shipyard needs; the message names the
+    version found and the version needed. Raised before anything changes."""
 
 
 class LockHeld(ShipyardError):

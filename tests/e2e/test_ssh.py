@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 
 from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port
 from tests.e2e.load import Load
-from tests.e2e.sshd import Sshd, keygen
+from tests.e2e.sshd import Sshd, keygen, start_sshd
 
 
 def _short_watch(app: AppUnderTest) -> None:
@@ -167,3 +168,70 @@ def test_several_nodes_stop_at_the_first_failure_and_status_shows_each(
     assert nodes_seen[sshd.target]["drift"] is None
     assert nodes_seen[dead]["health"] == "unreachable"
     assert "Connection refused" in nodes_seen[dead]["drift"]
+
+
+def _fake(directory: Path, name: str, script: str) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+
+
+def test_outdated_tools_are_named_with_found_and_needed_versions(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    """An old Go or OpenSSH here, or an old Compose on the host: the command stops at its start
+    with the version found and the one needed (exit 9), and nothing changes on the engine."""
+    before = engine_snapshot(app.name)
+    old_go = tmp_path / "old-go"
+    _fake(old_go, "go", 'if [ "$1" = env ]; then echo go1.20.3; exit 0; fi\nexit 1\n')
+    app.extra_env = {"PATH": f"{old_go}:{os.environ['PATH']}"}
+    checked = app.shipyard("check", "development")
+    assert checked.returncode == 3
+    assert "found go1.20.3, need go1.22 or newer" in checked.stderr
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 9, deployed.stderr
+    assert "found go1.20.3, need go1.22 or newer" in deployed.stderr, deployed.stderr
+    assert engine_snapshot(app.name) == before
+
+    old_ssh = tmp_path / "old-ssh"
+    _fake(old_ssh, "ssh", 'echo "OpenSSH_7.2p2 Ubuntu-4ubuntu2.10, OpenSSL 1.0.2g" >&2\nexit 255\n')
+    app.extra_env = {"PATH": f"{old_ssh}:{os.environ['PATH']}"}
+
+    def remote(document: Any) -> None:
+        document["environments"]["development"]["target"] = f"ssh://root@127.0.0.1:{free_port()}"
+
+    app.edit(remote)
+    app.commit("remote target")
+    refused = app.shipyard("deploy", "development")
+    assert refused.returncode == 9, refused.stderr
+    assert "OpenSSH 7.2 found on this machine; 7.6 or newer is needed" in refused.stderr
+
+    # The host's Compose is too old: its `docker compose version` says 2.20.2.
+    old_compose = tmp_path / "old-compose"
+    _fake(
+        old_compose,
+        "docker",
+        'if [ "$1" = compose ] && [ "$2" = version ]; then echo 2.20.2; exit 0; fi\n'
+        'exec /usr/bin/docker "$@"\n',
+    )
+    server = start_sshd(
+        tmp_path / "sshd-old-compose",
+        env={"PATH": f"{old_compose}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    try:
+
+        def behind_sshd(document: Any) -> None:
+            document["environments"]["development"]["target"] = server.target
+            document.setdefault("providers", {})["ssh"] = server.settings()
+
+        app.edit(behind_sshd)
+        app.commit("old compose on the host")
+        app.extra_env = {}
+        old = app.shipyard("deploy", "development")
+        assert old.returncode == 9, old.stderr
+        assert "Docker Compose 2.20.2 is too old; 2.24 or newer is needed" in old.stderr, old.stderr
+        assert "on 127.0.0.1" in old.stderr
+    finally:
+        server.stop()
+    assert engine_snapshot(app.name) == before

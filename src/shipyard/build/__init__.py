@@ -18,13 +18,23 @@ from pathlib import Path
 
 from shipyard.config import Config, DockerfileBuild, GoBuild
 from shipyard.docker import Docker
-from shipyard.errors import BuildError, CommandFailed, HostUnreachable
+from shipyard.errors import BuildError, CommandFailed, HostUnreachable, ToolTooOld
 from shipyard.hosts import Host
 
-__all__ = ["Image", "VersionInfo", "build_image", "image_tag", "read_version", "source_at"]
+__all__ = [
+    "MIN_GO",
+    "Image",
+    "VersionInfo",
+    "build_image",
+    "go_toolchain_problem",
+    "image_tag",
+    "read_version",
+    "source_at",
+]
 
 _SEMVER_TAG = re.compile(r"^v?(?P<v>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)$")
 _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+MIN_GO = (1, 22)
 LABEL_PREFIX = "org.shipyard"
 
 
@@ -190,10 +200,27 @@ def build_image(
     return Image(tag=tag, id=image.id, version=version)
 
 
+def go_toolchain_problem(local: Host) -> str | None:
+    """Why the operator's Go toolchain is too old to build (older than ``MIN_GO``); a missing
+    toolchain is reported by the build itself."""
+    needed = "go" + ".".join(map(str, MIN_GO))
+    try:
+        found = local.run(["go", "env", "GOVERSION"], check=False, timeout=60).stdout.strip()
+    except HostUnreachable:
+        return None
+    numbers = tuple(int(n) for n in re.findall(r"\d+", found)[:2])
+    if numbers < MIN_GO:
+        return f"tool `go`: found {found or 'an unknown version'}, need {needed} or newer"
+    return None
+
+
 def _go_build(
     config: Config, spec: GoBuild, local: Host, docker: Docker, version: VersionInfo, tag: str
 ) -> None:
     source = config.resolve(spec.context)
+    problem = go_toolchain_problem(local)
+    if problem is not None:
+        raise ToolTooOld(problem, hint="install a current Go from https://go.dev/dl/")
     if not (source / "go.mod").is_file():
         raise BuildError(
             f"{source} has no go.mod", hint="build.context must point at the Go module"

@@ -50,6 +50,7 @@ from shipyard.errors import (
     RollbackFailed,
     ShipyardError,
     StateError,
+    ToolTooOld,
 )
 from shipyard.events import send_test
 from shipyard.provision import StepResult
@@ -68,6 +69,7 @@ class ExitCode(IntEnum):
     DEPLOY_FAILED = 6  # the previous version keeps serving
     ROLLBACK_FAILED = 7  # a person must act
     FAILED = 8  # any other expected failure
+    TOOL_TOO_OLD = 9  # a tool here or on the host is older than needed
 
 
 _EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
@@ -76,6 +78,7 @@ _EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
     (CheckFailed, ExitCode.INVALID_CONFIG),
     (LockHeld, ExitCode.LOCK_HELD),
     (HostUnreachable, ExitCode.HOST_UNREACHABLE),
+    (ToolTooOld, ExitCode.TOOL_TOO_OLD),
     (RollbackFailed, ExitCode.ROLLBACK_FAILED),
     (DeployFailed, ExitCode.DEPLOY_FAILED),
 ]

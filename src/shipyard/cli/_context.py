@@ -5,7 +5,6 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 
-from shipyard.build import source_at
+from shipyard.build import go_toolchain_problem, source_at
 from shipyard.config import Config, GoBuild, SSHSection, load_config
 from shipyard.deploy import OperationContext, new_deployment_id
 from shipyard.docker import Docker
@@ -32,8 +31,6 @@ from shipyard.providers import Provider, get_provider
 from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
-
-_MIN_GO = (1, 22)
 
 
 @dataclass(frozen=True)
@@ -283,14 +280,9 @@ def _tool_problems(config: Config | None) -> list[str]:
         if shutil.which(tool, path=path) is None
     ]
     if "go" in needed and shutil.which("go", path=path) is not None:
-        found = subprocess.run(
-            ["go", "env", "GOVERSION"], capture_output=True, text=True, check=False
-        ).stdout
-        numbers = tuple(int(n) for n in re.findall(r"\d+", found)[:2])
-        if numbers < _MIN_GO:
-            problems.append(
-                f"tool `go`: found {found.strip() or 'unknown version'}, need go{'.'.join(map(str, _MIN_GO))} or newer"
-            )
+        go_problem = go_toolchain_problem(LocalHost())
+        if go_problem is not None:
+            problems.append(go_problem)
     if remote and shutil.which("ssh", path=path) is not None:
         version = openssh_version()
         if version is None or version < MIN_OPENSSH:

@@ -31,6 +31,7 @@ from shipyard.errors import (
     RollbackFailed,
     ShipyardError,
     StateError,
+    ToolTooOld,
 )
 from shipyard.events import Bus, EventKind
 from shipyard.hosts import Host
@@ -401,7 +402,7 @@ class _Operation:
                 )
                 release = body(self)
                 phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
-            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError) as exc:
+            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError, ToolTooOld) as exc:
                 # Nothing was changed: these are not failed deploys.
                 phases.run_cleanups()
                 if isinstance(exc, LockHeld):

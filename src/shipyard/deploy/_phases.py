@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TypeVar
 
-from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, ShipyardError
+from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, ShipyardError, ToolTooOld
 from shipyard.events import Bus, Event, EventKind
 from shipyard.state import now_iso
 
@@ -69,7 +69,7 @@ class Phases:
         self.event(EventKind.PHASE_STARTED, phase=name)
         try:
             result = action()
-        except (DeployFailed, LockHeld, HostUnreachable) as exc:
+        except (DeployFailed, LockHeld, HostUnreachable, ToolTooOld) as exc:
             self.event(
                 EventKind.PHASE_FAILED,
                 phase=name,

@@ -30,7 +30,13 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import urlsplit
 
-from shipyard.errors import CommandFailed, HostKeyRejected, HostUnreachable, ShipyardError
+from shipyard.errors import (
+    CommandFailed,
+    HostKeyRejected,
+    HostUnreachable,
+    ShipyardError,
+    ToolTooOld,
+)
 from shipyard.hosts._result import CommandResult
 from shipyard.secrets import Masker
 
@@ -198,7 +204,7 @@ class SSHHost:
                     hint="install openssh-client",
                 )
             if version < MIN_OPENSSH:
-                raise ShipyardError(
+                raise ToolTooOld(
                     f"OpenSSH {version[0]}.{version[1]} found on this machine; "
                     f"{MIN_OPENSSH[0]}.{MIN_OPENSSH[1]} or newer is needed"
                 )

@@ -36,7 +36,7 @@ from shipyard.deploy import (
     run_rollback,
 )
 from shipyard.docker import ContainerInfo, Docker
-from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError
+from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError, ToolTooOld
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
@@ -153,13 +153,13 @@ class DockerSteps:
             )
         engine = tuple(int(x) for x in re.findall(r"\d+", info.server_version)[:2])
         if engine < _MIN_DOCKER:
-            raise ShipyardError(
+            raise ToolTooOld(
                 f"on {self.host.name}: Docker {info.server_version} found; "
                 f"{'.'.join(map(str, _MIN_DOCKER))} or newer is needed"
             )
         found = tuple(int(x) for x in re.findall(r"\d+", info.compose_version)[:2])
         if found < _MIN_COMPOSE:
-            raise ShipyardError(
+            raise ToolTooOld(
                 f"on {self.host.name}: Docker Compose {info.compose_version} is too old; "
                 f"{'.'.join(map(str, _MIN_COMPOSE))} or newer is needed"
             )
