@@ -24,6 +24,7 @@ from rich.table import Table
 
 from shipyard import __version__
 from shipyard.cli._context import (
+    NodeOption,
     Session,
     current_masker,
     open_session,
@@ -149,9 +150,11 @@ def schema(
 
 
 @app.command()
-def render(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")) -> None:
+def render(
+    environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"), node: NodeOption = None
+) -> None:
     """Print the compose projects and proxy config a deploy would write on the host."""
-    session = open_session(config, environment, json_output=False)
+    session = open_session(config, environment, json_output=False, node=node)
     for path, text in session.provider.render(session.ctx).items():
         sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
 
@@ -313,10 +316,11 @@ def _unreachable(error: ShipyardError | None) -> dict[str, Any]:
 def history(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Deployments of the environment, newest first."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     entries = list(reversed(session.ctx.store.history()))
     if json_output:
         _out([asdict(e) for e in entries])
@@ -343,12 +347,13 @@ def history(
 def plan(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="As for deploy.")] = False,
     ref: Annotated[str | None, typer.Option("--ref", help="As for deploy.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Every action a deploy would take, touching nothing."""
-    session = open_session(config, environment, json_output=json_output, ref=ref)
+    session = open_session(config, environment, json_output=json_output, ref=ref, node=node)
     steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
     if json_output:
         _out([asdict(step) for step in steps])
@@ -363,6 +368,7 @@ def plan(
 def logs(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     deployment: Annotated[
         str | None, typer.Option("--deployment", help="A deployment id (default: the latest).")
     ] = None,
@@ -375,7 +381,7 @@ def logs(
     tail: Annotated[int, typer.Option("--tail", help="With --app: lines to show.")] = 200,
 ) -> None:
     """A deployment's log (JSON lines), or with --app the live app's log."""
-    session = open_session(config, environment, json_output=False)
+    session = open_session(config, environment, json_output=False, node=node)
     if app_logs:
         _follow_app(session, tail=tail, follow=follow)
         return
@@ -418,10 +424,11 @@ app.add_typer(lock_app, name="lock")
 def lock_status(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Who holds the environment's lock, since when, and whether it is stale."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "status", ttl=session.config.deploy.lock_ttl
     )
@@ -441,12 +448,13 @@ def lock_status(
 def lock_release(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     force: Annotated[
         bool, typer.Option("--force", help="Break a lock whose holder looks alive.")
     ] = False,
 ) -> None:
     """Release a stale lock; --force breaks a live one (and says whose)."""
-    session = open_session(config, environment, json_output=False)
+    session = open_session(config, environment, json_output=False, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "release", ttl=session.config.deploy.lock_ttl
     )
@@ -474,10 +482,11 @@ app.add_typer(notify_app, name="notify")
 def notify_test(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Send a test event to every configured sink and report each result."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     results = send_test(session.config, session.ctx.deployment_id, session.ctx.node)
     if json_output:
         _out([asdict(r) for r in results])

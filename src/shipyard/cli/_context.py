@@ -11,6 +11,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
+from typing import Annotated
+
+import typer
 
 from shipyard.build import go_toolchain_problem, source_at
 from shipyard.config import Config, GoBuild, SSHSection, load_config
@@ -136,11 +139,33 @@ def _load(config_path: Path, environment: str, ref: str | None) -> Config:
     return config
 
 
+NodeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--node", help="Which node of a several-node environment (default: its `target`)."
+    ),
+]
+
+
 def open_session(
-    config_path: Path, environment: str, *, json_output: bool, ref: str | None = None
+    config_path: Path,
+    environment: str,
+    *,
+    json_output: bool,
+    ref: str | None = None,
+    node: str | None = None,
 ) -> Session:
-    """The session of the environment's (first) node."""
-    return _session(_load(config_path, environment, ref), json_output=json_output)
+    """The session of one node of the environment: ``node``, or its ``target``."""
+    config = _load(config_path, environment, ref)
+    if node is not None:
+        nodes = config.environment.nodes
+        if node not in nodes:
+            raise typer.BadParameter(
+                f"{node} is not a node of {environment!r}; its nodes: {', '.join(nodes)}",
+                param_hint="--node",
+            )
+        config = replace(config, environment=replace(config.environment, target=node))
+    return _session(config, json_output=json_output)
 
 
 def open_sessions(

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shipyard.cli._context import open_session
+from shipyard.cli._context import NodeOption, open_session
 from shipyard.config import load_config
 from shipyard.database import lint_directory
 
@@ -50,10 +50,11 @@ def _size(size: int) -> str:
 def snapshot_create(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Take a snapshot now (pg_dump -Fc in the database container), checksum and verify it."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     snapshot = session.provider.database(session.ctx).create()
     if json_output:
         _out(snapshot.to_dict())
@@ -69,10 +70,11 @@ def snapshot_create(
 def snapshot_list(
     environment: EnvArgument,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Snapshots of the environment's database, newest first."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     snapshots = session.provider.database(session.ctx).snapshots()
     if json_output:
         _out([s.to_dict() for s in snapshots])
@@ -101,10 +103,11 @@ def snapshot_verify(
         ),
     ] = False,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Check a snapshot's checksum and archive (and, with --restore-test, restore it aside)."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     snapshot, test = session.provider.database(session.ctx).verify(name, restore_test=restore_test)
     if json_output:
         _out({"snapshot": snapshot.to_dict(), "restore_test": asdict(test) if test else None})
@@ -125,9 +128,10 @@ def snapshot_restore(
     name: Annotated[str, typer.Argument(help="Snapshot name (see `shipyard snapshot list`).")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
 ) -> None:
     """Replace the database's contents with a snapshot (the app's slots stop meanwhile)."""
-    session = open_session(config, environment, json_output=False)
+    session = open_session(config, environment, json_output=False, node=node)
     operations = session.provider.database(session.ctx)
     if not yes and not typer.confirm(
         f"Restore {name} into {session.config.app.name} {environment}? Writes since then are lost "
@@ -149,10 +153,11 @@ def snapshot_prune(
         bool, typer.Option("--dry-run", help="Show the plan; delete nothing.")
     ] = False,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
     """Delete snapshots past retention (never the newest N, nor those of retained releases)."""
-    session = open_session(config, environment, json_output=json_output)
+    session = open_session(config, environment, json_output=json_output, node=node)
     result = session.provider.database(session.ctx).prune(dry_run=dry_run)
     if json_output:
         _out({"keep": result.plan.keep, "delete": result.plan.delete, "deleted": result.deleted})
