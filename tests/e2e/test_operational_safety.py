@@ -353,3 +353,34 @@ def test_env_file_values_reach_the_containers_exactly(app: AppUnderTest) -> None
     for key, value in expected.items():
         assert live.get(key) == value, key
     assert expected["POSTGRES_PASSWORD"] not in result.stderr + result.stdout
+
+
+def test_destroy_is_refused_while_a_deploy_holds_the_lock(app: AppUnderTest) -> None:
+    _short(app)
+    assert app.shipyard("deploy", "development").returncode == 0
+    # A deploy holds the lock (its owner record, heartbeating now).
+    lock = app.state_dir / app.name / "development" / "lock"
+    lock.mkdir(mode=0o700)
+    owner = {
+        "deployment_id": "20991231T000000Z-abcdef",
+        "operation": "deploy",
+        "by": "ops@laptop",
+        "pid": 4242,
+        "started_at": "2099-12-31T00:00:00Z",
+        "heartbeat": time.time(),
+        "ttl": 600,
+    }
+    (lock / "owner.json").write_text(json.dumps(owner))
+    before = engine_snapshot(app.name)
+    refused = app.shipyard("destroy", "development", "--yes", "--volumes")
+    assert refused.returncode == 4, refused.stderr
+    assert "deployment in progress: deploy by ops@laptop (pid 4242)" in refused.stderr
+    assert engine_snapshot(app.name) == before
+    assert httpx.get(app.url("/health"), timeout=10).status_code == 200
+
+    (lock / "owner.json").unlink()
+    lock.rmdir()
+    destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert not (app.state_dir / app.name / "development").exists()
+    assert not [c for c in engine_snapshot(app.name)["containers"] if c.startswith(app.name)]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
 
 from shipyard.errors import LockHeld
 from shipyard.hosts import LocalHost
-from shipyard.state import Lock, StateStore
+from shipyard.state import STALE_KEEP_DAYS, Lock, StateStore
 
 
 class Clock:
@@ -121,3 +123,18 @@ def test_break_lock_reports_whose_it_was(store: StateStore) -> None:
     broken = Lock(store, "op", "release").break_lock()
     assert broken is not None and broken["deployment_id"] == "held"
     assert Lock(store, "next", "deploy").try_acquire()
+
+
+def test_taken_over_locks_are_kept_a_week(store: StateStore) -> None:
+    root = Path(str(store.root))
+    old, recent = root / "lock.stale-old", root / "lock.stale-recent"
+    for graveyard in (old, recent):
+        graveyard.mkdir(parents=True)
+        (graveyard / "owner.json").write_text("{}")
+    week_ago = time.time() - (STALE_KEEP_DAYS + 1) * 86400
+    os.utime(old, (week_ago, week_ago))
+    lock = Lock(store, "now", "deploy", ttl=10)
+    assert lock.try_acquire()
+    lock.release()
+    assert not old.exists()
+    assert recent.exists()

@@ -828,15 +828,21 @@ class DockerProvider:
         )
 
     def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]:
-        """Remove the environment's containers and network (and volumes with ``volumes``)."""
+        """Remove the environment's containers and network (and volumes with ``volumes``),
+        holding its lock: never in the middle of a deploy (``LockHeld``)."""
         steps = self.steps(ctx)
-        removed = []
-        for slot in ("blue", "green"):
-            steps.docker.compose_down(steps.names.slot(slot))
-            removed.append(steps.names.slot(slot))
-        steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
-        removed.append(steps.names.infra_project)
-        ctx.store.host.run(["rm", "-rf", str(ctx.store.root)])
+        lock = ctx.store.lock(ctx.deployment_id, "destroy", ttl=ctx.config.deploy.lock_ttl)
+        lock.acquire()
+        try:
+            removed = []
+            for slot in ("blue", "green"):
+                steps.docker.compose_down(steps.names.slot(slot))
+                removed.append(steps.names.slot(slot))
+            steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
+            removed.append(steps.names.infra_project)
+            ctx.store.host.run(["rm", "-rf", str(ctx.store.root)])  # the lock goes with it
+        finally:
+            lock.release()
         return removed
 
 

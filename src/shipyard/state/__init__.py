@@ -24,6 +24,7 @@ from shipyard.errors import LockHeld, ShipyardError, StateError
 from shipyard.hosts import Host
 
 __all__ = [
+    "STALE_KEEP_DAYS",
     "Current",
     "HistoryEntry",
     "Lock",
@@ -173,6 +174,9 @@ class StateStore:
         return Lock(self, deployment_id, operation, ttl=ttl)
 
 
+STALE_KEEP_DAYS = 7
+
+
 class Lock:
     """One operation at a time per app and environment, on the target host.
 
@@ -180,8 +184,9 @@ class Lock:
     (deployment id, user@machine, pid, start, heartbeat) onto ``lock``: it fails when a lock
     exists, so a lock is never seen without its owner. The holder heartbeats every ``ttl / 4``
     seconds from a background thread; a lock whose heartbeat is older than ``ttl`` is stale. A
-    takeover renames the stale lock to ``lock.stale-<its id>``, which is kept: a second taker that
-    saw the same stale lock then finds that name taken and loses, so exactly one taker wins.
+    takeover renames the stale lock to ``lock.stale-<its id>``, which is kept for a week (for
+    `lock status` and post-mortems): a second taker that saw the same stale lock then finds that
+    name taken and loses, so exactly one taker wins.
     Only the holder releases it; ``break_lock`` is the operator's ``--force``.
     """
 
@@ -266,10 +271,22 @@ class Lock:
             if not self._claim():
                 return False
         self.held = True
+        self._prune_stale()
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="shipyard-lock", daemon=True)
         self._beat.start()
         return True
+
+    def _prune_stale(self) -> None:
+        """Remove taken-over locks untouched for longer than ``STALE_KEEP_DAYS``."""
+        self.store.host.run(
+            [
+                "find", str(self.store.root), "-mindepth", "1", "-maxdepth", "1", "-type", "d",
+                "-name", "lock.stale-*", "-mtime", f"+{STALE_KEEP_DAYS}",
+                "-exec", "rm", "-rf", "{}", "+",
+            ],
+            check=False,
+        )  # fmt: skip
 
     def acquire(self, *, wait: float = 0.0, poll: float = 1.0) -> None:
         deadline = time.monotonic() + wait
