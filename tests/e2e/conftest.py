@@ -174,6 +174,16 @@ def _remove_everything(name: str) -> None:
                 capture_output=True,
                 check=False,
             )
+    images = subprocess.run(
+        ["docker", "image", "ls", "--quiet", "--filter", f"reference={name}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if images:  # the app's builds (the base images it used stay)
+        subprocess.run(
+            ["docker", "image", "rm", "--force", *set(images)], capture_output=True, check=False
+        )
 
 
 @pytest.fixture
