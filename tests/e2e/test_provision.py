@@ -1,8 +1,9 @@
 """`shipyard provision` of a fresh host, which then takes a deploy.
 
-The fresh host is a container started from shipyard-local/vps:trixie: Debian trixie booting
-systemd as PID 1 with only OpenSSH's server. `provision` installs Debian's Docker engine in it,
-and that engine runs the deployed stack. The container is not privileged (this machine refuses
+The fresh host is a container started from shipyard-local/vps:trixie (Debian 13) or
+shipyard-local/vps:noble (Ubuntu 24.04), booting systemd as PID 1 with only OpenSSH's server
+(on Ubuntu socket-activated, as the distribution ships it). `provision` installs the
+distribution's Docker engine in it, and that engine runs the deployed stack. The container is not privileged (this machine refuses
 --privileged); it gets every capability but CAP_SYS_RESOURCE, no seccomp or AppArmor profile,
 a writable /proc/sys (the inner engine sets per-network-namespace sysctls), a private cgroup
 namespace and a volume for /var/lib/docker. Its firewall applies to its own network namespace,
@@ -28,11 +29,29 @@ from tests.e2e.conftest import AppUnderTest, container_env
 from tests.e2e.load import Load
 from tests.e2e.sshd import keygen
 
-IMAGE = "shipyard-local/vps:trixie"
+
+@dataclass(frozen=True)
+class System:
+    image: str
+    pretty_name: str  # in the os step's detail
+    docker_packages: tuple[str, ...]  # the distribution's engine and Compose v2 plugin
+
+
+SYSTEMS = [
+    pytest.param(
+        System("shipyard-local/vps:trixie", "Debian GNU/Linux 13", ("docker.io", "docker-compose")),
+        id="debian-13",
+    ),
+    pytest.param(
+        System("shipyard-local/vps:noble", "Ubuntu 24.04", ("docker.io", "docker-compose-v2")),
+        id="ubuntu-24.04",
+    ),
+]
 
 
 @dataclass
 class FreshHost:
+    system: System
     name: str
     port: int
     address: str  # on the docker bridge
@@ -57,8 +76,11 @@ def _inspect(name: str, template: str) -> str:
     ).stdout.strip()
 
 
-@pytest.fixture
-def fresh_host(tmp_path: Path, docker_engine: None) -> Iterator[FreshHost]:
+@pytest.fixture(params=SYSTEMS)
+def fresh_host(
+    request: pytest.FixtureRequest, tmp_path: Path, docker_engine: None
+) -> Iterator[FreshHost]:
+    system: System = request.param
     keys = tmp_path / "fresh-keys"
     keys.mkdir()
     host_key, client_key = keys / "host_ed25519", keys / "client_ed25519"
@@ -78,7 +100,7 @@ def fresh_host(tmp_path: Path, docker_engine: None) -> Iterator[FreshHost]:
             "--publish", "127.0.0.1::22",
             "--volume", f"{host_key}:/etc/ssh/ssh_host_ed25519_key:ro",
             "--volume", f"{client_key.with_suffix('.pub')}:/root/.ssh/authorized_keys:ro",
-            IMAGE,
+            system.image,
         ],
         capture_output=True,
         check=True,
@@ -106,7 +128,7 @@ def fresh_host(tmp_path: Path, docker_engine: None) -> Iterator[FreshHost]:
         public = host_key.with_suffix(".pub").read_text().split()
         known_hosts = keys / "known_hosts"
         known_hosts.write_text(f"[127.0.0.1]:{port} {public[0]} {public[1]}\n")
-        yield FreshHost(name, port, address, known_hosts, client_key)
+        yield FreshHost(system, name, port, address, known_hosts, client_key)
     finally:
         subprocess.run(
             ["docker", "rm", "--force", "--volumes", name], capture_output=True, check=False
@@ -159,7 +181,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     code, first, stderr = _provision(app)
     assert code == 0, (stderr, first)
     statuses = {step: entry["status"] for step, entry in first.items()}
-    # Installing Debian's docker.io enables and starts docker.service on a systemd host, so the
+    # Installing the distribution's docker.io enables and starts docker.service on a systemd host, so the
     # service step finds it running; every step after the checks changes something.
     assert statuses == {
         "os": "unchanged",
@@ -173,12 +195,13 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
         "firewall": "changed",
         "image-prune": "changed",
     }, first
-    assert "Debian GNU/Linux 13" in first["os"]["detail"]
+    assert host.system.pretty_name in first["os"]["detail"]
     assert "systemd running" in first["os"]["detail"]
     assert "docker restarted" in first["docker-logs"]["detail"]
 
     # Docker engine + Compose v2 installed and running, the service enabled for boot.
-    assert host.sh("dpkg-query -W -f '${db:Status-Abbrev}' docker.io docker-compose") == "ii ii"
+    packages = " ".join(host.system.docker_packages)
+    assert host.sh(f"dpkg-query -W -f '${{db:Status-Abbrev}}' {packages}") == "ii ii"
     assert host.sh("systemctl is-enabled docker.service") == "enabled"
     assert host.sh("systemctl is-active docker.service") == "active"
     assert host.sh("docker compose version --short").startswith("2.")
@@ -200,6 +223,9 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     daemon = json.loads(host.sh("cat /etc/docker/daemon.json"))
     assert daemon["log-opts"] == {"max-file": "5", "max-size": "10m"}
     assert host.sh("docker info --format '{{.LoggingDriver}}'") == "json-file"
+    # The classic image store (Ubuntu's Docker 29 starts on containerd's), so image IDs match
+    # the operator's engine after delivery.
+    assert host.sh("docker info --format '{{.Driver}}'") == "overlay2"
     assert "SystemMaxUse=500M" in host.sh("cat /etc/systemd/journald.conf.d/shipyard.conf")
     assert host.sh("systemctl is-enabled shipyard-image-prune.timer") == "enabled"
     assert host.sh("systemctl is-active shipyard-image-prune.timer") == "active"
@@ -241,7 +267,8 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
         _short_watch(document)
 
     app.edit(as_deploy_user)
-    # Debian 13's Compose (2.26) must read the env files back exactly, awkward values included.
+    # The distribution's Compose (2.26 on Debian 13) must read the env files back exactly,
+    # awkward values included.
     expected_env = app.use_awkward_env()
     first_commit = app.commit("version 1")
     deployed = app.shipyard("deploy", "development", timeout=1200)

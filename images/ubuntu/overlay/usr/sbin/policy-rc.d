@@ -1,0 +1,3 @@
+#!/bin/sh
+# No init system in a container: never let a package's postinst start a service.
+exit 101
