@@ -27,7 +27,7 @@ import pytest
 
 from tests.e2e.conftest import AppUnderTest, container_env
 from tests.e2e.load import Load
-from tests.e2e.sshd import keygen
+from tests.e2e.sshd import Sshd, keygen
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def _short_watch(document: Any) -> None:
 
 
 def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
-    fresh_host: FreshHost, app: AppUnderTest
+    fresh_host: FreshHost, app: AppUnderTest, sshd: Sshd
 ) -> None:
     def as_root(document: Any) -> None:
         document["environments"]["development"]["target"] = (
@@ -297,3 +297,60 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     assert httpx.get(f"{url}/version", timeout=10).json()["git_commit"] == second_commit
     status = json.loads(app.shipyard("status", "development", "--json").stdout)
     assert status["health"] == "healthy" and status["drift"] is None, status
+
+    # Two independent nodes (FR-023): the server and this machine behind its own sshd, each with
+    # its own proxy and database. One deploy goes node by node; status shows each; --node picks
+    # one; destroy removes both.
+    known_hosts = fresh_host.known_hosts.parent / "known_hosts.both"
+    known_hosts.write_text(fresh_host.known_hosts.read_text() + sshd.known_hosts.read_text())
+    with (sshd.dir / "authorized_keys").open("a") as keys:
+        keys.write(fresh_host.client_key.with_suffix(".pub").read_text())
+    server_node = f"ssh://deploy@127.0.0.1:{fresh_host.port}"
+
+    def two_nodes(document: Any) -> None:
+        document["environments"]["development"]["targets"] = [sshd.target]
+        document["providers"]["ssh"]["known_hosts"] = str(known_hosts)
+        document["proxy"]["http_port"] = app.http_port
+
+    app.edit(two_nodes)
+    third_commit = app.commit("version 3 on two nodes")
+    both = app.shipyard("deploy", "development", timeout=1200)
+    assert both.returncode == 0, both.stderr
+    for port in (fresh_host.port, sshd.port):
+        assert f"to development on 127.0.0.1:{port} in" in both.stderr, both.stderr
+    for base in (f"http://{host.address}:{app.http_port}", app.url()):
+        assert httpx.get(f"{base}/version", timeout=10).json()["git_commit"] == third_commit
+    assert (
+        host.sh(f"docker inspect -f '{{{{.State.Running}}}}' {app.name}-development-db") == "true"
+    )
+    here = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", f"{app.name}-development-db"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert here.stdout.strip() == "true", "this machine's node has its own database"
+    statuses = json.loads(app.shipyard("status", "development", "--json").stdout)
+    assert {entry["node"]: entry["health"] for entry in statuses} == {
+        server_node: "healthy",
+        sshd.target: "healthy",
+    }, statuses
+    assert {entry["version"] for entry in statuses} == {f"0.0.0+{third_commit[:7]}"}
+    on_server = json.loads(app.shipyard("history", "development", "--json").stdout)
+    on_here = json.loads(
+        app.shipyard("history", "development", "--json", "--node", sshd.target).stdout
+    )
+    assert (len(on_server), len(on_here)) == (3, 1)
+    unknown = app.shipyard("history", "development", "--node", "ssh://root@nowhere")
+    assert unknown.returncode == 2 and sshd.target in unknown.stderr
+
+    destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert host.sh(f"docker ps -aq --filter label=org.shipyard.app={app.name}") == ""
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=org.shipyard.app={app.name}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert left == ""

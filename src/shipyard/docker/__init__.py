@@ -371,6 +371,13 @@ class Docker:
             args += ["--wait", "--wait-timeout", str(max(1, round(wait_timeout)))]
         return self.compose(project, file, [*args, *services], timeout=(wait_timeout or 0) + 600)
 
+    def compose_config_hash(self, project: str, file: PurePosixPath, service: str) -> str:
+        """The hash Compose labels ``service``'s container with (``com.docker.compose.config-hash``)
+        for the definition in ``file``: when they differ, ``up`` recreates the container."""
+        result = self.compose(project, file, ["config", "--hash", service], timeout=60)
+        fields = result.stdout.split()
+        return fields[1] if len(fields) > 1 else ""
+
     def compose_down(
         self, project: str, *, volumes: bool = False, timeout: float = 600
     ) -> CommandResult:

@@ -216,6 +216,7 @@ class DockerSteps:
         self._write(
             self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout))
         )
+        proxy = self._refresh_proxy()
         database = self._database()
         if database is None:
             self.docker.compose(
@@ -223,7 +224,7 @@ class DockerSteps:
                 self.layout.infra_compose,
                 ["create", "--no-recreate", "proxy"],
             )
-            return "external database" if self.config.database else "no database"
+            return proxy + ("external database" if self.config.database else "no database")
         assert self.config.database is not None  # noqa: S101
         self._write(
             self.layout.database_env,
@@ -236,7 +237,24 @@ class DockerSteps:
             wait_timeout=self.config.database.ready_timeout,
         )
         versions = database.ensure_extensions(self.config.database.extensions)
-        return "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        return proxy + "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+
+    def _refresh_proxy(self) -> str:
+        """Recreate a running proxy whose definition changed (its ports, image or volumes: a new
+        ``proxy.http_port`` or domains) so the change applies; it does not answer for the second
+        it takes to restart. Its routing config changes never need this (the admin API loads it)."""
+        proxy = self.docker.container(self.names.proxy)
+        if proxy is None:
+            return ""
+        wanted = self.docker.compose_config_hash(
+            self.names.infra_project, self.layout.infra_compose, "proxy"
+        )
+        if proxy.labels.get("com.docker.compose.config-hash") == wanted:
+            return ""
+        self.docker.compose_up(
+            self.names.infra_project, self.layout.infra_compose, services=["proxy"], wait_timeout=60
+        )
+        return "proxy recreated (its ports, image or volumes changed); "
 
     def pending_migrations(self, current: int | None) -> list[int]:
         """Migration versions in the source newer than ``current``."""
