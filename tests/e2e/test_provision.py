@@ -3,11 +3,12 @@
 The fresh host is a container started from shipyard-local/vps:trixie (Debian 13) or
 shipyard-local/vps:noble (Ubuntu 24.04), booting systemd as PID 1 with only OpenSSH's server
 (on Ubuntu socket-activated, as the distribution ships it). `provision` installs the
-distribution's Docker engine in it, and that engine runs the deployed stack. The container is not privileged (this machine refuses
---privileged); it gets every capability but CAP_SYS_RESOURCE, no seccomp or AppArmor profile,
-a writable /proc/sys (the inner engine sets per-network-namespace sysctls), a private cgroup
-namespace and a volume for /var/lib/docker. Its firewall applies to its own network namespace,
-never this machine's.
+distribution's Docker engine in it, and that engine runs the deployed stack. The container is
+not privileged (this machine refuses --privileged); it gets every capability but
+CAP_SYS_RESOURCE, no seccomp or AppArmor profile, a writable /proc/sys (the inner engine sets
+per-network-namespace sysctls), a private cgroup namespace, and volumes for /var/lib/docker and
+/var/lib/containerd (a server's disk: image layers cannot sit on the container's own overlay).
+Its firewall applies to its own network namespace, never this machine's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from typing import Any
 import httpx
 import pytest
 
+from shipyard.delivery import deliver
+from shipyard.hosts import LocalHost, SSHHost, SSHSettings
+from shipyard.secrets import Masker
 from tests.e2e.conftest import AppUnderTest, container_env
 from tests.e2e.load import Load
 from tests.e2e.sshd import Sshd, keygen
@@ -96,7 +100,7 @@ def fresh_host(
             "--security-opt", "systempaths=unconfined",
             "--cgroupns", "private",
             "--tmpfs", "/run", "--tmpfs", "/run/lock",
-            "--volume", "/var/lib/docker",
+            "--volume", "/var/lib/docker", "--volume", "/var/lib/containerd",
             "--publish", "127.0.0.1::22",
             "--volume", f"{host_key}:/etc/ssh/ssh_host_ed25519_key:ro",
             "--volume", f"{client_key.with_suffix('.pub')}:/root/.ssh/authorized_keys:ro",
@@ -354,3 +358,36 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
         check=True,
     ).stdout.strip()
     assert left == ""
+
+
+@pytest.mark.parametrize("fresh_host", [SYSTEMS[1]], indirect=True)
+def test_delivery_to_an_engine_on_the_containerd_image_store(fresh_host: FreshHost) -> None:
+    """Ubuntu 24.04's Docker 29 installed by hand (not provisioned) keeps images in containerd,
+    where a delivered image gets another ID: delivery recognises it by its fingerprint."""
+    host = fresh_host
+    host.sh(
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -q >/dev/null && "
+        "apt-get install -y -q --no-install-recommends docker.io >/dev/null"
+    )
+    assert "io.containerd.snapshotter" in host.sh("docker info --format '{{json .DriverStatus}}'")
+    ssh = SSHHost(
+        f"ssh://root@127.0.0.1:{host.port}",
+        SSHSettings(known_hosts=host.known_hosts, identity_file=host.client_key),
+        Masker(),
+    )
+    tag = "shipyard-local/migrate:4"
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        first = deliver(tag, image_id, LocalHost(), ssh)
+        assert first.method == "stream" and first.bytes > 0
+        assert host.sh(f"docker image inspect --format '{{{{.Id}}}}' {tag}") != image_id
+        assert host.sh(f"docker run --rm {tag} -version 2>&1") == "v4.18.3"
+        again = deliver(tag, image_id, LocalHost(), ssh)
+        assert again.method == "present"
+    finally:
+        ssh.close()

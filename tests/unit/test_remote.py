@@ -14,6 +14,7 @@ import pytest
 from shipyard.config import RegistrySection, load_config
 from shipyard.delivery import deliver
 from shipyard.deploy import across_nodes, rollout_error
+from shipyard.docker import parse_image
 from shipyard.errors import ConfigError, HostUnreachable, ShipyardError
 from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
 from shipyard.provision import _files as files
@@ -211,7 +212,14 @@ class _RecordingHost(FakeHost):
             image = self.images.get(argv[3])
             if image is None:
                 return CommandResult(tuple(argv), 1, "", "No such image")
-            document = [{"Id": image, "Config": {"Labels": {}}, "Created": ""}]
+            document = [
+                {
+                    "Id": image,
+                    "Config": {"Labels": {}},
+                    "Created": "",
+                    "RootFS": {"Layers": [image]},
+                }
+            ]
             return CommandResult(tuple(argv), 0, json.dumps(document), "")
         if argv[:2] == ["docker", "pull"]:
             self.images[argv[-1]] = "sha256:abc"
@@ -227,7 +235,7 @@ class _RecordingHost(FakeHost):
 
 
 def test_registry_delivery_keeps_the_password_out_of_argv() -> None:
-    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc"})
+    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc", "sha256:abc": "sha256:abc"})
     remote = _RecordingHost("server", {})
     registry = RegistrySection(
         url="registry.example/acme", username="ci", password_env="REG_PASSWORD"
@@ -246,12 +254,28 @@ def test_registry_delivery_keeps_the_password_out_of_argv() -> None:
 
 
 def test_delivery_is_skipped_when_the_host_has_the_image() -> None:
-    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc"})
+    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc", "sha256:abc": "sha256:abc"})
     remote = _RecordingHost("server", {"sha256:abc": "sha256:abc", "shop:1.0.0": "sha256:abc"})
     done = deliver("shop:1.0.0", "sha256:abc", local, remote)
     assert done.method == "present"
     assert not any(c[:2] in (["docker", "load"], ["docker", "push"]) for c in remote.commands)
-    assert local.commands == []
+    assert all(c[:3] == ["docker", "image", "inspect"] for c in local.commands)
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_an_image_keeps_its_fingerprint_across_image_stores() -> None:
+    """The same image (golang-migrate) as Docker 20.10's classic store and Docker 29's containerd
+    store describe it after `docker save | docker load`: other IDs, one fingerprint."""
+    classic = json.loads((DATA / "image-inspect-classic-store.json").read_text())[0]
+    containerd = json.loads((DATA / "image-inspect-containerd-store.json").read_text())[0]
+    assert classic["Id"] != containerd["Id"]
+    assert parse_image(classic).fingerprint == parse_image(containerd).fingerprint
+    other_layer = {**containerd, "RootFS": {"Type": "layers", "Layers": ["sha256:" + "0" * 64]}}
+    assert parse_image(other_layer).fingerprint != parse_image(classic).fingerprint
+    relabelled = {**classic, "Config": {**classic["Config"], "Labels": {"x": "y"}}}
+    assert parse_image(relabelled).fingerprint != parse_image(classic).fingerprint
 
 
 def test_ssh_targets_connect_through_ssh_and_keep_state_in_var_lib(tmp_path: Path) -> None:

@@ -111,14 +111,21 @@ def deliver(
     progress: Callable[[int], None] | None = None,
     timeout: float = 1800,
 ) -> Delivered:
-    """Make ``tag`` (image ``image_id``) present on ``target``."""
+    """Make ``tag`` (image ``image_id`` on this machine) present on ``target``.
+
+    Images are compared by fingerprint, not ID: an engine on the containerd image store gives
+    a delivered image another ID (see ``shipyard.docker.image_fingerprint``)."""
     remote = Docker(target)
     started = time.monotonic()
-    present = remote.image(image_id)
-    if present is not None:
-        existing = remote.image(tag)
-        if existing is None or existing.id != image_id:
-            remote.tag(image_id, tag)
+    wanted = Docker(local).image(image_id)
+    if wanted is None:
+        raise DeliveryError(f"image {tag} ({image_id}) is not on this machine's engine")
+    existing = remote.image(tag)
+    if existing is not None and existing.fingerprint == wanted.fingerprint:
+        return Delivered("present", 0, time.monotonic() - started)
+    same_id = remote.image(image_id)  # the same image under another tag (one store's IDs)
+    if same_id is not None and same_id.fingerprint == wanted.fingerprint:
+        remote.tag(image_id, tag)
         return Delivered("present", 0, time.monotonic() - started)
     if registry is not None:
         _through_registry(tag, local, remote, registry, secrets)
@@ -127,10 +134,10 @@ def deliver(
         sent = _stream(tag, target, progress, timeout)
         method = "stream"
     arrived = remote.image(tag)
-    if arrived is None or arrived.id != image_id:
+    if arrived is None or arrived.fingerprint != wanted.fingerprint:
         raise DeliveryError(
             f"after delivery {target.name} has {tag} as {arrived.id if arrived else 'nothing'}, "
-            f"expected {image_id}"
+            f"not the image {image_id} sent (its layers or config differ)"
         )
     return Delivered(method, sent, time.monotonic() - started)
 

@@ -6,6 +6,7 @@ with golden files.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ __all__ = [
     "Docker",
     "EngineInfo",
     "ImageInfo",
+    "image_fingerprint",
     "parse_container",
     "parse_image",
 ]
@@ -62,6 +64,7 @@ class ImageInfo:
     id: str
     labels: Mapping[str, str]
     created: str
+    fingerprint: str = ""  # the same on every engine (see ``image_fingerprint``)
 
 
 def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
@@ -99,7 +102,32 @@ def parse_image(document: Mapping[str, Any]) -> ImageInfo:
         id=document["Id"],
         labels=dict(config.get("Labels") or {}),
         created=document.get("Created", ""),
+        fingerprint=image_fingerprint(document),
     )
+
+
+_RUNTIME_CONFIG = (
+    "Env", "Entrypoint", "Cmd", "Labels", "WorkingDir", "User", "ExposedPorts", "Volumes",
+    "StopSignal", "Healthcheck",
+)  # fmt: skip
+
+
+def image_fingerprint(document: Mapping[str, Any]) -> str:
+    """What an image is, whatever engine holds it: its layers (diff IDs), creation time and the
+    config a container runs with.
+
+    The image ID is not that: the classic store's ID is the config's digest, the containerd
+    image store's (Docker 29's default) the manifest's, so an image copied with ``docker save |
+    docker load`` (or through a registry) changes ID between the two. Empty config fields are
+    left out, as the stores spell them differently."""
+    config = document.get("Config") or {}
+    identity = {
+        "layers": (document.get("RootFS") or {}).get("Layers") or [],
+        "created": document.get("Created", ""),
+        "platform": [document.get("Os", ""), document.get("Architecture", "")],
+        "config": {key: config[key] for key in _RUNTIME_CONFIG if config.get(key)},
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
 class Docker:
