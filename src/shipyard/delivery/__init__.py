@@ -4,7 +4,8 @@ Without a registry the image is streamed: ``docker save IMAGE`` on the operator'
 into ``docker load`` on the host over the SSH connection, chunk by chunk (no file on either side),
 with progress on stderr. With a registry (``deploy.registry``) it is pushed from the operator's
 engine and pulled on the host; the password comes from the env file and reaches ``docker login``
-on stdin only. Either way nothing is sent when the host already has the image ID.
+on stdin only. Either way nothing is sent when the host already has the image, recognised by its
+fingerprint (``shipyard.docker.image_fingerprint``) rather than its ID.
 """
 
 from __future__ import annotations
