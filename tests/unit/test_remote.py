@@ -128,13 +128,6 @@ def test_docker_daemon_json_keeps_other_settings() -> None:
     }
 
 
-def test_docker_daemon_json_can_turn_the_containerd_image_store_off() -> None:
-    existing = {"features": {"buildkit": True}}
-    merged = json.loads(files.docker_daemon(existing, "10m", 5, classic_image_store=True))
-    assert merged["features"] == {"buildkit": True, "containerd-snapshotter": False}
-    assert "features" not in json.loads(files.docker_daemon({}, "10m", 5))
-
-
 def test_prune_spares_shipyard_releases() -> None:
     service = files.prune_service("168h")
     assert "--filter label!=org.shipyard.app" in service

@@ -8,9 +8,7 @@ Run over SSH as root (or a user with sudo). Each step checks before it acts and 
    distribution; Debian 12 from Docker's apt repository, the only source of Compose v2 there).
 3. ``docker-service``: docker.service enabled and running (systemd).
 4. ``tools``: docker and compose versions on the host against the minimums shipyard needs.
-5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept); an
-   engine on the containerd image store that holds nothing yet (Docker 29's default for fresh
-   installs) goes back to the classic store, where image IDs survive ``docker save | docker load``.
+5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept).
 6. ``journald``: a size limit for the journal.
 7. ``deploy-user``: the deploy user, in the docker group, with the operator's authorized keys; no
    sudo rights are granted.
@@ -290,12 +288,8 @@ class _Provisioner:
             existing = json.loads(current) if current else {}
         except json.JSONDecodeError as exc:
             raise ProvisionError(f"{files.DAEMON_JSON} is not valid JSON: {exc}") from exc
-        classic = self._unused_containerd_store(existing)
         wanted = files.docker_daemon(
-            existing,
-            self.options.docker_log_max_size,
-            self.options.docker_log_max_file,
-            classic_image_store=classic,
+            existing, self.options.docker_log_max_size, self.options.docker_log_max_file
         )
         if current is not None and json.loads(wanted) == existing:
             return (
@@ -306,29 +300,10 @@ class _Provisioner:
         detail = (
             f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}"
         )
-        if classic:
-            detail += "; classic image store"
         if self.systemd and self.out("systemctl", "is-active", "docker.service") == "active":
             self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
             detail += "; docker restarted"
         return "changed", detail
-
-    def _unused_containerd_store(self, daemon: Mapping[str, object]) -> bool:
-        """True for an engine on the containerd image store that holds nothing yet.
-
-        Docker 29 (Ubuntu 24.04's docker.io, Docker's own packages) starts fresh installs on the
-        containerd image store, where an image's ID is its manifest digest: a loaded image no
-        longer has the ID it had on the operator's engine, which deliveries and releases compare.
-        An engine with no images or containers (a host being set up) loses nothing by going back
-        to the classic store; an explicit ``containerd-snapshotter`` setting is left as it is.
-        """
-        features = daemon.get("features")
-        if isinstance(features, Mapping) and "containerd-snapshotter" in features:
-            return False
-        info = self.out(
-            "docker", "info", "--format", "{{json .DriverStatus}} {{.Images}} {{.Containers}}"
-        )
-        return "io.containerd.snapshotter" in info and info.endswith(" 0 0")
 
     def journald(self) -> tuple[Status, str]:
         content = files.journald_limits(self.options.journal_max_use, self.options.journal_max_file)

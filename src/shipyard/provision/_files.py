@@ -98,24 +98,9 @@ SystemMaxFileSize={max_file}
 """
 
 
-def docker_daemon(
-    existing: Mapping[str, Any] | None,
-    max_size: str,
-    max_file: int,
-    *,
-    classic_image_store: bool = False,
-) -> str:
-    """``/etc/docker/daemon.json`` with log rotation, keeping every other setting there.
-
-    ``classic_image_store`` turns the containerd image store off (``features``), keeping the
-    other features.
-    """
+def docker_daemon(existing: Mapping[str, Any] | None, max_size: str, max_file: int) -> str:
+    """``/etc/docker/daemon.json`` with log rotation, keeping every other setting there."""
     document = dict(existing or {})
-    if classic_image_store:
-        document["features"] = {
-            **dict(document.get("features") or {}),
-            "containerd-snapshotter": False,
-        }
     document["log-driver"] = "json-file"
     document["log-opts"] = {
         **dict(document.get("log-opts") or {}),
