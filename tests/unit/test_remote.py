@@ -17,6 +17,7 @@ from shipyard.deploy import across_nodes, rollout_error
 from shipyard.docker import parse_image
 from shipyard.errors import ConfigError, HostUnreachable, ShipyardError
 from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
 from tests.bad_configs import ENV_FILE, VALID, BadConfig, write
@@ -285,3 +286,46 @@ def test_ssh_targets_connect_through_ssh_and_keep_state_in_var_lib(tmp_path: Pat
         assert state_root(config, host) == PurePosixPath("/var/lib/shipyard/shop/development")
     finally:
         host.close()
+
+
+def test_debian_12_gets_dockers_apt_repository_after_a_first_update() -> None:
+    """A fresh Debian 12 host has no package lists: update, install curl, add Docker's
+    repository (its Compose v2 is the only one for Debian 12), update again, install."""
+
+    def respond(argv: list[str]) -> CommandResult | None:
+        def ok(out: str) -> CommandResult:
+            return CommandResult(tuple(argv), 0, out, "")
+
+        if argv == ["id", "-u"]:
+            return ok("0")
+        if argv == ["dpkg", "--print-architecture"]:
+            return ok("amd64")
+        if argv[:2] == ["sh", "-c"] and "VERSION_CODENAME" in argv[2]:
+            return ok("bookworm")
+        if argv[0] == "dpkg-query":
+            return CommandResult(tuple(argv), 1, "", "no packages found")
+        return None
+
+    host = FakeHost(respond=respond)
+    host.files["/etc/os-release"] = (
+        b'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nID=debian\nVERSION_ID="12"\n',
+        0o644,
+    )
+    steps = provision(host, ProvisionOptions())
+    assert [(s.step, s.status) for s in steps][:2] == [("os", "unchanged"), ("packages", "changed")]
+    apt = [
+        " ".join(c[2:4]) if c[0] == "env" else " ".join(c[:2])
+        for c in host.commands
+        if c[:1] == ["curl"] or (c[0] == "env" and c[2] == "apt-get")
+    ]
+    assert apt == [
+        "apt-get update",
+        "apt-get install",  # curl and CA certificates
+        "curl -fsSL",
+        "apt-get update",
+        "apt-get install",  # Docker's engine and Compose plugin, nftables
+    ], apt
+    sources = host.files["/etc/apt/sources.list.d/docker.sources"][0]
+    assert b"Suites: bookworm" in sources and b"download.docker.com/linux/debian" in sources
+    install = [c for c in host.commands if c[0] == "env" and c[3] == "install"][-1]
+    assert "docker-compose-plugin" in install and "docker-ce" in install

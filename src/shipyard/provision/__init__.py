@@ -227,10 +227,11 @@ class _Provisioner:
         missing = [p for p in wanted if p not in installed]
         if not missing:
             return "unchanged", "installed: " + ", ".join(wanted)
-        if self.system == ("debian", "12"):
-            self._docker_apt_repository()
         env = ["env", "DEBIAN_FRONTEND=noninteractive"]
         self.host.run([*env, "apt-get", "update", "-q"], timeout=900)
+        if self.system == ("debian", "12"):
+            self._docker_apt_repository()
+            self.host.run([*env, "apt-get", "update", "-q"], timeout=900)
         self.host.run(
             [*env, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
             timeout=1800,
@@ -239,7 +240,17 @@ class _Provisioner:
 
     def _docker_apt_repository(self) -> None:
         self.host.run(
-            ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y", "-q", "curl"],
+            [
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                "curl",
+                "ca-certificates",
+            ],
             timeout=900,
         )
         self.host.run(["install", "-d", "-m", "0755", "/etc/apt/keyrings"])
