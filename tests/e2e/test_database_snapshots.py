@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.e2e.conftest import AppUnderTest
 
@@ -56,7 +57,18 @@ FROM events;
 """
 
 
-def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(app: AppUnderTest) -> None:
+@pytest.fixture(params=["local", "ssh"])
+def either_app(request: pytest.FixtureRequest) -> AppUnderTest:
+    """The app on the local engine, or on an ssh:// target (dumps stream through the SSH host)."""
+    name = "app" if request.param == "local" else "remote_app"
+    app: AppUnderTest = request.getfixturevalue(name)
+    return app
+
+
+def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(
+    either_app: AppUnderTest,
+) -> None:
+    app = either_app
     assert app.shipyard("deploy", "development").returncode == 0
     psql(app, SEED)
     before = psql(app, FINGERPRINT)
