@@ -15,7 +15,13 @@ from shipyard.config import RegistrySection, load_config
 from shipyard.delivery import deliver
 from shipyard.deploy import across_nodes, rollout_error
 from shipyard.docker import parse_image
-from shipyard.errors import ConfigError, HostUnreachable, ShipyardError
+from shipyard.errors import (
+    ConfigError,
+    DeployFailed,
+    HostUnreachable,
+    RollbackFailed,
+    ShipyardError,
+)
 from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
 from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
@@ -72,6 +78,8 @@ def test_rollout_stops_at_the_first_failure() -> None:
 
     def action(node: str) -> str:
         started.append(node)
+        # One at a time runs on this thread, where signal handlers work.
+        assert threading.current_thread() is threading.main_thread()
         if node == "b":
             raise HostUnreachable("cannot reach b: Connection refused")
         return f"done {node}"
@@ -87,6 +95,22 @@ def test_rollout_stops_at_the_first_failure() -> None:
     assert isinstance(error, HostUnreachable)  # same type: same exit code
     assert "stopped at node b" in error.message
     assert "done on: a" in error.message and "not started on: c" in error.message
+
+
+def test_rollout_reports_every_failed_node_and_the_most_severe_error() -> None:
+    def action(node: str) -> str:
+        if node == "a":
+            raise DeployFailed("health", "a never became healthy")
+        if node == "b":
+            raise RollbackFailed("switching back failed on b")
+        return node
+
+    outcomes = across_nodes(["a", "b", "c"], action, parallelism=2)
+    error = rollout_error(outcomes, "deploy")
+    assert isinstance(error, RollbackFailed)  # exit 7: a person must act
+    assert "stopped at node b" in error.message
+    assert "also failed on a" in error.message and "a never became healthy" in error.message
+    assert "not started on: c" in error.message
 
 
 def test_rollout_runs_nodes_in_parallel_up_to_the_limit() -> None:

@@ -11,7 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shipyard.errors import ShipyardError
+from shipyard.errors import RollbackFailed, ShipyardError
 
 __all__ = ["NodeOutcome", "across_nodes", "rollout_error"]
 
@@ -34,10 +34,24 @@ def across_nodes(
     nodes: Sequence[str], action: Callable[[str], T], *, parallelism: int = 1
 ) -> list[NodeOutcome[T]]:
     """Run ``action`` for each node in order, ``parallelism`` at a time; no new node starts after
-    a failure. Every node gets an outcome (``started=False`` for the ones never begun)."""
+    a failure. Every node gets an outcome (``started=False`` for the ones never begun).
+
+    One at a time, the nodes run on the calling thread, so Ctrl-C and SIGTERM reach the running
+    deploy (which cleans up and releases its lock) as they do with a single node."""
     outcomes: dict[str, NodeOutcome[T]] = {}
     pending = list(nodes)
     failed = False
+    if parallelism <= 1:
+        while pending and not failed:
+            node = pending.pop(0)
+            try:
+                outcomes[node] = NodeOutcome(node, result=action(node))
+            except ShipyardError as exc:
+                outcomes[node] = NodeOutcome(node, error=exc)
+                failed = True
+        for node in pending:
+            outcomes[node] = NodeOutcome(node, started=False)
+        return [outcomes[node] for node in nodes]
     with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
         running: dict[Future[T], str] = {}
         while pending or running:
@@ -60,17 +74,29 @@ def across_nodes(
 
 
 def rollout_error(outcomes: Sequence[NodeOutcome[T]], action: str) -> ShipyardError | None:
-    """The first failure, re-raised with every node's fate in its message (same type: same exit code)."""
-    first = next((o for o in outcomes if o.error is not None), None)
-    if first is None or first.error is None:
+    """The most severe failure (``RollbackFailed`` first: a person must act), re-raised with every
+    node's fate in its message (same type: same exit code)."""
+    failed = [o for o in outcomes if o.error is not None]
+    if not failed:
         return None
+    worst = next((o for o in failed if isinstance(o.error, RollbackFailed)), failed[0])
+    assert worst.error is not None  # noqa: S101
     done = [o.node for o in outcomes if o.ok]
     skipped = [o.node for o in outcomes if not o.started]
-    summary = (
-        f"{action} stopped at node {first.node}: {first.error.message}\n"
-        f"  {action} done on: {', '.join(done) or 'no node'}; not started on: {', '.join(skipped) or 'no node'}"
+    others = [
+        f"  also failed on {o.node}: {o.error.message}"
+        for o in failed
+        if o is not worst and o.error
+    ]
+    summary = "\n".join(
+        [
+            f"{action} stopped at node {worst.node}: {worst.error.message}",
+            *others,
+            f"  {action} done on: {', '.join(done) or 'no node'}; "
+            f"not started on: {', '.join(skipped) or 'no node'}",
+        ]
     )
-    error = first.error
+    error = worst.error
     error.message = summary
     error.args = (summary,)
     return error
