@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -353,3 +354,35 @@ def test_debian_12_gets_dockers_apt_repository_after_a_first_update() -> None:
     assert b"Suites: bookworm" in sources and b"download.docker.com/linux/debian" in sources
     install = [c for c in host.commands if c[0] == "env" and c[3] == "install"][-1]
     assert "docker-compose-plugin" in install and "docker-ce" in install
+
+
+def test_nodes_deployed_in_parallel_share_one_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shipyard import build  # noqa: PLC0415
+
+    config = load_config(_config(tmp_path, VALID), "development", process_env={})
+    version = build.VersionInfo("1.0.0", "a" * 40, "2026-01-01T00:00:00Z", dirty=False)
+    calls: list[str] = []
+
+    def slow_build(*args: Any, **kwargs: Any) -> build.Image:
+        calls.append(threading.current_thread().name)
+        time.sleep(0.2)  # both nodes ask while the first build runs
+        return build.Image(tag=args[3], id="sha256:built", version=version)
+
+    monkeypatch.setattr(build, "_build", slow_build)
+    monkeypatch.setattr(build, "_BUILT", {})
+    images: list[build.Image] = []
+    threads = [
+        threading.Thread(
+            target=lambda: images.append(build.build_image(config, FakeHost(), version))
+        )
+        for _ in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert {i.id for i in images} == {"sha256:built"}
+    assert sorted(i.reused for i in images) == [False, True]

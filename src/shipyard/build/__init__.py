@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -165,10 +166,24 @@ def build_image(
     """Build the app image on the operator's engine.
 
     A clean commit that was built before is not built again (same tag, same revision label)
-    unless ``rebuild``.
+    unless ``rebuild``. Within one command an image is built once: the nodes of an environment,
+    deployed in parallel, all get that same build.
     """
-    docker = Docker(local)
     tag = image_tag(config.app.name, version)
+    with _BUILDING:
+        if tag in _BUILT:
+            return replace(_BUILT[tag], reused=True)
+        image = _build(config, local, version, tag, rebuild=rebuild)
+        _BUILT[tag] = image
+        return image
+
+
+_BUILDING = threading.Lock()
+_BUILT: dict[str, Image] = {}  # this process's builds, by tag
+
+
+def _build(config: Config, local: Host, version: VersionInfo, tag: str, *, rebuild: bool) -> Image:
+    docker = Docker(local)
     existing = docker.image(tag)
     if (
         existing is not None
