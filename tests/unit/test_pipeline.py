@@ -10,7 +10,14 @@ from shipyard.build import Image
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy import DeployOptions, OperationContext, _rollback_target, run_deploy
-from shipyard.errors import DeployFailed, LockHeld, RollbackFailed, ShipyardError, StateError
+from shipyard.errors import (
+    DeployFailed,
+    HostUnreachable,
+    LockHeld,
+    RollbackFailed,
+    ShipyardError,
+    StateError,
+)
 from shipyard.events import Bus, Event
 from shipyard.hosts import LocalHost
 from shipyard.state import Current, Release, StateStore
@@ -19,16 +26,22 @@ from tests.fakes import FakeHost
 
 
 class RecordingSteps:
-    def __init__(self, fail_at: str | None = None, fail_cleanup: bool = False) -> None:
+    def __init__(
+        self,
+        fail_at: str | None = None,
+        fail_cleanup: bool = False,
+        error: type[ShipyardError] = ShipyardError,
+    ) -> None:
         self.calls: list[str] = []
         self.fail_at = fail_at
         self.fail_cleanup = fail_cleanup
+        self.error = error
         self.snapshot_first = False
 
     def _do(self, name: str) -> str:
         self.calls.append(name)
         if name == self.fail_at:
-            raise ShipyardError(f"{name} broke")
+            raise self.error(f"{name} broke")
         return name
 
     def preflight(self) -> str:
@@ -200,6 +213,32 @@ def test_failed_cleanup_is_a_rollback_failure(
 ) -> None:
     steps, host = RecordingSteps(fail_at="gate blue", fail_cleanup=True), FakeHost()
     with pytest.raises(RollbackFailed):
+        _run(config, steps, host, monkeypatch)
+
+
+def test_connection_lost_after_the_switch_is_a_failed_deploy_not_a_no_op(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SSH connection dropping mid-deploy: the switch is undone and the failure recorded, and a
+    switch-back that fails too is a rollback failure (exit 7), not "host unreachable"."""
+    steps, host = RecordingSteps(fail_at="verify", error=HostUnreachable), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    with pytest.raises(DeployFailed):
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls[-3:] == ["verify", "switch blue", "remove green"]
+    assert store.history()[-1].result == "rolled_back"
+
+    steps = RecordingSteps(fail_at="verify", error=HostUnreachable, fail_cleanup=True)
+    with pytest.raises(RollbackFailed):
+        _run(config, steps, FakeHost(), monkeypatch)
+
+
+def test_connection_lost_before_any_change_is_host_unreachable(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="preflight", error=HostUnreachable), FakeHost()
+    with pytest.raises(HostUnreachable):
         _run(config, steps, host, monkeypatch)
 
 

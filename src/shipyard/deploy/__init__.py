@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
@@ -403,6 +403,8 @@ class _Operation:
                 release = body(self)
                 phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
             except (LockHeld, HostUnreachable, NeedsConfirmation, StateError, ToolTooOld) as exc:
+                if phases.changed_anything:  # e.g. the connection dropped mid-deploy
+                    self._fail(exc, started_at, started)
                 # Nothing was changed: these are not failed deploys.
                 phases.run_cleanups()
                 if isinstance(exc, LockHeld):
@@ -411,17 +413,7 @@ class _Operation:
                     phases.event(self.kinds.failed, error=exc.message)
                 raise
             except ShipyardError as exc:
-                failure = self._failure(exc)
-                cleanup_failures = phases.run_cleanups()
-                self._history(failure, started_at, started)
-                self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
-                if cleanup_failures:
-                    raise RollbackFailed(
-                        f"{failure.message}; restoring the previous state also failed: "
-                        + "; ".join(cleanup_failures),
-                        hint="check `shipyard status` and the containers with `docker ps -a`",
-                    ) from exc
-                raise failure from exc
+                self._fail(exc, started_at, started)
             finally:
                 lock.release()
         duration = time.monotonic() - started
@@ -434,6 +426,21 @@ class _Operation:
         )
         self.hook(HookPoint.AFTER_DEPLOY)
         return DeployResult(ctx.deployment_id, release, url, duration)
+
+    def _fail(self, exc: ShipyardError, started_at: str, started: float) -> NoReturn:
+        """Undo what was done (newest first), record and report the failure, and raise it: as
+        ``RollbackFailed`` when undoing failed too."""
+        failure = self._failure(exc)
+        cleanup_failures = self.phases.run_cleanups()
+        self._history(failure, started_at, started)
+        self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
+        if cleanup_failures:
+            raise RollbackFailed(
+                f"{failure.message}; restoring the previous state also failed: "
+                + "; ".join(cleanup_failures),
+                hint="check `shipyard status` and the containers with `docker ps -a`",
+            ) from exc
+        raise failure from exc
 
     def _report_failure(self, failure: DeployFailed, *, rolled_back: bool, started: float) -> None:
         """Events and on_failure hooks for a failure whose cleanups have run."""

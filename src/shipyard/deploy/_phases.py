@@ -22,6 +22,11 @@ class Interrupted(ShipyardError):
     """SIGINT or SIGTERM arrived during an operation."""
 
 
+# Phases after which the app's stack on the target is as it was (images and snapshot files may
+# have been added).
+_UNCHANGING = frozenset({"validate", "lock", "version", "build", "deliver", "plan", "snapshot"})
+
+
 @dataclass
 class Phases:
     """Runs phases in order, emitting ``phase.*`` events; remembers what completed.
@@ -100,6 +105,11 @@ class Phases:
 
     def on_failure(self, description: str, cleanup: Callable[[], None]) -> None:
         self._cleanups.append((description, cleanup))
+
+    @property
+    def changed_anything(self) -> bool:
+        """Whether the target was changed: a cleanup is pending, or a changing phase completed."""
+        return bool(self._cleanups) or any(p not in _UNCHANGING for p in self.completed)
 
     def clear_cleanups(self) -> None:
         self._cleanups.clear()
