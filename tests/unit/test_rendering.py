@@ -13,7 +13,17 @@ import pytest
 
 from shipyard.config import ProxySection, load_config
 from shipyard.docker import parse_container
-from shipyard.providers._stack import Layout, Names, app_env, render_infra, render_slot, to_yaml
+from shipyard.providers._stack import (
+    COMPOSE_ENV_HEADER,
+    Layout,
+    Names,
+    app_env,
+    as_compose_env,
+    compose_env_file_text,
+    render_infra,
+    render_slot,
+    to_yaml,
+)
 from shipyard.proxy import Traffic, parse_traffic, render_caddy, upstreams_of
 from tests.bad_configs import ENV_FILE, VALID
 
@@ -98,3 +108,18 @@ def test_parse_traffic_counts_5xx_of_the_shipyard_server() -> None:
     assert traffic.errors == 30 + 7
     assert traffic.since(Traffic(1000, 30)) == Traffic(237, 7)
     assert round(Traffic(200, 10).error_rate, 3) == 0.05
+
+
+def test_env_files_saved_raw_by_earlier_versions_are_requoted_for_compose() -> None:
+    legacy = "PASSWORD=it's $HOME # not a comment\nEMPTY=\nURL=postgres://u:p@db/x?a=b\n"
+    requoted = as_compose_env(legacy, source="releases/r1.env")
+    assert requoted.startswith(COMPOSE_ENV_HEADER)
+    assert requoted == compose_env_file_text(
+        {
+            "PASSWORD": "it's $HOME # not a comment",
+            "EMPTY": "",
+            "URL": "postgres://u:p@db/x?a=b",
+        },
+        source="x",
+    )
+    assert as_compose_env(requoted, source="releases/r2.env") == requoted  # already quoted

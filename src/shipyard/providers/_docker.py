@@ -45,6 +45,7 @@ from shipyard.providers._stack import (
     Layout,
     Names,
     app_env,
+    as_compose_env,
     compose_env_file_text,
     database_env,
     env_file_text,
@@ -433,7 +434,9 @@ class DockerSteps:
         # exactly that, not whatever the config says today.
         saved = self.layout.release_env(release.id)
         env = self.host.get(saved)
-        if env is None:
+        if env is not None:
+            env = as_compose_env(env.decode(), source=str(saved)).encode()
+        else:
             env = compose_env_file_text(app_env(self.config, self.names), source="app env").encode()
             self.host.put(saved, env, mode=0o600)
         self.host.put(self.layout.slot_env(slot), env, mode=0o600)

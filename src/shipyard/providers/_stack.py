@@ -137,7 +137,20 @@ def compose_env_file_text(values: Mapping[str, str], *, source: str) -> str:
     escape the closing quote); those go double-quoted with ``\\``, ``\"`` and ``$$`` escaped.
     (``format: raw`` would do without quoting, but Debian 13's Compose 2.26 refuses it.)
     """
-    return _env_lines(values, source, _compose_quote)
+    return COMPOSE_ENV_HEADER + _env_lines(values, source, _compose_quote)
+
+
+COMPOSE_ENV_HEADER = "# shipyard: values quoted for Compose\n"
+
+
+def as_compose_env(text: str, *, source: str) -> str:
+    """A saved env file in Compose's quoting. Files saved as raw ``KEY=value`` lines (by versions
+    that used Compose's ``format: raw``) are re-quoted, so a release deployed then still gets
+    exactly its values back."""
+    if text.startswith(COMPOSE_ENV_HEADER):
+        return text
+    values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    return compose_env_file_text(values, source=source)
 
 
 def _compose_quote(value: str) -> str:
