@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,15 @@ def test_deploy_over_ssh_then_redeploy_under_load(remote_app: AppUnderTest, sshd
     checked = app.shipyard("check", "development")
     assert checked.returncode == 0, checked.stderr
     assert "reachable on 127.0.0.1" in checked.stderr
+    private_tmp = Path(tempfile.mkdtemp(prefix="sy-tmp-", dir="/tmp"))  # short: a socket path
+    app.extra_env = {"TMPDIR": str(private_tmp)}
     result = app.shipyard("deploy", "development")
+    app.extra_env = {}
     assert result.returncode == 0, result.stderr
+    # Every master connection was closed at exit and its socket directory removed, also the one
+    # the deployment log's last write used.
+    assert list(private_tmp.iterdir()) == []
+    private_tmp.rmdir()
     # The sshd runs on this machine: the host's engine is the one that built the image.
     assert "the host already has this image" in result.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == first

@@ -70,8 +70,22 @@ def test_ssh_argv_is_strict_and_multiplexed() -> None:
 def test_remote_command_is_joined_once_and_quoted() -> None:
     host = SSHHost("ssh://h")
     command = host._remote(["echo", "a b", "$HOME", "it's"], cwd="/srv/x y", env_prefix="")
-    assert command == "cd '/srv/x y' && " + shlex.join(["echo", "a b", "$HOME", "it's"])
+    assert command == "cd '/srv/x y' && exec " + shlex.join(["echo", "a b", "$HOME", "it's"])
+    # With an env file the directory change comes after reading it, before the command.
+    with_env = host._remote(["true"], cwd="/srv", env_prefix="set -a; . f; ")
+    assert with_env == "set -a; . f; cd /srv && exec true"
     host.close()
+
+
+def test_ssh_port_is_passed_only_when_the_target_names_one() -> None:
+    """Without a port in the URL, a Port in the operator's ~/.ssh/config applies."""
+    plain, explicit = SSHHost("ssh://deploy@web1"), SSHHost("ssh://deploy@web1:22")
+    try:
+        assert "-p" not in plain.ssh_argv()
+        assert explicit.ssh_argv()[explicit.ssh_argv().index("-p") + 1] == "22"
+    finally:
+        plain.close()
+        explicit.close()
 
 
 def test_rollout_stops_at_the_first_failure() -> None:

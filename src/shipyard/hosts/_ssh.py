@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 from urllib.parse import urlsplit
@@ -81,6 +81,7 @@ class SSHTarget:
     user: str | None
     host: str
     port: int
+    port_given: bool = True  # False: the URL has none, ssh's config (or 22) decides
 
     @property
     def destination(self) -> str:
@@ -99,7 +100,12 @@ def parse_ssh_target(target: str) -> SSHTarget:
     parts = urlsplit(target)
     if parts.scheme != "ssh" or not parts.hostname:
         raise ShipyardError(f"{target!r} is not an ssh://user@host[:port] target")
-    return SSHTarget(user=parts.username, host=parts.hostname, port=parts.port or _DEFAULT_PORT)
+    return SSHTarget(
+        user=parts.username,
+        host=parts.hostname,
+        port=parts.port or _DEFAULT_PORT,
+        port_given=parts.port is not None,
+    )
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,6 @@ class SSHSettings:
     options: tuple[str, ...] = ()  # extra `-o Key=Value` options
     connect_timeout: float = 10.0
     control_persist: float = 60.0
-    extra_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def openssh_version() -> tuple[int, int] | None:
@@ -138,6 +143,9 @@ class SSHHost:
         self._forwards: dict[int, int] = {}
         self._home: PurePosixPath | None = None
         self._last_used = 0.0
+        # Registered now, so it runs after anything registered later that still needs this host
+        # at exit (the session's event log writes to it): exit handlers run newest first.
+        atexit.register(self.close)
 
     # -- identity ------------------------------------------------------------------------------
     @property
@@ -152,7 +160,6 @@ class SSHHost:
         if self._control_dir is None:
             # Short (a socket path is limited to ~100 bytes) and private (0700).
             self._control_dir = Path(tempfile.mkdtemp(prefix="shipyard-ssh-"))
-            atexit.register(self.close)  # removed however the command ends
         return self._control_dir / "cm"
 
     def ssh_argv(self, *extra: str) -> list[str]:
@@ -178,7 +185,8 @@ class SSHHost:
             argv += ["-i", str(s.identity_file), "-o", "IdentitiesOnly=yes"]
         for option in s.options:
             argv += ["-o", option]
-        argv += ["-p", str(self.target.port)]
+        if self.target.port_given:  # otherwise a Port in ~/.ssh/config applies
+            argv += ["-p", str(self.target.port)]
         if self.target.user:
             argv += ["-l", self.target.user]
         return [*argv, *extra]
@@ -328,7 +336,7 @@ class SSHHost:
 
     # -- commands --------------------------------------------------------------------------------
     def _remote(self, argv: Sequence[str], *, cwd: str | None, env_prefix: str) -> str:
-        command = shlex.join(argv)  # the one place an argv becomes a string
+        command = "exec " + shlex.join(argv)  # the one place an argv becomes a string
         if cwd:
             command = f"cd {shlex.quote(cwd)} && {command}"
         return env_prefix + command
@@ -356,7 +364,7 @@ class SSHHost:
             # Removed whatever sourcing it did; the command runs only if it was read.
             env_prefix = (
                 f"set -a; . {quoted}; rc=$?; rm -f {quoted}; set +a; "
-                '[ "$rc" -eq 0 ] || exit "$rc"; exec '
+                '[ "$rc" -eq 0 ] || exit "$rc"; '
             )
         command = self._remote(argv, cwd=cwd, env_prefix=env_prefix)
         try:
@@ -369,10 +377,13 @@ class SSHHost:
                 stdin=None if data is not None else subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired as exc:
+            self._forget(env_file)
             raise CommandFailed(
                 self.name, masked, -1, f"timed out after {timeout:.0f}s" if timeout else "timed out"
             ) from exc
         stderr = self._masker(proc.stderr.decode(errors="replace"))
+        if proc.returncode == _SSH_EXIT and env_file is not None:
+            self._forget(env_file)  # the remote shell may never have run to remove it
         if proc.returncode == _SSH_EXIT and _lost_connection(stderr):
             raise self._connection_error(stderr)
         result = CommandResult(
@@ -384,6 +395,13 @@ class SSHHost:
         if check and not result.ok:
             raise CommandFailed(self.name, masked, result.returncode, result.stderr)
         return result
+
+    def _forget(self, env_file: PurePosixPath | None) -> None:
+        """Remove a private env file the remote shell did not get to remove (best effort)."""
+        if env_file is None:
+            return
+        with contextlib.suppress(ShipyardError, subprocess.TimeoutExpired):
+            self.run(["rm", "-f", str(env_file)], check=False, timeout=30)
 
     def stream(
         self,
