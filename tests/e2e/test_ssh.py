@@ -238,7 +238,7 @@ def test_outdated_tools_are_named_with_found_and_needed_versions(
         app.extra_env = {}
         old = app.shipyard("deploy", "development")
         assert old.returncode == 9, old.stderr
-        assert "Docker Compose 2.20.2 is too old; 2.24 or newer is needed" in old.stderr, old.stderr
+        assert "Docker Compose 2.20.2 is too old; 2.26 or newer is needed" in old.stderr, old.stderr
         assert "on 127.0.0.1" in old.stderr
     finally:
         server.stop()

@@ -17,6 +17,8 @@ from shipyard.errors import CommandFailed, HostUnreachable
 from shipyard.hosts import CommandResult, Host
 
 __all__ = [
+    "MIN_COMPOSE",
+    "MIN_DOCKER",
     "ContainerInfo",
     "Docker",
     "EngineInfo",
@@ -25,6 +27,10 @@ __all__ = [
     "parse_container",
     "parse_image",
 ]
+
+# What a host needs: the oldest versions shipyard is tested with (Compose 2.26: Debian 13's).
+MIN_DOCKER = (20, 10)
+MIN_COMPOSE = (2, 26)
 
 _NO_ENGINE = (
     "Cannot connect to the Docker daemon",

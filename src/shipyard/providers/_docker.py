@@ -35,7 +35,7 @@ from shipyard.deploy import (
     run_deploy,
     run_rollback,
 )
-from shipyard.docker import ContainerInfo, Docker
+from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, ContainerInfo, Docker
 from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError, ToolTooOld
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
@@ -60,8 +60,6 @@ from shipyard.state import Lock, Release, other_slot
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
 
-_MIN_COMPOSE = (2, 24)  # Ubuntu 24.04's; tested with 2.26 (Debian 13) and 2.40
-_MIN_DOCKER = (20, 10)
 
 
 @dataclass(frozen=True)
@@ -153,16 +151,16 @@ class DockerSteps:
                 hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
             )
         engine = tuple(int(x) for x in re.findall(r"\d+", info.server_version)[:2])
-        if engine < _MIN_DOCKER:
+        if engine < MIN_DOCKER:
             raise ToolTooOld(
                 f"on {self.host.name}: Docker {info.server_version} found; "
-                f"{'.'.join(map(str, _MIN_DOCKER))} or newer is needed"
+                f"{'.'.join(map(str, MIN_DOCKER))} or newer is needed"
             )
         found = tuple(int(x) for x in re.findall(r"\d+", info.compose_version)[:2])
-        if found < _MIN_COMPOSE:
+        if found < MIN_COMPOSE:
             raise ToolTooOld(
                 f"on {self.host.name}: Docker Compose {info.compose_version} is too old; "
-                f"{'.'.join(map(str, _MIN_COMPOSE))} or newer is needed"
+                f"{'.'.join(map(str, MIN_COMPOSE))} or newer is needed"
             )
         return f"docker {info.server_version}, compose {info.compose_version}"
 
