@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -9,7 +10,13 @@ import pytest
 from shipyard.build import Image
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
-from shipyard.deploy import DeployOptions, OperationContext, _rollback_target, run_deploy
+from shipyard.deploy import (
+    DeployOptions,
+    OperationContext,
+    _rollback_target,
+    common_rollback_version,
+    run_deploy,
+)
 from shipyard.errors import (
     DeployFailed,
     HostUnreachable,
@@ -279,6 +286,27 @@ def test_rollback_target_is_the_release_before_the_live_one() -> None:
     assert _rollback_target(releases, "r4", "1.0.1").id == "r1"
     assert _rollback_target(releases, "r4", "r2").id == "r2"
     assert _rollback_target(releases, "r4", "0" * 39 + "3").id == "r3"
+
+
+def test_nodes_roll_back_to_one_version_after_a_rollout_stopped_half_way() -> None:
+    """Node a took v2, node b failed and went back to v1: both end on v1 (not a on v1, b on v0)."""
+    v0, v1, v2 = (
+        replace(
+            _release(f"r{i}", f"1.0.{i}", f"{i:040d}"), created_at=f"2026-01-0{i + 1}T00:00:00Z"
+        )
+        for i in range(3)
+    )
+    node_a = ([v0, v1, v2], Current(slot="green", release_id="r2", switched_at="t"))
+    node_b = ([v0, v1], Current(slot="blue", release_id="r1", switched_at="t"))
+    assert common_rollback_version([node_a, node_b]) == "1.0.1"
+    assert common_rollback_version([node_b, node_a]) == "1.0.1"
+    # A node added later knows only v2; the others' history decides.
+    node_c = ([v2], Current(slot="blue", release_id="r2", switched_at="t"))
+    assert common_rollback_version([node_c, node_a]) == "1.0.1"
+    with pytest.raises(StateError):
+        common_rollback_version([([v0], None)])
+    with pytest.raises(StateError, match="no earlier release"):
+        common_rollback_version([node_c])
 
 
 def test_rollback_target_errors_name_the_retained_releases() -> None:

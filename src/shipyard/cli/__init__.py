@@ -39,6 +39,7 @@ from shipyard.deploy import (
     DeployResult,
     RollbackOptions,
     across_nodes,
+    common_rollback_version,
     rollout_error,
 )
 from shipyard.errors import (
@@ -239,6 +240,17 @@ def rollback(
 ) -> None:
     """Bring back the previous (or a chosen) retained release: no rebuild, health-gated switch."""
     sessions = open_sessions(config, environment, json_output=json_output)
+    if to is None and len(sessions) > 1:
+        # One version for every node, even after a rollout that stopped half way.
+        to = common_rollback_version(
+            [(s.ctx.store.releases(), s.ctx.store.current()) for s in sessions]
+        )
+        there = [s for s in sessions if _live_version(s) == to]
+        for session in there:
+            err.print(f"{escape(session.ctx.node)} already serves {escape(to)}")
+        sessions = [s for s in sessions if s not in there]
+        if not sessions:
+            return
     options = RollbackOptions(to=to, yes=yes, lock_wait=parse_duration(wait))
     for session, result in _on_nodes(
         sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
@@ -246,6 +258,12 @@ def rollback(
         if json_output:
             continue
         _rolled_back(environment + _on(session, sessions), result)
+
+
+def _live_version(session: Session) -> str | None:
+    current = session.ctx.store.current()
+    release = session.ctx.store.release(current.release_id) if current else None
+    return release.version if release else None
 
 
 def _rolled_back(environment: str, result: DeployResult) -> None:

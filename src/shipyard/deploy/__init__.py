@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import NoReturn, Protocol
@@ -51,6 +51,7 @@ __all__ = [
     "Phases",
     "RollbackOptions",
     "across_nodes",
+    "common_rollback_version",
     "hook_env",
     "new_deployment_id",
     "rollout_error",
@@ -277,6 +278,34 @@ def run_rollback(
         return release
 
     return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait).run(body)
+
+
+def common_rollback_version(nodes: Sequence[tuple[list[Release], Current | None]]) -> str:
+    """The version every node of an environment rolls back to when none is named: the one before
+    the newest live release on any node. After a rollout that stopped half way (some nodes on
+    the new version, the failed one back on the old), rolling each node back by one step would
+    leave them on different versions; this brings them all to the same one.
+
+    ``nodes``: each node's retained releases and what serves there now."""
+    live = [
+        (release, releases)
+        for releases, current in nodes
+        if current is not None
+        for release in releases
+        if release.id == current.release_id
+    ]
+    if not live:
+        raise StateError("no node has a live release: nothing to roll back")
+    newest = max(live, key=lambda item: item[0].created_at)[0].version
+    problem: StateError | None = None
+    for release, releases in live:  # any node serving it that retains an earlier release
+        if release.version == newest:
+            try:
+                return _rollback_target(releases, release.id, None).version
+            except StateError as exc:
+                problem = exc
+    assert problem is not None  # noqa: S101
+    raise problem
 
 
 def _rollback_target(releases: list[Release], live_id: str, to: str | None) -> Release:

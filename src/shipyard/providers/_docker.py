@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
 
 
-
 @dataclass(frozen=True)
 class PlanStep:
     """One action a deploy would take."""
