@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
 from shipyard.config import RegistrySection, load_config
-from shipyard.delivery import deliver
+from shipyard.delivery import DeliveryError, deliver
 from shipyard.deploy import across_nodes, rollout_error
 from shipyard.docker import parse_image
-from shipyard.errors import ConfigError, HostUnreachable, ShipyardError
+from shipyard.errors import CommandFailed, ConfigError, HostUnreachable, ShipyardError
 from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
 from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
@@ -189,19 +189,47 @@ def test_registry_password_is_masked(tmp_path: Path) -> None:
 
 
 class _RecordingHost(FakeHost):
-    """A FakeHost that also keeps each command's stdin and answers `docker image inspect`."""
+    """A FakeHost that also keeps each command's stdin and environment, answers `docker image
+    inspect`, `docker version` and `mktemp -d`, and fails `docker login` when told to."""
 
-    def __init__(self, name: str, images: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        images: dict[str, str],
+        *,
+        architecture: str = "amd64",
+        context: str = "default unix:///var/run/docker.sock",
+        login_fails: bool = False,
+    ) -> None:
         super().__init__(respond=self._answer)
         self._name = name
         self.images = images  # ref → image ID
+        self.architecture = architecture  # of the engine, and of every image it has
+        self.context = context  # `docker context inspect`: name and endpoint
+        self.login_fails = login_fails
         self.stdins: list[str | bytes | None] = []
+        self.envs: list[Mapping[str, str] | None] = []
+        self.made: list[str] = []  # by `mktemp -d`
 
     @property
     def name(self) -> str:
         return self._name
 
     def _answer(self, argv: list[str]) -> CommandResult | None:
+        if argv == ["mktemp", "-d"]:
+            directory = f"/tmp/tmp.{self._name}{len(self.made)}"
+            self.made.append(directory)
+            self.files[directory] = (b"", 0o700)
+            return CommandResult(tuple(argv), 0, directory + "\n", "")
+        if argv[:2] == ["docker", "--config"]:
+            argv = ["docker", *argv[3:]]
+        if argv[:2] == ["docker", "login"] and self.login_fails:
+            raise CommandFailed(self._name, argv, 1, "unauthorized: incorrect username or password")
+        if argv[:3] == ["docker", "context", "inspect"]:
+            return CommandResult(tuple(argv), 0, self.context + "\n", "")
+        if argv[:2] == ["docker", "version"]:
+            server = {"Version": "27.3.1", "Arch": self.architecture, "Os": "linux"}
+            return CommandResult(tuple(argv), 0, json.dumps(server), "")
         if argv[:3] == ["docker", "image", "inspect"]:
             image = self.images.get(argv[3])
             if image is None:
@@ -212,6 +240,8 @@ class _RecordingHost(FakeHost):
                     "Config": {"Labels": {}},
                     "Created": "",
                     "RootFS": {"Layers": [image]},
+                    "Os": "linux",
+                    "Architecture": self.architecture,
                 }
             ]
             return CommandResult(tuple(argv), 0, json.dumps(document), "")
@@ -225,26 +255,86 @@ class _RecordingHost(FakeHost):
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
         self.stdins.append(kwargs.get("stdin"))
+        self.envs.append(kwargs.get("env"))
         return super().run(argv, **kwargs)
 
 
-def test_registry_delivery_keeps_the_password_out_of_argv() -> None:
-    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc", "sha256:abc": "sha256:abc"})
-    remote = _RecordingHost("server", {})
-    registry = RegistrySection(
-        url="registry.example/acme", username="ci", password_env="REG_PASSWORD"
+_REGISTRY = RegistrySection(url="registry.example/acme", username="ci", password_env="REG_PASSWORD")
+_REGISTRY_SECRETS = EnvFileBackend({"REG_PASSWORD": "hunter2-registry"})
+_REF = "registry.example/acme/shop:1.0.0"
+
+
+def _operator(**kwargs: Any) -> _RecordingHost:
+    return _RecordingHost(
+        "operator", {"shop:1.0.0": "sha256:abc", "sha256:abc": "sha256:abc"}, **kwargs
     )
-    secrets = EnvFileBackend({"REG_PASSWORD": "hunter2-registry"})
-    done = deliver("shop:1.0.0", "sha256:abc", local, remote, registry=registry, secrets=secrets)
+
+
+def test_registry_delivery_keeps_the_password_out_of_argv_and_off_disk() -> None:
+    """The login, push and pull use a private configuration directory on each side (`mktemp
+    -d`, 0700), removed afterwards: the credentials do not stay in ~/.docker/config.json."""
+    local, remote = _operator(), _RecordingHost("server", {})
+    done = deliver(
+        "shop:1.0.0", "sha256:abc", local, remote, registry=_REGISTRY, secrets=_REGISTRY_SECRETS
+    )
     assert done.method == "registry"
-    for host in (local, remote):
+    for host, verb in ((local, "push"), (remote, "pull")):
         assert all("hunter2-registry" not in " ".join(c) for c in host.commands)
-        login = next(i for i, c in enumerate(host.commands) if c[:2] == ["docker", "login"])
+        made = host.commands.index(["mktemp", "-d"])
+        [directory] = host.made
+        login = next(i for i, c in enumerate(host.commands) if "login" in c)
+        assert host.commands[login][:5] == ["docker", "--config", directory, "login", "--username"]
         assert "--password-stdin" in host.commands[login]
         assert host.stdins[login] == "hunter2-registry"
-    assert ["docker", "push", "--quiet", "registry.example/acme/shop:1.0.0"] in local.commands
-    assert ["docker", "pull", "--quiet", "registry.example/acme/shop:1.0.0"] in remote.commands
+        moved = host.commands.index(["docker", "--config", directory, verb, "--quiet", _REF])
+        removed = host.commands.index(["rm", "-rf", directory])
+        assert made < login < moved < removed
+        assert directory not in host.files
+        assert all(env is None or "DOCKER_HOST" not in env for env in host.envs)
     assert remote.images["shop:1.0.0"] == "sha256:abc"  # tagged as the compose files expect
+
+
+def test_registry_login_directories_are_removed_when_a_login_fails() -> None:
+    local, remote = _operator(), _RecordingHost("server", {}, login_fails=True)
+    with pytest.raises(DeliveryError) as refused:
+        deliver(
+            "shop:1.0.0", "sha256:abc", local, remote, registry=_REGISTRY, secrets=_REGISTRY_SECRETS
+        )
+    assert "docker login to registry.example as ci failed on server" in refused.value.message
+    for host in (local, remote):
+        assert len(host.made) == 1
+        assert [c for c in host.commands if c[:2] == ["rm", "-rf"]] == [["rm", "-rf", *host.made]]
+        assert host.made[0] not in host.files
+    assert not any("push" in c for c in local.commands)
+
+
+def test_registry_login_keeps_the_operators_docker_context() -> None:
+    """The private directory has no contexts: the engine of the operator's current context
+    (Docker Desktop, colima) is named with DOCKER_HOST instead."""
+    socket = "unix:///Users/me/.docker/run/docker.sock"
+    local = _operator(context=f"desktop-linux {socket}")
+    deliver(
+        "shop:1.0.0",
+        "sha256:abc",
+        local,
+        _RecordingHost("server", {}),
+        registry=_REGISTRY,
+        secrets=_REGISTRY_SECRETS,
+    )
+    push = next(i for i, c in enumerate(local.commands) if "push" in c)
+    assert local.envs[push] == {"DOCKER_HOST": socket}
+
+
+def test_registry_without_a_username_uses_the_default_configuration() -> None:
+    local, remote = _operator(), _RecordingHost("server", {})
+    anonymous = RegistrySection(url="registry.example/acme")
+    assert deliver("shop:1.0.0", "sha256:abc", local, remote, registry=anonymous).method == (
+        "registry"
+    )
+    assert ["docker", "push", "--quiet", _REF] in local.commands
+    assert ["docker", "pull", "--quiet", _REF] in remote.commands
+    for host in (local, remote):
+        assert not any("--config" in c or c[0] == "mktemp" or "login" in c for c in host.commands)
 
 
 def test_delivery_is_skipped_when_the_host_has_the_image() -> None:

@@ -131,10 +131,27 @@ def image_fingerprint(document: Mapping[str, Any]) -> str:
 
 
 class Docker:
-    """The docker CLI on one host."""
+    """The docker CLI on one host.
 
-    def __init__(self, host: Host) -> None:
+    ``config``: a CLI configuration directory (``docker --config``) in place of the user's
+    ``~/.docker``, where ``docker login`` keeps credentials; ``endpoint``: the engine to talk
+    to (``DOCKER_HOST``), for when that directory lacks the user's current context.
+    """
+
+    def __init__(
+        self, host: Host, *, config: str | None = None, endpoint: str | None = None
+    ) -> None:
         self.host = host
+        self.config = config
+        self.endpoint = endpoint
+
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        return ["docker", *(["--config", self.config] if self.config else []), *argv]
+
+    def _env(self, env: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        if self.endpoint is None:
+            return env
+        return {**(env or {}), "DOCKER_HOST": self.endpoint}
 
     # -- plumbing --------------------------------------------------------------------------------
     def _run(
@@ -148,7 +165,7 @@ class Docker:
     ) -> CommandResult:
         try:
             return self.host.run(
-                ["docker", *argv], check=check, timeout=timeout, stdin=stdin, env=env
+                self._argv(argv), check=check, timeout=timeout, stdin=stdin, env=self._env(env)
             )
         except CommandFailed as exc:
             if any(marker in exc.stderr for marker in _NO_ENGINE):
@@ -168,6 +185,20 @@ class Docker:
             architecture=str(server.get("Arch", "amd64")),
             compose_version=compose.stdout.strip() if compose.ok else None,
         )
+
+    def endpoint_of_current_context(self) -> str | None:
+        """The engine address of the user's current context when it is not ``default`` (Docker
+        Desktop, colima, ...), which another ``--config`` directory would not know; ``None``
+        when the default context (``DOCKER_HOST`` or the standard socket) applies anyway."""
+        result = self._run(
+            ["context", "inspect", "--format", "{{.Name}} {{.Endpoints.docker.Host}}"],
+            check=False,
+            timeout=30,
+        )
+        name, _, endpoint = result.stdout.strip().partition(" ")
+        if not result.ok or name in ("", "default") or not endpoint:
+            return None
+        return endpoint
 
     # -- images --------------------------------------------------------------------------------------
     def image(self, ref: str) -> ImageInfo | None:
@@ -305,7 +336,7 @@ class Docker:
             args += ["--env", f"{key}={value}"]
         try:
             return self.host.run_streaming(
-                ["docker", *args, container, *argv],
+                self._argv([*args, container, *argv]),
                 stdin_path=stdin_path,
                 stdout_path=stdout_path,
                 check=check,
