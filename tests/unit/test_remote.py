@@ -11,15 +11,19 @@ from typing import Any
 
 import pytest
 
+from shipyard.build import Image, VersionInfo
 from shipyard.config import RegistrySection, load_config
 from shipyard.delivery import DeliveryError, deliver
-from shipyard.deploy import across_nodes, rollout_error
-from shipyard.docker import parse_image
+from shipyard.deploy import OperationContext, across_nodes, rollout_error
+from shipyard.docker import Docker, normalise_architecture, parse_image
 from shipyard.errors import CommandFailed, ConfigError, HostUnreachable, ShipyardError
+from shipyard.events import Bus
 from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.providers._docker import DockerSteps
 from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
+from shipyard.state import StateStore
 from tests.bad_configs import ENV_FILE, VALID, BadConfig, write
 from tests.fakes import FakeHost
 
@@ -198,13 +202,15 @@ class _RecordingHost(FakeHost):
         images: dict[str, str],
         *,
         architecture: str = "amd64",
+        foreign: Mapping[str, str] | None = None,
         context: str = "default unix:///var/run/docker.sock",
         login_fails: bool = False,
     ) -> None:
         super().__init__(respond=self._answer)
         self._name = name
         self.images = images  # ref → image ID
-        self.architecture = architecture  # of the engine, and of every image it has
+        self.architecture = architecture  # of the engine, and of the images it has
+        self.foreign = dict(foreign or {})  # ref → architecture, for images of another one
         self.context = context  # `docker context inspect`: name and endpoint
         self.login_fails = login_fails
         self.stdins: list[str | bytes | None] = []
@@ -241,7 +247,7 @@ class _RecordingHost(FakeHost):
                     "Created": "",
                     "RootFS": {"Layers": [image]},
                     "Os": "linux",
-                    "Architecture": self.architecture,
+                    "Architecture": self.foreign.get(argv[3], self.architecture),
                 }
             ]
             return CommandResult(tuple(argv), 0, json.dumps(document), "")
@@ -419,3 +425,77 @@ def test_debian_12_gets_dockers_apt_repository_after_a_first_update() -> None:
     assert b"Suites: bookworm" in sources and b"download.docker.com/linux/debian" in sources
     install = [c for c in host.commands if c[0] == "env" and c[3] == "install"][-1]
     assert "docker-compose-plugin" in install and "docker-ce" in install
+
+
+def test_architectures_are_named_as_images_name_them() -> None:
+    """`docker info` and `uname -m` say x86_64/aarch64, images and `docker version` amd64/arm64."""
+    assert [normalise_architecture(a) for a in ("x86_64", "aarch64", "amd64", "arm64")] == [
+        "amd64",
+        "arm64",
+        "amd64",
+        "arm64",
+    ]
+    engine = Docker(_RecordingHost("server", {}, architecture="x86_64")).info()
+    assert (engine.architecture, engine.platform) == ("amd64", "linux/amd64")
+    golden = json.loads((DATA / "image-inspect-containerd-store.json").read_text())[0]
+    image = parse_image(golden)
+    assert (image.os, image.architecture, image.runs_on(engine)) == ("linux", "amd64", True)
+    arm = parse_image({**golden, "Architecture": "aarch64"})
+    assert (arm.platform, arm.runs_on(engine)) == ("linux/arm64", False)
+
+
+def _steps(tmp_path: Path, local: _RecordingHost, remote: _RecordingHost) -> DockerSteps:
+    config = load_config(_config(tmp_path, VALID), "development", process_env={})
+    ctx = OperationContext(
+        config=config,
+        local=local,
+        store=StateStore(remote, PurePosixPath("/var/lib/shipyard/shop/development")),
+        bus=Bus(config.masker),
+        deployment_id="d1",
+    )
+    return DockerSteps(ctx, remote)
+
+
+_IMAGE = Image(tag="shop:1.0.0", id="sha256:abc", version=VersionInfo("1.0.0", "f" * 40, "", False))
+
+
+def test_an_app_image_for_another_architecture_is_refused_before_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """An arm64 laptop deploying to an amd64 server: the image would not start there."""
+    local = _operator(architecture="arm64")
+    remote = _RecordingHost("server", {}, architecture="x86_64")
+    with pytest.raises(DeliveryError) as refused:
+        _steps(tmp_path, local, remote).deliver(_IMAGE)
+    message = refused.value.message
+    assert "shop:1.0.0 is built for linux/arm64" in message and "runs linux/amd64" in message
+    assert "exec format error" in message
+    assert refused.value.hint is not None and "linux/amd64" in refused.value.hint
+    sent = ("load", "pull", "tag", "login")
+    assert not any(verb in c for c in remote.commands for verb in sent)
+    assert not any(verb in c for c in local.commands for verb in ("save", "push", "tag"))
+
+
+def test_support_images_for_another_architecture_are_left_for_the_host_to_pull(
+    tmp_path: Path,
+) -> None:
+    local = _RecordingHost(
+        "operator",
+        {
+            "shop:1.0.0": "sha256:abc",
+            "sha256:abc": "sha256:abc",
+            "caddy:2": "sha256:cad",
+            "shipyard-local/postgres:17": "sha256:pg",
+        },
+        foreign={"caddy:2": "arm64", "shipyard-local/postgres:17": "arm64"},
+    )
+    remote = _RecordingHost("server", {"shop:1.0.0": "sha256:abc"})
+    summary = _steps(tmp_path, local, remote).deliver(_IMAGE)
+    assert summary == (
+        "shop:1.0.0: the host already has this image; "
+        "caddy:2: pulled by server (linux/amd64; this machine's copy is linux/arm64); "
+        "shipyard-local/postgres:17: pulled by server (linux/amd64; this machine's copy is "
+        "linux/arm64); "
+        "migrate/migrate:v4.18.3: pulled by server"  # not on this machine
+    )
+    assert not any("load" in c for c in remote.commands)

@@ -22,6 +22,7 @@ __all__ = [
     "EngineInfo",
     "ImageInfo",
     "image_fingerprint",
+    "normalise_architecture",
     "parse_container",
     "parse_image",
 ]
@@ -33,11 +34,35 @@ _NO_ENGINE = (
 )
 
 
+# `docker info` and `uname -m` name architectures as the kernel does; images, `docker version` and
+# Go as GOARCH does. Images are described with the second.
+_ARCHITECTURES = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "armhf": "arm",
+    "i386": "386",
+    "i686": "386",
+}
+
+
+def normalise_architecture(name: str) -> str:
+    """``amd64``/``arm64``/… (GOARCH, as images name it) for any way engines spell it."""
+    lowered = name.strip().lower()
+    return _ARCHITECTURES.get(lowered, lowered)
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     server_version: str
-    architecture: str
+    architecture: str  # normalised: amd64, arm64, ...
     compose_version: str | None
+    os: str = "linux"
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os}/{self.architecture}"
 
 
 @dataclass(frozen=True)
@@ -65,6 +90,19 @@ class ImageInfo:
     labels: Mapping[str, str]
     created: str
     fingerprint: str = ""  # the same on every engine (see ``image_fingerprint``)
+    os: str = ""  # as the image's config says; empty when it does not
+    architecture: str = ""  # normalised: amd64, arm64, ...
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os or '?'}/{self.architecture or '?'}"
+
+    def runs_on(self, engine: EngineInfo) -> bool:
+        """Whether ``engine`` can run this image natively (an image that does not say its
+        platform is assumed to)."""
+        return (not self.os or self.os == engine.os) and (
+            not self.architecture or self.architecture == engine.architecture
+        )
 
 
 def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
@@ -103,6 +141,8 @@ def parse_image(document: Mapping[str, Any]) -> ImageInfo:
         labels=dict(config.get("Labels") or {}),
         created=document.get("Created", ""),
         fingerprint=image_fingerprint(document),
+        os=str(document.get("Os") or ""),
+        architecture=normalise_architecture(str(document.get("Architecture") or "")),
     )
 
 
@@ -182,8 +222,9 @@ class Docker:
         compose = self._run(["compose", "version", "--short"], check=False, timeout=30)
         return EngineInfo(
             server_version=str(server.get("Version", "unknown")),
-            architecture=str(server.get("Arch", "amd64")),
+            architecture=normalise_architecture(str(server.get("Arch") or "amd64")),
             compose_version=compose.stdout.strip() if compose.ok else None,
+            os=str(server.get("Os") or "linux"),
         )
 
     def endpoint_of_current_context(self) -> str | None:
