@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import time
@@ -162,13 +163,37 @@ def test_image_goes_through_a_registry_with_the_password_on_stdin_only(
 ) -> None:
     url, password = registry
     tag, image_id = image
-    # docker login writes credentials: keep them in temp dirs, not this machine's ~/.docker.
+    # Each side's own Docker configuration (what ~/.docker is to the operator and to the deploy
+    # user) and temp directory are directories of this test: this machine's ~/.docker is never
+    # touched, and what delivery leaves behind can be seen. The operator is already logged in to
+    # the registry under another name: that login must stay as it was.
     local_config, remote_config = tmp_path / "docker-local", tmp_path / "docker-remote"
+    local_tmp, remote_tmp = tmp_path / "tmp-local", tmp_path / "tmp-remote"
+    for directory in (local_config, remote_config, local_tmp, remote_tmp):
+        directory.mkdir()
+    own_login = json.dumps({"auths": {url: {"auth": "b3BlcmF0b3I6b3duLXRva2Vu"}}}, indent=1)
+    (local_config / "config.json").write_text(own_login)
     monkeypatch.setenv("DOCKER_CONFIG", str(local_config))
+    monkeypatch.setenv("TMPDIR", str(local_tmp))
     server = start_sshd(
         tmp_path / "sshd-registry",
-        env={"DOCKER_HOST": remote_engine.docker_host, "DOCKER_CONFIG": str(remote_config)},
+        env={
+            "DOCKER_HOST": remote_engine.docker_host,
+            "DOCKER_CONFIG": str(remote_config),
+            "TMPDIR": str(remote_tmp),
+        },
     )
+
+    def credentials_left() -> list[str]:
+        """Where the registry's auth is on disk, and private directories not removed."""
+        found = [str(left) for tmp in (local_tmp, remote_tmp) for left in tmp.iterdir()]
+        if (local_config / "config.json").read_text() != own_login:
+            found.append("the operator's config.json changed")
+        remote_file = remote_config / "config.json"
+        if remote_file.exists() and url in remote_file.read_text():
+            found.append(f"{remote_file}: {remote_file.read_text()}")
+        return found
+
     host = SSHHost(
         server.target, SSHSettings(known_hosts=server.known_hosts, identity_file=server.client_key)
     )
@@ -196,8 +221,8 @@ def test_image_goes_through_a_registry_with_the_password_on_stdin_only(
             ).returncode
             != 0
         ), "the registry name is not left on the operator's engine"
-        assert (remote_config / "config.json").exists(), "the host logged in itself"
         assert password not in (server.dir / "sshd.log").read_text()
+        assert credentials_left() == []
 
         wrong = RegistrySection(url=f"{url}/acme", username="ci", password_env="REGISTRY_PASSWORD")
         remote_engine.docker("image", "rm", tag)
@@ -214,6 +239,7 @@ def test_image_goes_through_a_registry_with_the_password_on_stdin_only(
             "docker login" in refused.value.message
             and "not-the-password" not in refused.value.message
         )
+        assert credentials_left() == []
     finally:
         host.close()
         server.stop()

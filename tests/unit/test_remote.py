@@ -6,27 +6,32 @@ import json
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 
+from shipyard.build import Image, VersionInfo
 from shipyard.config import RegistrySection, load_config
-from shipyard.delivery import deliver
-from shipyard.deploy import across_nodes, rollout_error
-from shipyard.docker import parse_image
+from shipyard.delivery import DeliveryError, deliver
+from shipyard.deploy import OperationContext, across_nodes, rollout_error
+from shipyard.docker import Docker, normalise_architecture, parse_image
 from shipyard.errors import (
+    CommandFailed,
     ConfigError,
     DeployFailed,
     HostUnreachable,
     RollbackFailed,
     ShipyardError,
 )
+from shipyard.events import Bus
 from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.providers._docker import DockerSteps
 from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
+from shipyard.state import StateStore
 from tests.bad_configs import ENV_FILE, VALID, BadConfig, write
 from tests.fakes import FakeHost
 
@@ -228,19 +233,49 @@ def test_registry_password_is_masked(tmp_path: Path) -> None:
 
 
 class _RecordingHost(FakeHost):
-    """A FakeHost that also keeps each command's stdin and answers `docker image inspect`."""
+    """A FakeHost that also keeps each command's stdin and environment, answers `docker image
+    inspect`, `docker version` and `mktemp -d`, and fails `docker login` when told to."""
 
-    def __init__(self, name: str, images: dict[str, str]) -> None:
+    def __init__(
+        self,
+        name: str,
+        images: dict[str, str],
+        *,
+        architecture: str = "amd64",
+        foreign: Mapping[str, str] | None = None,
+        context: str = "default unix:///var/run/docker.sock",
+        login_fails: bool = False,
+    ) -> None:
         super().__init__(respond=self._answer)
         self._name = name
         self.images = images  # ref → image ID
+        self.architecture = architecture  # of the engine, and of the images it has
+        self.foreign = dict(foreign or {})  # ref → architecture, for images of another one
+        self.context = context  # `docker context inspect`: name and endpoint
+        self.login_fails = login_fails
         self.stdins: list[str | bytes | None] = []
+        self.envs: list[Mapping[str, str] | None] = []
+        self.made: list[str] = []  # by `mktemp -d`
 
     @property
     def name(self) -> str:
         return self._name
 
     def _answer(self, argv: list[str]) -> CommandResult | None:
+        if argv == ["mktemp", "-d"]:
+            directory = f"/tmp/tmp.{self._name}{len(self.made)}"
+            self.made.append(directory)
+            self.files[directory] = (b"", 0o700)
+            return CommandResult(tuple(argv), 0, directory + "\n", "")
+        if argv[:2] == ["docker", "--config"]:
+            argv = ["docker", *argv[3:]]
+        if argv[:2] == ["docker", "login"] and self.login_fails:
+            raise CommandFailed(self._name, argv, 1, "unauthorized: incorrect username or password")
+        if argv[:3] == ["docker", "context", "inspect"]:
+            return CommandResult(tuple(argv), 0, self.context + "\n", "")
+        if argv[:2] == ["docker", "version"]:
+            server = {"Version": "27.3.1", "Arch": self.architecture, "Os": "linux"}
+            return CommandResult(tuple(argv), 0, json.dumps(server), "")
         if argv[:3] == ["docker", "image", "inspect"]:
             image = self.images.get(argv[3])
             if image is None:
@@ -251,6 +286,8 @@ class _RecordingHost(FakeHost):
                     "Config": {"Labels": {}},
                     "Created": "",
                     "RootFS": {"Layers": [image]},
+                    "Os": "linux",
+                    "Architecture": self.foreign.get(argv[3], self.architecture),
                 }
             ]
             return CommandResult(tuple(argv), 0, json.dumps(document), "")
@@ -264,26 +301,86 @@ class _RecordingHost(FakeHost):
 
     def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
         self.stdins.append(kwargs.get("stdin"))
+        self.envs.append(kwargs.get("env"))
         return super().run(argv, **kwargs)
 
 
-def test_registry_delivery_keeps_the_password_out_of_argv() -> None:
-    local = _RecordingHost("operator", {"shop:1.0.0": "sha256:abc", "sha256:abc": "sha256:abc"})
-    remote = _RecordingHost("server", {})
-    registry = RegistrySection(
-        url="registry.example/acme", username="ci", password_env="REG_PASSWORD"
+_REGISTRY = RegistrySection(url="registry.example/acme", username="ci", password_env="REG_PASSWORD")
+_REGISTRY_SECRETS = EnvFileBackend({"REG_PASSWORD": "hunter2-registry"})
+_REF = "registry.example/acme/shop:1.0.0"
+
+
+def _operator(**kwargs: Any) -> _RecordingHost:
+    return _RecordingHost(
+        "operator", {"shop:1.0.0": "sha256:abc", "sha256:abc": "sha256:abc"}, **kwargs
     )
-    secrets = EnvFileBackend({"REG_PASSWORD": "hunter2-registry"})
-    done = deliver("shop:1.0.0", "sha256:abc", local, remote, registry=registry, secrets=secrets)
+
+
+def test_registry_delivery_keeps_the_password_out_of_argv_and_off_disk() -> None:
+    """The login, push and pull use a private configuration directory on each side (`mktemp
+    -d`, 0700), removed afterwards: the credentials do not stay in ~/.docker/config.json."""
+    local, remote = _operator(), _RecordingHost("server", {})
+    done = deliver(
+        "shop:1.0.0", "sha256:abc", local, remote, registry=_REGISTRY, secrets=_REGISTRY_SECRETS
+    )
     assert done.method == "registry"
-    for host in (local, remote):
+    for host, verb in ((local, "push"), (remote, "pull")):
         assert all("hunter2-registry" not in " ".join(c) for c in host.commands)
-        login = next(i for i, c in enumerate(host.commands) if c[:2] == ["docker", "login"])
+        made = host.commands.index(["mktemp", "-d"])
+        [directory] = host.made
+        login = next(i for i, c in enumerate(host.commands) if "login" in c)
+        assert host.commands[login][:5] == ["docker", "--config", directory, "login", "--username"]
         assert "--password-stdin" in host.commands[login]
         assert host.stdins[login] == "hunter2-registry"
-    assert ["docker", "push", "--quiet", "registry.example/acme/shop:1.0.0"] in local.commands
-    assert ["docker", "pull", "--quiet", "registry.example/acme/shop:1.0.0"] in remote.commands
+        moved = host.commands.index(["docker", "--config", directory, verb, "--quiet", _REF])
+        removed = host.commands.index(["rm", "-rf", directory])
+        assert made < login < moved < removed
+        assert directory not in host.files
+        assert all(env is None or "DOCKER_HOST" not in env for env in host.envs)
     assert remote.images["shop:1.0.0"] == "sha256:abc"  # tagged as the compose files expect
+
+
+def test_registry_login_directories_are_removed_when_a_login_fails() -> None:
+    local, remote = _operator(), _RecordingHost("server", {}, login_fails=True)
+    with pytest.raises(DeliveryError) as refused:
+        deliver(
+            "shop:1.0.0", "sha256:abc", local, remote, registry=_REGISTRY, secrets=_REGISTRY_SECRETS
+        )
+    assert "docker login to registry.example as ci failed on server" in refused.value.message
+    for host in (local, remote):
+        assert len(host.made) == 1
+        assert [c for c in host.commands if c[:2] == ["rm", "-rf"]] == [["rm", "-rf", *host.made]]
+        assert host.made[0] not in host.files
+    assert not any("push" in c for c in local.commands)
+
+
+def test_registry_login_keeps_the_operators_docker_context() -> None:
+    """The private directory has no contexts: the engine of the operator's current context
+    (Docker Desktop, colima) is named with DOCKER_HOST instead."""
+    socket = "unix:///Users/me/.docker/run/docker.sock"
+    local = _operator(context=f"desktop-linux {socket}")
+    deliver(
+        "shop:1.0.0",
+        "sha256:abc",
+        local,
+        _RecordingHost("server", {}),
+        registry=_REGISTRY,
+        secrets=_REGISTRY_SECRETS,
+    )
+    push = next(i for i, c in enumerate(local.commands) if "push" in c)
+    assert local.envs[push] == {"DOCKER_HOST": socket}
+
+
+def test_registry_without_a_username_uses_the_default_configuration() -> None:
+    local, remote = _operator(), _RecordingHost("server", {})
+    anonymous = RegistrySection(url="registry.example/acme")
+    assert deliver("shop:1.0.0", "sha256:abc", local, remote, registry=anonymous).method == (
+        "registry"
+    )
+    assert ["docker", "push", "--quiet", _REF] in local.commands
+    assert ["docker", "pull", "--quiet", _REF] in remote.commands
+    for host in (local, remote):
+        assert not any("--config" in c or c[0] == "mktemp" or "login" in c for c in host.commands)
 
 
 def test_delivery_is_skipped_when_the_host_has_the_image() -> None:
@@ -400,3 +497,77 @@ def test_nodes_deployed_in_parallel_share_one_build(
     assert len(calls) == 1
     assert {i.id for i in images} == {"sha256:built"}
     assert sorted(i.reused for i in images) == [False, True]
+
+
+def test_architectures_are_named_as_images_name_them() -> None:
+    """`docker info` and `uname -m` say x86_64/aarch64, images and `docker version` amd64/arm64."""
+    assert [normalise_architecture(a) for a in ("x86_64", "aarch64", "amd64", "arm64")] == [
+        "amd64",
+        "arm64",
+        "amd64",
+        "arm64",
+    ]
+    engine = Docker(_RecordingHost("server", {}, architecture="x86_64")).info()
+    assert (engine.architecture, engine.platform) == ("amd64", "linux/amd64")
+    golden = json.loads((DATA / "image-inspect-containerd-store.json").read_text())[0]
+    image = parse_image(golden)
+    assert (image.os, image.architecture, image.runs_on(engine)) == ("linux", "amd64", True)
+    arm = parse_image({**golden, "Architecture": "aarch64"})
+    assert (arm.platform, arm.runs_on(engine)) == ("linux/arm64", False)
+
+
+def _steps(tmp_path: Path, local: _RecordingHost, remote: _RecordingHost) -> DockerSteps:
+    config = load_config(_config(tmp_path, VALID), "development", process_env={})
+    ctx = OperationContext(
+        config=config,
+        local=local,
+        store=StateStore(remote, PurePosixPath("/var/lib/shipyard/shop/development")),
+        bus=Bus(config.masker),
+        deployment_id="d1",
+    )
+    return DockerSteps(ctx, remote)
+
+
+_IMAGE = Image(tag="shop:1.0.0", id="sha256:abc", version=VersionInfo("1.0.0", "f" * 40, "", False))
+
+
+def test_an_app_image_for_another_architecture_is_refused_before_it_is_sent(
+    tmp_path: Path,
+) -> None:
+    """An arm64 laptop deploying to an amd64 server: the image would not start there."""
+    local = _operator(architecture="arm64")
+    remote = _RecordingHost("server", {}, architecture="x86_64")
+    with pytest.raises(DeliveryError) as refused:
+        _steps(tmp_path, local, remote).deliver(_IMAGE)
+    message = refused.value.message
+    assert "shop:1.0.0 is built for linux/arm64" in message and "runs linux/amd64" in message
+    assert "exec format error" in message
+    assert refused.value.hint is not None and "linux/amd64" in refused.value.hint
+    sent = ("load", "pull", "tag", "login")
+    assert not any(verb in c for c in remote.commands for verb in sent)
+    assert not any(verb in c for c in local.commands for verb in ("save", "push", "tag"))
+
+
+def test_support_images_for_another_architecture_are_left_for_the_host_to_pull(
+    tmp_path: Path,
+) -> None:
+    local = _RecordingHost(
+        "operator",
+        {
+            "shop:1.0.0": "sha256:abc",
+            "sha256:abc": "sha256:abc",
+            "caddy:2": "sha256:cad",
+            "shipyard-local/postgres:17": "sha256:pg",
+        },
+        foreign={"caddy:2": "arm64", "shipyard-local/postgres:17": "arm64"},
+    )
+    remote = _RecordingHost("server", {"shop:1.0.0": "sha256:abc"})
+    summary = _steps(tmp_path, local, remote).deliver(_IMAGE)
+    assert summary == (
+        "shop:1.0.0: the host already has this image; "
+        "caddy:2: pulled by server (linux/amd64; this machine's copy is linux/arm64); "
+        "shipyard-local/postgres:17: pulled by server (linux/amd64; this machine's copy is "
+        "linux/arm64); "
+        "migrate/migrate:v4.18.3: pulled by server"  # not on this machine
+    )
+    assert not any("load" in c for c in remote.commands)

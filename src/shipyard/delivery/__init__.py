@@ -4,7 +4,10 @@ Without a registry the image is streamed: ``docker save IMAGE`` on the operator'
 into ``docker load`` on the host over the SSH connection, chunk by chunk (no file on either side),
 with progress on stderr. With a registry (``deploy.registry``) it is pushed from the operator's
 engine and pulled on the host; the password comes from the env file and reaches ``docker login``
-on stdin only. Either way nothing is sent when the host already has the image, recognised by its
+on stdin only, and the credentials ``docker login`` writes live in a private temporary CLI
+configuration directory on each side (``docker --config DIR``), removed once the image has
+moved: never in the deploy user's ``~/.docker/config.json`` on the host, never in place of the
+operator's own login on their machine. Either way nothing is sent when the host already has the image, recognised by its
 fingerprint (``shipyard.docker.image_fingerprint``) rather than its ID.
 """
 
@@ -14,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import IO, Protocol, runtime_checkable
 
@@ -194,27 +198,69 @@ def _through_registry(
     ref = registry_ref(registry, tag)
     server = registry.url.split("/", 1)[0]
     here = Docker(local)
-    if registry.username:
-        password = (
-            secrets.get(registry.password_env) if secrets and registry.password_env else None
-        ) or ""
-        if not password:
-            raise ShipyardError(
-                f"registry {server}: no password (set deploy.registry.password_env and that key in the env file)"
-            )
-        for docker in (here, remote):
-            try:
-                docker.login(server, registry.username, password)
-            except CommandFailed as exc:
-                raise DeliveryError(
-                    f"docker login to {server} as {registry.username} failed on {docker.host.name}: "
-                    f"{exc.stderr.strip()[-300:]}"
-                ) from exc
-    here.tag(tag, ref)
-    try:
-        here.push(ref)
-    finally:
-        here.untag(ref)  # the operator's engine keeps only <app>:<version>
-    remote.pull(ref)
+    with ExitStack() as logins:
+        if registry.username:
+            password = (
+                secrets.get(registry.password_env) if secrets and registry.password_env else None
+            ) or ""
+            if not password:
+                raise ShipyardError(
+                    f"registry {server}: no password (set deploy.registry.password_env and that key in the env file)"
+                )
+            here = logins.enter_context(_logged_in(here, server, registry.username, password))
+            remote = logins.enter_context(_logged_in(remote, server, registry.username, password))
+        here.tag(tag, ref)
+        try:
+            here.push(ref)
+        finally:
+            here.untag(ref)  # the operator's engine keeps only <app>:<version>
+        remote.pull(ref)
     remote.tag(ref, tag)
     remote.untag(ref)  # one name per release on the host too, so pruning a release frees it
+
+
+@contextmanager
+def _logged_in(docker: Docker, server: str, username: str, password: str) -> Iterator[Docker]:
+    """``docker`` logged in to ``server`` through a CLI configuration directory of its own.
+
+    ``docker login`` writes the credentials (base64, not encrypted) into the configuration
+    directory: here a ``mktemp -d`` directory (mode 0700) on that side, removed on the way out
+    whatever happened, so they never stay on disk and the user's own login (``~/.docker``) is
+    neither read nor replaced. A user whose current Docker context is not the default one keeps
+    talking to that context's engine."""
+    host = docker.host
+    try:
+        directory = host.run(["mktemp", "-d"], timeout=30).stdout.strip()
+    except CommandFailed as exc:
+        raise DeliveryError(
+            f"cannot create a private Docker configuration directory on {host.name}: "
+            f"{exc.stderr.strip()[-300:]}"
+        ) from exc
+    if not directory.startswith("/"):
+        raise DeliveryError(f"`mktemp -d` on {host.name} gave {directory!r}, not a directory")
+    try:
+        private = Docker(host, config=directory, endpoint=docker.endpoint_of_current_context())
+        try:
+            private.login(server, username, password)
+        except CommandFailed as exc:
+            raise DeliveryError(
+                f"docker login to {server} as {username} failed on {host.name}: "
+                f"{exc.stderr.strip()[-300:]}"
+            ) from exc
+        yield private
+    except BaseException:
+        _remove_config(host, directory, strict=False)  # the first error is the one to show
+        raise
+    _remove_config(host, directory, strict=True)
+
+
+def _remove_config(host: Host, directory: str, *, strict: bool) -> None:
+    try:
+        removed = host.run(["rm", "-rf", directory], check=False, timeout=60).ok
+    except HostError:
+        removed = False
+    if not removed and strict:
+        raise DeliveryError(
+            f"could not remove {directory} on {host.name}, which holds registry credentials",
+            hint=f"remove it by hand: rm -rf {directory}",
+        )

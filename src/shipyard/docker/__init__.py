@@ -24,6 +24,7 @@ __all__ = [
     "EngineInfo",
     "ImageInfo",
     "image_fingerprint",
+    "normalise_architecture",
     "parse_container",
     "parse_image",
 ]
@@ -39,11 +40,35 @@ _NO_ENGINE = (
 )
 
 
+# `docker info` and `uname -m` name architectures as the kernel does; images, `docker version` and
+# Go as GOARCH does. Images are described with the second.
+_ARCHITECTURES = {
+    "x86_64": "amd64",
+    "x86-64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "armhf": "arm",
+    "i386": "386",
+    "i686": "386",
+}
+
+
+def normalise_architecture(name: str) -> str:
+    """``amd64``/``arm64``/… (GOARCH, as images name it) for any way engines spell it."""
+    lowered = name.strip().lower()
+    return _ARCHITECTURES.get(lowered, lowered)
+
+
 @dataclass(frozen=True)
 class EngineInfo:
     server_version: str
-    architecture: str
+    architecture: str  # normalised: amd64, arm64, ...
     compose_version: str | None
+    os: str = "linux"
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os}/{self.architecture}"
 
 
 @dataclass(frozen=True)
@@ -71,6 +96,19 @@ class ImageInfo:
     labels: Mapping[str, str]
     created: str
     fingerprint: str = ""  # the same on every engine (see ``image_fingerprint``)
+    os: str = ""  # as the image's config says; empty when it does not
+    architecture: str = ""  # normalised: amd64, arm64, ...
+
+    @property
+    def platform(self) -> str:
+        return f"{self.os or '?'}/{self.architecture or '?'}"
+
+    def runs_on(self, engine: EngineInfo) -> bool:
+        """Whether ``engine`` can run this image natively (an image that does not say its
+        platform is assumed to)."""
+        return (not self.os or self.os == engine.os) and (
+            not self.architecture or self.architecture == engine.architecture
+        )
 
 
 def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
@@ -109,6 +147,8 @@ def parse_image(document: Mapping[str, Any]) -> ImageInfo:
         labels=dict(config.get("Labels") or {}),
         created=document.get("Created", ""),
         fingerprint=image_fingerprint(document),
+        os=str(document.get("Os") or ""),
+        architecture=normalise_architecture(str(document.get("Architecture") or "")),
     )
 
 
@@ -137,10 +177,27 @@ def image_fingerprint(document: Mapping[str, Any]) -> str:
 
 
 class Docker:
-    """The docker CLI on one host."""
+    """The docker CLI on one host.
 
-    def __init__(self, host: Host) -> None:
+    ``config``: a CLI configuration directory (``docker --config``) in place of the user's
+    ``~/.docker``, where ``docker login`` keeps credentials; ``endpoint``: the engine to talk
+    to (``DOCKER_HOST``), for when that directory lacks the user's current context.
+    """
+
+    def __init__(
+        self, host: Host, *, config: str | None = None, endpoint: str | None = None
+    ) -> None:
         self.host = host
+        self.config = config
+        self.endpoint = endpoint
+
+    def _argv(self, argv: Sequence[str]) -> list[str]:
+        return ["docker", *(["--config", self.config] if self.config else []), *argv]
+
+    def _env(self, env: Mapping[str, str] | None) -> Mapping[str, str] | None:
+        if self.endpoint is None:
+            return env
+        return {**(env or {}), "DOCKER_HOST": self.endpoint}
 
     # -- plumbing --------------------------------------------------------------------------------
     def _run(
@@ -154,7 +211,7 @@ class Docker:
     ) -> CommandResult:
         try:
             return self.host.run(
-                ["docker", *argv], check=check, timeout=timeout, stdin=stdin, env=env
+                self._argv(argv), check=check, timeout=timeout, stdin=stdin, env=self._env(env)
             )
         except CommandFailed as exc:
             if any(marker in exc.stderr for marker in _NO_ENGINE):
@@ -171,9 +228,24 @@ class Docker:
         compose = self._run(["compose", "version", "--short"], check=False, timeout=30)
         return EngineInfo(
             server_version=str(server.get("Version", "unknown")),
-            architecture=str(server.get("Arch", "amd64")),
+            architecture=normalise_architecture(str(server.get("Arch") or "amd64")),
             compose_version=compose.stdout.strip() if compose.ok else None,
+            os=str(server.get("Os") or "linux"),
         )
+
+    def endpoint_of_current_context(self) -> str | None:
+        """The engine address of the user's current context when it is not ``default`` (Docker
+        Desktop, colima, ...), which another ``--config`` directory would not know; ``None``
+        when the default context (``DOCKER_HOST`` or the standard socket) applies anyway."""
+        result = self._run(
+            ["context", "inspect", "--format", "{{.Name}} {{.Endpoints.docker.Host}}"],
+            check=False,
+            timeout=30,
+        )
+        name, _, endpoint = result.stdout.strip().partition(" ")
+        if not result.ok or name in ("", "default") or not endpoint:
+            return None
+        return endpoint
 
     # -- images --------------------------------------------------------------------------------------
     def image(self, ref: str) -> ImageInfo | None:
@@ -311,7 +383,7 @@ class Docker:
             args += ["--env", f"{key}={value}"]
         try:
             return self.host.run_streaming(
-                ["docker", *args, container, *argv],
+                self._argv([*args, container, *argv]),
                 stdin_path=stdin_path,
                 stdout_path=stdout_path,
                 check=check,

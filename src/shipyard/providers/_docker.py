@@ -26,7 +26,7 @@ from shipyard.database import (
     local_migration_files,
     local_migration_versions,
 )
-from shipyard.delivery import StderrProgress, deliver
+from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.deploy import (
     DeployOptions,
     DeployResult,
@@ -35,7 +35,7 @@ from shipyard.deploy import (
     run_deploy,
     run_rollback,
 )
-from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, ContainerInfo, Docker
+from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, ContainerInfo, Docker, EngineInfo
 from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError, ToolTooOld
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
@@ -164,8 +164,22 @@ class DockerSteps:
         return f"docker {info.server_version}, compose {info.compose_version}"
 
     def deliver(self, image: Image) -> str:
+        """Send the app image, then the support images the host lacks. An image built for
+        another platform than the host's engine (an arm64 laptop, an amd64 server) is refused
+        before anything is sent: it would stop at "exec format error" once started."""
         if isinstance(self.host, LocalHost):
             return f"{image.tag} built on this engine"
+        engine = self.docker.info()
+        built = Docker(self.ctx.local).image(image.id)
+        if built is not None and not built.runs_on(engine):
+            raise DeliveryError(
+                f"{image.tag} is built for {built.platform} (this machine's engine) but "
+                f"{self.host.name} runs {engine.platform}: its containers would fail with "
+                "'exec format error'",
+                hint=f"deploy from a machine or CI runner whose Docker engine is {engine.platform}, "
+                "or with DOCKER_HOST pointing at such an engine: the image is built for the "
+                "engine that builds it",
+            )
         delivered = deliver(
             image.tag,
             image.id,
@@ -175,7 +189,7 @@ class DockerSteps:
             secrets=self.config.secrets,
             progress=StderrProgress(f"deliver {image.tag} to {self.host.name}"),
         )
-        return "; ".join([f"{image.tag}: {delivered}", *self._deliver_support_images()])
+        return "; ".join([f"{image.tag}: {delivered}", *self._deliver_support_images(engine)])
 
     def _support_images(self) -> list[str]:
         """The images next to the app's: proxy, database, golang-migrate."""
@@ -188,10 +202,10 @@ class DockerSteps:
                 refs.append(database.migrations.image)
         return list(dict.fromkeys(refs))
 
-    def _deliver_support_images(self) -> list[str]:
+    def _deliver_support_images(self, engine: EngineInfo) -> list[str]:
         """Support images the host lacks are streamed from the operator's engine when it has
-        them (hosts without registry access get everything they need); the others are left
-        for the host to pull."""
+        them for the host's platform (hosts without registry access get everything they need);
+        the others are left for the host to pull, which picks its own platform."""
         here, done = Docker(self.ctx.local), []
         for ref in self._support_images():
             if self.docker.image(ref) is not None:
@@ -199,6 +213,12 @@ class DockerSteps:
             local = here.image(ref)
             if local is None:
                 done.append(f"{ref}: pulled by {self.host.name}")
+                continue
+            if not local.runs_on(engine):
+                done.append(
+                    f"{ref}: pulled by {self.host.name} ({engine.platform}; "
+                    f"this machine's copy is {local.platform})"
+                )
                 continue
             delivered = deliver(
                 ref,
