@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import signal
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -15,7 +17,7 @@ import pytest
 from shipyard.build import Image, VersionInfo
 from shipyard.config import RegistrySection, load_config
 from shipyard.delivery import DeliveryError, deliver
-from shipyard.deploy import OperationContext, across_nodes, rollout_error
+from shipyard.deploy import Interrupted, OperationContext, across_nodes, rollout_error
 from shipyard.docker import Docker, normalise_architecture, parse_image
 from shipyard.errors import (
     CommandFailed,
@@ -571,3 +573,28 @@ def test_support_images_for_another_architecture_are_left_for_the_host_to_pull(
         "migrate/migrate:v4.18.3: pulled by server"  # not on this machine
     )
     assert not any("load" in c for c in remote.commands)
+
+
+def test_a_signal_during_a_parallel_rollout_lets_running_nodes_finish_and_starts_no_more() -> None:
+    started: list[str] = []
+    finished: list[str] = []
+    b_running, signalled = threading.Event(), threading.Event()
+
+    def action(node: str) -> str:
+        started.append(node)
+        if node == "b":  # a and b both deploying when the signal comes
+            b_running.set()
+            assert signalled.wait(10)
+        if node == "a":
+            assert b_running.wait(10)
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered to the main thread
+            signalled.set()
+            time.sleep(0.3)  # still deploying when the signal lands
+        finished.append(node)
+        return node
+
+    with pytest.raises(Interrupted) as stopped:
+        across_nodes(["a", "b", "c"], action, parallelism=2)
+    assert sorted(started) == ["a", "b"] and sorted(finished) == ["a", "b"]
+    assert "interrupted by SIGTERM" in stopped.value.message
+    assert "done on: a, b" in stopped.value.message and "not started on: c" in stopped.value.message

@@ -11,6 +11,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from shipyard.deploy._phases import Interrupted, signals_raise
 from shipyard.errors import RollbackFailed, ShipyardError
 
 __all__ = ["NodeOutcome", "across_nodes", "rollout_error"]
@@ -38,39 +39,61 @@ def across_nodes(
 
     One at a time, the nodes run on the calling thread, so Ctrl-C and SIGTERM reach the running
     deploy (which cleans up and releases its lock) as they do with a single node."""
+    if parallelism <= 1:
+        outcomes = _one_at_a_time(nodes, action)
+    else:
+        outcomes = _in_parallel(nodes, action, parallelism)
+    return [outcomes.get(node) or NodeOutcome(node, started=False) for node in nodes]
+
+
+def _one_at_a_time(nodes: Sequence[str], action: Callable[[str], T]) -> dict[str, NodeOutcome[T]]:
+    outcomes: dict[str, NodeOutcome[T]] = {}
+    for node in nodes:
+        try:
+            outcomes[node] = NodeOutcome(node, result=action(node))
+        except ShipyardError as exc:
+            outcomes[node] = NodeOutcome(node, error=exc)
+            break
+    return outcomes
+
+
+def _in_parallel(
+    nodes: Sequence[str], action: Callable[[str], T], parallelism: int
+) -> dict[str, NodeOutcome[T]]:
+    """Worker threads, which signals never reach: a signal here stops new nodes from starting,
+    lets the running ones finish (each undoes its own failure and releases its lock), then ends
+    the rollout with ``Interrupted``."""
     outcomes: dict[str, NodeOutcome[T]] = {}
     pending = list(nodes)
-    failed = False
-    if parallelism <= 1:
-        while pending and not failed:
-            node = pending.pop(0)
-            try:
-                outcomes[node] = NodeOutcome(node, result=action(node))
-            except ShipyardError as exc:
-                outcomes[node] = NodeOutcome(node, error=exc)
-                failed = True
-        for node in pending:
-            outcomes[node] = NodeOutcome(node, started=False)
-        return [outcomes[node] for node in nodes]
-    with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+    stop: ShipyardError | None = None  # a failed node, or the interruption
+    interrupted: Interrupted | None = None
+    with signals_raise(), ThreadPoolExecutor(max_workers=parallelism) as pool:
         running: dict[Future[T], str] = {}
         while pending or running:
-            while pending and not failed and len(running) < parallelism:
-                node = pending.pop(0)
-                running[pool.submit(action, node)] = node
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            try:
+                while pending and stop is None and len(running) < parallelism:
+                    node = pending.pop(0)
+                    running[pool.submit(action, node)] = node
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+            except Interrupted as exc:
+                stop = interrupted = exc
+                continue
             for future in done:
                 node = running.pop(future)
                 try:
                     outcomes[node] = NodeOutcome(node, result=future.result())
                 except ShipyardError as exc:
                     outcomes[node] = NodeOutcome(node, error=exc)
-                    failed = True
-    for node in pending:
-        outcomes[node] = NodeOutcome(node, started=False)
-    return [outcomes[node] for node in nodes]
+                    stop = stop or exc
+    if interrupted is not None:
+        finished = [n for n in nodes if n in outcomes and outcomes[n].ok]
+        raise Interrupted(
+            f"{interrupted.message}: no further node was started; done on: "
+            f"{', '.join(finished) or 'no node'}; not started on: {', '.join(pending) or 'no node'}"
+        )
+    return outcomes
 
 
 def rollout_error(outcomes: Sequence[NodeOutcome[T]], action: str) -> ShipyardError | None:
