@@ -7,11 +7,11 @@ the new version, and the failed node keeps serving its previous one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shipyard.deploy._phases import Interrupted, signals_raise
+from shipyard.deploy._phases import Interrupted, signals_noted
 from shipyard.errors import RollbackFailed, ShipyardError
 
 __all__ = ["NodeOutcome", "across_nodes", "rollout_error"]
@@ -63,35 +63,36 @@ def _in_parallel(
     """Worker threads, which signals never reach: a signal here stops new nodes from starting,
     lets the running ones finish (each undoes its own failure and releases its lock), then ends
     the rollout with ``Interrupted``."""
-    outcomes: dict[str, NodeOutcome[T]] = {}
     pending = list(nodes)
-    stop: ShipyardError | None = None  # a failed node, or the interruption
-    interrupted: Interrupted | None = None
-    with signals_raise(), ThreadPoolExecutor(max_workers=parallelism) as pool:
-        running: dict[Future[T], str] = {}
-        while pending or running:
-            try:
-                while pending and stop is None and len(running) < parallelism:
-                    node = pending.pop(0)
-                    running[pool.submit(action, node)] = node
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-            except Interrupted as exc:
-                stop = interrupted = exc
-                continue
-            for future in done:
-                node = running.pop(future)
-                try:
-                    outcomes[node] = NodeOutcome(node, result=future.result())
-                except ShipyardError as exc:
-                    outcomes[node] = NodeOutcome(node, error=exc)
-                    stop = stop or exc
-    if interrupted is not None:
+    started: dict[Future[T], str] = {}
+    with signals_noted() as note, ThreadPoolExecutor(max_workers=parallelism) as pool:
+        failed = False
+        while pending and not failed and note.signum is None:
+            running = [f for f in started if not f.done()]
+            while pending and len(running) < parallelism:
+                node = pending.pop(0)
+                future = pool.submit(action, node)
+                started[future] = node
+                running.append(future)
+            while note.signum is None and not wait(running, timeout=0.2).done:
+                pass
+            # After a failure no new node starts.
+            failed = any(f.done() and f.exception() is not None for f in started)
+    outcomes: dict[str, NodeOutcome[T]] = {}
+    for future, node in started.items():  # the pool waited: every started node is done
+        error = future.exception()
+        if error is None:
+            outcomes[node] = NodeOutcome(node, result=future.result())
+        elif isinstance(error, ShipyardError):
+            outcomes[node] = NodeOutcome(node, error=error)
+        else:
+            raise error
+    if note.signum is not None:
         finished = [n for n in nodes if n in outcomes and outcomes[n].ok]
+        skipped = [n for n in nodes if n not in outcomes]
         raise Interrupted(
-            f"{interrupted.message}: no further node was started; done on: "
-            f"{', '.join(finished) or 'no node'}; not started on: {', '.join(pending) or 'no node'}"
+            f"interrupted by {note.name}: no further node was started; done on: "
+            f"{', '.join(finished) or 'no node'}; not started on: {', '.join(skipped) or 'no node'}"
         )
     return outcomes
 

@@ -148,3 +148,35 @@ def signals_raise() -> Iterator[None]:
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
+
+
+@dataclass
+class SignalNote:
+    """The signal that arrived under ``signals_noted`` (``None``: none yet)."""
+
+    signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+
+@contextmanager
+def signals_noted() -> Iterator[SignalNote]:
+    """SIGTERM and SIGINT are noted instead of raising, for a caller that must not be
+    interrupted at an arbitrary point (e.g. while it keeps track of worker threads). In a worker
+    thread nothing is installed and nothing is ever noted."""
+    note = SignalNote()
+    if threading.current_thread() is not threading.main_thread():
+        yield note
+        return
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        note.signum = signum
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield note
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
