@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import shlex
 import threading
@@ -118,6 +119,20 @@ def test_firewall_allows_only_ssh_http_https() -> None:
     assert "tcp dport { 22, 80, 443 } accept" in rules
     assert "flush ruleset" not in rules  # Docker's own tables are left alone
     assert "delete table inet shipyard_filter" in rules  # reloads replace, never duplicate
+
+
+def test_firewall_unit_loads_before_the_network_without_an_ordering_cycle() -> None:
+    """Ordered as Debian's nftables.service: default dependencies would order it after
+    sysinit.target, which cloud-init hosts order after network-pre.target (a cycle)."""
+    unit = configparser.ConfigParser(strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(files.firewall_unit())
+    section = unit["Unit"]
+    assert section["DefaultDependencies"] == "no"
+    assert section["Wants"].split() == ["network-pre.target"]
+    assert set(section["Before"].split()) == {"network-pre.target", "shutdown.target"}
+    assert section["Conflicts"].split() == ["shutdown.target"]
+    assert "After" not in section
 
 
 def test_docker_daemon_json_keeps_other_settings() -> None:

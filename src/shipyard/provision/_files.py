@@ -43,10 +43,15 @@ table inet {FIREWALL_TABLE} {{
 
 
 def firewall_unit() -> str:
+    """Loads the rules before any network is up, ordered as Debian's ``nftables.service``: with
+    systemd's default dependencies (after ``sysinit.target``), ``Before=network-pre.target`` makes
+    an ordering cycle on hosts whose early boot brings up the network (cloud-init)."""
     return f"""[Unit]
 Description=shipyard firewall (inbound SSH, HTTP and HTTPS only)
+DefaultDependencies=no
 Wants=network-pre.target
-Before=network-pre.target
+Before=network-pre.target shutdown.target
+Conflicts=shutdown.target
 
 [Service]
 Type=oneshot
