@@ -119,6 +119,9 @@ def test_firewall_allows_only_ssh_http_https() -> None:
     assert "tcp dport { 22, 80, 443 } accept" in rules
     assert "flush ruleset" not in rules  # Docker's own tables are left alone
     assert "delete table inet shipyard_filter" in rules  # reloads replace, never duplicate
+    assert "meta l4proto { icmp, ipv6-icmp } accept" in rules  # IPv6 neighbour discovery
+    # DHCPv6 replies come from a link-local server to the solicit's multicast: not "related".
+    assert "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept" in rules
 
 
 def test_firewall_unit_loads_before_the_network_without_an_ordering_cycle() -> None:

@@ -18,7 +18,9 @@ APP_LABEL = "org.shipyard.app"  # carried by every image shipyard builds
 
 
 def firewall_rules(ports: Sequence[int]) -> str:
-    """An nftables table of its own: inbound only on ``ports`` (TCP), loopback, replies and ICMP.
+    """An nftables table of its own: inbound only on ``ports`` (TCP), loopback, replies, ICMP
+    (IPv6 neighbour discovery included) and DHCPv6 replies from the link (conntrack does not
+    relate them to the multicast solicit, so "established,related" misses them).
 
     It lives beside Docker's own tables (never ``flush ruleset``), and is replaced atomically.
     """
@@ -36,6 +38,7 @@ table inet {FIREWALL_TABLE} {{
 		ct state established,related accept
 		ct state invalid drop
 		meta l4proto {{ icmp, ipv6-icmp }} accept
+		ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept
 		tcp dport {{ {allowed} }} accept
 	}}
 }}
