@@ -347,3 +347,112 @@ def test_debian_12_gets_dockers_apt_repository_after_a_first_update() -> None:
     assert b"Suites: bookworm" in sources and b"download.docker.com/linux/debian" in sources
     install = [c for c in host.commands if c[0] == "env" and c[3] == "install"][-1]
     assert "docker-compose-plugin" in install and "docker-ce" in install
+
+
+_UBUNTU = b'PRETTY_NAME="Ubuntu 24.04.2 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'
+_INSTALLED = {
+    ("id", "-u"): "0",
+    ("docker", "version", "--format", "{{.Client.Version}}"): "27.5.1",
+    ("docker", "compose", "version", "--short"): "2.33.0",
+}
+
+
+class _Server(FakeHost):
+    """An Ubuntu 24.04 server with Docker installed and running, as provision sees it (as root):
+    users with their homes, and each path's owner, group and mode."""
+
+    def __init__(self, *, running: str = "") -> None:
+        super().__init__(respond=self._answer)
+        self.running = running  # what `docker ps --quiet` prints
+        self.homes = {"root": "/root"}
+        self.meta: dict[str, tuple[str, str, int]] = {}  # path → (owner, group, mode)
+        self.files["/etc/os-release"] = (_UBUNTU, 0o644)
+
+    def add_user(self, user: str, keys: bytes | None = None) -> None:
+        self.homes[user] = "/root" if user == "root" else f"/home/{user}"
+        if keys is not None:
+            path = f"{self.homes[user]}/.ssh/authorized_keys"
+            self.files[path] = (keys, 0o600)
+            self.meta[path] = (user, user, 0o600)
+            self.meta[f"{self.homes[user]}/.ssh"] = (user, user, 0o700)
+
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        super().put(path, data, mode=mode)
+        self.meta.setdefault(str(path.parent), ("root", "root", 0o700))  # umask 077
+        self.meta[str(path)] = ("root", "root", mode)
+
+    def _answer(self, argv: list[str]) -> CommandResult | None:
+        fixed = _INSTALLED.get(tuple(argv))
+        if fixed is not None:
+            return _ok(argv, fixed)
+        match argv:
+            case ["dpkg-query", "-W", "-f", _, *packages]:
+                return _ok(argv, "\n".join(f"{p} ii" for p in packages))
+            case ["docker", "ps", "--quiet"]:
+                return _ok(argv, self.running)
+            case ["systemctl", "is-active" | "is-enabled" as question, _]:
+                return _ok(argv, "active" if question == "is-active" else "enabled")
+        return self._users(argv) or self._paths(argv)
+
+    def _users(self, argv: list[str]) -> CommandResult | None:
+        match argv:
+            case ["id", "-u", user]:
+                return _ok(argv, "1000") if user in self.homes else _failed(argv)
+            case ["id", "-nG", user]:
+                return _ok(argv, f"{user} docker")
+            case ["getent", "passwd", user] if user in self.homes:
+                return _ok(argv, f"{user}:x:1000:1000::{self.homes[user]}:/bin/bash\n")
+            case ["getent", "passwd", _]:
+                return _failed(argv)
+            case ["useradd", *_, user]:
+                self.homes[user] = f"/home/{user}"
+        return None
+
+    def _paths(self, argv: list[str]) -> CommandResult | None:
+        match argv:
+            case ["stat", "-c", fmt, *paths] if all(p in self.meta for p in paths):
+                shown = [
+                    fmt.replace("%U", u).replace("%G", g).replace("%a", f"{m:o}")
+                    for u, g, m in (self.meta[p] for p in paths)
+                ]
+                return _ok(argv, "\n".join(shown))
+            case ["stat", *_]:
+                return _failed(argv)
+            case ["chown", owner, *paths]:
+                user, _, group = owner.partition(":")
+                for path in paths:
+                    self.meta[path] = (user, group, self.meta[path][2])
+            case ["chmod", mode, *paths]:
+                for path in paths:
+                    self.meta[path] = (*self.meta[path][:2], int(mode, 8))
+        return None
+
+
+def _ok(argv: list[str], out: str = "") -> CommandResult:
+    return CommandResult(tuple(argv), 0, out, "")
+
+
+def _failed(argv: list[str]) -> CommandResult:
+    return CommandResult(tuple(argv), 1, "", "failed")
+
+
+def _steps(host: FakeHost, options: ProvisionOptions | None = None) -> dict[str, Any]:
+    return {s.step: s for s in provision(host, options or ProvisionOptions())}
+
+
+def test_docker_logs_never_restart_an_engine_with_running_containers() -> None:
+    restart = ["systemctl", "restart", "docker.service"]
+    busy = _Server(running="3f2a9c1d0b7e\n")
+    first = _steps(busy)["docker-logs"]
+    assert first.status == "changed"
+    assert "applies at the next restart of docker.service" in first.detail, first.detail
+    assert restart not in busy.commands
+    written = json.loads(busy.files[files.DAEMON_JSON][0])
+    assert written["log-opts"] == {"max-size": "10m", "max-file": "5"}
+    assert _steps(busy)["docker-logs"].status == "unchanged"  # the file already matches
+    assert restart not in busy.commands
+
+    idle = _Server(running="")
+    done = _steps(idle)["docker-logs"]
+    assert (done.status, done.detail.endswith("docker restarted")) == ("changed", True)
+    assert restart in idle.commands

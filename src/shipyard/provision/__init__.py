@@ -8,7 +8,8 @@ Run over SSH as root (or a user with sudo). Each step checks before it acts and 
    distribution; Debian 12 from Docker's apt repository, the only source of Compose v2 there).
 3. ``docker-service``: docker.service enabled and running (systemd).
 4. ``tools``: docker and compose versions on the host against the minimums shipyard needs.
-5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept).
+5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept);
+   docker.service is restarted to apply it only while no container runs, else at its next restart.
 6. ``journald``: a size limit for the journal.
 7. ``deploy-user``: the deploy user, in the docker group, with the operator's authorized keys; no
    sudo rights are granted.
@@ -312,8 +313,17 @@ class _Provisioner:
             f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}"
         )
         if self.systemd and self.out("systemctl", "is-active", "docker.service") == "active":
-            self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
-            detail += "; docker restarted"
+            # A restart stops every container: only an idle engine is restarted.
+            running = self.host.run(["docker", "ps", "--quiet"], check=False, timeout=120)
+            if running.ok and not running.stdout.strip():
+                self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
+                detail += "; docker restarted"
+            else:
+                detail += (
+                    f"; written to {files.DAEMON_JSON}, applies at the next restart of "
+                    "docker.service (not restarted now: containers are running), to containers "
+                    "created after it"
+                )
         return "changed", detail
 
     def journald(self) -> tuple[Status, str]:
