@@ -412,8 +412,11 @@ class _Server(FakeHost):
         match argv:
             case ["stat", "-c", fmt, *paths] if all(p in self.meta for p in paths):
                 shown = [
-                    fmt.replace("%U", u).replace("%G", g).replace("%a", f"{m:o}")
-                    for u, g, m in (self.meta[p] for p in paths)
+                    fmt.replace("%U", u)
+                    .replace("%G", g)
+                    .replace("%a", f"{m:o}")
+                    .replace("%F", "regular file" if p in self.files else "directory")
+                    for p, (u, g, m) in ((p, self.meta[p]) for p in paths)
                 ]
                 return _ok(argv, "\n".join(shown))
             case ["stat", *_]:
@@ -456,3 +459,90 @@ def test_docker_logs_never_restart_an_engine_with_running_containers() -> None:
     done = _steps(idle)["docker-logs"]
     assert (done.status, done.detail.endswith("docker restarted")) == ("changed", True)
     assert restart in idle.commands
+
+
+_KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+_KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+_KEY_C = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBCCCC"
+# Root's authorized_keys as cloud-init writes it on Ubuntu's cloud images.
+_CLOUD_ROOT_KEYS = (
+    "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the "
+    'user \\"ubuntu\\" rather than the user \\"root\\".\';echo;sleep 10;exit 142" '
+    f"{_KEY_A} operator@laptop\n"
+)
+
+
+def test_authorized_keys_adds_login_keys_only_and_keeps_what_is_there() -> None:
+    offered = (
+        _CLOUD_ROOT_KEYS
+        + f"# a comment\n\n{_KEY_B} ci@builder\n"
+        + f'from="10.0.0.0/8,192.168.0.1",Command="x" {_KEY_C} forced\n'
+        + f'from="10.0.0.1",no-pty {_KEY_C} restricted\n'
+    ).encode()
+    content, added = files.authorized_keys(None, offered)
+    assert added == 2
+    assert content == f'{_KEY_B} ci@builder\nfrom="10.0.0.1",no-pty {_KEY_C} restricted\n'.encode()
+
+    own = f"# deploy's own\n{_KEY_B} other-comment".encode()  # no final newline
+    content, added = files.authorized_keys(own, offered)
+    assert (added, content) == (1, own + f'\nfrom="10.0.0.1",no-pty {_KEY_C} restricted\n'.encode())
+    assert files.authorized_keys(content, offered) == (content, 0)
+
+
+def test_deploy_user_gets_the_connecting_users_login_keys_owned_by_it() -> None:
+    host = _Server()
+    host.add_user("root", (_CLOUD_ROOT_KEYS + f"{_KEY_B} operator\n").encode())
+    step = _steps(host)["deploy-user"]
+    assert step.status == "changed", step.detail
+    assert host.files["/home/deploy/.ssh/authorized_keys"][0] == f"{_KEY_B} operator\n".encode()
+    assert host.meta["/home/deploy/.ssh/authorized_keys"] == ("deploy", "deploy", 0o600)
+    assert host.meta["/home/deploy/.ssh"] == ("deploy", "deploy", 0o700)
+    assert _steps(host)["deploy-user"].status == "unchanged"
+
+
+def test_a_sudoers_keys_are_added_to_the_deploy_users_own() -> None:
+    host = _Server()
+    host.add_user("root", _CLOUD_ROOT_KEYS.encode())
+    host.add_user("ops", f"{_KEY_B} operator\n".encode())
+    host.add_user("deploy", f"{_KEY_C} ci\n".encode())
+    host.meta["/home/deploy/.ssh/authorized_keys"] = ("root", "root", 0o600)  # sshd refuses it
+    options = ProvisionOptions(deploy_user="deploy", connected_as="ops")
+    step = _steps(host, options)["deploy-user"]
+    assert (step.status, step.detail) == ("changed", "1 authorized key(s) of ops added"), step
+    keys = host.files["/home/deploy/.ssh/authorized_keys"][0]
+    assert keys == f"{_KEY_C} ci\n{_KEY_B} operator\n".encode()
+    assert host.meta["/home/deploy/.ssh/authorized_keys"] == ("deploy", "deploy", 0o600)
+    assert host.files["/home/ops/.ssh/authorized_keys"][0] == f"{_KEY_B} operator\n".encode()
+
+    host.meta["/home/deploy/.ssh/authorized_keys"] = ("root", "root", 0o644)
+    fixed = _steps(host, options)["deploy-user"]
+    assert fixed.status == "changed" and "set to deploy:deploy 0600" in fixed.detail, fixed
+    assert host.meta["/home/deploy/.ssh/authorized_keys"] == ("deploy", "deploy", 0o600)
+    assert _steps(host, options)["deploy-user"].status == "unchanged"
+
+
+def test_the_connecting_users_own_keys_are_never_touched() -> None:
+    """`provision --user ubuntu --sudo` on a cloud image: the deploy user defaults to ubuntu,
+    whose keys are the ones provision came in with; root's only refuse logins."""
+    host = _Server()
+    host.add_user("root", _CLOUD_ROOT_KEYS.encode())
+    host.add_user("ubuntu", f"{_KEY_A} operator@laptop\n".encode())
+    host.meta["/home/ubuntu/.ssh/authorized_keys"] = ("ubuntu", "ubuntu", 0o644)
+    step = _steps(host, ProvisionOptions(deploy_user="ubuntu", connected_as="ubuntu"))
+    assert step["deploy-user"].status == "unchanged", step["deploy-user"]
+    assert "left as they are" in step["deploy-user"].detail
+    assert host.files["/home/ubuntu/.ssh/authorized_keys"] == (
+        f"{_KEY_A} operator@laptop\n".encode(),
+        0o600,
+    )
+    assert host.meta["/home/ubuntu/.ssh/authorized_keys"] == ("ubuntu", "ubuntu", 0o644)
+    assert not any("/home/ubuntu/.ssh" in " ".join(c) for c in host.commands)
+
+
+def test_no_login_key_for_the_deploy_user_fails_the_step() -> None:
+    host = _Server()
+    host.add_user("root", _CLOUD_ROOT_KEYS.encode())
+    step = _steps(host)["deploy-user"]
+    assert step.status == "failed"
+    assert "no login key" in step.detail and "forced command" in step.detail
+    assert "/home/deploy/.ssh/authorized_keys" not in host.files

@@ -11,8 +11,11 @@ Run over SSH as root (or a user with sudo). Each step checks before it acts and 
 5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept);
    docker.service is restarted to apply it only while no container runs, else at its next restart.
 6. ``journald``: a size limit for the journal.
-7. ``deploy-user``: the deploy user, in the docker group, with the operator's authorized keys; no
-   sudo rights are granted.
+7. ``deploy-user``: the deploy user, in the docker group; no sudo rights are granted. It is given
+   the login keys it lacks from the authorized_keys of the user provision connects as (root's, or
+   the sudoer's own), never a key with a forced command (cloud images' "Please login as the user
+   …" lines for root); its own keys are kept, and when provision connects as the deploy user
+   itself its keys are left alone. ~/.ssh is made its own, 0700, and authorized_keys 0600.
 8. ``state-dirs``: /var/lib/shipyard (0750) and its snapshots directory (0700), owned by it.
 9. ``firewall``: an nftables table of its own allowing inbound TCP on SSH, 80 and 443 only,
    loaded now and at boot by ``shipyard-firewall.service``.
@@ -71,6 +74,7 @@ class ProvisionError(ShipyardError):
 @dataclass(frozen=True)
 class ProvisionOptions:
     deploy_user: str = "deploy"
+    connected_as: str = "root"  # the SSH user provision runs as: its login keys go to deploy_user
     ssh_port: int = 22
     state_dir: str = "/var/lib/shipyard"
     journal_max_use: str = "500M"
@@ -345,20 +349,52 @@ class _Provisioner:
         if "docker" not in self.out("id", "-nG", user).split():
             self.host.run(["usermod", "--append", "--groups", "docker", user])
             done.append("added to the docker group")
-        home = self.out("sh", "-c", f"getent passwd {shlex.quote(user)} | cut -d: -f6")
-        keys = self.host.get(PurePosixPath("/root/.ssh/authorized_keys"))
-        if keys and home:
-            target = PurePosixPath(home) / ".ssh" / "authorized_keys"
-            if self.host.get(target) != keys:
-                self.host.put(target, keys, mode=0o600)
-                done.append("authorized keys copied from root")
-            ssh_dir = str(target.parent)
-            if self.out("stat", "-c", "%U %a", ssh_dir) != f"{user} 700":
-                self.host.run(["chown", "-R", f"{user}:{user}", ssh_dir])
-                self.host.run(["chmod", "0700", ssh_dir])
-        return ("changed" if done else "unchanged"), "; ".join(
-            done
-        ) or f"{user} in group docker, no sudo"
+        kept = []
+        if user == self.options.connected_as:  # the keys provision came in with: left alone
+            kept.append(f"authorized keys of {user} left as they are (provision connects as it)")
+        else:
+            done += self.authorized_keys(user)
+        status: Status = "changed" if done else "unchanged"
+        return status, "; ".join((done or [f"{user} in group docker, no sudo"]) + kept)
+
+    def authorized_keys(self, user: str) -> list[str]:
+        """Add the login keys of the user provision connects as that ``user`` lacks; what was done."""
+        source_user = self.options.connected_as
+        source, home = self.home_of(source_user), self.home_of(user)
+        ssh_dir = home / ".ssh"
+        target = ssh_dir / "authorized_keys"
+        if "symbolic link" in self.out("stat", "-c", "%F", str(ssh_dir), str(target)):
+            raise ProvisionError(
+                f"{ssh_dir} or {target} is a symbolic link: provision does not write through it",
+                hint=f"replace it with a directory and a file owned by {user}",
+            )
+        offered = self.host.get(source / ".ssh" / "authorized_keys") or b""
+        current = self.host.get(target)
+        content, added = files.authorized_keys(current, offered)
+        done = []
+        if added:
+            self.host.put(target, content, mode=0o600)
+            done.append(f"{added} authorized key(s) of {source_user} added")
+        elif current is None:
+            raise ProvisionError(
+                f"{user} has no authorized keys and {source / '.ssh/authorized_keys'} has no "
+                "login key to give it (keys with a forced command are not copied)",
+                hint=f"add the key deploys use to {target}, owned by {user}, mode 0600",
+            )
+        wanted = f"{user}:{user} 700\n{user}:{user} 600"
+        if self.out("stat", "-c", "%U:%G %a", str(ssh_dir), str(target)) != wanted:
+            self.host.run(["chown", f"{user}:{user}", str(ssh_dir), str(target)])
+            self.host.run(["chmod", "0700", str(ssh_dir)])
+            self.host.run(["chmod", "0600", str(target)])
+            if not added:
+                done.append(f"{target} set to {user}:{user} 0600")
+        return done
+
+    def home_of(self, user: str) -> PurePosixPath:
+        entry = self.out("getent", "passwd", user).split(":")  # name:pw:uid:gid:gecos:home:shell
+        if len(entry) != 7 or not entry[5].startswith("/"):  # noqa: PLR2004
+            raise ProvisionError(f"{user} has no home directory in the password database")
+        return PurePosixPath(entry[5])
 
     def state_dirs(self) -> tuple[Status, str]:
         user = self.options.deploy_user
