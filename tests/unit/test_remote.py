@@ -6,7 +6,7 @@ import configparser
 import json
 import shlex
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -17,8 +17,8 @@ from shipyard.delivery import deliver
 from shipyard.deploy import across_nodes, rollout_error
 from shipyard.docker import parse_image
 from shipyard.errors import ConfigError, HostUnreachable, ShipyardError
-from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
-from shipyard.provision import ProvisionOptions, provision
+from shipyard.hosts import CommandResult, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.provision import ProvisionOptions, SudoHost, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
 from tests.bad_configs import ENV_FILE, VALID, BadConfig, write
@@ -546,3 +546,62 @@ def test_no_login_key_for_the_deploy_user_fails_the_step() -> None:
     assert step.status == "failed"
     assert "no login key" in step.detail and "forced command" in step.detail
     assert "/home/deploy/.ssh/authorized_keys" not in host.files
+
+
+class _EnvRecordingHost(FakeHost):
+    def __init__(self) -> None:
+        super().__init__()
+        self.envs: list[Mapping[str, str] | None] = []
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        self.envs.append(kwargs.get("env"))
+        return super().run(argv, **kwargs)
+
+
+def test_sudo_keeps_the_environment_names_in_argv_and_values_out_of_it() -> None:
+    inner = _EnvRecordingHost()
+    host = SudoHost(inner)
+    host.run(["pg_dump", "shop"], env={"PGPASSWORD": "hunter2-db", "PGUSER": "shop"})
+    host.run(["id", "-u"])
+    assert inner.commands == [
+        ["sudo", "-n", "--preserve-env=PGPASSWORD,PGUSER", "--", "pg_dump", "shop"],
+        ["sudo", "-n", "--", "id", "-u"],
+    ]
+    assert inner.envs == [{"PGPASSWORD": "hunter2-db", "PGUSER": "shop"}, None]
+
+
+class _LocalSudo(LocalHost):
+    """This machine, where `sudo -n --` is dropped: SudoHost's scripts run for real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        assert list(argv[:2]) == ["sudo", "-n"]
+        self.commands.append(list(argv))
+        return super().run(argv[list(argv).index("--") + 1 :], **kwargs)
+
+
+def test_sudo_host_moves_files_with_the_shared_scripts(tmp_path: Path) -> None:
+    host = SudoHost(_LocalSudo())
+    target = PurePosixPath(tmp_path / "new" / "dir" / "file")
+    host.put(target, b"\x00binary\nand text", mode=0o640)
+    assert Path(target).read_bytes() == b"\x00binary\nand text"
+    assert Path(target).stat().st_mode & 0o777 == 0o640
+    assert Path(target).parent.stat().st_mode & 0o777 == 0o700
+    assert host.get(target) == b"\x00binary\nand text"
+    assert host.get(PurePosixPath(tmp_path / "missing")) is None
+
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    (source / "Caddyfile").write_text("new")
+    (source / "compose.yml").write_text("services: {}\n")
+    (destination / "Caddyfile").write_text("old")
+    (destination / "stale.yml").write_text("from an earlier release")
+    host.put_tree(source, PurePosixPath(destination))
+    assert {p.name: p.read_text() for p in destination.iterdir()} == {
+        "Caddyfile": "new",
+        "compose.yml": "services: {}\n",
+    }

@@ -26,14 +26,22 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from shipyard.errors import CommandFailed, ShipyardError
-from shipyard.hosts import CommandResult, Host, streaming_script
+from shipyard.hosts import (
+    ABSENT_EXIT,
+    CommandResult,
+    Host,
+    get_script,
+    put_script,
+    put_tree_script,
+    streaming_script,
+    tree_archive,
+)
 from shipyard.provision import _files as files
 
 __all__ = [
@@ -93,7 +101,12 @@ class StepResult:
 
 
 class SudoHost:
-    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up)."""
+    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up).
+
+    sudo resets the environment: the names of ``env`` are passed with ``--preserve-env`` (their
+    values travel as ``inner`` sends environments, never in argv). Files move with the same
+    scripts as ``SSHHost``'s, run as root.
+    """
 
     def __init__(self, host: Host) -> None:
         self.inner = host
@@ -112,8 +125,11 @@ class SudoHost:
         check: bool = True,
         cwd: str | None = None,
     ) -> CommandResult:
+        sudo = ["sudo", "-n"]
+        if env:
+            sudo.append("--preserve-env=" + ",".join(env))
         return self.inner.run(
-            ["sudo", "-n", "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
+            [*sudo, "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
         )
 
     def run_streaming(
@@ -134,29 +150,18 @@ class SudoHost:
         return result
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        parent, target = shlex.quote(str(path.parent)), shlex.quote(str(path))
-        script = (
-            f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/.shipyard.XXXXXX) && "
-            f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
-            f'|| {{ rm -f "$tmp"; exit 1; }}'
-        )
-        self.run(["sh", "-c", script], stdin=data)
+        self.run(["sh", "-c", put_script(path, mode)], stdin=data)
 
     def get(self, path: PurePosixPath) -> bytes | None:
-        quoted = shlex.quote(str(path))
-        result = self.run(
-            ["sh", "-c", f"if [ -e {quoted} ]; then cat {quoted}; else exit 3; fi"], check=False
-        )
-        if result.returncode == 3:  # noqa: PLR2004
+        result = self.run(["sh", "-c", get_script(path)], check=False)
+        if result.returncode == ABSENT_EXIT:
             return None
         if not result.ok:
             raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
         return result.stdout.encode()
 
     def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        for item in sorted(source.iterdir()):
-            if item.is_file():
-                self.put(destination / item.name, item.read_bytes(), mode=0o644)
+        self.run(["sh", "-c", put_tree_script(destination)], stdin=tree_archive(source))
 
     def tunnel(self, port: int) -> int:
         return self.inner.tunnel(port)
