@@ -213,7 +213,11 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     assert "docker" in host.sh("id -nG deploy").split()
     assert "sudo" not in host.sh("id -nG deploy").split()
     assert host.sh("grep -rs deploy /etc/sudoers /etc/sudoers.d || true") == ""
-    assert host.sh("stat -c '%U %a' /home/deploy/.ssh/authorized_keys") == "deploy 600"
+    assert host.sh("stat -c '%U:%G %a' /home/deploy/.ssh") == "deploy:deploy 700"
+    assert host.sh("stat -c '%U:%G %a' /home/deploy/.ssh/authorized_keys") == "deploy:deploy 600"
+    operator_key = fresh_host.client_key.with_suffix(".pub").read_text().split()[1]
+    deploy_keys = host.sh("cat /home/deploy/.ssh/authorized_keys").splitlines()
+    assert [line.split()[1] for line in deploy_keys] == [operator_key], deploy_keys
     # State and snapshot directories with tight modes.
     assert host.sh("stat -c '%U:%G %a' /var/lib/shipyard") == "deploy:deploy 750"
     assert host.sh("stat -c '%U:%G %a' /var/lib/shipyard/snapshots") == "deploy:deploy 700"

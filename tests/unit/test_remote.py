@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shlex
@@ -28,9 +29,9 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.events import Bus
-from shipyard.hosts import CommandResult, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.hosts import CommandResult, LocalHost, SSHHost, SSHSettings, parse_ssh_target
 from shipyard.providers._docker import DockerSteps
-from shipyard.provision import ProvisionOptions, provision
+from shipyard.provision import ProvisionOptions, SudoHost, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
 from shipyard.state import StateStore
@@ -164,6 +165,23 @@ def test_firewall_allows_only_ssh_http_https() -> None:
     assert "tcp dport { 22, 80, 443 } accept" in rules
     assert "flush ruleset" not in rules  # Docker's own tables are left alone
     assert "delete table inet shipyard_filter" in rules  # reloads replace, never duplicate
+    assert "meta l4proto { icmp, ipv6-icmp } accept" in rules  # IPv6 neighbour discovery
+    # DHCPv6 replies come from a link-local server to the solicit's multicast: not "related".
+    assert "ip6 saddr fe80::/10 udp sport 547 udp dport 546 accept" in rules
+
+
+def test_firewall_unit_loads_before_the_network_without_an_ordering_cycle() -> None:
+    """Ordered as Debian's nftables.service: default dependencies would order it after
+    sysinit.target, which cloud-init hosts order after network-pre.target (a cycle)."""
+    unit = configparser.ConfigParser(strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(files.firewall_unit())
+    section = unit["Unit"]
+    assert section["DefaultDependencies"] == "no"
+    assert section["Wants"].split() == ["network-pre.target"]
+    assert set(section["Before"].split()) == {"network-pre.target", "shutdown.target"}
+    assert section["Conflicts"].split() == ["shutdown.target"]
+    assert "After" not in section
 
 
 def test_docker_daemon_json_keeps_other_settings() -> None:
@@ -598,3 +616,261 @@ def test_a_signal_during_a_parallel_rollout_lets_running_nodes_finish_and_starts
     assert sorted(started) == ["a", "b"] and sorted(finished) == ["a", "b"]
     assert "interrupted by SIGTERM" in stopped.value.message
     assert "done on: a, b" in stopped.value.message and "not started on: c" in stopped.value.message
+
+
+_UBUNTU = b'PRETTY_NAME="Ubuntu 24.04.2 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'
+_INSTALLED = {
+    ("id", "-u"): "0",
+    ("docker", "version", "--format", "{{.Client.Version}}"): "27.5.1",
+    ("docker", "compose", "version", "--short"): "2.33.0",
+}
+
+
+class _Server(FakeHost):
+    """An Ubuntu 24.04 server with Docker installed and running, as provision sees it (as root):
+    users with their homes, and each path's owner, group and mode."""
+
+    def __init__(self, *, running: str = "") -> None:
+        super().__init__(respond=self._answer)
+        self.running = running  # what `docker ps --quiet` prints
+        self.homes = {"root": "/root"}
+        self.meta: dict[str, tuple[str, str, int]] = {}  # path → (owner, group, mode)
+        self.files["/etc/os-release"] = (_UBUNTU, 0o644)
+
+    def add_user(self, user: str, keys: bytes | None = None) -> None:
+        self.homes[user] = "/root" if user == "root" else f"/home/{user}"
+        if keys is not None:
+            path = f"{self.homes[user]}/.ssh/authorized_keys"
+            self.files[path] = (keys, 0o600)
+            self.meta[path] = (user, user, 0o600)
+            self.meta[f"{self.homes[user]}/.ssh"] = (user, user, 0o700)
+
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        super().put(path, data, mode=mode)
+        self.meta.setdefault(str(path.parent), ("root", "root", 0o700))  # umask 077
+        self.meta[str(path)] = ("root", "root", mode)
+
+    def _answer(self, argv: list[str]) -> CommandResult | None:
+        fixed = _INSTALLED.get(tuple(argv))
+        if fixed is not None:
+            return _ok(argv, fixed)
+        match argv:
+            case ["dpkg-query", "-W", "-f", _, *packages]:
+                return _ok(argv, "\n".join(f"{p} ii" for p in packages))
+            case ["docker", "ps", "--quiet"]:
+                return _ok(argv, self.running)
+            case ["systemctl", "is-active" | "is-enabled" as question, _]:
+                return _ok(argv, "active" if question == "is-active" else "enabled")
+        return self._users(argv) or self._paths(argv)
+
+    def _users(self, argv: list[str]) -> CommandResult | None:
+        match argv:
+            case ["id", "-u", user]:
+                return _ok(argv, "1000") if user in self.homes else _failed(argv)
+            case ["id", "-nG", user]:
+                return _ok(argv, f"{user} docker")
+            case ["getent", "passwd", user] if user in self.homes:
+                return _ok(argv, f"{user}:x:1000:1000::{self.homes[user]}:/bin/bash\n")
+            case ["getent", "passwd", _]:
+                return _failed(argv)
+            case ["useradd", *_, user]:
+                self.homes[user] = f"/home/{user}"
+        return None
+
+    def _paths(self, argv: list[str]) -> CommandResult | None:
+        match argv:
+            case ["stat", "-c", fmt, *paths] if all(p in self.meta for p in paths):
+                shown = [
+                    fmt.replace("%U", u)
+                    .replace("%G", g)
+                    .replace("%a", f"{m:o}")
+                    .replace("%F", "regular file" if p in self.files else "directory")
+                    for p, (u, g, m) in ((p, self.meta[p]) for p in paths)
+                ]
+                return _ok(argv, "\n".join(shown))
+            case ["stat", *_]:
+                return _failed(argv)
+            case ["chown", owner, *paths]:
+                user, _, group = owner.partition(":")
+                for path in paths:
+                    self.meta[path] = (user, group, self.meta[path][2])
+            case ["chmod", mode, *paths]:
+                for path in paths:
+                    self.meta[path] = (*self.meta[path][:2], int(mode, 8))
+        return None
+
+
+def _ok(argv: list[str], out: str = "") -> CommandResult:
+    return CommandResult(tuple(argv), 0, out, "")
+
+
+def _failed(argv: list[str]) -> CommandResult:
+    return CommandResult(tuple(argv), 1, "", "failed")
+
+
+def _provisioned(host: FakeHost, options: ProvisionOptions | None = None) -> dict[str, Any]:
+    return {s.step: s for s in provision(host, options or ProvisionOptions())}
+
+
+def test_docker_logs_never_restart_an_engine_with_running_containers() -> None:
+    restart = ["systemctl", "restart", "docker.service"]
+    busy = _Server(running="3f2a9c1d0b7e\n")
+    first = _provisioned(busy)["docker-logs"]
+    assert first.status == "changed"
+    assert "applies at the next restart of docker.service" in first.detail, first.detail
+    assert restart not in busy.commands
+    written = json.loads(busy.files[files.DAEMON_JSON][0])
+    assert written["log-opts"] == {"max-size": "10m", "max-file": "5"}
+    assert _provisioned(busy)["docker-logs"].status == "unchanged"  # the file already matches
+    assert restart not in busy.commands
+
+    idle = _Server(running="")
+    done = _provisioned(idle)["docker-logs"]
+    assert (done.status, done.detail.endswith("docker restarted")) == ("changed", True)
+    assert restart in idle.commands
+
+
+_KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+_KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB"
+_KEY_C = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBCCCC"
+# Root's authorized_keys as cloud-init writes it on Ubuntu's cloud images.
+_CLOUD_ROOT_KEYS = (
+    "no-port-forwarding,no-agent-forwarding,no-X11-forwarding,command=\"echo 'Please login as the "
+    'user \\"ubuntu\\" rather than the user \\"root\\".\';echo;sleep 10;exit 142" '
+    f"{_KEY_A} operator@laptop\n"
+)
+
+
+def test_authorized_keys_adds_login_keys_only_and_keeps_what_is_there() -> None:
+    offered = (
+        _CLOUD_ROOT_KEYS
+        + f"# a comment\n\n{_KEY_B} ci@builder\n"
+        + f'from="10.0.0.0/8,192.168.0.1",Command="x" {_KEY_C} forced\n'
+        + f'from="10.0.0.1",no-pty {_KEY_C} restricted\n'
+    ).encode()
+    content, added = files.authorized_keys(None, offered)
+    assert added == 2
+    assert content == f'{_KEY_B} ci@builder\nfrom="10.0.0.1",no-pty {_KEY_C} restricted\n'.encode()
+
+    own = f"# deploy's own\n{_KEY_B} other-comment".encode()  # no final newline
+    content, added = files.authorized_keys(own, offered)
+    assert (added, content) == (1, own + f'\nfrom="10.0.0.1",no-pty {_KEY_C} restricted\n'.encode())
+    assert files.authorized_keys(content, offered) == (content, 0)
+
+
+def test_deploy_user_gets_the_connecting_users_login_keys_owned_by_it() -> None:
+    host = _Server()
+    host.add_user("root", (_CLOUD_ROOT_KEYS + f"{_KEY_B} operator\n").encode())
+    step = _provisioned(host)["deploy-user"]
+    assert step.status == "changed", step.detail
+    assert host.files["/home/deploy/.ssh/authorized_keys"][0] == f"{_KEY_B} operator\n".encode()
+    assert host.meta["/home/deploy/.ssh/authorized_keys"] == ("deploy", "deploy", 0o600)
+    assert host.meta["/home/deploy/.ssh"] == ("deploy", "deploy", 0o700)
+    assert _provisioned(host)["deploy-user"].status == "unchanged"
+
+
+def test_a_sudoers_keys_are_added_to_the_deploy_users_own() -> None:
+    host = _Server()
+    host.add_user("root", _CLOUD_ROOT_KEYS.encode())
+    host.add_user("ops", f"{_KEY_B} operator\n".encode())
+    host.add_user("deploy", f"{_KEY_C} ci\n".encode())
+    host.meta["/home/deploy/.ssh/authorized_keys"] = ("root", "root", 0o600)  # sshd refuses it
+    options = ProvisionOptions(deploy_user="deploy", connected_as="ops")
+    step = _provisioned(host, options)["deploy-user"]
+    assert (step.status, step.detail) == ("changed", "1 authorized key(s) of ops added"), step
+    keys = host.files["/home/deploy/.ssh/authorized_keys"][0]
+    assert keys == f"{_KEY_C} ci\n{_KEY_B} operator\n".encode()
+    assert host.meta["/home/deploy/.ssh/authorized_keys"] == ("deploy", "deploy", 0o600)
+    assert host.files["/home/ops/.ssh/authorized_keys"][0] == f"{_KEY_B} operator\n".encode()
+
+    host.meta["/home/deploy/.ssh/authorized_keys"] = ("root", "root", 0o644)
+    fixed = _provisioned(host, options)["deploy-user"]
+    assert fixed.status == "changed" and "set to deploy:deploy 0600" in fixed.detail, fixed
+    assert host.meta["/home/deploy/.ssh/authorized_keys"] == ("deploy", "deploy", 0o600)
+    assert _provisioned(host, options)["deploy-user"].status == "unchanged"
+
+
+def test_the_connecting_users_own_keys_are_never_touched() -> None:
+    """`provision --user ubuntu --sudo` on a cloud image: the deploy user defaults to ubuntu,
+    whose keys are the ones provision came in with; root's only refuse logins."""
+    host = _Server()
+    host.add_user("root", _CLOUD_ROOT_KEYS.encode())
+    host.add_user("ubuntu", f"{_KEY_A} operator@laptop\n".encode())
+    host.meta["/home/ubuntu/.ssh/authorized_keys"] = ("ubuntu", "ubuntu", 0o644)
+    step = _provisioned(host, ProvisionOptions(deploy_user="ubuntu", connected_as="ubuntu"))
+    assert step["deploy-user"].status == "unchanged", step["deploy-user"]
+    assert "left as they are" in step["deploy-user"].detail
+    assert host.files["/home/ubuntu/.ssh/authorized_keys"] == (
+        f"{_KEY_A} operator@laptop\n".encode(),
+        0o600,
+    )
+    assert host.meta["/home/ubuntu/.ssh/authorized_keys"] == ("ubuntu", "ubuntu", 0o644)
+    assert not any("/home/ubuntu/.ssh" in " ".join(c) for c in host.commands)
+
+
+def test_no_login_key_for_the_deploy_user_fails_the_step() -> None:
+    host = _Server()
+    host.add_user("root", _CLOUD_ROOT_KEYS.encode())
+    step = _provisioned(host)["deploy-user"]
+    assert step.status == "failed"
+    assert "no login key" in step.detail and "forced command" in step.detail
+    assert "/home/deploy/.ssh/authorized_keys" not in host.files
+
+
+class _EnvRecordingHost(FakeHost):
+    def __init__(self) -> None:
+        super().__init__()
+        self.envs: list[Mapping[str, str] | None] = []
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        self.envs.append(kwargs.get("env"))
+        return super().run(argv, **kwargs)
+
+
+def test_sudo_keeps_the_environment_names_in_argv_and_values_out_of_it() -> None:
+    inner = _EnvRecordingHost()
+    host = SudoHost(inner)
+    host.run(["pg_dump", "shop"], env={"PGPASSWORD": "hunter2-db", "PGUSER": "shop"})
+    host.run(["id", "-u"])
+    assert inner.commands == [
+        ["sudo", "-n", "--preserve-env=PGPASSWORD,PGUSER", "--", "pg_dump", "shop"],
+        ["sudo", "-n", "--", "id", "-u"],
+    ]
+    assert inner.envs == [{"PGPASSWORD": "hunter2-db", "PGUSER": "shop"}, None]
+
+
+class _LocalSudo(LocalHost):
+    """This machine, where `sudo -n --` is dropped: SudoHost's scripts run for real."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.commands: list[list[str]] = []
+
+    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
+        assert list(argv[:2]) == ["sudo", "-n"]
+        self.commands.append(list(argv))
+        return super().run(argv[list(argv).index("--") + 1 :], **kwargs)
+
+
+def test_sudo_host_moves_files_with_the_shared_scripts(tmp_path: Path) -> None:
+    host = SudoHost(_LocalSudo())
+    target = PurePosixPath(tmp_path / "new" / "dir" / "file")
+    host.put(target, b"\x00binary\nand text", mode=0o640)
+    assert Path(target).read_bytes() == b"\x00binary\nand text"
+    assert Path(target).stat().st_mode & 0o777 == 0o640
+    assert Path(target).parent.stat().st_mode & 0o777 == 0o700
+    assert host.get(target) == b"\x00binary\nand text"
+    assert host.get(PurePosixPath(tmp_path / "missing")) is None
+
+    source, destination = tmp_path / "source", tmp_path / "destination"
+    source.mkdir()
+    destination.mkdir()
+    (source / "Caddyfile").write_text("new")
+    (source / "compose.yml").write_text("services: {}\n")
+    (destination / "Caddyfile").write_text("old")
+    (destination / "stale.yml").write_text("from an earlier release")
+    host.put_tree(source, PurePosixPath(destination))
+    assert {p.name: p.read_text() for p in destination.iterdir()} == {
+        "Caddyfile": "new",
+        "compose.yml": "services: {}\n",
+    }

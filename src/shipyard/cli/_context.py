@@ -98,6 +98,7 @@ def run_provision(
         options = ProvisionOptions(
             deploy_user=deploy_user
             or (target.user if target.user not in (None, "root") else "deploy"),
+            connected_as=user,
             ssh_port=target.port,
             state_dir=config.deploy.state_dir or "/var/lib/shipyard",
         )

@@ -2,7 +2,8 @@
 
 ``Host`` is the seam every other part goes through: no code assumes the operator's machine is the
 server. ``LocalHost`` is the machine shipyard runs on; ``SSHHost`` is any other machine, reached
-with the system's OpenSSH client.
+with the system's OpenSSH client. The shell scripts that move files on a remote host are shared
+by every host that runs commands through a remote shell (``put_script`` and its kin).
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from typing import Protocol
 
 from shipyard.errors import CommandFailed, HostUnreachable
 from shipyard.hosts._result import CommandResult
+from shipyard.hosts._scripts import (
+    ABSENT_EXIT,
+    get_script,
+    put_script,
+    put_tree_script,
+    streaming_script,
+    tree_archive,
+)
 from shipyard.hosts._ssh import (
     MIN_OPENSSH,
     SSHHost,
@@ -24,11 +33,11 @@ from shipyard.hosts._ssh import (
     SSHTarget,
     openssh_version,
     parse_ssh_target,
-    streaming_script,
 )
 from shipyard.secrets import Masker
 
 __all__ = [
+    "ABSENT_EXIT",
     "MIN_OPENSSH",
     "CommandResult",
     "Host",
@@ -36,9 +45,13 @@ __all__ = [
     "SSHHost",
     "SSHSettings",
     "SSHTarget",
+    "get_script",
     "openssh_version",
     "parse_ssh_target",
+    "put_script",
+    "put_tree_script",
     "streaming_script",
+    "tree_archive",
 ]
 
 

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
 import re
 import secrets
 import shlex
 import shutil
 import socket
 import subprocess
-import tarfile
 import tempfile
 import threading
 import time
@@ -38,6 +36,14 @@ from shipyard.errors import (
     ToolTooOld,
 )
 from shipyard.hosts._result import CommandResult
+from shipyard.hosts._scripts import (
+    ABSENT_EXIT,
+    get_script,
+    put_script,
+    put_tree_script,
+    streaming_script,
+    tree_archive,
+)
 from shipyard.secrets import Masker
 
 __all__ = [
@@ -47,7 +53,6 @@ __all__ = [
     "SSHTarget",
     "openssh_version",
     "parse_ssh_target",
-    "streaming_script",
 ]
 
 _DEFAULT_PORT = 22
@@ -445,32 +450,21 @@ class SSHHost:
 
     # -- files -------------------------------------------------------------------------------------
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        parent, name = shlex.quote(str(path.parent)), shlex.quote(f".{path.name}.")
-        target = shlex.quote(str(path))
-        # umask 077: new parents are 0700; the file is written beside its target, then renamed.
-        script = (
-            f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/{name}XXXXXX) && "
-            f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
-            f'|| {{ rm -f "$tmp"; exit 1; }}'
-        )
-        self._shell(script, stdin=data)
+        self._shell(put_script(path, mode), stdin=data)
 
     def _shell(self, script: str, *, stdin: bytes | None = None) -> CommandResult:
         return self.run(["sh", "-c", script], stdin=stdin if stdin is not None else b"")
 
     def get(self, path: PurePosixPath) -> bytes | None:
-        quoted = shlex.quote(str(path))
-        # Exit 3 means "absent", anything else non-zero is a real failure.
         self.connect()
-        command = f"if [ -e {quoted} ]; then exec cat {quoted}; else exit 3; fi"
         proc = subprocess.run(
-            [*self.ssh_argv("--", self.target.host), command],
+            [*self.ssh_argv("--", self.target.host), get_script(path)],
             capture_output=True,
             stdin=subprocess.DEVNULL,
             timeout=300,
             check=False,
         )
-        if proc.returncode == 3:  # noqa: PLR2004
+        if proc.returncode == ABSENT_EXIT:
             return None
         if proc.returncode != 0:
             stderr = proc.stderr.decode(errors="replace")
@@ -480,20 +474,7 @@ class SSHHost:
         return proc.stdout
 
     def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as archive:
-            for item in sorted(source.iterdir()):
-                if item.is_file():
-                    info = archive.gettarinfo(str(item), arcname=item.name)
-                    info.mode, info.uid, info.gid, info.uname, info.gname = 0o644, 0, 0, "", ""
-                    with item.open("rb") as handle:
-                        archive.addfile(info, handle)
-        target = shlex.quote(str(destination))
-        self._shell(
-            f"mkdir -p {target} && find {target} -maxdepth 1 -type f -delete && "
-            f"tar -x --no-same-owner -f - -C {target}",
-            stdin=buffer.getvalue(),
-        )
+        self._shell(put_tree_script(destination), stdin=tree_archive(source))
 
     # -- network -------------------------------------------------------------------------------------
     def tunnel(self, port: int) -> int:
@@ -539,32 +520,6 @@ def _lost_connection(stderr: str) -> bool:
         any(marker in stderr for marker in _CONNECT_FAILURES)
         or _CHANGED_KEY in stderr
         or any(marker in stderr for marker in _UNKNOWN_KEY)
-    )
-
-
-def streaming_script(
-    argv: Sequence[str],
-    *,
-    stdin_path: PurePosixPath | None,
-    stdout_path: PurePosixPath | None,
-    mode: int,
-) -> str:
-    """A POSIX shell script running ``argv`` with its stdin and/or stdout bound to files on the
-    host: the output file is created with ``mode`` before anything is written, synced to disk on
-    success and removed on any failure (a full disk included)."""
-    command = shlex.join(argv)
-    if stdin_path is not None:
-        command += f" < {shlex.quote(str(stdin_path))}"
-    else:
-        command += " < /dev/null"
-    if stdout_path is None:
-        return command
-    out = shlex.quote(str(stdout_path))
-    return (
-        f"umask 077; : > {out} && chmod {mode:o} {out} || exit 1; "
-        f"{command} > {out}; rc=$?; "
-        f'if [ "$rc" -eq 0 ]; then sync {out} || rc=$?; fi; '
-        f'[ "$rc" -eq 0 ] || rm -f {out}; exit "$rc"'
     )
 
 

@@ -8,10 +8,14 @@ Run over SSH as root (or a user with sudo). Each step checks before it acts and 
    distribution; Debian 12 from Docker's apt repository, the only source of Compose v2 there).
 3. ``docker-service``: docker.service enabled and running (systemd).
 4. ``tools``: docker and compose versions on the host against the minimums shipyard needs.
-5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept).
+5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept);
+   docker.service is restarted to apply it only while no container runs, else at its next restart.
 6. ``journald``: a size limit for the journal.
-7. ``deploy-user``: the deploy user, in the docker group, with the operator's authorized keys; no
-   sudo rights are granted.
+7. ``deploy-user``: the deploy user, in the docker group; no sudo rights are granted. It is given
+   the login keys it lacks from the authorized_keys of the user provision connects as (root's, or
+   the sudoer's own), never a key with a forced command (cloud images' "Please login as the user
+   …" lines for root); its own keys are kept, and when provision connects as the deploy user
+   itself its keys are left alone. ~/.ssh is made its own, 0700, and authorized_keys 0600.
 8. ``state-dirs``: /var/lib/shipyard (0750) and its snapshots directory (0700), owned by it.
 9. ``firewall``: an nftables table of its own allowing inbound TCP on SSH, 80 and 443 only,
    loaded now and at boot by ``shipyard-firewall.service``.
@@ -22,14 +26,23 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from shipyard.docker import MIN_COMPOSE, MIN_DOCKER
 from shipyard.errors import CommandFailed, ShipyardError
-from shipyard.hosts import CommandResult, Host, streaming_script
+from shipyard.hosts import (
+    ABSENT_EXIT,
+    CommandResult,
+    Host,
+    get_script,
+    put_script,
+    put_tree_script,
+    streaming_script,
+    tree_archive,
+)
 from shipyard.provision import _files as files
 
 __all__ = [
@@ -41,8 +54,6 @@ __all__ = [
 ]
 
 Status = Literal["changed", "unchanged", "failed"]
-MIN_DOCKER = (20, 10)
-MIN_COMPOSE = (2, 24)
 
 _PACKAGES: dict[tuple[str, str], list[str]] = {
     ("debian", "13"): ["docker.io", "docker-cli", "docker-compose", "nftables", "ca-certificates"],
@@ -70,6 +81,7 @@ class ProvisionError(ShipyardError):
 @dataclass(frozen=True)
 class ProvisionOptions:
     deploy_user: str = "deploy"
+    connected_as: str = "root"  # the SSH user provision runs as: its login keys go to deploy_user
     ssh_port: int = 22
     state_dir: str = "/var/lib/shipyard"
     journal_max_use: str = "500M"
@@ -88,7 +100,12 @@ class StepResult:
 
 
 class SudoHost:
-    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up)."""
+    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up).
+
+    sudo resets the environment: the names of ``env`` are passed with ``--preserve-env`` (their
+    values travel as ``inner`` sends environments, never in argv). Files move with the same
+    scripts as ``SSHHost``'s, run as root.
+    """
 
     def __init__(self, host: Host) -> None:
         self.inner = host
@@ -107,8 +124,11 @@ class SudoHost:
         check: bool = True,
         cwd: str | None = None,
     ) -> CommandResult:
+        sudo = ["sudo", "-n"]
+        if env:
+            sudo.append("--preserve-env=" + ",".join(env))
         return self.inner.run(
-            ["sudo", "-n", "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
+            [*sudo, "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
         )
 
     def run_streaming(
@@ -129,29 +149,18 @@ class SudoHost:
         return result
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        parent, target = shlex.quote(str(path.parent)), shlex.quote(str(path))
-        script = (
-            f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/.shipyard.XXXXXX) && "
-            f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
-            f'|| {{ rm -f "$tmp"; exit 1; }}'
-        )
-        self.run(["sh", "-c", script], stdin=data)
+        self.run(["sh", "-c", put_script(path, mode)], stdin=data)
 
     def get(self, path: PurePosixPath) -> bytes | None:
-        quoted = shlex.quote(str(path))
-        result = self.run(
-            ["sh", "-c", f"if [ -e {quoted} ]; then cat {quoted}; else exit 3; fi"], check=False
-        )
-        if result.returncode == 3:  # noqa: PLR2004
+        result = self.run(["sh", "-c", get_script(path)], check=False)
+        if result.returncode == ABSENT_EXIT:
             return None
         if not result.ok:
             raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
         return result.stdout.encode()
 
     def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        for item in sorted(source.iterdir()):
-            if item.is_file():
-                self.put(destination / item.name, item.read_bytes(), mode=0o644)
+        self.run(["sh", "-c", put_tree_script(destination)], stdin=tree_archive(source))
 
     def tunnel(self, port: int) -> int:
         return self.inner.tunnel(port)
@@ -210,7 +219,8 @@ class _Provisioner:
             raise ProvisionError(
                 f"{self.host.name} runs {fields.get('PRETTY_NAME', 'an unknown system')}; "
                 "provision supports Debian 12, Debian 13 and Ubuntu 24.04",
-                hint="set the host up by hand: Docker ≥ 20.10, Compose v2 ≥ 2.24",
+                hint=f"set the host up by hand: Docker ≥ {_dotted(MIN_DOCKER)}, "
+                f"Compose v2 ≥ {_dotted(MIN_COMPOSE)}",
             )
         self.systemd = self.ok("test", "-d", "/run/systemd/system")
         init = "systemd running" if self.systemd else "systemd NOT running"
@@ -312,8 +322,17 @@ class _Provisioner:
             f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}"
         )
         if self.systemd and self.out("systemctl", "is-active", "docker.service") == "active":
-            self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
-            detail += "; docker restarted"
+            # A restart stops every container: only an idle engine is restarted.
+            running = self.host.run(["docker", "ps", "--quiet"], check=False, timeout=120)
+            if running.ok and not running.stdout.strip():
+                self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
+                detail += "; docker restarted"
+            else:
+                detail += (
+                    f"; written to {files.DAEMON_JSON}, applies at the next restart of "
+                    "docker.service (not restarted now: containers are running), to containers "
+                    "created after it"
+                )
         return "changed", detail
 
     def journald(self) -> tuple[Status, str]:
@@ -335,20 +354,52 @@ class _Provisioner:
         if "docker" not in self.out("id", "-nG", user).split():
             self.host.run(["usermod", "--append", "--groups", "docker", user])
             done.append("added to the docker group")
-        home = self.out("sh", "-c", f"getent passwd {shlex.quote(user)} | cut -d: -f6")
-        keys = self.host.get(PurePosixPath("/root/.ssh/authorized_keys"))
-        if keys and home:
-            target = PurePosixPath(home) / ".ssh" / "authorized_keys"
-            if self.host.get(target) != keys:
-                self.host.put(target, keys, mode=0o600)
-                done.append("authorized keys copied from root")
-            ssh_dir = str(target.parent)
-            if self.out("stat", "-c", "%U %a", ssh_dir) != f"{user} 700":
-                self.host.run(["chown", "-R", f"{user}:{user}", ssh_dir])
-                self.host.run(["chmod", "0700", ssh_dir])
-        return ("changed" if done else "unchanged"), "; ".join(
-            done
-        ) or f"{user} in group docker, no sudo"
+        kept = []
+        if user == self.options.connected_as:  # the keys provision came in with: left alone
+            kept.append(f"authorized keys of {user} left as they are (provision connects as it)")
+        else:
+            done += self.authorized_keys(user)
+        status: Status = "changed" if done else "unchanged"
+        return status, "; ".join((done or [f"{user} in group docker, no sudo"]) + kept)
+
+    def authorized_keys(self, user: str) -> list[str]:
+        """Add the login keys of the user provision connects as that ``user`` lacks; what was done."""
+        source_user = self.options.connected_as
+        source, home = self.home_of(source_user), self.home_of(user)
+        ssh_dir = home / ".ssh"
+        target = ssh_dir / "authorized_keys"
+        if "symbolic link" in self.out("stat", "-c", "%F", str(ssh_dir), str(target)):
+            raise ProvisionError(
+                f"{ssh_dir} or {target} is a symbolic link: provision does not write through it",
+                hint=f"replace it with a directory and a file owned by {user}",
+            )
+        offered = self.host.get(source / ".ssh" / "authorized_keys") or b""
+        current = self.host.get(target)
+        content, added = files.authorized_keys(current, offered)
+        done = []
+        if added:
+            self.host.put(target, content, mode=0o600)
+            done.append(f"{added} authorized key(s) of {source_user} added")
+        elif current is None:
+            raise ProvisionError(
+                f"{user} has no authorized keys and {source / '.ssh/authorized_keys'} has no "
+                "login key to give it (keys with a forced command are not copied)",
+                hint=f"add the key deploys use to {target}, owned by {user}, mode 0600",
+            )
+        wanted = f"{user}:{user} 700\n{user}:{user} 600"
+        if self.out("stat", "-c", "%U:%G %a", str(ssh_dir), str(target)) != wanted:
+            self.host.run(["chown", f"{user}:{user}", str(ssh_dir), str(target)])
+            self.host.run(["chmod", "0700", str(ssh_dir)])
+            self.host.run(["chmod", "0600", str(target)])
+            if not added:
+                done.append(f"{target} set to {user}:{user} 0600")
+        return done
+
+    def home_of(self, user: str) -> PurePosixPath:
+        entry = self.out("getent", "passwd", user).split(":")  # name:pw:uid:gid:gecos:home:shell
+        if len(entry) != 7 or not entry[5].startswith("/"):  # noqa: PLR2004
+            raise ProvisionError(f"{user} has no home directory in the password database")
+        return PurePosixPath(entry[5])
 
     def state_dirs(self) -> tuple[Status, str]:
         user = self.options.deploy_user
@@ -439,3 +490,7 @@ def provision(
         if report is not None:
             report(result)
     return results
+
+
+def _dotted(version: tuple[int, int]) -> str:
+    return ".".join(map(str, version))

@@ -1,0 +1,83 @@
+"""The POSIX shell scripts that move files on a host reached by a remote shell.
+
+``SSHHost`` runs them as the SSH user; ``SudoHost`` (provision) runs the same text through
+``sudo -n sh -c``. Every path is quoted here; file contents travel on stdin, never in argv.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+ABSENT_EXIT = 3  # the exit code of ``get_script`` when the file does not exist
+
+
+def put_script(path: PurePosixPath, mode: int) -> str:
+    """Write stdin to ``path`` atomically with ``mode``; new parents are 0700 (umask 077).
+
+    The file is written beside its target, then renamed over it.
+    """
+    parent, name = shlex.quote(str(path.parent)), shlex.quote(f".{path.name}.")
+    target = shlex.quote(str(path))
+    return (
+        f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/{name}XXXXXX) && "
+        f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
+        f'|| {{ rm -f "$tmp"; exit 1; }}'
+    )
+
+
+def get_script(path: PurePosixPath) -> str:
+    """Print ``path``; exit ``ABSENT_EXIT`` when it does not exist (any other failure is real)."""
+    quoted = shlex.quote(str(path))
+    return f"if [ -e {quoted} ]; then exec cat {quoted}; else exit {ABSENT_EXIT}; fi"
+
+
+def tree_archive(source: Path) -> bytes:
+    """A tar of ``source``'s files (not its subdirectories), each 0644 with no owner."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for item in sorted(source.iterdir()):
+            if item.is_file():
+                info = archive.gettarinfo(str(item), arcname=item.name)
+                info.mode, info.uid, info.gid, info.uname, info.gname = 0o644, 0, 0, "", ""
+                with item.open("rb") as handle:
+                    archive.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def put_tree_script(destination: PurePosixPath) -> str:
+    """Replace the files in ``destination`` with those of a ``tree_archive`` read from stdin."""
+    target = shlex.quote(str(destination))
+    return (
+        f"mkdir -p {target} && find {target} -maxdepth 1 -type f -delete && "
+        f"tar -x --no-same-owner -f - -C {target}"
+    )
+
+
+def streaming_script(
+    argv: Sequence[str],
+    *,
+    stdin_path: PurePosixPath | None,
+    stdout_path: PurePosixPath | None,
+    mode: int,
+) -> str:
+    """A POSIX shell script running ``argv`` with its stdin and/or stdout bound to files on the
+    host: the output file is created with ``mode`` before anything is written, synced to disk on
+    success and removed on any failure (a full disk included)."""
+    command = shlex.join(argv)
+    if stdin_path is not None:
+        command += f" < {shlex.quote(str(stdin_path))}"
+    else:
+        command += " < /dev/null"
+    if stdout_path is None:
+        return command
+    out = shlex.quote(str(stdout_path))
+    return (
+        f"umask 077; : > {out} && chmod {mode:o} {out} || exit 1; "
+        f"{command} > {out}; rc=$?; "
+        f'if [ "$rc" -eq 0 ]; then sync {out} || rc=$?; fi; '
+        f'[ "$rc" -eq 0 ] || rm -f {out}; exit "$rc"'
+    )
