@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import io
+import os
 import re
 import secrets
 import shlex
@@ -22,7 +24,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -540,6 +542,24 @@ def _free_port() -> int:
         return port
 
 
+def _moved(source: IO[bytes], sink: IO[bytes]) -> Iterator[int]:
+    """Move ``source`` into ``sink`` chunk by chunk, yielding each chunk's size. Between two
+    pipes (``docker save`` into ssh) Linux's splice moves the bytes without copying them through
+    this process; otherwise they are read and written."""
+    if hasattr(os, "splice"):
+        try:
+            while moved := os.splice(source.fileno(), sink.fileno(), _CHUNK):
+                yield moved
+            return
+        except (OSError, ValueError, io.UnsupportedOperation) as exc:
+            if isinstance(exc, BrokenPipeError):
+                raise
+            # not two pipes (or no file descriptors): copy instead, from where splice stopped
+    while chunk := source.read(_CHUNK):
+        sink.write(chunk)
+        yield len(chunk)
+
+
 def _feed(
     host: str,
     masked: tuple[str, ...],
@@ -564,9 +584,8 @@ def _feed(
         reader.start()
     sent = 0
     try:
-        while chunk := source.read(_CHUNK):
-            proc.stdin.write(chunk)
-            sent += len(chunk)
+        for moved in _moved(source, proc.stdin):
+            sent += moved
             if progress is not None:
                 progress(sent)
     except BrokenPipeError:
