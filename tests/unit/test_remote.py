@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import io
 import json
 import os
 import shlex
@@ -874,3 +875,33 @@ def test_sudo_host_moves_files_with_the_shared_scripts(tmp_path: Path) -> None:
         "Caddyfile": "new",
         "compose.yml": "services: {}\n",
     }
+
+
+def test_streams_move_between_pipes_and_other_files_alike() -> None:
+    from shipyard.hosts._ssh import _moved  # noqa: PLC0415
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    copied = io.BytesIO()
+    assert sum(_moved(io.BytesIO(data), copied)) == len(data)  # no pipes: read and write
+    assert copied.getvalue() == data
+
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    received = bytearray()
+
+    def write() -> None:
+        with os.fdopen(source_w, "wb") as out:
+            out.write(data)
+
+    def read() -> None:
+        with os.fdopen(sink_r, "rb") as inp:
+            received.extend(inp.read())
+
+    threads = [threading.Thread(target=write), threading.Thread(target=read)]
+    for thread in threads:
+        thread.start()
+    with os.fdopen(source_r, "rb") as source, os.fdopen(sink_w, "wb") as sink:
+        assert sum(_moved(source, sink)) == len(data)  # pipe to pipe: spliced
+    for thread in threads:
+        thread.join(timeout=10)
+    assert bytes(received) == data
