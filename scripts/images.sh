@@ -173,6 +173,31 @@ smoke_or_drop() {
   fi
 }
 
+# build_from_dir NAME REF BASE_REF RECIPE LOG [BUILD_ARG ...] -- SMOKE_CMD ...
+# images/NAME on top of BASE_REF, tagged REF; skipped when REF's inputs label matches (the
+# directory, BASE_REF's image ID and RECIPE), then smoke-tested with SMOKE_CMD.
+build_from_dir() {
+  local name=$1 ref=$2 base_ref=$3 recipe=$4 log=$5 hash old start base
+  shift 5
+  local args=()
+  while [ "$#" -gt 0 ] && [ "$1" != -- ]; do
+    args+=("$1")
+    shift
+  done
+  [ "$#" -gt 0 ] || die "build_from_dir $name: no -- before the smoke command"
+  shift
+  base=$(image_id "$base_ref")
+  [ -n "$base" ] || die "$base_ref missing"
+  hash=$(inputs_hash "$name" "base=$base" "recipe=$recipe")
+  up_to_date "$ref" "$hash" && return 0
+  start=$SECONDS
+  old=$(image_id "$ref")
+  run_logged "$log" docker build --force-rm --label "$LABEL=$hash" "${args[@]}" \
+    -t "$ref" "$IMAGES_DIR/$name"
+  smoke_or_drop "$ref" "$@"
+  finish_build "$ref" "$old" "$start"
+}
+
 random_hex() { od -An -N12 -tx1 /dev/urandom | tr -d ' \n'; }
 
 need_ca_certs() {
@@ -260,17 +285,8 @@ build_ubuntu() {
 # --- shipyard-local/postgres:17 -----------------------------------------------
 
 build_postgres() {
-  local hash old start base
-  base=$(image_id "$DEBIAN_REF")
-  [ -n "$base" ] || die "$DEBIAN_REF missing"
-  hash=$(inputs_hash postgres "base=$base" "recipe=$POSTGRES_RECIPE")
-  up_to_date "$POSTGRES_REF" "$hash" && return 0
-  start=$SECONDS
-  old=$(image_id "$POSTGRES_REF")
-  run_logged postgres-build docker build --force-rm --label "$LABEL=$hash" \
-    -t "$POSTGRES_REF" "$IMAGES_DIR/postgres"
-  smoke_or_drop "$POSTGRES_REF" check_postgres
-  finish_build "$POSTGRES_REF" "$old" "$start"
+  build_from_dir postgres "$POSTGRES_REF" "$DEBIAN_REF" "$POSTGRES_RECIPE" postgres-build \
+    -- check_postgres
 }
 
 # wait_healthy CONTAINER SECONDS
@@ -484,17 +500,8 @@ check_migrate() {
 # --- shipyard-local/ntfy:2 ---------------------------------------------------
 
 build_ntfy() {
-  local hash old start base
-  base=$(image_id "$DEBIAN_REF")
-  [ -n "$base" ] || die "$DEBIAN_REF missing"
-  hash=$(inputs_hash ntfy "base=$base" "recipe=$NTFY_RECIPE")
-  up_to_date "$NTFY_REF" "$hash" && return 0
-  start=$SECONDS
-  old=$(image_id "$NTFY_REF")
-  run_logged ntfy-build docker build --force-rm --label "$LABEL=$hash" \
-    -t "$NTFY_REF" "$IMAGES_DIR/ntfy"
-  smoke_or_drop "$NTFY_REF" sh -c "docker run --rm '$NTFY_REF' --help >/dev/null"
-  finish_build "$NTFY_REF" "$old" "$start"
+  build_from_dir ntfy "$NTFY_REF" "$DEBIAN_REF" "$NTFY_RECIPE" ntfy-build \
+    -- sh -c "docker run --rm '$NTFY_REF' --help >/dev/null"
 }
 
 # Publish a message over HTTP and read it back through the poll API.
@@ -521,33 +528,17 @@ check_ntfy() {
 
 # build_vps REF BASE_REF: images/vps on top of BASE_REF (Debian or Ubuntu).
 build_vps() {
-  local ref=$1 base_ref=$2 hash old start base
-  base=$(image_id "$base_ref")
-  [ -n "$base" ] || die "$base_ref missing"
-  hash=$(inputs_hash vps "base=$base" "recipe=$VPS_RECIPE")
-  up_to_date "$ref" "$hash" && return 0
-  start=$SECONDS
-  old=$(image_id "$ref")
-  run_logged "vps-build-${ref##*:}" docker build --force-rm --label "$LABEL=$hash" \
-    --build-arg "BASE=$base_ref" -t "$ref" "$IMAGES_DIR/vps"
-  smoke_or_drop "$ref" sh -c "docker run --rm --entrypoint /usr/sbin/sshd '$ref' -V 2>&1 | grep -q OpenSSH && docker run --rm --entrypoint test '$ref' -x /sbin/init"
-  finish_build "$ref" "$old" "$start"
+  local ref=$1 base_ref=$2
+  build_from_dir vps "$ref" "$base_ref" "$VPS_RECIPE" "vps-build-${ref##*:}" \
+    --build-arg "BASE=$base_ref" \
+    -- sh -c "docker run --rm --entrypoint /usr/sbin/sshd '$ref' -V 2>&1 | grep -q OpenSSH && docker run --rm --entrypoint test '$ref' -x /sbin/init"
 }
 
 # --- shipyard-local/registry:2 ----------------------------------------------
 
 build_registry() {
-  local hash old start base
-  base=$(image_id "$DEBIAN_REF")
-  [ -n "$base" ] || die "$DEBIAN_REF missing"
-  hash=$(inputs_hash registry "base=$base" "recipe=$REGISTRY_RECIPE")
-  up_to_date "$REGISTRY_REF" "$hash" && return 0
-  start=$SECONDS
-  old=$(image_id "$REGISTRY_REF")
-  run_logged registry-build docker build --force-rm --label "$LABEL=$hash" \
-    -t "$REGISTRY_REF" "$IMAGES_DIR/registry"
-  smoke_or_drop "$REGISTRY_REF" sh -c "docker run --rm '$REGISTRY_REF' --version >/dev/null"
-  finish_build "$REGISTRY_REF" "$old" "$start"
+  build_from_dir registry "$REGISTRY_REF" "$DEBIAN_REF" "$REGISTRY_RECIPE" registry-build \
+    -- sh -c "docker run --rm '$REGISTRY_REF' --version >/dev/null"
 }
 
 # --- main -------------------------------------------------------------------
