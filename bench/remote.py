@@ -29,7 +29,7 @@ from ruamel.yaml import YAML
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.engine import start_engine  # noqa: E402
+from tests.e2e.engine import inspect_image_id, start_engine  # noqa: E402
 from tests.e2e.sshd import Sshd, start_sshd  # noqa: E402
 
 from bench.first_deploy import free_port, prepare_app, run  # noqa: E402
@@ -89,12 +89,8 @@ def deploys(work: Path, sshd: Sshd, runs: int) -> tuple[list[float], list[float]
 def deliveries(work: Path, image: str, runs: int) -> tuple[list[float], list[float]]:
     engine = start_engine()
     sshd = start_sshd(work / "sshd-engine", env={"DOCKER_HOST": engine.docker_host})
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", image],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    image_id = inspect_image_id(image)
+    assert image_id is not None, image
     settings = SSHSettings(known_hosts=sshd.known_hosts, identity_file=sshd.client_key)
     ssh = [
         "ssh", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={sshd.known_hosts}",

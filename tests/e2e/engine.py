@@ -40,8 +40,7 @@ class Engine:
         )
 
     def image_id(self, ref: str) -> str | None:
-        result = self.docker("image", "inspect", "--format", "{{.Id}}", ref, check=False)
-        return result.stdout.strip() if result.returncode == 0 else None
+        return inspect_image_id(ref, docker_host=self.docker_host)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -58,6 +57,19 @@ class Engine:
                 subprocess.run(["umount", "-l", line], check=False, capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
         subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)
+
+
+def inspect_image_id(ref: str, *, docker_host: str | None = None) -> str | None:
+    """The ID of image ``ref`` on this machine's engine (or the one at ``docker_host``)."""
+    env = {**os.environ, "DOCKER_HOST": docker_host} if docker_host else None
+    result = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", ref],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def start_engine() -> Engine:

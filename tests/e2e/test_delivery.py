@@ -15,7 +15,7 @@ from shipyard.config import RegistrySection
 from shipyard.delivery import DeliveryError, deliver
 from shipyard.hosts import LocalHost, SSHHost, SSHSettings
 from shipyard.secrets import EnvFileBackend, Masker
-from tests.e2e.engine import Engine, start_engine
+from tests.e2e.engine import Engine, inspect_image_id, start_engine
 from tests.e2e.sshd import Sshd, start_sshd
 
 
@@ -58,12 +58,8 @@ def image(docker_engine: None) -> Iterator[tuple[str, str]]:
         check=True,
         env={"DOCKER_BUILDKIT": "0", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
     )
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    image_id = inspect_image_id(tag)
+    assert image_id is not None, tag
     try:
         yield tag, image_id
     finally:

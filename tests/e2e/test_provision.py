@@ -30,6 +30,7 @@ from shipyard.delivery import deliver
 from shipyard.hosts import LocalHost, SSHHost, SSHSettings
 from shipyard.secrets import Masker
 from tests.e2e.conftest import AppUnderTest, container_env
+from tests.e2e.engine import inspect_image_id
 from tests.e2e.load import Load
 from tests.e2e.sshd import Sshd, keygen
 
@@ -377,12 +378,8 @@ def test_delivery_to_an_engine_on_the_containerd_image_store(fresh_host: FreshHo
         Masker(),
     )
     tag = "shipyard-local/migrate:4"
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    image_id = inspect_image_id(tag)
+    assert image_id is not None, tag
     try:
         first = deliver(tag, image_id, LocalHost(), ssh)
         assert first.method == "stream" and first.bytes > 0
