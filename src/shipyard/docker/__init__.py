@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -27,11 +28,29 @@ __all__ = [
     "normalise_architecture",
     "parse_container",
     "parse_image",
+    "version_problems",
 ]
 
 # What a host needs: the oldest versions shipyard is tested with (Compose 2.26: Debian 13's).
 MIN_DOCKER = (20, 10)
 MIN_COMPOSE = (2, 26)
+
+
+def version_problems(docker: str, compose: str) -> list[str]:
+    """What is older than shipyard needs among a host's Docker and Compose versions (as the
+    tools print them; an empty or unreadable one counts as too old)."""
+    problems = []
+    for name, found, needed, verb in (
+        ("Docker", docker, MIN_DOCKER, "found"),
+        ("Docker Compose", compose, MIN_COMPOSE, "is too old"),
+    ):
+        numbers = tuple(int(x) for x in re.findall(r"\d+", found)[:2])
+        if len(numbers) < 2 or numbers < needed:  # noqa: PLR2004 — major and minor
+            problems.append(
+                f"{name} {found or 'none'} {verb}; {'.'.join(map(str, needed))} or newer is needed"
+            )
+    return problems
+
 
 _NO_ENGINE = (
     "Cannot connect to the Docker daemon",

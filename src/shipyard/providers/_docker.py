@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,7 +34,7 @@ from shipyard.deploy import (
     run_deploy,
     run_rollback,
 )
-from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, ContainerInfo, Docker, EngineInfo
+from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
 from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError, ToolTooOld
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
@@ -149,18 +148,9 @@ class DockerSteps:
                 f"on {self.host.name}: Docker Compose v2 (`docker compose`) is not installed",
                 hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
             )
-        engine = tuple(int(x) for x in re.findall(r"\d+", info.server_version)[:2])
-        if engine < MIN_DOCKER:
-            raise ToolTooOld(
-                f"on {self.host.name}: Docker {info.server_version} found; "
-                f"{'.'.join(map(str, MIN_DOCKER))} or newer is needed"
-            )
-        found = tuple(int(x) for x in re.findall(r"\d+", info.compose_version)[:2])
-        if found < MIN_COMPOSE:
-            raise ToolTooOld(
-                f"on {self.host.name}: Docker Compose {info.compose_version} is too old; "
-                f"{'.'.join(map(str, MIN_COMPOSE))} or newer is needed"
-            )
+        problems = version_problems(info.server_version, info.compose_version)
+        if problems:
+            raise ToolTooOld(f"on {self.host.name}: " + "; ".join(problems))
         return f"docker {info.server_version}, compose {info.compose_version}"
 
     def deliver(self, image: Image) -> str:

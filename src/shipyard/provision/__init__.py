@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from shipyard.docker import MIN_COMPOSE, MIN_DOCKER
+from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, version_problems
 from shipyard.errors import CommandFailed, ShipyardError
 from shipyard.hosts import (
     ABSENT_EXIT,
@@ -169,11 +169,6 @@ class SudoHost:
         return self.inner.home()
 
 
-def _version(text: str) -> tuple[int, int] | None:
-    match = re.search(r"(\d+)\.(\d+)", text)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 class _Provisioner:
     def __init__(self, host: Host, options: ProvisionOptions) -> None:
         self.host = host
@@ -289,16 +284,7 @@ class _Provisioner:
     def tools(self) -> tuple[Status, str]:
         client = self.out("docker", "version", "--format", "{{.Client.Version}}")
         compose = self.out("docker", "compose", "version", "--short")
-        problems = []
-        for name, found, needed in (
-            ("docker", client, MIN_DOCKER),
-            ("compose", compose, MIN_COMPOSE),
-        ):
-            version = _version(found)
-            if version is None or version < needed:
-                problems.append(
-                    f"{name}: found {found or 'none'}, need {'.'.join(map(str, needed))} or newer"
-                )
+        problems = version_problems(client, compose)
         if problems:
             raise ProvisionError("; ".join(problems))
         return "unchanged", f"docker {client}, compose {compose}"
