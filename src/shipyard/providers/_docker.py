@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from dataclasses import dataclass
@@ -101,6 +102,11 @@ class DockerSteps:
         self.layout = Layout(ctx.store.root)
 
     # -- helpers ------------------------------------------------------------------------------------
+    @functools.cached_property
+    def engine(self) -> EngineInfo:
+        """The host's Docker engine and Compose versions and platform (asked once)."""
+        return self.docker.info()
+
     def _database(self) -> Database | None:
         if self.config.database is None or not managed_database(self.config):
             return None
@@ -142,7 +148,7 @@ class DockerSteps:
 
     # -- phases ---------------------------------------------------------------------------------------
     def preflight(self) -> str:
-        info = self.docker.info()
+        info = self.engine
         if info.compose_version is None:
             raise HostUnreachable(
                 f"on {self.host.name}: Docker Compose v2 (`docker compose`) is not installed",
@@ -159,7 +165,7 @@ class DockerSteps:
         before anything is sent: it would stop at "exec format error" once started."""
         if isinstance(self.host, LocalHost):
             return f"{image.tag} built on this engine"
-        engine = self.docker.info()
+        engine = self.engine
         built = Docker(self.ctx.local).image(image.id)
         if built is not None and not built.runs_on(engine):
             raise DeliveryError(
