@@ -151,6 +151,18 @@ def _with(old: str, new: str) -> str:
             "value from ${SOME_ENV_VAR}",
             "development",
         ),
+        (
+            _with("required_env: [JWT_SECRET]", 'required_env: [JWT_SECRET, "${SOME_ENV_VAR}"]'),
+            "4:30 app.required_env[1]",
+            "the variable named by ${SOME_ENV_VAR} is required by the app",
+            "development",
+        ),
+        (
+            VALID + NOTIFICATIONS + "      token_env: ${SOME_ENV_VAR}\n",
+            "27:7 notifications.sinks[0].token_env",
+            "the variable named by ${SOME_ENV_VAR} is not set",
+            "development",
+        ),
     ],
     ids=[
         "int-from-env-file",
@@ -162,6 +174,8 @@ def _with(old: str, new: str) -> str:
         "event-kind-from-process-env",
         "ssh-option-from-process-env",
         "duplicate-sink-names-from-process-env",
+        "required-env-name-from-process-env",
+        "token-env-name-from-process-env",
     ],
 )
 def test_interpolated_values_are_never_quoted_in_messages(

@@ -440,9 +440,13 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
 
     if sections:
         issues.extend(
-            _required_env_issues(sections, env_locator, file_values, process_env, env_file)
+            _required_env_issues(
+                sections, env_locator, file_values, process_env, env_file, interpolated
+            )
         )
-        issues.extend(_notification_issues(sections["notifications"], env_locator, file_values))
+        issues.extend(
+            _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
+        )
         issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
     if issues:
         raise ConfigError(_dedupe(issues))
@@ -480,12 +484,19 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     )
 
 
+def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
+    """An env-var name at ``path`` as a message shows it: by its ``${VAR}`` if one filled it in."""
+    source = interpolated.get(path)
+    return key if source is None else f"the variable named by {source.references}"
+
+
 def _required_env_issues(
     sections: dict[str, Any],
     locator: _Locator,
     file_values: Mapping[str, str],
     process_env: Mapping[str, str],
     env_file: Path | None,
+    interpolated: Interpolations,
 ) -> list[Issue]:
     app: AppSection = sections["app"]
     database: DatabaseSection | None = sections["database"]
@@ -495,19 +506,22 @@ def _required_env_issues(
     if database is not None:
         derived.add(database.url_env)
         if database.url_env not in file_values and not file_values.get(database.password_env):
+            path: Path_ = ("database", "password_env")
+            key = _key_named(database.password_env, path, interpolated)
             issues.append(
                 locator.issue(
-                    ("database", "password_env"),
-                    f"{database.password_env} must be set in {env_file or 'the env file'} (the database password)",
+                    path,
+                    f"{key} must be set in {env_file or 'the env file'} (the database password)",
                 )
             )
     for index, name in enumerate(app.required_env):
         if name in provided or name in derived:
             continue
+        path = ("app", "required_env", index)
         issues.append(
             locator.issue(
-                ("app", "required_env", index),
-                f"{name} is required by the app but not set in {env_file or 'the env file'}",
+                path,
+                f"{_key_named(name, path, interpolated)} is required by the app but not set in {env_file or 'the env file'}",
             )
         )
     return issues
@@ -527,7 +541,10 @@ def _notification_secret_keys(section: NotificationsSection) -> list[str]:
 
 
 def _notification_issues(
-    section: NotificationsSection, locator: _Locator, file_values: Mapping[str, str]
+    section: NotificationsSection,
+    locator: _Locator,
+    file_values: Mapping[str, str],
+    interpolated: Interpolations,
 ) -> list[Issue]:
     """Every secret a sink names must be in the env file, and a webhook secret well-formed."""
     issues = []
@@ -537,13 +554,14 @@ def _notification_issues(
         path: Path_ = ("notifications", "sinks", index, field_name)
         if key is None:
             continue
+        shown = _key_named(key, path, interpolated)
         if not file_values.get(key):
-            issues.append(locator.issue(path, f"{key} is not set in the env file"))
+            issues.append(locator.issue(path, f"{shown} is not set in the env file"))
         elif sink.kind == "webhook":
             try:
                 decode_secret(file_values[key])
             except ValueError as exc:
-                issues.append(locator.issue(path, f"the value of {key} is not usable: {exc}"))
+                issues.append(locator.issue(path, f"the value of {shown} is not usable: {exc}"))
     return issues
 
 
@@ -569,11 +587,10 @@ def _transport_issues(
         and registry.password_env
         and not file_values.get(registry.password_env)
     ):
+        path: Path_ = ("deploy", "registry", "password_env")
+        key = _key_named(registry.password_env, path, interpolated)
         issues.append(
-            locator.issue(
-                ("deploy", "registry", "password_env"),
-                f"{registry.password_env} is not set in the env file (the registry password)",
-            )
+            locator.issue(path, f"{key} is not set in the env file (the registry password)")
         )
     return issues
 
