@@ -79,6 +79,135 @@ def test_secrets_are_registered_for_masking(tmp_path: Path) -> None:
     assert "s3cret-password" not in config.masker("postgres://shop:s3cret-password@db/shop")
 
 
+# A value ``${VAR}`` fills in is never quoted in a message, from the env file or the environment,
+# secret-looking or not; the message names the variable instead.
+GENERATED_SECRET = "q8Vx2LrT9mKd4-NfZ7wPb3HcJ6sYg1QeA"
+SHELL_VALUE = "eighty"
+NOTIFICATIONS = "notifications:\n  sinks:\n    - kind: ntfy\n      topic: ops\n"
+
+
+def _with(old: str, new: str) -> str:
+    assert old in VALID, old
+    return VALID.replace(old, new, 1)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "location", "named", "environment"),
+    [
+        (
+            _with("port: 8080", "port: ${JWT_SECRET}"),
+            "3:3 app.port",
+            "value from ${JWT_SECRET}",
+            "development",
+        ),
+        (
+            _with("  port: 8080\n", "  port: 8080\n  stop_grace_period: ${JWT_SECRET}\n"),
+            "4:3 app.stop_grace_period",
+            "value from ${JWT_SECRET}",
+            "development",
+        ),
+        (
+            _with("required_env: [JWT_SECRET]", 'required_env: [JWT_SECRET, "${JWT_SECRET}"]'),
+            "4:3 app.required_env",
+            "value from ${JWT_SECRET}",
+            "development",
+        ),
+        (
+            _with("  user: shop\n", '  user: shop\n  extensions: ["x-${JWT_SECRET}"]\n'),
+            "13:3 database.extensions",
+            "value from ${JWT_SECRET}",
+            "development",
+        ),
+        (
+            _with("      http_port: 18081", "      http_port: ${JWT_SECRET}"),
+            "22:7 environments.production.proxy.http_port",
+            "value from ${JWT_SECRET}",
+            "production",
+        ),
+        (
+            _with("port: 8080", "port: ${SOME_ENV_VAR}"),
+            "3:3 app.port",
+            "value from ${SOME_ENV_VAR}",
+            "development",
+        ),
+        (
+            VALID + NOTIFICATIONS + '      events: ["${SOME_ENV_VAR}"]\n',
+            "27:7 notifications.sinks[0].events",
+            "value from ${SOME_ENV_VAR}",
+            "development",
+        ),
+        (
+            VALID + 'providers:\n  ssh:\n    options: ["${SOME_ENV_VAR}"]\n',
+            "25:5 providers.ssh.options",
+            "value from ${SOME_ENV_VAR}",
+            "development",
+        ),
+        (
+            VALID
+            + NOTIFICATIONS
+            + "      name: ${SOME_ENV_VAR}\n"
+            + "    - kind: ntfy\n      topic: ops\n      name: ${SOME_ENV_VAR}\n",
+            "23:1 notifications",
+            "value from ${SOME_ENV_VAR}",
+            "development",
+        ),
+        (
+            _with("required_env: [JWT_SECRET]", 'required_env: [JWT_SECRET, "${SOME_ENV_VAR}"]'),
+            "4:30 app.required_env[1]",
+            "the variable named by ${SOME_ENV_VAR} is required by the app",
+            "development",
+        ),
+        (
+            VALID + NOTIFICATIONS + "      token_env: ${SOME_ENV_VAR}\n",
+            "27:7 notifications.sinks[0].token_env",
+            "the variable named by ${SOME_ENV_VAR} is not set",
+            "development",
+        ),
+    ],
+    ids=[
+        "int-from-env-file",
+        "duration-from-env-file",
+        "env-name-from-env-file",
+        "part-of-a-string-from-env-file",
+        "override-from-env-file",
+        "int-from-process-env",
+        "event-kind-from-process-env",
+        "ssh-option-from-process-env",
+        "duplicate-sink-names-from-process-env",
+        "required-env-name-from-process-env",
+        "token-env-name-from-process-env",
+    ],
+)
+def test_interpolated_values_are_never_quoted_in_messages(
+    tmp_path: Path, yaml: str, location: str, named: str, environment: str
+) -> None:
+    env_file = ENV_FILE.replace("0123456789abcdef0123456789abcdef", GENERATED_SECRET)
+    path = write(tmp_path, BadConfig("interpolated", yaml, "", "", env_file, environment))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environment, process_env={"SOME_ENV_VAR": SHELL_VALUE})
+    texts = [str(caught.value), *(str(issue) for issue in caught.value.issues)]
+    for value in (GENERATED_SECRET, SHELL_VALUE):
+        assert not [text for text in texts if value in text], texts
+    located = [text for text in texts[1:] if text.startswith(f"{path}:{location}: ")]
+    assert located, texts
+    assert all(named in text for text in located), located
+
+
+def test_values_written_in_the_file_are_still_quoted(tmp_path: Path) -> None:
+    yaml = _with("port: 8080", "port: ${SOME_ENV_VAR}").replace(
+        "required_env: [JWT_SECRET]", "required_env: [JWT_SECRET, not-a-name]"
+    )
+    path = write(tmp_path, BadConfig("literal", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={"SOME_ENV_VAR": SHELL_VALUE})
+    messages = [str(issue) for issue in caught.value.issues]
+    assert (
+        f"{path}:4:3 app.required_env: 'not-a-name' is not a valid environment variable name"
+        in messages
+    )
+    assert SHELL_VALUE not in " ".join(messages)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (3, 3.0)]
 )

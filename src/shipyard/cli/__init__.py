@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict
 from enum import IntEnum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -55,6 +55,7 @@ from shipyard.errors import (
     ToolTooOld,
 )
 from shipyard.events import send_test
+from shipyard.hosts import LocalHost
 from shipyard.provision import StepResult
 from shipyard.state import Lock
 
@@ -620,11 +621,18 @@ def main() -> None:
         err.print("interrupted")
         sys.exit(130)
     except Exception:  # noqa: BLE001 — the one place that catches everything
+        trace = current_masker()(traceback.format_exc())
         crash = Path(tempfile.gettempdir()) / "shipyard-crash.log"
-        crash.write_text(traceback.format_exc(), encoding="utf-8")
-        err.print(f"[bold red]unexpected error[/]; traceback written to {crash}")
+        try:
+            LocalHost().put(PurePosixPath(crash), trace.encode())  # mode 0600, replaced whole
+        except OSError as exc:
+            err.print(
+                f"[bold red]unexpected error[/]; the traceback could not be written to {crash}: {escape(exc.strerror or str(exc))}"
+            )
+        else:
+            err.print(f"[bold red]unexpected error[/]; traceback written to {crash}")
         if _state["debug"]:
-            err.print(escape(traceback.format_exc()))
+            err.print(escape(trace))
         sys.exit(ExitCode.UNEXPECTED)
 
 

@@ -1,6 +1,8 @@
 """Loading ``shipyard.yml`` for one environment: YAML with positions, overrides, env file, ``${VAR}``.
 
-Every problem is collected and reported at once as ``file:line:col key.path: message``.
+Every problem is collected and reported at once as ``file:line:col key.path: message``. A value
+that ``${VAR}`` filled in (from the environment or the env file) is never quoted in a message: the
+message names the variable instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
@@ -28,6 +31,7 @@ from shipyard.config._models import (
     GoBuild,
     HealthSection,
     HooksSection,
+    InvalidValue,
     NotificationsSection,
     ProxySection,
     SSHSection,
@@ -163,7 +167,69 @@ def _dotted(path: Path_) -> str:
     return out
 
 
-def _pydantic_issues(exc: ValidationError, locator: _Locator, prefix: Path_ = ()) -> list[Issue]:
+@dataclass(frozen=True)
+class _Interpolated:
+    """A string of the file that ``${VAR}`` references filled in: their names, and the result."""
+
+    names: tuple[str, ...]
+    value: str
+
+    @property
+    def references(self) -> str:
+        return _references(self.names)
+
+
+def _references(names: tuple[str, ...]) -> str:
+    """``${A}``, ``${A} and ${B}``, ``${A}, ${B} and ${C}``."""
+    refs = [f"${{{name}}}" for name in names]
+    return refs[0] if len(refs) == 1 else f"{', '.join(refs[:-1])} and {refs[-1]}"
+
+
+Interpolations = Mapping[Path_, _Interpolated]
+
+# pydantic errors whose message is made from the schema alone, never from the input.
+_INPUT_FREE = frozenset(
+    {
+        "bool_parsing",
+        "bool_type",
+        "dict_type",
+        "enum",
+        "finite_number",
+        "float_parsing",
+        "float_type",
+        "greater_than",
+        "greater_than_equal",
+        "int_from_float",
+        "int_parsing",
+        "int_parsing_size",
+        "int_type",
+        "less_than",
+        "less_than_equal",
+        "list_type",
+        "literal_error",
+        "model_attributes_type",
+        "model_type",
+        "multiple_of",
+        "none_required",
+        "string_pattern_mismatch",
+        "string_too_long",
+        "string_too_short",
+        "string_type",
+        "too_long",
+        "too_short",
+    }
+)
+# Errors the loader words itself, from keys and the schema alone.
+_WORDED_HERE = frozenset({"extra_forbidden", "missing", "union_tag_invalid", "union_tag_not_found"})
+
+
+def _pydantic_issues(
+    exc: ValidationError,
+    locator: _Locator,
+    prefix: Path_ = (),
+    *,
+    interpolated: Interpolations | None = None,
+) -> list[Issue]:
     issues = []
     for error in exc.errors(include_url=False):
         loc = _drop_union_tags(tuple(error["loc"]))
@@ -178,8 +244,40 @@ def _pydantic_issues(exc: ValidationError, locator: _Locator, prefix: Path_ = ()
         elif error["type"] == "union_tag_not_found":
             message = "missing key 'kind'"
         message = message.removeprefix("Value error, ")
-        issues.append(locator.issue((*prefix, *loc), message))
+        path = (*prefix, *loc)
+        if interpolated and error["type"] not in _WORDED_HERE:
+            message = _without_values(error, path, message, interpolated)
+        issues.append(locator.issue(path, message))
     return issues
+
+
+def _without_values(
+    error: ErrorDetails, path: Path_, message: str, interpolated: Interpolations
+) -> str:
+    """``message``, or a wording of it that quotes no value ``${VAR}`` filled in at or below ``path``."""
+    involved = [source for at, source in interpolated.items() if at[: len(path)] == path]
+    if not involved:
+        return message
+    refused = error.get("ctx", {}).get("error")
+    if isinstance(refused, InvalidValue):
+        for source in involved:
+            if source.value == refused.value:
+                return f"value from {source.references} {refused.reason}"
+    if path in interpolated and error["type"] in _INPUT_FREE:
+        source = interpolated[path]
+        subject, _, rest = message.partition(" ")
+        if subject in {"Input", "String"} and rest.startswith("should "):
+            return f"value from {source.references} {rest}"
+        return f"value from {source.references}: {message}"
+    if not any(_quotes(message, source.value) for source in involved):
+        return message
+    names = tuple(dict.fromkeys(name for source in involved for name in source.names))
+    return f"invalid value from {_references(names)}"
+
+
+def _quotes(message: str, value: str) -> bool:
+    """Whether ``message`` contains ``value``, as is or as ``repr`` writes it."""
+    return bool(value) and (value in message or repr(value)[1:-1] in message)
 
 
 _TAGS = {"go", "dockerfile", "http", "tcp", "postgres", "command", "webhook", "ntfy"}
@@ -201,27 +299,45 @@ def _drop_union_tags(loc: Path_) -> Path_:
 
 
 def _interpolate(
-    node: Any, path: Path_, values: Mapping[str, str], locator: _Locator, issues: list[Issue]
+    node: Any,
+    path: Path_,
+    values: Mapping[str, str],
+    locator: _Locator,
+    issues: list[Issue],
+    interpolated: dict[Path_, _Interpolated],
 ) -> Any:
+    """Fill in ``${VAR}`` (and ``${VAR:-default}``, ``$$``); record in ``interpolated`` the
+    strings that received a value, so that no message quotes them."""
     if isinstance(node, dict):
-        return {k: _interpolate(v, (*path, k), values, locator, issues) for k, v in node.items()}
+        return {
+            k: _interpolate(v, (*path, k), values, locator, issues, interpolated)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
-        return [_interpolate(v, (*path, i), values, locator, issues) for i, v in enumerate(node)]
+        return [
+            _interpolate(v, (*path, i), values, locator, issues, interpolated)
+            for i, v in enumerate(node)
+        ]
     if not isinstance(node, str) or "$" not in node:
         return node
+    filled: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         name = match.group("name")
         if name in values:
+            filled.append(name)
             return values[name]
         if match.group("default") is not None:
             return match.group("default")
         issues.append(locator.issue(path, f"${{{name}}} is not set (environment or env file)"))
         return ""
 
-    return _VAR.sub(replace, node)
+    result = _VAR.sub(replace, node)
+    if filled:
+        interpolated[path] = _Interpolated(tuple(dict.fromkeys(filled)), result)
+    return result
 
 
 def _read_yaml(path: Path) -> Any:
@@ -308,7 +424,8 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
 
     values = {**file_values, **process_env, "SHIPYARD_ENVIRONMENT": environment}
     env_locator = _Locator(file, positions, environment)
-    merged = _interpolate(merged, (), values, env_locator, issues)
+    interpolated: dict[Path_, _Interpolated] = {}
+    merged = _interpolate(merged, (), values, env_locator, issues, interpolated)
 
     sections: dict[str, Any] = {}
     try:
@@ -317,16 +434,20 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         )
         sections = {name: getattr(validated, name) for name in _SECTIONS}
     except ValidationError as exc:
-        for issue in _pydantic_issues(exc, env_locator):
+        for issue in _pydantic_issues(exc, env_locator, interpolated=interpolated):
             if issue not in issues:
                 issues.append(issue)
 
     if sections:
         issues.extend(
-            _required_env_issues(sections, env_locator, file_values, process_env, env_file)
+            _required_env_issues(
+                sections, env_locator, file_values, process_env, env_file, interpolated
+            )
         )
-        issues.extend(_notification_issues(sections["notifications"], env_locator, file_values))
-        issues.extend(_transport_issues(sections, env_locator, file_values))
+        issues.extend(
+            _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
+        )
+        issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
     if issues:
         raise ConfigError(_dedupe(issues))
 
@@ -363,12 +484,19 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     )
 
 
+def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
+    """An env-var name at ``path`` as a message shows it: by its ``${VAR}`` if one filled it in."""
+    source = interpolated.get(path)
+    return key if source is None else f"the variable named by {source.references}"
+
+
 def _required_env_issues(
     sections: dict[str, Any],
     locator: _Locator,
     file_values: Mapping[str, str],
     process_env: Mapping[str, str],
     env_file: Path | None,
+    interpolated: Interpolations,
 ) -> list[Issue]:
     app: AppSection = sections["app"]
     database: DatabaseSection | None = sections["database"]
@@ -378,19 +506,22 @@ def _required_env_issues(
     if database is not None:
         derived.add(database.url_env)
         if database.url_env not in file_values and not file_values.get(database.password_env):
+            path: Path_ = ("database", "password_env")
+            key = _key_named(database.password_env, path, interpolated)
             issues.append(
                 locator.issue(
-                    ("database", "password_env"),
-                    f"{database.password_env} must be set in {env_file or 'the env file'} (the database password)",
+                    path,
+                    f"{key} must be set in {env_file or 'the env file'} (the database password)",
                 )
             )
     for index, name in enumerate(app.required_env):
         if name in provided or name in derived:
             continue
+        path = ("app", "required_env", index)
         issues.append(
             locator.issue(
-                ("app", "required_env", index),
-                f"{name} is required by the app but not set in {env_file or 'the env file'}",
+                path,
+                f"{_key_named(name, path, interpolated)} is required by the app but not set in {env_file or 'the env file'}",
             )
         )
     return issues
@@ -410,7 +541,10 @@ def _notification_secret_keys(section: NotificationsSection) -> list[str]:
 
 
 def _notification_issues(
-    section: NotificationsSection, locator: _Locator, file_values: Mapping[str, str]
+    section: NotificationsSection,
+    locator: _Locator,
+    file_values: Mapping[str, str],
+    interpolated: Interpolations,
 ) -> list[Issue]:
     """Every secret a sink names must be in the env file, and a webhook secret well-formed."""
     issues = []
@@ -420,18 +554,22 @@ def _notification_issues(
         path: Path_ = ("notifications", "sinks", index, field_name)
         if key is None:
             continue
+        shown = _key_named(key, path, interpolated)
         if not file_values.get(key):
-            issues.append(locator.issue(path, f"{key} is not set in the env file"))
+            issues.append(locator.issue(path, f"{shown} is not set in the env file"))
         elif sink.kind == "webhook":
             try:
                 decode_secret(file_values[key])
             except ValueError as exc:
-                issues.append(locator.issue(path, f"the value of {key} is not usable: {exc}"))
+                issues.append(locator.issue(path, f"the value of {shown} is not usable: {exc}"))
     return issues
 
 
 def _transport_issues(
-    sections: dict[str, Any], locator: _Locator, file_values: Mapping[str, str]
+    sections: dict[str, Any],
+    locator: _Locator,
+    file_values: Mapping[str, str],
+    interpolated: Interpolations,
 ) -> list[Issue]:
     """``providers.ssh`` must be valid SSH settings; a registry's password must be in the env file."""
     issues: list[Issue] = []
@@ -440,18 +578,19 @@ def _transport_issues(
         try:
             SSHSection.model_validate(ssh)
         except ValidationError as exc:
-            issues.extend(_pydantic_issues(exc, locator, ("providers", "ssh")))
+            issues.extend(
+                _pydantic_issues(exc, locator, ("providers", "ssh"), interpolated=interpolated)
+            )
     registry = sections["deploy"].registry
     if (
         registry is not None
         and registry.password_env
         and not file_values.get(registry.password_env)
     ):
+        path: Path_ = ("deploy", "registry", "password_env")
+        key = _key_named(registry.password_env, path, interpolated)
         issues.append(
-            locator.issue(
-                ("deploy", "registry", "password_env"),
-                f"{registry.password_env} is not set in the env file (the registry password)",
-            )
+            locator.issue(path, f"{key} is not set in the env file (the registry password)")
         )
     return issues
 

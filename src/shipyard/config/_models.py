@@ -26,6 +26,19 @@ _DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+class InvalidValue(ValueError):
+    """A value a validator refuses: the message quotes it, ``reason`` says why without it.
+
+    When the value came from ``${VAR}`` (the environment or the env file), the loader reports
+    "value from ${VAR} <reason>" instead of the message, so the value is never echoed.
+    """
+
+    def __init__(self, message: str, *, value: object, reason: str) -> None:
+        super().__init__(message)
+        self.value = value
+        self.reason = reason
+
+
 def parse_duration(value: Any) -> float:
     """``"500ms"``, ``"10s"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
     if isinstance(value, bool):
@@ -37,7 +50,11 @@ def parse_duration(value: Any) -> float:
     elif isinstance(value, str) and (match := _DURATION.match(value.strip())):
         seconds = float(match.group("value")) * _UNITS[match.group("unit")]
     else:
-        raise ValueError(f"expected a duration like 10s, 500ms, 5m, got {value!r}")
+        raise InvalidValue(
+            f"expected a duration like 10s, 500ms, 5m, got {value!r}",
+            value=value,
+            reason="is not a duration like 10s, 500ms, 5m",
+        )
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
@@ -92,7 +109,11 @@ class AppSection(_Model):
     def _env_names(cls, names: list[str]) -> list[str]:
         for name in names:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
+                raise InvalidValue(
+                    f"{name!r} is not a valid environment variable name",
+                    value=name,
+                    reason="is not a valid environment variable name",
+                )
         return names
 
 
@@ -219,11 +240,17 @@ class DatabaseSection(_Model):
     def _extension_names(cls, names: list[str]) -> list[str]:
         for name in names:
             if name == "pgvector":
-                raise ValueError(
-                    "the pgvector extension is named 'vector' (CREATE EXTENSION vector)"
+                raise InvalidValue(
+                    "the pgvector extension is named 'vector' (CREATE EXTENSION vector)",
+                    value=name,
+                    reason="is not an extension name (pgvector's is named 'vector')",
                 )
             if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
-                raise ValueError(f"{name!r} is not an extension name")
+                raise InvalidValue(
+                    f"{name!r} is not an extension name",
+                    value=name,
+                    reason="is not an extension name",
+                )
         return names
 
 
@@ -374,15 +401,21 @@ class SSHSection(_Model):
         for option in options:
             key = option.split("=", 1)[0].strip().lower()
             if "=" not in option:
-                raise ValueError(f"ssh option {option!r}: write Key=Value")
+                raise InvalidValue(
+                    f"ssh option {option!r}: write Key=Value",
+                    value=option,
+                    reason="is not an ssh option: write Key=Value",
+                )
             if key in {
                 "stricthostkeychecking",
                 "userknownhostsfile",
                 "controlpath",
                 "controlmaster",
             }:
-                raise ValueError(
-                    f"ssh option {option!r} is set by shipyard and cannot be overridden"
+                raise InvalidValue(
+                    f"ssh option {option!r} is set by shipyard and cannot be overridden",
+                    value=option,
+                    reason="sets an ssh option that shipyard sets itself (it cannot be overridden)",
                 )
         return options
 
@@ -481,9 +514,14 @@ class _SinkBase(_Model):
     @classmethod
     def _known_kinds(cls, kinds: list[str] | None) -> list[str] | None:
         known = {str(kind) for kind in EventKind}
+        listed = ", ".join(sorted(known))
         for kind in kinds or []:
             if kind not in known:
-                raise ValueError(f"unknown event kind {kind!r} (known: {', '.join(sorted(known))})")
+                raise InvalidValue(
+                    f"unknown event kind {kind!r} (known: {listed})",
+                    value=kind,
+                    reason=f"is not a known event kind (known: {listed})",
+                )
         return kinds
 
 

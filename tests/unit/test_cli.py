@@ -1,0 +1,73 @@
+"""The CLI's last line of defence: an unexpected error's traceback is masked and kept private."""
+
+from __future__ import annotations
+
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from shipyard import cli
+from shipyard.cli import _context
+from tests.bad_configs import VALID, BadConfig, write
+
+JWT_SECRET = "0123456789abcdef0123456789abcdef"  # the values of tests.bad_configs.ENV_FILE
+POSTGRES_PASSWORD = "s3cret-password"
+
+
+@pytest.fixture
+def crash_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # so that gettempdir() reads TMPDIR again
+    monkeypatch.setattr(_context, "_MASKERS", [])  # the maskers of this test's sessions only
+    monkeypatch.setitem(cli._state, "debug", False)
+    return tmp_path / "shipyard-crash.log"
+
+
+def _crash_in_a_session(monkeypatch: pytest.MonkeyPatch, project: Path, *argv: str) -> None:
+    """Run ``shipyard *argv`` where `schema` opens the project's session and then hits a bug."""
+    project.mkdir()
+    config_path = write(project, BadConfig("ok", VALID, "", ""))
+
+    def schema_with_a_bug() -> str:
+        _context._load(config_path, "development", None)
+        raise RuntimeError(f"token {JWT_SECRET} and password {POSTGRES_PASSWORD} rejected")
+
+    monkeypatch.setattr(cli, "json_schema", schema_with_a_bug)
+    monkeypatch.setattr(sys, "argv", ["shipyard", *argv])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.UNEXPECTED
+
+
+def test_crash_log_is_masked_and_private(
+    tmp_path: Path, crash_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    crash_log.write_text("an older crash\n", encoding="utf-8")
+    crash_log.chmod(0o644)
+
+    _crash_in_a_session(monkeypatch, tmp_path / "project", "schema")
+
+    text = crash_log.read_text(encoding="utf-8")
+    assert "RuntimeError: token *** and password *** rejected" in text
+    assert JWT_SECRET not in text
+    assert POSTGRES_PASSWORD not in text
+    assert "an older crash" not in text
+    assert stat.S_IMODE(crash_log.stat().st_mode) == 0o600
+
+
+def test_debug_prints_the_masked_traceback(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    _crash_in_a_session(monkeypatch, tmp_path / "project", "--debug", "schema")
+
+    stderr = capsys.readouterr().err
+    assert f"unexpected error; traceback written to {crash_log}" in stderr
+    assert "RuntimeError: token *** and password *** rejected" in stderr
+    assert JWT_SECRET not in stderr
+    assert POSTGRES_PASSWORD not in stderr
