@@ -10,6 +10,7 @@
     ├── BuildError                the app image could not be built
     ├── ToolTooOld                a tool here or on the host is older than shipyard needs
     ├── LockHeld                  another operation holds the environment's lock
+    │   └── LockLost              an operation lost its lock (it was unresponsive past the TTL)
     ├── StateError                the recorded state is missing or unreadable
     ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)
     ├── HookFailed                a deploy hook exited non-zero, timed out or could not start
@@ -135,6 +136,12 @@ class ToolTooOld(ShipyardError):
 
 class LockHeld(ShipyardError):
     """Another deploy (or rollback, restore) holds the environment's lock."""
+
+
+class LockLost(LockHeld):
+    """An operation no longer holds its lock: it was unresponsive (paused, suspended) for longer
+    than the lock's TTL, so another operation may have taken it over. It stops without changing
+    anything more; whoever holds the lock next repairs what it left."""
 
 
 class StateError(ShipyardError):

@@ -160,7 +160,7 @@ def test_failing_before_switch_hook_removes_the_candidate(
     with pytest.raises(DeployFailed) as caught:
         _deploy(config, steps, monkeypatch, state_host=state)
     assert caught.value.phase == "before_switch"
-    assert steps.calls[-2:] == ["gate green", "remove green"]
+    assert steps.calls[-3:] == ["gate green", "remove green", "discard"]
     assert not any(call.startswith("switch") for call in steps.calls)
     env = _recorded(config, "smoke")
     assert (env["SHIPYARD_SLOT"], env["SHIPYARD_PREVIOUS_SLOT"]) == ("green", "blue")

@@ -114,7 +114,28 @@ class RecordingSteps:
         return self._do(f"retire {slot}")
 
     def prune(self, dropped: list[object], kept: list[object]) -> None:
-        self.calls.append(f"prune {len(dropped)}")
+        if dropped:
+            self.calls.append(f"prune {len(dropped)}")
+
+    # -- repair ----------------------------------------------------------------------------------
+    def recover_migrations(self) -> list[str]:
+        return []
+
+    def tidy(self) -> list[str]:
+        return []
+
+    def live_release(self) -> Release | None:
+        return None
+
+    def serve(self, slot: str) -> str:
+        return self._do(f"serve {slot}")
+
+    def park(self, slot: str, *, remove_if_from: str | None = None) -> str:
+        return self._do(f"park {slot}" + (" (remove)" if remove_if_from else ""))
+
+    def discard(self, release: Release, *, image: bool) -> str:
+        self.calls.append("discard")
+        return "discarded"
 
     def url(self) -> str:
         return "http://localhost:1"
@@ -169,6 +190,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
     assert finished == [
         "validate",
         "lock",
+        "repair",
         "version",
         "build",
         "deliver",
@@ -195,7 +217,7 @@ def test_failure_before_switch_removes_candidate_and_keeps_live_slot(
     with pytest.raises(DeployFailed) as caught:
         _run(config, steps, host, monkeypatch)
     assert caught.value.phase == "health"
-    assert steps.calls[-2:] == ["gate green", "remove green"]
+    assert steps.calls[-3:] == ["gate green", "remove green", "discard"]
     assert not any(c.startswith("switch") for c in steps.calls)
     assert store.current() == Current(slot="blue", release_id="old", switched_at="t")
     assert store.history()[-1].result == "failed"
@@ -210,7 +232,7 @@ def test_failure_after_switch_switches_back_first(
     store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
     with pytest.raises(DeployFailed):
         _run(config, steps, host, monkeypatch)
-    assert steps.calls[-3:] == ["verify", "switch blue", "remove green"]
+    assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
     assert store.current() is not None and store.current().slot == "blue"  # type: ignore[union-attr]
     assert store.history()[-1].result == "rolled_back"
 
@@ -233,7 +255,7 @@ def test_connection_lost_after_the_switch_is_a_failed_deploy_not_a_no_op(
     store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
     with pytest.raises(DeployFailed):
         _run(config, steps, host, monkeypatch)
-    assert steps.calls[-3:] == ["verify", "switch blue", "remove green"]
+    assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
     assert store.history()[-1].result == "rolled_back"
 
     steps = RecordingSteps(fail_at="verify", error=HostUnreachable, fail_cleanup=True)

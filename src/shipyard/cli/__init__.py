@@ -37,6 +37,7 @@ from shipyard.config import json_schema, parse_duration, reference_markdown
 from shipyard.deploy import (
     DeployOptions,
     DeployResult,
+    Interrupted,
     RollbackOptions,
     across_nodes,
     common_rollback_version,
@@ -312,13 +313,39 @@ def status(
                 "deployed_by",
                 "health",
                 "drift",
+                "interrupted",
             ):
                 table.add_row(key, escape(str(data.get(key) or "-")))
+            for problem in data.get("problems") or []:
+                table.add_row("problem", escape(str(problem)))
             for name, state in data.get("containers", {}).items():
                 table.add_row(f"  {name}", escape(state))
             err.print(table)
-    if any(data.get("drift") for data in reports):
+    if any(
+        data.get("drift") or data.get("interrupted") or data.get("problems") for data in reports
+    ):
         raise typer.Exit(ExitCode.FAILED)
+
+
+@app.command()
+def repair(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    wait: WaitOption = "0s",
+    json_output: JsonOption = False,
+) -> None:
+    """Finish or undo an interrupted operation and bring what serves in line with the state
+    (every node; each deploy and rollback does this first)."""
+    sessions = open_sessions(config, environment, json_output=json_output)
+    for session, summary in _on_nodes(
+        sessions,
+        lambda s: s.provider.repair(s.ctx, lock_wait=parse_duration(wait)),
+        "repair",
+    ):
+        if not json_output:
+            err.print(
+                f"[bold green]repaired[/] {escape(environment)}{_on(session, sessions)}: {escape(summary)}"
+            )
 
 
 def _status_of(session: Session) -> dict[str, Any]:
@@ -617,8 +644,10 @@ def main() -> None:
         if exc.hint:
             err.print(f"[dim]hint: {escape(mask(exc.hint))}[/]")
         sys.exit(_exit_code(exc))
-    except KeyboardInterrupt:
-        err.print("interrupted")
+    except (KeyboardInterrupt, Interrupted) as exc:
+        err.print(
+            escape(current_masker()(str(exc))) if isinstance(exc, Interrupted) else "interrupted"
+        )
         sys.exit(130)
     except Exception:  # noqa: BLE001 — the one place that catches everything
         trace = current_masker()(traceback.format_exc())

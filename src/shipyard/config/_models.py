@@ -428,6 +428,16 @@ class DeploySection(_Model):
         description="State directory on the target (default /var/lib/shipyard, or ~/.local/state/shipyard for local).",
     )
     keep_releases: int = Field(5, ge=1, le=100, description="Releases kept for rollback.")
+    keep_logs: int = Field(
+        100,
+        ge=1,
+        description="Deployment logs kept, on the host and on this machine (the newest); older ones are removed.",
+    )
+    history_days: int = Field(
+        366,
+        ge=1,
+        description="Days of `history` kept: older lines are dropped when an operation is recorded.",
+    )
     allow_dirty: bool = Field(
         False, description="Allow deploying uncommitted changes (the version says so)."
     )

@@ -11,7 +11,7 @@ finds nothing left to apply.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import quote
@@ -244,36 +244,87 @@ class Database:
         env_file: PurePosixPath,
         timeout: float,
         image: str,
+        name: str,
+        labels: Mapping[str, str],
         snapshot: str | None = None,
     ) -> str:
         """Apply pending migrations with golang-migrate; returns its output.
 
-        ``env_file`` on the host holds ``PGPASSWORD``; the URL carries no password. On failure the
-        message names the file, the failing statement, the schema's state and the snapshot; when
-        the failed file ran in one transaction (nothing of it remains) the version is reset to the
-        last applied one, so the schema is exactly as before and clean.
+        ``env_file`` on the host holds ``PGPASSWORD``; the URL carries no password. The one-off
+        container ``name`` (with ``labels``) runs detached and is removed only once its result is
+        read, so if shipyard dies meanwhile the next operation still learns how it ended
+        (``migration_outcome``). On failure the message names the file, the failing statement,
+        the schema's state and the snapshot; when the failed file ran in one transaction (nothing
+        of it remains) the version is reset to the last applied one, so the schema is exactly as
+        before and clean.
         """
         url = migration_url(self.section, self.container)
+        argv = ["-path", "/migrations", "-database", url]
+        argv += ["-lock-timeout", str(max(1, round(timeout))), "up"]
+        self.docker.remove(name)  # a finished one of the same operation, read already
         try:
-            result = self.docker.run_oneoff(
+            self.docker.run_detached(
                 image,
-                [
-                    "-path",
-                    "/migrations",
-                    "-database",
-                    url,
-                    "-lock-timeout",
-                    str(max(1, round(timeout))),
-                    "up",
-                ],
+                argv,
+                name=name,
                 network=network,
                 env_file=env_file,
                 mounts=[(migrations, "/migrations")],
-                timeout=timeout + 60,
+                labels=labels,
             )
+            code = self.docker.wait(name, timeout=timeout + 60)
         except CommandFailed as exc:
-            raise self._failure(exc.stderr, source, snapshot) from exc
-        return (result.stdout + result.stderr).strip()
+            raise MigrationError(
+                f"golang-migrate ({name}) did not run to the end: {exc.stderr.strip()[-300:]}",
+                hint="its container is kept: the next deploy (or `shipyard repair ENV`) waits "
+                "for it and reads how it ended",
+            ) from exc
+        output = self.docker.logs(name, tail=200)
+        if code != 0:
+            failure = self._failure(output, source, snapshot)
+            self.docker.remove(name)
+            raise failure
+        self.docker.remove(name)
+        return output
+
+    def migration_outcome(
+        self, name: str, files: Mapping[int, str], *, timeout: float
+    ) -> str | None:
+        """How the kept golang-migrate container ``name`` of an interrupted operation ended
+        (waiting for it while it still runs), with the schema made clean where that is safe: a
+        failed file that ran in one transaction left nothing behind, so the version is reset to
+        the one before it. ``files``: version → SQL of the migrations that container ran.
+        Returns what was found and done; ``None`` when the container is gone. It is removed."""
+        info = self.docker.container(name)
+        if info is None:
+            return None
+        code = info.exit_code
+        if info.running:
+            try:
+                code = self.docker.wait(name, timeout=timeout)
+            except CommandFailed:
+                return f"{name} is still running after {timeout:g}s; left running"
+        if code == 0:
+            self.docker.remove(name)
+            return f"{name} had finished: the migrations applied"
+        output = self.docker.logs(name, tail=200)
+        state = self.migration_state()
+        found = f"{name} had failed (exit {code})"
+        if not state.dirty or state.version is None:
+            note = f"{found}; the schema is clean at version {state.version}"
+        elif state.version in files and runs_in_one_transaction(files[state.version]):
+            previous = max((v for v in files if v < state.version), default=None)
+            self.force_version(previous)
+            error, _, _ = parse_migrate_failure(output, files[state.version])
+            note = (
+                f"{found} in migration {state.version} ({error}); that file ran in one "
+                f"transaction, so nothing of it was applied: the dirty flag was reset to "
+                f"version {previous} (clean)"
+            )
+        else:
+            note = f"{found}; the schema is DIRTY at version {state.version}: left for a person"
+        self.docker.remove(name)
+        return note
 
     def _failure(self, output: str, source: Path, snapshot: str | None) -> MigrationError:
         files = local_migration_files(source)

@@ -1,9 +1,12 @@
 """The deploy pipeline: the only part that knows the order of phases.
 
-validate → lock → version → build → deliver → infrastructure → plan → snapshot (only when migrations
-are pending) → migrate → start → health → switch → verify → retire → record → unlock. Before the switch a failure removes the candidate and the live
-slot never stops serving; from the switch on (the point of no return) a failure switches back to
-the previous slot first. A provider supplies the steps (``DeploySteps``).
+validate → lock → repair → version → build → deliver → infrastructure → plan → snapshot (only when
+migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
+unlock. Before the switch a failure removes the candidate and the live slot never stops serving;
+from the switch on (the point of no return) a failure switches back to the previous slot first.
+From ``start`` on, the operation's intent is journalled on the host before each step, so an
+operation killed at any point is finished or undone by the next one (``repair``). Every phase and
+cleanup is fenced by the lock. A provider supplies the steps (``DeploySteps``).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import NoReturn, Protocol
 
@@ -22,11 +25,13 @@ from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
-from shipyard.deploy._phases import Interrupted, Phases, signals_raise
+from shipyard.deploy._phases import Interrupted, Phases, signals_noted, signals_raise
+from shipyard.deploy._repair import RepairSteps, repair, repair_entry
 from shipyard.errors import (
     DeployFailed,
     HostUnreachable,
     LockHeld,
+    LockLost,
     NeedsConfirmation,
     RollbackFailed,
     ShipyardError,
@@ -35,7 +40,17 @@ from shipyard.errors import (
 )
 from shipyard.events import Bus, EventKind
 from shipyard.hosts import Host
-from shipyard.state import Current, HistoryEntry, Release, StateStore, deployer, now_iso, other_slot
+from shipyard.state import (
+    Current,
+    Fence,
+    HistoryEntry,
+    Intent,
+    Release,
+    StateStore,
+    deployer,
+    now_iso,
+    other_slot,
+)
 
 __all__ = [
     "CiNotPassed",
@@ -49,6 +64,7 @@ __all__ = [
     "NodeOutcome",
     "OperationContext",
     "Phases",
+    "RepairSteps",
     "RollbackOptions",
     "across_nodes",
     "common_rollback_version",
@@ -56,6 +72,7 @@ __all__ = [
     "new_deployment_id",
     "rollout_error",
     "run_deploy",
+    "run_repair",
     "run_rollback",
 ]
 
@@ -77,6 +94,7 @@ class OperationContext:
     bus: Bus
     deployment_id: str
     target: Host | None = None  # the environment's host (hooks with `where: target`)
+    fence: Fence = field(default_factory=Fence)  # armed with the lock while it is held
 
     @property
     def node(self) -> str:
@@ -121,8 +139,8 @@ class DeployResult:
     duration_s: float
 
 
-class DeploySteps(Protocol):
-    """What a provider does at each phase."""
+class DeploySteps(RepairSteps, Protocol):
+    """What a provider does at each phase (and to repair an interrupted operation)."""
 
     def preflight(self) -> str: ...
 
@@ -183,23 +201,30 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
             summary=lambda i: f"{i.tag} (built before)" if i.reused else i.tag,
         )
         phases.event(EventKind.DEPLOY_BUILT, message=image.tag, data={"image": image.tag})
-        phases.run("deliver", lambda: steps.deliver(image), summary=str)
-        phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
-        current = ctx.store.current()
-        slot = other_slot(current.slot if current else None)
-        operation.slot = slot
-        operation.previous = current.slot if current else None
         planned = Release(
             id=ctx.deployment_id,
             version=version.version,
             commit=version.commit,
             image=image.tag,
             image_id=image.id,
-            slot=slot,
+            slot="?",
             migration_version=None,
             created_at=now_iso(),
             deployed_by=deployer(),
         )
+        operation.fresh_image = not image.reused
+        failed = planned
+        phases.on_failure(
+            "forget the failed release (its env file, migration copy and new image)",
+            lambda: _discard(steps.discard(failed, image=not image.reused)),
+        )
+        phases.run("deliver", lambda: steps.deliver(image), summary=str)
+        phases.run("infrastructure", steps.ensure_infrastructure, summary=str)
+        current = ctx.store.current()
+        slot = other_slot(current.slot if current else None)
+        operation.slot = slot
+        operation.previous = current.slot if current else None
+        planned = replace(planned, slot=slot)
         migrations = phases.run("plan", steps.plan_migrations, summary=lambda p: p.summary())
         for finding in migrations.findings:
             phases.warn(f"migration lint: {finding}")
@@ -230,7 +255,7 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
                 data={"schema_version": migrated},
             )
         release = replace(planned, migration_version=migrated)
-        _go_live(phases, steps, release, current.slot if current else None, operation.hook)
+        operation.go_live(release, current)
         return release
 
     return _Operation(ctx, steps, "deploy", lock_wait=options.lock_wait).run(body)
@@ -274,10 +299,46 @@ def run_rollback(
         operation.slot = slot
         operation.previous = current.slot
         release = replace(target, slot=slot)
-        _go_live(phases, steps, release, current.slot, operation.hook)
+        operation.go_live(release, current)
         return release
 
     return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait).run(body)
+
+
+def run_repair(ctx: OperationContext, steps: DeploySteps, *, lock_wait: float = 0.0) -> str:
+    """`shipyard repair`: under the lock, finish or undo an interrupted operation and bring what
+    serves and the state back in line (what every deploy and rollback does first)."""
+    phases = ctx.phases()
+    lock = ctx.store.lock(ctx.deployment_id, "repair", ttl=ctx.config.deploy.lock_ttl)
+    started_at, started = now_iso(), time.monotonic()
+    with signals_raise():
+        phases.run(
+            "lock",
+            lambda: lock.acquire(wait=lock_wait),
+            summary=lambda _: f"held as {ctx.deployment_id}",
+        )
+        try:
+            ctx.fence.arm(lock)
+            phases.guard = lock.ensure_held
+            summary = phases.run("repair", lambda: _repair(ctx, steps, phases), summary=str)
+            ctx.store.append_history(
+                repair_entry(ctx.deployment_id, summary, started_at, time.monotonic() - started)
+            )
+        finally:
+            ctx.fence.disarm()
+            with signals_noted():
+                lock.release()
+    return summary
+
+
+def _repair(ctx: OperationContext, steps: DeploySteps, phases: Phases) -> str:
+    return repair(
+        ctx.store,
+        steps,
+        deployment_id=ctx.deployment_id,
+        record=lambda release: _record(ctx, steps, release),
+        note=phases.note,
+    )
 
 
 def common_rollback_version(nodes: Sequence[tuple[list[Release], Current | None]]) -> str:
@@ -327,39 +388,6 @@ def _rollback_target(releases: list[Release], live_id: str, to: str | None) -> R
     return matches[-1]
 
 
-def _go_live(
-    phases: Phases,
-    steps: DeploySteps,
-    release: Release,
-    previous: str | None,
-    hook: Callable[[HookPoint], None],
-) -> None:
-    """start → health → switch → verify → watch → retire: the blue-green core of every operation."""
-    slot = release.slot
-    phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
-    phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
-    phases.run("health", lambda: steps.gate(slot), summary=str)
-    hook(HookPoint.BEFORE_SWITCH)
-    if previous is not None and previous != slot:
-        prior = previous
-        phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
-    phases.run("switch", lambda: steps.switch(slot), summary=str)
-    phases.event(
-        EventKind.DEPLOY_SWITCHED,
-        message=f"traffic on {slot}",
-        data={"slot": slot, "previous_slot": previous},
-    )
-    phases.run("verify", lambda: steps.verify(release), summary=str)
-    if previous is not None and previous != slot:
-        phases.run("watch", lambda: steps.watch(slot), summary=str)
-    else:  # the health gate proved it; with no earlier version there is nothing to switch back to
-        phases.skip("watch", "first deploy: no earlier version to switch back to")
-    phases.clear_cleanups()  # the new version serves: nothing to undo from here
-    hook(HookPoint.AFTER_SWITCH)
-    if previous is not None and previous != slot:
-        phases.run("retire", lambda: steps.retire(prior), summary=str)
-
-
 class _Operation:
     """One deploy or rollback: signals, the lock, failure handling, history, events."""
 
@@ -377,6 +405,8 @@ class _Operation:
         self.previous: str | None = None
         self.version = "?"
         self.commit = "?"
+        self.fresh_image = False
+        self.intent: Intent | None = None
 
     def describe(self, version: str, commit: str) -> None:
         self.version, self.commit = version, commit
@@ -412,6 +442,61 @@ class _Operation:
                 f"{point.value} hook failed; the {self.action}'s outcome stands: {exc.message}"
             )
 
+    def journal(self, step: str) -> None:
+        """Record on the host that the operation reached ``step`` (fenced by the lock)."""
+        if self.intent is None:
+            return
+        self.phases.guard()
+        self.intent = self.intent.at(step)
+        self.ctx.store.write_intent(self.intent)
+
+    def go_live(self, release: Release, current: Current | None) -> None:
+        """start → health → switch → verify → watch → retire: the blue-green core of every
+        operation, each step journalled before it changes anything."""
+        phases, steps = self.phases, self.steps
+        previous = current.slot if current else None
+        slot = release.slot
+        self.intent = Intent(
+            deployment_id=self.ctx.deployment_id,
+            action=self.action,
+            release=release,
+            previous=current,
+            step="start",
+            by=deployer(),
+            started_at=phases.started_at,
+            updated_at=now_iso(),
+            fresh_image=self.fresh_image,
+        )
+        self.journal("start")
+        phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
+        phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
+        self.journal("health")
+        phases.run("health", lambda: steps.gate(slot), summary=str)
+        self.hook(HookPoint.BEFORE_SWITCH)
+        if previous is not None and previous != slot:
+            prior = previous
+            phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
+        self.journal("switch")
+        phases.run("switch", lambda: steps.switch(slot), summary=str)
+        self.journal("switched")
+        phases.event(
+            EventKind.DEPLOY_SWITCHED,
+            message=f"traffic on {slot}",
+            data={"slot": slot, "previous_slot": previous},
+        )
+        phases.run("verify", lambda: steps.verify(release), summary=str)
+        self.journal("verified")
+        if previous is not None and previous != slot:
+            phases.run("watch", lambda: steps.watch(slot), summary=str)
+        else:  # the health gate proved it; with no earlier version there is nothing to switch back to
+            phases.skip("watch", "first deploy: no earlier version to switch back to")
+        self.journal("watched")
+        phases.clear_cleanups()  # the new version serves: nothing to undo from here
+        self.hook(HookPoint.AFTER_SWITCH)
+        if previous is not None and previous != slot:
+            phases.run("retire", lambda: steps.retire(prior), summary=str)
+        self.journal("retired")
+
     def run(self, body: Callable[[_Operation], Release]) -> DeployResult:
         ctx, phases = self.ctx, self.phases
         started_at, started = now_iso(), time.monotonic()
@@ -429,8 +514,16 @@ class _Operation:
                     lambda: lock.acquire(wait=self.lock_wait),
                     summary=lambda _: f"held as {ctx.deployment_id}",
                 )
+                ctx.fence.arm(lock)
+                phases.guard = lock.ensure_held
+                phases.run("repair", lambda: _repair(ctx, self.steps, phases), summary=str)
                 release = body(self)
-                phases.run("record", lambda: _record(ctx, self.steps, release), summary=str)
+                phases.run("record", lambda: self._record(release), summary=str)
+            except LockLost as exc:
+                # Another operation may own the environment now: nothing more is touched (no
+                # cleanup, no history); whoever holds the lock repairs what is left.
+                phases.event(self.kinds.failed, error=exc.message, phase="lock")
+                raise
             except (LockHeld, HostUnreachable, NeedsConfirmation, StateError, ToolTooOld) as exc:
                 if phases.changed_anything:  # e.g. the connection dropped mid-deploy
                     self._fail(exc, started_at, started)
@@ -441,10 +534,13 @@ class _Operation:
                 elif isinstance(exc, HostUnreachable):
                     phases.event(self.kinds.failed, error=exc.message)
                 raise
-            except ShipyardError as exc:
+            except (ShipyardError, Interrupted) as exc:
                 self._fail(exc, started_at, started)
             finally:
-                lock.release()
+                ctx.fence.disarm()
+                phases.guard = _unguarded  # what follows (after_deploy hooks) changes nothing
+                with signals_noted():
+                    lock.release()
         duration = time.monotonic() - started
         self._history(None, started_at, started, release=release)
         url = self.steps.url()
@@ -456,18 +552,30 @@ class _Operation:
         self.hook(HookPoint.AFTER_DEPLOY)
         return DeployResult(ctx.deployment_id, release, url, duration)
 
-    def _fail(self, exc: ShipyardError, started_at: str, started: float) -> NoReturn:
+    def _record(self, release: Release) -> str:
+        summary = _record(self.ctx, self.steps, release)
+        self.phases.guard()
+        self.ctx.store.clear_intent()
+        return summary
+
+    def _fail(self, exc: ShipyardError | Interrupted, started_at: str, started: float) -> NoReturn:
         """Undo what was done (newest first), record and report the failure, and raise it: as
-        ``RollbackFailed`` when undoing failed too."""
+        ``RollbackFailed`` when undoing failed too. A second signal meanwhile is noted, not
+        obeyed, so the undoing is never cut short; a lost lock stops it (nothing is touched)."""
         failure = self._failure(exc)
-        cleanup_failures = self.phases.run_cleanups()
-        self._history(failure, started_at, started)
-        self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
+        with signals_noted():
+            cleanup_failures = self.phases.run_cleanups()
+            if not cleanup_failures and self.intent is not None:
+                self.phases.guard()
+                self.ctx.store.clear_intent()  # undone: nothing left for the next operation
+            self._history(failure, started_at, started)
+            self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
         if cleanup_failures:
             raise RollbackFailed(
                 f"{failure.message}; restoring the previous state also failed: "
                 + "; ".join(cleanup_failures),
-                hint="check `shipyard status` and the containers with `docker ps -a`",
+                hint="check `shipyard status ENV`; `shipyard repair ENV` (or the next deploy) "
+                "retries bringing the previous version back",
             ) from exc
         raise failure from exc
 
@@ -494,11 +602,11 @@ class _Operation:
             )
         self.hook(HookPoint.ON_FAILURE, error=failure.message, failed_phase=failure.phase)
 
-    def _failure(self, exc: ShipyardError) -> DeployFailed:
+    def _failure(self, exc: ShipyardError | Interrupted) -> DeployFailed:
         failure = (
             exc
             if isinstance(exc, DeployFailed)
-            else DeployFailed(self.action, exc.message, hint=exc.hint)
+            else DeployFailed(self.phases.running or self.action, exc.message, hint=exc.hint)
         )
         if "switch" in self.phases.completed:
             return DeployFailed(
@@ -569,9 +677,13 @@ def _record(ctx: OperationContext, steps: DeploySteps, release: Release) -> str:
     dropped, kept = releases[:-keep] if len(releases) > keep else [], releases[-keep:]
     store.save_releases(kept)
     store.set_current(Current(slot=release.slot, release_id=release.id, switched_at=now_iso()))
-    if dropped:
-        steps.prune(dropped, kept)
+    steps.prune(dropped, kept)
+    store.trim_history(ctx.config.deploy.history_days)
     return f"{release.version} live in {release.slot}; {len(kept)} release(s) kept"
+
+
+def _unguarded() -> None:
+    """The guard of phases that run without the lock."""
 
 
 def _discard(_value: object) -> None:

@@ -11,16 +11,38 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TypeVar
 
-from shipyard.errors import DeployFailed, HostUnreachable, LockHeld, ShipyardError, ToolTooOld
+from shipyard.errors import (
+    DeployFailed,
+    HostUnreachable,
+    LockHeld,
+    LockLost,
+    ShipyardError,
+    ToolTooOld,
+)
 from shipyard.events import Bus, Event, EventKind
 from shipyard.state import now_iso
 
 T = TypeVar("T")
 
 
-class Interrupted(ShipyardError):
-    """SIGINT or SIGTERM arrived during an operation."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived during an operation.
 
+    Like ``KeyboardInterrupt`` it is not an ``Exception``: no ``except Exception`` (a failing
+    event sink, a hook, a helper that tolerates errors) and no ``except ShipyardError`` can
+    swallow it, so it always ends the operation through its cleanups with a non-zero exit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# Phases that run before the lock is taken (nothing to fence yet).
+_BEFORE_LOCK = frozenset({"validate", "lock"})
 
 # Phases after which the app's stack on the target is as it was (images and snapshot files may
 # have been added).
@@ -44,6 +66,10 @@ class Phases:
     commit: str | None = None
     started_at: str = field(default_factory=now_iso)
     completed: list[str] = field(default_factory=list)
+    running: str | None = None  # the phase under way
+    # Checked before every phase and every cleanup: raises ``LockLost`` once the operation no
+    # longer holds its lock (nothing more is changed then).
+    guard: Callable[[], None] = lambda: None
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
 
     def event(self, kind: str, **fields: object) -> None:
@@ -72,8 +98,19 @@ class Phases:
     ) -> T:
         started = time.monotonic()
         self.event(EventKind.PHASE_STARTED, phase=name)
+        self.running = name
         try:
+            if name not in _BEFORE_LOCK:
+                self.guard()
             result = action()
+        except Interrupted as exc:
+            self.event(
+                EventKind.PHASE_FAILED,
+                phase=name,
+                duration_s=time.monotonic() - started,
+                error=exc.message,
+            )
+            raise
         except (DeployFailed, LockHeld, HostUnreachable, ToolTooOld) as exc:
             self.event(
                 EventKind.PHASE_FAILED,
@@ -91,6 +128,7 @@ class Phases:
             )
             raise DeployFailed(name, exc.message, hint=exc.hint) from exc
         duration = time.monotonic() - started
+        self.running = None
         self.completed.append(name)
         self.event(
             EventKind.PHASE_FINISHED,
@@ -115,12 +153,16 @@ class Phases:
         self._cleanups.clear()
 
     def run_cleanups(self) -> list[str]:
-        """Run registered cleanups newest first; returns what failed (never raises)."""
+        """Run registered cleanups newest first; returns what failed. Raises only ``LockLost``
+        (another operation may own the environment now: nothing is touched)."""
         failures = []
         while self._cleanups:
+            self.guard()
             description, cleanup = self._cleanups.pop()
             try:
                 cleanup()
+            except LockLost:
+                raise
                 self.note(f"cleanup: {description}")
             except Exception as exc:  # noqa: BLE001 — every cleanup gets its turn
                 failures.append(f"{description}: {exc}")

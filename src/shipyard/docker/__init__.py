@@ -446,6 +446,46 @@ class Docker:
             args += ["--label", f"{key}={value}"]
         return self._run([*args, image, *argv], check=check, timeout=timeout)
 
+    def run_detached(
+        self,
+        image: str,
+        argv: Sequence[str],
+        *,
+        name: str,
+        network: str | None = None,
+        env_file: PurePosixPath | None = None,
+        mounts: Sequence[tuple[PurePosixPath, str]] = (),
+        labels: Mapping[str, str] | None = None,
+    ) -> str:
+        """``docker run --detach`` of a one-off task that is kept after it exits, so its exit
+        code and log can be read even by a later process (``wait``, ``logs``, then ``remove``).
+        Mounts are read-only (host path, container path). Returns the container's ID."""
+        args = ["run", "--detach", "--name", name]
+        if network:
+            args += ["--network", network]
+        if env_file is not None:
+            args += ["--env-file", str(env_file)]
+        for source, target in mounts:
+            args += ["--volume", f"{source}:{target}:ro"]
+        for key, value in (labels or {}).items():
+            args += ["--label", f"{key}={value}"]
+        return self._run([*args, image, *argv], timeout=600).stdout.strip()
+
+    def wait(self, container: str, *, timeout: float | None) -> int:
+        """Wait for ``container`` to exit; returns its exit code (``CommandFailed`` on timeout)."""
+        result = self._run(["wait", container], timeout=timeout)
+        return int(result.stdout.strip().splitlines()[-1])
+
+    def container_image(self, container: str) -> str:
+        """The image reference ``container`` was created from."""
+        result = self._run(["container", "inspect", "--format", "{{.Config.Image}}", container])
+        return result.stdout.strip()
+
+    def labelled(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        """Every container (running or not) carrying all ``labels``, inspected."""
+        found = [self.container(name) for name in self.containers(labels)]
+        return [info for info in found if info is not None]
+
     def logs(
         self, container: str, *, tail: int = 50, since: str | None = None, timestamps: bool = False
     ) -> str:

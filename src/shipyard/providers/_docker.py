@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from shipyard.deploy import (
     OperationContext,
     RollbackOptions,
     run_deploy,
+    run_repair,
     run_rollback,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
@@ -55,7 +56,7 @@ from shipyard.providers._stack import (
     to_yaml,
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
-from shipyard.state import Lock, Release, other_slot
+from shipyard.state import Lock, Release, now_iso, other_slot
 
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
@@ -85,6 +86,14 @@ class Status:
     proxy_upstreams: list[str]
     drift: str | None
     containers: dict[str, str]
+    # An operation that was interrupted, and what the next one will do about it.
+    interrupted: str | None = None
+    # What is wrong beyond drift: nothing serves, the app is unhealthy, the schema is dirty.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.drift is None and self.interrupted is None and not self.problems
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -121,18 +130,29 @@ class DockerSteps:
             raise ShipyardError(f"container {container} does not publish port {port}")
         return self.host.tunnel(info.ports[port])
 
+    def _fence(self) -> None:
+        """Before every change: this operation still holds the environment's lock."""
+        self.ctx.fence.check()
+
     def slot_container(self, slot: str) -> ContainerInfo | None:
-        """The container of ``slot``: named after the slot, or the live name while it serves."""
-        for name in (self.names.slot(slot), self.names.live):
+        """The container of ``slot``: named after the slot, or one of the live names while it
+        serves (or hands over)."""
+        for name in (self.names.slot(slot), *self.names.live_names):
             info = self.docker.container(name)
             if info is not None and info.labels.get(f"{LABEL}.slot") == slot:
                 return info
         return None
 
+    def _carriers(self) -> list[ContainerInfo]:
+        """The containers carrying a name the proxy routes to, in the proxy's order."""
+        found = (self.docker.container(name) for name in self.names.live_names)
+        return [info for info in found if info is not None]
+
     def live_slot(self) -> str | None:
-        """The slot whose container carries the live name (what the proxy routes to)."""
-        info = self.docker.container(self.names.live)
-        return info.labels.get(f"{LABEL}.slot") if info is not None else None
+        """The slot the proxy routes to: its container carries the live name (or, in the middle
+        of a switch, only the hand-over name)."""
+        carriers = [c for c in self._carriers() if c.running]
+        return carriers[0].labels.get(f"{LABEL}.slot") if carriers else None
 
     def admin(self) -> CaddyAdmin:
         return CaddyAdmin(self._published(self.names.proxy, ADMIN_PORT))
@@ -227,6 +247,7 @@ class DockerSteps:
         return done
 
     def ensure_infrastructure(self) -> str:
+        self._fence()
         self._write(
             self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout))
         )
@@ -414,6 +435,7 @@ class DockerSteps:
         self._write(
             self.layout.migrate_env, env_file_text({"PGPASSWORD": password}, source="migrate env")
         )
+        self._fence()
         database.migrate(
             migrations=target,
             source=source,
@@ -421,6 +443,8 @@ class DockerSteps:
             env_file=self.layout.migrate_env,
             timeout=section.migrations.timeout,
             image=section.migrations.image,
+            name=self.names.migrate(self.ctx.deployment_id),
+            labels=self.names.labels(role="migrate", deployment=self.ctx.deployment_id),
             snapshot=release.snapshot,
         )
         after = database.migration_state()
@@ -434,8 +458,9 @@ class DockerSteps:
     def start_slot(self, slot: str, release: Release) -> str:
         container = self.names.slot(slot)
         kept = self.slot_container(slot)
-        if kept is not None and kept.name == self.names.live:
+        if kept is not None and kept.name in self.names.live_names:
             raise DeployFailed("start", f"slot {slot} is the live slot; refusing to replace it")
+        self._fence()
         if kept is not None and kept.labels.get(f"{LABEL}.release") == release.id:
             # The release's own container, kept stopped for exactly this: start it as it was.
             try:
@@ -462,8 +487,10 @@ class DockerSteps:
             release=release.id,
             version=release.version,
             commit=release.commit,
+            deployment=self.ctx.deployment_id,
         )
         self._write(self.layout.slot_compose(slot), to_yaml(compose))
+        self._fence()
         try:
             self.docker.compose_up(
                 self.names.slot(slot),
@@ -479,7 +506,29 @@ class DockerSteps:
         return f"{self.names.slot(slot)} running {release.image}"
 
     def remove_slot(self, slot: str) -> None:
-        self.docker.compose_down(self.names.slot(slot))
+        """Remove the candidate this operation started in ``slot``: never a container that
+        carries a name the proxy routes to, nor one another operation created (a kept release's
+        container is stopped instead)."""
+        self.park(slot, remove_if_from=self.ctx.deployment_id)
+
+    def park(self, slot: str, *, remove_if_from: str | None = None) -> str:
+        """Take ``slot``'s container out of service: removed when operation ``remove_if_from``
+        created it, else drained and stopped (kept for rollback). Refused while the proxy routes
+        to it."""
+        info = self.slot_container(slot)
+        if info is None:
+            return f"slot {slot} has no container"
+        if info.name in self.names.live_names:
+            raise ShipyardError(
+                f"refusing to take {info.name} out of service: the proxy routes to it"
+            )
+        if remove_if_from is not None and info.labels.get(f"{LABEL}.deployment") == remove_if_from:
+            self._fence()
+            self.docker.compose_down(self.names.slot(slot))
+            return f"{info.name} removed"
+        if not info.running:
+            return f"{info.name} was stopped already"
+        return self.retire(slot)
 
     def _target(self, slot: str) -> Target:
         info = self.slot_container(slot)
@@ -539,7 +588,7 @@ class DockerSteps:
         return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
 
     def caddy_config(self) -> dict[str, Any]:
-        return render_caddy(self.config.proxy, self.names.live, self.config.app.port)
+        return render_caddy(self.config.proxy, self.names.live_names, self.config.app.port)
 
     def _ensure_proxy(self) -> CaddyAdmin:
         """The proxy running with the rendered config (loaded only when it differs)."""
@@ -560,21 +609,29 @@ class DockerSteps:
         return admin
 
     def switch(self, slot: str) -> str:
-        """Make ``slot`` live: its container takes the live name (the old one gets its slot name back)."""
+        """Make ``slot`` live (see shipyard.proxy): the candidate takes a name the proxy routes
+        to, every other container gives its name back, and the candidate ends on the live name.
+        At every instant some container carries one of the names, so a switch interrupted
+        between any two renames still leaves the site served (and is finished or undone by the
+        next operation); every rename is fenced by the lock."""
         self._ensure_proxy()
         target = self.slot_container(slot)
         if target is None:
             raise ShipyardError(f"slot {slot} has no container to switch to")
-        if target.name == self.names.live:
-            return f"{self.names.live} is already slot {slot}"
-        current = self.docker.container(self.names.live)
-        if current is not None:
-            old_slot = current.labels.get(f"{LABEL}.slot", "old")
-            self.docker.rename(self.names.live, self.names.slot(old_slot))
-        # From here until the next rename no container has the live name: the proxy holds
-        # requests and retries them for proxy.dial_retry seconds.
-        self.docker.rename(target.name, self.names.live)
-        return f"{self.names.live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+        live, handover = self.names.live_names
+        if target.name not in (live, handover):
+            free = live if self.docker.container(live) is None else handover
+            self._rename(target.name, free)
+        for other in self._carriers():
+            if other.id != target.id:
+                self._rename(other.name, self.names.slot(other.labels.get(f"{LABEL}.slot", "old")))
+        if self.docker.container(live) is None:
+            self._rename(handover, live)
+        return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+
+    def _rename(self, container: str, name: str) -> None:
+        self._fence()
+        self.docker.rename(container, name)
 
     def verify(self, release: Release) -> str:
         path = self.config.deploy.verify_path
@@ -636,6 +693,8 @@ class DockerSteps:
         info = self.slot_container(slot)
         if info is None or not info.running:
             return f"slot {slot} was not running"
+        if info.name in self.names.live_names:
+            raise ShipyardError(f"refusing to stop {info.name}: the proxy routes to it")
         container = info.name
         address = info.addresses.get(self.names.network, container)
         upstream = f"{address}:{self.config.app.port}"
@@ -643,6 +702,7 @@ class DockerSteps:
         deadline = time.monotonic() + self.config.deploy.drain_timeout
         while (in_flight := admin.in_flight(upstream)) and time.monotonic() < deadline:
             time.sleep(0.1)
+        self._fence()
         self.docker.stop(container, timeout=self.config.app.stop_grace_period)
         left = f", {in_flight} request(s) still in flight at the drain timeout" if in_flight else ""
         return f"{container} drained and stopped (kept for rollback){left}"
@@ -652,11 +712,153 @@ class DockerSteps:
         return database.migration_state().version if database is not None else None
 
     def prune(self, dropped: list[Release], kept: list[Release]) -> None:
+        """Forget what no retained release needs: the dropped releases' images, and every file
+        kept for a release that is no longer retained (env files, migration copies), orphaned
+        temporary files of interrupted writes, and deployment logs beyond ``deploy.keep_logs``."""
         in_use = {r.image_id for r in kept} | {r.image for r in kept}
         for release in dropped:
-            self.host.run(["rm", "-f", str(self.layout.release_env(release.id))], check=False)
             if release.image_id not in in_use and release.image not in in_use:
                 self.docker.remove_image(release.image)
+        retained = {r.id for r in kept}
+        for directory, suffix in (
+            (self.layout.releases, ".env"),
+            (self.layout.migration_copies, ""),
+        ):
+            for name in self._listing(directory):
+                if name.removesuffix(suffix) not in retained and name.endswith(suffix):
+                    self.host.run(["rm", "-rf", str(directory / name)], check=False)
+        self.host.run(
+            # A write is a temporary ".<name>.<random>" file renamed over its target; one whose
+            # writer was killed stays behind.
+            [
+                "find",
+                str(self.layout.root),
+                "-type",
+                "f",
+                "-name",
+                ".*.*",
+                "-mmin",
+                "+10",
+                "-delete",
+            ],
+            check=False,
+        )
+        logs = self.ctx.store.log_ids()
+        for old in logs[: max(0, len(logs) - self.config.deploy.keep_logs)]:
+            self.host.run(
+                ["rm", "-f", str(self.ctx.store.path("logs", f"{old}.jsonl"))], check=False
+            )
+
+    def _listing(self, directory: PurePosixPath) -> list[str]:
+        result = self.host.run(["ls", "-1", "-A", str(directory)], check=False)
+        return result.stdout.split() if result.ok else []
+
+    def discard(self, release: Release, *, image: bool) -> str:
+        """Forget a release that never went live (a failed or interrupted deploy): its env file,
+        its migration copy and, when that operation built it (``image``), its image — unless a
+        retained release uses it."""
+        kept = self.ctx.store.releases()
+        if any(r.id == release.id for r in kept):
+            return f"release {release.id} is retained"
+        self._fence()
+        self.host.run(["rm", "-f", str(self.layout.release_env(release.id))], check=False)
+        self.host.run(["rm", "-rf", str(self.layout.migrations(release.id))], check=False)
+        in_use = {r.image_id for r in kept} | {r.image for r in kept}
+        if image and release.image not in in_use and release.image_id not in in_use:
+            self.docker.remove_image(release.image)  # kept while a container uses it
+            return f"removed {release.image} and the files of release {release.id}"
+        return f"removed the files of release {release.id}"
+
+    # -- repair ----------------------------------------------------------------------------------------
+    def recover_migrations(self) -> list[str]:
+        """Read how the golang-migrate containers of interrupted operations ended (waiting for a
+        running one), make the schema clean where that is safe, and remove them."""
+        database, section = self._database(), self.config.database
+        if database is None or section is None:
+            return []
+        found = []
+        labels = self.names.labels(role="migrate")
+        for info in self.docker.labelled(labels):
+            deployment = info.labels.get(f"{LABEL}.deployment", "")
+            copy = self.layout.migrations(deployment)
+            files = {}
+            for name in self._listing(copy):
+                version, _, rest = name.partition("_")
+                if version.isdigit() and rest.endswith(".up.sql"):
+                    files[int(version)] = (self.host.get(copy / name) or b"").decode()
+            self._fence()
+            timeout = section.migrations.timeout if section.migrations else 600
+            outcome = database.migration_outcome(info.name, files, timeout=timeout)
+            if outcome is not None:
+                found.append(outcome)
+        return found
+
+    def serve(self, slot: str) -> str:
+        """Make ``slot``'s container the only one the proxy routes to: started and health-gated
+        first unless it is already the one serving."""
+        info = self.slot_container(slot)
+        if info is None:
+            raise ShipyardError(f"slot {slot} has no container")
+        carriers = [c for c in self._carriers() if c.running]
+        if info.running and [c.id for c in carriers] == [info.id] and info.name == self.names.live:
+            return f"{info.name} (slot {slot}) serves"
+        done = ""
+        if not info.running:
+            self._fence()
+            self.docker.start(info.name)
+            done = "started, "
+        done += f"health-gated ({self.gate(slot)}), "
+        self.switch(slot)
+        return f"slot {slot} {done}serves alone as {self.names.live}"
+
+    def tidy(self) -> list[str]:
+        """With no operation in progress: a live container stopped outside shipyard is started
+        again, a hand-over left by an interrupted switch is finished, and an app container running
+        beside the live one (a candidate of an interrupted operation) is stopped."""
+        done: list[str] = []
+        carriers = self._carriers()
+        running = [c for c in carriers if c.running]
+        if not running and carriers:
+            info = carriers[0]
+            self._fence()
+            self.docker.start(info.name)
+            slot = info.labels.get(f"{LABEL}.slot", "?")
+            done.append(f"started {info.name} (slot {slot}): it had been stopped outside shipyard")
+            running = [info]
+        if running and (len(carriers) > 1 or running[0].name != self.names.live):
+            slot = running[0].labels.get(f"{LABEL}.slot", "")
+            self.switch(slot)
+            done.append(f"finished an interrupted switch: slot {slot} serves as {self.names.live}")
+        serving = {c.id for c in self._carriers()}
+        for info in self.docker.labelled(self.names.labels(role="app")):
+            if info.running and info.id not in serving:
+                slot = info.labels.get(f"{LABEL}.slot", "")
+                done.append(f"{self.park(slot)}: it ran beside the live version")
+        return done
+
+    def live_release(self) -> Release | None:
+        """The release the container the proxy routes to runs, read from its labels."""
+        carriers = [c for c in self._carriers() if c.running] or self._carriers()
+        if not carriers:
+            return None
+        info = carriers[0]
+        labels = info.labels
+        known = self.ctx.store.release(labels.get(f"{LABEL}.release", ""))
+        slot = labels.get(f"{LABEL}.slot", "blue")
+        if known is not None:
+            return replace(known, slot=slot)
+        image = self.docker.container_image(info.name)
+        return Release(
+            id=labels.get(f"{LABEL}.release", info.id[:12]),
+            version=labels.get(f"{LABEL}.version", "unknown"),
+            commit=labels.get(f"{LABEL}.commit", "unknown"),
+            image=image,
+            image_id=info.image_id,
+            slot=slot,
+            migration_version=None,
+            created_at=now_iso(),
+            deployed_by="unknown",
+        )
 
 
 class DockerProvider:
@@ -790,6 +992,9 @@ class DockerProvider:
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult:
         return run_rollback(ctx, self.steps(ctx), options)
 
+    def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
+        return run_repair(ctx, self.steps(ctx), lock_wait=lock_wait)
+
     def render(self, ctx: OperationContext) -> dict[str, str]:
         """The files a deploy writes on the host, for the slot that would go live next."""
         steps = self.steps(ctx)
@@ -809,6 +1014,7 @@ class DockerProvider:
                     release="<release>",
                     version="<version>",
                     commit="<commit>",
+                    deployment="<deployment>",
                 )
             ),
             str(steps.layout.caddy_config): json.dumps(steps.caddy_config(), indent=2),
@@ -844,8 +1050,23 @@ class DockerProvider:
             )
         drift = "; ".join(problems) or None
         health, detail = "not deployed", ""
+        trouble: list[str] = []
         if current:
             health, detail = _proxy_health(steps)
+            trouble += _serving_problems(steps, health, detail)
+        intent = ctx.store.intent()
+        interrupted = None
+        if intent is not None:
+            interrupted = (
+                f"{intent.action} {intent.deployment_id} of {intent.release.version} by {intent.by} "
+                f"stopped at step {intent.step!r} (since {intent.updated_at}); the next deploy, "
+                "rollback or `shipyard repair` "
+                + (
+                    f"finishes it ({intent.release.version} stays)"
+                    if intent.proven
+                    else "undoes it (the previous version serves alone)"
+                )
+            )
         return Status(
             url=steps.url(),
             version=release.version if release else None,
@@ -859,6 +1080,8 @@ class DockerProvider:
             proxy_upstreams=upstreams,
             drift=drift,
             containers=containers,
+            interrupted=interrupted,
+            problems=trouble,
         )
 
     def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]:
@@ -881,7 +1104,38 @@ class DockerProvider:
 
 
 def _stack_containers(names: Names) -> list[str]:
-    return [names.database, names.proxy, names.live, names.slot("blue"), names.slot("green")]
+    return [
+        names.database,
+        names.proxy,
+        *names.live_names,
+        names.slot("blue"),
+        names.slot("green"),
+    ]
+
+
+def _serving_problems(steps: DockerSteps, health: str, detail: str) -> list[str]:
+    """What keeps a deployed environment from serving well: no running live container, an
+    unhealthy app, a dirty schema."""
+    problems = []
+    carriers = steps._carriers()
+    if not any(c.running for c in carriers):
+        state = ", ".join(f"{c.name} {c.status}" for c in carriers) or f"{steps.names.live} absent"
+        problems.append(f"no container serves ({state})")
+    if health not in ("healthy", "degraded"):
+        problems.append(f"the app is {health} through the proxy ({detail})")
+    database = steps._database()
+    db = steps.docker.container(steps.names.database) if database is not None else None
+    if database is not None and db is not None and db.running:
+        try:
+            schema = database.migration_state()
+        except ShipyardError as exc:
+            problems.append(f"the migration state cannot be read: {exc.message}")
+        else:
+            if schema.dirty:
+                problems.append(
+                    f"the schema is dirty at version {schema.version}: a migration failed part-way"
+                )
+    return problems
 
 
 def _describe(info: ContainerInfo | None) -> str:

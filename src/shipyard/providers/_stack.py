@@ -62,6 +62,21 @@ class Names:
         return f"{self.prefix}-live"
 
     @property
+    def live_next(self) -> str:
+        """The hand-over name a candidate carries for an instant during a switch: the proxy
+        routes to it only while no container carries the live name."""
+        return f"{self.prefix}-live-next"
+
+    @property
+    def live_names(self) -> tuple[str, str]:
+        """The names the proxy routes to, in order of preference."""
+        return (self.live, self.live_next)
+
+    def migrate(self, deployment_id: str) -> str:
+        """The one-off golang-migrate container of an operation (kept until its result is read)."""
+        return f"{self.prefix}-migrate-{deployment_id}"
+
+    @property
     def volumes(self) -> dict[str, str]:
         return {
             "pgdata": f"{self.prefix}-pgdata",
@@ -107,12 +122,21 @@ class Layout:
     def slot_env(self, slot: str) -> PurePosixPath:
         return self.root / "slots" / slot / "app.env"
 
+    @property
+    def releases(self) -> PurePosixPath:
+        return self.root / "releases"
+
     def release_env(self, release_id: str) -> PurePosixPath:
         """The app environment a release was deployed with (0600; reused by rollbacks)."""
-        return self.root / "releases" / f"{release_id}.env"
+        return self.releases / f"{release_id}.env"
+
+    @property
+    def migration_copies(self) -> PurePosixPath:
+        return self.root / "migrations"
 
     def migrations(self, release_id: str) -> PurePosixPath:
-        return self.root / "migrations" / release_id
+        """The migration files a release's deploy ran (read again if it was interrupted)."""
+        return self.migration_copies / release_id
 
     @property
     def snapshots(self) -> PurePosixPath:
@@ -224,6 +248,10 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
             ],
             "networks": ["app"],
             "restart": "unless-stopped",
+            # A name no container carries (see shipyard.proxy) is answered by Docker's DNS
+            # itself, never forwarded to the host's resolvers.
+            "dns_opt": ["ndots:1"],
+            "dns_search": ["."],
             "labels": names.labels(role="proxy"),
             "logging": copy.deepcopy(_LOGGING),
         }
@@ -274,7 +302,10 @@ def render_slot(
     release: str,
     version: str,
     commit: str,
+    deployment: str,
 ) -> dict[str, Any]:
+    """The compose project of one app slot. ``deployment``: the operation that creates the
+    container (only that operation's cleanup may remove it)."""
     return {
         "name": names.slot(slot),
         "services": {
@@ -288,7 +319,12 @@ def render_slot(
                 "restart": "unless-stopped",
                 "stop_grace_period": f"{config.app.stop_grace_period:g}s",
                 "labels": names.labels(
-                    role="app", slot=slot, release=release, version=version, commit=commit
+                    role="app",
+                    slot=slot,
+                    release=release,
+                    version=version,
+                    commit=commit,
+                    deployment=deployment,
                 ),
                 "logging": copy.deepcopy(_LOGGING),
             }

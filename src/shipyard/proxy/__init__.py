@@ -1,13 +1,24 @@
 """Caddy in front of the app slots.
 
-Caddy routes to one stable name, the live slot's container name (``<app>-<env>-live``), looked up
-on the private network every ``LOOKUP_REFRESH``: switching slots renames containers and never
-reloads Caddy. (A config reload closes connections that were just accepted, which drops a few
-requests under load; a renamed container does not.) During the instant no container carries the
-name, requests wait and retry for ``dial_retry`` seconds instead of failing. The config itself is
-rendered from the environment's settings and loaded through the admin API, which also serves
-metrics (the 5xx rate watched after a switch) and the requests in flight per upstream (draining).
-The admin API listens on the private network and is published on the host's loopback only.
+Caddy routes to two stable names, the live name (``<app>-<env>-live``) and the hand-over name
+(``<app>-<env>-live-next``), each looked up on the private network every ``LOOKUP_REFRESH``, and
+sends every request to the first one that resolves (``first`` policy, live name first). Switching
+slots renames containers and never reloads Caddy (a config reload closes connections that were
+just accepted, which drops a few requests under load; a renamed container does not). A switch is
+three renames, and at every instant some healthy container carries one of the two names, so a
+switch interrupted anywhere still leaves the site served:
+
+1. the candidate takes the hand-over name (the live container still gets every request);
+2. the live container gets its slot name back (requests now go to the candidate);
+3. the candidate takes the live name.
+
+The name that is not carried resolves to nothing, answered by Docker's own DNS (the proxy sets
+``ndots`` and no search domain, so such a lookup is never forwarded to the host's resolvers), and
+Caddy's log of that lookup is left out. When neither name resolves for an instant, requests wait
+and retry for ``dial_retry`` seconds instead of failing. The config itself is rendered from the
+environment's settings and loaded through the admin API, which also serves metrics (the 5xx rate
+watched after a switch) and the requests in flight per upstream (draining). The admin API listens
+on the private network and is published on the host's loopback only.
 """
 
 from __future__ import annotations
@@ -37,25 +48,34 @@ UPSTREAM_ID = "shipyard-upstream"
 LOOKUP_REFRESH = "250ms"  # how soon Caddy sees a switch
 SERVER = "shipyard"
 _BLOCKED_PATHS = ["/metrics", "/metrics/*"]
+_MULTI_LOGGER = "http.reverse_proxy.upstreams.multi"
 
 
 class ProxyError(ShipyardError):
     """The proxy's admin API refused or failed a request."""
 
 
-def render_caddy(proxy: ProxySection, live: str, port: int) -> dict[str, Any]:
-    """The Caddy JSON config routing all traffic to whatever container is named ``live``."""
+def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict[str, Any]:
+    """The Caddy JSON config routing all traffic to the container carrying the first of ``names``
+    (the live name, then the hand-over name) that resolves."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
         "dynamic_upstreams": {
-            "source": "a",
-            "name": live,
-            "port": str(port),
-            "refresh": LOOKUP_REFRESH,
-            "versions": {"ipv4": True},
+            "source": "multi",
+            "sources": [
+                {
+                    "source": "a",
+                    "name": name,
+                    "port": str(port),
+                    "refresh": LOOKUP_REFRESH,
+                    "versions": {"ipv4": True},
+                }
+                for name in names
+            ],
         },
         "load_balancing": {
+            "selection_policy": {"policy": "first"},
             "try_duration": f"{proxy.dial_retry:g}s",
             "try_interval": "100ms",
         },
@@ -79,6 +99,8 @@ def render_caddy(proxy: ProxySection, live: str, port: int) -> dict[str, Any]:
         server["automatic_https"] = {"disable": True}
     config: dict[str, Any] = {
         "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins()},
+        # The name no container carries fails its lookup on every request: not worth a log line.
+        "logging": {"logs": {"default": {"exclude": [_MULTI_LOGGER]}}},
         # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
         "apps": {"http": {"metrics": {}, "servers": {SERVER: server}}},
     }
@@ -109,8 +131,9 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
             if handler.get("handler") == "reverse_proxy":
                 found += [u.get("dial", "") for u in handler.get("upstreams", [])]
                 dynamic = handler.get("dynamic_upstreams") or {}
-                if dynamic.get("name"):
-                    found.append(f"{dynamic['name']}:{dynamic.get('port', '')}")
+                for source in dynamic.get("sources") or [dynamic]:
+                    if source.get("name"):
+                        found.append(f"{source['name']}:{source.get('port', '')}")
     return found
 
 

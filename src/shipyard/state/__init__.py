@@ -2,8 +2,9 @@
 
 ``<state_dir>/<app>/<environment>/`` on the host holds ``current.json`` (the live slot and release),
 ``releases.json`` (retained releases, newest last), ``history.jsonl`` (one line per deploy or
-rollback) and the rendered files the stack runs from. The proxy's routes are derived from this
-state; nothing else is a source of truth.
+rollback), ``journal.json`` (while an operation changes what serves: what it is doing, so that the
+next operation can finish or undo it if this one is killed) and the rendered files the stack runs
+from. The proxy's routes are derived from this state; nothing else is a source of truth.
 """
 
 from __future__ import annotations
@@ -15,18 +16,21 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from shipyard.errors import LockHeld, ShipyardError, StateError
+from shipyard.errors import LockHeld, LockLost, ShipyardError, StateError
 from shipyard.hosts import Host
 
 __all__ = [
     "STALE_KEEP_DAYS",
+    "STEPS",
     "Current",
+    "Fence",
     "HistoryEntry",
+    "Intent",
     "Lock",
     "Release",
     "Slot",
@@ -81,11 +85,57 @@ class Current:
     switched_at: str
 
 
+# What an operation that changes the live slot has reached, in order. Until ``watched`` the new
+# version is not proven: an interrupted operation is undone (the previous version serves again);
+# from ``watched`` on it is finished (the new version stays and is recorded).
+STEPS = ("start", "health", "switch", "switched", "verified", "watched", "retired")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What an operation is changing, written on the host before it changes what serves and
+    cleared once it is recorded (or undone). Found by the next operation, it says that one was
+    interrupted and what to finish or undo."""
+
+    deployment_id: str
+    action: str  # deploy, rollback
+    release: Release  # what the operation brings live; ``release.slot`` is the candidate slot
+    previous: Current | None  # what served before it
+    step: str  # the last of ``STEPS`` reached
+    by: str
+    started_at: str
+    updated_at: str
+    fresh_image: bool = False  # the operation built its image (so undoing it removes the image)
+
+    def at(self, step: str) -> Intent:
+        return replace(self, step=step, updated_at=now_iso())
+
+    @property
+    def proven(self) -> bool:
+        """Whether the next operation finishes this one rather than undoing it: the new version
+        passed the watch window, or nothing served before it and the switch to it had begun."""
+        reached = STEPS.index(self.step)
+        if self.previous is None:
+            return reached >= STEPS.index("switch")
+        return reached >= STEPS.index("watched")
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Intent:
+        previous = data.get("previous")
+        return Intent(
+            **{
+                **data,
+                "release": Release(**data["release"]),
+                "previous": Current(**previous) if previous else None,
+            }
+        )
+
+
 @dataclass(frozen=True)
 class HistoryEntry:
     deployment_id: str
-    action: str  # deploy, rollback
-    result: str  # succeeded, failed, rolled_back
+    action: str  # deploy, rollback, repair, restore
+    result: str  # succeeded, failed, rolled_back, interrupted
     version: str
     commit: str
     slot: str
@@ -143,6 +193,26 @@ class StateStore:
     def save_releases(self, releases: list[Release]) -> None:
         self._write("releases.json", [asdict(r) for r in releases])
 
+    # -- journal -----------------------------------------------------------------------------------------
+    def intent(self) -> Intent | None:
+        """The operation that was changing what serves and has not finished (or been undone)."""
+        data = self._read("journal.json")
+        if not data:
+            return None
+        try:
+            return Intent.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"{self.host.name}:{self.path('journal.json')} is not a journal shipyard wrote",
+                hint="check `shipyard status`; remove the file to forget the interrupted operation",
+            ) from exc
+
+    def write_intent(self, intent: Intent) -> None:
+        self._write("journal.json", asdict(intent))
+
+    def clear_intent(self) -> None:
+        self.host.run(["rm", "-f", str(self.path("journal.json"))])
+
     # -- history -----------------------------------------------------------------------------------------
     def history(self) -> list[HistoryEntry]:
         data = self.host.get(self.path("history.jsonl"))
@@ -151,6 +221,22 @@ class StateStore:
             if line.strip():
                 entries.append(HistoryEntry(**json.loads(line)))
         return entries
+
+    def trim_history(self, days: int) -> int:
+        """Drop history lines of operations started more than ``days`` ago; returns how many."""
+        data = self.host.get(self.path("history.jsonl"))
+        if not data:
+            return 0
+        cutoff = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
+        lines = data.decode().splitlines(keepends=True)
+        kept = [
+            line
+            for line in lines
+            if not line.strip() or json.loads(line).get("started_at", "") >= cutoff
+        ]
+        if len(kept) != len(lines):
+            self.host.put(self.path("history.jsonl"), "".join(kept).encode(), mode=0o600)
+        return len(lines) - len(kept)
 
     def append_history(self, entry: HistoryEntry) -> None:
         existing = self.host.get(self.path("history.jsonl")) or b""
@@ -183,11 +269,18 @@ class Lock:
     Taking it is one atomic ``rename`` of a private directory that already holds the owner record
     (deployment id, user@machine, pid, start, heartbeat) onto ``lock``: it fails when a lock
     exists, so a lock is never seen without its owner. The holder heartbeats every ``ttl / 4``
-    seconds from a background thread; a lock whose heartbeat is older than ``ttl`` is stale. A
-    takeover renames the stale lock to ``lock.stale-<its id>``, which is kept for a week (for
-    `lock status` and post-mortems): a second taker that saw the same stale lock then finds that
-    name taken and loses, so exactly one taker wins.
-    Only the holder releases it; ``break_lock`` is the operator's ``--force``.
+    seconds from a background thread; a lock whose heartbeat is older than ``ttl`` is stale, and
+    so is one whose holder ran on this machine and is no longer running (a killed deploy's lock
+    is taken over at once, not after the TTL). A takeover renames the stale lock to
+    ``lock.stale-<its id>``, which is kept for a week (for `lock status` and post-mortems): a
+    second taker that saw the same stale lock then finds that name taken and loses, so exactly
+    one taker wins.
+
+    The holder is fenced: ``ensure_held`` (called before every change an operation makes) fails
+    with ``LockLost`` once the lock names another operation, or once the holder itself went
+    without a heartbeat for longer than ``ttl`` (paused, suspended): from then on another
+    operation may be taking it over, so the holder changes nothing more and never heartbeats
+    again. Only the holder releases it; ``break_lock`` is the operator's ``--force``.
     """
 
     def __init__(
@@ -208,9 +301,12 @@ class Lock:
             "operation": operation,
             "by": deployer(),
             "pid": os.getpid(),
+            "pid_start": _process_start(os.getpid()),
             "started_at": now_iso(),
         }
         self.held = False
+        self.lost: str | None = None  # why the lock is no longer ours, once it is not
+        self._beat_at = (0.0, 0.0)  # (monotonic, clock) of the last heartbeat written
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
@@ -228,6 +324,8 @@ class Lock:
     def is_stale(self, owner: dict[str, Any] | None) -> bool:
         if owner is None:
             return False  # unreadable: only the operator can judge (`lock release --force`)
+        if holder_is_gone(owner):
+            return True
         return self.clock() - float(owner.get("heartbeat", 0)) > float(owner.get("ttl", self.ttl))
 
     @staticmethod
@@ -240,18 +338,26 @@ class Lock:
         )
 
     # -- taking and giving back ----------------------------------------------------------------------
-    def _write_owner(self) -> None:
-        record = {**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}
-        self.store.host.put(self.dir / "owner.json", json.dumps(record).encode(), mode=0o600)
+    def _record(self) -> bytes:
+        return json.dumps({**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}).encode()
+
+    def _beaten(self) -> None:
+        self._beat_at = (time.monotonic(), self.clock())
+
+    def _silence(self) -> float:
+        """Seconds since this holder last heartbeat, by either clock: the monotonic one keeps
+        counting while the process is stopped, the wall clock also while the machine sleeps."""
+        monotonic, wall = self._beat_at
+        return max(time.monotonic() - monotonic, self.clock() - wall)
 
     def _claim(self) -> bool:
         """Rename a directory holding our owner record onto ``lock``; False if a lock exists."""
         host = self.store.host
         pending = self.store.path(f"lock.new-{self.owner['deployment_id']}")
         host.run(["rm", "-rf", str(pending)], check=False)
-        record = {**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}
-        host.put(pending / "owner.json", json.dumps(record).encode(), mode=0o600)
+        host.put(pending / "owner.json", self._record(), mode=0o600)
         if host.run(["mv", "-T", str(pending), str(self.dir)], check=False).ok:
+            self._beaten()
             return True
         host.run(["rm", "-rf", str(pending)], check=False)
         return False
@@ -271,6 +377,7 @@ class Lock:
             if not self._claim():
                 return False
         self.held = True
+        self.lost = None
         self._prune_stale()
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="shipyard-lock", daemon=True)
@@ -301,13 +408,46 @@ class Lock:
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 4):
+            if self._silence() > self.ttl:
+                # Unresponsive past the TTL: another operation may be taking the lock over right
+                # now, so it is never written again.
+                self._lose(
+                    f"no heartbeat for {self._silence():.0f}s (deploy.lock_ttl {self.ttl:g}s)"
+                )
+                return
             owner = self.holder()
             if owner is None or owner.get("deployment_id") != self.owner["deployment_id"]:
+                self._lose(f"the lock now belongs to {self.describe(owner)}")
                 return  # the lock was broken (--force): never write into someone else's lock
             try:
-                self._write_owner()
+                self.store.host.put(self.dir / "owner.json", self._record(), mode=0o600)
             except ShipyardError:
                 continue
+            self._beaten()
+
+    def _lose(self, why: str) -> None:
+        if self.lost is None:
+            self.lost = why
+
+    def ensure_held(self) -> None:
+        """Fail with ``LockLost`` unless this operation still holds the lock (see the class)."""
+        if not self.held:
+            raise LockLost("this operation does not hold the environment's lock")
+        silence = self._silence()
+        if self.lost is None and silence > self.ttl:
+            self._lose(f"no heartbeat for {silence:.0f}s (deploy.lock_ttl {self.ttl:g}s)")
+        if self.lost is None:
+            owner = self.holder()
+            if owner is None or owner.get("deployment_id") != self.owner["deployment_id"]:
+                self._lose(f"the lock now belongs to {self.describe(owner)}")
+        if self.lost is not None:
+            raise LockLost(
+                f"lost the lock of {self.store.root.name}: {self.lost}; this operation was "
+                "unresponsive (paused or suspended) for longer than the lock's TTL, so another "
+                "operation may have taken over — it changed nothing more",
+                hint="`shipyard status ENV` shows what serves; the next deploy (or `shipyard "
+                "repair ENV`) finishes or undoes what this one left",
+            )
 
     def release(self) -> None:
         if not self.held:
@@ -332,3 +472,46 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot; Linux), ``None`` when it is not
+    running, a zombie, or this is not Linux."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) "
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def holder_is_gone(owner: dict[str, Any]) -> bool:
+    """Whether a lock's holder ran on this machine and that process is no longer running (its
+    pid is free, a zombie, or reused by a later process)."""
+    pid, started = owner.get("pid"), owner.get("pid_start")
+    if owner.get("by") != deployer() or not isinstance(pid, int) or not isinstance(started, int):
+        return False
+    if pid == os.getpid():
+        return False
+    return _process_start(pid) != started
+
+
+class Fence:
+    """The lock an operation holds, checked before each change it makes (``check``). Created
+    with the operation's context, armed once the lock is taken; unarmed it checks nothing
+    (commands that take no lock)."""
+
+    def __init__(self) -> None:
+        self._lock: Lock | None = None
+
+    def arm(self, lock: Lock) -> None:
+        self._lock = lock
+
+    def disarm(self) -> None:
+        self._lock = None
+
+    def check(self) -> None:
+        if self._lock is not None:
+            self._lock.ensure_held()
