@@ -15,16 +15,20 @@ from pathlib import Path, PurePosixPath
 ABSENT_EXIT = 3  # the exit code of ``get_script`` when the file does not exist
 
 
-def put_script(path: PurePosixPath, mode: int) -> str:
-    """Write stdin to ``path`` atomically with ``mode``; new parents are 0700 (umask 077).
+def put_script(path: PurePosixPath, mode: int, size: int) -> str:
+    """Write stdin (``size`` bytes) to ``path`` atomically with ``mode``; new parents are 0700
+    (umask 077).
 
-    The file is written beside its target, then renamed over it.
+    The file is written beside its target, then renamed over it only when all ``size`` bytes
+    arrived: a transfer cut short (the connection dropped, shipyard was killed) ends stdin early
+    and must never replace the file with a truncated one.
     """
     parent, name = shlex.quote(str(path.parent)), shlex.quote(f".{path.name}.")
     target = shlex.quote(str(path))
     return (
         f"umask 077 && mkdir -p {parent} && tmp=$(mktemp {parent}/{name}XXXXXX) && "
-        f'{{ cat > "$tmp" && chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
+        f'{{ cat > "$tmp" && [ "$(wc -c < "$tmp")" -eq {int(size)} ] && '
+        f'chmod {mode:o} "$tmp" && mv -f "$tmp" {target}; }} '
         f'|| {{ rm -f "$tmp"; exit 1; }}'
     )
 

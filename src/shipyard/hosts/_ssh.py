@@ -452,7 +452,7 @@ class SSHHost:
 
     # -- files -------------------------------------------------------------------------------------
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        self._shell(put_script(path, mode), stdin=data)
+        self._shell(put_script(path, mode, len(data)), stdin=data)
 
     def _shell(self, script: str, *, stdin: bytes | None = None) -> CommandResult:
         return self.run(["sh", "-c", script], stdin=stdin if stdin is not None else b"")

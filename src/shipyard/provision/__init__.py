@@ -149,7 +149,7 @@ class SudoHost:
         return result
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        self.run(["sh", "-c", put_script(path, mode)], stdin=data)
+        self.run(["sh", "-c", put_script(path, mode, len(data))], stdin=data)
 
     def get(self, path: PurePosixPath) -> bytes | None:
         result = self.run(["sh", "-c", get_script(path)], check=False)
