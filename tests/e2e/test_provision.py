@@ -294,6 +294,29 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
         assert live_env.get(key) == value, key
     assert host.sh(f"stat -c '%U %a' /var/lib/shipyard/{app.name}/development") == "deploy 700"
 
+    # With the app running, an engine whose live-restore was turned off gets it back from a
+    # provision by a reload (SIGHUP), not a restart: the containers keep running.
+    live = f"{app.name}-development-live"
+    started = host.sh(f"docker inspect -f '{{{{.State.StartedAt}}}}' {live}")
+    host.sh(
+        'sed -i \'s/"live-restore": true/"live-restore": false/\' /etc/docker/daemon.json && '
+        "systemctl reload docker.service"
+    )
+    deadline = time.monotonic() + 30
+    while host.sh("docker info --format '{{.LiveRestoreEnabled}}'") != "false":
+        assert time.monotonic() < deadline, "dockerd never reread daemon.json"
+        time.sleep(0.2)
+    code, reprovisioned, stderr = _provision(app, "--user", "root")
+    assert code == 0, (stderr, reprovisioned)
+    step = reprovisioned["docker-daemon"]
+    assert (step["status"], step["detail"]) == (
+        "changed",
+        "json-file, 10m x 5; live-restore on; docker reloaded",
+    ), step
+    assert host.sh("docker info --format '{{.LiveRestoreEnabled}}'") == "true"
+    assert host.sh(f"docker inspect -f '{{{{.State.StartedAt}}}}' {live}") == started
+    assert httpx.get(f"{url}/version", timeout=10).json()["git_commit"] == first_commit
+
     second_commit = app.commit("version 2")
     with Load(f"{url}/") as load:
         again = app.shipyard("deploy", "development", timeout=1200)
