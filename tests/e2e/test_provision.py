@@ -193,7 +193,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
         "packages": "changed",
         "docker-service": "unchanged",
         "tools": "unchanged",
-        "docker-logs": "changed",
+        "docker-daemon": "changed",
         "journald": "changed",
         "deploy-user": "changed",
         "state-dirs": "changed",
@@ -202,7 +202,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     }, first
     assert host.system.pretty_name in first["os"]["detail"]
     assert "systemd running" in first["os"]["detail"]
-    assert "docker restarted" in first["docker-logs"]["detail"]
+    assert "live-restore on; docker restarted" in first["docker-daemon"]["detail"]
 
     # Docker engine + Compose v2 installed and running, the service enabled for boot.
     packages = " ".join(host.system.docker_packages)
@@ -228,10 +228,12 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     assert host.sh("systemctl is-enabled shipyard-firewall.service") == "enabled"
     assert _reachable(host.address, 22)
     assert not _reachable(host.address, 2222), "a port outside 22/80/443 is still open"
-    # Log limits, applied by the running engine, and the image prune timer.
+    # Log limits and live-restore, applied by the running engine, and the image prune timer.
     daemon = json.loads(host.sh("cat /etc/docker/daemon.json"))
     assert daemon["log-opts"] == {"max-file": "5", "max-size": "10m"}
+    assert daemon["live-restore"] is True
     assert host.sh("docker info --format '{{.LoggingDriver}}'") == "json-file"
+    assert host.sh("docker info --format '{{.LiveRestoreEnabled}}'") == "true"
     assert "SystemMaxUse=500M" in host.sh("cat /etc/systemd/journald.conf.d/shipyard.conf")
     assert host.sh("systemctl is-enabled shipyard-image-prune.timer") == "enabled"
     assert host.sh("systemctl is-active shipyard-image-prune.timer") == "active"
@@ -291,6 +293,29 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     for key, value in expected_env.items():
         assert live_env.get(key) == value, key
     assert host.sh(f"stat -c '%U %a' /var/lib/shipyard/{app.name}/development") == "deploy 700"
+
+    # With the app running, an engine whose live-restore was turned off gets it back from a
+    # provision by a reload (SIGHUP), not a restart: the containers keep running.
+    live = f"{app.name}-development-live"
+    started = host.sh(f"docker inspect -f '{{{{.State.StartedAt}}}}' {live}")
+    host.sh(
+        'sed -i \'s/"live-restore": true/"live-restore": false/\' /etc/docker/daemon.json && '
+        "systemctl reload docker.service"
+    )
+    deadline = time.monotonic() + 30
+    while host.sh("docker info --format '{{.LiveRestoreEnabled}}'") != "false":
+        assert time.monotonic() < deadline, "dockerd never reread daemon.json"
+        time.sleep(0.2)
+    code, reprovisioned, stderr = _provision(app, "--user", "root")
+    assert code == 0, (stderr, reprovisioned)
+    step = reprovisioned["docker-daemon"]
+    assert (step["status"], step["detail"]) == (
+        "changed",
+        "json-file, 10m x 5; live-restore on; docker reloaded",
+    ), step
+    assert host.sh("docker info --format '{{.LiveRestoreEnabled}}'") == "true"
+    assert host.sh(f"docker inspect -f '{{{{.State.StartedAt}}}}' {live}") == started
+    assert httpx.get(f"{url}/version", timeout=10).json()["git_commit"] == first_commit
 
     second_commit = app.commit("version 2")
     with Load(f"{url}/") as load:

@@ -186,12 +186,17 @@ def test_firewall_unit_loads_before_the_network_without_an_ordering_cycle() -> N
 
 
 def test_docker_daemon_json_keeps_other_settings() -> None:
-    merged = json.loads(files.docker_daemon({"storage-driver": "overlay2"}, "10m", 5))
+    existing = {"storage-driver": "overlay2", "live-restore": False}
+    merged = json.loads(files.docker_daemon(existing, "10m", 5, live_restore=True))
     assert merged == {
         "storage-driver": "overlay2",
+        "live-restore": True,
         "log-driver": "json-file",
         "log-opts": {"max-size": "10m", "max-file": "5"},
     }
+    kept = json.loads(files.docker_daemon(existing, "10m", 5, live_restore=False))
+    assert kept["live-restore"] is False  # not provision's to set: left as it was
+    assert "live-restore" not in json.loads(files.docker_daemon({}, "10m", 5, live_restore=False))
 
 
 def test_prune_spares_shipyard_releases() -> None:
@@ -631,9 +636,12 @@ class _Server(FakeHost):
     """An Ubuntu 24.04 server with Docker installed and running, as provision sees it (as root):
     users with their homes, and each path's owner, group and mode."""
 
-    def __init__(self, *, running: str = "") -> None:
+    def __init__(self, *, running: str = "", swarm: str = "inactive") -> None:
         super().__init__(respond=self._answer)
         self.running = running  # what `docker ps --quiet` prints
+        self.swarm = swarm  # the engine's Swarm.LocalNodeState
+        self.live_restore = False  # the running engine's, from daemon.json when it last read it
+        self.reloads_take = True  # whether dockerd takes daemon.json on SIGHUP
         self.homes = {"root": "/root"}
         self.meta: dict[str, tuple[str, str, int]] = {}  # path → (owner, group, mode)
         self.files["/etc/os-release"] = (_UBUNTU, 0o644)
@@ -658,11 +666,26 @@ class _Server(FakeHost):
         match argv:
             case ["dpkg-query", "-W", "-f", _, *packages]:
                 return _ok(argv, "\n".join(f"{p} ii" for p in packages))
-            case ["docker", "ps", "--quiet"]:
-                return _ok(argv, self.running)
             case ["systemctl", "is-active" | "is-enabled" as question, _]:
                 return _ok(argv, "active" if question == "is-active" else "enabled")
-        return self._users(argv) or self._paths(argv)
+        return self._engine(argv) or self._users(argv) or self._paths(argv)
+
+    def _engine(self, argv: list[str]) -> CommandResult | None:
+        match argv:
+            case ["docker", "ps", "--quiet"]:
+                return _ok(argv, self.running)
+            case ["docker", "info", "--format", template]:
+                return _ok(
+                    argv,
+                    template.replace("{{.Swarm.LocalNodeState}}", self.swarm).replace(
+                        "{{.LiveRestoreEnabled}}", str(self.live_restore).lower()
+                    ),
+                )
+            case ["systemctl", "restart" | "reload" as verb, "docker.service"]:
+                if verb == "restart" or self.reloads_take:
+                    daemon = json.loads(self.files.get(files.DAEMON_JSON, (b"{}", 0))[0])
+                    self.live_restore = daemon.get("live-restore", False)
+        return None
 
     def _users(self, argv: list[str]) -> CommandResult | None:
         match argv:
@@ -713,22 +736,90 @@ def _provisioned(host: FakeHost, options: ProvisionOptions | None = None) -> dic
     return {s.step: s for s in provision(host, options or ProvisionOptions())}
 
 
-def test_docker_logs_never_restart_an_engine_with_running_containers() -> None:
-    restart = ["systemctl", "restart", "docker.service"]
+_RESTART = ["systemctl", "restart", "docker.service"]
+_RELOAD = ["systemctl", "reload", "docker.service"]
+
+
+def test_docker_daemon_never_restarts_an_engine_with_running_containers() -> None:
+    """Log rotation waits for the next restart; live-restore is applied by a reload (SIGHUP), which
+    leaves the containers running."""
     busy = _Server(running="3f2a9c1d0b7e\n")
-    first = _provisioned(busy)["docker-logs"]
+    busy.files[files.DAEMON_JSON] = (b'{"storage-driver": "overlay2"}', 0o644)
+    first = _provisioned(busy)["docker-daemon"]
     assert first.status == "changed"
     assert "applies at the next restart of docker.service" in first.detail, first.detail
-    assert restart not in busy.commands
+    assert "live-restore on; docker reloaded" in first.detail, first.detail
+    assert _RESTART not in busy.commands
+    assert busy.commands.count(_RELOAD) == 1
+    assert busy.live_restore
     written = json.loads(busy.files[files.DAEMON_JSON][0])
-    assert written["log-opts"] == {"max-size": "10m", "max-file": "5"}
-    assert _provisioned(busy)["docker-logs"].status == "unchanged"  # the file already matches
-    assert restart not in busy.commands
+    assert written == {
+        "storage-driver": "overlay2",
+        "live-restore": True,
+        "log-driver": "json-file",
+        "log-opts": {"max-size": "10m", "max-file": "5"},
+    }
+    again = _provisioned(busy)["docker-daemon"]
+    assert (again.status, again.detail) == ("unchanged", "json-file, 10m x 5; live-restore on")
+    assert _RESTART not in busy.commands
+    assert busy.commands.count(_RELOAD) == 1
 
     idle = _Server(running="")
-    done = _provisioned(idle)["docker-logs"]
+    done = _provisioned(idle)["docker-daemon"]
     assert (done.status, done.detail.endswith("docker restarted")) == ("changed", True)
-    assert restart in idle.commands
+    assert _RESTART in idle.commands and _RELOAD not in idle.commands
+    assert idle.live_restore
+    assert _provisioned(idle)["docker-daemon"].status == "unchanged"
+
+
+def test_live_restore_alone_is_applied_by_a_reload_even_on_an_idle_engine() -> None:
+    host = _Server(running="")
+    rotation = files.docker_daemon({}, "10m", 5, live_restore=False)
+    host.files[files.DAEMON_JSON] = (rotation.encode(), 0o644)
+    step = _provisioned(host)["docker-daemon"]
+    assert (step.status, step.detail) == (
+        "changed",
+        "json-file, 10m x 5; live-restore on; docker reloaded",
+    )
+    assert _RELOAD in host.commands and _RESTART not in host.commands
+    assert json.loads(host.files[files.DAEMON_JSON][0])["live-restore"] is True
+
+
+def test_an_engine_that_lost_live_restore_is_reloaded_again() -> None:
+    """daemon.json already asks for live-restore, but the running engine does not have it."""
+    host = _Server(running="3f2a9c1d0b7e\n")
+    content = files.docker_daemon({}, "10m", 5, live_restore=True)
+    host.files[files.DAEMON_JSON] = (content.encode(), 0o644)
+    step = _provisioned(host)["docker-daemon"]
+    assert (step.status, step.detail.endswith("docker reloaded")) == ("changed", True)
+    assert host.files[files.DAEMON_JSON][0] == content.encode()  # not rewritten
+    assert host.live_restore
+
+
+def test_a_reload_that_does_not_take_fails_the_step() -> None:
+    host = _Server(running="3f2a9c1d0b7e\n")
+    host.reloads_take = False
+    options = ProvisionOptions(docker_reload_timeout=0, poll_interval=0)
+    step = _provisioned(host, options)["docker-daemon"]
+    assert step.status == "failed"
+    assert "still reports live-restore off" in step.detail, step.detail
+    assert json.loads(host.files[files.DAEMON_JSON][0])["live-restore"] is True
+
+
+@pytest.mark.parametrize("state", ["active", "locked"])
+def test_an_engine_in_swarm_mode_gets_no_live_restore(state: str) -> None:
+    host = _Server(running="3f2a9c1d0b7e\n", swarm=state)
+    step = _provisioned(host)["docker-daemon"]
+    assert step.status == "changed"
+    assert f"live-restore skipped: Docker does not support it in swarm mode ({state})" in (
+        step.detail
+    ), step.detail
+    assert "live-restore" not in json.loads(host.files[files.DAEMON_JSON][0])
+    assert _RELOAD not in host.commands and _RESTART not in host.commands
+    again = _provisioned(host)["docker-daemon"]
+    assert again.status == "unchanged"
+    assert "live-restore skipped" in again.detail
+    assert _RELOAD not in host.commands
 
 
 _KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"

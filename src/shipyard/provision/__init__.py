@@ -8,8 +8,14 @@ Run over SSH as root (or a user with sudo). Each step checks before it acts and 
    distribution; Debian 12 from Docker's apt repository, the only source of Compose v2 there).
 3. ``docker-service``: docker.service enabled and running (systemd).
 4. ``tools``: docker and compose versions on the host against the minimums shipyard needs.
-5. ``docker-logs``: json-file log rotation in /etc/docker/daemon.json (other settings kept);
-   docker.service is restarted to apply it only while no container runs, else at its next restart.
+5. ``docker-daemon``: /etc/docker/daemon.json (other settings kept) with json-file log rotation
+   and ``"live-restore": true``, so that containers keep running while dockerd restarts (an
+   upgrade, a crash). docker.service is restarted to apply the log rotation only while no
+   container runs, else it applies at the next restart. live-restore is one of the settings
+   dockerd rereads on SIGHUP: when no restart is due, ``systemctl reload docker.service``
+   applies it and the containers keep running. It is skipped, with a note, on an engine in
+   swarm mode (Swarm.LocalNodeState other than ``inactive``), which does not support it, and on
+   one that does not answer ``docker info``.
 6. ``journald``: a size limit for the journal.
 7. ``deploy-user``: the deploy user, in the docker group; no sudo rights are granted. It is given
    the login keys it lacks from the authorized_keys of the user provision connects as (root's, or
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -90,6 +97,8 @@ class ProvisionOptions:
     docker_log_max_file: int = 5
     prune_schedule: str = "daily"
     prune_until: str = "168h"
+    docker_reload_timeout: float = 30.0  # for dockerd to take daemon.json after a reload
+    poll_interval: float = 0.2
 
 
 @dataclass(frozen=True)
@@ -289,37 +298,85 @@ class _Provisioner:
             raise ProvisionError("; ".join(problems))
         return "unchanged", f"docker {client}, compose {compose}"
 
-    def docker_logs(self) -> tuple[Status, str]:
+    def docker_daemon(self) -> tuple[Status, str]:
         current = self.host.get(PurePosixPath(files.DAEMON_JSON))
         try:
             existing = json.loads(current) if current else {}
         except json.JSONDecodeError as exc:
             raise ProvisionError(f"{files.DAEMON_JSON} is not valid JSON: {exc}") from exc
-        wanted = files.docker_daemon(
-            existing, self.options.docker_log_max_size, self.options.docker_log_max_file
-        )
-        if current is not None and json.loads(wanted) == existing:
-            return (
-                "unchanged",
-                f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}",
+        size, count = self.options.docker_log_max_size, self.options.docker_log_max_file
+        swarm, live = self.engine_state()
+        # Docker refuses live-restore in swarm mode; an engine that does not answer is not guessed at.
+        live_restore = swarm == "inactive"
+        content = files.docker_daemon(existing, size, count, live_restore=live_restore)
+        wanted = json.loads(content)
+        done = [f"json-file, {size} x {count}"]
+        if live_restore:
+            done.append("live-restore on")
+        elif swarm:
+            done.append(f"live-restore skipped: Docker does not support it in swarm mode ({swarm})")
+        else:
+            done.append("live-restore skipped: the engine did not answer `docker info`")
+        written = current is None or wanted != existing
+        if written:
+            self.file(files.DAEMON_JSON, content)
+        if not self.systemd or self.out("systemctl", "is-active", "docker.service") != "active":
+            return ("changed" if written else "unchanged"), "; ".join(done)
+        logs_changed = _without_live_restore(wanted) != _without_live_restore(existing)
+        # A restart stops every container: only an idle engine is restarted. live-restore is one
+        # of the settings dockerd rereads on SIGHUP, so an engine with containers takes it running.
+        restart = logs_changed and self.idle()
+        reload = not restart and live_restore and live != "true"
+        if restart:
+            self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
+            done.append("docker restarted")
+        if reload:
+            self.reload_docker()
+            done.append("docker reloaded")
+        if logs_changed and not restart:
+            done.append(
+                f"log rotation written to {files.DAEMON_JSON}, applies at the next restart of "
+                "docker.service (not restarted now: containers are running), to containers "
+                "created after it"
             )
-        self.file(files.DAEMON_JSON, wanted)
-        detail = (
-            f"json-file, {self.options.docker_log_max_size} x {self.options.docker_log_max_file}"
+        return ("changed" if written or restart or reload else "unchanged"), "; ".join(done)
+
+    def engine_state(self) -> tuple[str, str]:
+        """The engine's swarm state (``inactive`` outside a swarm) and whether live-restore is on
+        (``true``/``false``); two empty strings when it does not answer."""
+        result = self.host.run(
+            ["docker", "info", "--format", "{{.Swarm.LocalNodeState}} {{.LiveRestoreEnabled}}"],
+            check=False,
+            timeout=120,
         )
-        if self.systemd and self.out("systemctl", "is-active", "docker.service") == "active":
-            # A restart stops every container: only an idle engine is restarted.
-            running = self.host.run(["docker", "ps", "--quiet"], check=False, timeout=120)
-            if running.ok and not running.stdout.strip():
-                self.host.run(["systemctl", "restart", "docker.service"], timeout=300)
-                detail += "; docker restarted"
-            else:
-                detail += (
-                    f"; written to {files.DAEMON_JSON}, applies at the next restart of "
-                    "docker.service (not restarted now: containers are running), to containers "
-                    "created after it"
+        fields = result.stdout.split() if result.ok else []
+        return (fields[0], fields[1]) if len(fields) == 2 else ("", "")  # noqa: PLR2004
+
+    def idle(self) -> bool:
+        """Whether the engine runs no container (False when it cannot tell)."""
+        running = self.host.run(["docker", "ps", "--quiet"], check=False, timeout=120)
+        return running.ok and not running.stdout.strip()
+
+    def reload_docker(self) -> None:
+        """``systemctl reload docker.service`` (SIGHUP to dockerd), then wait until the engine
+        reports live-restore on: dockerd rereads daemon.json after the signal, not before it."""
+        result = self.host.run(["systemctl", "reload", "docker.service"], check=False, timeout=120)
+        if not result.ok:
+            raise ProvisionError(
+                f"`systemctl reload docker.service` failed: {result.stderr.strip()[-300:]} "
+                f"(live-restore is written to {files.DAEMON_JSON} and applies at the next restart)",
+                hint="send dockerd a SIGHUP: systemctl kill --signal=HUP --kill-whom=main docker",
+            )
+        deadline = time.monotonic() + self.options.docker_reload_timeout
+        while self.engine_state()[1] != "true":
+            if time.monotonic() >= deadline:
+                raise ProvisionError(
+                    "docker.service was reloaded but the engine still reports live-restore off "
+                    f"after {self.options.docker_reload_timeout:g}s",
+                    hint="`journalctl -u docker.service` shows why dockerd did not take "
+                    f"{files.DAEMON_JSON}",
                 )
-        return "changed", detail
+            time.sleep(self.options.poll_interval)
 
     def journald(self) -> tuple[Status, str]:
         content = files.journald_limits(self.options.journal_max_use, self.options.journal_max_file)
@@ -450,7 +507,7 @@ def provision(
         ("packages", p.packages),
         ("docker-service", p.docker_service),
         ("tools", p.tools),
-        ("docker-logs", p.docker_logs),
+        ("docker-daemon", p.docker_daemon),
         ("journald", p.journald),
         ("deploy-user", p.deploy_user),
         ("state-dirs", p.state_dirs),
@@ -476,6 +533,10 @@ def provision(
         if report is not None:
             report(result)
     return results
+
+
+def _without_live_restore(document: Mapping[str, object]) -> dict[str, object]:
+    return {key: value for key, value in document.items() if key != "live-restore"}
 
 
 def _dotted(version: tuple[int, int]) -> str:

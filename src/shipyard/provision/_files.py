@@ -108,9 +108,15 @@ SystemMaxFileSize={max_file}
 """
 
 
-def docker_daemon(existing: Mapping[str, Any] | None, max_size: str, max_file: int) -> str:
-    """``/etc/docker/daemon.json`` with log rotation, keeping every other setting there."""
+def docker_daemon(
+    existing: Mapping[str, Any] | None, max_size: str, max_file: int, *, live_restore: bool
+) -> str:
+    """``/etc/docker/daemon.json`` with log rotation and, when ``live_restore``, containers kept
+    running while dockerd restarts (``"live-restore": true``); every other setting there is kept,
+    a ``live-restore`` already set included when ``live_restore`` is false."""
     document = dict(existing or {})
+    if live_restore:
+        document["live-restore"] = True
     document["log-driver"] = "json-file"
     document["log-opts"] = {
         **dict(document.get("log-opts") or {}),
