@@ -118,7 +118,7 @@ class RecordingSteps:
             self.calls.append(f"prune {len(dropped)}")
 
     # -- repair ----------------------------------------------------------------------------------
-    def recover_migrations(self) -> list[str]:
+    def recover(self) -> list[str]:
         return []
 
     def tidy(self) -> list[str]:

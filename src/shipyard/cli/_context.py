@@ -196,6 +196,7 @@ def _session(config: Config, *, json_output: bool, deployment_id: str | None = N
             local_logs(config) / f"{deployment_id}.jsonl",
             host,
             store.path("logs", f"{deployment_id}.jsonl"),
+            keep=config.deploy.keep_logs,
         )
     )
     notifications = dispatcher_for(config)

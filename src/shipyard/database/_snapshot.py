@@ -158,11 +158,35 @@ class SnapshotStore:
     def _size(self, path: PurePosixPath) -> int:
         return int(self.host.run(["stat", "-c", "%s", str(path)], timeout=30).stdout.strip())
 
+    def _partial(self, name: str) -> PurePosixPath:
+        """Where ``name`` is dumped until it is complete (named after the app and environment,
+        so a directory shared by several environments keeps each one's apart)."""
+        return self._path(name, f".dump.{self.app}-{self.environment}.partial")
+
     def _remove(self, name: str) -> None:
         self.host.run(
-            ["rm", "-f", str(self._path(name, ".dump")), str(self._path(name, ".json"))],
+            [
+                "rm",
+                "-f",
+                str(self._path(name, ".dump")),
+                str(self._path(name, ".json")),
+                str(self._partial(name)),
+            ],
             timeout=60,
         )
+
+    def remove_partial(self) -> list[str]:
+        """Remove this environment's dumps that were cut short (their writer is gone: call it
+        holding the environment's lock, which every snapshot is taken under)."""
+        result = self.host.run(
+            [
+                "find", str(self.directory), "-maxdepth", "1", "-type", "f",
+                "-name", f"*.dump.{self.app}-{self.environment}.partial", "-print", "-delete",
+            ],
+            check=False,
+            timeout=60,
+        )  # fmt: skip
+        return [PurePosixPath(line).name for line in result.stdout.splitlines() if line.strip()]
 
     # -- create -------------------------------------------------------------------------------------
     def create(
@@ -178,6 +202,10 @@ class SnapshotStore:
         while name in existing:
             name, suffix = f"{base}_{suffix}", suffix + 1
         dump = self._path(name, ".dump")
+        # Written under a name no listing shows, renamed once complete and verified: a dump cut
+        # short (shipyard killed meanwhile) is never taken for a snapshot, and the next operation
+        # removes it (``remove_partial``).
+        partial = self._partial(name)
         started = time.monotonic()
         try:
             self.docker.exec_streaming(
@@ -192,7 +220,7 @@ class SnapshotStore:
                     "-d",
                     self.section.name,
                 ],
-                stdout_path=dump,
+                stdout_path=partial,
                 timeout=self.section.snapshots.timeout,
             )
         except CommandFailed as exc:
@@ -203,7 +231,7 @@ class SnapshotStore:
                 hint=_space_hint(exc.stderr, self.directory),
             ) from exc
         try:
-            toc = self._list(dump)
+            toc = self._list(partial)
             snapshot = Snapshot(
                 name=name,
                 database=self.section.name,
@@ -214,13 +242,14 @@ class SnapshotStore:
                 deployment_id=deployment_id,
                 reason=reason,
                 created_at=now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                size=self._size(dump),
-                sha256=self._sha256(dump),
+                size=self._size(partial),
+                sha256=self._sha256(partial),
                 duration_s=round(time.monotonic() - started, 3),
                 toc_entries=toc,
                 server_version=self._server_version(),
                 path=str(dump),
             )
+            self.host.run(["mv", "-f", str(partial), str(dump)], timeout=60)
             self.host.put(
                 self._path(name, ".json"),
                 (json.dumps(snapshot.to_dict(), indent=2) + "\n").encode(),

@@ -45,8 +45,10 @@ class Interrupted(BaseException):
 _BEFORE_LOCK = frozenset({"validate", "lock"})
 
 # Phases after which the app's stack on the target is as it was (images and snapshot files may
-# have been added).
-_UNCHANGING = frozenset({"validate", "lock", "version", "build", "deliver", "plan", "snapshot"})
+# have been added; a repair's changes are a finished outcome of their own).
+_UNCHANGING = frozenset(
+    {"validate", "lock", "repair", "version", "build", "deliver", "plan", "snapshot"}
+)
 
 
 @dataclass

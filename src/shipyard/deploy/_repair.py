@@ -26,7 +26,7 @@ __all__ = ["RepairSteps", "repair"]
 class RepairSteps(Protocol):
     """What a provider does to bring an environment back to one serving version."""
 
-    def recover_migrations(self) -> list[str]: ...
+    def recover(self) -> list[str]: ...
 
     def serve(self, slot: str) -> str: ...
 
@@ -50,7 +50,7 @@ def repair(
     """Bring the environment back to exactly one serving version and the state in line with it.
     ``record`` records a release as live (as a deploy's record phase does); ``note`` reports
     each action. Returns a summary."""
-    actions = steps.recover_migrations()
+    actions = steps.recover()
     for action in actions:
         note(f"repair: {action}")
     intent = store.intent()

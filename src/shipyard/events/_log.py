@@ -16,10 +16,11 @@ class DeploymentLog:
     newlines in messages stay valid JSON. Nothing is written for a command that emitted no events.
     """
 
-    def __init__(self, local: Path, host: Host, remote: PurePosixPath) -> None:
+    def __init__(self, local: Path, host: Host, remote: PurePosixPath, *, keep: int = 100) -> None:
         self.local = local
         self.host = host
         self.remote = remote
+        self.keep = keep  # logs kept in ``local``'s directory (the newest; ids sort by time)
         self._lines: list[str] = []
 
     def __call__(self, event: Event) -> None:
@@ -32,5 +33,9 @@ class DeploymentLog:
             handle.write(line)
 
     def close(self) -> None:
-        if self._lines:
-            self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
+        if not self._lines:
+            return
+        self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
+        logs = sorted(self.local.parent.glob("*.jsonl"))
+        for old in logs[: max(0, len(logs) - self.keep)]:
+            old.unlink(missing_ok=True)

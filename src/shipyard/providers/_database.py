@@ -53,6 +53,13 @@ class DatabaseOperations:
             )
 
     def create(self, *, reason: str = "manual") -> Snapshot:
+        """A snapshot now, under the environment's lock (never beside a deploy's migration)."""
+        with self.ctx.store.lock(
+            self.ctx.deployment_id, "snapshot", ttl=self.ctx.config.deploy.lock_ttl
+        ):
+            return self._create(reason=reason)
+
+    def _create(self, *, reason: str) -> Snapshot:
         self._running()
         current = self.ctx.store.current()
         release = self.ctx.store.release(current.release_id) if current else None
@@ -102,7 +109,7 @@ class DatabaseOperations:
             started_at, started = now_iso(), time.monotonic()
             try:
                 self.store.verify(snapshot)
-                safety = self.create(reason=f"pre-restore of {snapshot.name}")
+                safety = self._create(reason=f"pre-restore of {snapshot.name}")
                 stopped = self._stop_slots()
                 try:
                     self.store.restore(snapshot)

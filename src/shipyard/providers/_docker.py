@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import httpx
+from ruamel.yaml import YAML
 
 from shipyard.build import Image, image_tag, read_version
 from shipyard.config import Config, DatabaseSection
@@ -97,6 +98,12 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+PROXY_RECREATED = (
+    "recreate the proxy (its ports, image, volumes or DNS settings changed): for the second it "
+    "takes to restart, new connections are refused"
+)
 
 
 class DockerSteps:
@@ -286,10 +293,23 @@ class DockerSteps:
         )
         if proxy.labels.get("com.docker.compose.config-hash") == wanted:
             return ""
+        self._warn(PROXY_RECREATED)
+        self._fence()
         self.docker.compose_up(
             self.names.infra_project, self.layout.infra_compose, services=["proxy"], wait_timeout=60
         )
         return "proxy recreated (its ports, image or volumes changed); "
+
+    def proxy_definition_changed(self) -> bool:
+        """Whether the running proxy was created from another definition than the config renders
+        now (read from the compose file on the host; changes nothing)."""
+        proxy = self.docker.container(self.names.proxy)
+        written = self.host.get(self.layout.infra_compose)
+        if proxy is None or written is None:
+            return False
+        wanted = render_infra(self.config, self.names, self.layout)["services"]["proxy"]
+        before = YAML(typ="safe", pure=True).load(written.decode())
+        return bool(before.get("services", {}).get("proxy") != wanted)
 
     def pending_migrations(self, current: int | None) -> list[int]:
         """Migration versions in the source newer than ``current``."""
@@ -770,13 +790,18 @@ class DockerSteps:
         return f"removed the files of release {release.id}"
 
     # -- repair ----------------------------------------------------------------------------------------
-    def recover_migrations(self) -> list[str]:
-        """Read how the golang-migrate containers of interrupted operations ended (waiting for a
-        running one), make the schema clean where that is safe, and remove them."""
+    def recover(self) -> list[str]:
+        """What interrupted operations left on the host: read how their golang-migrate
+        containers ended (waiting for a running one), make the schema clean where that is safe,
+        and remove them; remove snapshot dumps that were cut short."""
         database, section = self._database(), self.config.database
         if database is None or section is None:
             return []
-        found = []
+        snapshots = self._snapshots()
+        found = [
+            f"removed {name}: a snapshot dump cut short"
+            for name in (snapshots.remove_partial() if snapshots is not None else [])
+        ]
         labels = self.names.labels(role="migrate")
         for info in self.docker.labelled(labels):
             deployment = info.labels.get(f"{LABEL}.deployment", "")
@@ -888,15 +913,7 @@ class DockerProvider:
         """What a deploy would do, read from the config, the state and the engine; changes nothing."""
         steps, config, docker = self.steps(ctx), ctx.config, self.steps(ctx).docker
         plan: list[PlanStep] = []
-        lock = ctx.store.lock(ctx.deployment_id, "plan")
-        holder = lock.holder()
-        if holder is not None:
-            state = (
-                "stale, would be taken over"
-                if lock.is_stale(holder)
-                else "a deploy would wait or stop"
-            )
-            plan.append(PlanStep("lock", f"held: {Lock.describe(holder)} ({state})"))
+        plan += _plan_lock_and_repair(ctx)
         version = read_version(
             ctx.local,
             config.resolve(config.build.context),
@@ -917,6 +934,8 @@ class DockerProvider:
             plan.append(PlanStep("deliver", f"send {tag} to {self.host.name}"))
         if steps.names.network not in docker.networks():
             plan.append(PlanStep("infrastructure", f"create network {steps.names.network}"))
+        if steps.proxy_definition_changed():
+            plan.append(PlanStep("infrastructure", PROXY_RECREATED))
         database = steps._database()
         db = docker.container(steps.names.database) if database is not None else None
         if database is not None and config.database is not None:
@@ -1101,6 +1120,29 @@ class DockerProvider:
         finally:
             lock.release()
         return removed
+
+
+def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
+    """Who holds the lock, and the interrupted operation a deploy would finish or undo first."""
+    plan = []
+    lock = ctx.store.lock(ctx.deployment_id, "plan")
+    holder = lock.holder()
+    if holder is not None:
+        state = (
+            "stale, would be taken over" if lock.is_stale(holder) else "a deploy would wait or stop"
+        )
+        plan.append(PlanStep("lock", f"held: {Lock.describe(holder)} ({state})"))
+    intent = ctx.store.intent()
+    if intent is not None:
+        what = "finish" if intent.proven else "undo"
+        plan.append(
+            PlanStep(
+                "repair",
+                f"{what} the interrupted {intent.action} {intent.deployment_id} of "
+                f"{intent.release.version} (stopped at step {intent.step!r})",
+            )
+        )
+    return plan
 
 
 def _stack_containers(names: Names) -> list[str]:
