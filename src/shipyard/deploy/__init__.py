@@ -45,6 +45,7 @@ from shipyard.state import (
     Fence,
     HistoryEntry,
     Intent,
+    Lock,
     Release,
     StateStore,
     deployer,
@@ -226,6 +227,7 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         operation.previous = current.slot if current else None
         planned = replace(planned, slot=slot)
         migrations = phases.run("plan", steps.plan_migrations, summary=lambda p: p.summary())
+        operation.journal("migrate", planned)
         for finding in migrations.findings:
             phases.warn(f"migration lint: {finding}")
         if migrations.snapshot:
@@ -320,7 +322,7 @@ def run_repair(ctx: OperationContext, steps: DeploySteps, *, lock_wait: float = 
         try:
             ctx.fence.arm(lock)
             phases.guard = lock.ensure_held
-            summary = phases.run("repair", lambda: _repair(ctx, steps, phases), summary=str)
+            summary = phases.run("repair", lambda: _repair(ctx, steps, phases, lock), summary=str)
             ctx.store.append_history(
                 repair_entry(ctx.deployment_id, summary, started_at, time.monotonic() - started)
             )
@@ -331,13 +333,14 @@ def run_repair(ctx: OperationContext, steps: DeploySteps, *, lock_wait: float = 
     return summary
 
 
-def _repair(ctx: OperationContext, steps: DeploySteps, phases: Phases) -> str:
+def _repair(ctx: OperationContext, steps: DeploySteps, phases: Phases, lock: Lock) -> str:
     return repair(
         ctx.store,
         steps,
         deployment_id=ctx.deployment_id,
         record=lambda release: _record(ctx, steps, release),
         note=phases.note,
+        took_over=lock.took_over,
     )
 
 
@@ -442,13 +445,34 @@ class _Operation:
                 f"{point.value} hook failed; the {self.action}'s outcome stands: {exc.message}"
             )
 
-    def journal(self, step: str) -> None:
+    def begin(self) -> None:
+        """Journal that the operation holds the lock and has begun (``state.Intent``)."""
+        self.intent = Intent(
+            deployment_id=self.ctx.deployment_id,
+            action=self.action,
+            release=None,
+            previous=self.ctx.store.current(),
+            step="begin",
+            by=deployer(),
+            started_at=self.phases.started_at,
+            updated_at=now_iso(),
+        )
+        self.journal("begin")
+
+    def journal(self, step: str, release: Release | None = None) -> None:
         """Record on the host that the operation reached ``step`` (fenced by the lock)."""
         if self.intent is None:
             return
         self.phases.guard()
-        self.intent = self.intent.at(step)
+        self.intent = replace(self.intent.at(step, release), fresh_image=self.fresh_image)
         self.ctx.store.write_intent(self.intent)
+
+    def forget(self) -> None:
+        """Clear the journal: the operation left nothing for the next one to finish or undo."""
+        if self.intent is not None:
+            self.phases.guard()
+            self.ctx.store.clear_intent()
+            self.intent = None
 
     def go_live(self, release: Release, current: Current | None) -> None:
         """start → health → switch → verify → watch → retire: the blue-green core of every
@@ -456,18 +480,7 @@ class _Operation:
         phases, steps = self.phases, self.steps
         previous = current.slot if current else None
         slot = release.slot
-        self.intent = Intent(
-            deployment_id=self.ctx.deployment_id,
-            action=self.action,
-            release=release,
-            previous=current,
-            step="start",
-            by=deployer(),
-            started_at=phases.started_at,
-            updated_at=now_iso(),
-            fresh_image=self.fresh_image,
-        )
-        self.journal("start")
+        self.journal("start", release)
         phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
         phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
         self.journal("health")
@@ -516,7 +529,8 @@ class _Operation:
                 )
                 ctx.fence.arm(lock)
                 phases.guard = lock.ensure_held
-                phases.run("repair", lambda: _repair(ctx, self.steps, phases), summary=str)
+                phases.run("repair", lambda: _repair(ctx, self.steps, phases, lock), summary=str)
+                self.begin()
                 release = body(self)
                 phases.run("record", lambda: self._record(release), summary=str)
             except LockLost as exc:
@@ -528,7 +542,10 @@ class _Operation:
                 if phases.changed_anything:  # e.g. the connection dropped mid-deploy
                     self._fail(exc, started_at, started)
                 # Nothing was changed: these are not failed deploys.
-                phases.run_cleanups()
+                with signals_noted():
+                    phases.run_cleanups()
+                    if lock.held and not isinstance(exc, HostUnreachable):
+                        self.forget()
                 if isinstance(exc, LockHeld):
                     phases.event(EventKind.LOCK_BLOCKED, error=exc.message, phase="lock")
                 elif isinstance(exc, HostUnreachable):
@@ -554,8 +571,7 @@ class _Operation:
 
     def _record(self, release: Release) -> str:
         summary = _record(self.ctx, self.steps, release)
-        self.phases.guard()
-        self.ctx.store.clear_intent()
+        self.forget()
         return summary
 
     def _fail(self, exc: ShipyardError | Interrupted, started_at: str, started: float) -> NoReturn:
@@ -565,9 +581,8 @@ class _Operation:
         failure = self._failure(exc)
         with signals_noted():
             cleanup_failures = self.phases.run_cleanups()
-            if not cleanup_failures and self.intent is not None:
-                self.phases.guard()
-                self.ctx.store.clear_intent()  # undone: nothing left for the next operation
+            if not cleanup_failures:
+                self.forget()  # undone: nothing left for the next operation
             self._history(failure, started_at, started)
             self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
         if cleanup_failures:

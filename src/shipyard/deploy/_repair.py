@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 from shipyard.errors import RollbackFailed, ShipyardError
 from shipyard.state import Current, HistoryEntry, Intent, Release, StateStore, deployer, now_iso
@@ -46,21 +46,27 @@ def repair(
     deployment_id: str,
     record: Callable[[Release], str],
     note: Callable[[str], None],
+    took_over: dict[str, Any] | None = None,
 ) -> str:
     """Bring the environment back to exactly one serving version and the state in line with it.
     ``record`` records a release as live (as a deploy's record phase does); ``note`` reports
-    each action. Returns a summary."""
+    each action; ``took_over``: the owner record of a dead or stale lock this operation took
+    over (recorded in history as interrupted when it left no journal). Returns a summary."""
     actions = steps.recover()
     for action in actions:
         note(f"repair: {action}")
     intent = store.intent()
-    if intent is not None:
+    if intent is not None and intent.started:
         done = _settle(store, steps, intent, deployment_id=deployment_id, record=record, note=note)
     else:
         done = steps.tidy()
         done += _align_state(store, steps)
         for action in done:
             note(f"repair: {action}")
+        if intent is not None:
+            done += _forget(store, steps, intent, deployment_id=deployment_id)
+        elif took_over is not None:
+            _record_lost_holder(store, took_over, deployment_id=deployment_id)
     actions += done
     if not actions:
         return "nothing to repair"
@@ -78,6 +84,7 @@ def _settle(
 ) -> list[str]:
     """Finish or undo the interrupted operation ``intent`` describes."""
     started = time.monotonic()
+    assert intent.release is not None  # noqa: S101 — only started intents are settled
     candidate = intent.release.slot
     previous = intent.previous.slot if intent.previous else None
     note(
@@ -139,26 +146,69 @@ def _settle(
 def _interrupted_entry(
     intent: Intent, outcome: str, *, finished: bool, duration: float
 ) -> HistoryEntry:
+    release = intent.release
     return HistoryEntry(
         deployment_id=intent.deployment_id,
         action=intent.action,
         result="interrupted",
-        version=intent.release.version,
-        commit=intent.release.commit,
-        slot=intent.release.slot,
+        version=release.version if release else "-",
+        commit=release.commit if release else "-",
+        slot=release.slot if release else "-",
         started_at=intent.started_at,
         duration_s=round(duration, 3),
         by=intent.by,
         phase=intent.step,
         error=f"interrupted at step {intent.step!r}; {outcome}",
-        release_id=intent.release.id if finished else None,
+        release_id=release.id if finished and release else None,
         steps=[],
+    )
+
+
+def _forget(
+    store: StateStore, steps: RepairSteps, intent: Intent, *, deployment_id: str
+) -> list[str]:
+    """An operation interrupted before it started its version: nothing serves differently; its
+    release (if it had one) is forgotten and it is recorded as interrupted."""
+    done = []
+    if intent.release is not None and intent.action == "deploy":
+        done.append(steps.discard(intent.release, image=intent.fresh_image))
+    outcome = "it had not changed what serves"
+    if not any(e.deployment_id == intent.deployment_id for e in store.history()):
+        store.append_history(
+            _interrupted_entry(
+                intent, f"{outcome} (repaired by {deployment_id})", finished=False, duration=0.0
+            )
+        )
+    store.clear_intent()
+    return [*done, f"interrupted {intent.action} {intent.deployment_id}: {outcome}"]
+
+
+def _record_lost_holder(store: StateStore, owner: dict[str, Any], *, deployment_id: str) -> None:
+    """History for an operation whose lock was taken over before it journalled anything."""
+    lost = str(owner.get("deployment_id", "unknown"))
+    if any(e.deployment_id == lost for e in store.history()):
+        return
+    store.append_history(
+        HistoryEntry(
+            deployment_id=lost,
+            action=str(owner.get("operation", "unknown")),
+            result="interrupted",
+            version="-",
+            commit="-",
+            slot="-",
+            started_at=str(owner.get("started_at", "")),
+            duration_s=0.0,
+            by=str(owner.get("by", "unknown")),
+            phase="lock",
+            error=f"its lock was taken over by {deployment_id}; it had changed nothing",
+        )
     )
 
 
 def _undo(store: StateStore, steps: RepairSteps, intent: Intent) -> list[str]:
     """The candidate of an undone operation out of service (removed if it created it), a
     deploy's release forgotten, and the state naming the previous release again."""
+    assert intent.release is not None  # noqa: S101
     done = [steps.park(intent.release.slot, remove_if_from=intent.deployment_id)]
     if intent.action == "deploy":
         done.append(steps.discard(intent.release, image=intent.fresh_image))

@@ -1076,15 +1076,17 @@ class DockerProvider:
         intent = ctx.store.intent()
         interrupted = None
         if intent is not None:
+            version = intent.release.version if intent.release else "a version not yet built"
+            if not intent.started:
+                then = "records it (it had not changed what serves)"
+            elif intent.proven:
+                then = f"finishes it ({version} stays)"
+            else:
+                then = "undoes it (the previous version serves alone)"
             interrupted = (
-                f"{intent.action} {intent.deployment_id} of {intent.release.version} by {intent.by} "
-                f"stopped at step {intent.step!r} (since {intent.updated_at}); the next deploy, "
-                "rollback or `shipyard repair` "
-                + (
-                    f"finishes it ({intent.release.version} stays)"
-                    if intent.proven
-                    else "undoes it (the previous version serves alone)"
-                )
+                f"{intent.action} {intent.deployment_id} of {version} by {intent.by} stopped at "
+                f"step {intent.step!r} (since {intent.updated_at}); the next deploy, rollback or "
+                f"`shipyard repair` {then}"
             )
         return Status(
             url=steps.url(),
@@ -1134,12 +1136,12 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
         plan.append(PlanStep("lock", f"held: {Lock.describe(holder)} ({state})"))
     intent = ctx.store.intent()
     if intent is not None:
-        what = "finish" if intent.proven else "undo"
+        what = "record" if not intent.started else "finish" if intent.proven else "undo"
         plan.append(
             PlanStep(
                 "repair",
-                f"{what} the interrupted {intent.action} {intent.deployment_id} of "
-                f"{intent.release.version} (stopped at step {intent.step!r})",
+                f"{what} the interrupted {intent.action} {intent.deployment_id} "
+                f"(stopped at step {intent.step!r})",
             )
         )
     return plan

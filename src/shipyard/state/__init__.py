@@ -85,10 +85,21 @@ class Current:
     switched_at: str
 
 
-# What an operation that changes the live slot has reached, in order. Until ``watched`` the new
-# version is not proven: an interrupted operation is undone (the previous version serves again);
-# from ``watched`` on it is finished (the new version stays and is recorded).
-STEPS = ("start", "health", "switch", "switched", "verified", "watched", "retired")
+# What an operation has reached, in order: ``begin`` once it holds the lock, ``migrate`` before
+# it migrates, then the steps of bringing a version live. Before ``start`` nothing serves
+# differently; until ``watched`` the new version is not proven: an interrupted operation is undone
+# (the previous version serves again); from ``watched`` on it is finished (the new version stays).
+STEPS = (
+    "begin",
+    "migrate",
+    "start",
+    "health",
+    "switch",
+    "switched",
+    "verified",
+    "watched",
+    "retired",
+)
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,7 @@ class Intent:
 
     deployment_id: str
     action: str  # deploy, rollback
-    release: Release  # what the operation brings live; ``release.slot`` is the candidate slot
+    release: Release | None  # what it brings live (once known); its ``slot`` is the candidate
     previous: Current | None  # what served before it
     step: str  # the last of ``STEPS`` reached
     by: str
@@ -107,8 +118,13 @@ class Intent:
     updated_at: str
     fresh_image: bool = False  # the operation built its image (so undoing it removes the image)
 
-    def at(self, step: str) -> Intent:
-        return replace(self, step=step, updated_at=now_iso())
+    def at(self, step: str, release: Release | None = None) -> Intent:
+        return replace(self, step=step, release=release or self.release, updated_at=now_iso())
+
+    @property
+    def started(self) -> bool:
+        """Whether it had begun to bring its version live (a candidate may exist)."""
+        return self.release is not None and STEPS.index(self.step) >= STEPS.index("start")
 
     @property
     def proven(self) -> bool:
@@ -121,11 +137,13 @@ class Intent:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> Intent:
-        previous = data.get("previous")
+        previous, release = data.get("previous"), data.get("release")
+        if data.get("step") not in STEPS:
+            raise ValueError(f"unknown step {data.get('step')!r}")
         return Intent(
             **{
                 **data,
-                "release": Release(**data["release"]),
+                "release": Release(**release) if release else None,
                 "previous": Current(**previous) if previous else None,
             }
         )
@@ -305,6 +323,7 @@ class Lock:
             "started_at": now_iso(),
         }
         self.held = False
+        self.took_over: dict[str, Any] | None = None  # the owner record of a stale lock taken over
         self.lost: str | None = None  # why the lock is no longer ours, once it is not
         self._beat_at = (0.0, 0.0)  # (monotonic, clock) of the last heartbeat written
         self._stop = threading.Event()
@@ -376,6 +395,7 @@ class Lock:
             self.owner["took_over_from"] = stale_id
             if not self._claim():
                 return False
+            self.took_over = owner
         self.held = True
         self.lost = None
         self._prune_stale()
