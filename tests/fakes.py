@@ -47,11 +47,10 @@ class FakeHost:
                 return CommandResult(tuple(command), 1, "", "cannot move")
             for name in [f for f in self.files if f == source or f.startswith(source + "/")]:
                 self.files[target + name[len(source) :]] = self.files.pop(name)
-        if command[:2] == ["rm", "-rf"]:
-            for name in [
-                f for f in self.files if f == command[2] or f.startswith(command[2] + "/")
-            ]:
-                del self.files[name]
+        if command[:2] in (["rm", "-rf"], ["rm", "-f"]):
+            for path in command[2:]:
+                for name in [f for f in self.files if f == path or f.startswith(path + "/")]:
+                    del self.files[name]
         return CommandResult(tuple(command), 0, "", "")
 
     def _exists(self, path: str) -> bool:

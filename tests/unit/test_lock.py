@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path, PurePosixPath
 
 import pytest
 
-from shipyard.errors import LockHeld
+from shipyard.errors import LockHeld, LockLost
 from shipyard.hosts import LocalHost
-from shipyard.state import STALE_KEEP_DAYS, Lock, StateStore
+from shipyard.state import (
+    STALE_KEEP_DAYS,
+    Lock,
+    StateStore,
+    _process_start,
+    deployer,
+    holder_is_gone,
+)
 
 
 class Clock:
@@ -138,3 +146,68 @@ def test_taken_over_locks_are_kept_a_week(store: StateStore) -> None:
     lock.release()
     assert not old.exists()
     assert recent.exists()
+
+
+def test_a_holder_silent_past_the_ttl_is_fenced_even_before_anyone_takes_over(
+    store: StateStore,
+) -> None:
+    clock = Clock()
+    holder = Lock(store, "paused", "deploy", ttl=10, clock=clock)
+    assert holder.try_acquire()
+    holder.ensure_held()  # fresh: still ours
+    holder._stop.set()  # no heartbeat while "suspended"
+    clock.now += 11
+    with pytest.raises(LockLost, match="no heartbeat for 11s"):
+        holder.ensure_held()
+    holder.release()  # nobody took it over: its own lock is removed
+    assert holder.holder() is None
+
+
+def test_a_holder_whose_lock_was_taken_over_is_fenced(store: StateStore) -> None:
+    clock = Clock()
+    first = Lock(store, "first", "deploy", ttl=10, clock=clock)
+    assert first.try_acquire()
+    first._stop.set()
+    clock.now += 11
+    second = Lock(store, "second", "deploy", ttl=10, clock=clock)
+    assert second.try_acquire()
+    assert second.took_over is not None and second.took_over["deployment_id"] == "first"
+    first._beaten()  # even a holder that believes it beat just now
+    with pytest.raises(LockLost, match="belongs to deploy by"):
+        first.ensure_held()
+    first.release()
+    assert second.holder()["deployment_id"] == "second"  # type: ignore[index]
+    second.ensure_held()
+    second.release()
+
+
+def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(store: StateStore) -> None:
+    gone = subprocess.Popen(["sleep", "30"])
+    owner = {
+        "deployment_id": "killed",
+        "operation": "deploy",
+        "by": deployer(),
+        "pid": gone.pid,
+        "pid_start": _process_start(gone.pid),
+        "started_at": "2026-01-01T00:00:00Z",
+        "heartbeat": time.time(),  # fresh: only its process tells it is gone
+        "ttl": 600,
+    }
+    lock_dir = Path(str(store.path("lock")))
+    lock_dir.mkdir(parents=True)
+    (lock_dir / "owner.json").write_text(json.dumps(owner))
+    assert not holder_is_gone(owner)
+    assert not Lock(store, "next", "deploy", ttl=600).try_acquire()
+    gone.kill()
+    gone.wait()
+    assert holder_is_gone(owner)
+    taker = Lock(store, "next", "deploy", ttl=600)
+    assert taker.try_acquire()
+    assert taker.owner["took_over_from"] == "killed"
+    taker.release()
+
+
+def test_a_lock_held_elsewhere_is_never_judged_by_local_processes() -> None:
+    owner = {"by": "someone@another-machine", "pid": 1, "pid_start": 1}
+    assert not holder_is_gone(owner)
+    assert not holder_is_gone({"by": deployer(), "pid": os.getpid(), "pid_start": 0})

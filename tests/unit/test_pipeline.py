@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
@@ -12,6 +13,7 @@ from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy import (
     DeployOptions,
+    Interrupted,
     OperationContext,
     _rollback_target,
     common_rollback_version,
@@ -21,13 +23,14 @@ from shipyard.errors import (
     DeployFailed,
     HostUnreachable,
     LockHeld,
+    LockLost,
     RollbackFailed,
     ShipyardError,
     StateError,
 )
 from shipyard.events import Bus, Event
 from shipyard.hosts import LocalHost
-from shipyard.state import Current, Release, StateStore
+from shipyard.state import Current, Intent, Release, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
 
@@ -339,3 +342,191 @@ def test_rollback_target_errors_name_the_retained_releases() -> None:
         _rollback_target(releases, "r2", "9.9.9")
     with pytest.raises(StateError):
         _rollback_target(releases, "r2", "1.0.2")  # the live one is not a rollback target
+
+
+class JournalHost(FakeHost):
+    """Records every version of the journal written, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: list[str] = []
+
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        super().put(path, data, mode=mode)
+        if path.name == "journal.json":
+            self.steps.append(json.loads(data)["step"])
+
+
+def _intent(step: str, *, previous: bool = True, action: str = "deploy") -> Intent:
+    return Intent(
+        deployment_id="killed",
+        action=action,
+        release=replace(_release("killed", "2.0.0", "b" * 40), slot="green"),
+        previous=Current(slot="blue", release_id="old", switched_at="t") if previous else None,
+        step=step,
+        by="someone@somewhere",
+        started_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:01Z",
+        fresh_image=True,
+    )
+
+
+def _state_with(host: FakeHost, intent: Intent | None) -> StateStore:
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.save_releases([_release("old", "1.0.0", "a" * 40)])
+    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    if intent is not None:
+        store.write_intent(intent)
+    return store
+
+
+def test_every_step_is_journalled_before_it_runs_and_cleared_once_recorded(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(), JournalHost()
+    store = _state_with(host, None)
+    _run(config, steps, host, monkeypatch)
+    assert host.steps == [
+        "begin",
+        "migrate",
+        "start",
+        "health",
+        "switch",
+        "switched",
+        "verified",
+        "watched",
+        "retired",
+    ]
+    assert store.intent() is None
+    assert store.current() is not None and store.current().release_id == "d1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("step", ["start", "health", "switch", "switched", "verified"])
+def test_an_operation_interrupted_before_it_proved_itself_is_undone(
+    config: Config, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    steps, host = RecordingSteps(), FakeHost()
+    store = _state_with(host, _intent(step))
+    _run(config, steps, host, monkeypatch)
+    repair = steps.calls[1 : steps.calls.index("deliver")]
+    assert repair == ["serve blue", "park green (remove)", "discard"]
+    interrupted = next(e for e in store.history() if e.deployment_id == "killed")
+    assert interrupted.result == "interrupted"
+    assert interrupted.phase == step
+    assert "undone: 1.0.0 serves again" in (interrupted.error or "")
+    assert store.intent() is None
+
+
+@pytest.mark.parametrize("step", ["watched", "retired"])
+def test_an_operation_interrupted_after_it_proved_itself_is_finished(
+    config: Config, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    steps, host = RecordingSteps(fail_at="deliver"), FakeHost()  # stop the new deploy early
+    store = _state_with(host, _intent(step))
+    with pytest.raises(DeployFailed):
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls[1:3] == ["serve green", "park blue"]
+    assert store.current() is not None and store.current().release_id == "killed"  # type: ignore[union-attr]
+    assert [r.id for r in store.releases()] == ["old", "killed"]
+    interrupted = next(e for e in store.history() if e.deployment_id == "killed")
+    assert "finished: 2.0.0 serves" in (interrupted.error or "")
+
+
+def test_a_first_deploy_interrupted_after_its_switch_began_is_finished(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="deliver"), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.write_intent(_intent("switch", previous=False))
+    with pytest.raises(DeployFailed):
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls[1] == "serve green"
+    assert store.current() is not None and store.current().slot == "green"  # type: ignore[union-attr]
+
+
+def test_when_the_previous_version_cannot_serve_the_proven_candidate_does(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="serve blue"), FakeHost()
+    store = _state_with(host, _intent("switched"))
+    _run(config, steps, host, monkeypatch)
+    assert steps.calls[1:4] == ["serve blue", "serve green", "park blue"]
+    interrupted = next(e for e in store.history() if e.deployment_id == "killed")
+    assert "finished" in (interrupted.error or "")
+
+
+def test_an_operation_interrupted_before_it_started_a_version_is_recorded_and_forgotten(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(), FakeHost()
+    store = _state_with(host, _intent("migrate"))
+    _run(config, steps, host, monkeypatch)
+    assert steps.calls[1] == "discard"
+    assert not any(c.startswith(("serve", "park")) for c in steps.calls)
+    interrupted = next(e for e in store.history() if e.deployment_id == "killed")
+    assert interrupted.result == "interrupted"
+    assert "had not changed what serves" in (interrupted.error or "")
+
+
+def test_a_lost_lock_stops_the_operation_without_touching_anything(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another operation took the lock over while this one was paused in its health gate: no
+    cleanup runs, nothing is recorded, and the other operation's lock stays."""
+    host = FakeHost()
+    store = _state_with(host, None)
+
+    class PausedInHealth(RecordingSteps):
+        def gate(self, slot: str) -> str:
+            self.calls.append(f"gate {slot}")
+            owner = PurePosixPath("/state/shop/development/lock/owner.json")
+            host.put(owner, json.dumps({"deployment_id": "other", "operation": "deploy"}).encode())
+            return "healthy"
+
+    steps = PausedInHealth()
+    with pytest.raises(LockLost, match="lost the lock"):
+        _run_keeping_lock(config, steps, host, monkeypatch)
+    assert steps.calls[-1] == "gate green"  # no switch, no removal of the candidate
+    assert store.history() == []
+    assert (
+        json.loads(host.files["/state/shop/development/lock/owner.json"][0])["deployment_id"]
+        == "other"
+    )
+    assert store.intent() is not None  # left for whoever holds the lock now
+
+
+def _run_keeping_lock(
+    config: Config, steps: RecordingSteps, host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        "shipyard.deploy.build_image",
+        lambda cfg, local, version, rebuild=False: Image(
+            tag="shop:x", id="sha256:1", version=version
+        ),
+    )
+    ctx = OperationContext(
+        config=config,
+        local=LocalHost(),
+        store=StateStore(host, PurePosixPath("/state/shop/development")),
+        bus=Bus(config.masker),
+        deployment_id="d1",
+    )
+    run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
+
+
+def test_an_interruption_ends_the_deploy_through_its_cleanups(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class InterruptedInVerify(RecordingSteps):
+        def verify(self, release: object) -> str:
+            self.calls.append("verify")
+            raise Interrupted("interrupted by SIGTERM")
+
+    steps, host = InterruptedInVerify(), FakeHost()
+    store = _state_with(host, None)
+    with pytest.raises(DeployFailed, match="interrupted by SIGTERM") as caught:
+        _run(config, steps, host, monkeypatch)
+    assert caught.value.phase == "verify"
+    assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
+    assert store.intent() is None
+    assert store.history()[-1].result == "rolled_back"

@@ -36,6 +36,7 @@ __all__ = [
     "Slot",
     "StateStore",
     "deployer",
+    "holder_is_gone",
     "now_iso",
     "other_slot",
 ]

@@ -1,0 +1,245 @@
+"""A deploy killed at any moment leaves the site serving, and the next command repairs what it
+left: real engine, PostgreSQL, Caddy and golang-migrate, under load from loopback."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.e2e.conftest import AppUnderTest
+from tests.e2e.crash import (
+    LiveWatch,
+    kill_at_phase,
+    kill_before_command,
+    local_logs,
+    running_app_containers,
+    start,
+    wait_for_phase,
+)
+from tests.e2e.load import Load
+
+# Every phase of a deploy that has a migration pending.
+PHASES = [
+    "lock",
+    "repair",
+    "version",
+    "build",
+    "deliver",
+    "infrastructure",
+    "plan",
+    "snapshot",
+    "migrate",
+    "start",
+    "health",
+    "switch",
+    "verify",
+    "watch",
+    "retire",
+    "record",
+]
+
+
+def _settings(app: AppUnderTest, **deploy: Any) -> None:
+    def change(document: Any) -> None:
+        document["deploy"].update({"watch": "1s", "min_requests": 5, **deploy})
+
+    app.edit(change)
+
+
+def _history(app: AppUnderTest) -> list[dict[str, Any]]:
+    result = app.shipyard("history", app.environment, "--json")
+    assert result.returncode == 0, result.stderr
+    entries: list[dict[str, Any]] = json.loads(result.stdout)
+    return entries
+
+
+def _add_migration(app: AppUnderTest, version: int, sql: str) -> str:
+    (app.dir / "migrations" / f"{version:06d}_step_{version}.up.sql").write_text(sql)
+    (app.dir / "migrations" / f"{version:06d}_step_{version}.down.sql").write_text(
+        f"DROP TABLE IF EXISTS crash_{version};\n"
+    )
+    return app.commit(f"migration {version}")
+
+
+def _assert_one_version_serves(app: AppUnderTest, commit: str) -> None:
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == commit
+    assert running_app_containers(app) == [f"{app.name}-{app.environment}-live"]
+    status = app.shipyard("status", app.environment, "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    data = json.loads(status.stdout)
+    assert data["interrupted"] is None and data["problems"] == [] and data["drift"] is None
+
+
+def test_deploy_killed_at_every_phase_never_takes_the_site_down(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    _settings(app)
+    app.commit("settings")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    version = 2
+    kills: list[tuple[str, Any]] = [("phase", phase) for phase in PHASES]
+    # Between the renames of the switch: after the candidate took the hand-over name, and after
+    # the old container gave the live name back.
+    kills += [("rename", 2), ("rename", 3)]
+    with Load(app.url("/")) as load, LiveWatch(app) as watch:
+        for kind, where in kills:
+            version += 1
+            commit = _add_migration(
+                app, version, f"CREATE TABLE crash_{version} (id integer PRIMARY KEY);\n"
+            )
+            if kind == "phase":
+                victim = kill_at_phase(app, where, "deploy", app.environment)
+            else:
+                victim = kill_before_command(
+                    app, tmp_path, "rename *", where, "deploy", app.environment
+                )
+            assert victim.process.returncode == -signal.SIGKILL, (kind, where, victim.stderr)
+            # The next deploy at once: the killed holder's lock is taken over (it is gone), the
+            # interrupted deploy finished or undone, then this one goes live.
+            after = app.shipyard("deploy", app.environment, "--wait", "5m")
+            assert after.returncode == 0, (kind, where, after.stderr)
+            _assert_one_version_serves(app, commit)
+            if where != "lock" and victim.deployment_id is not None:
+                entry = next(e for e in _history(app) if e["deployment_id"] == victim.deployment_id)
+                assert entry["result"] == "interrupted", (kind, where, entry)
+    assert load.result.requests > 500
+    assert load.result.failures == [], load.result.failures[:10]
+    assert watch.samples > 100
+    assert watch.empty == [], f"{len(watch.empty)} samples with no live container"
+
+
+def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    _settings(app)
+    first = app.commit("first")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    app.commit("second")
+    with Load(app.url("/")) as load, LiveWatch(app) as watch:
+        kill_before_command(app, tmp_path, "rename *", 2, "deploy", app.environment)
+        status = app.shipyard("status", app.environment, "--json")
+        assert status.returncode == 8, status.stderr
+        data = json.loads(status.stdout)
+        assert "stopped at step 'switch'" in data["interrupted"]
+        assert "undoes it" in data["interrupted"]
+        plan = app.shipyard("plan", app.environment)
+        assert "undo the interrupted deploy" in plan.stderr, plan.stderr
+        repaired = app.shipyard("repair", app.environment)
+        assert repaired.returncode == 0, repaired.stderr
+        assert "undone" in repaired.stderr
+    assert load.result.failures == [], load.result.failures[:10]
+    assert watch.empty == []
+    _assert_one_version_serves(app, first)
+    assert [e["action"] for e in _history(app)[:2]] == ["repair", "deploy"]
+    assert _history(app)[1]["result"] == "interrupted"
+
+
+def test_a_paused_deploy_loses_its_lock_and_touches_nothing(app: AppUnderTest) -> None:
+    _settings(app, lock_ttl="3s")
+    app.commit("short lock")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+
+    def slow(document: Any) -> None:
+        document["app"]["env"]["TEST_STARTUP_DELAY"] = "3s"
+
+    app.edit(slow)
+    app.commit("slow to start")
+    earlier = local_logs(app)
+    paused = start(app, "deploy", app.environment)
+    try:
+        wait_for_phase(app, earlier, "health", paused)
+        paused.send_signal(signal.SIGSTOP)
+        app.edit(lambda d: d["app"]["env"].pop("TEST_STARTUP_DELAY"))
+        second = app.commit("the second deploy")
+        other = app.shipyard("deploy", app.environment, "--wait", "2m")
+        assert other.returncode == 0, other.stderr
+        live_id = _container_id(f"{app.name}-{app.environment}-live")
+    finally:
+        paused.send_signal(signal.SIGCONT)
+    _, err = paused.communicate(timeout=300)
+    assert paused.returncode == 4, err
+    assert "lost the lock" in err
+    assert _container_id(f"{app.name}-{app.environment}-live") == live_id
+    _assert_one_version_serves(app, second)
+
+
+def test_killed_after_a_failed_migration_the_next_deploy_resets_the_dirty_flag(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    _settings(app)
+    app.commit("settings")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    # One transaction (no explicit BEGIN): it fails at its last statement and nothing remains.
+    _add_migration(app, 3, "CREATE TABLE crash_3 (id integer);\nSELECT 1 / 0;\n")
+    kill_before_command(app, tmp_path, "logs *-migrate-*", 1, "deploy", app.environment)
+    database = f"{app.name}-{app.environment}-db"
+    assert _schema(database) == "3|t"  # golang-migrate left it dirty; shipyard was gone
+    kept = subprocess.run(
+        ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={app.name}",
+         "--filter", "label=org.shipyard.role=migrate"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(kept) == 1, "the migrate container is kept until its result is read"
+
+    fixed = _add_migration(app, 3, "CREATE TABLE crash_3 (id integer PRIMARY KEY);\n")
+    health: list[int] = []
+    with Load(app.url("/")) as load:
+        process = start(app, "deploy", app.environment)
+        while process.poll() is None:
+            health.append(httpx.get(app.url("/health"), timeout=10).status_code)
+            time.sleep(0.1)
+        _out, err = process.communicate()
+    assert process.returncode == 0, err
+    assert "dirty flag was reset to version 2" in err
+    assert _schema(database) == "3|f"
+    assert load.result.failures == [], load.result.failures[:5]
+    # Unhealthy only until the repair (the first phases); healthy from then on.
+    assert health and health[-5:] == [200] * 5
+    first_ok = health.index(200)
+    assert all(code == 200 for code in health[first_ok:]), health
+    _assert_one_version_serves(app, fixed)
+
+
+def test_status_exits_8_when_the_live_container_was_stopped_outside_shipyard(
+    app: AppUnderTest,
+) -> None:
+    _settings(app)
+    commit = app.commit("settings")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    subprocess.run(["docker", "kill", f"{app.name}-{app.environment}-live"], check=True)
+    status = app.shipyard("status", app.environment, "--json")
+    assert status.returncode == 8
+    problems = json.loads(status.stdout)["problems"]
+    assert any("no container serves" in p for p in problems), problems
+    repaired = app.shipyard("repair", app.environment)
+    assert repaired.returncode == 0, repaired.stderr
+    assert "stopped outside shipyard" in repaired.stderr
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if app.shipyard("status", app.environment).returncode == 0:
+            break
+        time.sleep(0.5)
+    _assert_one_version_serves(app, commit)
+
+
+def _container_id(name: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.Id}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _schema(database: str) -> str:
+    return subprocess.run(
+        ["docker", "exec", database, "psql", "-At", "-U", "events", "-d", "events", "-c",
+         "SELECT version, dirty FROM schema_migrations"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
