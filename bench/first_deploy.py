@@ -101,7 +101,7 @@ def prepare_app(work: Path, name: str, port: int) -> Path:
     document = yaml.load(app / "shipyard.yml")
     document["app"]["name"] = name
     document["proxy"]["http_port"] = port
-    document["deploy"] = {"state_dir": str(work / "state")}
+    document["deploy"]["state_dir"] = str(work / "state")
     with (app / "shipyard.yml").open("w") as handle:
         yaml.dump(document, handle)
     env_file = app / ".env.development"

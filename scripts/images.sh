@@ -10,8 +10,9 @@
 #   shipyard-local/vps:trixie      a fresh server: Debian, systemd, OpenSSH (provisioning tests)
 #   shipyard-local/vps:noble       the same fresh server on Ubuntu 24.04 (name: vps-noble)
 #   shipyard-local/registry:2      Debian's docker-registry (image delivery through a registry)
+#   shipyard-local/docker-cli:26   Debian's docker CLI and a shell (the guard of live containers)
 #
-# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|vps|vps-noble|registry ...]
+# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|vps|vps-noble|registry|docker-cli ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -72,7 +73,10 @@ VPS_NOBLE_REF=shipyard-local/vps:noble
 REGISTRY_REF=shipyard-local/registry:2
 REGISTRY_RECIPE=1
 
-ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy vps vps-noble registry)
+DOCKER_CLI_REF=shipyard-local/docker-cli:26
+DOCKER_CLI_RECIPE=1
+
+ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy vps vps-noble registry docker-cli)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -541,6 +545,13 @@ build_registry() {
     -- sh -c "docker run --rm '$REGISTRY_REF' --version >/dev/null"
 }
 
+# --- shipyard-local/docker-cli:26 -------------------------------------------
+
+build_docker_cli() {
+  build_from_dir docker-cli "$DOCKER_CLI_REF" "$DEBIAN_REF" "$DOCKER_CLI_RECIPE" docker-cli-build \
+    -- sh -c "docker run --rm --entrypoint sh '$DOCKER_CLI_REF' -c 'docker --version' >/dev/null"
+}
+
 # --- main -------------------------------------------------------------------
 
 CHECK=0
@@ -549,7 +560,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | ubuntu | postgres | caddy | migrate | ntfy | vps | vps-noble | registry) WANT+=("$arg") ;;
+    debian | ubuntu | postgres | caddy | migrate | ntfy | vps | vps-noble | registry | docker-cli) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -570,8 +581,8 @@ NEED_PG=0
 if wanted postgres || { [ "$CHECK" -eq 1 ] && wanted migrate; }; then NEED_PG=1; fi
 NEED_UBUNTU=0
 if wanted ubuntu || wanted vps-noble; then NEED_UBUNTU=1; fi
-if wanted debian || wanted ntfy || wanted vps || wanted registry || [ "$NEED_PG" -eq 1 ] \
-  || [ "$NEED_UBUNTU" -eq 1 ]; then build_debian; fi
+if wanted debian || wanted ntfy || wanted vps || wanted registry || wanted docker-cli \
+  || [ "$NEED_PG" -eq 1 ] || [ "$NEED_UBUNTU" -eq 1 ]; then build_debian; fi
 if [ "$NEED_UBUNTU" -eq 1 ]; then build_ubuntu; fi
 if [ "$NEED_PG" -eq 1 ]; then build_postgres; fi
 if wanted caddy; then build_caddy; fi
@@ -580,6 +591,7 @@ if wanted ntfy; then build_ntfy; fi
 if wanted vps; then build_vps "$VPS_REF" "$DEBIAN_REF"; fi
 if wanted vps-noble; then build_vps "$VPS_NOBLE_REF" "$UBUNTU_REF"; fi
 if wanted registry; then build_registry; fi
+if wanted docker-cli; then build_docker_cli; fi
 
 if [ "$CHECK" -eq 1 ]; then
   if wanted postgres; then check_postgres || die "check postgres failed"; say "images: check postgres ok"; fi

@@ -197,7 +197,7 @@ def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
     document = yaml.load(EXAMPLE / "shipyard.yml")
     document["app"]["name"] = name
     document["proxy"]["http_port"] = under_test.http_port
-    document["deploy"] = {"state_dir": str(state_dir)}
+    document["deploy"]["state_dir"] = str(state_dir)
     document["health"]["interval"] = "250ms"
     document["environments"]["development"]["deploy"]["allow_dirty"] = False
     with (work / "shipyard.yml").open("w") as handle:

@@ -206,13 +206,31 @@ def test_killed_after_a_failed_migration_the_next_deploy_resets_the_dirty_flag(
     _assert_one_version_serves(app, fixed)
 
 
-def test_status_exits_8_when_the_live_container_was_stopped_outside_shipyard(
-    app: AppUnderTest,
-) -> None:
+def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnderTest) -> None:
     _settings(app)
     commit = app.commit("settings")
     assert app.shipyard("deploy", app.environment).returncode == 0
-    subprocess.run(["docker", "kill", f"{app.name}-{app.environment}-live"], check=True)
+    live = f"{app.name}-{app.environment}-live"
+    started = _inspect(live, "{{.State.StartedAt}}")
+    # The guard starts it again on its own.
+    subprocess.run(["docker", "kill", live], check=True, capture_output=True)
+    deadline = time.monotonic() + 60
+    while _inspect(live, "{{.State.Running}} {{.State.StartedAt}}") in ("false", f"true {started}"):
+        assert time.monotonic() < deadline, "the guard did not start the live container again"
+        time.sleep(0.2)
+    guard_log = subprocess.run(
+        ["docker", "logs", f"{app.name}-{app.environment}-guard"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert f"guard: {live} stopped and shipyard did not stop it" in guard_log.stdout
+    _until_status_ok(app)
+    _assert_one_version_serves(app, commit)
+
+    # Without the guard, status says so (exit 8) and repair starts it.
+    subprocess.run(["docker", "stop", f"{app.name}-{app.environment}-guard"], check=True)
+    subprocess.run(["docker", "kill", live], check=True, capture_output=True)
     status = app.shipyard("status", app.environment, "--json")
     assert status.returncode == 8
     problems = json.loads(status.stdout)["problems"]
@@ -220,12 +238,24 @@ def test_status_exits_8_when_the_live_container_was_stopped_outside_shipyard(
     repaired = app.shipyard("repair", app.environment)
     assert repaired.returncode == 0, repaired.stderr
     assert "stopped outside shipyard" in repaired.stderr
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if app.shipyard("status", app.environment).returncode == 0:
-            break
-        time.sleep(0.5)
+    _until_status_ok(app)
     _assert_one_version_serves(app, commit)
+
+
+def _until_status_ok(app: AppUnderTest, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while app.shipyard("status", app.environment).returncode != 0:
+        assert time.monotonic() < deadline, app.shipyard("status", app.environment).stderr
+        time.sleep(0.5)
+
+
+def _inspect(container: str, template: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", template, container],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
 
 
 def _container_id(name: str) -> str:

@@ -592,6 +592,7 @@ def test_support_images_for_another_architecture_are_left_for_the_host_to_pull(
     assert summary == (
         "shop:1.0.0: the host already has this image; "
         "caddy:2: pulled by server (linux/amd64; this machine's copy is linux/arm64); "
+        "docker:27-cli: pulled by server; "
         "shipyard-local/postgres:17: pulled by server (linux/amd64; this machine's copy is "
         "linux/arm64); "
         "migrate/migrate:v4.18.3: pulled by server"  # not on this machine

@@ -483,6 +483,10 @@ class DeploySection(_Model):
         None,
         description="Registry the image goes through (push here, pull on the host); none: `docker save | ssh host docker load`.",
     )
+    guard_image: str | None = Field(
+        "docker:27-cli",
+        description="Image (a POSIX shell and the docker CLI) of the guard, a small container beside the proxy that starts the live container again whenever it stops and shipyard did not stop it (`docker kill`, `docker stop`, an OOM kill its restart policy gave up on); it reads the host's Docker socket. null: no guard.",
+    )
 
     @model_validator(mode="after")
     def _ci_needs_github(self) -> DeploySection:

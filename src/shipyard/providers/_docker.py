@@ -217,6 +217,8 @@ class DockerSteps:
     def _support_images(self) -> list[str]:
         """The images next to the app's: proxy, database, golang-migrate."""
         refs = [self.config.proxy.image]
+        if self.config.deploy.guard_image:
+            refs.append(self.config.deploy.guard_image)
         database = self.config.database
         if database is not None:
             if self._database() is not None:
@@ -259,6 +261,7 @@ class DockerSteps:
             self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout))
         )
         proxy = self._refresh_proxy()
+        guard = self._ensure_guard()
         database = self._database()
         if database is None:
             self.docker.compose(
@@ -266,7 +269,7 @@ class DockerSteps:
                 self.layout.infra_compose,
                 ["create", "--no-recreate", "proxy"],
             )
-            return proxy + ("external database" if self.config.database else "no database")
+            return proxy + guard + ("external database" if self.config.database else "no database")
         assert self.config.database is not None  # noqa: S101
         self._write(
             self.layout.database_env,
@@ -279,7 +282,9 @@ class DockerSteps:
             wait_timeout=self.config.database.ready_timeout,
         )
         versions = database.ensure_extensions(self.config.database.extensions)
-        return proxy + "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        return (
+            proxy + guard + "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        )
 
     def _refresh_proxy(self) -> str:
         """Recreate a running proxy whose definition changed (its ports, image or volumes: a new
@@ -299,6 +304,16 @@ class DockerSteps:
             self.names.infra_project, self.layout.infra_compose, services=["proxy"], wait_timeout=60
         )
         return "proxy recreated (its ports, image or volumes changed); "
+
+    def _ensure_guard(self) -> str:
+        """The guard running as configured (created, or recreated when its definition changed)."""
+        if not self.config.deploy.guard_image:
+            return ""
+        before = self.docker.container(self.names.guard)
+        self.docker.compose_up(
+            self.names.infra_project, self.layout.infra_compose, services=["guard"]
+        )
+        return "" if before is not None and before.running else "guard started; "
 
     def proxy_definition_changed(self) -> bool:
         """Whether the running proxy was created from another definition than the config renders
@@ -1113,6 +1128,9 @@ class DockerProvider:
         lock.acquire()
         try:
             removed = []
+            # The guard first: it would start the live container again as it is removed.
+            if steps.docker.container(steps.names.guard) is not None:
+                steps.docker.remove(steps.names.guard)
             for slot in ("blue", "green"):
                 steps.docker.compose_down(steps.names.slot(slot))
                 removed.append(steps.names.slot(slot))
@@ -1151,6 +1169,7 @@ def _stack_containers(names: Names) -> list[str]:
     return [
         names.database,
         names.proxy,
+        names.guard,
         *names.live_names,
         names.slot("blue"),
         names.slot("green"),

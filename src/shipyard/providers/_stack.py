@@ -52,6 +52,10 @@ class Names:
     def proxy(self) -> str:
         return f"{self.prefix}-proxy"
 
+    @property
+    def guard(self) -> str:
+        return f"{self.prefix}-guard"
+
     def slot(self, slot: str) -> str:
         """Compose project and container name of an app slot (while it is not live)."""
         return f"{self.prefix}-{slot}"
@@ -229,6 +233,34 @@ def app_env(config: Config, names: Names) -> dict[str, str]:
     return values
 
 
+# The guard: every time a container of the environment dies while it carries a name the proxy
+# routes to, it waits a second (a crash is restarted by the container's own policy first) and
+# starts it if it is still stopped. shipyard itself never stops such a container (a switch renames
+# the old one first), so such a stop was someone else's: `docker kill`, `docker stop`. When it
+# starts (after a reboot, or when the events stream ended with a daemon restart) it checks both.
+GUARD_SCRIPT = """\
+set -u
+revive() {
+  sleep 1
+  if [ "$(docker inspect --format '{{.State.Running}}' "$1" 2>/dev/null)" = false ]; then
+    echo "guard: $1 stopped and shipyard did not stop it: starting it again"
+    docker start "$1" >/dev/null
+  fi
+}
+for name in "$GUARD_PREFIX-live" "$GUARD_PREFIX-live-next"; do revive "$name"; done
+docker events --filter type=container --filter event=die \\
+  --filter "label=org.shipyard.app=$GUARD_APP" \\
+  --filter "label=org.shipyard.environment=$GUARD_ENVIRONMENT" \\
+  --format '{{.Actor.Attributes.name}}' |
+while read -r name; do
+  case "$name" in
+    "$GUARD_PREFIX-live" | "$GUARD_PREFIX-live-next") revive "$name" ;;
+  esac
+done
+"""
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
 def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]:
     proxy = config.proxy
     ports = [f"{proxy.bind}:{proxy.http_port}:80", f"127.0.0.1::{ADMIN_PORT}"]
@@ -260,6 +292,22 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
         "caddy-data": {"name": names.volumes["caddy-data"]},
         "caddy-config": {"name": names.volumes["caddy-config"]},
     }
+    if config.deploy.guard_image:
+        services["guard"] = {
+            "image": config.deploy.guard_image,
+            "container_name": names.guard,
+            "entrypoint": ["sh", "-c", GUARD_SCRIPT.replace("$", "$$")],
+            "environment": {
+                "GUARD_PREFIX": names.prefix,
+                "GUARD_APP": names.app,
+                "GUARD_ENVIRONMENT": names.environment,
+            },
+            "volumes": [f"{DOCKER_SOCKET}:{DOCKER_SOCKET}"],
+            "network_mode": "none",
+            "restart": "unless-stopped",
+            "labels": names.labels(role="guard"),
+            "logging": copy.deepcopy(_LOGGING),
+        }
     if config.database is not None and managed_database(config):
         db = config.database
         services["db"] = {
