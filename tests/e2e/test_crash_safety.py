@@ -215,7 +215,14 @@ def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnde
     # The guard starts it again on its own.
     subprocess.run(["docker", "kill", live], check=True, capture_output=True)
     deadline = time.monotonic() + 60
-    while _inspect(live, "{{.State.Running}} {{.State.StartedAt}}") in ("false", f"true {started}"):
+    while (
+        _inspect(live, "{{.State.Running}} {{.State.StartedAt}}")
+        in (
+            "",
+            f"true {started}",
+        )
+        or _inspect(live, "{{.State.Running}}") != "true"
+    ):
         assert time.monotonic() < deadline, "the guard did not start the live container again"
         time.sleep(0.2)
     guard_log = subprocess.run(

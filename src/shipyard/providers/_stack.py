@@ -247,7 +247,8 @@ revive() {
     docker start "$1" >/dev/null
   fi
 }
-for name in "$GUARD_PREFIX-live" "$GUARD_PREFIX-live-next"; do revive "$name"; done
+# Once the events stream below is open, a stop that happened before is looked for too.
+(sleep 2; for name in "$GUARD_PREFIX-live" "$GUARD_PREFIX-live-next"; do revive "$name"; done) &
 docker events --filter type=container --filter event=die \\
   --filter "label=org.shipyard.app=$GUARD_APP" \\
   --filter "label=org.shipyard.environment=$GUARD_ENVIRONMENT" \\
