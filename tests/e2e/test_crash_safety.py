@@ -186,6 +186,11 @@ def test_killed_after_a_failed_migration_the_next_deploy_resets_the_dirty_flag(
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert len(kept) == 1, "the migrate container is kept until its result is read"
+    status = app.shipyard("status", app.environment, "--json")
+    assert status.returncode == 8
+    data = json.loads(status.stdout)
+    assert "stopped at step 'migrate'" in data["interrupted"]
+    assert any("schema is dirty at version 3" in p for p in data["problems"]), data["problems"]
 
     fixed = _add_migration(app, 3, "CREATE TABLE crash_3 (id integer PRIMARY KEY);\n")
     health: list[int] = []

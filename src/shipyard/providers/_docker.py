@@ -797,7 +797,9 @@ class DockerSteps:
             return f"release {release.id} is retained"
         self._fence()
         self.host.run(["rm", "-f", str(self.layout.release_env(release.id))], check=False)
-        self.host.run(["rm", "-rf", str(self.layout.migrations(release.id))], check=False)
+        if self.docker.container(self.names.migrate(release.id)) is None:
+            # (while its golang-migrate container is kept, the files it ran are read again)
+            self.host.run(["rm", "-rf", str(self.layout.migrations(release.id))], check=False)
         in_use = {r.image_id for r in kept} | {r.image for r in kept}
         if image and release.image not in in_use and release.image_id not in in_use:
             self.docker.remove_image(release.image)  # kept while a container uses it
