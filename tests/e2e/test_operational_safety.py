@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from typing import Any, ClassVar
 import httpx
 
 from tests.e2e.conftest import AppUnderTest, container_env, engine_snapshot, free_port, git
+from tests.e2e.crash import kill_at_phase, start
 
 
 def _short(app: AppUnderTest, **deploy: Any) -> None:
@@ -27,19 +27,9 @@ def _short(app: AppUnderTest, **deploy: Any) -> None:
     app.commit("settings")
 
 
-def _popen(app: AppUnderTest, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "shipyard", *args],
-        cwd=app.dir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_ten_concurrent_deploys_one_proceeds(app: AppUnderTest) -> None:
     _short(app)
-    processes = [_popen(app, "deploy", "development") for _ in range(10)]
+    processes = [start(app, "deploy", "development") for _ in range(10)]
     outcomes = []
     for process in processes:
         started = time.monotonic()
@@ -64,16 +54,8 @@ def test_killed_deploy_leaves_service_up_and_next_deploy_recovers(app: AppUnderT
 
     app.edit(slow)
     app.commit("slow to start")
-    earlier = _logs(app)
-    victim = _popen(app, "deploy", "development")
-    lock_file = Path(app.state_dir) / app.name / "development" / "lock" / "owner.json"
-    deadline = time.monotonic() + 120
-    while "health" not in _phases_started(app, earlier) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert lock_file.exists()
-    victim.send_signal(signal.SIGKILL)
-    victim.communicate(timeout=30)
-
+    victim = kill_at_phase(app, "health", "deploy", "development")
+    assert victim.process.returncode == -signal.SIGKILL
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == serving
 
     def fast(document: Any) -> None:
@@ -104,22 +86,6 @@ def test_killed_deploy_leaves_service_up_and_next_deploy_recovers(app: AppUnderT
         check=True,
     ).stdout.split()
     assert running == [f"{app.name}-development-live"]
-
-
-def _logs(app: AppUnderTest) -> set[Path]:
-    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
-    return set((base / "shipyard" / "logs" / app.name / "development").glob("*.jsonl"))
-
-
-def _phases_started(app: AppUnderTest, earlier: set[Path]) -> set[str]:
-    """Phases started by deploys that began after ``earlier`` was listed."""
-    found: set[str] = set()
-    for path in _logs(app) - earlier:
-        for line in path.read_text().splitlines():
-            event = json.loads(line)
-            if event["kind"] == "phase.started":
-                found.add(event["phase"])
-    return found
 
 
 def test_plan_lists_actions_and_changes_nothing(app: AppUnderTest) -> None:

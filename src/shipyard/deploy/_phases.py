@@ -105,29 +105,11 @@ class Phases:
             if name not in _BEFORE_LOCK:
                 self.guard()
             result = action()
-        except Interrupted as exc:
-            self.event(
-                EventKind.PHASE_FAILED,
-                phase=name,
-                duration_s=time.monotonic() - started,
-                error=exc.message,
-            )
-            raise
-        except (DeployFailed, LockHeld, HostUnreachable, ToolTooOld) as exc:
-            self.event(
-                EventKind.PHASE_FAILED,
-                phase=name,
-                duration_s=time.monotonic() - started,
-                error=exc.message,
-            )
+        except (Interrupted, DeployFailed, LockHeld, HostUnreachable, ToolTooOld) as exc:
+            self._failed(name, started, exc.message)
             raise
         except ShipyardError as exc:
-            self.event(
-                EventKind.PHASE_FAILED,
-                phase=name,
-                duration_s=time.monotonic() - started,
-                error=exc.message,
-            )
+            self._failed(name, started, exc.message)
             raise DeployFailed(name, exc.message, hint=exc.hint) from exc
         duration = time.monotonic() - started
         self.running = None
@@ -139,6 +121,11 @@ class Phases:
             message=summary(result) if summary else "",
         )
         return result
+
+    def _failed(self, name: str, started: float, error: str) -> None:
+        self.event(
+            EventKind.PHASE_FAILED, phase=name, duration_s=time.monotonic() - started, error=error
+        )
 
     def skip(self, name: str, reason: str) -> None:
         self.event(EventKind.PHASE_SKIPPED, phase=name, message=reason)

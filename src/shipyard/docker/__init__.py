@@ -195,6 +195,25 @@ def image_fingerprint(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
+def _task_options(
+    network: str | None,
+    env_file: PurePosixPath | None,
+    mounts: Sequence[tuple[PurePosixPath, str]],
+    labels: Mapping[str, str] | None,
+) -> list[str]:
+    """``docker run`` options of a one-off task (mounts read-only)."""
+    args = []
+    if network:
+        args += ["--network", network]
+    if env_file is not None:
+        args += ["--env-file", str(env_file)]
+    for source, target in mounts:
+        args += ["--volume", f"{source}:{target}:ro"]
+    for key, value in (labels or {}).items():
+        args += ["--label", f"{key}={value}"]
+    return args
+
+
 class Docker:
     """The docker CLI on one host.
 
@@ -436,14 +455,7 @@ class Docker:
             args += ["--entrypoint", entrypoint]
         if name:
             args += ["--name", name]
-        if network:
-            args += ["--network", network]
-        if env_file is not None:
-            args += ["--env-file", str(env_file)]
-        for source, target in mounts:
-            args += ["--volume", f"{source}:{target}:ro"]
-        for key, value in (labels or {}).items():
-            args += ["--label", f"{key}={value}"]
+        args += _task_options(network, env_file, mounts, labels)
         return self._run([*args, image, *argv], check=check, timeout=timeout)
 
     def run_detached(
@@ -460,15 +472,13 @@ class Docker:
         """``docker run --detach`` of a one-off task that is kept after it exits, so its exit
         code and log can be read even by a later process (``wait``, ``logs``, then ``remove``).
         Mounts are read-only (host path, container path). Returns the container's ID."""
-        args = ["run", "--detach", "--name", name]
-        if network:
-            args += ["--network", network]
-        if env_file is not None:
-            args += ["--env-file", str(env_file)]
-        for source, target in mounts:
-            args += ["--volume", f"{source}:{target}:ro"]
-        for key, value in (labels or {}).items():
-            args += ["--label", f"{key}={value}"]
+        args = [
+            "run",
+            "--detach",
+            "--name",
+            name,
+            *_task_options(network, env_file, mounts, labels),
+        ]
         return self._run([*args, image, *argv], timeout=600).stdout.strip()
 
     def wait(self, container: str, *, timeout: float | None) -> int:
