@@ -517,3 +517,20 @@ def test_an_interruption_ends_the_deploy_through_its_cleanups(
     assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
     assert store.intent() is None
     assert store.history()[-1].result == "rolled_back"
+
+
+def test_a_repair_that_cannot_bring_any_version_back_is_a_rollback_failure(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class NothingServes(RecordingSteps):
+        def serve(self, slot: str) -> str:
+            self.calls.append(f"serve {slot}")
+            raise ShipyardError(f"slot {slot} has no container")
+
+    steps, host = NothingServes(), FakeHost()
+    store = _state_with(host, _intent("switched"))
+    with pytest.raises(RollbackFailed, match="no version could be brought back"):
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls[1:3] == ["serve blue", "serve green"]
+    assert "deliver" not in steps.calls  # the new deploy stops before changing anything
+    assert store.intent() is not None and store.intent().deployment_id == "killed"  # type: ignore[union-attr]

@@ -4,9 +4,10 @@ validate → lock → repair → version → build → deliver → infrastructur
 migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
 unlock. Before the switch a failure removes the candidate and the live slot never stops serving;
 from the switch on (the point of no return) a failure switches back to the previous slot first.
-From ``start`` on, the operation's intent is journalled on the host before each step, so an
-operation killed at any point is finished or undone by the next one (``repair``). Every phase and
-cleanup is fenced by the lock. A provider supplies the steps (``DeploySteps``).
+From the moment it holds the lock, the operation journals its intent on the host before each step
+that changes what serves, so an operation killed at any point is finished or undone by the next
+one (``repair``, ``_repair``). Every phase and cleanup is fenced by the lock. A provider supplies
+the steps (``DeploySteps``).
 """
 
 from __future__ import annotations
@@ -578,6 +579,12 @@ class _Operation:
         """Undo what was done (newest first), record and report the failure, and raise it: as
         ``RollbackFailed`` when undoing failed too. A second signal meanwhile is noted, not
         obeyed, so the undoing is never cut short; a lost lock stops it (nothing is touched)."""
+        if isinstance(exc, RollbackFailed):  # repairing an earlier operation failed: a person acts
+            with signals_noted():
+                self._history(
+                    DeployFailed(self.phases.running or "repair", exc.message), started_at, started
+                )
+            raise exc
         failure = self._failure(exc)
         with signals_noted():
             cleanup_failures = self.phases.run_cleanups()

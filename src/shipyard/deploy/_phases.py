@@ -16,6 +16,7 @@ from shipyard.errors import (
     HostUnreachable,
     LockHeld,
     LockLost,
+    RollbackFailed,
     ShipyardError,
     ToolTooOld,
 )
@@ -105,7 +106,14 @@ class Phases:
             if name not in _BEFORE_LOCK:
                 self.guard()
             result = action()
-        except (Interrupted, DeployFailed, LockHeld, HostUnreachable, ToolTooOld) as exc:
+        except (
+            Interrupted,
+            DeployFailed,
+            RollbackFailed,
+            LockHeld,
+            HostUnreachable,
+            ToolTooOld,
+        ) as exc:
             self._failed(name, started, exc.message)
             raise
         except ShipyardError as exc:
