@@ -534,3 +534,23 @@ def test_a_repair_that_cannot_bring_any_version_back_is_a_rollback_failure(
     assert steps.calls[1:3] == ["serve blue", "serve green"]
     assert "deliver" not in steps.calls  # the new deploy stops before changing anything
     assert store.intent() is not None and store.intent().deployment_id == "killed"  # type: ignore[union-attr]
+
+
+def test_a_journalled_operation_that_still_holds_its_lock_is_in_progress_not_interrupted(
+    config: Config,
+) -> None:
+    from shipyard.providers._docker import _interrupted  # noqa: PLC0415
+
+    store = StateStore(LocalHost(), PurePosixPath(config.root / "state"))
+    intent = replace(_intent("health"), deployment_id="running")
+    store.write_intent(intent)
+    ctx = OperationContext(
+        config=config, local=LocalHost(), store=store, bus=Bus(config.masker), deployment_id="s"
+    )
+    holder = store.lock("running", "deploy", ttl=60)
+    holder.acquire()
+    try:
+        assert _interrupted(ctx) is None
+    finally:
+        holder.release()
+    assert _interrupted(ctx) == intent

@@ -57,7 +57,7 @@ from shipyard.providers._stack import (
     to_yaml,
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
-from shipyard.state import Lock, Release, now_iso, other_slot
+from shipyard.state import Intent, Lock, Release, now_iso, other_slot
 
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
@@ -1090,7 +1090,7 @@ class DockerProvider:
         if current:
             health, detail = _proxy_health(steps)
             trouble += _serving_problems(steps, health, detail)
-        intent = ctx.store.intent()
+        intent = _interrupted(ctx)
         interrupted = None
         if intent is not None:
             version = intent.release.version if intent.release else "a version not yet built"
@@ -1144,6 +1144,22 @@ class DockerProvider:
         return removed
 
 
+def _interrupted(ctx: OperationContext) -> Intent | None:
+    """The journalled operation, unless it is still running (it holds a live lock)."""
+    intent = ctx.store.intent()
+    if intent is None:
+        return None
+    lock = ctx.store.lock(ctx.deployment_id, "status")
+    holder = lock.holder()
+    if (
+        holder is not None
+        and holder.get("deployment_id") == intent.deployment_id
+        and not lock.is_stale(holder)
+    ):
+        return None  # in progress, not interrupted
+    return intent
+
+
 def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
     """Who holds the lock, and the interrupted operation a deploy would finish or undo first."""
     plan = []
@@ -1154,7 +1170,7 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
             "stale, would be taken over" if lock.is_stale(holder) else "a deploy would wait or stop"
         )
         plan.append(PlanStep("lock", f"held: {Lock.describe(holder)} ({state})"))
-    intent = ctx.store.intent()
+    intent = _interrupted(ctx)
     if intent is not None:
         what = "record" if not intent.started else "finish" if intent.proven else "undo"
         plan.append(
