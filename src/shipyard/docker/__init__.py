@@ -271,6 +271,19 @@ class Docker:
             os=str(server.get("Os") or "linux"),
         )
 
+    def socket_path(self) -> str | None:
+        """The path of the Unix socket the CLI reaches the engine through (its current context,
+        ``DOCKER_HOST`` included), or ``None`` when the engine is reached otherwise (TCP, SSH)."""
+        result = self._run(
+            ["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"],
+            check=False,
+            timeout=30,
+        )
+        endpoint = result.stdout.strip()
+        if not result.ok or not endpoint.startswith("unix://"):
+            return None
+        return endpoint.removeprefix("unix://")
+
     def endpoint_of_current_context(self) -> str | None:
         """The engine address of the user's current context when it is not ``default`` (Docker
         Desktop, colima, ...), which another ``--config`` directory would not know; ``None``

@@ -123,6 +123,14 @@ class DockerSteps:
         """The host's Docker engine and Compose versions and platform (asked once)."""
         return self.docker.info()
 
+    @functools.cached_property
+    def docker_socket(self) -> str | None:
+        """The host engine's Unix socket (mounted into the guard), ``None`` when it has none."""
+        return self.docker.socket_path()
+
+    def _infra(self) -> dict[str, Any]:
+        return render_infra(self.config, self.names, self.layout, docker_socket=self.docker_socket)
+
     def _database(self) -> Database | None:
         if self.config.database is None or not managed_database(self.config):
             return None
@@ -257,9 +265,7 @@ class DockerSteps:
 
     def ensure_infrastructure(self) -> str:
         self._fence()
-        self._write(
-            self.layout.infra_compose, to_yaml(render_infra(self.config, self.names, self.layout))
-        )
+        self._write(self.layout.infra_compose, to_yaml(self._infra()))
         proxy = self._refresh_proxy()
         guard = self._ensure_guard()
         database = self._database()
@@ -309,6 +315,13 @@ class DockerSteps:
         """The guard running as configured (created, or recreated when its definition changed)."""
         if not self.config.deploy.guard_image:
             return ""
+        if self.docker_socket is None:
+            self._warn(
+                f"no guard on {self.host.name}: its Docker engine is not reached through a Unix "
+                "socket, so a live container stopped outside shipyard stays stopped until the "
+                "next deploy or `shipyard repair`"
+            )
+            return ""
         before = self.docker.container(self.names.guard)
         self.docker.compose_up(
             self.names.infra_project, self.layout.infra_compose, services=["guard"]
@@ -322,7 +335,7 @@ class DockerSteps:
         written = self.host.get(self.layout.infra_compose)
         if proxy is None or written is None:
             return False
-        wanted = render_infra(self.config, self.names, self.layout)["services"]["proxy"]
+        wanted = self._infra()["services"]["proxy"]
         before = YAML(typ="safe", pure=True).load(written.decode())
         return bool(before.get("services", {}).get("proxy") != wanted)
 
@@ -1037,9 +1050,7 @@ class DockerProvider:
         current = ctx.store.current()
         slot = "green" if current and current.slot == "blue" else "blue"
         files = {
-            str(steps.layout.infra_compose): to_yaml(
-                render_infra(ctx.config, steps.names, steps.layout)
-            ),
+            str(steps.layout.infra_compose): to_yaml(steps._infra()),
             str(steps.layout.slot_compose(slot)): to_yaml(
                 render_slot(
                     ctx.config,

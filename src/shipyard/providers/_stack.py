@@ -262,7 +262,11 @@ done
 DOCKER_SOCKET = "/var/run/docker.sock"
 
 
-def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]:
+def render_infra(
+    config: Config, names: Names, layout: Layout, *, docker_socket: str | None = DOCKER_SOCKET
+) -> dict[str, Any]:
+    """The infra project: database, proxy and (with ``deploy.guard_image`` and the engine's Unix
+    socket, ``docker_socket``) the guard."""
     proxy = config.proxy
     ports = [f"{proxy.bind}:{proxy.http_port}:80", f"127.0.0.1::{ADMIN_PORT}"]
     if proxy.domains:
@@ -293,7 +297,7 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
         "caddy-data": {"name": names.volumes["caddy-data"]},
         "caddy-config": {"name": names.volumes["caddy-config"]},
     }
-    if config.deploy.guard_image:
+    if config.deploy.guard_image and docker_socket:
         services["guard"] = {
             "image": config.deploy.guard_image,
             "container_name": names.guard,
@@ -303,7 +307,7 @@ def render_infra(config: Config, names: Names, layout: Layout) -> dict[str, Any]
                 "GUARD_APP": names.app,
                 "GUARD_ENVIRONMENT": names.environment,
             },
-            "volumes": [f"{DOCKER_SOCKET}:{DOCKER_SOCKET}"],
+            "volumes": [f"{docker_socket}:{DOCKER_SOCKET}"],
             "network_mode": "none",
             "restart": "unless-stopped",
             "labels": names.labels(role="guard"),
