@@ -554,3 +554,20 @@ def test_a_journalled_operation_that_still_holds_its_lock_is_in_progress_not_int
     finally:
         holder.release()
     assert _interrupted(ctx) == intent
+
+
+def test_history_is_written_while_the_lock_is_held(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class LockWatchingHost(FakeHost):
+        def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+            if path.name == "history.jsonl":
+                assert any(f.endswith("/lock/owner.json") for f in self.files), "unlocked write"
+            super().put(path, data, mode=mode)
+
+    host = LockWatchingHost()
+    _run(config, RecordingSteps(), host, monkeypatch)
+    with pytest.raises(DeployFailed):
+        _run(config, RecordingSteps(fail_at="gate green"), host, monkeypatch)
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    assert [e.result for e in store.history()] == ["succeeded", "failed"]

@@ -411,6 +411,7 @@ class _Operation:
         self.commit = "?"
         self.fresh_image = False
         self.intent: Intent | None = None
+        self.lock: Lock | None = None  # taken in ``run``
 
     def describe(self, version: str, commit: str) -> None:
         self.version, self.commit = version, commit
@@ -515,7 +516,9 @@ class _Operation:
         ctx, phases = self.ctx, self.phases
         started_at, started = now_iso(), time.monotonic()
         phases.started_at = started_at
-        lock = ctx.store.lock(ctx.deployment_id, self.action, ttl=ctx.config.deploy.lock_ttl)
+        lock = self.lock = ctx.store.lock(
+            ctx.deployment_id, self.action, ttl=ctx.config.deploy.lock_ttl
+        )
         phases.event(
             self.kinds.started,
             message=f"{self.action} of {ctx.config.app.name} to {ctx.config.environment.name}",
@@ -534,6 +537,7 @@ class _Operation:
                 self.begin()
                 release = body(self)
                 phases.run("record", lambda: self._record(release), summary=str)
+                self._history(None, started_at, started, release=release)
             except LockLost as exc:
                 # Another operation may own the environment now: nothing more is touched (no
                 # cleanup, no history); whoever holds the lock repairs what is left.
@@ -560,7 +564,6 @@ class _Operation:
                 with signals_noted():
                     lock.release()
         duration = time.monotonic() - started
-        self._history(None, started_at, started, release=release)
         url = self.steps.url()
         phases.event(
             self.kinds.completed,
@@ -652,6 +655,8 @@ class _Operation:
             result = "succeeded"
         else:
             result = "rolled_back" if failure.after_switch else "failed"
+        if self.lock is not None and not self.lock.held:
+            return  # it never held the lock (interrupted while waiting): nothing to record there
         entry = HistoryEntry(
             deployment_id=self.ctx.deployment_id,
             action=self.action,
