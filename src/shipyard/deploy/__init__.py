@@ -590,9 +590,13 @@ class _Operation:
             raise exc
         failure = self._failure(exc)
         with signals_noted():
-            cleanup_failures = self.phases.run_cleanups()
-            if not cleanup_failures:
-                self.forget()  # undone: nothing left for the next operation
+            try:
+                cleanup_failures = self.phases.run_cleanups()
+                if not cleanup_failures:
+                    self.forget()  # undone: nothing left for the next operation
+            except LockLost as lost:
+                self.phases.event(self.kinds.failed, error=lost.message, phase="lock")
+                raise
             self._history(failure, started_at, started)
             self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
         if cleanup_failures:
