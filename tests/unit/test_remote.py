@@ -997,3 +997,30 @@ def test_streams_move_between_pipes_and_other_files_alike() -> None:
     for thread in threads:
         thread.join(timeout=10)
     assert bytes(received) == data
+
+
+class _HostWithProxy(_RecordingHost):
+    """A server whose proxy container runs (``docker container inspect`` of it answers)."""
+
+    def _answer(self, argv: list[str]) -> CommandResult | None:
+        if argv[:3] == ["docker", "container", "inspect"] and argv[-1].endswith("-proxy"):
+            document = [{"Id": "p1", "Name": f"/{argv[-1]}", "State": {"Status": "running"}}]
+            return CommandResult(tuple(argv), 0, json.dumps(document), "")
+        if argv[:3] == ["docker", "container", "inspect"]:
+            return CommandResult(tuple(argv), 1, "", "Error: No such container")
+        return super()._answer(argv)
+
+
+def test_a_changed_proxy_definition_is_said_before_the_proxy_is_recreated(tmp_path: Path) -> None:
+    from shipyard.providers._stack import to_yaml  # noqa: PLC0415
+
+    remote = _HostWithProxy("server", {})
+    steps = _steps(tmp_path, _operator(), remote)
+    assert not steps.proxy_definition_changed()  # nothing written on the host yet
+    current = steps._infra()
+    remote.put(steps.layout.infra_compose, to_yaml(current).encode())
+    assert not steps.proxy_definition_changed()
+    older = json.loads(json.dumps(current))
+    del older["services"]["proxy"]["dns_opt"]  # as a proxy created by an earlier version
+    remote.put(steps.layout.infra_compose, to_yaml(older).encode())
+    assert steps.proxy_definition_changed()
