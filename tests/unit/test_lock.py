@@ -17,6 +17,7 @@ from shipyard.state import (
     STALE_KEEP_DAYS,
     Lock,
     StateStore,
+    _pid_space,
     _process_start,
     deployer,
     holder_is_gone,
@@ -189,6 +190,7 @@ def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(store: StateS
         "by": deployer(),
         "pid": gone.pid,
         "pid_start": _process_start(gone.pid),
+        "pid_space": _pid_space(),
         "started_at": "2026-01-01T00:00:00Z",
         "heartbeat": time.time(),  # fresh: only its process tells it is gone
         "ttl": 600,
@@ -208,6 +210,9 @@ def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(store: StateS
 
 
 def test_a_lock_held_elsewhere_is_never_judged_by_local_processes() -> None:
-    owner = {"by": "someone@another-machine", "pid": 1, "pid_start": 1}
-    assert not holder_is_gone(owner)
-    assert not holder_is_gone({"by": deployer(), "pid": os.getpid(), "pid_start": 0})
+    here = {"by": deployer(), "pid_space": _pid_space()}
+    assert not holder_is_gone({"by": "someone@another-machine", "pid": 1, "pid_start": 1})
+    # The same user@machine name in another container or after a reboot: another pid space.
+    assert not holder_is_gone({**here, "pid": 999_999, "pid_start": 1, "pid_space": "x/pid:[1]"})
+    assert holder_is_gone({**here, "pid": 999_999, "pid_start": 1})  # here, and gone
+    assert not holder_is_gone({**here, "pid": os.getpid(), "pid_start": 0})

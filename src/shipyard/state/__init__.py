@@ -321,6 +321,7 @@ class Lock:
             "by": deployer(),
             "pid": os.getpid(),
             "pid_start": _process_start(os.getpid()),
+            "pid_space": _pid_space(),
             "started_at": now_iso(),
         }
         self.held = False
@@ -508,11 +509,30 @@ def _process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _pid_space() -> str | None:
+    """This boot of this machine and the process-id namespace shipyard runs in (Linux): where a
+    pid names the same process. ``None`` elsewhere."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return f"{boot}/{namespace}"
+
+
 def holder_is_gone(owner: dict[str, Any]) -> bool:
-    """Whether a lock's holder ran on this machine and that process is no longer running (its
-    pid is free, a zombie, or reused by a later process)."""
+    """Whether a lock's holder ran where this process runs (the same boot and pid namespace, by
+    the same user@machine) and is no longer running (its pid is free, a zombie, or reused by a
+    later process)."""
     pid, started = owner.get("pid"), owner.get("pid_start")
-    if owner.get("by") != deployer() or not isinstance(pid, int) or not isinstance(started, int):
+    space = _pid_space()
+    if (
+        owner.get("by") != deployer()
+        or space is None
+        or owner.get("pid_space") != space
+        or not isinstance(pid, int)
+        or not isinstance(started, int)
+    ):
         return False
     if pid == os.getpid():
         return False
