@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -119,12 +119,13 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
     psql(app, "CREATE TABLE applied (at timestamptz DEFAULT clock_timestamp());")
     add_migration(app, "000003_slow", "INSERT INTO applied DEFAULT VALUES;\nSELECT pg_sleep(3);\n")
     session = open_session(app.config, "development", json_output=True)
-    steps = DockerSteps(session.ctx, session.host)
     assert session.config.database is not None
-    database = Database(steps.docker, steps.names.database, session.config.database)
     outcomes: list[str] = []
 
-    def runner() -> None:
+    def runner(index: int) -> None:
+        # Two deploys of their own (each runs its own golang-migrate container).
+        steps = DockerSteps(replace(session.ctx, deployment_id=f"runner{index}"), session.host)
+        database = Database(steps.docker, steps.names.database, session.config.database)  # type: ignore[arg-type]
         release = session.ctx.store.releases()[-1]
         try:
             steps._apply_migrations(
@@ -137,7 +138,7 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
         except MigrationError as exc:
             outcomes.append(f"error: {exc.message}")
 
-    threads = [threading.Thread(target=runner) for _ in range(2)]
+    threads = [threading.Thread(target=runner, args=(i,)) for i in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:

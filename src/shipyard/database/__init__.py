@@ -261,7 +261,6 @@ class Database:
         url = migration_url(self.section, self.container)
         argv = ["-path", "/migrations", "-database", url]
         argv += ["-lock-timeout", str(max(1, round(timeout))), "up"]
-        self.docker.remove(name)  # a finished one of the same operation, read already
         try:
             self.docker.run_detached(
                 image,
