@@ -220,7 +220,7 @@ def test_deployment_logs_are_kept_locally_and_on_the_host(app: AppUnderTest) -> 
     lines = [json.loads(line) for line in shown.stdout.splitlines()]  # every line valid JSON
     assert {e["deployment_id"] for e in lines} == {deployment}
     final = next(e for e in lines if e["kind"] == "deploy.failed")
-    assert final["data"]["completed"][:3] == ["validate", "lock", "version"]
+    assert final["data"]["completed"][:4] == ["validate", "lock", "repair", "version"]
     assert "health" not in final["data"]["completed"]
     on_host = Path(app.state_dir) / app.name / "development" / "logs" / f"{deployment}.jsonl"
     assert on_host.read_text() == shown.stdout

@@ -9,7 +9,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import httpx
 import pytest
@@ -433,3 +433,29 @@ def test_each_environment_sets_its_own_sinks(tmp_path: Path) -> None:
     assert [n.name for n in production] == ["pager"]
     assert production[0].accepts("deploy.failed")
     assert not production[0].accepts("deploy.completed")
+
+
+def test_deployment_logs_are_kept_by_count_here_and_on_the_host(tmp_path: Path) -> None:
+    from shipyard.events import DeploymentLog  # noqa: PLC0415
+    from shipyard.hosts import LocalHost  # noqa: PLC0415
+
+    here, there = tmp_path / "here", tmp_path / "there"
+    for directory in (here, there):
+        directory.mkdir()
+        for n in range(5):
+            (directory / f"20260101T00000{n}Z-aaaaaa.jsonl").write_text("{}\n")
+    log = DeploymentLog(
+        here / "20260102T000000Z-bbbbbb.jsonl",
+        LocalHost(),
+        PurePosixPath(there / "20260102T000000Z-bbbbbb.jsonl"),
+        keep=3,
+    )
+    log(Event(kind="deploy.started", deployment_id="d", app="a", environment="e"))
+    log.close()
+    for directory in (here, there):
+        kept = sorted(p.name for p in directory.iterdir())
+        assert kept == [
+            "20260101T000003Z-aaaaaa.jsonl",
+            "20260101T000004Z-aaaaaa.jsonl",
+            "20260102T000000Z-bbbbbb.jsonl",
+        ]

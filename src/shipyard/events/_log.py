@@ -10,7 +10,8 @@ from shipyard.hosts import Host
 
 
 class DeploymentLog:
-    """A sink writing ``<id>.jsonl`` locally as events arrive, and copying it to the host on close.
+    """A sink writing ``<id>.jsonl`` locally as events arrive, and copying it to the host on close
+    (where the newest ``keep`` logs are kept, as here).
 
     Events arrive masked (the bus masks them); lines are ``json.dumps`` output, so quotes and
     newlines in messages stay valid JSON. Nothing is written for a command that emitted no events.
@@ -33,9 +34,16 @@ class DeploymentLog:
             handle.write(line)
 
     def close(self) -> None:
+        """Copy the log to the host, then keep only the newest ``keep`` logs on both sides."""
         if not self._lines:
             return
         self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
         logs = sorted(self.local.parent.glob("*.jsonl"))
         for old in logs[: max(0, len(logs) - self.keep)]:
             old.unlink(missing_ok=True)
+        directory = self.remote.parent
+        listed = self.host.run(["ls", "-1", str(directory)], check=False)
+        remote = sorted(n for n in listed.stdout.split() if n.endswith(".jsonl"))
+        stale = [str(directory / n) for n in remote[: max(0, len(remote) - self.keep)]]
+        if stale:
+            self.host.run(["rm", "-f", *stale], check=False)

@@ -266,9 +266,14 @@ class DockerSteps:
     def ensure_infrastructure(self) -> str:
         self._fence()
         self._write(self.layout.infra_compose, to_yaml(self._infra()))
+        database = self._database()
+        if database is not None:  # Compose reads every service's env file, whichever it starts
+            self._write(
+                self.layout.database_env,
+                compose_env_file_text(database_env(self.config), source="database env"),
+            )
         proxy = self._refresh_proxy()
         guard = self._ensure_guard()
-        database = self._database()
         if database is None:
             self.docker.compose(
                 self.names.infra_project,
@@ -277,10 +282,6 @@ class DockerSteps:
             )
             return proxy + guard + ("external database" if self.config.database else "no database")
         assert self.config.database is not None  # noqa: S101
-        self._write(
-            self.layout.database_env,
-            compose_env_file_text(database_env(self.config), source="database env"),
-        )
         self.docker.compose_up(
             self.names.infra_project,
             self.layout.infra_compose,
@@ -760,9 +761,9 @@ class DockerSteps:
         return database.migration_state().version if database is not None else None
 
     def prune(self, dropped: list[Release], kept: list[Release]) -> None:
-        """Forget what no retained release needs: the dropped releases' images, and every file
-        kept for a release that is no longer retained (env files, migration copies), orphaned
-        temporary files of interrupted writes, and deployment logs beyond ``deploy.keep_logs``."""
+        """Forget what no retained release needs: the dropped releases' images, every file kept
+        for a release that is no longer retained (env files, migration copies), and orphaned
+        temporary files of interrupted writes. (Deployment logs: ``events.DeploymentLog``.)"""
         in_use = {r.image_id for r in kept} | {r.image for r in kept}
         for release in dropped:
             if release.image_id not in in_use and release.image not in in_use:
@@ -791,11 +792,6 @@ class DockerSteps:
             ],
             check=False,
         )
-        logs = self.ctx.store.log_ids()
-        for old in logs[: max(0, len(logs) - self.config.deploy.keep_logs)]:
-            self.host.run(
-                ["rm", "-f", str(self.ctx.store.path("logs", f"{old}.jsonl"))], check=False
-            )
 
     def _listing(self, directory: PurePosixPath) -> list[str]:
         result = self.host.run(["ls", "-1", "-A", str(directory)], check=False)
