@@ -281,7 +281,9 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     first_commit = app.commit("version 1")
     deployed = app.shipyard("deploy", "development", timeout=1200)
     assert deployed.returncode == 0, deployed.stderr
-    assert deployed.stderr.count("docker save | docker load over ssh") == 4, deployed.stderr
+    assert deployed.stderr.count("docker save | docker load over ssh") == 5, (
+        deployed.stderr
+    )  # app, proxy, guard, database, migrate
     url = f"http://{host.address}"
     version = httpx.get(f"{url}/version", timeout=10).json()
     assert version["git_commit"] == first_commit
