@@ -3,15 +3,15 @@
 Two small backends (Caddy's `respond`, each answering its own name) behind the proxy image on a
 private network, under load from loopback. The baseline is the switch shipyard used before: the
 proxy looks up one name and a switch is two renames (the old container gives the name back, the
-new one takes it). Against it, shipyard's switch (``shipyard.proxy.render_caddy``): two names,
-the first that resolves wins, and a switch is three renames through the hand-over name.
+new one takes it), with nothing answering in between. Against it, shipyard's switch
+(``shipyard.proxy.render_caddy``): the same two renames, but every running slot also answers to
+the fallback name, which the proxy uses while no container carries the live name.
 
 1. Steady state: requests per second through the proxy (wrk, when installed), each config.
 2. Switches under load (tests/e2e/load.py: fresh and keep-alive clients): failed requests and the
    slowest answer over ``--switches`` switches, each config.
-3. A switch cut short: the renames stop half way (after the first rename for the baseline, after
-   the second for the hand-over) for ``--stall`` seconds, as when shipyard is killed there:
-   failed requests and the slowest answer while it stays so.
+3. A switch cut short after its first rename for ``--stall`` seconds, as when shipyard is killed
+   there: failed requests and the slowest answer while it stays so.
 
     .venv/bin/python -m bench.switch [--switches 20] [--stall 5] [--image shipyard-local/caddy:2]
 """
@@ -58,8 +58,8 @@ class World:
         return f"{self.prefix}-live"
 
     @property
-    def handover(self) -> str:
-        return f"{self.prefix}-live-next"
+    def fallback(self) -> str:
+        return f"{self.prefix}-slots"
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
@@ -67,7 +67,7 @@ class World:
 
 def baseline_config(world: World) -> dict[str, Any]:
     """The config shipyard rendered before: one name, looked up every 250 ms."""
-    config = render_caddy(ProxySection(), (world.live, world.handover), 8080)
+    config = render_caddy(ProxySection(), (world.live, world.fallback), 8080)
     handler = config["apps"]["http"]["servers"]["shipyard"]["routes"][-1]["handle"][0]
     handler["dynamic_upstreams"] = handler["dynamic_upstreams"]["sources"][0]
     del handler["load_balancing"]["selection_policy"]
@@ -75,8 +75,8 @@ def baseline_config(world: World) -> dict[str, Any]:
     return config
 
 
-def handover_config(world: World) -> dict[str, Any]:
-    return render_caddy(ProxySection(), (world.live, world.handover), 8080)
+def fallback_config(world: World) -> dict[str, Any]:
+    return render_caddy(ProxySection(), (world.live, world.fallback), 8080)
 
 
 @contextmanager
@@ -88,7 +88,8 @@ def world(image: str, config: Callable[[World], dict[str, Any]]) -> Iterator[Wor
     try:
         for slot in ("blue", "green"):
             name = f"{prefix}-live" if slot == "blue" else f"{prefix}-{slot}"
-            docker("run", "-d", "--name", name, "--network", prefix, "--entrypoint", "caddy", image,
+            docker("run", "-d", "--name", name, "--network", prefix,
+                   "--network-alias", f"{prefix}-slots", "--entrypoint", "caddy", image,
                    "respond", "--listen", ":8080", json.dumps({"version": slot}))  # fmt: skip
         docker("run", "-d", "--name", f"{prefix}-proxy", "--network", prefix,
                "--dns-opt", "ndots:1", "--dns-search", ".", "-p", "127.0.0.1::80",
@@ -121,22 +122,10 @@ def _serving(here: World) -> tuple[str, str]:
     return slot, "green" if slot == "blue" else "blue"
 
 
-def switch_baseline(here: World, stop_after: int | None = None) -> None:
+def switch(here: World, stop_after: int | None = None) -> None:
+    """The old container gives the live name back, the new one takes it."""
     old, new = _serving(here)
     renames = [(here.live, f"{here.prefix}-{old}"), (f"{here.prefix}-{new}", here.live)]
-    for index, (source, target) in enumerate(renames):
-        if stop_after is not None and index == stop_after:
-            return
-        docker("rename", source, target)
-
-
-def switch_handover(here: World, stop_after: int | None = None) -> None:
-    old, new = _serving(here)
-    renames = [
-        (f"{here.prefix}-{new}", here.handover),
-        (here.live, f"{here.prefix}-{old}"),
-        (here.handover, here.live),
-    ]
     for index, (source, target) in enumerate(renames):
         if stop_after is not None and index == stop_after:
             return
@@ -188,15 +177,15 @@ def main() -> None:
     parser.add_argument("--image", default="shipyard-local/caddy:2")
     args = parser.parse_args()
     kinds = {
-        "baseline (one name, two renames)": (baseline_config, switch_baseline, 1),
-        "hand-over (two names, three renames)": (handover_config, switch_handover, 2),
+        "baseline (the live name only)": baseline_config,
+        "fallback (the live name, then any running slot)": fallback_config,
     }
     results: dict[str, dict[str, Any]] = {}
-    for label, (config, switch, cut) in kinds.items():
+    for label, config in kinds.items():
         with world(args.image, config) as here:
             rps = throughput(here, args.seconds)
 
-            def switches(switch: Callable[..., None] = switch, here: World = here) -> None:
+            def switches(here: World = here) -> None:
                 for _ in range(args.switches):
                     switch(here)
                     time.sleep(0.3)
@@ -204,7 +193,7 @@ def main() -> None:
             many = under_load(here, switches, settle=1.0)
             stalled = under_load(
                 here,
-                lambda switch=switch, here=here, cut=cut: switch(here, stop_after=cut),
+                lambda here=here: switch(here, stop_after=1),
                 settle=args.stall,
             )
         results[label] = {"rps": rps, "switches": many, "cut short": stalled}
@@ -217,7 +206,7 @@ def main() -> None:
         )
     base, new = (results[label]["rps"] for label in kinds)
     if base and new:
-        print(f"steady-state throughput, hand-over / baseline: {new / base:.3f}")
+        print(f"steady-state throughput, fallback / baseline: {new / base:.3f}")
 
 
 if __name__ == "__main__":

@@ -143,29 +143,36 @@ def kill_before_command(
 
 @dataclass
 class LiveWatch:
-    """Samples, every ``interval`` seconds through Docker's API, whether a running container
-    carries one of the names the proxy routes to; counts the samples where none did."""
+    """Samples, every ``interval`` seconds through Docker's API, whether the proxy has a running
+    container to route to: the one carrying the live name, or (between the renames of a switch)
+    any running slot, all of which answer to the ``slots`` alias. Counts the samples with none,
+    and those where no container carried the live name."""
 
     app: AppUnderTest
     interval: float = 0.1
     samples: int = 0
-    empty: list[float] = field(default_factory=list)  # when no container carried a live name
+    empty: list[float] = field(default_factory=list)  # nothing to route to
+    unnamed: int = 0  # no container carried the live name (the alias served)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _run(self) -> None:
-        prefix = f"{self.app.name}-{self.app.environment}"
-        names = {f"/{prefix}-live", f"/{prefix}-live-next"}
+        live = f"/{self.app.name}-{self.app.environment}-live"
         filters = json.dumps(
-            {"label": [f"org.shipyard.app={self.app.name}"], "status": ["running"]}
+            {
+                "label": [f"org.shipyard.app={self.app.name}", "org.shipyard.role=app"],
+                "status": ["running"],
+            }
         )
         transport = httpx.HTTPTransport(uds="/var/run/docker.sock")
         with httpx.Client(transport=transport, base_url="http://docker", timeout=10) as client:
             while not self._stop.wait(self.interval):
                 listed = client.get("/containers/json", params={"filters": filters}).json()
                 self.samples += 1
-                if not any(set(c.get("Names", [])) & names for c in listed):
+                if not listed:
                     self.empty.append(time.monotonic())
+                elif not any(live in c.get("Names", []) for c in listed):
+                    self.unnamed += 1
 
     def __enter__(self) -> LiveWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -124,7 +124,7 @@ class RecordingSteps:
     def recover(self) -> list[str]:
         return []
 
-    def tidy(self) -> list[str]:
+    def tidy(self, current: str | None) -> list[str]:
         return []
 
     def live_release(self) -> Release | None:

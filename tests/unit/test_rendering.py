@@ -77,14 +77,14 @@ def test_app_env_derives_database_url_with_encoded_password(config) -> None:  # 
 
 
 def test_caddy_plain_http() -> None:
-    config = render_caddy(ProxySection(), Names("shop", "development").live_names, 8080)
+    config = render_caddy(ProxySection(), Names("shop", "development").routed, 8080)
     _golden("caddy-http.json", json.dumps(config, indent=2) + "\n")
-    assert upstreams_of(config) == ["shop-development-live:8080", "shop-development-live-next:8080"]
+    assert upstreams_of(config) == ["shop-development-live:8080", "shop-development-slots:8080"]
 
 
 def test_caddy_with_domains() -> None:
     proxy = ProxySection(domains=["events.example"], tls_email="ops@events.example")
-    config = render_caddy(proxy, Names("shop", "production").live_names, 8080)
+    config = render_caddy(proxy, Names("shop", "production").routed, 8080)
     _golden("caddy-https.json", json.dumps(config, indent=2) + "\n")
     server = config["apps"]["http"]["servers"]["shipyard"]
     assert server["listen"] == [":443"]

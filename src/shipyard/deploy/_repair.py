@@ -5,7 +5,7 @@ each step and clears it once recorded or undone. When the next operation finds o
 operation behind it was interrupted (killed, a lost connection, a cleanup that failed): it is
 finished when its new version had proven itself (``Intent.proven``) and undone otherwise, and the
 outcome is recorded in history. With no intent, what runs is compared with the state: a live
-container stopped outside shipyard is started, a half-done hand-over finished, a version running
+container stopped outside shipyard is started, a switch cut short finished, a version running
 beside the live one stopped, and ``current.json`` made to name what the proxy really routes to.
 The golang-migrate containers of interrupted operations are read (and the schema made clean
 where a failed file left nothing behind) in both cases.
@@ -32,7 +32,7 @@ class RepairSteps(Protocol):
 
     def park(self, slot: str, *, remove_if_from: str | None = None) -> str: ...
 
-    def tidy(self) -> list[str]: ...
+    def tidy(self, current: str | None) -> list[str]: ...
 
     def live_release(self) -> Release | None: ...
 
@@ -59,7 +59,8 @@ def repair(
     if intent is not None and intent.started:
         done = _settle(store, steps, intent, deployment_id=deployment_id, record=record, note=note)
     else:
-        done = steps.tidy()
+        current = store.current()
+        done = steps.tidy(current.slot if current else None)
         done += _align_state(store, steps)
         for action in done:
             note(f"repair: {action}")

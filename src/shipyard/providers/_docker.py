@@ -150,24 +150,22 @@ class DockerSteps:
         self.ctx.fence.check()
 
     def slot_container(self, slot: str) -> ContainerInfo | None:
-        """The container of ``slot``: named after the slot, or one of the live names while it
-        serves (or hands over)."""
-        for name in (self.names.slot(slot), *self.names.live_names):
+        """The container of ``slot``: named after the slot, or the live name while it serves."""
+        for name in (self.names.slot(slot), self.names.live):
             info = self.docker.container(name)
             if info is not None and info.labels.get(f"{LABEL}.slot") == slot:
                 return info
         return None
 
-    def _carriers(self) -> list[ContainerInfo]:
-        """The containers carrying a name the proxy routes to, in the proxy's order."""
-        found = (self.docker.container(name) for name in self.names.live_names)
-        return [info for info in found if info is not None]
-
     def live_slot(self) -> str | None:
-        """The slot the proxy routes to: its container carries the live name (or, in the middle
-        of a switch, only the hand-over name)."""
-        carriers = [c for c in self._carriers() if c.running]
-        return carriers[0].labels.get(f"{LABEL}.slot") if carriers else None
+        """The slot whose container carries the live name (what the proxy routes to)."""
+        info = self.docker.container(self.names.live)
+        return info.labels.get(f"{LABEL}.slot") if info is not None else None
+
+    def _running_slots(self) -> list[ContainerInfo]:
+        """The environment's running app containers (all answer to the ``slots`` alias)."""
+        found = self.docker.labelled(self.names.labels(role="app"))
+        return [info for info in found if info.running]
 
     def admin(self) -> CaddyAdmin:
         return CaddyAdmin(self._published(self.names.proxy, ADMIN_PORT))
@@ -507,7 +505,7 @@ class DockerSteps:
     def start_slot(self, slot: str, release: Release) -> str:
         container = self.names.slot(slot)
         kept = self.slot_container(slot)
-        if kept is not None and kept.name in self.names.live_names:
+        if kept is not None and kept.name == self.names.live:
             raise DeployFailed("start", f"slot {slot} is the live slot; refusing to replace it")
         self._fence()
         if kept is not None and kept.labels.get(f"{LABEL}.release") == release.id:
@@ -567,7 +565,7 @@ class DockerSteps:
         info = self.slot_container(slot)
         if info is None:
             return f"slot {slot} has no container"
-        if info.name in self.names.live_names:
+        if info.name == self.names.live:
             raise ShipyardError(
                 f"refusing to take {info.name} out of service: the proxy routes to it"
             )
@@ -637,7 +635,7 @@ class DockerSteps:
         return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
 
     def caddy_config(self) -> dict[str, Any]:
-        return render_caddy(self.config.proxy, self.names.live_names, self.config.app.port)
+        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port)
 
     def _ensure_proxy(self) -> CaddyAdmin:
         """The proxy running with the rendered config (loaded only when it differs)."""
@@ -658,24 +656,21 @@ class DockerSteps:
         return admin
 
     def switch(self, slot: str) -> str:
-        """Make ``slot`` live (see shipyard.proxy): the candidate takes a name the proxy routes
-        to, every other container gives its name back, and the candidate ends on the live name.
-        At every instant some container carries one of the names, so a switch interrupted
-        between any two renames still leaves the site served (and is finished or undone by the
-        next operation); every rename is fenced by the lock."""
+        """Make ``slot`` live (see shipyard.proxy): the live container gets its slot name back,
+        then ``slot``'s container takes the live name. Between the two renames both answer
+        through the ``slots`` alias, so a switch interrupted there still leaves the site served
+        (and is finished or undone by the next operation); each rename is fenced by the lock."""
         self._ensure_proxy()
         target = self.slot_container(slot)
         if target is None:
             raise ShipyardError(f"slot {slot} has no container to switch to")
-        live, handover = self.names.live_names
-        if target.name not in (live, handover):
-            free = live if self.docker.container(live) is None else handover
-            self._rename(target.name, free)
-        for other in self._carriers():
-            if other.id != target.id:
-                self._rename(other.name, self.names.slot(other.labels.get(f"{LABEL}.slot", "old")))
-        if self.docker.container(live) is None:
-            self._rename(handover, live)
+        live = self.names.live
+        if target.name == live:
+            return f"{live} is already slot {slot}"
+        current = self.docker.container(live)
+        if current is not None:
+            self._rename(live, self.names.slot(current.labels.get(f"{LABEL}.slot", "old")))
+        self._rename(target.name, live)
         return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
 
     def _rename(self, container: str, name: str) -> None:
@@ -742,7 +737,7 @@ class DockerSteps:
         info = self.slot_container(slot)
         if info is None or not info.running:
             return f"slot {slot} was not running"
-        if info.name in self.names.live_names:
+        if info.name == self.names.live:
             raise ShipyardError(f"refusing to stop {info.name}: the proxy routes to it")
         container = info.name
         address = info.addresses.get(self.names.network, container)
@@ -850,8 +845,7 @@ class DockerSteps:
         info = self.slot_container(slot)
         if info is None:
             raise ShipyardError(f"slot {slot} has no container")
-        carriers = [c for c in self._carriers() if c.running]
-        if info.running and [c.id for c in carriers] == [info.id] and info.name == self.names.live:
+        if info.running and info.name == self.names.live:
             return f"{info.name} (slot {slot}) serves"
         done = ""
         if not info.running:
@@ -860,39 +854,37 @@ class DockerSteps:
             done = "started, "
         done += f"health-gated ({self.gate(slot)}), "
         self.switch(slot)
-        return f"slot {slot} {done}serves alone as {self.names.live}"
+        return f"slot {slot} {done}serves as {self.names.live}"
 
-    def tidy(self) -> list[str]:
+    def tidy(self, current: str | None) -> list[str]:
         """With no operation in progress: a live container stopped outside shipyard is started
-        again, a hand-over left by an interrupted switch is finished, and an app container running
-        beside the live one (a candidate of an interrupted operation) is stopped."""
+        again, a switch cut short between its renames is finished (the slot the state names, if it
+        runs, takes the live name), and an app container running beside the live one (a candidate
+        of an interrupted operation) is stopped. ``current``: the slot the state says is live."""
         done: list[str] = []
-        carriers = self._carriers()
-        running = [c for c in carriers if c.running]
-        if not running and carriers:
-            info = carriers[0]
+        live = self.docker.container(self.names.live)
+        if live is not None and not live.running:
             self._fence()
-            self.docker.start(info.name)
-            slot = info.labels.get(f"{LABEL}.slot", "?")
-            done.append(f"started {info.name} (slot {slot}): it had been stopped outside shipyard")
-            running = [info]
-        if running and (len(carriers) > 1 or running[0].name != self.names.live):
-            slot = running[0].labels.get(f"{LABEL}.slot", "")
+            self.docker.start(live.name)
+            slot = live.labels.get(f"{LABEL}.slot", "?")
+            done.append(f"started {live.name} (slot {slot}): it had been stopped outside shipyard")
+        running = self._running_slots()
+        if live is None and running:
+            slots = [info.labels.get(f"{LABEL}.slot", "") for info in running]
+            slot = current if current in slots else slots[-1]
             self.switch(slot)
-            done.append(f"finished an interrupted switch: slot {slot} serves as {self.names.live}")
-        serving = {c.id for c in self._carriers()}
-        for info in self.docker.labelled(self.names.labels(role="app")):
-            if info.running and info.id not in serving:
+            done.append(f"finished a switch cut short: slot {slot} serves as {self.names.live}")
+        for info in self._running_slots():
+            if info.name != self.names.live:
                 slot = info.labels.get(f"{LABEL}.slot", "")
                 done.append(f"{self.park(slot)}: it ran beside the live version")
         return done
 
     def live_release(self) -> Release | None:
-        """The release the container the proxy routes to runs, read from its labels."""
-        carriers = [c for c in self._carriers() if c.running] or self._carriers()
-        if not carriers:
+        """The release the container carrying the live name runs, read from its labels."""
+        info = self.docker.container(self.names.live)
+        if info is None:
             return None
-        info = carriers[0]
         labels = info.labels
         known = self.ctx.store.release(labels.get(f"{LABEL}.release", ""))
         slot = labels.get(f"{LABEL}.slot", "blue")
@@ -1195,7 +1187,7 @@ def _stack_containers(names: Names) -> list[str]:
         names.database,
         names.proxy,
         names.guard,
-        *names.live_names,
+        names.live,
         names.slot("blue"),
         names.slot("green"),
     ]
@@ -1205,10 +1197,16 @@ def _serving_problems(steps: DockerSteps, health: str, detail: str) -> list[str]
     """What keeps a deployed environment from serving well: no running live container, an
     unhealthy app, a dirty schema."""
     problems = []
-    carriers = steps._carriers()
-    if not any(c.running for c in carriers):
-        state = ", ".join(f"{c.name} {c.status}" for c in carriers) or f"{steps.names.live} absent"
-        problems.append(f"no container serves ({state})")
+    live = steps.docker.container(steps.names.live)
+    if live is None or not live.running:
+        state = f"{live.name} {live.status}" if live is not None else f"{steps.names.live} absent"
+        if steps._running_slots():
+            problems.append(
+                f"no container carries the live name ({state}): a switch was cut short, the "
+                "proxy sends requests to any running slot"
+            )
+        else:
+            problems.append(f"no container serves ({state})")
     if health not in ("healthy", "degraded"):
         problems.append(f"the app is {health} through the proxy ({detail})")
     database = steps._database()

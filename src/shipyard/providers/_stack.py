@@ -66,15 +66,16 @@ class Names:
         return f"{self.prefix}-live"
 
     @property
-    def live_next(self) -> str:
-        """The hand-over name a candidate carries for an instant during a switch: the proxy
-        routes to it only while no container carries the live name."""
-        return f"{self.prefix}-live-next"
+    def slots(self) -> str:
+        """The network alias every app slot's container answers to: the proxy routes to it only
+        while no container carries the live name (for the instant between the two renames of a
+        switch, or after a switch cut short there)."""
+        return f"{self.prefix}-slots"
 
     @property
-    def live_names(self) -> tuple[str, str]:
+    def routed(self) -> tuple[str, str]:
         """The names the proxy routes to, in order of preference."""
-        return (self.live, self.live_next)
+        return (self.live, self.slots)
 
     def migrate(self, deployment_id: str) -> str:
         """The one-off golang-migrate container of an operation (kept until its result is read)."""
@@ -233,11 +234,11 @@ def app_env(config: Config, names: Names) -> dict[str, str]:
     return values
 
 
-# The guard: every time a container of the environment dies while it carries a name the proxy
-# routes to, it waits a second (a crash is restarted by the container's own policy first) and
-# starts it if it is still stopped. shipyard itself never stops such a container (a switch renames
-# the old one first), so such a stop was someone else's: `docker kill`, `docker stop`. When it
-# starts (after a reboot, or when the events stream ended with a daemon restart) it checks both.
+# The guard: every time a container of the environment dies while it carries the live name, it
+# waits a second (a crash is restarted by the container's own policy first) and starts it if it
+# is still stopped. shipyard itself never stops that container (a switch renames the old one
+# first), so such a stop was someone else's: `docker kill`, `docker stop`. When it starts (after a
+# reboot, or when the events stream ended with a daemon restart) it looks once.
 GUARD_SCRIPT = """\
 set -u
 revive() {
@@ -248,14 +249,14 @@ revive() {
   fi
 }
 # Once the events stream below is open, a stop that happened before is looked for too.
-(sleep 2; for name in "$GUARD_PREFIX-live" "$GUARD_PREFIX-live-next"; do revive "$name"; done) &
+(sleep 2; revive "$GUARD_PREFIX-live") &
 docker events --filter type=container --filter event=die \\
   --filter "label=org.shipyard.app=$GUARD_APP" \\
   --filter "label=org.shipyard.environment=$GUARD_ENVIRONMENT" \\
   --format '{{.Actor.Attributes.name}}' |
 while read -r name; do
   case "$name" in
-    "$GUARD_PREFIX-live" | "$GUARD_PREFIX-live-next") revive "$name" ;;
+    "$GUARD_PREFIX-live") revive "$name" ;;
   esac
 done
 """
@@ -368,7 +369,7 @@ def render_slot(
                 "env_file": [str(layout.slot_env(slot))],
                 "environment": {"DEPLOYMENT_SLOT": slot},
                 "ports": [f"127.0.0.1::{config.app.port}"],
-                "networks": ["app"],
+                "networks": {"app": {"aliases": [names.slots]}},
                 "restart": "unless-stopped",
                 "stop_grace_period": f"{config.app.stop_grace_period:g}s",
                 "labels": names.labels(

@@ -1,24 +1,19 @@
 """Caddy in front of the app slots.
 
-Caddy routes to two stable names, the live name (``<app>-<env>-live``) and the hand-over name
-(``<app>-<env>-live-next``), each looked up on the private network every ``LOOKUP_REFRESH``, and
-sends every request to the first one that resolves (``first`` policy, live name first). Switching
-slots renames containers and never reloads Caddy (a config reload closes connections that were
-just accepted, which drops a few requests under load; a renamed container does not). A switch is
-three renames, and at every instant some healthy container carries one of the two names, so a
-switch interrupted anywhere still leaves the site served:
-
-1. the candidate takes the hand-over name (the live container still gets every request);
-2. the live container gets its slot name back (requests now go to the candidate);
-3. the candidate takes the live name.
-
-The name that is not carried resolves to nothing, answered by Docker's own DNS (the proxy sets
-``ndots`` and no search domain, so such a lookup is never forwarded to the host's resolvers), and
-Caddy's log of that lookup is left out. When neither name resolves for an instant, requests wait
-and retry for ``dial_retry`` seconds instead of failing. The config itself is rendered from the
-environment's settings and loaded through the admin API, which also serves metrics (the 5xx rate
-watched after a switch) and the requests in flight per upstream (draining). The admin API listens
-on the private network and is published on the host's loopback only.
+Caddy routes to the container carrying the live name (``<app>-<env>-live``) and, only while no
+container carries it, to any running slot: every slot's container answers to the network alias
+``<app>-<env>-slots``. Both names are looked up on the private network every
+``LOOKUP_REFRESH`` and the first that resolves is used (``first`` policy, live name first), so a
+candidate starting beside the live slot gets no request. A switch renames the live container back
+to its slot name and the candidate to the live name; for the instant between the two renames (or,
+if shipyard is killed there, until the next operation finishes the switch) both answer through
+the alias, so some healthy container serves at every moment. Caddy's config is never reloaded to
+switch (a reload closes connections that were just accepted, which drops a few requests under
+load). When neither name resolves (nothing is deployed), requests wait and retry for
+``dial_retry`` seconds instead of failing. The config itself is rendered from the environment's
+settings and loaded through the admin API, which also serves metrics (the 5xx rate watched after a
+switch) and the requests in flight per upstream (draining). The admin API listens on the private
+network and is published on the host's loopback only.
 """
 
 from __future__ import annotations
@@ -56,8 +51,8 @@ class ProxyError(ShipyardError):
 
 
 def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict[str, Any]:
-    """The Caddy JSON config routing all traffic to the container carrying the first of ``names``
-    (the live name, then the hand-over name) that resolves."""
+    """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
+    live name, then the alias every slot answers to)."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -99,7 +94,7 @@ def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict
         server["automatic_https"] = {"disable": True}
     config: dict[str, Any] = {
         "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins()},
-        # The name no container carries fails its lookup on every request: not worth a log line.
+        # Between a switch's renames the live name fails its lookup: not worth a log line each.
         "logging": {"logs": {"default": {"exclude": [_MULTI_LOGGER]}}},
         # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
         "apps": {"http": {"metrics": {}, "servers": {SERVER: server}}},
