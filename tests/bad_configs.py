@@ -50,6 +50,13 @@ class BadConfig:
     environment: str = "development"
 
 
+# Nine levels of nine aliases: a few hundred bytes that expand to 387 million values.
+BILLION_LAUGHS = (
+    "providers:\n  lol:\n    a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+)
+
+
 def _replace(old: str, new: str) -> str:
     assert old in VALID, old
     return VALID.replace(old, new, 1)
@@ -185,6 +192,12 @@ CATALOGUE: list[BadConfig] = [
         "starts with 'whsec_'",
         "27:7 notifications.sinks[0].secret_env",
         env_file=ENV_FILE + "HOOK_SECRET=plain-text-secret-value\n",
+    ),
+    BadConfig(
+        "alias-bomb",
+        VALID + BILLION_LAUGHS,
+        "aliases repeat more than 100,000 values and characters by here (alias *a3)",
+        "29:5 providers.lol.a4[2]",
     ),
     BadConfig(
         "hook-without-command",

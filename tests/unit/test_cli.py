@@ -11,7 +11,7 @@ import pytest
 
 from shipyard import cli
 from shipyard.cli import _context
-from tests.bad_configs import VALID, BadConfig, write
+from tests.bad_configs import BILLION_LAUGHS, VALID, BadConfig, write
 
 JWT_SECRET = "0123456789abcdef0123456789abcdef"  # the values of tests.bad_configs.ENV_FILE
 POSTGRES_PASSWORD = "s3cret-password"
@@ -71,3 +71,21 @@ def test_debug_prints_the_masked_traceback(
     assert "RuntimeError: token *** and password *** rejected" in stderr
     assert JWT_SECRET not in stderr
     assert POSTGRES_PASSWORD not in stderr
+
+
+@pytest.mark.parametrize("command", ["check", "plan", "deploy"])
+def test_an_alias_bomb_is_an_invalid_config(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    config = write(tmp_path, BadConfig("bomb", VALID + BILLION_LAUGHS, "", ""))
+    monkeypatch.setattr(sys, "argv", ["shipyard", command, "development", "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.INVALID_CONFIG
+    stderr = capsys.readouterr().err
+    assert f"{config}:29:5 providers.lol.a4[2]: aliases repeat more than 100,000" in stderr
+    assert not crash_log.exists()

@@ -208,6 +208,36 @@ def test_values_written_in_the_file_are_still_quoted(tmp_path: Path) -> None:
     assert SHELL_VALUE not in " ".join(messages)
 
 
+def test_merge_keys_bring_values_located_where_they_are_written(tmp_path: Path) -> None:
+    yaml = _with("database:\n", "database: &database\n").replace(
+        "proxy:\n",
+        "providers:\n  shared: &shared\n    interval: 2s\nhealth:\n  <<: *shared\nproxy:\n",
+        1,
+    ) + ("    database:\n      <<: *database\n      name: other\n")
+    path = write(tmp_path, BadConfig("merge", yaml, "", "", environment="production"))
+    config = load_config(path, "production", process_env={})
+    assert config.database is not None
+    assert (config.database.name, config.database.user) == ("other", "shop")
+    assert config.health.interval == 2.0
+
+    path.write_text(yaml.replace("interval: 2s", "interval: soon"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "production", process_env={})
+    lines = [str(issue) for issue in caught.value.issues]
+    written = yaml.splitlines().index("    interval: 2s") + 1
+    assert any(line.startswith(f"{path}:{written}:5 health.interval: ") for line in lines), lines
+
+
+def test_aliases_within_the_bound_are_expanded(tmp_path: Path) -> None:
+    yaml = _with("required_env: [JWT_SECRET]", "required_env: &required [JWT_SECRET]") + (
+        "hooks:\n  before_deploy:\n"
+        + "".join(f"    - {{argv: *required, name: hook-{i}}}\n" for i in range(100))
+    )
+    path = write(tmp_path, BadConfig("aliases", yaml, "", ""))
+    config = load_config(path, "development", process_env={})
+    assert [hook.argv for hook in config.hooks.before_deploy] == [["JWT_SECRET"]] * 100
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (3, 3.0)]
 )

@@ -17,9 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.comments import CommentedMap
 
 from shipyard.config._models import (
     AppSection,
@@ -36,11 +34,11 @@ from shipyard.config._models import (
     ProxySection,
     SSHSection,
 )
+from shipyard.config._yaml import Path_, Positions, dotted, key_positions, read_yaml
 from shipyard.errors import ConfigError, Issue
 from shipyard.events import decode_secret
 from shipyard.secrets import EnvFileBackend, Masker, read_env_file
 
-Path_ = tuple[str | int, ...]
 _OVERRIDE_DEPTH = 3  # environments.<name>.<section>
 _SECTIONS = (
     "app",
@@ -99,24 +97,6 @@ class Config:
         return (self.root / relative).resolve()
 
 
-def _positions(node: Any, prefix: Path_ = ()) -> dict[Path_, tuple[int, int]]:
-    """Map every key path in a ruamel document to its 1-based (line, column)."""
-    found: dict[Path_, tuple[int, int]] = {}
-    if isinstance(node, CommentedMap):
-        for key in node:
-            line, col = node.lc.key(key)
-            path = (*prefix, str(key))
-            found[path] = (line + 1, col + 1)
-            found.update(_positions(node[key], path))
-    elif isinstance(node, CommentedSeq):
-        for index, item in enumerate(node):
-            line, col = node.lc.item(index)
-            path = (*prefix, index)
-            found[path] = (line + 1, col + 1)
-            found.update(_positions(item, path))
-    return found
-
-
 def _plain(node: Any) -> Any:
     """ruamel containers → plain dicts and lists (keys as strings)."""
     if isinstance(node, Mapping):
@@ -139,7 +119,7 @@ def _merge(base: Any, override: Any) -> Any:
 class _Locator:
     """Turns a key path into ``file:line:col``: the environment's override first, then the base."""
 
-    def __init__(self, file: str, positions: dict[Path_, tuple[int, int]], environment: str | None):
+    def __init__(self, file: str, positions: Positions, environment: str | None):
         self.file = file
         self.positions = positions
         self.environment = environment
@@ -156,15 +136,8 @@ class _Locator:
                 # environment's section) is written there; else fall back to the base file.
                 if position is not None and (candidate is path or cut > _OVERRIDE_DEPTH):
                     line, col = position
-                    return Issue(self.file, line, col, _dotted(candidate), message)
-        return Issue(self.file, None, None, _dotted(path), message)
-
-
-def _dotted(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
+                    return Issue(self.file, line, col, dotted(candidate), message)
+        return Issue(self.file, None, None, dotted(path), message)
 
 
 @dataclass(frozen=True)
@@ -340,22 +313,6 @@ def _interpolate(
     return result
 
 
-def _read_yaml(path: Path) -> Any:
-    yaml = YAML(typ="rt")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        problem = exc.problem or str(exc)
-        raise ConfigError([Issue(str(path), line, col, "", f"invalid YAML: {problem}")]) from exc
-    except YAMLError as exc:
-        raise ConfigError([Issue(str(path), None, None, "", f"invalid YAML: {exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Issue(str(path), None, None, "", "not UTF-8 text")]) from exc
-
-
 def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collects every issue
     path: Path, environment: str, *, process_env: Mapping[str, str] | None = None
 ) -> Config:
@@ -368,12 +325,12 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     file = str(path)
     if not path.is_file():
         raise ConfigError([Issue(file, None, None, "", "file not found")])
-    document = _read_yaml(path)
+    document = read_yaml(path)
     if not isinstance(document, CommentedMap):
         raise ConfigError(
             [Issue(file, 1, 1, "", "expected a mapping of sections (app, build, environments, …)")]
         )
-    positions = _positions(document)
+    positions = key_positions(document)
     raw: dict[str, Any] = _plain(document)
     top = _Locator(file, positions, None)
 
