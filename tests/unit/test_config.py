@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import cProfile
+import pstats
 from pathlib import Path
 
 import pytest
@@ -236,6 +238,50 @@ def test_aliases_within_the_bound_are_expanded(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("aliases", yaml, "", ""))
     config = load_config(path, "development", process_env={})
     assert [hook.argv for hook in config.hooks.before_deploy] == [["JWT_SECRET"]] * 100
+
+
+def _entries(n: int, *, valid: bool) -> str:
+    """A config with ``n`` of everything: env vars (filled in by ``${X}``), health checks and,
+    unless ``valid``, as many unknown keys, refused numbers and refused filled-in values."""
+    env = "".join(f"    TEXT_{i}: ${{X}}-{i}\n" for i in range(n))
+    checks = "".join(f"    - {{kind: http, path: '/${{X}}{i}'}}\n" for i in range(n))
+    unknown = ""
+    if not valid:
+        env += "".join(f"    NUMBER_{i}: {i}\n" for i in range(n))
+        checks = checks.replace("'/${X}", "'${X}")  # a path must start with /
+        unknown = "".join(f"  unknown_{i}: {i}\n" for i in range(n))
+    return _with("  port: 8080\n", "  port: 8080\n" + unknown + "  env:\n" + env).replace(
+        "proxy:\n", "health:\n  checks:\n" + checks + "proxy:\n", 1
+    )
+
+
+def _work(tmp_path: Path, yaml: str) -> tuple[int, int]:
+    """Python calls made by load_config on ``yaml`` (its work, counted: no clock involved), and
+    the number of issues it found."""
+    tmp_path.mkdir()
+    path = write(tmp_path, BadConfig("large", yaml, "", ""))
+    profile = cProfile.Profile()
+    issues = 0
+    profile.enable()
+    try:
+        load_config(path, "development", process_env={"X": "x"})
+    except ConfigError as exc:
+        issues = len(exc.issues)
+    finally:
+        profile.disable()
+    return pstats.Stats(profile).total_calls, issues
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["accepted", "rejected"])
+def test_work_grows_linearly_with_the_size_of_the_config(tmp_path: Path, valid: bool) -> None:
+    small, large = _entries(100, valid=valid), _entries(1000, valid=valid)
+    assert 9 * len(small) < len(large) < 11 * len(small)
+    small_work, small_issues = _work(tmp_path / "small", small)
+    large_work, large_issues = _work(tmp_path / "large", large)
+    # one issue per unknown key, per number and per health check path
+    assert (small_issues, large_issues) == ((0, 0) if valid else (300, 3000))
+    ratio = large_work / small_work
+    assert ratio < 12, f"ten times the config took {ratio:.1f} times the work"
 
 
 @pytest.mark.parametrize(

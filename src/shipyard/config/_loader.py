@@ -204,6 +204,7 @@ def _pydantic_issues(
     interpolated: Interpolations | None = None,
 ) -> list[Issue]:
     issues = []
+    below = _by_prefix(interpolated) if interpolated else {}
     for error in exc.errors(include_url=False):
         loc = _drop_union_tags(tuple(error["loc"]))
         message = error["msg"]
@@ -219,16 +220,29 @@ def _pydantic_issues(
         message = message.removeprefix("Value error, ")
         path = (*prefix, *loc)
         if interpolated and error["type"] not in _WORDED_HERE:
-            message = _without_values(error, path, message, interpolated)
+            message = _without_values(error, path, message, interpolated, below.get(path, []))
         issues.append(locator.issue(path, message))
     return issues
 
 
+def _by_prefix(interpolated: Interpolations) -> dict[Path_, list[_Interpolated]]:
+    """Every key path → the filled-in strings at or below it (one pass, not one per error)."""
+    below: dict[Path_, list[_Interpolated]] = {}
+    for at, source in interpolated.items():
+        for cut in range(len(at) + 1):
+            below.setdefault(at[:cut], []).append(source)
+    return below
+
+
 def _without_values(
-    error: ErrorDetails, path: Path_, message: str, interpolated: Interpolations
+    error: ErrorDetails,
+    path: Path_,
+    message: str,
+    interpolated: Interpolations,
+    involved: list[_Interpolated],
 ) -> str:
-    """``message``, or a wording of it that quotes no value ``${VAR}`` filled in at or below ``path``."""
-    involved = [source for at, source in interpolated.items() if at[: len(path)] == path]
+    """``message``, or a wording of it that quotes no value ``${VAR}`` filled in at or below
+    ``path`` (``involved``: those values)."""
     if not involved:
         return message
     refused = error.get("ctx", {}).get("error")
@@ -390,10 +404,8 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             {**merged, "environments": {environment: {"target": "local"}}}
         )
         sections = {name: getattr(validated, name) for name in _SECTIONS}
-    except ValidationError as exc:
-        for issue in _pydantic_issues(exc, env_locator, interpolated=interpolated):
-            if issue not in issues:
-                issues.append(issue)
+    except ValidationError as exc:  # an issue found twice is reported once, by _dedupe
+        issues.extend(_pydantic_issues(exc, env_locator, interpolated=interpolated))
 
     if sections:
         issues.extend(
