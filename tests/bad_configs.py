@@ -158,6 +158,12 @@ CATALOGUE: list[BadConfig] = [
         "13:3 database.image",
     ),
     BadConfig(
+        "unterminated-variable",
+        _replace("image: shipyard-local/postgres:17", "image: ${DB_IMAGE"),
+        "${DB_IMAGE is not closed: write ${NAME} or ${NAME:-default}",
+        "13:3 database.image",
+    ),
+    BadConfig(
         "no-such-environment",
         VALID,
         "no environment named 'staging'",

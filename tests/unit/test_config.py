@@ -74,6 +74,33 @@ def test_interpolation_from_process_env_and_env_file(tmp_path: Path) -> None:
     assert config.database.image == "from-env-file:1"
 
 
+@pytest.mark.parametrize(
+    ("written", "error"),
+    [
+        ("${PORT", "${PORT is not closed"),
+        ("${PORT:-8080", "${PORT is not closed"),
+        ("x-${", "${ is not closed"),
+        ("$${PORT", None),
+        ("${PORT}-${X", "${X is not closed"),
+    ],
+)
+def test_an_unclosed_variable_is_an_error(tmp_path: Path, written: str, error: str | None) -> None:
+    yaml = _with(
+        'example.com/shop/cmd.Version: "{version}"', f'example.com/shop/cmd.Version: "{written}"'
+    )
+    path = write(tmp_path, BadConfig("unclosed", yaml, "", ""))
+    if error is None:
+        config = load_config(path, "development", process_env={})
+        assert isinstance(config.build, GoBuild)
+        assert config.build.ldflags["example.com/shop/cmd.Version"] == "${PORT"
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={"PORT": "1"})
+    assert [str(i) for i in caught.value.issues] == [
+        f"{path}:9:5 build.ldflags.example.com/shop/cmd.Version: {error}: write ${{NAME}} or ${{NAME:-default}} ($$ for a literal $)"
+    ]
+
+
 def test_secrets_are_registered_for_masking(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("ok", VALID, "", ""))
     config = load_config(path, "development", process_env={})

@@ -51,7 +51,11 @@ _SECTIONS = (
     "hooks",
     "providers",
 )
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
+# ``${NAME}``, ``${NAME:-default}``, ``$$``; last, any other ``${`` (refused when never closed).
+_VAR = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$|(?P<open>\$\{)"
+)
+_NAME_START = re.compile(r"[A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,17 @@ def _interpolate(
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        if match.group("open") is not None:
+            if "}" not in node[match.end() :]:
+                start = _NAME_START.match(node, match.end())
+                written = "${" + (start.group(0) if start else "")
+                issues.append(
+                    locator.issue(
+                        path,
+                        f"{written} is not closed: write ${{NAME}} or ${{NAME:-default}} ($$ for a literal $)",
+                    )
+                )
+            return match.group(0)
         name = match.group("name")
         if name in values:
             filled.append(name)
