@@ -89,3 +89,21 @@ def test_an_alias_bomb_is_an_invalid_config(
     stderr = capsys.readouterr().err
     assert f"{config}:29:5 providers.lol.a4[2]: aliases repeat more than 100,000" in stderr
     assert not crash_log.exists()
+
+
+def test_check_lists_the_warnings_with_the_problems(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n")
+    config = write(tmp_path, BadConfig("warned", yaml, "", ""))
+    (tmp_path / "go.mod").unlink()  # a problem check finds beyond the config itself
+    monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.INVALID_CONFIG
+    stderr = capsys.readouterr().err
+    assert "has no go.mod" in stderr
+    assert f"\nand 1 warning:\n  {config}:13:16 database.extensions[0]: 'postgist'" in stderr

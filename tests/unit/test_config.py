@@ -101,6 +101,77 @@ def test_an_unclosed_variable_is_an_error(tmp_path: Path, written: str, error: s
     ]
 
 
+def test_an_extension_no_image_ships_is_a_warning(tmp_path: Path) -> None:
+    yaml = _with(
+        "  user: shop\n", '  user: shop\n  extensions: [postgis, postgist, pg_cron, "${EXT}"]\n'
+    )
+    path = write(tmp_path, BadConfig("extensions", yaml, "", ""))
+    config = load_config(path, "development", process_env={"EXT": "my_own_ext"})
+    assert config.database is not None
+    assert config.database.extensions == ["postgis", "postgist", "pg_cron", "my_own_ext"]
+    fine = "fine if the image is a custom one that ships it"
+    assert [str(w) for w in config.warnings] == [
+        f"{path}:13:25 database.extensions[1]: 'postgist' is not an extension that PostgreSQL, "
+        f"PostGIS or pgvector ship (did you mean 'postgis'?); {fine}",
+        f"{path}:13:44 database.extensions[3]: the value from ${{EXT}} is not an extension that "
+        f"PostgreSQL, PostGIS or pgvector ship; {fine}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("API_TOKEN: abc", "API_TOKEN is named like a secret"),
+        ("DATABASE_URL: postgres://shop@db/shop", "DATABASE_URL is named like a secret"),
+        ("SESSION_SEED: q8Vx2LrT9mKd4NfZ", "the value looks like a generated secret"),
+        ("UPSTREAM: https://ops:hunter2@upstream.example", "the value holds a password in a URL"),
+        ("JWT_SECRET: ${JWT_SECRET}", None),
+        ("DATABASE_URL: postgres://shop:${DB_PASSWORD}@db/shop", None),
+        ("ORIGINS: https://events.example.com", None),
+        ("LOG_FORMAT: json", None),
+        ("GREETING: a sentence with spaces in it", None),
+    ],
+)
+def test_a_secret_written_in_app_env_is_a_warning(
+    tmp_path: Path, entry: str, why: str | None
+) -> None:
+    yaml = _with(
+        "  required_env: [JWT_SECRET]\n", f"  required_env: [JWT_SECRET]\n  env:\n    {entry}\n"
+    )
+    path = write(tmp_path, BadConfig("app-env", yaml, "", ""))
+    config = load_config(path, "development", process_env={"DB_PASSWORD": "pw"})
+    warnings = [str(w) for w in config.warnings]
+    if why is None:
+        assert warnings == []
+        return
+    key = entry.split(":", maxsplit=1)[0]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"{path}:6:5 app.env.{key}: {why}")
+    assert warnings[0].endswith(
+        ": move it to the env file .env.development, which the app receives whole "
+        "(shipyard.yml is committed, and only the env file's values are masked)"
+    )
+
+
+def test_a_secret_written_in_an_environments_app_env_is_located_there(tmp_path: Path) -> None:
+    yaml = VALID + "    app:\n      env: {STRIPE_KEY: sk_live_abc}\n"
+    path = write(tmp_path, BadConfig("app-env", yaml, "", "", environment="production"))
+    config = load_config(path, "production", process_env={})
+    assert [(w.line, w.key_path) for w in config.warnings] == [
+        (24, "environments.production.app.env.STRIPE_KEY")
+    ]
+    assert "move it to the env file .env.production" in config.warnings[0].message
+
+
+def test_warnings_come_with_the_errors(tmp_path: Path) -> None:
+    yaml = _with("  port: 8080\n", "  port: 0\n  env: {API_TOKEN: abc}\n")
+    path = write(tmp_path, BadConfig("both", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    assert [i.key_path for i in caught.value.issues] == ["app.port"]
+    assert [w.key_path for w in caught.value.warnings] == ["app.env.API_TOKEN"]
+
+
 def test_secrets_are_registered_for_masking(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("ok", VALID, "", ""))
     config = load_config(path, "development", process_env={})
@@ -364,6 +435,7 @@ def test_shipped_examples_are_valid(tmp_path: Path, example: str, environment: s
     assert config.app.name == example
     assert config.database is not None
     assert "vector" in config.database.extensions
+    assert config.warnings == ()
 
 
 def test_readme_reference_matches_the_models() -> None:

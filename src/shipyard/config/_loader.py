@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml.comments import CommentedMap
 
+from shipyard.config._extensions import known_extension, nearest_extension
 from shipyard.config._models import (
     AppSection,
     ConfigFile,
@@ -37,7 +38,7 @@ from shipyard.config._models import (
 from shipyard.config._yaml import Path_, Positions, dotted, key_positions, read_yaml
 from shipyard.errors import ConfigError, Issue
 from shipyard.events import decode_secret
-from shipyard.secrets import EnvFileBackend, Masker, read_env_file
+from shipyard.secrets import EnvFileBackend, Masker, is_secret_key, looks_generated, read_env_file
 
 _OVERRIDE_DEPTH = 3  # environments.<name>.<section>
 _SECTIONS = (
@@ -91,6 +92,9 @@ class Config:
     masker: Masker = field(compare=False)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     hooks: HooksSection = field(default_factory=HooksSection)
+    # What is valid but probably wrong (an unknown extension, a secret written in app.env):
+    # `check` prints them, a deploy emits them as warning events. They never fail anything.
+    warnings: tuple[Issue, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -411,6 +415,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     values = {**file_values, **process_env, "SHIPYARD_ENVIRONMENT": environment}
     env_locator = _Locator(file, positions, environment)
     interpolated: dict[Path_, _Interpolated] = {}
+    written = merged
     merged = _interpolate(merged, (), values, env_locator, issues, interpolated)
 
     sections: dict[str, Any] = {}
@@ -432,8 +437,13 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
         issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    secrets_file = env_file_value if isinstance(env_file_value, str) else "the env file"
+    warnings = [
+        *_secrets_in_app_env(written, env_locator, secrets_file),
+        *_extension_warnings(sections.get("database"), env_locator, interpolated),
+    ]
     if issues:
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError(_dedupe(issues), warnings=warnings)
 
     env_section = EnvironmentSection.model_validate(env_raw)
     masker = Masker()
@@ -464,8 +474,79 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         ),
         secrets=EnvFileBackend(file_values),
         masker=masker,
+        warnings=tuple(warnings),
         **sections,
     )
+
+
+# A URL is a secret through its password only (as the masker sees it): scheme://user:password@
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:[^@/\s]+@")
+
+
+def _secret_written(key: str, value: object) -> str | None:
+    """Why the value of ``app.env.<key>`` as written in shipyard.yml looks like a secret: the
+    masker's rules for env-file values (a key named like a secret; a value of 16 or more
+    characters without spaces; a password in a URL). ``None`` when it does not, or when
+    ``${VAR}`` references bring the value in (from the env file, where secrets belong)."""
+    if not isinstance(value, str):
+        return None
+    references = [m for m in _VAR.finditer(value) if m.group("name")]
+    literal = _VAR.sub(lambda m: "" if m.group("name") else m.group(0), value)
+    if is_secret_key(key) and not references and literal.strip():
+        return f"{key} is named like a secret"
+    if _URL_PASSWORD.match(literal):
+        return "the value holds a password in a URL"
+    if not _URL.match(literal) and looks_generated(literal):
+        return "the value looks like a generated secret (16 or more characters without spaces)"
+    return None
+
+
+def _secrets_in_app_env(
+    written: Mapping[str, Any], locator: _Locator, env_file: str
+) -> list[Issue]:
+    """A secret written into ``app.env`` (in the file, or in an environment's override)."""
+    app = written.get("app")
+    env = app.get("env") if isinstance(app, dict) else None
+    if not isinstance(env, dict):
+        return []
+    warnings = []
+    for key, value in env.items():
+        why = _secret_written(str(key), value)
+        if why is not None:
+            warnings.append(
+                locator.issue(
+                    ("app", "env", str(key)),
+                    f"{why}: move it to the env file {env_file}, which the app receives whole "
+                    "(shipyard.yml is committed, and only the env file's values are masked)",
+                )
+            )
+    return warnings
+
+
+def _extension_warnings(
+    database: DatabaseSection | None, locator: _Locator, interpolated: Interpolations
+) -> list[Issue]:
+    """An extension no PostgreSQL image is known to ship: most likely a typo."""
+    if database is None:
+        return []
+    warnings = []
+    for index, name in enumerate(database.extensions):
+        if known_extension(name):
+            continue
+        path: Path_ = ("database", "extensions", index)
+        source = interpolated.get(path)
+        shown = repr(name) if source is None else f"the value from {source.references}"
+        nearest = nearest_extension(name)
+        guess = f" (did you mean {nearest!r}?)" if nearest else ""
+        warnings.append(
+            locator.issue(
+                path,
+                f"{shown} is not an extension that PostgreSQL, PostGIS or pgvector ship{guess}; "
+                "fine if the image is a custom one that ships it",
+            )
+        )
+    return warnings
 
 
 def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
