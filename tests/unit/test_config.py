@@ -44,6 +44,37 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert "build.wat" in messages
 
 
+def test_a_misspelt_environments_section_is_named_with_the_missing_environments(
+    tmp_path: Path,
+) -> None:
+    yaml = VALID.replace("environments:", "enviroments:").replace(
+        "  port: 8080\n", "  port: 8080\n  prot: 1\n"
+    )
+    path = write(tmp_path, BadConfig("misspelt", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    assert [str(issue) for issue in caught.value.issues] == [
+        f"{path} environments: at least one environment is required",
+        f"{path}:4:3 app.prot: unknown key (did you mean 'port'?)",
+        f"{path}:17:1 enviroments: unknown key (did you mean 'environments'?)",
+    ]
+
+
+def test_an_undefined_environment_comes_with_the_other_problems(tmp_path: Path) -> None:
+    yaml = (
+        VALID.replace("    target: local\n", "    target: local\n    colour: blue\n", 1)
+        + "extra: 1\n"
+    )
+    path = write(tmp_path, BadConfig("undefined", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "staging", process_env={})
+    assert [str(issue) for issue in caught.value.issues] == [
+        f"{path}:16:1 environments: no environment named 'staging' (defined: development, production)",
+        f"{path}:19:5 environments.development.colour: unknown key",
+        f"{path}:24:1 extra: unknown key",
+    ]
+
+
 def test_valid_config_resolves_environment_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("ok", VALID, "", "", environment="production"))
     config = load_config(path, "production", process_env={})

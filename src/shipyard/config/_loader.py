@@ -8,6 +8,7 @@ message names the variable instead.
 from __future__ import annotations
 
 import copy
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml.comments import CommentedMap
 
@@ -217,7 +218,7 @@ def _pydantic_issues(
         loc = _drop_union_tags(tuple(error["loc"]))
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = _unknown_key((*prefix, *loc))
         elif error["type"] == "missing":
             message = "required key is missing"
         elif error["type"] == "union_tag_invalid":
@@ -231,6 +232,38 @@ def _pydantic_issues(
             message = _without_values(error, path, message, interpolated, below.get(path, []))
         issues.append(locator.issue(path, message))
     return issues
+
+
+# The keys allowed in each mapping where a misspelt name is likely: the top level, a section,
+# an environment. Others are only called unknown.
+_SECTION_MODELS: dict[str, tuple[type[BaseModel], ...]] = {
+    "app": (AppSection,),
+    "build": (GoBuild, DockerfileBuild),
+    "database": (DatabaseSection,),
+    "proxy": (ProxySection,),
+    "health": (HealthSection,),
+    "deploy": (DeploySection,),
+    "notifications": (NotificationsSection,),
+    "hooks": (HooksSection,),
+}
+
+
+def _allowed_keys(parent: Path_) -> list[str]:
+    if not parent:
+        models: tuple[type[BaseModel], ...] = (ConfigFile,)
+    elif len(parent) == 2 and parent[0] == "environments":  # noqa: PLR2004 — environments.<name>
+        models = (EnvironmentSection,)
+    elif len(parent) == 1:
+        models = _SECTION_MODELS.get(str(parent[0]), ())
+    else:
+        models = ()
+    return sorted({name for model in models for name in model.model_fields})
+
+
+def _unknown_key(path: Path_) -> str:
+    """``unknown key``, with the allowed key it most likely misspells."""
+    close = difflib.get_close_matches(str(path[-1]), _allowed_keys(path[:-1]), n=1, cutoff=0.75)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
 def _by_prefix(interpolated: Interpolations) -> dict[Path_, list[_Interpolated]]:
@@ -368,17 +401,8 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     top = _Locator(file, positions, None)
 
     environments = raw.get("environments")
-    if not isinstance(environments, dict) or not environments:
-        raise ConfigError([top.issue(("environments",), "at least one environment is required")])
-    if environment not in environments:
-        names = ", ".join(sorted(str(n) for n in environments))
-        raise ConfigError(
-            [
-                top.issue(
-                    ("environments",), f"no environment named {environment!r} (defined: {names})"
-                )
-            ]
-        )
+    if not isinstance(environments, dict) or environment not in environments:
+        raise ConfigError(_without_environment(raw, top, environment))
 
     issues: list[Issue] = []
     # The environments section as written, every environment included (unknown keys are errors
@@ -547,6 +571,28 @@ def _extension_warnings(
             )
         )
     return warnings
+
+
+def _without_environment(raw: dict[str, Any], locator: _Locator, environment: str) -> list[Issue]:
+    """The problems of a file that does not define ``environment``: that, and whatever is wrong
+    whichever environment it is for (unknown keys; the environments as written)."""
+    environments = raw.get("environments")
+    if isinstance(environments, dict) and environments:
+        names = ", ".join(sorted(str(n) for n in environments))
+        missing = f"no environment named {environment!r} (defined: {names})"
+    else:
+        missing = "at least one environment is required"
+    issues = [locator.issue(("environments",), missing)]
+    try:
+        ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        # Other values may be completed by an environment's overrides and ${VAR}: not judged here.
+        issues.extend(
+            issue
+            for issue, error in zip(_pydantic_issues(exc, locator), exc.errors(), strict=True)
+            if error["type"] == "extra_forbidden" or issue.key_path.startswith("environments.")
+        )
+    return _dedupe(issues)
 
 
 def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
