@@ -66,6 +66,18 @@ CATALOGUE: list[BadConfig] = [
     BadConfig(
         "yaml-syntax", VALID.replace("  port: 8080", "  port: [8080"), "invalid YAML", "4:15"
     ),
+    BadConfig(
+        "unclosed-quote",
+        _replace("image: shipyard-local/postgres:17", 'image: "shipyard-local/postgres:17'),
+        "the quote that opens here is never closed (the parser reached 23:1: found unexpected end of stream)",
+        "13:10",
+    ),
+    BadConfig(
+        "unclosed-quote-closed-later",
+        _replace("required_env: [JWT_SECRET]", 'required_env: ["JWT_SECRET]'),
+        "the quoted value that starts here runs on to line 9, where the parser gave up (9:36: ",
+        "4:18",
+    ),
     BadConfig("unknown-top-level-key", VALID + "extra: 1\n", "unknown key", "23:1 extra"),
     BadConfig(
         "unknown-nested-key",

@@ -75,6 +75,20 @@ def test_an_undefined_environment_comes_with_the_other_problems(tmp_path: Path) 
     ]
 
 
+def test_a_quoted_value_over_several_lines_is_not_blamed_for_a_later_error(
+    tmp_path: Path,
+) -> None:
+    yaml = _with('"{version}"', '"{version}\n      continued"').replace(
+        "http_port: 18080", "http_port: [18080"
+    )
+    path = write(tmp_path, BadConfig("multiline", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    assert [(i.line, i.message[:40]) for i in caught.value.issues] == [
+        (17, "invalid YAML: expected ',' or ']', but g")
+    ]
+
+
 def test_valid_config_resolves_environment_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("ok", VALID, "", "", environment="production"))
     config = load_config(path, "production", process_env={})

@@ -15,7 +15,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, StreamMark, YAMLError
+from ruamel.yaml.tokens import ScalarToken
 
 from shipyard.errors import ConfigError, Issue
 
@@ -26,6 +27,8 @@ Positions = dict[Path_, tuple[int, int]]
 # 11). Anchors that shipyard.yml uses on purpose (defaults merged into a few environments)
 # repeat a few thousand at most; a billion-laughs file passes this by its fifth level.
 MAX_REPEATED = 100_000
+
+_QUOTES = ("'", '"')
 
 
 def dotted(path: Path_) -> str:
@@ -49,20 +52,60 @@ def read_yaml(path: Path) -> Any:
     try:
         document = YAML(typ="rt").load(text)
     except MarkedYAMLError as exc:
-        raise ConfigError([_syntax_issue(file, exc)]) from exc
+        raise ConfigError([_syntax_issue(file, text, exc)]) from exc
     except YAMLError as exc:
         raise ConfigError([Issue(file, None, None, "", f"invalid YAML: {exc}")]) from exc
     _refuse_alias_bombs(file, document)
     return document
 
 
-def _syntax_issue(file: str, exc: MarkedYAMLError) -> Issue:
-    """Where the parser gave up."""
+def _syntax_issue(file: str, text: str, exc: MarkedYAMLError) -> Issue:
+    """Where the parser gave up; for a quote left open, where the quote opened as well."""
     mark = exc.problem_mark
     problem = exc.problem or str(exc)
     if mark is None:
         return Issue(file, None, None, "", f"invalid YAML: {problem}")
+    gave_up = f"{mark.line + 1}:{mark.column + 1}"
+    opened = exc.context_mark if exc.context == "while scanning a quoted scalar" else None
+    if opened is not None:
+        return Issue(
+            file,
+            opened.line + 1,
+            opened.column + 1,
+            "",
+            f"invalid YAML: the quote that opens here is never closed (the parser reached {gave_up}: {problem})",
+        )
+    opened = _quote_open_across_lines(text, mark)
+    if opened is not None:
+        return Issue(
+            file,
+            opened.line + 1,
+            opened.column + 1,
+            "",
+            f"invalid YAML: the quoted value that starts here runs on to line {mark.line + 1}, "
+            f"where the parser gave up ({gave_up}: {problem}); is its closing quote missing?",
+        )
     return Issue(file, mark.line + 1, mark.column + 1, "", f"invalid YAML: {problem}")
+
+
+def _quote_open_across_lines(text: str, failure: StreamMark) -> StreamMark | None:
+    """The start of a quoted value that runs over several lines up to the line of ``failure``: a
+    quote left open runs on to the next quote in the file, and the parser gives up just after."""
+    found = None
+    try:
+        for token in YAML(typ="rt").scan(text):
+            start, end = token.start_mark, token.end_mark
+            if start.line >= failure.line:
+                break
+            if (
+                isinstance(token, ScalarToken)
+                and token.style in _QUOTES
+                and end.line == failure.line
+            ):
+                found = start
+    except YAMLError:
+        pass  # the same error again, at or after ``failure``: every token before it was seen
+    return found
 
 
 def _is_shared(value: Any) -> bool:
