@@ -170,6 +170,23 @@ CATALOGUE: list[BadConfig] = [
         "13:3 database.image",
     ),
     BadConfig(
+        "password-in-database-section",
+        _replace("  user: shop\n", "  user: shop\n  password: hunter2\n"),
+        "unknown key: secrets belong in the env file .env.development, not in shipyard.yml; "
+        "put the password there as POSTGRES_PASSWORD=… (database.password_env names that key)",
+        "13:3 database.password",
+    ),
+    BadConfig(
+        "password-in-an-environment",
+        _replace(
+            "  development:\n    target: local\n",
+            "  development:\n    target: local\n    POSTGRES_PASSWORD: hunter2\n",
+        ),
+        "unknown key: secrets belong in the env file .env.development, not in shipyard.yml; "
+        "put the password there as POSTGRES_PASSWORD=…",
+        "19:5 environments.development.POSTGRES_PASSWORD",
+    ),
+    BadConfig(
         "unterminated-variable",
         _replace("image: shipyard-local/postgres:17", "image: ${DB_IMAGE"),
         "${DB_IMAGE is not closed: write ${NAME} or ${NAME:-default}",

@@ -89,6 +89,52 @@ def test_a_quoted_value_over_several_lines_is_not_blamed_for_a_later_error(
     ]
 
 
+@pytest.mark.parametrize(
+    ("written", "key_path", "where"),
+    [
+        (
+            "    database: {password: x}\n",
+            "environments.production.database.password",
+            "put the password there as POSTGRES_PASSWORD=… (database.password_env names that key)",
+        ),
+        (
+            "    deploy: {registry: {url: ghcr.io/acme, password: x}}\n",
+            "environments.production.deploy.registry.password",
+            "put the password there and name its key in deploy.registry.password_env",
+        ),
+        (
+            "    deploy: {github: {repository: acme/shop, token: x}}\n",
+            "environments.production.deploy.github.token",
+            "put the token there as GITHUB_TOKEN=… (deploy.github.token_env names that key)",
+        ),
+        (
+            "    notifications: {sinks: [{kind: ntfy, topic: ops, token: x}]}\n",
+            "environments.production.notifications.sinks[0].token",
+            "put it there and name its key in secret_env (webhook) or token_env (ntfy)",
+        ),
+        (
+            "    app: {jwt_secret: x}\n",
+            "environments.production.app.jwt_secret",
+            "put it there as JWT_SECRET=… (the app receives every key of .env.production; "
+            "list it in app.required_env)",
+        ),
+    ],
+    ids=["database", "registry", "github", "ntfy", "app"],
+)
+def test_a_secret_written_in_shipyard_yml_is_sent_to_the_env_file(
+    tmp_path: Path, written: str, key_path: str, where: str
+) -> None:
+    path = write(tmp_path, BadConfig("secret", VALID + written, "", "", environment="production"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "production", process_env={})
+    assert len(caught.value.issues) == 1, caught.value.issues
+    issue = caught.value.issues[0]
+    assert (issue.line, issue.key_path) == (23, key_path)
+    assert issue.message == (
+        "unknown key: secrets belong in the env file .env.production, not in shipyard.yml; " + where
+    )
+
+
 def test_valid_config_resolves_environment_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("ok", VALID, "", "", environment="production"))
     config = load_config(path, "production", process_env={})

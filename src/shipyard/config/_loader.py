@@ -211,6 +211,7 @@ def _pydantic_issues(
     prefix: Path_ = (),
     *,
     interpolated: Interpolations | None = None,
+    secrets_file: str = "the env file",
 ) -> list[Issue]:
     issues = []
     below = _by_prefix(interpolated) if interpolated else {}
@@ -218,7 +219,7 @@ def _pydantic_issues(
         loc = _drop_union_tags(tuple(error["loc"]))
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = _unknown_key((*prefix, *loc))
+            message = _unknown_key((*prefix, *loc), secrets_file)
         elif error["type"] == "missing":
             message = "required key is missing"
         elif error["type"] == "union_tag_invalid":
@@ -260,10 +261,34 @@ def _allowed_keys(parent: Path_) -> list[str]:
     return sorted({name for model in models for name in model.model_fields})
 
 
-def _unknown_key(path: Path_) -> str:
-    """``unknown key``, with the allowed key it most likely misspells."""
-    close = difflib.get_close_matches(str(path[-1]), _allowed_keys(path[:-1]), n=1, cutoff=0.75)
+def _unknown_key(path: Path_, secrets_file: str) -> str:
+    """``unknown key``, with the allowed key it most likely misspells; for a key named like a
+    secret, where secrets go instead."""
+    key = str(path[-1])
+    if path[0] == "environments" and len(path) > 2:  # noqa: PLR2004 — in environments.<name>
+        secrets_file = f".env.{path[1]}"
+    if is_secret_key(key):
+        return f"unknown key: secrets belong in the env file {secrets_file}, not in shipyard.yml; {_where_secret_goes(path, secrets_file)}"
+    close = difflib.get_close_matches(key, _allowed_keys(path[:-1]), n=1, cutoff=0.75)
     return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
+def _where_secret_goes(path: Path_, secrets_file: str) -> str:
+    """How a secret written at ``path`` reaches shipyard from the env file: the key naming it."""
+    key = str(path[-1])
+    parent = tuple(part for part in path[:-1] if not isinstance(part, int))
+    if parent[-1:] == ("database",) or key.upper() == "POSTGRES_PASSWORD":
+        return (
+            "put the password there as POSTGRES_PASSWORD=… (database.password_env names that key)"
+        )
+    if parent[-2:] == ("deploy", "registry"):
+        return "put the password there and name its key in deploy.registry.password_env"
+    if parent[-2:] == ("deploy", "github") or key.upper() == "GITHUB_TOKEN":
+        return "put the token there as GITHUB_TOKEN=… (deploy.github.token_env names that key)"
+    if parent[-2:] == ("notifications", "sinks"):
+        return "put it there and name its key in secret_env (webhook) or token_env (ntfy)"
+    name = key.upper() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else "NAME"
+    return f"put it there as {name}=… (the app receives every key of {secrets_file}; list it in app.required_env)"
 
 
 def _by_prefix(interpolated: Interpolations) -> dict[Path_, list[_Interpolated]]:
@@ -411,11 +436,14 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         ConfigFile.model_validate(raw)
     except ValidationError as exc:
         issues.extend(
-            i for i in _pydantic_issues(exc, top) if i.key_path.startswith("environments")
+            i
+            for i in _pydantic_issues(exc, top, secrets_file=f".env.{environment}")
+            if i.key_path.startswith("environments")
         )
 
     env_raw = environments[environment] if isinstance(environments[environment], dict) else {}
     env_file_value = env_raw.get("env_file", f".env.{environment}")
+    secrets_file = env_file_value if isinstance(env_file_value, str) else "the env file"
     env_file: Path | None = None
     file_values: dict[str, str] = {}
     if env_file_value is not None and isinstance(env_file_value, str):
@@ -449,7 +477,9 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         )
         sections = {name: getattr(validated, name) for name in _SECTIONS}
     except ValidationError as exc:  # an issue found twice is reported once, by _dedupe
-        issues.extend(_pydantic_issues(exc, env_locator, interpolated=interpolated))
+        issues.extend(
+            _pydantic_issues(exc, env_locator, interpolated=interpolated, secrets_file=secrets_file)
+        )
 
     if sections:
         issues.extend(
@@ -461,7 +491,6 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
         issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
-    secrets_file = env_file_value if isinstance(env_file_value, str) else "the env file"
     warnings = [
         *_secrets_in_app_env(written, env_locator, secrets_file),
         *_extension_warnings(sections.get("database"), env_locator, interpolated),
@@ -589,7 +618,11 @@ def _without_environment(raw: dict[str, Any], locator: _Locator, environment: st
         # Other values may be completed by an environment's overrides and ${VAR}: not judged here.
         issues.extend(
             issue
-            for issue, error in zip(_pydantic_issues(exc, locator), exc.errors(), strict=True)
+            for issue, error in zip(
+                _pydantic_issues(exc, locator, secrets_file=f".env.{environment}"),
+                exc.errors(),
+                strict=True,
+            )
             if error["type"] == "extra_forbidden" or issue.key_path.startswith("environments.")
         )
     return _dedupe(issues)
