@@ -157,6 +157,20 @@ CATALOGUE: list[BadConfig] = [
         env_file="POSTGRES_PASSWORD=s3cret-password\n",
     ),
     BadConfig(
+        "required-env-missing-beside-other-errors",
+        _replace("port: 8080", "port: 70000").replace("  user: shop\n", "  user: Shop\n"),
+        "JWT_SECRET is required by the app",
+        "4:18 app.required_env[0]",
+        env_file="\n",
+    ),
+    BadConfig(
+        "database-password-missing-beside-other-errors",
+        _replace("port: 8080", "port: 70000").replace("  image: shipyard", "  imgae: shipyard"),
+        "POSTGRES_PASSWORD must be set",
+        "10:1 database",
+        env_file="\n",
+    ),
+    BadConfig(
         "database-password-missing",
         VALID,
         "POSTGRES_PASSWORD must be set",

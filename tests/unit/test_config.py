@@ -255,12 +255,44 @@ def test_a_secret_written_in_an_environments_app_env_is_located_there(tmp_path: 
 
 
 def test_warnings_come_with_the_errors(tmp_path: Path) -> None:
-    yaml = _with("  port: 8080\n", "  port: 0\n  env: {API_TOKEN: abc}\n")
+    yaml = _with("  port: 8080\n", "  port: 0\n  env: {API_TOKEN: abc}\n").replace(
+        "  user: shop\n", "  user: shop\n  extensions: [postgist]\n"
+    )
     path = write(tmp_path, BadConfig("both", yaml, "", ""))
     with pytest.raises(ConfigError) as caught:
         load_config(path, "development", process_env={})
     assert [i.key_path for i in caught.value.issues] == ["app.port"]
-    assert [w.key_path for w in caught.value.warnings] == ["app.env.API_TOKEN"]
+    assert [w.key_path for w in caught.value.warnings] == [
+        "app.env.API_TOKEN",
+        "database.extensions[0]",
+    ]
+
+
+def test_env_file_problems_come_with_every_other_problem(tmp_path: Path) -> None:
+    yaml = (
+        _with("port: 8080", "port: 70000")
+        .replace("  user: shop\n", "  user: shop\n  ready_timeout: soon\n")
+        .replace("proxy:\n", "health: {passes: 0}\nproxy:\n", 1)
+        + "notifications:\n  sinks:\n    - {kind: webhook, url: 'http://h/', secret_env: HOOK_SECRET}\n"
+        + "  queue_size: 0\n"
+    )
+    path = write(tmp_path, BadConfig("all", yaml, "", "", env_file="OTHER=1\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    found = {issue.key_path: issue.message for issue in caught.value.issues}
+    assert len(found) == len(caught.value.issues)
+    expected = {
+        "app.port": "Input should be less than or equal to 65535",
+        "database.ready_timeout": "expected a duration like 10s",
+        "health.passes": "Input should be greater than or equal to 1",
+        "notifications.queue_size": "Input should be greater than or equal to 1",
+        "database.password_env": "POSTGRES_PASSWORD must be set in ",
+        "app.required_env[0]": "JWT_SECRET is required by the app but not set in ",
+        "notifications.sinks[0].secret_env": "HOOK_SECRET is not set in the env file",
+    }
+    assert sorted(found) == sorted(expected)
+    for key_path, message in expected.items():
+        assert found[key_path].startswith(message), found[key_path]
 
 
 def test_secrets_are_registered_for_masking(tmp_path: Path) -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml.comments import CommentedMap
 
@@ -480,17 +481,16 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         issues.extend(
             _pydantic_issues(exc, env_locator, interpolated=interpolated, secrets_file=secrets_file)
         )
+        sections = _valid_sections(merged)  # the env file is checked against these all the same
 
-    if sections:
-        issues.extend(
-            _required_env_issues(
-                sections, env_locator, file_values, process_env, env_file, interpolated
-            )
-        )
+    issues.extend(
+        _required_env_issues(sections, merged, env_locator, file_values, env_file, interpolated)
+    )
+    if "notifications" in sections:
         issues.extend(
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
-        issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
     warnings = [
         *_secrets_in_app_env(written, env_locator, secrets_file),
         *_extension_warnings(sections.get("database"), env_locator, interpolated),
@@ -602,6 +602,45 @@ def _extension_warnings(
     return warnings
 
 
+@functools.cache
+def _section_adapter(name: str) -> TypeAdapter[Any]:
+    """Validation of one section alone, exactly as ``ConfigFile`` declares it."""
+    field_info = ConfigFile.model_fields[name]
+    declared: Any = Annotated[field_info.annotation, field_info]  # a type built at run time
+    return TypeAdapter(declared)
+
+
+def _valid_sections(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """What can be made of each section of an invalid ``merged``: the section, valid on its own
+    or once its refused keys are left out (they take their defaults), or an absent section's
+    default. The env file is checked against these beside the errors of the rest."""
+    sections: dict[str, Any] = {}
+    for name in _SECTIONS:
+        field_info = ConfigFile.model_fields[name]
+        if name not in merged:
+            if not field_info.is_required():
+                sections[name] = field_info.get_default(call_default_factory=True)
+            continue
+        value = merged[name]
+        adapter = _section_adapter(name)
+        try:
+            sections[name] = adapter.validate_python(value)
+        except ValidationError as exc:
+            refused = {
+                key
+                for error in exc.errors()
+                for key in _drop_union_tags((name, *error["loc"]))[1:2]
+            }
+            if not isinstance(value, dict) or not refused:
+                continue
+            try:
+                rest = {key: item for key, item in value.items() if key not in refused}
+                sections[name] = adapter.validate_python(rest)
+            except ValidationError:
+                continue
+    return sections
+
+
 def _without_environment(raw: dict[str, Any], locator: _Locator, environment: str) -> list[Issue]:
     """The problems of a file that does not define ``environment``: that, and whatever is wrong
     whichever environment it is for (unknown keys; the environments as written)."""
@@ -635,18 +674,18 @@ def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
 
 
 def _required_env_issues(
-    sections: dict[str, Any],
+    sections: Mapping[str, Any],
+    merged: Mapping[str, Any],
     locator: _Locator,
     file_values: Mapping[str, str],
-    process_env: Mapping[str, str],
     env_file: Path | None,
     interpolated: Interpolations,
 ) -> list[Issue]:
-    app: AppSection = sections["app"]
-    database: DatabaseSection | None = sections["database"]
-    provided = set(file_values) | set(app.env)
-    derived: set[str] = set()
+    """The database password and ``app.required_env`` must be in the env file. ``sections``
+    may lack an invalid section: what can be checked without it still is."""
+    database: DatabaseSection | None = sections.get("database")
     issues: list[Issue] = []
+    derived: set[str] = set()  # set by shipyard itself
     if database is not None:
         derived.add(database.url_env)
         if database.url_env not in file_values and not file_values.get(database.password_env):
@@ -658,6 +697,13 @@ def _required_env_issues(
                     f"{key} must be set in {env_file or 'the env file'} (the database password)",
                 )
             )
+    elif "database" not in sections and isinstance(merged.get("database"), dict):
+        url_env = merged["database"].get("url_env", DatabaseSection.model_fields["url_env"].default)
+        derived.add(str(url_env))  # the database section is invalid, but written
+    app: AppSection | None = sections.get("app")
+    if app is None:
+        return issues
+    provided = set(file_values) | set(app.env)
     for index, name in enumerate(app.required_env):
         if name in provided or name in derived:
             continue
@@ -717,7 +763,7 @@ def _transport_issues(
 ) -> list[Issue]:
     """``providers.ssh`` must be valid SSH settings; a registry's password must be in the env file."""
     issues: list[Issue] = []
-    ssh = sections["providers"].get("ssh")
+    ssh = sections.get("providers", {}).get("ssh")
     if ssh is not None:
         try:
             SSHSection.model_validate(ssh)
@@ -725,7 +771,7 @@ def _transport_issues(
             issues.extend(
                 _pydantic_issues(exc, locator, ("providers", "ssh"), interpolated=interpolated)
             )
-    registry = sections["deploy"].registry
+    registry = sections["deploy"].registry if "deploy" in sections else None
     if (
         registry is not None
         and registry.password_env
