@@ -186,8 +186,9 @@ CATALOGUE: list[BadConfig] = [
     BadConfig(
         "password-in-database-section",
         _replace("  user: shop\n", "  user: shop\n  password: hunter2\n"),
-        "unknown key: secrets belong in the env file .env.development, not in shipyard.yml; "
-        "put the password there as POSTGRES_PASSWORD=… (database.password_env names that key)",
+        "'password' is an unknown key: secrets belong in the env file .env.development, not in "
+        "shipyard.yml; put the password there under the name POSTGRES_PASSWORD (the key "
+        "database.password_env names)",
         "13:3 database.password",
     ),
     BadConfig(
@@ -196,8 +197,8 @@ CATALOGUE: list[BadConfig] = [
             "  development:\n    target: local\n",
             "  development:\n    target: local\n    POSTGRES_PASSWORD: hunter2\n",
         ),
-        "unknown key: secrets belong in the env file .env.development, not in shipyard.yml; "
-        "put the password there as POSTGRES_PASSWORD=…",
+        "'POSTGRES_PASSWORD' is an unknown key: secrets belong in the env file .env.development, "
+        "not in shipyard.yml; put the password there under the name POSTGRES_PASSWORD",
         "19:5 environments.development.POSTGRES_PASSWORD",
     ),
     BadConfig(

@@ -11,7 +11,7 @@ import pytest
 
 from shipyard import cli
 from shipyard.cli import _context
-from tests.bad_configs import BILLION_LAUGHS, VALID, BadConfig, write
+from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, write
 
 JWT_SECRET = "0123456789abcdef0123456789abcdef"  # the values of tests.bad_configs.ENV_FILE
 POSTGRES_PASSWORD = "s3cret-password"
@@ -97,7 +97,9 @@ def test_check_lists_the_warnings_with_the_problems(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n")
+    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n").replace(
+        "  port: 8080\n", "  port: 8080\n  env: {API_TOKEN: abc}\n"
+    )
     config = write(tmp_path, BadConfig("warned", yaml, "", ""))
     (tmp_path / "go.mod").unlink()  # a problem check finds beyond the config itself
     monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
@@ -106,4 +108,25 @@ def test_check_lists_the_warnings_with_the_problems(
     assert exited.value.code == cli.ExitCode.INVALID_CONFIG
     stderr = capsys.readouterr().err
     assert "has no go.mod" in stderr
-    assert f"\nand 1 warning:\n  {config}:13:16 database.extensions[0]: 'postgist'" in stderr
+    assert (
+        f"\nand 2 warnings:\n  {config}:4:9 app.env.API_TOKEN: 'API_TOKEN' is named like a secret: "
+        "move it to the env file .env.development"
+    ) in stderr
+    assert f"\n  {config}:14:16 database.extensions[0]: 'postgist' is not an extension" in stderr
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
+def test_check_prints_each_config_message_whole(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: BadConfig,
+) -> None:
+    """What the unit tests expect of load_config reaches the terminal through the masker."""
+    config = write(tmp_path, case)
+    monkeypatch.setattr(sys, "argv", ["shipyard", "check", case.environment, "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.INVALID_CONFIG
+    assert case.expected in capsys.readouterr().err

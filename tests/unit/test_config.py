@@ -95,7 +95,7 @@ def test_a_quoted_value_over_several_lines_is_not_blamed_for_a_later_error(
         (
             "    database: {password: x}\n",
             "environments.production.database.password",
-            "put the password there as POSTGRES_PASSWORD=… (database.password_env names that key)",
+            "put the password there under the name POSTGRES_PASSWORD (the key database.password_env names)",
         ),
         (
             "    deploy: {registry: {url: ghcr.io/acme, password: x}}\n",
@@ -105,7 +105,7 @@ def test_a_quoted_value_over_several_lines_is_not_blamed_for_a_later_error(
         (
             "    deploy: {github: {repository: acme/shop, token: x}}\n",
             "environments.production.deploy.github.token",
-            "put the token there as GITHUB_TOKEN=… (deploy.github.token_env names that key)",
+            "put the token there under the name GITHUB_TOKEN (the key deploy.github.token_env names)",
         ),
         (
             "    notifications: {sinks: [{kind: ntfy, topic: ops, token: x}]}\n",
@@ -115,8 +115,8 @@ def test_a_quoted_value_over_several_lines_is_not_blamed_for_a_later_error(
         (
             "    app: {jwt_secret: x}\n",
             "environments.production.app.jwt_secret",
-            "put it there as JWT_SECRET=… (the app receives every key of .env.production; "
-            "list it in app.required_env)",
+            "put it there under the name JWT_SECRET and list it in app.required_env "
+            "(the app receives every key of .env.production)",
         ),
     ],
     ids=["database", "registry", "github", "ntfy", "app"],
@@ -130,8 +130,10 @@ def test_a_secret_written_in_shipyard_yml_is_sent_to_the_env_file(
     assert len(caught.value.issues) == 1, caught.value.issues
     issue = caught.value.issues[0]
     assert (issue.line, issue.key_path) == (23, key_path)
+    key = key_path.rsplit(".", 1)[-1]
     assert issue.message == (
-        "unknown key: secrets belong in the env file .env.production, not in shipyard.yml; " + where
+        f"{key!r} is an unknown key: secrets belong in the env file .env.production, "
+        f"not in shipyard.yml; {where}"
     )
 
 
@@ -212,10 +214,13 @@ def test_an_extension_no_image_ships_is_a_warning(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("entry", "why"),
     [
-        ("API_TOKEN: abc", "API_TOKEN is named like a secret"),
-        ("DATABASE_URL: postgres://shop@db/shop", "DATABASE_URL is named like a secret"),
-        ("SESSION_SEED: q8Vx2LrT9mKd4NfZ", "the value looks like a generated secret"),
-        ("UPSTREAM: https://ops:hunter2@upstream.example", "the value holds a password in a URL"),
+        ("API_TOKEN: abc", "'API_TOKEN' is named like a secret"),
+        ("DATABASE_URL: postgres://shop@db/shop", "'DATABASE_URL' is named like a secret"),
+        (
+            "SESSION_SEED: q8Vx2LrT9mKd4NfZ",
+            "'SESSION_SEED' has a value that looks like a generated",
+        ),
+        ("UPSTREAM: https://ops:hunter2@upstream.example", "'UPSTREAM' holds a password in a URL"),
         ("JWT_SECRET: ${JWT_SECRET}", None),
         ("DATABASE_URL: postgres://shop:${DB_PASSWORD}@db/shop", None),
         ("ORIGINS: https://events.example.com", None),

@@ -269,7 +269,8 @@ def _unknown_key(path: Path_, secrets_file: str) -> str:
     if path[0] == "environments" and len(path) > 2:  # noqa: PLR2004 — in environments.<name>
         secrets_file = f".env.{path[1]}"
     if is_secret_key(key):
-        return f"unknown key: secrets belong in the env file {secrets_file}, not in shipyard.yml; {_where_secret_goes(path, secrets_file)}"
+        # Starts with the quoted key: "KEY: word" would read as an assignment to the masker.
+        return f"{key!r} is an unknown key: secrets belong in the env file {secrets_file}, not in shipyard.yml; {_where_secret_goes(path, secrets_file)}"
     close = difflib.get_close_matches(key, _allowed_keys(path[:-1]), n=1, cutoff=0.75)
     return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
@@ -279,17 +280,15 @@ def _where_secret_goes(path: Path_, secrets_file: str) -> str:
     key = str(path[-1])
     parent = tuple(part for part in path[:-1] if not isinstance(part, int))
     if parent[-1:] == ("database",) or key.upper() == "POSTGRES_PASSWORD":
-        return (
-            "put the password there as POSTGRES_PASSWORD=… (database.password_env names that key)"
-        )
+        return "put the password there under the name POSTGRES_PASSWORD (the key database.password_env names)"
     if parent[-2:] == ("deploy", "registry"):
         return "put the password there and name its key in deploy.registry.password_env"
     if parent[-2:] == ("deploy", "github") or key.upper() == "GITHUB_TOKEN":
-        return "put the token there as GITHUB_TOKEN=… (deploy.github.token_env names that key)"
+        return "put the token there under the name GITHUB_TOKEN (the key deploy.github.token_env names)"
     if parent[-2:] == ("notifications", "sinks"):
         return "put it there and name its key in secret_env (webhook) or token_env (ntfy)"
     name = key.upper() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else "NAME"
-    return f"put it there as {name}=… (the app receives every key of {secrets_file}; list it in app.required_env)"
+    return f"put it there under the name {name} and list it in app.required_env (the app receives every key of {secrets_file})"
 
 
 def _by_prefix(interpolated: Interpolations) -> dict[Path_, list[_Interpolated]]:
@@ -538,7 +537,8 @@ _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:[^@/\s]+@")
 
 
 def _secret_written(key: str, value: object) -> str | None:
-    """Why the value of ``app.env.<key>`` as written in shipyard.yml looks like a secret: the
+    """Why the value of ``app.env.<key>`` as written in shipyard.yml looks like a secret (worded
+    from the quoted key, which the masker never reads as ``KEY: value``): the
     masker's rules for env-file values (a key named like a secret; a value of 16 or more
     characters without spaces; a password in a URL). ``None`` when it does not, or when
     ``${VAR}`` references bring the value in (from the env file, where secrets belong)."""
@@ -547,11 +547,11 @@ def _secret_written(key: str, value: object) -> str | None:
     references = [m for m in _VAR.finditer(value) if m.group("name")]
     literal = _VAR.sub(lambda m: "" if m.group("name") else m.group(0), value)
     if is_secret_key(key) and not references and literal.strip():
-        return f"{key} is named like a secret"
+        return f"{key!r} is named like a secret"
     if _URL_PASSWORD.match(literal):
-        return "the value holds a password in a URL"
+        return f"{key!r} holds a password in a URL"
     if not _URL.match(literal) and looks_generated(literal):
-        return "the value looks like a generated secret (16 or more characters without spaces)"
+        return f"{key!r} has a value that looks like a generated secret (16 or more characters without spaces)"
     return None
 
 
