@@ -115,17 +115,19 @@ def test_check_lists_the_warnings_with_the_problems(
     assert f"\n  {config}:14:16 database.extensions[0]: 'postgist' is not an extension" in stderr
 
 
+@pytest.mark.parametrize("command", ["check", "deploy"])
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
-def test_check_prints_each_config_message_whole(
+def test_each_config_message_is_printed_whole(
     tmp_path: Path,
     crash_log: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     case: BadConfig,
+    command: str,
 ) -> None:
     """What the unit tests expect of load_config reaches the terminal through the masker."""
     config = write(tmp_path, case)
-    monkeypatch.setattr(sys, "argv", ["shipyard", "check", case.environment, "-c", str(config)])
+    monkeypatch.setattr(sys, "argv", ["shipyard", command, case.environment, "-c", str(config)])
     with pytest.raises(SystemExit) as exited:
         cli.main()
     assert exited.value.code == cli.ExitCode.INVALID_CONFIG
