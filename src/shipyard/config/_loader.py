@@ -537,11 +537,11 @@ _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:[^@/\s]+@")
 
 
 def _secret_written(key: str, value: object) -> str | None:
-    """Why the value of ``app.env.<key>`` as written in shipyard.yml looks like a secret (worded
-    from the quoted key, which the masker never reads as ``KEY: value``): the
-    masker's rules for env-file values (a key named like a secret; a value of 16 or more
-    characters without spaces; a password in a URL). ``None`` when it does not, or when
-    ``${VAR}`` references bring the value in (from the env file, where secrets belong)."""
+    """Why ``app.env.<key>`` as written in shipyard.yml looks like a secret, by the masker's rules
+    for env-file values: a key named like a secret, a value of 16 or more characters without
+    spaces, a password in a URL. ``None`` when it does not, or when ``${VAR}`` references bring
+    the value in (from the env file, where secrets belong). Worded from the quoted key, which
+    the masker does not read as ``KEY: value``."""
     if not isinstance(value, str):
         return None
     references = [m for m in _VAR.finditer(value) if m.group("name")]
