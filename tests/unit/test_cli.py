@@ -11,7 +11,9 @@ import pytest
 
 from shipyard import cli
 from shipyard.cli import _context
+from shipyard.hosts import CommandResult
 from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, write
+from tests.fakes import FakeHost
 
 JWT_SECRET = "0123456789abcdef0123456789abcdef"  # the values of tests.bad_configs.ENV_FILE
 POSTGRES_PASSWORD = "s3cret-password"
@@ -113,6 +115,35 @@ def test_check_lists_the_warnings_with_the_problems(
         "move it to the env file .env.development"
     ) in stderr
     assert f"\n  {config}:14:16 database.extensions[0]: 'postgist' is not an extension" in stderr
+
+
+def test_check_prints_warnings_and_passes(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n")
+    config = write(tmp_path, BadConfig("warned", yaml, "", ""))
+    (tmp_path / "migrations").mkdir()
+
+    def engine(argv: list[str]) -> CommandResult | None:
+        if argv[1:3] == ["compose", "version"]:
+            return CommandResult(tuple(argv), 0, "2.29.0\n", "")
+        if argv[1:2] == ["version"]:
+            return CommandResult(tuple(argv), 0, '{"Version": "27.0.0"}', "")
+        return None
+
+    monkeypatch.setattr(_context, "connect", lambda _config: FakeHost(engine))
+    monkeypatch.setattr(_context, "_tool_problems", lambda _config: [])  # this machine's PATH
+    monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.OK  # warnings do not fail check
+    stderr = capsys.readouterr().err
+    assert f"! warning: {config}:13:16 database.extensions[0]: 'postgist' is not" in stderr
+    assert f"✓ {config}: valid for environment 'development'" in stderr
+    assert "✓ docker 27.0.0 reachable on fake; compose 2.29.0" in stderr
 
 
 @pytest.mark.parametrize("command", ["check", "deploy"])
