@@ -50,6 +50,13 @@ class BadConfig:
     environment: str = "development"
 
 
+# Nine levels of nine aliases: a few hundred bytes that expand to 387 million values.
+BILLION_LAUGHS = (
+    "providers:\n  lol:\n    a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+    + "".join(f"    a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10))
+)
+
+
 def _replace(old: str, new: str) -> str:
     assert old in VALID, old
     return VALID.replace(old, new, 1)
@@ -58,6 +65,18 @@ def _replace(old: str, new: str) -> str:
 CATALOGUE: list[BadConfig] = [
     BadConfig(
         "yaml-syntax", VALID.replace("  port: 8080", "  port: [8080"), "invalid YAML", "4:15"
+    ),
+    BadConfig(
+        "unclosed-quote",
+        _replace("image: shipyard-local/postgres:17", 'image: "shipyard-local/postgres:17'),
+        "the quote that opens here is never closed (the parser reached 23:1: found unexpected end of stream)",
+        "13:10",
+    ),
+    BadConfig(
+        "unclosed-quote-closed-later",
+        _replace("required_env: [JWT_SECRET]", 'required_env: ["JWT_SECRET]'),
+        "the quoted value that starts here runs on to line 9, where the parser gave up (9:36: ",
+        "4:18",
     ),
     BadConfig("unknown-top-level-key", VALID + "extra: 1\n", "unknown key", "23:1 extra"),
     BadConfig(
@@ -138,6 +157,20 @@ CATALOGUE: list[BadConfig] = [
         env_file="POSTGRES_PASSWORD=s3cret-password\n",
     ),
     BadConfig(
+        "required-env-missing-beside-other-errors",
+        _replace("port: 8080", "port: 70000").replace("  user: shop\n", "  user: Shop\n"),
+        "JWT_SECRET is required by the app",
+        "4:18 app.required_env[0]",
+        env_file="\n",
+    ),
+    BadConfig(
+        "database-password-missing-beside-other-errors",
+        _replace("port: 8080", "port: 70000").replace("  image: shipyard", "  imgae: shipyard"),
+        "POSTGRES_PASSWORD must be set",
+        "10:1 database",
+        env_file="\n",
+    ),
+    BadConfig(
         "database-password-missing",
         VALID,
         "POSTGRES_PASSWORD must be set",
@@ -148,6 +181,30 @@ CATALOGUE: list[BadConfig] = [
         "undefined-variable",
         _replace("image: shipyard-local/postgres:17", "image: ${NO_SUCH_VARIABLE_X}"),
         "${NO_SUCH_VARIABLE_X} is not set",
+        "13:3 database.image",
+    ),
+    BadConfig(
+        "password-in-database-section",
+        _replace("  user: shop\n", "  user: shop\n  password: hunter2\n"),
+        "'password' is an unknown key: secrets belong in the env file .env.development, not in "
+        "shipyard.yml; put the password there under the name POSTGRES_PASSWORD (the key "
+        "database.password_env names)",
+        "13:3 database.password",
+    ),
+    BadConfig(
+        "password-in-an-environment",
+        _replace(
+            "  development:\n    target: local\n",
+            "  development:\n    target: local\n    POSTGRES_PASSWORD: hunter2\n",
+        ),
+        "'POSTGRES_PASSWORD' is an unknown key: secrets belong in the env file .env.development, "
+        "not in shipyard.yml; put the password there under the name POSTGRES_PASSWORD",
+        "19:5 environments.development.POSTGRES_PASSWORD",
+    ),
+    BadConfig(
+        "unterminated-variable",
+        _replace("image: shipyard-local/postgres:17", "image: ${DB_IMAGE"),
+        "${DB_IMAGE is not closed: write ${NAME} or ${NAME:-default}",
         "13:3 database.image",
     ),
     BadConfig(
@@ -185,6 +242,12 @@ CATALOGUE: list[BadConfig] = [
         "starts with 'whsec_'",
         "27:7 notifications.sinks[0].secret_env",
         env_file=ENV_FILE + "HOOK_SECRET=plain-text-secret-value\n",
+    ),
+    BadConfig(
+        "alias-bomb",
+        VALID + BILLION_LAUGHS,
+        "aliases repeat more than 100,000 values and characters by here (alias *a3)",
+        "29:5 providers.lol.a4[2]",
     ),
     BadConfig(
         "hook-without-command",

@@ -67,10 +67,12 @@ class Issue:
 
 
 class ConfigError(ShipyardError):
-    """The configuration is invalid. Carries every issue found, not just the first."""
+    """The configuration is invalid. Carries every issue found, not just the first, and the
+    warnings found with them (``Config.warnings`` of a valid configuration)."""
 
-    def __init__(self, issues: Sequence[Issue]) -> None:
+    def __init__(self, issues: Sequence[Issue], *, warnings: Sequence[Issue] = ()) -> None:
         self.issues = list(issues)
+        self.warnings = list(warnings)
         count = len(self.issues)
         lines = "\n".join(f"  {issue}" for issue in self.issues)
         super().__init__(
@@ -81,11 +83,16 @@ class ConfigError(ShipyardError):
 class CheckFailed(ShipyardError):
     """`shipyard check` found problems: config issues and environment problems together."""
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    def __init__(self, problems: Sequence[str], *, warnings: Sequence[str] = ()) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)
         lines = "\n".join(f"  {p}" for p in self.problems)
         count = len(self.problems)
-        super().__init__(f"check failed ({count} problem{'s' if count != 1 else ''}):\n{lines}")
+        message = f"check failed ({count} problem{'s' if count != 1 else ''}):\n{lines}"
+        if self.warnings:
+            listed = "\n".join(f"  {w}" for w in self.warnings)
+            message += f"\nand {len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''}:\n{listed}"
+        super().__init__(message)
 
 
 class HostError(ShipyardError):

@@ -11,7 +11,9 @@ import pytest
 
 from shipyard import cli
 from shipyard.cli import _context
-from tests.bad_configs import VALID, BadConfig, write
+from shipyard.hosts import CommandResult
+from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, write
+from tests.fakes import FakeHost
 
 JWT_SECRET = "0123456789abcdef0123456789abcdef"  # the values of tests.bad_configs.ENV_FILE
 POSTGRES_PASSWORD = "s3cret-password"
@@ -71,3 +73,93 @@ def test_debug_prints_the_masked_traceback(
     assert "RuntimeError: token *** and password *** rejected" in stderr
     assert JWT_SECRET not in stderr
     assert POSTGRES_PASSWORD not in stderr
+
+
+@pytest.mark.parametrize("command", ["check", "plan", "deploy"])
+def test_an_alias_bomb_is_an_invalid_config(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    config = write(tmp_path, BadConfig("bomb", VALID + BILLION_LAUGHS, "", ""))
+    monkeypatch.setattr(sys, "argv", ["shipyard", command, "development", "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.INVALID_CONFIG
+    stderr = capsys.readouterr().err
+    assert f"{config}:29:5 providers.lol.a4[2]: aliases repeat more than 100,000" in stderr
+    assert not crash_log.exists()
+
+
+def test_check_lists_the_warnings_with_the_problems(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n").replace(
+        "  port: 8080\n", "  port: 8080\n  env: {API_TOKEN: abc}\n"
+    )
+    config = write(tmp_path, BadConfig("warned", yaml, "", ""))
+    (tmp_path / "go.mod").unlink()  # a problem check finds beyond the config itself
+    monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.INVALID_CONFIG
+    stderr = capsys.readouterr().err
+    assert "has no go.mod" in stderr
+    assert (
+        f"\nand 2 warnings:\n  {config}:4:9 app.env.API_TOKEN: 'API_TOKEN' is named like a secret: "
+        "move it to the env file .env.development"
+    ) in stderr
+    assert f"\n  {config}:14:16 database.extensions[0]: 'postgist' is not an extension" in stderr
+
+
+def test_check_prints_warnings_and_passes(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n")
+    config = write(tmp_path, BadConfig("warned", yaml, "", ""))
+    (tmp_path / "migrations").mkdir()
+
+    def engine(argv: list[str]) -> CommandResult | None:
+        if argv[1:3] == ["compose", "version"]:
+            return CommandResult(tuple(argv), 0, "2.29.0\n", "")
+        if argv[1:2] == ["version"]:
+            return CommandResult(tuple(argv), 0, '{"Version": "27.0.0"}', "")
+        return None
+
+    monkeypatch.setattr(_context, "connect", lambda _config: FakeHost(engine))
+    monkeypatch.setattr(_context, "_tool_problems", lambda _config: [])  # this machine's PATH
+    monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.OK  # warnings do not fail check
+    stderr = capsys.readouterr().err
+    assert f"! warning: {config}:13:16 database.extensions[0]: 'postgist' is not" in stderr
+    assert f"✓ {config}: valid for environment 'development'" in stderr
+    assert "✓ docker 27.0.0 reachable on fake; compose 2.29.0" in stderr
+
+
+@pytest.mark.parametrize("command", ["check", "deploy"])
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
+def test_each_config_message_is_printed_whole(
+    tmp_path: Path,
+    crash_log: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    case: BadConfig,
+    command: str,
+) -> None:
+    """What the unit tests expect of load_config reaches the terminal through the masker."""
+    config = write(tmp_path, case)
+    monkeypatch.setattr(sys, "argv", ["shipyard", command, case.environment, "-c", str(config)])
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == cli.ExitCode.INVALID_CONFIG
+    assert case.expected in capsys.readouterr().err

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import cProfile
+import pstats
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,99 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert "build.wat" in messages
 
 
+def test_a_misspelt_environments_section_is_named_with_the_missing_environments(
+    tmp_path: Path,
+) -> None:
+    yaml = VALID.replace("environments:", "enviroments:").replace(
+        "  port: 8080\n", "  port: 8080\n  prot: 1\n"
+    )
+    path = write(tmp_path, BadConfig("misspelt", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    assert [str(issue) for issue in caught.value.issues] == [
+        f"{path} environments: at least one environment is required",
+        f"{path}:4:3 app.prot: unknown key (did you mean 'port'?)",
+        f"{path}:17:1 enviroments: unknown key (did you mean 'environments'?)",
+    ]
+
+
+def test_an_undefined_environment_comes_with_the_other_problems(tmp_path: Path) -> None:
+    yaml = (
+        VALID.replace("    target: local\n", "    target: local\n    colour: blue\n", 1)
+        + "extra: 1\n"
+    )
+    path = write(tmp_path, BadConfig("undefined", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "staging", process_env={})
+    assert [str(issue) for issue in caught.value.issues] == [
+        f"{path}:16:1 environments: no environment named 'staging' (defined: development, production)",
+        f"{path}:19:5 environments.development.colour: unknown key",
+        f"{path}:24:1 extra: unknown key",
+    ]
+
+
+def test_a_quoted_value_over_several_lines_is_not_blamed_for_a_later_error(
+    tmp_path: Path,
+) -> None:
+    yaml = _with('"{version}"', '"{version}\n      continued"').replace(
+        "http_port: 18080", "http_port: [18080"
+    )
+    path = write(tmp_path, BadConfig("multiline", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    assert [(i.line, i.message[:40]) for i in caught.value.issues] == [
+        (17, "invalid YAML: expected ',' or ']', but g")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("written", "key_path", "where"),
+    [
+        (
+            "    database: {password: x}\n",
+            "environments.production.database.password",
+            "put the password there under the name POSTGRES_PASSWORD (the key database.password_env names)",
+        ),
+        (
+            "    deploy: {registry: {url: ghcr.io/acme, password: x}}\n",
+            "environments.production.deploy.registry.password",
+            "put the password there and name its key in deploy.registry.password_env",
+        ),
+        (
+            "    deploy: {github: {repository: acme/shop, token: x}}\n",
+            "environments.production.deploy.github.token",
+            "put the token there under the name GITHUB_TOKEN (the key deploy.github.token_env names)",
+        ),
+        (
+            "    notifications: {sinks: [{kind: ntfy, topic: ops, token: x}]}\n",
+            "environments.production.notifications.sinks[0].token",
+            "put it there and name its key in secret_env (webhook) or token_env (ntfy)",
+        ),
+        (
+            "    app: {jwt_secret: x}\n",
+            "environments.production.app.jwt_secret",
+            "put it there under the name JWT_SECRET and list it in app.required_env "
+            "(the app receives every key of .env.production)",
+        ),
+    ],
+    ids=["database", "registry", "github", "ntfy", "app"],
+)
+def test_a_secret_written_in_shipyard_yml_is_sent_to_the_env_file(
+    tmp_path: Path, written: str, key_path: str, where: str
+) -> None:
+    path = write(tmp_path, BadConfig("secret", VALID + written, "", "", environment="production"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "production", process_env={})
+    assert len(caught.value.issues) == 1, caught.value.issues
+    issue = caught.value.issues[0]
+    assert (issue.line, issue.key_path) == (23, key_path)
+    key = key_path.rsplit(".", 1)[-1]
+    assert issue.message == (
+        f"{key!r} is an unknown key: secrets belong in the env file .env.production, "
+        f"not in shipyard.yml; {where}"
+    )
+
+
 def test_valid_config_resolves_environment_overrides(tmp_path: Path) -> None:
     path = write(tmp_path, BadConfig("ok", VALID, "", "", environment="production"))
     config = load_config(path, "production", process_env={})
@@ -70,6 +165,139 @@ def test_interpolation_from_process_env_and_env_file(tmp_path: Path) -> None:
     assert config.proxy.http_port == 4242
     assert config.database is not None
     assert config.database.image == "from-env-file:1"
+
+
+@pytest.mark.parametrize(
+    ("written", "error"),
+    [
+        ("${PORT", "${PORT is not closed"),
+        ("${PORT:-8080", "${PORT is not closed"),
+        ("x-${", "${ is not closed"),
+        ("$${PORT", None),
+        ("${PORT}-${X", "${X is not closed"),
+    ],
+)
+def test_an_unclosed_variable_is_an_error(tmp_path: Path, written: str, error: str | None) -> None:
+    yaml = _with(
+        'example.com/shop/cmd.Version: "{version}"', f'example.com/shop/cmd.Version: "{written}"'
+    )
+    path = write(tmp_path, BadConfig("unclosed", yaml, "", ""))
+    if error is None:
+        config = load_config(path, "development", process_env={})
+        assert isinstance(config.build, GoBuild)
+        assert config.build.ldflags["example.com/shop/cmd.Version"] == "${PORT"
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={"PORT": "1"})
+    assert [str(i) for i in caught.value.issues] == [
+        f"{path}:9:5 build.ldflags.example.com/shop/cmd.Version: {error}: write ${{NAME}} or ${{NAME:-default}} ($$ for a literal $)"
+    ]
+
+
+def test_an_extension_no_image_ships_is_a_warning(tmp_path: Path) -> None:
+    yaml = _with(
+        "  user: shop\n", '  user: shop\n  extensions: [postgis, postgist, pg_cron, "${EXT}"]\n'
+    )
+    path = write(tmp_path, BadConfig("extensions", yaml, "", ""))
+    config = load_config(path, "development", process_env={"EXT": "my_own_ext"})
+    assert config.database is not None
+    assert config.database.extensions == ["postgis", "postgist", "pg_cron", "my_own_ext"]
+    fine = "fine if the image is a custom one that ships it"
+    assert [str(w) for w in config.warnings] == [
+        f"{path}:13:25 database.extensions[1]: 'postgist' is not an extension that PostgreSQL, "
+        f"PostGIS or pgvector ship (did you mean 'postgis'?); {fine}",
+        f"{path}:13:44 database.extensions[3]: the value from ${{EXT}} is not an extension that "
+        f"PostgreSQL, PostGIS or pgvector ship; {fine}",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "why"),
+    [
+        ("API_TOKEN: abc", "'API_TOKEN' is named like a secret"),
+        ("DATABASE_URL: postgres://shop@db/shop", "'DATABASE_URL' is named like a secret"),
+        (
+            "SESSION_SEED: q8Vx2LrT9mKd4NfZ",
+            "'SESSION_SEED' has a value that looks like a generated",
+        ),
+        ("UPSTREAM: https://ops:hunter2@upstream.example", "'UPSTREAM' holds a password in a URL"),
+        ("JWT_SECRET: ${JWT_SECRET}", None),
+        ("DATABASE_URL: postgres://shop:${DB_PASSWORD}@db/shop", None),
+        ("ORIGINS: https://events.example.com", None),
+        ("LOG_FORMAT: json", None),
+        ("GREETING: a sentence with spaces in it", None),
+    ],
+)
+def test_a_secret_written_in_app_env_is_a_warning(
+    tmp_path: Path, entry: str, why: str | None
+) -> None:
+    yaml = _with(
+        "  required_env: [JWT_SECRET]\n", f"  required_env: [JWT_SECRET]\n  env:\n    {entry}\n"
+    )
+    path = write(tmp_path, BadConfig("app-env", yaml, "", ""))
+    config = load_config(path, "development", process_env={"DB_PASSWORD": "pw"})
+    warnings = [str(w) for w in config.warnings]
+    if why is None:
+        assert warnings == []
+        return
+    key = entry.split(":", maxsplit=1)[0]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith(f"{path}:6:5 app.env.{key}: {why}")
+    assert warnings[0].endswith(
+        ": move it to the env file .env.development, which the app receives whole "
+        "(shipyard.yml is committed, and only the env file's values are masked)"
+    )
+
+
+def test_a_secret_written_in_an_environments_app_env_is_located_there(tmp_path: Path) -> None:
+    yaml = VALID + "    app:\n      env: {STRIPE_KEY: sk_live_abc}\n"
+    path = write(tmp_path, BadConfig("app-env", yaml, "", "", environment="production"))
+    config = load_config(path, "production", process_env={})
+    assert [(w.line, w.key_path) for w in config.warnings] == [
+        (24, "environments.production.app.env.STRIPE_KEY")
+    ]
+    assert "move it to the env file .env.production" in config.warnings[0].message
+
+
+def test_warnings_come_with_the_errors(tmp_path: Path) -> None:
+    yaml = _with("  port: 8080\n", "  port: 0\n  env: {API_TOKEN: abc}\n").replace(
+        "  user: shop\n", "  user: shop\n  extensions: [postgist]\n"
+    )
+    path = write(tmp_path, BadConfig("both", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    assert [i.key_path for i in caught.value.issues] == ["app.port"]
+    assert [w.key_path for w in caught.value.warnings] == [
+        "app.env.API_TOKEN",
+        "database.extensions[0]",
+    ]
+
+
+def test_env_file_problems_come_with_every_other_problem(tmp_path: Path) -> None:
+    yaml = (
+        _with("port: 8080", "port: 70000")
+        .replace("  user: shop\n", "  user: shop\n  ready_timeout: soon\n")
+        .replace("proxy:\n", "health: {passes: 0}\nproxy:\n", 1)
+        + "notifications:\n  sinks:\n    - {kind: webhook, url: 'http://h/', secret_env: HOOK_SECRET}\n"
+        + "  queue_size: 0\n"
+    )
+    path = write(tmp_path, BadConfig("all", yaml, "", "", env_file="OTHER=1\n"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    found = {issue.key_path: issue.message for issue in caught.value.issues}
+    assert len(found) == len(caught.value.issues)
+    expected = {
+        "app.port": "Input should be less than or equal to 65535",
+        "database.ready_timeout": "expected a duration like 10s",
+        "health.passes": "Input should be greater than or equal to 1",
+        "notifications.queue_size": "Input should be greater than or equal to 1",
+        "database.password_env": "POSTGRES_PASSWORD must be set in ",
+        "app.required_env[0]": "JWT_SECRET is required by the app but not set in ",
+        "notifications.sinks[0].secret_env": "HOOK_SECRET is not set in the env file",
+    }
+    assert sorted(found) == sorted(expected)
+    for key_path, message in expected.items():
+        assert found[key_path].startswith(message), found[key_path]
 
 
 def test_secrets_are_registered_for_masking(tmp_path: Path) -> None:
@@ -208,6 +436,80 @@ def test_values_written_in_the_file_are_still_quoted(tmp_path: Path) -> None:
     assert SHELL_VALUE not in " ".join(messages)
 
 
+def test_merge_keys_bring_values_located_where_they_are_written(tmp_path: Path) -> None:
+    yaml = _with("database:\n", "database: &database\n").replace(
+        "proxy:\n",
+        "providers:\n  shared: &shared\n    interval: 2s\nhealth:\n  <<: *shared\nproxy:\n",
+        1,
+    ) + ("    database:\n      <<: *database\n      name: other\n")
+    path = write(tmp_path, BadConfig("merge", yaml, "", "", environment="production"))
+    config = load_config(path, "production", process_env={})
+    assert config.database is not None
+    assert (config.database.name, config.database.user) == ("other", "shop")
+    assert config.health.interval == 2.0
+
+    path.write_text(yaml.replace("interval: 2s", "interval: soon"), encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "production", process_env={})
+    lines = [str(issue) for issue in caught.value.issues]
+    written = yaml.splitlines().index("    interval: 2s") + 1
+    assert any(line.startswith(f"{path}:{written}:5 health.interval: ") for line in lines), lines
+
+
+def test_aliases_within_the_bound_are_expanded(tmp_path: Path) -> None:
+    yaml = _with("required_env: [JWT_SECRET]", "required_env: &required [JWT_SECRET]") + (
+        "hooks:\n  before_deploy:\n"
+        + "".join(f"    - {{argv: *required, name: hook-{i}}}\n" for i in range(100))
+    )
+    path = write(tmp_path, BadConfig("aliases", yaml, "", ""))
+    config = load_config(path, "development", process_env={})
+    assert [hook.argv for hook in config.hooks.before_deploy] == [["JWT_SECRET"]] * 100
+
+
+def _entries(n: int, *, valid: bool) -> str:
+    """A config with ``n`` of everything: env vars (filled in by ``${X}``), health checks and,
+    unless ``valid``, as many unknown keys, refused numbers and refused filled-in values."""
+    env = "".join(f"    TEXT_{i}: ${{X}}-{i}\n" for i in range(n))
+    checks = "".join(f"    - {{kind: http, path: '/${{X}}{i}'}}\n" for i in range(n))
+    unknown = ""
+    if not valid:
+        env += "".join(f"    NUMBER_{i}: {i}\n" for i in range(n))
+        checks = checks.replace("'/${X}", "'${X}")  # a path must start with /
+        unknown = "".join(f"  unknown_{i}: {i}\n" for i in range(n))
+    return _with("  port: 8080\n", "  port: 8080\n" + unknown + "  env:\n" + env).replace(
+        "proxy:\n", "health:\n  checks:\n" + checks + "proxy:\n", 1
+    )
+
+
+def _work(tmp_path: Path, yaml: str) -> tuple[int, int]:
+    """Python calls made by load_config on ``yaml`` (its work, counted: no clock involved), and
+    the number of issues it found."""
+    tmp_path.mkdir()
+    path = write(tmp_path, BadConfig("large", yaml, "", ""))
+    profile = cProfile.Profile()
+    issues = 0
+    profile.enable()
+    try:
+        load_config(path, "development", process_env={"X": "x"})
+    except ConfigError as exc:
+        issues = len(exc.issues)
+    finally:
+        profile.disable()
+    return pstats.Stats(profile).total_calls, issues
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["accepted", "rejected"])
+def test_work_grows_linearly_with_the_size_of_the_config(tmp_path: Path, valid: bool) -> None:
+    small, large = _entries(100, valid=valid), _entries(1000, valid=valid)
+    assert 9 * len(small) < len(large) < 11 * len(small)
+    small_work, small_issues = _work(tmp_path / "small", small)
+    large_work, large_issues = _work(tmp_path / "large", large)
+    # one issue per unknown key, per number and per health check path
+    assert (small_issues, large_issues) == ((0, 0) if valid else (300, 3000))
+    ratio = large_work / small_work
+    assert ratio < 12, f"ten times the config took {ratio:.1f} times the work"
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("10s", 10.0), ("500ms", 0.5), ("5m", 300.0), ("1h", 3600.0), (3, 3.0)]
 )
@@ -261,6 +563,7 @@ def test_shipped_examples_are_valid(tmp_path: Path, example: str, environment: s
     assert config.app.name == example
     assert config.database is not None
     assert "vector" in config.database.extensions
+    assert config.warnings == ()
 
 
 def test_readme_reference_matches_the_models() -> None:

@@ -217,6 +217,17 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
     assert StateStore(host, PurePosixPath("/state/shop/development")).current() is not None
 
 
+def test_config_warnings_are_warning_events_of_the_deploy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n")
+    config = committed_config(tmp_path, yaml)
+    events = _run(config, RecordingSteps(), FakeHost(), monkeypatch)
+    warnings = [e.message for e in events if e.kind == "operation.warning"]
+    assert warnings == [f"config: {config.warnings[0]}"]
+    assert "database.extensions[0]: 'postgist' is not an extension" in warnings[0]
+
+
 def test_failure_before_switch_removes_candidate_and_keeps_live_slot(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

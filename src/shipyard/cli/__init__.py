@@ -138,7 +138,10 @@ def _out(data: Any) -> None:
 @app.command()
 def check(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")) -> None:
     """Validate everything a deploy needs, changing nothing; print every problem at once."""
-    for line in run_checks(config, environment):
+    checked = run_checks(config, environment)
+    for warning in checked.warnings:
+        err.print(f"[yellow]! warning:[/] {escape(warning)}")
+    for line in checked.passed:
         err.print(f"[green]✓[/] {escape(line)}")
 
 

@@ -215,14 +215,24 @@ def _session(config: Config, *, json_output: bool, deployment_id: str | None = N
     return Session(config=config, host=host, provider=provider, ctx=ctx)
 
 
-def run_checks(config_path: Path, environment: str) -> list[str]:
-    """Everything `shipyard check` verifies, every problem collected; returns what passed."""
+@dataclass(frozen=True)
+class Checked:
+    """What `shipyard check` found when nothing failed: what passed, and warnings."""
+
+    passed: list[str]
+    warnings: list[str]
+
+
+def run_checks(config_path: Path, environment: str) -> Checked:
+    """Everything `shipyard check` verifies, every problem collected (warnings alongside)."""
     problems: list[str] = []
     try:
         config = load_config(config_path, environment)
     except ConfigError as exc:
         problems.extend(str(issue) for issue in exc.issues)
-        raise CheckFailed(problems + _tool_problems(None)) from exc
+        warnings = [str(warning) for warning in exc.warnings]
+        raise CheckFailed(problems + _tool_problems(None), warnings=warnings) from exc
+    warnings = [str(warning) for warning in config.warnings]
     problems.extend(_file_problems(config))
     problems.extend(_tool_problems(config))
     passed = []
@@ -240,8 +250,8 @@ def run_checks(config_path: Path, environment: str) -> list[str]:
         except ShipyardError as exc:
             problems.append(exc.message)
     if problems:
-        raise CheckFailed(problems)
-    return [f"{config.path}: valid for environment {environment!r}", *passed]
+        raise CheckFailed(problems, warnings=warnings)
+    return Checked([f"{config.path}: valid for environment {environment!r}", *passed], warnings)
 
 
 def _file_problems(config: Config) -> list[str]:

@@ -8,19 +8,20 @@ message names the variable instead.
 from __future__ import annotations
 
 import copy
+import difflib
+import functools
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.comments import CommentedMap
 
+from shipyard.config._extensions import known_extension, nearest_extension
 from shipyard.config._models import (
     AppSection,
     ConfigFile,
@@ -36,11 +37,11 @@ from shipyard.config._models import (
     ProxySection,
     SSHSection,
 )
+from shipyard.config._yaml import Path_, Positions, dotted, key_positions, read_yaml
 from shipyard.errors import ConfigError, Issue
 from shipyard.events import decode_secret
-from shipyard.secrets import EnvFileBackend, Masker, read_env_file
+from shipyard.secrets import EnvFileBackend, Masker, is_secret_key, looks_generated, read_env_file
 
-Path_ = tuple[str | int, ...]
 _OVERRIDE_DEPTH = 3  # environments.<name>.<section>
 _SECTIONS = (
     "app",
@@ -53,7 +54,11 @@ _SECTIONS = (
     "hooks",
     "providers",
 )
-_VAR = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$")
+# ``${NAME}``, ``${NAME:-default}``, ``$$``; last, any other ``${`` (refused when never closed).
+_VAR = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}|\$\$|(?P<open>\$\{)"
+)
+_NAME_START = re.compile(r"[A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,9 @@ class Config:
     masker: Masker = field(compare=False)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     hooks: HooksSection = field(default_factory=HooksSection)
+    # What is valid but probably wrong (an unknown extension, a secret written in app.env):
+    # `check` prints them, a deploy emits them as warning events. They never fail anything.
+    warnings: tuple[Issue, ...] = ()
 
     @property
     def root(self) -> Path:
@@ -97,24 +105,6 @@ class Config:
 
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
-
-
-def _positions(node: Any, prefix: Path_ = ()) -> dict[Path_, tuple[int, int]]:
-    """Map every key path in a ruamel document to its 1-based (line, column)."""
-    found: dict[Path_, tuple[int, int]] = {}
-    if isinstance(node, CommentedMap):
-        for key in node:
-            line, col = node.lc.key(key)
-            path = (*prefix, str(key))
-            found[path] = (line + 1, col + 1)
-            found.update(_positions(node[key], path))
-    elif isinstance(node, CommentedSeq):
-        for index, item in enumerate(node):
-            line, col = node.lc.item(index)
-            path = (*prefix, index)
-            found[path] = (line + 1, col + 1)
-            found.update(_positions(item, path))
-    return found
 
 
 def _plain(node: Any) -> Any:
@@ -139,7 +129,7 @@ def _merge(base: Any, override: Any) -> Any:
 class _Locator:
     """Turns a key path into ``file:line:col``: the environment's override first, then the base."""
 
-    def __init__(self, file: str, positions: dict[Path_, tuple[int, int]], environment: str | None):
+    def __init__(self, file: str, positions: Positions, environment: str | None):
         self.file = file
         self.positions = positions
         self.environment = environment
@@ -156,15 +146,8 @@ class _Locator:
                 # environment's section) is written there; else fall back to the base file.
                 if position is not None and (candidate is path or cut > _OVERRIDE_DEPTH):
                     line, col = position
-                    return Issue(self.file, line, col, _dotted(candidate), message)
-        return Issue(self.file, None, None, _dotted(path), message)
-
-
-def _dotted(path: Path_) -> str:
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
+                    return Issue(self.file, line, col, dotted(candidate), message)
+        return Issue(self.file, None, None, dotted(path), message)
 
 
 @dataclass(frozen=True)
@@ -229,13 +212,15 @@ def _pydantic_issues(
     prefix: Path_ = (),
     *,
     interpolated: Interpolations | None = None,
+    secrets_file: str = "the env file",
 ) -> list[Issue]:
     issues = []
+    below = _by_prefix(interpolated) if interpolated else {}
     for error in exc.errors(include_url=False):
         loc = _drop_union_tags(tuple(error["loc"]))
         message = error["msg"]
         if error["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = _unknown_key((*prefix, *loc), secrets_file)
         elif error["type"] == "missing":
             message = "required key is missing"
         elif error["type"] == "union_tag_invalid":
@@ -246,16 +231,84 @@ def _pydantic_issues(
         message = message.removeprefix("Value error, ")
         path = (*prefix, *loc)
         if interpolated and error["type"] not in _WORDED_HERE:
-            message = _without_values(error, path, message, interpolated)
+            message = _without_values(error, path, message, interpolated, below.get(path, []))
         issues.append(locator.issue(path, message))
     return issues
 
 
+# The keys allowed in each mapping where a misspelt name is likely: the top level, a section,
+# an environment. Others are only called unknown.
+_SECTION_MODELS: dict[str, tuple[type[BaseModel], ...]] = {
+    "app": (AppSection,),
+    "build": (GoBuild, DockerfileBuild),
+    "database": (DatabaseSection,),
+    "proxy": (ProxySection,),
+    "health": (HealthSection,),
+    "deploy": (DeploySection,),
+    "notifications": (NotificationsSection,),
+    "hooks": (HooksSection,),
+}
+
+
+def _allowed_keys(parent: Path_) -> list[str]:
+    if not parent:
+        models: tuple[type[BaseModel], ...] = (ConfigFile,)
+    elif len(parent) == 2 and parent[0] == "environments":  # noqa: PLR2004 — environments.<name>
+        models = (EnvironmentSection,)
+    elif len(parent) == 1:
+        models = _SECTION_MODELS.get(str(parent[0]), ())
+    else:
+        models = ()
+    return sorted({name for model in models for name in model.model_fields})
+
+
+def _unknown_key(path: Path_, secrets_file: str) -> str:
+    """``unknown key``, with the allowed key it most likely misspells; for a key named like a
+    secret, where secrets go instead."""
+    key = str(path[-1])
+    if path[0] == "environments" and len(path) > 2:  # noqa: PLR2004 — in environments.<name>
+        secrets_file = f".env.{path[1]}"
+    if is_secret_key(key):
+        # Starts with the quoted key: "KEY: word" would read as an assignment to the masker.
+        return f"{key!r} is an unknown key: secrets belong in the env file {secrets_file}, not in shipyard.yml; {_where_secret_goes(path, secrets_file)}"
+    close = difflib.get_close_matches(key, _allowed_keys(path[:-1]), n=1, cutoff=0.75)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
+
+
+def _where_secret_goes(path: Path_, secrets_file: str) -> str:
+    """How a secret written at ``path`` reaches shipyard from the env file: the key naming it."""
+    key = str(path[-1])
+    parent = tuple(part for part in path[:-1] if not isinstance(part, int))
+    if parent[-1:] == ("database",) or key.upper() == "POSTGRES_PASSWORD":
+        return "put the password there under the name POSTGRES_PASSWORD (the key database.password_env names)"
+    if parent[-2:] == ("deploy", "registry"):
+        return "put the password there and name its key in deploy.registry.password_env"
+    if parent[-2:] == ("deploy", "github") or key.upper() == "GITHUB_TOKEN":
+        return "put the token there under the name GITHUB_TOKEN (the key deploy.github.token_env names)"
+    if parent[-2:] == ("notifications", "sinks"):
+        return "put it there and name its key in secret_env (webhook) or token_env (ntfy)"
+    name = key.upper() if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key) else "NAME"
+    return f"put it there under the name {name} and list it in app.required_env (the app receives every key of {secrets_file})"
+
+
+def _by_prefix(interpolated: Interpolations) -> dict[Path_, list[_Interpolated]]:
+    """Every key path → the filled-in strings at or below it (one pass, not one per error)."""
+    below: dict[Path_, list[_Interpolated]] = {}
+    for at, source in interpolated.items():
+        for cut in range(len(at) + 1):
+            below.setdefault(at[:cut], []).append(source)
+    return below
+
+
 def _without_values(
-    error: ErrorDetails, path: Path_, message: str, interpolated: Interpolations
+    error: ErrorDetails,
+    path: Path_,
+    message: str,
+    interpolated: Interpolations,
+    involved: list[_Interpolated],
 ) -> str:
-    """``message``, or a wording of it that quotes no value ``${VAR}`` filled in at or below ``path``."""
-    involved = [source for at, source in interpolated.items() if at[: len(path)] == path]
+    """``message``, or a wording of it that quotes no value ``${VAR}`` filled in at or below
+    ``path`` (``involved``: those values)."""
     if not involved:
         return message
     refused = error.get("ctx", {}).get("error")
@@ -325,6 +378,17 @@ def _interpolate(
     def replace(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
+        if match.group("open") is not None:
+            if "}" not in node[match.end() :]:
+                start = _NAME_START.match(node, match.end())
+                written = "${" + (start.group(0) if start else "")
+                issues.append(
+                    locator.issue(
+                        path,
+                        f"{written} is not closed: write ${{NAME}} or ${{NAME:-default}} ($$ for a literal $)",
+                    )
+                )
+            return match.group(0)
         name = match.group("name")
         if name in values:
             filled.append(name)
@@ -340,22 +404,6 @@ def _interpolate(
     return result
 
 
-def _read_yaml(path: Path) -> Any:
-    yaml = YAML(typ="rt")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        col = mark.column + 1 if mark is not None else None
-        problem = exc.problem or str(exc)
-        raise ConfigError([Issue(str(path), line, col, "", f"invalid YAML: {problem}")]) from exc
-    except YAMLError as exc:
-        raise ConfigError([Issue(str(path), None, None, "", f"invalid YAML: {exc}")]) from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError([Issue(str(path), None, None, "", "not UTF-8 text")]) from exc
-
-
 def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collects every issue
     path: Path, environment: str, *, process_env: Mapping[str, str] | None = None
 ) -> Config:
@@ -368,27 +416,18 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     file = str(path)
     if not path.is_file():
         raise ConfigError([Issue(file, None, None, "", "file not found")])
-    document = _read_yaml(path)
+    document = read_yaml(path)
     if not isinstance(document, CommentedMap):
         raise ConfigError(
             [Issue(file, 1, 1, "", "expected a mapping of sections (app, build, environments, …)")]
         )
-    positions = _positions(document)
+    positions = key_positions(document)
     raw: dict[str, Any] = _plain(document)
     top = _Locator(file, positions, None)
 
     environments = raw.get("environments")
-    if not isinstance(environments, dict) or not environments:
-        raise ConfigError([top.issue(("environments",), "at least one environment is required")])
-    if environment not in environments:
-        names = ", ".join(sorted(str(n) for n in environments))
-        raise ConfigError(
-            [
-                top.issue(
-                    ("environments",), f"no environment named {environment!r} (defined: {names})"
-                )
-            ]
-        )
+    if not isinstance(environments, dict) or environment not in environments:
+        raise ConfigError(_without_environment(raw, top, environment))
 
     issues: list[Issue] = []
     # The environments section as written, every environment included (unknown keys are errors
@@ -397,11 +436,14 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         ConfigFile.model_validate(raw)
     except ValidationError as exc:
         issues.extend(
-            i for i in _pydantic_issues(exc, top) if i.key_path.startswith("environments")
+            i
+            for i in _pydantic_issues(exc, top, secrets_file=f".env.{environment}")
+            if i.key_path.startswith("environments")
         )
 
     env_raw = environments[environment] if isinstance(environments[environment], dict) else {}
     env_file_value = env_raw.get("env_file", f".env.{environment}")
+    secrets_file = env_file_value if isinstance(env_file_value, str) else "the env file"
     env_file: Path | None = None
     file_values: dict[str, str] = {}
     if env_file_value is not None and isinstance(env_file_value, str):
@@ -425,6 +467,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     values = {**file_values, **process_env, "SHIPYARD_ENVIRONMENT": environment}
     env_locator = _Locator(file, positions, environment)
     interpolated: dict[Path_, _Interpolated] = {}
+    written = merged
     merged = _interpolate(merged, (), values, env_locator, issues, interpolated)
 
     sections: dict[str, Any] = {}
@@ -433,23 +476,26 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             {**merged, "environments": {environment: {"target": "local"}}}
         )
         sections = {name: getattr(validated, name) for name in _SECTIONS}
-    except ValidationError as exc:
-        for issue in _pydantic_issues(exc, env_locator, interpolated=interpolated):
-            if issue not in issues:
-                issues.append(issue)
-
-    if sections:
+    except ValidationError as exc:  # an issue found twice is reported once, by _dedupe
         issues.extend(
-            _required_env_issues(
-                sections, env_locator, file_values, process_env, env_file, interpolated
-            )
+            _pydantic_issues(exc, env_locator, interpolated=interpolated, secrets_file=secrets_file)
         )
+        sections = _valid_sections(merged)  # the env file is checked against these all the same
+
+    issues.extend(
+        _required_env_issues(sections, merged, env_locator, file_values, env_file, interpolated)
+    )
+    if "notifications" in sections:
         issues.extend(
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
-        issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    warnings = [
+        *_secrets_in_app_env(written, env_locator, secrets_file),
+        *_extension_warnings(sections.get("database"), env_locator, interpolated),
+    ]
     if issues:
-        raise ConfigError(_dedupe(issues))
+        raise ConfigError(_dedupe(issues), warnings=warnings)
 
     env_section = EnvironmentSection.model_validate(env_raw)
     masker = Masker()
@@ -480,8 +526,145 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         ),
         secrets=EnvFileBackend(file_values),
         masker=masker,
+        warnings=tuple(warnings),
         **sections,
     )
+
+
+# A URL is a secret through its password only (as the masker sees it): scheme://user:password@
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*:[^@/\s]+@")
+
+
+def _secret_written(key: str, value: object) -> str | None:
+    """Why ``app.env.<key>`` as written in shipyard.yml looks like a secret, by the masker's rules
+    for env-file values: a key named like a secret, a value of 16 or more characters without
+    spaces, a password in a URL. ``None`` when it does not, or when ``${VAR}`` references bring
+    the value in (from the env file, where secrets belong). Worded from the quoted key, which
+    the masker does not read as ``KEY: value``."""
+    if not isinstance(value, str):
+        return None
+    references = [m for m in _VAR.finditer(value) if m.group("name")]
+    literal = _VAR.sub(lambda m: "" if m.group("name") else m.group(0), value)
+    if is_secret_key(key) and not references and literal.strip():
+        return f"{key!r} is named like a secret"
+    if _URL_PASSWORD.match(literal):
+        return f"{key!r} holds a password in a URL"
+    if not _URL.match(literal) and looks_generated(literal):
+        return f"{key!r} has a value that looks like a generated secret (16 or more characters without spaces)"
+    return None
+
+
+def _secrets_in_app_env(
+    written: Mapping[str, Any], locator: _Locator, env_file: str
+) -> list[Issue]:
+    """A secret written into ``app.env`` (in the file, or in an environment's override)."""
+    app = written.get("app")
+    env = app.get("env") if isinstance(app, dict) else None
+    if not isinstance(env, dict):
+        return []
+    warnings = []
+    for key, value in env.items():
+        why = _secret_written(str(key), value)
+        if why is not None:
+            warnings.append(
+                locator.issue(
+                    ("app", "env", str(key)),
+                    f"{why}: move it to the env file {env_file}, which the app receives whole "
+                    "(shipyard.yml is committed, and only the env file's values are masked)",
+                )
+            )
+    return warnings
+
+
+def _extension_warnings(
+    database: DatabaseSection | None, locator: _Locator, interpolated: Interpolations
+) -> list[Issue]:
+    """An extension no PostgreSQL image is known to ship: most likely a typo."""
+    if database is None:
+        return []
+    warnings = []
+    for index, name in enumerate(database.extensions):
+        if known_extension(name):
+            continue
+        path: Path_ = ("database", "extensions", index)
+        source = interpolated.get(path)
+        shown = repr(name) if source is None else f"the value from {source.references}"
+        nearest = nearest_extension(name)
+        guess = f" (did you mean {nearest!r}?)" if nearest else ""
+        warnings.append(
+            locator.issue(
+                path,
+                f"{shown} is not an extension that PostgreSQL, PostGIS or pgvector ship{guess}; "
+                "fine if the image is a custom one that ships it",
+            )
+        )
+    return warnings
+
+
+@functools.cache
+def _section_adapter(name: str) -> TypeAdapter[Any]:
+    """Validation of one section alone, exactly as ``ConfigFile`` declares it."""
+    field_info = ConfigFile.model_fields[name]
+    declared: Any = Annotated[field_info.annotation, field_info]  # a type built at run time
+    return TypeAdapter(declared)
+
+
+def _valid_sections(merged: Mapping[str, Any]) -> dict[str, Any]:
+    """What can be made of each section of an invalid ``merged``: the section, valid on its own
+    or once its refused keys are left out (they take their defaults), or an absent section's
+    default. The env file is checked against these beside the errors of the rest."""
+    sections: dict[str, Any] = {}
+    for name in _SECTIONS:
+        field_info = ConfigFile.model_fields[name]
+        if name not in merged:
+            if not field_info.is_required():
+                sections[name] = field_info.get_default(call_default_factory=True)
+            continue
+        value = merged[name]
+        adapter = _section_adapter(name)
+        try:
+            sections[name] = adapter.validate_python(value)
+        except ValidationError as exc:
+            refused = {
+                key
+                for error in exc.errors()
+                for key in _drop_union_tags((name, *error["loc"]))[1:2]
+            }
+            if not isinstance(value, dict) or not refused:
+                continue
+            try:
+                rest = {key: item for key, item in value.items() if key not in refused}
+                sections[name] = adapter.validate_python(rest)
+            except ValidationError:
+                continue
+    return sections
+
+
+def _without_environment(raw: dict[str, Any], locator: _Locator, environment: str) -> list[Issue]:
+    """The problems of a file that does not define ``environment``: that, and whatever is wrong
+    whichever environment it is for (unknown keys; the environments as written)."""
+    environments = raw.get("environments")
+    if isinstance(environments, dict) and environments:
+        names = ", ".join(sorted(str(n) for n in environments))
+        missing = f"no environment named {environment!r} (defined: {names})"
+    else:
+        missing = "at least one environment is required"
+    issues = [locator.issue(("environments",), missing)]
+    try:
+        ConfigFile.model_validate(raw)
+    except ValidationError as exc:
+        # Other values may be completed by an environment's overrides and ${VAR}: not judged here.
+        issues.extend(
+            issue
+            for issue, error in zip(
+                _pydantic_issues(exc, locator, secrets_file=f".env.{environment}"),
+                exc.errors(),
+                strict=True,
+            )
+            if error["type"] == "extra_forbidden" or issue.key_path.startswith("environments.")
+        )
+    return _dedupe(issues)
 
 
 def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
@@ -491,18 +674,18 @@ def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
 
 
 def _required_env_issues(
-    sections: dict[str, Any],
+    sections: Mapping[str, Any],
+    merged: Mapping[str, Any],
     locator: _Locator,
     file_values: Mapping[str, str],
-    process_env: Mapping[str, str],
     env_file: Path | None,
     interpolated: Interpolations,
 ) -> list[Issue]:
-    app: AppSection = sections["app"]
-    database: DatabaseSection | None = sections["database"]
-    provided = set(file_values) | set(app.env)
-    derived: set[str] = set()
+    """The database password and ``app.required_env`` must be in the env file. ``sections``
+    may lack an invalid section: what can be checked without it still is."""
+    database: DatabaseSection | None = sections.get("database")
     issues: list[Issue] = []
+    derived: set[str] = set()  # set by shipyard itself
     if database is not None:
         derived.add(database.url_env)
         if database.url_env not in file_values and not file_values.get(database.password_env):
@@ -514,6 +697,13 @@ def _required_env_issues(
                     f"{key} must be set in {env_file or 'the env file'} (the database password)",
                 )
             )
+    elif "database" not in sections and isinstance(merged.get("database"), dict):
+        url_env = merged["database"].get("url_env", DatabaseSection.model_fields["url_env"].default)
+        derived.add(str(url_env))  # the database section is invalid, but written
+    app: AppSection | None = sections.get("app")
+    if app is None:
+        return issues
+    provided = set(file_values) | set(app.env)
     for index, name in enumerate(app.required_env):
         if name in provided or name in derived:
             continue
@@ -573,7 +763,7 @@ def _transport_issues(
 ) -> list[Issue]:
     """``providers.ssh`` must be valid SSH settings; a registry's password must be in the env file."""
     issues: list[Issue] = []
-    ssh = sections["providers"].get("ssh")
+    ssh = sections.get("providers", {}).get("ssh")
     if ssh is not None:
         try:
             SSHSection.model_validate(ssh)
@@ -581,7 +771,7 @@ def _transport_issues(
             issues.extend(
                 _pydantic_issues(exc, locator, ("providers", "ssh"), interpolated=interpolated)
             )
-    registry = sections["deploy"].registry
+    registry = sections["deploy"].registry if "deploy" in sections else None
     if (
         registry is not None
         and registry.password_env

@@ -184,6 +184,8 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
 
     def body(operation: _Operation) -> Release:
         phases = operation.phases
+        for warning in config.warnings:
+            phases.warn(f"config: {warning}")
         source = config.resolve(config.build.context)
         version = phases.run(
             "version",

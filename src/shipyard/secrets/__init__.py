@@ -20,6 +20,7 @@ __all__ = [
     "Masker",
     "SecretsBackend",
     "is_secret_key",
+    "looks_generated",
     "read_env_file",
 ]
 
