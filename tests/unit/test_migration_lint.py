@@ -42,6 +42,9 @@ UNSAFE = [
         "ALTER TABLE events ADD COLUMN a int;\nCREATE INDEX CONCURRENTLY e_a ON events (a);",
         "concurrent-index-not-alone",
     ),
+    # a column named "type" is a name, not ALTER … TYPE
+    ("ALTER TABLE events ALTER COLUMN type SET NOT NULL;", "set-not-null"),
+    ("VACUUM (VERBOSE, FULL) events;", "table-rewrite"),
 ]
 
 SAFE = [
@@ -66,6 +69,9 @@ SAFE = [
     "  ALTER TABLE events DROP COLUMN x;\n  RETURN NULL;\nEND\n$$ LANGUAGE plpgsql;",
     "DO $body$ BEGIN EXECUTE 'CREATE INDEX i ON events (title)'; END $body$;",
     "CREATE EXTENSION IF NOT EXISTS vector;",
+    "ALTER TABLE events ALTER COLUMN type SET DEFAULT 'talk';",
+    # the semicolons and END of a SQL-standard function body belong to the function
+    "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;",
 ]
 
 
@@ -125,3 +131,20 @@ def test_statement_at_line_returns_the_whole_statement() -> None:
     sql = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = nope;\n"
     assert statement_at_line(sql, 3) == "UPDATE a\nSET b = nope"
     assert statement_at_line(sql, 1) == "ALTER TABLE a ADD COLUMN b int"
+
+
+def test_what_runs_in_one_transaction_is_judged_by_the_kind_of_statement() -> None:
+    assert runs_in_one_transaction(
+        "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nSELECT one();"
+    )
+    assert runs_in_one_transaction("REFRESH MATERIALIZED VIEW CONCURRENTLY totals;\nSELECT 1;")
+    assert not runs_in_one_transaction("REINDEX INDEX CONCURRENTLY events_title;")
+    assert not runs_in_one_transaction("VACUUM events;")
+
+
+def test_statement_at_line_in_a_file_the_parser_rejects() -> None:
+    typo = "ALTER TABLE a ADD COLUMN b int;\nUPDAT a\nSET b = 1;\n"
+    assert statement_at_line(typo, 3) == "UPDAT a\nSET b = 1"
+    unterminated = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = 'oops;\n"
+    assert statement_at_line(unterminated, 1) == "ALTER TABLE a ADD COLUMN b int"
+    assert statement_at_line(unterminated, 3) == "UPDATE a\nSET b = 'oops;"
