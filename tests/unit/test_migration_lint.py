@@ -45,6 +45,19 @@ UNSAFE = [
     # a column named "type" is a name, not ALTER … TYPE
     ("ALTER TABLE events ALTER COLUMN type SET NOT NULL;", "set-not-null"),
     ("VACUUM (VERBOSE, FULL) events;", "table-rewrite"),
+    # constraints written on an added column are checked or indexed under its exclusive lock
+    ("ALTER TABLE events ADD COLUMN code text UNIQUE;", "add-unique-constraint"),
+    (
+        "ALTER TABLE events ADD COLUMN kind text DEFAULT '' CHECK (kind IN ('', 'talk'));",
+        "constraint-not-valid",
+    ),
+    (
+        "ALTER TABLE events ADD COLUMN venue_id int DEFAULT 0 REFERENCES venues (id);",
+        "constraint-not-valid",
+    ),
+    ("ALTER TABLE events ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;", "table-rewrite"),
+    ("ALTER TABLE events ADD COLUMN venue text DEFAULT NULL NOT NULL;", "add-column-not-null"),
+    ("ALTER TABLE events ADD CONSTRAINT title_not_null NOT NULL title;", "set-not-null"),
 ]
 
 SAFE = [
@@ -72,6 +85,11 @@ SAFE = [
     "ALTER TABLE events ALTER COLUMN type SET DEFAULT 'talk';",
     # the semicolons and END of a SQL-standard function body belong to the function
     "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;",
+    # every value of the new column is NULL, so PostgreSQL does not check the FOREIGN KEY
+    "ALTER TABLE events ADD COLUMN venue_id int REFERENCES venues (id);",
+    # a VIRTUAL generated column (PostgreSQL 18) is computed when read: no rewrite
+    "ALTER TABLE events ADD COLUMN total int GENERATED ALWAYS AS (price * seats) VIRTUAL;",
+    "ALTER TABLE events ADD CONSTRAINT title_not_null NOT NULL title NOT VALID;",
 ]
 
 

@@ -192,6 +192,10 @@ _SET_NOT_NULL = (
     "set-not-null",
     "SET NOT NULL scans the whole table under an exclusive lock, and the old version may still write NULLs",
 )
+_NOT_NULL_CONSTRAINT = (
+    "set-not-null",
+    "a NOT NULL constraint without NOT VALID scans the whole table under an exclusive lock, and the old version may still write NULLs",
+)
 _ADD_NOT_NULL = (
     "add-column-not-null",
     "NOT NULL column without DEFAULT: fails on a non-empty table and breaks the old version's INSERTs",
@@ -209,6 +213,10 @@ _NOT_VALID = (
     "constraint-not-valid",
     "adding a CHECK or FOREIGN KEY without NOT VALID scans the table under a lock that blocks writes",
 )
+_COLUMN_CHECK = (
+    "constraint-not-valid",
+    "a CHECK (or a FOREIGN KEY with a DEFAULT) on an added column is checked against every row under an exclusive lock",
+)
 _UNIQUE = (
     "add-unique-constraint",
     "builds a unique index while holding an exclusive lock on the table",
@@ -219,7 +227,7 @@ _STORED = (
 )
 _SEQUENCE = (
     "table-rewrite",
-    "a serial column takes a sequence value for every row: it rewrites the whole table under an exclusive lock",
+    "a serial or identity column takes a sequence value for every row: it rewrites the whole table under an exclusive lock",
 )
 _VOLATILE_DEFAULT = (
     "table-rewrite",
@@ -279,7 +287,7 @@ def _option_on(option: object, name: str) -> bool:
     return not isinstance(arg, ast.Boolean) or bool(arg.boolval)
 
 
-def _added_column(column: ast.ColumnDef) -> _Hit | None:
+def _added_column(column: ast.ColumnDef) -> _Hit | None:  # noqa: PLR0911 — one rule per return
     constraints = [c for c in column.constraints or () if isinstance(c, ast.Constraint)]
     kinds = {c.contype for c in constraints}
     defaults = [c.raw_expr for c in constraints if c.contype == ConstrType.CONSTR_DEFAULT]
@@ -289,12 +297,18 @@ def _added_column(column: ast.ColumnDef) -> _Hit | None:
         c.contype == ConstrType.CONSTR_GENERATED and c.generated_kind == "s" for c in constraints
     ):
         return _STORED
-    if len(type_name) == 1 and type_name[0] in _SERIAL:
+    if ConstrType.CONSTR_IDENTITY in kinds or (len(type_name) == 1 and type_name[0] in _SERIAL):
         return _SEQUENCE
     if default is not None and _volatile(default):
         return _VOLATILE_DEFAULT
-    if ConstrType.CONSTR_NOTNULL in kinds and not defaults:
+    if ConstrType.CONSTR_NOTNULL in kinds and default is None:
         return _ADD_NOT_NULL
+    if kinds & {ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY}:
+        return _UNIQUE
+    # PostgreSQL checks a new column's CHECK against every row; a FOREIGN KEY only when the
+    # column has a DEFAULT (even DEFAULT NULL), otherwise every value is NULL and it skips that.
+    if ConstrType.CONSTR_CHECK in kinds or (ConstrType.CONSTR_FOREIGN in kinds and defaults):
+        return _COLUMN_CHECK
     return None
 
 
@@ -305,6 +319,8 @@ def _added_constraint(constraint: ast.Constraint) -> _Hit | None:
             return _UNIQUE
         case ConstrType.CONSTR_CHECK | ConstrType.CONSTR_FOREIGN if validated:
             return _NOT_VALID
+        case ConstrType.CONSTR_NOTNULL if validated:  # ADD CONSTRAINT … NOT NULL col (PG 18)
+            return _NOT_NULL_CONSTRAINT
     return None
 
 
