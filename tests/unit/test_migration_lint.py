@@ -58,6 +58,7 @@ UNSAFE = [
     ("ALTER TABLE events ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;", "table-rewrite"),
     ("ALTER TABLE events ADD COLUMN venue text DEFAULT NULL NOT NULL;", "add-column-not-null"),
     ("ALTER TABLE events ADD CONSTRAINT title_not_null NOT NULL title;", "set-not-null"),
+    ("ALTER TABLE events DROP COLUMN;", "syntax-error"),
 ]
 
 SAFE = [
@@ -117,6 +118,23 @@ def test_findings_point_at_the_line_of_the_clause_in_multi_line_statements() -> 
     )
     found = [(f.line, f.rule) for f in lint_sql(sql, "f.sql")]
     assert found == [(5, "drop-column"), (6, "set-not-null")]
+
+
+def test_a_statement_the_parser_rejects_is_reported_and_the_others_still_checked() -> None:
+    sql = (
+        "UPDATE events SET title = 'x';\n"
+        "SELEC 1;\n"
+        "ALTER TABLE events DROP COLUMN x;\n"
+        "INSERT INTO notes VALUES ('oops);\n"
+    )
+    findings = lint_sql(sql)
+    assert [(f.line, f.rule) for f in findings] == [
+        (2, "syntax-error"),
+        (3, "drop-column"),
+        (4, "syntax-error"),
+    ]
+    assert 'syntax error at or near "SELEC"' in findings[0].message
+    assert "unterminated quoted string" in findings[2].message
 
 
 def test_tables_created_by_earlier_pending_files_count_as_new(tmp_path: Path) -> None:

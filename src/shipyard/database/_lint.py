@@ -4,7 +4,8 @@ Pure functions over SQL text: no database. PostgreSQL's own parser (pglast, whic
 libpg_query) splits a file into statements and gives each one its syntax tree, so the rules look
 at what a statement does: text in comments, string literals and function bodies is never SQL that
 runs here, and a column named ``type`` is a name, not a keyword. A statement the parser rejects is
-skipped; the other statements of the file are still checked.
+reported as such (golang-migrate would stop on it); the other statements of the file are still
+checked.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ class _Statement:
     text: str  # as written, from its first token to its last (no ';', no trailing comment)
     tokens: tuple[Token, ...]  # PostgreSQL's tokens of ``text``, comments left out
     node: ast.Node | None  # its syntax tree (locations are offsets in ``text``); None if rejected
+    error: str = ""  # the parser's message when it rejects the statement
+    error_at: int = 0  # offset in ``text`` of what the parser rejects
 
 
 def _error(exc: ParseError) -> tuple[str, int | None]:
@@ -115,8 +118,9 @@ def _statement(sql: str, start: int, end: int) -> _Statement:
         tokens = tuple(t._replace(start=t.start - first, end=t.end - first) for t in tokens)
     try:
         raws = parse_sql(text)
-    except ParseError:
-        return _Statement(start, text, tokens, None)
+    except ParseError as exc:
+        message, location = _error(exc)
+        return _Statement(start, text, tokens, None, message, location or 0)
     return _Statement(start, text, tokens, raws[0].stmt if raws else None)
 
 
@@ -178,6 +182,7 @@ _SAFE = {
     "table-rewrite": "add the column without the rewriting part (nullable, constant DEFAULT), "
     "fill it in batches or with a trigger, and compute generated values in the app or a view",
     "transaction-control": "leave transactions to golang-migrate; split the file instead",
+    "syntax-error": "fix the statement: golang-migrate would stop on this file with the same error",
 }
 
 _DROP_TABLE = "drop-table", "drops a table the running version may still use"
@@ -427,8 +432,9 @@ def _check_command(node: ast.Node, created: set[str], *, alone: bool) -> _Hit | 
 
 def _check(statement: _Statement, created: set[str], *, alone: bool) -> list[_Located]:
     node = statement.node
-    if node is None:  # the parser rejects it: there is no tree to check
-        return []
+    if node is None:
+        message = f"PostgreSQL's parser rejects this statement: {statement.error}"
+        return [(statement.error_at, "syntax-error", message)]
     if isinstance(node, ast.AlterTableStmt):
         return _check_alter_table(statement, node, created)
     if isinstance(node, ast.RenameStmt):
