@@ -148,6 +148,24 @@ def test_tables_created_by_earlier_pending_files_count_as_new(tmp_path: Path) ->
     ]
 
 
+def test_tables_created_by_earlier_pending_files_may_be_renamed_and_dropped(
+    tmp_path: Path,
+) -> None:
+    first = tmp_path / "000003_scratch.up.sql"
+    first.write_text("CREATE TABLE scratch (id int);\n")
+    second = tmp_path / "000004_staging.up.sql"
+    second.write_text(
+        "ALTER TABLE scratch RENAME TO staging;\n"
+        "CREATE INDEX staging_id ON staging (id);\n"
+        "DROP TABLE public.staging;\n"
+        "DROP TABLE legacy;\n"
+    )
+    findings = lint_files([first, second])
+    assert [(Path(f.file).name, f.line, f.rule) for f in findings] == [
+        ("000004_staging.up.sql", 4, "drop-table")
+    ]
+
+
 def test_masking_keeps_offsets_and_newlines() -> None:
     sql = "SELECT 'a;b' -- c;\n, $x$ d; $x$;"
     masked = mask_sql(sql)

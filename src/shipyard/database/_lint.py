@@ -390,6 +390,8 @@ def _check_rename(statement: _Statement, node: ast.RenameStmt, created: set[str]
         return []
     table = node.renameType == ObjectType.OBJECT_TABLE
     if _relation_key(relation) in created:
+        if table:  # the new name is as new as the old one
+            created.add(_key(relation.schemaname, node.newname))
         return []
     column = node.renameType == ObjectType.OBJECT_COLUMN
     if table or (column and node.relationType == ObjectType.OBJECT_TABLE):
@@ -419,8 +421,10 @@ def _check_command(node: ast.Node, created: set[str], *, alone: bool) -> _Hit | 
             created.add(_relation_key(table))
         case ast.TransactionStmt():
             return _TRANSACTION
-        case ast.DropStmt(removeType=ObjectType.OBJECT_TABLE):
-            return _DROP_TABLE
+        case ast.DropStmt(removeType=ObjectType.OBJECT_TABLE, objects=objects):
+            names = [_names(name) for name in objects or ()]
+            keys = {_key(n[-2] if len(n) > 1 else None, n[-1] if n else None) for n in names}
+            return None if keys <= created else _DROP_TABLE
         case ast.IndexStmt() | ast.DropStmt(removeType=ObjectType.OBJECT_INDEX):
             return _check_index(node, created, alone=alone)
         case ast.VacuumStmt(is_vacuumcmd=True, options=options):
