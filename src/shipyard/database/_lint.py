@@ -1,23 +1,28 @@
 """A linter for migrations that must be safe while two app versions share the schema (blue-green).
 
-Pure functions over SQL text: no database. PostgreSQL's own parser (pglast, which embeds
-libpg_query) splits a file into statements and gives each one its syntax tree, so the rules look
-at what a statement does: text in comments, string literals and function bodies is never SQL that
-runs here, and a column named ``type`` is a name, not a keyword. A statement the parser rejects is
-reported as such (golang-migrate would stop on it); the other statements of the file are still
-checked.
+Pure functions over SQL text: no database. PostgreSQL's own parser (libpg_query, through postgast)
+splits a file into statements and gives each one its syntax tree, so the rules look at what a
+statement does: text in comments, string literals and function bodies is never SQL that runs here,
+and a column named ``type`` is a name, not a keyword. A statement the parser rejects is reported as
+such (golang-migrate would stop on it); the other statements of the file are still checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
-from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
-from pglast.parser import ParseError, Token, parse_sql, scan, split
+import postgast
+from postgast import PgQueryError, find_nodes, parse, scan, unwrap_node
+
+# libpg_query's syntax trees are protobuf messages. mypy cannot read postgast's stub of them (see
+# pyproject.toml), so a message is typed Any here: names and matches on its class tell its kind.
+pg = postgast.pg_query_pb2
+_Message: TypeAlias = Any
 
 __all__ = [
     "Finding",
@@ -51,33 +56,60 @@ _SEMICOLON, _COMMA, _DOT, _STAR = "ASCII_59", "ASCII_44", "ASCII_46", "ASCII_42"
 _OPEN, _CLOSE = frozenset({"ASCII_40", "ASCII_91"}), frozenset({"ASCII_41", "ASCII_93"})
 
 
+class _Token(NamedTuple):
+    start: int  # index of its first character
+    end: int  # index just past its last character
+    name: str  # PostgreSQL's name for its kind: "SCONST", "ASCII_59" (a ";"), "SQL_COMMENT", "DROP"
+
+
 @dataclass(frozen=True)
 class _Statement:
-    start: int  # offset of its first token in the file
+    start: int  # index of its first token in the file
     text: str  # as written, from its first token to its last (no ';', no trailing comment)
-    tokens: tuple[Token, ...]  # PostgreSQL's tokens of ``text``, comments left out
-    node: ast.Node | None  # its syntax tree (locations are offsets in ``text``); None if rejected
+    tokens: tuple[_Token, ...]  # PostgreSQL's tokens of ``text``, comments left out
+    node: _Message | None  # its syntax tree (locations: UTF-8 offsets in ``text``), if parsed
     error: str = ""  # the parser's message when it rejects the statement
-    error_at: int = 0  # offset in ``text`` of what the parser rejects
+    error_at: int = 0  # index in ``text`` of what the parser rejects
 
 
-def _error(exc: ParseError) -> tuple[str, int | None]:
-    """The message and offset of a parser error (pglast passes them as its arguments)."""
-    message = str(exc.args[0]) if exc.args else str(exc)
-    location = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else None
-    return message, location
+def _indexes(text: str) -> Callable[[int], int]:
+    """Index in ``text`` of an offset in its UTF-8 encoding (libpg_query counts bytes)."""
+    if text.isascii():
+        return lambda offset: offset
+    starts = list(accumulate((len(char.encode()) for char in text), initial=0))
+    return lambda offset: bisect_right(starts, offset) - 1
 
 
-def _scan(sql: str) -> tuple[tuple[Token, ...], int]:
+def _error(exc: PgQueryError, text: str) -> tuple[str, int | None]:
+    """The message of a parser error and the index in ``text`` it points at, if any (PostgreSQL
+    counts that position in characters, from 1)."""
+    index = int(exc.cursorpos) - 1
+    return str(exc.message), index if 0 <= index < len(text) else None
+
+
+# The scanner's kinds of token by number; a character it has no kind for is its own kind, and
+# only some of those have a name ("ASCII_59"): the others ("{") are named the same way here.
+_TOKEN_NAMES: dict[int, str] = {value.number: value.name for value in pg.Token.DESCRIPTOR.values}
+
+
+def _tokens(sql: str) -> tuple[_Token, ...]:
+    index = _indexes(sql)
+    return tuple(
+        _Token(index(t.start), index(t.end), _TOKEN_NAMES.get(t.token, f"ASCII_{t.token}"))
+        for t in scan(sql).tokens
+    )
+
+
+def _scan(sql: str) -> tuple[tuple[_Token, ...], int]:
     """PostgreSQL's tokens of ``sql`` and where they stop: at the end, or where an unterminated
     quote or comment starts (the scanner rejects the whole text then, so scan up to it)."""
     try:
-        return tuple(scan(sql)), len(sql)
-    except ParseError as exc:
-        cut = min(_error(exc)[1] or 0, len(sql))
+        return _tokens(sql), len(sql)
+    except PgQueryError as exc:
+        cut = min(_error(exc, sql)[1] or 0, len(sql))
     try:
-        return tuple(scan(sql[:cut])), cut
-    except ParseError:
+        return _tokens(sql[:cut]), cut
+    except PgQueryError:
         return (), 0
 
 
@@ -85,9 +117,18 @@ def _spans(sql: str) -> list[tuple[int, int]]:
     """(start, end) of each statement: the parser's, or where it rejects the file, the scanner's
     (split at each ``;`` token), so that one bad statement does not hide the others."""
     try:
-        return [(span.start, span.stop) for span in split(sql, only_slices=True)]
-    except ParseError:
+        raws = parse(sql).stmts
+    except PgQueryError:
         pass
+    else:  # UTF-8 offsets and lengths; a length of 0 runs to the end of the text
+        index, size = _indexes(sql), len(sql.encode())
+        return [
+            (
+                index(raw.stmt_location),
+                index(raw.stmt_location + raw.stmt_len if raw.stmt_len else size),
+            )
+            for raw in raws
+        ]
     tokens, cut = _scan(sql)
     spans: list[tuple[int, int]] = []
     first: int | None = None
@@ -98,7 +139,7 @@ def _spans(sql: str) -> list[tuple[int, int]]:
             first = None
         elif token.name != _SEMICOLON and token.name not in _COMMENTS:
             first = token.start if first is None else first
-            last = token.end + 1
+            last = token.end
     if cut < len(sql):
         spans.append((cut if first is None else first, len(sql)))
     elif first is not None:
@@ -113,15 +154,15 @@ def _statement(sql: str, start: int, end: int) -> _Statement:
     scanned, cut = _scan(text)
     tokens = tuple(t for t in scanned if t.name not in _COMMENTS)
     if tokens:  # from its first token to its last: no comment or space around it
-        first, last = tokens[0].start, tokens[-1].end + 1 if cut == len(text) else len(text)
+        first, last = tokens[0].start, tokens[-1].end if cut == len(text) else len(text)
         start, text = start + first, text[first:last]
         tokens = tuple(t._replace(start=t.start - first, end=t.end - first) for t in tokens)
     try:
-        raws = parse_sql(text)
-    except ParseError as exc:
-        message, location = _error(exc)
+        raws = parse(text).stmts
+    except PgQueryError as exc:
+        message, location = _error(exc, text)
         return _Statement(start, text, tokens, None, message, location or 0)
-    return _Statement(start, text, tokens, raws[0].stmt if raws else None)
+    return _Statement(start, text, tokens, unwrap_node(raws[0].stmt) if raws else None)
 
 
 def _statements(sql: str) -> list[_Statement]:
@@ -134,12 +175,12 @@ def mask_sql(sql: str) -> str:
     tokens, cut = _scan(sql)
     blank = [(cut, len(sql))]
     for token in tokens:
-        text = sql[token.start : token.end + 1]
+        text = sql[token.start : token.end]
         if token.name in _COMMENTS:
-            blank.append((token.start, token.end + 1))
+            blank.append((token.start, token.end))
         elif token.name in _STRINGS:
             quote = text[: text.index("$", 1) + 1] if text.startswith("$") else "'"
-            blank.append((token.start + text.index(quote) + len(quote), token.end + 1 - len(quote)))
+            blank.append((token.start + text.index(quote) + len(quote), token.end - len(quote)))
     chars = list(sql)
     for start, end in blank:
         chars[start:end] = ("\n" if ch == "\n" else " " for ch in sql[start:end])
@@ -248,107 +289,103 @@ _VOLATILE = frozenset(
 _SERIAL = frozenset("serial serial2 serial4 serial8 smallserial bigserial".split())
 
 
-def _key(schema: str | None, name: str | None) -> str:
+def _key(schema: str, name: str) -> str:
     """How ``created`` names a table: ``public`` is the default schema."""
-    return f"{schema}.{name}" if schema not in (None, "public") else f"{name}"
+    return f"{schema}.{name}" if schema not in ("", "public") else name
 
 
-def _relation_key(relation: ast.RangeVar) -> str:
+def _relation_key(relation: _Message) -> str:
     return _key(relation.schemaname, relation.relname)
 
 
-def _names(value: object) -> list[str]:
-    """The parts of a qualified name (a tuple of ``String`` nodes)."""
-    items = value if isinstance(value, tuple) else ()
-    return [item.sval or "" for item in items if isinstance(item, ast.String)]
+def _names(items: Iterable[_Message]) -> list[str]:
+    """The parts of a qualified name (a list of ``String`` nodes)."""
+    return [item.string.sval for item in items if item.HasField("string")]
 
 
-def _nodes(value: object) -> Iterator[ast.Node]:
-    """Every node of a tree, the root first."""
-    if isinstance(value, ast.Node):
-        yield value
-        for member in value:
-            yield from _nodes(getattr(value, member))
-    elif isinstance(value, tuple):
-        for item in value:
-            yield from _nodes(item)
-
-
-def _volatile(expression: ast.Node) -> bool:
+def _volatile(expression: _Message) -> bool:
     """Whether the expression calls a function known to be volatile (a new value for each row)."""
-    calls = (node for node in _nodes(expression) if isinstance(node, ast.FuncCall))
+    calls = find_nodes(expression, pg.FuncCall)
     return any(not _VOLATILE.isdisjoint(_names(call.funcname)[-1:]) for call in calls)
 
 
-def _option_on(option: object, name: str) -> bool:
+def _option_on(option: _Message, name: str) -> bool:
     """Whether ``option`` is the option ``name`` switched on (``FULL``, ``FULL true``)."""
-    if not isinstance(option, ast.DefElem) or option.defname != name:
+    if not option.HasField("def_elem") or option.def_elem.defname != name:
         return False
-    arg = option.arg
-    if isinstance(arg, ast.String):
-        return (arg.sval or "").lower() not in {"false", "off", "no", "0"}
-    if isinstance(arg, ast.Integer):
-        return arg.ival != 0
-    return not isinstance(arg, ast.Boolean) or bool(arg.boolval)
+    arg = option.def_elem.arg
+    match arg.WhichOneof("node"):
+        case "string":
+            return str(arg.string.sval).lower() not in {"false", "off", "no", "0"}
+        case "integer":
+            return bool(arg.integer.ival)
+        case "boolean":
+            return bool(arg.boolean.boolval)
+    return True
 
 
-def _added_column(column: ast.ColumnDef) -> _Hit | None:  # noqa: PLR0911 — one rule per return
-    constraints = [c for c in column.constraints or () if isinstance(c, ast.Constraint)]
+def _added_column(column: _Message) -> _Hit | None:  # noqa: PLR0911 — one rule per return
+    constraints = [node.constraint for node in column.constraints if node.HasField("constraint")]
     kinds = {c.contype for c in constraints}
-    defaults = [c.raw_expr for c in constraints if c.contype == ConstrType.CONSTR_DEFAULT]
-    default = next((d for d in defaults if not (isinstance(d, ast.A_Const) and d.isnull)), None)
-    type_name = _names(column.typeName.names if column.typeName else None)
-    if any(
-        c.contype == ConstrType.CONSTR_GENERATED and c.generated_kind == "s" for c in constraints
-    ):
+    defaults = [c.raw_expr for c in constraints if c.contype == pg.CONSTR_DEFAULT]
+    default = next((d for d in defaults if not (d.HasField("a_const") and d.a_const.isnull)), None)
+    type_name = _names(column.type_name.names)
+    if any(c.contype == pg.CONSTR_GENERATED and c.generated_kind == "s" for c in constraints):
         return _STORED
-    if ConstrType.CONSTR_IDENTITY in kinds or (len(type_name) == 1 and type_name[0] in _SERIAL):
+    if pg.CONSTR_IDENTITY in kinds or (len(type_name) == 1 and type_name[0] in _SERIAL):
         return _SEQUENCE
     if default is not None and _volatile(default):
         return _VOLATILE_DEFAULT
-    if ConstrType.CONSTR_NOTNULL in kinds and default is None:
+    if pg.CONSTR_NOTNULL in kinds and default is None:
         return _ADD_NOT_NULL
-    if kinds & {ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY}:
+    if kinds & {pg.CONSTR_UNIQUE, pg.CONSTR_PRIMARY}:
         return _UNIQUE
     # PostgreSQL checks a new column's CHECK against every row; a FOREIGN KEY only when the
     # column has a DEFAULT (even DEFAULT NULL), otherwise every value is NULL and it skips that.
-    if ConstrType.CONSTR_CHECK in kinds or (ConstrType.CONSTR_FOREIGN in kinds and defaults):
+    if pg.CONSTR_CHECK in kinds or (pg.CONSTR_FOREIGN in kinds and defaults):
         return _COLUMN_CHECK
     return None
 
 
-def _added_constraint(constraint: ast.Constraint) -> _Hit | None:
+def _added_constraint(constraint: _Message) -> _Hit | None:
     validated = not constraint.skip_validation
     match constraint.contype:
-        case ConstrType.CONSTR_UNIQUE | ConstrType.CONSTR_PRIMARY if not constraint.indexname:
+        case pg.CONSTR_UNIQUE | pg.CONSTR_PRIMARY if not constraint.indexname:
             return _UNIQUE
-        case ConstrType.CONSTR_CHECK | ConstrType.CONSTR_FOREIGN if validated:
+        case pg.CONSTR_CHECK | pg.CONSTR_FOREIGN if validated:
             return _NOT_VALID
-        case ConstrType.CONSTR_NOTNULL if validated:  # ADD CONSTRAINT … NOT NULL col (PG 18)
+        case pg.CONSTR_NOTNULL if validated:  # ADD CONSTRAINT … NOT NULL col (PG 18)
             return _NOT_NULL_CONSTRAINT
     return None
 
 
-def _altered(cmd: ast.AlterTableCmd) -> _Hit | None:
+def _definition(cmd: _Message) -> _Message:
+    """What an ALTER TABLE clause adds or changes (its field ``def`` is a Python keyword)."""
+    return getattr(cmd, "def")
+
+
+def _altered(cmd: _Message) -> _Hit | None:
+    definition = _definition(cmd)
     match cmd.subtype:
-        case AlterTableType.AT_DropColumn:
+        case pg.AT_DropColumn:
             return _DROP_COLUMN
-        case AlterTableType.AT_AlterColumnType:
+        case pg.AT_AlterColumnType:
             return _ALTER_TYPE
-        case AlterTableType.AT_SetNotNull:
+        case pg.AT_SetNotNull:
             return _SET_NOT_NULL
-        case AlterTableType.AT_AddColumn if isinstance(cmd.def_, ast.ColumnDef):
-            return _added_column(cmd.def_)
-        case AlterTableType.AT_AddConstraint if isinstance(cmd.def_, ast.Constraint):
-            return _added_constraint(cmd.def_)
+        case pg.AT_AddColumn if definition.HasField("column_def"):
+            return _added_column(definition.column_def)
+        case pg.AT_AddConstraint if definition.HasField("constraint"):
+            return _added_constraint(definition.constraint)
     return None
 
 
-def _clauses(statement: _Statement, relation: ast.RangeVar) -> list[int]:
-    """Offsets of the comma-separated clauses after the table name of an ALTER TABLE (its tree
+def _clauses(statement: _Statement, relation: _Message) -> list[int]:
+    """Indexes of the comma-separated clauses after the table name of an ALTER TABLE (its tree
     keeps no location for them)."""
     tokens = statement.tokens
-    index = next((i for i, t in enumerate(tokens) if t.start >= (relation.location or 0)), 0) + 1
+    at = _indexes(statement.text)(max(relation.location, 0))
+    index = next((i for i, t in enumerate(tokens) if t.start >= at), 0) + 1
     while index + 1 < len(tokens) and tokens[index].name == _DOT:  # schema.table
         index += 2
     if index < len(tokens) and (tokens[index].name == _STAR or tokens[index].name in _CLOSE):
@@ -367,16 +404,13 @@ def _clauses(statement: _Statement, relation: ast.RangeVar) -> list[int]:
     return offsets or [0]
 
 
-def _check_alter_table(
-    statement: _Statement, node: ast.AlterTableStmt, created: set[str]
-) -> list[_Located]:
-    relation = node.relation
-    if node.objtype != ObjectType.OBJECT_TABLE or relation is None:
+def _check_alter_table(statement: _Statement, node: _Message, created: set[str]) -> list[_Located]:
+    if node.objtype != pg.OBJECT_TABLE or not node.HasField("relation"):
         return []
-    if _relation_key(relation) in created:
+    if _relation_key(node.relation) in created:
         return []
-    cmds = [cmd for cmd in node.cmds or () if isinstance(cmd, ast.AlterTableCmd)]
-    offsets = _clauses(statement, relation)
+    cmds = [cmd.alter_table_cmd for cmd in node.cmds if cmd.HasField("alter_table_cmd")]
+    offsets = _clauses(statement, node.relation)
     if len(offsets) != len(cmds):
         offsets = [offsets[0]] * len(cmds)
     return [
@@ -384,52 +418,49 @@ def _check_alter_table(
     ]
 
 
-def _check_rename(statement: _Statement, node: ast.RenameStmt, created: set[str]) -> list[_Located]:
-    relation = node.relation
-    if relation is None:
+def _check_rename(statement: _Statement, node: _Message, created: set[str]) -> list[_Located]:
+    if not node.HasField("relation"):
         return []
-    table = node.renameType == ObjectType.OBJECT_TABLE
+    relation = node.relation
+    table = node.rename_type == pg.OBJECT_TABLE
     if _relation_key(relation) in created:
         if table:  # the new name is as new as the old one
             created.add(_key(relation.schemaname, node.newname))
         return []
-    column = node.renameType == ObjectType.OBJECT_COLUMN
-    if table or (column and node.relationType == ObjectType.OBJECT_TABLE):
+    column = node.rename_type == pg.OBJECT_COLUMN
+    if table or (column and node.relation_type == pg.OBJECT_TABLE):
         return [(_clauses(statement, relation)[0], *(_RENAME_TABLE if table else _RENAME_COLUMN))]
     return []
 
 
-def _check_index(
-    node: ast.IndexStmt | ast.DropStmt, created: set[str], *, alone: bool
-) -> _Hit | None:
+def _check_index(node: _Message, created: set[str], *, alone: bool) -> _Hit | None:
     if node.concurrent:
-        verb = "CREATE INDEX" if isinstance(node, ast.IndexStmt) else "DROP INDEX"
+        verb = "CREATE INDEX" if isinstance(node, pg.IndexStmt) else "DROP INDEX"
         return None if alone else (_NOT_ALONE[0], _NOT_ALONE[1].format(verb))
-    if isinstance(node, ast.DropStmt):
+    if isinstance(node, pg.DropStmt):
         return _DROP_INDEX
-    if node.relation is not None and _relation_key(node.relation) in created:
+    if node.HasField("relation") and _relation_key(node.relation) in created:
         return None
     return _CREATE_INDEX
 
 
-def _check_command(node: ast.Node, created: set[str], *, alone: bool) -> _Hit | None:
+def _check_command(node: object, created: set[str], *, alone: bool) -> _Hit | None:
     match node:
-        case (
-            ast.CreateStmt(relation=ast.RangeVar() as table)
-            | ast.CreateTableAsStmt(into=ast.IntoClause(rel=ast.RangeVar() as table))
-        ):
-            created.add(_relation_key(table))
-        case ast.TransactionStmt():
+        case pg.CreateStmt() if node.HasField("relation"):
+            created.add(_relation_key(node.relation))
+        case pg.CreateTableAsStmt() if node.into.HasField("rel"):
+            created.add(_relation_key(node.into.rel))
+        case pg.TransactionStmt():
             return _TRANSACTION
-        case ast.DropStmt(removeType=ObjectType.OBJECT_TABLE, objects=objects):
-            names = [_names(name) for name in objects or ()]
-            keys = {_key(n[-2] if len(n) > 1 else None, n[-1] if n else None) for n in names}
+        case pg.DropStmt(remove_type=pg.OBJECT_TABLE):
+            names = [_names(name.list.items) for name in node.objects]
+            keys = {_key(n[-2] if len(n) > 1 else "", n[-1] if n else "") for n in names}
             return None if keys <= created else _DROP_TABLE
-        case ast.IndexStmt() | ast.DropStmt(removeType=ObjectType.OBJECT_INDEX):
+        case pg.IndexStmt() | pg.DropStmt(remove_type=pg.OBJECT_INDEX):
             return _check_index(node, created, alone=alone)
-        case ast.VacuumStmt(is_vacuumcmd=True, options=options):
-            return _REWRITE if any(_option_on(o, "full") for o in options or ()) else None
-        case ast.ClusterStmt():
+        case pg.VacuumStmt(is_vacuumcmd=True):
+            return _REWRITE if any(_option_on(o, "full") for o in node.options) else None
+        case pg.ClusterStmt():
             return _REWRITE
     return None
 
@@ -439,9 +470,9 @@ def _check(statement: _Statement, created: set[str], *, alone: bool) -> list[_Lo
     if node is None:
         message = f"PostgreSQL's parser rejects this statement: {statement.error}"
         return [(statement.error_at, "syntax-error", message)]
-    if isinstance(node, ast.AlterTableStmt):
+    if isinstance(node, pg.AlterTableStmt):
         return _check_alter_table(statement, node, created)
-    if isinstance(node, ast.RenameStmt):
+    if isinstance(node, pg.RenameStmt):
         return _check_rename(statement, node, created)
     hit = _check_command(node, created, alone=alone)
     return [(0, *hit)] if hit else []
@@ -476,29 +507,27 @@ def lint_files(paths: Iterable[Path]) -> list[Finding]:
 # -- golang-migrate -------------------------------------------------------------------------------
 def _outside_transaction(statement: _Statement) -> bool:
     """Whether the statement ends golang-migrate's implicit transaction or cannot run in one."""
-    match statement.node:
+    node = statement.node
+    match node:
         case None:  # rejected by the parser: only a CONCURRENTLY keyword tells
             return any(token.name == "CONCURRENTLY" for token in statement.tokens)
         case (
-            ast.TransactionStmt()
-            | ast.VacuumStmt(is_vacuumcmd=True)
-            | ast.CreatedbStmt()
-            | ast.DropdbStmt()
-            | ast.AlterSystemStmt()
-            | ast.CreateTableSpaceStmt()
-            | ast.DropTableSpaceStmt()
+            pg.TransactionStmt()
+            | pg.VacuumStmt(is_vacuumcmd=True)
+            | pg.CreatedbStmt()
+            | pg.DropdbStmt()
+            | pg.AlterSystemStmt()
+            | pg.CreateTableSpaceStmt()
+            | pg.DropTableSpaceStmt()
         ):
             return True
-        case ast.IndexStmt(concurrent=concurrent) | ast.DropStmt(concurrent=concurrent):
-            return bool(concurrent)
-        case ast.ReindexStmt(params=params):
-            return any(_option_on(param, "concurrently") for param in params or ())
-        case ast.AlterTableStmt(cmds=cmds):  # DETACH PARTITION … CONCURRENTLY
+        case pg.IndexStmt() | pg.DropStmt():
+            return bool(node.concurrent)
+        case pg.ReindexStmt():
+            return any(_option_on(param, "concurrently") for param in node.params)
+        case pg.AlterTableStmt():  # DETACH PARTITION … CONCURRENTLY
             return any(
-                isinstance(cmd, ast.AlterTableCmd)
-                and isinstance(cmd.def_, ast.PartitionCmd)
-                and bool(cmd.def_.concurrent)
-                for cmd in cmds or ()
+                _definition(cmd.alter_table_cmd).partition_cmd.concurrent for cmd in node.cmds
             )
     return False
 
