@@ -137,6 +137,22 @@ def test_a_statement_the_parser_rejects_is_reported_and_the_others_still_checked
     assert "unterminated quoted string" in findings[2].message
 
 
+def test_a_character_the_scanner_has_no_name_for_is_a_syntax_error() -> None:
+    findings = lint_sql("SELECT {1};\nDROP TABLE legacy;\n")
+    assert [(f.line, f.rule) for f in findings] == [(1, "syntax-error"), (2, "drop-table")]
+
+
+def test_lines_are_found_by_characters_in_text_that_is_not_ascii() -> None:
+    # the parser counts bytes of UTF-8: 20 two-byte letters would move "DROP b" to line 3
+    sql = 'ALTER TABLE t ADD COLUMN "' + "é" * 20 + '" int,\nDROP b,\nDROP c;\nSELEC 1;\n'
+    assert [(f.line, f.rule) for f in lint_sql(sql)] == [
+        (2, "drop-column"),
+        (3, "drop-column"),
+        (4, "syntax-error"),
+    ]
+    assert statement_at_line(sql, 4) == "SELEC 1"
+
+
 def test_tables_created_by_earlier_pending_files_count_as_new(tmp_path: Path) -> None:
     first = tmp_path / "000003_venues.up.sql"
     first.write_text("CREATE TABLE venues (id int);\n")
