@@ -42,6 +42,23 @@ UNSAFE = [
         "ALTER TABLE events ADD COLUMN a int;\nCREATE INDEX CONCURRENTLY e_a ON events (a);",
         "concurrent-index-not-alone",
     ),
+    # a column named "type" is a name, not ALTER … TYPE
+    ("ALTER TABLE events ALTER COLUMN type SET NOT NULL;", "set-not-null"),
+    ("VACUUM (VERBOSE, FULL) events;", "table-rewrite"),
+    # constraints written on an added column are checked or indexed under its exclusive lock
+    ("ALTER TABLE events ADD COLUMN code text UNIQUE;", "add-unique-constraint"),
+    (
+        "ALTER TABLE events ADD COLUMN kind text DEFAULT '' CHECK (kind IN ('', 'talk'));",
+        "constraint-not-valid",
+    ),
+    (
+        "ALTER TABLE events ADD COLUMN venue_id int DEFAULT 0 REFERENCES venues (id);",
+        "constraint-not-valid",
+    ),
+    ("ALTER TABLE events ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;", "table-rewrite"),
+    ("ALTER TABLE events ADD COLUMN venue text DEFAULT NULL NOT NULL;", "add-column-not-null"),
+    ("ALTER TABLE events ADD CONSTRAINT title_not_null NOT NULL title;", "set-not-null"),
+    ("ALTER TABLE events DROP COLUMN;", "syntax-error"),
 ]
 
 SAFE = [
@@ -66,6 +83,14 @@ SAFE = [
     "  ALTER TABLE events DROP COLUMN x;\n  RETURN NULL;\nEND\n$$ LANGUAGE plpgsql;",
     "DO $body$ BEGIN EXECUTE 'CREATE INDEX i ON events (title)'; END $body$;",
     "CREATE EXTENSION IF NOT EXISTS vector;",
+    "ALTER TABLE events ALTER COLUMN type SET DEFAULT 'talk';",
+    # the semicolons and END of a SQL-standard function body belong to the function
+    "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;",
+    # every value of the new column is NULL, so PostgreSQL does not check the FOREIGN KEY
+    "ALTER TABLE events ADD COLUMN venue_id int REFERENCES venues (id);",
+    # a VIRTUAL generated column (PostgreSQL 18) is computed when read: no rewrite
+    "ALTER TABLE events ADD COLUMN total int GENERATED ALWAYS AS (price * seats) VIRTUAL;",
+    "ALTER TABLE events ADD CONSTRAINT title_not_null NOT NULL title NOT VALID;",
 ]
 
 
@@ -95,6 +120,39 @@ def test_findings_point_at_the_line_of_the_clause_in_multi_line_statements() -> 
     assert found == [(5, "drop-column"), (6, "set-not-null")]
 
 
+def test_a_statement_the_parser_rejects_is_reported_and_the_others_still_checked() -> None:
+    sql = (
+        "UPDATE events SET title = 'x';\n"
+        "SELEC 1;\n"
+        "ALTER TABLE events DROP COLUMN x;\n"
+        "INSERT INTO notes VALUES ('oops);\n"
+    )
+    findings = lint_sql(sql)
+    assert [(f.line, f.rule) for f in findings] == [
+        (2, "syntax-error"),
+        (3, "drop-column"),
+        (4, "syntax-error"),
+    ]
+    assert 'syntax error at or near "SELEC"' in findings[0].message
+    assert "unterminated quoted string" in findings[2].message
+
+
+def test_a_character_the_scanner_has_no_name_for_is_a_syntax_error() -> None:
+    findings = lint_sql("SELECT {1};\nDROP TABLE legacy;\n")
+    assert [(f.line, f.rule) for f in findings] == [(1, "syntax-error"), (2, "drop-table")]
+
+
+def test_lines_are_found_by_characters_in_text_that_is_not_ascii() -> None:
+    # the parser counts bytes of UTF-8: 20 two-byte letters would move "DROP b" to line 3
+    sql = 'ALTER TABLE t ADD COLUMN "' + "é" * 20 + '" int,\nDROP b,\nDROP c;\nSELEC 1;\n'
+    assert [(f.line, f.rule) for f in lint_sql(sql)] == [
+        (2, "drop-column"),
+        (3, "drop-column"),
+        (4, "syntax-error"),
+    ]
+    assert statement_at_line(sql, 4) == "SELEC 1"
+
+
 def test_tables_created_by_earlier_pending_files_count_as_new(tmp_path: Path) -> None:
     first = tmp_path / "000003_venues.up.sql"
     first.write_text("CREATE TABLE venues (id int);\n")
@@ -103,6 +161,24 @@ def test_tables_created_by_earlier_pending_files_count_as_new(tmp_path: Path) ->
     findings = lint_files([first, second])
     assert [(Path(f.file).name, f.line, f.rule) for f in findings] == [
         ("000004_venues_index.up.sql", 2, "create-index")
+    ]
+
+
+def test_tables_created_by_earlier_pending_files_may_be_renamed_and_dropped(
+    tmp_path: Path,
+) -> None:
+    first = tmp_path / "000003_scratch.up.sql"
+    first.write_text("CREATE TABLE scratch (id int);\n")
+    second = tmp_path / "000004_staging.up.sql"
+    second.write_text(
+        "ALTER TABLE scratch RENAME TO staging;\n"
+        "CREATE INDEX staging_id ON staging (id);\n"
+        "DROP TABLE public.staging;\n"
+        "DROP TABLE legacy;\n"
+    )
+    findings = lint_files([first, second])
+    assert [(Path(f.file).name, f.line, f.rule) for f in findings] == [
+        ("000004_staging.up.sql", 4, "drop-table")
     ]
 
 
@@ -125,3 +201,20 @@ def test_statement_at_line_returns_the_whole_statement() -> None:
     sql = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = nope;\n"
     assert statement_at_line(sql, 3) == "UPDATE a\nSET b = nope"
     assert statement_at_line(sql, 1) == "ALTER TABLE a ADD COLUMN b int"
+
+
+def test_what_runs_in_one_transaction_is_judged_by_the_kind_of_statement() -> None:
+    assert runs_in_one_transaction(
+        "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nSELECT one();"
+    )
+    assert runs_in_one_transaction("REFRESH MATERIALIZED VIEW CONCURRENTLY totals;\nSELECT 1;")
+    assert not runs_in_one_transaction("REINDEX INDEX CONCURRENTLY events_title;")
+    assert not runs_in_one_transaction("VACUUM events;")
+
+
+def test_statement_at_line_in_a_file_the_parser_rejects() -> None:
+    typo = "ALTER TABLE a ADD COLUMN b int;\nUPDAT a\nSET b = 1;\n"
+    assert statement_at_line(typo, 3) == "UPDAT a\nSET b = 1"
+    unterminated = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = 'oops;\n"
+    assert statement_at_line(unterminated, 1) == "ALTER TABLE a ADD COLUMN b int"
+    assert statement_at_line(unterminated, 3) == "UPDATE a\nSET b = 'oops;"

@@ -1,16 +1,28 @@
 """A linter for migrations that must be safe while two app versions share the schema (blue-green).
 
-Pure functions over SQL text: no database. Comments, string literals and ``$$`` bodies are masked
-out first (replaced by spaces, newlines kept) so offsets in the masked text are offsets in the file
-and nothing inside a function body or a string is ever flagged.
+Pure functions over SQL text: no database. PostgreSQL's own parser (libpg_query, through postgast)
+splits a file into statements and gives each one its syntax tree, so the rules look at what a
+statement does: text in comments, string literals and function bodies is never SQL that runs here,
+and a column named ``type`` is a name, not a keyword. A statement the parser rejects is reported as
+such (golang-migrate would stop on it); the other statements of the file are still checked.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
+from typing import Any, NamedTuple, TypeAlias
+
+import postgast
+from postgast import PgQueryError, find_nodes, parse, scan, unwrap_node
+
+# libpg_query's syntax trees are protobuf messages. mypy cannot read postgast's stub of them (see
+# pyproject.toml), so a message is typed Any here: names and matches on its class tell its kind.
+pg = postgast.pg_query_pb2
+_Message: TypeAlias = Any
 
 __all__ = [
     "Finding",
@@ -19,7 +31,6 @@ __all__ = [
     "lint_sql",
     "mask_sql",
     "runs_in_one_transaction",
-    "split_statements",
     "statement_at_line",
 ]
 
@@ -38,115 +49,147 @@ class Finding:
         return f"{self.file}:{self.line}: {self.rule}: {self.message}\n    safe: {self.safe}"
 
 
+# -- statements -----------------------------------------------------------------------------------
+_COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+_STRINGS = frozenset({"SCONST", "USCONST", "BCONST", "XCONST"})
+_SEMICOLON, _COMMA, _DOT, _STAR = "ASCII_59", "ASCII_44", "ASCII_46", "ASCII_42"
+_OPEN, _CLOSE = frozenset({"ASCII_40", "ASCII_91"}), frozenset({"ASCII_41", "ASCII_93"})
+
+
+class _Token(NamedTuple):
+    start: int  # index of its first character
+    end: int  # index just past its last character
+    name: str  # PostgreSQL's name for its kind: "SCONST", "ASCII_59" (a ";"), "SQL_COMMENT", "DROP"
+
+
 @dataclass(frozen=True)
-class Statement:
-    start: int  # offset of the first character in the file
-    text: str  # masked text of the statement (same offsets as the file)
+class _Statement:
+    start: int  # index of its first token in the file
+    text: str  # as written, from its first token to its last (no ';', no trailing comment)
+    tokens: tuple[_Token, ...]  # PostgreSQL's tokens of ``text``, comments left out
+    node: _Message | None  # its syntax tree (locations: UTF-8 offsets in ``text``), if parsed
+    error: str = ""  # the parser's message when it rejects the statement
+    error_at: int = 0  # index in ``text`` of what the parser rejects
 
 
-_DOLLAR_TAG = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$")
+def _indexes(text: str) -> Callable[[int], int]:
+    """Index in ``text`` of an offset in its UTF-8 encoding (libpg_query counts bytes)."""
+    if text.isascii():
+        return lambda offset: offset
+    starts = list(accumulate((len(char.encode()) for char in text), initial=0))
+    return lambda offset: bisect_right(starts, offset) - 1
 
 
-def _blank(text: str) -> str:
-    return "".join(ch if ch == "\n" else " " for ch in text)
+def _error(exc: PgQueryError, text: str) -> tuple[str, int | None]:
+    """The message of a parser error and the index in ``text`` it points at, if any (PostgreSQL
+    counts that position in characters, from 1)."""
+    index = int(exc.cursorpos) - 1
+    return str(exc.message), index if 0 <= index < len(text) else None
 
 
-def mask_sql(sql: str) -> str:  # noqa: C901, PLR0912, PLR0915 — one small lexer
-    """Replace comments, string literal contents and dollar-quoted bodies by spaces.
-
-    The result has the same length and newlines as ``sql``. Quoted identifiers are kept.
-    """
-    out: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        ch = sql[i]
-        nxt = sql[i + 1] if i + 1 < n else ""
-        if ch == "-" and nxt == "-":
-            end = sql.find("\n", i)
-            end = n if end == -1 else end
-            out.append(_blank(sql[i:end]))
-            i = end
-        elif ch == "/" and nxt == "*":
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if sql.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif sql.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            out.append(_blank(sql[i:j]))
-            i = j
-        elif ch == "'":
-            escapes = i > 0 and sql[i - 1] in "eE"
-            j = i + 1
-            while j < n:
-                if escapes and sql[j] == "\\":
-                    j += 2
-                    continue
-                if sql[j] == "'":
-                    if j + 1 < n and sql[j + 1] == "'":
-                        j += 2
-                        continue
-                    break
-                j += 1
-            out.append("'" + _blank(sql[i + 1 : j]) + ("'" if j < n else ""))
-            i = j + 1
-        elif ch == '"':
-            j = sql.find('"', i + 1)
-            j = n - 1 if j == -1 else j
-            out.append(sql[i : j + 1])
-            i = j + 1
-        elif ch == "$" and (match := _DOLLAR_TAG.match(sql, i)) and not _in_word(sql, i):
-            tag = match.group(0)
-            end = sql.find(tag, match.end())
-            end = n if end == -1 else end
-            out.append(tag + _blank(sql[match.end() : end]) + (tag if end < n else ""))
-            i = end + len(tag)
-        else:
-            out.append(ch)
-            i += 1
-    return "".join(out)[:n]
+# The scanner's kinds of token by number; a character it has no kind for is its own kind, and
+# only some of those have a name ("ASCII_59"): the others ("{") are named the same way here.
+_TOKEN_NAMES: dict[int, str] = {value.number: value.name for value in pg.Token.DESCRIPTOR.values}
 
 
-def _in_word(sql: str, i: int) -> bool:
-    """``$`` inside an identifier (``a$b``) or a positional parameter is not a dollar quote."""
-    return i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")
+def _tokens(sql: str) -> tuple[_Token, ...]:
+    index = _indexes(sql)
+    return tuple(
+        _Token(index(t.start), index(t.end), _TOKEN_NAMES.get(t.token, f"ASCII_{t.token}"))
+        for t in scan(sql).tokens
+    )
 
 
-def split_statements(masked: str) -> Iterator[Statement]:
-    """Statements of masked SQL, split on ``;`` (which can no longer hide in strings or bodies)."""
-    start = 0
-    for index, ch in enumerate(masked + ";"):
-        if ch == ";":
-            chunk = masked[start:index]
-            stripped = chunk.lstrip()
-            if stripped.strip():
-                yield Statement(start + len(chunk) - len(stripped), stripped)
-            start = index + 1
+def _scan(sql: str) -> tuple[tuple[_Token, ...], int]:
+    """PostgreSQL's tokens of ``sql`` and where they stop: at the end, or where an unterminated
+    quote or comment starts (the scanner rejects the whole text then, so scan up to it)."""
+    try:
+        return _tokens(sql), len(sql)
+    except PgQueryError as exc:
+        cut = min(_error(exc, sql)[1] or 0, len(sql))
+    try:
+        return _tokens(sql[:cut]), cut
+    except PgQueryError:
+        return (), 0
+
+
+def _spans(sql: str) -> list[tuple[int, int]]:
+    """(start, end) of each statement: the parser's, or where it rejects the file, the scanner's
+    (split at each ``;`` token), so that one bad statement does not hide the others."""
+    try:
+        raws = parse(sql).stmts
+    except PgQueryError:
+        pass
+    else:  # UTF-8 offsets and lengths; a length of 0 runs to the end of the text
+        index, size = _indexes(sql), len(sql.encode())
+        return [
+            (
+                index(raw.stmt_location),
+                index(raw.stmt_location + raw.stmt_len if raw.stmt_len else size),
+            )
+            for raw in raws
+        ]
+    tokens, cut = _scan(sql)
+    spans: list[tuple[int, int]] = []
+    first: int | None = None
+    last = 0
+    for token in tokens:
+        if token.name == _SEMICOLON and first is not None:
+            spans.append((first, last))
+            first = None
+        elif token.name != _SEMICOLON and token.name not in _COMMENTS:
+            first = token.start if first is None else first
+            last = token.end
+    if cut < len(sql):
+        spans.append((cut if first is None else first, len(sql)))
+    elif first is not None:
+        spans.append((first, last))
+    return spans
+
+
+def _statement(sql: str, start: int, end: int) -> _Statement:
+    """The statement in ``sql[start:end]``, parsed on its own so that locations in its tree are
+    offsets in its text."""
+    text = sql[start:end]
+    scanned, cut = _scan(text)
+    tokens = tuple(t for t in scanned if t.name not in _COMMENTS)
+    if tokens:  # from its first token to its last: no comment or space around it
+        first, last = tokens[0].start, tokens[-1].end if cut == len(text) else len(text)
+        start, text = start + first, text[first:last]
+        tokens = tuple(t._replace(start=t.start - first, end=t.end - first) for t in tokens)
+    try:
+        raws = parse(text).stmts
+    except PgQueryError as exc:
+        message, location = _error(exc, text)
+        return _Statement(start, text, tokens, None, message, location or 0)
+    return _Statement(start, text, tokens, unwrap_node(raws[0].stmt) if raws else None)
+
+
+def _statements(sql: str) -> list[_Statement]:
+    return [_statement(sql, start, end) for start, end in _spans(sql)]
+
+
+def mask_sql(sql: str) -> str:
+    """``sql`` with comments and the contents of string literals and ``$$`` bodies replaced by
+    spaces, newlines kept, as PostgreSQL's scanner finds them: offsets in it are offsets in ``sql``."""
+    tokens, cut = _scan(sql)
+    blank = [(cut, len(sql))]
+    for token in tokens:
+        text = sql[token.start : token.end]
+        if token.name in _COMMENTS:
+            blank.append((token.start, token.end))
+        elif token.name in _STRINGS:
+            quote = text[: text.index("$", 1) + 1] if text.startswith("$") else "'"
+            blank.append((token.start + text.index(quote) + len(quote), token.end - len(quote)))
+    chars = list(sql)
+    for start, end in blank:
+        chars[start:end] = ("\n" if ch == "\n" else " " for ch in sql[start:end])
+    return "".join(chars)
 
 
 # -- rules ----------------------------------------------------------------------------------------
-_I = re.IGNORECASE | re.DOTALL
-_IDENT = r'(?:"[^"]+"|[A-Za-z_][A-Za-z0-9_$]*)'
-_NAME = rf"(?P<table>{_IDENT}(?:\s*\.\s*{_IDENT})?)"
-_CREATE_TABLE = re.compile(
-    rf"^\s*CREATE\s+(?:(?:GLOBAL|LOCAL)\s+)?(?:TEMP(?:ORARY)?\s+|UNLOGGED\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?{_NAME}",
-    _I,
-)
-_ALTER_TABLE = re.compile(rf"^\s*ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_NAME}\s*", _I)
-_DROP_TABLE = re.compile(r"^\s*DROP\s+TABLE\b", _I)
-_CREATE_INDEX = re.compile(
-    rf"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?P<concurrently>CONCURRENTLY\s+)?.*?\bON\s+(?:ONLY\s+)?{_NAME}",
-    _I,
-)
-_DROP_INDEX = re.compile(r"^\s*DROP\s+INDEX\s+(?P<concurrently>CONCURRENTLY\s+)?", _I)
-_REWRITE_COMMAND = re.compile(r"^\s*(?:VACUUM\s+(?:\(\s*)?FULL\b|CLUSTER\b)", _I)
-_VOLATILE = re.compile(
-    r"\b(?:random|gen_random_uuid|uuid_generate_v[14]|clock_timestamp|timeofday|nextval|txid_current)\s*\(",
-    _I,
-)
-_TRANSACTION_CONTROL = re.compile(r"^\s*(?:BEGIN|COMMIT|END|ROLLBACK|START\s+TRANSACTION)\b", _I)
+_Hit: TypeAlias = tuple[str, str]  # rule, message
+_Located: TypeAlias = tuple[int, str, str]  # offset in the statement's text, rule, message
 
 _EXPAND_CONTRACT = (
     "expand/contract: release code that no longer uses it first, then remove it in a later "
@@ -180,163 +223,272 @@ _SAFE = {
     "table-rewrite": "add the column without the rewriting part (nullable, constant DEFAULT), "
     "fill it in batches or with a trigger, and compute generated values in the app or a view",
     "transaction-control": "leave transactions to golang-migrate; split the file instead",
+    "syntax-error": "fix the statement: golang-migrate would stop on this file with the same error",
 }
 
+_DROP_TABLE = "drop-table", "drops a table the running version may still use"
+_DROP_COLUMN = "drop-column", "drops a column the running version may still read or write"
+_RENAME_TABLE = "rename-table", "renames a table the running version still uses by its old name"
+_RENAME_COLUMN = "rename-column", "renames a column the running version still uses by its old name"
+_ALTER_TYPE = (
+    "alter-column-type",
+    "changes a column's type (rewrites the table under an exclusive lock; the old version breaks)",
+)
+_SET_NOT_NULL = (
+    "set-not-null",
+    "SET NOT NULL scans the whole table under an exclusive lock, and the old version may still write NULLs",
+)
+_NOT_NULL_CONSTRAINT = (
+    "set-not-null",
+    "a NOT NULL constraint without NOT VALID scans the whole table under an exclusive lock, and the old version may still write NULLs",
+)
+_ADD_NOT_NULL = (
+    "add-column-not-null",
+    "NOT NULL column without DEFAULT: fails on a non-empty table and breaks the old version's INSERTs",
+)
+_CREATE_INDEX = (
+    "create-index",
+    "CREATE INDEX without CONCURRENTLY blocks writes to the table while it builds",
+)
+_DROP_INDEX = "drop-index", "DROP INDEX without CONCURRENTLY blocks reads and writes on the table"
+_NOT_ALONE = (
+    "concurrent-index-not-alone",
+    "{} CONCURRENTLY in a file with other statements fails: golang-migrate runs the file in one transaction",
+)
+_NOT_VALID = (
+    "constraint-not-valid",
+    "adding a CHECK or FOREIGN KEY without NOT VALID scans the table under a lock that blocks writes",
+)
+_COLUMN_CHECK = (
+    "constraint-not-valid",
+    "a CHECK (or a FOREIGN KEY with a DEFAULT) on an added column is checked against every row under an exclusive lock",
+)
+_UNIQUE = (
+    "add-unique-constraint",
+    "builds a unique index while holding an exclusive lock on the table",
+)
+_STORED = (
+    "table-rewrite",
+    "a STORED generated column rewrites the whole table under an exclusive lock",
+)
+_SEQUENCE = (
+    "table-rewrite",
+    "a serial or identity column takes a sequence value for every row: it rewrites the whole table under an exclusive lock",
+)
+_VOLATILE_DEFAULT = (
+    "table-rewrite",
+    "a volatile DEFAULT rewrites the whole table under an exclusive lock",
+)
+_REWRITE = "table-rewrite", "rewrites a table under an exclusive lock"
+_TRANSACTION = "transaction-control", "explicit transaction control in a migration file"
 
-def _table_key(name: str) -> str:
-    parts = [p.strip().strip('"') for p in re.split(r"\s*\.\s*", name)]
-    key = ".".join(parts).lower() if any(p != p.lower() for p in parts) else ".".join(parts)
-    return key.removeprefix("public.").lower()
+_VOLATILE = frozenset(
+    "random gen_random_uuid uuid_generate_v1 uuid_generate_v1mc uuid_generate_v4 uuidv4 uuidv7 "
+    "clock_timestamp timeofday nextval txid_current".split()
+)
+_SERIAL = frozenset("serial serial2 serial4 serial8 smallserial bigserial".split())
 
 
-def _actions(body: str) -> Iterator[tuple[int, str]]:
-    """Top-level comma-separated actions of an ALTER TABLE, with their offsets in ``body``."""
-    depth, start = 0, 0
-    for index, ch in enumerate(body + ","):
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            yield start, body[start:index]
-            start = index + 1
+def _key(schema: str, name: str) -> str:
+    """How ``created`` names a table: ``public`` is the default schema."""
+    return f"{schema}.{name}" if schema not in ("", "public") else name
 
 
-_ACTION_RULES: list[tuple[re.Pattern[str], str, str]] = [
-    (
-        re.compile(r"^\s*DROP\s+(?:COLUMN\s+)?(?!CONSTRAINT\b)", _I),
-        "drop-column",
-        "drops a column the running version may still read or write",
-    ),
-    (
-        re.compile(r"^\s*RENAME\s+TO\b", _I),
-        "rename-table",
-        "renames a table the running version still uses by its old name",
-    ),
-    (
-        re.compile(r"^\s*RENAME\s+(?:COLUMN\s+)?(?!CONSTRAINT\b)", _I),
-        "rename-column",
-        "renames a column the running version still uses by its old name",
-    ),
-    (
-        re.compile(r"^\s*ALTER\s+(?:COLUMN\s+)?\S+\s+(?:SET\s+DATA\s+)?TYPE\b", _I),
-        "alter-column-type",
-        "changes a column's type (rewrites the table under an exclusive lock; the old version breaks)",
-    ),
-    (
-        re.compile(r"^\s*ALTER\s+(?:COLUMN\s+)?\S+\s+SET\s+NOT\s+NULL\b", _I),
-        "set-not-null",
-        "SET NOT NULL scans the whole table under an exclusive lock, and the old version may still write NULLs",
-    ),
-]
+def _relation_key(relation: _Message) -> str:
+    return _key(relation.schemaname, relation.relname)
 
 
-def _check_action(action: str) -> tuple[str, str] | None:  # noqa: PLR0911 — one rule per return
-    for pattern, rule, message in _ACTION_RULES:
-        if pattern.search(action):
-            return rule, message
-    if re.match(
-        r"^\s*ADD\s+(?:COLUMN\s+)?(?!CONSTRAINT\b|CHECK\b|FOREIGN\b|UNIQUE\b|PRIMARY\b)", action, _I
-    ):
-        if re.search(r"\bGENERATED\s+ALWAYS\s+AS\s*\(.*\)\s*STORED\b", action, _I):
-            return (
-                "table-rewrite",
-                "a STORED generated column rewrites the whole table under an exclusive lock",
-            )
-        if re.search(r"\b(?:BIG|SMALL)?SERIAL\b", action, _I) or (
-            re.search(r"\bDEFAULT\b", action, _I) and _VOLATILE.search(action)
-        ):
-            return (
-                "table-rewrite",
-                "a volatile DEFAULT rewrites the whole table under an exclusive lock",
-            )
-        if re.search(r"\bNOT\s+NULL\b", action, _I) and not re.search(r"\bDEFAULT\b", action, _I):
-            return (
-                "add-column-not-null",
-                "NOT NULL column without DEFAULT: fails on a non-empty table and breaks the old version's INSERTs",
-            )
-        return None
-    if re.match(r"^\s*ADD\s+(?:CONSTRAINT\s+\S+\s+)?(?:UNIQUE|PRIMARY\s+KEY)\b", action, _I):
-        if not re.search(r"\bUSING\s+INDEX\b", action, _I):
-            return (
-                "add-unique-constraint",
-                "builds a unique index while holding an exclusive lock on the table",
-            )
-        return None
-    if re.match(r"^\s*ADD\s+(?:CONSTRAINT\s+\S+\s+)?(?:CHECK|FOREIGN\s+KEY)\b", action, _I):
-        if not re.search(r"\bNOT\s+VALID\s*$", action, _I):
-            return (
-                "constraint-not-valid",
-                "adding a CHECK or FOREIGN KEY without NOT VALID scans the table under a lock that blocks writes",
-            )
+def _names(items: Iterable[_Message]) -> list[str]:
+    """The parts of a qualified name (a list of ``String`` nodes)."""
+    return [item.string.sval for item in items if item.HasField("string")]
+
+
+def _volatile(expression: _Message) -> bool:
+    """Whether the expression calls a function known to be volatile (a new value for each row)."""
+    calls = find_nodes(expression, pg.FuncCall)
+    return any(not _VOLATILE.isdisjoint(_names(call.funcname)[-1:]) for call in calls)
+
+
+def _option_on(option: _Message, name: str) -> bool:
+    """Whether ``option`` is the option ``name`` switched on (``FULL``, ``FULL true``)."""
+    if not option.HasField("def_elem") or option.def_elem.defname != name:
+        return False
+    arg = option.def_elem.arg
+    match arg.WhichOneof("node"):
+        case "string":
+            return str(arg.string.sval).lower() not in {"false", "off", "no", "0"}
+        case "integer":
+            return bool(arg.integer.ival)
+        case "boolean":
+            return bool(arg.boolean.boolval)
+    return True
+
+
+def _added_column(column: _Message) -> _Hit | None:  # noqa: PLR0911 — one rule per return
+    constraints = [node.constraint for node in column.constraints if node.HasField("constraint")]
+    kinds = {c.contype for c in constraints}
+    defaults = [c.raw_expr for c in constraints if c.contype == pg.CONSTR_DEFAULT]
+    default = next((d for d in defaults if not (d.HasField("a_const") and d.a_const.isnull)), None)
+    type_name = _names(column.type_name.names)
+    if any(c.contype == pg.CONSTR_GENERATED and c.generated_kind == "s" for c in constraints):
+        return _STORED
+    if pg.CONSTR_IDENTITY in kinds or (len(type_name) == 1 and type_name[0] in _SERIAL):
+        return _SEQUENCE
+    if default is not None and _volatile(default):
+        return _VOLATILE_DEFAULT
+    if pg.CONSTR_NOTNULL in kinds and default is None:
+        return _ADD_NOT_NULL
+    if kinds & {pg.CONSTR_UNIQUE, pg.CONSTR_PRIMARY}:
+        return _UNIQUE
+    # PostgreSQL checks a new column's CHECK against every row; a FOREIGN KEY only when the
+    # column has a DEFAULT (even DEFAULT NULL), otherwise every value is NULL and it skips that.
+    if pg.CONSTR_CHECK in kinds or (pg.CONSTR_FOREIGN in kinds and defaults):
+        return _COLUMN_CHECK
     return None
+
+
+def _added_constraint(constraint: _Message) -> _Hit | None:
+    validated = not constraint.skip_validation
+    match constraint.contype:
+        case pg.CONSTR_UNIQUE | pg.CONSTR_PRIMARY if not constraint.indexname:
+            return _UNIQUE
+        case pg.CONSTR_CHECK | pg.CONSTR_FOREIGN if validated:
+            return _NOT_VALID
+        case pg.CONSTR_NOTNULL if validated:  # ADD CONSTRAINT … NOT NULL col (PG 18)
+            return _NOT_NULL_CONSTRAINT
+    return None
+
+
+def _definition(cmd: _Message) -> _Message:
+    """What an ALTER TABLE clause adds or changes (its field ``def`` is a Python keyword)."""
+    return getattr(cmd, "def")
+
+
+def _altered(cmd: _Message) -> _Hit | None:
+    definition = _definition(cmd)
+    match cmd.subtype:
+        case pg.AT_DropColumn:
+            return _DROP_COLUMN
+        case pg.AT_AlterColumnType:
+            return _ALTER_TYPE
+        case pg.AT_SetNotNull:
+            return _SET_NOT_NULL
+        case pg.AT_AddColumn if definition.HasField("column_def"):
+            return _added_column(definition.column_def)
+        case pg.AT_AddConstraint if definition.HasField("constraint"):
+            return _added_constraint(definition.constraint)
+    return None
+
+
+def _clauses(statement: _Statement, relation: _Message) -> list[int]:
+    """Indexes of the comma-separated clauses after the table name of an ALTER TABLE (its tree
+    keeps no location for them)."""
+    tokens = statement.tokens
+    at = _indexes(statement.text)(max(relation.location, 0))
+    index = next((i for i, t in enumerate(tokens) if t.start >= at), 0) + 1
+    while index + 1 < len(tokens) and tokens[index].name == _DOT:  # schema.table
+        index += 2
+    if index < len(tokens) and (tokens[index].name == _STAR or tokens[index].name in _CLOSE):
+        index += 1  # "name *" or "ONLY (name)"
+    offsets, depth, follows = [], 0, True
+    for token in tokens[index:]:
+        if follows:
+            offsets.append(token.start)
+            follows = False
+        if token.name in _OPEN:
+            depth += 1
+        elif token.name in _CLOSE:
+            depth -= 1
+        elif token.name == _COMMA and depth == 0:
+            follows = True
+    return offsets or [0]
+
+
+def _check_alter_table(statement: _Statement, node: _Message, created: set[str]) -> list[_Located]:
+    if node.objtype != pg.OBJECT_TABLE or not node.HasField("relation"):
+        return []
+    if _relation_key(node.relation) in created:
+        return []
+    cmds = [cmd.alter_table_cmd for cmd in node.cmds if cmd.HasField("alter_table_cmd")]
+    offsets = _clauses(statement, node.relation)
+    if len(offsets) != len(cmds):
+        offsets = [offsets[0]] * len(cmds)
+    return [
+        (offset, *hit) for offset, cmd in zip(offsets, cmds, strict=True) if (hit := _altered(cmd))
+    ]
+
+
+def _check_rename(statement: _Statement, node: _Message, created: set[str]) -> list[_Located]:
+    if not node.HasField("relation"):
+        return []
+    relation = node.relation
+    table = node.rename_type == pg.OBJECT_TABLE
+    if _relation_key(relation) in created:
+        if table:  # the new name is as new as the old one
+            created.add(_key(relation.schemaname, node.newname))
+        return []
+    column = node.rename_type == pg.OBJECT_COLUMN
+    if table or (column and node.relation_type == pg.OBJECT_TABLE):
+        return [(_clauses(statement, relation)[0], *(_RENAME_TABLE if table else _RENAME_COLUMN))]
+    return []
+
+
+def _check_index(node: _Message, created: set[str], *, alone: bool) -> _Hit | None:
+    if node.concurrent:
+        verb = "CREATE INDEX" if isinstance(node, pg.IndexStmt) else "DROP INDEX"
+        return None if alone else (_NOT_ALONE[0], _NOT_ALONE[1].format(verb))
+    if isinstance(node, pg.DropStmt):
+        return _DROP_INDEX
+    if node.HasField("relation") and _relation_key(node.relation) in created:
+        return None
+    return _CREATE_INDEX
+
+
+def _check_command(node: object, created: set[str], *, alone: bool) -> _Hit | None:
+    match node:
+        case pg.CreateStmt() if node.HasField("relation"):
+            created.add(_relation_key(node.relation))
+        case pg.CreateTableAsStmt() if node.into.HasField("rel"):
+            created.add(_relation_key(node.into.rel))
+        case pg.TransactionStmt():
+            return _TRANSACTION
+        case pg.DropStmt(remove_type=pg.OBJECT_TABLE):
+            names = [_names(name.list.items) for name in node.objects]
+            keys = {_key(n[-2] if len(n) > 1 else "", n[-1] if n else "") for n in names}
+            return None if keys <= created else _DROP_TABLE
+        case pg.IndexStmt() | pg.DropStmt(remove_type=pg.OBJECT_INDEX):
+            return _check_index(node, created, alone=alone)
+        case pg.VacuumStmt(is_vacuumcmd=True):
+            return _REWRITE if any(_option_on(o, "full") for o in node.options) else None
+        case pg.ClusterStmt():
+            return _REWRITE
+    return None
+
+
+def _check(statement: _Statement, created: set[str], *, alone: bool) -> list[_Located]:
+    node = statement.node
+    if node is None:
+        message = f"PostgreSQL's parser rejects this statement: {statement.error}"
+        return [(statement.error_at, "syntax-error", message)]
+    if isinstance(node, pg.AlterTableStmt):
+        return _check_alter_table(statement, node, created)
+    if isinstance(node, pg.RenameStmt):
+        return _check_rename(statement, node, created)
+    hit = _check_command(node, created, alone=alone)
+    return [(0, *hit)] if hit else []
 
 
 def lint_sql(sql: str, file: str = "<sql>", *, new_tables: set[str] | None = None) -> list[Finding]:
     """Findings for one migration file. ``new_tables`` (updated in place) are tables created by
     pending migrations: changes to them cannot hurt a running version and are not flagged."""
     created = new_tables if new_tables is not None else set()
-    statements = list(split_statements(mask_sql(sql)))
+    statements = _statements(sql)
     findings: list[Finding] = []
     for statement in statements:
-        for offset, rule, message in _check_statement(
-            statement, created, alone=len(statements) == 1
-        ):
-            line = sql.count("\n", 0, offset) + 1
+        for offset, rule, message in _check(statement, created, alone=len(statements) == 1):
+            line = sql.count("\n", 0, statement.start + offset) + 1
             findings.append(Finding(file, line, rule, message, _SAFE[rule]))
     return findings
-
-
-def _check_statement(  # noqa: C901, PLR0911 — one branch per kind of statement
-    statement: Statement, created: set[str], *, alone: bool
-) -> list[tuple[int, str, str]]:
-    text, start = statement.text, statement.start
-    if match := _CREATE_TABLE.match(text):
-        created.add(_table_key(match.group("table")))
-        return []
-    if _TRANSACTION_CONTROL.match(text):
-        return [(start, "transaction-control", "explicit transaction control in a migration file")]
-    if _DROP_TABLE.match(text):
-        return [(start, "drop-table", "drops a table the running version may still use")]
-    if _REWRITE_COMMAND.match(text):
-        return [(start, "table-rewrite", "rewrites a table under an exclusive lock")]
-    if match := _CREATE_INDEX.match(text):
-        if match.group("concurrently"):
-            return (
-                []
-                if alone
-                else [(start, "concurrent-index-not-alone", _NOT_ALONE % "CREATE INDEX")]
-            )
-        if _table_key(match.group("table")) in created:
-            return []
-        return [
-            (
-                start,
-                "create-index",
-                "CREATE INDEX without CONCURRENTLY blocks writes to the table while it builds",
-            )
-        ]
-    if match := _DROP_INDEX.match(text):
-        if not match.group("concurrently"):
-            return [
-                (
-                    start,
-                    "drop-index",
-                    "DROP INDEX without CONCURRENTLY blocks reads and writes on the table",
-                )
-            ]
-        return [] if alone else [(start, "concurrent-index-not-alone", _NOT_ALONE % "DROP INDEX")]
-    if (match := _ALTER_TABLE.match(text)) and _table_key(match.group("table")) not in created:
-        found = []
-        for offset, action in _actions(text[match.end() :]):
-            if hit := _check_action(action):
-                lead = len(action) - len(action.lstrip())
-                found.append((start + match.end() + offset + lead, *hit))
-        return found
-    return []
-
-
-_NOT_ALONE = "%s CONCURRENTLY in a file with other statements fails: golang-migrate runs the file in one transaction"
 
 
 def lint_file(path: Path, *, new_tables: set[str] | None = None) -> list[Finding]:
@@ -352,33 +504,45 @@ def lint_files(paths: Iterable[Path]) -> list[Finding]:
     return findings
 
 
-_NON_TRANSACTIONAL = re.compile(
-    r"\bCONCURRENTLY\b|^\s*(?:VACUUM|CREATE\s+DATABASE|DROP\s+DATABASE|ALTER\s+SYSTEM)\b", _I
-)
+# -- golang-migrate -------------------------------------------------------------------------------
+def _outside_transaction(statement: _Statement) -> bool:
+    """Whether the statement ends golang-migrate's implicit transaction or cannot run in one."""
+    node = statement.node
+    match node:
+        case None:  # rejected by the parser: only a CONCURRENTLY keyword tells
+            return any(token.name == "CONCURRENTLY" for token in statement.tokens)
+        case (
+            pg.TransactionStmt()
+            | pg.VacuumStmt(is_vacuumcmd=True)
+            | pg.CreatedbStmt()
+            | pg.DropdbStmt()
+            | pg.AlterSystemStmt()
+            | pg.CreateTableSpaceStmt()
+            | pg.DropTableSpaceStmt()
+        ):
+            return True
+        case pg.IndexStmt() | pg.DropStmt():
+            return bool(node.concurrent)
+        case pg.ReindexStmt():
+            return any(_option_on(param, "concurrently") for param in node.params)
+        case pg.AlterTableStmt():  # DETACH PARTITION … CONCURRENTLY
+            return any(
+                _definition(cmd.alter_table_cmd).partition_cmd.concurrent for cmd in node.cmds
+            )
+    return False
 
 
 def runs_in_one_transaction(sql: str) -> bool:
     """True when golang-migrate runs the whole file as one implicit transaction, so a failure
     leaves no trace of it (no explicit BEGIN/COMMIT, nothing that cannot run in a transaction)."""
-    for statement in split_statements(mask_sql(sql)):
-        if _TRANSACTION_CONTROL.match(statement.text) or _NON_TRANSACTIONAL.search(statement.text):
-            return False
-    return True
+    return not any(_outside_transaction(statement) for statement in _statements(sql))
 
 
 def statement_at_line(sql: str, line: int) -> str | None:
     """The statement (original text) that covers ``line`` (1-based) of ``sql``."""
-    masked = mask_sql(sql)
-    offsets = [0]
-    for text_line in sql.splitlines(keepends=True):
-        offsets.append(offsets[-1] + len(text_line))
-    if not 1 <= line < len(offsets):
+    lines = sql.splitlines(keepends=True)
+    if not 1 <= line <= len(lines):
         return None
-    target = offsets[line - 1]
-    best: Statement | None = None
-    for statement in split_statements(masked):
-        if statement.start <= target + len(sql.splitlines()[line - 1]):
-            best = statement
-    if best is None:
-        return None
-    return sql[best.start : best.start + len(best.text)].strip()
+    next_line = sum(len(text) for text in lines[:line])
+    covering = [s for s in _statements(sql) if s.start < next_line]
+    return covering[-1].text.strip() if covering else None
