@@ -216,6 +216,13 @@ def test_the_environments_own_proxy_may_hold_its_port(tmp_path: Path) -> None:
     ss = SS_PYTHON_ON_18080.replace('"python3",pid=4242', '"docker-proxy",pid=777')
     host = _Server(ss=ss, containers=(own,))
     assert taken_ports(_config(tmp_path), host) == []
+    # While Compose recreates it, the old container runs on under a temporary name.
+    renamed = _container("3f2a_shop-development-proxy", (ANY, 18080))
+    renamed["Config"]["Labels"] = {
+        "com.docker.compose.project": "shop-development-infra",
+        "com.docker.compose.service": "proxy",
+    }
+    assert taken_ports(_config(tmp_path), _Server(ss=ss, containers=(renamed,))) == []
 
 
 def test_stopped_containers_and_other_ports_and_addresses_hold_nothing(tmp_path: Path) -> None:

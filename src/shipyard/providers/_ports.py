@@ -10,7 +10,7 @@ port is taken but not by whom).
 from __future__ import annotations
 
 from shipyard.config import Config
-from shipyard.docker import Docker
+from shipyard.docker import ContainerInfo, Docker
 from shipyard.hosts import Host, Listener, addresses_overlap, listeners
 from shipyard.providers._stack import Names
 
@@ -27,21 +27,21 @@ def proxy_ports(config: Config) -> list[tuple[str, int]]:
 def taken_ports(config: Config, host: Host) -> list[str]:
     """One line per proxy port that something other than this environment's own proxy holds on
     ``host``, naming the port, its config key and the holder. Changes nothing."""
-    own = Names(config.app.name, config.environment.name).proxy
+    names = Names(config.app.name, config.environment.name)
     bind = config.proxy.bind
     running = Docker(host).running()
     sockets: list[Listener] | None = None  # read once, when a port is not explained by Docker
     problems = []
     for key, port in proxy_ports(config):
         holders = [
-            info.name
+            info
             for info in running
             if any(p == port and addresses_overlap(bind, a) for a, p in info.bindings)
         ]
-        if own in holders:
+        if any(_own_proxy(info, names) for info in holders):
             continue  # this environment's proxy: it keeps its port when it is recreated
         if holders:
-            held_by = f"container {', '.join(holders)}"
+            held_by = f"container {', '.join(info.name for info in holders)}"
         else:
             if sockets is None:
                 sockets = listeners(host) or []
@@ -51,6 +51,15 @@ def taken_ports(config: Config, host: Host) -> list[str]:
             held_by = _processes(held, port)
         problems.append(f"{key}: port {port} on {host.name} is already in use by {held_by}")
     return problems
+
+
+def _own_proxy(info: ContainerInfo, names: Names) -> bool:
+    """This environment's proxy, also while Compose recreates it (under a temporary name)."""
+    labels = info.labels
+    return info.name == names.proxy or (
+        labels.get("com.docker.compose.project") == names.infra_project
+        and labels.get("com.docker.compose.service") == "proxy"
+    )
 
 
 def _processes(held: list[Listener], port: int) -> str:
