@@ -111,7 +111,7 @@ def start_sshd(
         process = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
         )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a busy machine may take a while to start it
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"sshd exited: {(directory / 'sshd.log').read_text()}")
