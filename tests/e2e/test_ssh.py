@@ -244,3 +244,28 @@ def test_outdated_tools_are_named_with_found_and_needed_versions(
     finally:
         server.stop()
     assert engine_snapshot(app.name) == before
+
+
+def test_a_container_on_the_proxy_port_of_an_ssh_host_is_named_and_nothing_changes(
+    remote_app: AppUnderTest,
+) -> None:
+    """Over ssh:// the host answers for itself: another container publishing the proxy's port
+    there is named, and the deploy exits 3 before the engine is touched."""
+    app = remote_app
+    squatter = f"{app.name}-squatter"
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", squatter,
+         "--publish", f"127.0.0.1:{app.http_port}:8080",
+         "--entrypoint", "sleep", "shipyard-local/docker-cli:26", "600"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        before = engine_snapshot(app.name)
+        refused = app.shipyard("deploy", "development")
+        text = " ".join(refused.stderr.split())
+        assert refused.returncode == 3, refused.stderr
+        assert f"port {app.http_port} on " in text, refused.stderr
+        assert f"is already in use by container {squatter}" in text, refused.stderr
+        assert engine_snapshot(app.name) == before
+    finally:
+        subprocess.run(["docker", "rm", "--force", squatter], capture_output=True, check=False)
