@@ -3,6 +3,8 @@
     ShipyardError                 an expected failure with a message an operator can act on
     ├── ConfigError               shipyard.yml or an env file is invalid (all problems at once)
     ├── CheckFailed               `shipyard check` found problems beyond the config itself
+    ├── PortInUse                 a host port the proxy is configured with is held by another
+    │                             process or container (found before anything changed)
     ├── HostError                 running a command or moving a file on a target failed
     │   ├── HostUnreachable       the target cannot be reached at all
     │   │   └── HostKeyRejected   its SSH host key is unknown or changed: refused
@@ -93,6 +95,19 @@ class CheckFailed(ShipyardError):
             listed = "\n".join(f"  {w}" for w in self.warnings)
             message += f"\nand {len(self.warnings)} warning{'s' if len(self.warnings) != 1 else ''}:\n{listed}"
         super().__init__(message)
+
+
+class PortInUse(ShipyardError):
+    """A host port the config gives the proxy (``proxy.http_port``; ``proxy.https_port`` with
+    domains) is held by another process or container. Found before the proxy is created or
+    started, so nothing was changed. ``problems``: one line per port, naming what holds it."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            "; ".join(self.problems),
+            hint="stop what holds the port, or give the proxy another one in shipyard.yml",
+        )
 
 
 class HostError(ShipyardError):

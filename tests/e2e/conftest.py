@@ -1,5 +1,5 @@
 """End-to-end fixtures: a copy of the reference app in its own git repository, deployed under a
-unique app name and free ports, torn down afterwards."""
+unique app name and a port reserved for the test (``tests.e2e.ports``), torn down afterwards."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,17 +18,19 @@ import pytest
 from ruamel.yaml import YAML
 
 from shipyard.secrets import read_env_file
+from tests.e2e.ports import release_ports, reserve_port
 from tests.e2e.sshd import Sshd, start_sshd
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "events-api"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+@pytest.fixture(autouse=True)
+def _reserved_ports() -> Iterator[None]:
+    """The ports a test reserved go back once it and its fixtures are done (an autouse fixture
+    is set up first, so it is torn down last: after the app and servers that bound them)."""
+    yield
+    release_ports()
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -192,7 +193,7 @@ def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
     work = tmp_path / "app"
     shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("bin", ".env.*", "shipyard.yml"))
     state_dir = tmp_path / "state"
-    under_test = AppUnderTest(dir=work, name=name, http_port=free_port(), state_dir=state_dir)
+    under_test = AppUnderTest(dir=work, name=name, http_port=reserve_port(), state_dir=state_dir)
     yaml = YAML()
     document = yaml.load(EXAMPLE / "shipyard.yml")
     document["app"]["name"] = name
@@ -220,7 +221,7 @@ def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
 
 @pytest.fixture
 def sshd(tmp_path: Path) -> Iterator[Sshd]:
-    """Debian's OpenSSH server on 127.0.0.1:<free port>, root login with a generated test key."""
+    """Debian's OpenSSH server on 127.0.0.1:<reserved port>, root login with a generated test key."""
     server = start_sshd(tmp_path / "sshd")
     try:
         yield server

@@ -1,4 +1,4 @@
-"""A real OpenSSH server for tests: Debian's ``sshd`` on 127.0.0.1 and a free port, with its own
+"""A real OpenSSH server for tests: Debian's ``sshd`` on 127.0.0.1 and a reserved port, with its own
 config, a generated host key, an authorized test key and a known_hosts file in a temp directory.
 
 It runs on this machine, so the "remote" Docker engine is the one the tests use. It only accepts
@@ -15,14 +15,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.e2e.ports import reserve_port
+
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def keygen(path: Path, comment: str) -> None:
@@ -81,7 +76,7 @@ def start_sshd(
     authorized = directory / "authorized_keys"
     shutil.copy(client_key.with_suffix(".pub"), authorized)
     authorized.chmod(0o600)
-    port = port or _free_port()
+    port = port or reserve_port()
     config = directory / "sshd_config"
     config.write_text(
         "\n".join(
@@ -116,7 +111,7 @@ def start_sshd(
         process = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(config)], stdout=subprocess.DEVNULL, stderr=log
         )
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 120  # a busy machine may take a while to start it
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"sshd exited: {(directory / 'sshd.log').read_text()}")

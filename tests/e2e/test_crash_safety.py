@@ -219,7 +219,7 @@ def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnde
     started = _inspect(live, "{{.State.StartedAt}}")
     # The guard starts it again on its own.
     subprocess.run(["docker", "kill", live], check=True, capture_output=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while (
         _inspect(live, "{{.State.Running}} {{.State.StartedAt}}")
         in (
@@ -254,7 +254,7 @@ def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnde
     _assert_one_version_serves(app, commit)
 
 
-def _until_status_ok(app: AppUnderTest, timeout: float = 60) -> None:
+def _until_status_ok(app: AppUnderTest, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while app.shipyard("status", app.environment).returncode != 0:
         assert time.monotonic() < deadline, app.shipyard("status", app.environment).stderr

@@ -135,7 +135,7 @@ def registry(tmp_path: Path, docker_engine: None) -> Iterator[tuple[str, str]]:
             .strip()
         )
         url = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while subprocess.run(
             ["python3", "-c", f"import urllib.request as u\ntry: u.urlopen('http://{url}/v2/')\n"
              "except Exception as e: raise SystemExit(0 if getattr(e, 'code', 0) == 401 else 1)"],

@@ -3,6 +3,8 @@ golang-migrate."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +124,29 @@ def test_dirty_tree_is_refused_unless_allowed(app: AppUnderTest) -> None:
     allowed = app.shipyard("deploy", "development", "--allow-dirty")
     assert allowed.returncode == 0, allowed.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["version"].endswith(".dirty")
+
+
+def test_a_taken_proxy_port_is_named_and_nothing_changes(app: AppUnderTest) -> None:
+    """Another process listens on the proxy's port: check and deploy name the port and the
+    process (this test, by its pid) and exit 3 before the engine is touched; once the port is
+    free again the same commit deploys."""
+    before = engine_snapshot(app.name)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", app.http_port))  # the proxy binds 0.0.0.0: they conflict
+        squatter.listen()
+        holder = f"port {app.http_port} on local is already in use by"
+        for command in ("check", "deploy"):
+            refused = app.shipyard(command, "development")
+            text = " ".join(refused.stderr.split())
+            assert refused.returncode == 3, refused.stderr
+            assert f"proxy.http_port: {holder}" in text, refused.stderr
+            assert f"(pid {os.getpid()})" in text, refused.stderr
+            assert "address already in use" not in text
+        assert engine_snapshot(app.name) == before
+        assert not list(app.state_dir.rglob("history.jsonl"))  # no deploy was recorded
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
+    assert httpx.get(app.url("/health"), timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])

@@ -22,7 +22,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port
+from tests.e2e.conftest import AppUnderTest, engine_snapshot
+from tests.e2e.ports import reserve_port
 
 NTFY_IMAGE = "shipyard-local/ntfy:2"
 LIFECYCLE_OF_A_DEPLOY = [
@@ -134,7 +135,7 @@ def ntfy(docker_engine: None) -> Iterator[Ntfy]:
     if found.returncode:
         pytest.fail(f"{NTFY_IMAGE} is missing: run `bash scripts/images.sh ntfy`")
     name = f"shipyard-test-ntfy-{secrets.token_hex(4)}"
-    port = free_port()
+    port = reserve_port()
     subprocess.run(
         [
             "docker",
@@ -238,7 +239,7 @@ def test_deploy_sends_signed_webhooks_through_retries_and_survives_a_dead_receiv
         app, WEBHOOK_SIGNING=signing, CANARY_API_KEY=f"canary-{secrets.token_hex(12)}"
     )
     facts_file = tmp_path / "after_deploy.json"
-    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    dead = f"http://127.0.0.1:{reserve_port()}/nobody-listens"
 
     def change(document: Any) -> None:
         retry = {"attempts": 4, "initial_delay": "100ms", "max_delay": "400ms", "total": "10s"}
@@ -372,7 +373,7 @@ def test_failed_deploy_reaches_ntfy_and_notify_test_reports_each_sink(
             {
                 "kind": "webhook",
                 "name": "nobody",
-                "url": f"http://127.0.0.1:{free_port()}/",
+                "url": f"http://127.0.0.1:{reserve_port()}/",
                 "secret_env": "WEBHOOK_SIGNING",
                 "retry": {"attempts": 1},
             }

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from tests.e2e.conftest import AppUnderTest, container_env, engine_snapshot, free_port, git
+from tests.e2e.conftest import AppUnderTest, container_env, engine_snapshot, git
 from tests.e2e.crash import kill_at_phase, start
 
 
@@ -164,8 +164,8 @@ class FakeGitHub(BaseHTTPRequestHandler):
 
 
 def test_require_ci_refuses_commits_that_did_not_pass(app: AppUnderTest) -> None:
-    port = free_port()
-    server = ThreadingHTTPServer(("127.0.0.1", port), FakeGitHub)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeGitHub)  # the kernel picks its port
+    port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         env_file = app.dir / ".env.development"

@@ -113,7 +113,7 @@ def fresh_host(
     try:
         port = int(_inspect(name, '{{(index (index .NetworkSettings.Ports "22/tcp") 0).HostPort}}'))
         address = _inspect(name, "{{.NetworkSettings.IPAddress}}")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120
         while True:  # sshd answers with its banner once it is up
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
@@ -124,7 +124,7 @@ def fresh_host(
             assert time.monotonic() < deadline, "the fresh host's sshd never answered"
             time.sleep(0.1)
         booted = subprocess.run(
-            ["docker", "exec", name, "timeout", "120", "systemctl", "is-system-running", "--wait"],
+            ["docker", "exec", name, "timeout", "300", "systemctl", "is-system-running", "--wait"],
             capture_output=True,
             text=True,
             check=False,
@@ -157,6 +157,15 @@ def _reachable(address: str, port: int) -> bool:
         return False
 
 
+def _until_reachable(address: str, port: int, seconds: float = 120) -> None:
+    """Wait until something accepts connections on ``address:port`` (a server just started may
+    not listen yet: `sshd` returns before its daemon has bound its port)."""
+    deadline = time.monotonic() + seconds
+    while not _reachable(address, port):
+        assert time.monotonic() < deadline, f"nothing answered on {address}:{port} in {seconds:g}s"
+        time.sleep(0.2)
+
+
 def _short_watch(document: Any) -> None:
     document["deploy"]["watch"] = "2s"
     document["deploy"]["min_requests"] = 5
@@ -181,7 +190,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     assert host.sh("command -v docker || echo none") == "none"
     assert host.sh("cat /proc/1/comm") == "systemd"
     host.sh("/usr/sbin/sshd -p 2222")
-    assert _reachable(host.address, 2222)
+    _until_reachable(host.address, 2222)
 
     code, first, stderr = _provision(app)
     assert code == 0, (stderr, first)
@@ -226,7 +235,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     rules = host.sh("nft list table inet shipyard_filter")
     assert "policy drop" in rules and "22, 80, 443" in rules
     assert host.sh("systemctl is-enabled shipyard-firewall.service") == "enabled"
-    assert _reachable(host.address, 22)
+    _until_reachable(host.address, 22)  # through the firewall
     assert not _reachable(host.address, 2222), "a port outside 22/80/443 is still open"
     # Log limits and live-restore, applied by the running engine, and the image prune timer.
     daemon = json.loads(host.sh("cat /etc/docker/daemon.json"))
@@ -304,7 +313,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
         'sed -i \'s/"live-restore": true/"live-restore": false/\' /etc/docker/daemon.json && '
         "systemctl reload docker.service"
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while host.sh("docker info --format '{{.LiveRestoreEnabled}}'") != "false":
         assert time.monotonic() < deadline, "dockerd never reread daemon.json"
         time.sleep(0.2)

@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port
+from tests.e2e.conftest import AppUnderTest, engine_snapshot
 from tests.e2e.load import Load
+from tests.e2e.ports import reserve_port
 from tests.e2e.sshd import Sshd, keygen, start_sshd
 
 
@@ -117,7 +118,7 @@ def test_changed_host_key_is_refused(remote_app: AppUnderTest, sshd: Sshd, tmp_p
 
 
 def test_unreachable_host_names_host_and_cause(app: AppUnderTest) -> None:
-    port = free_port()  # nothing listens there
+    port = reserve_port()  # nothing listens there: reserved, and nothing binds it
     app.edit(
         lambda d: d["environments"]["development"].update(target=f"ssh://root@127.0.0.1:{port}")
     )
@@ -133,7 +134,7 @@ def test_several_nodes_stop_at_the_first_failure_and_status_shows_each(
 ) -> None:
     app = remote_app
     _short_watch(app)
-    dead = f"ssh://root@127.0.0.1:{free_port()}"  # a node nothing answers on
+    dead = f"ssh://root@127.0.0.1:{reserve_port()}"  # a node nothing answers on
 
     def nodes(target: str, targets: list[str]) -> None:
         def change(document: Any) -> None:
@@ -207,7 +208,7 @@ def test_outdated_tools_are_named_with_found_and_needed_versions(
     app.extra_env = {"PATH": f"{old_ssh}:{os.environ['PATH']}"}
 
     def remote(document: Any) -> None:
-        document["environments"]["development"]["target"] = f"ssh://root@127.0.0.1:{free_port()}"
+        document["environments"]["development"]["target"] = f"ssh://root@127.0.0.1:{reserve_port()}"
 
     app.edit(remote)
     app.commit("remote target")
@@ -243,3 +244,28 @@ def test_outdated_tools_are_named_with_found_and_needed_versions(
     finally:
         server.stop()
     assert engine_snapshot(app.name) == before
+
+
+def test_a_container_on_the_proxy_port_of_an_ssh_host_is_named_and_nothing_changes(
+    remote_app: AppUnderTest,
+) -> None:
+    """Over ssh:// the host answers for itself: another container publishing the proxy's port
+    there is named, and the deploy exits 3 before the engine is touched."""
+    app = remote_app
+    squatter = f"{app.name}-squatter"
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", squatter,
+         "--publish", f"127.0.0.1:{app.http_port}:8080",
+         "--entrypoint", "sleep", "shipyard-local/docker-cli:26", "600"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        before = engine_snapshot(app.name)
+        refused = app.shipyard("deploy", "development")
+        text = " ".join(refused.stderr.split())
+        assert refused.returncode == 3, refused.stderr
+        assert f"port {app.http_port} on " in text, refused.stderr
+        assert f"is already in use by container {squatter}" in text, refused.stderr
+        assert engine_snapshot(app.name) == before
+    finally:
+        subprocess.run(["docker", "rm", "--force", squatter], capture_output=True, check=False)

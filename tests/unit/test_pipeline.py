@@ -24,6 +24,7 @@ from shipyard.errors import (
     HostUnreachable,
     LockHeld,
     LockLost,
+    PortInUse,
     RollbackFailed,
     ShipyardError,
     StateError,
@@ -156,8 +157,10 @@ def _run(
     monkeypatch: pytest.MonkeyPatch,
     *,
     releases_lock: bool = True,
+    events: list[Event] | None = None,
 ) -> list[Event]:
-    events: list[Event] = []
+    """Deploy with ``steps``; the events (also into ``events``, kept when the deploy fails)."""
+    events = [] if events is None else events
     bus = Bus(config.masker)
     bus.subscribe(events.append)
     monkeypatch.setattr(
@@ -289,6 +292,31 @@ def test_connection_lost_before_any_change_is_host_unreachable(
     steps, host = RecordingSteps(fail_at="preflight", error=HostUnreachable), FakeHost()
     with pytest.raises(HostUnreachable):
         _run(config, steps, host, monkeypatch)
+
+
+class _PortTaken(PortInUse):
+    def __init__(self, message: str) -> None:
+        super().__init__([f"proxy.http_port: port 18080 on fake is already in use ({message})"])
+
+
+@pytest.mark.parametrize("step", ["preflight", "infrastructure"])
+def test_a_taken_port_stops_the_deploy_as_nothing_changed(
+    config: Config, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    """Found at validate (before the lock), or at infrastructure (it was taken during the build):
+    the port error itself comes out (exit 3, not a failed deploy); what was built for the deploy
+    is forgotten, and nothing is journalled or recorded."""
+    steps, host = RecordingSteps(fail_at=step, error=_PortTaken), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    events: list[Event] = []
+    with pytest.raises(PortInUse) as caught:
+        _run(config, steps, host, monkeypatch, events=events)
+    assert "port 18080 on fake is already in use" in caught.value.message
+    assert steps.calls[-1] == ("discard" if step == "infrastructure" else "preflight")
+    assert not any(c.startswith(("start", "switch", "plan")) for c in steps.calls)
+    assert store.history() == [] and store.intent() is None and store.current() is None
+    failed = [e for e in events if e.kind == "deploy.failed"]
+    assert [e.error for e in failed] == [caught.value.message]
 
 
 def test_lock_held_stops_before_any_step(config: Config) -> None:

@@ -98,6 +98,7 @@ def test_parse_container_inspect() -> None:
     assert info.running
     assert info.health is None
     assert info.ports == {8080: 32768}
+    assert info.bindings == (("127.0.0.1", 32768),)  # the udp port is not published on tcp
     assert info.labels["org.shipyard.slot"] == "blue"
     assert info.addresses == {"shop-development": "172.22.0.5"}
 

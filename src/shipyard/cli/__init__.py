@@ -50,6 +50,7 @@ from shipyard.errors import (
     HostUnreachable,
     LockHeld,
     NeedsConfirmation,
+    PortInUse,
     RollbackFailed,
     ShipyardError,
     StateError,
@@ -67,7 +68,7 @@ class ExitCode(IntEnum):
     OK = 0
     UNEXPECTED = 1
     USAGE = 2
-    INVALID_CONFIG = 3  # also: `check` found problems
+    INVALID_CONFIG = 3  # also: `check` found problems, a port the proxy needs is taken
     LOCK_HELD = 4
     HOST_UNREACHABLE = 5
     DEPLOY_FAILED = 6  # the previous version keeps serving
@@ -80,6 +81,7 @@ _EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
     (NeedsConfirmation, ExitCode.USAGE),
     (ConfigError, ExitCode.INVALID_CONFIG),
     (CheckFailed, ExitCode.INVALID_CONFIG),
+    (PortInUse, ExitCode.INVALID_CONFIG),
     (LockHeld, ExitCode.LOCK_HELD),
     (HostUnreachable, ExitCode.HOST_UNREACHABLE),
     (ToolTooOld, ExitCode.TOOL_TOO_OLD),

@@ -30,7 +30,7 @@ from shipyard.hosts import (
     openssh_version,
     parse_ssh_target,
 )
-from shipyard.providers import Provider, get_provider
+from shipyard.providers import Provider, get_provider, proxy_ports, taken_ports
 from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
@@ -247,6 +247,11 @@ def run_checks(config_path: Path, environment: str) -> Checked:
             passed.append(
                 f"docker {info.server_version} reachable on {host.name}; compose {info.compose_version}"
             )
+            taken = taken_ports(config, host)
+            problems.extend(taken)
+            if not taken:
+                ports = " and ".join(str(port) for _, port in proxy_ports(config))
+                passed.append(f"no other process or container holds port {ports} on {host.name}")
         except ShipyardError as exc:
             problems.append(exc.message)
     if problems:

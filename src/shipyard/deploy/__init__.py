@@ -34,6 +34,7 @@ from shipyard.errors import (
     LockHeld,
     LockLost,
     NeedsConfirmation,
+    PortInUse,
     RollbackFailed,
     ShipyardError,
     StateError,
@@ -545,9 +546,18 @@ class _Operation:
                 # cleanup, no history); whoever holds the lock repairs what is left.
                 phases.event(self.kinds.failed, error=exc.message, phase="lock")
                 raise
-            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError, ToolTooOld) as exc:
-                if phases.changed_anything:  # e.g. the connection dropped mid-deploy
-                    self._fail(exc, started_at, started)
+            except (
+                LockHeld,
+                HostUnreachable,
+                NeedsConfirmation,
+                StateError,
+                ToolTooOld,
+                PortInUse,
+            ) as exc:
+                # A taken port is found before the infrastructure changes: the cleanups below
+                # forget what was built for it, and nothing else was done.
+                if phases.changed_anything and not isinstance(exc, PortInUse):
+                    self._fail(exc, started_at, started)  # e.g. the connection dropped mid-deploy
                 # Nothing was changed: these are not failed deploys.
                 with signals_noted():
                     phases.run_cleanups()
@@ -555,7 +565,7 @@ class _Operation:
                         self.forget()
                 if isinstance(exc, LockHeld):
                     phases.event(EventKind.LOCK_BLOCKED, error=exc.message, phase="lock")
-                elif isinstance(exc, HostUnreachable):
+                elif isinstance(exc, HostUnreachable | PortInUse):
                     phases.event(self.kinds.failed, error=exc.message)
                 raise
             except (ShipyardError, Interrupted) as exc:

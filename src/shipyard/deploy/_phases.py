@@ -16,6 +16,7 @@ from shipyard.errors import (
     HostUnreachable,
     LockHeld,
     LockLost,
+    PortInUse,
     RollbackFailed,
     ShipyardError,
     ToolTooOld,
@@ -113,6 +114,7 @@ class Phases:
             LockHeld,
             HostUnreachable,
             ToolTooOld,
+            PortInUse,
         ) as exc:
             self._failed(name, started, exc.message)
             raise

@@ -103,6 +103,8 @@ class ContainerInfo:
     labels: Mapping[str, str]
     ports: Mapping[int, int] = field(default_factory=dict)  # container port → host port (tcp)
     addresses: Mapping[str, str] = field(default_factory=dict)  # network → IPv4 address
+    # Every TCP port it publishes on the host, with the host address: ("0.0.0.0", 8080).
+    bindings: tuple[tuple[str, int], ...] = ()
 
     @property
     def running(self) -> bool:
@@ -135,13 +137,15 @@ def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
     state = document.get("State") or {}
     config = document.get("Config") or {}
     ports: dict[int, int] = {}
+    published: list[tuple[str, int]] = []
     for key, bindings in ((document.get("NetworkSettings") or {}).get("Ports") or {}).items():
         port, _, proto = key.partition("/")
-        if proto == "tcp" and bindings:
-            for binding in bindings:
-                if binding.get("HostPort"):
-                    ports[int(port)] = int(binding["HostPort"])
-                    break
+        if proto != "tcp":
+            continue
+        for binding in bindings or []:
+            if binding.get("HostPort"):
+                ports.setdefault(int(port), int(binding["HostPort"]))
+                published.append((str(binding.get("HostIp") or ""), int(binding["HostPort"])))
     health = (state.get("Health") or {}).get("Status")
     networks = (document.get("NetworkSettings") or {}).get("Networks") or {}
     addresses = {name: net["IPAddress"] for name, net in networks.items() if net.get("IPAddress")}
@@ -155,6 +159,7 @@ def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
         labels=dict(config.get("Labels") or {}),
         ports=ports,
         addresses=addresses,
+        bindings=tuple(published),
     )
 
 
@@ -386,6 +391,22 @@ class Docker:
                 return None
             raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
         return parse_container(json.loads(result.stdout)[0])
+
+    def running(self) -> list[ContainerInfo]:
+        """Every running container, inspected (one that stops meanwhile is left out)."""
+        ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()
+        if not ids:
+            return []
+        # A container removed between the two commands makes inspect exit 1 after it printed
+        # the others.
+        result = self._run(["container", "inspect", *ids], check=False, timeout=60)
+        try:
+            documents = json.loads(result.stdout or "[]")
+        except json.JSONDecodeError as exc:
+            raise CommandFailed(
+                self.host.name, result.argv, result.returncode, result.stderr
+            ) from exc
+        return [info for info in map(parse_container, documents) if info.running]
 
     def containers(self, labels: Mapping[str, str]) -> list[str]:
         """Names of containers (running or not) carrying all ``labels``."""

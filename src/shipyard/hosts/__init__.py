@@ -17,6 +17,13 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.hosts._listeners import (
+    Listener,
+    addresses_overlap,
+    listeners,
+    parse_proc_net_tcp,
+    parse_ss,
+)
 from shipyard.hosts._result import CommandResult
 from shipyard.hosts._scripts import (
     ABSENT_EXIT,
@@ -41,12 +48,17 @@ __all__ = [
     "MIN_OPENSSH",
     "CommandResult",
     "Host",
+    "Listener",
     "LocalHost",
     "SSHHost",
     "SSHSettings",
     "SSHTarget",
+    "addresses_overlap",
     "get_script",
+    "listeners",
     "openssh_version",
+    "parse_proc_net_tcp",
+    "parse_ss",
     "parse_ssh_target",
     "put_script",
     "put_tree_script",

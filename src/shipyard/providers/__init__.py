@@ -14,6 +14,7 @@ from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
 from shipyard.providers._docker import DockerProvider, PlanStep, Status
+from shipyard.providers._ports import proxy_ports, taken_ports
 
 __all__ = [
     "PROVIDERS",
@@ -25,6 +26,8 @@ __all__ = [
     "RestoreResult",
     "Status",
     "get_provider",
+    "proxy_ports",
+    "taken_ports",
 ]
 
 

@@ -38,10 +38,18 @@ from shipyard.deploy import (
     run_rollback,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
-from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError, ToolTooOld
+from shipyard.errors import (
+    DeployFailed,
+    HostUnreachable,
+    PortInUse,
+    ShipyardError,
+    StateError,
+    ToolTooOld,
+)
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
+from shipyard.providers._ports import taken_ports
 from shipyard.providers._stack import (
     LABEL,
     Layout,
@@ -190,7 +198,14 @@ class DockerSteps:
         problems = version_problems(info.server_version, info.compose_version)
         if problems:
             raise ToolTooOld(f"on {self.host.name}: " + "; ".join(problems))
+        self._refuse_taken_ports()
         return f"docker {info.server_version}, compose {info.compose_version}"
+
+    def _refuse_taken_ports(self) -> None:
+        """``PortInUse`` when another process or container holds a port the proxy needs."""
+        taken = taken_ports(self.config, self.host)
+        if taken:
+            raise PortInUse(taken)
 
     def deliver(self, image: Image) -> str:
         """Send the app image, then the support images the host lacks. An image built for
@@ -262,6 +277,8 @@ class DockerSteps:
         return done
 
     def ensure_infrastructure(self) -> str:
+        # Before anything is written or created: the port may have been taken since validate.
+        self._refuse_taken_ports()
         self._fence()
         self._write(self.layout.infra_compose, to_yaml(self._infra()))
         database = self._database()
@@ -643,6 +660,9 @@ class DockerSteps:
         self._write(self.layout.caddy_config, json.dumps(config, indent=2))
         proxy = self.docker.container(self.names.proxy)
         if proxy is None or not proxy.running:
+            taken = taken_ports(self.config, self.host)
+            if taken:  # taken since the infrastructure phase: this operation's changes are undone
+                raise ShipyardError("the proxy cannot start: " + "; ".join(taken))
             self.docker.compose_up(
                 self.names.infra_project,
                 self.layout.infra_compose,
