@@ -168,3 +168,34 @@ def test_every_health_check_kind_gates_a_deploy(app: AppUnderTest) -> None:
     refused = app.shipyard("deploy", "development")
     assert refused.returncode == 6
     assert "postgres: query returned 'f'" in refused.stderr
+
+
+def _stack_state(app: AppUnderTest) -> list[Path]:
+    """What shipyard keeps on the host for the app, its deployment logs aside."""
+    state = Path(app.state_dir)
+    files = state.rglob("*") if state.exists() else iter(())
+    return sorted(p for p in files if p.is_file() and "logs" not in p.relative_to(state).parts)
+
+
+def test_deploy_and_plan_refuse_what_check_refuses_and_change_nothing(app: AppUnderTest) -> None:
+    """A world-readable env file, then one tracked by git: `check` fails, and `deploy` and `plan`
+    run the same checks and stop with exit 3 before touching the engine."""
+    env_file = app.dir / ".env.development"
+    env_file.chmod(0o644)
+    before = engine_snapshot(app.name)
+    for command in ("check", "deploy", "plan"):
+        refused = app.shipyard(command, "development")
+        assert refused.returncode == 3, refused.stderr
+        assert f"{env_file}: world-readable (mode 0o644)" in refused.stderr, refused.stderr
+    assert engine_snapshot(app.name) == before
+    assert _stack_state(app) == []
+
+    env_file.chmod(0o600)
+    git(app.dir, "add", "--force", ".env.development")
+    app.commit("an env file committed by mistake")
+    for command in ("check", "deploy"):
+        refused = app.shipyard(command, "development")
+        assert refused.returncode == 3, refused.stderr
+        assert f"{env_file}: tracked by git" in refused.stderr, refused.stderr
+    assert engine_snapshot(app.name) == before
+    assert _stack_state(app) == []

@@ -2,8 +2,10 @@
 
 validate → lock → repair → version → build → deliver → infrastructure → plan → snapshot (only when
 migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
-unlock. Before the switch a failure removes the candidate and the live slot never stops serving;
-from the switch on (the point of no return) a failure switches back to the previous slot first.
+unlock. ``validate`` runs every check `shipyard check` runs (``run_checks``) and refuses before
+anything changes. Before the switch a failure removes the candidate and the live slot never stops
+serving; from the switch on (the point of no return) a failure switches back to the previous slot
+first.
 From the moment it holds the lock, the operation journals its intent on the host before each step
 that changes what serves, so an operation killed at any point is finished or undone by the next
 one (``repair``, ``_repair``). Every phase and cleanup is fenced by the lock. A provider supplies
@@ -23,12 +25,15 @@ from typing import NoReturn, Protocol
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
+from shipyard.deploy._checks import Checked, check_file, run_checks
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Interrupted, Phases, signals_noted, signals_raise
 from shipyard.deploy._repair import RepairSteps, repair, repair_entry
 from shipyard.errors import (
+    CheckFailed,
+    ConfigError,
     DeployFailed,
     HostUnreachable,
     LockHeld,
@@ -55,6 +60,7 @@ from shipyard.state import (
 )
 
 __all__ = [
+    "Checked",
     "CiNotPassed",
     "DeployOptions",
     "DeployResult",
@@ -69,13 +75,16 @@ __all__ = [
     "RepairSteps",
     "RollbackOptions",
     "across_nodes",
+    "check_file",
     "common_rollback_version",
     "hook_env",
     "new_deployment_id",
     "rollout_error",
+    "run_checks",
     "run_deploy",
     "run_repair",
     "run_rollback",
+    "validate",
 ]
 
 _SHORT_SHA = 7  # a commit prefix shorter than this is ambiguous
@@ -144,7 +153,9 @@ class DeployResult:
 class DeploySteps(RepairSteps, Protocol):
     """What a provider does at each phase (and to repair an interrupted operation)."""
 
-    def preflight(self) -> str: ...
+    def preflight(self) -> str:
+        """The target's engine as operations need it (what was found, or raises)."""
+        ...
 
     def deliver(self, image: Image) -> str: ...
 
@@ -175,6 +186,12 @@ class DeploySteps(RepairSteps, Protocol):
     def prune(self, dropped: list[Release], kept: list[Release]) -> None: ...
 
     def url(self) -> str: ...
+
+
+def validate(ctx: OperationContext, steps: DeploySteps) -> Checked:
+    """Every check `shipyard check` runs, before a deploy, rollback or plan changes anything
+    (``CheckFailed`` listing every problem; see ``run_checks``)."""
+    return run_checks(ctx.config, steps.preflight, local=ctx.local, operation=True)
 
 
 def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions) -> DeployResult:
@@ -527,7 +544,7 @@ class _Operation:
         )
         with signals_raise():
             try:
-                phases.run("validate", self.steps.preflight, summary=str)
+                phases.run("validate", lambda: validate(ctx, self.steps), summary=Checked.summary)
                 phases.run(
                     "lock",
                     lambda: lock.acquire(wait=self.lock_wait),
@@ -545,7 +562,15 @@ class _Operation:
                 # cleanup, no history); whoever holds the lock repairs what is left.
                 phases.event(self.kinds.failed, error=exc.message, phase="lock")
                 raise
-            except (LockHeld, HostUnreachable, NeedsConfirmation, StateError, ToolTooOld) as exc:
+            except (
+                CheckFailed,
+                ConfigError,
+                LockHeld,
+                HostUnreachable,
+                NeedsConfirmation,
+                StateError,
+                ToolTooOld,
+            ) as exc:
                 if phases.changed_anything:  # e.g. the connection dropped mid-deploy
                     self._fail(exc, started_at, started)
                 # Nothing was changed: these are not failed deploys.

@@ -12,6 +12,8 @@ from types import FrameType
 from typing import TypeVar
 
 from shipyard.errors import (
+    CheckFailed,
+    ConfigError,
     DeployFailed,
     HostUnreachable,
     LockHeld,
@@ -108,6 +110,8 @@ class Phases:
             result = action()
         except (
             Interrupted,
+            CheckFailed,
+            ConfigError,
             DeployFailed,
             RollbackFailed,
             LockHeld,

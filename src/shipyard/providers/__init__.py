@@ -31,6 +31,10 @@ __all__ = [
 class Provider(Protocol):
     name: str
 
+    def preflight(self) -> str:
+        """The target as every operation needs it (what was found), or raises; changes nothing."""
+        ...
+
     def provision(self, ctx: OperationContext) -> list[str]: ...
 
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult: ...

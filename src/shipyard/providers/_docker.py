@@ -36,6 +36,7 @@ from shipyard.deploy import (
     run_deploy,
     run_repair,
     run_rollback,
+    validate,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
 from shipyard.errors import DeployFailed, HostUnreachable, ShipyardError, StateError, ToolTooOld
@@ -104,6 +105,20 @@ PROXY_RECREATED = (
     "recreate the proxy (its ports, image, volumes or DNS settings changed): for the second it "
     "takes to restart, new connections are refused"
 )
+
+
+def engine_ready(info: EngineInfo, host: str) -> str:
+    """What a host's engine offers, when it is what shipyard needs: Compose v2 installed, both
+    new enough (``HostUnreachable`` without Compose, ``ToolTooOld`` when older)."""
+    if info.compose_version is None:
+        raise HostUnreachable(
+            f"on {host}: Docker Compose v2 (`docker compose`) is not installed",
+            hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
+        )
+    problems = version_problems(info.server_version, info.compose_version)
+    if problems:
+        raise ToolTooOld(f"on {host}: " + "; ".join(problems))
+    return f"docker {info.server_version} reachable on {host}; compose {info.compose_version}"
 
 
 class DockerSteps:
@@ -181,16 +196,7 @@ class DockerSteps:
 
     # -- phases ---------------------------------------------------------------------------------------
     def preflight(self) -> str:
-        info = self.engine
-        if info.compose_version is None:
-            raise HostUnreachable(
-                f"on {self.host.name}: Docker Compose v2 (`docker compose`) is not installed",
-                hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
-            )
-        problems = version_problems(info.server_version, info.compose_version)
-        if problems:
-            raise ToolTooOld(f"on {self.host.name}: " + "; ".join(problems))
-        return f"docker {info.server_version}, compose {info.compose_version}"
+        return engine_ready(self.engine, self.host.name)
 
     def deliver(self, image: Image) -> str:
         """Send the app image, then the support images the host lacks. An image built for
@@ -921,6 +927,10 @@ class DockerProvider:
 
         return DatabaseOperations(self.steps(ctx))
 
+    def preflight(self) -> str:
+        """The host's engine, checked as every operation checks it first (``engine_ready``)."""
+        return engine_ready(Docker(self.host).info(), self.host.name)
+
     def provision(self, ctx: OperationContext) -> list[str]:
         return [self.steps(ctx).preflight()]
 
@@ -930,6 +940,7 @@ class DockerProvider:
     def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]:
         """What a deploy would do, read from the config, the state and the engine; changes nothing."""
         steps, config, docker = self.steps(ctx), ctx.config, self.steps(ctx).docker
+        validate(ctx, steps)
         plan: list[PlanStep] = []
         plan += _plan_lock_and_repair(ctx)
         version = read_version(
