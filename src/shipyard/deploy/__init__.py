@@ -187,6 +187,11 @@ class DeploySteps(RepairSteps, Protocol):
 
     def url(self) -> str: ...
 
+    def leftovers(self) -> list[str]:
+        """What of the environment's stack exists on the target (the database container,
+        network, volumes, proxy): after a failed first deploy, what it leaves behind."""
+        ...
+
 
 def validate(ctx: OperationContext, steps: DeploySteps) -> Checked:
     """Every check `shipyard check` runs, before a deploy, rollback or plan changes anything
@@ -429,6 +434,7 @@ class _Operation:
         self.version = "?"
         self.commit = "?"
         self.fresh_image = False
+        self.first_deploy = False  # nothing served when it began
         self.intent: Intent | None = None
         self.lock: Lock | None = None  # taken in ``run``
 
@@ -468,11 +474,13 @@ class _Operation:
 
     def begin(self) -> None:
         """Journal that the operation holds the lock and has begun (``state.Intent``)."""
+        previous = self.ctx.store.current()
+        self.first_deploy = self.action == "deploy" and previous is None
         self.intent = Intent(
             deployment_id=self.ctx.deployment_id,
             action=self.action,
             release=None,
-            previous=self.ctx.store.current(),
+            previous=previous,
             step="begin",
             by=deployer(),
             started_at=self.phases.started_at,
@@ -624,6 +632,8 @@ class _Operation:
             except LockLost as lost:
                 self.phases.event(self.kinds.failed, error=lost.message, phase="lock")
                 raise
+            if self.first_deploy and not cleanup_failures:
+                self._say_what_is_left(failure)
             self._history(failure, started_at, started)
             self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
         if cleanup_failures:
@@ -634,6 +644,24 @@ class _Operation:
                 "retries bringing the previous version back",
             ) from exc
         raise failure from exc
+
+    def _say_what_is_left(self, failure: DeployFailed) -> None:
+        """A failed first deploy had no previous version to keep serving: its hint says what it
+        created and left on the target, and how to remove it."""
+        try:
+            left = self.steps.leftovers()
+        except ShipyardError as exc:
+            self.phases.warn(f"could not list what the failed first deploy left: {exc.message}")
+            return
+        if not left:
+            return
+        environment = self.ctx.config.environment.name
+        what = (
+            f"nothing served before this first deploy; it left on {self.ctx.node}: "
+            f"{', '.join(left)}. `shipyard destroy {environment} --yes` removes them "
+            "(`--volumes` deletes the database volume too), or fix the problem and deploy again"
+        )
+        failure.hint = f"{failure.hint}; {what}" if failure.hint else what
 
     def _report_failure(self, failure: DeployFailed, *, rolled_back: bool, started: float) -> None:
         """Events and on_failure hooks for a failure whose cleanups have run."""

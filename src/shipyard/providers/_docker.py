@@ -601,6 +601,12 @@ class DockerSteps:
             database_name=section.name if section else None,
         )
 
+    def _gate_hint(self) -> str:
+        fix = "fix the app or its config and deploy again"
+        if self.docker.container(self.names.live) is None:
+            return fix  # nothing served before (a first deploy says what it left)
+        return f"the previous version kept serving; {fix}"
+
     def gate(self, slot: str) -> str:
         container = self.names.slot(slot)
         try:
@@ -612,7 +618,7 @@ class DockerSteps:
                 "health",
                 f"slot {slot} is not running ({state}): {exc.message}\n  app log:\n"
                 f"{_indent(self.docker.logs(container, tail=20))}",
-                hint="the previous version kept serving; fix the app or its config and deploy again",
+                hint=self._gate_hint(),
             ) from exc
         container = target.container
 
@@ -636,7 +642,7 @@ class DockerSteps:
                 "health",
                 f"slot {slot} never became healthy: {result.reason}\n  last answers:\n{answers}\n"
                 f"  app log:\n{_indent(logs)}",
-                hint="the previous version kept serving; fix the app or its config and deploy again",
+                hint=self._gate_hint(),
             )
         return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
 
@@ -797,6 +803,23 @@ class DockerSteps:
     def _listing(self, directory: PurePosixPath) -> list[str]:
         result = self.host.run(["ls", "-1", "-A", str(directory)], check=False)
         return result.stdout.split() if result.ok else []
+
+    def leftovers(self) -> list[str]:
+        """What of the environment's stack exists on the host, the app's slots aside."""
+        found = [
+            f"{what} container {name}"
+            for what, name in (
+                ("database", self.names.database),
+                ("proxy", self.names.proxy),
+                ("guard", self.names.guard),
+            )
+            if self.docker.container(name) is not None
+        ]
+        if self.names.network in self.docker.networks():
+            found.append(f"network {self.names.network}")
+        volumes = set(self.docker.volumes())
+        found += [f"volume {v}" for v in self.names.volumes.values() if v in volumes]
+        return found
 
     def discard(self, release: Release, *, image: bool) -> str:
         """Forget a release that never went live (a failed or interrupted deploy): its env file,
