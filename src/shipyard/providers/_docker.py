@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from ruamel.yaml import YAML
 
-from shipyard.build import Image, image_tag, read_version
+from shipyard.build import Image, plan_build, read_version
 from shipyard.config import Config, DatabaseSection
 from shipyard.database import (
     Database,
@@ -973,15 +973,9 @@ class DockerProvider:
         )
         if config.deploy.require_ci:
             plan.append(PlanStep("ci", f"require passing CI for {version.short}"))
-        tag = image_tag(config.app.name, version)
-        image = docker.image(tag)
-        reuse = (
-            image is not None
-            and not version.dirty
-            and not options.rebuild
-            and (image.labels.get("org.opencontainers.image.revision") == version.commit)
-        )
-        plan.append(PlanStep("build", f"{'reuse' if reuse else 'build'} {tag} ({version.version})"))
+        build = plan_build(config, Docker(ctx.local), version, rebuild=options.rebuild)
+        tag = build.tag
+        plan.append(PlanStep("build", build.describe(version)))
         if not isinstance(self.host, LocalHost):
             plan.append(PlanStep("deliver", f"send {tag} to {self.host.name}"))
         if steps.names.network not in docker.networks():
