@@ -33,7 +33,6 @@ from shipyard.deploy._phases import Interrupted, Phases, signals_noted, signals_
 from shipyard.deploy._repair import RepairSteps, repair, repair_entry
 from shipyard.errors import (
     CheckFailed,
-    ConfigError,
     DeployFailed,
     HostUnreachable,
     LockHeld,
@@ -572,7 +571,6 @@ class _Operation:
                 raise
             except (
                 CheckFailed,
-                ConfigError,
                 LockHeld,
                 HostUnreachable,
                 NeedsConfirmation,

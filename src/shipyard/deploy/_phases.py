@@ -13,7 +13,6 @@ from typing import TypeVar
 
 from shipyard.errors import (
     CheckFailed,
-    ConfigError,
     DeployFailed,
     HostUnreachable,
     LockHeld,
@@ -111,7 +110,6 @@ class Phases:
         except (
             Interrupted,
             CheckFailed,
-            ConfigError,
             DeployFailed,
             RollbackFailed,
             LockHeld,
