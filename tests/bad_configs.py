@@ -270,10 +270,15 @@ def write(tmp: Path, case: BadConfig) -> Path:
 
 
 def committed_config(tmp: Path, yaml: str) -> Config:
-    """A valid config for ``development`` in a git repository with one commit (a clean tree)."""
+    """A valid config for ``development`` in a git repository with one commit (a clean tree),
+    with what `shipyard check` asks of the tree: a private, untracked env file, go.mod and the
+    migrations directory."""
     (tmp / "shipyard.yml").write_text(yaml, encoding="utf-8")
-    (tmp / ".env.development").write_text(ENV_FILE, encoding="utf-8")
+    env_file = tmp / ".env.development"
+    env_file.write_text(ENV_FILE, encoding="utf-8")
+    env_file.chmod(0o600)
     (tmp / "go.mod").write_text("module example.com/shop\n", encoding="utf-8")
+    (tmp / "migrations").mkdir(exist_ok=True)
     git = ["git", "-C", str(tmp), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(tmp)], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)

@@ -2,7 +2,8 @@
 
     ShipyardError                 an expected failure with a message an operator can act on
     ├── ConfigError               shipyard.yml or an env file is invalid (all problems at once)
-    ├── CheckFailed               `shipyard check` found problems beyond the config itself
+    ├── CheckFailed               the checks of `shipyard check` (run first by deploy, rollback
+    │                             and plan too) found problems beyond the config itself
     ├── PortInUse                 a host port the proxy is configured with is held by another
     │                             process or container (found before anything changed)
     ├── HostError                 running a command or moving a file on a target failed
@@ -83,7 +84,8 @@ class ConfigError(ShipyardError):
 
 
 class CheckFailed(ShipyardError):
-    """`shipyard check` found problems: config issues and environment problems together."""
+    """The checks found problems: config issues and environment problems together (`shipyard
+    check`, and the validate phase of deploy, rollback and plan, before anything changes)."""
 
     def __init__(self, problems: Sequence[str], *, warnings: Sequence[str] = ()) -> None:
         self.problems = list(problems)

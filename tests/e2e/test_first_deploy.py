@@ -193,3 +193,74 @@ def test_every_health_check_kind_gates_a_deploy(app: AppUnderTest) -> None:
     refused = app.shipyard("deploy", "development")
     assert refused.returncode == 6
     assert "postgres: query returned 'f'" in refused.stderr
+
+
+def _stack_state(app: AppUnderTest) -> list[Path]:
+    """What shipyard keeps on the host for the app, its deployment logs aside."""
+    state = Path(app.state_dir)
+    files = state.rglob("*") if state.exists() else iter(())
+    return sorted(p for p in files if p.is_file() and "logs" not in p.relative_to(state).parts)
+
+
+def test_deploy_and_plan_refuse_what_check_refuses_and_change_nothing(app: AppUnderTest) -> None:
+    """A world-readable env file, then one tracked by git: `check` fails, and `deploy` and `plan`
+    run the same checks and stop with exit 3 before touching the engine."""
+    env_file = app.dir / ".env.development"
+    env_file.chmod(0o644)
+    before = engine_snapshot(app.name)
+    for command in ("check", "deploy", "plan"):
+        refused = app.shipyard(command, "development")
+        assert refused.returncode == 3, refused.stderr
+        assert f"{env_file}: world-readable (mode 0o644)" in refused.stderr, refused.stderr
+    assert engine_snapshot(app.name) == before
+    assert _stack_state(app) == []
+
+    env_file.chmod(0o600)
+    git(app.dir, "add", "--force", ".env.development")
+    app.commit("an env file committed by mistake")
+    for command in ("check", "deploy"):
+        refused = app.shipyard(command, "development")
+        assert refused.returncode == 3, refused.stderr
+        assert f"{env_file}: tracked by git" in refused.stderr, refused.stderr
+    assert engine_snapshot(app.name) == before
+    assert _stack_state(app) == []
+
+
+def test_a_migrations_directory_that_does_not_exist_refuses_the_deploy(app: AppUnderTest) -> None:
+    """Not "no migrations" and an app started on an empty schema: exit 3, nothing changed."""
+
+    def moved(document: Any) -> None:
+        document["database"]["migrations"]["path"] = "db/migrations"
+
+    app.edit(moved)
+    app.commit("the config names a migrations directory that is not there")
+    before = engine_snapshot(app.name)
+    refused = app.shipyard("deploy", "development")
+    assert refused.returncode == 3, refused.stderr
+    assert (
+        f"database.migrations.path: directory {app.dir / 'db' / 'migrations'} does not exist"
+        in refused.stderr
+    )
+    assert "no migrations" not in refused.stderr
+    assert engine_snapshot(app.name) == before
+    assert _stack_state(app) == []
+
+
+def test_a_failed_first_deploy_says_what_it_left_and_how_to_remove_it(app: AppUnderTest) -> None:
+    def never_healthy(document: Any) -> None:
+        document["health"]["checks"] = [{"kind": "postgres", "query": "SELECT false"}]
+        document["health"]["start_timeout"] = "3s"
+
+    app.edit(never_healthy)
+    app.commit("a health check that cannot pass")
+    failed = app.shipyard("deploy", "development")
+    assert failed.returncode == 6, failed.stderr
+    assert "previous version kept serving" not in failed.stderr
+    prefix = f"{app.name}-development"
+    for left in (f"database container {prefix}-db", f"network {prefix}", f"volume {prefix}-pgdata"):
+        assert left in failed.stderr, failed.stderr
+    assert "`shipyard destroy development --yes` removes them" in failed.stderr
+
+    assert app.shipyard("destroy", "development", "--yes", "--volumes").returncode == 0
+    after = engine_snapshot(app.name)
+    assert (after["containers"], after["networks"], after["volumes"]) == ([], [], [])

@@ -11,6 +11,7 @@ import pytest
 
 from shipyard import cli
 from shipyard.cli import _context
+from shipyard.deploy import _checks
 from shipyard.hosts import CommandResult
 from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, write
 from tests.fakes import FakeHost
@@ -135,7 +136,7 @@ def test_check_prints_warnings_and_passes(
         return None
 
     monkeypatch.setattr(_context, "connect", lambda _config: FakeHost(engine))
-    monkeypatch.setattr(_context, "_tool_problems", lambda _config: [])  # this machine's PATH
+    monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local: [])  # this PATH
     monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
     with pytest.raises(SystemExit) as exited:
         cli.main()

@@ -580,15 +580,20 @@ def test_readme_reference_matches_the_models() -> None:
 def test_check_rejects_world_readable_and_tracked_env_files(tmp_path: Path) -> None:
     import subprocess  # noqa: PLC0415
 
-    from shipyard.cli._context import _file_problems  # noqa: PLC0415
+    from shipyard.deploy._checks import _file_problems  # noqa: PLC0415
+    from shipyard.hosts import LocalHost  # noqa: PLC0415
 
     path = write(tmp_path, BadConfig("ok", VALID, "", ""))
     env = tmp_path / ".env.development"
     config = load_config(path, "development", process_env={})
-    assert not [p for p in _file_problems(config) if ".env.development" in p]
+
+    def problems() -> list[str]:
+        return [p.message for p in _file_problems(config, LocalHost())]
+
+    assert not [p for p in problems() if ".env.development" in p]
     env.chmod(0o644)
-    assert any("world-readable" in p for p in _file_problems(config))
+    assert any("world-readable" in p for p in problems())
     env.chmod(0o600)
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "add", "-f", ".env.development"], check=True)
-    assert any("tracked by git" in p for p in _file_problems(config))
+    assert any("tracked by git" in p for p in problems())

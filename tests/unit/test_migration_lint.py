@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from shipyard.database import lint_files, lint_sql
+from shipyard.database import (
+    MigrationError,
+    lint_directory,
+    lint_files,
+    lint_sql,
+    local_migration_files,
+)
 from shipyard.database._lint import mask_sql, runs_in_one_transaction, statement_at_line
 
 UNSAFE = [
@@ -218,3 +224,14 @@ def test_statement_at_line_in_a_file_the_parser_rejects() -> None:
     unterminated = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = 'oops;\n"
     assert statement_at_line(unterminated, 1) == "ALTER TABLE a ADD COLUMN b int"
     assert statement_at_line(unterminated, 3) == "UPDATE a\nSET b = 'oops;"
+
+
+def test_a_migrations_directory_that_does_not_exist_is_an_error_not_no_migrations(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(MigrationError, match="does not exist"):
+        local_migration_files(tmp_path / "migrations")
+    with pytest.raises(MigrationError, match="does not exist"):
+        lint_directory(tmp_path / "migrations")
+    (tmp_path / "migrations").mkdir()
+    assert local_migration_files(tmp_path / "migrations") == {}

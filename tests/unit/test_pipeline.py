@@ -48,6 +48,7 @@ class RecordingSteps:
         self.fail_cleanup = fail_cleanup
         self.error = error
         self.snapshot_first = False
+        self.left: list[str] = []  # what ``leftovers`` finds on the target
 
     def _do(self, name: str) -> str:
         self.calls.append(name)
@@ -143,6 +144,9 @@ class RecordingSteps:
 
     def url(self) -> str:
         return "http://localhost:1"
+
+    def leftovers(self) -> list[str]:
+        return self.left
 
 
 @pytest.fixture
@@ -245,6 +249,37 @@ def test_failure_before_switch_removes_candidate_and_keeps_live_slot(
     assert store.current() == Current(slot="blue", release_id="old", switched_at="t")
     assert store.history()[-1].result == "failed"
     assert store.history()[-1].phase == "health"
+
+
+def test_a_failed_first_deploy_says_what_it_left_and_how_to_remove_it(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No previous version kept serving: the hint names what the deploy created and left, and
+    `shipyard destroy`."""
+    steps, host = RecordingSteps(fail_at="gate blue"), FakeHost()
+    steps.left = ["database container shop-development-db", "network shop-development"]
+    with pytest.raises(DeployFailed) as caught:
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls[-3:] == ["gate blue", "remove blue", "discard"]
+    hint = caught.value.hint or ""
+    assert "previous version" not in hint
+    assert (
+        "it left on " in hint
+        and ": database container shop-development-db, network shop-development. "
+        "`shipyard destroy development --yes` removes them (`--volumes` deletes the database "
+        "volume too)"
+        in hint
+    )
+
+    # With a version serving, nothing is listed: the previous version kept serving.
+    steps, host = RecordingSteps(fail_at="gate green"), FakeHost()
+    steps.left = ["database container shop-development-db"]
+    StateStore(host, PurePosixPath("/state/shop/development")).set_current(
+        Current(slot="blue", release_id="old", switched_at="t")
+    )
+    with pytest.raises(DeployFailed) as caught:
+        _run(config, steps, host, monkeypatch)
+    assert "destroy" not in (caught.value.hint or "")
 
 
 def test_failure_after_switch_switches_back_first(

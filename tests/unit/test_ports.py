@@ -13,7 +13,7 @@ import pytest
 from shipyard import cli
 from shipyard.cli import _context
 from shipyard.config import Config, load_config
-from shipyard.deploy import OperationContext
+from shipyard.deploy import OperationContext, _checks
 from shipyard.errors import HostUnreachable, PortInUse
 from shipyard.events import Bus
 from shipyard.hosts import (
@@ -310,7 +310,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setattr(_context, "_MASKERS", [])
     monkeypatch.setitem(cli._state, "debug", False)
-    monkeypatch.setattr(_context, "_tool_problems", lambda _config: [])  # this machine's PATH
+    monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local: [])  # this PATH
     project = tmp_path / "project"
     project.mkdir()
     (project / "migrations").mkdir()

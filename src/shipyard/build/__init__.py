@@ -2,11 +2,14 @@
 
 Two ways: a Go build on the operator's machine packed into a ``scratch`` image, or the app's own
 Dockerfile with build args. Either way the image is tagged ``<app>:<version>-<short sha>`` and carries
-OCI labels.
+OCI labels, and ``org.shipyard.build-inputs``: the hash of the build settings that made it, so that
+an image of the same commit is reused only when it was built the same way (``plan_build``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import tempfile
@@ -18,17 +21,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shipyard.config import Config, DockerfileBuild, GoBuild
-from shipyard.docker import Docker
+from shipyard.docker import Docker, ImageInfo
 from shipyard.errors import BuildError, CommandFailed, HostUnreachable, ToolTooOld
 from shipyard.hosts import Host
 
 __all__ = [
+    "BUILD_INPUTS_LABEL",
     "MIN_GO",
+    "BuildPlan",
     "Image",
     "VersionInfo",
     "build_image",
+    "build_inputs",
     "go_toolchain_problem",
     "image_tag",
+    "plan_build",
     "read_version",
     "source_at",
 ]
@@ -37,6 +44,11 @@ _SEMVER_TAG = re.compile(r"^v?(?P<v>\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?)$")
 _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MIN_GO = (1, 22)
 LABEL_PREFIX = "org.shipyard"
+BUILD_INPUTS_LABEL = f"{LABEL_PREFIX}.build-inputs"
+_REVISION_LABEL = "org.opencontainers.image.revision"
+# Part of the build inputs: raise it when shipyard makes a different image from the same settings
+# (e.g. the Dockerfile it writes for Go builds), so that images built before are not reused.
+_BUILD_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -154,10 +166,90 @@ def _labels(config: Config, version: VersionInfo) -> dict[str, str]:
     return {
         "org.opencontainers.image.title": config.app.name,
         "org.opencontainers.image.version": version.version,
-        "org.opencontainers.image.revision": version.commit,
+        _REVISION_LABEL: version.commit,
         "org.opencontainers.image.created": version.build_date,
         f"{LABEL_PREFIX}.app": config.app.name,
     }
+
+
+def build_inputs(config: Config) -> str:
+    """The sha256 of everything in the configuration that shapes the image beyond the source at
+    its commit: the build kind and context; for Go, the package, binary, ``-X`` ldflags
+    (templates), files, build tags and the port the image exposes; for a Dockerfile, its path
+    and the sha256 of its content, the target and the build args, names and values. Values are
+    hashed before they are combined (build args may be secrets read from the env file): the
+    label carries only the final hash."""
+    spec = config.build
+    inputs: dict[str, object] = {
+        "format": _BUILD_FORMAT,
+        "kind": spec.kind,
+        "context": spec.context,
+    }
+    if isinstance(spec, GoBuild):
+        inputs |= {
+            "package": spec.package,
+            "binary": spec.binary,
+            "ldflags": _hashed(spec.ldflags),
+            "files": spec.files,
+            "tags": spec.tags,
+            "port": config.app.port,
+        }
+    else:
+        dockerfile = config.resolve(spec.context) / spec.dockerfile
+        inputs |= {
+            "dockerfile": spec.dockerfile,
+            "dockerfile_sha256": _sha256(dockerfile.read_bytes()) if dockerfile.is_file() else None,
+            "target": spec.target,
+            "args": _hashed(spec.args),
+        }
+    return _sha256(json.dumps(inputs, sort_keys=True).encode())
+
+
+def _hashed(values: Mapping[str, str]) -> dict[str, str]:
+    return {name: _sha256(value.encode()) for name, value in values.items()}
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Whether a deploy builds the image or reuses one built before, and why."""
+
+    tag: str
+    inputs: str  # ``build_inputs``: the label the image gets, or carries when reused
+    reuse: ImageInfo | None  # the image built before, or None: build
+    reason: str
+
+    def describe(self, version: VersionInfo) -> str:
+        verb = "reuse" if self.reuse is not None else "build"
+        return f"{verb} {self.tag} ({version.version}): {self.reason}"
+
+
+def plan_build(config: Config, docker: Docker, version: VersionInfo, *, rebuild: bool) -> BuildPlan:
+    """The one decision whether to build (``build_image`` and ``plan`` both ask it): an image is
+    reused only for a clean commit, without ``rebuild``, when the image of its tag on ``docker``
+    (the operator's engine) was built from that commit with the same build inputs."""
+    tag, inputs = image_tag(config.app.name, version), build_inputs(config)
+    if rebuild:
+        return BuildPlan(tag, inputs, None, "--rebuild")
+    if version.dirty:
+        return BuildPlan(tag, inputs, None, "uncommitted changes are always built")
+    existing = docker.image(tag)
+    if existing is None:
+        return BuildPlan(tag, inputs, None, "not built before")
+    if existing.labels.get(_REVISION_LABEL) != version.commit:
+        return BuildPlan(tag, inputs, None, "the image of that tag is of another commit")
+    if existing.labels.get(BUILD_INPUTS_LABEL) != inputs:
+        return BuildPlan(
+            tag,
+            inputs,
+            None,
+            "the image of this commit was built with other build settings (kind, Dockerfile, "
+            "args, target, ldflags, files or tags)",
+        )
+    return BuildPlan(tag, inputs, existing, "built before from this commit and these settings")
 
 
 def build_image(
@@ -165,42 +257,39 @@ def build_image(
 ) -> Image:
     """Build the app image on the operator's engine.
 
-    A clean commit that was built before is not built again (same tag, same revision label)
-    unless ``rebuild``. Within one command an image is built once: the nodes of an environment,
+    An image built before is reused when ``plan_build`` says so (a clean commit, built with the
+    same build inputs). Within one command an image is built once: the nodes of an environment,
     deployed in parallel, all get that same build.
     """
     tag = image_tag(config.app.name, version)
+    key = (tag, build_inputs(config))
     with _BUILDING:
-        if tag in _BUILT:
-            return replace(_BUILT[tag], reused=True)
+        if key in _BUILT:
+            return replace(_BUILT[key], reused=True)
         image = _build(config, local, version, tag, rebuild=rebuild)
-        _BUILT[tag] = image
+        _BUILT[key] = image
         return image
 
 
 _BUILDING = threading.Lock()
-_BUILT: dict[str, Image] = {}  # this process's builds, by tag
+_BUILT: dict[tuple[str, str], Image] = {}  # this process's builds, by tag and build inputs
 
 
 def _build(config: Config, local: Host, version: VersionInfo, tag: str, *, rebuild: bool) -> Image:
     docker = Docker(local)
-    existing = docker.image(tag)
-    if (
-        existing is not None
-        and not rebuild
-        and not version.dirty
-        and existing.labels.get("org.opencontainers.image.revision") == version.commit
-    ):
-        built = existing.labels.get("org.opencontainers.image.created", version.build_date)
+    plan = plan_build(config, docker, version, rebuild=rebuild)
+    if plan.reuse is not None:
+        built = plan.reuse.labels.get("org.opencontainers.image.created", version.build_date)
         return Image(
-            tag=tag, id=existing.id, version=replace(version, build_date=built), reused=True
+            tag=tag, id=plan.reuse.id, version=replace(version, build_date=built), reused=True
         )
+    labels = _labels(config, version) | {BUILD_INPUTS_LABEL: plan.inputs}
     spec = config.build
     try:
         if isinstance(spec, GoBuild):
-            _go_build(config, spec, local, docker, version, tag)
+            _go_build(config, spec, local, docker, version, tag, labels)
         else:
-            _dockerfile_build(config, spec, docker, version, tag)
+            _dockerfile_build(config, spec, docker, version, tag, labels)
     except CommandFailed as exc:
         raise BuildError(f"building {tag} failed: {exc.message}", hint=exc.hint) from exc
     image = docker.image(tag)
@@ -230,7 +319,13 @@ def go_toolchain_problem(local: Host) -> str | None:
 
 
 def _go_build(
-    config: Config, spec: GoBuild, local: Host, docker: Docker, version: VersionInfo, tag: str
+    config: Config,
+    spec: GoBuild,
+    local: Host,
+    docker: Docker,
+    version: VersionInfo,
+    tag: str,
+    labels: Mapping[str, str],
 ) -> None:
     source = config.resolve(spec.context)
     problem = go_toolchain_problem(local)
@@ -290,11 +385,16 @@ def _go_build(
             f'ENTRYPOINT ["/app/{spec.binary}"]',
         ]
         (context / "Dockerfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        docker.build(str(context), tag=tag, labels=_labels(config, version))
+        docker.build(str(context), tag=tag, labels=labels)
 
 
 def _dockerfile_build(
-    config: Config, spec: DockerfileBuild, docker: Docker, version: VersionInfo, tag: str
+    config: Config,
+    spec: DockerfileBuild,
+    docker: Docker,
+    version: VersionInfo,
+    tag: str,
+    labels: Mapping[str, str],
 ) -> None:
     context = config.resolve(spec.context)
     dockerfile = context / spec.dockerfile
@@ -306,7 +406,7 @@ def _dockerfile_build(
         dockerfile=str(dockerfile),
         target=spec.target,
         build_args=_fill_all(spec.args, version),
-        labels=_labels(config, version),
+        labels=labels,
     )
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import atexit
 import functools
 import os
-import shutil
-import subprocess
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -15,22 +13,13 @@ from typing import Annotated
 
 import typer
 
-from shipyard.build import go_toolchain_problem, source_at
-from shipyard.config import Config, GoBuild, SSHSection, load_config
-from shipyard.deploy import OperationContext, new_deployment_id
-from shipyard.docker import Docker
-from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError
+from shipyard.build import source_at
+from shipyard.config import Config, SSHSection, load_config
+from shipyard.deploy import Checked, OperationContext, check_file, new_deployment_id
+from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
-from shipyard.hosts import (
-    MIN_OPENSSH,
-    Host,
-    LocalHost,
-    SSHHost,
-    SSHSettings,
-    openssh_version,
-    parse_ssh_target,
-)
-from shipyard.providers import Provider, get_provider, proxy_ports, taken_ports
+from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.providers import Provider, get_provider
 from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
@@ -215,121 +204,13 @@ def _session(config: Config, *, json_output: bool, deployment_id: str | None = N
     return Session(config=config, host=host, provider=provider, ctx=ctx)
 
 
-@dataclass(frozen=True)
-class Checked:
-    """What `shipyard check` found when nothing failed: what passed, and warnings."""
-
-    passed: list[str]
-    warnings: list[str]
-
-
 def run_checks(config_path: Path, environment: str) -> Checked:
-    """Everything `shipyard check` verifies, every problem collected (warnings alongside)."""
-    problems: list[str] = []
-    try:
-        config = load_config(config_path, environment)
-    except ConfigError as exc:
-        problems.extend(str(issue) for issue in exc.issues)
-        warnings = [str(warning) for warning in exc.warnings]
-        raise CheckFailed(problems + _tool_problems(None), warnings=warnings) from exc
-    warnings = [str(warning) for warning in config.warnings]
-    problems.extend(_file_problems(config))
-    problems.extend(_tool_problems(config))
-    passed = []
-    if not problems:
-        try:
-            host = connect(config)
-            info = Docker(host).info()
-            if info.compose_version is None:
-                problems.append(
-                    f"{host.name}: Docker Compose v2 (`docker compose`) is not installed"
-                )
-            passed.append(
-                f"docker {info.server_version} reachable on {host.name}; compose {info.compose_version}"
-            )
-            taken = taken_ports(config, host)
-            problems.extend(taken)
-            if not taken:
-                ports = " and ".join(str(port) for _, port in proxy_ports(config))
-                passed.append(f"no other process or container holds port {ports} on {host.name}")
-        except ShipyardError as exc:
-            problems.append(exc.message)
-    if problems:
-        raise CheckFailed(problems, warnings=warnings)
-    return Checked([f"{config.path}: valid for environment {environment!r}", *passed], warnings)
+    """Everything `shipyard check` verifies (``shipyard.deploy.check_file``), the target's
+    engine checked by its provider."""
+    return check_file(config_path, environment, engine=_engine)
 
 
-def _file_problems(config: Config) -> list[str]:
-    problems = []
-    file = str(config.path)
-    context = config.resolve(config.build.context)
-    if not context.is_dir():
-        problems.append(f"{file} build.context: directory {context} does not exist")
-    elif isinstance(config.build, GoBuild):
-        if not (context / "go.mod").is_file():
-            problems.append(f"{file} build.context: {context} has no go.mod")
-        for relative in config.build.files:
-            if not (context / relative).exists():
-                problems.append(
-                    f"{file} build.files.{relative}: {context / relative} does not exist"
-                )
-    elif not (context / config.build.dockerfile).is_file():
-        problems.append(
-            f"{file} build.dockerfile: {context / config.build.dockerfile} does not exist"
-        )
-    if config.database and config.database.migrations:
-        migrations = config.resolve(config.database.migrations.path)
-        if not migrations.is_dir():
-            problems.append(
-                f"{file} database.migrations.path: directory {migrations} does not exist"
-            )
-    env_file = config.environment.env_file
-    if env_file is not None and env_file.is_file():
-        mode = env_file.stat().st_mode
-        if mode & 0o004:
-            problems.append(
-                f"{env_file}: world-readable (mode {oct(mode & 0o777)}); run chmod 600 {env_file}"
-            )
-        if _tracked_by_git(env_file):
-            problems.append(
-                f"{env_file}: tracked by git; secrets must never be committed (git rm --cached)"
-            )
-    return problems
-
-
-def _tracked_by_git(path: Path) -> bool:
-    if shutil.which("git") is None:
-        return False
-    result = subprocess.run(
-        ["git", "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
-
-
-def _tool_problems(config: Config | None) -> list[str]:
-    needed = ["docker", "git"]
-    if config is not None and isinstance(config.build, GoBuild):
-        needed.append("go")
-    remote = config is not None and any(n.startswith("ssh://") for n in config.environment.nodes)
-    if remote:
-        needed.append("ssh")
-    path = os.environ.get("PATH")
-    problems = [
-        f"tool `{tool}` not found on PATH"
-        for tool in needed
-        if shutil.which(tool, path=path) is None
-    ]
-    if "go" in needed and shutil.which("go", path=path) is not None:
-        go_problem = go_toolchain_problem(LocalHost())
-        if go_problem is not None:
-            problems.append(go_problem)
-    if remote and shutil.which("ssh", path=path) is not None:
-        version = openssh_version()
-        if version is None or version < MIN_OPENSSH:
-            found_ssh = ".".join(map(str, version)) if version else "an unknown version"
-            problems.append(
-                f"tool `ssh`: found OpenSSH {found_ssh}, need {'.'.join(map(str, MIN_OPENSSH))} or newer"
-            )
-    return problems
+def _engine(config: Config) -> str:
+    host = connect(config)
+    provider = get_provider(config.environment.provider, host, config_file=str(config.path))
+    return provider.preflight(config)

@@ -106,9 +106,14 @@ class MigrationPlan:
 
 
 def local_migration_files(directory: Path) -> dict[int, Path]:
-    """``*.up.sql`` files in ``directory`` by version."""
+    """``*.up.sql`` files in ``directory`` by version. A directory that does not exist is an
+    error, not "no migrations": a deploy would start the app on a schema it never got."""
     if not directory.is_dir():
-        return {}
+        raise MigrationError(
+            f"the migrations directory {directory} does not exist",
+            hint="point database.migrations.path at the directory of NNN_name.up.sql files, "
+            "or set database.migrations: null when the app has none",
+        )
     return {
         int(m.group("version")): p
         for p in directory.iterdir()

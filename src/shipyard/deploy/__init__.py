@@ -2,8 +2,10 @@
 
 validate → lock → repair → version → build → deliver → infrastructure → plan → snapshot (only when
 migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
-unlock. Before the switch a failure removes the candidate and the live slot never stops serving;
-from the switch on (the point of no return) a failure switches back to the previous slot first.
+unlock. ``validate`` runs every check `shipyard check` runs (``run_checks``) and refuses before
+anything changes. Before the switch a failure removes the candidate and the live slot never stops
+serving; from the switch on (the point of no return) a failure switches back to the previous slot
+first.
 From the moment it holds the lock, the operation journals its intent on the host before each step
 that changes what serves, so an operation killed at any point is finished or undone by the next
 one (``repair``, ``_repair``). Every phase and cleanup is fenced by the lock. A provider supplies
@@ -23,12 +25,14 @@ from typing import NoReturn, Protocol
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
+from shipyard.deploy._checks import Checked, check_file, run_checks
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Interrupted, Phases, signals_noted, signals_raise
 from shipyard.deploy._repair import RepairSteps, repair, repair_entry
 from shipyard.errors import (
+    CheckFailed,
     DeployFailed,
     HostUnreachable,
     LockHeld,
@@ -56,6 +60,7 @@ from shipyard.state import (
 )
 
 __all__ = [
+    "Checked",
     "CiNotPassed",
     "DeployOptions",
     "DeployResult",
@@ -70,13 +75,16 @@ __all__ = [
     "RepairSteps",
     "RollbackOptions",
     "across_nodes",
+    "check_file",
     "common_rollback_version",
     "hook_env",
     "new_deployment_id",
     "rollout_error",
+    "run_checks",
     "run_deploy",
     "run_repair",
     "run_rollback",
+    "validate",
 ]
 
 _SHORT_SHA = 7  # a commit prefix shorter than this is ambiguous
@@ -145,7 +153,9 @@ class DeployResult:
 class DeploySteps(RepairSteps, Protocol):
     """What a provider does at each phase (and to repair an interrupted operation)."""
 
-    def preflight(self) -> str: ...
+    def preflight(self) -> str:
+        """The target's engine as operations need it (what was found, or raises)."""
+        ...
 
     def deliver(self, image: Image) -> str: ...
 
@@ -176,6 +186,17 @@ class DeploySteps(RepairSteps, Protocol):
     def prune(self, dropped: list[Release], kept: list[Release]) -> None: ...
 
     def url(self) -> str: ...
+
+    def leftovers(self) -> list[str]:
+        """What of the environment's stack exists on the target (the database container,
+        network, volumes, proxy): after a failed first deploy, what it leaves behind."""
+        ...
+
+
+def validate(ctx: OperationContext, steps: DeploySteps) -> Checked:
+    """Every check `shipyard check` runs, before a deploy, rollback or plan changes anything
+    (``CheckFailed`` listing every problem; see ``run_checks``)."""
+    return run_checks(ctx.config, steps.preflight, local=ctx.local, operation=True)
 
 
 def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions) -> DeployResult:
@@ -413,6 +434,7 @@ class _Operation:
         self.version = "?"
         self.commit = "?"
         self.fresh_image = False
+        self.first_deploy = False  # nothing served when it began
         self.intent: Intent | None = None
         self.lock: Lock | None = None  # taken in ``run``
 
@@ -452,11 +474,13 @@ class _Operation:
 
     def begin(self) -> None:
         """Journal that the operation holds the lock and has begun (``state.Intent``)."""
+        previous = self.ctx.store.current()
+        self.first_deploy = self.action == "deploy" and previous is None
         self.intent = Intent(
             deployment_id=self.ctx.deployment_id,
             action=self.action,
             release=None,
-            previous=self.ctx.store.current(),
+            previous=previous,
             step="begin",
             by=deployer(),
             started_at=self.phases.started_at,
@@ -528,7 +552,7 @@ class _Operation:
         )
         with signals_raise():
             try:
-                phases.run("validate", self.steps.preflight, summary=str)
+                phases.run("validate", lambda: validate(ctx, self.steps), summary=Checked.summary)
                 phases.run(
                     "lock",
                     lambda: lock.acquire(wait=self.lock_wait),
@@ -547,6 +571,7 @@ class _Operation:
                 phases.event(self.kinds.failed, error=exc.message, phase="lock")
                 raise
             except (
+                CheckFailed,
                 LockHeld,
                 HostUnreachable,
                 NeedsConfirmation,
@@ -609,6 +634,8 @@ class _Operation:
             except LockLost as lost:
                 self.phases.event(self.kinds.failed, error=lost.message, phase="lock")
                 raise
+            if self.first_deploy and not cleanup_failures:
+                self._say_what_is_left(failure)
             self._history(failure, started_at, started)
             self._report_failure(failure, rolled_back=not cleanup_failures, started=started)
         if cleanup_failures:
@@ -619,6 +646,24 @@ class _Operation:
                 "retries bringing the previous version back",
             ) from exc
         raise failure from exc
+
+    def _say_what_is_left(self, failure: DeployFailed) -> None:
+        """A failed first deploy had no previous version to keep serving: its hint says what it
+        created and left on the target, and how to remove it."""
+        try:
+            left = self.steps.leftovers()
+        except ShipyardError as exc:
+            self.phases.warn(f"could not list what the failed first deploy left: {exc.message}")
+            return
+        if not left:
+            return
+        environment = self.ctx.config.environment.name
+        what = (
+            f"nothing served before this first deploy; it left on {self.ctx.node}: "
+            f"{', '.join(left)}. `shipyard destroy {environment} --yes` removes them "
+            "(`--volumes` deletes the database volume too), or fix the problem and deploy again"
+        )
+        failure.hint = f"{failure.hint}; {what}" if failure.hint else what
 
     def _report_failure(self, failure: DeployFailed, *, rolled_back: bool, started: float) -> None:
         """Events and on_failure hooks for a failure whose cleanups have run."""

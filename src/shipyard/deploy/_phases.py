@@ -12,6 +12,7 @@ from types import FrameType
 from typing import TypeVar
 
 from shipyard.errors import (
+    CheckFailed,
     DeployFailed,
     HostUnreachable,
     LockHeld,
@@ -109,6 +110,7 @@ class Phases:
             result = action()
         except (
             Interrupted,
+            CheckFailed,
             DeployFailed,
             RollbackFailed,
             LockHeld,

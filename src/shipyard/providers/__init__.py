@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from shipyard.config import Config
 from shipyard.deploy import DeployOptions, DeployResult, OperationContext, RollbackOptions
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
@@ -33,6 +34,11 @@ __all__ = [
 
 class Provider(Protocol):
     name: str
+
+    def preflight(self, config: Config) -> str:
+        """The target as every operation of ``config`` needs it (what was found), or raises;
+        changes nothing."""
+        ...
 
     def provision(self, ctx: OperationContext) -> list[str]: ...
 

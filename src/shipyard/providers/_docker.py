@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 from ruamel.yaml import YAML
 
-from shipyard.build import Image, image_tag, read_version
+from shipyard.build import Image, plan_build, read_version
 from shipyard.config import Config, DatabaseSection
 from shipyard.database import (
     Database,
@@ -36,6 +36,7 @@ from shipyard.deploy import (
     run_deploy,
     run_repair,
     run_rollback,
+    validate,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
 from shipyard.errors import (
@@ -49,7 +50,7 @@ from shipyard.errors import (
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
-from shipyard.providers._ports import taken_ports
+from shipyard.providers._ports import proxy_ports, taken_ports
 from shipyard.providers._stack import (
     LABEL,
     Layout,
@@ -112,6 +113,20 @@ PROXY_RECREATED = (
     "recreate the proxy (its ports, image, volumes or DNS settings changed): for the second it "
     "takes to restart, new connections are refused"
 )
+
+
+def engine_ready(info: EngineInfo, host: str) -> str:
+    """What a host's engine offers, when it is what shipyard needs: Compose v2 installed, both
+    new enough (``HostUnreachable`` without Compose, ``ToolTooOld`` when older)."""
+    if info.compose_version is None:
+        raise HostUnreachable(
+            f"on {host}: Docker Compose v2 (`docker compose`) is not installed",
+            hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
+        )
+    problems = version_problems(info.server_version, info.compose_version)
+    if problems:
+        raise ToolTooOld(f"on {host}: " + "; ".join(problems))
+    return f"docker {info.server_version} reachable on {host}; compose {info.compose_version}"
 
 
 class DockerSteps:
@@ -189,17 +204,9 @@ class DockerSteps:
 
     # -- phases ---------------------------------------------------------------------------------------
     def preflight(self) -> str:
-        info = self.engine
-        if info.compose_version is None:
-            raise HostUnreachable(
-                f"on {self.host.name}: Docker Compose v2 (`docker compose`) is not installed",
-                hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
-            )
-        problems = version_problems(info.server_version, info.compose_version)
-        if problems:
-            raise ToolTooOld(f"on {self.host.name}: " + "; ".join(problems))
+        found = engine_ready(self.engine, self.host.name)
         self._refuse_taken_ports()
-        return f"docker {info.server_version}, compose {info.compose_version}"
+        return found
 
     def _refuse_taken_ports(self) -> None:
         """``PortInUse`` when another process or container holds a port the proxy needs."""
@@ -612,6 +619,12 @@ class DockerSteps:
             database_name=section.name if section else None,
         )
 
+    def _gate_hint(self) -> str:
+        fix = "fix the app or its config and deploy again"
+        if self.docker.container(self.names.live) is None:
+            return fix  # nothing served before (a first deploy says what it left)
+        return f"the previous version kept serving; {fix}"
+
     def gate(self, slot: str) -> str:
         container = self.names.slot(slot)
         try:
@@ -623,7 +636,7 @@ class DockerSteps:
                 "health",
                 f"slot {slot} is not running ({state}): {exc.message}\n  app log:\n"
                 f"{_indent(self.docker.logs(container, tail=20))}",
-                hint="the previous version kept serving; fix the app or its config and deploy again",
+                hint=self._gate_hint(),
             ) from exc
         container = target.container
 
@@ -647,7 +660,7 @@ class DockerSteps:
                 "health",
                 f"slot {slot} never became healthy: {result.reason}\n  last answers:\n{answers}\n"
                 f"  app log:\n{_indent(logs)}",
-                hint="the previous version kept serving; fix the app or its config and deploy again",
+                hint=self._gate_hint(),
             )
         return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
 
@@ -812,6 +825,23 @@ class DockerSteps:
         result = self.host.run(["ls", "-1", "-A", str(directory)], check=False)
         return result.stdout.split() if result.ok else []
 
+    def leftovers(self) -> list[str]:
+        """What of the environment's stack exists on the host, the app's slots aside."""
+        found = [
+            f"{what} container {name}"
+            for what, name in (
+                ("database", self.names.database),
+                ("proxy", self.names.proxy),
+                ("guard", self.names.guard),
+            )
+            if self.docker.container(name) is not None
+        ]
+        if self.names.network in self.docker.networks():
+            found.append(f"network {self.names.network}")
+        volumes = set(self.docker.volumes())
+        found += [f"volume {v}" for v in self.names.volumes.values() if v in volumes]
+        return found
+
     def discard(self, release: Release, *, image: bool) -> str:
         """Forget a release that never went live (a failed or interrupted deploy): its env file,
         its migration copy and, when that operation built it (``image``), its image — unless a
@@ -941,6 +971,16 @@ class DockerProvider:
 
         return DatabaseOperations(self.steps(ctx))
 
+    def preflight(self, config: Config) -> str:
+        """The host's engine, checked as every operation checks it first (``engine_ready``), and
+        the proxy's ports (``PortInUse`` when another process or container holds one)."""
+        found = engine_ready(Docker(self.host).info(), self.host.name)
+        taken = taken_ports(config, self.host)
+        if taken:
+            raise PortInUse(taken)
+        ports = " and ".join(str(port) for _, port in proxy_ports(config))
+        return f"{found}; no other process or container holds port {ports} on {self.host.name}"
+
     def provision(self, ctx: OperationContext) -> list[str]:
         return [self.steps(ctx).preflight()]
 
@@ -950,6 +990,7 @@ class DockerProvider:
     def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]:
         """What a deploy would do, read from the config, the state and the engine; changes nothing."""
         steps, config, docker = self.steps(ctx), ctx.config, self.steps(ctx).docker
+        validate(ctx, steps)
         plan: list[PlanStep] = []
         plan += _plan_lock_and_repair(ctx)
         version = read_version(
@@ -959,15 +1000,9 @@ class DockerProvider:
         )
         if config.deploy.require_ci:
             plan.append(PlanStep("ci", f"require passing CI for {version.short}"))
-        tag = image_tag(config.app.name, version)
-        image = docker.image(tag)
-        reuse = (
-            image is not None
-            and not version.dirty
-            and not options.rebuild
-            and (image.labels.get("org.opencontainers.image.revision") == version.commit)
-        )
-        plan.append(PlanStep("build", f"{'reuse' if reuse else 'build'} {tag} ({version.version})"))
+        build = plan_build(config, Docker(ctx.local), version, rebuild=options.rebuild)
+        tag = build.tag
+        plan.append(PlanStep("build", build.describe(version)))
         if not isinstance(self.host, LocalHost):
             plan.append(PlanStep("deliver", f"send {tag} to {self.host.name}"))
         if steps.names.network not in docker.networks():

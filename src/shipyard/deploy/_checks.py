@@ -1,0 +1,166 @@
+"""Everything a deploy needs, checked before anything changes.
+
+`shipyard check` runs these checks and nothing else; deploy, rollback and plan run the very same
+ones first (their ``validate`` phase), so no operation goes ahead on a tree that `check` refuses.
+The checks read files and ask tools for their versions on the operator's machine and the engine
+of the target; they change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from shipyard.build import go_toolchain_problem
+from shipyard.config import Config, GoBuild, load_config
+from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError, ToolTooOld
+from shipyard.hosts import MIN_OPENSSH, Host, LocalHost, openssh_version
+
+
+@dataclass(frozen=True)
+class Checked:
+    """What the checks found when nothing failed: what passed, and warnings."""
+
+    passed: list[str]
+    warnings: list[str]
+
+    def summary(self) -> str:
+        """One line for the ``validate`` phase (the config line is implied by getting there)."""
+        return "; ".join(["every check passed", *self.passed[1:]])
+
+
+@dataclass(frozen=True)
+class _Problem:
+    message: str
+    too_old: bool = False  # a tool older than shipyard needs (not missing, not misconfigured)
+
+
+def check_file(config_path: Path, environment: str, *, engine: Callable[[Config], str]) -> Checked:
+    """`shipyard check`: load the configuration for ``environment`` and run every check.
+
+    A configuration that does not load is reported with the tools this machine lacks, all at
+    once. ``engine(config)`` checks the target's engine (see ``run_checks``)."""
+    try:
+        config = load_config(config_path, environment)
+    except ConfigError as exc:
+        problems = [str(issue) for issue in exc.issues]
+        problems += [p.message for p in _tool_problems(None, LocalHost())]
+        raise CheckFailed(problems, warnings=[str(w) for w in exc.warnings]) from exc
+    return run_checks(config, lambda: engine(config), local=LocalHost(config.masker))
+
+
+def run_checks(
+    config: Config, engine: Callable[[], str], *, local: Host, operation: bool = False
+) -> Checked:
+    """Every check of a valid configuration, every problem collected: the build context, the
+    Dockerfile or Go module and its files, the migrations directory, the env file (not
+    world-readable, not tracked by git), the tools on this machine (``local``) and their
+    versions, then — when nothing else failed — ``engine()``, the target's Docker engine and
+    Compose (it returns what it found, or raises).
+
+    Raises ``CheckFailed`` listing every problem. For an ``operation`` (deploy, rollback, plan) a
+    problem that has an exit code of its own stops it with that error instead, when it is the
+    only kind found: tools older than needed (``ToolTooOld``), and whatever the engine check
+    raises (``HostUnreachable`` for an engine that cannot be reached, ``ToolTooOld``)."""
+    warnings = [str(warning) for warning in config.warnings]
+    problems = [*_file_problems(config, local), *_tool_problems(config, local)]
+    if operation and problems and all(p.too_old for p in problems):
+        raise ToolTooOld("; ".join(p.message for p in problems), hint=_UPGRADE)
+    passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
+    if not problems:
+        try:
+            passed.append(engine())
+        except ShipyardError as exc:
+            if operation:
+                raise
+            problems.append(_Problem(exc.message))
+    if problems:
+        raise CheckFailed([p.message for p in problems], warnings=warnings)
+    return Checked(passed, warnings)
+
+
+_UPGRADE = "upgrade it (`shipyard check ENV` lists every problem), then run the command again"
+
+
+def _file_problems(config: Config, local: Host) -> list[_Problem]:
+    problems = []
+    file = str(config.path)
+    context = config.resolve(config.build.context)
+    if not context.is_dir():
+        problems.append(f"{file} build.context: directory {context} does not exist")
+    elif isinstance(config.build, GoBuild):
+        if not (context / "go.mod").is_file():
+            problems.append(f"{file} build.context: {context} has no go.mod")
+        for relative in config.build.files:
+            if not (context / relative).exists():
+                problems.append(
+                    f"{file} build.files.{relative}: {context / relative} does not exist"
+                )
+    elif not (context / config.build.dockerfile).is_file():
+        problems.append(
+            f"{file} build.dockerfile: {context / config.build.dockerfile} does not exist"
+        )
+    if config.database and config.database.migrations:
+        migrations = config.resolve(config.database.migrations.path)
+        if not migrations.is_dir():
+            problems.append(
+                f"{file} database.migrations.path: directory {migrations} does not exist"
+            )
+    env_file = config.environment.env_file
+    if env_file is not None and env_file.is_file():
+        mode = env_file.stat().st_mode
+        if mode & 0o004:
+            problems.append(
+                f"{env_file}: world-readable (mode {oct(mode & 0o777)}); run chmod 600 {env_file}"
+            )
+        if _tracked_by_git(local, env_file):
+            problems.append(
+                f"{env_file}: tracked by git; secrets must never be committed (git rm --cached)"
+            )
+    return [_Problem(message) for message in problems]
+
+
+def _tracked_by_git(local: Host, path: Path) -> bool:
+    try:
+        result = local.run(
+            ["git", "-C", str(path.parent), "ls-files", "--error-unmatch", path.name],
+            check=False,
+            timeout=60,
+        )
+    except HostUnreachable:  # no git here: reported among the tools
+        return False
+    return result.ok
+
+
+def _tool_problems(config: Config | None, local: Host) -> list[_Problem]:
+    needed = ["docker", "git"]
+    if config is not None and isinstance(config.build, GoBuild):
+        needed.append("go")
+    remote = config is not None and any(n.startswith("ssh://") for n in config.environment.nodes)
+    if remote:
+        needed.append("ssh")
+    path = os.environ.get("PATH")
+    problems = [
+        _Problem(f"tool `{tool}` not found on PATH")
+        for tool in needed
+        if shutil.which(tool, path=path) is None
+    ]
+    if "go" in needed and shutil.which("go", path=path) is not None:
+        go_problem = go_toolchain_problem(local)
+        if go_problem is not None:
+            problems.append(_Problem(go_problem, too_old=True))
+    if remote and shutil.which("ssh", path=path) is not None:
+        version = openssh_version()
+        if version is None or version < MIN_OPENSSH:
+            found = "OpenSSH " + ".".join(map(str, version)) if version else "an unknown OpenSSH"
+            problems.append(
+                _Problem(
+                    f"tool `ssh`: {found} found on this machine; "
+                    f"{'.'.join(map(str, MIN_OPENSSH))} or newer is needed",
+                    too_old=True,
+                )
+            )
+    return problems

@@ -1,0 +1,173 @@
+"""Building the app image, and the one decision whether to reuse an image built before, against a
+recording fake engine (no Docker, no Go)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pytest
+
+from shipyard import build
+from shipyard.build import BUILD_INPUTS_LABEL, VersionInfo, build_image, build_inputs
+from shipyard.config import Config
+from shipyard.deploy import DeployOptions, OperationContext
+from shipyard.events import Bus
+from shipyard.hosts import CommandResult
+from shipyard.providers import DockerProvider
+from shipyard.state import StateStore
+from tests.bad_configs import VALID, committed_config
+from tests.fakes import FakeHost
+from tests.unit.test_checks import _tools
+from tests.unit.test_docker_steps import engine
+
+COMMIT = "a" * 40
+VERSION = VersionInfo("0.0.0+aaaaaaa", COMMIT, "2026-01-01T00:00:00Z", dirty=False)
+TAG = "shop:0.0.0-aaaaaaa"
+GO_BUILD = '  kind: go\n  context: .\n  ldflags:\n    example.com/shop/cmd.Version: "{version}"\n'
+TOKEN = "tok-0123456789abcdef"  # a build arg that is a secret
+DOCKERFILE_BUILD = f"  kind: dockerfile\n  args:\n    API_TOKEN: {TOKEN}\n"
+
+
+class Machine:
+    """The operator's machine: a Docker engine that keeps the images it builds (with the labels
+    of the build), git at a clean ``COMMIT``, and Go 1.26."""
+
+    def __init__(self) -> None:
+        self.images: dict[str, dict[str, str]] = {}
+        self.builds: list[list[str]] = []
+        self.host = FakeHost(self.respond)
+
+    def respond(self, argv: list[str]) -> CommandResult | None:
+        if argv[:1] == ["git"]:
+            return self._git(argv)
+        if argv[:3] == ["go", "env", "GOVERSION"]:
+            return _ok(argv, "go1.26.0\n")
+        if argv[:2] == ["docker", "version"]:
+            return _ok(argv, '{"Version": "27.0.0", "Arch": "amd64", "Os": "linux"}')
+        return self._images(argv)
+
+    def _images(self, argv: list[str]) -> CommandResult | None:
+        if argv[:2] == ["docker", "build"]:
+            self.builds.append(argv)
+            labels = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--label"]
+            tag = argv[argv.index("--tag") + 1]
+            self.images[tag] = dict(label.split("=", 1) for label in labels)
+            return _ok(argv)
+        if argv[:3] == ["docker", "image", "inspect"]:
+            labels = self.images.get(argv[3])
+            if labels is None:
+                return CommandResult(tuple(argv), 1, "", f"Error: No such image: {argv[3]}")
+            document = {"Id": f"sha256:{len(self.builds)}", "Config": {"Labels": labels}}
+            return _ok(argv, json.dumps([document]))
+        return None
+
+    @staticmethod
+    def _git(argv: list[str]) -> CommandResult:
+        if "rev-parse" in argv:
+            return _ok(argv, COMMIT + "\n")
+        if "ls-files" in argv:  # nothing is tracked (the env file is not)
+            return CommandResult(tuple(argv), 1, "", "did not match any file(s)")
+        return _ok(argv)  # a clean tree (status) without tags (tag --points-at)
+
+
+def _ok(argv: list[str], stdout: str = "") -> CommandResult:
+    return CommandResult(tuple(argv), 0, stdout, "")
+
+
+@pytest.fixture(autouse=True)
+def _no_builds_of_this_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "_BUILT", {})  # each build_image call asks the engine
+
+
+def _config(tmp_path: Path, build_section: str, *, dockerfile: str | None = None) -> Config:
+    yaml = VALID.replace(GO_BUILD, build_section)
+    assert yaml != VALID or build_section == GO_BUILD
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if dockerfile is not None:
+        (tmp_path / "Dockerfile").write_text(dockerfile, encoding="utf-8")
+    return committed_config(tmp_path, yaml)
+
+
+def test_an_image_of_the_same_commit_built_another_way_is_not_reused(tmp_path: Path) -> None:
+    """A Go scratch image of this commit exists; the config now asks for a Dockerfile build: it is
+    built, not shipped as "built before"."""
+    machine = Machine()
+    go = _config(tmp_path / "go", GO_BUILD)
+    first = build_image(go, machine.host, VERSION)
+    assert not first.reused and len(machine.builds) == 1
+    assert machine.images[TAG][BUILD_INPUTS_LABEL] == build_inputs(go)
+    assert build_image(go, machine.host, VERSION).reused  # same inputs: built before
+
+    dockerfile = _config(tmp_path / "df", DOCKERFILE_BUILD, dockerfile="FROM scratch\n")
+    switched = build_image(dockerfile, machine.host, VERSION)
+    assert not switched.reused
+    assert len(machine.builds) == 2 and "--file" in machine.builds[-1]
+    assert machine.images[TAG][BUILD_INPUTS_LABEL] == build_inputs(dockerfile)
+    assert build_image(dockerfile, machine.host, VERSION).reused
+    assert not any(TOKEN in " ".join(argv) for argv in machine.host.commands)  # not in argv
+
+
+def test_build_inputs_change_with_everything_that_shapes_the_image(tmp_path: Path) -> None:
+    def inputs(name: str, section: str, dockerfile: str = "FROM scratch\n") -> str:
+        return build_inputs(_config(tmp_path / name, section, dockerfile=dockerfile))
+
+    base = inputs("base", DOCKERFILE_BUILD)
+    assert inputs("same", DOCKERFILE_BUILD) == base
+    variants = {
+        "content": inputs("content", DOCKERFILE_BUILD, "FROM scratch\nUSER 1000\n"),
+        "target": inputs("target", DOCKERFILE_BUILD + "  target: runtime\n"),
+        "arg-value": inputs("arg", DOCKERFILE_BUILD.replace(TOKEN, "other")),
+        "arg-name": inputs("name", DOCKERFILE_BUILD.replace("API_TOKEN:", "TOKEN:")),
+        "path": inputs("path", DOCKERFILE_BUILD + "  dockerfile: Containerfile\n"),
+        "go": inputs("go", GO_BUILD),
+        "ldflags": inputs("ldflags", GO_BUILD.replace("{version}", "{commit}")),
+        "tags": inputs("tags", GO_BUILD + "  tags: [netgo]\n"),
+        "files": inputs("files", GO_BUILD + "  files: {go.mod: /app/go.mod}\n"),
+        "package": inputs("package", GO_BUILD + "  package: ./cmd/other\n"),
+    }
+    assert len({base, *variants.values()}) == len(variants) + 1, variants
+    assert all(len(value) == 64 and TOKEN not in value for value in variants.values())
+
+
+def test_plan_makes_the_same_decision_as_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine = Machine()
+    go = _config(tmp_path / "go", GO_BUILD)
+    build_image(go, machine.host, VERSION)
+    dockerfile = _config(tmp_path / "df", DOCKERFILE_BUILD, dockerfile="FROM scratch\n")
+    monkeypatch.setenv("PATH", _tools(tmp_path / "bin", "go1.26.0"))
+
+    def plan(config: Config) -> str:
+        target = FakeHost(engine({}))
+        ctx = OperationContext(
+            config=config,
+            local=machine.host,
+            store=StateStore(target, PurePosixPath("/state/shop/development")),
+            bus=Bus(config.masker),
+            deployment_id="d1",
+        )
+        target.respond = _with_engine_versions(target.respond)
+        steps = DockerProvider(target).plan(ctx, DeployOptions())
+        return next(step.action for step in steps if step.phase == "build")
+
+    assert (
+        plan(go) == f"reuse {TAG} (0.0.0+aaaaaaa): built before from this commit and these settings"
+    )
+    assert plan(dockerfile).startswith(
+        f"build {TAG} (0.0.0+aaaaaaa): the image of this commit was built with other build settings"
+    )
+
+
+def _with_engine_versions(respond: Any) -> Any:
+    def answer(argv: list[str]) -> CommandResult | None:
+        if argv[:2] == ["docker", "version"]:
+            return _ok(argv, '{"Version": "27.0.0"}')
+        if argv[:3] == ["docker", "compose", "version"]:
+            return _ok(argv, "2.29.0\n")
+        result: CommandResult | None = respond(argv)
+        return result
+
+    return answer
