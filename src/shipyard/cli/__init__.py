@@ -38,7 +38,9 @@ from shipyard.deploy import (
     DeployOptions,
     DeployResult,
     Interrupted,
+    RollbackChoice,
     RollbackOptions,
+    Served,
     across_nodes,
     common_rollback_version,
     rollout_error,
@@ -243,26 +245,31 @@ def rollback(
     wait: WaitOption = "0s",
     json_output: JsonOption = False,
 ) -> None:
-    """Bring back the previous (or a chosen) retained release: no rebuild, health-gated switch."""
+    """Bring back what served before the live release (or a chosen retained release): no
+    rebuild, health-gated switch. Rolling back again goes further back."""
     sessions = open_sessions(config, environment, json_output=json_output)
+    why = None
     if to is None and len(sessions) > 1:
-        # One version for every node, even after a rollout that stopped half way.
-        to = common_rollback_version(
-            [(s.ctx.store.releases(), s.ctx.store.current()) for s in sessions]
-        )
+        choice = _common_rollback(sessions)
+        to, why = choice.release.version, choice.why
         there = [s for s in sessions if _live_version(s) == to]
         for session in there:
             err.print(f"{escape(session.ctx.node)} already serves {escape(to)}")
         sessions = [s for s in sessions if s not in there]
         if not sessions:
             return
-    options = RollbackOptions(to=to, yes=yes, lock_wait=parse_duration(wait))
+    options = RollbackOptions(to=to, why=why, yes=yes, lock_wait=parse_duration(wait))
     for session, result in _on_nodes(
         sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
     ):
         if json_output:
             continue
         _rolled_back(environment + _on(session, sessions), result)
+
+
+def _common_rollback(sessions: list[Session]) -> RollbackChoice:
+    """One version for every node, even after a rollout that stopped half way."""
+    return common_rollback_version([(s.ctx.node, Served.read(s.ctx.store)) for s in sessions])
 
 
 def _live_version(session: Session) -> str | None:
