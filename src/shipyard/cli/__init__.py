@@ -406,11 +406,31 @@ def plan(
     node: NodeOption = None,
     allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="As for deploy.")] = False,
     ref: Annotated[str | None, typer.Option("--ref", help="As for deploy.")] = None,
+    rollback: Annotated[
+        bool,
+        typer.Option(
+            "--rollback", help="What `rollback` would do: the release it brings back and why."
+        ),
+    ] = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="With --rollback: as for rollback.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Every action a deploy would take, touching nothing."""
+    """Every action a deploy (or with --rollback, a rollback) would take, touching nothing."""
+    if to is not None and not rollback:
+        raise typer.BadParameter("--to goes with --rollback", param_hint="--to")
+    if rollback and ref is not None:
+        raise typer.BadParameter("a rollback builds nothing: --ref goes without --rollback")
     session = open_session(config, environment, json_output=json_output, ref=ref, node=node)
-    steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
+    if rollback:
+        options = RollbackOptions(to=to)
+        if to is None and len(session.config.environment.nodes) > 1:
+            choice = _common_rollback(open_sessions(config, environment, json_output=json_output))
+            options = RollbackOptions(to=choice.release.version, why=choice.why)
+        steps = session.provider.plan_rollback(session.ctx, options)
+    else:
+        steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
     if json_output:
         _out([asdict(step) for step in steps])
         return

@@ -29,10 +29,13 @@ from shipyard.database import (
 )
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.deploy import (
+    RULE,
     DeployOptions,
     DeployResult,
     OperationContext,
     RollbackOptions,
+    Served,
+    choose_rollback,
     run_deploy,
     run_repair,
     run_rollback,
@@ -979,36 +982,7 @@ class DockerProvider:
         current = ctx.store.current()
         slot = other_slot(current.slot if current else None)
         plan.append(PlanStep("start", f"start slot {slot} ({steps.names.slot(slot)}) with {tag}"))
-        plan.append(
-            PlanStep(
-                "health",
-                f"{config.health.passes} passing round(s) of {', '.join(c.kind for c in config.health.checks)} within {config.health.start_timeout:g}s",
-            )
-        )
-        proxy = docker.container(steps.names.proxy)
-        if proxy is None or not proxy.running:
-            plan.append(
-                PlanStep(
-                    "switch", f"start the proxy on port {config.proxy.http_port}, route to {slot}"
-                )
-            )
-        else:
-            plan.append(
-                PlanStep(
-                    "switch",
-                    f"route {steps.url()} from {current.slot if current else 'nothing'} to {slot}",
-                )
-            )
-        if current is not None:
-            plan.append(
-                PlanStep(
-                    "watch",
-                    f"watch {config.deploy.watch:g}s; switch back to {current.slot} on failure",
-                )
-            )
-            plan.append(
-                PlanStep("retire", f"drain and stop slot {current.slot} (kept for rollback)")
-            )
+        plan += _plan_go_live(steps, slot, current.slot if current else None)
         releases = ctx.store.releases()
         keep = config.deploy.keep_releases
         if len(releases) + 1 > keep:
@@ -1019,6 +993,71 @@ class DockerProvider:
                         f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
                     )
                 )
+        return plan
+
+    def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]:
+        """What `rollback` would do: which release it brings back and why (``choose_rollback``,
+        the rule `rollback` follows), then its steps; read from the state and the engine,
+        changing nothing."""
+        steps, config = self.steps(ctx), ctx.config
+        plan = _plan_lock_and_repair(ctx)
+        served = Served.read(ctx.store)
+        current = served.current
+        if current is None:
+            raise StateError(
+                f"nothing is deployed to {config.environment.name}: nothing to roll back"
+            )
+        live = next((r for r in served.releases if r.id == current.release_id), None)
+        if options.why is not None and live is not None and live.version == options.to:
+            plan.append(
+                PlanStep("choose", f"nothing to do: {live.version} serves already, {options.why}")
+            )
+            return plan
+        choice = choose_rollback(served, options.to, why=options.why)
+        target = choice.release
+        plan.append(
+            PlanStep(
+                "choose",
+                f"bring back {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}",
+            )
+        )
+        plan += [PlanStep("choose", note) for note in choice.notes]
+        if options.to is None or options.why is not None:
+            plan.append(PlanStep("choose", f"the rule: {RULE}"))
+        if any(step.phase == "repair" for step in plan):
+            plan.append(
+                PlanStep("choose", "chosen from the state as it is now: the repair comes first")
+            )
+        database = steps._database()
+        db = steps.docker.container(steps.names.database) if database is not None else None
+        if database is not None and db is not None and db.running:
+            schema = database.migration_state().version
+            if (
+                schema is not None
+                and target.migration_version is not None
+                and schema > target.migration_version
+            ):
+                plan.append(
+                    PlanStep(
+                        "schema",
+                        f"the schema is at version {schema}, newer than the "
+                        f"{target.migration_version} that {target.version} shipped with: it "
+                        "needs --yes (down-migrations are never run)",
+                    )
+                )
+        slot = other_slot(current.slot)
+        kept = steps.slot_container(slot)
+        if kept is not None and kept.labels.get(f"{LABEL}.release") == target.id:
+            start = f"start the kept container {kept.name} ({target.image})"
+        else:
+            start = (
+                f"start slot {slot} ({steps.names.slot(slot)}) from {target.image} with the "
+                "environment it was deployed with"
+            )
+            if steps.docker.image(target.image) is None:
+                start += f"; {target.image} is not on {self.host.name}: the start would fail"
+        plan.append(PlanStep("start", start))
+        plan += _plan_go_live(steps, slot, current.slot)
         return plan
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
@@ -1179,6 +1218,34 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
                 f"(stopped at step {intent.step!r})",
             )
         )
+    return plan
+
+
+def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[PlanStep]:
+    """health → switch → watch → retire, as a deploy or a rollback brings ``slot`` live."""
+    config = steps.config
+    plan = [
+        PlanStep(
+            "health",
+            f"{config.health.passes} passing round(s) of {', '.join(c.kind for c in config.health.checks)} within {config.health.start_timeout:g}s",
+        )
+    ]
+    proxy = steps.docker.container(steps.names.proxy)
+    if proxy is None or not proxy.running:
+        plan.append(
+            PlanStep("switch", f"start the proxy on port {config.proxy.http_port}, route to {slot}")
+        )
+    else:
+        plan.append(
+            PlanStep("switch", f"route {steps.url()} from {previous or 'nothing'} to {slot}")
+        )
+    if previous is not None:
+        plan.append(
+            PlanStep(
+                "watch", f"watch {config.deploy.watch:g}s; switch back to {previous} on failure"
+            )
+        )
+        plan.append(PlanStep("retire", f"drain and stop slot {previous} (kept for rollback)"))
     return plan
 
 
