@@ -1,4 +1,4 @@
-"""The docker provider's `plan --rollback` against a recording fake engine."""
+"""The docker provider's `destroy` and `plan --rollback` against a recording fake engine."""
 
 from __future__ import annotations
 
@@ -137,6 +137,44 @@ def _context(config: Config, host: FakeHost, environment: str = "development") -
 @pytest.fixture
 def config(tmp_path: Path) -> Config:
     return committed_config(tmp_path, VALID)
+
+
+def test_destroy_removes_the_environments_images_unless_something_else_uses_them(
+    config: Config,
+) -> None:
+    host = EngineHost()
+    releases = [_release(r, f"1.0.{n}") for n, r in enumerate("abcd")]
+    for release in releases:
+        host.images[release.image] = release.image_id
+    host.images["caddy:2"] = "sha256:caddy"
+    project = "com.docker.compose.project"
+    infra = {project: "shop-development-infra"}
+    host.containers = {
+        "shop-development-live": _Container(
+            "shop:1.0.3", {project: "shop-development-green", "org.shipyard.slot": "green"}
+        ),
+        "shop-development-blue": _Container("shop:1.0.2", {project: "shop-development-blue"}),
+        "shop-development-db": _Container("postgres:17", infra),
+        "shop-development-proxy": _Container("caddy:2", infra),
+        "shop-development-guard": _Container("docker:27-cli", infra),
+        "elsewhere": _Container("shop:1.0.1"),  # some other container runs 1.0.1
+    }
+    store = StateStore(host, STATE / "development")  # type: ignore[arg-type]
+    store.save_releases(releases)
+    StateStore(host, STATE / "production").save_releases([releases[2]])  # type: ignore[arg-type]
+    destroyed = DockerProvider(host).cleanup(_context(config, host), volumes=True)  # type: ignore[arg-type]
+
+    assert sorted(host.images) == ["caddy:2", "shop:1.0.1", "shop:1.0.2"]
+    assert "image shop:1.0.0" in destroyed.removed and "image shop:1.0.3" in destroyed.removed
+    assert destroyed.kept == [
+        "image shop:1.0.1: used by container elsewhere",
+        "image shop:1.0.2: a release of environment production",
+    ]
+    rm = [argv for argv in host.commands if argv[:3] == ["docker", "image", "rm"]]
+    assert all("--force" not in argv for argv in rm)
+    guard = host.commands.index(["docker", "rm", "--force", "--volumes", "shop-development-guard"])
+    assert guard < host.commands.index(rm[0])  # the guard goes first, the images last
+    assert store.releases() == []
 
 
 def _history(*operations: tuple[str, Release]) -> list[HistoryEntry]:

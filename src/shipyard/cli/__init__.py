@@ -629,7 +629,8 @@ def destroy(
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove the environment's containers, network and state (and volumes with --volumes)."""
+    """Remove the environment's containers, network, images and state (and volumes with
+    --volumes); an image another environment or a container uses is kept."""
     sessions = open_sessions(config, environment, json_output=False)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
     if not yes and not typer.confirm(
@@ -640,15 +641,17 @@ def destroy(
     failures: list[ShipyardError] = []
     for session in sessions:  # every node, even after one failed
         try:
-            removed = session.provider.cleanup(session.ctx, volumes=volumes)
+            destroyed = session.provider.cleanup(session.ctx, volumes=volumes)
         except ShipyardError as exc:
             if len(sessions) == 1:
                 raise
             err.print(f"[red]failed[/]{_on(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
             continue
-        for name in removed:
+        for name in destroyed.removed:
             err.print(f"removed {escape(name)}{_on(session, sessions)}")
+        for name in destroyed.kept:
+            err.print(f"kept {escape(name)}{_on(session, sessions)}")
     if failures:
         raise failures[0]
 

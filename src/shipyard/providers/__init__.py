@@ -13,11 +13,12 @@ from shipyard.deploy import DeployOptions, DeployResult, OperationContext, Rollb
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
-from shipyard.providers._docker import DockerProvider, PlanStep, Status
+from shipyard.providers._docker import Destroyed, DockerProvider, PlanStep, Status
 
 __all__ = [
     "PROVIDERS",
     "DatabaseOperations",
+    "Destroyed",
     "DockerProvider",
     "PlanStep",
     "Provider",
@@ -49,7 +50,7 @@ class Provider(Protocol):
 
     def render(self, ctx: OperationContext) -> dict[str, str]: ...
 
-    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]: ...
+    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed: ...
 
     def database(self, ctx: OperationContext) -> DatabaseOperations: ...
 

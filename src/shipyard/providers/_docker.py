@@ -60,7 +60,7 @@ from shipyard.providers._stack import (
     to_yaml,
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
-from shipyard.state import Intent, Lock, Release, now_iso, other_slot
+from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
 
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
@@ -101,6 +101,14 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """What ``destroy`` removed on one host, and what it kept and why."""
+
+    removed: list[str]
+    kept: list[str] = field(default_factory=list)
 
 
 PROXY_RECREATED = (
@@ -1160,13 +1168,16 @@ class DockerProvider:
             problems=trouble,
         )
 
-    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]:
-        """Remove the environment's containers and network (and volumes with ``volumes``),
-        holding its lock: never in the middle of a deploy (``LockHeld``)."""
+    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed:
+        """Remove the environment's containers, network, the images shipyard built for it and
+        its state (and volumes with ``volumes``), holding its lock: never in the middle of a
+        deploy (``LockHeld``). An image another environment's releases name (under the same
+        state directory) or any container uses is kept, and said so."""
         steps = self.steps(ctx)
         lock = ctx.store.lock(ctx.deployment_id, "destroy", ttl=ctx.config.deploy.lock_ttl)
         lock.acquire()
         try:
+            images = _built_images(ctx)  # read before the state goes
             removed = []
             # The guard first: it would start the live container again as it is removed.
             if steps.docker.container(steps.names.guard) is not None:
@@ -1176,10 +1187,63 @@ class DockerProvider:
                 removed.append(steps.names.slot(slot))
             steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
             removed.append(steps.names.infra_project)
+            kept = []
+            for image, why in _images_to_remove(ctx, steps.docker, images):
+                if why is not None:
+                    kept.append(f"image {image}: {why}")
+                    continue
+                result = steps.docker.remove_image(image)
+                if result.ok:
+                    removed.append(f"image {image}")
+                else:
+                    refusal = (result.stderr.strip().splitlines() or ["?"])[-1]
+                    kept.append(f"image {image}: docker refused: {refusal}")
             ctx.store.host.run(["rm", "-rf", str(ctx.store.root)])  # the lock goes with it
         finally:
             lock.release()
-        return removed
+        return Destroyed(removed, kept)
+
+
+def _built_images(ctx: OperationContext) -> list[str]:
+    """The images shipyard built for the environment: its retained releases', and the one an
+    interrupted deploy built (no release names it yet)."""
+    images = [release.image for release in ctx.store.releases()]
+    intent = ctx.store.intent()
+    if intent is not None and intent.fresh_image and intent.release is not None:
+        images.append(intent.release.image)
+    return list(dict.fromkeys(images))
+
+
+def _images_to_remove(
+    ctx: OperationContext, docker: Docker, images: list[str]
+) -> list[tuple[str, str | None]]:
+    """Each image still on the engine, with why it must stay (``None``: it can go): the
+    releases of another environment of the app under the same state directory name it, or a
+    container (of any project) uses it."""
+    named: dict[str, str] = {}  # image reference or ID → the environment whose release names it
+    siblings = ctx.store.host.run(["ls", "-1", "-A", str(ctx.store.root.parent)], check=False)
+    for environment in siblings.stdout.split() if siblings.ok else []:
+        if environment == ctx.store.root.name:
+            continue
+        try:
+            releases = StateStore(ctx.store.host, ctx.store.root.parent / environment).releases()
+        except (StateError, TypeError):
+            releases = []  # not an environment's state: nothing it names
+        for release in releases:
+            named.setdefault(release.image, environment)
+            named.setdefault(release.image_id, environment)
+    found: list[tuple[str, str | None]] = []
+    for image in images:
+        info = docker.image(image)
+        if info is None:
+            continue  # removed already
+        other = named.get(image) or named.get(info.id)
+        if other is not None:
+            found.append((image, f"a release of environment {other}"))
+            continue
+        users = docker.containers_using(image)
+        found.append((image, f"used by container {', '.join(users)}" if users else None))
+    return found
 
 
 def _interrupted(ctx: OperationContext) -> Intent | None:
