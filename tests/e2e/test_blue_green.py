@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import AppUnderTest
+from tests.e2e.conftest import AppUnderTest, engine_snapshot
 from tests.e2e.load import Load
 
 
@@ -168,6 +168,71 @@ def test_rollback_restores_previous_and_chosen_versions(app: AppUnderTest) -> No
     missing = app.shipyard("rollback", "development", "--to", "9.9.9")
     assert missing.returncode == 8
     assert "no retained release matches '9.9.9'" in missing.stderr
+
+
+def _served(app: AppUnderTest) -> str:
+    version: str = httpx.get(app.url("/"), timeout=10).json()["version"]
+    return version
+
+
+def test_rollback_returns_to_what_served_before_not_to_what_was_rolled_back_from(
+    app: AppUnderTest,
+) -> None:
+    """deploy A → deploy B → rollback (A) → deploy C → rollback: A, which served before C,
+    comes back through the proxy, not B, the version rolled back from; `plan --rollback` says
+    so first, and a further rollback finds nothing earlier than A."""
+    _short_watch(app)
+    versions = {}
+    for name in ("A", "B"):
+        versions[name] = f"0.0.0+{app.commit(f'version {name}')[:7]}"
+        deployed = app.shipyard("deploy", "development")
+        assert deployed.returncode == 0, deployed.stderr
+    back = app.shipyard("rollback", "development")
+    assert back.returncode == 0, back.stderr
+    assert _served(app) == versions["A"]
+    versions["C"] = f"0.0.0+{app.commit('version C')[:7]}"
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
+
+    planned = app.shipyard("plan", "development", "--rollback", "--json")
+    assert planned.returncode == 0, planned.stderr
+    choose = [s["action"] for s in json.loads(planned.stdout) if s["phase"] == "choose"]
+    assert choose[0].startswith(f"bring back {versions['A']} "), choose
+    assert f"it served before {versions['C']}, the live release, came in" in choose[0]
+    assert any(line.startswith(f"{versions['B']} ") and "passed over" in line for line in choose)
+    assert _served(app) == versions["C"]  # the plan changed nothing
+
+    with Load(app.url("/")) as load:
+        again = app.shipyard("rollback", "development")
+    assert again.returncode == 0, again.stderr
+    assert load.result.failures == [], load.result.failures[:5]
+    assert _served(app) == versions["A"]
+    assert app.status()["version"] == versions["A"]
+    assert len(_running_slots(app)) == 1
+
+    nothing = app.shipyard("rollback", "development")
+    assert nothing.returncode == 8, nothing.stderr
+    assert "no earlier release is retained" in nothing.stderr
+    assert _served(app) == versions["A"]
+
+
+def test_destroy_removes_the_images_it_built(app: AppUnderTest) -> None:
+    _short_watch(app)
+    for n in (1, 2):
+        app.commit(f"version {n}")
+        deployed = app.shipyard("deploy", "development")
+        assert deployed.returncode == 0, deployed.stderr
+    assert len(engine_snapshot(app.name)["images"]) == 2
+
+    destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert engine_snapshot(app.name) == {
+        "containers": [],
+        "networks": [],
+        "volumes": [],
+        "images": [],
+    }, destroyed.stderr
+    assert destroyed.stderr.count(f"removed image {app.name}:") == 2, destroyed.stderr
 
 
 def test_rollback_across_a_migration_asks_first(app: AppUnderTest) -> None:

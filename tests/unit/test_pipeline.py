@@ -8,16 +8,19 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from shipyard.build import Image
+from shipyard.build import Image, VersionInfo
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, Snapshot
 from shipyard.deploy import (
     DeployOptions,
     Interrupted,
     OperationContext,
-    _rollback_target,
+    RollbackOptions,
+    Served,
+    choose_rollback,
     common_rollback_version,
     run_deploy,
+    run_rollback,
 )
 from shipyard.errors import (
     DeployFailed,
@@ -31,7 +34,7 @@ from shipyard.errors import (
 )
 from shipyard.events import Bus, Event
 from shipyard.hosts import LocalHost
-from shipyard.state import Current, Intent, Release, StateStore
+from shipyard.state import Current, HistoryEntry, Intent, Release, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
 
@@ -384,13 +387,40 @@ def _release(rid: str, version: str, commit: str) -> Release:
     )
 
 
-def test_rollback_target_is_the_release_before_the_live_one() -> None:
+def _choose(releases: list[Release], live: str, to: str | None = None) -> Release:
+    """The rollback target with no history (trimmed or removed): by deploy order."""
+    current = Current(slot="blue", release_id=live, switched_at="t")
+    return choose_rollback(Served(releases, current), to).release
+
+
+def test_without_history_the_rollback_target_is_the_release_before_the_live_one() -> None:
     releases = [_release(f"r{i}", f"1.0.{i}", f"{i:040d}") for i in range(1, 5)]
-    assert _rollback_target(releases, "r4", None).id == "r3"
-    assert _rollback_target(releases, "r3", None).id == "r2"  # a second rollback goes further back
-    assert _rollback_target(releases, "r4", "1.0.1").id == "r1"
-    assert _rollback_target(releases, "r4", "r2").id == "r2"
-    assert _rollback_target(releases, "r4", "0" * 39 + "3").id == "r3"
+    assert _choose(releases, "r4").id == "r3"
+    assert _choose(releases, "r3").id == "r2"
+    assert _choose(releases, "r4", "1.0.1").id == "r1"
+    assert _choose(releases, "r4", "r2").id == "r2"
+    assert _choose(releases, "r4", "0" * 39 + "3").id == "r3"
+
+
+def _served(*operations: tuple[str, str], releases: list[Release]) -> Served:
+    """A node's state after ``operations`` (action, release id), each recorded as succeeded."""
+    history = [
+        HistoryEntry(
+            deployment_id=f"op{n}",
+            action=action,
+            result="succeeded",
+            version=next(r.version for r in releases if r.id == release),
+            commit="c" * 40,
+            slot="blue",
+            started_at=f"2026-01-01T00:00:{n:02d}Z",
+            duration_s=1.0,
+            by="me",
+            release_id=release,
+        )
+        for n, (action, release) in enumerate(operations)
+    ]
+    live = Current(slot="blue", release_id=operations[-1][1], switched_at="t")
+    return Served(releases, live, history)
 
 
 def test_nodes_roll_back_to_one_version_after_a_rollout_stopped_half_way() -> None:
@@ -401,27 +431,58 @@ def test_nodes_roll_back_to_one_version_after_a_rollout_stopped_half_way() -> No
         )
         for i in range(3)
     )
-    node_a = ([v0, v1, v2], Current(slot="green", release_id="r2", switched_at="t"))
-    node_b = ([v0, v1], Current(slot="blue", release_id="r1", switched_at="t"))
-    assert common_rollback_version([node_a, node_b]) == "1.0.1"
-    assert common_rollback_version([node_b, node_a]) == "1.0.1"
+    node_a = _served(("deploy", "r0"), ("deploy", "r1"), ("deploy", "r2"), releases=[v0, v1, v2])
+    node_b = _served(("deploy", "r0"), ("deploy", "r1"), releases=[v0, v1])
+    assert common_rollback_version([("a", node_a), ("b", node_b)]).release.version == "1.0.1"
+    assert common_rollback_version([("b", node_b), ("a", node_a)]).release.version == "1.0.1"
     # A node added later knows only v2; the others' history decides.
-    node_c = ([v2], Current(slot="blue", release_id="r2", switched_at="t"))
-    assert common_rollback_version([node_c, node_a]) == "1.0.1"
+    node_c = _served(("deploy", "r2"), releases=[v2])
+    choice = common_rollback_version([("c", node_c), ("a", node_a)])
+    assert choice.release.version == "1.0.1"
+    assert choice.why.startswith("the version every node rolls back to: on a, it served before")
     with pytest.raises(StateError):
-        common_rollback_version([([v0], None)])
+        common_rollback_version([("a", Served([v0], None))])
     with pytest.raises(StateError, match="no earlier release"):
-        common_rollback_version([node_c])
+        common_rollback_version([("c", node_c)])
+    # Without history, by deploy order.
+    bare = [
+        ("a", Served(node_a.releases, node_a.current)),
+        ("b", Served(node_b.releases, node_b.current)),
+    ]
+    assert common_rollback_version(bare).release.version == "1.0.1"
 
 
 def test_rollback_target_errors_name_the_retained_releases() -> None:
     releases = [_release("r1", "1.0.1", "a" * 40), _release("r2", "1.0.2", "b" * 40)]
     with pytest.raises(StateError, match="no earlier release"):
-        _rollback_target(releases, "r1", None)
+        _choose(releases, "r1")
     with pytest.raises(StateError, match=r"retained: 1\.0\.1 \(r1\)"):
-        _rollback_target(releases, "r2", "9.9.9")
+        _choose(releases, "r2", "9.9.9")
     with pytest.raises(StateError):
-        _rollback_target(releases, "r2", "1.0.2")  # the live one is not a rollback target
+        _choose(releases, "r2", "1.0.2")  # the live one is not a rollback target
+
+
+def test_the_rollback_choice_says_why_and_what_it_passes_over() -> None:
+    a, b, c = (_release(r, f"1.0.{n}", f"{n:040d}") for n, r in enumerate("abc"))
+    served = _served(
+        ("deploy", "a"), ("deploy", "b"), ("rollback", "a"), ("deploy", "c"), releases=[a, b, c]
+    )
+    choice = choose_rollback(served)
+    assert choice.release.id == "a"
+    assert choice.why == "it served before 1.0.2, the live release, came in"
+    assert choice.notes == (
+        "1.0.1 (b), deployed just before 1.0.2, is passed over: rollback op2 replaced it",
+    )
+    named = choose_rollback(served, "1.0.1")
+    assert (named.release.id, named.why) == ("b", "named by --to 1.0.1")
+    # History trimmed so that it no longer shows the live release coming in: by deploy order.
+    trimmed = Served(served.releases, served.current, served.history[:2])
+    assert choose_rollback(trimmed).release.id == "b"
+    assert "history does not show how 1.0.2 came to serve" in choose_rollback(trimmed).why
+    # History trimmed to start after the first deploy: what served before its oldest release
+    # is what was deployed before it.
+    older = Served(served.releases, served.current, served.history[1:])
+    assert choose_rollback(older).release.id == "a"
 
 
 class JournalHost(FakeHost):
@@ -645,3 +706,132 @@ def test_history_is_written_while_the_lock_is_held(
         _run(config, RecordingSteps(fail_at="gate green"), host, monkeypatch)
     store = StateStore(host, PurePosixPath("/state/shop/development"))
     assert [e.result for e in store.history()] == ["succeeded", "failed"]
+
+
+def _operate(
+    config: Config,
+    host: FakeHost,
+    monkeypatch: pytest.MonkeyPatch,
+    action: str,
+    deployment_id: str,
+    *,
+    to: str | None = None,
+) -> str:
+    """Deploy or roll back on ``host`` as operation ``deployment_id``; returns the live release."""
+    built = VersionInfo(deployment_id, deployment_id * 40, "", dirty=False)
+    monkeypatch.setattr("shipyard.deploy.read_version", lambda *args, **kwargs: built)
+    monkeypatch.setattr(
+        "shipyard.deploy.build_image",
+        lambda cfg, local, version, rebuild=False: Image(
+            tag=f"shop:{deployment_id}", id=f"sha256:{deployment_id}", version=version
+        ),
+    )
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    ctx = OperationContext(
+        config=config,
+        local=LocalHost(),
+        store=store,
+        bus=Bus(config.masker),
+        deployment_id=deployment_id,
+    )
+    if action == "deploy":
+        result = run_deploy(ctx, RecordingSteps(), DeployOptions(allow_dirty=True))
+    else:
+        result = run_rollback(ctx, RecordingSteps(), RollbackOptions(to=to, yes=True))
+    return result.release.id
+
+
+def test_a_rollback_returns_to_what_served_before_the_live_release_not_what_was_rolled_back_from(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """deploy A → deploy B → rollback (A) → deploy C → rollback: A served before C, so A comes
+    back; B, the version rolled back from, does not."""
+    host = FakeHost()
+    assert _operate(config, host, monkeypatch, "deploy", "a") == "a"
+    assert _operate(config, host, monkeypatch, "deploy", "b") == "b"
+    assert _operate(config, host, monkeypatch, "rollback", "r1") == "a"
+    assert _operate(config, host, monkeypatch, "deploy", "c") == "c"
+    assert _operate(config, host, monkeypatch, "rollback", "r2") == "a"
+    with pytest.raises(StateError, match="no earlier release"):  # nothing served before A
+        _operate(config, host, monkeypatch, "rollback", "r3")
+
+
+def test_rolling_back_again_goes_further_back_past_the_versions_rolled_back_from(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost()
+    for release in ("a", "b", "c"):
+        _operate(config, host, monkeypatch, "deploy", release)
+    assert _operate(config, host, monkeypatch, "rollback", "r1") == "b"
+    assert _operate(config, host, monkeypatch, "rollback", "r2") == "a"  # not back to C
+    assert _operate(config, host, monkeypatch, "deploy", "d") == "d"
+    assert _operate(config, host, monkeypatch, "rollback", "r3") == "a"
+    # A release named with --to comes back whatever it replaced; a rollback from it returns to
+    # what served before it came back.
+    assert _operate(config, host, monkeypatch, "rollback", "r4", to="c") == "c"
+    assert _operate(config, host, monkeypatch, "rollback", "r5") == "a"
+
+
+def test_an_interrupted_deploy_that_was_finished_counts_as_having_served(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost()
+    store = _state_with(host, _intent("watched"))  # "old" serves, "killed" had proven itself
+    store.append_history(
+        HistoryEntry(
+            deployment_id="old",
+            action="deploy",
+            result="succeeded",
+            version="1.0.0",
+            commit="a" * 40,
+            slot="blue",
+            started_at="2026-01-01T00:00:00Z",
+            duration_s=1.0,
+            by="me",
+            release_id="old",
+        )
+    )
+    assert _operate(config, host, monkeypatch, "deploy", "c") == "c"  # finishes "killed" first
+    assert _operate(config, host, monkeypatch, "rollback", "r1") == "killed"
+    assert _operate(config, host, monkeypatch, "rollback", "r2") == "old"
+
+
+def test_a_rollback_passes_over_releases_no_longer_retained_and_says_so(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost()
+    for release in ("a", "b"):
+        _operate(config, host, monkeypatch, "deploy", release)
+    _operate(config, host, monkeypatch, "rollback", "r1")
+    _operate(config, host, monkeypatch, "deploy", "c")
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.save_releases([r for r in store.releases() if r.id != "a"])  # A was pruned
+    with pytest.raises(StateError, match="no earlier release") as caught:
+        _operate(config, host, monkeypatch, "rollback", "r2")  # never B, rolled back from
+    assert "a (a) served before c but is no longer retained" in caught.value.message
+    assert "passed over, as rollbacks replaced them: b (b)" in caught.value.message
+
+
+def test_without_history_a_rollback_returns_to_the_release_deployed_before_the_live_one(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost()
+    for release in ("a", "b", "c"):
+        _operate(config, host, monkeypatch, "deploy", release)
+    _operate(config, host, monkeypatch, "rollback", "r1")
+    del host.files["/state/shop/development/history.jsonl"]  # trimmed, or removed by hand
+    assert _operate(config, host, monkeypatch, "rollback", "r2") == "a"
+
+
+def test_nodes_roll_back_to_what_served_before_after_an_earlier_rollback(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hosts = [FakeHost(), FakeHost()]
+    for host in hosts:
+        _operate(config, host, monkeypatch, "deploy", "a")
+        _operate(config, host, monkeypatch, "deploy", "b")
+        _operate(config, host, monkeypatch, "rollback", "r1")
+        _operate(config, host, monkeypatch, "deploy", "c")
+    stores = [StateStore(h, PurePosixPath("/state/shop/development")) for h in hosts]
+    nodes = [(f"node{n}", Served.read(store)) for n, store in enumerate(stores)]
+    assert common_rollback_version(nodes).release.version == "a"

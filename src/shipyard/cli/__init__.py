@@ -38,7 +38,9 @@ from shipyard.deploy import (
     DeployOptions,
     DeployResult,
     Interrupted,
+    RollbackChoice,
     RollbackOptions,
+    Served,
     across_nodes,
     common_rollback_version,
     rollout_error,
@@ -245,26 +247,31 @@ def rollback(
     wait: WaitOption = "0s",
     json_output: JsonOption = False,
 ) -> None:
-    """Bring back the previous (or a chosen) retained release: no rebuild, health-gated switch."""
+    """Bring back what served before the live release (or a chosen retained release): no
+    rebuild, health-gated switch. Rolling back again goes further back."""
     sessions = open_sessions(config, environment, json_output=json_output)
+    why = None
     if to is None and len(sessions) > 1:
-        # One version for every node, even after a rollout that stopped half way.
-        to = common_rollback_version(
-            [(s.ctx.store.releases(), s.ctx.store.current()) for s in sessions]
-        )
+        choice = _common_rollback(sessions)
+        to, why = choice.release.version, choice.why
         there = [s for s in sessions if _live_version(s) == to]
         for session in there:
             err.print(f"{escape(session.ctx.node)} already serves {escape(to)}")
         sessions = [s for s in sessions if s not in there]
         if not sessions:
             return
-    options = RollbackOptions(to=to, yes=yes, lock_wait=parse_duration(wait))
+    options = RollbackOptions(to=to, why=why, yes=yes, lock_wait=parse_duration(wait))
     for session, result in _on_nodes(
         sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
     ):
         if json_output:
             continue
         _rolled_back(environment + _on(session, sessions), result)
+
+
+def _common_rollback(sessions: list[Session]) -> RollbackChoice:
+    """One version for every node, even after a rollout that stopped half way."""
+    return common_rollback_version([(s.ctx.node, Served.read(s.ctx.store)) for s in sessions])
 
 
 def _live_version(session: Session) -> str | None:
@@ -401,11 +408,31 @@ def plan(
     node: NodeOption = None,
     allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="As for deploy.")] = False,
     ref: Annotated[str | None, typer.Option("--ref", help="As for deploy.")] = None,
+    rollback: Annotated[
+        bool,
+        typer.Option(
+            "--rollback", help="What `rollback` would do: the release it brings back and why."
+        ),
+    ] = False,
+    to: Annotated[
+        str | None, typer.Option("--to", help="With --rollback: as for rollback.")
+    ] = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Every action a deploy would take, touching nothing."""
+    """Every action a deploy (or with --rollback, a rollback) would take, touching nothing."""
+    if to is not None and not rollback:
+        raise typer.BadParameter("--to goes with --rollback", param_hint="--to")
+    if rollback and ref is not None:
+        raise typer.BadParameter("a rollback builds nothing: --ref goes without --rollback")
     session = open_session(config, environment, json_output=json_output, ref=ref, node=node)
-    steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
+    if rollback:
+        options = RollbackOptions(to=to)
+        if to is None and len(session.config.environment.nodes) > 1:
+            choice = _common_rollback(open_sessions(config, environment, json_output=json_output))
+            options = RollbackOptions(to=choice.release.version, why=choice.why)
+        steps = session.provider.plan_rollback(session.ctx, options)
+    else:
+        steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
     if json_output:
         _out([asdict(step) for step in steps])
         return
@@ -604,7 +631,8 @@ def destroy(
     ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
-    """Remove the environment's containers, network and state (and volumes with --volumes)."""
+    """Remove the environment's containers, network, images and state (and volumes with
+    --volumes); an image another environment or a container uses is kept."""
     sessions = open_sessions(config, environment, json_output=False)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
     if not yes and not typer.confirm(
@@ -615,15 +643,17 @@ def destroy(
     failures: list[ShipyardError] = []
     for session in sessions:  # every node, even after one failed
         try:
-            removed = session.provider.cleanup(session.ctx, volumes=volumes)
+            destroyed = session.provider.cleanup(session.ctx, volumes=volumes)
         except ShipyardError as exc:
             if len(sessions) == 1:
                 raise
             err.print(f"[red]failed[/]{_on(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
             continue
-        for name in removed:
+        for name in destroyed.removed:
             err.print(f"removed {escape(name)}{_on(session, sessions)}")
+        for name in destroyed.kept:
+            err.print(f"kept {escape(name)}{_on(session, sessions)}")
     if failures:
         raise failures[0]
 

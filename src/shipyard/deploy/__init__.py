@@ -17,7 +17,7 @@ from __future__ import annotations
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import NoReturn, Protocol
@@ -31,6 +31,13 @@ from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Interrupted, Phases, signals_noted, signals_raise
 from shipyard.deploy._repair import RepairSteps, repair, repair_entry
+from shipyard.deploy._rollback import (
+    RULE,
+    RollbackChoice,
+    Served,
+    choose_rollback,
+    common_rollback_version,
+)
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
@@ -60,6 +67,7 @@ from shipyard.state import (
 )
 
 __all__ = [
+    "RULE",
     "Checked",
     "CiNotPassed",
     "DeployOptions",
@@ -73,9 +81,12 @@ __all__ = [
     "OperationContext",
     "Phases",
     "RepairSteps",
+    "RollbackChoice",
     "RollbackOptions",
+    "Served",
     "across_nodes",
     "check_file",
+    "choose_rollback",
     "common_rollback_version",
     "hook_env",
     "new_deployment_id",
@@ -86,8 +97,6 @@ __all__ = [
     "run_rollback",
     "validate",
 ]
-
-_SHORT_SHA = 7  # a commit prefix shorter than this is ambiguous
 
 
 def new_deployment_id(now: datetime | None = None) -> str:
@@ -137,7 +146,12 @@ class DeployOptions:
 
 @dataclass(frozen=True)
 class RollbackOptions:
-    to: str | None = None  # a version, release id or commit prefix; None: the previous release
+    # A version, release id or commit prefix; None: what served before the live release
+    # (``choose_rollback``).
+    to: str | None = None
+    why: str | None = (
+        None  # why ``to`` was named, when shipyard named it (``common_rollback_version``)
+    )
     yes: bool = False  # accept running an older version against a newer schema
     lock_wait: float = 0.0
 
@@ -291,7 +305,8 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
 def run_rollback(
     ctx: OperationContext, steps: DeploySteps, options: RollbackOptions
 ) -> DeployResult:
-    """Bring back a retained release (the previous one, or ``options.to``) without rebuilding."""
+    """Bring back a retained release without rebuilding: what served before the live one
+    (``choose_rollback``), or ``options.to``."""
 
     def body(operation: _Operation) -> Release:
         phases = operation.phases
@@ -300,8 +315,14 @@ def run_rollback(
             raise StateError(
                 f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
             )
-        target = _rollback_target(ctx.store.releases(), current.release_id, options.to)
-        phases.note(f"rolling back to {target.version} ({target.commit[:7]}, release {target.id})")
+        choice = choose_rollback(Served.read(ctx.store), options.to, why=options.why)
+        target = choice.release
+        for note in choice.notes:
+            phases.note(note)
+        phases.note(
+            f"rolling back to {target.version} ({target.commit[:7]}, release {target.id}): "
+            f"{choice.why}"
+        )
         phases.version, phases.commit = target.version, target.commit
         operation.describe(target.version, target.commit)
         schema = steps.schema_version()
@@ -367,53 +388,6 @@ def _repair(ctx: OperationContext, steps: DeploySteps, phases: Phases, lock: Loc
         note=phases.note,
         took_over=lock.took_over,
     )
-
-
-def common_rollback_version(nodes: Sequence[tuple[list[Release], Current | None]]) -> str:
-    """The version every node of an environment rolls back to when none is named: the one before
-    the newest live release on any node. After a rollout that stopped half way (some nodes on
-    the new version, the failed one back on the old), rolling each node back by one step would
-    leave them on different versions; this brings them all to the same one.
-
-    ``nodes``: each node's retained releases and what serves there now."""
-    live = [
-        (release, releases)
-        for releases, current in nodes
-        if current is not None
-        for release in releases
-        if release.id == current.release_id
-    ]
-    if not live:
-        raise StateError("no node has a live release: nothing to roll back")
-    newest = max(live, key=lambda item: item[0].created_at)[0].version
-    problem: StateError | None = None
-    for release, releases in live:  # any node serving it that retains an earlier release
-        if release.version == newest:
-            try:
-                return _rollback_target(releases, release.id, None).version
-            except StateError as exc:
-                problem = exc
-    assert problem is not None  # noqa: S101
-    raise problem
-
-
-def _rollback_target(releases: list[Release], live_id: str, to: str | None) -> Release:
-    others = [r for r in releases if r.id != live_id]
-    if to is None:
-        live_index = next((i for i, r in enumerate(releases) if r.id == live_id), len(releases))
-        older = [r for r in releases[:live_index] if r.id != live_id]
-        if not older:
-            raise StateError("no earlier release is retained: nothing to roll back to")
-        return older[-1]
-    matches = [
-        r
-        for r in others
-        if to in (r.version, r.id) or (len(to) >= _SHORT_SHA and r.commit.startswith(to))
-    ]
-    if not matches:
-        known = ", ".join(f"{r.version} ({r.id})" for r in others) or "none"
-        raise StateError(f"no retained release matches {to!r}; retained: {known}")
-    return matches[-1]
 
 
 class _Operation:

@@ -348,9 +348,9 @@ class Docker:
         finally:
             self._run(["rm", "--force", created], check=False, timeout=120)
 
-    def remove_image(self, ref: str) -> None:
+    def remove_image(self, ref: str) -> CommandResult:
         """Remove an image; an image still used by a container stays (docker refuses)."""
-        self._run(["image", "rm", ref], check=False, timeout=120)
+        return self._run(["image", "rm", ref], check=False, timeout=120)
 
     def tag(self, source: str, target: str) -> None:
         self._run(["tag", source, target], timeout=60)
@@ -413,6 +413,11 @@ class Docker:
         argv = ["ps", "--all", "--format", "{{.Names}}"]
         for key, value in labels.items():
             argv += ["--filter", f"label={key}={value}"]
+        return sorted(line for line in self._run(argv, timeout=60).stdout.splitlines() if line)
+
+    def containers_using(self, image: str) -> list[str]:
+        """Names of containers (running or not) created from ``image`` or an image built on it."""
+        argv = ["ps", "--all", "--filter", f"ancestor={image}", "--format", "{{.Names}}"]
         return sorted(line for line in self._run(argv, timeout=60).stdout.splitlines() if line)
 
     def exec(

@@ -14,12 +14,13 @@ from shipyard.deploy import DeployOptions, DeployResult, OperationContext, Rollb
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
-from shipyard.providers._docker import DockerProvider, PlanStep, Status
+from shipyard.providers._docker import Destroyed, DockerProvider, PlanStep, Status
 from shipyard.providers._ports import proxy_ports, taken_ports
 
 __all__ = [
     "PROVIDERS",
     "DatabaseOperations",
+    "Destroyed",
     "DockerProvider",
     "PlanStep",
     "Provider",
@@ -52,11 +53,13 @@ class Provider(Protocol):
 
     def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]: ...
 
+    def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]: ...
+
     def health_check(self, ctx: OperationContext) -> Any: ...
 
     def render(self, ctx: OperationContext) -> dict[str, str]: ...
 
-    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]: ...
+    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed: ...
 
     def database(self, ctx: OperationContext) -> DatabaseOperations: ...
 

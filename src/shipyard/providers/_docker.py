@@ -29,10 +29,13 @@ from shipyard.database import (
 )
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.deploy import (
+    RULE,
     DeployOptions,
     DeployResult,
     OperationContext,
     RollbackOptions,
+    Served,
+    choose_rollback,
     run_deploy,
     run_repair,
     run_rollback,
@@ -66,7 +69,7 @@ from shipyard.providers._stack import (
     to_yaml,
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
-from shipyard.state import Intent, Lock, Release, now_iso, other_slot
+from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
 
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
@@ -107,6 +110,14 @@ class Status:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """What ``destroy`` removed on one host, and what it kept and why."""
+
+    removed: list[str]
+    kept: list[str] = field(default_factory=list)
 
 
 PROXY_RECREATED = (
@@ -1034,36 +1045,7 @@ class DockerProvider:
         current = ctx.store.current()
         slot = other_slot(current.slot if current else None)
         plan.append(PlanStep("start", f"start slot {slot} ({steps.names.slot(slot)}) with {tag}"))
-        plan.append(
-            PlanStep(
-                "health",
-                f"{config.health.passes} passing round(s) of {', '.join(c.kind for c in config.health.checks)} within {config.health.start_timeout:g}s",
-            )
-        )
-        proxy = docker.container(steps.names.proxy)
-        if proxy is None or not proxy.running:
-            plan.append(
-                PlanStep(
-                    "switch", f"start the proxy on port {config.proxy.http_port}, route to {slot}"
-                )
-            )
-        else:
-            plan.append(
-                PlanStep(
-                    "switch",
-                    f"route {steps.url()} from {current.slot if current else 'nothing'} to {slot}",
-                )
-            )
-        if current is not None:
-            plan.append(
-                PlanStep(
-                    "watch",
-                    f"watch {config.deploy.watch:g}s; switch back to {current.slot} on failure",
-                )
-            )
-            plan.append(
-                PlanStep("retire", f"drain and stop slot {current.slot} (kept for rollback)")
-            )
+        plan += _plan_go_live(steps, slot, current.slot if current else None)
         releases = ctx.store.releases()
         keep = config.deploy.keep_releases
         if len(releases) + 1 > keep:
@@ -1074,6 +1056,71 @@ class DockerProvider:
                         f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
                     )
                 )
+        return plan
+
+    def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]:
+        """What `rollback` would do: which release it brings back and why (``choose_rollback``,
+        the rule `rollback` follows), then its steps; read from the state and the engine,
+        changing nothing."""
+        steps, config = self.steps(ctx), ctx.config
+        plan = _plan_lock_and_repair(ctx)
+        served = Served.read(ctx.store)
+        current = served.current
+        if current is None:
+            raise StateError(
+                f"nothing is deployed to {config.environment.name}: nothing to roll back"
+            )
+        live = next((r for r in served.releases if r.id == current.release_id), None)
+        if options.why is not None and live is not None and live.version == options.to:
+            plan.append(
+                PlanStep("choose", f"nothing to do: {live.version} serves already, {options.why}")
+            )
+            return plan
+        choice = choose_rollback(served, options.to, why=options.why)
+        target = choice.release
+        plan.append(
+            PlanStep(
+                "choose",
+                f"bring back {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}",
+            )
+        )
+        plan += [PlanStep("choose", note) for note in choice.notes]
+        if options.to is None or options.why is not None:
+            plan.append(PlanStep("choose", f"the rule: {RULE}"))
+        if any(step.phase == "repair" for step in plan):
+            plan.append(
+                PlanStep("choose", "chosen from the state as it is now: the repair comes first")
+            )
+        database = steps._database()
+        db = steps.docker.container(steps.names.database) if database is not None else None
+        if database is not None and db is not None and db.running:
+            schema = database.migration_state().version
+            if (
+                schema is not None
+                and target.migration_version is not None
+                and schema > target.migration_version
+            ):
+                plan.append(
+                    PlanStep(
+                        "schema",
+                        f"the schema is at version {schema}, newer than the "
+                        f"{target.migration_version} that {target.version} shipped with: it "
+                        "needs --yes (down-migrations are never run)",
+                    )
+                )
+        slot = other_slot(current.slot)
+        kept = steps.slot_container(slot)
+        if kept is not None and kept.labels.get(f"{LABEL}.release") == target.id:
+            start = f"start the kept container {kept.name} ({target.image})"
+        else:
+            start = (
+                f"start slot {slot} ({steps.names.slot(slot)}) from {target.image} with the "
+                "environment it was deployed with"
+            )
+            if steps.docker.image(target.image) is None:
+                start += f"; {target.image} is not on {self.host.name}: the start would fail"
+        plan.append(PlanStep("start", start))
+        plan += _plan_go_live(steps, slot, current.slot)
         return plan
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
@@ -1176,13 +1223,16 @@ class DockerProvider:
             problems=trouble,
         )
 
-    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> list[str]:
-        """Remove the environment's containers and network (and volumes with ``volumes``),
-        holding its lock: never in the middle of a deploy (``LockHeld``)."""
+    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed:
+        """Remove the environment's containers, network, the images shipyard built for it and
+        its state (and volumes with ``volumes``), holding its lock: never in the middle of a
+        deploy (``LockHeld``). An image another environment's releases name (under the same
+        state directory) or any container uses is kept, and said so."""
         steps = self.steps(ctx)
         lock = ctx.store.lock(ctx.deployment_id, "destroy", ttl=ctx.config.deploy.lock_ttl)
         lock.acquire()
         try:
+            images = _built_images(ctx)  # read before the state goes
             removed = []
             # The guard first: it would start the live container again as it is removed.
             if steps.docker.container(steps.names.guard) is not None:
@@ -1192,10 +1242,63 @@ class DockerProvider:
                 removed.append(steps.names.slot(slot))
             steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
             removed.append(steps.names.infra_project)
+            kept = []
+            for image, why in _images_to_remove(ctx, steps.docker, images):
+                if why is not None:
+                    kept.append(f"image {image}: {why}")
+                    continue
+                result = steps.docker.remove_image(image)
+                if result.ok:
+                    removed.append(f"image {image}")
+                else:
+                    refusal = (result.stderr.strip().splitlines() or ["?"])[-1]
+                    kept.append(f"image {image}: docker refused: {refusal}")
             ctx.store.host.run(["rm", "-rf", str(ctx.store.root)])  # the lock goes with it
         finally:
             lock.release()
-        return removed
+        return Destroyed(removed, kept)
+
+
+def _built_images(ctx: OperationContext) -> list[str]:
+    """The images shipyard built for the environment: its retained releases', and the one an
+    interrupted deploy built (no release names it yet)."""
+    images = [release.image for release in ctx.store.releases()]
+    intent = ctx.store.intent()
+    if intent is not None and intent.fresh_image and intent.release is not None:
+        images.append(intent.release.image)
+    return list(dict.fromkeys(images))
+
+
+def _images_to_remove(
+    ctx: OperationContext, docker: Docker, images: list[str]
+) -> list[tuple[str, str | None]]:
+    """Each image still on the engine, with why it must stay (``None``: it can go): the
+    releases of another environment of the app under the same state directory name it, or a
+    container (of any project) uses it."""
+    named: dict[str, str] = {}  # image reference or ID → the environment whose release names it
+    siblings = ctx.store.host.run(["ls", "-1", "-A", str(ctx.store.root.parent)], check=False)
+    for environment in siblings.stdout.split() if siblings.ok else []:
+        if environment == ctx.store.root.name:
+            continue
+        try:
+            releases = StateStore(ctx.store.host, ctx.store.root.parent / environment).releases()
+        except (StateError, TypeError):
+            releases = []  # not an environment's state: nothing it names
+        for release in releases:
+            named.setdefault(release.image, environment)
+            named.setdefault(release.image_id, environment)
+    found: list[tuple[str, str | None]] = []
+    for image in images:
+        info = docker.image(image)
+        if info is None:
+            continue  # removed already
+        other = named.get(image) or named.get(info.id)
+        if other is not None:
+            found.append((image, f"a release of environment {other}"))
+            continue
+        users = docker.containers_using(image)
+        found.append((image, f"used by container {', '.join(users)}" if users else None))
+    return found
 
 
 def _interrupted(ctx: OperationContext) -> Intent | None:
@@ -1234,6 +1337,34 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
                 f"(stopped at step {intent.step!r})",
             )
         )
+    return plan
+
+
+def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[PlanStep]:
+    """health → switch → watch → retire, as a deploy or a rollback brings ``slot`` live."""
+    config = steps.config
+    plan = [
+        PlanStep(
+            "health",
+            f"{config.health.passes} passing round(s) of {', '.join(c.kind for c in config.health.checks)} within {config.health.start_timeout:g}s",
+        )
+    ]
+    proxy = steps.docker.container(steps.names.proxy)
+    if proxy is None or not proxy.running:
+        plan.append(
+            PlanStep("switch", f"start the proxy on port {config.proxy.http_port}, route to {slot}")
+        )
+    else:
+        plan.append(
+            PlanStep("switch", f"route {steps.url()} from {previous or 'nothing'} to {slot}")
+        )
+    if previous is not None:
+        plan.append(
+            PlanStep(
+                "watch", f"watch {config.deploy.watch:g}s; switch back to {previous} on failure"
+            )
+        )
+        plan.append(PlanStep("retire", f"drain and stop slot {previous} (kept for rollback)"))
     return plan
 
 

@@ -1,0 +1,233 @@
+"""The docker provider's `destroy` and `plan --rollback` against a recording fake engine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from shipyard.config import Config
+from shipyard.deploy import OperationContext, RollbackOptions
+from shipyard.events import Bus
+from shipyard.hosts import CommandResult
+from shipyard.providers import DockerProvider
+from shipyard.state import Current, HistoryEntry, Release, StateStore
+from tests.bad_configs import VALID, committed_config
+from tests.fakes import FakeHost
+
+STATE = PurePosixPath("/state/shop")
+
+
+@dataclass
+class _Container:
+    image: str
+    labels: dict[str, str] = field(default_factory=dict)
+    status: str = "exited"
+
+
+class EngineHost(FakeHost):
+    """A host whose Docker engine is a few dictionaries: containers by name (with the image
+    they were created from) and images by reference."""
+
+    def __init__(self) -> None:
+        super().__init__(respond=self._engine)
+        self.containers: dict[str, _Container] = {}
+        self.images: dict[str, str] = {}  # reference → image ID
+
+    def _engine(self, argv: list[str]) -> CommandResult | None:
+        handlers = {
+            ("docker", "container", "inspect"): self._inspect_container,
+            ("docker", "image", "inspect"): self._inspect_image,
+            ("docker", "image", "rm"): self._remove_image,
+            ("docker", "ps", "--all"): self._ps,
+            ("docker", "rm", "--force"): self._remove_container,
+            ("ls", "-1", "-A"): self._ls,
+        }
+        if argv[:2] == ["docker", "compose"] and "down" in argv:
+            return self._compose_down(argv)
+        handler = handlers.get(tuple(argv[:3]))
+        return handler(argv) if handler is not None else None
+
+    def _inspect_container(self, argv: list[str]) -> CommandResult:
+        found = self.containers.get(argv[-1])
+        if found is None:
+            return _answer(argv, code=1, stderr=f"Error: No such container: {argv[-1]}")
+        document = {
+            "Id": argv[-1],
+            "Name": f"/{argv[-1]}",
+            "Image": self.images.get(found.image, found.image),
+            "State": {"Status": found.status},
+            "Config": {"Labels": found.labels},
+        }
+        return _answer(argv, json.dumps([document]))
+
+    def _inspect_image(self, argv: list[str]) -> CommandResult:
+        image = self.images.get(argv[-1])
+        if image is None:
+            return _answer(argv, code=1, stderr=f"Error: No such image: {argv[-1]}")
+        return _answer(argv, json.dumps([{"Id": image, "Config": {"Labels": {}}}]))
+
+    def _remove_image(self, argv: list[str]) -> CommandResult:
+        ref = argv[-1]
+        if ref not in self.images:
+            return _answer(argv, code=1, stderr=f"Error: No such image: {ref}")
+        if any(self.images.get(c.image) == self.images[ref] for c in self.containers.values()):
+            return _answer(argv, code=1, stderr=f"Error: conflict: unable to remove {ref}")
+        del self.images[ref]
+        return _answer(argv)
+
+    def _ps(self, argv: list[str]) -> CommandResult:
+        ancestor = next(
+            (a.removeprefix("ancestor=") for a in argv if a.startswith("ancestor=")), ""
+        )
+        names = [
+            name
+            for name, c in self.containers.items()
+            if not ancestor or self.images.get(c.image) == self.images.get(ancestor)
+        ]
+        return _answer(argv, "\n".join(names))
+
+    def _remove_container(self, argv: list[str]) -> CommandResult:
+        self.containers.pop(argv[-1], None)
+        return _answer(argv)
+
+    def _compose_down(self, argv: list[str]) -> CommandResult:
+        project = argv[argv.index("--project-name") + 1]
+        for name, found in list(self.containers.items()):
+            if found.labels.get("com.docker.compose.project") == project:
+                del self.containers[name]
+        return _answer(argv)
+
+    def _ls(self, argv: list[str]) -> CommandResult:
+        prefix = argv[-1].rstrip("/") + "/"
+        names = {f[len(prefix) :].split("/")[0] for f in self.files if f.startswith(prefix)}
+        return _answer(argv, "\n".join(sorted(names)), code=0 if names else 2)
+
+
+def _answer(argv: list[str], stdout: str = "", *, code: int = 0, stderr: str = "") -> CommandResult:
+    return CommandResult(tuple(argv), code, stdout, stderr)
+
+
+def _release(rid: str, version: str) -> Release:
+    return Release(
+        id=rid,
+        version=version,
+        commit=rid * 40,
+        image=f"shop:{version}",
+        image_id=f"sha256:{rid}",
+        slot="blue",
+        migration_version=None,
+        created_at=f"2026-01-01T00:00:0{len(version)}Z",
+        deployed_by="me",
+    )
+
+
+def _context(config: Config, host: FakeHost, environment: str = "development") -> OperationContext:
+    return OperationContext(
+        config=config,
+        local=host,  # type: ignore[arg-type]
+        store=StateStore(host, STATE / environment),  # type: ignore[arg-type]
+        bus=Bus(config.masker),
+        deployment_id="op",
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return committed_config(tmp_path, VALID)
+
+
+def test_destroy_removes_the_environments_images_unless_something_else_uses_them(
+    config: Config,
+) -> None:
+    host = EngineHost()
+    releases = [_release(r, f"1.0.{n}") for n, r in enumerate("abcd")]
+    for release in releases:
+        host.images[release.image] = release.image_id
+    host.images["caddy:2"] = "sha256:caddy"
+    project = "com.docker.compose.project"
+    infra = {project: "shop-development-infra"}
+    host.containers = {
+        "shop-development-live": _Container(
+            "shop:1.0.3", {project: "shop-development-green", "org.shipyard.slot": "green"}
+        ),
+        "shop-development-blue": _Container("shop:1.0.2", {project: "shop-development-blue"}),
+        "shop-development-db": _Container("postgres:17", infra),
+        "shop-development-proxy": _Container("caddy:2", infra),
+        "shop-development-guard": _Container("docker:27-cli", infra),
+        "elsewhere": _Container("shop:1.0.1"),  # some other container runs 1.0.1
+    }
+    store = StateStore(host, STATE / "development")  # type: ignore[arg-type]
+    store.save_releases(releases)
+    StateStore(host, STATE / "production").save_releases([releases[2]])  # type: ignore[arg-type]
+    destroyed = DockerProvider(host).cleanup(_context(config, host), volumes=True)  # type: ignore[arg-type]
+
+    assert sorted(host.images) == ["caddy:2", "shop:1.0.1", "shop:1.0.2"]
+    assert "image shop:1.0.0" in destroyed.removed and "image shop:1.0.3" in destroyed.removed
+    assert destroyed.kept == [
+        "image shop:1.0.1: used by container elsewhere",
+        "image shop:1.0.2: a release of environment production",
+    ]
+    rm = [argv for argv in host.commands if argv[:3] == ["docker", "image", "rm"]]
+    assert all("--force" not in argv for argv in rm)
+    guard = host.commands.index(["docker", "rm", "--force", "--volumes", "shop-development-guard"])
+    assert guard < host.commands.index(rm[0])  # the guard goes first, the images last
+    assert store.releases() == []
+
+
+def _history(*operations: tuple[str, Release]) -> list[HistoryEntry]:
+    return [
+        HistoryEntry(
+            deployment_id=f"op{n}",
+            action=action,
+            result="succeeded",
+            version=release.version,
+            commit=release.commit,
+            slot="blue",
+            started_at=f"2026-01-01T00:00:{n:02d}Z",
+            duration_s=1.0,
+            by="me",
+            release_id=release.id,
+        )
+        for n, (action, release) in enumerate(operations)
+    ]
+
+
+def test_plan_of_a_rollback_names_the_release_it_brings_back_and_why(config: Config) -> None:
+    host = EngineHost()
+    a, b, c = (_release(r, f"1.0.{n}") for n, r in enumerate("abc"))
+    host.images = {r.image: r.image_id for r in (a, c)}  # B's image is gone: no matter
+    store = StateStore(host, STATE / "development")  # type: ignore[arg-type]
+    store.save_releases([a, b, c])
+    store.set_current(Current(slot="green", release_id="c", switched_at="t"))
+    for entry in _history(("deploy", a), ("deploy", b), ("rollback", a), ("deploy", c)):
+        store.append_history(entry)
+    provider = DockerProvider(host)  # type: ignore[arg-type]
+
+    steps = [asdict(s) for s in provider.plan_rollback(_context(config, host), RollbackOptions())]
+    choose = [s["action"] for s in steps if s["phase"] == "choose"]
+    assert (
+        choose[0]
+        == "bring back 1.0.0 (aaaaaaa, release a): it served before 1.0.2, the live release, came in"
+    )
+    assert (
+        choose[1]
+        == "1.0.1 (b), deployed just before 1.0.2, is passed over: rollback op2 replaced it"
+    )
+    assert choose[2].startswith("the rule: a rollback returns to the release that served before")
+    assert [s["phase"] for s in steps][len(choose) :] == [
+        "start",
+        "health",
+        "switch",
+        "watch",
+        "retire",
+    ]
+    assert steps[len(choose)]["action"].startswith(
+        "start slot blue (shop-development-blue) from shop:1.0.0"
+    )
+
+    named = provider.plan_rollback(_context(config, host), RollbackOptions(to="1.0.1"))
+    assert named[0].action == "bring back 1.0.1 (bbbbbbb, release b): named by --to 1.0.1"
+    assert "shop:1.0.1 is not on fake: the start would fail" in named[1].action
