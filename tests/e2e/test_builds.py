@@ -9,7 +9,8 @@ import shutil
 import subprocess
 from typing import Any
 
-from tests.e2e.conftest import AppUnderTest, engine_snapshot, free_port, git
+from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
+from tests.e2e.ports import reserve_port
 
 # The reference app's server, built by the test, on the local Debian image (no registry needed).
 DOCKERFILE = """\
@@ -40,7 +41,7 @@ def test_a_dockerfile_that_does_not_exist_refuses_the_deploy(app: AppUnderTest) 
 def test_an_image_of_the_same_commit_built_another_way_is_not_reused(app: AppUnderTest) -> None:
     """development builds with Go, staging with a Dockerfile, from one commit (so one image tag):
     staging gets its own build, not the Go scratch image as "built before"."""
-    staging_port = free_port()
+    staging_port = reserve_port()
 
     def two_kinds(document: Any) -> None:
         go = dict(document["build"])
