@@ -33,7 +33,7 @@ from shipyard.cli._context import (
     run_checks,
     run_provision,
 )
-from shipyard.cli._database import migrations_app, snapshot_app
+from shipyard.cli._database import db_app, migrations_app, snapshot_app
 from shipyard.config import json_schema, parse_duration, reference_markdown
 from shipyard.deploy import (
     DeployOptions,
@@ -97,6 +97,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(migrations_app, name="migrations")
+app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")

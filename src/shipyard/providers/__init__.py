@@ -9,7 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from shipyard.deploy import DeployOptions, DeployResult, OperationContext, RollbackOptions
+from shipyard.deploy import (
+    DeployOptions,
+    DeployResult,
+    OperationContext,
+    RollbackOptions,
+    RotateOptions,
+)
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
@@ -38,6 +44,8 @@ class Provider(Protocol):
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult: ...
 
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str: ...
+
+    def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult: ...
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str: ...
 
