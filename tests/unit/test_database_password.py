@@ -1,5 +1,5 @@
-"""The database password: SCRAM verifiers, and a rotation that never sends the password in
-clear (recording host, no engine)."""
+"""The database password: the app's credentials checked before a slot starts, SCRAM verifiers,
+and a rotation that never sends the password in clear (recording host, no engine)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pytest
 
 from shipyard.config import Config, load_config
 from shipyard.database import (
+    DatabaseError,
     PasswordRotation,
     password_refused,
     psql_error,
@@ -134,6 +135,54 @@ def _everything_sent(host: DatabaseHost) -> str:
     """Every argv and stdin the host was given, as one text."""
     stdins = [s.decode() if isinstance(s, bytes) else s or "" for s in host.stdins]
     return "\n".join([*(" ".join(c) for c in host.commands), *stdins])
+
+
+def test_a_password_the_database_was_not_created_with_is_refused_before_any_slot_starts(
+    tmp_path: Path,
+) -> None:
+    """A re-cloned checkout or a regenerated env file: the extensions pass over the trusted
+    local socket, but the app would never connect. The deploy stops at infrastructure, saying
+    which role and env-file key, why, and what to do."""
+    config = _config(tmp_path)
+    host = DatabaseHost(OLD_PASSWORD)
+    with pytest.raises(DatabaseError) as refused:
+        _steps(config, host).ensure_infrastructure()
+    message, hint = refused.value.message, refused.value.hint or ""
+    assert "the database refuses the password of role 'shop'" in message
+    assert "created with another password than the one 'POSTGRES_PASSWORD'" in message
+    assert "(database.password_env) holds in .env.development now" in message
+    assert "password authentication failed" in message
+    assert "restore its old value in .env.development" in hint
+    assert "`shipyard db rotate-password development`" in hint
+    masked = config.masker(f"{message}\n{hint}")  # as the CLI prints it: every word stays
+    assert "'POSTGRES_PASSWORD' (database.password_env)" in masked and "rotate-password" in masked
+    assert PASSWORD not in _everything_sent(host)
+    assert str(ROOT / "infra" / "login.env") not in host.files  # removed after the check
+
+
+def test_the_login_check_logs_in_as_the_app_does_with_the_password_in_an_env_file(
+    tmp_path: Path,
+) -> None:
+    config = _config(tmp_path)
+    host = DatabaseHost(PASSWORD)
+    summary = _steps(config, host).ensure_infrastructure()
+    assert summary.endswith("role shop logs in with the env file's password")
+    run = next(c for c in host.commands if c[:2] == ["docker", "run"])
+    assert run[run.index("--network") + 1] == "shop-development"  # the app's network, over TCP
+    assert run[run.index("--entrypoint") + 1] == "psql"
+    assert host.logins == [
+        {
+            "PGHOST": "shop-development-db",
+            "PGPORT": "5432",
+            "PGUSER": "shop",
+            "PGDATABASE": "shop",
+            "PGPASSWORD": PASSWORD,
+            "PGSSLMODE": "disable",
+            "PGCONNECT_TIMEOUT": "10",
+            "PGAPPNAME": "shipyard-login-check",
+        }
+    ]
+    assert PASSWORD not in _everything_sent(host)
 
 
 def _release(rid: str, slot: str = "blue") -> Release:

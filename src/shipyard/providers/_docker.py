@@ -28,6 +28,7 @@ from shipyard.database import (
     lint_files,
     local_migration_files,
     local_migration_versions,
+    password_refused,
     scram_verifier,
 )
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
@@ -295,9 +296,8 @@ class DockerSteps:
             wait_timeout=self.config.database.ready_timeout,
         )
         versions = database.ensure_extensions(self.config.database.extensions)
-        return (
-            proxy + guard + "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
-        )
+        extensions = ", ".join(f"{k} {v}" for k, v in versions.items())
+        return f"{proxy}{guard}database ready; {extensions}; {self.verify_credentials()}"
 
     def _login_error(self, database: Database) -> str | None:
         """Why the app could not log in to the database with what the env file says now
@@ -317,6 +317,39 @@ class DockerSteps:
             )
         finally:
             self.host.run(["rm", "-f", str(env_file)], check=False)
+
+    def verify_credentials(self) -> str:
+        """The database accepts the app's credentials as the env file gives them now. They are
+        checked as the app connects (over the network, with the password) because the database
+        container's own socket trusts any: a password changed in the env file (a re-cloned
+        checkout, a regenerated file) passes the extensions and migrations and would otherwise
+        only show as the new version never becoming healthy. Refused before any slot starts."""
+        database, section = self._database(), self.config.database
+        if database is None or section is None:
+            return "no database run by shipyard"
+        error = self._login_error(database)
+        if error is None:
+            return f"role {section.user} logs in with the env file's password"
+        key, environment = section.password_env, self.config.environment.name
+        env_file = self.config.environment.env_file
+        where = env_file.name if env_file is not None else "the env file"
+        if password_refused(error):
+            raise DatabaseError(
+                f"the database refuses the password of role {section.user!r}: the role was "
+                f"created with another password than the one {key!r} (database.password_env) "
+                f"holds in {where} now, so the new version could not connect; no slot was "
+                f"started ({error})",
+                hint=f"if {key!r} changed by mistake (a re-cloned checkout, a regenerated env "
+                f"file), restore its old value in {where}; to change the database's password, "
+                f"run `shipyard db rotate-password {environment}`: it gives role "
+                f"{section.user!r} the value {key!r} holds now and redeploys the live version "
+                "with it",
+            )
+        raise DatabaseError(
+            f"the app's credentials from {where} do not log in to the database (role "
+            f"{section.user!r}, database {section.name!r}): {error}",
+            hint="the new version could not connect either; no slot was started",
+        )
 
     def _refresh_proxy(self) -> str:
         """Recreate a running proxy whose definition changed (its ports, image or volumes: a new
