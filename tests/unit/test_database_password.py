@@ -63,6 +63,7 @@ class DatabaseHost(FakeHost):
         self.containers = dict(containers or {})
         self.stdins: list[str | bytes | None] = []
         self.logins: list[dict[str, str]] = []
+        self.login_fails: str | None = None  # psql's stderr for a login failing whatever
 
     def run(
         self,
@@ -109,6 +110,8 @@ class DatabaseHost(FakeHost):
         lines = (self.get(env_file) or b"").decode().splitlines()
         values = dict(line.split("=", 1) for line in lines)
         self.logins.append(values)
+        if self.login_fails is not None:
+            return CommandResult(tuple(argv), 2, "", self.login_fails)
         if _verifies(self.stored, values.get("PGPASSWORD", "")):
             return CommandResult(tuple(argv), 0, "1\n", "")
         return CommandResult(tuple(argv), 2, "", REFUSED)
@@ -251,6 +254,21 @@ def test_a_rotation_to_the_password_the_role_has_changes_no_role(tmp_path: Path)
     assert not any(isinstance(s, str) and "ALTER ROLE" in s for s in host.stdins)
     assert not rotation.altered
     assert _steps(_config(tmp_path), host).restore_password(rotation) == "nothing had changed"
+
+
+def test_a_rotation_changes_no_password_when_the_login_fails_for_another_reason(
+    tmp_path: Path,
+) -> None:
+    host = DatabaseHost(OLD_PASSWORD)
+    host.login_fails = (
+        'psql: error: connection to server at "shop-development-db" (172.18.0.2), port 5432 '
+        'failed: FATAL:  database "shop" does not exist\n'
+    )
+    rotation = PasswordRotation()
+    with pytest.raises(DatabaseError, match=r'for another reason than the password.*"shop" does'):
+        _steps(_config(tmp_path), host).rotate_password(rotation, _release("r1", "green"))
+    assert not any(isinstance(s, str) and "ALTER ROLE" in s for s in host.stdins)
+    assert rotation == PasswordRotation()
 
 
 def test_a_rotation_removes_the_release_s_kept_container_of_its_slot(tmp_path: Path) -> None:

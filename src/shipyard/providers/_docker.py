@@ -573,8 +573,15 @@ class DockerSteps:
         if database is None or section is None:
             raise DatabaseError("this environment has no database run by shipyard")
         done = []
-        if self._login_error(database) is None:
+        refused = self._login_error(database)
+        if refused is None:
             done.append(f"role {section.user} logs in with the env file's password already")
+        elif not password_refused(refused):  # a new password would not help
+            raise DatabaseError(
+                f"the app's credentials do not log in to the database for another reason than "
+                f"the password (role {section.user!r}, database {section.name!r}): {refused}",
+                hint="nothing was changed",
+            )
         else:
             previous = database.role_password()
             verifier = scram_verifier(self.config.secrets.get(section.password_env) or "")
