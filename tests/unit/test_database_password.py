@@ -85,7 +85,9 @@ class DatabaseHost(FakeHost):
 
     def _answer(self, argv: list[str], stdin: str | bytes | None) -> CommandResult | None:
         if argv[:3] == ["docker", "container", "inspect"]:
-            found = self.containers.get(argv[3])
+            found = self.containers.get(argv[-1])
+            if found is not None and "{{json .Config.Env}}" in argv:
+                return CommandResult(tuple(argv), 0, json.dumps(found["Config"]["Env"]), "")
             if found is None:
                 return CommandResult(tuple(argv), 1, "", "Error: No such container")
             return CommandResult(tuple(argv), 0, json.dumps([found]), "")
@@ -161,6 +163,24 @@ def test_a_password_the_database_was_not_created_with_is_refused_before_any_slot
     assert "'POSTGRES_PASSWORD' (database.password_env)" in masked and "rotate-password" in masked
     assert PASSWORD not in _everything_sent(host)
     assert str(ROOT / "infra" / "login.env") not in host.files  # removed after the check
+
+
+def test_the_database_container_keeps_the_password_it_was_created_with(tmp_path: Path) -> None:
+    """Compose recreates a container whose env file changed: PostgreSQL would restart under the
+    live version for a value it reads only when it creates its data directory."""
+    config = _config(tmp_path)
+    env = ["PATH=/usr/bin", f"POSTGRES_PASSWORD={OLD_PASSWORD}", "POSTGRES_USER=shop"]
+    running = {"Id": "db1", "Name": "/shop-development-db", "State": {"Status": "running"}}
+    host = DatabaseHost(OLD_PASSWORD, {"shop-development-db": {**running, "Config": {"Env": env}}})
+    with pytest.raises(DatabaseError):
+        _steps(config, host).ensure_infrastructure()
+    written = (host.get(ROOT / "infra" / "database.env") or b"").decode()
+    assert f"POSTGRES_PASSWORD='{OLD_PASSWORD}'" in written.splitlines()
+
+    fresh = DatabaseHost(PASSWORD)  # no container yet: it is created with the env file's value
+    _steps(config, fresh).ensure_infrastructure()
+    written = (fresh.get(ROOT / "infra" / "database.env") or b"").decode()
+    assert f"POSTGRES_PASSWORD='{PASSWORD}'" in written.splitlines()
 
 
 def test_the_login_check_logs_in_as_the_app_does_with_the_password_in_an_env_file(

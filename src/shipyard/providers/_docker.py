@@ -277,7 +277,7 @@ class DockerSteps:
         if database is not None:  # Compose reads every service's env file, whichever it starts
             self._write(
                 self.layout.database_env,
-                compose_env_file_text(database_env(self.config), source="database env"),
+                compose_env_file_text(self._database_env(), source="database env"),
             )
         proxy = self._refresh_proxy()
         guard = self._ensure_guard()
@@ -298,6 +298,18 @@ class DockerSteps:
         versions = database.ensure_extensions(self.config.database.extensions)
         extensions = ", ".join(f"{k} {v}" for k, v in versions.items())
         return f"{proxy}{guard}database ready; {extensions}; {self.verify_credentials()}"
+
+    def _database_env(self) -> dict[str, str]:
+        """The database container's environment. POSTGRES_PASSWORD counts only when the data
+        directory is created, so an existing container keeps the value it was created with:
+        Compose recreates a container whose env file changed, which would restart PostgreSQL
+        under the live version for a password the database does not use (see
+        ``verify_credentials`` and ``rotate_password`` for changing it)."""
+        env = database_env(self.config)
+        created = self.docker.container_env(self.names.database)
+        if created is not None and "POSTGRES_PASSWORD" in created:
+            env["POSTGRES_PASSWORD"] = created["POSTGRES_PASSWORD"]
+        return env
 
     def _login_error(self, database: Database) -> str | None:
         """Why the app could not log in to the database with what the env file says now
