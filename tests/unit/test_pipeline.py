@@ -10,17 +10,19 @@ import pytest
 
 from shipyard.build import Image, VersionInfo
 from shipyard.config import Config
-from shipyard.database import MigrationPlan, Snapshot
+from shipyard.database import MigrationPlan, PasswordRotation, Snapshot
 from shipyard.deploy import (
     DeployOptions,
     Interrupted,
     OperationContext,
     RollbackOptions,
+    RotateOptions,
     Served,
     choose_rollback,
     common_rollback_version,
     run_deploy,
     run_rollback,
+    run_rotate_password,
 )
 from shipyard.errors import (
     DeployFailed,
@@ -144,6 +146,15 @@ class RecordingSteps:
     def discard(self, release: Release, *, image: bool) -> str:
         self.calls.append("discard")
         return "discarded"
+
+    # -- password rotation -------------------------------------------------------------------------
+    def rotate_password(self, rotation: PasswordRotation, release: Release) -> str:
+        rotation.altered = True
+        return self._do(f"rotate password for {release.id} in {release.slot}")
+
+    def restore_password(self, rotation: PasswordRotation) -> str:
+        self.calls.append("restore password" if rotation.altered else "nothing to restore")
+        return "restored"
 
     def url(self) -> str:
         return "http://localhost:1"
@@ -835,3 +846,123 @@ def test_nodes_roll_back_to_what_served_before_after_an_earlier_rollback(
     stores = [StateStore(h, PurePosixPath("/state/shop/development")) for h in hosts]
     nodes = [(f"node{n}", Served.read(store)) for n, store in enumerate(stores)]
     assert common_rollback_version(nodes).release.version == "a"
+
+
+def _rotate(
+    config: Config, steps: RecordingSteps, host: FakeHost
+) -> tuple[StateStore, list[Event]]:
+    events: list[Event] = []
+    bus = Bus(config.masker)
+    bus.subscribe(events.append)
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    ctx = OperationContext(
+        config=config, local=LocalHost(), store=store, bus=bus, deployment_id="rot1"
+    )
+    try:
+        run_rotate_password(ctx, steps, RotateOptions())
+    finally:
+        assert not any(path.endswith("/lock") for path in host.files), "lock left behind"
+    return store, events
+
+
+def test_a_password_rotation_redeploys_the_live_release_in_the_other_slot(
+    config: Config,
+) -> None:
+    """Under the lock and journalled like a rollback to the live release: the password first,
+    then start, health gate, switch, watch and retire; recorded in history."""
+    steps, host = RecordingSteps(), JournalHost()
+    store = _state_with(host, None)
+    _, events = _rotate(config, steps, host)
+    assert steps.calls == [
+        "preflight",
+        "rotate password for old in green",
+        "start green",
+        "gate green",
+        "switch green",
+        "verify",
+        "watch green",
+        "retire blue",
+    ]
+    assert host.steps == [
+        "begin",
+        "begin",  # the release it brings back is known before the password changes
+        "start",
+        "health",
+        "switch",
+        "switched",
+        "verified",
+        "watched",
+        "retired",
+    ]
+    assert store.current() is not None and store.current().slot == "green"  # type: ignore[union-attr]
+    assert store.current().release_id == "old"  # type: ignore[union-attr]
+    assert [r.id for r in store.releases()] == ["old"]  # the same release, in another slot
+    entry = store.history()[-1]
+    assert (entry.action, entry.result, entry.version, entry.slot) == (
+        "rotate-password",
+        "succeeded",
+        "1.0.0",
+        "green",
+    )
+    assert store.intent() is None
+    assert events[0].message == "rotate-password of shop to development"
+
+
+@pytest.mark.parametrize(
+    ("fail_at", "undo"),
+    [
+        ("rotate password for old in green", ["restore password"]),
+        ("gate green", ["remove green", "restore password"]),
+        ("verify", ["switch blue", "remove green", "restore password"]),
+    ],
+)
+def test_a_failed_rotation_gives_the_role_its_previous_password_back(
+    config: Config, fail_at: str, undo: list[str]
+) -> None:
+    """Before the watch window ends, a failure leaves things as they were: the previous slot
+    serves (switched back to if needed) and the role has its previous password again, after
+    the candidate is gone. The release is never discarded: it is the live one."""
+    steps, host = RecordingSteps(fail_at=fail_at), FakeHost()
+    store = _state_with(host, None)
+    with pytest.raises(DeployFailed):
+        _rotate(config, steps, host)
+    assert steps.calls[steps.calls.index(fail_at) + 1 :] == undo
+    assert store.current() == Current(slot="blue", release_id="old", switched_at="t")
+    assert [r.id for r in store.releases()] == ["old"]
+    entry = store.history()[-1]
+    assert (entry.action, entry.result) == (
+        "rotate-password",
+        "rolled_back" if fail_at == "verify" else "failed",
+    )
+    assert store.intent() is None
+
+
+def test_a_rotation_with_nothing_deployed_changes_nothing(config: Config) -> None:
+    steps, host = RecordingSteps(), FakeHost()
+    with pytest.raises(StateError, match="nothing is deployed to development"):
+        _rotate(config, steps, host)
+    assert steps.calls == ["preflight"]
+    assert StateStore(host, PurePosixPath("/state/shop/development")).history() == []
+
+
+@pytest.mark.parametrize(("step", "serves"), [("begin", None), ("health", "blue")])
+def test_an_interrupted_rotation_is_undone_and_says_the_password_may_have_changed(
+    config: Config, monkeypatch: pytest.MonkeyPatch, step: str, serves: str | None
+) -> None:
+    """Killed after the password changed: the previous slot serves alone again, the live
+    release is kept, and history says to run the rotation again."""
+    steps, host = RecordingSteps(), FakeHost()
+    intent = replace(
+        _intent(step, action="rotate-password"),
+        release=replace(_release("old", "1.0.0", "a" * 40), slot="green"),
+        fresh_image=False,
+    )
+    store = _state_with(host, intent)
+    _run(config, steps, host, monkeypatch)
+    repair = steps.calls[1 : steps.calls.index("deliver")]
+    assert repair == ([f"serve {serves}", "park green (remove)"] if serves else [])
+    interrupted = next(e for e in store.history() if e.deployment_id == "killed")
+    assert interrupted.action == "rotate-password"
+    assert "may have the env file's new password already" in (interrupted.error or "")
+    assert "run `shipyard db rotate-password ENV` again" in (interrupted.error or "")
+    assert "old" in [r.id for r in store.releases()]

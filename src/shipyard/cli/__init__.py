@@ -11,11 +11,10 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import asdict
 from enum import IntEnum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,12 +26,14 @@ from shipyard.cli._context import (
     NodeOption,
     Session,
     current_masker,
+    node_suffix,
+    on_nodes,
     open_session,
     open_sessions,
     run_checks,
     run_provision,
 )
-from shipyard.cli._database import migrations_app, snapshot_app
+from shipyard.cli._database import db_app, migrations_app, snapshot_app
 from shipyard.config import json_schema, parse_duration, reference_markdown
 from shipyard.deploy import (
     DeployOptions,
@@ -43,7 +44,6 @@ from shipyard.deploy import (
     Served,
     across_nodes,
     common_rollback_version,
-    rollout_error,
 )
 from shipyard.errors import (
     CheckFailed,
@@ -101,6 +101,7 @@ app = typer.Typer(
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 app.add_typer(snapshot_app, name="snapshot")
 app.add_typer(migrations_app, name="migrations")
+app.add_typer(db_app, name="db")
 
 ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")
@@ -194,42 +195,16 @@ def deploy(
     options = DeployOptions(
         allow_dirty=allow_dirty, rebuild=rebuild, lock_wait=parse_duration(wait)
     )
-    for session, result in _on_nodes(
+    for session, result in on_nodes(
         sessions, lambda s: s.provider.deploy(s.ctx, options), "deploy"
     ):
         if json_output:
             continue
         err.print(
             f"[bold green]deployed[/] {escape(result.release.version)} ({result.release.commit[:7]}) "
-            f"to {escape(environment)}{_on(session, sessions)} in {result.duration_s:.1f}s"
+            f"to {escape(environment)}{node_suffix(session, sessions)} in {result.duration_s:.1f}s"
         )
         sys.stdout.write(result.url + "\n")
-
-
-T = TypeVar("T")
-
-
-def _on(session: Session, sessions: list[Session]) -> str:
-    return f" on {session.ctx.node}" if len(sessions) > 1 else ""
-
-
-def _on_nodes(
-    sessions: list[Session], action: Callable[[Session], T], what: str
-) -> list[tuple[Session, T]]:
-    """``action`` on every node, in order (``deploy.parallelism`` at a time); the first failure
-    stops the rollout and is raised with every node's fate."""
-    if len(sessions) == 1:
-        return [(sessions[0], action(sessions[0]))]
-    by_node = {s.config.environment.target: s for s in sessions}
-    outcomes = across_nodes(
-        list(by_node),
-        lambda node: action(by_node[node]),
-        parallelism=sessions[0].config.deploy.parallelism,
-    )
-    error = rollout_error(outcomes, what)
-    if error is not None:
-        raise error
-    return [(by_node[o.node], o.result) for o in outcomes if o.result is not None]
 
 
 @app.command()
@@ -261,12 +236,12 @@ def rollback(
         if not sessions:
             return
     options = RollbackOptions(to=to, why=why, yes=yes, lock_wait=parse_duration(wait))
-    for session, result in _on_nodes(
+    for session, result in on_nodes(
         sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
     ):
         if json_output:
             continue
-        _rolled_back(environment + _on(session, sessions), result)
+        _rolled_back(environment + node_suffix(session, sessions), result)
 
 
 def _common_rollback(sessions: list[Session]) -> RollbackChoice:
@@ -349,14 +324,14 @@ def repair(
     """Finish or undo an interrupted operation and bring what serves in line with the state
     (every node; each deploy and rollback does this first)."""
     sessions = open_sessions(config, environment, json_output=json_output)
-    for session, summary in _on_nodes(
+    for session, summary in on_nodes(
         sessions,
         lambda s: s.provider.repair(s.ctx, lock_wait=parse_duration(wait)),
         "repair",
     ):
         if not json_output:
             err.print(
-                f"[bold green]repaired[/] {escape(environment)}{_on(session, sessions)}: {escape(summary)}"
+                f"[bold green]repaired[/] {escape(environment)}{node_suffix(session, sessions)}: {escape(summary)}"
             )
 
 
@@ -647,13 +622,13 @@ def destroy(
         except ShipyardError as exc:
             if len(sessions) == 1:
                 raise
-            err.print(f"[red]failed[/]{_on(session, sessions)}: {escape(exc.message)}")
+            err.print(f"[red]failed[/]{node_suffix(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
             continue
         for name in destroyed.removed:
-            err.print(f"removed {escape(name)}{_on(session, sessions)}")
+            err.print(f"removed {escape(name)}{node_suffix(session, sessions)}")
         for name in destroyed.kept:
-            err.print(f"kept {escape(name)}{_on(session, sessions)}")
+            err.print(f"kept {escape(name)}{node_suffix(session, sessions)}")
     if failures:
         raise failures[0]
 

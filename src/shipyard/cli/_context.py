@@ -9,13 +9,20 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
 from shipyard.build import source_at
 from shipyard.config import Config, SSHSection, load_config
-from shipyard.deploy import Checked, OperationContext, check_file, new_deployment_id
+from shipyard.deploy import (
+    Checked,
+    OperationContext,
+    across_nodes,
+    check_file,
+    new_deployment_id,
+    rollout_error,
+)
 from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
 from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
@@ -172,6 +179,33 @@ def open_sessions(
         )
         for node in config.environment.nodes
     ]
+
+
+T = TypeVar("T")
+
+
+def node_suffix(session: Session, sessions: list[Session]) -> str:
+    """`` on <node>`` when the environment has several nodes."""
+    return f" on {session.ctx.node}" if len(sessions) > 1 else ""
+
+
+def on_nodes(
+    sessions: list[Session], action: Callable[[Session], T], what: str
+) -> list[tuple[Session, T]]:
+    """``action`` on every node, in order (``deploy.parallelism`` at a time); the first failure
+    stops the rollout and is raised with every node's fate."""
+    if len(sessions) == 1:
+        return [(sessions[0], action(sessions[0]))]
+    by_node = {s.config.environment.target: s for s in sessions}
+    outcomes = across_nodes(
+        list(by_node),
+        lambda node: action(by_node[node]),
+        parallelism=sessions[0].config.deploy.parallelism,
+    )
+    error = rollout_error(outcomes, what)
+    if error is not None:
+        raise error
+    return [(by_node[o.node], o.result) for o in outcomes if o.result is not None]
 
 
 def _session(config: Config, *, json_output: bool, deployment_id: str | None = None) -> Session:

@@ -1,4 +1,5 @@
-"""``shipyard snapshot …`` and ``shipyard migrations lint``: parse, call the library, render."""
+"""``shipyard snapshot …``, ``shipyard migrations lint`` and ``shipyard db rotate-password``:
+parse, call the library, render."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from shipyard.cli._context import NodeOption, open_session
-from shipyard.config import load_config
+from shipyard.cli._context import NodeOption, node_suffix, on_nodes, open_session, open_sessions
+from shipyard.config import load_config, parse_duration
 from shipyard.database import lint_directory
+from shipyard.deploy import RotateOptions
 
 snapshot_app = typer.Typer(
     help="Database snapshots: create, list, verify, restore, prune.", no_args_is_help=True
 )
 migrations_app = typer.Typer(help="Migration safety checks.", no_args_is_help=True)
+db_app = typer.Typer(help="The database shipyard runs: its password.", no_args_is_help=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _FAILED = 8  # ExitCode.FAILED: the lint found unsafe statements
@@ -31,6 +34,13 @@ ConfigOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 EnvArgument = Annotated[str, typer.Argument(help="Environment name.")]
+WaitOption = Annotated[
+    str,
+    typer.Option(
+        "--wait",
+        help="Wait this long for another operation's lock (e.g. 10m); bare --wait waits 30m.",
+    ),
+]
 
 
 def _out(data: Any) -> None:
@@ -197,3 +207,27 @@ def migrations_lint(
         err.print(f"{len(findings)} finding(s) in {path}")
     if findings:
         raise typer.Exit(_FAILED)
+
+
+@db_app.command("rotate-password")
+def db_rotate_password(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    wait: WaitOption = "0s",
+    json_output: JsonOption = False,
+) -> None:
+    """Give the database role the password the env file holds now and redeploy the live version
+    with it, blue-green (every node)."""
+    sessions = open_sessions(config, environment, json_output=json_output)
+    options = RotateOptions(lock_wait=parse_duration(wait))
+    for session, result in on_nodes(
+        sessions, lambda s: s.provider.rotate_password(s.ctx, options), "rotate-password"
+    ):
+        if json_output:
+            continue
+        err.print(
+            f"[bold green]rotated[/] the database password of {escape(environment)}"
+            f"{node_suffix(session, sessions)}: {escape(result.release.version)} "
+            f"({result.release.commit[:7]}) serves with it, in {result.duration_s:.1f}s"
+        )
+        sys.stdout.write(result.url + "\n")

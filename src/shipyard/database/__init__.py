@@ -25,6 +25,13 @@ from shipyard.database._lint import (
     runs_in_one_transaction,
     statement_at_line,
 )
+from shipyard.database._password import (
+    PasswordRotation,
+    password_refused,
+    psql_error,
+    saslprep,
+    scram_verifier,
+)
 from shipyard.database._retention import RetentionPlan, SnapshotAge, plan_retention
 from shipyard.database._snapshot import (
     RestoreTest,
@@ -46,6 +53,7 @@ __all__ = [
     "MigrationLintFailed",
     "MigrationPlan",
     "MigrationState",
+    "PasswordRotation",
     "RestoreTest",
     "RetentionPlan",
     "Snapshot",
@@ -62,7 +70,11 @@ __all__ = [
     "parse_copy_counts",
     "parse_migrate_failure",
     "parse_toc_count",
+    "password_refused",
     "plan_retention",
+    "psql_error",
+    "saslprep",
+    "scram_verifier",
     "snapshot_name",
 ]
 
@@ -204,6 +216,55 @@ class Database:
                 f"database {self.section.name}: {exc.stderr.strip()[-500:]}"
             ) from exc
         return result.stdout
+
+    def login_error(
+        self,
+        *,
+        image: str,
+        network: str,
+        env_file: PurePosixPath,
+        labels: Mapping[str, str] | None = None,
+    ) -> str | None:
+        """Why a client on ``network`` cannot log in with the credentials of ``env_file`` on the
+        host (``PGHOST``, ``PGUSER``, ``PGPASSWORD``, … as libpq reads them): psql's error, or
+        ``None`` when it logs in. It runs in a one-off container of ``image`` and connects over
+        TCP, as the app does: the database container's own socket and loopback may trust any
+        password."""
+        result = self.docker.run_oneoff(
+            image,
+            ["-X", "-w", "-q", "-At", "-c", "SELECT 1"],
+            entrypoint="psql",
+            network=network,
+            env_file=env_file,
+            labels=labels,
+            check=False,
+            timeout=120,
+        )
+        return None if result.ok else psql_error(result.stderr)
+
+    def role_password(self) -> str | None:
+        """The owner role's stored password (a SCRAM or MD5 verifier, never the password
+        itself; ``None``: it has none), to give back as it was. Read from ``pg_authid``, which
+        only a superuser reads: the role the image creates is one."""
+        row = self.sql(
+            "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = current_user;"
+        )
+        return row.strip() or None
+
+    def set_role_password(self, verifier: str | None) -> None:
+        """``ALTER ROLE … PASSWORD`` of the owner role, on stdin: ``verifier`` is a SCRAM or MD5
+        verifier (``scram_verifier``), which PostgreSQL stores as given (``None``: no password).
+        Existing sessions stay logged in; new ones need the new password. An error never
+        repeats the statement (psql may quote it), so the verifier stays out of messages."""
+        literal = "NULL" if verifier is None else "'" + verifier.replace("'", "''") + "'"
+        try:
+            self.sql(f"ALTER ROLE CURRENT_USER PASSWORD {literal};")
+        except DatabaseError as exc:
+            message = exc.message.replace(verifier, "***") if verifier else exc.message
+            raise DatabaseError(  # not chained: the original message may quote the verifier
+                f"the password of role {self.section.user!r} could not be changed: "
+                + message.splitlines()[0]
+            ) from None
 
     def ensure_extensions(self, extensions: Sequence[str]) -> dict[str, str]:
         """Create the extensions if missing, then verify each exists; returns name → version."""

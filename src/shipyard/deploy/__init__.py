@@ -24,7 +24,7 @@ from typing import NoReturn, Protocol
 
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
-from shipyard.database import MigrationPlan, Snapshot
+from shipyard.database import MigrationPlan, PasswordRotation, Snapshot
 from shipyard.deploy._checks import Checked, check_file, run_checks
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
@@ -83,6 +83,8 @@ __all__ = [
     "RepairSteps",
     "RollbackChoice",
     "RollbackOptions",
+    "RotateOptions",
+    "RotationSteps",
     "Served",
     "across_nodes",
     "check_file",
@@ -95,6 +97,7 @@ __all__ = [
     "run_deploy",
     "run_repair",
     "run_rollback",
+    "run_rotate_password",
     "validate",
 ]
 
@@ -157,6 +160,11 @@ class RollbackOptions:
 
 
 @dataclass(frozen=True)
+class RotateOptions:
+    lock_wait: float = 0.0
+
+
+@dataclass(frozen=True)
 class DeployResult:
     deployment_id: str
     release: Release
@@ -211,6 +219,14 @@ def validate(ctx: OperationContext, steps: DeploySteps) -> Checked:
     """Every check `shipyard check` runs, before a deploy, rollback or plan changes anything
     (``CheckFailed`` listing every problem; see ``run_checks``)."""
     return run_checks(ctx.config, steps.preflight, local=ctx.local, operation=True)
+
+
+class RotationSteps(DeploySteps, Protocol):
+    """What a provider does to change the database's password (``run_rotate_password``)."""
+
+    def rotate_password(self, rotation: PasswordRotation, release: Release) -> str: ...
+
+    def restore_password(self, rotation: PasswordRotation) -> str: ...
 
 
 def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions) -> DeployResult:
@@ -353,6 +369,48 @@ def run_rollback(
     return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait).run(body)
 
 
+def run_rotate_password(
+    ctx: OperationContext, steps: RotationSteps, options: RotateOptions
+) -> DeployResult:
+    """`shipyard db rotate-password`: give the database role the password the env file holds now
+    and bring the live release back with it, blue-green (a rollback to the live release with a
+    fresh database URL): start it in the other slot, health gate, switch, watch, retire.
+
+    PostgreSQL keeps sessions logged in when a password changes, so the old slot's open
+    connections keep working until it is retired; from the password change to the switch (the
+    start and health gate of the new slot) only connections it opens anew are refused. A
+    failure before the watch window ends switches back if needed and gives the role its previous
+    password again: the previous version serves as before."""
+
+    def body(operation: _Operation) -> Release:
+        phases = operation.phases
+        current = ctx.store.current()
+        live = ctx.store.release(current.release_id) if current is not None else None
+        if current is None or live is None:
+            raise StateError(
+                f"nothing is deployed to {ctx.config.environment.name}: no version to restart "
+                "with a new database password",
+                hint="deploy it: a first deploy creates the database with the env file's password",
+            )
+        phases.version, phases.commit = live.version, live.commit
+        operation.describe(live.version, live.commit)
+        slot = other_slot(current.slot)
+        operation.slot = slot
+        operation.previous = current.slot
+        release = replace(live, slot=slot)
+        operation.journal("begin", release)
+        rotation = PasswordRotation()
+        phases.on_failure(
+            "give the database role its previous password back",
+            lambda: _discard(steps.restore_password(rotation)),
+        )
+        phases.run("password", lambda: steps.rotate_password(rotation, release), summary=str)
+        operation.go_live(release, current)
+        return release
+
+    return _Operation(ctx, steps, "rotate-password", lock_wait=options.lock_wait).run(body)
+
+
 def run_repair(ctx: OperationContext, steps: DeploySteps, *, lock_wait: float = 0.0) -> str:
     """`shipyard repair`: under the lock, finish or undo an interrupted operation and bring what
     serves and the state back in line (what every deploy and rollback does first)."""
@@ -391,7 +449,8 @@ def _repair(ctx: OperationContext, steps: DeploySteps, phases: Phases, lock: Loc
 
 
 class _Operation:
-    """One deploy or rollback: signals, the lock, failure handling, history, events."""
+    """One deploy, rollback or password rotation: signals, the lock, failure handling, history,
+    events."""
 
     def __init__(
         self, ctx: OperationContext, steps: DeploySteps, action: str, *, lock_wait: float = 0.0
@@ -724,6 +783,10 @@ _KINDS = {
     "deploy": _Kinds(EventKind.DEPLOY_STARTED, EventKind.DEPLOY_COMPLETED, EventKind.DEPLOY_FAILED),
     "rollback": _Kinds(
         EventKind.ROLLBACK_STARTED, EventKind.ROLLBACK_COMPLETED, EventKind.ROLLBACK_FAILED
+    ),
+    # A rotation redeploys the live release: notifiers hear of it as of a deploy.
+    "rotate-password": _Kinds(
+        EventKind.DEPLOY_STARTED, EventKind.DEPLOY_COMPLETED, EventKind.DEPLOY_FAILED
     ),
 }
 

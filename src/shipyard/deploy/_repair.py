@@ -128,7 +128,7 @@ def _settle(
             f"undone: {live.version if live else 'the previous version'} serves again"
             if intent.previous
             else "undone: nothing was serving before it"
-        )
+        ) + _PASSWORD_LEFT.get(intent.action, "")
     for action in done:
         note(f"repair: {action}")
     if not any(e.deployment_id == intent.deployment_id for e in store.history()):
@@ -142,6 +142,14 @@ def _settle(
         )
     store.clear_intent()
     return [*done, f"interrupted {intent.action} {intent.deployment_id} {outcome}"]
+
+
+# What an undone operation of this kind may leave behind that the repair cannot give back.
+_PASSWORD_LEFT = {
+    "rotate-password": "; the database role may have the env file's new password already, which "
+    "the version serving does not use for new connections: run `shipyard db rotate-password ENV` "
+    "again",
+}
 
 
 def _interrupted_entry(
@@ -173,7 +181,7 @@ def _forget(
     done = []
     if intent.release is not None and intent.action == "deploy":
         done.append(steps.discard(intent.release, image=intent.fresh_image))
-    outcome = "it had not changed what serves"
+    outcome = "it had not changed what serves" + _PASSWORD_LEFT.get(intent.action, "")
     if not any(e.deployment_id == intent.deployment_id for e in store.history()):
         store.append_history(
             _interrupted_entry(

@@ -10,7 +10,13 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from shipyard.config import Config
-from shipyard.deploy import DeployOptions, DeployResult, OperationContext, RollbackOptions
+from shipyard.deploy import (
+    DeployOptions,
+    DeployResult,
+    OperationContext,
+    RollbackOptions,
+    RotateOptions,
+)
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
@@ -48,6 +54,8 @@ class Provider(Protocol):
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult: ...
 
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str: ...
+
+    def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult: ...
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str: ...
 

@@ -16,16 +16,20 @@ from shipyard.build import Image, plan_build, read_version
 from shipyard.config import Config, DatabaseSection
 from shipyard.database import (
     Database,
+    DatabaseError,
     Finding,
     MigrationError,
     MigrationLintFailed,
     MigrationPlan,
+    PasswordRotation,
     Snapshot,
     SnapshotError,
     SnapshotStore,
     lint_files,
     local_migration_files,
     local_migration_versions,
+    password_refused,
+    scram_verifier,
 )
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.deploy import (
@@ -34,11 +38,13 @@ from shipyard.deploy import (
     DeployResult,
     OperationContext,
     RollbackOptions,
+    RotateOptions,
     Served,
     choose_rollback,
     run_deploy,
     run_repair,
     run_rollback,
+    run_rotate_password,
     validate,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
@@ -62,11 +68,14 @@ from shipyard.providers._stack import (
     as_compose_env,
     compose_env_file_text,
     database_env,
+    database_login_env,
+    database_url,
     env_file_text,
     managed_database,
     render_infra,
     render_slot,
     to_yaml,
+    with_values,
 )
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
 from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
@@ -303,7 +312,7 @@ class DockerSteps:
         if database is not None:  # Compose reads every service's env file, whichever it starts
             self._write(
                 self.layout.database_env,
-                compose_env_file_text(database_env(self.config), source="database env"),
+                compose_env_file_text(self._database_env(), source="database env"),
             )
         proxy = self._refresh_proxy()
         guard = self._ensure_guard()
@@ -322,8 +331,71 @@ class DockerSteps:
             wait_timeout=self.config.database.ready_timeout,
         )
         versions = database.ensure_extensions(self.config.database.extensions)
-        return (
-            proxy + guard + "database ready; " + ", ".join(f"{k} {v}" for k, v in versions.items())
+        extensions = ", ".join(f"{k} {v}" for k, v in versions.items())
+        return f"{proxy}{guard}database ready; {extensions}; {self.verify_credentials()}"
+
+    def _database_env(self) -> dict[str, str]:
+        """The database container's environment. POSTGRES_PASSWORD counts only when the data
+        directory is created, so an existing container keeps the value it was created with:
+        Compose recreates a container whose env file changed, which would restart PostgreSQL
+        under the live version for a password the database does not use (see
+        ``verify_credentials`` and ``rotate_password`` for changing it)."""
+        env = database_env(self.config)
+        created = self.docker.container_env(self.names.database)
+        if created is not None and "POSTGRES_PASSWORD" in created:
+            env["POSTGRES_PASSWORD"] = created["POSTGRES_PASSWORD"]
+        return env
+
+    def _login_error(self, database: Database) -> str | None:
+        """Why the app could not log in to the database with what the env file says now
+        (``None``: it can), tried from a one-off container on the app's network."""
+        assert self.config.database is not None  # noqa: S101
+        env_file = self.layout.login_env
+        self._write(
+            env_file,
+            env_file_text(database_login_env(self.config, self.names), source="login env"),
+        )
+        try:
+            return database.login_error(
+                image=self.config.database.image,
+                network=self.names.network,
+                env_file=env_file,
+                labels=self.names.labels(role="login-check"),
+            )
+        finally:
+            self.host.run(["rm", "-f", str(env_file)], check=False)
+
+    def verify_credentials(self) -> str:
+        """The database accepts the app's credentials as the env file gives them now. They are
+        checked as the app connects (over the network, with the password) because the database
+        container's own socket trusts any: a password changed in the env file (a re-cloned
+        checkout, a regenerated file) passes the extensions and migrations and would otherwise
+        only show as the new version never becoming healthy. Refused before any slot starts."""
+        database, section = self._database(), self.config.database
+        if database is None or section is None:
+            return "no database run by shipyard"
+        error = self._login_error(database)
+        if error is None:
+            return f"role {section.user} logs in with the env file's password"
+        key, environment = section.password_env, self.config.environment.name
+        env_file = self.config.environment.env_file
+        where = env_file.name if env_file is not None else "the env file"
+        if password_refused(error):
+            raise DatabaseError(
+                f"the database refuses the password of role {section.user!r}: the role was "
+                f"created with another password than the one {key!r} (database.password_env) "
+                f"holds in {where} now, so the new version could not connect; no slot was "
+                f"started ({error})",
+                hint=f"if {key!r} changed by mistake (a re-cloned checkout, a regenerated env "
+                f"file), restore its old value in {where}; to change the database's password, "
+                f"run `shipyard db rotate-password {environment}`: it gives role "
+                f"{section.user!r} the value {key!r} holds now and redeploys the live version "
+                "with it",
+            )
+        raise DatabaseError(
+            f"the app's credentials from {where} do not log in to the database (role "
+            f"{section.user!r}, database {section.name!r}): {error}",
+            hint="the new version could not connect either; no slot was started",
         )
 
     def _refresh_proxy(self) -> str:
@@ -536,6 +608,86 @@ class DockerSteps:
                 hint=f"see `shipyard snapshot list ENV`; snapshot {release.snapshot or '(none)'} was taken before",
             )
         return after.version
+
+    # -- password rotation ----------------------------------------------------------------------------
+    def rotate_password(self, rotation: PasswordRotation, release: Release) -> str:
+        """Give the database role the password the env file holds now (unless it logs in with it
+        already) and every retained release's saved environment the matching database URL, so
+        ``release`` starts with it in ``release.slot`` and a rollback finds working credentials.
+        The password goes over the container's local socket as a SCRAM verifier, on stdin.
+        ``rotation`` records each change just before it is made, for ``restore_password``."""
+        database, section = self._database(), self.config.database
+        if database is None or section is None:
+            raise DatabaseError("this environment has no database run by shipyard")
+        done = []
+        refused = self._login_error(database)
+        if refused is None:
+            done.append(f"role {section.user} logs in with the env file's password already")
+        elif not password_refused(refused):  # a new password would not help
+            raise DatabaseError(
+                f"the app's credentials do not log in to the database for another reason than "
+                f"the password (role {section.user!r}, database {section.name!r}): {refused}",
+                hint="nothing was changed",
+            )
+        else:
+            previous = database.role_password()
+            verifier = scram_verifier(self.config.secrets.get(section.password_env) or "")
+            for value in (previous, verifier):
+                if value:
+                    self.config.masker.add(value)
+            rotation.previous, rotation.altered = previous, True
+            self._fence()
+            database.set_role_password(verifier)
+            error = self._login_error(database)
+            if error is not None:
+                raise DatabaseError(
+                    f"role {section.user!r} still cannot log in after its password was changed: "
+                    f"{error}"
+                )
+            done.append(f"role {section.user} has the password {section.password_env!r} holds")
+        values = {
+            section.url_env: database_url(self.config, self.names),
+            section.password_env: self.config.secrets.get(section.password_env) or "",
+        }
+        refreshed = 0
+        for kept in self.ctx.store.releases():
+            path = self.layout.release_env(kept.id)
+            text = self.host.get(path)
+            if text is None:  # started with the env file's values, which have the password
+                continue
+            rotation.files[str(path)] = text
+            self._fence()
+            self._write(path, with_values(text.decode(), values, source=str(path)))
+            refreshed += 1
+        done.append(f"the database URL of {refreshed} retained release(s) renewed")
+        kept_container = self.slot_container(release.slot)
+        if (
+            kept_container is not None
+            and kept_container.name != self.names.live
+            and kept_container.labels.get(f"{LABEL}.release") == release.id
+        ):
+            # Kept stopped with the environment it was created with; started again, it would
+            # log in with the old password.
+            self._fence()
+            self.docker.compose_down(self.names.slot(release.slot))
+            done.append(f"removed {kept_container.name}: it had the old database URL")
+        return "; ".join(done)
+
+    def restore_password(self, rotation: PasswordRotation) -> str:
+        """Undo what ``rotation`` records: the saved environments as they were, and the role's
+        previous password (its verifier as it was stored)."""
+        done = []
+        for path, text in rotation.files.items():
+            self._fence()
+            self.host.put(PurePosixPath(path), text, mode=0o600)
+        if rotation.files:
+            done.append(f"{len(rotation.files)} saved environment(s) as they were")
+        database = self._database()
+        if rotation.altered and database is not None:
+            self._fence()
+            database.set_role_password(rotation.previous)
+            done.append("the database role has its previous password again")
+        return "; ".join(done) or "nothing had changed"
 
     def start_slot(self, slot: str, release: Release) -> str:
         container = self.names.slot(slot)
@@ -1133,6 +1285,21 @@ class DockerProvider:
 
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
         return run_repair(ctx, self.steps(ctx), lock_wait=lock_wait)
+
+    def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult:
+        """Give the database the env file's password and redeploy the live release with it."""
+        steps = self.steps(ctx)
+        if steps._database() is None:
+            external = ctx.config.database is not None  # DATABASE_URL is in the env file
+            raise DatabaseError(
+                "this environment has no database run by shipyard: its password is not "
+                "shipyard's to change",
+                hint="the env file's DATABASE_URL names an external database: change the password "
+                "there, put the new URL in the env file and deploy"
+                if external
+                else "shipyard.yml has no `database:` section",
+            )
+        return run_rotate_password(ctx, steps, options)
 
     def render(self, ctx: OperationContext) -> dict[str, str]:
         """The files a deploy writes on the host, for the slot that would go live next."""

@@ -114,6 +114,11 @@ class Layout:
         return self.root / "infra" / "migrate.env"
 
     @property
+    def login_env(self) -> PurePosixPath:
+        """The app's database credentials for the login check (removed after it)."""
+        return self.root / "infra" / "login.env"
+
+    @property
     def proxy_dir(self) -> PurePosixPath:
         return self.root / "proxy"
 
@@ -223,6 +228,34 @@ def database_url(config: Config, names: Names) -> str:
     password = quote(config.secrets.get(config.database.password_env) or "", safe="")
     db = config.database
     return f"postgres://{db.user}:{password}@{names.database}:5432/{db.name}?sslmode=disable"
+
+
+def database_login_env(config: Config, names: Names) -> dict[str, str]:
+    """libpq's variables for what ``database_url`` says: a client logs in with them as the app
+    does (the password in the environment, never in argv)."""
+    assert config.database is not None  # noqa: S101
+    db = config.database
+    return {
+        "PGHOST": names.database,
+        "PGPORT": "5432",
+        "PGUSER": db.user,
+        "PGDATABASE": db.name,
+        "PGPASSWORD": config.secrets.get(db.password_env) or "",
+        "PGSSLMODE": "disable",
+        "PGCONNECT_TIMEOUT": "10",
+        "PGAPPNAME": "shipyard-login-check",
+    }
+
+
+def with_values(text: str, values: Mapping[str, str], *, source: str) -> str:
+    """A saved env file (``compose_env_file_text``) with ``values`` in place of the values of
+    those keys it has, and every line of the others kept byte for byte."""
+    lines = as_compose_env(text, source=source).splitlines(keepends=True)
+    for index, line in enumerate(lines):
+        key = line.split("=", 1)[0]
+        if "=" in line and key in values:
+            lines[index] = _env_lines({key: values[key]}, source, _compose_quote)
+    return "".join(lines)
 
 
 def app_env(config: Config, names: Names) -> dict[str, str]:

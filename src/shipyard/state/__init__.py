@@ -110,7 +110,7 @@ class Intent:
     interrupted and what to finish or undo."""
 
     deployment_id: str
-    action: str  # deploy, rollback
+    action: str  # deploy, rollback, rotate-password
     release: Release | None  # what it brings live (once known); its ``slot`` is the candidate
     previous: Current | None  # what served before it
     step: str  # the last of ``STEPS`` reached
@@ -153,7 +153,7 @@ class Intent:
 @dataclass(frozen=True)
 class HistoryEntry:
     deployment_id: str
-    action: str  # deploy, rollback, repair, restore
+    action: str  # deploy, rollback, rotate-password, repair, restore
     result: str  # succeeded, failed, rolled_back, interrupted
     version: str
     commit: str
