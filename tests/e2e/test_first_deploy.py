@@ -264,3 +264,24 @@ def test_a_failed_first_deploy_says_what_it_left_and_how_to_remove_it(app: AppUn
     assert app.shipyard("destroy", "development", "--yes", "--volumes").returncode == 0
     after = engine_snapshot(app.name)
     assert (after["containers"], after["networks"], after["volumes"]) == ([], [], [])
+
+
+def test_a_redeploy_never_restarts_the_database(app: AppUnderTest) -> None:
+    """The database container is created once: a later deploy leaves it running as it is (its
+    env file unchanged, so Compose does not recreate it under the live version)."""
+    assert app.shipyard("deploy", "development").returncode == 0
+    database = f"{app.name}-development-db"
+
+    def started() -> str:
+        return subprocess.run(
+            ["docker", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", database],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    before = started()
+    app.commit("another version")
+    again = app.shipyard("deploy", "development")
+    assert again.returncode == 0, again.stderr
+    assert started() == before

@@ -525,21 +525,6 @@ class Docker:
         result = self._run(["wait", container], timeout=timeout)
         return int(result.stdout.strip().splitlines()[-1])
 
-    def container_env(self, container: str) -> dict[str, str] | None:
-        """The environment ``container`` was created with (``None``: no such container). Its
-        values may be secrets: they stay in memory."""
-        result = self._run(
-            ["container", "inspect", "--format", "{{json .Config.Env}}", container],
-            check=False,
-            timeout=60,
-        )
-        if not result.ok:
-            if "no such container" in result.stderr.lower():
-                return None
-            raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
-        items: list[str] = json.loads(result.stdout or "null") or []
-        return dict(item.split("=", 1) for item in items if "=" in item)
-
     def container_image(self, container: str) -> str:
         """The image reference ``container`` was created from."""
         result = self._run(["container", "inspect", "--format", "{{.Config.Image}}", container])

@@ -310,10 +310,7 @@ class DockerSteps:
         self._write(self.layout.infra_compose, to_yaml(self._infra()))
         database = self._database()
         if database is not None:  # Compose reads every service's env file, whichever it starts
-            self._write(
-                self.layout.database_env,
-                compose_env_file_text(self._database_env(), source="database env"),
-            )
+            self._write_database_env()
         proxy = self._refresh_proxy()
         guard = self._ensure_guard()
         if database is None:
@@ -334,17 +331,21 @@ class DockerSteps:
         extensions = ", ".join(f"{k} {v}" for k, v in versions.items())
         return f"{proxy}{guard}database ready; {extensions}; {self.verify_credentials()}"
 
-    def _database_env(self) -> dict[str, str]:
-        """The database container's environment. POSTGRES_PASSWORD counts only when the data
-        directory is created, so an existing container keeps the value it was created with:
+    def _write_database_env(self) -> None:
+        """The database container's env file, written when the container is created and then
+        left as it is: its POSTGRES_* values count only when the data directory is created, and
         Compose recreates a container whose env file changed, which would restart PostgreSQL
-        under the live version for a password the database does not use (see
-        ``verify_credentials`` and ``rotate_password`` for changing it)."""
-        env = database_env(self.config)
-        created = self.docker.container_env(self.names.database)
-        if created is not None and "POSTGRES_PASSWORD" in created:
-            env["POSTGRES_PASSWORD"] = created["POSTGRES_PASSWORD"]
-        return env
+        under the live version for a password the database does not use (``verify_credentials``
+        and ``rotate_password`` are for changing it)."""
+        if (
+            self.docker.container(self.names.database) is not None
+            and self.host.get(self.layout.database_env) is not None
+        ):
+            return
+        self._write(
+            self.layout.database_env,
+            compose_env_file_text(database_env(self.config), source="database env"),
+        )
 
     def _login_error(self, database: Database) -> str | None:
         """Why the app could not log in to the database with what the env file says now
