@@ -15,6 +15,7 @@ class FakeHost:
 
     def __init__(self, respond: Responder | None = None) -> None:
         self.commands: list[list[str]] = []
+        self.contexts: list[tuple[dict[str, str], str | None]] = []  # each command's env and cwd
         self.files: dict[str, tuple[bytes, int]] = {}
         self.respond = respond
 
@@ -34,6 +35,7 @@ class FakeHost:
     ) -> CommandResult:
         command = list(argv)
         self.commands.append(command)
+        self.contexts.append((dict(env or {}), cwd))
         if self.respond is not None and (answer := self.respond(command)) is not None:
             return answer
         if command[:2] == ["mkdir", "-m"]:

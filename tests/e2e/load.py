@@ -48,12 +48,21 @@ def _closed_while_idle(exc: httpx.HTTPError) -> bool:
 
 
 class Load:
-    """``clients`` threads of each kind GET ``url`` back to back until stopped (or ``max_seconds``)."""
+    """``clients`` threads of each kind GET ``url`` back to back until stopped (or ``max_seconds``);
+    with ``pace``, each thread sends at most one request per ``pace`` seconds (an app that limits
+    requests per client sees a bounded rate)."""
 
     def __init__(
-        self, url: str, *, clients: int = 2, max_seconds: float = 300, max_requests: int = 200_000
+        self,
+        url: str,
+        *,
+        clients: int = 2,
+        max_seconds: float = 300,
+        max_requests: int = 200_000,
+        pace: float = 0.0,
     ) -> None:
         self.url = url
+        self.pace = pace
         self.clients = clients
         self.max_seconds = max_seconds
         self.max_requests = max_requests
@@ -84,6 +93,7 @@ class Load:
         limits = httpx.Limits(max_keepalive_connections=1 if keepalive else 0)
         with httpx.Client(timeout=15, limits=limits) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
+                started = time.monotonic()
                 response, failure, retried = None, None, False
                 try:
                     try:
@@ -99,6 +109,8 @@ class Load:
                     )
                 if not self._record(index, response, failure, retried):
                     return
+                if self.pace:
+                    self._stop.wait(max(0.0, self.pace - (time.monotonic() - started)))
 
     def __enter__(self) -> Load:
         for index in range(self.clients * 2):

@@ -126,6 +126,9 @@ def test_build_inputs_change_with_everything_that_shapes_the_image(tmp_path: Pat
         "tags": inputs("tags", GO_BUILD + "  tags: [netgo]\n"),
         "files": inputs("files", GO_BUILD + "  files: {go.mod: /app/go.mod}\n"),
         "package": inputs("package", GO_BUILD + "  package: ./cmd/other\n"),
+        "tzdata": inputs("tzdata", GO_BUILD + "  tzdata: false\n"),
+        "generate": inputs("generate", GO_BUILD + "  generate: [[make, webfiles]]\n"),
+        "tools": inputs("tools", GO_BUILD + "  tools: {river: example.com/river@v1.0.0}\n"),
     }
     assert len({base, *variants.values()}) == len(variants) + 1, variants
     assert all(len(value) == 64 and TOKEN not in value for value in variants.values())
@@ -171,3 +174,77 @@ def _with_engine_versions(respond: Any) -> Any:
         return result
 
     return answer
+
+
+def test_a_go_build_generates_first_then_builds_the_server_and_its_tools(tmp_path: Path) -> None:
+    """``generate`` runs in the context before the build (CGO off, so a ``go run`` shares the
+    cache); the server is built with Go's embedded time-zone database; each tool lands at
+    /app/<name>: a module@version by ``go install`` outside the app's module, a directory by
+    ``go build`` in it."""
+    machine = Machine()
+    dockerfiles: list[str] = []
+    fallback = machine.respond
+
+    def respond(argv: list[str]) -> CommandResult | None:
+        if argv[:3] == ["go", "env", "GOHOSTOS"]:
+            return _ok(argv, "linux\namd64\n")
+        if argv[:2] == ["go", "install"]:
+            gobin = machine.host.contexts[-1][0]["GOBIN"]
+            (Path(gobin) / "river").write_bytes(b"ELF")
+        if argv[:2] == ["go", "build"]:
+            Path(argv[argv.index("-o") + 1]).write_bytes(b"ELF")
+        if argv[:2] == ["docker", "build"]:
+            dockerfiles.append((Path(argv[-1]) / "Dockerfile").read_text(encoding="utf-8"))
+        return fallback(argv)
+
+    machine.host.respond = respond
+    (tmp_path / "app" / "tools" / "seed").mkdir(parents=True)
+    config = _config(
+        tmp_path / "app",
+        GO_BUILD
+        + "  generate:\n    - [make, webfiles-bootstrap]\n    - [go, run, ./cmd/server, webfiles]\n"
+        + "  tools:\n    river: github.com/riverqueue/river/cmd/river@v0.30.2\n"
+        + "    seed: tools/seed\n",
+    )
+    build_image(config, machine.host, VERSION)
+    go = [
+        (argv, env, cwd)
+        for argv, (env, cwd) in zip(machine.host.commands, machine.host.contexts, strict=True)
+        if argv[0] in {"make", "go"} and argv[:2] not in (["go", "env"],)
+    ]
+    root = str(tmp_path / "app")
+    assert [argv[:2] for argv, _, _ in go] == [
+        ["make", "webfiles-bootstrap"],
+        ["go", "run"],
+        ["go", "build"],
+        ["go", "install"],
+        ["go", "build"],
+    ]
+    assert [(env.get("CGO_ENABLED"), cwd) for _, env, cwd in go[:2]] == [("0", root)] * 2
+    server, river, seed = go[2], go[3], go[4]
+    assert server[1]["CGO_ENABLED"] == "0" and server[1]["GOOS"] == "linux"
+    assert server[0][server[0].index("-tags") + 1] == "timetzdata"
+    assert river[0][-1] == "github.com/riverqueue/river/cmd/river@v0.30.2"
+    assert river[2] != root  # outside the app's module
+    assert seed[2] == str(tmp_path / "app" / "tools" / "seed") and seed[0][-1] == "."
+    (dockerfile,) = dockerfiles
+    assert "COPY tools/river /app/river" in dockerfile
+    assert "COPY tools/seed /app/seed" in dockerfile
+
+
+def test_a_failing_generate_step_is_a_build_error_naming_it(tmp_path: Path) -> None:
+    machine = Machine()
+    fallback = machine.respond
+
+    def respond(argv: list[str]) -> CommandResult | None:
+        if argv[:1] == ["make"]:
+            return CommandResult(tuple(argv), 2, "", "make: *** No rule to make target 'webfiles'")
+        return fallback(argv)
+
+    machine.host.respond = respond
+    config = _config(tmp_path / "app", GO_BUILD + "  generate: [[make, webfiles]]\n")
+    with pytest.raises(build.BuildError) as raised:
+        build_image(config, machine.host, VERSION)
+    assert "build.generate `make webfiles` failed (exit 2)" in raised.value.message
+    assert "No rule to make target" in raised.value.message
+    assert not machine.builds

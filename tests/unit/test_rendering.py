@@ -19,6 +19,8 @@ from shipyard.providers._stack import (
     Names,
     app_env,
     as_compose_env,
+    libpq_env,
+    release_command_env,
     compose_env_file_text,
     render_infra,
     render_slot,
@@ -74,6 +76,35 @@ def test_app_env_derives_database_url_with_encoded_password(config) -> None:  # 
         == "postgres://shop:s3cret-password@shop-development-db:5432/shop?sslmode=disable"
     )
     assert env["JWT_SECRET"] == "0123456789abcdef0123456789abcdef"
+
+
+def test_release_commands_get_libpq_variables_for_the_database(config, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """River's CLI, psql, goose … read PG* rather than DATABASE_URL: a release command gets both,
+    for the managed database, and for an external URL the same parts of it."""
+    env = release_command_env(config, Names("shop", "development"))
+    assert env["DATABASE_URL"] == app_env(config, Names("shop", "development"))["DATABASE_URL"]
+    assert {k: v for k, v in env.items() if k.startswith("PG") and k != "PGAPPNAME"} == {
+        "PGHOST": "shop-development-db",
+        "PGPORT": "5432",
+        "PGUSER": "shop",
+        "PGDATABASE": "shop",
+        "PGPASSWORD": "s3cret-password",
+        "PGSSLMODE": "disable",
+        "PGCONNECT_TIMEOUT": "10",
+    }
+    (tmp_path / ".env.development").write_text(
+        ENV_FILE
+        + "DATABASE_URL=postgresql://ops%40shop:p%2Fw@db.internal:6432/events?sslmode=require\n"
+        + "PGCONNECT_TIMEOUT=3\n"
+    )
+    external = load_config(tmp_path / "shipyard.yml", "development", process_env={})
+    env = release_command_env(external, Names("shop", "development"))
+    assert env["PGHOST"] == "db.internal" and env["PGPORT"] == "6432"
+    assert env["PGUSER"] == "ops@shop" and env["PGPASSWORD"] == "p/w"
+    assert env["PGDATABASE"] == "events" and env["PGSSLMODE"] == "require"
+    assert env["PGCONNECT_TIMEOUT"] == "3"  # the env file's own value wins
+    assert libpq_env("mysql://u:p@h/db") == {}
+    assert libpq_env("postgres:///events") == {"PGDATABASE": "events"}
 
 
 def test_caddy_plain_http() -> None:

@@ -48,7 +48,7 @@ BUILD_INPUTS_LABEL = f"{LABEL_PREFIX}.build-inputs"
 _REVISION_LABEL = "org.opencontainers.image.revision"
 # Part of the build inputs: raise it when shipyard makes a different image from the same settings
 # (e.g. the Dockerfile it writes for Go builds), so that images built before are not reused.
-_BUILD_FORMAT = 1
+_BUILD_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -192,6 +192,9 @@ def build_inputs(config: Config) -> str:
             "ldflags": _hashed(spec.ldflags),
             "files": spec.files,
             "tags": spec.tags,
+            "tzdata": spec.tzdata,
+            "generate": spec.generate,
+            "tools": spec.tools,
             "port": config.app.port,
         }
     else:
@@ -336,38 +339,39 @@ def _go_build(
             f"{source} has no go.mod", hint="build.context must point at the Go module"
         )
     arch = docker.info().architecture
+    target = {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": _goarch(arch)}
     ldflags = ["-s", "-w"] + [
         f"-X={name}={version.fill(value)}" for name, value in spec.ldflags.items()
     ]
+    tags = [*spec.tags, *(["timetzdata"] if spec.tzdata else [])]
+    for step in spec.generate:
+        _run_go_step(
+            local,
+            step,
+            cwd=source,
+            env={"CGO_ENABLED": "0"},  # a `go run` in it shares the build's cache
+            what=f"build.generate `{' '.join(step)}`",
+        )
     with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
         context = Path(tmp)
-        argv = [
-            "go",
-            "build",
-            "-trimpath",
-            "-ldflags",
-            " ".join(ldflags),
-            "-o",
-            str(context / spec.binary),
-        ]
-        if spec.tags:
-            argv += ["-tags", ",".join(spec.tags)]
-        try:
-            local.run(
-                [*argv, spec.package],
-                cwd=str(source),
-                env={"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": _goarch(arch)},
-                timeout=1800,
-            )
-        except HostUnreachable as exc:
-            raise BuildError(
-                "the Go toolchain (`go`) is not installed", hint="install Go ≥ 1.22"
-            ) from exc
+        argv = ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags)]
+        if tags:
+            argv += ["-tags", ",".join(tags)]
+        _run_go_step(
+            local,
+            [*argv, "-o", str(context / spec.binary), spec.package],
+            cwd=source,
+            env=target,
+            what=f"go build {spec.package}",
+        )
+        for name, tool in sorted(spec.tools.items()):
+            _build_tool(config, local, name, tool, context / "tools", target)
         lines = ["FROM scratch"]
         if _CA_BUNDLE.is_file():
             shutil.copy(_CA_BUNDLE, context / "ca-certificates.crt")
             lines.append("COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt")
         lines.append(f"COPY {spec.binary} /app/{spec.binary}")
+        lines += [f"COPY tools/{name} /app/{name}" for name in sorted(spec.tools)]
         for index, (relative, destination) in enumerate(sorted(spec.files.items())):
             item = source / relative
             if not item.exists():
@@ -386,6 +390,71 @@ def _go_build(
         ]
         (context / "Dockerfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
         docker.build(str(context), tag=tag, labels=labels)
+
+
+def _run_go_step(
+    local: Host,
+    argv: list[str],
+    *,
+    cwd: Path,
+    what: str,
+    env: Mapping[str, str] | None = None,
+) -> None:
+    try:
+        result = local.run(argv, cwd=str(cwd), env=env, timeout=1800, check=False)
+    except HostUnreachable as exc:
+        raise BuildError(
+            f"{what}: `{argv[0]}` is not installed on this machine",
+            hint="install Go ≥ 1.22" if argv[0] == "go" else None,
+        ) from exc
+    if result.returncode != 0:
+        output = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        raise BuildError(
+            f"{what} failed (exit {result.returncode}): " + " / ".join(output[-8:]),
+            hint=f"run it in {cwd} to see the whole output",
+        )
+
+
+def _build_tool(
+    config: Config, local: Host, name: str, tool: str, out: Path, target: Mapping[str, str]
+) -> None:
+    """One of ``build.tools``: ``module/path@version`` is built in module mode, outside the app's
+    module (``go install``, which puts it in ``GOBIN``); anything else is a directory of shipyard.yml
+    with a main package, built in the module that holds it."""
+    out.mkdir(exist_ok=True)
+    what = f"build.tools.{name} ({tool})"
+    if "@" in tool:
+        host = local.run(["go", "env", "GOHOSTOS", "GOHOSTARCH"], timeout=60).stdout.split()
+        if host != [target["GOOS"], target["GOARCH"]]:
+            raise BuildError(
+                f"{what}: this machine builds for {'/'.join(host)}, the engine runs "
+                f"{target['GOOS']}/{target['GOARCH']}",
+                hint="give the tool as a directory of shipyard.yml (built for the engine), or "
+                "build on a machine of the engine's platform",
+            )
+        with tempfile.TemporaryDirectory(prefix="shipyard-gobin-") as gobin:
+            _run_go_step(
+                local,
+                ["go", "install", "-trimpath", "-ldflags", "-s -w", tool],
+                cwd=out,
+                env={"CGO_ENABLED": "0", "GOBIN": gobin},
+                what=what,
+            )
+            built = [p for p in Path(gobin).iterdir() if p.is_file()]
+            if len(built) != 1:
+                raise BuildError(f"{what}: go install made {len(built)} programs, expected one")
+            shutil.copy(built[0], out / name)
+        return
+    directory = config.resolve(tool)
+    if not directory.is_dir():
+        raise BuildError(f"{what}: {directory} is not a directory")
+    _run_go_step(
+        local,
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / name), "."],
+        cwd=directory,
+        env=target,
+        what=what,
+    )
 
 
 def _dockerfile_build(

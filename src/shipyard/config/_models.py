@@ -139,6 +139,18 @@ class GoBuild(_Model):
         description="Files or directories (relative to context) → absolute path in the image.",
     )
     tags: list[str] = Field(default_factory=list, description="Go build tags.")
+    tzdata: bool = Field(
+        True,
+        description="Embed Go's time-zone database in the binary (build tag `timetzdata`): a scratch image has no /usr/share/zoneinfo, and time.LoadLocation fails without it.",
+    )
+    generate: list[Annotated[list[str], Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Commands (argv lists, no shell) run in the context before the Go build, in order (with CGO_ENABLED=0, so a `go run` shares the build's cache), e.g. to generate files the binary embeds; their argv is part of the build settings.",
+    )
+    tools: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]+$")], str] = Field(
+        default_factory=dict,
+        description="More Go programs put in the image at /app/<name>: name → `module/path@version` (go install, e.g. a migration CLI) or a directory with a main package, relative to shipyard.yml.",
+    )
 
 
 class DockerfileBuild(_Model):
@@ -232,7 +244,7 @@ class DatabaseSection(_Model):
     )
     release_commands: list[Annotated[list[str], Field(min_length=1)]] = Field(
         default_factory=list,
-        description="Commands (argv lists) run in order after migrations, each in a one-off container of the new image with the app's env, e.g. [[/app/server, river, migrate-up]].",
+        description="Commands (argv lists) run in order after migrations on every deploy, each in a one-off container of the new image with the app's env plus libpq's PG* variables for the database (so a tool such as River's CLI connects with no password in argv), e.g. [[/app/river, migrate-up]].",
     )
 
     @field_validator("extensions")

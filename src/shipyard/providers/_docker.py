@@ -72,6 +72,7 @@ from shipyard.providers._stack import (
     database_url,
     env_file_text,
     managed_database,
+    release_command_env,
     render_infra,
     render_slot,
     to_yaml,
@@ -569,7 +570,7 @@ class DockerSteps:
         for argv in section.release_commands:
             self._write(
                 self.layout.release_commands_env,
-                env_file_text(app_env(self.config, self.names), source="app env"),
+                env_file_text(release_command_env(self.config, self.names), source="app env"),
             )
             database.run_release_command(
                 argv,

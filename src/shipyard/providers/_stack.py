@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from ruamel.yaml import YAML
 
@@ -265,6 +265,38 @@ def app_env(config: Config, names: Names) -> dict[str, str]:
     if config.database is not None and managed_database(config):
         values[config.database.url_env] = database_url(config, names)
     return values
+
+
+def release_command_env(config: Config, names: Names) -> dict[str, str]:
+    """A release command's environment: the app's, plus libpq's ``PG*`` variables for the same
+    database (many tools — psql, River's CLI, goose — read those rather than ``DATABASE_URL``), so
+    no password is ever written into a command's argv. Values the env file sets win."""
+    values = app_env(config, names)
+    if config.database is None:
+        return values
+    if managed_database(config):
+        login = database_login_env(config, names) | {"PGAPPNAME": "shipyard-release-command"}
+    else:
+        login = libpq_env(config.secrets.get(config.database.url_env) or "")
+    return login | values
+
+
+def libpq_env(url: str) -> dict[str, str]:
+    """libpq's variables for a ``postgres://user:password@host:port/db?sslmode=…`` URL (what it
+    does not say is left out)."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        return {}
+    query = dict(parse_qsl(parts.query))
+    values = {
+        "PGHOST": parts.hostname or "",
+        "PGPORT": str(parts.port) if parts.port else "",
+        "PGUSER": unquote(parts.username or ""),
+        "PGPASSWORD": unquote(parts.password or ""),
+        "PGDATABASE": unquote(parts.path.lstrip("/")),
+        "PGSSLMODE": query.get("sslmode", ""),
+    }
+    return {key: value for key, value in values.items() if value}
 
 
 # The guard: every time a container of the environment dies while it carries the live name, it

@@ -1,0 +1,315 @@
+"""The real Togather server (its source at a fixed commit, unmodified) deployed with
+``examples/togather/shipyard.yml`` as users get it: only an env file of generated secrets, and
+environment variables that select the locally built images, a port and a subnet.
+
+The River CLI's module is not served by the Go module proxy reachable here, so ``RIVER_CLI``
+points the example's ``build.tools.river`` at ``tests/e2e/togather/river``: a stand-in that runs
+River's own migrator (``rivermigrate``, the code the CLI calls) at the version Togather uses and
+reads the connection the way the CLI does (``--database-url`` or libpq's ``PG*`` variables).
+
+The Go build caches (module and build cache) are the machine's own, so a rerun does not rebuild
+Togather's dependencies.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import git
+from tests.e2e.load import Load
+from tests.e2e.ports import reserve_port
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "togather"
+RIVER_STANDIN = Path(__file__).resolve().parent / "togather" / "river"
+APP = "togather"
+ENVIRONMENT = "local"
+PREFIX = f"{APP}-{ENVIRONMENT}"
+RATE_LIMIT = 600  # requests per client and minute (Togather's RATE_LIMIT_PUBLIC)
+
+
+def _tarball() -> Path:
+    """The Togather source: $SHIPYARD_TOGATHER_TARBALL, or ../shared/fixtures next to the clone."""
+    given = os.environ.get("SHIPYARD_TOGATHER_TARBALL")
+    candidates = [Path(given)] if given else []
+    for base in (ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")):
+        candidates += sorted(base.glob("togather-server-*.tar.gz"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    message = "the Togather source tarball (../shared/fixtures/togather-server-*.tar.gz) is missing"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_subnet() -> str:
+    """A /24 in 10.201.0.0/16 that no network on the engine overlaps."""
+    taken: list[ipaddress.IPv4Network] = []
+    names = subprocess.run(
+        ["docker", "network", "ls", "--quiet"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    if names:
+        inspected = json.loads(
+            subprocess.run(
+                ["docker", "network", "inspect", *names], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for network in inspected:
+            for config in (network.get("IPAM") or {}).get("Config") or []:
+                if ":" not in config.get("Subnet", ":"):
+                    taken.append(ipaddress.IPv4Network(config["Subnet"]))
+    for third in range(10, 250):
+        candidate = ipaddress.IPv4Network(f"10.201.{third}.0/24")
+        if not any(candidate.overlaps(other) for other in taken):
+            return str(candidate)
+    raise AssertionError("no free /24 in 10.201.0.0/16")
+
+
+def _go_caches() -> dict[str, str]:
+    out = subprocess.run(
+        ["go", "env", "GOCACHE", "GOMODCACHE", "GOPATH"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return dict(zip(("GOCACHE", "GOMODCACHE", "GOPATH"), out, strict=True))
+
+
+def _remove_everything() -> None:
+    ids = subprocess.run(
+        ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={APP}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "--force", *ids], capture_output=True, check=False)
+    for kind in ("network", "volume"):
+        listed = subprocess.run(
+            ["docker", kind, "ls", "--quiet", "--filter", f"name={PREFIX}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if listed:
+            subprocess.run(["docker", kind, "rm", *listed], capture_output=True, check=False)
+
+
+@dataclass
+class Togather:
+    dir: Path
+    env: dict[str, str]
+    port: int
+
+    def shipyard(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shipyard", *args],
+            check=False,
+            cwd=self.dir,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def psql(self, query: str) -> str:
+        return subprocess.run(
+            ["docker", "exec", f"{PREFIX}-db", "psql", "-U", APP, "-d", APP, "-tAc", query],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    def running_app_containers(self) -> list[str]:
+        """Names of the environment's running app containers (slots; not db, proxy, guard)."""
+        names = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "--filter",
+                f"label=org.shipyard.app={APP}",
+                "--filter",
+                f"label=org.shipyard.environment={ENVIRONMENT}",
+                "--format",
+                "{{.Names}}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return sorted(n for n in names if n.endswith(("-live", "-blue", "-green")))
+
+
+@pytest.fixture
+def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
+    _remove_everything()
+    work = tmp_path / "src"
+    with tarfile.open(_tarball()) as archive:
+        archive.extractall(tmp_path / "unpacked", filter="data")
+    (top,) = (tmp_path / "unpacked").iterdir()
+    shutil.move(top, work)
+    shutil.copy(EXAMPLE / "shipyard.yml", work / "shipyard.yml")
+    if not (work / ".git").exists():
+        git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-q", "-m", "Togather at 1e6e0af7, with shipyard.yml")
+    # Untracked, as the operator's is (Togather's .gitignore does not name it): shipyard
+    # never counts it as a change to the tree.
+    env_file = work / f".env.{ENVIRONMENT}"
+    env_file.write_text(
+        "\n".join(
+            [
+                "TOGATHER_DOMAIN=localhost:8080",
+                f"POSTGRES_PASSWORD={secrets.token_hex(16)}",
+                f"JWT_SECRET={secrets.token_hex(32)}",
+                f"CSRF_KEY={secrets.token_hex(32)}",
+                "CORS_ALLOWED_ORIGINS=http://localhost:8080",
+                "ADMIN_USERNAME=admin",
+                f"ADMIN_PASSWORD={secrets.token_urlsafe(24)}",
+                "ADMIN_EMAIL=admin@togather.invalid",
+                f"RATE_LIMIT_PUBLIC={RATE_LIMIT}",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    env_file.chmod(0o600)
+    home = tmp_path / "home"
+    home.mkdir()
+    port = reserve_port()
+    env = {
+        **os.environ,
+        **_go_caches(),  # before HOME moves: the machine's caches, kept between runs
+        "HOME": str(home),  # shipyard's local state goes under the test's own directory
+        "SHIPYARD_POSTGRES_IMAGE": "shipyard-local/postgres:17",
+        "SHIPYARD_MIGRATE_IMAGE": "shipyard-local/migrate:4",
+        "SHIPYARD_CADDY_IMAGE": "shipyard-local/caddy:2",
+        "SHIPYARD_DOCKER_CLI_IMAGE": "shipyard-local/docker-cli:26",
+        "TOGATHER_HTTP_PORT": str(port),
+        "TOGATHER_SUBNET": _free_subnet(),
+        "RIVER_CLI": str(RIVER_STANDIN),
+    }
+    under_test = Togather(dir=work, env=env, port=port)
+    try:
+        yield under_test
+    finally:
+        under_test.shipyard("destroy", ENVIRONMENT, "--yes", "--volumes", timeout=600)
+        _remove_everything()
+        images = subprocess.run(
+            ["docker", "image", "ls", "--quiet", "--filter", f"reference={APP}"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.split()
+        if images:
+            subprocess.run(["docker", "image", "rm", "--force", *set(images)], check=False)
+
+
+def _health(togather: Togather) -> dict[str, object]:
+    response = httpx.get(togather.url("/health"), timeout=10)
+    assert response.status_code == 200, response.text
+    body: dict[str, object] = response.json()
+    return body
+
+
+def _from_another_client(togather: Togather, path: str) -> int:
+    """The status of GET ``path`` sent to the proxy from a container on the environment's
+    network: a client with another address than the test's loopback connections."""
+    network = f"{PREFIX}"
+    script = (
+        f"exec 3<>/dev/tcp/{PREFIX}-proxy/80 && "
+        f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3"
+    )
+    out = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--entrypoint",
+            "bash",
+            "shipyard-local/docker-cli:26",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return int(out.split()[1])
+
+
+def _one_version_runs(togather: Togather) -> None:
+    running = togather.running_app_containers()
+    assert running == [f"{PREFIX}-live"], running
+
+
+def test_togather_deploys_from_the_example_and_redeploys_and_rolls_back_under_load(
+    togather: Togather,
+) -> None:
+    first = togather.shipyard("deploy", ENVIRONMENT)
+    assert first.returncode == 0, first.stdout + first.stderr
+    commit = git(togather.dir, "rev-parse", "HEAD")
+
+    # Healthy through the proxy, every one of Togather's own checks passing.
+    health = _health(togather)
+    assert health["status"] == "healthy", health
+    checks = health["checks"]
+    assert isinstance(checks, dict)
+    assert {"database", "migrations", "job_queue", "jsonld_contexts"} <= set(checks), checks
+    assert {name: c["status"] for name, c in checks.items()} == dict.fromkeys(checks, "pass")
+    version = httpx.get(togather.url("/version"), timeout=10).json()
+    assert version["git_commit"] == commit
+    status = togather.shipyard("status", ENVIRONMENT, "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+
+    # Its migrations and River's applied; the scraper's sources synced.
+    assert togather.psql("SELECT version || ' ' || dirty FROM schema_migrations") == "49 false"
+    assert togather.psql("SELECT max(version) FROM river_migration") == "6"
+    assert int(togather.psql("SELECT count(*) FROM scraper_sources")) > 0
+    _one_version_runs(togather)
+
+    # A redeploy, then a rollback, under load through the proxy (paced below the per-client
+    # limit: any 429 would be the proxy's address sharing one bucket): no failed request.
+    git(togather.dir, "commit", "-q", "--allow-empty", "-m", "next")
+    second = git(togather.dir, "rev-parse", "HEAD")
+    with Load(togather.url("/version"), clients=2, pace=0.5) as load:
+        redeploy = togather.shipyard("deploy", ENVIRONMENT)
+    assert redeploy.returncode == 0, redeploy.stdout + redeploy.stderr
+    assert load.result.failures == [], load.result.failures[:5]
+    assert load.result.requests > 20
+    assert httpx.get(togather.url("/version"), timeout=10).json()["git_commit"] == second
+    _one_version_runs(togather)
+
+    with Load(togather.url("/version"), clients=2, pace=0.5) as load:
+        rollback = togather.shipyard("rollback", ENVIRONMENT)
+    assert rollback.returncode == 0, rollback.stdout + rollback.stderr
+    assert load.result.failures == [], load.result.failures[:5]
+    assert httpx.get(togather.url("/version"), timeout=10).json()["git_commit"] == commit
+    assert _health(togather)["status"] == "healthy"
+    _one_version_runs(togather)
+
+    # Each client has its own bucket: the proxy passes the client's address and the app trusts
+    # it from the proxy's subnet. One client using up its limit does not limit another.
+    limited = 0
+    with httpx.Client(timeout=10) as client:
+        for _ in range(RATE_LIMIT + 50):
+            limited += client.get(togather.url("/version")).status_code == 429
+    assert limited > 0, "the loopback client was never limited"
+    assert _from_another_client(togather, "/version") == 200
