@@ -212,6 +212,50 @@ def test_an_extension_no_image_ships_is_a_warning(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("image", "extensions", "refused"),
+    [
+        ("postgis/postgis:17-3.5", "[postgis, vector, pg_trgm]", ["vector"]),
+        ("docker.io/postgis/postgis:16-3.4@sha256:" + "0" * 64, "[vector]", ["vector"]),
+        ("pgvector/pgvector:pg17", "[postgis, vector, pgcrypto]", ["postgis"]),
+        ("postgres:17", "[postgis, vector, plpython3u]", ["postgis", "vector"]),
+        ("postgis/postgis:17-3.5", "[postgis, postgis_topology, pg_trgm, pgcrypto]", []),
+        ("shipyard-local/postgres:17", "[postgis, vector]", []),  # not a known image: trusted
+    ],
+)
+def test_an_extension_the_database_image_is_known_to_lack_is_refused(
+    tmp_path: Path, image: str, extensions: str, refused: list[str]
+) -> None:
+    """CREATE EXTENSION would fail after the database started: the config fails first, at the
+    extension, naming the image and what to do."""
+    yaml = _with(
+        "  image: shipyard-local/postgres:17\n",
+        f"  image: {image}\n  extensions: {extensions}\n",
+    )
+    path = write(tmp_path, BadConfig("image", yaml, "", ""))
+    if not refused:
+        load_config(path, "development", process_env={})
+        return
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, "development", process_env={})
+    messages = [str(i) for i in caught.value.issues]
+    assert len(messages) == len(refused), messages
+    for name, message in zip(refused, messages, strict=True):
+        assert f"database.extensions[{extensions.strip('[]').split(', ').index(name)}]" in message
+        assert f"{name!r} is not in the {image} image" in message
+        assert "A database image with PostGIS and pgvector" in message
+
+
+def test_the_default_database_image_ships_the_default_extensions(tmp_path: Path) -> None:
+    yaml = _with("  image: shipyard-local/postgres:17\n", "")
+    config = load_config(
+        write(tmp_path, BadConfig("d", yaml, "", "")), "development", process_env={}
+    )
+    assert config.database is not None
+    assert config.database.image == "postgis/postgis:17-3.5"
+    assert config.database.extensions == ["postgis", "pg_trgm", "pgcrypto"]
+
+
+@pytest.mark.parametrize(
     ("entry", "why"),
     [
         ("API_TOKEN: abc", "'API_TOKEN' is named like a secret"),

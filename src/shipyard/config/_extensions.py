@@ -143,3 +143,47 @@ def nearest_extension(name: str) -> str | None:
     """The known extension name closest to ``name`` (a likely correction of a typo), if any."""
     close = difflib.get_close_matches(name, sorted(KNOWN_EXTENSIONS), n=1, cutoff=0.75)
     return close[0] if close else None
+
+
+# What the images most configs name ship beyond PostgreSQL's own modules (from their Dockerfiles):
+# the postgis/postgis images install PostGIS 3 (postgresql-<major>-postgis-3) and nothing else;
+# pgvector/pgvector installs pgvector; the official postgres image neither. An extension of the
+# PostGIS family or of the common list that the named image lacks fails before anything starts;
+# PostgreSQL's contrib modules and languages never do (a custom build may leave some out).
+_POSTGIS_IMAGE = frozenset(
+    {
+        "postgis",
+        "postgis_raster",
+        "postgis_sfcgal",
+        "postgis_tiger_geocoder",
+        "postgis_topology",
+        "address_standardizer",
+        "address_standardizer_data_us",
+    }
+)
+_IMAGE_FAMILIES: dict[str, tuple[str, frozenset[str]]] = {
+    "postgis/postgis": ("PostGIS", _POSTGIS_IMAGE),
+    "pgvector/pgvector": ("pgvector", frozenset({"vector"})),
+    "postgres": ("no extension beyond", frozenset()),
+}
+
+
+def image_repository(image: str) -> str:
+    """``docker.io/library/postgres:17@sha256:…`` → ``postgres``."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: len(name) - len(last)] + last.split(":", 1)[0]
+    for prefix in ("docker.io/", "index.docker.io/", "registry-1.docker.io/"):
+        name = name.removeprefix(prefix)
+    return name.removeprefix("library/")
+
+
+def missing_from_image(image: str, names: list[str]) -> tuple[str, list[str]] | None:
+    """For an image of a known family: what it ships (in words) and which of ``names`` it lacks."""
+    family = _IMAGE_FAMILIES.get(image_repository(image))
+    if family is None:
+        return None
+    words, ships = family
+    missing = [n for n in names if n in (POSTGIS | COMMON) and n not in ships]
+    return (words, missing) if missing else None

@@ -21,7 +21,11 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 from ruamel.yaml.comments import CommentedMap
 
-from shipyard.config._extensions import known_extension, nearest_extension
+from shipyard.config._extensions import (
+    known_extension,
+    missing_from_image,
+    nearest_extension,
+)
 from shipyard.config._models import (
     AppSection,
     ConfigFile,
@@ -490,6 +494,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    issues.extend(_image_extension_issues(sections.get("database"), env_locator))
     warnings = [
         *_secrets_in_app_env(written, env_locator, secrets_file),
         *_extension_warnings(sections.get("database"), env_locator, interpolated),
@@ -575,6 +580,30 @@ def _secrets_in_app_env(
                 )
             )
     return warnings
+
+
+def _image_extension_issues(database: DatabaseSection | None, locator: _Locator) -> list[Issue]:
+    """An extension the database image is known not to ship: CREATE EXTENSION would fail after
+    the database started, so it fails here."""
+    if database is None:
+        return []
+    found = missing_from_image(database.image, database.extensions)
+    if found is None:
+        return []
+    ships, missing = found
+    issues = []
+    for name in missing:
+        index = database.extensions.index(name)
+        issues.append(
+            locator.issue(
+                ("database", "extensions", index),
+                f"{name!r} is not in the {database.image} image (it ships {ships} and "
+                "PostgreSQL's own modules): set database.image to an image that ships "
+                f"{'pgvector' if name == 'vector' else name} too (README: \"A database image "
+                f"with PostGIS and pgvector\"), or remove {name!r}",
+            )
+        )
+    return issues
 
 
 def _extension_warnings(

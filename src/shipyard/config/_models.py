@@ -219,7 +219,7 @@ class DatabaseSection(_Model):
 
     image: str = Field(
         "postgis/postgis:17-3.5",
-        description="PostgreSQL image with PostGIS and pgvector available.",
+        description="PostgreSQL image; it must ship the extensions listed (postgis/postgis ships PostGIS, not pgvector).",
     )
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database name.")
     user: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$", description="Database owner role.")
@@ -230,8 +230,8 @@ class DatabaseSection(_Model):
         "DATABASE_URL", description="Env var through which the app receives the database URL."
     )
     extensions: list[str] = Field(
-        default_factory=lambda: ["postgis", "vector", "pg_trgm", "pgcrypto"],
-        description="Extensions created (and verified) before migrating. pgvector's extension is named `vector`.",
+        default_factory=lambda: ["postgis", "pg_trgm", "pgcrypto"],
+        description="Extensions created (and verified) before migrating. pgvector's extension is named `vector` (not in the default image: see README).",
     )
     ready_timeout: Duration = Field(
         120.0, description="Longest wait for the database to accept connections."
