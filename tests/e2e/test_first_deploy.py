@@ -87,7 +87,7 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
             "inspect",
             "--format",
             "{{json .Config.Labels}}",
-            f"{app.name}:0.0.0-{commit[:7]}",
+            _live_image(app),
         ],
         capture_output=True,
         text=True,
@@ -285,3 +285,13 @@ def test_a_redeploy_never_restarts_the_database(app: AppUnderTest) -> None:
     again = app.shipyard("deploy", "development")
     assert again.returncode == 0, again.stderr
     assert started() == before
+
+
+def _live_image(app: AppUnderTest) -> str:
+    """The image (tag) the live container runs."""
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{app.name}-development-live"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from shipyard import build
-from shipyard.build import BUILD_INPUTS_LABEL, VersionInfo, build_image, build_inputs
+from shipyard.build import (
+    BUILD_INPUTS_LABEL,
+    VersionInfo,
+    build_image,
+    build_inputs,
+    image_tag,
+)
 from shipyard.config import Config
 from shipyard.deploy import DeployOptions, OperationContext
 from shipyard.events import Bus
@@ -24,7 +30,6 @@ from tests.unit.test_docker_steps import engine
 
 COMMIT = "a" * 40
 VERSION = VersionInfo("0.0.0+aaaaaaa", COMMIT, "2026-01-01T00:00:00Z", dirty=False)
-TAG = "shop:0.0.0-aaaaaaa"
 GO_BUILD = '  kind: go\n  context: .\n  ldflags:\n    example.com/shop/cmd.Version: "{version}"\n'
 TOKEN = "tok-0123456789abcdef"  # a build arg that is a secret
 DOCKERFILE_BUILD = f"  kind: dockerfile\n  args:\n    API_TOKEN: {TOKEN}\n"
@@ -96,16 +101,22 @@ def test_an_image_of_the_same_commit_built_another_way_is_not_reused(tmp_path: P
     machine = Machine()
     go = _config(tmp_path / "go", GO_BUILD)
     first = build_image(go, machine.host, VERSION)
+    go_tag = image_tag("shop", VERSION, build_inputs(go))
+    assert first.tag == go_tag and go_tag.startswith("shop:0.0.0-aaaaaaa-")
     assert not first.reused and len(machine.builds) == 1
-    assert machine.images[TAG][BUILD_INPUTS_LABEL] == build_inputs(go)
+    assert machine.images[go_tag][BUILD_INPUTS_LABEL] == build_inputs(go)
     assert build_image(go, machine.host, VERSION).reused  # same inputs: built before
 
     dockerfile = _config(tmp_path / "df", DOCKERFILE_BUILD, dockerfile="FROM scratch\n")
     switched = build_image(dockerfile, machine.host, VERSION)
     assert not switched.reused
     assert len(machine.builds) == 2 and "--file" in machine.builds[-1]
-    assert machine.images[TAG][BUILD_INPUTS_LABEL] == build_inputs(dockerfile)
+    # Its own tag: the Go image a release may have recorded keeps its tag.
+    assert switched.tag != go_tag
+    assert machine.images[switched.tag][BUILD_INPUTS_LABEL] == build_inputs(dockerfile)
+    assert machine.images[go_tag][BUILD_INPUTS_LABEL] == build_inputs(go)
     assert build_image(dockerfile, machine.host, VERSION).reused
+    assert build_image(go, machine.host, VERSION).reused
     assert not any(TOKEN in " ".join(argv) for argv in machine.host.commands)  # not in argv
 
 
@@ -156,12 +167,13 @@ def test_plan_makes_the_same_decision_as_the_build(
         steps = DockerProvider(target).plan(ctx, DeployOptions())
         return next(step.action for step in steps if step.phase == "build")
 
+    go_tag = image_tag("shop", VERSION, build_inputs(go))
+    df_tag = image_tag("shop", VERSION, build_inputs(dockerfile))
     assert (
-        plan(go) == f"reuse {TAG} (0.0.0+aaaaaaa): built before from this commit and these settings"
+        plan(go)
+        == f"reuse {go_tag} (0.0.0+aaaaaaa): built before from this commit and these settings"
     )
-    assert plan(dockerfile).startswith(
-        f"build {TAG} (0.0.0+aaaaaaa): the image of this commit was built with other build settings"
-    )
+    assert plan(dockerfile) == f"build {df_tag} (0.0.0+aaaaaaa): not built before"
 
 
 def _with_engine_versions(respond: Any) -> Any:

@@ -144,7 +144,7 @@ def test_valid_config_resolves_environment_overrides(tmp_path: Path) -> None:
     assert config.environment.name == "production"
     assert isinstance(config.build, GoBuild)
     assert config.database is not None
-    assert config.database.extensions == ["postgis", "vector", "pg_trgm", "pgcrypto"]
+    assert config.database.extensions == ["postgis", "pg_trgm", "pgcrypto"]
     assert config.environment.env_file == (tmp_path / ".env.production").resolve()
 
 

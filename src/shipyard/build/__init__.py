@@ -153,10 +153,13 @@ def read_version(
     return VersionInfo(version=version, commit=commit, build_date=stamp, dirty=dirty)
 
 
-def image_tag(app: str, version: VersionInfo) -> str:
-    """``<app>:<semver without build metadata>-<short sha>[-dirty]`` (docker tags cannot hold '+')."""
+def image_tag(app: str, version: VersionInfo, inputs: str) -> str:
+    """``<app>:<semver without build metadata>-<short sha>-<build inputs, 7>[-dirty]`` (docker tags
+    cannot hold '+'). The build inputs are in the tag because one commit built two ways (staging
+    and production generating different files, a Go and a Dockerfile build) makes two images:
+    with one tag, a later build would take the tag from under a release that recorded it."""
     base = version.version.split("+", 1)[0]
-    tag = f"{base}-{version.short}"
+    tag = f"{base}-{version.short}-{inputs[:7]}"
     if version.dirty:
         tag += "-dirty"
     return f"{app}:{re.sub(r'[^A-Za-z0-9_.-]', '-', tag)}"
@@ -234,7 +237,8 @@ def plan_build(config: Config, docker: Docker, version: VersionInfo, *, rebuild:
     """The one decision whether to build (``build_image`` and ``plan`` both ask it): an image is
     reused only for a clean commit, without ``rebuild``, when the image of its tag on ``docker``
     (the operator's engine) was built from that commit with the same build inputs."""
-    tag, inputs = image_tag(config.app.name, version), build_inputs(config)
+    inputs = build_inputs(config)
+    tag = image_tag(config.app.name, version, inputs)
     if rebuild:
         return BuildPlan(tag, inputs, None, "--rebuild")
     if version.dirty:
@@ -264,8 +268,9 @@ def build_image(
     same build inputs). Within one command an image is built once: the nodes of an environment,
     deployed in parallel, all get that same build.
     """
-    tag = image_tag(config.app.name, version)
-    key = (tag, build_inputs(config))
+    inputs = build_inputs(config)
+    tag = image_tag(config.app.name, version, inputs)
+    key = (tag, inputs)
     with _BUILDING:
         if key in _BUILT:
             return replace(_BUILT[key], reused=True)

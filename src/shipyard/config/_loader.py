@@ -599,8 +599,8 @@ def _image_extension_issues(database: DatabaseSection | None, locator: _Locator)
                 ("database", "extensions", index),
                 f"{name!r} is not in the {database.image} image (it ships {ships} and "
                 "PostgreSQL's own modules): set database.image to an image that ships "
-                f"{'pgvector' if name == 'vector' else name} too (README: \"A database image "
-                f"with PostGIS and pgvector\"), or remove {name!r}",
+                f'{"pgvector" if name == "vector" else name} too (README: "A database image '
+                f'with PostGIS and pgvector"), or remove {name!r}',
             )
         )
     return issues
