@@ -96,3 +96,29 @@ def test_an_image_of_the_same_commit_built_another_way_is_not_reused(app: AppUnd
 
     destroyed = app.shipyard("destroy", "staging", "--yes", "--volumes")
     assert destroyed.returncode == 0, destroyed.stderr
+
+
+def test_a_go_build_puts_its_tools_in_the_image(app: AppUnderTest) -> None:
+    """A tool given as module@version is built by `go install` from the Go module proxy (outside
+    the app's module) and lands at /app/<name>, runnable in the scratch image."""
+    app.edit(
+        lambda d: d["build"].update(
+            {"tools": {"stringer": "golang.org/x/tools/cmd/stringer@v0.52.0"}}
+        )
+    )
+    app.commit("a tool in the image")
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
+    image = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{app.name}-development-live"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    ran = subprocess.run(
+        ["docker", "run", "--rm", "--entrypoint", "/app/stringer", image, "-help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Usage of stringer" in ran.stderr, ran.stderr
