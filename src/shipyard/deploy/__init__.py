@@ -197,6 +197,11 @@ class DeploySteps(RepairSteps, Protocol):
 
     def switch(self, slot: str) -> str: ...
 
+    def switch_back(self, slot: str) -> str:
+        """Make ``slot`` (the version a switch replaced) live again: when it was stopped
+        (``deploy.old_version: stop``) it is started and health-gated first."""
+        ...
+
     def verify(self, release: Release) -> str: ...
 
     def watch(self, slot: str) -> str: ...
@@ -538,19 +543,24 @@ class _Operation:
 
     def go_live(self, release: Release, current: Current | None) -> None:
         """start → health → switch → verify → watch → retire: the blue-green core of every
-        operation, each step journalled before it changes anything."""
+        operation, each step journalled before it changes anything. With
+        ``deploy.old_version: stop`` the old version is retired right after the switch is
+        verified, before the watch (only one version runs at any time); a switch-back then
+        starts it again and health-gates it before the proxy goes back to it."""
         phases, steps = self.phases, self.steps
         previous = current.slot if current else None
         slot = release.slot
+        replaces = previous is not None and previous != slot
+        stop_early = replaces and self.ctx.config.deploy.old_version == "stop"
         self.journal("start", release)
         phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
         phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
         self.journal("health")
         phases.run("health", lambda: steps.gate(slot), summary=str)
         self.hook(HookPoint.BEFORE_SWITCH)
-        if previous is not None and previous != slot:
+        if previous is not None and replaces:
             prior = previous
-            phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
+            phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch_back(prior)))
         self.journal("switch")
         phases.run("switch", lambda: steps.switch(slot), summary=str)
         self.journal("switched")
@@ -561,14 +571,18 @@ class _Operation:
         )
         phases.run("verify", lambda: steps.verify(release), summary=str)
         self.journal("verified")
-        if previous is not None and previous != slot:
+        if stop_early:
+            # Until the watch ends an interruption is undone: the repair starts the stopped old
+            # version again and health-gates it before switching back (``RepairSteps.serve``).
+            phases.run("retire", lambda: steps.retire(prior), summary=str)
+        if replaces:
             phases.run("watch", lambda: steps.watch(slot), summary=str)
         else:  # the health gate proved it; with no earlier version there is nothing to switch back to
             phases.skip("watch", "first deploy: no earlier version to switch back to")
         self.journal("watched")
         phases.clear_cleanups()  # the new version serves: nothing to undo from here
         self.hook(HookPoint.AFTER_SWITCH)
-        if previous is not None and previous != slot:
+        if replaces and not stop_early:
             phases.run("retire", lambda: steps.retire(prior), summary=str)
         self.journal("retired")
 

@@ -164,10 +164,11 @@ class Phases:
                 cleanup()
             except LockLost:
                 raise
-                self.note(f"cleanup: {description}")
             except Exception as exc:  # noqa: BLE001 — every cleanup gets its turn
                 failures.append(f"{description}: {exc}")
                 self.warn(f"cleanup failed: {description}: {exc}")
+            else:
+                self.note(f"cleanup: {description}")
         return failures
 
 

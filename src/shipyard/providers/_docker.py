@@ -77,7 +77,7 @@ from shipyard.providers._stack import (
     to_yaml,
     with_values,
 )
-from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
+from shipyard.proxy import ADMIN_PORT, LOOKUP_REFRESH_S, CaddyAdmin, render_caddy, upstreams_of
 from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
 
 if TYPE_CHECKING:
@@ -159,6 +159,7 @@ class DockerSteps:
         self.docker = Docker(host)
         self.names = Names(self.config.app.name, self.config.environment.name)
         self.layout = Layout(ctx.store.root)
+        self._switched_at = 0.0  # time.monotonic() of this operation's last switch
 
     # -- helpers ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -868,7 +869,23 @@ class DockerSteps:
         if current is not None:
             self._rename(live, self.names.slot(current.labels.get(f"{LABEL}.slot", "old")))
         self._rename(target.name, live)
+        self._switched_at = time.monotonic()
         return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+
+    def switch_back(self, slot: str) -> str:
+        """After a failed watch (or verify): make ``slot``, the version the switch replaced,
+        live again. Stopped right after the switch (``deploy.old_version: stop``), it is started
+        and must pass the health gate before the proxy goes back to it; until then the new
+        version keeps serving."""
+        info = self.slot_container(slot)
+        if info is None:
+            raise ShipyardError(f"slot {slot} has no container to switch back to")
+        if info.running:
+            return self.switch(slot)
+        self._fence()
+        self.docker.start(info.name)
+        gated = self.gate(slot)
+        return f"{info.name} started, health-gated ({gated}); {self.switch(slot)}"
 
     def _rename(self, container: str, name: str) -> None:
         self._fence()
@@ -940,6 +957,12 @@ class DockerSteps:
         address = info.addresses.get(self.names.network, container)
         upstream = f"{address}:{self.config.app.port}"
         admin = self.admin()
+        # Right after a switch (``deploy.old_version: stop``) the proxy may still hold the old
+        # container's address for one lookup: no request is counted in flight before it looked
+        # the live name up again.
+        settled = self._switched_at + 2 * LOOKUP_REFRESH_S
+        while time.monotonic() < settled:
+            time.sleep(0.05)
         deadline = time.monotonic() + self.config.deploy.drain_timeout
         while (in_flight := admin.in_flight(upstream)) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -1526,7 +1549,22 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
         plan.append(
             PlanStep("switch", f"route {steps.url()} from {previous or 'nothing'} to {slot}")
         )
-    if previous is not None:
+    if previous is not None and config.deploy.old_version == "stop":
+        plan.append(
+            PlanStep(
+                "retire",
+                f"drain and stop slot {previous} right after the switch (deploy.old_version: "
+                "stop; kept for rollback)",
+            )
+        )
+        plan.append(
+            PlanStep(
+                "watch",
+                f"watch {config.deploy.watch:g}s; on failure start {previous} again, health-gate "
+                "it and switch back",
+            )
+        )
+    elif previous is not None:
         plan.append(
             PlanStep(
                 "watch", f"watch {config.deploy.watch:g}s; switch back to {previous} on failure"

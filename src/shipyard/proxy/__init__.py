@@ -30,6 +30,7 @@ from shipyard.errors import ShipyardError
 
 __all__ = [
     "ADMIN_PORT",
+    "LOOKUP_REFRESH_S",
     "CaddyAdmin",
     "ProxyError",
     "Traffic",
@@ -40,7 +41,8 @@ __all__ = [
 
 ADMIN_PORT = 2019
 UPSTREAM_ID = "shipyard-upstream"
-LOOKUP_REFRESH = "250ms"  # how soon Caddy sees a switch
+LOOKUP_REFRESH_S = 0.25  # how soon Caddy sees a switch
+LOOKUP_REFRESH = f"{LOOKUP_REFRESH_S * 1000:g}ms"
 SERVER = "shipyard"
 _BLOCKED_PATHS = ["/metrics", "/metrics/*"]
 _MULTI_LOGGER = "http.reverse_proxy.upstreams.multi"
