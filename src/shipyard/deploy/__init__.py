@@ -41,11 +41,11 @@ from shipyard.deploy._rollback import (
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
+    HostConflict,
     HostUnreachable,
     LockHeld,
     LockLost,
     NeedsConfirmation,
-    PortInUse,
     RollbackFailed,
     ShipyardError,
     StateError,
@@ -624,11 +624,12 @@ class _Operation:
                 NeedsConfirmation,
                 StateError,
                 ToolTooOld,
-                PortInUse,
+                HostConflict,
             ) as exc:
-                # A taken port is found before the infrastructure changes: the cleanups below
-                # forget what was built for it, and nothing else was done.
-                if phases.changed_anything and not isinstance(exc, PortInUse):
+                # A taken port or a conflicting subnet is found before the infrastructure
+                # changes: the cleanups below forget what was built for it, and nothing else
+                # was done.
+                if phases.changed_anything and not isinstance(exc, HostConflict):
                     self._fail(exc, started_at, started)  # e.g. the connection dropped mid-deploy
                 # Nothing was changed: these are not failed deploys.
                 with signals_noted():
@@ -637,7 +638,7 @@ class _Operation:
                         self.forget()
                 if isinstance(exc, LockHeld):
                     phases.event(EventKind.LOCK_BLOCKED, error=exc.message, phase="lock")
-                elif isinstance(exc, HostUnreachable | PortInUse):
+                elif isinstance(exc, HostUnreachable | HostConflict):
                     phases.event(self.kinds.failed, error=exc.message)
                 raise
             except (ShipyardError, Interrupted) as exc:

@@ -14,10 +14,10 @@ from typing import TypeVar
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
+    HostConflict,
     HostUnreachable,
     LockHeld,
     LockLost,
-    PortInUse,
     RollbackFailed,
     ShipyardError,
     ToolTooOld,
@@ -116,7 +116,7 @@ class Phases:
             LockHeld,
             HostUnreachable,
             ToolTooOld,
-            PortInUse,
+            HostConflict,
         ) as exc:
             self._failed(name, started, exc.message)
             raise

@@ -59,6 +59,7 @@ from shipyard.errors import (
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
+from shipyard.providers._network import ensure_network, subnet_conflict
 from shipyard.providers._ports import proxy_ports, taken_ports
 from shipyard.providers._stack import (
     LABEL,
@@ -230,10 +231,14 @@ class DockerSteps:
         return found
 
     def _refuse_taken_ports(self) -> None:
-        """``PortInUse`` when another process or container holds a port the proxy needs."""
+        """``PortInUse`` when another process or container holds a port the proxy needs;
+        ``SubnetConflict`` when ``proxy.subnet`` cannot be the environment network's."""
         taken = taken_ports(self.config, self.host)
         if taken:
             raise PortInUse(taken)
+        conflict = subnet_conflict(self.config, self.docker)
+        if conflict is not None:
+            raise conflict
 
     def deliver(self, image: Image) -> str:
         """Send the app image, then the support images the host lacks. An image built for
@@ -312,7 +317,7 @@ class DockerSteps:
         database = self._database()
         if database is not None:  # Compose reads every service's env file, whichever it starts
             self._write_database_env()
-        proxy = self._refresh_proxy()
+        proxy = ensure_network(self.config, self.docker) + self._refresh_proxy()
         guard = self._ensure_guard()
         if database is None:
             self.docker.compose(
@@ -1161,12 +1166,19 @@ class DockerProvider:
     def preflight(self, config: Config) -> str:
         """The host's engine, checked as every operation checks it first (``engine_ready``), and
         the proxy's ports (``PortInUse`` when another process or container holds one)."""
-        found = engine_ready(Docker(self.host).info(), self.host.name)
+        docker = Docker(self.host)
+        found = engine_ready(docker.info(), self.host.name)
         taken = taken_ports(config, self.host)
         if taken:
             raise PortInUse(taken)
+        conflict = subnet_conflict(config, docker)
+        if conflict is not None:
+            raise conflict
         ports = " and ".join(str(port) for _, port in proxy_ports(config))
-        return f"{found}; no other process or container holds port {ports} on {self.host.name}"
+        found += f"; no other process or container holds port {ports} on {self.host.name}"
+        if config.proxy.subnet is not None:
+            found += f"; no other network on {self.host.name} overlaps proxy.subnet {config.proxy.subnet}"
+        return found
 
     def provision(self, ctx: OperationContext) -> list[str]:
         return [self.steps(ctx).preflight()]
@@ -1433,6 +1445,9 @@ class DockerProvider:
                 removed.append(steps.names.slot(slot))
             steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
             removed.append(steps.names.infra_project)
+            if steps.names.network in steps.docker.networks():  # created by shipyard (proxy.subnet)
+                steps.docker.remove_network(steps.names.network)
+                removed.append(f"network {steps.names.network}")
             kept = []
             for image, why in _images_to_remove(ctx, steps.docker, images):
                 if why is not None:
