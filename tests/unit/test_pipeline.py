@@ -987,6 +987,17 @@ def test_a_failed_rotation_gives_the_role_its_previous_password_back(
     assert store.intent() is None
 
 
+def test_a_rotation_keeps_the_old_version_up_through_the_watch_even_with_old_version_stop(
+    tmp_path: Path,
+) -> None:
+    """Started again after the password changed, the old version could not log in: a rotation
+    retires it only after the watch, whatever `deploy.old_version` says."""
+    steps, host = RecordingSteps(), JournalHost()
+    _state_with(host, None)
+    _rotate(_stop_mode(tmp_path), steps, host)
+    assert steps.calls[-3:] == ["verify", "watch green", "retire blue"]
+
+
 def test_a_rotation_with_nothing_deployed_changes_nothing(config: Config) -> None:
     steps, host = RecordingSteps(), FakeHost()
     with pytest.raises(StateError, match="nothing is deployed to development"):

@@ -410,7 +410,10 @@ def run_rotate_password(
             lambda: _discard(steps.restore_password(rotation)),
         )
         phases.run("password", lambda: steps.rotate_password(rotation, release), summary=str)
-        operation.go_live(release, current)
+        # The old version stays up through the watch whatever deploy.old_version says: its
+        # warm connections are what a switch-back relies on, since started again it would log
+        # in with the password the role no longer has.
+        operation.go_live(release, current, stop_old=False)
         return release
 
     return _Operation(ctx, steps, "rotate-password", lock_wait=options.lock_wait).run(body)
@@ -541,17 +544,21 @@ class _Operation:
             self.ctx.store.clear_intent()
             self.intent = None
 
-    def go_live(self, release: Release, current: Current | None) -> None:
+    def go_live(
+        self, release: Release, current: Current | None, *, stop_old: bool | None = None
+    ) -> None:
         """start → health → switch → verify → watch → retire: the blue-green core of every
-        operation, each step journalled before it changes anything. With
-        ``deploy.old_version: stop`` the old version is retired right after the switch is
-        verified, before the watch (only one version runs at any time); a switch-back then
+        operation, each step journalled before it changes anything. With ``stop_old`` (by
+        default ``deploy.old_version: stop``) the old version is retired right after the switch
+        is verified, before the watch (only one version runs at any time); a switch-back then
         starts it again and health-gates it before the proxy goes back to it."""
         phases, steps = self.phases, self.steps
         previous = current.slot if current else None
         slot = release.slot
         replaces = previous is not None and previous != slot
-        stop_early = replaces and self.ctx.config.deploy.old_version == "stop"
+        if stop_old is None:
+            stop_old = self.ctx.config.deploy.old_version == "stop"
+        stop_early = replaces and stop_old
         self.journal("start", release)
         phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
         phases.run("start", lambda: steps.start_slot(slot, release), summary=str)

@@ -1436,7 +1436,8 @@ class DockerProvider:
         lock.acquire()
         try:
             images = _built_images(ctx)  # read before the state goes
-            removed = []
+            removed: list[str] = []
+            kept: list[str] = []
             # The guard first: it would start the live container again as it is removed.
             if steps.docker.container(steps.names.guard) is not None:
                 steps.docker.remove(steps.names.guard)
@@ -1446,9 +1447,12 @@ class DockerProvider:
             steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
             removed.append(steps.names.infra_project)
             if steps.names.network in steps.docker.networks():  # created by shipyard (proxy.subnet)
-                steps.docker.remove_network(steps.names.network)
-                removed.append(f"network {steps.names.network}")
-            kept = []
+                result = steps.docker.remove_network(steps.names.network)
+                if result.ok:
+                    removed.append(f"network {steps.names.network}")
+                else:
+                    refusal = (result.stderr.strip().splitlines() or ["?"])[-1]
+                    kept.append(f"network {steps.names.network}: docker refused: {refusal}")
             for image, why in _images_to_remove(ctx, steps.docker, images):
                 if why is not None:
                     kept.append(f"image {image}: {why}")
