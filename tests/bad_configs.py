@@ -255,6 +255,33 @@ CATALOGUE: list[BadConfig] = [
         "at least 1 item",
         "25:7 hooks.before_deploy[0].argv",
     ),
+    BadConfig(
+        "subnet-host-bits",
+        _replace("  http_port: 18080\n", "  http_port: 18080\n  subnet: 10.201.7.1/24\n"),
+        "'10.201.7.1/24' is not an IPv4 subnet in CIDR notation (10.201.7.1/24 has host bits set)",
+        "16:3 proxy.subnet",
+    ),
+    BadConfig(
+        "subnet-public",
+        _replace("  http_port: 18080\n", "  http_port: 18080\n  subnet: 8.8.8.0/24\n"),
+        "must be a private range",
+        "16:3 proxy.subnet",
+    ),
+    BadConfig(
+        "subnet-too-small",
+        _replace("  http_port: 18080\n", "  http_port: 18080\n  subnet: 10.201.7.0/29\n"),
+        "/29 is too small: /28 or larger",
+        "16:3 proxy.subnet",
+    ),
+    BadConfig(
+        "proxy-cidr-without-subnet",
+        _replace(
+            "  required_env: [JWT_SECRET]\n",
+            "  required_env: [JWT_SECRET]\n  env:\n    TRUSTED_PROXY_CIDRS: ${SHIPYARD_PROXY_CIDR}\n",
+        ),
+        "${SHIPYARD_PROXY_CIDR} is the proxy's network (proxy.subnet) and proxy.subnet is not set",
+        "6:5 app.env.TRUSTED_PROXY_CIDRS",
+    ),
 ]
 
 

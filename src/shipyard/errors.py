@@ -4,8 +4,12 @@
     ├── ConfigError               shipyard.yml or an env file is invalid (all problems at once)
     ├── CheckFailed               the checks of `shipyard check` (run first by deploy, rollback
     │                             and plan too) found problems beyond the config itself
-    ├── PortInUse                 a host port the proxy is configured with is held by another
-    │                             process or container (found before anything changed)
+    ├── HostConflict              the target holds something the config needs, taken or set up
+    │   │                         otherwise (found before anything changed)
+    │   ├── PortInUse             a host port the proxy is configured with is held by another
+    │   │                         process or container
+    │   └── SubnetConflict        `proxy.subnet` overlaps another network, or the environment's
+    │                             network exists with another subnet
     ├── HostError                 running a command or moving a file on a target failed
     │   ├── HostUnreachable       the target cannot be reached at all
     │   │   └── HostKeyRejected   its SSH host key is unknown or changed: refused
@@ -99,7 +103,22 @@ class CheckFailed(ShipyardError):
         super().__init__(message)
 
 
-class PortInUse(ShipyardError):
+class HostConflict(ShipyardError):
+    """The target host holds something the config needs, taken or set up otherwise: found
+    before anything changed (exit 3, like an invalid config)."""
+
+
+class SubnetConflict(HostConflict):
+    """``proxy.subnet`` overlaps another network on the host, or the environment's network
+    exists with another subnet (it is never recreated under its containers). ``problems``: one
+    line each."""
+
+    def __init__(self, problems: Sequence[str], *, hint: str) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems), hint=hint)
+
+
+class PortInUse(HostConflict):
     """A host port the config gives the proxy (``proxy.http_port``; ``proxy.https_port`` with
     domains) is held by another process or container. Found before the proxy is created or
     started, so nothing was changed. ``problems``: one line per port, naming what holds it."""

@@ -260,3 +260,83 @@ def test_rollback_across_a_migration_asks_first(app: AppUnderTest) -> None:
     accepted = app.shipyard("rollback", "development", "--yes")
     assert accepted.returncode == 0, accepted.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["version"] == first
+
+
+def _container_state(name: str) -> str:
+    """``running``, ``exited``, … or ``absent``."""
+    found = subprocess.run(
+        ["docker", "inspect", "--format", "{{.State.Status}}", name],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip() if found.returncode == 0 else "absent"
+
+
+def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back(
+    app: AppUnderTest,
+) -> None:
+    """`deploy.old_version: stop`: from the switch on exactly one version's container runs (the
+    old one is kept, stopped), already during the watch window; a watch that fails starts the
+    old version again, health-gates it and switches back with no failed request; a rollback
+    starts the kept container again."""
+    from tests.e2e.crash import local_logs, start, wait_for_phase  # noqa: PLC0415
+
+    def change(document: Any) -> None:
+        document["deploy"].update({"old_version": "stop", "watch": "6s", "min_requests": 5})
+
+    app.edit(change)
+    first = app.commit("version 1")
+    assert app.shipyard("deploy", "development").returncode == 0
+    second = app.commit("version 2")
+    live, blue = f"{app.name}-development-live", f"{app.name}-development-blue"
+    earlier = local_logs(app)
+    with Load(app.url("/")) as load:
+        deploy = start(app, "deploy", "development")
+        wait_for_phase(app, earlier, "watch", deploy)
+        during_watch = (_running_slots(app), _container_state(blue))
+        _out, err = deploy.communicate(timeout=600)
+    assert deploy.returncode == 0, err
+    assert during_watch == ([live], "exited"), "the old version is stopped before the watch"
+    assert load.result.failures == [], load.result.failures[:5]
+    assert _running_slots(app) == [live]
+    assert _container_state(blue) == "exited"  # kept for a switch-back or a rollback
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
+
+    # A version that turns unhealthy during the watch. It keeps answering /version (only / and
+    # /api/* fail on purpose), so every failed request would be one the switch-back dropped.
+    def decays(document: Any) -> None:
+        document["app"]["env"]["TEST_UNHEALTHY_AFTER"] = "5s"
+        document["deploy"]["watch"] = "60s"
+
+    app.edit(decays)
+    app.commit("decays")
+    green = f"{app.name}-development-green"
+    with Load(app.url("/version")) as load:
+        failed = app.shipyard("deploy", "development")
+    assert failed.returncode == 6, failed.stderr
+    assert "rolled back after the switch" in failed.stderr
+    assert "cleanup: switch back to green" in failed.stderr
+    assert load.result.requests > 100
+    assert load.result.failures == [], load.result.failures[:5]
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
+    assert _running_slots(app) == [live]
+    assert _container_state(blue) == "absent"  # the failed candidate is removed
+    assert _history(app)[0]["result"] == "rolled_back"
+    assert app.status()["drift"] is None
+
+    # Rollback to version 1: its container was removed when the failed deploy's candidate took
+    # slot blue, so it starts from its image; version 2 is stopped right after the switch.
+    with Load(app.url("/")) as load:
+        back = app.shipyard("rollback", "development")
+    assert back.returncode == 0, back.stderr
+    assert load.result.failures == [], load.result.failures[:5]
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == first
+    assert _running_slots(app) == [live]
+    assert _container_state(green) == "exited"
+    # Rolling back again (to version 2, `--to`) starts that kept, stopped container.
+    again = app.shipyard("rollback", "development", "--to", f"0.0.0+{second[:7]}")
+    assert again.returncode == 0, again.stderr
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
+    assert _running_slots(app) == [live]
+    assert _container_state(blue) == "exited"

@@ -114,6 +114,79 @@ def test_deploy_killed_at_every_phase_never_takes_the_site_down(
     assert watch.empty == [], f"{len(watch.empty)} samples with no live container"
 
 
+def _old_slot_kept_stopped(app: AppUnderTest) -> None:
+    """With `deploy.old_version: stop`: the slot that is not live holds a stopped container."""
+    live_slot = app.status()["slot"]
+    other = "green" if live_slot == "blue" else "blue"
+    name = f"{app.name}-{app.environment}-{other}"
+    assert _inspect(name, "{{.State.Status}}") == "exited", name
+
+
+def test_with_old_version_stop_a_deploy_killed_after_the_switch_never_takes_the_site_down(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    """`deploy.old_version: stop` stops the old version before the watch: a deploy killed from
+    the switch on (while the old version drains, just before it is stopped, while it is
+    stopped during the watch) is undone by the next deploy, which starts the old version
+    again, health-gates it and switches back before going on; the site serves throughout."""
+    _settings(app, old_version="stop", watch="4s")
+    app.commit("stop the old version after the switch")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    kills: list[tuple[str, Any]] = [
+        ("phase", phase) for phase in ("switch", "verify", "retire", "watch", "record")
+    ]
+    kills.append(("command", "stop *"))  # drained, just before `docker stop` of the old version
+    with Load(app.url("/")) as load, LiveWatch(app) as watch:
+        for kind, where in kills:
+            commit = app.commit(f"killed at {where}")
+            if kind == "phase":
+                victim = kill_at_phase(app, where, "deploy", app.environment)
+            else:
+                victim = kill_before_command(app, tmp_path, where, 1, "deploy", app.environment)
+            assert victim.process.returncode == -signal.SIGKILL, (kind, where, victim.stderr)
+            after = app.shipyard("deploy", app.environment, "--wait", "5m")
+            assert after.returncode == 0, (kind, where, after.stderr)
+            _assert_one_version_serves(app, commit)
+            _old_slot_kept_stopped(app)
+            assert victim.deployment_id is not None
+            entry = next(e for e in _history(app) if e["deployment_id"] == victim.deployment_id)
+            assert entry["result"] == "interrupted", (kind, where, entry)
+    assert load.result.requests > 300
+    assert load.result.failures == [], load.result.failures[:10]
+    assert watch.empty == [], f"{len(watch.empty)} samples with no live container"
+
+
+def test_with_old_version_stop_a_deploy_killed_while_switching_back_is_undone_by_repair(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    """Killed just before the stopped old version is started again for a switch-back (the new
+    one failed its watch): the new version keeps serving alone until `shipyard repair` starts
+    the old one, health-gates it, switches back and removes the new one."""
+    _settings(app, old_version="stop")
+    good = app.commit("good")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+
+    def decays(document: Any) -> None:
+        document["app"]["env"]["TEST_UNHEALTHY_AFTER"] = "4s"
+        document["deploy"]["watch"] = "60s"
+
+    app.edit(decays)
+    app.commit("decays")
+    # /version keeps answering in the failing version (only / and /api/* fail on purpose).
+    with Load(app.url("/version")) as load, LiveWatch(app) as watch:
+        kill_before_command(app, tmp_path, "start *", 1, "deploy", app.environment)
+        assert running_app_containers(app) == [f"{app.name}-{app.environment}-live"]
+        status = app.shipyard("status", app.environment, "--json")
+        assert status.returncode == 8, status.stderr
+        assert "undoes it" in json.loads(status.stdout)["interrupted"]
+        repaired = app.shipyard("repair", app.environment)
+        assert repaired.returncode == 0, repaired.stderr
+        assert "undone" in repaired.stderr
+    assert load.result.failures == [], load.result.failures[:10]
+    assert watch.empty == []
+    _assert_one_version_serves(app, good)
+
+
 def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
     app: AppUnderTest, tmp_path: Path
 ) -> None:

@@ -167,6 +167,30 @@ def test_interpolation_from_process_env_and_env_file(tmp_path: Path) -> None:
     assert config.database.image == "from-env-file:1"
 
 
+def test_the_pinned_proxy_subnet_is_given_to_the_app_as_shipyard_proxy_cidr(
+    tmp_path: Path,
+) -> None:
+    """`${SHIPYARD_PROXY_CIDR}` is `proxy.subnet` as the environment merges it (itself
+    interpolated), never a value of that name from the environment."""
+    text = (
+        VALID.replace(
+            "  required_env: [JWT_SECRET]\n",
+            "  required_env: [JWT_SECRET]\n  env:\n    TRUSTED_PROXY_CIDRS: ${SHIPYARD_PROXY_CIDR}\n",
+        )
+        .replace("  http_port: 18080\n", "  http_port: 18080\n  subnet: ${SUBNET}\n")
+        .replace("      http_port: 18081\n", "      http_port: 18081\n      subnet: 10.9.0.0/16\n")
+    )
+    path = write(tmp_path, BadConfig("ok", text, "", ""))
+    (tmp_path / ".env.development").write_text(ENV_FILE + "SUBNET=192.168.77.0/24\n")
+    (tmp_path / ".env.production").write_text(ENV_FILE)
+    spoof = {"SHIPYARD_PROXY_CIDR": "0.0.0.0/0", "SUBNET": "10.201.7.0/24"}
+    development = load_config(path, "development", process_env=spoof)
+    assert development.proxy.subnet == "10.201.7.0/24"  # the process environment wins, as always
+    assert development.app.env["TRUSTED_PROXY_CIDRS"] == "10.201.7.0/24"
+    production = load_config(path, "production", process_env=spoof)
+    assert production.app.env["TRUSTED_PROXY_CIDRS"] == "10.9.0.0/16"
+
+
 @pytest.mark.parametrize(
     ("written", "error"),
     [

@@ -117,6 +117,9 @@ class RecordingSteps:
     def switch(self, slot: str) -> str:
         return self._do(f"switch {slot}")
 
+    def switch_back(self, slot: str) -> str:
+        return self._do(f"switch {slot}")
+
     def verify(self, release: object) -> str:
         return self._do("verify")
 
@@ -305,6 +308,53 @@ def test_failure_after_switch_switches_back_first(
     with pytest.raises(DeployFailed):
         _run(config, steps, host, monkeypatch)
     assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
+    assert store.current() is not None and store.current().slot == "blue"  # type: ignore[union-attr]
+    assert store.history()[-1].result == "rolled_back"
+
+
+def _stop_mode(tmp_path: Path) -> Config:
+    return committed_config(
+        tmp_path, VALID.replace("proxy:\n", "deploy:\n  old_version: stop\nproxy:\n", 1)
+    )
+
+
+def test_with_old_version_stop_the_old_slot_is_retired_right_after_the_switch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`deploy.old_version: stop`: drained and stopped once the switch is verified, before the
+    watch, so two versions never run during the watch window; retired once only."""
+    steps, host = RecordingSteps(), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    events = _run(_stop_mode(tmp_path), steps, host, monkeypatch)
+    assert steps.calls[-5:] == [
+        "gate green",
+        "switch green",
+        "verify",
+        "retire blue",
+        "watch green",
+    ]
+    finished = [e.phase for e in events if e.kind == "phase.finished"]
+    assert finished[-5:] == ["switch", "verify", "retire", "watch", "record"]
+    assert store.current() is not None and store.current().slot == "green"  # type: ignore[union-attr]
+
+
+def test_with_old_version_stop_a_failed_watch_brings_the_stopped_version_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, host = RecordingSteps(fail_at="watch green"), FakeHost()
+    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    with pytest.raises(DeployFailed) as caught:
+        _run(_stop_mode(tmp_path), steps, host, monkeypatch)
+    assert caught.value.after_switch
+    assert steps.calls[-5:] == [
+        "retire blue",
+        "watch green",
+        "switch blue",  # switch_back: started and health-gated again first (DockerSteps)
+        "remove green",
+        "discard",
+    ]
     assert store.current() is not None and store.current().slot == "blue"  # type: ignore[union-attr]
     assert store.history()[-1].result == "rolled_back"
 
@@ -935,6 +985,17 @@ def test_a_failed_rotation_gives_the_role_its_previous_password_back(
         "rolled_back" if fail_at == "verify" else "failed",
     )
     assert store.intent() is None
+
+
+def test_a_rotation_keeps_the_old_version_up_through_the_watch_even_with_old_version_stop(
+    tmp_path: Path,
+) -> None:
+    """Started again after the password changed, the old version could not log in: a rotation
+    retires it only after the watch, whatever `deploy.old_version` says."""
+    steps, host = RecordingSteps(), JournalHost()
+    _state_with(host, None)
+    _rotate(_stop_mode(tmp_path), steps, host)
+    assert steps.calls[-3:] == ["verify", "watch green", "retire blue"]
 
 
 def test_a_rotation_with_nothing_deployed_changes_nothing(config: Config) -> None:

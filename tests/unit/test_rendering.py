@@ -122,6 +122,25 @@ def test_caddy_with_domains() -> None:
     assert all(m["host"] == ["events.example"] for r in server["routes"] for m in r["match"])
 
 
+def test_the_proxy_tells_the_app_about_the_client_from_the_connection_alone() -> None:
+    """X-Forwarded-For, X-Real-IP, X-Forwarded-Proto and X-Forwarded-Host are set from what
+    the proxy saw (a client's own are replaced, not appended to), Forwarded is dropped, and no
+    `trusted_proxies` makes a client's header believed."""
+    config = render_caddy(ProxySection(), Names("shop", "development").routed, 8080)
+    server = config["apps"]["http"]["servers"]["shipyard"]
+    handler = server["routes"][-1]["handle"][0]
+    assert handler["headers"]["request"] == {
+        "set": {
+            "X-Forwarded-For": ["{http.request.remote.host}"],
+            "X-Real-IP": ["{http.request.remote.host}"],
+            "X-Forwarded-Proto": ["{http.request.scheme}"],
+            "X-Forwarded-Host": ["{http.request.hostport}"],
+        },
+        "delete": ["Forwarded"],
+    }
+    assert "trusted_proxies" not in server and "trusted_proxies" not in handler
+
+
 def test_parse_container_inspect() -> None:
     document = json.loads((GOLDEN / "container-inspect.json").read_text())[0]
     info = parse_container(document)

@@ -40,6 +40,7 @@ from shipyard.config._models import (
     NotificationsSection,
     ProxySection,
     SSHSection,
+    parse_subnet,
 )
 from shipyard.config._yaml import Path_, Positions, dotted, key_positions, read_yaml
 from shipyard.errors import ConfigError, Issue
@@ -355,6 +356,32 @@ def _drop_union_tags(loc: Path_) -> Path_:
     return tuple(out)
 
 
+PROXY_CIDR = "SHIPYARD_PROXY_CIDR"
+
+# Variables shipyard itself provides, when they are not available: why.
+_UNSET = {
+    PROXY_CIDR: f"${{{PROXY_CIDR}}} is the proxy's network (proxy.subnet) and proxy.subnet is not "
+    "set, or not valid: pin the environment network's subnet, e.g. proxy.subnet: 10.201.7.0/24",
+}
+
+
+def _provided(
+    merged: Mapping[str, Any], values: Mapping[str, str], locator: _Locator
+) -> dict[str, str]:
+    """What shipyard provides for ``${VAR}`` beside the environment and the env file:
+    ``SHIPYARD_PROXY_CIDR``, the pinned ``proxy.subnet`` (itself interpolated first), never a
+    value of the same name from the environment."""
+    proxy = merged.get("proxy")
+    subnet = proxy.get("subnet") if isinstance(proxy, dict) else None
+    if not isinstance(subnet, str):
+        return {}
+    filled = _interpolate(subnet, ("proxy", "subnet"), values, locator, [], {})
+    try:
+        return {PROXY_CIDR: str(parse_subnet(filled))}
+    except ValueError:  # reported where proxy.subnet is validated
+        return {}
+
+
 def _interpolate(
     node: Any,
     path: Path_,
@@ -399,7 +426,11 @@ def _interpolate(
             return values[name]
         if match.group("default") is not None:
             return match.group("default")
-        issues.append(locator.issue(path, f"${{{name}}} is not set (environment or env file)"))
+        issues.append(
+            locator.issue(
+                path, _UNSET.get(name, f"${{{name}}} is not set (environment or env file)")
+            )
+        )
         return ""
 
     result = _VAR.sub(replace, node)
@@ -469,7 +500,9 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             merged[section] = _merge(merged.get(section) or {}, override)
 
     values = {**file_values, **process_env, "SHIPYARD_ENVIRONMENT": environment}
+    values.pop(PROXY_CIDR, None)
     env_locator = _Locator(file, positions, environment)
+    values.update(_provided(merged, values, env_locator))
     interpolated: dict[Path_, _Interpolated] = {}
     written = merged
     merged = _interpolate(merged, (), values, env_locator, issues, interpolated)

@@ -5,6 +5,7 @@ These models are the single source for validation and for ``shipyard schema``.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -58,6 +59,34 @@ def parse_duration(value: Any) -> float:
     if seconds < 0:
         raise ValueError("a duration cannot be negative")
     return seconds
+
+
+_SMALLEST_SUBNET = 28  # room for the gateway, database, proxy, both slots and one-off containers
+
+
+def parse_subnet(value: str) -> ipaddress.IPv4Network:
+    """``proxy.subnet``: an IPv4 network in CIDR notation (no host bits set), private, with room
+    for the environment's containers."""
+    try:
+        network = ipaddress.ip_network(value.strip(), strict=True)
+    except ValueError as exc:
+        raise InvalidValue(
+            f"{value!r} is not an IPv4 subnet in CIDR notation ({exc}), e.g. 10.201.7.0/24",
+            value=value,
+            reason="is not an IPv4 subnet in CIDR notation, e.g. 10.201.7.0/24",
+        ) from exc
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise ValueError("must be an IPv4 subnet (the proxy reaches the app over IPv4)")
+    if not network.is_private or network.is_loopback or network.is_link_local:
+        raise ValueError(
+            "must be a private range (within 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16)"
+        )
+    if network.prefixlen > _SMALLEST_SUBNET:
+        raise ValueError(
+            f"/{network.prefixlen} is too small: /{_SMALLEST_SUBNET} or larger (the environment "
+            "runs up to a dozen containers on it)"
+        )
+    return network
 
 
 class _Model(BaseModel):
@@ -285,6 +314,17 @@ class ProxySection(_Model):
         ge=0,
         description="Seconds a request may wait for an upstream to accept (no 'no upstream' errors during a switch).",
     )
+    subnet: str | None = Field(
+        None,
+        description="IPv4 subnet (CIDR, private, /28 or larger) of the environment's network, on which the proxy reaches the app: pinned, it is what `${SHIPYARD_PROXY_CIDR}` gives the app (e.g. as the range it trusts X-Forwarded-For from). null: Docker picks one, and `${SHIPYARD_PROXY_CIDR}` is not available. An existing network is never recreated for it.",
+    )
+
+    @field_validator("subnet")
+    @classmethod
+    def _private_cidr(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        return str(parse_subnet(value))
 
     @model_validator(mode="after")
     def _ports_differ(self) -> ProxySection:
@@ -484,6 +524,10 @@ class DeploySection(_Model):
     drain_timeout: Duration = Field(
         30.0,
         description="Longest wait for the old slot's in-flight requests to finish before it gets SIGTERM.",
+    )
+    old_version: Literal["standby", "stop"] = Field(
+        "standby",
+        description="What the version replaced by a switch does during the watch window. `standby`: it keeps running, so a switch-back is two renames (instant), but both versions' background workers (job queues, schedulers) run until it is retired after the watch. `stop`: it is drained and stopped right after the switch is verified (its container kept), so only one version runs at any time; a switch-back or a rollback starts it again and waits for its health gate first (seconds, while the new version keeps serving).",
     )
     parallelism: int = Field(
         1,

@@ -41,11 +41,11 @@ from shipyard.deploy._rollback import (
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
+    HostConflict,
     HostUnreachable,
     LockHeld,
     LockLost,
     NeedsConfirmation,
-    PortInUse,
     RollbackFailed,
     ShipyardError,
     StateError,
@@ -196,6 +196,11 @@ class DeploySteps(RepairSteps, Protocol):
     def gate(self, slot: str) -> str: ...
 
     def switch(self, slot: str) -> str: ...
+
+    def switch_back(self, slot: str) -> str:
+        """Make ``slot`` (the version a switch replaced) live again: when it was stopped
+        (``deploy.old_version: stop``) it is started and health-gated first."""
+        ...
 
     def verify(self, release: Release) -> str: ...
 
@@ -405,7 +410,10 @@ def run_rotate_password(
             lambda: _discard(steps.restore_password(rotation)),
         )
         phases.run("password", lambda: steps.rotate_password(rotation, release), summary=str)
-        operation.go_live(release, current)
+        # The old version stays up through the watch whatever deploy.old_version says: its
+        # warm connections are what a switch-back relies on, since started again it would log
+        # in with the password the role no longer has.
+        operation.go_live(release, current, stop_old=False)
         return release
 
     return _Operation(ctx, steps, "rotate-password", lock_wait=options.lock_wait).run(body)
@@ -536,21 +544,30 @@ class _Operation:
             self.ctx.store.clear_intent()
             self.intent = None
 
-    def go_live(self, release: Release, current: Current | None) -> None:
+    def go_live(
+        self, release: Release, current: Current | None, *, stop_old: bool | None = None
+    ) -> None:
         """start → health → switch → verify → watch → retire: the blue-green core of every
-        operation, each step journalled before it changes anything."""
+        operation, each step journalled before it changes anything. With ``stop_old`` (by
+        default ``deploy.old_version: stop``) the old version is retired right after the switch
+        is verified, before the watch (only one version runs at any time); a switch-back then
+        starts it again and health-gates it before the proxy goes back to it."""
         phases, steps = self.phases, self.steps
         previous = current.slot if current else None
         slot = release.slot
+        replaces = previous is not None and previous != slot
+        if stop_old is None:
+            stop_old = self.ctx.config.deploy.old_version == "stop"
+        stop_early = replaces and stop_old
         self.journal("start", release)
         phases.on_failure(f"remove candidate slot {slot}", lambda: steps.remove_slot(slot))
         phases.run("start", lambda: steps.start_slot(slot, release), summary=str)
         self.journal("health")
         phases.run("health", lambda: steps.gate(slot), summary=str)
         self.hook(HookPoint.BEFORE_SWITCH)
-        if previous is not None and previous != slot:
+        if previous is not None and replaces:
             prior = previous
-            phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch(prior)))
+            phases.on_failure(f"switch back to {prior}", lambda: _discard(steps.switch_back(prior)))
         self.journal("switch")
         phases.run("switch", lambda: steps.switch(slot), summary=str)
         self.journal("switched")
@@ -561,14 +578,18 @@ class _Operation:
         )
         phases.run("verify", lambda: steps.verify(release), summary=str)
         self.journal("verified")
-        if previous is not None and previous != slot:
+        if stop_early:
+            # Until the watch ends an interruption is undone: the repair starts the stopped old
+            # version again and health-gates it before switching back (``RepairSteps.serve``).
+            phases.run("retire", lambda: steps.retire(prior), summary=str)
+        if replaces:
             phases.run("watch", lambda: steps.watch(slot), summary=str)
         else:  # the health gate proved it; with no earlier version there is nothing to switch back to
             phases.skip("watch", "first deploy: no earlier version to switch back to")
         self.journal("watched")
         phases.clear_cleanups()  # the new version serves: nothing to undo from here
         self.hook(HookPoint.AFTER_SWITCH)
-        if previous is not None and previous != slot:
+        if replaces and not stop_early:
             phases.run("retire", lambda: steps.retire(prior), summary=str)
         self.journal("retired")
 
@@ -610,11 +631,12 @@ class _Operation:
                 NeedsConfirmation,
                 StateError,
                 ToolTooOld,
-                PortInUse,
+                HostConflict,
             ) as exc:
-                # A taken port is found before the infrastructure changes: the cleanups below
-                # forget what was built for it, and nothing else was done.
-                if phases.changed_anything and not isinstance(exc, PortInUse):
+                # A taken port or a conflicting subnet is found before the infrastructure
+                # changes: the cleanups below forget what was built for it, and nothing else
+                # was done.
+                if phases.changed_anything and not isinstance(exc, HostConflict):
                     self._fail(exc, started_at, started)  # e.g. the connection dropped mid-deploy
                 # Nothing was changed: these are not failed deploys.
                 with signals_noted():
@@ -623,7 +645,7 @@ class _Operation:
                         self.forget()
                 if isinstance(exc, LockHeld):
                     phases.event(EventKind.LOCK_BLOCKED, error=exc.message, phase="lock")
-                elif isinstance(exc, HostUnreachable | PortInUse):
+                elif isinstance(exc, HostUnreachable | HostConflict):
                     phases.event(self.kinds.failed, error=exc.message)
                 raise
             except (ShipyardError, Interrupted) as exc:

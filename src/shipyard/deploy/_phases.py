@@ -14,10 +14,10 @@ from typing import TypeVar
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
+    HostConflict,
     HostUnreachable,
     LockHeld,
     LockLost,
-    PortInUse,
     RollbackFailed,
     ShipyardError,
     ToolTooOld,
@@ -116,7 +116,7 @@ class Phases:
             LockHeld,
             HostUnreachable,
             ToolTooOld,
-            PortInUse,
+            HostConflict,
         ) as exc:
             self._failed(name, started, exc.message)
             raise
@@ -164,10 +164,11 @@ class Phases:
                 cleanup()
             except LockLost:
                 raise
-                self.note(f"cleanup: {description}")
             except Exception as exc:  # noqa: BLE001 — every cleanup gets its turn
                 failures.append(f"{description}: {exc}")
                 self.warn(f"cleanup failed: {description}: {exc}")
+            else:
+                self.note(f"cleanup: {description}")
         return failures
 
 

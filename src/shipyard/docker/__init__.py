@@ -28,12 +28,25 @@ __all__ = [
     "normalise_architecture",
     "parse_container",
     "parse_image",
+    "parse_network_subnets",
     "version_problems",
 ]
 
 # What a host needs: the oldest versions shipyard is tested with (Compose 2.26: Debian 13's).
 MIN_DOCKER = (20, 10)
 MIN_COMPOSE = (2, 26)
+
+
+def parse_network_subnets(inspect: str) -> dict[str, list[str]]:
+    """``docker network inspect`` output → each network's name and its IPAM subnets (IPv4 and
+    IPv6 as Docker writes them; none for ``host`` and ``none``)."""
+    found: dict[str, list[str]] = {}
+    for network in json.loads(inspect or "[]") or []:
+        configs = (network.get("IPAM") or {}).get("Config") or []
+        found[str(network.get("Name", ""))] = [
+            str(c["Subnet"]) for c in configs if isinstance(c, dict) and c.get("Subnet")
+        ]
+    return found
 
 
 def version_problems(docker: str, compose: str) -> list[str]:
@@ -609,6 +622,23 @@ class Docker:
         return sorted(
             self._run(["network", "ls", "--format", "{{.Name}}"], timeout=60).stdout.split()
         )
+
+    def network_subnets(self) -> dict[str, list[str]]:
+        """Every network on the engine → its subnets (``parse_network_subnets``)."""
+        ids = self._run(["network", "ls", "--quiet"], timeout=60).stdout.split()
+        if not ids:
+            return {}
+        return parse_network_subnets(self._run(["network", "inspect", *ids], timeout=60).stdout)
+
+    def create_network(self, name: str, *, subnet: str, labels: Mapping[str, str]) -> None:
+        """A bridge network with ``subnet`` (Docker picks the gateway in it)."""
+        argv = ["network", "create", "--driver", "bridge", "--subnet", subnet]
+        for key, value in labels.items():
+            argv += ["--label", f"{key}={value}"]
+        self._run([*argv, name], timeout=60)
+
+    def remove_network(self, name: str) -> CommandResult:
+        return self._run(["network", "rm", name], check=False, timeout=60)
 
     def volumes(self) -> list[str]:
         return sorted(

@@ -59,6 +59,7 @@ from shipyard.errors import (
 from shipyard.events import Event
 from shipyard.health import Target, build_checks, wait_healthy
 from shipyard.hosts import Host, LocalHost
+from shipyard.providers._network import ensure_network, subnet_conflict
 from shipyard.providers._ports import proxy_ports, taken_ports
 from shipyard.providers._stack import (
     LABEL,
@@ -78,7 +79,7 @@ from shipyard.providers._stack import (
     to_yaml,
     with_values,
 )
-from shipyard.proxy import ADMIN_PORT, CaddyAdmin, render_caddy, upstreams_of
+from shipyard.proxy import ADMIN_PORT, LOOKUP_REFRESH_S, CaddyAdmin, render_caddy, upstreams_of
 from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ class DockerSteps:
         self.docker = Docker(host)
         self.names = Names(self.config.app.name, self.config.environment.name)
         self.layout = Layout(ctx.store.root)
+        self._switched_at = 0.0  # time.monotonic() of this operation's last switch
 
     # -- helpers ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -230,10 +232,14 @@ class DockerSteps:
         return found
 
     def _refuse_taken_ports(self) -> None:
-        """``PortInUse`` when another process or container holds a port the proxy needs."""
+        """``PortInUse`` when another process or container holds a port the proxy needs;
+        ``SubnetConflict`` when ``proxy.subnet`` cannot be the environment network's."""
         taken = taken_ports(self.config, self.host)
         if taken:
             raise PortInUse(taken)
+        conflict = subnet_conflict(self.config, self.docker)
+        if conflict is not None:
+            raise conflict
 
     def deliver(self, image: Image) -> str:
         """Send the app image, then the support images the host lacks. An image built for
@@ -312,7 +318,7 @@ class DockerSteps:
         database = self._database()
         if database is not None:  # Compose reads every service's env file, whichever it starts
             self._write_database_env()
-        proxy = self._refresh_proxy()
+        proxy = ensure_network(self.config, self.docker) + self._refresh_proxy()
         guard = self._ensure_guard()
         if database is None:
             self.docker.compose(
@@ -869,7 +875,23 @@ class DockerSteps:
         if current is not None:
             self._rename(live, self.names.slot(current.labels.get(f"{LABEL}.slot", "old")))
         self._rename(target.name, live)
+        self._switched_at = time.monotonic()
         return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+
+    def switch_back(self, slot: str) -> str:
+        """After a failed watch (or verify): make ``slot``, the version the switch replaced,
+        live again. Stopped right after the switch (``deploy.old_version: stop``), it is started
+        and must pass the health gate before the proxy goes back to it; until then the new
+        version keeps serving."""
+        info = self.slot_container(slot)
+        if info is None:
+            raise ShipyardError(f"slot {slot} has no container to switch back to")
+        if info.running:
+            return self.switch(slot)
+        self._fence()
+        self.docker.start(info.name)
+        gated = self.gate(slot)
+        return f"{info.name} started, health-gated ({gated}); {self.switch(slot)}"
 
     def _rename(self, container: str, name: str) -> None:
         self._fence()
@@ -941,6 +963,12 @@ class DockerSteps:
         address = info.addresses.get(self.names.network, container)
         upstream = f"{address}:{self.config.app.port}"
         admin = self.admin()
+        # Right after a switch (``deploy.old_version: stop``) the proxy may still hold the old
+        # container's address for one lookup: no request is counted in flight before it looked
+        # the live name up again.
+        settled = self._switched_at + 2 * LOOKUP_REFRESH_S
+        while time.monotonic() < settled:
+            time.sleep(0.05)
         deadline = time.monotonic() + self.config.deploy.drain_timeout
         while (in_flight := admin.in_flight(upstream)) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -1139,12 +1167,19 @@ class DockerProvider:
     def preflight(self, config: Config) -> str:
         """The host's engine, checked as every operation checks it first (``engine_ready``), and
         the proxy's ports (``PortInUse`` when another process or container holds one)."""
-        found = engine_ready(Docker(self.host).info(), self.host.name)
+        docker = Docker(self.host)
+        found = engine_ready(docker.info(), self.host.name)
         taken = taken_ports(config, self.host)
         if taken:
             raise PortInUse(taken)
+        conflict = subnet_conflict(config, docker)
+        if conflict is not None:
+            raise conflict
         ports = " and ".join(str(port) for _, port in proxy_ports(config))
-        return f"{found}; no other process or container holds port {ports} on {self.host.name}"
+        found += f"; no other process or container holds port {ports} on {self.host.name}"
+        if config.proxy.subnet is not None:
+            found += f"; no other network on {self.host.name} overlaps proxy.subnet {config.proxy.subnet}"
+        return found
 
     def provision(self, ctx: OperationContext) -> list[str]:
         return [self.steps(ctx).preflight()]
@@ -1402,7 +1437,8 @@ class DockerProvider:
         lock.acquire()
         try:
             images = _built_images(ctx)  # read before the state goes
-            removed = []
+            removed: list[str] = []
+            kept: list[str] = []
             # The guard first: it would start the live container again as it is removed.
             if steps.docker.container(steps.names.guard) is not None:
                 steps.docker.remove(steps.names.guard)
@@ -1411,7 +1447,13 @@ class DockerProvider:
                 removed.append(steps.names.slot(slot))
             steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
             removed.append(steps.names.infra_project)
-            kept = []
+            if steps.names.network in steps.docker.networks():  # created by shipyard (proxy.subnet)
+                result = steps.docker.remove_network(steps.names.network)
+                if result.ok:
+                    removed.append(f"network {steps.names.network}")
+                else:
+                    refusal = (result.stderr.strip().splitlines() or ["?"])[-1]
+                    kept.append(f"network {steps.names.network}: docker refused: {refusal}")
             for image, why in _images_to_remove(ctx, steps.docker, images):
                 if why is not None:
                     kept.append(f"image {image}: {why}")
@@ -1527,7 +1569,22 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
         plan.append(
             PlanStep("switch", f"route {steps.url()} from {previous or 'nothing'} to {slot}")
         )
-    if previous is not None:
+    if previous is not None and config.deploy.old_version == "stop":
+        plan.append(
+            PlanStep(
+                "retire",
+                f"drain and stop slot {previous} right after the switch (deploy.old_version: "
+                "stop; kept for rollback)",
+            )
+        )
+        plan.append(
+            PlanStep(
+                "watch",
+                f"watch {config.deploy.watch:g}s; on failure start {previous} again, health-gate "
+                "it and switch back",
+            )
+        )
+    elif previous is not None:
         plan.append(
             PlanStep(
                 "watch", f"watch {config.deploy.watch:g}s; switch back to {previous} on failure"

@@ -403,10 +403,13 @@ def render_infra(
             "logging": copy.deepcopy(_LOGGING),
         }
         volumes["pgdata"] = {"name": names.volumes["pgdata"]}
+    network: dict[str, Any] = {"name": names.network, "driver": "bridge", "labels": names.labels()}
+    if proxy.subnet is not None:  # created by shipyard with its subnet (providers._network)
+        network = {"name": names.network, "external": True}
     return {
         "name": names.infra_project,
         "services": services,
-        "networks": {"app": {"name": names.network, "driver": "bridge", "labels": names.labels()}},
+        "networks": {"app": network},
         "volumes": volumes,
     }
 

@@ -30,6 +30,8 @@ from shipyard.errors import ShipyardError
 
 __all__ = [
     "ADMIN_PORT",
+    "FORWARDED_HEADERS",
+    "LOOKUP_REFRESH_S",
     "CaddyAdmin",
     "ProxyError",
     "Traffic",
@@ -40,10 +42,28 @@ __all__ = [
 
 ADMIN_PORT = 2019
 UPSTREAM_ID = "shipyard-upstream"
-LOOKUP_REFRESH = "250ms"  # how soon Caddy sees a switch
+LOOKUP_REFRESH_S = 0.25  # how soon Caddy sees a switch
+LOOKUP_REFRESH = f"{LOOKUP_REFRESH_S * 1000:g}ms"
 SERVER = "shipyard"
 _BLOCKED_PATHS = ["/metrics", "/metrics/*"]
 _MULTI_LOGGER = "http.reverse_proxy.upstreams.multi"
+
+
+# What the app is told about the client, from the connection the proxy accepted and nothing the
+# client sent: the proxy trusts no proxy in front of it (no ``trusted_proxies``), so an
+# X-Forwarded-For (or X-Real-IP, Forwarded) a client sends is replaced, never passed on or
+# appended to. An app that trusts these headers from ``proxy.subnet`` alone
+# (``${SHIPYARD_PROXY_CIDR}``) gets each visitor's own address. Applied after Caddy's own
+# X-Forwarded-* handling, so they hold whatever it does by default.
+FORWARDED_HEADERS: dict[str, Any] = {
+    "set": {
+        "X-Forwarded-For": ["{http.request.remote.host}"],
+        "X-Real-IP": ["{http.request.remote.host}"],
+        "X-Forwarded-Proto": ["{http.request.scheme}"],
+        "X-Forwarded-Host": ["{http.request.hostport}"],
+    },
+    "delete": ["Forwarded"],
+}
 
 
 class ProxyError(ShipyardError):
@@ -74,6 +94,7 @@ def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict
             "try_duration": f"{proxy.dial_retry:g}s",
             "try_interval": "100ms",
         },
+        "headers": {"request": FORWARDED_HEADERS},
     }
     routes: list[dict[str, Any]] = [
         # The app's /metrics is for the monitoring network, not the internet.

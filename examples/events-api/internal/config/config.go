@@ -8,6 +8,7 @@ package config
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -35,6 +36,10 @@ type Config struct {
 	Slot               string
 	ShutdownTimeout    time.Duration
 	ContextsDir        string
+	// TrustedProxies are the networks (TRUSTED_PROXY_CIDRS, comma-separated)
+	// whose X-Forwarded-For is believed: a request from anywhere else is its
+	// own client.
+	TrustedProxies []netip.Prefix
 
 	// Test-only switches: never set in production.
 	TestFailStartup    bool
@@ -117,6 +122,20 @@ func Load(getenv func(string) string) (Config, []error) {
 	c.Slot = get("DEPLOYMENT_SLOT")
 	if c.Slot == "" {
 		c.Slot = get("SLOT")
+	}
+
+	// TRUSTED_PROXY_CIDRS: comma-separated networks, e.g. 10.0.0.0/8,172.16.0.0/12.
+	for _, p := range strings.Split(get("TRUSTED_PROXY_CIDRS"), ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		prefix, err := netip.ParsePrefix(p)
+		if err != nil {
+			bad("TRUSTED_PROXY_CIDRS entry %q is not a CIDR such as 10.0.0.0/8", p)
+			continue
+		}
+		c.TrustedProxies = append(c.TrustedProxies, prefix.Masked())
 	}
 
 	c.ShutdownTimeout = duration(get, "SHUTDOWN_TIMEOUT", DefaultShutdownTimeout, true, bad)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,7 @@ func TestLoadProblems(t *testing.T) {
 		{"bad TEST_UNHEALTHY_AFTER", base(map[string]string{"TEST_UNHEALTHY_AFTER": "soon"}), []string{"TEST_UNHEALTHY_AFTER must be a Go duration"}},
 		{"negative TEST_STARTUP_DELAY", base(map[string]string{"TEST_STARTUP_DELAY": "-1s"}), []string{"TEST_STARTUP_DELAY must not be negative"}},
 		{"bad TEST_UNHEALTHY", base(map[string]string{"TEST_UNHEALTHY": "yes please"}), []string{"TEST_UNHEALTHY must be 1/true or 0/false"}},
+		{"bad TRUSTED_PROXY_CIDRS", base(map[string]string{"TRUSTED_PROXY_CIDRS": "10.0.0.0/8, proxy"}), []string{`TRUSTED_PROXY_CIDRS entry "proxy" is not a CIDR`}},
 		{"everything wrong at once", map[string]string{"JWT_SECRET": "x", "ENVIRONMENT": "production", "CSRF_KEY": "y"}, []string{
 			"DATABASE_URL is required", "JWT_SECRET must be at least", "CORS_ALLOWED_ORIGINS is required", "CSRF_KEY must be at least",
 		}},
@@ -156,5 +158,19 @@ func TestLoadEnvFile(t *testing.T) {
 	os.WriteFile(bad, []byte("NOT A PAIR\n"), 0o600)
 	if err := LoadEnvFile(bad); err == nil || !strings.Contains(err.Error(), "line 1") {
 		t.Fatalf("expected a line-numbered error, got %v", err)
+	}
+}
+
+func TestTrustedProxies(t *testing.T) {
+	c, errs := Load(env(base(map[string]string{"TRUSTED_PROXY_CIDRS": " 10.201.7.0/24 ,,172.16.0.5/12"})))
+	if len(errs) != 0 {
+		t.Fatalf("unexpected errors: %v", errs)
+	}
+	got := fmt.Sprint(c.TrustedProxies)
+	if got != "[10.201.7.0/24 172.16.0.0/12]" {
+		t.Fatalf("TrustedProxies = %s", got)
+	}
+	if c, _ := Load(env(base(nil))); len(c.TrustedProxies) != 0 {
+		t.Fatalf("TrustedProxies by default = %v, want none", c.TrustedProxies)
 	}
 }
