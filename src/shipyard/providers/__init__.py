@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from shipyard.config import Config
+from shipyard.database import MigrationState
 from shipyard.deploy import (
     DeployOptions,
     DeployResult,
@@ -70,6 +71,8 @@ class Provider(Protocol):
     def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed: ...
 
     def database(self, ctx: OperationContext) -> DatabaseOperations: ...
+
+    def migration_state(self, ctx: OperationContext) -> MigrationState: ...
 
 
 PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider}

@@ -21,6 +21,7 @@ from shipyard.database import (
     MigrationError,
     MigrationLintFailed,
     MigrationPlan,
+    MigrationState,
     PasswordRotation,
     Snapshot,
     SnapshotError,
@@ -453,6 +454,29 @@ class DockerSteps:
             return []
         files = local_migration_versions(self.config.resolve(section.migrations.path))
         return [v for v in files if current is None or v > current]
+
+    def applied_migrations(self) -> MigrationState:
+        """What the environment's database has applied: nothing when it was never created;
+        ``DatabaseError`` when it cannot be asked (not run by shipyard, or stopped)."""
+        database = self._database()
+        if database is None:
+            raise DatabaseError(
+                "this environment's database is not run by shipyard, so it cannot be asked which "
+                "migrations it has applied",
+                hint="lint offline: `shipyard migrations lint ENV --since VERSION` (the version "
+                "applied there), or `--all`",
+            )
+        info = self.docker.container(self.names.database)
+        if info is None:
+            return MigrationState(None, False)
+        if not info.running:
+            raise DatabaseError(
+                f"database container {info.name} is {info.status}: it cannot say which migrations "
+                "it has applied",
+                hint="start it (`shipyard deploy ENV`), or lint offline: `shipyard migrations "
+                "lint ENV --since VERSION`, or `--all`",
+            )
+        return database.migration_state()
 
     def _snapshots(self) -> SnapshotStore | None:
         section = self.config.database
@@ -1134,6 +1158,10 @@ class DockerProvider:
         from shipyard.providers._database import DatabaseOperations  # noqa: PLC0415 — cycle
 
         return DatabaseOperations(self.steps(ctx))
+
+    def migration_state(self, ctx: OperationContext) -> MigrationState:
+        """The migrations the environment's database has applied (none before its first deploy)."""
+        return self.steps(ctx).applied_migrations()
 
     def preflight(self, config: Config) -> str:
         """The host's engine, checked as every operation checks it first (``engine_ready``), and
