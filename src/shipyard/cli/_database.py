@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from shipyard.cli._context import NodeOption, node_suffix, on_nodes, open_session, open_sessions
+from shipyard.cli._output import human_size, print_table
 from shipyard.config import load_config, parse_duration
 from shipyard.database import lint_migrations
 from shipyard.deploy import RotateOptions
@@ -47,15 +48,6 @@ def _out(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":  # noqa: PLR2004
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 @snapshot_app.command("create")
 def snapshot_create(
     environment: EnvArgument,
@@ -70,7 +62,7 @@ def snapshot_create(
         _out(snapshot.to_dict())
         return
     err.print(
-        f"[green]✓[/] snapshot {escape(snapshot.name)}: {_size(snapshot.size)} in "
+        f"[green]✓[/] snapshot {escape(snapshot.name)}: {human_size(snapshot.size)} in "
         f"{snapshot.duration_s:.1f}s, {snapshot.toc_entries} TOC entries, sha256 {snapshot.sha256[:12]}"
     )
     sys.stdout.write(snapshot.path + "\n")
@@ -94,12 +86,12 @@ def snapshot_list(
         table.add_row(
             s.name,
             s.created_at,
-            _size(s.size),
+            human_size(s.size),
             escape(s.reason),
             escape(s.version),
             s.deployment_id or "-",
         )
-    err.print(table)
+    print_table(err, table)
 
 
 @snapshot_app.command("verify")
