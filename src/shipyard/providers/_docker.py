@@ -480,7 +480,14 @@ class DockerSteps:
                 hint="lint offline: `shipyard migrations lint ENV --since VERSION` (the version "
                 "applied there), or `--all`",
             )
-        info = self.docker.container(self.names.database)
+        try:
+            info = self.docker.container(self.names.database)
+        except HostUnreachable as exc:
+            raise HostUnreachable(
+                exc.message,
+                hint=f"{exc.hint + '; ' if exc.hint else ''}or lint offline: `shipyard "
+                "migrations lint ENV --since VERSION` (the version applied there), or `--all`",
+            ) from exc
         if info is None:
             return MigrationState(None, False)
         if not info.running:
