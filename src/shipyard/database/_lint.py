@@ -224,8 +224,8 @@ _SAFE = {
     "a migration file of its own; then ALTER TABLE … ADD CONSTRAINT … UNIQUE USING INDEX (no "
     "build under the lock)",
     "add-column-foreign-key": "add the column without REFERENCES; then ALTER TABLE … ADD "
-    "CONSTRAINT … FOREIGN KEY (col) REFERENCES … NOT VALID; VALIDATE CONSTRAINT in a later "
-    "migration (it locks neither table against writes)",
+    "CONSTRAINT … FOREIGN KEY (col) REFERENCES … NOT VALID (its locks are held only for an "
+    "instant, no scan); VALIDATE CONSTRAINT in a later migration (it blocks no writes)",
     "table-rewrite": "add the column without the rewriting part (nullable, constant DEFAULT), "
     "fill it in batches or with a trigger, and compute generated values in the app or a view",
     "transaction-control": "leave transactions to golang-migrate; split the file instead",
