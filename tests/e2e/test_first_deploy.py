@@ -281,13 +281,20 @@ FROM shipyard-local/debian:trixie
 EXPOSE 8080
 CMD ["sh", "-c", "echo 'usage: server serve'; exit 0"]
 """
+# An image Docker itself finds unhealthy: `compose up --wait` fails, so the start phase does.
+NEVER_HEALTHY = """\
+FROM shipyard-local/debian:trixie
+EXPOSE 8080
+HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["false"]
+CMD ["sh", "-c", "echo 'up, never healthy'; exec sleep infinity"]
+"""
 
 
 def test_a_first_deploy_failing_at_migrate_or_start_never_claims_a_previous_version(
     app: AppUnderTest,
 ) -> None:
-    """Nothing served before a first deploy, wherever it fails (the health gate: the test
-    above); a container whose process returned is reported as such, with its log, never as
+    """Nothing served before a first deploy, wherever it fails (migrate, start, the health
+    gate); a container whose process returned is reported as such, with its log, never as
     "running, exit code 0"."""
     planned = app.shipyard("plan", "development")
     assert planned.returncode == 0, planned.stderr
@@ -316,6 +323,15 @@ def test_a_first_deploy_failing_at_migrate_or_start_never_claims_a_previous_vers
     assert "exited with code 0: its server process ended" in failed.stderr, failed.stderr
     assert "usage: server serve" in failed.stderr  # its log
     assert "exit code 0)" not in failed.stderr
+    assert "previous version" not in failed.stderr, failed.stderr
+    assert "nothing served before this first deploy" in failed.stderr
+
+    (app.dir / "Dockerfile").write_text(NEVER_HEALTHY, encoding="utf-8")
+    app.commit("an image Docker finds unhealthy")
+    failed = app.shipyard("deploy", "development")
+    assert failed.returncode == 6, failed.stderr
+    assert "phase 'start'" in failed.stderr, failed.stderr
+    assert "up, never healthy" in failed.stderr  # its log
     assert "previous version" not in failed.stderr, failed.stderr
     assert "nothing served before this first deploy" in failed.stderr
 
