@@ -247,7 +247,9 @@ def test_check_deploy_and_plan_refuse_a_dirty_tree_alike_without_counting_the_en
     # allowed: check and the version phase agree again
     check_file(config.path, "development", engine=lambda _config: "engine fine", allow_dirty=True)
     _git(tmp_path, "commit", "-q", "-am", "edited")
-    assert check_file(config.path, "development", engine=lambda _config: "engine fine")
+    passed = check_file(config.path, "development", engine=lambda _config: "engine fine").passed
+    assert passed[1].startswith("source: version 0.0.0+")
+    assert "uncommitted" not in passed[1]
     version = read_version(
         LocalHost(), tmp_path, allow_dirty=False, env_files=[tmp_path / ".env.development"]
     )

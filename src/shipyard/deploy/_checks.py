@@ -93,11 +93,13 @@ def run_checks(
     raises (``HostUnreachable`` for an engine that cannot be reached, ``ToolTooOld``)."""
     warnings = [str(warning) for warning in config.warnings] + _env_file_warnings(config, local)
     problems = [*_file_problems(config, local), *_tool_problems(config, local)]
+    passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
     if allow_dirty is not None:
-        problems += _tree_problems(config, local, allow_dirty=allow_dirty)
+        tree = _tree(config, local, allow_dirty=allow_dirty)
+        problems += [tree] if isinstance(tree, _Problem) else []
+        passed += [tree] if isinstance(tree, str) else []
     if operation and problems and all(p.too_old for p in problems):
         raise ToolTooOld("; ".join(p.message for p in problems), hint=_UPGRADE)
-    passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
     if not problems:
         try:
             passed.append(engine())
@@ -151,17 +153,19 @@ def _file_problems(config: Config, local: Host) -> list[_Problem]:
     return [_Problem(message) for message in problems]
 
 
-def _tree_problems(config: Config, local: Host, *, allow_dirty: bool) -> list[_Problem]:
+def _tree(config: Config, local: Host, *, allow_dirty: bool) -> _Problem | str | None:
     """The source tree as the version phase reads it (the same function): a repository with a
-    commit, and no uncommitted change but the env file's unless allowed."""
+    commit, and no uncommitted change but the env file's unless allowed. What passed, or the
+    problem (``None``: not looked at, for a problem reported as such)."""
     context = config.resolve(config.build.context)
     if not context.is_dir() or shutil.which("git", path=os.environ.get("PATH")) is None:
-        return []  # reported as such
+        return None
     try:
-        read_version(local, context, allow_dirty=allow_dirty, env_files=env_files(config))
+        version = read_version(local, context, allow_dirty=allow_dirty, env_files=env_files(config))
     except BuildError as exc:
-        return [_Problem(f"{exc.message} — {exc.hint}" if exc.hint else exc.message)]
-    return []
+        return _Problem(f"{exc.message} — {exc.hint}" if exc.hint else exc.message)
+    dirty = " with uncommitted changes (allowed)" if version.dirty else ""
+    return f"source: version {version.version} at commit {version.short}{dirty}"
 
 
 def env_files(config: Config) -> list[Path]:
