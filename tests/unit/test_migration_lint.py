@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from shipyard import cli
 from shipyard.database import (
     LintReport,
     MigrationError,
@@ -289,3 +291,25 @@ def test_pending_migrations_are_linted_as_a_deploy_lints_them(tmp_path: Path) ->
     history = lint_migrations(directory, applied=3, history=True)
     assert len(history.files) == 3
     assert [f.rule for f in history.findings] == ["add-column-unique"]
+
+
+def test_the_lint_command_offline_lints_what_is_newer_than_since_or_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "000001_code.up.sql").write_text("ALTER TABLE events ADD COLUMN c text UNIQUE;")
+    (directory / "000002_venues.up.sql").write_text("CREATE TABLE venues (id int);\n")
+
+    def lint(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["shipyard", "migrations", "lint", *args])
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        return int(exited.value.code or 0)
+
+    assert lint("--path", str(directory), "--since", "1") == 0
+    assert "0 finding(s) in 1 migration(s)" in capsys.readouterr().err
+    assert lint("--path", str(directory), "--since", "0") == cli.ExitCode.FAILED
+    assert "000001_code.up.sql:1: add-column-unique" in capsys.readouterr().out
+    assert lint("--path", str(directory), "--all") == cli.ExitCode.FAILED
+    assert lint("--path", str(directory), "--all", "--since", "1") == cli.ExitCode.USAGE
