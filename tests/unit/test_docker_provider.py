@@ -238,13 +238,19 @@ def test_plan_of_a_rollback_names_the_release_it_brings_back_and_why(config: Con
     assert "shop:1.0.1 is not on fake: the start would fail" in named[1].action
 
 
-def _snapshot(host: FakeHost, directory: PurePosixPath, name: str, size: int) -> None:
+def _snapshot(
+    host: FakeHost,
+    directory: PurePosixPath,
+    name: str,
+    size: int,
+    environment: str = "development",
+) -> None:
     host.put(directory / f"{name}.dump", b"x" * size)
     document = Snapshot(
         name=name,
         database="shop",
         app="shop",
-        environment="development",
+        environment=environment,
         version="1.0.0",
         commit="a" * 40,
         deployment_id="op",
@@ -290,3 +296,27 @@ def test_destroy_keeps_the_environments_snapshots_where_a_later_deploy_finds_the
     assert destroyed.snapshots_removed
     assert destroyed.snapshots == SnapshotFiles(f"fake:{snapshots}", 2, 150)
     assert not [f for f in host.files if f.startswith(f"{root}/")]
+
+
+def test_retention_in_a_shared_snapshot_directory_prunes_only_the_environments_own(
+    tmp_path: Path,
+) -> None:
+    """``database.snapshots.dir`` shared by two environments: one's retention (after its deploy,
+    or `snapshot prune`) never deletes, nor counts, the other's snapshots."""
+    shared = VALID.replace(
+        "  user: shop\n",
+        "  user: shop\n  snapshots:\n    dir: /backups\n    retention_days: 0\n    keep_min: 1\n",
+    )
+    config = committed_config(tmp_path, shared)
+    host = EngineHost()
+    backups = PurePosixPath("/backups")
+    _snapshot(host, backups, "shop_20260101T000000Z_aaaaaaa", 100)  # development, older
+    _snapshot(host, backups, "shop_20260102T000000Z_bbbbbbb", 50)  # development, newer
+    _snapshot(host, backups, "shop_20260103T000000Z_ccccccc", 70, environment="production")
+    store = DockerProvider(host).steps(_context(config, host))._snapshots()  # type: ignore[arg-type]
+    assert store is not None and store.directory == backups
+
+    plan = store.plan_prune(())
+
+    assert plan.delete == ("shop_20260101T000000Z_aaaaaaa",)
+    assert plan.keep == ("shop_20260102T000000Z_bbbbbbb",)

@@ -427,8 +427,8 @@ class SnapshotStore:
     # -- retention ---------------------------------------------------------------------------------------------
     def plan_prune(self, protected: Iterable[str]) -> RetentionPlan:
         section = self.section.snapshots
-        return plan_retention(
-            (SnapshotAge(s.name, s.created(), s.deployment_id) for s in self.snapshots()),
+        return plan_retention(  # another environment's, in a shared directory, are its own
+            (SnapshotAge(s.name, s.created(), s.deployment_id) for s in self.owned()),
             now=self.clock(),
             retention_days=section.retention_days,
             keep_min=section.keep_min,
