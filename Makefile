@@ -45,7 +45,7 @@ demo: venv images
 	cd $(EXAMPLE) && ../../$(BIN)/shipyard deploy development
 
 clean-demo: venv
-	cd $(EXAMPLE) && ../../$(BIN)/shipyard destroy development --yes --volumes
+	cd $(EXAMPLE) && ../../$(BIN)/shipyard destroy development --yes --volumes --snapshots
 
 # Regenerate the configuration reference in README.md from the models.
 readme: venv

@@ -130,14 +130,14 @@ def shipyard_first_deploy(work: Path) -> tuple[float, str]:
             text=True,
             check=True,
         ).stdout.strip()
-        run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
+        run(*cli, "destroy", "development", "--yes", "--volumes", "--snapshots", cwd=app)
         started = time.perf_counter()
         run(*cli, "deploy", "development", cwd=app)
         wait_for(f"http://127.0.0.1:{port}/health")
         elapsed = time.perf_counter() - started
     finally:
         subprocess.run(
-            [*cli, "destroy", "development", "--yes", "--volumes"],
+            [*cli, "destroy", "development", "--yes", "--volumes", "--snapshots"],
             cwd=app,
             capture_output=True,
             check=False,

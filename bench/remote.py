@@ -78,7 +78,7 @@ def deploys(work: Path, sshd: Sshd, runs: int) -> tuple[list[float], list[float]
     finally:
         for app in (local, remote):
             subprocess.run(
-                [*CLI, "destroy", "development", "--yes", "--volumes"],
+                [*CLI, "destroy", "development", "--yes", "--volumes", "--snapshots"],
                 cwd=app,
                 capture_output=True,
                 check=False,

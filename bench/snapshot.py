@@ -219,7 +219,7 @@ def main() -> None:  # noqa: PLR0915 — one linear script
             print(f"schema: {schema}")
             print(f"machine: {os.cpu_count()} cores")
         finally:
-            run(*cli, "destroy", "development", "--yes", "--volumes", cwd=app)
+            run(*cli, "destroy", "development", "--yes", "--volumes", "--snapshots", cwd=app)
 
 
 if __name__ == "__main__":

@@ -306,8 +306,14 @@ def committed_config(tmp: Path, yaml: str) -> Config:
     env_file.chmod(0o600)
     (tmp / "go.mod").write_text("module example.com/shop\n", encoding="utf-8")
     (tmp / "migrations").mkdir(exist_ok=True)
+    clean_tree(tmp)
+    return load_config(tmp / "shipyard.yml", "development", process_env={})
+
+
+def clean_tree(tmp: Path) -> None:
+    """Make ``tmp`` a git repository with one commit whose tree is clean (everything in it is
+    ignored), as `shipyard check` and deploy want the source."""
     git = ["git", "-C", str(tmp), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run(["git", "init", "-q", str(tmp)], check=True)
     subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", "x"], check=True)
     (tmp / ".gitignore").write_text("*\n", encoding="utf-8")
-    return load_config(tmp / "shipyard.yml", "development", process_env={})

@@ -81,8 +81,9 @@ class AppUnderTest:
         return self.dir / "shipyard.yml"
 
     def shipyard(
-        self, *args: str, check: bool = False, timeout: float = 600
+        self, *args: str, check: bool = False, timeout: float = 600, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
+        """``input``: what is typed at shipyard's prompts (none: stdin is empty)."""
         env = {**os.environ, **self.extra_env}
         return subprocess.run(
             [sys.executable, "-m", "shipyard", *args],
@@ -92,6 +93,7 @@ class AppUnderTest:
             check=check,
             timeout=timeout,
             env=env,
+            input=input,
         )
 
     def edit(self, change: Any) -> None:

@@ -8,6 +8,7 @@ import json
 import stat
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -139,3 +140,48 @@ def test_verify_detects_a_corrupted_snapshot(app: AppUnderTest) -> None:
     restore = app.shipyard("snapshot", "restore", "development", snapshot["name"], "--yes")
     assert restore.returncode == 8
     assert "corrupt" in restore.stderr
+
+
+def test_destroy_keeps_snapshots_a_later_deploy_finds_and_prunes(app: AppUnderTest) -> None:
+    """Snapshots are backups: `destroy`, even with --volumes, keeps them where they are and says
+    where; the next deploy of the environment lists them and its retention prunes them; only
+    --snapshots deletes them, after a confirmation that names how many and their size."""
+    assert app.shipyard("deploy", "development").returncode == 0  # a pre-migrate snapshot
+    assert app.shipyard("snapshot", "create", "development").returncode == 0
+    directory = app.state_dir / app.name / "development" / "snapshots"
+    before = sorted(p.name for p in directory.iterdir())
+    assert len(before) == 4  # two dumps and their metadata
+
+    destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
+    assert destroyed.returncode == 0, destroyed.stderr
+    assert "kept 2 snapshot(s), " in destroyed.stderr
+    assert f"in local:{directory}" in destroyed.stderr, destroyed.stderr
+    assert sorted(p.name for p in directory.iterdir()) == before
+    assert sorted(p.name for p in directory.parent.iterdir()) == ["snapshots"]  # state gone
+    listed = app.shipyard("snapshot", "list", "development", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == 2
+
+    def prune_all_but_the_newest(document: Any) -> None:
+        document["database"]["snapshots"] = {"retention_days": 0, "keep_min": 1}
+
+    app.edit(prune_all_but_the_newest)
+    app.commit("keep one snapshot")
+    deployed = app.shipyard("deploy", "development")  # a fresh database: migrations pending
+    assert deployed.returncode == 0, deployed.stderr
+    assert "pruned 2 old snapshot(s)" in deployed.stderr, deployed.stderr
+    [left] = json.loads(app.shipyard("snapshot", "list", "development", "--json").stdout)
+    assert left["reason"] == "pre-migrate"
+
+    asked = app.shipyard("destroy", "development", "--snapshots", input="n\n")
+    assert asked.returncode == 2, asked.stderr
+    size = f"{left['size']} B" if left["size"] < 1024 else "KiB"
+    assert "and delete its snapshots (1 snapshot(s), " in asked.stdout + asked.stderr
+    assert size in asked.stdout + asked.stderr
+    assert (directory / f"{left['name']}.dump").exists()
+
+    removed = app.shipyard("destroy", "development", "--yes", "--snapshots", "--volumes")
+    assert removed.returncode == 0, removed.stderr
+    assert "deleting the snapshots of development: 1 snapshot(s)" in removed.stderr
+    assert "removed 1 snapshot(s), " in removed.stderr
+    assert not directory.parent.exists() or not any(directory.parent.iterdir())

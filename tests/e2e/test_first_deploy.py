@@ -115,12 +115,21 @@ def test_same_commit_deploys_again_into_the_other_slot(app: AppUnderTest) -> Non
 
 
 def test_dirty_tree_is_refused_unless_allowed(app: AppUnderTest) -> None:
+    """`check` refuses a dirty tree as deploy does (the same check, exit 3, nothing changed);
+    the env file, untracked and here not even ignored, is never a change to the tree."""
+    (app.dir / ".gitignore").write_text("bin/\n", encoding="utf-8")
+    git(app.dir, "commit", "-q", "-m", "env files no longer ignored", "--", ".gitignore")
+    assert app.shipyard("check", "development").returncode == 0
     (app.dir / "README.md").write_text("changed\n", encoding="utf-8")
     before = engine_snapshot(app.name)
+    checked = app.shipyard("check", "development")
     refused = app.shipyard("deploy", "development")
-    assert refused.returncode == 6
-    assert "uncommitted changes" in refused.stderr
+    for result in (checked, refused):
+        assert result.returncode == 3, result.stderr
+        assert f"uncommitted changes in {app.dir}: README.md — commit them" in result.stderr
+        assert "add .env.development to .gitignore" in result.stderr
     assert engine_snapshot(app.name) == before
+    assert app.shipyard("check", "development", "--allow-dirty").returncode == 0
     allowed = app.shipyard("deploy", "development", "--allow-dirty")
     assert allowed.returncode == 0, allowed.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["version"].endswith(".dirty")
@@ -264,6 +273,67 @@ def test_a_failed_first_deploy_says_what_it_left_and_how_to_remove_it(app: AppUn
     assert app.shipyard("destroy", "development", "--yes", "--volumes").returncode == 0
     after = engine_snapshot(app.name)
     assert (after["containers"], after["networks"], after["volumes"]) == ([], [], [])
+
+
+# An image whose process returns at once, as a server run without its subcommand does.
+RETURNS_AT_ONCE = """\
+FROM shipyard-local/debian:trixie
+EXPOSE 8080
+CMD ["sh", "-c", "echo 'usage: server serve'; exit 0"]
+"""
+# An image Docker itself finds unhealthy: `compose up --wait` fails, so the start phase does.
+NEVER_HEALTHY = """\
+FROM shipyard-local/debian:trixie
+EXPOSE 8080
+HEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD ["false"]
+CMD ["sh", "-c", "echo 'up, never healthy'; exec sleep infinity"]
+"""
+
+
+def test_a_first_deploy_failing_at_migrate_or_start_never_claims_a_previous_version(
+    app: AppUnderTest,
+) -> None:
+    """Nothing served before a first deploy, wherever it fails (migrate, start, the health
+    gate); a container whose process returned is reported as such, with its log, never as
+    "running, exit code 0"."""
+    planned = app.shipyard("plan", "development")
+    assert planned.returncode == 0, planned.stderr
+    assert "(empty database, no migrations applied)" in planned.stderr
+    assert "schema at None" not in planned.stderr
+    assert "3 passing round(s) of http /health within" in planned.stderr
+
+    migrations = app.dir / "migrations"
+    (migrations / "000003_broken.up.sql").write_text("ALTER TABLE nope ADD COLUMN x int;\n")
+    (migrations / "000003_broken.down.sql").write_text("SELECT 1;\n")
+    app.commit("a migration that fails")
+    failed = app.shipyard("deploy", "development")
+    assert failed.returncode == 6, failed.stderr
+    assert "phase 'migrate'" in failed.stderr
+    assert "previous version" not in failed.stderr, failed.stderr
+    assert "nothing served before this first deploy" in failed.stderr
+
+    for name in ("000003_broken.up.sql", "000003_broken.down.sql"):
+        (migrations / name).unlink()
+    app.edit(lambda document: document.update({"build": {"kind": "dockerfile"}}))
+    (app.dir / "Dockerfile").write_text(RETURNS_AT_ONCE, encoding="utf-8")
+    app.commit("an image whose process returns at once")
+    failed = app.shipyard("deploy", "development")
+    assert failed.returncode == 6, failed.stderr
+    assert "phase 'start'" in failed.stderr or "phase 'health'" in failed.stderr, failed.stderr
+    assert "exited with code 0: its server process ended" in failed.stderr, failed.stderr
+    assert "usage: server serve" in failed.stderr  # its log
+    assert "exit code 0)" not in failed.stderr
+    assert "previous version" not in failed.stderr, failed.stderr
+    assert "nothing served before this first deploy" in failed.stderr
+
+    (app.dir / "Dockerfile").write_text(NEVER_HEALTHY, encoding="utf-8")
+    app.commit("an image Docker finds unhealthy")
+    failed = app.shipyard("deploy", "development")
+    assert failed.returncode == 6, failed.stderr
+    assert "phase 'start'" in failed.stderr, failed.stderr
+    assert "up, never healthy" in failed.stderr  # its log
+    assert "previous version" not in failed.stderr, failed.stderr
+    assert "nothing served before this first deploy" in failed.stderr
 
 
 def test_a_redeploy_never_restarts_the_database(app: AppUnderTest) -> None:

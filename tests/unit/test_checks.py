@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard import cli
+from shipyard.build import read_version
 from shipyard.cli import _context
 from shipyard.config import Config
 from shipyard.deploy import DeployOptions, OperationContext, RollbackOptions, run_rollback
@@ -130,11 +131,12 @@ def test_check_and_deploy_report_the_same_problems(
 
 
 def _tools(directory: Path, go_version: str) -> str:
-    """A PATH holding docker, git (nothing is tracked) and a go of ``go_version``."""
+    """A PATH holding docker, git (a clean tree at one commit where nothing is tracked) and a
+    go of ``go_version``."""
     directory.mkdir()
     for name, script in (
         ("docker", "exit 0"),
-        ("git", "exit 1"),
+        ("git", f'case "$3" in rev-parse) echo {"0" * 40};; status|tag) ;; *) exit 1;; esac'),
         ("go", f'[ "$1" = env ] && echo {go_version}'),
     ):
         (directory / name).write_text(f"#!/bin/sh\n{script}\n", encoding="utf-8")
@@ -175,3 +177,81 @@ def test_deploy_with_a_failed_check_exits_3_and_runs_nothing_on_the_target(
     assert exited.value.code == cli.ExitCode.INVALID_CONFIG
     assert "world-readable (mode 0o644)" in capsys.readouterr().err
     assert target.commands == []
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        check=True,
+        capture_output=True,
+    )
+
+
+def _with_tracked_files(tmp_path: Path) -> Config:
+    """A repository where shipyard.yml and go.mod are committed and the env file is untracked
+    and not ignored (as in a fresh checkout where the operator just wrote it)."""
+    config = committed_config(tmp_path, VALID)
+    (tmp_path / ".gitignore").write_text("bin/\n", encoding="utf-8")
+    (tmp_path / "migrations" / ".keep").write_text("", encoding="utf-8")
+    _git(tmp_path, "add", ".gitignore", "shipyard.yml", "go.mod", "migrations")
+    _git(tmp_path, "commit", "-q", "-m", "app")
+    return config
+
+
+def test_the_env_file_never_makes_the_tree_dirty_and_check_says_to_ignore_it(
+    tmp_path: Path,
+) -> None:
+    from shipyard.deploy import check_file  # noqa: PLC0415
+
+    config = _with_tracked_files(tmp_path)
+    checked = check_file(config.path, "development", engine=lambda _config: "engine fine")
+    env_file = tmp_path / ".env.development"
+    assert checked.warnings == [
+        f"{env_file}: not ignored by git, so `git add -A` would commit its secrets; add "
+        ".env.development to .gitignore"
+    ]
+    (tmp_path / ".gitignore").write_text("bin/\n.env.*\n", encoding="utf-8")
+    _git(tmp_path, "commit", "-q", "-am", "ignore env files")
+    checked = check_file(config.path, "development", engine=lambda _config: "engine fine")
+    assert checked.warnings == []
+
+
+def test_check_deploy_and_plan_refuse_a_dirty_tree_alike_without_counting_the_env_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check` passed and then deploy refused: now all three run the version phase's own
+    function, the env file is never a change, and the hint never says to commit it."""
+    from shipyard.deploy import check_file, run_deploy  # noqa: PLC0415
+
+    config = _with_tracked_files(tmp_path)
+    (tmp_path / "shipyard.yml").write_text(VALID + "# edited\n", encoding="utf-8")
+    with pytest.raises(CheckFailed) as checked:
+        check_file(config.path, "development", engine=lambda _config: "engine fine")
+    [problem] = checked.value.problems
+    assert problem.startswith(f"uncommitted changes in {tmp_path}: shipyard.yml — commit them")
+    assert ".env.development" not in problem.split(" — ")[0]
+    assert (
+        "the env file (.env.development) is never counted and must never be committed: add "
+        ".env.development to .gitignore"
+    ) in problem
+
+    steps, host = RecordingSteps(), FakeHost()
+    with pytest.raises(CheckFailed) as deployed:
+        run_deploy(_context_for(config, host), steps, DeployOptions())
+    assert deployed.value.problems == checked.value.problems
+    assert steps.calls == []
+    with pytest.raises(CheckFailed) as planned:
+        DockerProvider(FakeHost()).plan(_context_for(config, FakeHost()), DeployOptions())
+    assert planned.value.problems == checked.value.problems
+
+    # allowed: check and the version phase agree again
+    check_file(config.path, "development", engine=lambda _config: "engine fine", allow_dirty=True)
+    _git(tmp_path, "commit", "-q", "-am", "edited")
+    passed = check_file(config.path, "development", engine=lambda _config: "engine fine").passed
+    assert passed[1].startswith("source: version 0.0.0+")
+    assert "uncommitted" not in passed[1]
+    version = read_version(
+        LocalHost(), tmp_path, allow_dirty=False, env_files=[tmp_path / ".env.development"]
+    )
+    assert not version.dirty
+    assert read_version(LocalHost(), tmp_path, allow_dirty=True).dirty  # it is untracked

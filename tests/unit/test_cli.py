@@ -13,7 +13,7 @@ from shipyard import cli
 from shipyard.cli import _context
 from shipyard.deploy import _checks
 from shipyard.hosts import CommandResult
-from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, write
+from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, clean_tree, write
 from tests.fakes import FakeHost
 
 JWT_SECRET = "0123456789abcdef0123456789abcdef"  # the values of tests.bad_configs.ENV_FILE
@@ -127,6 +127,7 @@ def test_check_prints_warnings_and_passes(
     yaml = VALID.replace("  user: shop\n", "  user: shop\n  extensions: [postgist]\n")
     config = write(tmp_path, BadConfig("warned", yaml, "", ""))
     (tmp_path / "migrations").mkdir()
+    clean_tree(tmp_path)
 
     def engine(argv: list[str]) -> CommandResult | None:
         if argv[1:3] == ["compose", "version"]:

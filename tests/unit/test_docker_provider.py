@@ -9,10 +9,11 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard.config import Config
+from shipyard.database import Snapshot
 from shipyard.deploy import OperationContext, RollbackOptions
 from shipyard.events import Bus
 from shipyard.hosts import CommandResult
-from shipyard.providers import DockerProvider
+from shipyard.providers import DockerProvider, SnapshotFiles
 from shipyard.state import Current, HistoryEntry, Release, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
@@ -47,6 +48,10 @@ class EngineHost(FakeHost):
         }
         if argv[:2] == ["docker", "compose"] and "down" in argv:
             return self._compose_down(argv)
+        if argv[0] == "find" and argv[argv.index("-name") + 1] == "*.json":
+            prefix = argv[1].rstrip("/") + "/"
+            found = [f for f in self.files if f.startswith(prefix) and f.endswith(".json")]
+            return _answer(argv, "\n".join(found))
         handler = handlers.get(tuple(argv[:3]))
         return handler(argv) if handler is not None else None
 
@@ -231,3 +236,87 @@ def test_plan_of_a_rollback_names_the_release_it_brings_back_and_why(config: Con
     named = provider.plan_rollback(_context(config, host), RollbackOptions(to="1.0.1"))
     assert named[0].action == "bring back 1.0.1 (bbbbbbb, release b): named by --to 1.0.1"
     assert "shop:1.0.1 is not on fake: the start would fail" in named[1].action
+
+
+def _snapshot(
+    host: FakeHost,
+    directory: PurePosixPath,
+    name: str,
+    size: int,
+    environment: str = "development",
+) -> None:
+    host.put(directory / f"{name}.dump", b"x" * size)
+    document = Snapshot(
+        name=name,
+        database="shop",
+        app="shop",
+        environment=environment,
+        version="1.0.0",
+        commit="a" * 40,
+        deployment_id="op",
+        reason="pre-migrate",
+        created_at=f"2026-01-0{size % 9 + 1}T00:00:00Z",
+        size=size,
+        sha256="0" * 64,
+        duration_s=1.0,
+    ).to_dict()
+    host.put(directory / f"{name}.json", json.dumps(document).encode())
+
+
+def test_destroy_keeps_the_environments_snapshots_where_a_later_deploy_finds_them(
+    config: Config,
+) -> None:
+    """Snapshots are backups: `destroy` (with --volumes too) removes the rest of the state and
+    keeps them in place; only --snapshots deletes them."""
+    host = EngineHost()
+    root = STATE / "development"
+    StateStore(host, root).save_releases([_release("a", "1.0.0")])  # type: ignore[arg-type]
+    snapshots = root / "snapshots"
+    _snapshot(host, snapshots, "shop_20260101T000000Z_aaaaaaa", 100)
+    _snapshot(host, snapshots, "shop_20260102T000000Z_bbbbbbb", 50)
+    kept = {f for f in host.files if f.startswith(f"{snapshots}/")}
+    provider = DockerProvider(host)  # type: ignore[arg-type]
+    assert provider.snapshot_files(_context(config, host)) == SnapshotFiles(
+        f"fake:{snapshots}", 2, 150
+    )
+
+    destroyed = provider.cleanup(_context(config, host), volumes=True)
+
+    assert destroyed.snapshots == SnapshotFiles(f"fake:{snapshots}", 2, 150)
+    assert not destroyed.snapshots_removed
+    assert {f for f in host.files if f.startswith(f"{root}/")} == kept  # the rest is gone
+    store = provider.steps(_context(config, host))._snapshots()
+    assert store is not None
+    assert [s.name for s in store.snapshots()] == [
+        "shop_20260102T000000Z_bbbbbbb",
+        "shop_20260101T000000Z_aaaaaaa",
+    ]
+
+    destroyed = provider.cleanup(_context(config, host), volumes=False, snapshots=True)
+    assert destroyed.snapshots_removed
+    assert destroyed.snapshots == SnapshotFiles(f"fake:{snapshots}", 2, 150)
+    assert not [f for f in host.files if f.startswith(f"{root}/")]
+
+
+def test_retention_in_a_shared_snapshot_directory_prunes_only_the_environments_own(
+    tmp_path: Path,
+) -> None:
+    """``database.snapshots.dir`` shared by two environments: one's retention (after its deploy,
+    or `snapshot prune`) never deletes, nor counts, the other's snapshots."""
+    shared = VALID.replace(
+        "  user: shop\n",
+        "  user: shop\n  snapshots:\n    dir: /backups\n    retention_days: 0\n    keep_min: 1\n",
+    )
+    config = committed_config(tmp_path, shared)
+    host = EngineHost()
+    backups = PurePosixPath("/backups")
+    _snapshot(host, backups, "shop_20260101T000000Z_aaaaaaa", 100)  # development, older
+    _snapshot(host, backups, "shop_20260102T000000Z_bbbbbbb", 50)  # development, newer
+    _snapshot(host, backups, "shop_20260103T000000Z_ccccccc", 70, environment="production")
+    store = DockerProvider(host).steps(_context(config, host))._snapshots()  # type: ignore[arg-type]
+    assert store is not None and store.directory == backups
+
+    plan = store.plan_prune(())
+
+    assert plan.delete == ("shop_20260101T000000Z_aaaaaaa",)
+    assert plan.keep == ("shop_20260102T000000Z_bbbbbbb",)

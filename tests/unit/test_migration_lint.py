@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
+from shipyard import cli
 from shipyard.database import (
+    LintReport,
     MigrationError,
     lint_directory,
     lint_files,
+    lint_migrations,
     lint_sql,
     local_migration_files,
 )
@@ -52,14 +56,25 @@ UNSAFE = [
     ("ALTER TABLE events ALTER COLUMN type SET NOT NULL;", "set-not-null"),
     ("VACUUM (VERBOSE, FULL) events;", "table-rewrite"),
     # constraints written on an added column are checked or indexed under its exclusive lock
-    ("ALTER TABLE events ADD COLUMN code text UNIQUE;", "add-unique-constraint"),
+    ("ALTER TABLE events ADD COLUMN code text UNIQUE;", "add-column-unique"),
+    ("ALTER TABLE events ADD COLUMN IF NOT EXISTS code text UNIQUE;", "add-column-unique"),
+    ("ALTER TABLE events ADD COLUMN code text PRIMARY KEY;", "add-column-unique"),
+    # Togather's 000026 and 000028: the referenced table is locked against writes
+    (
+        "ALTER TABLE events ADD COLUMN venue_id int REFERENCES venues (id);",
+        "add-column-foreign-key",
+    ),
+    (
+        "ALTER TABLE places ADD COLUMN merged_into_id UUID REFERENCES places(id) ON DELETE SET NULL;",
+        "add-column-foreign-key",
+    ),
     (
         "ALTER TABLE events ADD COLUMN kind text DEFAULT '' CHECK (kind IN ('', 'talk'));",
         "constraint-not-valid",
     ),
     (
         "ALTER TABLE events ADD COLUMN venue_id int DEFAULT 0 REFERENCES venues (id);",
-        "constraint-not-valid",
+        "add-column-foreign-key",
     ),
     ("ALTER TABLE events ADD COLUMN n bigint GENERATED ALWAYS AS IDENTITY;", "table-rewrite"),
     ("ALTER TABLE events ADD COLUMN venue text DEFAULT NULL NOT NULL;", "add-column-not-null"),
@@ -92,8 +107,11 @@ SAFE = [
     "ALTER TABLE events ALTER COLUMN type SET DEFAULT 'talk';",
     # the semicolons and END of a SQL-standard function body belong to the function
     "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;",
-    # every value of the new column is NULL, so PostgreSQL does not check the FOREIGN KEY
-    "ALTER TABLE events ADD COLUMN venue_id int REFERENCES venues (id);",
+    # the safe ways to the same column
+    "ALTER TABLE events ADD CONSTRAINT venue_fk FOREIGN KEY (venue_id) REFERENCES venues (id) NOT VALID;",
+    "ALTER TABLE events VALIDATE CONSTRAINT venue_fk;",
+    "CREATE UNIQUE INDEX CONCURRENTLY events_code ON events (code);",
+    "ALTER TABLE events ADD CONSTRAINT events_code_key UNIQUE USING INDEX events_code;",
     # a VIRTUAL generated column (PostgreSQL 18) is computed when read: no rewrite
     "ALTER TABLE events ADD COLUMN total int GENERATED ALWAYS AS (price * seats) VIRTUAL;",
     "ALTER TABLE events ADD CONSTRAINT title_not_null NOT NULL title NOT VALID;",
@@ -106,6 +124,19 @@ def test_unsafe_statements_are_reported_with_a_safe_alternative(sql: str, rule: 
     assert {f.rule for f in findings} == {rule}
     assert findings[0].safe
     assert str(findings[0]).startswith("000009_change.up.sql:")
+
+
+def test_constraints_on_an_added_column_name_the_safe_sequence() -> None:
+    unique = lint_sql("ALTER TABLE events ADD COLUMN code text UNIQUE;")[0]
+    assert "CREATE UNIQUE INDEX CONCURRENTLY" in unique.safe
+    assert "UNIQUE USING INDEX" in unique.safe
+    assert "add the column without UNIQUE" in unique.safe
+    foreign = lint_sql("ALTER TABLE e ADD COLUMN v int REFERENCES venues (id);")[0]
+    assert "add the column without REFERENCES" in foreign.safe
+    assert "NOT VALID" in foreign.safe and "VALIDATE CONSTRAINT" in foreign.safe
+    assert "referenced table" in foreign.message
+    with_default = lint_sql("ALTER TABLE e ADD COLUMN v int DEFAULT 1 REFERENCES venues (id);")[0]
+    assert "every row" in with_default.message
 
 
 @pytest.mark.parametrize("sql", SAFE)
@@ -235,3 +266,50 @@ def test_a_migrations_directory_that_does_not_exist_is_an_error_not_no_migration
         lint_directory(tmp_path / "migrations")
     (tmp_path / "migrations").mkdir()
     assert local_migration_files(tmp_path / "migrations") == {}
+
+
+def test_pending_migrations_are_linted_as_a_deploy_lints_them(tmp_path: Path) -> None:
+    """What is pending is what a CI gate lints: files newer than the applied version, where a
+    table created by a pending file is new; the history (``--all``) lints each file alone."""
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "000001_venues.up.sql").write_text("CREATE TABLE venues (id int PRIMARY KEY);\n")
+    (directory / "000002_code.up.sql").write_text(
+        "ALTER TABLE venues ADD COLUMN code text UNIQUE;\n"
+    )
+    (directory / "000003_events.up.sql").write_text("CREATE TABLE events (id int);\n")
+
+    fresh = lint_migrations(directory, applied=None)
+    assert fresh.files == ("000001_venues.up.sql", "000002_code.up.sql", "000003_events.up.sql")
+    assert fresh.findings == ()  # venues is created by a pending migration: it holds no data
+    after_one = lint_migrations(directory, applied=1)
+    assert after_one.files == ("000002_code.up.sql", "000003_events.up.sql")
+    assert [(Path(f.file).name, f.rule) for f in after_one.findings] == [
+        ("000002_code.up.sql", "add-column-unique")
+    ]
+    assert lint_migrations(directory, applied=3) == LintReport(directory, (), ())
+    history = lint_migrations(directory, applied=3, history=True)
+    assert len(history.files) == 3
+    assert [f.rule for f in history.findings] == ["add-column-unique"]
+
+
+def test_the_lint_command_offline_lints_what_is_newer_than_since_or_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    (directory / "000001_code.up.sql").write_text("ALTER TABLE events ADD COLUMN c text UNIQUE;")
+    (directory / "000002_venues.up.sql").write_text("CREATE TABLE venues (id int);\n")
+
+    def lint(*args: str) -> int:
+        monkeypatch.setattr(sys, "argv", ["shipyard", "migrations", "lint", *args])
+        with pytest.raises(SystemExit) as exited:
+            cli.main()
+        return int(exited.value.code or 0)
+
+    assert lint("--path", str(directory), "--since", "1") == 0
+    assert "0 finding(s) in 1 migration(s)" in capsys.readouterr().err
+    assert lint("--path", str(directory), "--since", "0") == cli.ExitCode.FAILED
+    assert "000001_code.up.sql:1: add-column-unique" in capsys.readouterr().out
+    assert lint("--path", str(directory), "--all") == cli.ExitCode.FAILED
+    assert lint("--path", str(directory), "--all", "--since", "1") == cli.ExitCode.USAGE

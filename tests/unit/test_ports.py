@@ -26,7 +26,7 @@ from shipyard.hosts import (
 from shipyard.providers import taken_ports
 from shipyard.providers._docker import DockerSteps
 from shipyard.state import StateStore
-from tests.bad_configs import VALID, BadConfig, write
+from tests.bad_configs import VALID, BadConfig, clean_tree, write
 from tests.fakes import FakeHost
 
 DATA = Path(__file__).parent / "data"
@@ -315,6 +315,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     project.mkdir()
     (project / "migrations").mkdir()
     write(project, BadConfig("ok", VALID, "", ""))
+    clean_tree(project)
     return project / "shipyard.yml"
 
 

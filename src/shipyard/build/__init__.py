@@ -14,7 +14,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -33,6 +33,7 @@ __all__ = [
     "VersionInfo",
     "build_image",
     "build_inputs",
+    "git_ignores",
     "go_toolchain_problem",
     "image_tag",
     "plan_build",
@@ -116,20 +117,35 @@ def source_at(local: Host, config: Config, ref: str) -> Iterator[Config]:
 
 
 def read_version(
-    local: Host, directory: Path, *, allow_dirty: bool, now: datetime | None = None
+    local: Host,
+    directory: Path,
+    *,
+    allow_dirty: bool,
+    env_files: Sequence[Path] = (),
+    now: datetime | None = None,
 ) -> VersionInfo:
     """Version of the source in ``directory``: the exact git tag, else ``0.0.0+<short sha>``.
 
     A tree with uncommitted changes (under ``directory``) is refused unless ``allow_dirty``; the
-    version then ends in ``.dirty``.
+    version then ends in ``.dirty``. ``env_files`` (the environment's secrets, which are not
+    part of the build and must never be committed) never count as changes. `shipyard check`
+    and the validate phase call this same function, so they refuse what the version phase would.
     """
 
     def git(*args: str) -> str:
         return local.run(["git", "-C", str(directory), *args], timeout=60).stdout.rstrip()
 
+    inside = [f.relative_to(directory) for f in env_files if f.is_relative_to(directory)]
     try:
         commit = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=normal", "--", ".")
+        status = git(
+            "status",
+            "--porcelain",
+            "--untracked-files=normal",
+            "--",
+            ".",
+            *(f":(exclude,literal){path}" for path in inside),
+        )
     except CommandFailed as exc:
         raise BuildError(
             f"{directory} is not inside a git repository with at least one commit",
@@ -140,7 +156,7 @@ def read_version(
         changed = ", ".join(line[3:] for line in status.splitlines()[:5])
         raise BuildError(
             f"uncommitted changes in {directory}: {changed}",
-            hint="commit them, or deploy with --allow-dirty (the version will say .dirty)",
+            hint=_dirty_hint(local, env_files),
         )
     tags = local.run(
         ["git", "-C", str(directory), "tag", "--points-at", "HEAD"], timeout=60
@@ -151,6 +167,27 @@ def read_version(
         version += ".dirty" if "+" in version else "+dirty"
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return VersionInfo(version=version, commit=commit, build_date=stamp, dirty=dirty)
+
+
+def _dirty_hint(local: Host, env_files: Sequence[Path]) -> str:
+    hint = "commit them, or deploy with --allow-dirty (the version will say .dirty)"
+    names = [f.name for f in env_files]
+    if names:
+        hint += f"; the env file ({', '.join(names)}) is never counted and must never be committed"
+    unignored = [f for f in env_files if f.is_file() and not git_ignores(local, f)]
+    if unignored:
+        hint += ": add " + ", ".join(f.name for f in unignored) + " to .gitignore"
+    return hint
+
+
+def git_ignores(local: Host, path: Path) -> bool:
+    """Whether git ignores ``path`` (or it is outside any repository, where git cannot add it)."""
+    result = local.run(
+        ["git", "-C", str(path.parent), "check-ignore", "--quiet", "--", path.name],
+        check=False,
+        timeout=60,
+    )
+    return result.returncode != 1  # 0: ignored; 128: not in a repository; 1: not ignored
 
 
 def image_tag(app: str, version: VersionInfo, inputs: str) -> str:

@@ -34,6 +34,7 @@ from shipyard.cli._context import (
     run_provision,
 )
 from shipyard.cli._database import db_app, migrations_app, snapshot_app
+from shipyard.cli._output import human_size, print_table
 from shipyard.config import json_schema, parse_duration, reference_markdown
 from shipyard.deploy import (
     DeployOptions,
@@ -60,6 +61,7 @@ from shipyard.errors import (
 )
 from shipyard.events import send_test
 from shipyard.hosts import LocalHost
+from shipyard.providers import SnapshotFiles
 from shipyard.provision import StepResult
 from shipyard.state import Lock
 
@@ -141,9 +143,16 @@ def _out(data: Any) -> None:
 
 
 @app.command()
-def check(environment: EnvArgument, config: ConfigOption = Path("shipyard.yml")) -> None:
+def check(
+    environment: EnvArgument,
+    config: ConfigOption = Path("shipyard.yml"),
+    allow_dirty: Annotated[
+        bool,
+        typer.Option("--allow-dirty", help="As for deploy: uncommitted changes are no problem."),
+    ] = False,
+) -> None:
     """Validate everything a deploy needs, changing nothing; print every problem at once."""
-    checked = run_checks(config, environment)
+    checked = run_checks(config, environment, allow_dirty=allow_dirty)
     for warning in checked.warnings:
         err.print(f"[yellow]! warning:[/] {escape(warning)}")
     for line in checked.passed:
@@ -307,7 +316,7 @@ def status(
                 table.add_row("problem", escape(str(problem)))
             for name, state in data.get("containers", {}).items():
                 table.add_row(f"  {name}", escape(state))
-            err.print(table)
+            print_table(err, table)
     if any(
         data.get("drift") or data.get("interrupted") or data.get("problems") for data in reports
     ):
@@ -373,7 +382,7 @@ def history(
             f"{e.duration_s:.1f}s",
             e.by,
         )
-    err.print(table)
+    print_table(err, table)
 
 
 @app.command()
@@ -414,7 +423,7 @@ def plan(
     table = Table("phase", "action", box=None)
     for step in steps:
         table.add_row(step.phase, escape(step.action))
-    err.print(table)
+    print_table(err, table)
 
 
 @app.command()
@@ -554,7 +563,7 @@ def notify_test(
                 escape(r.detail),
                 str(r.attempts),
             )
-        err.print(table)
+        print_table(err, table)
     if any(not r.ok for r in results):
         raise typer.Exit(ExitCode.FAILED)
 
@@ -604,33 +613,61 @@ def destroy(
     volumes: Annotated[
         bool, typer.Option("--volumes", help="Also delete the database volume (data loss).")
     ] = False,
+    snapshots: Annotated[
+        bool,
+        typer.Option(
+            "--snapshots", help="Also delete the environment's database snapshots (backups)."
+        ),
+    ] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Remove the environment's containers, network, images and state (and volumes with
-    --volumes); an image another environment or a container uses is kept."""
+    --volumes); an image another environment or a container uses is kept. Its snapshots are
+    kept, and said where, unless --snapshots."""
     sessions = open_sessions(config, environment, json_output=False)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
+    held = ""
+    if snapshots:
+        found = [s.provider.snapshot_files(s.ctx) for s in sessions]
+        held = "; ".join(_snapshots_named(f) for f in found if f and f.count) or "none found"
     if not yes and not typer.confirm(
         f"Remove {sessions[0].config.app.name} {environment}{nodes}"
-        f"{' including its database' if volumes else ''}?"
+        f"{' including its database' if volumes else ''}"
+        f"{f' and delete its snapshots ({held})' if snapshots else ''}?"
     ):
         raise typer.Exit(ExitCode.USAGE)
+    if yes and snapshots:
+        err.print(f"deleting the snapshots of {escape(environment)}: {escape(held)}")
     failures: list[ShipyardError] = []
     for session in sessions:  # every node, even after one failed
         try:
-            destroyed = session.provider.cleanup(session.ctx, volumes=volumes)
+            destroyed = session.provider.cleanup(session.ctx, volumes=volumes, snapshots=snapshots)
         except ShipyardError as exc:
             if len(sessions) == 1:
                 raise
             err.print(f"[red]failed[/]{node_suffix(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
             continue
+        suffix = node_suffix(session, sessions)
         for name in destroyed.removed:
-            err.print(f"removed {escape(name)}{node_suffix(session, sessions)}")
+            err.print(f"removed {escape(name)}{suffix}")
         for name in destroyed.kept:
-            err.print(f"kept {escape(name)}{node_suffix(session, sessions)}")
+            err.print(f"kept {escape(name)}{suffix}")
+        if destroyed.snapshots is not None and destroyed.snapshots_removed:
+            err.print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
+        elif destroyed.snapshots is not None:
+            err.print(
+                f"kept {escape(_snapshots_named(destroyed.snapshots))}: a later deploy of "
+                f"{escape(environment)} finds them (`shipyard snapshot list {escape(environment)}`) "
+                f"and its retention prunes them; `shipyard destroy {escape(environment)} "
+                "--snapshots` deletes them"
+            )
     if failures:
         raise failures[0]
+
+
+def _snapshots_named(files: SnapshotFiles) -> str:
+    return f"{files.count} snapshot(s), {human_size(files.size)}, in {files.where}"
 
 
 def _exit_code(exc: ShipyardError) -> ExitCode:

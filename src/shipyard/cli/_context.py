@@ -238,10 +238,10 @@ def _session(config: Config, *, json_output: bool, deployment_id: str | None = N
     return Session(config=config, host=host, provider=provider, ctx=ctx)
 
 
-def run_checks(config_path: Path, environment: str) -> Checked:
+def run_checks(config_path: Path, environment: str, *, allow_dirty: bool = False) -> Checked:
     """Everything `shipyard check` verifies (``shipyard.deploy.check_file``), the target's
     engine checked by its provider."""
-    return check_file(config_path, environment, engine=_engine)
+    return check_file(config_path, environment, engine=_engine, allow_dirty=allow_dirty)
 
 
 def _engine(config: Config) -> str:

@@ -15,8 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from shipyard.cli._context import NodeOption, node_suffix, on_nodes, open_session, open_sessions
+from shipyard.cli._output import human_size, print_table
 from shipyard.config import load_config, parse_duration
-from shipyard.database import lint_directory
+from shipyard.database import lint_migrations
 from shipyard.deploy import RotateOptions
 
 snapshot_app = typer.Typer(
@@ -47,15 +48,6 @@ def _out(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":  # noqa: PLR2004
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
-
-
 @snapshot_app.command("create")
 def snapshot_create(
     environment: EnvArgument,
@@ -70,7 +62,7 @@ def snapshot_create(
         _out(snapshot.to_dict())
         return
     err.print(
-        f"[green]✓[/] snapshot {escape(snapshot.name)}: {_size(snapshot.size)} in "
+        f"[green]✓[/] snapshot {escape(snapshot.name)}: {human_size(snapshot.size)} in "
         f"{snapshot.duration_s:.1f}s, {snapshot.toc_entries} TOC entries, sha256 {snapshot.sha256[:12]}"
     )
     sys.stdout.write(snapshot.path + "\n")
@@ -94,12 +86,12 @@ def snapshot_list(
         table.add_row(
             s.name,
             s.created_at,
-            _size(s.size),
+            human_size(s.size),
             escape(s.reason),
             escape(s.version),
             s.deployment_id or "-",
         )
-    err.print(table)
+    print_table(err, table)
 
 
 @snapshot_app.command("verify")
@@ -182,30 +174,65 @@ def snapshot_prune(
 @migrations_app.command("lint")
 def migrations_lint(
     environment: Annotated[
-        str, typer.Argument(help="Environment whose config names the migrations directory.")
+        str,
+        typer.Argument(
+            help="Environment whose config names the migrations directory and whose database says what is pending."
+        ),
     ] = "development",
     path: Annotated[
         Path | None,
         typer.Option("--path", help="Lint this directory instead of the configured one."),
     ] = None,
+    every: Annotated[
+        bool,
+        typer.Option("--all", help="Every migration, applied or not (the history, for review)."),
+    ] = False,
+    since: Annotated[
+        int | None,
+        typer.Option(
+            "--since",
+            help="Offline: the migrations newer than this version (the one applied in the environment).",
+        ),
+    ] = None,
     config: ConfigOption = Path("shipyard.yml"),
+    node: NodeOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Flag statements unsafe while two app versions share the schema; exit 8 when any is found."""
+    """Flag statements unsafe while two app versions share the schema, in the migrations not yet
+    applied on the environment's database (or newer than --since, or --all); exit 8 when any is
+    found."""
+    if every and since is not None:
+        raise typer.BadParameter("--all lints every migration: it goes without --since")
     if path is None:
         loaded = load_config(config, environment)
         if loaded.database is None or loaded.database.migrations is None:
             err.print("no migrations configured")
             return
         path = loaded.resolve(loaded.database.migrations.path)
-    findings = lint_directory(path)
-    if json_output:
-        _out([asdict(f) for f in findings])
+    if every:
+        report, scope = lint_migrations(path, applied=None, history=True), "every migration"
+    elif since is not None:
+        report, scope = lint_migrations(path, applied=since), f"newer than version {since}"
     else:
-        for finding in findings:
+        session = open_session(config, environment, json_output=True, node=node)
+        state = session.provider.migration_state(session.ctx)
+        report = lint_migrations(path, applied=state.version)
+        at = (
+            f"at version {state.version}{' (dirty)' if state.dirty else ''}"
+            if state.version is not None
+            else "empty, no migrations applied"
+        )
+        scope = f"pending on {environment} (its database is {at})"
+    if json_output:
+        _out([asdict(f) for f in report.findings])
+    else:
+        for finding in report.findings:
             sys.stdout.write(f"{finding}\n")
-        err.print(f"{len(findings)} finding(s) in {path}")
-    if findings:
+        linted = f"{len(report.files)} migration(s)" if report.files else "no migration"
+        err.print(
+            f"{len(report.findings)} finding(s) in {linted} of {escape(str(path))}: {escape(scope)}"
+        )
+    if report.findings:
         raise typer.Exit(_FAILED)
 
 

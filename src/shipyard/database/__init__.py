@@ -49,6 +49,7 @@ __all__ = [
     "Database",
     "DatabaseError",
     "Finding",
+    "LintReport",
     "MigrationError",
     "MigrationLintFailed",
     "MigrationPlan",
@@ -63,6 +64,7 @@ __all__ = [
     "lint_directory",
     "lint_file",
     "lint_files",
+    "lint_migrations",
     "lint_sql",
     "local_migration_files",
     "local_migration_versions",
@@ -150,6 +152,30 @@ def lint_directory(directory: Path, *, after: int | None = None) -> list[Finding
         if after is None or version > after:
             findings.extend(lint_file(files[version]))
     return findings
+
+
+@dataclass(frozen=True)
+class LintReport:
+    """What ``shipyard migrations lint`` linted (file names, in order) and found."""
+
+    directory: Path
+    files: tuple[str, ...]
+    findings: tuple[Finding, ...]
+
+
+def lint_migrations(directory: Path, *, applied: int | None, history: bool = False) -> LintReport:
+    """Lint the migrations of ``directory`` that are not applied yet: those newer than
+    ``applied`` (every one for ``None``), as a deploy lints them — a table created by one of them
+    is new to the others. With ``history``, every file instead, each on its own
+    (``lint_directory``): a gate in CI lints what is pending, the history is for review."""
+    files = local_migration_files(directory)
+    if history:
+        chosen = [files[v] for v in sorted(files)]
+        return LintReport(
+            directory, tuple(p.name for p in chosen), tuple(lint_directory(directory))
+        )
+    chosen = [files[v] for v in sorted(files) if applied is None or v > applied]
+    return LintReport(directory, tuple(p.name for p in chosen), tuple(lint_files(chosen)))
 
 
 def migration_url(section: DatabaseSection, host: str) -> str:

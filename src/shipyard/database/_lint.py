@@ -220,6 +220,12 @@ _SAFE = {
     "in a later migration (validation takes a weaker lock)",
     "add-unique-constraint": "CREATE UNIQUE INDEX CONCURRENTLY (own file), then ADD CONSTRAINT "
     "… UNIQUE USING INDEX",
+    "add-column-unique": "add the column without UNIQUE; CREATE UNIQUE INDEX CONCURRENTLY on it in "
+    "a migration file of its own; then ALTER TABLE … ADD CONSTRAINT … UNIQUE USING INDEX (no "
+    "build under the lock)",
+    "add-column-foreign-key": "add the column without REFERENCES; then ALTER TABLE … ADD "
+    "CONSTRAINT … FOREIGN KEY (col) REFERENCES … NOT VALID (its locks are held only for an "
+    "instant, no scan); VALIDATE CONSTRAINT in a later migration (it blocks no writes)",
     "table-rewrite": "add the column without the rewriting part (nullable, constant DEFAULT), "
     "fill it in batches or with a trigger, and compute generated values in the app or a view",
     "transaction-control": "leave transactions to golang-migrate; split the file instead",
@@ -261,11 +267,26 @@ _NOT_VALID = (
 )
 _COLUMN_CHECK = (
     "constraint-not-valid",
-    "a CHECK (or a FOREIGN KEY with a DEFAULT) on an added column is checked against every row under an exclusive lock",
+    "a CHECK on an added column is checked against every row under an exclusive lock",
 )
 _UNIQUE = (
     "add-unique-constraint",
     "builds a unique index while holding an exclusive lock on the table",
+)
+_COLUMN_UNIQUE = (
+    "add-column-unique",
+    "UNIQUE (or PRIMARY KEY) on an added column builds its index over the whole table while "
+    "holding an exclusive lock on it: reads and writes wait",
+)
+_COLUMN_FOREIGN_KEY = (
+    "add-column-foreign-key",
+    "REFERENCES on an added column takes a lock on the referenced table that blocks its writes "
+    "(and queues behind any long transaction on it) while the altered table is locked exclusively",
+)
+_COLUMN_FOREIGN_KEY_DEFAULT = (
+    "add-column-foreign-key",
+    "REFERENCES on an added column with a DEFAULT validates every row against the referenced "
+    "table while both are locked against writes",
 )
 _STORED = (
     "table-rewrite",
@@ -339,10 +360,13 @@ def _added_column(column: _Message) -> _Hit | None:  # noqa: PLR0911 — one rul
     if pg.CONSTR_NOTNULL in kinds and default is None:
         return _ADD_NOT_NULL
     if kinds & {pg.CONSTR_UNIQUE, pg.CONSTR_PRIMARY}:
-        return _UNIQUE
+        return _COLUMN_UNIQUE
     # PostgreSQL checks a new column's CHECK against every row; a FOREIGN KEY only when the
-    # column has a DEFAULT (even DEFAULT NULL), otherwise every value is NULL and it skips that.
-    if pg.CONSTR_CHECK in kinds or (pg.CONSTR_FOREIGN in kinds and defaults):
+    # column has a DEFAULT (even DEFAULT NULL), otherwise every value is NULL and it skips that,
+    # but it still locks the referenced table against writes.
+    if pg.CONSTR_FOREIGN in kinds:
+        return _COLUMN_FOREIGN_KEY_DEFAULT if defaults else _COLUMN_FOREIGN_KEY
+    if pg.CONSTR_CHECK in kinds:
         return _COLUMN_CHECK
     return None
 

@@ -314,6 +314,22 @@ class SnapshotStore:
                 continue
         return sorted(found, key=lambda s: (s.created_at, s.name), reverse=True)
 
+    def owned(self) -> list[Snapshot]:
+        """This environment's snapshots, newest first (a ``snapshots.dir`` may be shared)."""
+        return [
+            s for s in self.snapshots() if s.app == self.app and s.environment == self.environment
+        ]
+
+    def delete(self, snapshots: Iterable[Snapshot]) -> list[str]:
+        """Delete these snapshots and this environment's cut-short dumps; the directory too
+        once nothing is left in it."""
+        deleted = [s.name for s in snapshots]
+        for name in deleted:
+            self._remove(name)
+        self.remove_partial()
+        self.host.run(["rmdir", str(self.directory)], check=False, timeout=30)
+        return deleted
+
     def get(self, name: str) -> Snapshot:
         wanted = name.removesuffix(".dump").removesuffix(".json")
         wanted = PurePosixPath(wanted).name
@@ -411,8 +427,8 @@ class SnapshotStore:
     # -- retention ---------------------------------------------------------------------------------------------
     def plan_prune(self, protected: Iterable[str]) -> RetentionPlan:
         section = self.section.snapshots
-        return plan_retention(
-            (SnapshotAge(s.name, s.created(), s.deployment_id) for s in self.snapshots()),
+        return plan_retention(  # another environment's, in a shared directory, are its own
+            (SnapshotAge(s.name, s.created(), s.deployment_id) for s in self.owned()),
             now=self.clock(),
             retention_days=section.retention_days,
             keep_min=section.keep_min,

@@ -25,7 +25,7 @@ from typing import NoReturn, Protocol
 from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, PasswordRotation, Snapshot
-from shipyard.deploy._checks import Checked, check_file, run_checks
+from shipyard.deploy._checks import Checked, check_file, env_files, run_checks
 from shipyard.deploy._ci import CiNotPassed, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
@@ -90,6 +90,7 @@ __all__ = [
     "check_file",
     "choose_rollback",
     "common_rollback_version",
+    "env_files",
     "hook_env",
     "new_deployment_id",
     "rollout_error",
@@ -220,10 +221,16 @@ class DeploySteps(RepairSteps, Protocol):
         ...
 
 
-def validate(ctx: OperationContext, steps: DeploySteps) -> Checked:
+def validate(
+    ctx: OperationContext, steps: DeploySteps, *, allow_dirty: bool | None = None
+) -> Checked:
     """Every check `shipyard check` runs, before a deploy, rollback or plan changes anything
-    (``CheckFailed`` listing every problem; see ``run_checks``)."""
-    return run_checks(ctx.config, steps.preflight, local=ctx.local, operation=True)
+    (``CheckFailed`` listing every problem; see ``run_checks``). ``allow_dirty``: for an
+    operation that builds the source (deploy, plan), whether uncommitted changes are allowed;
+    ``None`` for one that builds nothing (rollback)."""
+    return run_checks(
+        ctx.config, steps.preflight, local=ctx.local, operation=True, allow_dirty=allow_dirty
+    )
 
 
 class RotationSteps(DeploySteps, Protocol):
@@ -246,7 +253,9 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         source = config.resolve(config.build.context)
         version = phases.run(
             "version",
-            lambda: read_version(ctx.local, source, allow_dirty=allow_dirty),
+            lambda: read_version(
+                ctx.local, source, allow_dirty=allow_dirty, env_files=env_files(config)
+            ),
             summary=lambda v: f"{v.version} ({v.short})",
         )
         phases.version, phases.commit = version.version, version.commit
@@ -320,7 +329,9 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         operation.go_live(release, current)
         return release
 
-    return _Operation(ctx, steps, "deploy", lock_wait=options.lock_wait).run(body)
+    return _Operation(
+        ctx, steps, "deploy", lock_wait=options.lock_wait, allow_dirty=allow_dirty
+    ).run(body)
 
 
 def run_rollback(
@@ -461,12 +472,19 @@ class _Operation:
     events."""
 
     def __init__(
-        self, ctx: OperationContext, steps: DeploySteps, action: str, *, lock_wait: float = 0.0
+        self,
+        ctx: OperationContext,
+        steps: DeploySteps,
+        action: str,
+        *,
+        lock_wait: float = 0.0,
+        allow_dirty: bool | None = None,  # None: it builds nothing (see ``validate``)
     ) -> None:
         self.ctx = ctx
         self.steps = steps
         self.action = action
         self.lock_wait = lock_wait
+        self.allow_dirty = allow_dirty
         self.phases = ctx.phases()
         self.hooks = ctx.hooks()
         self.kinds = _KINDS[action]
@@ -606,7 +624,15 @@ class _Operation:
         )
         with signals_raise():
             try:
-                phases.run("validate", lambda: validate(ctx, self.steps), summary=Checked.summary)
+                checked = phases.run(
+                    "validate",
+                    lambda: validate(ctx, self.steps, allow_dirty=self.allow_dirty),
+                    summary=Checked.summary,
+                )
+                from_config = {str(warning) for warning in ctx.config.warnings}
+                for warning in checked.warnings:  # the config's are the deploy's to show
+                    if warning not in from_config:
+                        phases.warn(warning)
                 phases.run(
                     "lock",
                     lambda: lock.acquire(wait=self.lock_wait),

@@ -14,9 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.build import go_toolchain_problem
+from shipyard.build import git_ignores, go_toolchain_problem, read_version
 from shipyard.config import Config, GoBuild, load_config
-from shipyard.errors import CheckFailed, ConfigError, HostUnreachable, ShipyardError, ToolTooOld
+from shipyard.errors import (
+    BuildError,
+    CheckFailed,
+    ConfigError,
+    HostUnreachable,
+    ShipyardError,
+    ToolTooOld,
+)
 from shipyard.hosts import MIN_OPENSSH, Host, LocalHost, openssh_version
 
 
@@ -38,38 +45,61 @@ class _Problem:
     too_old: bool = False  # a tool older than shipyard needs (not missing, not misconfigured)
 
 
-def check_file(config_path: Path, environment: str, *, engine: Callable[[Config], str]) -> Checked:
+def check_file(
+    config_path: Path,
+    environment: str,
+    *,
+    engine: Callable[[Config], str],
+    allow_dirty: bool = False,
+) -> Checked:
     """`shipyard check`: load the configuration for ``environment`` and run every check.
 
     A configuration that does not load is reported with the tools this machine lacks, all at
-    once. ``engine(config)`` checks the target's engine (see ``run_checks``)."""
+    once. ``engine(config)`` checks the target's engine (see ``run_checks``); the source tree is
+    checked as a deploy with ``allow_dirty`` (or ``deploy.allow_dirty``) would check it."""
     try:
         config = load_config(config_path, environment)
     except ConfigError as exc:
         problems = [str(issue) for issue in exc.issues]
         problems += [p.message for p in _tool_problems(None, LocalHost())]
         raise CheckFailed(problems, warnings=[str(w) for w in exc.warnings]) from exc
-    return run_checks(config, lambda: engine(config), local=LocalHost(config.masker))
+    return run_checks(
+        config,
+        lambda: engine(config),
+        local=LocalHost(config.masker),
+        allow_dirty=allow_dirty or config.deploy.allow_dirty,
+    )
 
 
 def run_checks(
-    config: Config, engine: Callable[[], str], *, local: Host, operation: bool = False
+    config: Config,
+    engine: Callable[[], str],
+    *,
+    local: Host,
+    operation: bool = False,
+    allow_dirty: bool | None = None,
 ) -> Checked:
     """Every check of a valid configuration, every problem collected: the build context, the
     Dockerfile or Go module and its files, the migrations directory, the env file (not
-    world-readable, not tracked by git), the tools on this machine (``local``) and their
-    versions, then — when nothing else failed — ``engine()``, the target's Docker engine and
-    Compose (it returns what it found, or raises).
+    world-readable, not tracked by git; a warning when git does not ignore it), the source tree
+    unless ``allow_dirty`` is None (an operation that builds nothing: no uncommitted changes
+    but the env file's, unless allowed — the version phase's own function), the tools on this
+    machine (``local``) and their versions, then — when nothing else failed — ``engine()``, the
+    target's Docker engine and Compose (it returns what it found, or raises).
 
     Raises ``CheckFailed`` listing every problem. For an ``operation`` (deploy, rollback, plan) a
     problem that has an exit code of its own stops it with that error instead, when it is the
     only kind found: tools older than needed (``ToolTooOld``), and whatever the engine check
     raises (``HostUnreachable`` for an engine that cannot be reached, ``ToolTooOld``)."""
-    warnings = [str(warning) for warning in config.warnings]
+    warnings = [str(warning) for warning in config.warnings] + _env_file_warnings(config, local)
     problems = [*_file_problems(config, local), *_tool_problems(config, local)]
+    passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
+    if allow_dirty is not None:
+        tree = _tree(config, local, allow_dirty=allow_dirty)
+        problems += [tree] if isinstance(tree, _Problem) else []
+        passed += [tree] if isinstance(tree, str) else []
     if operation and problems and all(p.too_old for p in problems):
         raise ToolTooOld("; ".join(p.message for p in problems), hint=_UPGRADE)
-    passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
     if not problems:
         try:
             passed.append(engine())
@@ -121,6 +151,37 @@ def _file_problems(config: Config, local: Host) -> list[_Problem]:
                 f"{env_file}: tracked by git; secrets must never be committed (git rm --cached)"
             )
     return [_Problem(message) for message in problems]
+
+
+def _tree(config: Config, local: Host, *, allow_dirty: bool) -> _Problem | str | None:
+    """The source tree as the version phase reads it (the same function): a repository with a
+    commit, and no uncommitted change but the env file's unless allowed. What passed, or the
+    problem (``None``: not looked at, for a problem reported as such)."""
+    context = config.resolve(config.build.context)
+    if not context.is_dir() or shutil.which("git", path=os.environ.get("PATH")) is None:
+        return None
+    try:
+        version = read_version(local, context, allow_dirty=allow_dirty, env_files=env_files(config))
+    except BuildError as exc:
+        return _Problem(f"{exc.message} — {exc.hint}" if exc.hint else exc.message)
+    dirty = " with uncommitted changes (allowed)" if version.dirty else ""
+    return f"source: version {version.version} at commit {version.short}{dirty}"
+
+
+def env_files(config: Config) -> list[Path]:
+    """The env files the environment uses: secrets, never part of the build nor of a commit."""
+    return [config.environment.env_file] if config.environment.env_file is not None else []
+
+
+def _env_file_warnings(config: Config, local: Host) -> list[str]:
+    if shutil.which("git", path=os.environ.get("PATH")) is None:
+        return []
+    return [
+        f"{path}: not ignored by git, so `git add -A` would commit its secrets; add "
+        f"{path.name} to .gitignore"
+        for path in env_files(config)
+        if path.is_file() and not _tracked_by_git(local, path) and not git_ignores(local, path)
+    ]
 
 
 def _tracked_by_git(local: Host, path: Path) -> bool:

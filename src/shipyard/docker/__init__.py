@@ -27,6 +27,7 @@ __all__ = [
     "image_fingerprint",
     "normalise_architecture",
     "parse_container",
+    "parse_exit_codes",
     "parse_image",
     "parse_network_subnets",
     "version_problems",
@@ -118,6 +119,14 @@ class ContainerInfo:
     addresses: Mapping[str, str] = field(default_factory=dict)  # network → IPv4 address
     # Every TCP port it publishes on the host, with the host address: ("0.0.0.0", 8080).
     bindings: tuple[tuple[str, int], ...] = ()
+    restart_count: int = 0  # times its restart policy started it again
+    created: str = ""  # RFC 3339
+
+    @property
+    def exit_code_known(self) -> bool:
+        """Whether ``exit_code`` is its last process's: Docker resets it to 0 on every start,
+        so a running container's (even one restarted after a crash) says nothing."""
+        return self.status in ("exited", "restarting", "dead")
 
     @property
     def running(self) -> bool:
@@ -173,7 +182,21 @@ def parse_container(document: Mapping[str, Any]) -> ContainerInfo:
         ports=ports,
         addresses=addresses,
         bindings=tuple(published),
+        restart_count=int(document.get("RestartCount") or 0),
+        created=str(document.get("Created") or ""),
     )
+
+
+def parse_exit_codes(output: str) -> list[int]:
+    """Exit codes in ``docker events --format '{{json .}}'`` output of ``die`` events, in order."""
+    codes = []
+    for line in output.splitlines():
+        try:
+            event = json.loads(line)
+            codes.append(int(event["Actor"]["Attributes"]["exitCode"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return codes
 
 
 def parse_image(document: Mapping[str, Any]) -> ImageInfo:
@@ -558,6 +581,20 @@ class Docker:
             argv.append("--timestamps")
         result = self._run([*argv, container], check=False, timeout=60)
         return (result.stdout + result.stderr).strip()
+
+    def exit_codes(self, container: ContainerInfo) -> list[int]:
+        """Exit codes of the container's processes that ended since it was created, oldest
+        first (its ``die`` events: the engine keeps recent ones)."""
+        result = self._run(
+            [
+                "events", "--since", container.created or "10m", "--until", "0s",
+                "--filter", f"container={container.id}", "--filter", "event=die",
+                "--format", "{{json .}}",
+            ],
+            check=False,
+            timeout=30,
+        )  # fmt: skip
+        return parse_exit_codes(result.stdout) if result.ok else []
 
     def rename(self, container: str, name: str) -> None:
         self._run(["rename", container, name], timeout=60)

@@ -26,6 +26,7 @@ __all__ = [
     "HealthCheck",
     "Target",
     "build_checks",
+    "describe_check",
     "wait_healthy",
 ]
 
@@ -182,6 +183,15 @@ CHECK_KINDS: dict[str, Callable[[Any], HealthCheck]] = {
 
 def build_checks(section: HealthSection) -> list[HealthCheck]:
     return [CHECK_KINDS[spec.kind](spec) for spec in section.checks]
+
+
+def describe_check(spec: HttpCheck | TcpCheck | PostgresCheck | CommandCheck) -> str:
+    """A check as output names it: its name, and what an HTTP check requests
+    (``http /health``, ``readiness /readyz``); the kind when the name is not the kind's."""
+    label = spec.name if spec.name == spec.kind else f"{spec.name} ({spec.kind})"
+    if isinstance(spec, HttpCheck):
+        label = f"{spec.name} {spec.path}"
+    return label
 
 
 @dataclass

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from shipyard.config import Config
+from shipyard.database import MigrationState
 from shipyard.deploy import (
     DeployOptions,
     DeployResult,
@@ -20,7 +21,13 @@ from shipyard.deploy import (
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
 from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
-from shipyard.providers._docker import Destroyed, DockerProvider, PlanStep, Status
+from shipyard.providers._docker import (
+    Destroyed,
+    DockerProvider,
+    PlanStep,
+    SnapshotFiles,
+    Status,
+)
 from shipyard.providers._ports import proxy_ports, taken_ports
 
 __all__ = [
@@ -32,6 +39,7 @@ __all__ = [
     "Provider",
     "PruneResult",
     "RestoreResult",
+    "SnapshotFiles",
     "Status",
     "get_provider",
     "proxy_ports",
@@ -67,9 +75,15 @@ class Provider(Protocol):
 
     def render(self, ctx: OperationContext) -> dict[str, str]: ...
 
-    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed: ...
+    def cleanup(
+        self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
+    ) -> Destroyed: ...
+
+    def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None: ...
 
     def database(self, ctx: OperationContext) -> DatabaseOperations: ...
+
+    def migration_state(self, ctx: OperationContext) -> MigrationState: ...
 
 
 PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider}

@@ -21,6 +21,7 @@ from shipyard.database import (
     MigrationError,
     MigrationLintFailed,
     MigrationPlan,
+    MigrationState,
     PasswordRotation,
     Snapshot,
     SnapshotError,
@@ -41,6 +42,7 @@ from shipyard.deploy import (
     RotateOptions,
     Served,
     choose_rollback,
+    env_files,
     run_deploy,
     run_repair,
     run_rollback,
@@ -57,7 +59,7 @@ from shipyard.errors import (
     ToolTooOld,
 )
 from shipyard.events import Event
-from shipyard.health import Target, build_checks, wait_healthy
+from shipyard.health import Target, build_checks, describe_check, wait_healthy
 from shipyard.hosts import Host, LocalHost
 from shipyard.providers._network import ensure_network, subnet_conflict
 from shipyard.providers._ports import proxy_ports, taken_ports
@@ -124,11 +126,24 @@ class Status:
 
 
 @dataclass(frozen=True)
+class SnapshotFiles:
+    """An environment's snapshots on one host: how many, their size, where."""
+
+    where: str  # host:directory
+    count: int
+    size: int  # bytes, dumps together
+
+
+@dataclass(frozen=True)
 class Destroyed:
-    """What ``destroy`` removed on one host, and what it kept and why."""
+    """What ``destroy`` removed on one host, and what it kept and why. ``snapshots``: the
+    environment's snapshots, kept (backups outlive the environment) unless asked for, and then
+    ``snapshots_removed``."""
 
     removed: list[str]
     kept: list[str] = field(default_factory=list)
+    snapshots: SnapshotFiles | None = None
+    snapshots_removed: bool = False
 
 
 PROXY_RECREATED = (
@@ -461,6 +476,36 @@ class DockerSteps:
         files = local_migration_versions(self.config.resolve(section.migrations.path))
         return [v for v in files if current is None or v > current]
 
+    def applied_migrations(self) -> MigrationState:
+        """What the environment's database has applied: nothing when it was never created;
+        ``DatabaseError`` when it cannot be asked (not run by shipyard, or stopped)."""
+        database = self._database()
+        if database is None:
+            raise DatabaseError(
+                "this environment's database is not run by shipyard, so it cannot be asked which "
+                "migrations it has applied",
+                hint="lint offline: `shipyard migrations lint ENV --since VERSION` (the version "
+                "applied there), or `--all`",
+            )
+        try:
+            info = self.docker.container(self.names.database)
+        except HostUnreachable as exc:
+            raise HostUnreachable(
+                exc.message,
+                hint=f"{exc.hint + '; ' if exc.hint else ''}or lint offline: `shipyard "
+                "migrations lint ENV --since VERSION` (the version applied there), or `--all`",
+            ) from exc
+        if info is None:
+            return MigrationState(None, False)
+        if not info.running:
+            raise DatabaseError(
+                f"database container {info.name} is {info.status}: it cannot say which migrations "
+                "it has applied",
+                hint="start it (`shipyard deploy ENV`), or lint offline: `shipyard migrations "
+                "lint ENV --since VERSION`, or `--all`",
+            )
+        return database.migration_state()
+
     def _snapshots(self) -> SnapshotStore | None:
         section = self.config.database
         if section is None or not managed_database(self.config):
@@ -741,9 +786,18 @@ class DockerSteps:
                 wait_timeout=60,
             )
         except ShipyardError as exc:
-            logs = self.docker.logs(self.names.slot(slot), tail=20)
+            info = self.docker.container(container)
+            ended = (
+                f"\n  {container} {describe_exit(info, self.docker.exit_codes(info))}"
+                if info is not None and (not info.running or info.restart_count)
+                else ""
+            )
+            logs = self.docker.logs(container, tail=20)
             raise DeployFailed(
-                "start", f"slot {slot} did not start: {exc.message}\n  app log:\n{_indent(logs)}"
+                "start",
+                f"slot {slot} did not start: {exc.message}{ended}\n  app log (last 20 lines):\n"
+                f"{_indent(logs)}",
+                hint=self._gate_hint(),
             ) from exc
         return f"{self.names.slot(slot)} running {release.image}"
 
@@ -802,21 +856,27 @@ class DockerSteps:
             target = self._target(slot)
         except ShipyardError as exc:  # it exited before its port could be reached
             info = self.docker.container(container)
-            state = f"{info.status}, exit code {info.exit_code}" if info else "absent"
+            if info is not None and info.running and not info.restart_count:
+                state = exc.message  # it runs, yet publishes no port
+            else:
+                ended = describe_exit(info, self.docker.exit_codes(info) if info else [])
+                state = f"{container} {ended}"
             raise DeployFailed(
                 "health",
-                f"slot {slot} is not running ({state}): {exc.message}\n  app log:\n"
+                f"slot {slot} is not serving: {state}\n  app log (last 20 lines):\n"
                 f"{_indent(self.docker.logs(container, tail=20))}",
                 hint=self._gate_hint(),
             ) from exc
         container = target.container
+        first = self.docker.container(container)
+        restarts = first.restart_count if first is not None else 0
 
         def alive() -> str | None:
             info = self.docker.container(container)
             if info is None:
                 return f"container {container} disappeared"
-            if not info.running:
-                return f"container {container} is {info.status} (exit code {info.exit_code})"
+            if not info.running or info.restart_count > restarts:
+                return f"container {container} {describe_exit(info, self.docker.exit_codes(info))}"
             return None
 
         result = wait_healthy(
@@ -1164,6 +1224,10 @@ class DockerProvider:
 
         return DatabaseOperations(self.steps(ctx))
 
+    def migration_state(self, ctx: OperationContext) -> MigrationState:
+        """The migrations the environment's database has applied (none before its first deploy)."""
+        return self.steps(ctx).applied_migrations()
+
     def preflight(self, config: Config) -> str:
         """The host's engine, checked as every operation checks it first (``engine_ready``), and
         the proxy's ports (``PortInUse`` when another process or container holds one)."""
@@ -1190,13 +1254,15 @@ class DockerProvider:
     def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]:
         """What a deploy would do, read from the config, the state and the engine; changes nothing."""
         steps, config, docker = self.steps(ctx), ctx.config, self.steps(ctx).docker
-        validate(ctx, steps)
+        allow_dirty = options.allow_dirty or config.deploy.allow_dirty
+        validate(ctx, steps, allow_dirty=allow_dirty)
         plan: list[PlanStep] = []
         plan += _plan_lock_and_repair(ctx)
         version = read_version(
             ctx.local,
             config.resolve(config.build.context),
-            allow_dirty=options.allow_dirty or config.deploy.allow_dirty,
+            allow_dirty=allow_dirty,
+            env_files=env_files(config),
         )
         if config.deploy.require_ci:
             plan.append(PlanStep("ci", f"require passing CI for {version.short}"))
@@ -1228,7 +1294,8 @@ class DockerProvider:
                 plan.append(
                     PlanStep(
                         "migrate",
-                        f"apply {len(pending)} migration(s): {', '.join(map(str, pending))} (schema at {current_version})",
+                        f"apply {len(pending)} migration(s): {', '.join(map(str, pending))} "
+                        f"({_schema_at(current_version, db)})",
                     )
                 )
         current = ctx.store.current()
@@ -1427,11 +1494,22 @@ class DockerProvider:
             problems=trouble,
         )
 
-    def cleanup(self, ctx: OperationContext, *, volumes: bool) -> Destroyed:
+    def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:
+        """The environment's snapshots on this host (``None``: it has no database of its own)."""
+        store = self.steps(ctx)._snapshots()
+        if store is None:
+            return None
+        return _snapshot_files(store, store.owned())
+
+    def cleanup(
+        self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
+    ) -> Destroyed:
         """Remove the environment's containers, network, the images shipyard built for it and
         its state (and volumes with ``volumes``), holding its lock: never in the middle of a
         deploy (``LockHeld``). An image another environment's releases name (under the same
-        state directory) or any container uses is kept, and said so."""
+        state directory) or any container uses is kept, and said so. Its snapshots are backups:
+        kept where they are (a later deploy of the environment finds them, and its retention
+        manages them) unless ``snapshots``."""
         steps = self.steps(ctx)
         lock = ctx.store.lock(ctx.deployment_id, "destroy", ttl=ctx.config.deploy.lock_ttl)
         lock.acquire()
@@ -1464,10 +1542,74 @@ class DockerProvider:
                 else:
                     refusal = (result.stderr.strip().splitlines() or ["?"])[-1]
                     kept.append(f"image {image}: docker refused: {refusal}")
-            ctx.store.host.run(["rm", "-rf", str(ctx.store.root)])  # the lock goes with it
+            files, keep = self._snapshots_at_destroy(steps, delete=snapshots)
+            _remove_state(ctx.store, keep=keep)  # the lock goes with it
         finally:
             lock.release()
-        return Destroyed(removed, kept)
+        return Destroyed(removed, kept, files, snapshots_removed=snapshots and files is not None)
+
+    def _snapshots_at_destroy(
+        self, steps: DockerSteps, *, delete: bool
+    ) -> tuple[SnapshotFiles | None, str | None]:
+        """The environment's snapshots, deleted when asked; and the entry of the state
+        directory to keep for them (when they are kept in it, as by default)."""
+        store = steps._snapshots()
+        if store is None:
+            return None, None
+        owned = store.owned()
+        files = _snapshot_files(store, owned) if owned else None
+        if delete:
+            store.delete(owned)
+            return files, None
+        store.remove_partial()  # cut short: no backup
+        inside = store.directory.parent == steps.layout.root
+        return files, store.directory.name if owned and inside else None
+
+
+def _snapshot_files(store: SnapshotStore, owned: list[Snapshot]) -> SnapshotFiles:
+    return SnapshotFiles(
+        f"{store.host.name}:{store.directory}", len(owned), sum(s.size for s in owned)
+    )
+
+
+def _remove_state(store: StateStore, *, keep: str | None) -> None:
+    """Remove the environment's state directory, or all of it but the entry ``keep``."""
+    if keep is None:
+        store.host.run(["rm", "-rf", str(store.root)])
+        return
+    listed = store.host.run(["ls", "-1", "-A", str(store.root)], check=False)
+    others = [store.root / name for name in listed.stdout.split() if name != keep]
+    if others:
+        store.host.run(["rm", "-rf", *map(str, others)])
+
+
+def _schema_at(version: int | None, database: ContainerInfo | None) -> str:
+    if version is not None:
+        return f"schema at version {version}"
+    if database is not None and not database.running:
+        return f"database container {database.name} is {database.status}: its schema is not known"
+    return "empty database, no migrations applied"
+
+
+def describe_exit(info: ContainerInfo | None, exit_codes: list[int]) -> str:
+    """What became of a container whose process no longer serves, from its state and the exit
+    codes of its ``die`` events (a running container's own exit code is reset to 0 on every
+    start, so it is never taken for one)."""
+    if info is None:
+        return "is gone"
+    code = exit_codes[-1] if exit_codes else info.exit_code if info.exit_code_known else None
+    if code == 0:
+        what = "exited with code 0: its server process ended (it returned instead of serving)"
+    elif code is not None:
+        what = f"exited with code {code}"
+    else:
+        what = "stopped: its process ended"
+    if info.restart_count or info.status == "restarting":
+        what += (
+            f"; its restart policy started it again {info.restart_count} time(s) "
+            f"(now {info.status})"
+        )
+    return what
 
 
 def _built_images(ctx: OperationContext) -> list[str]:
@@ -1557,7 +1699,7 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
     plan = [
         PlanStep(
             "health",
-            f"{config.health.passes} passing round(s) of {', '.join(c.kind for c in config.health.checks)} within {config.health.start_timeout:g}s",
+            f"{config.health.passes} passing round(s) of {', '.join(map(describe_check, config.health.checks))} within {config.health.start_timeout:g}s",
         )
     ]
     proxy = steps.docker.container(steps.names.proxy)
