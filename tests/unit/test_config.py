@@ -620,7 +620,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize(
     ("example", "environment"),
-    [("events-api", "development"), ("events-api", "production"), ("togather", "production")],
+    [
+        ("events-api", "development"),
+        ("events-api", "production"),
+        ("togather", "local"),
+        ("togather", "staging"),
+        ("togather", "production"),
+    ],
 )
 def test_shipped_examples_are_valid(tmp_path: Path, example: str, environment: str) -> None:
     source = ROOT / "examples" / example
@@ -630,7 +636,7 @@ def test_shipped_examples_are_valid(tmp_path: Path, example: str, environment: s
     config = load_config(tmp_path / "shipyard.yml", environment, process_env={})
     assert config.app.name == example
     assert config.database is not None
-    assert "vector" in config.database.extensions
+    assert {"postgis", "pg_trgm"} <= set(config.database.extensions)
     assert config.warnings == ()
 
 
