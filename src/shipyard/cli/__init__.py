@@ -299,6 +299,7 @@ def status(
                 "deployed_at",
                 "deployed_by",
                 "health",
+                "probed",
                 "drift",
                 "interrupted",
             ):
