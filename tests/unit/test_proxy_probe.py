@@ -6,17 +6,18 @@ import ssl
 
 import httpx
 import pytest
+from pydantic import ValidationError
 
 from shipyard.config import ProxySection
 from shipyard.proxy import Answer, Endpoint, endpoints, judge_health, reports_commit
 from shipyard.proxy._probe import _tls_cause
 
-HTTPS = Endpoint("https", "events.test", 8443, "local", 8443)
+HTTPS = Endpoint("https", "events.test", 8443, None, 8443)
 
 
 def test_with_domains_each_domain_is_probed_over_https_with_its_own_sni_and_host() -> None:
     proxy = ProxySection(domains=["events.test", "www.events.test"], https_port=8443)
-    found = endpoints(proxy, "local", 8443)
+    found = endpoints(proxy, None, 8443)
     assert [(e.scheme, e.server_name, e.port) for e in found] == [
         ("https", "events.test", 8443),
         ("https", "www.events.test", 8443),
@@ -29,7 +30,7 @@ def test_with_domains_each_domain_is_probed_over_https_with_its_own_sni_and_host
 
 
 def test_the_default_https_port_is_left_out_of_the_url_and_host() -> None:
-    endpoint = endpoints(ProxySection(domains=["events.example"]), "local", 443)[0]
+    endpoint = endpoints(ProxySection(domains=["events.example"]), None, 443)[0]
     assert endpoint.url == "https://events.example"
     assert endpoint.host_header == "events.example"
 
@@ -43,7 +44,7 @@ def test_a_remote_host_is_reached_through_its_forwarded_port() -> None:
 
 
 def test_without_domains_it_is_plain_http_on_the_http_port() -> None:
-    found = endpoints(ProxySection(http_port=18080), "local", 18080)
+    found = endpoints(ProxySection(http_port=18080), None, 18080)
     assert [(e.scheme, e.url) for e in found] == [("http", "http://localhost:18080")]
 
 
@@ -111,3 +112,10 @@ def test_tls_causes_are_named() -> None:
     missing = ssl.SSLError(1, "[SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert internal error")
     assert "no certificate for this name yet" in (_tls_cause(_wrapped(missing)) or "")
     assert _tls_cause(httpx.ConnectError("connection refused")) is None
+
+
+def test_tls_is_acme_or_internal() -> None:
+    assert ProxySection().tls == "acme"
+    assert ProxySection(domains=["events.test"], tls="internal").tls == "internal"
+    with pytest.raises(ValidationError, match="'acme' or 'internal'"):
+        ProxySection(tls="letsencrypt")

@@ -892,7 +892,7 @@ class DockerSteps:
         its port on the host rather than through public DNS (``shipyard.proxy.endpoints``)."""
         proxy = self.config.proxy
         port = proxy.https_port if proxy.domains else proxy.http_port
-        host = "local" if isinstance(self.host, LocalHost) else self.host.name
+        host = None if isinstance(self.host, LocalHost) else self.host.name
         return endpoints(proxy, host, self.host.tunnel(port))
 
     def trust(self) -> ssl.SSLContext:

@@ -41,7 +41,7 @@ class Endpoint:
     scheme: str  # http or https
     server_name: str  # the domain (https), or the host's name (http)
     port: int  # the proxy's port on the host
-    host: str  # the host's name as shipyard reaches it
+    host: str | None  # the remote host's name; None: this machine
     local_port: int
 
     @property
@@ -56,19 +56,20 @@ class Endpoint:
     def describe(self, path: str) -> str:
         """The probed URL and how it was reached, for messages and ``status``."""
         via = f"127.0.0.1:{self.port}" + (
-            "" if self.host == "local" else f" on {self.host} (local port {self.local_port})"
+            "" if self.host is None else f" on {self.host} (local port {self.local_port})"
         )
         if self.scheme == "https":
             return f"{self.url}{path} (SNI and Host {self.server_name}, connected to {via})"
         return f"{self.url}{path} (connected to {via})"
 
 
-def endpoints(proxy: ProxySection, host: str, local_port: int) -> list[Endpoint]:
+def endpoints(proxy: ProxySection, host: str | None, local_port: int) -> list[Endpoint]:
     """Where the proxy serves users: each domain over HTTPS on ``proxy.https_port`` or, without
-    domains, plain HTTP on ``proxy.http_port``. ``local_port`` reaches that port from here."""
+    domains, plain HTTP on ``proxy.http_port``, on ``host`` (None: this machine), whose port is
+    reached from here at ``local_port``."""
     if proxy.domains:
         return [Endpoint("https", d, proxy.https_port, host, local_port) for d in proxy.domains]
-    name = "localhost" if host == "local" else host
+    name = "localhost" if host is None else host
     return [Endpoint("http", name, proxy.http_port, host, local_port)]
 
 
