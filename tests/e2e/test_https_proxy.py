@@ -4,6 +4,7 @@ proxy's internal CA with ``proxy.tls: internal``), and a redirect is never healt
 
 from __future__ import annotations
 
+import re
 import ssl
 import subprocess
 from pathlib import Path
@@ -103,19 +104,23 @@ def test_a_health_path_the_app_redirects_is_not_healthy(app: AppUnderTest) -> No
     domain, https_port = _with_domain(app)
 
     def redirecting_check(document: Any) -> None:
-        # The app redirects a path with a doubled slash to its clean form (301): a check that
-        # accepts the 301 lets the slot pass its gate, but status must not call it healthy.
-        document["health"]["checks"] = [{"kind": "http", "path": "//health", "status": [301]}]
+        # The app (Go's ServeMux) redirects a path with a doubled slash to its clean form: a
+        # check that accepts the redirect lets the slot pass its gate, but status must not call
+        # it healthy.
+        document["health"]["checks"] = [
+            {"kind": "http", "path": "//health", "status": [301, 307, 308]}
+        ]
 
     app.edit(redirecting_check)
     app.commit("a health path that redirects")
-    assert app.shipyard("deploy", "development").returncode == 0
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
 
     status = app.status()
 
     assert status["health"] == "unhealthy", status
     assert status["probed"].startswith(f"https://{domain}:{https_port}//health (SNI and Host")
-    assert status["health_detail"].startswith("301 redirect to /health"), status
+    assert re.match(r"30[178] redirect to /health ", status["health_detail"]), status
     assert any("redirect" in problem for problem in status["problems"]), status
     assert app.shipyard("status", "development").returncode == 8
 
@@ -128,8 +133,12 @@ def test_a_certificate_that_is_never_issued_fails_verify_naming_the_domain(
 
     result = app.shipyard("deploy", "development")
 
-    assert result.returncode == 6, result.stderr
+    # (How a first deploy that fails after its switch is undone is the pipeline's concern, not
+    # this test's: it only has no earlier version to switch back to.)
+    assert result.returncode != 0, result.stderr
     message = " ".join(result.stderr.split())
+    assert "deploy failed in phase 'verify'" in message, result.stderr
     assert f"no trusted certificate for {domain} within 3s" in message, result.stderr
+    assert "the proxy has no certificate for this name yet" in message
     assert "proxy.tls: acme" in message
     assert f"Caddy obtains {domain}'s certificate by ACME" in message
