@@ -943,8 +943,8 @@ class DockerSteps:
         if answer.status is not None:
             return DeployFailed(
                 "verify",
-                f"{where} does not report commit {release.commit[:7]}: {answer.describe()}",
-                hint="deploy.verify_path must be answered by the app itself (2xx, no redirect) "
+                f"{where} does not report commit {release.commit[:7]}: {answer.describe()}\n"
+                "  deploy.verify_path must be answered by the app itself (2xx, no redirect) "
                 "with a body naming the commit it was built from",
             )
         if not answer.tls:
@@ -952,20 +952,25 @@ class DockerSteps:
         domain = endpoint.server_name
         logged = self._caddy_errors(domain)
         if proxy.tls == "internal":
-            hint = f"the proxy's internal CA signs {domain}'s certificate: `docker logs {self.names.proxy}` says why it did not"
+            why = (
+                f"the proxy's internal CA signs {domain}'s certificate: `docker logs "
+                f"{self.names.proxy}` says why it did not"
+            )
         else:
-            hint = (
+            why = (
                 f"Caddy obtains {domain}'s certificate by ACME: {domain} must resolve to this host "
                 f"and ports 80 and 443 be reachable from the internet (`docker logs "
                 f"{self.names.proxy}` shows its attempts); a private setup or a test uses "
                 "proxy.tls: internal"
             )
+        # The explanation is part of the message: a failure after the switch gets the rollback's
+        # hint instead of this phase's.
         return DeployFailed(
             "verify",
             f"no trusted certificate for {domain} within {proxy.certificate_timeout:g}s "
             f"(proxy.certificate_timeout, proxy.tls: {proxy.tls}) at {where}: {answer.error}"
-            + (f"\n  the proxy logged: {logged}" if logged else ""),
-            hint=hint,
+            + (f"\n  the proxy logged: {logged}" if logged else "")
+            + f"\n  {why}",
         )
 
     def _caddy_errors(self, domain: str) -> str:
