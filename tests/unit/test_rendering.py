@@ -175,3 +175,20 @@ def test_env_files_saved_raw_by_earlier_versions_are_requoted_for_compose() -> N
         source="x",
     )
     assert as_compose_env(requoted, source="releases/r2.env") == requoted  # already quoted
+
+
+def test_caddy_with_domains_and_the_internal_ca() -> None:
+    proxy = ProxySection(domains=["events.test"], tls="internal", tls_email="ops@events.test")
+    config = render_caddy(proxy, Names("shop", "staging").routed, 8080)
+    _golden("caddy-https-internal.json", json.dumps(config, indent=2) + "\n")
+    assert config["apps"]["tls"]["automation"]["policies"] == [
+        {"subjects": ["events.test"], "issuers": [{"module": "internal"}]}
+    ]
+    # Caddy's root stays out of the container's trust store; shipyard trusts it per request.
+    assert config["apps"]["pki"]["certificate_authorities"]["local"] == {"install_trust": False}
+
+
+def test_caddy_with_domains_defaults_to_acme() -> None:
+    config = render_caddy(ProxySection(domains=["events.example"]), ("a", "b"), 8080)
+    assert "pki" not in config["apps"]
+    assert "tls" not in config["apps"]  # Caddy's default issuers: ACME

@@ -308,6 +308,7 @@ def status(
                 "deployed_at",
                 "deployed_by",
                 "health",
+                "probed",
                 "drift",
                 "interrupted",
             ):

@@ -308,7 +308,15 @@ class ProxySection(_Model):
         default_factory=list,
         description="Public domain names; Caddy obtains certificates for them. Empty: plain HTTP.",
     )
-    tls_email: str | None = Field(None, description="ACME account e-mail.")
+    tls: Literal["acme", "internal"] = Field(
+        "acme",
+        description="Where Caddy gets the domains' certificates: acme (publicly trusted, from Let's Encrypt or ZeroSSL; each domain must resolve to the host and ports 80 and 443 be reachable from the internet) or internal (Caddy's own CA, for private setups and tests: browsers do not trust it; verify and status trust the proxy's own root).",
+    )
+    tls_email: str | None = Field(None, description="ACME account e-mail (tls: acme).")
+    certificate_timeout: Duration = Field(
+        120.0,
+        description="With domains: longest wait, at verify, for the proxy to present a trusted certificate for each domain (ACME issuance after a first deploy or a new domain).",
+    )
     dial_retry: float = Field(
         5.0,
         ge=0,
@@ -495,7 +503,11 @@ class DeploySection(_Model):
     )
     verify_path: str | None = Field(
         "/version",
-        description="Path fetched through the proxy after the switch; its JSON must report the deployed commit.",
+        description="Path fetched through the proxy after the switch, the way users reach it (HTTPS with each domain's SNI and Host when proxy.domains is set); a 2xx answer must report the deployed commit (a redirect is not followed and fails).",
+    )
+    verify_timeout: Duration = Field(
+        10.0,
+        description="Longest wait, once the proxy answers verify_path, for it to report the deployed commit.",
     )
     watch: Duration = Field(
         30.0,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 import json
+import ssl
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-import httpx
 from ruamel.yaml import YAML
 
 from shipyard.build import Image, plan_build, read_version
@@ -81,7 +81,20 @@ from shipyard.providers._stack import (
     to_yaml,
     with_values,
 )
-from shipyard.proxy import ADMIN_PORT, LOOKUP_REFRESH_S, CaddyAdmin, render_caddy, upstreams_of
+from shipyard.proxy import (
+    ADMIN_PORT,
+    LOOKUP_REFRESH_S,
+    Answer,
+    CaddyAdmin,
+    Endpoint,
+    endpoints,
+    judge_health,
+    probe,
+    render_caddy,
+    reports_commit,
+    trust,
+    upstreams_of,
+)
 from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
 
 if TYPE_CHECKING:
@@ -108,7 +121,8 @@ class Status:
     deployed_at: str | None
     deployed_by: str | None
     health: str  # healthy, degraded, unhealthy, unreachable, not deployed
-    health_detail: str
+    health_detail: str  # what the proxy answered (a redirect is never healthy)
+    probed: str | None  # the URL the health came from, with its SNI/Host and where it connected
     proxy_upstreams: list[str]
     drift: str | None
     containers: dict[str, str]
@@ -957,27 +971,104 @@ class DockerSteps:
         self._fence()
         self.docker.rename(container, name)
 
+    def endpoints(self) -> list[Endpoint]:
+        """The proxy as users reach it (each domain over HTTPS, or plain HTTP), connected to
+        its port on the host rather than through public DNS (``shipyard.proxy.endpoints``)."""
+        proxy = self.config.proxy
+        port = proxy.https_port if proxy.domains else proxy.http_port
+        host = None if isinstance(self.host, LocalHost) else self.host.name
+        return endpoints(proxy, host, self.host.tunnel(port))
+
+    def trust(self) -> ssl.SSLContext:
+        """The system's trust store, plus the proxy's internal root with ``proxy.tls: internal``
+        (read from its admin API; absent while the proxy does not answer, so nothing it
+        presents is trusted until it does)."""
+        proxy = self.config.proxy
+        if not (proxy.domains and proxy.tls == "internal"):
+            return trust()
+        try:
+            return trust(self.admin().local_root())
+        except ShipyardError:
+            return trust()
+
     def verify(self, release: Release) -> str:
+        """``deploy.verify_path`` through the proxy, at every endpoint users reach, must report
+        the deployed commit: waits up to ``proxy.certificate_timeout`` for a trusted
+        certificate (HTTPS), then ``deploy.verify_timeout`` for the commit."""
         path = self.config.deploy.verify_path
         if not path:
             return "skipped (deploy.verify_path is empty)"
-        if self.config.proxy.domains:
-            return "through-proxy check skipped: the proxy serves HTTPS for its domains only"
-        url = f"http://127.0.0.1:{self.host.tunnel(self.config.proxy.http_port)}{path}"
-        last = ""
-        for _ in range(20):
-            try:
-                response = httpx.get(url, timeout=5)
-                if release.commit in response.text:
-                    return f"{path} through the proxy reports {release.commit[:7]}"
-                last = f"{response.status_code} {response.text[:200]}"
-            except httpx.HTTPError as exc:
-                last = str(exc)
-            time.sleep(0.5)
-        raise DeployFailed(
-            "verify",
-            f"{path} through the proxy does not report commit {release.commit[:7]}: {last}",
+        return "; ".join(self._verify_at(endpoint, path, release) for endpoint in self.endpoints())
+
+    def _verify_at(self, endpoint: Endpoint, path: str, release: Release) -> str:
+        proxy, deploy = self.config.proxy, self.config.deploy
+        https = endpoint.scheme == "https"
+        deadline = time.monotonic() + (
+            proxy.certificate_timeout if https else deploy.verify_timeout
         )
+        answered = False
+        verify = self.trust()
+        while True:
+            answer = probe(endpoint, path, verify=verify, timeout=5)
+            if reports_commit(answer, release.commit):
+                return f"{endpoint.describe(path)} reports {release.commit[:7]}"
+            if answer.status is not None and not answered:
+                answered = True  # the certificate is there: the commit must follow soon
+                deadline = time.monotonic() + deploy.verify_timeout
+            if time.monotonic() >= deadline:
+                raise self._unverified(answer, release)
+            if answer.tls:
+                verify = self.trust()  # the internal root appears once the proxy made it
+            time.sleep(0.5)
+
+    def _unverified(self, answer: Answer, release: Release) -> DeployFailed:
+        endpoint, proxy = answer.endpoint, self.config.proxy
+        where = endpoint.describe(answer.path)
+        if answer.status is not None:
+            return DeployFailed(
+                "verify",
+                f"{where} does not report commit {release.commit[:7]}: {answer.describe()}\n"
+                "  deploy.verify_path must be answered by the app itself (2xx, no redirect) "
+                "with a body naming the commit it was built from",
+            )
+        if not answer.tls:
+            return DeployFailed("verify", f"{where}: the proxy does not answer: {answer.error}")
+        domain = endpoint.server_name
+        logged = self._caddy_errors(domain)
+        if proxy.tls == "internal":
+            why = (
+                f"the proxy's internal CA signs {domain}'s certificate: `docker logs "
+                f"{self.names.proxy}` says why it did not"
+            )
+        else:
+            why = (
+                f"Caddy obtains {domain}'s certificate by ACME: {domain} must resolve to this host "
+                f"and ports 80 and 443 be reachable from the internet (`docker logs "
+                f"{self.names.proxy}` shows its attempts); a private setup or a test uses "
+                "proxy.tls: internal"
+            )
+        # The explanation is part of the message: a failure after the switch gets the rollback's
+        # hint instead of this phase's.
+        return DeployFailed(
+            "verify",
+            f"no trusted certificate for {domain} within {proxy.certificate_timeout:g}s "
+            f"(proxy.certificate_timeout, proxy.tls: {proxy.tls}) at {where}: {answer.error}"
+            + (f"\n  the proxy logged: {logged}" if logged else "")
+            + f"\n  {why}",
+        )
+
+    def _caddy_errors(self, domain: str) -> str:
+        """The proxy's last logged error about ``domain`` (why a certificate is missing)."""
+        try:
+            logs = self.docker.logs(self.names.proxy, tail=200)
+        except ShipyardError:
+            return ""
+        found = [
+            line
+            for line in logs.splitlines()
+            if domain in line and '"level":"error"' in line.replace(" ", "")
+        ]
+        return found[-1][:500] if found else ""
 
     def watch(self, slot: str) -> str:
         """After the switch: health checks and the proxy's 5xx rate for ``deploy.watch``."""
@@ -1457,11 +1548,11 @@ class DockerProvider:
                 f"{steps.names.live} is slot {live or 'nobody'}, state says {current.slot}"
             )
         drift = "; ".join(problems) or None
-        health, detail = "not deployed", ""
+        health, detail, probed = "not deployed", "", None
         trouble: list[str] = []
         if current:
-            health, detail = _proxy_health(steps)
-            trouble += _serving_problems(steps, health, detail)
+            health, detail, probed = _proxy_health(steps)
+            trouble += _serving_problems(steps, health, f"GET {probed} → {detail}")
         intent = _interrupted(ctx)
         interrupted = None
         if intent is not None:
@@ -1487,6 +1578,7 @@ class DockerProvider:
             deployed_by=release.deployed_by if release else None,
             health=health,
             health_detail=detail,
+            probed=probed,
             proxy_upstreams=upstreams,
             drift=drift,
             containers=containers,
@@ -1789,21 +1881,13 @@ def _describe(info: ContainerInfo | None) -> str:
     )
 
 
-def _proxy_health(steps: DockerSteps) -> tuple[str, str]:
+def _proxy_health(steps: DockerSteps) -> tuple[str, str, str]:
+    """The app's health through the proxy, the way users reach it (``shipyard.proxy.probe``):
+    the health, what answered, and the URL probed and how."""
     path = next((c.path for c in steps.config.health.checks if c.kind == "http"), "/health")
-    url = f"http://127.0.0.1:{steps.host.tunnel(steps.config.proxy.http_port)}{path}"
-    try:
-        response = httpx.get(url, timeout=5)
-    except httpx.HTTPError as exc:
-        return "unreachable", str(exc)
-    try:
-        body = response.json()
-        status = str(body.get("status", "")) if isinstance(body, dict) else ""
-    except json.JSONDecodeError:
-        status = ""
-    if not status:
-        status = "healthy" if response.status_code < 400 else "unhealthy"  # noqa: PLR2004
-    return status, f"{path} → {response.status_code}"
+    endpoint = steps.endpoints()[0]
+    answer = probe(endpoint, path, verify=steps.trust(), timeout=5)
+    return judge_health(answer), answer.describe(), endpoint.describe(path)
 
 
 def _poll(condition: Any, *, seconds: float, what: str) -> None:

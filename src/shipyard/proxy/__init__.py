@@ -27,16 +27,32 @@ import httpx
 
 from shipyard.config import ProxySection
 from shipyard.errors import ShipyardError
+from shipyard.proxy._probe import (
+    Answer,
+    Endpoint,
+    endpoints,
+    judge_health,
+    probe,
+    reports_commit,
+    trust,
+)
 
 __all__ = [
     "ADMIN_PORT",
     "FORWARDED_HEADERS",
     "LOOKUP_REFRESH_S",
+    "Answer",
     "CaddyAdmin",
+    "Endpoint",
     "ProxyError",
     "Traffic",
+    "endpoints",
+    "judge_health",
     "parse_traffic",
+    "probe",
     "render_caddy",
+    "reports_commit",
+    "trust",
     "upstreams_of",
 ]
 
@@ -44,6 +60,7 @@ ADMIN_PORT = 2019
 UPSTREAM_ID = "shipyard-upstream"
 LOOKUP_REFRESH_S = 0.25  # how soon Caddy sees a switch
 LOOKUP_REFRESH = f"{LOOKUP_REFRESH_S * 1000:g}ms"
+LOCAL_CA = "local"  # the id of Caddy's internal CA
 SERVER = "shipyard"
 _BLOCKED_PATHS = ["/metrics", "/metrics/*"]
 _MULTI_LOGGER = "http.reverse_proxy.upstreams.multi"
@@ -120,7 +137,16 @@ def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict
         # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
         "apps": {"http": {"metrics": {}, "servers": {SERVER: server}}},
     }
-    if proxy.domains and proxy.tls_email:
+    if proxy.domains and proxy.tls == "internal":
+        # Caddy's own CA signs the domains' certificates (no ACME); its root stays out of the
+        # container's trust store: shipyard trusts it per request (``CaddyAdmin.local_root``).
+        config["apps"]["tls"] = {
+            "automation": {
+                "policies": [{"subjects": list(proxy.domains), "issuers": [{"module": "internal"}]}]
+            }
+        }
+        config["apps"]["pki"] = {"certificate_authorities": {LOCAL_CA: {"install_trust": False}}}
+    elif proxy.domains and proxy.tls_email:
         config["apps"]["tls"] = {
             "automation": {
                 "policies": [{"issuers": [{"module": "acme", "email": proxy.tls_email}]}]
@@ -232,6 +258,15 @@ class CaddyAdmin:
             if entry.get("address") == upstream:
                 return int(entry.get("num_requests", 0))
         return 0
+
+    def local_root(self) -> str:
+        """The PEM root certificate of Caddy's internal CA (what signs ``tls: internal``
+        certificates)."""
+        data = self._request("GET", f"/pki/ca/{LOCAL_CA}").json()
+        root = data.get("root_certificate") if isinstance(data, dict) else None
+        if not isinstance(root, str) or "BEGIN CERTIFICATE" not in root:
+            raise ProxyError(f"Caddy admin API GET /pki/ca/{LOCAL_CA} gave no root certificate")
+        return root
 
     def ready(self) -> bool:
         try:
