@@ -20,7 +20,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,8 +157,9 @@ class Togather:
 def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
     _remove_everything()
     work = tmp_path / "src"
-    with tarfile.open(_tarball()) as archive:
-        archive.extractall(tmp_path / "unpacked", filter="data")
+    (tmp_path / "unpacked").mkdir()
+    # GNU tar, as a user unpacks it (the tree has symlinks to absolute paths: agent files).
+    subprocess.run(["tar", "-xzf", str(_tarball()), "-C", str(tmp_path / "unpacked")], check=True)
     (top,) = (tmp_path / "unpacked").iterdir()
     shutil.move(top, work)
     shutil.copy(EXAMPLE / "shipyard.yml", work / "shipyard.yml")
