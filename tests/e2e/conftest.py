@@ -151,7 +151,7 @@ def container_env(inspect: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in env)
 
 
-def _remove_everything(name: str) -> None:
+def remove_everything(name: str) -> None:
     ids = subprocess.run(
         ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={name}"],
         capture_output=True,
@@ -218,7 +218,7 @@ def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
         yield under_test
     finally:
         under_test.shipyard("destroy", under_test.environment, "--yes", "--volumes")
-        _remove_everything(name)
+        remove_everything(name)
 
 
 @pytest.fixture

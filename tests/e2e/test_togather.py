@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import git
+from tests.e2e.conftest import git, remove_everything
 from tests.e2e.load import Load
 from tests.e2e.ports import reserve_port
 
@@ -85,26 +85,6 @@ def _go_caches() -> dict[str, str]:
     return dict(zip(("GOCACHE", "GOMODCACHE", "GOPATH"), out, strict=True))
 
 
-def _remove_everything() -> None:
-    ids = subprocess.run(
-        ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={APP}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "--force", *ids], capture_output=True, check=False)
-    for kind in ("network", "volume"):
-        listed = subprocess.run(
-            ["docker", kind, "ls", "--quiet", "--filter", f"name={PREFIX}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if listed:
-            subprocess.run(["docker", kind, "rm", *listed], capture_output=True, check=False)
-
-
 @dataclass
 class Togather:
     dir: Path
@@ -155,7 +135,7 @@ class Togather:
 
 @pytest.fixture
 def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
-    _remove_everything()
+    remove_everything(APP)
     work = tmp_path / "src"
     (tmp_path / "unpacked").mkdir()
     # GNU tar, as a user unpacks it (the tree has symlinks to absolute paths: agent files).
@@ -207,16 +187,10 @@ def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
     try:
         yield under_test
     finally:
-        under_test.shipyard("destroy", ENVIRONMENT, "--yes", "--volumes", timeout=600)
-        _remove_everything()
-        images = subprocess.run(
-            ["docker", "image", "ls", "--quiet", "--filter", f"reference={APP}"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if images:
-            subprocess.run(["docker", "image", "rm", "--force", *set(images)], check=False)
+        under_test.shipyard(
+            "destroy", ENVIRONMENT, "--yes", "--volumes", "--snapshots", timeout=600
+        )
+        remove_everything(APP)
 
 
 def _health(togather: Togather) -> dict[str, object]:
