@@ -65,6 +65,22 @@ def engine_snapshot(app: str | None = None) -> dict[str, list[str]]:
     }
 
 
+def togather_tarball() -> Path:
+    """The Togather server's source (test data): $SHIPYARD_TOGATHER_TARBALL, or
+    ../shared/fixtures next to the clone, or /work/shared/fixtures. Missing: a failure under CI."""
+    given = os.environ.get("SHIPYARD_TOGATHER_TARBALL")
+    candidates = [Path(given)] if given else []
+    for base in (ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")):
+        candidates += sorted(base.glob("togather-server-*.tar.gz"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    message = "the Togather source tarball (../shared/fixtures/togather-server-*.tar.gz) is missing"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @dataclass
 class AppUnderTest:
     """A copy of the reference app, deployable with the real CLI."""

@@ -8,10 +8,9 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.conftest import ROOT, AppUnderTest
+from tests.e2e.conftest import AppUnderTest, togather_tarball
 from tests.e2e.test_database_migrations import add_migration
 
-TOGATHER = ROOT.parent / "shared" / "fixtures" / "togather-server-1e6e0af7.tar.gz"
 TOGATHER_MIGRATIONS = "togather-server/internal/storage/postgres/migrations"
 
 
@@ -47,7 +46,7 @@ def test_togathers_migrations_applied_lint_clean_while_their_history_has_finding
     """Togather's own migration set (commit 1e6e0af7), applied by a deploy: nothing is pending,
     so the gate passes; the history still shows what was unsafe in it, the REFERENCES and UNIQUE
     on added columns included."""
-    with tarfile.open(TOGATHER) as archive:
+    with tarfile.open(togather_tarball()) as archive:
         members = [m for m in archive.getmembers() if m.name.startswith(TOGATHER_MIGRATIONS + "/")]
         archive.extractall(app.dir / "togather", members=members, filter="data")
     shutil.rmtree(app.dir / "migrations")

@@ -27,7 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import git, remove_everything
+from tests.e2e.conftest import git, remove_everything, togather_tarball
 from tests.e2e.load import Load
 from tests.e2e.ports import reserve_port
 
@@ -38,21 +38,6 @@ APP = "togather"
 ENVIRONMENT = "local"
 PREFIX = f"{APP}-{ENVIRONMENT}"
 RATE_LIMIT = 600  # requests per client and minute (Togather's RATE_LIMIT_PUBLIC)
-
-
-def _tarball() -> Path:
-    """The Togather source: $SHIPYARD_TOGATHER_TARBALL, or ../shared/fixtures next to the clone."""
-    given = os.environ.get("SHIPYARD_TOGATHER_TARBALL")
-    candidates = [Path(given)] if given else []
-    for base in (ROOT.parent / "shared" / "fixtures", Path("/work/shared/fixtures")):
-        candidates += sorted(base.glob("togather-server-*.tar.gz"))
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    message = "the Togather source tarball (../shared/fixtures/togather-server-*.tar.gz) is missing"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _free_subnet() -> str:
@@ -139,7 +124,9 @@ def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
     work = tmp_path / "src"
     (tmp_path / "unpacked").mkdir()
     # GNU tar, as a user unpacks it (the tree has symlinks to absolute paths: agent files).
-    subprocess.run(["tar", "-xzf", str(_tarball()), "-C", str(tmp_path / "unpacked")], check=True)
+    subprocess.run(
+        ["tar", "-xzf", str(togather_tarball()), "-C", str(tmp_path / "unpacked")], check=True
+    )
     (top,) = (tmp_path / "unpacked").iterdir()
     shutil.move(top, work)
     shutil.copy(EXAMPLE / "shipyard.yml", work / "shipyard.yml")
