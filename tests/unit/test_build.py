@@ -260,3 +260,17 @@ def test_a_failing_generate_step_is_a_build_error_naming_it(tmp_path: Path) -> N
     assert "build.generate `make webfiles` failed (exit 2)" in raised.value.message
     assert "No rule to make target" in raised.value.message
     assert not machine.builds
+
+
+def test_git_is_asked_to_take_no_optional_lock(tmp_path: Path) -> None:
+    """A shipyard killed during `git status` must not leave .git/index.lock in the operator's
+    repository: every git command it runs to read the version takes no optional lock."""
+    machine = Machine()
+    _config(tmp_path / "go", GO_BUILD)
+    build.read_version(machine.host, tmp_path / "go", allow_dirty=False)
+    git = [
+        env
+        for argv, (env, _) in zip(machine.host.commands, machine.host.contexts, strict=True)
+        if argv[0] == "git"
+    ]
+    assert git and all(env.get("GIT_OPTIONAL_LOCKS") == "0" for env in git)

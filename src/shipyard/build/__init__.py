@@ -50,6 +50,10 @@ _REVISION_LABEL = "org.opencontainers.image.revision"
 # Part of the build inputs: raise it when shipyard makes a different image from the same settings
 # (e.g. the Dockerfile it writes for Go builds), so that images built before are not reused.
 _BUILD_FORMAT = 2
+# git takes no optional lock (``git status`` refreshing the index writes .git/index.lock): shipyard
+# only reads the operator's repository, and a shipyard killed mid-command must not leave a lock
+# that makes the operator's next `git add` fail.
+GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0"}
 
 
 @dataclass(frozen=True)
@@ -94,7 +98,7 @@ def source_at(local: Host, config: Config, ref: str) -> Iterator[Config]:
     """
 
     def git(*args: str, cwd: Path = config.root) -> str:
-        return local.run(["git", "-C", str(cwd), *args], timeout=300).stdout.strip()
+        return local.run(["git", "-C", str(cwd), *args], env=GIT_ENV, timeout=300).stdout.strip()
 
     try:
         top = Path(git("rev-parse", "--show-toplevel"))
@@ -133,7 +137,9 @@ def read_version(
     """
 
     def git(*args: str) -> str:
-        return local.run(["git", "-C", str(directory), *args], timeout=60).stdout.rstrip()
+        return local.run(
+            ["git", "-C", str(directory), *args], env=GIT_ENV, timeout=60
+        ).stdout.rstrip()
 
     inside = [f.relative_to(directory) for f in env_files if f.is_relative_to(directory)]
     try:
@@ -159,7 +165,7 @@ def read_version(
             hint=_dirty_hint(local, env_files),
         )
     tags = local.run(
-        ["git", "-C", str(directory), "tag", "--points-at", "HEAD"], timeout=60
+        ["git", "-C", str(directory), "tag", "--points-at", "HEAD"], env=GIT_ENV, timeout=60
     ).stdout.split()
     semver = sorted(m.group("v") for t in tags if (m := _SEMVER_TAG.match(t)))
     version = semver[-1] if semver else f"0.0.0+{commit[:7]}"
@@ -184,6 +190,7 @@ def git_ignores(local: Host, path: Path) -> bool:
     """Whether git ignores ``path`` (or it is outside any repository, where git cannot add it)."""
     result = local.run(
         ["git", "-C", str(path.parent), "check-ignore", "--quiet", "--", path.name],
+        env=GIT_ENV,
         check=False,
         timeout=60,
     )
