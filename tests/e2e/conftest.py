@@ -3,8 +3,10 @@ unique app name and a port reserved for the test (``tests.e2e.ports``), torn dow
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import random
 import secrets
 import shutil
 import subprocess
@@ -63,6 +65,45 @@ def engine_snapshot(app: str | None = None) -> dict[str, list[str]]:
         "volumes": lines("volume", "ls", "--format", "{{.Name}}"),
         "images": lines("image", "ls", "--format", "{{.Repository}}:{{.Tag}}"),
     }
+
+
+def network_subnets() -> dict[str, list[str]]:
+    """Every network on the engine, by name, with its subnets."""
+    ids = subprocess.run(
+        ["docker", "network", "ls", "--quiet"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    inspect = subprocess.run(
+        ["docker", "network", "inspect", *ids], capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        n["Name"]: [c["Subnet"] for c in (n.get("IPAM") or {}).get("Config") or []]
+        for n in json.loads(inspect)
+    }
+
+
+def free_subnet() -> str:
+    """A /24 in 10.200.0.0/13 that no network on the engine overlaps (picked at random, so tests
+    running at the same time rarely pick the same one)."""
+    taken = [
+        ipaddress.ip_network(s, strict=False)
+        for subnets in network_subnets().values()
+        for s in subnets
+    ]
+    candidates = [f"10.{second}.{third}.0/24" for second in range(200, 208) for third in range(256)]
+    random.shuffle(candidates)
+    for candidate in map(ipaddress.ip_network, candidates):
+        if not any(c.version == 4 and c.overlaps(candidate) for c in taken):
+            return str(candidate)
+    raise AssertionError("no free /24 in 10.200.0.0/13")
+
+
+def container_id(name: str) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.Id}}", name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def togather_tarball() -> Path:

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import AppUnderTest
+from tests.e2e.conftest import AppUnderTest, container_id
 from tests.e2e.crash import (
     LiveWatch,
     kill_at_phase,
@@ -232,13 +232,13 @@ def test_a_paused_deploy_loses_its_lock_and_touches_nothing(app: AppUnderTest) -
         second = app.commit("the second deploy")
         other = app.shipyard("deploy", app.environment, "--wait", "2m")
         assert other.returncode == 0, other.stderr
-        live_id = _container_id(f"{app.name}-{app.environment}-live")
+        live_id = container_id(f"{app.name}-{app.environment}-live")
     finally:
         paused.send_signal(signal.SIGCONT)
     _, err = paused.communicate(timeout=300)
     assert paused.returncode == 4, err
     assert "lost the lock" in err
-    assert _container_id(f"{app.name}-{app.environment}-live") == live_id
+    assert container_id(f"{app.name}-{app.environment}-live") == live_id
     _assert_one_version_serves(app, second)
 
 
@@ -340,15 +340,6 @@ def _inspect(container: str, template: str) -> str:
         capture_output=True,
         text=True,
         check=False,
-    ).stdout.strip()
-
-
-def _container_id(name: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.Id}}", name],
-        capture_output=True,
-        text=True,
-        check=True,
     ).stdout.strip()
 
 

@@ -7,50 +7,21 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import random
 import subprocess
 from typing import Any
 
 import httpx
 
-from tests.e2e.conftest import AppUnderTest, container_env, engine_snapshot
+from tests.e2e.conftest import (
+    AppUnderTest,
+    container_env,
+    container_id,
+    engine_snapshot,
+    free_subnet,
+    network_subnets,
+)
 
 SPOOFED = "203.0.113.66"
-
-
-def _subnets() -> dict[str, list[str]]:
-    ids = subprocess.run(
-        ["docker", "network", "ls", "--quiet"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    inspect = subprocess.run(
-        ["docker", "network", "inspect", *ids], capture_output=True, text=True, check=True
-    ).stdout
-    return {
-        n["Name"]: [c["Subnet"] for c in (n.get("IPAM") or {}).get("Config") or []]
-        for n in json.loads(inspect)
-    }
-
-
-def _free_subnet() -> str:
-    """A /24 in 10.200.0.0/13 that no network on the engine overlaps."""
-    taken = [
-        ipaddress.ip_network(s, strict=False) for subnets in _subnets().values() for s in subnets
-    ]
-    while True:
-        candidate = ipaddress.ip_network(
-            f"10.{random.randint(200, 207)}.{random.randint(0, 255)}.0/24"
-        )
-        if not any(c.version == 4 and c.overlaps(candidate) for c in taken):
-            return str(candidate)
-
-
-def _container_id(name: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.Id}}", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def _client(app: AppUnderTest, **headers: str) -> dict[str, Any]:
@@ -69,11 +40,11 @@ def test_the_app_sees_each_client_through_the_proxy_and_no_spoofed_address(
     app.commit("unpinned")
     assert app.shipyard("deploy", app.environment).returncode == 0
     network = f"{app.name}-{app.environment}"
-    (existing,) = _subnets()[network]
-    database = _container_id(f"{network}-db")
-    live = _container_id(f"{network}-live")
+    (existing,) = network_subnets()[network]
+    database = container_id(f"{network}-db")
+    live = container_id(f"{network}-live")
 
-    other = _free_subnet()
+    other = free_subnet()
 
     def pin(subnet: str) -> None:
         def change(document: Any) -> None:
@@ -90,15 +61,15 @@ def test_the_app_sees_each_client_through_the_proxy_and_no_spoofed_address(
     assert f"network {network} exists with subnet {existing}, not {other}" in refused.stderr
     assert f"proxy.subnet: {existing}" in refused.stderr  # the hint: pin what it has
     assert engine_snapshot(app.name) == before
-    assert _container_id(f"{network}-live") == live
+    assert container_id(f"{network}-live") == live
     checked = app.shipyard("check", app.environment)
     assert checked.returncode == 3 and "exists with subnet" in checked.stderr, checked.stderr
 
     pin(existing)
     deployed = app.shipyard("deploy", app.environment)
     assert deployed.returncode == 0, deployed.stderr
-    assert _container_id(f"{network}-db") == database  # nothing recreated for the pin
-    assert _subnets()[network] == [existing]
+    assert container_id(f"{network}-db") == database  # nothing recreated for the pin
+    assert network_subnets()[network] == [existing]
     env = container_env(
         subprocess.run(
             ["docker", "inspect", f"{network}-live"], capture_output=True, text=True, check=True
@@ -137,7 +108,7 @@ def test_the_app_sees_each_client_through_the_proxy_and_no_spoofed_address(
 def test_a_pinned_subnet_is_created_and_one_that_overlaps_another_network_is_refused(
     app: AppUnderTest,
 ) -> None:
-    subnet = _free_subnet()
+    subnet = free_subnet()
     blocker = f"{app.name}-blocker"
     half = str(next(ipaddress.ip_network(subnet).subnets(new_prefix=25)))
     subprocess.run(
@@ -163,11 +134,11 @@ def test_a_pinned_subnet_is_created_and_one_that_overlaps_another_network_is_ref
     deployed = app.shipyard("deploy", app.environment)
     assert deployed.returncode == 0, deployed.stderr
     network = f"{app.name}-{app.environment}"
-    assert _subnets()[network] == [subnet]
+    assert network_subnets()[network] == [subnet]
     answer = _client(app, **{"X-Forwarded-For": SPOOFED})
     assert ipaddress.ip_address(answer["remote_addr"]) in ipaddress.ip_network(subnet)
     assert answer["client_ip"] not in (SPOOFED, answer["remote_addr"])
 
     destroyed = app.shipyard("destroy", app.environment, "--yes", "--volumes")
     assert destroyed.returncode == 0, destroyed.stderr
-    assert network not in _subnets()
+    assert network not in network_subnets()

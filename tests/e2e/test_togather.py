@@ -13,8 +13,6 @@ Togather's dependencies.
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
 import secrets
 import shutil
@@ -27,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import git, remove_everything, togather_tarball
+from tests.e2e.conftest import free_subnet, git, remove_everything, togather_tarball
 from tests.e2e.load import Load
 from tests.e2e.ports import reserve_port
 
@@ -38,29 +36,6 @@ APP = "togather"
 ENVIRONMENT = "local"
 PREFIX = f"{APP}-{ENVIRONMENT}"
 RATE_LIMIT = 600  # requests per client and minute (Togather's RATE_LIMIT_PUBLIC)
-
-
-def _free_subnet() -> str:
-    """A /24 in 10.201.0.0/16 that no network on the engine overlaps."""
-    taken: list[ipaddress.IPv4Network] = []
-    names = subprocess.run(
-        ["docker", "network", "ls", "--quiet"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    if names:
-        inspected = json.loads(
-            subprocess.run(
-                ["docker", "network", "inspect", *names], capture_output=True, text=True, check=True
-            ).stdout
-        )
-        for network in inspected:
-            for config in (network.get("IPAM") or {}).get("Config") or []:
-                if ":" not in config.get("Subnet", ":"):
-                    taken.append(ipaddress.IPv4Network(config["Subnet"]))
-    for third in range(10, 250):
-        candidate = ipaddress.IPv4Network(f"10.201.{third}.0/24")
-        if not any(candidate.overlaps(other) for other in taken):
-            return str(candidate)
-    raise AssertionError("no free /24 in 10.201.0.0/16")
 
 
 def _go_caches() -> dict[str, str]:
@@ -167,7 +142,7 @@ def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
         "SHIPYARD_CADDY_IMAGE": "shipyard-local/caddy:2",
         "SHIPYARD_DOCKER_CLI_IMAGE": "shipyard-local/docker-cli:26",
         "TOGATHER_HTTP_PORT": str(port),
-        "TOGATHER_SUBNET": _free_subnet(),
+        "TOGATHER_SUBNET": free_subnet(),
         "RIVER_CLI": str(RIVER_STANDIN),
     }
     under_test = Togather(dir=work, env=env, port=port)
@@ -190,7 +165,6 @@ def _health(togather: Togather) -> dict[str, object]:
 def _from_another_client(togather: Togather, path: str) -> int:
     """The status of GET ``path`` sent to the proxy from a container on the environment's
     network: a client with another address than the test's loopback connections."""
-    network = f"{PREFIX}"
     script = (
         f"exec 3<>/dev/tcp/{PREFIX}-proxy/80 && "
         f"printf 'GET {path} HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && head -n 1 <&3"
@@ -201,7 +175,7 @@ def _from_another_client(togather: Togather, path: str) -> int:
             "run",
             "--rm",
             "--network",
-            network,
+            PREFIX,  # the environment's network
             "--entrypoint",
             "bash",
             "shipyard-local/docker-cli:26",
