@@ -166,6 +166,21 @@ class AppUnderTest:
         git(self.dir, "commit", "-q", "--allow-empty", "-m", message)
         return git(self.dir, "rev-parse", "HEAD")
 
+    def live_image(self) -> str:
+        """The image (tag) the environment's live container runs."""
+        return subprocess.run(
+            [
+                "docker",
+                "inspect",
+                "--format",
+                "{{.Config.Image}}",
+                f"{self.name}-{self.environment}-live",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
 

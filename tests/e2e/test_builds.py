@@ -109,14 +109,8 @@ def test_a_go_build_puts_its_tools_in_the_image(app: AppUnderTest) -> None:
     app.commit("a tool in the image")
     deployed = app.shipyard("deploy", "development")
     assert deployed.returncode == 0, deployed.stderr
-    image = subprocess.run(
-        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{app.name}-development-live"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
     ran = subprocess.run(
-        ["docker", "run", "--rm", "--entrypoint", "/app/stringer", image, "-help"],
+        ["docker", "run", "--rm", "--entrypoint", "/app/stringer", app.live_image(), "-help"],
         capture_output=True,
         text=True,
         check=False,

@@ -87,7 +87,7 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
             "inspect",
             "--format",
             "{{json .Config.Labels}}",
-            _live_image(app),
+            app.live_image(),
         ],
         capture_output=True,
         text=True,
@@ -355,13 +355,3 @@ def test_a_redeploy_never_restarts_the_database(app: AppUnderTest) -> None:
     again = app.shipyard("deploy", "development")
     assert again.returncode == 0, again.stderr
     assert started() == before
-
-
-def _live_image(app: AppUnderTest) -> str:
-    """The image (tag) the live container runs."""
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.Config.Image}}", f"{app.name}-development-live"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
