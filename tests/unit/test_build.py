@@ -173,7 +173,10 @@ def test_plan_makes_the_same_decision_as_the_build(
         plan(go)
         == f"reuse {go_tag} (0.0.0+aaaaaaa): built before from this commit and these settings"
     )
-    assert plan(dockerfile) == f"build {df_tag} (0.0.0+aaaaaaa): not built before"
+    assert plan(dockerfile) == (
+        f"build {df_tag} (0.0.0+aaaaaaa): not built before (each commit gets its own build: "
+        "deploy.verify_path checks that the app reports the deployed commit)"
+    )
 
 
 def _with_engine_versions(respond: Any) -> Any:
