@@ -1,5 +1,7 @@
-"""Builds on the real engine: a Dockerfile that is not there refuses the deploy before any change,
-and an image is reused only when it was built from the same commit the same way."""
+"""Builds on the real engine: a Dockerfile that is not there refuses the deploy before any change;
+an image is reused only when it was built the same way from the same commit, or from another
+commit of the same tree when nothing of the commit is in it; an app that reports its commit gets
+a build of every commit."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
 from tests.e2e.ports import reserve_port
@@ -116,3 +121,98 @@ def test_a_go_build_puts_its_tools_in_the_image(app: AppUnderTest) -> None:
         check=False,
     )
     assert "Usage of stringer" in ran.stderr, ran.stderr
+
+
+def _image_id(app: AppUnderTest) -> str:
+    return subprocess.run(
+        ["docker", "inspect", "--format", "{{.Image}}", f"{app.name}-{app.environment}-live"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+
+def _build_action(app: AppUnderTest) -> str:
+    planned = app.shipyard("plan", "development", "--json")
+    assert planned.returncode == 0, planned.stderr
+    return str(next(a["action"] for a in json.loads(planned.stdout) if a["phase"] == "build"))
+
+
+def _server_build_info(image: str, into: Path) -> str:
+    """``go version -m`` of the image's server: the build settings Go embedded in it."""
+    created = subprocess.run(
+        ["docker", "create", image], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    try:
+        subprocess.run(["docker", "cp", f"{created}:/app/server", str(into)], check=True)
+    finally:
+        subprocess.run(["docker", "rm", created], capture_output=True, check=False)
+    return subprocess.run(
+        ["go", "version", "-m", str(into)], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def test_an_empty_commit_reuses_the_image_when_nothing_of_the_commit_is_in_it(
+    app: AppUnderTest,
+) -> None:
+    """No ldflags name the commit or version and deploys do not verify the commit: the image is
+    keyed on the tree, so an empty commit deploys the very same image (tagged for it), while
+    another build input or another tree builds."""
+
+    def commit_free(document: Any) -> None:
+        document["build"]["ldflags"] = {
+            f"{CMD}.BuildDate": "{build_date}",
+            f"{CMD}.Version": "${BUILD_FLAVOUR:-plain}",  # an input the tree does not hold
+        }
+        document["deploy"]["verify_path"] = None
+
+    app.edit(commit_free)
+    first = app.commit("stamp no commit")
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
+    assert "(built before)" not in deployed.stderr
+    image = _image_id(app)
+    info = _server_build_info(app.live_image(), app.dir.parent / "server")
+    assert "vcs.revision" not in info and first not in info, info  # -buildvcs=false
+
+    empty = app.commit("nothing changed")
+    assert git(app.dir, "rev-parse", f"{first}^{{tree}}") == git(
+        app.dir, "rev-parse", "HEAD^{tree}"
+    )
+    assert _build_action(app).startswith(f"reuse {app.name}:0.0.0-{empty[:7]}-"), (
+        f"the plan for an empty commit: {_build_action(app)}"
+    )
+    again = app.shipyard("deploy", "development")
+    assert again.returncode == 0, again.stderr
+    assert "(built before)" in again.stderr, again.stderr
+    assert _image_id(app) == image  # the same image, not a build of the same thing
+    assert app.live_image().startswith(f"{app.name}:0.0.0-{empty[:7]}-")
+    history = app.shipyard("history", "development", "--json")
+    assert history.returncode == 0, history.stderr
+    assert empty in history.stdout  # the release is recorded as the new commit
+
+    app.extra_env["BUILD_FLAVOUR"] = "spicy"  # same tree, another build input
+    assert _build_action(app).startswith(f"build {app.name}:0.0.0-{empty[:7]}-")
+    del app.extra_env["BUILD_FLAVOUR"]
+    (app.dir / "NOTES").write_text("a change to the tree\n", encoding="utf-8")
+    changed = app.commit("another tree")
+    assert _build_action(app).startswith(f"build {app.name}:0.0.0-{changed[:7]}-")
+
+
+def test_an_empty_commit_is_built_again_when_the_app_reports_its_commit(app: AppUnderTest) -> None:
+    """The reference app stamps its commit and deploys verify it at /version: the image of the
+    previous commit would report the wrong one, so an empty commit gets its own build (a
+    relink), and verify sees the new commit."""
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
+    image = _image_id(app)
+
+    empty = app.commit("nothing changed")
+    action = _build_action(app)
+    assert action.startswith(f"build {app.name}:0.0.0-{empty[:7]}-"), action
+    assert "build.ldflags stamps the commit" in action, action
+    again = app.shipyard("deploy", "development")
+    assert again.returncode == 0, again.stderr
+    assert "(built before)" not in again.stderr
+    assert _image_id(app) != image
+    assert empty in httpx.get(app.url("/version"), timeout=10).text

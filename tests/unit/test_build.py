@@ -4,6 +4,8 @@ recording fake engine (no Docker, no Go)."""
 from __future__ import annotations
 
 import json
+import shlex
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from shipyard import build
 from shipyard.build import (
     BUILD_INPUTS_LABEL,
+    SOURCE_TREE_LABEL,
     VersionInfo,
     build_image,
     build_inputs,
@@ -19,6 +22,7 @@ from shipyard.build import (
 )
 from shipyard.config import Config
 from shipyard.deploy import DeployOptions, OperationContext
+from shipyard.docker import Docker
 from shipyard.events import Bus
 from shipyard.hosts import CommandResult
 from shipyard.providers import DockerProvider
@@ -29,7 +33,8 @@ from tests.unit.test_checks import _tools
 from tests.unit.test_docker_steps import engine
 
 COMMIT = "a" * 40
-VERSION = VersionInfo("0.0.0+aaaaaaa", COMMIT, "2026-01-01T00:00:00Z", dirty=False)
+TREE = "7" * 40
+VERSION = VersionInfo("0.0.0+aaaaaaa", COMMIT, "2026-01-01T00:00:00Z", dirty=False, tree=TREE)
 GO_BUILD = '  kind: go\n  context: .\n  ldflags:\n    example.com/shop/cmd.Version: "{version}"\n'
 TOKEN = "tok-0123456789abcdef"  # a build arg that is a secret
 DOCKERFILE_BUILD = f"  kind: dockerfile\n  args:\n    API_TOKEN: {TOKEN}\n"
@@ -37,12 +42,20 @@ DOCKERFILE_BUILD = f"  kind: dockerfile\n  args:\n    API_TOKEN: {TOKEN}\n"
 
 class Machine:
     """The operator's machine: a Docker engine that keeps the images it builds (with the labels
-    of the build), git at a clean ``COMMIT``, and Go 1.26."""
+    of the build, given as --label or in the Dockerfile's LABEL line) and their tags, git at a
+    clean ``COMMIT`` of tree ``TREE``, and Go 1.26."""
 
     def __init__(self) -> None:
-        self.images: dict[str, dict[str, str]] = {}
+        self.labels: dict[str, dict[str, str]] = {}  # image ID → labels
+        self.tags: dict[str, str] = {}  # tag → image ID
         self.builds: list[list[str]] = []
+        self.dockerfiles: list[str] = []  # of the builds whose context has one
         self.host = FakeHost(self.respond)
+
+    @property
+    def images(self) -> dict[str, dict[str, str]]:
+        """Labels by tag."""
+        return {tag: self.labels[image] for tag, image in self.tags.items()}
 
     def respond(self, argv: list[str]) -> CommandResult | None:
         if argv[:1] == ["git"]:
@@ -55,21 +68,53 @@ class Machine:
 
     def _images(self, argv: list[str]) -> CommandResult | None:
         if argv[:2] == ["docker", "build"]:
-            self.builds.append(argv)
-            labels = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--label"]
-            tag = argv[argv.index("--tag") + 1]
-            self.images[tag] = dict(label.split("=", 1) for label in labels)
-            return _ok(argv)
+            return self._build(argv)
         if argv[:3] == ["docker", "image", "inspect"]:
-            labels = self.images.get(argv[3])
-            if labels is None:
+            image = self._id(argv[3])
+            if image is None:
                 return CommandResult(tuple(argv), 1, "", f"Error: No such image: {argv[3]}")
-            document = {"Id": f"sha256:{len(self.builds)}", "Config": {"Labels": labels}}
+            document = {"Id": image, "Config": {"Labels": self.labels[image]}}
             return _ok(argv, json.dumps([document]))
+        if argv[:3] == ["docker", "image", "ls"]:
+            wanted = {
+                argv[i + 1].removeprefix("label=") for i, a in enumerate(argv) if a == "--filter"
+            }
+            found = [
+                image
+                for image in self.tags.values()
+                if wanted <= {f"{key}={value}" for key, value in self.labels[image].items()}
+            ]
+            return _ok(argv, "".join(f"{image}\n" for image in found))
+        if argv[:2] == ["docker", "tag"]:
+            image = self._id(argv[2])
+            assert image is not None, argv
+            self.tags[argv[3]] = image
+            return _ok(argv)
         return None
+
+    def _build(self, argv: list[str]) -> CommandResult:
+        self.builds.append(argv)
+        labels = dict(argv[i + 1].split("=", 1) for i, arg in enumerate(argv) if arg == "--label")
+        dockerfile = Path(argv[-1]) / "Dockerfile"
+        if "--file" not in argv and dockerfile.is_file():
+            text = dockerfile.read_text(encoding="utf-8")
+            self.dockerfiles.append(text)
+            for line in text.splitlines():
+                if line.startswith("LABEL "):
+                    pairs = shlex.split(line.removeprefix("LABEL "))
+                    labels |= dict(pair.split("=", 1) for pair in pairs)
+        image = f"sha256:{len(self.builds)}"
+        self.labels[image] = labels
+        self.tags[argv[argv.index("--tag") + 1]] = image
+        return _ok(argv)
+
+    def _id(self, ref: str) -> str | None:
+        return ref if ref in self.labels else self.tags.get(ref)
 
     @staticmethod
     def _git(argv: list[str]) -> CommandResult:
+        if "HEAD^{tree}" in argv:
+            return _ok(argv, TREE + "\n")
         if "rev-parse" in argv:
             return _ok(argv, COMMIT + "\n")
         if "ls-files" in argv:  # nothing is tracked (the env file is not)
@@ -173,7 +218,10 @@ def test_plan_makes_the_same_decision_as_the_build(
         plan(go)
         == f"reuse {go_tag} (0.0.0+aaaaaaa): built before from this commit and these settings"
     )
-    assert plan(dockerfile) == f"build {df_tag} (0.0.0+aaaaaaa): not built before"
+    assert plan(dockerfile) == (
+        f"build {df_tag} (0.0.0+aaaaaaa): not built before (each commit gets its own build: "
+        "deploy.verify_path checks that the app reports the deployed commit)"
+    )
 
 
 def _with_engine_versions(respond: Any) -> Any:
@@ -274,3 +322,137 @@ def test_git_is_asked_to_take_no_optional_lock(tmp_path: Path) -> None:
         if argv[0] == "git"
     ]
     assert git and all(env.get("GIT_OPTIONAL_LOCKS") == "0" for env in git)
+
+
+# A Go build that stamps nothing of the commit, for an app whose deploys do not verify it.
+COMMIT_FREE = (
+    '  kind: go\n  context: .\n  ldflags:\n    example.com/shop/cmd.BuildDate: "{build_date}"\n'
+    "deploy:\n  verify_path: null\n"
+)
+# An empty commit on top of ``COMMIT``: another SHA, the same tree.
+EMPTY = replace(VERSION, commit="b" * 40, version="0.0.0+bbbbbbb")
+
+
+@pytest.mark.parametrize(
+    ("section", "why"),
+    [
+        (COMMIT_FREE, None),
+        (COMMIT_FREE.replace("{build_date}", "{commit}"), "build.ldflags stamps the commit"),
+        (COMMIT_FREE.replace("{build_date}", "{short_commit}"), "build.ldflags stamps the commit"),
+        (COMMIT_FREE.replace("{build_date}", "{version}"), "build.ldflags stamps the commit"),
+        (COMMIT_FREE.replace("null", "/version"), "deploy.verify_path checks"),
+        (
+            COMMIT_FREE.replace("deploy:", "  generate: [[make, webfiles]]\ndeploy:"),
+            "build.generate may read",
+        ),
+        (GO_BUILD, "build.ldflags stamps the commit or version into example.com/shop/cmd.Version"),
+        (
+            "  kind: dockerfile\n  args:\n    REV: '{commit}'\ndeploy:\n  verify_path: null\n",
+            "build.args stamps the commit or version into REV",
+        ),
+        (
+            "  kind: dockerfile\n  args:\n    MODE: fast\ndeploy:\n  verify_path: null\n",
+            "the Dockerfile's context holds .git",  # committed_config makes it a repository
+        ),
+    ],
+)
+def test_what_puts_the_commit_in_the_image(tmp_path: Path, section: str, why: str | None) -> None:
+    """An image is reused for another commit of its tree only when nothing of the commit can be
+    in it: a stamped value, a deploy that verifies the commit, a generate step, a Dockerfile
+    build that can read .git."""
+    config = _config(tmp_path, section, dockerfile="FROM scratch\n")
+    found = build.commit_in_image(config)
+    assert (found is None) if why is None else (found is not None and why in found), found
+
+
+@pytest.mark.parametrize(
+    ("ignore", "excluded"),
+    [("bin\n.git\n", True), ("/.git/\n", True), (".git\n!.git\n", False), ("gitignore\n", False)],
+)
+def test_a_dockerfile_context_without_git_is_free_of_the_commit(
+    tmp_path: Path, ignore: str, excluded: bool
+) -> None:
+    section = "  kind: dockerfile\n  args:\n    MODE: fast\ndeploy:\n  verify_path: null\n"
+    config = _config(tmp_path, section, dockerfile="FROM scratch\n")
+    (tmp_path / ".dockerignore").write_text(ignore, encoding="utf-8")
+    assert (build.commit_in_image(config) is None) == excluded
+
+
+def test_an_empty_commit_reuses_the_image_of_its_tree_when_the_commit_is_not_in_it(
+    tmp_path: Path,
+) -> None:
+    machine = Machine()
+    config = _config(tmp_path, COMMIT_FREE)
+    first = build_image(config, machine.host, VERSION)
+    assert not first.reused and machine.images[first.tag][SOURCE_TREE_LABEL] == TREE
+    (server,) = [argv for argv in machine.host.commands if argv[:2] == ["go", "build"]]
+    assert "-buildvcs=false" in server  # the binary does not name the commit either
+
+    plan = build.plan_build(config, Docker(machine.host), EMPTY, rebuild=False)
+    assert plan.reuse is not None and plan.retag
+    assert plan.describe(EMPTY) == (
+        f"reuse {plan.tag} (0.0.0+bbbbbbb): built before from commit aaaaaaa: the same source "
+        "tree and settings, and nothing of the commit is in the image"
+    )
+    reused = build_image(config, machine.host, EMPTY)
+    assert reused.reused and reused.id == first.id and len(machine.builds) == 1
+    assert reused.tag == image_tag("shop", EMPTY, build_inputs(config)) != first.tag
+    assert ["docker", "tag", first.id, reused.tag] in machine.host.commands
+    assert reused.version.commit == EMPTY.commit
+    assert (
+        reused.version.build_date == machine.images[first.tag]["org.opencontainers.image.created"]
+    )
+    # The next deploy of that commit finds its own tag (whose revision label is the first commit).
+    again = build.plan_build(config, Docker(machine.host), EMPTY, rebuild=False)
+    assert again.reuse is not None and not again.retag
+
+    other_tree = replace(EMPTY, commit="c" * 40, version="0.0.0+ccccccc", tree="8" * 40)
+    assert not build_image(config, machine.host, other_tree).reused
+    assert len(machine.builds) == 2
+    assert not build_image(
+        config, machine.host, replace(EMPTY, commit="d" * 40), rebuild=True
+    ).reused
+
+
+def test_an_empty_commit_is_built_when_the_commit_is_in_the_image(tmp_path: Path) -> None:
+    """The reference app stamps the commit and deploys verify it: an image of another commit of
+    the same tree would report the wrong one, so the new commit gets its own build (Go's cache
+    makes that a relink). Go builds keep Go's VCS information then."""
+    machine = Machine()
+    config = _config(tmp_path, GO_BUILD)
+    build_image(config, machine.host, VERSION)
+    plan = build.plan_build(config, Docker(machine.host), EMPTY, rebuild=False)
+    assert plan.reuse is None and "build.ldflags stamps the commit" in plan.reason
+    assert not build_image(config, machine.host, EMPTY).reused
+    assert len(machine.builds) == 2
+    servers = [argv for argv in machine.host.commands if argv[:2] == ["go", "build"]]
+    assert servers and not any("-buildvcs=false" in argv for argv in servers)
+
+
+def test_inputs_built_another_way_are_not_reused_for_the_same_tree(tmp_path: Path) -> None:
+    """Same tree, other build inputs (here another ldflags variable): built."""
+    machine = Machine()
+    build_image(_config(tmp_path / "a", COMMIT_FREE), machine.host, VERSION)
+    changed = _config(tmp_path / "b", COMMIT_FREE.replace("BuildDate", "Built"))
+    assert not build_image(changed, machine.host, EMPTY).reused
+    assert len(machine.builds) == 2
+
+
+def test_the_server_binary_is_the_last_layer_and_labels_are_one_instruction(
+    tmp_path: Path,
+) -> None:
+    """What a new commit changes (the relinked server, the labels) comes last, after the files
+    and tools, so the engine's build cache keeps everything else."""
+    machine = Machine()
+    (tmp_path / "contexts").mkdir(parents=True)
+    config = _config(tmp_path, GO_BUILD + "  files: {contexts: /app/contexts}\n")
+    build_image(config, machine.host, VERSION)
+    (dockerfile,) = machine.dockerfiles
+    lines = dockerfile.splitlines()
+    assert lines[-2] == "COPY server /app/server"
+    assert lines.index("COPY file0 /app/contexts") < len(lines) - 2
+    assert [line for line in lines if line.startswith("LABEL")] == [lines[-1]]
+    assert not any("--label" in argv for argv in machine.builds)
+    labels = machine.images[image_tag("shop", VERSION, build_inputs(config))]
+    assert labels["org.opencontainers.image.revision"] == COMMIT
+    assert labels[BUILD_INPUTS_LABEL] == build_inputs(config)

@@ -2,8 +2,10 @@
 
 Two ways: a Go build on the operator's machine packed into a ``scratch`` image, or the app's own
 Dockerfile with build args. Either way the image is tagged ``<app>:<version>-<short sha>`` and carries
-OCI labels, and ``org.shipyard.build-inputs``: the hash of the build settings that made it, so that
-an image of the same commit is reused only when it was built the same way (``plan_build``).
+OCI labels, ``org.shipyard.build-inputs`` (the hash of the build settings that made it) and
+``org.shipyard.source-tree`` (the git tree it was built from), so that an image is reused only when
+it was built the same way from the same source (``plan_build``): from the same commit, or, when
+nothing of the commit reaches the image (``commit_in_image``), from another commit of the same tree.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from shipyard.hosts import Host
 __all__ = [
     "BUILD_INPUTS_LABEL",
     "MIN_GO",
+    "SOURCE_TREE_LABEL",
     "BuildPlan",
     "Image",
     "VersionInfo",
     "build_image",
     "build_inputs",
+    "commit_in_image",
     "git_ignores",
     "go_toolchain_problem",
     "image_tag",
@@ -46,6 +50,7 @@ _CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MIN_GO = (1, 22)
 LABEL_PREFIX = "org.shipyard"
 BUILD_INPUTS_LABEL = f"{LABEL_PREFIX}.build-inputs"
+SOURCE_TREE_LABEL = f"{LABEL_PREFIX}.source-tree"
 _REVISION_LABEL = "org.opencontainers.image.revision"
 # Part of the build inputs: raise it when shipyard makes a different image from the same settings
 # (e.g. the Dockerfile it writes for Go builds), so that images built before are not reused.
@@ -58,12 +63,14 @@ GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0"}
 
 @dataclass(frozen=True)
 class VersionInfo:
-    """What a build is: ``version`` (semver), ``commit`` (full SHA), ``build_date`` (UTC)."""
+    """What a build is: ``version`` (semver), ``commit`` (full SHA), ``build_date`` (UTC), and
+    ``tree``: the git tree of the commit (the same for an empty commit; empty when unknown)."""
 
     version: str
     commit: str
     build_date: str
     dirty: bool
+    tree: str = ""
 
     @property
     def short(self) -> str:
@@ -144,6 +151,7 @@ def read_version(
     inside = [f.relative_to(directory) for f in env_files if f.is_relative_to(directory)]
     try:
         commit = git("rev-parse", "HEAD")
+        tree = git("rev-parse", "HEAD^{tree}")
         status = git(
             "status",
             "--porcelain",
@@ -172,7 +180,7 @@ def read_version(
     if dirty:
         version += ".dirty" if "+" in version else "+dirty"
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return VersionInfo(version=version, commit=commit, build_date=stamp, dirty=dirty)
+    return VersionInfo(version=version, commit=commit, build_date=stamp, dirty=dirty, tree=tree)
 
 
 def _dirty_hint(local: Host, env_files: Sequence[Path]) -> str:
@@ -219,19 +227,71 @@ def _labels(config: Config, version: VersionInfo) -> dict[str, str]:
     }
 
 
+# What fills a template with something of the commit: its SHA, or the version (``0.0.0+<sha>``,
+# or the tag on the commit). ``{build_date}`` is not: a reused image keeps the date it was built.
+_COMMIT_PLACEHOLDERS = ("{commit}", "{short_commit}", "{version}")
+
+
+def commit_in_image(config: Config) -> str | None:
+    """Why the image of a commit is built for that commit, or None when nothing of the commit
+    reaches the image, so that another commit of the same source tree (an empty commit, a
+    revert) gets the very same image.
+
+    The commit reaches the image when a stamped value (Go ``-X`` ldflags, Dockerfile build args)
+    uses ``{commit}``, ``{short_commit}`` or ``{version}``; when ``deploy.verify_path`` is set
+    (the deployed app must report the new commit, which an image built from another commit
+    cannot: without a stamped value, the app reads Go's embedded VCS information); when
+    ``build.generate`` runs (a command may read the commit); or when a Dockerfile's context holds
+    ``.git`` that ``.dockerignore`` does not exclude. Go builds without the commit are made with
+    ``-buildvcs=false``: the binary then holds nothing of the commit either."""
+    spec = config.build
+    stamped, key = (
+        (spec.ldflags, "build.ldflags") if isinstance(spec, GoBuild) else (spec.args, "build.args")
+    )
+    for name, template in sorted(stamped.items()):
+        if any(placeholder in template for placeholder in _COMMIT_PLACEHOLDERS):
+            return f"{key} stamps the commit or version into {name}"
+    if config.deploy.verify_path:
+        return "deploy.verify_path checks that the app reports the deployed commit"
+    if isinstance(spec, GoBuild):
+        return "build.generate may read the commit" if spec.generate else None
+    context = config.resolve(spec.context)
+    if (context / ".git").exists() and not _dockerignore_excludes_git(context):
+        return "the Dockerfile's context holds .git (add it to .dockerignore)"
+    return None
+
+
+def _dockerignore_excludes_git(context: Path) -> bool:
+    ignore = context / ".dockerignore"
+    if not ignore.is_file():
+        return False
+    excluded = False
+    for raw in ignore.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = raw.strip()
+        negated = line.startswith("!")
+        pattern = line.lstrip("!").strip().removeprefix("./").removeprefix("/").rstrip("/")
+        if pattern in {".git", ".git/**", "**/.git"}:
+            excluded = not negated  # the last line that names .git decides, as for Docker
+    return excluded
+
+
 def build_inputs(config: Config) -> str:
     """The sha256 of everything in the configuration that shapes the image beyond the source at
     its commit: the build kind and context; for Go, the package, binary, ``-X`` ldflags
     (templates), files, build tags and the port the image exposes; for a Dockerfile, its path
-    and the sha256 of its content, the target and the build args, names and values. Values are
-    hashed before they are combined (build args may be secrets read from the env file): the
-    label carries only the final hash."""
+    and the sha256 of its content, the target and the build args, names and values; and whether
+    the image is free of the commit (``commit_in_image``: then a Go build leaves out Go's VCS
+    information, and the image is reused for any commit of its tree). Values are hashed before
+    they are combined (build args may be secrets read from the env file): the label carries
+    only the final hash."""
     spec = config.build
     inputs: dict[str, object] = {
         "format": _BUILD_FORMAT,
         "kind": spec.kind,
         "context": spec.context,
     }
+    if commit_in_image(config) is None:
+        inputs["commit_free"] = True  # absent otherwise: the hash of earlier builds stays
     if isinstance(spec, GoBuild):
         inputs |= {
             "package": spec.package,
@@ -271,6 +331,7 @@ class BuildPlan:
     inputs: str  # ``build_inputs``: the label the image gets, or carries when reused
     reuse: ImageInfo | None  # the image built before, or None: build
     reason: str
+    retag: bool = False  # ``reuse`` was built for another commit of the same tree: tag it
 
     def describe(self, version: VersionInfo) -> str:
         verb = "reuse" if self.reuse is not None else "build"
@@ -279,18 +340,26 @@ class BuildPlan:
 
 def plan_build(config: Config, docker: Docker, version: VersionInfo, *, rebuild: bool) -> BuildPlan:
     """The one decision whether to build (``build_image`` and ``plan`` both ask it): an image is
-    reused only for a clean commit, without ``rebuild``, when the image of its tag on ``docker``
-    (the operator's engine) was built from that commit with the same build inputs."""
+    reused only for a clean commit, without ``rebuild``, when an image on ``docker`` (the
+    operator's engine) was built with the same build inputs from that commit (the image of its
+    tag) or, when nothing of the commit reaches the image (``commit_in_image``), from any commit
+    of the same git tree (found by its labels, then tagged for this commit)."""
     inputs = build_inputs(config)
     tag = image_tag(config.app.name, version, inputs)
     if rebuild:
         return BuildPlan(tag, inputs, None, "--rebuild")
     if version.dirty:
         return BuildPlan(tag, inputs, None, "uncommitted changes are always built")
+    keyed_on_commit = commit_in_image(config)
     existing = docker.image(tag)
     if existing is None:
-        return BuildPlan(tag, inputs, None, "not built before")
-    if existing.labels.get(_REVISION_LABEL) != version.commit:
+        return _plan_untagged(config, docker, version, tag, inputs, keyed_on_commit)
+    same_source = existing.labels.get(_REVISION_LABEL) == version.commit or (
+        keyed_on_commit is None
+        and bool(version.tree)
+        and existing.labels.get(SOURCE_TREE_LABEL) == version.tree
+    )
+    if not same_source:
         return BuildPlan(tag, inputs, None, "the image of that tag is of another commit")
     if existing.labels.get(BUILD_INPUTS_LABEL) != inputs:
         return BuildPlan(
@@ -301,6 +370,48 @@ def plan_build(config: Config, docker: Docker, version: VersionInfo, *, rebuild:
             "args, target, ldflags, files or tags)",
         )
     return BuildPlan(tag, inputs, existing, "built before from this commit and these settings")
+
+
+def _plan_untagged(
+    config: Config,
+    docker: Docker,
+    version: VersionInfo,
+    tag: str,
+    inputs: str,
+    keyed_on_commit: str | None,
+) -> BuildPlan:
+    """No image has the commit's tag: one of the same tree, when the commit is not in it."""
+    same_tree = None if keyed_on_commit else _image_of_tree(config, docker, version, inputs)
+    if same_tree is not None:
+        built_from = same_tree.labels.get(_REVISION_LABEL, "?")[:7]
+        return BuildPlan(
+            tag,
+            inputs,
+            same_tree,
+            f"built before from commit {built_from}: the same source tree and settings, "
+            "and nothing of the commit is in the image",
+            retag=True,
+        )
+    why = f" (each commit gets its own build: {keyed_on_commit})" if keyed_on_commit else ""
+    return BuildPlan(tag, inputs, None, "not built before" + why)
+
+
+def _image_of_tree(
+    config: Config, docker: Docker, version: VersionInfo, inputs: str
+) -> ImageInfo | None:
+    """The newest image of the app built with ``inputs`` from ``version``'s tree, if any."""
+    if not version.tree:
+        return None
+    labels = {
+        f"{LABEL_PREFIX}.app": config.app.name,
+        BUILD_INPUTS_LABEL: inputs,
+        SOURCE_TREE_LABEL: version.tree,
+    }
+    for image_id in docker.images(labels):
+        found = docker.image(image_id)
+        if found is not None:
+            return found
+    return None
 
 
 def build_image(
@@ -331,11 +442,18 @@ def _build(config: Config, local: Host, version: VersionInfo, tag: str, *, rebui
     docker = Docker(local)
     plan = plan_build(config, docker, version, rebuild=rebuild)
     if plan.reuse is not None:
+        if plan.retag:
+            try:
+                docker.tag(plan.reuse.id, tag)
+            except CommandFailed as exc:
+                raise BuildError(f"tagging {plan.reuse.id} as {tag} failed: {exc.message}") from exc
         built = plan.reuse.labels.get("org.opencontainers.image.created", version.build_date)
         return Image(
             tag=tag, id=plan.reuse.id, version=replace(version, build_date=built), reused=True
         )
     labels = _labels(config, version) | {BUILD_INPUTS_LABEL: plan.inputs}
+    if version.tree and not version.dirty:
+        labels[SOURCE_TREE_LABEL] = version.tree
     spec = config.build
     try:
         if isinstance(spec, GoBuild):
@@ -392,6 +510,8 @@ def _go_build(
     ldflags = ["-s", "-w"] + [
         f"-X={name}={version.fill(value)}" for name, value in spec.ldflags.items()
     ]
+    # An image reused for every commit of its tree must not name one of them (vcs.revision).
+    vcs = ["-buildvcs=false"] if commit_in_image(config) is None else []
     tags = [*spec.tags, *(["timetzdata"] if spec.tzdata else [])]
     for step in spec.generate:
         _run_go_step(
@@ -403,7 +523,7 @@ def _go_build(
         )
     with tempfile.TemporaryDirectory(prefix="shipyard-build-") as tmp:
         context = Path(tmp)
-        argv = ["go", "build", "-trimpath", "-ldflags", " ".join(ldflags)]
+        argv = ["go", "build", "-trimpath", *vcs, "-ldflags", " ".join(ldflags)]
         if tags:
             argv += ["-tags", ",".join(tags)]
         _run_go_step(
@@ -414,13 +534,14 @@ def _go_build(
             what=f"go build {spec.package}",
         )
         for name, tool in sorted(spec.tools.items()):
-            _build_tool(config, local, name, tool, context / "tools", target)
+            _build_tool(config, local, name, tool, context / "tools", target, vcs)
+        # What changes least comes first: the engine's build cache keeps those layers, and a
+        # new commit that only relinks the server (its version stamped in) rebuilds only the
+        # last layer.
         lines = ["FROM scratch"]
         if _CA_BUNDLE.is_file():
             shutil.copy(_CA_BUNDLE, context / "ca-certificates.crt")
             lines.append("COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt")
-        lines.append(f"COPY {spec.binary} /app/{spec.binary}")
-        lines += [f"COPY tools/{name} /app/{name}" for name in sorted(spec.tools)]
         for index, (relative, destination) in enumerate(sorted(spec.files.items())):
             item = source / relative
             if not item.exists():
@@ -431,14 +552,19 @@ def _go_build(
             else:
                 shutil.copy(item, staged)
             lines.append(f"COPY {staged.name} {destination}")
+        lines += [f"COPY tools/{name} /app/{name}" for name in sorted(spec.tools)]
         lines += [
             "WORKDIR /app",
             "USER 1000:1000",
             f"EXPOSE {config.app.port}",
             f'ENTRYPOINT ["/app/{spec.binary}"]',
+            f"COPY {spec.binary} /app/{spec.binary}",
+            # One instruction: the engine's classic builder makes a step (a container) of each
+            # --label, which took longer than the rest of the image.
+            "LABEL " + " ".join(f"{json.dumps(k)}={json.dumps(v)}" for k, v in labels.items()),
         ]
         (context / "Dockerfile").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        docker.build(str(context), tag=tag, labels=labels)
+        docker.build(str(context), tag=tag)
 
 
 def _run_go_step(
@@ -465,7 +591,13 @@ def _run_go_step(
 
 
 def _build_tool(
-    config: Config, local: Host, name: str, tool: str, out: Path, target: Mapping[str, str]
+    config: Config,
+    local: Host,
+    name: str,
+    tool: str,
+    out: Path,
+    target: Mapping[str, str],
+    vcs: Sequence[str],
 ) -> None:
     """One of ``build.tools``: ``module/path@version`` is built in module mode, outside the app's
     module (``go install``, which puts it in ``GOBIN``); anything else is a directory of shipyard.yml
@@ -499,7 +631,7 @@ def _build_tool(
         raise BuildError(f"{what}: {directory} is not a directory")
     _run_go_step(
         local,
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / name), "."],
+        ["go", "build", "-trimpath", *vcs, "-ldflags", "-s -w", "-o", str(out / name), "."],
         cwd=directory,
         env=target,
         what=what,

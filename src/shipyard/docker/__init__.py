@@ -388,6 +388,14 @@ class Docker:
         """Remove an image; an image still used by a container stays (docker refuses)."""
         return self._run(["image", "rm", ref], check=False, timeout=120)
 
+    def images(self, labels: Mapping[str, str]) -> list[str]:
+        """IDs of the images carrying all ``labels``, newest first."""
+        argv = ["image", "ls", "--quiet", "--no-trunc"]
+        for key, value in labels.items():
+            argv += ["--filter", f"label={key}={value}"]
+        found = self._run(argv, timeout=60).stdout.split()
+        return list(dict.fromkeys(found))  # an image with several tags is listed once per tag
+
     def tag(self, source: str, target: str) -> None:
         self._run(["tag", source, target], timeout=60)
 
