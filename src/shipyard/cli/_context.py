@@ -9,9 +9,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Annotated, TypeVar
+from typing import TypeVar
 
-import typer
+import click
 
 from shipyard.build import source_at
 from shipyard.config import Config, SSHSection, load_config
@@ -136,14 +136,6 @@ def _load(config_path: Path, environment: str, ref: str | None) -> Config:
     return config
 
 
-NodeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--node", help="Which node of a several-node environment (default: its `target`)."
-    ),
-]
-
-
 def open_session(
     config_path: Path,
     environment: str,
@@ -157,7 +149,7 @@ def open_session(
     if node is not None:
         nodes = config.environment.nodes
         if node not in nodes:
-            raise typer.BadParameter(
+            raise click.BadParameter(
                 f"{node} is not a node of {environment!r}; its nodes: {', '.join(nodes)}",
                 param_hint="--node",
             )

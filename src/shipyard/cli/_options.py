@@ -1,0 +1,68 @@
+"""Options and arguments several commands share.
+
+Only click is imported here: ``shipyard --help`` and ``shipyard COMMAND --help`` must not load
+the library (pydantic models, httpx, the providers), so each command imports what it runs in its
+own body.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+BARE_WAIT = "30m"
+"""What a bare ``--wait`` (no duration after it) waits."""
+
+
+def environment_argument(f: F) -> F:
+    """``ENVIRONMENT``: development, staging, production, or any name under ``environments:``."""
+    return click.argument("environment")(f)
+
+
+def config_option(f: F) -> F:
+    return click.option(
+        "--config",
+        "-c",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=Path("shipyard.yml"),
+        show_default=True,
+        envvar="SHIPYARD_CONFIG",
+        help="Path to shipyard.yml (or $SHIPYARD_CONFIG).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option(
+        "--json", "json_output", is_flag=True, help="Machine-readable output on stdout."
+    )(f)
+
+
+def node_option(f: F) -> F:
+    return click.option(
+        "--node",
+        metavar="NODE",
+        help="Which node of a several-node environment (default: its `target`).",
+    )(f)
+
+
+def wait_option(f: F) -> F:
+    return click.option(
+        "--wait",
+        default="0s",
+        metavar="DURATION",
+        help=f"Wait this long for another operation's lock (e.g. 10m); bare --wait waits {BARE_WAIT}.",
+    )(f)
+
+
+def yes_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--yes", is_flag=True, help=help_text)
+
+
+def flag(name: str, help_text: str) -> Callable[[F], F]:
+    """A boolean ``--name`` (off unless given)."""
+    return click.option(name, is_flag=True, help=help_text)
