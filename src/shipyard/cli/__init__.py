@@ -21,6 +21,7 @@ from shipyard import __version__
 from shipyard.cli._database import db_group, migrations_group, snapshot_group
 from shipyard.cli._options import (
     BARE_WAIT,
+    Group,
     config_option,
     environment_argument,
     flag,
@@ -85,6 +86,7 @@ _SHELLS = ("bash", "zsh", "fish")
 
 @click.group(
     name="shipyard",
+    cls=Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(

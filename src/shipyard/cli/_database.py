@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from shipyard.cli._options import (
+    Group,
     config_option,
     environment_argument,
     flag,
@@ -24,17 +25,17 @@ _FAILED = 8  # ExitCode.FAILED: the lint found unsafe statements
 _USAGE = 2
 
 
-@click.group("snapshot")
+@click.group("snapshot", cls=Group)
 def snapshot_group() -> None:
     """Database snapshots: create, list, verify, restore, prune."""
 
 
-@click.group("migrations")
+@click.group("migrations", cls=Group)
 def migrations_group() -> None:
     """Migration safety checks."""
 
 
-@click.group("db")
+@click.group("db", cls=Group)
 def db_group() -> None:
     """The database shipyard runs: its password."""
 

@@ -66,3 +66,23 @@ def yes_option(help_text: str) -> Callable[[F], F]:
 def flag(name: str, help_text: str) -> Callable[[F], F]:
     """A boolean ``--name`` (off unless given)."""
     return click.option(name, is_flag=True, help=help_text)
+
+
+class Group(click.Group):
+    """A command group whose listing shows each command's whole first sentence, wrapped (click
+    cuts it with "..." at the terminal's width). Its subgroups are of this class too."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=_WHOLE)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+_WHOLE = 10_000
