@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
@@ -174,3 +175,56 @@ def test_starting_the_cli_loads_click_and_not_the_library() -> None:
         "shipyard.cli._context",
     }
     assert loaded & heavy == set()
+
+
+def test_completion_offers_the_environments_of_the_config(tmp_path: Path) -> None:
+    config = tmp_path / "elsewhere.yml"
+    config.write_text(
+        "app: {name: shop}\n"
+        "environments:\n"
+        "  # the laptop\n"
+        "  development:\n"
+        "    target: local\n"
+        "    deploy:\n"
+        "      allow_dirty: true\n"
+        "  staging: {target: 'ssh://deploy@staging'}\n"
+        "  production:   # the real one\n"
+        "    target: ssh://deploy@prod\n"
+        "health:\n"
+        "  passes: 3\n",
+        encoding="utf-8",
+    )
+    result = CliRunner().invoke(
+        cli.app,
+        [],
+        prog_name="shipyard",
+        env={
+            "_SHIPYARD_COMPLETE": "bash_complete",
+            "COMP_WORDS": f"shipyard status -c {config} ",
+            "COMP_CWORD": "4",
+        },
+    )
+    assert result.output.split() == ["plain,development", "plain,staging", "plain,production"]
+    narrowed = CliRunner().invoke(
+        cli.app,
+        [],
+        prog_name="shipyard",
+        env={
+            "_SHIPYARD_COMPLETE": "bash_complete",
+            "COMP_WORDS": f"shipyard snapshot list --config {config} pro",
+            "COMP_CWORD": "5",
+        },
+    )
+    assert narrowed.output.split() == ["plain,production"]
+    missing = CliRunner().invoke(
+        cli.app,
+        [],
+        prog_name="shipyard",
+        env={
+            "_SHIPYARD_COMPLETE": "bash_complete",
+            "COMP_WORDS": f"shipyard status -c {tmp_path / 'none.yml'} ",
+            "COMP_CWORD": "4",
+        },
+    )
+    assert missing.exit_code == 0
+    assert missing.output.split() == []

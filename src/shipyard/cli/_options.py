@@ -7,6 +7,8 @@ own body.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +23,40 @@ BARE_WAIT = "30m"
 
 def environment_argument(f: F) -> F:
     """``ENVIRONMENT``: development, staging, production, or any name under ``environments:``."""
-    return click.argument("environment")(f)
+    return click.argument("environment", shell_complete=complete_environment)(f)
+
+
+def complete_environment(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list[str]:
+    """The names under ``environments:`` in the config (for shell completion: a quick scan of
+    the file's lines, not a load of the config; nothing when it cannot be read)."""
+    config = ctx.params.get("config") or os.environ.get("SHIPYARD_CONFIG") or "shipyard.yml"
+    try:
+        lines = Path(config).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [name for name in environment_names(lines) if name.startswith(incomplete)]
+
+
+def environment_names(lines: list[str]) -> list[str]:
+    """The keys one level under a top-level ``environments:`` key of a YAML document."""
+    names: list[str] = []
+    indent: str | None = None
+    inside = False
+    for line in lines:
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if not line[0].isspace():
+            inside = line.split("#", 1)[0].rstrip() == "environments:"
+            continue
+        if inside:
+            found = _KEY.match(line)
+            if found is not None and (indent is None or found["indent"] == indent):
+                indent = found["indent"]
+                names.append(found["key"])
+    return names
+
+
+_KEY = re.compile(r"(?P<indent>[ ]+)(?P<key>[A-Za-z0-9_.-]+):(\s|$)")
 
 
 def config_option(f: F) -> F:
