@@ -25,6 +25,7 @@ lint: venv
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	cd $(EXAMPLE) && test -z "$$(gofmt -l .)" && go vet ./...
 
 unit: venv

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import shipyard.config
 from shipyard import cli
 from shipyard.cli import _context
 from shipyard.deploy import _checks
@@ -38,7 +39,7 @@ def _crash_in_a_session(monkeypatch: pytest.MonkeyPatch, project: Path, *argv: s
         _context._load(config_path, "development", None)
         raise RuntimeError(f"token {JWT_SECRET} and password {POSTGRES_PASSWORD} rejected")
 
-    monkeypatch.setattr(cli, "json_schema", schema_with_a_bug)
+    monkeypatch.setattr(shipyard.config, "json_schema", schema_with_a_bug)
     monkeypatch.setattr(sys, "argv", ["shipyard", *argv])
     with pytest.raises(SystemExit) as exited:
         cli.main()

@@ -1,6 +1,9 @@
 """The ``shipyard`` command: parse options, call one library function, render the result.
 
-Only this package maps errors to messages and exit codes.
+Only this package maps errors to messages and exit codes. Its modules import click and the
+error tree at the top and nothing else of the library: a command imports what it runs in its
+own body, so ``shipyard --help`` (and every ``--help``) starts without pydantic, httpx or the
+providers (``bench/cli_start.py`` measures it).
 """
 
 from __future__ import annotations
@@ -8,43 +11,24 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import tempfile
-import time
-import traceback
-from dataclasses import asdict
 from enum import IntEnum
-from pathlib import Path, PurePosixPath
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import click
 
 from shipyard import __version__
-from shipyard.cli._context import (
-    NodeOption,
-    Session,
-    current_masker,
-    node_suffix,
-    on_nodes,
-    open_session,
-    open_sessions,
-    run_checks,
-    run_provision,
-)
-from shipyard.cli._database import db_app, migrations_app, snapshot_app
-from shipyard.cli._output import human_size, print_table
-from shipyard.config import json_schema, parse_duration, reference_markdown
-from shipyard.deploy import (
-    DeployOptions,
-    DeployResult,
-    Interrupted,
-    RollbackChoice,
-    RollbackOptions,
-    Served,
-    across_nodes,
-    common_rollback_version,
+from shipyard.cli._database import db_group, migrations_group, snapshot_group
+from shipyard.cli._options import (
+    BARE_WAIT,
+    Group,
+    config_option,
+    environment_argument,
+    flag,
+    json_option,
+    node_option,
+    wait_option,
+    yes_option,
 )
 from shipyard.errors import (
     CheckFailed,
@@ -59,11 +43,12 @@ from shipyard.errors import (
     StateError,
     ToolTooOld,
 )
-from shipyard.events import send_test
-from shipyard.hosts import LocalHost
-from shipyard.providers import SnapshotFiles
-from shipyard.provision import StepResult
-from shipyard.state import Lock
+
+if TYPE_CHECKING:
+    from shipyard.cli._context import Session
+    from shipyard.deploy import DeployResult, RollbackChoice
+    from shipyard.providers import SnapshotFiles
+    from shipyard.provision import StepResult
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -79,6 +64,7 @@ class ExitCode(IntEnum):
     ROLLBACK_FAILED = 7  # a person must act
     FAILED = 8  # any other expected failure
     TOOL_TOO_OLD = 9  # a tool here or on the host is older than needed
+    INTERRUPTED = 130  # Ctrl-C, or SIGTERM during an operation
 
 
 _EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
@@ -93,113 +79,111 @@ _EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
     (DeployFailed, ExitCode.DEPLOY_FAILED),
 ]
 
-app = typer.Typer(
-    name="shipyard",
-    help="Deploy a Go + PostgreSQL server to Docker hosts: blue-green behind Caddy, one command.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-app.add_typer(snapshot_app, name="snapshot")
-app.add_typer(migrations_app, name="migrations")
-app.add_typer(db_app, name="db")
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-WaitOption = Annotated[
-    str,
-    typer.Option(
-        "--wait",
-        help="Wait this long for another operation's lock (e.g. 10m); bare --wait waits 30m.",
-    ),
-]
-_BARE_WAIT = "30m"
-EnvArgument = Annotated[
-    str, typer.Argument(help="Environment name (development, staging, production, …).")
-]
-
 _state: dict[str, bool] = {"debug": False}
 
+_SHELLS = ("bash", "zsh", "fish")
 
-@app.callback()
-def _root(
-    debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")
-    ] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print shipyard's version.")] = False,
-) -> None:
+
+@click.group(
+    name="shipyard",
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(
+    __version__, "--version", prog_name="shipyard", message="%(prog)s %(version)s"
+)
+@flag("--debug", "Show tracebacks of unexpected errors.")
+def app(debug: bool) -> None:
+    """Deploy a Go + PostgreSQL server to Docker hosts: blue-green behind Caddy, one command.
+
+    Shell completion: `shipyard completion bash|zsh|fish` prints the script to source.
+    """
     _state["debug"] = debug
-    if version:
-        typer.echo(__version__)
-        raise typer.Exit(0)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
+
+
+app.add_command(snapshot_group)
+app.add_command(migrations_group)
+app.add_command(db_group)
 
 
 def _out(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def _fail(code: ExitCode) -> click.exceptions.Exit:
+    return click.exceptions.Exit(int(code))
+
+
 @app.command()
-def check(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    allow_dirty: Annotated[
-        bool,
-        typer.Option("--allow-dirty", help="As for deploy: uncommitted changes are no problem."),
-    ] = False,
-) -> None:
+@environment_argument
+@config_option
+@flag("--allow-dirty", "As for deploy: uncommitted changes are no problem.")
+def check(environment: str, config: Path, allow_dirty: bool) -> None:
     """Validate everything a deploy needs, changing nothing; print every problem at once."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import run_checks
+    from shipyard.cli._output import err
+
     checked = run_checks(config, environment, allow_dirty=allow_dirty)
     for warning in checked.warnings:
-        err.print(f"[yellow]! warning:[/] {escape(warning)}")
+        err().print(f"[yellow]! warning:[/] {escape(warning)}")
     for line in checked.passed:
-        err.print(f"[green]✓[/] {escape(line)}")
+        err().print(f"[green]✓[/] {escape(line)}")
 
 
 @app.command()
-def schema(
-    markdown: Annotated[
-        bool, typer.Option("--markdown", help="The configuration reference instead.")
-    ] = False,
-) -> None:
+@flag("--markdown", "The configuration reference instead.")
+def schema(markdown: bool) -> None:
     """Print the JSON Schema of shipyard.yml (for editors)."""
+    from shipyard.config import json_schema, reference_markdown
+
     sys.stdout.write((reference_markdown() if markdown else json_schema()) + "\n")
 
 
 @app.command()
-def render(
-    environment: EnvArgument, config: ConfigOption = Path("shipyard.yml"), node: NodeOption = None
-) -> None:
+@environment_argument
+@config_option
+@node_option
+def render(environment: str, config: Path, node: str | None) -> None:
     """Print the compose projects and proxy config a deploy would write on the host."""
+    from shipyard.cli._context import open_session
+
     session = open_session(config, environment, json_output=False, node=node)
     for path, text in session.provider.render(session.ctx).items():
         sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
 
 
 @app.command()
+@environment_argument
+@config_option
+@flag("--allow-dirty", "Deploy uncommitted changes.")
+@flag("--rebuild", "Build the image even if this commit was built before.")
+@click.option(
+    "--ref",
+    metavar="REF",
+    help="Deploy this branch, tag or commit (built in a temporary worktree).",
+)
+@wait_option
+@json_option
 def deploy(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    allow_dirty: Annotated[
-        bool, typer.Option("--allow-dirty", help="Deploy uncommitted changes.")
-    ] = False,
-    rebuild: Annotated[
-        bool,
-        typer.Option("--rebuild", help="Build the image even if this commit was built before."),
-    ] = False,
-    ref: Annotated[
-        str | None,
-        typer.Option(
-            "--ref", help="Deploy this branch, tag or commit (built in a temporary worktree)."
-        ),
-    ] = None,
-    wait: WaitOption = "0s",
-    json_output: JsonOption = False,
+    environment: str,
+    config: Path,
+    allow_dirty: bool,
+    rebuild: bool,
+    ref: str | None,
+    wait: str,
+    json_output: bool,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green (node by node)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._output import err
+    from shipyard.config import parse_duration
+    from shipyard.deploy import DeployOptions
+
     sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
     options = DeployOptions(
         allow_dirty=allow_dirty, rebuild=rebuild, lock_wait=parse_duration(wait)
@@ -209,7 +193,7 @@ def deploy(
     ):
         if json_output:
             continue
-        err.print(
+        err().print(
             f"[bold green]deployed[/] {escape(result.release.version)} ({result.release.commit[:7]}) "
             f"to {escape(environment)}{node_suffix(session, sessions)} in {result.duration_s:.1f}s"
         )
@@ -217,22 +201,26 @@ def deploy(
 
 
 @app.command()
+@environment_argument
+@config_option
+@click.option(
+    "--to", metavar="VERSION", help="Version, release id or commit of a retained release."
+)
+@yes_option("Roll back even if the schema is newer than that release's.")
+@wait_option
+@json_option
 def rollback(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    to: Annotated[
-        str | None,
-        typer.Option("--to", help="Version, release id or commit of a retained release."),
-    ] = None,
-    yes: Annotated[
-        bool,
-        typer.Option("--yes", help="Roll back even if the schema is newer than that release's."),
-    ] = False,
-    wait: WaitOption = "0s",
-    json_output: JsonOption = False,
+    environment: str, config: Path, to: str | None, yes: bool, wait: str, json_output: bool
 ) -> None:
     """Bring back what served before the live release (or a chosen retained release): no
     rebuild, health-gated switch. Rolling back again goes further back."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._output import err
+    from shipyard.config import parse_duration
+    from shipyard.deploy import RollbackOptions
+
     sessions = open_sessions(config, environment, json_output=json_output)
     why = None
     if to is None and len(sessions) > 1:
@@ -240,7 +228,7 @@ def rollback(
         to, why = choice.release.version, choice.why
         there = [s for s in sessions if _live_version(s) == to]
         for session in there:
-            err.print(f"{escape(session.ctx.node)} already serves {escape(to)}")
+            err().print(f"{escape(session.ctx.node)} already serves {escape(to)}")
         sessions = [s for s in sessions if s not in there]
         if not sessions:
             return
@@ -255,6 +243,8 @@ def rollback(
 
 def _common_rollback(sessions: list[Session]) -> RollbackChoice:
     """One version for every node, even after a rollout that stopped half way."""
+    from shipyard.deploy import Served, common_rollback_version
+
     return common_rollback_version([(s.ctx.node, Served.read(s.ctx.store)) for s in sessions])
 
 
@@ -265,20 +255,44 @@ def _live_version(session: Session) -> str | None:
 
 
 def _rolled_back(environment: str, result: DeployResult) -> None:
-    err.print(
+    from rich.markup import escape
+
+    from shipyard.cli._output import err
+
+    err().print(
         f"[bold green]rolled back[/] {escape(environment)} to {escape(result.release.version)} "
         f"({result.release.commit[:7]}) in {result.duration_s:.1f}s"
     )
     sys.stdout.write(result.url + "\n")
 
 
+_STATUS_ROWS = (
+    "url",
+    "version",
+    "commit",
+    "slot",
+    "deployed_at",
+    "deployed_by",
+    "health",
+    "probed",
+    "drift",
+    "interrupted",
+)
+
+
 @app.command()
-def status(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    json_output: JsonOption = False,
-) -> None:
+@environment_argument
+@config_option
+@json_option
+def status(environment: str, config: Path, json_output: bool) -> None:
     """What runs in the environment (every node), its health, and drift from recorded state."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from shipyard.cli._context import open_sessions
+    from shipyard.cli._output import err, print_table
+    from shipyard.deploy import across_nodes
+
     sessions = open_sessions(config, environment, json_output=json_output)
     if len(sessions) == 1:
         reports = [_status_of(sessions[0])]
@@ -300,39 +314,33 @@ def status(
             table = Table(show_header=False, box=None)
             if "node" in data:
                 table.add_row("node", escape(str(data["node"])))
-            for key in (
-                "url",
-                "version",
-                "commit",
-                "slot",
-                "deployed_at",
-                "deployed_by",
-                "health",
-                "probed",
-                "drift",
-                "interrupted",
-            ):
+            for key in _STATUS_ROWS:
                 table.add_row(key, escape(str(data.get(key) or "-")))
             for problem in data.get("problems") or []:
                 table.add_row("problem", escape(str(problem)))
             for name, state in data.get("containers", {}).items():
                 table.add_row(f"  {name}", escape(state))
-            print_table(err, table)
+            print_table(err(), table)
     if any(
         data.get("drift") or data.get("interrupted") or data.get("problems") for data in reports
     ):
-        raise typer.Exit(ExitCode.FAILED)
+        raise _fail(ExitCode.FAILED)
 
 
 @app.command()
-def repair(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    wait: WaitOption = "0s",
-    json_output: JsonOption = False,
-) -> None:
+@environment_argument
+@config_option
+@wait_option
+@json_option
+def repair(environment: str, config: Path, wait: str, json_output: bool) -> None:
     """Finish or undo an interrupted operation and bring what serves in line with the state
     (every node; each deploy and rollback does this first)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._output import err
+    from shipyard.config import parse_duration
+
     sessions = open_sessions(config, environment, json_output=json_output)
     for session, summary in on_nodes(
         sessions,
@@ -340,7 +348,7 @@ def repair(
         "repair",
     ):
         if not json_output:
-            err.print(
+            err().print(
                 f"[bold green]repaired[/] {escape(environment)}{node_suffix(session, sessions)}: {escape(summary)}"
             )
 
@@ -356,13 +364,19 @@ def _unreachable(error: ShipyardError | None) -> dict[str, Any]:
 
 
 @app.command()
-def history(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@environment_argument
+@config_option
+@node_option
+@json_option
+def history(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Deployments of the environment, newest first."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err, print_table
+
     session = open_session(config, environment, json_output=json_output, node=node)
     entries = list(reversed(session.ctx.store.history()))
     if json_output:
@@ -383,32 +397,42 @@ def history(
             f"{e.duration_s:.1f}s",
             e.by,
         )
-    print_table(err, table)
+    print_table(err(), table)
 
 
 @app.command()
+@environment_argument
+@config_option
+@node_option
+@flag("--allow-dirty", "As for deploy.")
+@click.option("--ref", metavar="REF", help="As for deploy.")
+@flag("--rollback", "What `rollback` would do: the release it brings back and why.")
+@click.option("--to", metavar="VERSION", help="With --rollback: as for rollback.")
+@json_option
 def plan(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="As for deploy.")] = False,
-    ref: Annotated[str | None, typer.Option("--ref", help="As for deploy.")] = None,
-    rollback: Annotated[
-        bool,
-        typer.Option(
-            "--rollback", help="What `rollback` would do: the release it brings back and why."
-        ),
-    ] = False,
-    to: Annotated[
-        str | None, typer.Option("--to", help="With --rollback: as for rollback.")
-    ] = None,
-    json_output: JsonOption = False,
+    environment: str,
+    config: Path,
+    node: str | None,
+    allow_dirty: bool,
+    ref: str | None,
+    rollback: bool,
+    to: str | None,
+    json_output: bool,
 ) -> None:
     """Every action a deploy (or with --rollback, a rollback) would take, touching nothing."""
     if to is not None and not rollback:
-        raise typer.BadParameter("--to goes with --rollback", param_hint="--to")
+        raise click.BadParameter("--to goes with --rollback", param_hint="--to")
     if rollback and ref is not None:
-        raise typer.BadParameter("a rollback builds nothing: --ref goes without --rollback")
+        raise click.BadParameter("a rollback builds nothing: --ref goes without --rollback")
+    from dataclasses import asdict
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from shipyard.cli._context import open_session, open_sessions
+    from shipyard.cli._output import err, print_table
+    from shipyard.deploy import DeployOptions, RollbackOptions
+
     session = open_session(config, environment, json_output=json_output, ref=ref, node=node)
     if rollback:
         options = RollbackOptions(to=to)
@@ -424,28 +448,31 @@ def plan(
     table = Table("phase", "action", box=None)
     for step in steps:
         table.add_row(step.phase, escape(step.action))
-    print_table(err, table)
+    print_table(err(), table)
 
 
 @app.command()
+@environment_argument
+@config_option
+@node_option
+@click.option("--deployment", metavar="ID", help="A deployment id (default: the latest).")
+@flag("--app", "The live app's own log instead.")
+@click.option("--follow", "-f", is_flag=True, help="With --app: keep printing.")
+@click.option("--tail", type=int, default=200, show_default=True, help="With --app: lines to show.")
 def logs(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    deployment: Annotated[
-        str | None, typer.Option("--deployment", help="A deployment id (default: the latest).")
-    ] = None,
-    app_logs: Annotated[
-        bool, typer.Option("--app", help="The live app's own log instead.")
-    ] = False,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="With --app: keep printing.")
-    ] = False,
-    tail: Annotated[int, typer.Option("--tail", help="With --app: lines to show.")] = 200,
+    environment: str,
+    config: Path,
+    node: str | None,
+    deployment: str | None,
+    app: bool,
+    follow: bool,
+    tail: int,
 ) -> None:
     """A deployment's log (JSON lines), or with --app the live app's log."""
+    from shipyard.cli._context import open_session
+
     session = open_session(config, environment, json_output=False, node=node)
-    if app_logs:
+    if app:
         _follow_app(session, tail=tail, follow=follow)
         return
     store = session.ctx.store
@@ -459,6 +486,8 @@ def logs(
 
 
 def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
+    import time
+
     since: str | None = None
     while True:
         text = session.provider.app_logs(
@@ -479,18 +508,24 @@ def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
         time.sleep(1)
 
 
-lock_app = typer.Typer(help="The deploy lock of an environment.", no_args_is_help=True)
-app.add_typer(lock_app, name="lock")
+@app.group("lock")
+def lock_group() -> None:
+    """The deploy lock of an environment."""
 
 
-@lock_app.command("status")
-def lock_status(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@lock_group.command("status")
+@environment_argument
+@config_option
+@node_option
+@json_option
+def lock_status(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Who holds the environment's lock, since when, and whether it is stale."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+    from shipyard.state import Lock
+
     session = open_session(config, environment, json_output=json_output, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "status", ttl=session.config.deploy.lock_ttl
@@ -501,29 +536,32 @@ def lock_status(
     if json_output:
         _out(data)
     elif not exists:
-        err.print(f"{escape(environment)}: unlocked")
+        err().print(f"{escape(environment)}: unlocked")
     else:
         state = "[yellow]stale[/]" if data["stale"] else "[green]alive[/]"
-        err.print(f"{escape(environment)}: locked ({state}) by {escape(Lock.describe(holder))}")
+        err().print(f"{escape(environment)}: locked ({state}) by {escape(Lock.describe(holder))}")
 
 
-@lock_app.command("release")
-def lock_release(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    force: Annotated[
-        bool, typer.Option("--force", help="Break a lock whose holder looks alive.")
-    ] = False,
-) -> None:
+@lock_group.command("release")
+@environment_argument
+@config_option
+@node_option
+@flag("--force", "Break a lock whose holder looks alive.")
+def lock_release(environment: str, config: Path, node: str | None, force: bool) -> None:
     """Release a stale lock; --force breaks a live one (and says whose)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+    from shipyard.state import Lock
+
     session = open_session(config, environment, json_output=False, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "release", ttl=session.config.deploy.lock_ttl
     )
     holder = lock.holder()
     if holder is None and session.ctx.store.host.get(lock.dir / "owner.json") is None:
-        err.print(f"{escape(environment)}: not locked")
+        err().print(f"{escape(environment)}: not locked")
         return
     if not lock.is_stale(holder) and not force:
         raise LockHeld(
@@ -531,30 +569,36 @@ def lock_release(
             hint="if you are sure it is gone, `shipyard lock release ENV --force`",
         )
     broken = lock.break_lock()
-    err.print(f"released the lock of {escape(Lock.describe(broken))}")
+    err().print(f"released the lock of {escape(Lock.describe(broken))}")
 
 
-notify_app = typer.Typer(
-    help="Notifications: webhooks and ntfy topics set under `notifications:`.",
-    no_args_is_help=True,
-)
-app.add_typer(notify_app, name="notify")
+@app.group("notify")
+def notify_group() -> None:
+    """Notifications: webhooks and ntfy topics set under `notifications:`."""
 
 
-@notify_app.command("test")
-def notify_test(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@notify_group.command("test")
+@environment_argument
+@config_option
+@node_option
+@json_option
+def notify_test(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Send a test event to every configured sink and report each result."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
+    from rich.table import Table
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err, print_table
+    from shipyard.events import send_test
+
     session = open_session(config, environment, json_output=json_output, node=node)
     results = send_test(session.config, session.ctx.deployment_id, session.ctx.node)
     if json_output:
         _out([asdict(r) for r in results])
     elif not results:
-        err.print(f"no notification sinks are configured for {escape(environment)}")
+        err().print(f"no notification sinks are configured for {escape(environment)}")
     else:
         table = Table("sink", "result", "detail", "attempts")
         for r in results:
@@ -564,29 +608,42 @@ def notify_test(
                 escape(r.detail),
                 str(r.attempts),
             )
-        print_table(err, table)
+        print_table(err(), table)
     if any(not r.ok for r in results):
-        raise typer.Exit(ExitCode.FAILED)
+        raise _fail(ExitCode.FAILED)
 
 
 @app.command()
+@environment_argument
+@config_option
+@click.option(
+    "--user",
+    default="root",
+    show_default=True,
+    help="User to connect as (root, or a sudoer with --sudo).",
+)
+@flag("--sudo", "Run every step through `sudo -n`.")
+@click.option(
+    "--deploy-user",
+    metavar="USER",
+    help="User deploys run as (default: the target's user, or `deploy` for root).",
+)
+@json_option
 def provision(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    user: Annotated[
-        str, typer.Option("--user", help="User to connect as (root, or a sudoer with --sudo).")
-    ] = "root",
-    sudo: Annotated[bool, typer.Option("--sudo", help="Run every step through `sudo -n`.")] = False,
-    deploy_user: Annotated[
-        str | None,
-        typer.Option(
-            "--deploy-user",
-            help="User deploys run as (default: the target's user, or `deploy` for root).",
-        ),
-    ] = None,
-    json_output: JsonOption = False,
+    environment: str,
+    config: Path,
+    user: str,
+    sudo: bool,
+    deploy_user: str | None,
+    json_output: bool,
 ) -> None:
     """Set up the environment's fresh Debian/Ubuntu host(s): Docker, deploy user, firewall, limits."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from shipyard.cli._context import run_provision
+    from shipyard.cli._output import err
 
     def report(node: str, result: StepResult) -> None:
         if json_output:  # one step per line
@@ -594,7 +651,7 @@ def provision(
             sys.stdout.flush()
             return
         colour = {"changed": "yellow", "unchanged": "green", "failed": "red"}[result.status]
-        err.print(
+        err().print(
             f"{escape(node.removeprefix('ssh://'))}  {result.step:<15} "
             f"[{colour}]{result.status:<9}[/] {escape(result.detail)}"
         )
@@ -604,41 +661,38 @@ def provision(
     )
     failed = [r for steps in results.values() for r in steps if r.status == "failed"]
     if failed:
-        raise typer.Exit(ExitCode.FAILED)
+        raise _fail(ExitCode.FAILED)
 
 
 @app.command()
-def destroy(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    volumes: Annotated[
-        bool, typer.Option("--volumes", help="Also delete the database volume (data loss).")
-    ] = False,
-    snapshots: Annotated[
-        bool,
-        typer.Option(
-            "--snapshots", help="Also delete the environment's database snapshots (backups)."
-        ),
-    ] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-) -> None:
+@environment_argument
+@config_option
+@flag("--volumes", "Also delete the database volume (data loss).")
+@flag("--snapshots", "Also delete the environment's database snapshots (backups).")
+@yes_option("Do not ask for confirmation.")
+def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes: bool) -> None:
     """Remove the environment's containers, network, images and state (and volumes with
     --volumes); an image another environment or a container uses is kept. Its snapshots are
     kept, and said where, unless --snapshots."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import node_suffix, open_sessions
+    from shipyard.cli._output import err
+
     sessions = open_sessions(config, environment, json_output=False)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
     held = ""
     if snapshots:
         found = [s.provider.snapshot_files(s.ctx) for s in sessions]
         held = "; ".join(_snapshots_named(f) for f in found if f and f.count) or "none found"
-    if not yes and not typer.confirm(
+    if not yes and not click.confirm(
         f"Remove {sessions[0].config.app.name} {environment}{nodes}"
         f"{' including its database' if volumes else ''}"
         f"{f' and delete its snapshots ({held})' if snapshots else ''}?"
     ):
-        raise typer.Exit(ExitCode.USAGE)
+        raise _fail(ExitCode.USAGE)
     if yes and snapshots:
-        err.print(f"deleting the snapshots of {escape(environment)}: {escape(held)}")
+        err().print(f"deleting the snapshots of {escape(environment)}: {escape(held)}")
     failures: list[ShipyardError] = []
     for session in sessions:  # every node, even after one failed
         try:
@@ -646,18 +700,18 @@ def destroy(
         except ShipyardError as exc:
             if len(sessions) == 1:
                 raise
-            err.print(f"[red]failed[/]{node_suffix(session, sessions)}: {escape(exc.message)}")
+            err().print(f"[red]failed[/]{node_suffix(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
             continue
         suffix = node_suffix(session, sessions)
         for name in destroyed.removed:
-            err.print(f"removed {escape(name)}{suffix}")
+            err().print(f"removed {escape(name)}{suffix}")
         for name in destroyed.kept:
-            err.print(f"kept {escape(name)}{suffix}")
+            err().print(f"kept {escape(name)}{suffix}")
         if destroyed.snapshots is not None and destroyed.snapshots_removed:
-            err.print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
+            err().print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
         elif destroyed.snapshots is not None:
-            err.print(
+            err().print(
                 f"kept {escape(_snapshots_named(destroyed.snapshots))}: a later deploy of "
                 f"{escape(environment)} finds them (`shipyard snapshot list {escape(environment)}`) "
                 f"and its retention prunes them; `shipyard destroy {escape(environment)} "
@@ -668,7 +722,26 @@ def destroy(
 
 
 def _snapshots_named(files: SnapshotFiles) -> str:
+    from shipyard.cli._output import human_size
+
     return f"{files.count} snapshot(s), {human_size(files.size)}, in {files.where}"
+
+
+@app.command()
+@click.argument("shell", metavar="SHELL", type=click.Choice(_SHELLS))
+def completion(shell: str) -> None:
+    """Print the completion script for SHELL (bash, zsh or fish).
+
+    \b
+    bash:  eval "$(shipyard completion bash)"    in ~/.bashrc
+    zsh:   eval "$(shipyard completion zsh)"     in ~/.zshrc
+    fish:  shipyard completion fish > ~/.config/fish/completions/shipyard.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    completer = get_completion_class(shell)
+    assert completer is not None  # noqa: S101 — click knows each of _SHELLS
+    sys.stdout.write(completer(app, {}, "shipyard", "_SHIPYARD_COMPLETE").source() + "\n")
 
 
 def _exit_code(exc: ShipyardError) -> ExitCode:
@@ -679,38 +752,90 @@ def _exit_code(exc: ShipyardError) -> ExitCode:
 
 
 def main() -> None:
-    """Console entry point. Usage errors exit 2 (typer); expected errors get their own code."""
+    """Console entry point. Usage errors exit 2; expected errors get their own code."""
+    # With click installed, `import httpx` also loads httpx's own command-line client (click,
+    # rich.progress, rich.syntax, pygments): about 0.1 s of CPU that shipyard never uses. A None
+    # entry makes that one optional import fail, and httpx falls back to a stub.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     args = [
-        f"--wait={_BARE_WAIT}" if arg == "--wait" and _bare(sys.argv, i) else arg
+        f"--wait={BARE_WAIT}" if arg == "--wait" and _bare(sys.argv, i) else arg
         for i, arg in enumerate(sys.argv[1:], 1)
     ]
     try:
-        app(args=args)
+        code = app.main(args=args, prog_name="shipyard", standalone_mode=False)
     except ShipyardError as exc:
-        mask = current_masker()
-        err.print(f"[bold red]error:[/] {escape(mask(str(exc)))}")
-        if exc.hint:
-            err.print(f"[dim]hint: {escape(mask(exc.hint))}[/]")
-        sys.exit(_exit_code(exc))
-    except (KeyboardInterrupt, Interrupted) as exc:
-        err.print(
-            escape(current_masker()(str(exc))) if isinstance(exc, Interrupted) else "interrupted"
+        _expected(exc)
+    except click.ClickException as exc:  # usage: a missing argument, an unknown option, …
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort as exc:  # Ctrl-C (click turns it into Abort), or EOF at a prompt
+        _say("interrupted" if isinstance(exc.__cause__, KeyboardInterrupt) else "aborted")
+        sys.exit(
+            ExitCode.INTERRUPTED if isinstance(exc.__cause__, KeyboardInterrupt) else ExitCode.USAGE
         )
-        sys.exit(130)
+    except KeyboardInterrupt:
+        _say("interrupted")
+        sys.exit(ExitCode.INTERRUPTED)
     except Exception:  # noqa: BLE001 — the one place that catches everything
-        trace = current_masker()(traceback.format_exc())
-        crash = Path(tempfile.gettempdir()) / "shipyard-crash.log"
-        try:
-            LocalHost().put(PurePosixPath(crash), trace.encode())  # mode 0600, replaced whole
-        except OSError as exc:
-            err.print(
-                f"[bold red]unexpected error[/]; the traceback could not be written to {crash}: {escape(exc.strerror or str(exc))}"
-            )
-        else:
-            err.print(f"[bold red]unexpected error[/]; traceback written to {crash}")
-        if _state["debug"]:
-            err.print(escape(trace))
-        sys.exit(ExitCode.UNEXPECTED)
+        _crashed()
+    except BaseException as exc:  # an operation's Interrupted (SIGINT, SIGTERM), SystemExit
+        if isinstance(exc, SystemExit):
+            raise
+        from shipyard.deploy import Interrupted  # loaded by what raised it
+
+        if not isinstance(exc, Interrupted):
+            raise
+        _say(_mask(str(exc)), markup=False)
+        sys.exit(ExitCode.INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _mask(text: str) -> str:
+    from shipyard.cli._context import current_masker
+
+    return current_masker()(text)
+
+
+def _say(text: str, *, markup: bool = True) -> None:
+    from rich.markup import escape
+
+    from shipyard.cli._output import err
+
+    err().print(text if markup else escape(text))
+
+
+def _expected(exc: ShipyardError) -> None:
+    from rich.markup import escape
+
+    _say(f"[bold red]error:[/] {escape(_mask(str(exc)))}")
+    if exc.hint:
+        _say(f"[dim]hint: {escape(_mask(exc.hint))}[/]")
+    sys.exit(_exit_code(exc))
+
+
+def _crashed() -> None:
+    """Masked traceback to a private file; on stderr too with --debug."""
+    import tempfile
+    import traceback
+    from pathlib import PurePosixPath
+
+    from rich.markup import escape
+
+    from shipyard.hosts import LocalHost
+
+    trace = _mask(traceback.format_exc())
+    crash = Path(tempfile.gettempdir()) / "shipyard-crash.log"
+    try:
+        LocalHost().put(PurePosixPath(crash), trace.encode())  # mode 0600, replaced whole
+    except OSError as exc:
+        _say(
+            f"[bold red]unexpected error[/]; the traceback could not be written to {crash}: {escape(exc.strerror or str(exc))}"
+        )
+    else:
+        _say(f"[bold red]unexpected error[/]; traceback written to {crash}")
+    if _state["debug"]:
+        _say(trace, markup=False)
+    sys.exit(ExitCode.UNEXPECTED)
 
 
 def _bare(argv: list[str], index: int) -> bool:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import typer
+import click
 
 from shipyard.build import source_at
 from shipyard.config import Config, SSHSection, load_config
@@ -27,9 +27,11 @@ from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
 from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
 from shipyard.providers import Provider, get_provider
-from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
+
+if TYPE_CHECKING:
+    from shipyard.provision import StepResult
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,8 @@ def run_provision(
     report: Callable[[str, StepResult], None],
 ) -> dict[str, list[StepResult]]:
     """Provision every ssh:// node of the environment, one after the other."""
+    from shipyard.provision import ProvisionOptions, SudoHost, provision
+
     config = load_config(config_path, environment)
     nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
     if not nodes:
@@ -136,14 +140,6 @@ def _load(config_path: Path, environment: str, ref: str | None) -> Config:
     return config
 
 
-NodeOption = Annotated[
-    str | None,
-    typer.Option(
-        "--node", help="Which node of a several-node environment (default: its `target`)."
-    ),
-]
-
-
 def open_session(
     config_path: Path,
     environment: str,
@@ -157,7 +153,7 @@ def open_session(
     if node is not None:
         nodes = config.environment.nodes
         if node not in nodes:
-            raise typer.BadParameter(
+            raise click.BadParameter(
                 f"{node} is not a node of {environment!r}; its nodes: {', '.join(nodes)}",
                 param_hint="--node",
             )

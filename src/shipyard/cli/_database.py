@@ -1,81 +1,86 @@
 """``shipyard snapshot …``, ``shipyard migrations lint`` and ``shipyard db rotate-password``:
-parse, call the library, render."""
+parse, call the library, render. Each command imports what it runs in its own body."""
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+import click
 
-from shipyard.cli._context import NodeOption, node_suffix, on_nodes, open_session, open_sessions
-from shipyard.cli._output import human_size, print_table
-from shipyard.config import load_config, parse_duration
-from shipyard.database import lint_migrations
-from shipyard.deploy import RotateOptions
-
-snapshot_app = typer.Typer(
-    help="Database snapshots: create, list, verify, restore, prune.", no_args_is_help=True
+from shipyard.cli._options import (
+    Group,
+    config_option,
+    environment_argument,
+    flag,
+    json_option,
+    node_option,
+    wait_option,
+    yes_option,
 )
-migrations_app = typer.Typer(help="Migration safety checks.", no_args_is_help=True)
-db_app = typer.Typer(help="The database shipyard runs: its password.", no_args_is_help=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 _FAILED = 8  # ExitCode.FAILED: the lint found unsafe statements
 _USAGE = 2
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Path to shipyard.yml.", envvar="SHIPYARD_CONFIG")
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
-EnvArgument = Annotated[str, typer.Argument(help="Environment name.")]
-WaitOption = Annotated[
-    str,
-    typer.Option(
-        "--wait",
-        help="Wait this long for another operation's lock (e.g. 10m); bare --wait waits 30m.",
-    ),
-]
+
+@click.group("snapshot", cls=Group)
+def snapshot_group() -> None:
+    """Database snapshots: create, list, verify, restore, prune."""
+
+
+@click.group("migrations", cls=Group)
+def migrations_group() -> None:
+    """Migration safety checks."""
+
+
+@click.group("db", cls=Group)
+def db_group() -> None:
+    """The database shipyard runs: its password."""
 
 
 def _out(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-@snapshot_app.command("create")
-def snapshot_create(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@snapshot_group.command("create")
+@environment_argument
+@config_option
+@node_option
+@json_option
+def snapshot_create(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Take a snapshot now (pg_dump -Fc in the database container), checksum and verify it."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err, human_size
+
     session = open_session(config, environment, json_output=json_output, node=node)
     snapshot = session.provider.database(session.ctx).create()
     if json_output:
         _out(snapshot.to_dict())
         return
-    err.print(
+    err().print(
         f"[green]✓[/] snapshot {escape(snapshot.name)}: {human_size(snapshot.size)} in "
         f"{snapshot.duration_s:.1f}s, {snapshot.toc_entries} TOC entries, sha256 {snapshot.sha256[:12]}"
     )
     sys.stdout.write(snapshot.path + "\n")
 
 
-@snapshot_app.command("list")
-def snapshot_list(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
-) -> None:
+@snapshot_group.command("list")
+@environment_argument
+@config_option
+@node_option
+@json_option
+def snapshot_list(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Snapshots of the environment's database, newest first."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err, human_size, print_table
+
     session = open_session(config, environment, json_output=json_output, node=node)
     snapshots = session.provider.database(session.ctx).snapshots()
     if json_output:
@@ -91,122 +96,154 @@ def snapshot_list(
             escape(s.version),
             s.deployment_id or "-",
         )
-    print_table(err, table)
+    print_table(err(), table)
 
 
-@snapshot_app.command("verify")
+@snapshot_group.command("verify")
+@environment_argument
+@click.argument("name", required=False)
+@flag("--restore-test", "Restore into a scratch database and compare row counts.")
+@config_option
+@node_option
+@json_option
 def snapshot_verify(
-    environment: EnvArgument,
-    name: Annotated[str | None, typer.Argument(help="Snapshot name (default: the newest).")] = None,
-    restore_test: Annotated[
-        bool,
-        typer.Option(
-            "--restore-test", help="Restore into a scratch database and compare row counts."
-        ),
-    ] = False,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
+    environment: str,
+    name: str | None,
+    restore_test: bool,
+    config: Path,
+    node: str | None,
+    json_output: bool,
 ) -> None:
-    """Check a snapshot's checksum and archive (and, with --restore-test, restore it aside)."""
+    """Check a snapshot's checksum and archive (and, with --restore-test, restore it aside).
+    NAME is a snapshot's name (default: the newest)."""
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+
     session = open_session(config, environment, json_output=json_output, node=node)
     snapshot, test = session.provider.database(session.ctx).verify(name, restore_test=restore_test)
     if json_output:
         _out({"snapshot": snapshot.to_dict(), "restore_test": asdict(test) if test else None})
         return
-    err.print(
+    err().print(
         f"[green]✓[/] {escape(snapshot.name)}: sha256 matches, {snapshot.toc_entries} TOC entries"
     )
     if test is not None:
-        err.print(
+        err().print(
             f"[green]✓[/] restored into scratch database {test.database}: "
             f"{len(test.tables)} table(s), {test.rows} row(s), counts equal to the dump's (dropped after)"
         )
 
 
-@snapshot_app.command("restore")
+@snapshot_group.command("restore")
+@environment_argument
+@click.argument("name")
+@yes_option("Do not ask for confirmation.")
+@config_option
+@node_option
 def snapshot_restore(
-    environment: EnvArgument,
-    name: Annotated[str, typer.Argument(help="Snapshot name (see `shipyard snapshot list`).")],
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
+    environment: str, name: str, yes: bool, config: Path, node: str | None
 ) -> None:
-    """Replace the database's contents with a snapshot (the app's slots stop meanwhile)."""
+    """Replace the database's contents with snapshot NAME (see `shipyard snapshot list`); the
+    app's slots stop meanwhile."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+
     session = open_session(config, environment, json_output=False, node=node)
     operations = session.provider.database(session.ctx)
-    if not yes and not typer.confirm(
+    if not yes and not click.confirm(
         f"Restore {name} into {session.config.app.name} {environment}? Writes since then are lost "
         "(a pre-restore snapshot is taken first)."
     ):
-        raise typer.Exit(_USAGE)
+        raise click.exceptions.Exit(_USAGE)
     result = operations.restore(name)
-    err.print(
+    err().print(
         f"[green]✓[/] restored {escape(result.restored.name)}; pre-restore snapshot "
         f"{escape(result.safety.name)}; restarted {', '.join(result.restarted) or 'nothing'}; "
         f"health: {escape(result.health)}"
     )
 
 
-@snapshot_app.command("prune")
+@snapshot_group.command("prune")
+@environment_argument
+@flag("--dry-run", "Show the plan; delete nothing.")
+@config_option
+@node_option
+@json_option
 def snapshot_prune(
-    environment: EnvArgument,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show the plan; delete nothing.")
-    ] = False,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
+    environment: str, dry_run: bool, config: Path, node: str | None, json_output: bool
 ) -> None:
     """Delete snapshots past retention (never the newest N, nor those of retained releases)."""
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+
     session = open_session(config, environment, json_output=json_output, node=node)
     result = session.provider.database(session.ctx).prune(dry_run=dry_run)
     if json_output:
         _out({"keep": result.plan.keep, "delete": result.plan.delete, "deleted": result.deleted})
         return
     for name in result.plan.keep:
-        err.print(f"keep   {name}  ({result.plan.reason(name)})")
+        err().print(f"keep   {name}  ({result.plan.reason(name)})")
     for name in result.plan.delete:
         verb = "would delete" if dry_run else "deleted"
-        err.print(f"[yellow]{verb}[/] {name}  ({result.plan.reason(name)})")
+        err().print(f"[yellow]{verb}[/] {name}  ({result.plan.reason(name)})")
 
 
-@migrations_app.command("lint")
+@migrations_group.command("lint")
+@click.argument("environment", default="development")
+@click.option(
+    "--path",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Lint this directory instead of the configured one.",
+)
+@click.option(
+    "--all",
+    "every",
+    is_flag=True,
+    help="Every migration, applied or not (the history, for review).",
+)
+@click.option(
+    "--since",
+    type=int,
+    metavar="VERSION",
+    help="Offline: the migrations newer than this version (the one applied in the environment).",
+)
+@config_option
+@node_option
+@json_option
 def migrations_lint(
-    environment: Annotated[
-        str,
-        typer.Argument(
-            help="Environment whose config names the migrations directory and whose database says what is pending."
-        ),
-    ] = "development",
-    path: Annotated[
-        Path | None,
-        typer.Option("--path", help="Lint this directory instead of the configured one."),
-    ] = None,
-    every: Annotated[
-        bool,
-        typer.Option("--all", help="Every migration, applied or not (the history, for review)."),
-    ] = False,
-    since: Annotated[
-        int | None,
-        typer.Option(
-            "--since",
-            help="Offline: the migrations newer than this version (the one applied in the environment).",
-        ),
-    ] = None,
-    config: ConfigOption = Path("shipyard.yml"),
-    node: NodeOption = None,
-    json_output: JsonOption = False,
+    environment: str,
+    path: Path | None,
+    every: bool,
+    since: int | None,
+    config: Path,
+    node: str | None,
+    json_output: bool,
 ) -> None:
     """Flag statements unsafe while two app versions share the schema, in the migrations not yet
-    applied on the environment's database (or newer than --since, or --all); exit 8 when any is
-    found."""
+    applied on ENVIRONMENT's database (or newer than --since, or --all); exit 8 when any is
+    found. ENVIRONMENT (default: development) names the migrations directory and the database
+    that says what is pending."""
     if every and since is not None:
-        raise typer.BadParameter("--all lints every migration: it goes without --since")
+        raise click.BadParameter("--all lints every migration: it goes without --since")
+    from dataclasses import asdict
+
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+    from shipyard.config import load_config
+    from shipyard.database import lint_migrations
+
     if path is None:
         loaded = load_config(config, environment)
         if loaded.database is None or loaded.database.migrations is None:
-            err.print("no migrations configured")
+            err().print("no migrations configured")
             return
         path = loaded.resolve(loaded.database.migrations.path)
     if every:
@@ -229,22 +266,28 @@ def migrations_lint(
         for finding in report.findings:
             sys.stdout.write(f"{finding}\n")
         linted = f"{len(report.files)} migration(s)" if report.files else "no migration"
-        err.print(
+        err().print(
             f"{len(report.findings)} finding(s) in {linted} of {escape(str(path))}: {escape(scope)}"
         )
     if report.findings:
-        raise typer.Exit(_FAILED)
+        raise click.exceptions.Exit(_FAILED)
 
 
-@db_app.command("rotate-password")
-def db_rotate_password(
-    environment: EnvArgument,
-    config: ConfigOption = Path("shipyard.yml"),
-    wait: WaitOption = "0s",
-    json_output: JsonOption = False,
-) -> None:
+@db_group.command("rotate-password")
+@environment_argument
+@config_option
+@wait_option
+@json_option
+def db_rotate_password(environment: str, config: Path, wait: str, json_output: bool) -> None:
     """Give the database role the password the env file holds now and redeploy the live version
     with it, blue-green (every node)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._output import err
+    from shipyard.config import parse_duration
+    from shipyard.deploy import RotateOptions
+
     sessions = open_sessions(config, environment, json_output=json_output)
     options = RotateOptions(lock_wait=parse_duration(wait))
     for session, result in on_nodes(
@@ -252,7 +295,7 @@ def db_rotate_password(
     ):
         if json_output:
             continue
-        err.print(
+        err().print(
             f"[bold green]rotated[/] the database password of {escape(environment)}"
             f"{node_suffix(session, sessions)}: {escape(result.release.version)} "
             f"({result.release.commit[:7]}) serves with it, in {result.duration_s:.1f}s"

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+
 from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
 _UNBOUNDED = 100_000
+
+
+@functools.cache
+def err() -> Console:
+    """The console on stderr (it writes to whatever ``sys.stderr`` is when it prints)."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_table(console: Console, table: Table) -> None:

@@ -44,8 +44,14 @@ from shipyard.config._models import (
 )
 from shipyard.config._yaml import Path_, Positions, dotted, key_positions, read_yaml
 from shipyard.errors import ConfigError, Issue
-from shipyard.events import decode_secret
-from shipyard.secrets import EnvFileBackend, Masker, is_secret_key, looks_generated, read_env_file
+from shipyard.secrets import (
+    EnvFileBackend,
+    Masker,
+    decode_webhook_secret,
+    is_secret_key,
+    looks_generated,
+    read_env_file,
+)
 
 _OVERRIDE_DEPTH = 3  # environments.<name>.<section>
 _SECTIONS = (
@@ -811,7 +817,7 @@ def _notification_issues(
             issues.append(locator.issue(path, f"{shown} is not set in the env file"))
         elif sink.kind == "webhook":
             try:
-                decode_secret(file_values[key])
+                decode_webhook_secret(file_values[key])
             except ValueError as exc:
                 issues.append(locator.issue(path, f"the value of {shown} is not usable: {exc}"))
     return issues

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from shipyard.events import EventKind
+from shipyard.event_kinds import EventKind
 
 _NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
 _DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")

@@ -18,6 +18,7 @@ from typing import Protocol, TextIO, runtime_checkable
 from rich.console import Console
 from rich.markup import escape
 
+from shipyard.event_kinds import FAILURES, LIFECYCLE, EventKind
 from shipyard.events._delivery import (
     DeliveryResult,
     Dispatcher,
@@ -25,12 +26,13 @@ from shipyard.events._delivery import (
     RetryPolicy,
     deliver,
 )
-from shipyard.events._event import FAILURES, LIFECYCLE, Event, EventKind, mask_event
+from shipyard.events._event import Event, mask_event
 from shipyard.events._log import DeploymentLog
 from shipyard.events._notify import dispatcher_for, notifiers_from_config, send_test
 from shipyard.events._ntfy import NtfyNotifier
-from shipyard.events._webhook import WebhookNotifier, decode_secret, sign, webhook_body
+from shipyard.events._webhook import WebhookNotifier, sign, webhook_body
 from shipyard.secrets import Masker
+from shipyard.secrets import decode_webhook_secret as decode_secret
 
 __all__ = [
     "FAILURES",

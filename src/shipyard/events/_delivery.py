@@ -17,16 +17,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import httpx
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    retry_if_result,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
-from tenacity.stop import stop_base
 
 from shipyard.events._event import Event
 from shipyard.secrets import Masker
@@ -113,6 +103,18 @@ def deliver(
     ``initial_delay`` up to ``max_delay``, plus up to ``initial_delay`` of random jitter; no wait
     runs past ``total``, and each attempt's timeout is cut to the time left.
     """
+    # tenacity (and its asyncio support) loads on the first delivery, not with every command.
+    from tenacity import (  # noqa: PLC0415
+        RetryCallState,
+        Retrying,
+        retry_if_exception_type,
+        retry_if_result,
+        stop_after_attempt,
+        wait_exponential,
+        wait_random,
+    )
+    from tenacity.stop import stop_base  # noqa: PLC0415
+
     deadline = clock() + policy.total
     count = 0
 

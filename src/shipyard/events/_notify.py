@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from shipyard.event_kinds import LIFECYCLE, EventKind
 from shipyard.events._delivery import DeliveryResult, Dispatcher, Notifier, RetryPolicy
-from shipyard.events._event import LIFECYCLE, Event, EventKind, mask_event
+from shipyard.events._event import Event, mask_event
 from shipyard.events._ntfy import NtfyNotifier
-from shipyard.events._webhook import WebhookNotifier, decode_secret
+from shipyard.events._webhook import WebhookNotifier
+from shipyard.secrets import decode_webhook_secret
 
 if TYPE_CHECKING:  # config imports events (the event kinds); no cycle at run time
     from shipyard.config import Config
@@ -31,7 +33,7 @@ def notifiers_from_config(config: Config) -> list[Notifier]:
         )
         name = sink.name or sink.kind
         if sink.kind == "webhook":
-            key = decode_secret(config.secrets.get(sink.secret_env) or "")
+            key = decode_webhook_secret(config.secrets.get(sink.secret_env) or "")
             notifiers.append(WebhookNotifier(name, sink.url, key, kinds, policy, config.masker))
         else:
             token = config.secrets.get(sink.token_env) if sink.token_env else None

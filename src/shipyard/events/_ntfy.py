@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 
 from shipyard import __version__
+from shipyard.event_kinds import EventKind
 from shipyard.events._delivery import DeliveryResult, RetryPolicy, deliver, masked_detail
-from shipyard.events._event import Event, EventKind
+from shipyard.events._event import Event
 from shipyard.secrets import Masker
 
 _MIN, _LOW, _DEFAULT, _HIGH = 1, 2, 3, 4

@@ -14,11 +14,14 @@ from typing import Protocol
 
 from dotenv import dotenv_values
 
+from shipyard.secrets._webhook import decode_webhook_secret
+
 __all__ = [
     "MASK",
     "EnvFileBackend",
     "Masker",
     "SecretsBackend",
+    "decode_webhook_secret",
     "is_secret_key",
     "looks_generated",
     "read_env_file",
