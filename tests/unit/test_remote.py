@@ -30,9 +30,16 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.events import Bus
-from shipyard.hosts import CommandResult, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.hosts import (
+    CommandResult,
+    LocalHost,
+    SSHHost,
+    SSHSettings,
+    SudoHost,
+    parse_ssh_target,
+)
 from shipyard.providers._docker import DockerSteps
-from shipyard.provision import ProvisionOptions, SudoHost, provision
+from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
 from shipyard.state import StateStore
@@ -970,7 +977,7 @@ def test_sudo_host_moves_files_with_the_shared_scripts(tmp_path: Path) -> None:
 
 
 def test_streams_move_between_pipes_and_other_files_alike() -> None:
-    from shipyard.hosts._ssh import _moved  # noqa: PLC0415
+    from shipyard.hosts._runner import _moved  # noqa: PLC0415
 
     data = os.urandom(3 * 1024 * 1024 + 17)
     copied = io.BytesIO()

@@ -25,9 +25,9 @@ from shipyard.deploy import (
 )
 from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
-from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, SudoHost, parse_ssh_target
 from shipyard.providers import Provider, get_provider
-from shipyard.provision import ProvisionOptions, StepResult, SudoHost, provision
+from shipyard.provision import ProvisionOptions, StepResult, provision
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
 
@@ -90,7 +90,7 @@ def run_provision(
             f"ssh://{user}@{target.host}:{target.port}", ssh_settings(config), config.masker
         )
         if sudo:
-            host = SudoHost(host)
+            host = SudoHost(host, config.masker)
         options = ProvisionOptions(
             deploy_user=deploy_user
             or (target.user if target.user not in (None, "root") else "deploy"),

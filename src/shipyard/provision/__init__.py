@@ -33,30 +33,20 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Literal
 
 from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, version_problems
-from shipyard.errors import CommandFailed, ShipyardError
-from shipyard.hosts import (
-    ABSENT_EXIT,
-    CommandResult,
-    Host,
-    get_script,
-    put_script,
-    put_tree_script,
-    streaming_script,
-    tree_archive,
-)
+from shipyard.errors import ShipyardError
+from shipyard.hosts import Host
 from shipyard.provision import _files as files
 
 __all__ = [
     "ProvisionError",
     "ProvisionOptions",
     "StepResult",
-    "SudoHost",
     "provision",
 ]
 
@@ -106,76 +96,6 @@ class StepResult:
     step: str
     status: Status
     detail: str
-
-
-class SudoHost:
-    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up).
-
-    sudo resets the environment: the names of ``env`` are passed with ``--preserve-env`` (their
-    values travel as ``inner`` sends environments, never in argv). Files move with the same
-    scripts as ``SSHHost``'s, run as root.
-    """
-
-    def __init__(self, host: Host) -> None:
-        self.inner = host
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        sudo = ["sudo", "-n"]
-        if env:
-            sudo.append("--preserve-env=" + ",".join(env))
-        return self.inner.run(
-            [*sudo, "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
-        )
-
-    def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        # The whole script runs as root, so root-owned files can be read and written.
-        script = streaming_script(argv, stdin_path=stdin_path, stdout_path=stdout_path, mode=mode)
-        result = self.run(["sh", "-c", script], timeout=timeout, check=False)
-        if check and not result.ok:
-            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
-        return result
-
-    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        self.run(["sh", "-c", put_script(path, mode, len(data))], stdin=data)
-
-    def get(self, path: PurePosixPath) -> bytes | None:
-        result = self.run(["sh", "-c", get_script(path)], check=False)
-        if result.returncode == ABSENT_EXIT:
-            return None
-        if not result.ok:
-            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
-        return result.stdout.encode()
-
-    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        self.run(["sh", "-c", put_tree_script(destination)], stdin=tree_archive(source))
-
-    def tunnel(self, port: int) -> int:
-        return self.inner.tunnel(port)
-
-    def home(self) -> PurePosixPath:
-        return self.inner.home()
 
 
 class _Provisioner:
