@@ -286,8 +286,6 @@ class _RecordingHost(FakeHost):
         self.foreign = dict(foreign or {})  # ref → architecture, for images of another one
         self.context = context  # `docker context inspect`: name and endpoint
         self.login_fails = login_fails
-        self.stdins: list[str | bytes | None] = []
-        self.envs: list[Mapping[str, str] | None] = []
         self.made: list[str] = []  # by `mktemp -d`
 
     @property
@@ -331,11 +329,6 @@ class _RecordingHost(FakeHost):
         if argv[:3] == ["docker", "image", "rm"]:
             self.images.pop(argv[-1], None)
         return None
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
-        self.stdins.append(kwargs.get("stdin"))
-        self.envs.append(kwargs.get("env"))
-        return super().run(argv, **kwargs)
 
 
 _REGISTRY = RegistrySection(url="registry.example/acme", username="ci", password_env="REG_PASSWORD")
@@ -917,18 +910,8 @@ def test_no_login_key_for_the_deploy_user_fails_the_step() -> None:
     assert "/home/deploy/.ssh/authorized_keys" not in host.files
 
 
-class _EnvRecordingHost(FakeHost):
-    def __init__(self) -> None:
-        super().__init__()
-        self.envs: list[Mapping[str, str] | None] = []
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
-        self.envs.append(kwargs.get("env"))
-        return super().run(argv, **kwargs)
-
-
 def test_sudo_keeps_the_environment_names_in_argv_and_values_out_of_it() -> None:
-    inner = _EnvRecordingHost()
+    inner = FakeHost()
     host = SudoHost(inner)
     host.run(["pg_dump", "shop"], env={"PGPASSWORD": "hunter2-db", "PGUSER": "shop"})
     host.run(["id", "-u"])

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Unpack
 
 from shipyard.errors import CommandFailed
 from shipyard.hosts._host import Host
@@ -26,7 +26,7 @@ from shipyard.hosts._listeners import (
     parse_proc_net_tcp,
     parse_ss,
 )
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, RunOptions
 from shipyard.hosts._runner import Runner
 from shipyard.hosts._scripts import (
     ABSENT_EXIT,
@@ -55,6 +55,7 @@ __all__ = [
     "Host",
     "Listener",
     "LocalHost",
+    "RunOptions",
     "SSHHost",
     "SSHSettings",
     "SSHTarget",
@@ -85,24 +86,16 @@ class LocalHost:
     def name(self) -> str:
         return "local"
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
+        stdin = options.get("stdin")
         return self._runner.run(
             argv,
             shown=self._runner.shown(argv),
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
-            env=env,
-            cwd=cwd,
-            timeout=timeout,
-            check=check,
+            env=options.get("env"),
+            cwd=options.get("cwd"),
+            timeout=options.get("timeout"),
+            check=options.get("check", True),
         )
 
     def stream(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Protocol
+from typing import IO, Protocol, Unpack
 
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, RunOptions
 
 __all__ = ["Host"]
 
@@ -17,16 +17,7 @@ class Host(Protocol):
     @property
     def name(self) -> str: ...
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
         """Run ``argv`` (a list, never a shell string). ``check`` raises ``CommandFailed``."""
         ...
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import io
 import shlex
 import tarfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Unpack
 
 from shipyard.errors import CommandFailed
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, RunOptions
 from shipyard.secrets import Masker
 
 ABSENT_EXIT = 3  # the exit code of ``get_script`` when the file does not exist
@@ -105,16 +106,7 @@ class ShellFiles:
     def name(self) -> str:
         raise NotImplementedError
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
         raise NotImplementedError
 
     def _read(self, script: str) -> tuple[int, bytes, str]:

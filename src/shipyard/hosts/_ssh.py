@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Unpack
 from urllib.parse import urlsplit
 
 from shipyard.errors import (
@@ -34,7 +34,7 @@ from shipyard.errors import (
     ShipyardError,
     ToolTooOld,
 )
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, RunOptions
 from shipyard.hosts._runner import Runner
 from shipyard.hosts._scripts import ShellFiles
 from shipyard.secrets import Masker
@@ -354,17 +354,9 @@ class SSHHost(ShellFiles):
             return self._connection_error(stderr)
         return None
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
         self.connect()
+        env, stdin, timeout = options.get("env"), options.get("stdin"), options.get("timeout")
         env_prefix = ""
         env_file: PurePosixPath | None = None
         if env:
@@ -379,7 +371,7 @@ class SSHHost(ShellFiles):
             )
         shown = self._runner.shown(argv)
         out = self._runner.output(
-            self._over_ssh(argv, cwd=cwd, env_prefix=env_prefix),
+            self._over_ssh(argv, cwd=options.get("cwd"), env_prefix=env_prefix),
             shown=shown,
             stdin=stdin.encode() if isinstance(stdin, str) else stdin,
             timeout=timeout,
@@ -388,7 +380,9 @@ class SSHHost(ShellFiles):
         if out.returncode == _SSH_EXIT:
             self._forget(env_file)  # the remote shell may never have run to remove it
         stdout = self.masker(out.stdout.decode(errors="replace"))
-        return self._runner.result(shown, out.returncode, stdout, out.stderr, check=check)
+        return self._runner.result(
+            shown, out.returncode, stdout, out.stderr, check=options.get("check", True)
+        )
 
     def _forget(self, env_file: PurePosixPath | None) -> None:
         """Remove a private env file the remote shell did not get to remove (best effort)."""

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, Unpack
 
 from shipyard.hosts._host import Host
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, RunOptions
 from shipyard.hosts._scripts import ShellFiles
 from shipyard.secrets import Masker
 
@@ -38,19 +38,8 @@ class SudoHost(ShellFiles):
             sudo.append("--preserve-env=" + ",".join(env))
         return [*sudo, "--", *argv]
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        return self.inner.run(
-            self._sudo(argv, env), env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
-        )
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
+        return self.inner.run(self._sudo(argv, options.get("env")), **options)
 
     def stream(
         self,
