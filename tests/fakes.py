@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Unpack
 
-from shipyard.hosts import CommandResult, RunOptions
+from shipyard.hosts import CommandResult, FeedOptions, RunOptions, StreamingOptions
 
 Responder = Callable[[list[str]], CommandResult | None]
 
@@ -63,31 +63,19 @@ class FakeHost:
         return any(f == path or f.startswith(path + "/") for f in self.files)
 
     def stream(
-        self,
-        argv: Sequence[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
         data = source.read()
-        if progress is not None:
+        if (progress := options.get("progress")) is not None:
             progress(len(data))
         return self.run(argv, stdin=data)
 
     def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
     ) -> CommandResult:
-        result = self.run(argv, timeout=timeout, check=check)
-        if stdout_path is not None and result.ok:
-            self.files[str(stdout_path)] = (result.stdout.encode(), mode)
+        result = self.run(argv, timeout=options.get("timeout"), check=options.get("check", True))
+        if (stdout_path := options.get("stdout_path")) is not None and result.ok:
+            self.files[str(stdout_path)] = (result.stdout.encode(), options.get("mode", 0o600))
         return result
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:

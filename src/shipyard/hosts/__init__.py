@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
 from typing import IO, Unpack
@@ -26,7 +26,7 @@ from shipyard.hosts._listeners import (
     parse_proc_net_tcp,
     parse_ss,
 )
-from shipyard.hosts._result import CommandResult, RunOptions
+from shipyard.hosts._result import CommandResult, FeedOptions, RunOptions, StreamingOptions
 from shipyard.hosts._runner import Runner
 from shipyard.hosts._scripts import (
     ABSENT_EXIT,
@@ -52,6 +52,7 @@ __all__ = [
     "ABSENT_EXIT",
     "MIN_OPENSSH",
     "CommandResult",
+    "FeedOptions",
     "Host",
     "Listener",
     "LocalHost",
@@ -60,6 +61,7 @@ __all__ = [
     "SSHSettings",
     "SSHTarget",
     "ShellFiles",
+    "StreamingOptions",
     "SudoHost",
     "addresses_overlap",
     "get_script",
@@ -99,40 +101,28 @@ class LocalHost:
         )
 
     def stream(
-        self,
-        argv: Sequence[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
-        return self._runner.feed(
-            argv, source, shown=self._runner.shown(argv), progress=progress, timeout=timeout
-        )
+        return self._runner.feed(argv, source, shown=self._runner.shown(argv), **options)
 
     def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
     ) -> CommandResult:
         shown = self._runner.shown(argv)
+        stdin_path, stdout_path = options.get("stdin_path"), options.get("stdout_path")
         with ExitStack() as files:
             source = files.enter_context(open(stdin_path, "rb")) if stdin_path else None
             sink = None
             if stdout_path is not None:
-                fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                fd = os.open(stdout_path, flags, options.get("mode", 0o600))
                 sink = files.enter_context(os.fdopen(fd, "wb"))
             out = self._runner.output(
                 argv,
                 shown=shown,
                 stdin=source,
                 stdout=sink,
-                timeout=timeout,
+                timeout=options.get("timeout"),
                 on_error=lambda: _discard(stdout_path),
             )
             if sink is not None:
@@ -147,6 +137,7 @@ class LocalHost:
         if out.returncode != 0:
             _discard(stdout_path)
         stdout = "" if stdout_path else self.masker(out.stdout.decode(errors="replace"))
+        check = options.get("check", True)
         return self._runner.result(shown, out.returncode, stdout, out.stderr, check=check)
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol, Unpack
 
-from shipyard.hosts._result import CommandResult, RunOptions
+from shipyard.hosts._result import CommandResult, FeedOptions, RunOptions, StreamingOptions
 
 __all__ = ["Host"]
 
@@ -22,12 +22,7 @@ class Host(Protocol):
         ...
 
     def stream(
-        self,
-        argv: Sequence[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
         """Run ``argv`` with ``source`` copied to its stdin as it is read (nothing is buffered
         whole: an image's ``docker save``); ``progress`` gets the bytes sent so far. A non-zero
@@ -35,14 +30,7 @@ class Host(Protocol):
         ...
 
     def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
     ) -> CommandResult:
         """Run ``argv`` with stdin read from and/or stdout written to files on the host.
 

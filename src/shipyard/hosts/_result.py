@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import TypedDict
 
-__all__ = ["CommandResult", "RunOptions"]
+__all__ = ["CommandResult", "FeedOptions", "RunOptions", "StreamingOptions"]
 
 
 class RunOptions(TypedDict, total=False):
@@ -23,6 +24,29 @@ class RunOptions(TypedDict, total=False):
     timeout: float | None
     check: bool
     cwd: str | None
+
+
+class StreamingOptions(TypedDict, total=False):
+    """``Host.run_streaming``'s keyword arguments, each optional.
+
+    ``stdin_path``: a file on the host the command reads; ``stdout_path``: a file on the host its
+    output goes to, created with ``mode`` (default 0600) and removed when the command fails;
+    ``timeout`` and ``check`` as for ``run``.
+    """
+
+    stdin_path: PurePosixPath | None
+    stdout_path: PurePosixPath | None
+    mode: int
+    timeout: float | None
+    check: bool
+
+
+class FeedOptions(TypedDict, total=False):
+    """``Host.stream``'s keyword arguments: ``progress`` gets the bytes sent so far;
+    ``timeout`` as for ``run``."""
+
+    progress: Callable[[int], None] | None
+    timeout: float | None
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, Unpack
 
 from shipyard.errors import CommandFailed, HostError, HostUnreachable
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, FeedOptions
 from shipyard.secrets import Masker
 
 __all__ = ["Output", "Runner"]
@@ -130,8 +130,7 @@ class Runner:
         source: IO[bytes],
         *,
         shown: Sequence[str],
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        **options: Unpack[FeedOptions],
     ) -> CommandResult:
         """Run ``command`` with ``source`` copied to its stdin as it is read (nothing is
         buffered whole), while its output is collected. A failure always raises."""
@@ -156,6 +155,7 @@ class Runner:
         ]
         for reader in readers:
             reader.start()
+        progress, timeout = options.get("progress"), options.get("timeout")
         sent = 0
         try:
             for moved in _moved(source, proc.stdin):

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 from typing import Unpack
 
 from shipyard.errors import CommandFailed
-from shipyard.hosts._result import CommandResult, RunOptions
+from shipyard.hosts._result import CommandResult, RunOptions, StreamingOptions
 from shipyard.secrets import Masker
 
 ABSENT_EXIT = 3  # the exit code of ``get_script`` when the file does not exist
@@ -128,22 +128,20 @@ class ShellFiles:
         self.run(["sh", "-c", put_tree_script(destination)], stdin=tree_archive(source))
 
     def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
     ) -> CommandResult:
         # The redirections happen on the host: dumps never cross the connection.
-        script = streaming_script(argv, stdin_path=stdin_path, stdout_path=stdout_path, mode=mode)
-        ran = self.run(["sh", "-c", script], timeout=timeout, check=False)
+        script = streaming_script(
+            argv,
+            stdin_path=options.get("stdin_path"),
+            stdout_path=options.get("stdout_path"),
+            mode=options.get("mode", 0o600),
+        )
+        ran = self.run(["sh", "-c", script], timeout=options.get("timeout"), check=False)
         # Reported as the command it ran, not as the script around it.
         result = CommandResult(
             tuple(self.masker.argv(argv)), ran.returncode, ran.stdout, ran.stderr
         )
-        if check and not result.ok:
+        if options.get("check", True) and not result.ok:
             raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
         return result

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Unpack
@@ -34,7 +34,7 @@ from shipyard.errors import (
     ShipyardError,
     ToolTooOld,
 )
-from shipyard.hosts._result import CommandResult, RunOptions
+from shipyard.hosts._result import CommandResult, FeedOptions, RunOptions
 from shipyard.hosts._runner import Runner
 from shipyard.hosts._scripts import ShellFiles
 from shipyard.secrets import Masker
@@ -392,20 +392,14 @@ class SSHHost(ShellFiles):
             self.run(["rm", "-f", str(env_file)], check=False, timeout=30)
 
     def stream(
-        self,
-        argv: Sequence[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
         self.connect()
         return self._runner.feed(
             self._over_ssh(argv),
             source,
             shown=self._runner.shown(argv),
-            progress=progress,
-            timeout=timeout,
+            **options,
         )
 
     # -- files -------------------------------------------------------------------------------------

@@ -3,12 +3,12 @@ up), for ``shipyard provision`` connecting as a sudoer."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 from typing import IO, Unpack
 
 from shipyard.hosts._host import Host
-from shipyard.hosts._result import CommandResult, RunOptions
+from shipyard.hosts._result import CommandResult, FeedOptions, RunOptions
 from shipyard.hosts._scripts import ShellFiles
 from shipyard.secrets import Masker
 
@@ -42,14 +42,9 @@ class SudoHost(ShellFiles):
         return self.inner.run(self._sudo(argv, options.get("env")), **options)
 
     def stream(
-        self,
-        argv: Sequence[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
-        return self.inner.stream(self._sudo(argv), source, progress=progress, timeout=timeout)
+        return self.inner.stream(self._sudo(argv), source, **options)
 
     def _read(self, script: str) -> tuple[int, bytes, str]:
         # The whole script runs as root, so root-owned files can be read.
