@@ -12,7 +12,6 @@ import tempfile
 import time
 import traceback
 from dataclasses import asdict
-from enum import IntEnum
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any
 
@@ -47,17 +46,10 @@ from shipyard.deploy import (
     common_rollback_version,
 )
 from shipyard.errors import (
-    CheckFailed,
-    ConfigError,
-    DeployFailed,
-    HostConflict,
-    HostUnreachable,
+    ExitCode,
     LockHeld,
-    NeedsConfirmation,
-    RollbackFailed,
     ShipyardError,
     StateError,
-    ToolTooOld,
 )
 from shipyard.events import send_test
 from shipyard.hosts import LocalHost
@@ -67,31 +59,6 @@ from shipyard.state import Lock
 
 __all__ = ["ExitCode", "app", "main"]
 
-
-class ExitCode(IntEnum):
-    OK = 0
-    UNEXPECTED = 1
-    USAGE = 2
-    INVALID_CONFIG = 3  # also: `check` found problems, a port the proxy needs is taken
-    LOCK_HELD = 4
-    HOST_UNREACHABLE = 5
-    DEPLOY_FAILED = 6  # the previous version keeps serving
-    ROLLBACK_FAILED = 7  # a person must act
-    FAILED = 8  # any other expected failure
-    TOOL_TOO_OLD = 9  # a tool here or on the host is older than needed
-
-
-_EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
-    (NeedsConfirmation, ExitCode.USAGE),
-    (ConfigError, ExitCode.INVALID_CONFIG),
-    (CheckFailed, ExitCode.INVALID_CONFIG),
-    (HostConflict, ExitCode.INVALID_CONFIG),
-    (LockHeld, ExitCode.LOCK_HELD),
-    (HostUnreachable, ExitCode.HOST_UNREACHABLE),
-    (ToolTooOld, ExitCode.TOOL_TOO_OLD),
-    (RollbackFailed, ExitCode.ROLLBACK_FAILED),
-    (DeployFailed, ExitCode.DEPLOY_FAILED),
-]
 
 app = typer.Typer(
     name="shipyard",
@@ -671,13 +638,6 @@ def _snapshots_named(files: SnapshotFiles) -> str:
     return f"{files.count} snapshot(s), {human_size(files.size)}, in {files.where}"
 
 
-def _exit_code(exc: ShipyardError) -> ExitCode:
-    for kind, code in _EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    return ExitCode.FAILED
-
-
 def main() -> None:
     """Console entry point. Usage errors exit 2 (typer); expected errors get their own code."""
     args = [
@@ -691,12 +651,12 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {escape(mask(str(exc)))}")
         if exc.hint:
             err.print(f"[dim]hint: {escape(mask(exc.hint))}[/]")
-        sys.exit(_exit_code(exc))
+        sys.exit(exc.exit_code)
     except (KeyboardInterrupt, Interrupted) as exc:
         err.print(
             escape(current_masker()(str(exc))) if isinstance(exc, Interrupted) else "interrupted"
         )
-        sys.exit(130)
+        sys.exit(ExitCode.INTERRUPTED)
     except Exception:  # noqa: BLE001 — the one place that catches everything
         trace = current_masker()(traceback.format_exc())
         crash = Path(tempfile.gettempdir()) / "shipyard-crash.log"

@@ -19,6 +19,7 @@ from shipyard.cli._output import human_size, print_table
 from shipyard.config import load_config, parse_duration
 from shipyard.database import lint_migrations
 from shipyard.deploy import RotateOptions
+from shipyard.errors import ExitCode
 
 snapshot_app = typer.Typer(
     help="Database snapshots: create, list, verify, restore, prune.", no_args_is_help=True
@@ -27,7 +28,6 @@ migrations_app = typer.Typer(help="Migration safety checks.", no_args_is_help=Tr
 db_app = typer.Typer(help="The database shipyard runs: its password.", no_args_is_help=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-_FAILED = 8  # ExitCode.FAILED: the lint found unsafe statements
 _USAGE = 2
 
 ConfigOption = Annotated[
@@ -233,7 +233,7 @@ def migrations_lint(
             f"{len(report.findings)} finding(s) in {linted} of {escape(str(path))}: {escape(scope)}"
         )
     if report.findings:
-        raise typer.Exit(_FAILED)
+        raise typer.Exit(ExitCode.FAILED)  # the lint found unsafe statements
 
 
 @db_app.command("rotate-password")

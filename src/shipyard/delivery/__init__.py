@@ -24,7 +24,7 @@ from typing import IO
 
 from shipyard.config import RegistrySection
 from shipyard.docker import Docker
-from shipyard.errors import CommandFailed, HostError, ShipyardError
+from shipyard.errors import CommandFailed, DeliveryError, HostError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.secrets import SecretsBackend
 
@@ -37,10 +37,6 @@ __all__ = [
 ]
 
 _MIB = 1024 * 1024
-
-
-class DeliveryError(HostError):
-    """The image could not be copied to the host."""
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,9 @@ from typing import Any
 import httpx
 
 from shipyard.config import GitHubSection
-from shipyard.errors import ShipyardError
+from shipyard.errors import CiNotPassed
 
 _PASSING_CONCLUSIONS = {"success", "neutral", "skipped"}
-
-
-class CiNotPassed(ShipyardError):
-    """The commit's CI has failed, is still running, or never ran."""
 
 
 @dataclass(frozen=True)

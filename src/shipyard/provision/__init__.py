@@ -39,7 +39,7 @@ from pathlib import PurePosixPath
 from typing import Literal
 
 from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, version_problems
-from shipyard.errors import ShipyardError
+from shipyard.errors import ProvisionError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.provision import _files as files
 
@@ -69,10 +69,6 @@ _DOCKER_APT = {  # Debian 12 only: its own repositories have no Compose v2
     "key": "/etc/apt/keyrings/docker.asc",
     "sources": "/etc/apt/sources.list.d/docker.sources",
 }
-
-
-class ProvisionError(ShipyardError):
-    """The host cannot be provisioned (unsupported system, no root, a step that others need failed)."""
 
 
 @dataclass(frozen=True)
