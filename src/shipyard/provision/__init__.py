@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -42,6 +41,7 @@ from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, version_problems
 from shipyard.errors import ProvisionError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.provision import _files as files
+from shipyard.waiting import wait_until
 
 __all__ = [
     "ProvisionError",
@@ -283,16 +283,17 @@ class _Provisioner:
                 f"(live-restore is written to {files.DAEMON_JSON} and applies at the next restart)",
                 hint="send dockerd a SIGHUP: systemctl kill --signal=HUP --kill-whom=main docker",
             )
-        deadline = time.monotonic() + self.options.docker_reload_timeout
-        while self.engine_state()[1] != "true":
-            if time.monotonic() >= deadline:
-                raise ProvisionError(
-                    "docker.service was reloaded but the engine still reports live-restore off "
-                    f"after {self.options.docker_reload_timeout:g}s",
-                    hint="`journalctl -u docker.service` shows why dockerd did not take "
-                    f"{files.DAEMON_JSON}",
-                )
-            time.sleep(self.options.poll_interval)
+        if not wait_until(
+            lambda: self.engine_state()[1] == "true",
+            timeout=self.options.docker_reload_timeout,
+            interval=self.options.poll_interval,
+        ):
+            raise ProvisionError(
+                "docker.service was reloaded but the engine still reports live-restore off "
+                f"after {self.options.docker_reload_timeout:g}s",
+                hint="`journalctl -u docker.service` shows why dockerd did not take "
+                f"{files.DAEMON_JSON}",
+            )
 
     def journald(self) -> tuple[Status, str]:
         content = files.journald_limits(self.options.journal_max_use, self.options.journal_max_file)
