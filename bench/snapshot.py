@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import httpx
+from tests.e2e.postgres import psql
 
 from bench.first_deploy import free_port, prepare_app, run
 from shipyard.cli._context import open_session
@@ -41,31 +42,6 @@ SELECT 'Event ' || g || ' ' || substr(md5(g::text), 1, 10),
 FROM generate_series(1, {rows}) g;
 ANALYZE events;
 """
-
-
-def psql(container: str, sql: str) -> str:
-    return subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-i",
-            container,
-            "psql",
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "events",
-            "-d",
-            "events",
-        ],
-        input=sql,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def raw_dump(container: str, target: Path, compress: str | None = None) -> float:

@@ -2,41 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
+from typing import IO, Unpack
 
-from shipyard.hosts import CommandResult
+from shipyard.hosts import CommandResult, FeedOptions, RunOptions, StreamingOptions
 
 Responder = Callable[[list[str]], CommandResult | None]
 
 
 class FakeHost:
-    """Records commands and keeps files in memory. ``respond`` may answer a command."""
+    """Records commands (with their env, cwd and stdin) and keeps files in memory.
+    ``respond``, or a subclass's ``answer``, may answer a command."""
 
     def __init__(self, respond: Responder | None = None) -> None:
         self.commands: list[list[str]] = []
         self.contexts: list[tuple[dict[str, str], str | None]] = []  # each command's env and cwd
+        self.stdins: list[str | bytes | None] = []
         self.files: dict[str, tuple[bytes, int]] = {}
         self.respond = respond
+
+    @property
+    def envs(self) -> list[dict[str, str] | None]:
+        """The environment each command got (``None``: none given)."""
+        return [env or None for env, _cwd in self.contexts]
+
+    def answer(self, command: list[str], stdin: str | bytes | None) -> CommandResult | None:
+        """The result of ``command`` when the fake should not act it out (else ``None``)."""
+        return self.respond(command) if self.respond is not None else None
 
     @property
     def name(self) -> str:
         return "fake"
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
         command = list(argv)
         self.commands.append(command)
-        self.contexts.append((dict(env or {}), cwd))
-        if self.respond is not None and (answer := self.respond(command)) is not None:
+        self.contexts.append((dict(options.get("env") or {}), options.get("cwd")))
+        self.stdins.append(options.get("stdin"))
+        if (answer := self.answer(command, options.get("stdin"))) is not None:
             return answer
         if command[:2] == ["mkdir", "-m"]:
             path = command[-1]
@@ -58,19 +62,20 @@ class FakeHost:
     def _exists(self, path: str) -> bool:
         return any(f == path or f.startswith(path + "/") for f in self.files)
 
-    def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
+    def stream(
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
-        result = self.run(argv, timeout=timeout, check=check)
-        if stdout_path is not None and result.ok:
-            self.files[str(stdout_path)] = (result.stdout.encode(), mode)
+        data = source.read()
+        if (progress := options.get("progress")) is not None:
+            progress(len(data))
+        return self.run(argv, stdin=data)
+
+    def run_streaming(
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
+    ) -> CommandResult:
+        result = self.run(argv, timeout=options.get("timeout"), check=options.get("check", True))
+        if (stdout_path := options.get("stdout_path")) is not None and result.ok:
+            self.files[str(stdout_path)] = (result.stdout.encode(), options.get("mode", 0o600))
         return result
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:

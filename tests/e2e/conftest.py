@@ -166,6 +166,11 @@ class AppUnderTest:
         git(self.dir, "commit", "-q", "--allow-empty", "-m", message)
         return git(self.dir, "rev-parse", "HEAD")
 
+    @property
+    def database(self) -> str:
+        """The development environment's database container."""
+        return f"{self.name}-development-db"
+
     def live_image(self) -> str:
         """The image (tag) the environment's live container runs."""
         return subprocess.run(

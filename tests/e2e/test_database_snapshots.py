@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,32 +13,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import AppUnderTest
-
-
-def psql(app: AppUnderTest, sql: str) -> str:
-    return subprocess.run(
-        [
-            "docker",
-            "exec",
-            "-i",
-            f"{app.name}-development-db",
-            "psql",
-            "-X",
-            "-q",
-            "-At",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "events",
-            "-d",
-            "events",
-        ],
-        input=sql,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
+from tests.e2e.postgres import psql
 
 SEED = """
 INSERT INTO events (title, description, starts_at, location, embedding)
@@ -71,8 +45,8 @@ def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(
 ) -> None:
     app = either_app
     assert app.shipyard("deploy", "development").returncode == 0
-    psql(app, SEED)
-    before = psql(app, FINGERPRINT)
+    psql(app.database, SEED)
+    before = psql(app.database, FINGERPRINT)
     assert before.startswith("500:")
 
     created = app.shipyard("snapshot", "create", "development", "--json")
@@ -100,13 +74,13 @@ def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(
         " embedding = '[0,0,0,0,0,0,0,0]' WHERE title = 'event 2';"
         "TRUNCATE jobs;",
     )
-    assert psql(app, FINGERPRINT) != before
+    assert psql(app.database, FINGERPRINT) != before
 
     restored = app.shipyard("snapshot", "restore", "development", snapshot["name"], "--yes")
     assert restored.returncode == 0, restored.stderr
-    assert psql(app, FINGERPRINT) == before
-    assert psql(app, "SELECT count(*) FROM jobs;") == "50"
-    assert psql(app, "SELECT version, dirty FROM schema_migrations;") == "2|f"
+    assert psql(app.database, FINGERPRINT) == before
+    assert psql(app.database, "SELECT count(*) FROM jobs;") == "50"
+    assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
     assert httpx.get(app.url("/health"), timeout=10).json()["status"] == "healthy"
 
     listed = json.loads(app.shipyard("snapshot", "list", "development", "--json").stdout)
@@ -121,7 +95,9 @@ def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(
     tables = json.loads(verified.stdout)["restore_test"]["tables"]
     assert tables["public.events"] == [500, 500]
     assert tables["public.jobs"] == [50, 50]
-    assert "restore_test" not in psql(app, "SELECT string_agg(datname, ',') FROM pg_database;")
+    assert "restore_test" not in psql(
+        app.database, "SELECT string_agg(datname, ',') FROM pg_database;"
+    )
 
 
 def test_verify_detects_a_corrupted_snapshot(app: AppUnderTest) -> None:

@@ -15,16 +15,7 @@ import pytest
 
 from tests.bad_configs import CATALOGUE, BadConfig, write
 from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
-
-
-def _psql(container: str, sql: str) -> str:
-    return subprocess.run(
-        ["docker", "exec", "-i", container, "psql", "-X", "-At", "-U", "events", "-d", "events"],
-        input=sql,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+from tests.e2e.postgres import psql
 
 
 def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
@@ -55,12 +46,9 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
     assert version["version"] == f"0.0.0+{commit[:7]}"
     assert httpx.get(app.url("/metrics"), timeout=10).status_code == 404  # not public
 
-    extensions = _psql(f"{app.name}-development-db", "SELECT extname FROM pg_extension ORDER BY 1;")
+    extensions = psql(app.database, "SELECT extname FROM pg_extension ORDER BY 1;")
     assert {"postgis", "vector", "pg_trgm", "pgcrypto"} <= set(extensions.split())
-    assert (
-        _psql(f"{app.name}-development-db", "SELECT version, dirty FROM schema_migrations;")
-        == "2|f"
-    )
+    assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
 
     status = app.status()
     assert status["version"] == f"0.0.0+{commit[:7]}"

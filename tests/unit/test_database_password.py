@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -61,29 +61,10 @@ class DatabaseHost(FakeHost):
         super().__init__()
         self.stored = scram_verifier(role_password)
         self.containers = dict(containers or {})
-        self.stdins: list[str | bytes | None] = []
         self.logins: list[dict[str, str]] = []
         self.login_fails: str | None = None  # psql's stderr for a login failing whatever
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        self.stdins.append(stdin)
-        command = list(argv)
-        answer = self._answer(command, stdin)
-        if answer is None:
-            return super().run(argv, env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd)
-        self.commands.append(command)
-        return answer
-
-    def _answer(self, argv: list[str], stdin: str | bytes | None) -> CommandResult | None:
+    def answer(self, argv: list[str], stdin: str | bytes | None) -> CommandResult | None:
         if argv[:3] == ["docker", "container", "inspect"]:
             found = self.containers.get(argv[-1])
             if found is not None and "{{json .Config.Env}}" in argv:

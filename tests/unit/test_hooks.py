@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -22,7 +21,7 @@ from shipyard.deploy import (
 )
 from shipyard.errors import DeployFailed, LockHeld
 from shipyard.events import Bus, Event, EventKind
-from shipyard.hosts import CommandResult, LocalHost
+from shipyard.hosts import LocalHost
 from shipyard.state import Current, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
@@ -36,27 +35,6 @@ RECORD = (
     "json.dump({k: v for k, v in os.environ.items() if k.startswith('SHIPYARD_')}, "
     "open(sys.argv[1] + '.json', 'w')); sys.exit(int(sys.argv[2]))"
 )
-
-
-class EnvRecordingHost(FakeHost):
-    """A target host that records the environment each command got."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.envs: list[dict[str, str]] = []
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        self.envs.append(dict(env or {}))
-        return super().run(argv, env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd)
 
 
 def _hook(name: str, code: int = 0, where: str = "local") -> str:
@@ -177,7 +155,7 @@ def test_failing_after_hooks_are_warnings_and_local_and_target_hooks_see_the_fac
         + "    - argv: [systemctl, reload, thing]\n      where: target\n"
     )
     config = _config(tmp_path, hooks)
-    target = EnvRecordingHost()
+    target = FakeHost()
     events, _ = _deploy(config, RecordingSteps(), monkeypatch, target=target)
 
     warnings = [e.message for e in events if e.kind == EventKind.WARNING]

@@ -30,9 +30,16 @@ from shipyard.errors import (
     ShipyardError,
 )
 from shipyard.events import Bus
-from shipyard.hosts import CommandResult, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.hosts import (
+    CommandResult,
+    LocalHost,
+    SSHHost,
+    SSHSettings,
+    SudoHost,
+    parse_ssh_target,
+)
 from shipyard.providers._docker import DockerSteps
-from shipyard.provision import ProvisionOptions, SudoHost, provision
+from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
 from shipyard.state import StateStore
@@ -279,8 +286,6 @@ class _RecordingHost(FakeHost):
         self.foreign = dict(foreign or {})  # ref → architecture, for images of another one
         self.context = context  # `docker context inspect`: name and endpoint
         self.login_fails = login_fails
-        self.stdins: list[str | bytes | None] = []
-        self.envs: list[Mapping[str, str] | None] = []
         self.made: list[str] = []  # by `mktemp -d`
 
     @property
@@ -324,11 +329,6 @@ class _RecordingHost(FakeHost):
         if argv[:3] == ["docker", "image", "rm"]:
             self.images.pop(argv[-1], None)
         return None
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
-        self.stdins.append(kwargs.get("stdin"))
-        self.envs.append(kwargs.get("env"))
-        return super().run(argv, **kwargs)
 
 
 _REGISTRY = RegistrySection(url="registry.example/acme", username="ci", password_env="REG_PASSWORD")
@@ -910,18 +910,8 @@ def test_no_login_key_for_the_deploy_user_fails_the_step() -> None:
     assert "/home/deploy/.ssh/authorized_keys" not in host.files
 
 
-class _EnvRecordingHost(FakeHost):
-    def __init__(self) -> None:
-        super().__init__()
-        self.envs: list[Mapping[str, str] | None] = []
-
-    def run(self, argv: Sequence[str], **kwargs: Any) -> CommandResult:
-        self.envs.append(kwargs.get("env"))
-        return super().run(argv, **kwargs)
-
-
 def test_sudo_keeps_the_environment_names_in_argv_and_values_out_of_it() -> None:
-    inner = _EnvRecordingHost()
+    inner = FakeHost()
     host = SudoHost(inner)
     host.run(["pg_dump", "shop"], env={"PGPASSWORD": "hunter2-db", "PGUSER": "shop"})
     host.run(["id", "-u"])
@@ -970,7 +960,7 @@ def test_sudo_host_moves_files_with_the_shared_scripts(tmp_path: Path) -> None:
 
 
 def test_streams_move_between_pipes_and_other_files_alike() -> None:
-    from shipyard.hosts._ssh import _moved  # noqa: PLC0415
+    from shipyard.hosts._runner import _moved  # noqa: PLC0415
 
     data = os.urandom(3 * 1024 * 1024 + 17)
     copied = io.BytesIO()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,17 +30,11 @@ from shipyard.cli._options import (
     yes_option,
 )
 from shipyard.errors import (
-    CheckFailed,
-    ConfigError,
-    DeployFailed,
-    HostConflict,
-    HostUnreachable,
+    ExitCode,
+    Interrupted,
     LockHeld,
-    NeedsConfirmation,
-    RollbackFailed,
     ShipyardError,
     StateError,
-    ToolTooOld,
 )
 
 if TYPE_CHECKING:
@@ -52,32 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["ExitCode", "app", "main"]
 
-
-class ExitCode(IntEnum):
-    OK = 0
-    UNEXPECTED = 1
-    USAGE = 2
-    INVALID_CONFIG = 3  # also: `check` found problems, a port the proxy needs is taken
-    LOCK_HELD = 4
-    HOST_UNREACHABLE = 5
-    DEPLOY_FAILED = 6  # the previous version keeps serving
-    ROLLBACK_FAILED = 7  # a person must act
-    FAILED = 8  # any other expected failure
-    TOOL_TOO_OLD = 9  # a tool here or on the host is older than needed
-    INTERRUPTED = 130  # Ctrl-C, or SIGTERM during an operation
-
-
-_EXIT_CODES: list[tuple[type[ShipyardError], ExitCode]] = [
-    (NeedsConfirmation, ExitCode.USAGE),
-    (ConfigError, ExitCode.INVALID_CONFIG),
-    (CheckFailed, ExitCode.INVALID_CONFIG),
-    (HostConflict, ExitCode.INVALID_CONFIG),
-    (LockHeld, ExitCode.LOCK_HELD),
-    (HostUnreachable, ExitCode.HOST_UNREACHABLE),
-    (ToolTooOld, ExitCode.TOOL_TOO_OLD),
-    (RollbackFailed, ExitCode.ROLLBACK_FAILED),
-    (DeployFailed, ExitCode.DEPLOY_FAILED),
-]
 
 _state: dict[str, bool] = {"debug": False}
 
@@ -744,13 +711,6 @@ def completion(shell: str) -> None:
     sys.stdout.write(completer(app, {}, "shipyard", "_SHIPYARD_COMPLETE").source() + "\n")
 
 
-def _exit_code(exc: ShipyardError) -> ExitCode:
-    for kind, code in _EXIT_CODES:
-        if isinstance(exc, kind):
-            return code
-    return ExitCode.FAILED
-
-
 def main() -> None:
     """Console entry point. Usage errors exit 2; expected errors get their own code."""
     # With click installed, `import httpx` also loads httpx's own command-line client (click,
@@ -781,8 +741,6 @@ def main() -> None:
     except BaseException as exc:  # an operation's Interrupted (SIGINT, SIGTERM), SystemExit
         if isinstance(exc, SystemExit):
             raise
-        from shipyard.deploy import Interrupted  # loaded by what raised it
-
         if not isinstance(exc, Interrupted):
             raise
         _say(_mask(str(exc)), markup=False)
@@ -810,7 +768,7 @@ def _expected(exc: ShipyardError) -> None:
     _say(f"[bold red]error:[/] {escape(_mask(str(exc)))}")
     if exc.hint:
         _say(f"[dim]hint: {escape(_mask(exc.hint))}[/]")
-    sys.exit(_exit_code(exc))
+    sys.exit(exc.exit_code)
 
 
 def _crashed() -> None:

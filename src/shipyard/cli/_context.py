@@ -25,7 +25,7 @@ from shipyard.deploy import (
 )
 from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.events import Bus, ConsoleSink, DeploymentLog, JsonLinesSink, dispatcher_for
-from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, parse_ssh_target
+from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, SudoHost, parse_ssh_target
 from shipyard.providers import Provider, get_provider
 from shipyard.secrets import Masker
 from shipyard.state import StateStore
@@ -78,7 +78,7 @@ def run_provision(
     report: Callable[[str, StepResult], None],
 ) -> dict[str, list[StepResult]]:
     """Provision every ssh:// node of the environment, one after the other."""
-    from shipyard.provision import ProvisionOptions, SudoHost, provision
+    from shipyard.provision import ProvisionOptions, provision
 
     config = load_config(config_path, environment)
     nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
@@ -94,7 +94,7 @@ def run_provision(
             f"ssh://{user}@{target.host}:{target.port}", ssh_settings(config), config.masker
         )
         if sudo:
-            host = SudoHost(host)
+            host = SudoHost(host, config.masker)
         options = ProvisionOptions(
             deploy_user=deploy_user
             or (target.user if target.user not in (None, "root") else "deploy"),

@@ -20,8 +20,8 @@ from shipyard.cli._options import (
     wait_option,
     yes_option,
 )
+from shipyard.errors import ExitCode
 
-_FAILED = 8  # ExitCode.FAILED: the lint found unsafe statements
 _USAGE = 2
 
 
@@ -270,7 +270,7 @@ def migrations_lint(
             f"{len(report.findings)} finding(s) in {linted} of {escape(str(path))}: {escape(scope)}"
         )
     if report.findings:
-        raise click.exceptions.Exit(_FAILED)
+        raise click.exceptions.Exit(ExitCode.FAILED)  # the lint found unsafe statements
 
 
 @db_group.command("rotate-password")

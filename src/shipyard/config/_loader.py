@@ -230,7 +230,10 @@ def _pydantic_issues(
     for error in exc.errors(include_url=False):
         loc = _drop_union_tags(tuple(error["loc"]))
         message = error["msg"]
-        if error["type"] == "extra_forbidden":
+        if error["type"] == "value_error":
+            # A validator's own error: its message, not pydantic's wording around it.
+            message = str(error.get("ctx", {}).get("error", message))
+        elif error["type"] == "extra_forbidden":
             message = _unknown_key((*prefix, *loc), secrets_file)
         elif error["type"] == "missing":
             message = "required key is missing"
@@ -239,7 +242,6 @@ def _pydantic_issues(
             message = f"kind must be one of {error.get('ctx', {}).get('expected_tags', '?')}"
         elif error["type"] == "union_tag_not_found":
             message = "missing key 'kind'"
-        message = message.removeprefix("Value error, ")
         path = (*prefix, *loc)
         if interpolated and error["type"] not in _WORDED_HERE:
             message = _without_values(error, path, message, interpolated, below.get(path, []))

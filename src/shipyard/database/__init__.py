@@ -43,7 +43,12 @@ from shipyard.database._snapshot import (
     snapshot_name,
 )
 from shipyard.docker import Docker
-from shipyard.errors import CommandFailed, ShipyardError
+from shipyard.errors import (
+    CommandFailed,
+    DatabaseError,
+    MigrationError,
+    MigrationLintFailed,
+)
 
 __all__ = [
     "Database",
@@ -81,18 +86,6 @@ __all__ = [
 ]
 
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.up\.sql$")
-
-
-class DatabaseError(ShipyardError):
-    """The database is unreachable, lacks an extension, or refused a statement."""
-
-
-class MigrationError(DatabaseError):
-    """A migration failed or the schema is dirty."""
-
-
-class MigrationLintFailed(MigrationError):
-    """Pending migrations have lint findings and ``database.migrations.lint`` is ``block``."""
 
 
 @dataclass(frozen=True)

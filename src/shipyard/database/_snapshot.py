@@ -20,7 +20,7 @@ from pathlib import PurePosixPath
 from shipyard.config import DatabaseSection
 from shipyard.database._retention import RetentionPlan, SnapshotAge, plan_retention
 from shipyard.docker import Docker
-from shipyard.errors import CommandFailed, ShipyardError
+from shipyard.errors import CommandFailed, ShipyardError, SnapshotError
 
 __all__ = [
     "RestoreTest",
@@ -43,10 +43,6 @@ _COUNT_COPY_ROWS = (
     '/^\\\\\\.$/ { if (counting) print table "|" rows; counting = 0; next } '
     "counting { rows++ }'"
 )
-
-
-class SnapshotError(ShipyardError):
-    """A snapshot could not be taken, verified, found, restored or pruned."""
 
 
 @dataclass(frozen=True)

@@ -20,45 +20,23 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import IO, Protocol, runtime_checkable
+from typing import IO
 
 from shipyard.config import RegistrySection
 from shipyard.docker import Docker
-from shipyard.errors import CommandFailed, HostError, ShipyardError
-from shipyard.hosts import CommandResult, Host
+from shipyard.errors import CommandFailed, DeliveryError, HostError, ShipyardError
+from shipyard.hosts import Host
 from shipyard.secrets import SecretsBackend
 
 __all__ = [
     "Delivered",
     "DeliveryError",
     "StderrProgress",
-    "StreamingHost",
     "deliver",
     "registry_ref",
 ]
 
 _MIB = 1024 * 1024
-
-
-class DeliveryError(HostError):
-    """The image could not be copied to the host."""
-
-
-@runtime_checkable
-class StreamingHost(Protocol):
-    """A host that can feed a stream to a command's stdin as it is produced (``SSHHost``)."""
-
-    @property
-    def name(self) -> str: ...
-
-    def stream(
-        self,
-        argv: list[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
-    ) -> CommandResult: ...
 
 
 @dataclass(frozen=True)
@@ -148,10 +126,6 @@ def deliver(
 
 
 def _stream(tag: str, target: Host, progress: Callable[[int], None] | None, timeout: float) -> int:
-    if not isinstance(target, StreamingHost):
-        raise DeliveryError(
-            f"{target.name} cannot receive a streamed image; configure deploy.registry"
-        )
     sent = 0
 
     def count(total: int) -> None:

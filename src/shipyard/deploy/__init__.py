@@ -26,10 +26,10 @@ from shipyard.build import Image, build_image, read_version
 from shipyard.config import Config
 from shipyard.database import MigrationPlan, PasswordRotation, Snapshot
 from shipyard.deploy._checks import Checked, check_file, env_files, run_checks
-from shipyard.deploy._ci import CiNotPassed, require_ci
+from shipyard.deploy._ci import require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
-from shipyard.deploy._phases import Interrupted, Phases, signals_noted, signals_raise
+from shipyard.deploy._phases import Phases, signals_noted, signals_raise
 from shipyard.deploy._repair import RepairSteps, repair, repair_entry
 from shipyard.deploy._rollback import (
     RULE,
@@ -40,9 +40,11 @@ from shipyard.deploy._rollback import (
 )
 from shipyard.errors import (
     CheckFailed,
+    CiNotPassed,
     DeployFailed,
     HostConflict,
     HostUnreachable,
+    Interrupted,
     LockHeld,
     LockLost,
     NeedsConfirmation,

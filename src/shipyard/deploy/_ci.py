@@ -13,13 +13,9 @@ from typing import Any
 import httpx
 
 from shipyard.config import GitHubSection
-from shipyard.errors import ShipyardError
+from shipyard.errors import CiNotPassed
 
 _PASSING_CONCLUSIONS = {"success", "neutral", "skipped"}
-
-
-class CiNotPassed(ShipyardError):
-    """The commit's CI has failed, is still running, or never ran."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +28,20 @@ class Check:
         return self.state in _PASSING_CONCLUSIONS
 
 
-def ci_checks(github: GitHubSection, token: str | None, commit: str) -> list[Check]:
-    """Every status context and check run GitHub reports for ``commit``."""
+def ci_checks(
+    github: GitHubSection,
+    token: str | None,
+    commit: str,
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> list[Check]:
+    """Every status context and check run GitHub reports for ``commit`` (``transport``: how
+    requests travel, the network unless given)."""
     headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     base = f"{github.api_url.rstrip('/')}/repos/{github.repository}/commits/{commit}"
-    with httpx.Client(headers=headers, timeout=github.timeout) as client:
+    with httpx.Client(headers=headers, timeout=github.timeout, transport=transport) as client:
         status = _get(client, f"{base}/status")
         runs = _get(client, f"{base}/check-runs?per_page=100")
     checks = [
@@ -71,9 +74,15 @@ def _get(client: httpx.Client, url: str) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def require_ci(github: GitHubSection, token: str | None, commit: str) -> str:
+def require_ci(
+    github: GitHubSection,
+    token: str | None,
+    commit: str,
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> str:
     """Raise ``CiNotPassed`` unless ``commit`` passed CI; returns a summary."""
-    checks = ci_checks(github, token, commit)
+    checks = ci_checks(github, token, commit, transport=transport)
     if not checks:
         raise CiNotPassed(
             f"commit {commit[:7]} has no CI results on {github.repository}",

@@ -11,8 +11,8 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shipyard.deploy._phases import Interrupted, signals_noted
-from shipyard.errors import RollbackFailed, ShipyardError
+from shipyard.deploy._phases import signals_noted
+from shipyard.errors import Interrupted, RollbackFailed, ShipyardError
 
 __all__ = ["NodeOutcome", "across_nodes", "rollout_error"]
 

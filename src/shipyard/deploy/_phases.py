@@ -16,6 +16,7 @@ from shipyard.errors import (
     DeployFailed,
     HostConflict,
     HostUnreachable,
+    Interrupted,
     LockHeld,
     LockLost,
     RollbackFailed,
@@ -26,22 +27,6 @@ from shipyard.events import Bus, Event, EventKind
 from shipyard.state import now_iso
 
 T = TypeVar("T")
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived during an operation.
-
-    Like ``KeyboardInterrupt`` it is not an ``Exception``: no ``except Exception`` (a failing
-    event sink, a hook, a helper that tolerates errors) and no ``except ShipyardError`` can
-    swallow it, so it always ends the operation through its cleanups with a non-zero exit."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint: str | None = None
-
-    def __str__(self) -> str:
-        return self.message
 
 
 # Phases that run before the lock is taken (nothing to fence yet).

@@ -2,21 +2,23 @@
 
 ``Host`` is the seam every other part goes through: no code assumes the operator's machine is the
 server. ``LocalHost`` is the machine shipyard runs on; ``SSHHost`` is any other machine, reached
-with the system's OpenSSH client. The shell scripts that move files on a remote host are shared
-by every host that runs commands through a remote shell (``put_script`` and its kin).
+with the system's OpenSSH client; ``SudoHost`` runs another host's commands as root. What they
+share is written once: spawning, masking, timeouts, ``check`` and error translation in
+``Runner``; moving files through a remote shell in ``ShellFiles``. They differ only in how a
+command is spawned and how bytes move.
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import IO, Unpack
 
-from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.errors import CommandFailed
+from shipyard.hosts._host import Host
 from shipyard.hosts._listeners import (
     Listener,
     addresses_overlap,
@@ -24,9 +26,11 @@ from shipyard.hosts._listeners import (
     parse_proc_net_tcp,
     parse_ss,
 )
-from shipyard.hosts._result import CommandResult
+from shipyard.hosts._result import CommandResult, FeedOptions, RunOptions, StreamingOptions
+from shipyard.hosts._runner import Runner
 from shipyard.hosts._scripts import (
     ABSENT_EXIT,
+    ShellFiles,
     get_script,
     put_script,
     put_tree_script,
@@ -41,18 +45,24 @@ from shipyard.hosts._ssh import (
     openssh_version,
     parse_ssh_target,
 )
+from shipyard.hosts._sudo import SudoHost
 from shipyard.secrets import Masker
 
 __all__ = [
     "ABSENT_EXIT",
     "MIN_OPENSSH",
     "CommandResult",
+    "FeedOptions",
     "Host",
     "Listener",
     "LocalHost",
+    "RunOptions",
     "SSHHost",
     "SSHSettings",
     "SSHTarget",
+    "ShellFiles",
+    "StreamingOptions",
+    "SudoHost",
     "addresses_overlap",
     "get_script",
     "listeners",
@@ -67,175 +77,68 @@ __all__ = [
 ]
 
 
-class Host(Protocol):
-    """A machine shipyard acts on."""
-
-    @property
-    def name(self) -> str: ...
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        """Run ``argv`` (a list, never a shell string). ``check`` raises ``CommandFailed``."""
-        ...
-
-    def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        """Run ``argv`` with stdin read from and/or stdout written to files on the host.
-
-        Large outputs (database dumps) never pass through memory. ``stdout_path`` is created with
-        ``mode``; when the command fails (or the disk fills) the partial file is removed. The
-        result's ``stdout`` is empty when ``stdout_path`` is given.
-        """
-        ...
-
-    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        """Write a file atomically with ``mode``, creating parent directories (0700)."""
-        ...
-
-    def get(self, path: PurePosixPath) -> bytes | None:
-        """Read a file, or ``None`` when it does not exist."""
-        ...
-
-    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        """Copy a local directory's files to ``destination`` (replacing what was there)."""
-        ...
-
-    def tunnel(self, port: int) -> int:
-        """A local port that reaches ``127.0.0.1:port`` on the host."""
-        ...
-
-    def home(self) -> PurePosixPath:
-        """The home directory of the user shipyard acts as."""
-        ...
-
-
 class LocalHost:
     """The machine shipyard runs on."""
 
     def __init__(self, masker: Masker | None = None) -> None:
-        self._masker = masker or Masker()
+        self.masker = masker or Masker()
+        self._runner = Runner(self.name, self.masker)
 
     @property
     def name(self) -> str:
         return "local"
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        full_env = {**os.environ, **env} if env else None
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        masked = tuple(self._masker.argv(argv))
-        try:
-            proc = subprocess.run(
-                list(argv),
-                input=data,
-                capture_output=True,
-                env=full_env,
-                timeout=timeout,
-                check=False,
-                cwd=cwd,
-                stdin=None if data is not None else subprocess.DEVNULL,
-            )
-        except FileNotFoundError as exc:
-            raise HostUnreachable(
-                f"on {self.name}: {argv[0]!r} is not installed", hint=f"install {argv[0]} and retry"
-            ) from exc
-        except subprocess.TimeoutExpired as exc:
-            raise CommandFailed(
-                self.name, masked, -1, f"timed out after {timeout:.0f}s" if timeout else "timed out"
-            ) from exc
-        result = CommandResult(
-            argv=masked,
-            returncode=proc.returncode,
-            stdout=self._masker(proc.stdout.decode(errors="replace")),
-            stderr=self._masker(proc.stderr.decode(errors="replace")),
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
+        stdin = options.get("stdin")
+        return self._runner.run(
+            argv,
+            shown=self._runner.shown(argv),
+            stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+            env=options.get("env"),
+            cwd=options.get("cwd"),
+            timeout=options.get("timeout"),
+            check=options.get("check", True),
         )
-        if check and not result.ok:
-            raise CommandFailed(self.name, masked, result.returncode, result.stderr)
-        return result
+
+    def stream(
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
+    ) -> CommandResult:
+        return self._runner.feed(argv, source, shown=self._runner.shown(argv), **options)
 
     def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
     ) -> CommandResult:
-        masked = tuple(self._masker.argv(argv))
+        shown = self._runner.shown(argv)
+        stdin_path, stdout_path = options.get("stdin_path"), options.get("stdout_path")
         with ExitStack() as files:
             source = files.enter_context(open(stdin_path, "rb")) if stdin_path else None
             sink = None
             if stdout_path is not None:
-                fd = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                fd = os.open(stdout_path, flags, options.get("mode", 0o600))
                 sink = files.enter_context(os.fdopen(fd, "wb"))
-            try:
-                proc = subprocess.run(
-                    list(argv),
-                    stdin=source if source is not None else subprocess.DEVNULL,
-                    stdout=sink if sink is not None else subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    timeout=timeout,
-                    check=False,
-                )
-                if sink is not None:
+            out = self._runner.output(
+                argv,
+                shown=shown,
+                stdin=source,
+                stdout=sink,
+                timeout=options.get("timeout"),
+                on_error=lambda: _discard(stdout_path),
+            )
+            if sink is not None:
+                try:
                     sink.flush()
                     os.fsync(sink.fileno())
-            except FileNotFoundError as exc:
-                _discard(stdout_path)
-                raise HostUnreachable(
-                    f"on {self.name}: {argv[0]!r} is not installed",
-                    hint=f"install {argv[0]} and retry",
-                ) from exc
-            except subprocess.TimeoutExpired as exc:
-                _discard(stdout_path)
-                raise CommandFailed(
-                    self.name,
-                    masked,
-                    -1,
-                    f"timed out after {timeout:.0f}s" if timeout else "timed out",
-                ) from exc
-            except OSError as exc:  # ENOSPC on flush/fsync
-                _discard(stdout_path)
-                raise CommandFailed(self.name, masked, -1, f"writing {stdout_path}: {exc}") from exc
-        result = CommandResult(
-            argv=masked,
-            returncode=proc.returncode,
-            stdout=""
-            if stdout_path
-            else self._masker((proc.stdout or b"").decode(errors="replace")),
-            stderr=self._masker(proc.stderr.decode(errors="replace")),
-        )
-        if not result.ok:
+                except OSError as exc:  # ENOSPC on flush/fsync
+                    _discard(stdout_path)
+                    raise CommandFailed(
+                        self.name, shown, -1, f"writing {stdout_path}: {exc}"
+                    ) from exc
+        if out.returncode != 0:
             _discard(stdout_path)
-            if check:
-                raise CommandFailed(self.name, masked, result.returncode, result.stderr)
-        return result
+        stdout = "" if stdout_path else self.masker(out.stdout.decode(errors="replace"))
+        check = options.get("check", True)
+        return self._runner.result(shown, out.returncode, stdout, out.stderr, check=check)
 
     def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
         target = Path(path)

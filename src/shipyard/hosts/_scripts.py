@@ -1,7 +1,8 @@
 """The POSIX shell scripts that move files on a host reached by a remote shell.
 
-``SSHHost`` runs them as the SSH user; ``SudoHost`` (provision) runs the same text through
-``sudo -n sh -c``. Every path is quoted here; file contents travel on stdin, never in argv.
+``ShellFiles`` is the file half of every such host, written once: ``SSHHost`` runs the scripts
+as the SSH user, ``SudoHost`` runs the same text through ``sudo -n sh -c``. Every path is
+quoted here; file contents travel on stdin, never in argv.
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ import shlex
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
+from typing import Unpack
+
+from shipyard.errors import CommandFailed
+from shipyard.hosts._result import CommandResult, RunOptions, StreamingOptions
+from shipyard.secrets import Masker
 
 ABSENT_EXIT = 3  # the exit code of ``get_script`` when the file does not exist
 
@@ -85,3 +91,57 @@ def streaming_script(
         f'if [ "$rc" -eq 0 ]; then sync {out} || rc=$?; fi; '
         f'[ "$rc" -eq 0 ] || rm -f {out}; exit "$rc"'
     )
+
+
+class ShellFiles:
+    """Files and redirected commands on a host whose commands run through a POSIX shell there.
+
+    A subclass supplies ``name``, ``masker``, ``run`` and ``_read`` (a script's exit code and
+    raw stdout): ``put``, ``get``, ``put_tree`` and ``run_streaming`` follow from them.
+    """
+
+    masker: Masker
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
+        raise NotImplementedError
+
+    def _read(self, script: str) -> tuple[int, bytes, str]:
+        """Run ``script``; its exit code, raw stdout and (masked) stderr."""
+        raise NotImplementedError
+
+    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
+        self.run(["sh", "-c", put_script(path, mode, len(data))], stdin=data)
+
+    def get(self, path: PurePosixPath) -> bytes | None:
+        returncode, stdout, stderr = self._read(get_script(path))
+        if returncode == ABSENT_EXIT:
+            return None
+        if returncode != 0:
+            raise CommandFailed(self.name, ["cat", str(path)], returncode, stderr)
+        return stdout
+
+    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
+        self.run(["sh", "-c", put_tree_script(destination)], stdin=tree_archive(source))
+
+    def run_streaming(
+        self, argv: Sequence[str], **options: Unpack[StreamingOptions]
+    ) -> CommandResult:
+        # The redirections happen on the host: dumps never cross the connection.
+        script = streaming_script(
+            argv,
+            stdin_path=options.get("stdin_path"),
+            stdout_path=options.get("stdout_path"),
+            mode=options.get("mode", 0o600),
+        )
+        ran = self.run(["sh", "-c", script], timeout=options.get("timeout"), check=False)
+        # Reported as the command it ran, not as the script around it.
+        result = CommandResult(
+            tuple(self.masker.argv(argv)), ran.returncode, ran.stdout, ran.stderr
+        )
+        if options.get("check", True) and not result.ok:
+            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
+        return result

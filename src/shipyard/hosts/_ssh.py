@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import io
-import os
 import re
 import secrets
 import shlex
@@ -24,28 +22,21 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Unpack
 from urllib.parse import urlsplit
 
 from shipyard.errors import (
-    CommandFailed,
     HostKeyRejected,
     HostUnreachable,
     ShipyardError,
     ToolTooOld,
 )
-from shipyard.hosts._result import CommandResult
-from shipyard.hosts._scripts import (
-    ABSENT_EXIT,
-    get_script,
-    put_script,
-    put_tree_script,
-    streaming_script,
-    tree_archive,
-)
+from shipyard.hosts._result import CommandResult, FeedOptions, RunOptions
+from shipyard.hosts._runner import Runner
+from shipyard.hosts._scripts import ShellFiles
 from shipyard.secrets import Masker
 
 __all__ = [
@@ -78,7 +69,6 @@ _CONNECT_FAILURES = (
     "Operation timed out",
 )
 _SSH_EXIT = 255  # ssh's own failure, as opposed to the remote command's exit code
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -135,7 +125,7 @@ def openssh_version() -> tuple[int, int] | None:
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-class SSHHost:
+class SSHHost(ShellFiles):
     """A machine reached over SSH (system OpenSSH, one multiplexed connection)."""
 
     def __init__(
@@ -143,7 +133,8 @@ class SSHHost:
     ) -> None:
         self.target = parse_ssh_target(target)
         self.settings = settings or SSHSettings()
-        self._masker = masker or Masker()
+        self.masker = masker or Masker()
+        self._runner = Runner(self.target.host, self.masker, self._translate)
         self._control_dir: Path | None = None
         self._connected = False
         self._lock = threading.Lock()
@@ -348,19 +339,24 @@ class SSHHost:
             command = f"cd {shlex.quote(cwd)} && {command}"
         return env_prefix + command
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
+    def _over_ssh(
+        self, argv: Sequence[str], *, cwd: str | None = None, env_prefix: str = ""
+    ) -> list[str]:
+        """The ``ssh`` argv that runs ``argv`` on the host."""
+        return [
+            *self.ssh_argv("--", self.target.host),
+            self._remote(argv, cwd=cwd, env_prefix=env_prefix),
+        ]
+
+    def _translate(self, returncode: int, stderr: str) -> HostUnreachable | None:
+        """ssh's own failure (exit 255) with a lost connection: the host, not the command."""
+        if returncode == _SSH_EXIT and _lost_connection(stderr):
+            return self._connection_error(stderr)
+        return None
+
+    def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
         self.connect()
-        data = stdin.encode() if isinstance(stdin, str) else stdin
-        masked = tuple(self._masker.argv(argv))
+        env, stdin, timeout = options.get("env"), options.get("stdin"), options.get("timeout")
         env_prefix = ""
         env_file: PurePosixPath | None = None
         if env:
@@ -373,35 +369,20 @@ class SSHHost:
                 f"set -a; . {quoted}; rc=$?; rm -f {quoted}; set +a; "
                 '[ "$rc" -eq 0 ] || exit "$rc"; '
             )
-        command = self._remote(argv, cwd=cwd, env_prefix=env_prefix)
-        try:
-            proc = subprocess.run(
-                [*self.ssh_argv("--", self.target.host), command],
-                input=data,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-                stdin=None if data is not None else subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            self._forget(env_file)
-            raise CommandFailed(
-                self.name, masked, -1, f"timed out after {timeout:.0f}s" if timeout else "timed out"
-            ) from exc
-        stderr = self._masker(proc.stderr.decode(errors="replace"))
-        if proc.returncode == _SSH_EXIT and env_file is not None:
-            self._forget(env_file)  # the remote shell may never have run to remove it
-        if proc.returncode == _SSH_EXIT and _lost_connection(stderr):
-            raise self._connection_error(stderr)
-        result = CommandResult(
-            argv=masked,
-            returncode=proc.returncode,
-            stdout=self._masker(proc.stdout.decode(errors="replace")),
-            stderr=stderr,
+        shown = self._runner.shown(argv)
+        out = self._runner.output(
+            self._over_ssh(argv, cwd=options.get("cwd"), env_prefix=env_prefix),
+            shown=shown,
+            stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+            timeout=timeout,
+            on_error=lambda: self._forget(env_file),
         )
-        if check and not result.ok:
-            raise CommandFailed(self.name, masked, result.returncode, result.stderr)
-        return result
+        if out.returncode == _SSH_EXIT:
+            self._forget(env_file)  # the remote shell may never have run to remove it
+        stdout = self.masker(out.stdout.decode(errors="replace"))
+        return self._runner.result(
+            shown, out.returncode, stdout, out.stderr, check=options.get("check", True)
+        )
 
     def _forget(self, env_file: PurePosixPath | None) -> None:
         """Remove a private env file the remote shell did not get to remove (best effort)."""
@@ -411,72 +392,25 @@ class SSHHost:
             self.run(["rm", "-f", str(env_file)], check=False, timeout=30)
 
     def stream(
-        self,
-        argv: Sequence[str],
-        source: IO[bytes],
-        *,
-        progress: Callable[[int], None] | None = None,
-        timeout: float | None = None,
+        self, argv: Sequence[str], source: IO[bytes], **options: Unpack[FeedOptions]
     ) -> CommandResult:
-        """Run ``argv`` with ``source`` copied to its stdin as it is read (nothing is buffered whole)."""
         self.connect()
-        masked = tuple(self._masker.argv(argv))
-        command = self._remote(argv, cwd=None, env_prefix="")
-        proc = subprocess.Popen(
-            [*self.ssh_argv("--", self.target.host), command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        return _feed(self.name, masked, proc, source, progress, timeout, self._masker)
-
-    def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        # The redirections happen on the host: dumps never cross the connection.
-        script = streaming_script(argv, stdin_path=stdin_path, stdout_path=stdout_path, mode=mode)
-        return _as_command(
-            self.run(["sh", "-c", script], timeout=timeout, check=False),
-            argv,
-            self.name,
-            self._masker,
-            check=check,
+        return self._runner.feed(
+            self._over_ssh(argv),
+            source,
+            shown=self._runner.shown(argv),
+            **options,
         )
 
     # -- files -------------------------------------------------------------------------------------
-    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        self._shell(put_script(path, mode, len(data)), stdin=data)
-
-    def _shell(self, script: str, *, stdin: bytes | None = None) -> CommandResult:
-        return self.run(["sh", "-c", script], stdin=stdin if stdin is not None else b"")
-
-    def get(self, path: PurePosixPath) -> bytes | None:
+    def _read(self, script: str) -> tuple[int, bytes, str]:
         self.connect()
-        proc = subprocess.run(
-            [*self.ssh_argv("--", self.target.host), get_script(path)],
-            capture_output=True,
-            stdin=subprocess.DEVNULL,
+        out = self._runner.output(
+            self._over_ssh(["sh", "-c", script]),
+            shown=("sh", "-c", "…"),
             timeout=300,
-            check=False,
         )
-        if proc.returncode == ABSENT_EXIT:
-            return None
-        if proc.returncode != 0:
-            stderr = proc.stderr.decode(errors="replace")
-            if proc.returncode == _SSH_EXIT and _lost_connection(stderr):
-                raise self._connection_error(stderr)
-            raise CommandFailed(self.name, ["cat", str(path)], proc.returncode, stderr)
-        return proc.stdout
-
-    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        self._shell(put_tree_script(destination), stdin=tree_archive(source))
+        return out.returncode, out.stdout, out.stderr
 
     # -- network -------------------------------------------------------------------------------------
     def tunnel(self, port: int) -> int:
@@ -525,91 +459,8 @@ def _lost_connection(stderr: str) -> bool:
     )
 
 
-def _as_command(
-    result: CommandResult, argv: Sequence[str], host: str, masker: Masker, *, check: bool
-) -> CommandResult:
-    """``result`` of a wrapping script, reported as the command it ran."""
-    masked = tuple(masker.argv(argv))
-    if check and not result.ok:
-        raise CommandFailed(host, masked, result.returncode, result.stderr)
-    return CommandResult(masked, result.returncode, result.stdout, result.stderr)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def _moved(source: IO[bytes], sink: IO[bytes]) -> Iterator[int]:
-    """Move ``source`` into ``sink`` chunk by chunk, yielding each chunk's size. Between two
-    pipes (``docker save`` into ssh) Linux's splice moves the bytes without copying them through
-    this process; otherwise they are read and written."""
-    if hasattr(os, "splice"):
-        try:
-            while moved := os.splice(source.fileno(), sink.fileno(), _CHUNK):
-                yield moved
-            return
-        except (OSError, ValueError, io.UnsupportedOperation) as exc:
-            if isinstance(exc, BrokenPipeError):
-                raise
-            # not two pipes (or no file descriptors): copy instead, from where splice stopped
-    while chunk := source.read(_CHUNK):
-        sink.write(chunk)
-        yield len(chunk)
-
-
-def _feed(
-    host: str,
-    masked: tuple[str, ...],
-    proc: subprocess.Popen[bytes],
-    source: IO[bytes],
-    progress: Callable[[int], None] | None,
-    timeout: float | None,
-    masker: Masker,
-) -> CommandResult:
-    """Copy ``source`` into ``proc``'s stdin in chunks while its output is collected."""
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None  # noqa: S101
-    outputs: dict[str, bytes] = {}
-
-    def collect(name: str, stream: IO[bytes]) -> None:
-        outputs[name] = stream.read()
-
-    readers = [
-        threading.Thread(target=collect, args=("out", proc.stdout), daemon=True),
-        threading.Thread(target=collect, args=("err", proc.stderr), daemon=True),
-    ]
-    for reader in readers:
-        reader.start()
-    sent = 0
-    try:
-        for moved in _moved(source, proc.stdin):
-            sent += moved
-            if progress is not None:
-                progress(sent)
-    except BrokenPipeError:
-        pass  # the command stopped reading: its exit code and stderr say why
-    finally:
-        with contextlib.suppress(BrokenPipeError):
-            proc.stdin.close()
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        proc.kill()
-        proc.wait()
-        raise CommandFailed(host, masked, -1, f"timed out after {timeout:.0f}s") from exc
-    for reader in readers:
-        reader.join(timeout=30)
-    proc.stdout.close()
-    proc.stderr.close()
-    stdout, stderr_bytes = outputs.get("out", b""), outputs.get("err", b"")
-    result = CommandResult(
-        argv=masked,
-        returncode=proc.returncode,
-        stdout=masker(stdout.decode(errors="replace")),
-        stderr=masker(stderr_bytes.decode(errors="replace")),
-    )
-    if not result.ok:
-        raise CommandFailed(host, masked, result.returncode, result.stderr)
-    return result

@@ -32,31 +32,21 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Literal
 
 from shipyard.docker import MIN_COMPOSE, MIN_DOCKER, version_problems
-from shipyard.errors import CommandFailed, ShipyardError
-from shipyard.hosts import (
-    ABSENT_EXIT,
-    CommandResult,
-    Host,
-    get_script,
-    put_script,
-    put_tree_script,
-    streaming_script,
-    tree_archive,
-)
+from shipyard.errors import ProvisionError, ShipyardError
+from shipyard.hosts import Host
 from shipyard.provision import _files as files
+from shipyard.waiting import wait_until
 
 __all__ = [
     "ProvisionError",
     "ProvisionOptions",
     "StepResult",
-    "SudoHost",
     "provision",
 ]
 
@@ -81,10 +71,6 @@ _DOCKER_APT = {  # Debian 12 only: its own repositories have no Compose v2
 }
 
 
-class ProvisionError(ShipyardError):
-    """The host cannot be provisioned (unsupported system, no root, a step that others need failed)."""
-
-
 @dataclass(frozen=True)
 class ProvisionOptions:
     deploy_user: str = "deploy"
@@ -106,76 +92,6 @@ class StepResult:
     step: str
     status: Status
     detail: str
-
-
-class SudoHost:
-    """Runs every command through ``sudo -n`` (no password prompt: sudo must be set up).
-
-    sudo resets the environment: the names of ``env`` are passed with ``--preserve-env`` (their
-    values travel as ``inner`` sends environments, never in argv). Files move with the same
-    scripts as ``SSHHost``'s, run as root.
-    """
-
-    def __init__(self, host: Host) -> None:
-        self.inner = host
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str] | None = None,
-        stdin: str | bytes | None = None,
-        timeout: float | None = None,
-        check: bool = True,
-        cwd: str | None = None,
-    ) -> CommandResult:
-        sudo = ["sudo", "-n"]
-        if env:
-            sudo.append("--preserve-env=" + ",".join(env))
-        return self.inner.run(
-            [*sudo, "--", *argv], env=env, stdin=stdin, timeout=timeout, check=check, cwd=cwd
-        )
-
-    def run_streaming(
-        self,
-        argv: Sequence[str],
-        *,
-        stdin_path: PurePosixPath | None = None,
-        stdout_path: PurePosixPath | None = None,
-        mode: int = 0o600,
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> CommandResult:
-        # The whole script runs as root, so root-owned files can be read and written.
-        script = streaming_script(argv, stdin_path=stdin_path, stdout_path=stdout_path, mode=mode)
-        result = self.run(["sh", "-c", script], timeout=timeout, check=False)
-        if check and not result.ok:
-            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
-        return result
-
-    def put(self, path: PurePosixPath, data: bytes, *, mode: int = 0o600) -> None:
-        self.run(["sh", "-c", put_script(path, mode, len(data))], stdin=data)
-
-    def get(self, path: PurePosixPath) -> bytes | None:
-        result = self.run(["sh", "-c", get_script(path)], check=False)
-        if result.returncode == ABSENT_EXIT:
-            return None
-        if not result.ok:
-            raise CommandFailed(self.name, result.argv, result.returncode, result.stderr)
-        return result.stdout.encode()
-
-    def put_tree(self, source: Path, destination: PurePosixPath) -> None:
-        self.run(["sh", "-c", put_tree_script(destination)], stdin=tree_archive(source))
-
-    def tunnel(self, port: int) -> int:
-        return self.inner.tunnel(port)
-
-    def home(self) -> PurePosixPath:
-        return self.inner.home()
 
 
 class _Provisioner:
@@ -367,16 +283,17 @@ class _Provisioner:
                 f"(live-restore is written to {files.DAEMON_JSON} and applies at the next restart)",
                 hint="send dockerd a SIGHUP: systemctl kill --signal=HUP --kill-whom=main docker",
             )
-        deadline = time.monotonic() + self.options.docker_reload_timeout
-        while self.engine_state()[1] != "true":
-            if time.monotonic() >= deadline:
-                raise ProvisionError(
-                    "docker.service was reloaded but the engine still reports live-restore off "
-                    f"after {self.options.docker_reload_timeout:g}s",
-                    hint="`journalctl -u docker.service` shows why dockerd did not take "
-                    f"{files.DAEMON_JSON}",
-                )
-            time.sleep(self.options.poll_interval)
+        if not wait_until(
+            lambda: self.engine_state()[1] == "true",
+            timeout=self.options.docker_reload_timeout,
+            interval=self.options.poll_interval,
+        ):
+            raise ProvisionError(
+                "docker.service was reloaded but the engine still reports live-restore off "
+                f"after {self.options.docker_reload_timeout:g}s",
+                hint="`journalctl -u docker.service` shows why dockerd did not take "
+                f"{files.DAEMON_JSON}",
+            )
 
     def journald(self) -> tuple[Status, str]:
         content = files.journald_limits(self.options.journal_max_use, self.options.journal_max_file)

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 
 from shipyard.config import ProxySection
-from shipyard.errors import ShipyardError
+from shipyard.errors import ProxyError
 from shipyard.proxy._probe import (
     Answer,
     Endpoint,
@@ -81,10 +81,6 @@ FORWARDED_HEADERS: dict[str, Any] = {
     },
     "delete": ["Forwarded"],
 }
-
-
-class ProxyError(ShipyardError):
-    """The proxy's admin API refused or failed a request."""
 
 
 def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from shipyard.errors import LockHeld, LockLost, ShipyardError, StateError
 from shipyard.hosts import Host
+from shipyard.waiting import wait_until
 
 __all__ = [
     "STALE_KEEP_DAYS",
@@ -418,15 +419,12 @@ class Lock:
         )  # fmt: skip
 
     def acquire(self, *, wait: float = 0.0, poll: float = 1.0) -> None:
-        deadline = time.monotonic() + wait
-        while not self.try_acquire():
-            if time.monotonic() >= deadline:
-                raise LockHeld(
-                    f"deployment in progress: {self.describe(self.holder())}",
-                    hint="wait for it (--wait), or if it died: `shipyard lock status ENV`, then "
-                    "`shipyard lock release ENV --force`",
-                )
-            time.sleep(poll)
+        if not wait_until(self.try_acquire, timeout=wait, interval=poll):
+            raise LockHeld(
+                f"deployment in progress: {self.describe(self.holder())}",
+                hint="wait for it (--wait), or if it died: `shipyard lock status ENV`, then "
+                "`shipyard lock release ENV --force`",
+            )
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.ttl / 4):

@@ -1,0 +1,68 @@
+"""Waiting for a condition: the one polling loop, with a deadline, an interval that may grow,
+and a clock that tests replace.
+
+Every wait in shipyard (the health gate, the watch, verify, drain, the proxy's readiness,
+the lock, provisioning) goes through ``wait_until``: the condition is tried at once, then after
+each interval; no sleep goes past the deadline; and the condition gets one last try at the
+deadline, so a slow machine that woke late still sees a condition that came true meanwhile.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+__all__ = ["SYSTEM", "Clock", "Interval", "wait_until"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where time comes from: ``now`` (monotonic seconds) and ``sleep``."""
+
+    now: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+
+
+SYSTEM = Clock()
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Seconds between tries: ``first``, then each one ``factor`` times the last, at most
+    ``most`` (a fixed interval: factor 1)."""
+
+    first: float
+    factor: float = 1.0
+    most: float | None = None
+
+    def delays(self) -> Iterator[float]:
+        delay = self.first
+        while True:
+            yield delay
+            delay *= self.factor
+            if self.most is not None:
+                delay = min(delay, self.most)
+
+
+def wait_until(
+    condition: Callable[[], T],
+    *,
+    timeout: float,
+    interval: float | Interval,
+    clock: Clock = SYSTEM,
+) -> T | None:
+    """Try ``condition`` until it returns a true value, and return that value; ``None`` when
+    ``timeout`` seconds passed without one (the caller says what did not happen)."""
+    delays = (interval if isinstance(interval, Interval) else Interval(interval)).delays()
+    deadline = clock.now() + timeout
+    while True:
+        if result := condition():
+            return result
+        left = deadline - clock.now()
+        if left <= 0:
+            return None
+        clock.sleep(min(next(delays), left))
