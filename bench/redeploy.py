@@ -250,10 +250,15 @@ class Shipyard:
             raise RuntimeError(
                 f"shipyard {' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}"
             )
-        self.phases, self.total_s = {}, None
         new = sorted(set(self.logs.glob("*.jsonl")) - before)
         if new:
-            self.phases, self.total_s = phase_profile(new[-1])
+            text = new[-1].read_text()
+        else:  # the log kept somewhere else: ask shipyard for its latest one
+            text = subprocess.run(
+                [*CLI, "logs", ENVIRONMENT],
+                cwd=self.app, capture_output=True, text=True, check=False, timeout=300,
+            ).stdout  # fmt: skip
+        self.phases, self.total_s = phase_profile(text)
 
     def deploy(self, commit: str) -> None:
         self._run("deploy", ENVIRONMENT, "--ref", commit, *self.deploy_args)
@@ -263,13 +268,13 @@ class Shipyard:
         self._run("rollback", ENVIRONMENT, *self.rollback_args)
 
 
-def phase_profile(path: Path) -> tuple[dict[str, float], float | None]:
+def phase_profile(text: str) -> tuple[dict[str, float], float | None]:
     """Phase → seconds (``phase.finished`` events) and the operation's duration, from a
-    deployment log."""
+    deployment log (JSON lines)."""
     phases: dict[str, float] = {}
     total: float | None = None
-    for line in path.read_text().splitlines():
-        if not line.strip():
+    for line in text.splitlines():
+        if not line.startswith("{"):
             continue
         event = json.loads(line)
         if event.get("kind") == "phase.finished" and event.get("duration_s") is not None:
@@ -593,6 +598,9 @@ def report(args: argparse.Namespace, measured: list[Measured]) -> dict[str, Any]
         phases = list(dict.fromkeys(p for m in rows for p in m.phases))
         profile[operation] = {p: median([m.phases.get(p) for m in rows]) for p in phases}
         profile[operation]["(total, from the log)"] = median([m.total_s for m in rows])
+        profile[operation]["(command, outside the log)"] = median(
+            [m.command_s - m.total_s if m.total_s is not None else None for m in rows]
+        )
     return {
         "kamal_proxy": _kamal.VERSION,
         "rounds": args.rounds,
@@ -638,6 +646,17 @@ def print_tables(document: dict[str, Any], out: TextIO) -> None:
                 f"command {fmt(values['command'])}x",
                 file=out,
             )
+    summary = document["summary"]
+    deploy_ratio = document["ratios"].get("deploy", {}).get("shipyard/kamal", {})
+    if deploy_ratio:
+        print(
+            f"goal: the new version live within 2x of kamal-proxy: "
+            f"{fmt(deploy_ratio['first_served'])}x",
+            file=out,
+        )
+    if "shipyard" in summary.get("rollback", {}):
+        served = summary["rollback"]["shipyard"]["first_served_s"]
+        print(f"goal: a rollback live in <= 3 s: {fmt(served, 's')}", file=out)
     print(file=out)
     profile = document["shipyard_phases_median_s"]
     phases = list(dict.fromkeys(p for operation in profile.values() for p in operation))
