@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -149,8 +150,7 @@ class Measured:
     p99_quiet_ms: float | None
     p99_window_ms: float | None
     failures: list[str] = field(default_factory=list)  # the first few, as the load saw them
-    phases: dict[str, float] = field(default_factory=dict)  # shipyard: phase → duration_s
-    total_s: float | None = None  # shipyard: the operation's own duration, from its log
+    shipyard: Profile | None = None  # shipyard: its deployment log
 
 
 @dataclass
@@ -230,8 +230,7 @@ class Shipyard:
     name: str
     deploy_args: list[str]
     rollback_args: list[str]
-    phases: dict[str, float] = field(default_factory=dict)
-    total_s: float | None = None
+    profile: Profile = field(default_factory=lambda: Profile({}))
 
     @property
     def url(self) -> str:
@@ -243,9 +242,11 @@ class Shipyard:
 
     def _run(self, *args: str) -> None:
         before = set(self.logs.glob("*.jsonl"))
+        started = datetime.now(UTC)
         result = subprocess.run(
             [*CLI, *args], cwd=self.app, capture_output=True, text=True, check=False, timeout=900
         )
+        ended = datetime.now(UTC)
         if result.returncode != 0:
             raise RuntimeError(
                 f"shipyard {' '.join(args)} exited {result.returncode}: {result.stderr[-2000:]}"
@@ -258,7 +259,7 @@ class Shipyard:
                 [*CLI, "logs", ENVIRONMENT],
                 cwd=self.app, capture_output=True, text=True, check=False, timeout=300,
             ).stdout  # fmt: skip
-        self.phases, self.total_s = phase_profile(text)
+        self.profile = phase_profile(text, started, ended)
 
     def deploy(self, commit: str) -> None:
         self._run("deploy", ENVIRONMENT, "--ref", commit, *self.deploy_args)
@@ -268,20 +269,38 @@ class Shipyard:
         self._run("rollback", ENVIRONMENT, *self.rollback_args)
 
 
-def phase_profile(text: str) -> tuple[dict[str, float], float | None]:
-    """Phase → seconds (``phase.finished`` events) and the operation's duration, from a
-    deployment log (JSON lines)."""
-    phases: dict[str, float] = {}
-    total: float | None = None
+@dataclass
+class Profile:
+    """One shipyard operation, from its deployment log."""
+
+    phases: dict[str, float]  # phase → seconds (its ``phase.finished`` events)
+    total_s: float | None = None  # the operation's own duration (``*.completed``)
+    startup_s: float | None = None  # from the process's start to the log's first event
+    exit_s: float | None = None  # from the log's last event to the process's end
+
+
+def phase_profile(text: str, started: datetime, ended: datetime) -> Profile:
+    """The profile of the deployment log ``text`` (JSON lines) of a process that ran from
+    ``started`` to ``ended``."""
+    profile = Profile({})
+    stamps: list[datetime] = []
     for line in text.splitlines():
         if not line.startswith("{"):
             continue
         event = json.loads(line)
-        if event.get("kind") == "phase.finished" and event.get("duration_s") is not None:
-            phases[event["phase"]] = phases.get(event["phase"], 0.0) + float(event["duration_s"])
-        elif event.get("kind", "").endswith(".completed") and event.get("duration_s") is not None:
-            total = float(event["duration_s"])
-    return phases, total
+        if event.get("timestamp"):
+            stamps.append(datetime.fromisoformat(event["timestamp"]))
+        if event.get("duration_s") is None:
+            continue
+        if event.get("kind") == "phase.finished":
+            phase = event["phase"]
+            profile.phases[phase] = profile.phases.get(phase, 0.0) + float(event["duration_s"])
+        elif event.get("kind", "").endswith(".completed"):
+            profile.total_s = float(event["duration_s"])
+    if stamps:
+        profile.startup_s = round((min(stamps) - started).total_seconds(), 3)
+        profile.exit_s = round((ended - max(stamps)).total_seconds(), 3)
+    return profile
 
 
 @dataclass
@@ -534,7 +553,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                     row = summarize(tool, operation, index, target, served, probe)
                     if isinstance(driver, Shipyard):
-                        row.phases, row.total_s = driver.phases, driver.total_s
+                        row.shipyard = driver.profile
                     if isinstance(driver, Kamal):
                         driver.prune()
                     if row.first_served_s is None:
@@ -595,12 +614,14 @@ def report(args: argparse.Namespace, measured: list[Measured]) -> dict[str, Any]
     profile: dict[str, dict[str, float | None]] = {}
     for operation in OPERATIONS:
         rows = [m for m in measured if m.tool == "shipyard" and m.operation == operation]
-        phases = list(dict.fromkeys(p for m in rows for p in m.phases))
-        profile[operation] = {p: median([m.phases.get(p) for m in rows]) for p in phases}
-        profile[operation]["(total, from the log)"] = median([m.total_s for m in rows])
-        profile[operation]["(command, outside the log)"] = median(
-            [m.command_s - m.total_s if m.total_s is not None else None for m in rows]
-        )
+        logs = [m.shipyard for m in rows if m.shipyard is not None]
+        phases = list(dict.fromkeys(p for log in logs for p in log.phases))
+        profile[operation] = {
+            "(process start to the first event)": median([log.startup_s for log in logs]),
+            **{p: median([log.phases.get(p) for log in logs]) for p in phases},
+            "(last event to the process's end)": median([log.exit_s for log in logs]),
+            "(total, from the log)": median([log.total_s for log in logs]),
+        }
     return {
         "kamal_proxy": _kamal.VERSION,
         "rounds": args.rounds,
