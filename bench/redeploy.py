@@ -681,10 +681,10 @@ def print_tables(document: dict[str, Any], out: TextIO) -> None:
     print(file=out)
     profile = document["shipyard_phases_median_s"]
     phases = list(dict.fromkeys(p for operation in profile.values() for p in operation))
-    print(f"{'shipyard phase (median s)':26} {'deploy':>8} {'rollback':>9}", file=out)
+    print(f"{'shipyard phase (median s)':36} {'deploy':>8} {'rollback':>9}", file=out)
     for phase in phases:
         print(
-            f"{phase:26} {fmt(profile['deploy'].get(phase)):>8} "
+            f"{phase:36} {fmt(profile['deploy'].get(phase)):>8} "
             f"{fmt(profile['rollback'].get(phase)):>9}",
             file=out,
         )
