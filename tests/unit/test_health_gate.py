@@ -142,20 +142,22 @@ def test_a_zero_grace_fails_at_the_first_unhealthy_answer() -> None:
     assert not result.ok and result.rounds == 2
 
 
-def test_a_container_that_exits_fails_the_gate_at_its_next_failing_round() -> None:
+def test_a_container_that_exits_fails_the_gate_once_its_liveness_is_asked_again() -> None:
     clock = Clock()
     check = Scripted(clock, [SILENT])
     states = iter([None, None, "container shop-development-green exited with code 1"])
-    result = wait_healthy(
-        [check],
-        TARGET,
-        section(),
-        alive=lambda: next(states),
-        clock=clock,
-        sleep=clock.sleep,
-    )
-    assert not result.ok and result.rounds == 3
+    asked: list[float] = []
+
+    def alive() -> str | None:
+        asked.append(clock.now - 1000.0)
+        return next(states)
+
+    result = wait_healthy([check], TARGET, section(), alive=alive, clock=clock, sleep=clock.sleep)
+    assert not result.ok
     assert result.reason == "container shop-development-green exited with code 1"
+    # Asked after failing rounds at most once per interval (1s): at 0, 1.5 and 2.5s.
+    assert asked == pytest.approx([0.0, 1.5, 2.5])
+    assert result.rounds == 6
 
 
 def test_a_restart_during_the_streak_fails_the_gate() -> None:

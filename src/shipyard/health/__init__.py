@@ -263,8 +263,9 @@ def wait_healthy(
     it: a slot that is not answering yet gets the whole ``start_timeout``.
 
     ``alive`` returns a reason when the slot can no longer become healthy (its container exited
-    or restarted); it is asked after every failing round and once the streak is complete, so a
-    restart between passes fails the gate too.
+    or restarted); it is asked after a failing round (at most once per ``section.interval``, as
+    it costs an inspection of the container) and once the streak is complete, so a restart
+    between passes fails the gate too.
     """
     started = clock()
     deadline = started + section.start_timeout
@@ -272,6 +273,7 @@ def wait_healthy(
     first = min(section.first_interval, section.interval)
     pause = first
     unhealthy_since: float | None = None
+    asked: float | None = None  # when ``alive`` was last asked
     while True:
         rounds += 1
         last = _round(checks, target, section.timeout)
@@ -286,10 +288,11 @@ def wait_healthy(
             wait = pause = first
         else:
             streak = 0
-            dead = alive()
-            if dead:
-                return GateResult(False, rounds, last, dead)
             now = clock()
+            if asked is None or now - asked >= section.interval:
+                asked, dead = now, alive()
+                if dead:
+                    return GateResult(False, rounds, last, dead)
             failing = "; ".join(r.detail for r in last if not r.ok)
             if any(r.answered and not r.ok for r in last):
                 unhealthy_since = now if unhealthy_since is None else unhealthy_since
