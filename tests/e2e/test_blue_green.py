@@ -100,6 +100,35 @@ def test_unhealthy_version_is_never_switched_to(app: AppUnderTest) -> None:
     assert _history(app)[0]["result"] == "failed"
 
 
+def test_version_answering_unhealthy_fails_the_gate_after_the_grace(app: AppUnderTest) -> None:
+    """A version whose health endpoint keeps answering "unhealthy" fails at health after
+    ``health.unhealthy_grace``, not after the (long) start timeout, with its answers; the
+    previous version serves throughout."""
+    _short_watch(app)
+    app.commit("good")
+    assert app.shipyard("deploy", "development").returncode == 0
+    good = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
+
+    def change(document: Any) -> None:
+        document["app"]["env"]["TEST_UNHEALTHY"] = "1"
+        document["health"]["start_timeout"] = "30m"  # longer than the test's own timeout
+        document["health"]["unhealthy_grace"] = "2s"
+
+    app.edit(change)
+    app.commit("bad")
+    with Load(app.url("/")) as load:
+        result = app.shipyard("deploy", "development")
+    assert result.returncode == 6, result.stderr
+    assert "never became healthy: it answered unhealthy for" in result.stderr
+    assert "(health.unhealthy_grace: 2s)" in result.stderr
+    assert "GET /health → 503" in result.stderr  # the app's own answer is shown
+    assert load.result.failures == [], load.result.failures[:5]
+    assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
+    assert _running_slots(app) == [f"{app.name}-development-live"]
+    entry = _history(app)[0]
+    assert (entry["result"], entry["phase"]) == ("failed", "health"), entry
+
+
 def test_version_failing_to_start_is_removed(app: AppUnderTest) -> None:
     _short_watch(app)
     app.commit("short watch")

@@ -391,7 +391,14 @@ class HealthSection(_Model):
         default_factory=_default_checks,
         description="Checks that must all pass, in order.",
     )
-    interval: Duration = Field(1.0, description="Pause between rounds of checks.")
+    interval: Duration = Field(
+        1.0,
+        description="Longest pause between rounds of checks (the health gate backs off up to it while a slot is not healthy yet; the watch window's pace).",
+    )
+    first_interval: Duration = Field(
+        0.1,
+        description="Health gate: the pause after a passing round, and the first pause after a failing one (it then doubles up to interval). The first round runs as soon as the slot is started.",
+    )
     timeout: Duration = Field(5.0, description="Timeout of one check.")
     passes: int = Field(3, ge=1, le=100, description="Consecutive passing rounds needed.")
     failures: int = Field(
@@ -401,6 +408,10 @@ class HealthSection(_Model):
         description="Consecutive failing rounds that make a live slot unhealthy (watch window).",
     )
     start_timeout: Duration = Field(120.0, description="Longest wait for a slot to become healthy.")
+    unhealthy_grace: Duration = Field(
+        10.0,
+        description="Health gate: once a check got an answer saying the slot is unhealthy (an HTTP status or JSON field not accepted, a postgres query returning false, a command exiting non-zero), the gate fails after this long without a passing round instead of waiting out start_timeout. A slot that does not answer yet (connection refused, timeout) waits the whole start_timeout.",
+    )
 
 
 class GitHubSection(_Model):

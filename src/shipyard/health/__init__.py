@@ -2,6 +2,12 @@
 
 Kinds: ``http`` (status and JSON fields), ``tcp``, ``postgres`` (a query in the database) and
 ``command`` (run inside the app container). One polling loop serves them all.
+
+A failing check either got no answer (the slot is not listening yet, the query or command could
+not run) or got one that says the slot is unhealthy (a status or JSON field not accepted, a query
+returning false, a command exiting non-zero): ``CheckResult.answered`` tells them apart, so the
+gate can give up early on a version that keeps saying it is unhealthy while it waits patiently
+for one that is still starting.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+    answered: bool = False  # the slot answered: a failure is its own verdict, not silence
 
 
 class HealthCheck(Protocol):
@@ -77,14 +84,20 @@ class _Http:
         body = response.text[:300]
         if response.status_code not in self.spec.status:
             return CheckResult(
-                self.name, False, f"GET {self.spec.path} → {response.status_code} {body}"
+                self.name,
+                False,
+                f"GET {self.spec.path} → {response.status_code} {body}",
+                answered=True,
             )
         if self.spec.json_fields:
             try:
                 document = response.json()
             except json.JSONDecodeError:
                 return CheckResult(
-                    self.name, False, f"GET {self.spec.path}: body is not JSON: {body}"
+                    self.name,
+                    False,
+                    f"GET {self.spec.path}: body is not JSON: {body}",
+                    answered=True,
                 )
             for key, accepted in self.spec.json_fields.items():
                 value = document.get(key) if isinstance(document, dict) else None
@@ -93,8 +106,11 @@ class _Http:
                         self.name,
                         False,
                         f"GET {self.spec.path}: {key}={value!r}, expected one of {accepted}: {body}",
+                        answered=True,
                     )
-        return CheckResult(self.name, True, f"GET {self.spec.path} → {response.status_code}")
+        return CheckResult(
+            self.name, True, f"GET {self.spec.path} → {response.status_code}", answered=True
+        )
 
 
 @dataclass(frozen=True)
@@ -108,7 +124,7 @@ class _Tcp:
     def run(self, target: Target, timeout: float) -> CheckResult:
         try:
             with socket.create_connection(("127.0.0.1", target.port), timeout=timeout):
-                return CheckResult(self.name, True, f"tcp {target.port} accepts")
+                return CheckResult(self.name, True, f"tcp {target.port} accepts", answered=True)
         except OSError as exc:
             return CheckResult(self.name, False, f"tcp {target.port}: {exc}")
 
@@ -145,9 +161,14 @@ class _Postgres:
         )
         value = result.stdout.strip().splitlines()[0] if result.stdout.strip() else ""
         if result.ok and value.lower() in {"t", "true", "1"}:
-            return CheckResult(self.name, True, f"query returned {value}")
+            return CheckResult(self.name, True, f"query returned {value}", answered=True)
+        # A query that ran and returned something else is the database's verdict; one that
+        # could not run (the database not accepting connections yet) is no answer.
         return CheckResult(
-            self.name, False, f"query returned {value!r} {result.stderr.strip()[:200]}"
+            self.name,
+            False,
+            f"query returned {value!r} {result.stderr.strip()[:200]}",
+            answered=result.ok,
         )
 
 
@@ -167,10 +188,18 @@ class _Command:
         except ShipyardError as exc:
             return CheckResult(self.name, False, exc.message)
         if result.ok:
-            return CheckResult(self.name, True, "exit 0")
+            return CheckResult(self.name, True, "exit 0", answered=True)
+        # docker exec's own failures (126, 127: the command cannot run; the container is not
+        # running) are no answer; any other exit status is the command's verdict.
         return CheckResult(
-            self.name, False, f"exit {result.returncode}: {(result.stdout + result.stderr)[-200:]}"
+            self.name,
+            False,
+            f"exit {result.returncode}: {(result.stdout + result.stderr)[-200:]}",
+            answered=result.returncode not in _EXEC_FAILURES,
         )
+
+
+_EXEC_FAILURES = frozenset({125, 126, 127})  # docker exec could not run the command
 
 
 CHECK_KINDS: dict[str, Callable[[Any], HealthCheck]] = {
@@ -202,6 +231,16 @@ class GateResult:
     reason: str = ""
 
 
+def _round(checks: Sequence[HealthCheck], target: Target, timeout: float) -> list[CheckResult]:
+    """Every check in order, up to the first that fails."""
+    results: list[CheckResult] = []
+    for check in checks:
+        results.append(check.run(target, timeout))
+        if not results[-1].ok:
+            break
+    return results
+
+
 def wait_healthy(
     checks: Sequence[HealthCheck],
     target: Target,
@@ -212,33 +251,62 @@ def wait_healthy(
     sleep: Callable[[float], None] = time.sleep,
     on_round: Callable[[int, list[CheckResult]], None] | None = None,
 ) -> GateResult:
-    """Poll until ``section.passes`` consecutive rounds pass, the slot dies, or time runs out.
+    """Run rounds of ``checks`` until ``section.passes`` rounds in a row pass, the slot dies, it
+    keeps answering that it is unhealthy for ``section.unhealthy_grace``, or
+    ``section.start_timeout`` runs out.
 
-    ``alive`` returns a reason when the slot can no longer become healthy (its container exited).
+    The first round runs at once. After a failing round the pause starts at
+    ``section.first_interval`` and doubles up to ``section.interval`` (a slot that is starting is
+    seen soon, one that takes long is not hammered); a passing round is followed after
+    ``first_interval``, so the passes needed cost no idle wait. The grace counts from the first
+    round that got an unhealthy answer (``CheckResult.answered``) and only a passing round resets
+    it: a slot that is not answering yet gets the whole ``start_timeout``.
+
+    ``alive`` returns a reason when the slot can no longer become healthy (its container exited
+    or restarted); it is asked after a failing round (at most once per ``section.interval``, as
+    it costs an inspection of the container) and once the streak is complete, so a restart
+    between passes fails the gate too.
     """
-    deadline = clock() + section.start_timeout
-    streak = 0
-    rounds = 0
-    last: list[CheckResult] = []
+    started = clock()
+    deadline = started + section.start_timeout
+    streak = rounds = 0
+    first = min(section.first_interval, section.interval)
+    pause = first
+    unhealthy_since: float | None = None
+    asked: float | None = None  # when ``alive`` was last asked
     while True:
-        dead = alive()
-        if dead:
-            return GateResult(False, rounds, last, dead)
         rounds += 1
-        last = []
-        for check in checks:
-            result = check.run(target, section.timeout)
-            last.append(result)
-            if not result.ok:
-                break
+        last = _round(checks, target, section.timeout)
         if on_round is not None:
             on_round(rounds, last)
-        streak = streak + 1 if all(r.ok for r in last) else 0
-        if streak >= section.passes:
-            return GateResult(True, rounds, last)
-        if clock() >= deadline:
-            failing = "; ".join(r.detail for r in last if not r.ok) or "no passing streak"
-            return GateResult(
-                False, rounds, last, f"not healthy within {section.start_timeout:g}s: {failing}"
-            )
-        sleep(section.interval)
+        if all(r.ok for r in last):
+            streak += 1
+            unhealthy_since = None
+            if streak >= section.passes:
+                dead = alive()
+                return GateResult(not dead, rounds, last, dead or "")
+            wait = pause = first
+        else:
+            streak = 0
+            now = clock()
+            if asked is None or now - asked >= section.interval:
+                asked, dead = now, alive()
+                if dead:
+                    return GateResult(False, rounds, last, dead)
+            failing = "; ".join(r.detail for r in last if not r.ok)
+            if any(r.answered and not r.ok for r in last):
+                unhealthy_since = now if unhealthy_since is None else unhealthy_since
+                if now - unhealthy_since >= section.unhealthy_grace:
+                    return GateResult(
+                        False,
+                        rounds,
+                        last,
+                        f"it answered unhealthy for {now - unhealthy_since:.1f}s "
+                        f"(health.unhealthy_grace: {section.unhealthy_grace:g}s): {failing}",
+                    )
+            if now >= deadline:
+                return GateResult(
+                    False, rounds, last, f"not healthy within {section.start_timeout:g}s: {failing}"
+                )
+            wait, pause = pause, min(pause * 2, section.interval)
+        sleep(max(0.0, min(wait, deadline - clock())))

@@ -6,9 +6,10 @@ import functools
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ruamel.yaml import YAML
 
@@ -100,6 +101,8 @@ from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slo
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
 
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class PlanStep:
@@ -190,7 +193,7 @@ class DockerSteps:
         self.docker = Docker(host)
         self.names = Names(self.config.app.name, self.config.environment.name)
         self.layout = Layout(ctx.store.root)
-        self._switched_at = 0.0  # time.monotonic() of this operation's last switch
+        self._switched_at: float | None = None  # time.monotonic() of this operation's last switch
 
     # -- helpers ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -214,10 +217,12 @@ class DockerSteps:
     def _write(self, path: PurePosixPath, text: str) -> None:
         self.host.put(path, text.encode(), mode=0o600)
 
-    def _published(self, container: str, port: int) -> int:
-        info = self.docker.container(container)
+    def _published(self, container: str | ContainerInfo, port: int) -> int:
+        """The local port reaching ``port`` of ``container`` (inspected unless given)."""
+        info = self.docker.container(container) if isinstance(container, str) else container
         if info is None or port not in info.ports:
-            raise ShipyardError(f"container {container} does not publish port {port}")
+            name = container if isinstance(container, str) else container.name
+            raise ShipyardError(f"container {name} does not publish port {port}")
         return self.host.tunnel(info.ports[port])
 
     def _fence(self) -> None:
@@ -242,8 +247,9 @@ class DockerSteps:
         found = self.docker.labelled(self.names.labels(role="app"))
         return [info for info in found if info.running]
 
-    def admin(self) -> CaddyAdmin:
-        return CaddyAdmin(self._published(self.names.proxy, ADMIN_PORT))
+    def admin(self, proxy: ContainerInfo | None = None) -> CaddyAdmin:
+        """The proxy's admin API (``proxy``: its container, already inspected)."""
+        return CaddyAdmin(self._published(proxy or self.names.proxy, ADMIN_PORT))
 
     def url(self) -> str:
         proxy = self.config.proxy
@@ -840,18 +846,18 @@ class DockerSteps:
             return f"{info.name} was stopped already"
         return self.retire(slot)
 
-    def _target(self, slot: str) -> Target:
-        info = self.slot_container(slot)
+    def _target(self, slot: str, info: ContainerInfo | None = None) -> Target:
+        """What the checks look at in ``slot`` (``info``: its container, already inspected)."""
+        info = info or self.slot_container(slot)
         if info is None:
             raise ShipyardError(f"slot {slot} has no container")
-        container = info.name
-        port = self._published(container, self.config.app.port)
+        port = self._published(info, self.config.app.port)
         section = self.config.database
         managed = self._database() is not None
         return Target(
             base_url=f"http://127.0.0.1:{port}",
             port=port,
-            container=container,
+            container=info.name,
             docker=self.docker,
             database_container=self.names.database if managed else None,
             database_user=section.user if section else None,
@@ -865,9 +871,14 @@ class DockerSteps:
         return f"the previous version kept serving; {fix}"
 
     def gate(self, slot: str) -> str:
+        """``slot`` passes its health checks ``health.passes`` rounds in a row (see
+        ``shipyard.health.wait_healthy`` for the pace); it fails at once when its container
+        exits or restarts, after ``health.unhealthy_grace`` when it keeps answering unhealthy,
+        else after ``health.start_timeout``."""
         container = self.names.slot(slot)
+        first = self.slot_container(slot)
         try:
-            target = self._target(slot)
+            target = self._target(slot, first)
         except ShipyardError as exc:  # it exited before its port could be reached
             info = self.docker.container(container)
             if info is not None and info.running and not info.restart_count:
@@ -882,7 +893,6 @@ class DockerSteps:
                 hint=self._gate_hint(),
             ) from exc
         container = target.container
-        first = self.docker.container(container)
         restarts = first.restart_count if first is not None else 0
 
         def alive() -> str | None:
@@ -893,9 +903,8 @@ class DockerSteps:
                 return f"container {container} {describe_exit(info, self.docker.exit_codes(info))}"
             return None
 
-        result = wait_healthy(
-            build_checks(self.config.health), target, self.config.health, alive=alive
-        )
+        health = self.config.health
+        result = wait_healthy(build_checks(health), target, health, alive=alive)
         if not result.ok:
             answers = (
                 "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (no answer)"
@@ -907,29 +916,32 @@ class DockerSteps:
                 f"  app log:\n{_indent(logs)}",
                 hint=self._gate_hint(),
             )
-        return f"{self.config.health.passes} consecutive passes after {result.rounds} round(s)"
+        return f"{health.passes} consecutive passes after {result.rounds} round(s)"
 
     def caddy_config(self) -> dict[str, Any]:
         return render_caddy(self.config.proxy, self.names.routed, self.config.app.port)
 
     def _ensure_proxy(self) -> CaddyAdmin:
-        """The proxy running with the rendered config (loaded only when it differs)."""
+        """The proxy running with the rendered config: written to the host and loaded only when
+        the running config differs (a switch then costs one inspection and one admin request)."""
         config = self.caddy_config()
-        self._write(self.layout.caddy_config, json.dumps(config, indent=2))
         proxy = self.docker.container(self.names.proxy)
         if proxy is None or not proxy.running:
             taken = taken_ports(self.config, self.host)
             if taken:  # taken since the infrastructure phase: this operation's changes are undone
                 raise ShipyardError("the proxy cannot start: " + "; ".join(taken))
+            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             self.docker.compose_up(
                 self.names.infra_project,
                 self.layout.infra_compose,
                 services=["proxy"],
                 wait_timeout=60,
             )
-        admin = self.admin()
-        _poll(admin.ready, seconds=30, what="the proxy's admin API")
-        if admin.config() != config:
+            proxy = None
+        admin = self.admin(proxy)
+        running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+        if running != config:
+            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             admin.load(config)
         return admin
 
@@ -1104,7 +1116,8 @@ class DockerSteps:
         return f"healthy for {section.watch:g}s; {seen.total} request(s), {seen.errors} 5xx"
 
     def retire(self, slot: str) -> str:
-        """Drain the old slot (no new requests reach it; wait for its in-flight ones), then stop it."""
+        """Drain the old slot (no new requests reach it; wait for its in-flight ones, no longer
+        than ``deploy.drain_timeout``), then stop it."""
         info = self.slot_container(slot)
         if info is None or not info.running:
             return f"slot {slot} was not running"
@@ -1112,21 +1125,35 @@ class DockerSteps:
             raise ShipyardError(f"refusing to stop {info.name}: the proxy routes to it")
         container = info.name
         address = info.addresses.get(self.names.network, container)
-        upstream = f"{address}:{self.config.app.port}"
+        drained = self._drain(f"{address}:{self.config.app.port}")
+        self._fence()
+        self.docker.stop(container, timeout=self.config.app.stop_grace_period)
+        left = f", {drained} request(s) still in flight at the drain timeout" if drained else ""
+        return f"{container} drained and stopped (kept for rollback){left}"
+
+    def _drain(
+        self,
+        upstream: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> int:
+        """Wait until the proxy has no request in flight to ``upstream`` (Caddy's
+        ``/reverse_proxy/upstreams``), for up to ``deploy.drain_timeout``: asked at once, then
+        after pauses doubling from 20 ms up to 250 ms. Returns the requests still in flight."""
         admin = self.admin()
         # Right after a switch (``deploy.old_version: stop``) the proxy may still hold the old
         # container's address for one lookup: no request is counted in flight before it looked
-        # the live name up again.
-        settled = self._switched_at + 2 * LOOKUP_REFRESH_S
-        while time.monotonic() < settled:
-            time.sleep(0.05)
-        deadline = time.monotonic() + self.config.deploy.drain_timeout
-        while (in_flight := admin.in_flight(upstream)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self._fence()
-        self.docker.stop(container, timeout=self.config.app.stop_grace_period)
-        left = f", {in_flight} request(s) still in flight at the drain timeout" if in_flight else ""
-        return f"{container} drained and stopped (kept for rollback){left}"
+        # the live name up again. Long after it (the watch ran in between) this waits nothing.
+        if self._switched_at is not None:
+            if (early := self._switched_at + 2 * LOOKUP_REFRESH_S - clock()) > 0:
+                sleep(early)
+        deadline = clock() + self.config.deploy.drain_timeout
+        pause = 0.02
+        while (in_flight := admin.in_flight(upstream)) and clock() < deadline:
+            sleep(min(pause, max(0.0, deadline - clock())))
+            pause = min(pause * 2, 0.25)
+        return in_flight
 
     def schema_version(self) -> int | None:
         database = self._database()
@@ -1890,12 +1917,24 @@ def _proxy_health(steps: DockerSteps) -> tuple[str, str, str]:
     return judge_health(answer), answer.describe(), endpoint.describe(path)
 
 
-def _poll(condition: Any, *, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() >= deadline:
+def _poll(
+    condition: Callable[[], _T | None],
+    *,
+    seconds: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """``condition()``'s first value other than ``None``, asked at once, then after pauses doubling from
+    20 ms up to 250 ms, for up to ``seconds``."""
+    deadline = clock() + seconds
+    pause = 0.02
+    while (value := condition()) is None:
+        if clock() >= deadline:
             raise StateError(f"{what} did not become ready within {seconds:g}s")
-        time.sleep(0.25)
+        sleep(pause)
+        pause = min(pause * 2, 0.25)
+    return value
 
 
 def _indent(text: str) -> str:

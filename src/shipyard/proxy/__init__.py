@@ -264,6 +264,13 @@ class CaddyAdmin:
             raise ProxyError(f"Caddy admin API GET /pki/ca/{LOCAL_CA} gave no root certificate")
         return root
 
+    def config_if_ready(self) -> dict[str, Any] | None:
+        """The running config, or ``None`` while the admin API does not answer."""
+        try:
+            return self.config()
+        except ProxyError:
+            return None
+
     def ready(self) -> bool:
         try:
             self._request("GET", "/config/")
