@@ -54,6 +54,7 @@ class RecordingSteps:
         self.error = error
         self.snapshot_first = False
         self.left: list[str] = []  # what ``leftovers`` finds on the target
+        self.watched: list[float] = []  # the seconds of each watch
 
     def _do(self, name: str) -> str:
         self.calls.append(name)
@@ -70,7 +71,8 @@ class RecordingSteps:
     def ensure_infrastructure(self) -> str:
         return self._do("infrastructure")
 
-    def watch(self, slot: str) -> str:
+    def watch(self, slot: str, seconds: float) -> str:
+        self.watched.append(seconds)
         return self._do(f"watch {slot}")
 
     def schema_version(self) -> int | None:

@@ -179,6 +179,16 @@ def render(
         sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
 
 
+NoWatchOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-watch",
+        help="Return once the switch is verified: no watch window (the old version is retired "
+        "at once; no automatic switch-back).",
+    ),
+]
+
+
 @app.command()
 def deploy(
     environment: EnvArgument,
@@ -197,12 +207,16 @@ def deploy(
         ),
     ] = None,
     wait: WaitOption = "0s",
+    no_watch: NoWatchOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green (node by node)."""
     sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
     options = DeployOptions(
-        allow_dirty=allow_dirty, rebuild=rebuild, lock_wait=parse_duration(wait)
+        allow_dirty=allow_dirty,
+        rebuild=rebuild,
+        lock_wait=parse_duration(wait),
+        watch=0 if no_watch else None,
     )
     for session, result in on_nodes(
         sessions, lambda s: s.provider.deploy(s.ctx, options), "deploy"
@@ -229,6 +243,7 @@ def rollback(
         typer.Option("--yes", help="Roll back even if the schema is newer than that release's."),
     ] = False,
     wait: WaitOption = "0s",
+    no_watch: NoWatchOption = False,
     json_output: JsonOption = False,
 ) -> None:
     """Bring back what served before the live release (or a chosen retained release): no
@@ -244,7 +259,9 @@ def rollback(
         sessions = [s for s in sessions if s not in there]
         if not sessions:
             return
-    options = RollbackOptions(to=to, why=why, yes=yes, lock_wait=parse_duration(wait))
+    options = RollbackOptions(
+        to=to, why=why, yes=yes, lock_wait=parse_duration(wait), watch=0 if no_watch else None
+    )
     for session, result in on_nodes(
         sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
     ):

@@ -48,6 +48,7 @@ from shipyard.deploy import (
     run_rollback,
     run_rotate_password,
     validate,
+    watch_window,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
 from shipyard.errors import (
@@ -1070,16 +1071,17 @@ class DockerSteps:
         ]
         return found[-1][:500] if found else ""
 
-    def watch(self, slot: str) -> str:
-        """After the switch: health checks and the proxy's 5xx rate for ``deploy.watch``."""
+    def watch(self, slot: str, seconds: float) -> str:
+        """After the switch: health checks and the proxy's 5xx rate for ``seconds``
+        (``deploy.watch``, or ``deploy.rollback_watch`` for a rollback)."""
         section = self.config.deploy
-        if section.watch <= 0:
-            return "skipped (deploy.watch is 0)"
+        if seconds <= 0:
+            return "skipped (no watch window)"
         admin = self.admin()
         baseline = admin.traffic()
         checks = build_checks(self.config.health)
         target = self._target(slot)
-        deadline = time.monotonic() + section.watch
+        deadline = time.monotonic() + seconds
         failing = rounds = 0
         seen = baseline.since(baseline)
         while True:
@@ -1101,7 +1103,7 @@ class DockerSteps:
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(self.config.health.interval, max(0.0, deadline - time.monotonic())))
-        return f"healthy for {section.watch:g}s; {seen.total} request(s), {seen.errors} 5xx"
+        return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
 
     def retire(self, slot: str) -> str:
         """Drain the old slot (no new requests reach it; wait for its in-flight ones), then stop it."""
@@ -1392,7 +1394,12 @@ class DockerProvider:
         current = ctx.store.current()
         slot = other_slot(current.slot if current else None)
         plan.append(PlanStep("start", f"start slot {slot} ({steps.names.slot(slot)}) with {tag}"))
-        plan += _plan_go_live(steps, slot, current.slot if current else None)
+        plan += _plan_go_live(
+            steps,
+            slot,
+            current.slot if current else None,
+            watch_window(config, "deploy", options.watch),
+        )
         releases = ctx.store.releases()
         keep = config.deploy.keep_releases
         if len(releases) + 1 > keep:
@@ -1467,7 +1474,9 @@ class DockerProvider:
             if steps.docker.image(target.image) is None:
                 start += f"; {target.image} is not on {self.host.name}: the start would fail"
         plan.append(PlanStep("start", start))
-        plan += _plan_go_live(steps, slot, current.slot)
+        plan += _plan_go_live(
+            steps, slot, current.slot, watch_window(config, "rollback", options.watch)
+        )
         return plan
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
@@ -1785,9 +1794,13 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
     return plan
 
 
-def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[PlanStep]:
-    """health → switch → watch → retire, as a deploy or a rollback brings ``slot`` live."""
+def _plan_go_live(
+    steps: DockerSteps, slot: str, previous: str | None, window: tuple[float, str]
+) -> list[PlanStep]:
+    """health → switch → watch → retire, as a deploy or a rollback brings ``slot`` live;
+    ``window``: the watch's seconds, and why none when 0 (``watch_window``)."""
     config = steps.config
+    seconds, unwatched = window
     plan = [
         PlanStep(
             "health",
@@ -1803,7 +1816,10 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
         plan.append(
             PlanStep("switch", f"route {steps.url()} from {previous or 'nothing'} to {slot}")
         )
-    if previous is not None and config.deploy.old_version == "stop":
+    if previous is not None and seconds <= 0:
+        plan.append(PlanStep("watch", f"no watch ({unwatched})"))
+        plan.append(PlanStep("retire", f"drain and stop slot {previous} (kept for rollback)"))
+    elif previous is not None and config.deploy.old_version == "stop":
         plan.append(
             PlanStep(
                 "retire",
@@ -1814,16 +1830,12 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
         plan.append(
             PlanStep(
                 "watch",
-                f"watch {config.deploy.watch:g}s; on failure start {previous} again, health-gate "
+                f"watch {seconds:g}s; on failure start {previous} again, health-gate "
                 "it and switch back",
             )
         )
     elif previous is not None:
-        plan.append(
-            PlanStep(
-                "watch", f"watch {config.deploy.watch:g}s; switch back to {previous} on failure"
-            )
-        )
+        plan.append(PlanStep("watch", f"watch {seconds:g}s; switch back to {previous} on failure"))
         plan.append(PlanStep("retire", f"drain and stop slot {previous} (kept for rollback)"))
     return plan
 
