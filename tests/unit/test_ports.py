@@ -102,7 +102,13 @@ class _Server(FakeHost):
 
     def changes(self) -> list[list[str]]:
         """Every command that is not a read."""
-        reads = (["ss"], ["docker", "version"], ["docker", "compose", "version"], ["docker", "ps"])
+        reads = (
+            ["ss"],
+            ["docker", "version"],
+            ["docker", "compose", "version"],
+            ["docker", "ps"],
+            ["docker", "context", "inspect"],
+        )
         return [
             c
             for c in self.commands

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import ssl
 import time
@@ -31,6 +32,7 @@ from shipyard.database import (
     local_migration_versions,
     password_refused,
     scram_verifier,
+    verifier_matches,
 )
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.deploy import (
@@ -192,6 +194,9 @@ class DockerSteps:
         self.names = Names(self.config.app.name, self.config.environment.name)
         self.layout = Layout(ctx.store.root)
         self._switched_at = 0.0  # time.monotonic() of this operation's last switch
+        # The schema as ``plan_migrations`` read it, for ``migrate`` right after (under the lock
+        # nothing changes it in between): read once per deploy.
+        self._planned: MigrationState | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -341,10 +346,87 @@ class DockerSteps:
         return done
 
     def ensure_infrastructure(self) -> str:
+        """The network, proxy, guard and database as configured, the extensions created and the
+        app's credentials checked. When nothing changed since the last full check (the same
+        definition, the same containers running, see ``_unchanged_infrastructure``) only cheap
+        checks run: the extensions present and the env file's password the role's."""
+        infra = to_yaml(self._infra())
+        unchanged = self._unchanged_infrastructure(infra)
+        if unchanged is not None:
+            return unchanged
+        summary = self._full_infrastructure(infra)
+        self._remember_infrastructure(infra)
+        return summary
+
+    def _infra_containers(self) -> dict[str, str]:
+        """Role → container name of what the infra project runs."""
+        services = self._infra()["services"]
+        names = {"proxy": self.names.proxy, "guard": self.names.guard, "db": self.names.database}
+        return {role: name for role, name in names.items() if role in services}
+
+    def _remember_infrastructure(self, infra: str) -> None:
+        """After a full check: the definition it applied and the containers it verified (the
+        proxy by the definition hash Compose labels it with: it may be started later, at the
+        switch), so that the next operation can tell nothing changed."""
+        containers: dict[str, str | None] = {}
+        for role, name in self._infra_containers().items():
+            info = self.docker.container(name)
+            containers[role] = info.id if info is not None and info.running else None
+        record = {
+            "definition": hashlib.sha256(infra.encode()).hexdigest(),
+            "containers": containers,
+            "proxy_config_hash": self.docker.compose_config_hash(
+                self.names.infra_project, self.layout.infra_compose, "proxy"
+            ),
+            "verified_at": now_iso(),
+        }
+        self._write(self.layout.infra_verified, json.dumps(record, indent=2) + "\n")
+
+    def _unchanged_infrastructure(self, infra: str) -> str | None:
+        """What still holds of the last full check, or ``None`` when a full check is needed:
+        the definition (compose file: images, ports, volumes, guard, database settings) changed,
+        or a container is missing, stopped, unhealthy, off the network or another than the one
+        verified (recreated), or the proxy was created from another definition. Kept on this
+        path: the extensions are read and must all be there, and the role's stored SCRAM
+        verifier must match the env file's password (a changed password gets the full login
+        check and its message). Skipped: ``compose up`` and its wait, ``CREATE EXTENSION``, the
+        login from a one-off container, the port check (the running proxy holds the ports)."""
+        raw = self.host.get(self.layout.infra_verified)
+        try:
+            record = json.loads(raw) if raw is not None else None
+        except ValueError:
+            record = None
+        roles = self._infra_containers()
+        found = {role: self.docker.container(name) for role, name in roles.items()}
+        if not infra_still_verified(record, infra, found, network=self.names.network):
+            return None
+        assert isinstance(record, dict)  # noqa: S101 — infra_still_verified checked it
+        database, section = self._database(), self.config.database
+        said = f"unchanged since {record.get('verified_at', '?')}: containers running"
+        if database is None or section is None:
+            return said
+        facts = database.facts()
+        if facts.missing(section.extensions):
+            return None
+        password = self.config.secrets.get(section.password_env) or ""
+        if verifier_matches(facts.role_password, password) is not True:
+            return None  # the full check logs in as the app would, and says what is wrong
+        self._fence()
+        self._write(self.layout.infra_compose, infra)
+        self._write_database_env()
+        extensions = ", ".join(f"{n} {facts.extensions[n]}" for n in section.extensions)
+        return (
+            f"{said}; {extensions}; role {section.user}'s password is the env file's "
+            "(no readiness wait, extension creation or login container needed)"
+        )
+
+    def _full_infrastructure(self, infra: str) -> str:
         # Before anything is written or created: the port may have been taken since validate.
         self._refuse_taken_ports()
         self._fence()
-        self._write(self.layout.infra_compose, to_yaml(self._infra()))
+        # A full check that fails half-way must not leave an earlier record behind.
+        self.host.run(["rm", "-f", str(self.layout.infra_verified)], check=False)
+        self._write(self.layout.infra_compose, infra)
         database = self._database()
         if database is not None:  # Compose reads every service's env file, whichever it starts
             self._write_database_env()
@@ -547,7 +629,7 @@ class DockerSteps:
             raise ShipyardError(
                 "migrations against an external database are not supported by this version"
             )
-        before = database.migration_state()
+        before = self._planned = database.migration_state()
         if before.dirty:
             files = local_migration_files(self.config.resolve(section.migrations.path))
             name = (
@@ -629,7 +711,8 @@ class DockerSteps:
         section = self.config.database
         if section is None or database is None:
             return None
-        version = database.migration_state().version
+        planned, self._planned = self._planned, None
+        version = (planned or database.migration_state()).version
         if section.migrations is not None and self.pending_migrations(version):
             source = self.config.resolve(section.migrations.path)
             version = self._apply_migrations(database, section, source, release)
@@ -1682,6 +1765,45 @@ def _remove_state(store: StateStore, *, keep: str | None) -> None:
     others = [store.root / name for name in listed.stdout.split() if name != keep]
     if others:
         store.host.run(["rm", "-rf", *map(str, others)])
+
+
+def infra_still_verified(
+    record: object, infra: str, found: dict[str, ContainerInfo | None], *, network: str
+) -> bool:
+    """Whether the last full infrastructure check (``record``, as ``_remember_infrastructure``
+    wrote it) still holds for the definition ``infra`` and the containers ``found`` now (role →
+    inspected container, ``None``: missing): the same definition, and each container running,
+    healthy, on ``network`` and the one verified — the proxy may be another one created from
+    the same definition (Compose's config hash), as the switch starts it when it is missing."""
+    if not isinstance(record, dict):
+        return False
+    verified = record.get("containers")
+    if (
+        record.get("definition") != hashlib.sha256(infra.encode()).hexdigest()
+        or not isinstance(verified, dict)
+        or set(verified) != set(found)
+    ):
+        return False
+    return all(
+        _still_verified(role, info, verified[role], record.get("proxy_config_hash"), network)
+        for role, info in found.items()
+    )
+
+
+def _still_verified(
+    role: str, info: ContainerInfo | None, verified_id: object, proxy_hash: object, network: str
+) -> bool:
+    if info is None or not info.running or info.health not in (None, "healthy"):
+        return False
+    if role != "guard" and network not in info.addresses:
+        return False
+    if info.id == verified_id:
+        return True
+    return (
+        role == "proxy"
+        and bool(proxy_hash)
+        and info.labels.get("com.docker.compose.config-hash") == proxy_hash
+    )
 
 
 def _schema_at(version: int | None, database: ContainerInfo | None) -> str:
