@@ -1353,7 +1353,8 @@ class DockerSteps:
             slot = current if current in slots else slots[-1]
             self.switch(slot)
             done.append(f"finished a switch cut short: slot {slot} serves as {self.names.live}")
-        for info in self._running_slots():
+            running = self._running_slots()  # renamed by the switch
+        for info in running:
             if info.name != self.names.live:
                 slot = info.labels.get(f"{LABEL}.slot", "")
                 done.append(f"{self.park(slot)}: it ran beside the live version")
