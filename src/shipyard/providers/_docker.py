@@ -397,7 +397,8 @@ class DockerSteps:
         except ValueError:
             record = None
         roles = self._infra_containers()
-        found = {role: self.docker.container(name) for role, name in roles.items()}
+        named = self.docker.containers_named(list(roles.values()))
+        found = {role: named[name] for role, name in roles.items()}
         if not infra_still_verified(record, infra, found, network=self.names.network):
             return None
         assert isinstance(record, dict)  # noqa: S101 — infra_still_verified checked it
@@ -413,7 +414,8 @@ class DockerSteps:
             return None  # the full check logs in as the app would, and says what is wrong
         self._fence()
         self._write(self.layout.infra_compose, infra)
-        self._write_database_env()
+        if self.host.get(self.layout.database_env) is None:  # the container exists: write it back
+            self._write_database_env()
         extensions = ", ".join(f"{n} {facts.extensions[n]}" for n in section.extensions)
         return (
             f"{said}; {extensions}; role {section.user}'s password is the env file's "
