@@ -128,7 +128,7 @@ def test_live_is_reported_before_the_watch_and_no_watch_retires_the_old_version(
         kinds.index(("phase.finished", "verify")) < live < kinds.index(("phase.started", "watch"))
     )
     event = watched[live]
-    assert event["data"]["watch_s"] == 2 and event["data"]["slot"] == "blue"
+    assert event["data"]["watch_s"] == 2 and event["data"]["slot"] == "green"
     assert watched[-1]["kind"] == "operation.profile"
     phases = [p["phase"] for p in watched[-1]["data"]["phases"]]
     assert phases[-4:] == ["verify", "watch", "retire", "record"]
@@ -149,7 +149,7 @@ def test_live_is_reported_before_the_watch_and_no_watch_retires_the_old_version(
     skipped = next(e for e in unwatched if e["kind"] == "phase.skipped" and e["phase"] == "watch")
     assert skipped["message"] == "--no-watch"
     assert "retire" in [p["phase"] for p in unwatched[-1]["data"]["phases"]]
-    assert httpx.get(app.url("/version"), timeout=10).json()["commit"] == commit
+    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == commit
     live_slot = _inspect(
         f"{app.name}-development-live", '{{index .Config.Labels "org.shipyard.slot"}}'
     )
