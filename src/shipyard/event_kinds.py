@@ -18,6 +18,7 @@ class EventKind(StrEnum):
     DEPLOY_BUILT = "deploy.built"
     DEPLOY_MIGRATED = "deploy.migrated"
     DEPLOY_SWITCHED = "deploy.switched"
+    DEPLOY_LIVE = "deploy.live"  # the switch is verified: the new version serves (watch follows)
     DEPLOY_COMPLETED = "deploy.completed"
     DEPLOY_FAILED = "deploy.failed"
     DEPLOY_ROLLED_BACK = "deploy.rolled_back"
@@ -33,6 +34,7 @@ class EventKind(StrEnum):
     PHASE_SKIPPED = "phase.skipped"
     PHASE_FAILED = "phase.failed"
     NOTE = "operation.note"
+    PROFILE = "operation.profile"  # the last event of an operation: each phase's duration
     WARNING = "operation.warning"
 
 

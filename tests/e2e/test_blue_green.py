@@ -34,6 +34,7 @@ def _running_slots(app: AppUnderTest) -> list[str]:
 def _short_watch(app: AppUnderTest, seconds: str = "2s") -> None:
     def change(document: Any) -> None:
         document["deploy"]["watch"] = seconds
+        document["deploy"]["rollback_watch"] = seconds
         document["deploy"]["min_requests"] = 5
 
     app.edit(change)

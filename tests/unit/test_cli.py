@@ -138,7 +138,7 @@ def test_check_prints_warnings_and_passes(
         return None
 
     monkeypatch.setattr(_context, "connect", lambda _config: FakeHost(engine))
-    monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local: [])  # this PATH
+    monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local, **_: [])  # this PATH
     monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
     with pytest.raises(SystemExit) as exited:
         cli.main()

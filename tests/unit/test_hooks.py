@@ -160,7 +160,8 @@ def test_failing_after_hooks_are_warnings_and_local_and_target_hooks_see_the_fac
 
     warnings = [e.message for e in events if e.kind == EventKind.WARNING]
     assert any("after_switch hook failed" in w and "exited 5" in w for w in warnings)
-    assert events[-1].kind == EventKind.PHASE_FINISHED and events[-1].phase == "after_deploy"
+    assert events[-1].kind == EventKind.PROFILE  # the profile closes every operation
+    assert events[-2].kind == EventKind.PHASE_FINISHED and events[-2].phase == "after_deploy"
     assert EventKind.DEPLOY_COMPLETED in [e.kind for e in events]
     announce = _recorded(config, "announce")
     assert announce["SHIPYARD_HOOK"] == "after_deploy"
@@ -203,6 +204,7 @@ def test_a_deploy_emits_each_lifecycle_event_with_its_facts(
         "deploy.built",
         "deploy.migrated",
         "deploy.switched",
+        "deploy.live",
         "deploy.completed",
     ]
     for event in lifecycle:
@@ -234,7 +236,8 @@ def test_a_failure_in_the_watch_window_reports_degraded_failed_and_rolled_back(
     assert lifecycle[-3:] == ["health.degraded", "deploy.failed", "deploy.rolled_back"]
     failed = next(e for e in events if e.kind == EventKind.DEPLOY_FAILED)
     assert failed.phase == "watch" and failed.error and failed.duration_s is not None
-    rolled_back = events[-1] if events[-1].kind == EventKind.DEPLOY_ROLLED_BACK else None
+    assert events[-1].kind == EventKind.PROFILE
+    rolled_back = events[-2] if events[-2].kind == EventKind.DEPLOY_ROLLED_BACK else None
     assert rolled_back is not None and rolled_back.data == {"slot": "blue", "failed_slot": "green"}
 
 

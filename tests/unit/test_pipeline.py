@@ -54,6 +54,7 @@ class RecordingSteps:
         self.error = error
         self.snapshot_first = False
         self.left: list[str] = []  # what ``leftovers`` finds on the target
+        self.watched: list[float] = []  # the seconds of each watch
 
     def _do(self, name: str) -> str:
         self.calls.append(name)
@@ -70,7 +71,8 @@ class RecordingSteps:
     def ensure_infrastructure(self) -> str:
         return self._do("infrastructure")
 
-    def watch(self, slot: str) -> str:
+    def watch(self, slot: str, seconds: float) -> str:
+        self.watched.append(seconds)
         return self._do(f"watch {slot}")
 
     def schema_version(self) -> int | None:
@@ -1027,3 +1029,156 @@ def test_an_interrupted_rotation_is_undone_and_says_the_password_may_have_change
     assert "may have the env file's new password already" in (interrupted.error or "")
     assert "run `shipyard db rotate-password ENV` again" in (interrupted.error or "")
     assert "old" in [r.id for r in store.releases()]
+
+
+# -- live before the watch, the watch window, the profile ------------------------------------------
+def _operation(
+    config: Config,
+    host: FakeHost,
+    monkeypatch: pytest.MonkeyPatch,
+    deployment_id: str,
+    steps: RecordingSteps,
+    options: DeployOptions | RollbackOptions,
+) -> list[Event]:
+    """A deploy (``DeployOptions``) or rollback as ``deployment_id`` with ``steps``: its events."""
+    built = VersionInfo(deployment_id, deployment_id * 40, "", dirty=False)
+    monkeypatch.setattr("shipyard.deploy.read_version", lambda *args, **kwargs: built)
+    monkeypatch.setattr(
+        "shipyard.deploy.build_image",
+        lambda cfg, local, version, rebuild=False: Image(
+            tag=f"shop:{deployment_id}", id=f"sha256:{deployment_id}", version=version
+        ),
+    )
+    events: list[Event] = []
+    bus = Bus(config.masker)
+    bus.subscribe(events.append)
+    ctx = OperationContext(
+        config=config,
+        local=LocalHost(),
+        store=StateStore(host, PurePosixPath("/state/shop/development")),
+        bus=bus,
+        deployment_id=deployment_id,
+    )
+    if isinstance(options, DeployOptions):
+        run_deploy(ctx, steps, options)
+    else:
+        run_rollback(ctx, steps, options)
+    return events
+
+
+def _order(events: list[Event]) -> list[str]:
+    """Lifecycle events and finished or skipped phases, in order."""
+    return [
+        f"{e.kind.split('.')[-1]} {e.phase}" if e.kind.startswith("phase.") else e.kind
+        for e in events
+        if e.kind in ("phase.finished", "phase.skipped")
+        or not e.kind.startswith(("phase.", "operation."))
+    ]
+
+
+def test_live_is_reported_once_the_switch_is_verified_before_the_watch(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost()
+    _operation(config, host, monkeypatch, "a", RecordingSteps(), DeployOptions(allow_dirty=True))
+    steps = RecordingSteps()
+    events = _operation(config, host, monkeypatch, "b", steps, DeployOptions(allow_dirty=True))
+    order = _order(events)
+    assert order[order.index("deploy.switched") :] == [
+        "deploy.switched",
+        "finished verify",
+        "deploy.live",
+        "finished watch",
+        "finished retire",
+        "finished record",
+        "deploy.completed",
+    ]
+    live = next(e for e in events if e.kind == "deploy.live")
+    assert live.data == {
+        "slot": "green",
+        "previous_slot": "blue",
+        "url": "http://localhost:1",
+        "watch_s": 30.0,
+    }
+    assert "serving at http://localhost:1" in live.message
+    assert "watching it for 30s; blue stands by" in live.message
+    assert steps.watched == [30.0]  # deploy.watch
+
+
+def test_no_watch_returns_after_verify_with_the_old_version_retired(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host = FakeHost()
+    _operation(config, host, monkeypatch, "a", RecordingSteps(), DeployOptions(allow_dirty=True))
+    steps = RecordingSteps()
+    events = _operation(
+        config, host, monkeypatch, "b", steps, DeployOptions(allow_dirty=True, watch=0)
+    )
+    assert steps.calls[-3:] == ["switch green", "verify", "retire blue"]
+    assert steps.watched == []
+    skipped = next(e for e in events if e.kind == "phase.skipped" and e.phase == "watch")
+    assert skipped.message == "--no-watch"
+    live = next(e for e in events if e.kind == "deploy.live")
+    assert "not watched (--no-watch): blue is retired now" in live.message
+    assert live.data["watch_s"] == 0
+    history = StateStore(host, PurePosixPath("/state/shop/development")).history()
+    assert history[-1].result == "succeeded" and "watch" not in history[-1].steps
+
+
+def test_a_rollback_is_watched_for_deploy_rollback_watch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shorter by default (10s) than a deploy's (30s); configurable; --no-watch skips it."""
+    config = committed_config(tmp_path, VALID)
+    assert (config.deploy.watch, config.deploy.rollback_watch) == (30.0, 10.0)
+    host = FakeHost()
+    for deployment in ("a", "b"):
+        _operation(
+            config, host, monkeypatch, deployment, RecordingSteps(), DeployOptions(allow_dirty=True)
+        )
+    steps = RecordingSteps()
+    _operation(config, host, monkeypatch, "r1", steps, RollbackOptions(yes=True))
+    assert steps.watched == [10.0]
+
+    configured = committed_config(
+        tmp_path, VALID.replace("proxy:\n", "deploy:\n  rollback_watch: 3s\nproxy:\n", 1)
+    )
+    steps = RecordingSteps()
+    _operation(configured, host, monkeypatch, "r2", steps, RollbackOptions(to="b", yes=True))
+    assert steps.watched == [3.0]
+
+    steps = RecordingSteps()
+    events = _operation(
+        configured, host, monkeypatch, "r3", steps, RollbackOptions(to="a", yes=True, watch=0)
+    )
+    assert steps.watched == []
+    assert any(e.kind == "phase.skipped" and e.phase == "watch" for e in events)
+
+
+def test_every_operation_ends_with_its_profile(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One ``operation.profile`` event, last: each phase that ran with its duration, in order,
+    the total, and when the new version was live (none for a failed operation)."""
+    host = FakeHost()
+    events = _operation(
+        config, host, monkeypatch, "a", RecordingSteps(), DeployOptions(allow_dirty=True)
+    )
+    profile = events[-1]
+    assert profile.kind == "operation.profile"
+    assert [kind for kind in (e.kind for e in events) if kind == "operation.profile"] == [
+        "operation.profile"
+    ]
+    phases = [p["phase"] for p in profile.data["phases"]]
+    finished = [e.phase for e in events if e.kind == "phase.finished"]
+    assert phases == finished
+    assert all(p["duration_s"] >= 0 for p in profile.data["phases"])
+    assert profile.data["total_s"] >= profile.data["live_s"] > 0
+    assert "validate " in profile.message and "total " in profile.message
+
+    failed: list[Event] = []
+    with pytest.raises(DeployFailed):
+        _run(config, RecordingSteps(fail_at="gate green"), host, monkeypatch, events=failed)
+    assert failed[-1].kind == "operation.profile"
+    assert failed[-1].data["live_s"] is None
+    assert failed[-1].data["phases"][-1]["phase"] == "health"  # the failed phase, timed too

@@ -102,7 +102,13 @@ class _Server(FakeHost):
 
     def changes(self) -> list[list[str]]:
         """Every command that is not a read."""
-        reads = (["ss"], ["docker", "version"], ["docker", "compose", "version"], ["docker", "ps"])
+        reads = (
+            ["ss"],
+            ["docker", "version"],
+            ["docker", "compose", "version"],
+            ["docker", "ps"],
+            ["docker", "context", "inspect"],
+        )
         return [
             c
             for c in self.commands
@@ -310,7 +316,7 @@ def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     monkeypatch.setattr(_context, "_MASKERS", [])
     monkeypatch.setitem(cli._state, "debug", False)
-    monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local: [])  # this PATH
+    monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local, **_: [])  # this PATH
     project = tmp_path / "project"
     project.mkdir()
     (project / "migrations").mkdir()

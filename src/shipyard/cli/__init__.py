@@ -133,6 +133,11 @@ def render(environment: str, config: Path, node: str | None) -> None:
     help="Deploy this branch, tag or commit (built in a temporary worktree).",
 )
 @wait_option
+@flag(
+    "--no-watch",
+    "Return once the switch is verified: no watch window (the old version is retired at once; "
+    "no automatic switch-back).",
+)
 @json_option
 def deploy(
     environment: str,
@@ -141,6 +146,7 @@ def deploy(
     rebuild: bool,
     ref: str | None,
     wait: str,
+    no_watch: bool,
     json_output: bool,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green (node by node)."""
@@ -153,7 +159,10 @@ def deploy(
 
     sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
     options = DeployOptions(
-        allow_dirty=allow_dirty, rebuild=rebuild, lock_wait=parse_duration(wait)
+        allow_dirty=allow_dirty,
+        rebuild=rebuild,
+        lock_wait=parse_duration(wait),
+        watch=0 if no_watch else None,
     )
     for session, result in on_nodes(
         sessions, lambda s: s.provider.deploy(s.ctx, options), "deploy"
@@ -175,9 +184,20 @@ def deploy(
 )
 @yes_option("Roll back even if the schema is newer than that release's.")
 @wait_option
+@flag(
+    "--no-watch",
+    "Return once the switch is verified: no watch window (the old version is retired at once; "
+    "no automatic switch-back).",
+)
 @json_option
 def rollback(
-    environment: str, config: Path, to: str | None, yes: bool, wait: str, json_output: bool
+    environment: str,
+    config: Path,
+    to: str | None,
+    yes: bool,
+    wait: str,
+    no_watch: bool,
+    json_output: bool,
 ) -> None:
     """Bring back what served before the live release (or a chosen retained release): no
     rebuild, health-gated switch. Rolling back again goes further back."""
@@ -199,7 +219,9 @@ def rollback(
         sessions = [s for s in sessions if s not in there]
         if not sessions:
             return
-    options = RollbackOptions(to=to, why=why, yes=yes, lock_wait=parse_duration(wait))
+    options = RollbackOptions(
+        to=to, why=why, yes=yes, lock_wait=parse_duration(wait), watch=0 if no_watch else None
+    )
     for session, result in on_nodes(
         sessions, lambda s: s.provider.rollback(s.ctx, options), "rollback"
     ):

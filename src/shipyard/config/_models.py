@@ -522,7 +522,11 @@ class DeploySection(_Model):
     )
     watch: Duration = Field(
         30.0,
-        description="Window after the switch during which the new version is watched (health checks and the proxy's 5xx rate); a failure switches back. 0 disables.",
+        description="Window after the switch during which the new version is watched (health checks and the proxy's 5xx rate); a failure switches back. The command says the new version is live (a line, and a `deploy.live` event) before the watch begins. 0 disables (`--no-watch` for one deploy).",
+    )
+    rollback_watch: Duration = Field(
+        10.0,
+        description="The watch window of a rollback: shorter than `watch` by default, since the release it brings back served before. 0 disables (`--no-watch` for one rollback).",
     )
     max_error_rate: float = Field(
         0.05,

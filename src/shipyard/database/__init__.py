@@ -31,6 +31,7 @@ from shipyard.database._password import (
     psql_error,
     saslprep,
     scram_verifier,
+    verifier_matches,
 )
 from shipyard.database._retention import RetentionPlan, SnapshotAge, plan_retention
 from shipyard.database._snapshot import (
@@ -53,6 +54,7 @@ from shipyard.errors import (
 __all__ = [
     "Database",
     "DatabaseError",
+    "DatabaseFacts",
     "Finding",
     "LintReport",
     "MigrationError",
@@ -83,6 +85,7 @@ __all__ = [
     "saslprep",
     "scram_verifier",
     "snapshot_name",
+    "verifier_matches",
 ]
 
 _MIGRATION_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.up\.sql$")
@@ -92,6 +95,17 @@ _MIGRATION_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.up\.sql$")
 class MigrationState:
     version: int | None  # None: no migration ever ran
     dirty: bool
+
+
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What a deploy checks of a running database it verified before, read in one query."""
+
+    extensions: Mapping[str, str]  # installed extension → version
+    role_password: str | None  # the owner role's stored verifier (never the password)
+
+    def missing(self, wanted: Sequence[str]) -> list[str]:
+        return [name for name in wanted if name not in self.extensions]
 
 
 @dataclass(frozen=True)
@@ -310,11 +324,33 @@ class Database:
             raise DatabaseError(f"extensions missing after CREATE EXTENSION: {', '.join(missing)}")
         return {name: installed[name] for name in extensions}
 
+    def facts(self) -> DatabaseFacts:
+        """The installed extensions and the owner role's stored password verifier, in one
+        statement (``ensure_extensions`` creates and verifies; this only reads)."""
+        rows = self.sql(
+            "SELECT 'extension', extname, extversion FROM pg_extension UNION ALL "
+            "SELECT 'role', '', coalesce(rolpassword, '') FROM pg_authid "
+            "WHERE rolname = current_user;"
+        )
+        extensions: dict[str, str] = {}
+        verifier: str | None = None
+        for line in rows.splitlines():
+            kind, name, value = [*line.split("|", 2), "", ""][:3]
+            if kind == "extension":
+                extensions[name] = value
+            elif kind == "role":
+                verifier = value or None
+        return DatabaseFacts(extensions, verifier)
+
     def migration_state(self) -> MigrationState:
-        exists = self.sql("SELECT to_regclass('public.schema_migrations') IS NOT NULL;").strip()
-        if exists != "t":
-            return MigrationState(None, False)
-        row = self.sql("SELECT version, dirty FROM schema_migrations LIMIT 1;").strip()
+        """golang-migrate's version and dirty flag, in one round trip (psql decides whether
+        its table exists before reading it)."""
+        row = self.sql(
+            "SELECT to_regclass('public.schema_migrations') IS NOT NULL AS migrated \\gset\n"
+            "\\if :migrated\n"
+            "SELECT version, dirty FROM schema_migrations LIMIT 1;\n"
+            "\\endif\n"
+        ).strip()
         if not row:
             return MigrationState(None, False)
         version, dirty = row.split("|")

@@ -17,7 +17,14 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["PasswordRotation", "password_refused", "psql_error", "saslprep", "scram_verifier"]
+__all__ = [
+    "PasswordRotation",
+    "password_refused",
+    "psql_error",
+    "saslprep",
+    "scram_verifier",
+    "verifier_matches",
+]
 
 ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 _SALT_LENGTH = 16  # PostgreSQL's SCRAM_DEFAULT_SALT_LEN
@@ -72,6 +79,23 @@ def scram_verifier(
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
     return f"SCRAM-SHA-256${iterations}:{_b64(salt)}${_b64(stored_key)}:{_b64(server_key)}"
+
+
+def verifier_matches(verifier: str | None, password: str) -> bool | None:
+    """Whether ``password`` is the one a role's stored ``verifier`` was made from, as PostgreSQL
+    decides at a SCRAM login (the verifier's own salt and iteration count). ``None`` when it
+    cannot tell: no password, an MD5 verifier, or a form it does not know."""
+    if not verifier or not verifier.startswith("SCRAM-SHA-256$"):
+        return None
+    try:
+        head, _keys = verifier.removeprefix("SCRAM-SHA-256$").split("$", 1)
+        iterations, salt = head.split(":", 1)
+        again = scram_verifier(
+            password, salt=base64.b64decode(salt, validate=True), iterations=int(iterations)
+        )
+    except ValueError:
+        return None
+    return hmac.compare_digest(again.encode(), verifier.encode())
 
 
 def _b64(data: bytes) -> str:

@@ -102,6 +102,7 @@ __all__ = [
     "run_rollback",
     "run_rotate_password",
     "validate",
+    "watch_window",
 ]
 
 
@@ -148,6 +149,9 @@ class DeployOptions:
     allow_dirty: bool = False
     rebuild: bool = False
     lock_wait: float = 0.0  # seconds to wait for another operation's lock; 0: fail at once
+    # Seconds the new version is watched after the switch; None: ``deploy.watch``; 0: not
+    # watched (``--no-watch``).
+    watch: float | None = None
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class RollbackOptions:
     )
     yes: bool = False  # accept running an older version against a newer schema
     lock_wait: float = 0.0
+    watch: float | None = None  # None: ``deploy.rollback_watch``; 0: not watched (``--no-watch``)
 
 
 @dataclass(frozen=True)
@@ -207,7 +212,9 @@ class DeploySteps(RepairSteps, Protocol):
 
     def verify(self, release: Release) -> str: ...
 
-    def watch(self, slot: str) -> str: ...
+    def watch(self, slot: str, seconds: float) -> str:
+        """Health checks and the error rate of ``slot`` (just switched to) for ``seconds``."""
+        ...
 
     def retire(self, slot: str) -> str: ...
 
@@ -332,7 +339,12 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         return release
 
     return _Operation(
-        ctx, steps, "deploy", lock_wait=options.lock_wait, allow_dirty=allow_dirty
+        ctx,
+        steps,
+        "deploy",
+        lock_wait=options.lock_wait,
+        allow_dirty=allow_dirty,
+        watch=options.watch,
     ).run(body)
 
 
@@ -384,7 +396,9 @@ def run_rollback(
         operation.go_live(release, current)
         return release
 
-    return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait).run(body)
+    return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait, watch=options.watch).run(
+        body
+    )
 
 
 def run_rotate_password(
@@ -481,8 +495,10 @@ class _Operation:
         *,
         lock_wait: float = 0.0,
         allow_dirty: bool | None = None,  # None: it builds nothing (see ``validate``)
+        watch: float | None = None,  # None: as configured (``watch_window``)
     ) -> None:
         self.ctx = ctx
+        self.watch_s, self.unwatched = watch_window(ctx.config, action, watch)
         self.steps = steps
         self.action = action
         self.lock_wait = lock_wait
@@ -498,6 +514,8 @@ class _Operation:
         self.first_deploy = False  # nothing served when it began
         self.intent: Intent | None = None
         self.lock: Lock | None = None  # taken in ``run``
+        self.started = time.monotonic()  # reset when ``run`` begins
+        self.live_s: float | None = None  # seconds from the start until the new version served
 
     def describe(self, version: str, commit: str) -> None:
         self.version, self.commit = version, commit
@@ -598,14 +616,20 @@ class _Operation:
         )
         phases.run("verify", lambda: steps.verify(release), summary=str)
         self.journal("verified")
+        self._live(release, previous if replaces else None, stop_early=stop_early)
         if stop_early:
             # Until the watch ends an interruption is undone: the repair starts the stopped old
             # version again and health-gates it before switching back (``RepairSteps.serve``).
             phases.run("retire", lambda: steps.retire(prior), summary=str)
-        if replaces:
-            phases.run("watch", lambda: steps.watch(slot), summary=str)
-        else:  # the health gate proved it; with no earlier version there is nothing to switch back to
+        if (
+            not replaces
+        ):  # the health gate proved it; with no earlier version there is nothing to switch back to
             phases.skip("watch", "first deploy: no earlier version to switch back to")
+        elif self.watch_s <= 0:
+            phases.skip("watch", self.unwatched)
+        else:
+            watch_s = self.watch_s
+            phases.run("watch", lambda: steps.watch(slot, watch_s), summary=str)
         self.journal("watched")
         phases.clear_cleanups()  # the new version serves: nothing to undo from here
         self.hook(HookPoint.AFTER_SWITCH)
@@ -613,9 +637,45 @@ class _Operation:
             phases.run("retire", lambda: steps.retire(prior), summary=str)
         self.journal("retired")
 
+    def _live(self, release: Release, previous: str | None, *, stop_early: bool) -> None:
+        """The ``deploy.live`` event: the switch is verified and the new version serves; what
+        follows (the watch, retiring the old version) is said in its message."""
+        self.live_s = time.monotonic() - self.started
+        url = self.steps.url()
+        if previous is None:
+            then = "nothing served before it: no watch"
+        elif self.watch_s > 0:
+            standby = (
+                "is stopped now and started again for a switch-back"
+                if stop_early
+                else "stands by for an instant switch-back"
+            )
+            then = f"watching it for {self.watch_s:g}s; {previous} {standby} if it fails (or on Ctrl-C)"
+        else:
+            then = f"not watched ({self.unwatched}): {previous} is retired now"
+        self.phases.event(
+            EventKind.DEPLOY_LIVE,
+            message=f"{release.version} serving at {url} after {self.live_s:.1f}s; {then}",
+            duration_s=round(self.live_s, 3),
+            data={
+                "slot": release.slot,
+                "previous_slot": previous,
+                "url": url,
+                "watch_s": self.watch_s if previous is not None else 0,
+            },
+        )
+
     def run(self, body: Callable[[_Operation], Release]) -> DeployResult:
+        """The operation, ending with its profile (``Phases.profile``) whatever its outcome."""
+        self.started = time.monotonic()
+        try:
+            return self._run(body)
+        finally:
+            self.phases.profile(total_s=time.monotonic() - self.started, live_s=self.live_s)
+
+    def _run(self, body: Callable[[_Operation], Release]) -> DeployResult:
         ctx, phases = self.ctx, self.phases
-        started_at, started = now_iso(), time.monotonic()
+        started_at, started = now_iso(), self.started
         phases.started_at = started_at
         lock = self.lock = ctx.store.lock(
             ctx.deployment_id, self.action, ttl=ctx.config.deploy.lock_ttl
@@ -820,6 +880,17 @@ class _Operation:
             self.ctx.store.append_history(entry)
         except ShipyardError as exc:
             self.phases.warn(f"could not record the {self.action} in history: {exc.message}")
+
+
+def watch_window(config: Config, action: str, override: float | None) -> tuple[float, str]:
+    """Seconds the new version of ``action`` is watched after the switch (``override``, else
+    ``deploy.rollback_watch`` for a rollback — the release served before — and ``deploy.watch``
+    otherwise), and why it is not watched when that is 0."""
+    if override is not None:
+        return max(0.0, override), "--no-watch"
+    if action == "rollback":
+        return config.deploy.rollback_watch, "deploy.rollback_watch is 0"
+    return config.deploy.watch, "deploy.watch is 0"
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,10 @@ def run_checks(
     only kind found: tools older than needed (``ToolTooOld``), and whatever the engine check
     raises (``HostUnreachable`` for an engine that cannot be reached, ``ToolTooOld``)."""
     warnings = [str(warning) for warning in config.warnings] + _env_file_warnings(config, local)
-    problems = [*_file_problems(config, local), *_tool_problems(config, local)]
+    # An operation that builds nothing (a rollback) needs no Go toolchain: its check is the
+    # slowest of these (``go env``) and is left to `shipyard check`, deploy and plan.
+    builds = not operation or allow_dirty is not None
+    problems = [*_file_problems(config, local), *_tool_problems(config, local, builds=builds)]
     passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
     if allow_dirty is not None:
         tree = _tree(config, local, allow_dirty=allow_dirty)
@@ -196,9 +199,9 @@ def _tracked_by_git(local: Host, path: Path) -> bool:
     return result.ok
 
 
-def _tool_problems(config: Config | None, local: Host) -> list[_Problem]:
+def _tool_problems(config: Config | None, local: Host, *, builds: bool = True) -> list[_Problem]:
     needed = ["docker", "git"]
-    if config is not None and isinstance(config.build, GoBuild):
+    if builds and config is not None and isinstance(config.build, GoBuild):
         needed.append("go")
     remote = config is not None and any(n.startswith("ssh://") for n in config.environment.nodes)
     if remote:

@@ -57,6 +57,9 @@ class Phases:
     started_at: str = field(default_factory=now_iso)
     completed: list[str] = field(default_factory=list)
     running: str | None = None  # the phase under way
+    # Every phase that ran (completed or failed) with its duration in seconds, in order: the
+    # operation's profile (``profile``).
+    timings: list[tuple[str, float]] = field(default_factory=list)
     # Checked before every phase and every cleanup: raises ``LockLost`` once the operation no
     # longer holds its lock (nothing more is changed then).
     guard: Callable[[], None] = lambda: None
@@ -111,6 +114,7 @@ class Phases:
         duration = time.monotonic() - started
         self.running = None
         self.completed.append(name)
+        self.timings.append((name, round(duration, 3)))
         self.event(
             EventKind.PHASE_FINISHED,
             phase=name,
@@ -120,8 +124,25 @@ class Phases:
         return result
 
     def _failed(self, name: str, started: float, error: str) -> None:
+        duration = time.monotonic() - started
+        self.timings.append((name, round(duration, 3)))
+        self.event(EventKind.PHASE_FAILED, phase=name, duration_s=duration, error=error)
+
+    def profile(self, *, total_s: float, live_s: float | None) -> None:
+        """One ``operation.profile`` event listing every phase that ran and its duration, the
+        whole operation's, and how long it took until the new version served (``live_s``;
+        ``None``: it never did). Deployment logs end with it."""
+        listed = " · ".join(f"{name} {seconds:.2f}s" for name, seconds in self.timings)
         self.event(
-            EventKind.PHASE_FAILED, phase=name, duration_s=time.monotonic() - started, error=error
+            EventKind.PROFILE,
+            message=f"{listed} · total {total_s:.2f}s"
+            + (f" (live after {live_s:.2f}s)" if live_s is not None else ""),
+            duration_s=round(total_s, 3),
+            data={
+                "phases": [{"phase": n, "duration_s": s} for n, s in self.timings],
+                "total_s": round(total_s, 3),
+                "live_s": None if live_s is None else round(live_s, 3),
+            },
         )
 
     def skip(self, name: str, reason: str) -> None:

@@ -436,6 +436,25 @@ class Docker:
             raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
         return parse_container(json.loads(result.stdout)[0])
 
+    def containers_named(self, names: Sequence[str]) -> dict[str, ContainerInfo | None]:
+        """Each of ``names`` inspected in one call (``None``: no such container)."""
+        found: dict[str, ContainerInfo | None] = dict.fromkeys(names)
+        if not names:
+            return found
+        result = self._run(["container", "inspect", *names], check=False, timeout=60)
+        try:
+            documents = json.loads(result.stdout or "[]")
+        except json.JSONDecodeError as exc:
+            raise CommandFailed(
+                self.host.name, result.argv, result.returncode, result.stderr
+            ) from exc
+        if not result.ok and "no such container" not in result.stderr.lower():
+            raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
+        for info in map(parse_container, documents):
+            if info.name in found:
+                found[info.name] = info
+        return found
+
     def running(self) -> list[ContainerInfo]:
         """Every running container, inspected (one that stops meanwhile is left out)."""
         ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()

@@ -122,6 +122,7 @@ class ConsoleSink:
             EventKind.PHASE_FAILED: lambda e: (
                 f"[red]✗[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.error or e.message}"
             ),
+            EventKind.DEPLOY_LIVE: lambda e: f"[bold green]● live[/]           {e.message}",
             EventKind.NOTE: lambda e: f"  [dim]{e.message}[/]",
             EventKind.WARNING: lambda e: f"[yellow]![/] {e.message}",
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import ssl
 import time
@@ -32,6 +33,7 @@ from shipyard.database import (
     local_migration_versions,
     password_refused,
     scram_verifier,
+    verifier_matches,
 )
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.deploy import (
@@ -49,6 +51,7 @@ from shipyard.deploy import (
     run_rollback,
     run_rotate_password,
     validate,
+    watch_window,
 )
 from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
 from shipyard.errors import (
@@ -194,6 +197,9 @@ class DockerSteps:
         self.names = Names(self.config.app.name, self.config.environment.name)
         self.layout = Layout(ctx.store.root)
         self._switched_at: float | None = None  # time.monotonic() of this operation's last switch
+        # The schema as ``plan_migrations`` read it, for ``migrate`` right after (under the lock
+        # nothing changes it in between): read once per deploy.
+        self._planned: MigrationState | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
     @functools.cached_property
@@ -346,10 +352,89 @@ class DockerSteps:
         return done
 
     def ensure_infrastructure(self) -> str:
+        """The network, proxy, guard and database as configured, the extensions created and the
+        app's credentials checked. When nothing changed since the last full check (the same
+        definition, the same containers running, see ``_unchanged_infrastructure``) only cheap
+        checks run: the extensions present and the env file's password the role's."""
+        infra = to_yaml(self._infra())
+        unchanged = self._unchanged_infrastructure(infra)
+        if unchanged is not None:
+            return unchanged
+        summary = self._full_infrastructure(infra)
+        self._remember_infrastructure(infra)
+        return summary
+
+    def _infra_containers(self) -> dict[str, str]:
+        """Role → container name of what the infra project runs."""
+        services = self._infra()["services"]
+        names = {"proxy": self.names.proxy, "guard": self.names.guard, "db": self.names.database}
+        return {role: name for role, name in names.items() if role in services}
+
+    def _remember_infrastructure(self, infra: str) -> None:
+        """After a full check: the definition it applied and the containers it verified (the
+        proxy by the definition hash Compose labels it with: it may be started later, at the
+        switch), so that the next operation can tell nothing changed."""
+        containers: dict[str, str | None] = {}
+        for role, name in self._infra_containers().items():
+            info = self.docker.container(name)
+            containers[role] = info.id if info is not None and info.running else None
+        record = {
+            "definition": hashlib.sha256(infra.encode()).hexdigest(),
+            "containers": containers,
+            "proxy_config_hash": self.docker.compose_config_hash(
+                self.names.infra_project, self.layout.infra_compose, "proxy"
+            ),
+            "verified_at": now_iso(),
+        }
+        self._write(self.layout.infra_verified, json.dumps(record, indent=2) + "\n")
+
+    def _unchanged_infrastructure(self, infra: str) -> str | None:
+        """What still holds of the last full check, or ``None`` when a full check is needed:
+        the definition (compose file: images, ports, volumes, guard, database settings) changed,
+        or a container is missing, stopped, unhealthy, off the network or another than the one
+        verified (recreated), or the proxy was created from another definition. Kept on this
+        path: the extensions are read and must all be there, and the role's stored SCRAM
+        verifier must match the env file's password (a changed password gets the full login
+        check and its message). Skipped: ``compose up`` and its wait, ``CREATE EXTENSION``, the
+        login from a one-off container, the port check (the running proxy holds the ports)."""
+        raw = self.host.get(self.layout.infra_verified)
+        try:
+            record = json.loads(raw) if raw is not None else None
+        except ValueError:
+            record = None
+        roles = self._infra_containers()
+        named = self.docker.containers_named(list(roles.values()))
+        found = {role: named[name] for role, name in roles.items()}
+        if not infra_still_verified(record, infra, found, network=self.names.network):
+            return None
+        assert isinstance(record, dict)  # noqa: S101 — infra_still_verified checked it
+        database, section = self._database(), self.config.database
+        said = f"unchanged since {record.get('verified_at', '?')}: containers running"
+        if database is None or section is None:
+            return said
+        facts = database.facts()
+        if facts.missing(section.extensions):
+            return None
+        password = self.config.secrets.get(section.password_env) or ""
+        if verifier_matches(facts.role_password, password) is not True:
+            return None  # the full check logs in as the app would, and says what is wrong
+        self._fence()
+        self._write(self.layout.infra_compose, infra)
+        if self.host.get(self.layout.database_env) is None:  # the container exists: write it back
+            self._write_database_env()
+        extensions = ", ".join(f"{n} {facts.extensions[n]}" for n in section.extensions)
+        return (
+            f"{said}; {extensions}; role {section.user}'s password is the env file's "
+            "(no readiness wait, extension creation or login container needed)"
+        )
+
+    def _full_infrastructure(self, infra: str) -> str:
         # Before anything is written or created: the port may have been taken since validate.
         self._refuse_taken_ports()
         self._fence()
-        self._write(self.layout.infra_compose, to_yaml(self._infra()))
+        # A full check that fails half-way must not leave an earlier record behind.
+        self.host.run(["rm", "-f", str(self.layout.infra_verified)], check=False)
+        self._write(self.layout.infra_compose, infra)
         database = self._database()
         if database is not None:  # Compose reads every service's env file, whichever it starts
             self._write_database_env()
@@ -552,7 +637,7 @@ class DockerSteps:
             raise ShipyardError(
                 "migrations against an external database are not supported by this version"
             )
-        before = database.migration_state()
+        before = self._planned = database.migration_state()
         if before.dirty:
             files = local_migration_files(self.config.resolve(section.migrations.path))
             name = (
@@ -634,7 +719,8 @@ class DockerSteps:
         section = self.config.database
         if section is None or database is None:
             return None
-        version = database.migration_state().version
+        planned, self._planned = self._planned, None
+        version = (planned or database.migration_state()).version
         if section.migrations is not None and self.pending_migrations(version):
             source = self.config.resolve(section.migrations.path)
             version = self._apply_migrations(database, section, source, release)
@@ -1082,16 +1168,17 @@ class DockerSteps:
         ]
         return found[-1][:500] if found else ""
 
-    def watch(self, slot: str) -> str:
-        """After the switch: health checks and the proxy's 5xx rate for ``deploy.watch``."""
+    def watch(self, slot: str, seconds: float) -> str:
+        """After the switch: health checks and the proxy's 5xx rate for ``seconds``
+        (``deploy.watch``, or ``deploy.rollback_watch`` for a rollback)."""
         section = self.config.deploy
-        if section.watch <= 0:
-            return "skipped (deploy.watch is 0)"
+        if seconds <= 0:
+            return "skipped (no watch window)"
         admin = self.admin()
         baseline = admin.traffic()
         checks = build_checks(self.config.health)
         target = self._target(slot)
-        deadline = time.monotonic() + section.watch
+        deadline = time.monotonic() + seconds
         failing = rounds = 0
         seen = baseline.since(baseline)
         while True:
@@ -1113,7 +1200,7 @@ class DockerSteps:
             if time.monotonic() >= deadline:
                 break
             time.sleep(min(self.config.health.interval, max(0.0, deadline - time.monotonic())))
-        return f"healthy for {section.watch:g}s; {seen.total} request(s), {seen.errors} 5xx"
+        return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
 
     def retire(self, slot: str) -> str:
         """Drain the old slot (no new requests reach it; wait for its in-flight ones, no longer
@@ -1295,7 +1382,8 @@ class DockerSteps:
             slot = current if current in slots else slots[-1]
             self.switch(slot)
             done.append(f"finished a switch cut short: slot {slot} serves as {self.names.live}")
-        for info in self._running_slots():
+            running = self._running_slots()  # renamed by the switch
+        for info in running:
             if info.name != self.names.live:
                 slot = info.labels.get(f"{LABEL}.slot", "")
                 done.append(f"{self.park(slot)}: it ran beside the live version")
@@ -1419,7 +1507,12 @@ class DockerProvider:
         current = ctx.store.current()
         slot = other_slot(current.slot if current else None)
         plan.append(PlanStep("start", f"start slot {slot} ({steps.names.slot(slot)}) with {tag}"))
-        plan += _plan_go_live(steps, slot, current.slot if current else None)
+        plan += _plan_go_live(
+            steps,
+            slot,
+            current.slot if current else None,
+            watch_window(config, "deploy", options.watch),
+        )
         releases = ctx.store.releases()
         keep = config.deploy.keep_releases
         if len(releases) + 1 > keep:
@@ -1494,7 +1587,9 @@ class DockerProvider:
             if steps.docker.image(target.image) is None:
                 start += f"; {target.image} is not on {self.host.name}: the start would fail"
         plan.append(PlanStep("start", start))
-        plan += _plan_go_live(steps, slot, current.slot)
+        plan += _plan_go_live(
+            steps, slot, current.slot, watch_window(config, "rollback", options.watch)
+        )
         return plan
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
@@ -1702,6 +1797,45 @@ def _remove_state(store: StateStore, *, keep: str | None) -> None:
         store.host.run(["rm", "-rf", *map(str, others)])
 
 
+def infra_still_verified(
+    record: object, infra: str, found: dict[str, ContainerInfo | None], *, network: str
+) -> bool:
+    """Whether the last full infrastructure check (``record``, as ``_remember_infrastructure``
+    wrote it) still holds for the definition ``infra`` and the containers ``found`` now (role →
+    inspected container, ``None``: missing): the same definition, and each container running,
+    healthy, on ``network`` and the one verified — the proxy may be another one created from
+    the same definition (Compose's config hash), as the switch starts it when it is missing."""
+    if not isinstance(record, dict):
+        return False
+    verified = record.get("containers")
+    if (
+        record.get("definition") != hashlib.sha256(infra.encode()).hexdigest()
+        or not isinstance(verified, dict)
+        or set(verified) != set(found)
+    ):
+        return False
+    return all(
+        _still_verified(role, info, verified[role], record.get("proxy_config_hash"), network)
+        for role, info in found.items()
+    )
+
+
+def _still_verified(
+    role: str, info: ContainerInfo | None, verified_id: object, proxy_hash: object, network: str
+) -> bool:
+    if info is None or not info.running or info.health not in (None, "healthy"):
+        return False
+    if role != "guard" and network not in info.addresses:
+        return False
+    if info.id == verified_id:
+        return True
+    return (
+        role == "proxy"
+        and bool(proxy_hash)
+        and info.labels.get("com.docker.compose.config-hash") == proxy_hash
+    )
+
+
 def _schema_at(version: int | None, database: ContainerInfo | None) -> str:
     if version is not None:
         return f"schema at version {version}"
@@ -1812,9 +1946,13 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
     return plan
 
 
-def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[PlanStep]:
-    """health → switch → watch → retire, as a deploy or a rollback brings ``slot`` live."""
+def _plan_go_live(
+    steps: DockerSteps, slot: str, previous: str | None, window: tuple[float, str]
+) -> list[PlanStep]:
+    """health → switch → watch → retire, as a deploy or a rollback brings ``slot`` live;
+    ``window``: the watch's seconds, and why none when 0 (``watch_window``)."""
     config = steps.config
+    seconds, unwatched = window
     plan = [
         PlanStep(
             "health",
@@ -1830,7 +1968,10 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
         plan.append(
             PlanStep("switch", f"route {steps.url()} from {previous or 'nothing'} to {slot}")
         )
-    if previous is not None and config.deploy.old_version == "stop":
+    if previous is not None and seconds <= 0:
+        plan.append(PlanStep("watch", f"no watch ({unwatched})"))
+        plan.append(PlanStep("retire", f"drain and stop slot {previous} (kept for rollback)"))
+    elif previous is not None and config.deploy.old_version == "stop":
         plan.append(
             PlanStep(
                 "retire",
@@ -1841,16 +1982,12 @@ def _plan_go_live(steps: DockerSteps, slot: str, previous: str | None) -> list[P
         plan.append(
             PlanStep(
                 "watch",
-                f"watch {config.deploy.watch:g}s; on failure start {previous} again, health-gate "
+                f"watch {seconds:g}s; on failure start {previous} again, health-gate "
                 "it and switch back",
             )
         )
     elif previous is not None:
-        plan.append(
-            PlanStep(
-                "watch", f"watch {config.deploy.watch:g}s; switch back to {previous} on failure"
-            )
-        )
+        plan.append(PlanStep("watch", f"watch {seconds:g}s; switch back to {previous} on failure"))
         plan.append(PlanStep("retire", f"drain and stop slot {previous} (kept for rollback)"))
     return plan
 

@@ -114,6 +114,11 @@ class Layout:
         return self.root / "infra" / "migrate.env"
 
     @property
+    def infra_verified(self) -> PurePosixPath:
+        """What the last full infrastructure check found (``DockerSteps.ensure_infrastructure``)."""
+        return self.root / "infra" / "verified.json"
+
+    @property
     def login_env(self) -> PurePosixPath:
         """The app's database credentials for the login check (removed after it)."""
         return self.root / "infra" / "login.env"
