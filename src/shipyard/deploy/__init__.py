@@ -621,9 +621,8 @@ class _Operation:
             # Until the watch ends an interruption is undone: the repair starts the stopped old
             # version again and health-gates it before switching back (``RepairSteps.serve``).
             phases.run("retire", lambda: steps.retire(prior), summary=str)
-        if (
-            not replaces
-        ):  # the health gate proved it; with no earlier version there is nothing to switch back to
+        if not replaces:
+            # The health gate proved it; with no earlier version there is nothing to switch back to.
             phases.skip("watch", "first deploy: no earlier version to switch back to")
         elif self.watch_s <= 0:
             phases.skip("watch", self.unwatched)
