@@ -7,7 +7,7 @@ import hashlib
 import json
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -1646,12 +1646,12 @@ class DockerProvider:
         steps = self.steps(ctx)
         current = ctx.store.current()
         release = ctx.store.release(current.release_id) if current else None
-        containers = {
-            name: _describe(steps.docker.container(name)) for name in _stack_containers(steps.names)
-        }
+        # Every container of the stack in one inspection: what the rest of the report reads.
+        found = steps.docker.containers_named(_stack_containers(steps.names))
+        containers = {name: _describe(info) for name, info in found.items()}
         upstreams: list[str] = []
         problems: list[str] = []
-        proxy = steps.docker.container(steps.names.proxy)
+        proxy = found[steps.names.proxy]
         if proxy is not None and proxy.running:
             try:
                 upstreams = upstreams_of(steps.admin().config())
@@ -1664,7 +1664,8 @@ class DockerProvider:
                 )
         elif current:
             problems.append("the proxy is not running")
-        live = steps.live_slot()
+        live_container = found[steps.names.live]
+        live = live_container.labels.get(f"{LABEL}.slot") if live_container is not None else None
         if current and live != current.slot:
             problems.append(
                 f"{steps.names.live} is slot {live or 'nobody'}, state says {current.slot}"
@@ -1674,7 +1675,7 @@ class DockerProvider:
         trouble: list[str] = []
         if current:
             health, detail, probed = _proxy_health(steps)
-            trouble += _serving_problems(steps, health, f"GET {probed} → {detail}")
+            trouble += _serving_problems(steps, found, health, f"GET {probed} → {detail}")
         intent = _interrupted(ctx)
         interrupted = None
         if intent is not None:
@@ -2003,11 +2004,13 @@ def _stack_containers(names: Names) -> list[str]:
     ]
 
 
-def _serving_problems(steps: DockerSteps, health: str, detail: str) -> list[str]:
+def _serving_problems(
+    steps: DockerSteps, found: Mapping[str, ContainerInfo | None], health: str, detail: str
+) -> list[str]:
     """What keeps a deployed environment from serving well: no running live container, an
-    unhealthy app, a dirty schema."""
+    unhealthy app, a dirty schema. ``found``: the stack's containers, inspected."""
     problems = []
-    live = steps.docker.container(steps.names.live)
+    live = found[steps.names.live]
     if live is None or not live.running:
         state = f"{live.name} {live.status}" if live is not None else f"{steps.names.live} absent"
         if steps._running_slots():
@@ -2020,7 +2023,7 @@ def _serving_problems(steps: DockerSteps, health: str, detail: str) -> list[str]
     if health not in ("healthy", "degraded"):
         problems.append(f"the app is {health} through the proxy ({detail})")
     database = steps._database()
-    db = steps.docker.container(steps.names.database) if database is not None else None
+    db = found[steps.names.database] if database is not None else None
     if database is not None and db is not None and db.running:
         try:
             schema = database.migration_state()
