@@ -29,7 +29,7 @@ import httpx
 from tests.e2e.postgres import psql
 
 from bench.first_deploy import free_port, prepare_app, run
-from shipyard.cli._context import open_session
+from shipyard.session import open_session
 
 SEED = """
 INSERT INTO events (title, description, starts_at, location, embedding, created_at)
@@ -120,7 +120,7 @@ def main() -> None:  # noqa: PLR0915 — one linear script
             size = psql(container, "SELECT pg_size_pretty(pg_database_size('events'));")
             print(f"seeded {args.rows} events in {time.perf_counter() - started:.1f}s ({size})")
 
-            session = open_session(app / "shipyard.yml", "development", json_output=True)
+            session = open_session(app / "shipyard.yml", "development")
             operations = session.provider.database(session.ctx)
             compression = session.config.database.snapshots.compression  # type: ignore[union-attr]
             scratch = Path(operations.store.directory) / "raw.dump"

@@ -21,6 +21,7 @@
     │   └── LockLost              an operation lost its lock (it was unresponsive past the TTL)
     ├── StateError                the recorded state is missing or unreadable
     ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)           2
+    ├── UnknownNode               --node names no node of the environment                        2
     ├── HookFailed                a deploy hook exited non-zero, timed out or could not start
     ├── CiNotPassed               the commit's CI failed, is running, or never ran
     ├── ProxyError                the proxy's admin API refused or failed a request
@@ -233,6 +234,12 @@ class LockLost(LockHeld):
 
 class StateError(ShipyardError):
     """Recorded state is missing or unreadable."""
+
+
+class UnknownNode(ShipyardError):
+    """``--node`` names no node of the environment (a usage error: nothing was touched)."""
+
+    exit_code = ExitCode.USAGE
 
 
 class NeedsConfirmation(ShipyardError):

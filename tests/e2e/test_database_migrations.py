@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shipyard.cli._context import open_session
 from shipyard.database import Database, MigrationError
 from shipyard.providers._docker import DockerSteps
+from shipyard.session import open_session
 from tests.e2e.conftest import AppUnderTest, git
 from tests.e2e.test_database_snapshots import psql
 
@@ -118,7 +118,7 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
     assert app.shipyard("deploy", "development").returncode == 0
     psql(app, "CREATE TABLE applied (at timestamptz DEFAULT clock_timestamp());")
     add_migration(app, "000003_slow", "INSERT INTO applied DEFAULT VALUES;\nSELECT pg_sleep(3);\n")
-    session = open_session(app.config, "development", json_output=True)
+    session = open_session(app.config, "development")
     assert session.config.database is not None
     outcomes: list[str] = []
 

@@ -9,8 +9,8 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard import cli
+from shipyard import session as library
 from shipyard.build import read_version
-from shipyard.cli import _context
 from shipyard.config import Config
 from shipyard.deploy import DeployOptions, OperationContext, RollbackOptions, run_rollback
 from shipyard.errors import CheckFailed, ToolTooOld
@@ -168,9 +168,8 @@ def test_deploy_with_a_failed_check_exits_3_and_runs_nothing_on_the_target(
 ) -> None:
     (config.root / ".env.development").chmod(0o644)
     target = FakeHost()
-    monkeypatch.setattr(_context, "connect", lambda _config: target)
+    monkeypatch.setattr(library, "connect", lambda _config: target)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "logs"))
-    monkeypatch.setattr(_context, "_MASKERS", [])
     monkeypatch.setattr(sys, "argv", ["shipyard", "deploy", "development", "-c", str(config.path)])
     with pytest.raises(SystemExit) as exited:
         cli.main()

@@ -11,7 +11,9 @@ import pytest
 
 import shipyard.config
 from shipyard import cli
-from shipyard.cli import _context
+from shipyard import session as library
+from shipyard.cli._context import current_run
+from shipyard.config import load_config
 from shipyard.deploy import _checks
 from shipyard.hosts import CommandResult
 from tests.bad_configs import BILLION_LAUGHS, CATALOGUE, VALID, BadConfig, clean_tree, write
@@ -25,8 +27,6 @@ POSTGRES_PASSWORD = "s3cret-password"
 def crash_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(tempfile, "tempdir", None)  # so that gettempdir() reads TMPDIR again
-    monkeypatch.setattr(_context, "_MASKERS", [])  # the maskers of this test's sessions only
-    monkeypatch.setitem(cli._state, "debug", False)
     return tmp_path / "shipyard-crash.log"
 
 
@@ -36,7 +36,7 @@ def _crash_in_a_session(monkeypatch: pytest.MonkeyPatch, project: Path, *argv: s
     config_path = write(project, BadConfig("ok", VALID, "", ""))
 
     def schema_with_a_bug() -> str:
-        _context._load(config_path, "development", None)
+        current_run().keep(load_config(config_path, "development"))  # as opening a session does
         raise RuntimeError(f"token {JWT_SECRET} and password {POSTGRES_PASSWORD} rejected")
 
     monkeypatch.setattr(shipyard.config, "json_schema", schema_with_a_bug)
@@ -137,7 +137,7 @@ def test_check_prints_warnings_and_passes(
             return CommandResult(tuple(argv), 0, '{"Version": "27.0.0"}', "")
         return None
 
-    monkeypatch.setattr(_context, "connect", lambda _config: FakeHost(engine))
+    monkeypatch.setattr(library, "connect", lambda _config: FakeHost(engine))
     monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local, **_: [])  # this PATH
     monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(config)])
     with pytest.raises(SystemExit) as exited:

@@ -173,6 +173,7 @@ def test_starting_the_cli_loads_click_and_not_the_library() -> None:
         "shipyard.events",
         "shipyard.providers",
         "shipyard.cli._context",
+        "shipyard.session",
     }
     assert loaded & heavy == set()
 

@@ -10,7 +10,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard import cli
-from shipyard.cli import _context
+from shipyard import session as library
 from shipyard.config import CommandCheck, HttpCheck, PostgresCheck, TcpCheck
 from shipyard.docker import ContainerInfo, parse_container, parse_exit_codes
 from shipyard.health import describe_check
@@ -110,8 +110,7 @@ def test_history_is_not_cut_at_80_columns_when_stderr_is_not_a_terminal(
             by=who,
         )
     )
-    monkeypatch.setattr(_context, "connect", lambda _config: target)
-    monkeypatch.setattr(_context, "_MASKERS", [])
+    monkeypatch.setattr(library, "connect", lambda _config: target)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "logs"))
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.setattr(sys, "argv", ["shipyard", "history", "development", "-c", str(config.path)])

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shipyard import cli
-from shipyard.cli import _context
+from shipyard import session as library
 from shipyard.config import Config, load_config
 from shipyard.deploy import OperationContext, _checks
 from shipyard.errors import HostUnreachable, PortInUse
@@ -314,8 +314,6 @@ def test_a_stopped_proxy_is_not_started_on_a_port_taken_meanwhile(tmp_path: Path
 def cli_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    monkeypatch.setattr(_context, "_MASKERS", [])
-    monkeypatch.setitem(cli._state, "debug", False)
     monkeypatch.setattr(_checks, "_tool_problems", lambda _config, _local, **_: [])  # this PATH
     project = tmp_path / "project"
     project.mkdir()
@@ -333,7 +331,7 @@ def test_check_and_deploy_exit_3_naming_the_port_and_its_holder(
     command: str,
 ) -> None:
     host = _Server(ss=SS_PYTHON_ON_18080)
-    monkeypatch.setattr(_context, "connect", lambda _config: host)
+    monkeypatch.setattr(library, "connect", lambda _config: host)
     monkeypatch.setattr(sys, "argv", ["shipyard", command, "development", "-c", str(cli_env)])
     with pytest.raises(SystemExit) as exited:
         cli.main()
@@ -348,7 +346,7 @@ def test_check_passes_when_only_the_environments_proxy_holds_its_port(
     cli_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     host = _Server(containers=(_container("shop-development-proxy", (ANY, 18080)),))
-    monkeypatch.setattr(_context, "connect", lambda _config: host)
+    monkeypatch.setattr(library, "connect", lambda _config: host)
     monkeypatch.setattr(sys, "argv", ["shipyard", "check", "development", "-c", str(cli_env)])
     with pytest.raises(SystemExit) as exited:
         cli.main()

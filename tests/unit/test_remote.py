@@ -435,7 +435,7 @@ def test_an_image_keeps_its_fingerprint_across_image_stores() -> None:
 
 
 def test_ssh_targets_connect_through_ssh_and_keep_state_in_var_lib(tmp_path: Path) -> None:
-    from shipyard.cli._context import connect, state_root  # noqa: PLC0415
+    from shipyard.session import connect, state_root  # noqa: PLC0415
 
     yaml = VALID.replace(
         "  development:\n    target: local", "  development:\n    target: ssh://deploy@a.example"

@@ -38,15 +38,14 @@ from shipyard.errors import (
 )
 
 if TYPE_CHECKING:
-    from shipyard.cli._context import Session
+    from shipyard.cli._context import Run
     from shipyard.deploy import DeployResult, RollbackChoice
     from shipyard.providers import SnapshotFiles
     from shipyard.provision import StepResult
+    from shipyard.session import Session
 
 __all__ = ["ExitCode", "app", "main"]
 
-
-_state: dict[str, bool] = {"debug": False}
 
 _SHELLS = ("bash", "zsh", "fish")
 
@@ -65,7 +64,9 @@ def app(debug: bool) -> None:
 
     Shell completion: `shipyard completion bash|zsh|fish` prints the script to source.
     """
-    _state["debug"] = debug
+    from shipyard.cli._context import current_run
+
+    current_run().debug = debug
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, stream=sys.stderr)
 
 
@@ -90,8 +91,8 @@ def check(environment: str, config: Path, allow_dirty: bool) -> None:
     """Validate everything a deploy needs, changing nothing; print every problem at once."""
     from rich.markup import escape
 
-    from shipyard.cli._context import run_checks
     from shipyard.cli._output import err
+    from shipyard.session import check as run_checks
 
     checked = run_checks(config, environment, allow_dirty=allow_dirty)
     for warning in checked.warnings:
@@ -152,10 +153,11 @@ def deploy(
     """Build, migrate and switch the environment to the current source, blue-green (node by node)."""
     from rich.markup import escape
 
-    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._context import node_suffix, open_sessions
     from shipyard.cli._output import err
     from shipyard.config import parse_duration
     from shipyard.deploy import DeployOptions
+    from shipyard.session import on_nodes
 
     sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
     options = DeployOptions(
@@ -203,12 +205,13 @@ def rollback(
     rebuild, health-gated switch. Rolling back again goes further back."""
     from rich.markup import escape
 
-    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._context import node_suffix, open_sessions
     from shipyard.cli._output import err
     from shipyard.config import parse_duration
     from shipyard.deploy import RollbackOptions
+    from shipyard.session import on_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output)
+    sessions: list[Session] = open_sessions(config, environment, json_output=json_output)
     why = None
     if to is None and len(sessions) > 1:
         choice = _common_rollback(sessions)
@@ -326,9 +329,10 @@ def repair(environment: str, config: Path, wait: str, json_output: bool) -> None
     (every node; each deploy and rollback does this first)."""
     from rich.markup import escape
 
-    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._context import node_suffix, open_sessions
     from shipyard.cli._output import err
     from shipyard.config import parse_duration
+    from shipyard.session import on_nodes
 
     sessions = open_sessions(config, environment, json_output=json_output)
     for session, summary in on_nodes(
@@ -631,8 +635,9 @@ def provision(
 
     from rich.markup import escape
 
-    from shipyard.cli._context import run_provision
+    from shipyard.cli._context import current_run
     from shipyard.cli._output import err
+    from shipyard.session import provision_nodes
 
     def report(node: str, result: StepResult) -> None:
         if json_output:  # one step per line
@@ -645,8 +650,14 @@ def provision(
             f"[{colour}]{result.status:<9}[/] {escape(result.detail)}"
         )
 
-    results = run_provision(
-        config, environment, user=user, sudo=sudo, deploy_user=deploy_user, report=report
+    results = provision_nodes(
+        config,
+        environment,
+        user=user,
+        sudo=sudo,
+        deploy_user=deploy_user,
+        report=report,
+        on_config=current_run().keep,
     )
     failed = [r for steps in results.values() for r in steps if r.status == "failed"]
     if failed:
@@ -743,10 +754,20 @@ def main() -> None:
         f"--wait={BARE_WAIT}" if arg == "--wait" and _bare(sys.argv, i) else arg
         for i, arg in enumerate(sys.argv[1:], 1)
     ]
+    from shipyard.cli._context import Run
+
+    run = Run()
     try:
-        code = app.main(args=args, prog_name="shipyard", standalone_mode=False)
+        _invoke(args, run)
+    finally:
+        run.close()  # after the result and any error are out
+
+
+def _invoke(args: list[str], run: Run) -> None:
+    try:
+        code = app.main(args=args, prog_name="shipyard", standalone_mode=False, obj=run)
     except ShipyardError as exc:
-        _expected(exc)
+        _expected(exc, run)
     except click.ClickException as exc:  # usage: a missing argument, an unknown option, …
         exc.show()
         sys.exit(exc.exit_code)
@@ -759,21 +780,15 @@ def main() -> None:
         _say("interrupted")
         sys.exit(ExitCode.INTERRUPTED)
     except Exception:  # noqa: BLE001 — the one place that catches everything
-        _crashed()
+        _crashed(run)
     except BaseException as exc:  # an operation's Interrupted (SIGINT, SIGTERM), SystemExit
         if isinstance(exc, SystemExit):
             raise
         if not isinstance(exc, Interrupted):
             raise
-        _say(_mask(str(exc)), markup=False)
+        _say(run.mask(str(exc)), markup=False)
         sys.exit(ExitCode.INTERRUPTED)
     sys.exit(code if isinstance(code, int) else ExitCode.OK)
-
-
-def _mask(text: str) -> str:
-    from shipyard.cli._context import current_masker
-
-    return current_masker()(text)
 
 
 def _say(text: str, *, markup: bool = True) -> None:
@@ -784,16 +799,16 @@ def _say(text: str, *, markup: bool = True) -> None:
     err().print(text if markup else escape(text))
 
 
-def _expected(exc: ShipyardError) -> None:
+def _expected(exc: ShipyardError, run: Run) -> None:
     from rich.markup import escape
 
-    _say(f"[bold red]error:[/] {escape(_mask(str(exc)))}")
+    _say(f"[bold red]error:[/] {escape(run.mask(str(exc)))}")
     if exc.hint:
-        _say(f"[dim]hint: {escape(_mask(exc.hint))}[/]")
+        _say(f"[dim]hint: {escape(run.mask(exc.hint))}[/]")
     sys.exit(exc.exit_code)
 
 
-def _crashed() -> None:
+def _crashed(run: Run) -> None:
     """Masked traceback to a private file; on stderr too with --debug."""
     import tempfile
     import traceback
@@ -803,7 +818,7 @@ def _crashed() -> None:
 
     from shipyard.hosts import LocalHost
 
-    trace = _mask(traceback.format_exc())
+    trace = run.mask(traceback.format_exc())
     crash = Path(tempfile.gettempdir()) / "shipyard-crash.log"
     try:
         LocalHost().put(PurePosixPath(crash), trace.encode())  # mode 0600, replaced whole
@@ -813,7 +828,7 @@ def _crashed() -> None:
         )
     else:
         _say(f"[bold red]unexpected error[/]; traceback written to {crash}")
-    if _state["debug"]:
+    if run.debug:
         _say(trace, markup=False)
     sys.exit(ExitCode.UNEXPECTED)
 

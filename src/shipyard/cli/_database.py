@@ -283,10 +283,11 @@ def db_rotate_password(environment: str, config: Path, wait: str, json_output: b
     with it, blue-green (every node)."""
     from rich.markup import escape
 
-    from shipyard.cli._context import node_suffix, on_nodes, open_sessions
+    from shipyard.cli._context import node_suffix, open_sessions
     from shipyard.cli._output import err
     from shipyard.config import parse_duration
     from shipyard.deploy import RotateOptions
+    from shipyard.session import on_nodes
 
     sessions = open_sessions(config, environment, json_output=json_output)
     options = RotateOptions(lock_wait=parse_duration(wait))

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from shipyard.event_kinds import EventKind
 from shipyard.events._event import Event
 from shipyard.hosts import Host
+
+
+_BEFORE_THE_LOCK = frozenset({"validate", "lock"})
 
 
 class DeploymentLog:
@@ -14,7 +18,9 @@ class DeploymentLog:
     (where the newest ``keep`` logs are kept, as here).
 
     Events arrive masked (the bus masks them); lines are ``json.dumps`` output, so quotes and
-    newlines in messages stay valid JSON. Nothing is written for a command that emitted no events.
+    newlines in messages stay valid JSON. Nothing is written for a command that emitted no events,
+    and nothing on the host for an operation refused before it held the lock (a failed check, a
+    lock held by another): the host is left as it was; the log stays here.
     """
 
     def __init__(self, local: Path, host: Host, remote: PurePosixPath, *, keep: int = 100) -> None:
@@ -23,8 +29,13 @@ class DeploymentLog:
         self.remote = remote
         self.keep = keep  # logs kept in ``local``'s directory (the newest; ids sort by time)
         self._lines: list[str] = []
+        self._refused = False
 
     def __call__(self, event: Event) -> None:
+        if event.kind == EventKind.LOCK_BLOCKED or (
+            event.kind == EventKind.PHASE_FAILED and event.phase in _BEFORE_THE_LOCK
+        ):
+            self._refused = True
         line = event.to_json() + "\n"
         if not self._lines:
             self.local.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -37,10 +48,12 @@ class DeploymentLog:
         """Copy the log to the host, then keep only the newest ``keep`` logs on both sides."""
         if not self._lines:
             return
-        self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
         logs = sorted(self.local.parent.glob("*.jsonl"))
         for old in logs[: max(0, len(logs) - self.keep)]:
             old.unlink(missing_ok=True)
+        if self._refused:
+            return
+        self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
         directory = self.remote.parent
         listed = self.host.run(["ls", "-1", str(directory)], check=False)
         remote = sorted(n for n in listed.stdout.split() if n.endswith(".jsonl"))

@@ -2,7 +2,8 @@
 
 The operator's ``~/.ssh/config``, agent and jump hosts apply. One master connection per host
 (``ControlMaster``, its socket in a private temporary directory) carries every command, file
-transfer and port forward; it is closed when shipyard exits. Host keys are checked strictly: an
+transfer and port forward; ``close`` ends it (the session that opened the host closes it, and
+the master exits by itself after ``control_persist`` idle seconds anyway). Host keys are checked strictly: an
 unknown or changed key is refused with the key's fingerprint and the command that trusts it.
 
 Commands are argv lists joined with ``shlex.join`` exactly once, here. Environment values never
@@ -11,7 +12,6 @@ travel in argv: they go to the remote shell through stdin or a private file.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import re
 import secrets
@@ -141,9 +141,6 @@ class SSHHost(ShellFiles):
         self._forwards: dict[int, int] = {}
         self._home: PurePosixPath | None = None
         self._last_used = 0.0
-        # Registered now, so it runs after anything registered later that still needs this host
-        # at exit (the session's event log writes to it): exit handlers run newest first.
-        atexit.register(self.close)
 
     # -- identity ------------------------------------------------------------------------------
     @property
