@@ -9,7 +9,6 @@ from shipyard.event_kinds import EventKind
 from shipyard.events._event import Event
 from shipyard.hosts import Host
 
-
 _BEFORE_THE_LOCK = frozenset({"validate", "lock"})
 
 
