@@ -54,13 +54,15 @@ def wait_until(
     timeout: float,
     interval: float | Interval,
     clock: Clock = SYSTEM,
+    done: Callable[[T], bool] = bool,
 ) -> T | None:
-    """Try ``condition`` until it returns a true value, and return that value; ``None`` when
-    ``timeout`` seconds passed without one (the caller says what did not happen)."""
+    """Try ``condition`` until its value is ``done`` (by default: true), and return that value;
+    ``None`` when ``timeout`` seconds passed without one (the caller says what did not
+    happen)."""
     delays = (interval if isinstance(interval, Interval) else Interval(interval)).delays()
     deadline = clock.now() + timeout
     while True:
-        if result := condition():
+        if done(result := condition()):
             return result
         left = deadline - clock.now()
         if left <= 0:

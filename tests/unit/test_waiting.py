@@ -68,3 +68,19 @@ def test_a_zero_timeout_tries_once() -> None:
     tries: list[int] = []
     assert wait_until(lambda: tries.append(1), timeout=0, interval=1, clock=fake.clock) is None
     assert tries == [1] and fake.slept == []
+
+
+def test_done_decides_when_a_falsy_answer_counts() -> None:
+    fake = FakeClock()
+    answers = iter([None, {}, {"apps": {}}])
+    found = wait_until(
+        lambda: next(answers), timeout=5, interval=1, clock=fake.clock, done=lambda a: a is not None
+    )
+    assert found == {} and fake.slept == [1]
+    counts = iter([3, 1, 0, 5])
+    assert (
+        wait_until(
+            lambda: next(counts), timeout=5, interval=1, clock=fake.clock, done=lambda n: n == 0
+        )
+        == 0
+    )

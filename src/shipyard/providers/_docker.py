@@ -100,6 +100,7 @@ from shipyard.proxy import (
     upstreams_of,
 )
 from shipyard.state import Intent, Lock, Release, StateStore, now_iso, other_slot
+from shipyard.waiting import Clock, Interval, wait_until
 
 if TYPE_CHECKING:
     from shipyard.providers._database import DatabaseOperations
@@ -1235,12 +1236,20 @@ class DockerSteps:
         if self._switched_at is not None:
             if (early := self._switched_at + 2 * LOOKUP_REFRESH_S - clock()) > 0:
                 sleep(early)
-        deadline = clock() + self.config.deploy.drain_timeout
-        pause = 0.02
-        while (in_flight := admin.in_flight(upstream)) and clock() < deadline:
-            sleep(min(pause, max(0.0, deadline - clock())))
-            pause = min(pause * 2, 0.25)
-        return in_flight
+        counts: list[int] = []
+
+        def in_flight() -> int:
+            counts.append(admin.in_flight(upstream))
+            return counts[-1]
+
+        wait_until(
+            in_flight,
+            timeout=self.config.deploy.drain_timeout,
+            interval=_BACK_OFF,
+            clock=Clock(clock, sleep),
+            done=lambda count: count == 0,
+        )
+        return counts[-1]
 
     def schema_version(self) -> int | None:
         database = self._database()
@@ -2057,6 +2066,10 @@ def _proxy_health(steps: DockerSteps) -> tuple[str, str, str]:
     return judge_health(answer), answer.describe(), endpoint.describe(path)
 
 
+# Asked at once, then after pauses doubling from 20 ms up to 250 ms.
+_BACK_OFF = Interval(0.02, 2, 0.25)
+
+
 def _poll(
     condition: Callable[[], _T | None],
     *,
@@ -2067,13 +2080,15 @@ def _poll(
 ) -> _T:
     """``condition()``'s first value other than ``None``, asked at once, then after pauses doubling from
     20 ms up to 250 ms, for up to ``seconds``."""
-    deadline = clock() + seconds
-    pause = 0.02
-    while (value := condition()) is None:
-        if clock() >= deadline:
-            raise StateError(f"{what} did not become ready within {seconds:g}s")
-        sleep(pause)
-        pause = min(pause * 2, 0.25)
+    value = wait_until(
+        condition,
+        timeout=seconds,
+        interval=_BACK_OFF,
+        clock=Clock(clock, sleep),
+        done=lambda answer: answer is not None,
+    )
+    if value is None:
+        raise StateError(f"{what} did not become ready within {seconds:g}s")
     return value
 
 
