@@ -213,21 +213,25 @@ def parse_traffic(metrics: str, server: str = SERVER) -> Traffic:
 
 
 class CaddyAdmin:
-    """Caddy's admin API at ``http://127.0.0.1:<port>``."""
+    """Caddy's admin API at ``http://127.0.0.1:<port>`` (``transport``: how requests travel,
+    the network unless given)."""
 
-    def __init__(self, port: int, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, port: int, *, timeout: float = 10.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.base = f"http://127.0.0.1:{port}"
         self.timeout = timeout
+        self.transport = transport
 
     def _request(self, method: str, path: str, body: Any = None) -> httpx.Response:
         try:
-            response = httpx.request(
-                method,
-                f"{self.base}{path}",
-                content=None if body is None else json.dumps(body),
-                headers={"Content-Type": "application/json"},
-                timeout=self.timeout,
-            )
+            with httpx.Client(transport=self.transport, timeout=self.timeout) as client:
+                response = client.request(
+                    method,
+                    f"{self.base}{path}",
+                    content=None if body is None else json.dumps(body),
+                    headers={"Content-Type": "application/json"},
+                )
         except httpx.HTTPError as exc:
             raise ProxyError(f"Caddy admin API at {self.base} is not reachable: {exc}") from exc
         if response.status_code >= 400:  # noqa: PLR2004
@@ -270,10 +274,3 @@ class CaddyAdmin:
             return self.config()
         except ProxyError:
             return None
-
-    def ready(self) -> bool:
-        try:
-            self._request("GET", "/config/")
-        except ProxyError:
-            return False
-        return True
