@@ -48,6 +48,7 @@ class Target:
     database_container: str | None = None
     database_user: str | None = None
     database_name: str | None = None
+    transport: httpx.BaseTransport | None = None  # how HTTP checks travel; None: the network
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class _Http:
     def run(self, target: Target, timeout: float) -> CheckResult:
         url = target.base_url + self.spec.path
         try:
-            response = httpx.get(url, timeout=timeout)
+            with httpx.Client(transport=target.transport, timeout=timeout) as client:
+                response = client.get(url)
         except httpx.HTTPError as exc:
             return CheckResult(
                 self.name, False, f"GET {self.spec.path}: {type(exc).__name__}: {exc}"
