@@ -22,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Self, TypeVar
 
 from shipyard.build import source_at
 from shipyard.config import Config, SSHSection, load_config
@@ -64,8 +64,26 @@ T = TypeVar("T")
 OnConfig = Callable[[Config], None]
 
 
+class _Closing:
+    """``with`` closes it."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 @dataclass
-class Session:
+class Session(_Closing):
     """One node of an environment, opened: its config, host, provider and operation context."""
 
     config: Config
@@ -79,19 +97,8 @@ class Session:
         notifications), the connection to the host."""
         self._resources.close()
 
-    def __enter__(self) -> Session:
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-class Sessions(list[Session]):
+class Sessions(_Closing, list[Session]):
     """One session per node of an environment (``target``, then ``targets``), sharing a
     deployment id and, with ``ref``, one worktree. Closing closes every session, then the
     worktree."""
@@ -104,17 +111,6 @@ class Sessions(list[Session]):
         with self._shared:
             for session in reversed(self):
                 session.close()
-
-    def __enter__(self) -> Sessions:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def open_session(
