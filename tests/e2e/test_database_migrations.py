@@ -19,7 +19,7 @@ from shipyard.database import Database, MigrationError
 from shipyard.providers._docker import DockerSteps
 from shipyard.session import open_session
 from tests.e2e.conftest import AppUnderTest, git
-from tests.e2e.test_database_snapshots import psql
+from tests.e2e.postgres import psql
 
 
 @dataclass
@@ -91,22 +91,22 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
     snapshots = json.loads(app.shipyard("snapshot", "list", "development", "--json").stdout)
     pre_migrate = [s for s in snapshots if s["reason"] == "pre-migrate"]
     assert pre_migrate[0]["name"] in result.stderr  # the message names the snapshot
-    assert psql(app, "SELECT version, dirty FROM schema_migrations;") == "2|f"
+    assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
     assert (
         psql(
-            app,
+            app.database,
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'venue';",
         )
         == "0"
     )
-    assert psql(app, "SELECT count(*) FROM events WHERE title = 'x';") == "0"
+    assert psql(app.database, "SELECT count(*) FROM events WHERE title = 'x';") == "0"
     assert loop.failures == []
     assert loop.ok > 10
     assert httpx.get(app.url("/version"), timeout=5).json()["git_commit"] == first
     assert app.status()["slot"] == "blue"
 
     # A schema left dirty (here by hand) is refused before anything changes, with recovery steps.
-    psql(app, "UPDATE schema_migrations SET dirty = true;")
+    psql(app.database, "UPDATE schema_migrations SET dirty = true;")
     again = app.shipyard("deploy", "development")
     assert again.returncode == 6
     assert "phase 'plan'" in again.stderr
@@ -116,7 +116,7 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
 
 def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> None:
     assert app.shipyard("deploy", "development").returncode == 0
-    psql(app, "CREATE TABLE applied (at timestamptz DEFAULT clock_timestamp());")
+    psql(app.database, "CREATE TABLE applied (at timestamptz DEFAULT clock_timestamp());")
     add_migration(app, "000003_slow", "INSERT INTO applied DEFAULT VALUES;\nSELECT pg_sleep(3);\n")
     session = open_session(app.config, "development")
     assert session.config.database is not None
@@ -144,8 +144,8 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
     for thread in threads:
         thread.join(timeout=120)
 
-    assert psql(app, "SELECT count(*) FROM applied;") == "1"
-    assert psql(app, "SELECT version, dirty FROM schema_migrations;") == "3|f"
+    assert psql(app.database, "SELECT count(*) FROM applied;") == "1"
+    assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "3|f"
     assert len(outcomes) == 2
     # The second runner waited on golang-migrate's advisory lock, then found nothing to apply
     # (or, past the lock timeout, failed saying so).
@@ -168,7 +168,7 @@ def test_full_snapshot_disk_refuses_deploy_before_migrating(
 ) -> None:
     assert app.shipyard("deploy", "development").returncode == 0
     psql(
-        app,
+        app.database,
         "INSERT INTO events (title, description, starts_at) SELECT md5(g::text), repeat(md5(g::text), 20), now() FROM generate_series(1, 5000) g;",
     )
     app.edit(lambda d: d["database"].update({"snapshots": {"dir": str(tiny_disk)}}))
@@ -181,7 +181,7 @@ def test_full_snapshot_disk_refuses_deploy_before_migrating(
     assert "phase 'snapshot'" in result.stderr
     assert "no space left on device" in result.stderr
     assert " migrate " not in result.stderr.replace("phase 'migrate'", "")
-    assert psql(app, "SELECT version, dirty FROM schema_migrations;") == "2|f"
+    assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
     assert list(tiny_disk.iterdir()) == []  # the partial dump was removed
 
 
@@ -200,10 +200,10 @@ def test_lint_block_refuses_deploy_before_any_schema_change(app: AppUnderTest) -
     assert result.returncode == 6
     assert "phase 'plan'" in result.stderr
     assert "000003_drop_description.up.sql:1: drop-column" in result.stderr
-    assert psql(app, "SELECT version, dirty FROM schema_migrations;") == "2|f"
+    assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
     assert (
         psql(
-            app,
+            app.database,
             "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'description';",
         )
         == "1"
