@@ -68,7 +68,7 @@ def test_snapshot_restore_round_trip_keeps_geometries_and_vectors(
 
     # Writes after the snapshot: deleted rows, a moved point, a changed vector, a new table.
     psql(
-        app,
+        app.database,
         "DELETE FROM events WHERE title LIKE 'event 1%';"
         "UPDATE events SET location = ST_SetSRID(ST_MakePoint(0, 0), 4326),"
         " embedding = '[0,0,0,0,0,0,0,0]' WHERE title = 'event 2';"
