@@ -145,8 +145,8 @@ def kill_before_command(
 class LiveWatch:
     """Samples, every ``interval`` seconds through Docker's API, whether the proxy has a running
     container to route to: the one carrying the live name, or (between the renames of a switch)
-    any running slot, all of which answer to the ``slots`` alias. Counts the samples with none,
-    and those where no container carried the live name."""
+    the one carrying the switching name, or any running slot (all answer to the ``slots``
+    alias). Counts the samples with none, and those where no container carried the live name."""
 
     app: AppUnderTest
     interval: float = 0.1

@@ -84,9 +84,10 @@ def test_deploy_killed_at_every_phase_never_takes_the_site_down(
     assert app.shipyard("deploy", app.environment).returncode == 0
     version = 2
     kills: list[tuple[str, Any]] = [("phase", phase) for phase in PHASES]
-    # Between the two renames of the switch: the old container gave the live name back, the
-    # candidate has not taken it yet (both answer through the `slots` alias).
-    kills += [("rename", 2)]
+    # Between the renames of the switch: the old container gave the live name up for the
+    # switching name and the candidate has not taken it yet (the old one serves alone); then the
+    # candidate carries the live name and the old one still the switching name.
+    kills += [("rename", 2), ("rename", 3)]
     with Load(app.url("/")) as load, LiveWatch(app) as watch:
         for kind, where in kills:
             version += 1
@@ -201,6 +202,8 @@ def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
         data = json.loads(status.stdout)
         assert "stopped at step 'switch'" in data["interrupted"]
         assert "undoes it" in data["interrupted"]
+        switching = f"{app.name}-{app.environment}-switching"
+        assert any(f"sends requests to {switching}" in p for p in data["problems"]), data
         plan = app.shipyard("plan", app.environment)
         assert "undo the interrupted deploy" in plan.stderr, plan.stderr
         repaired = app.shipyard("repair", app.environment)
@@ -208,6 +211,9 @@ def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
         assert "undone" in repaired.stderr
     assert load.result.failures == [], load.result.failures[:10]
     assert watch.empty == []
+    # Cut short between its renames, the switch left the old version serving alone: the
+    # candidate never answered a request.
+    assert set(load.result.versions) == {f"0.0.0+{first[:7]}"}, load.result.version_counts
     _assert_one_version_serves(app, first)
     assert [e["action"] for e in _history(app)[:2]] == ["repair", "deploy"]
     assert _history(app)[1]["result"] == "interrupted"

@@ -1,4 +1,5 @@
-"""The docker provider's `destroy` and `plan --rollback` against a recording fake engine."""
+"""The docker provider's `destroy`, `plan --rollback` and blue-green switch against a recording fake
+engine."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class _Container:
     image: str
     labels: dict[str, str] = field(default_factory=dict)
     status: str = "exited"
+    id: str = ""  # the name it was created with, unless given
 
 
 class EngineHost(FakeHost):
@@ -44,6 +46,7 @@ class EngineHost(FakeHost):
             ("docker", "image", "rm"): self._remove_image,
             ("docker", "ps", "--all"): self._ps,
             ("docker", "rm", "--force"): self._remove_container,
+            ("docker", "rename", ""): self._rename,
             ("ls", "-1", "-A"): self._ls,
         }
         if argv[:2] == ["docker", "compose"] and "down" in argv:
@@ -52,21 +55,34 @@ class EngineHost(FakeHost):
             prefix = argv[1].rstrip("/") + "/"
             found = [f for f in self.files if f.startswith(prefix) and f.endswith(".json")]
             return _answer(argv, "\n".join(found))
-        handler = handlers.get(tuple(argv[:3]))
+        handler = handlers.get(tuple(argv[:3])) or handlers.get((*argv[:2], ""))
         return handler(argv) if handler is not None else None
 
     def _inspect_container(self, argv: list[str]) -> CommandResult:
-        found = self.containers.get(argv[-1])
-        if found is None:
-            return _answer(argv, code=1, stderr=f"Error: No such container: {argv[-1]}")
-        document = {
-            "Id": argv[-1],
-            "Name": f"/{argv[-1]}",
-            "Image": self.images.get(found.image, found.image),
-            "State": {"Status": found.status},
-            "Config": {"Labels": found.labels},
-        }
-        return _answer(argv, json.dumps([document]))
+        names = argv[3:]
+        documents = [
+            {
+                "Id": found.id or name,
+                "Name": f"/{name}",
+                "Image": self.images.get(found.image, found.image),
+                "State": {"Status": found.status},
+                "Config": {"Labels": found.labels},
+            }
+            for name in names
+            if (found := self.containers.get(name)) is not None
+        ]
+        missing = [name for name in names if name not in self.containers]
+        stderr = "".join(f"Error: No such container: {name}\n" for name in missing)
+        return _answer(argv, json.dumps(documents), code=1 if missing else 0, stderr=stderr)
+
+    def _rename(self, argv: list[str]) -> CommandResult:
+        old, new = argv[2:4]
+        if old not in self.containers or new in self.containers:
+            return _answer(argv, code=1, stderr=f"Error: cannot rename {old} to {new}")
+        found = self.containers.pop(old)
+        found.id = found.id or old
+        self.containers[new] = found
+        return _answer(argv)
 
     def _inspect_image(self, argv: list[str]) -> CommandResult:
         image = self.images.get(argv[-1])
@@ -320,3 +336,90 @@ def test_retention_in_a_shared_snapshot_directory_prunes_only_the_environments_o
 
     assert plan.delete == ("shop_20260101T000000Z_aaaaaaa",)
     assert plan.keep == ("shop_20260102T000000Z_bbbbbbb",)
+
+
+def _slots_engine(**names: str) -> EngineHost:
+    """An engine running the slots ``names`` maps to container names (``live``, ``switching`` or
+    the slot's own), with a running proxy."""
+    host = EngineHost()
+    for slot, suffix in names.items():
+        host.containers[f"shop-development-{suffix}"] = _Container(
+            f"shop:{slot}", {"org.shipyard.slot": slot}, status="running", id=slot
+        )
+    return host
+
+
+def _switched(config: Config, host: EngineHost, slot: str) -> list[list[str]]:
+    """Switch to ``slot``; the renames it made."""
+    steps = DockerProvider(host).steps(_context(config, host))  # type: ignore[arg-type]
+    steps._ensure_proxy = lambda: None  # type: ignore[method-assign,assignment,return-value]
+    before = len(host.commands)
+    steps.switch(slot)
+    return [argv[2:] for argv in host.commands[before:] if argv[:2] == ["docker", "rename"]]
+
+
+def _named(host: EngineHost) -> dict[str, str]:
+    return {name: c.labels["org.shipyard.slot"] for name, c in sorted(host.containers.items())}
+
+
+def test_a_switch_hands_the_live_name_over_through_the_switching_name(config: Config) -> None:
+    """The proxy tries the live name, then the switching name: the old container holds one of
+    them until the new one carries the live name, so no request reaches the new version before
+    the old one stops getting them."""
+    host = _slots_engine(blue="live", green="green")
+    renames = _switched(config, host, "green")
+    assert renames == [
+        ["shop-development-live", "shop-development-switching"],
+        ["shop-development-green", "shop-development-live"],
+        ["shop-development-switching", "shop-development-blue"],
+    ]
+    assert _named(host) == {"shop-development-blue": "blue", "shop-development-live": "green"}
+    assert _switched(config, host, "green") == []  # already live: nothing to do
+
+
+@pytest.mark.parametrize(
+    ("to", "renames", "live"),
+    [
+        # Undone: the old container takes the live name back.
+        ("blue", [["shop-development-switching", "shop-development-live"]], "blue"),
+        # Finished: the candidate takes it, the old container its slot name.
+        (
+            "green",
+            [
+                ["shop-development-green", "shop-development-live"],
+                ["shop-development-switching", "shop-development-blue"],
+            ],
+            "green",
+        ),
+    ],
+)
+def test_a_switch_cut_short_after_its_first_rename_is_undone_or_finished(
+    config: Config, to: str, renames: list[list[str]], live: str
+) -> None:
+    host = _slots_engine(blue="switching", green="green")
+    assert _switched(config, host, to) == renames
+    assert _named(host)["shop-development-live"] == live
+    assert "shop-development-switching" not in host.containers
+    assert sorted(_named(host).values()) == ["blue", "green"]
+
+
+def test_a_switch_cut_short_after_its_second_rename_is_undone(config: Config) -> None:
+    host = _slots_engine(blue="switching", green="live")
+    assert _switched(config, host, "blue") == [
+        ["shop-development-switching", "shop-development-blue"],
+        ["shop-development-live", "shop-development-switching"],
+        ["shop-development-blue", "shop-development-live"],
+        ["shop-development-switching", "shop-development-green"],
+    ]
+    assert _named(host) == {"shop-development-green": "green", "shop-development-live": "blue"}
+
+
+def test_tidying_after_a_switch_cut_short_after_its_second_rename_gives_the_old_slot_its_name(
+    config: Config,
+) -> None:
+    host = _slots_engine(blue="switching", green="live")
+    steps = DockerProvider(host).steps(_context(config, host))  # type: ignore[arg-type]
+    steps.retire = lambda slot: f"{slot} retired"  # type: ignore[method-assign,assignment,return-value]
+    done = steps.tidy("green")
+    assert _named(host) == {"shop-development-blue": "blue", "shop-development-live": "green"}
+    assert done == ["blue retired: it ran beside the live version"]

@@ -110,7 +110,11 @@ def test_release_commands_get_libpq_variables_for_the_database(config, tmp_path:
 def test_caddy_plain_http() -> None:
     config = render_caddy(ProxySection(), Names("shop", "development").routed, 8080)
     _golden("caddy-http.json", json.dumps(config, indent=2) + "\n")
-    assert upstreams_of(config) == ["shop-development-live:8080", "shop-development-slots:8080"]
+    assert upstreams_of(config) == [
+        "shop-development-live:8080",
+        "shop-development-switching:8080",
+        "shop-development-slots:8080",
+    ]
 
 
 def test_caddy_with_domains() -> None:

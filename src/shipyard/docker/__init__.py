@@ -439,9 +439,22 @@ class Docker:
     def containers_named(self, names: Sequence[str]) -> dict[str, ContainerInfo | None]:
         """Each of ``names`` inspected in one call (``None``: no such container)."""
         found: dict[str, ContainerInfo | None] = dict.fromkeys(names)
-        if not names:
-            return found
-        result = self._run(["container", "inspect", *names], check=False, timeout=60)
+        for info in self._inspect(names):
+            if info.name in found:
+                found[info.name] = info
+        return found
+
+    def running(self) -> list[ContainerInfo]:
+        """Every running container, inspected (one that stops meanwhile is left out)."""
+        ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()
+        return [info for info in self._inspect(ids) if info.running]
+
+    def _inspect(self, containers: Sequence[str]) -> list[ContainerInfo]:
+        """``containers`` (names or IDs) inspected in one call; one that does not exist (or was
+        removed meanwhile: inspect exits 1 after printing the others) is left out."""
+        if not containers:
+            return []
+        result = self._run(["container", "inspect", *containers], check=False, timeout=60)
         try:
             documents = json.loads(result.stdout or "[]")
         except json.JSONDecodeError as exc:
@@ -450,26 +463,7 @@ class Docker:
             ) from exc
         if not result.ok and "no such container" not in result.stderr.lower():
             raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
-        for info in map(parse_container, documents):
-            if info.name in found:
-                found[info.name] = info
-        return found
-
-    def running(self) -> list[ContainerInfo]:
-        """Every running container, inspected (one that stops meanwhile is left out)."""
-        ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()
-        if not ids:
-            return []
-        # A container removed between the two commands makes inspect exit 1 after it printed
-        # the others.
-        result = self._run(["container", "inspect", *ids], check=False, timeout=60)
-        try:
-            documents = json.loads(result.stdout or "[]")
-        except json.JSONDecodeError as exc:
-            raise CommandFailed(
-                self.host.name, result.argv, result.returncode, result.stderr
-            ) from exc
-        return [info for info in map(parse_container, documents) if info.running]
+        return list(map(parse_container, documents))
 
     def containers(self, labels: Mapping[str, str]) -> list[str]:
         """Names of containers (running or not) carrying all ``labels``."""

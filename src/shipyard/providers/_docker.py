@@ -237,8 +237,9 @@ class DockerSteps:
         self.ctx.fence.check()
 
     def slot_container(self, slot: str) -> ContainerInfo | None:
-        """The container of ``slot``: named after the slot, or the live name while it serves."""
-        for name in (self.names.slot(slot), self.names.live):
+        """The container of ``slot``: named after the slot, or the live name while it serves (or
+        the switching name, if a switch was cut short)."""
+        for name in (self.names.slot(slot), self.names.live, self.names.switching):
             info = self.docker.container(name)
             if info is not None and info.labels.get(f"{LABEL}.slot") == slot:
                 return info
@@ -1033,23 +1034,56 @@ class DockerSteps:
         return admin
 
     def switch(self, slot: str) -> str:
-        """Make ``slot`` live (see shipyard.proxy): the live container gets its slot name back,
-        then ``slot``'s container takes the live name. Between the two renames both answer
-        through the ``slots`` alias, so a switch interrupted there still leaves the site served
-        (and is finished or undone by the next operation); each rename is fenced by the lock."""
+        """Make ``slot`` live (see shipyard.proxy): the live container takes the switching name
+        (the proxy's second choice: it alone still serves), ``slot``'s container the live name,
+        and the old one its slot name back. No client sees the old version after the new one,
+        and a switch interrupted between two renames still leaves the site served (and is
+        finished or undone by the next operation, which calls this again). The lock is checked
+        once before the renames: they follow each other at once."""
         self._ensure_proxy()
-        target = self.slot_container(slot)
+        names = self.names
+        live, switching = names.live, names.switching
+        found = self.docker.containers_named([live, switching, names.slot(slot)])
+        current, left = found[live], found[switching]
+        target = next(
+            (
+                info
+                for info in (found[names.slot(slot)], current, left)
+                if info is not None and info.labels.get(f"{LABEL}.slot") == slot
+            ),
+            None,
+        )
         if target is None:
             raise ShipyardError(f"slot {slot} has no container to switch to")
-        live = self.names.live
+        if current is not None and left is not None:
+            # Cut short after its second rename: the old container takes its slot name back.
+            self._fence()
+            self.docker.rename(switching, self._slot_name(left))
+            if target.id == left.id:
+                target = replace(left, name=self._slot_name(left))
+            left = None
         if target.name == live:
             return f"{live} is already slot {slot}"
-        current = self.docker.container(live)
+        self._fence()
         if current is not None:
-            self._rename(live, self.names.slot(current.labels.get(f"{LABEL}.slot", "old")))
-        self._rename(target.name, live)
+            self.docker.rename(live, switching)
+        previous = current or left
+        self.docker.rename(target.name, live)
+        if previous is not None and previous.id != target.id:
+            self.docker.rename(switching, self._slot_name(previous))
         self._switched_at = time.monotonic()
         return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+
+    def _slot_name(self, info: ContainerInfo) -> str:
+        return self.names.slot(info.labels.get(f"{LABEL}.slot", "old"))
+
+    def _settle_switching(self) -> None:
+        """A container left with the switching name while another carries the live name (a
+        switch cut short after its second rename) gets its slot name back."""
+        left = self.docker.container(self.names.switching)
+        if left is not None:
+            self._fence()
+            self.docker.rename(left.name, self._slot_name(left))
 
     def switch_back(self, slot: str) -> str:
         """After a failed watch (or verify): make ``slot``, the version the switch replaced,
@@ -1065,10 +1099,6 @@ class DockerSteps:
         self.docker.start(info.name)
         gated = self.gate(slot)
         return f"{info.name} started, health-gated ({gated}); {self.switch(slot)}"
-
-    def _rename(self, container: str, name: str) -> None:
-        self._fence()
-        self.docker.rename(container, name)
 
     def endpoints(self) -> list[Endpoint]:
         """The proxy as users reach it (each domain over HTTPS, or plain HTTP), connected to
@@ -1380,6 +1410,8 @@ class DockerSteps:
         of an interrupted operation) is stopped. ``current``: the slot the state says is live."""
         done: list[str] = []
         live = self.docker.container(self.names.live)
+        if live is not None:
+            self._settle_switching()
         if live is not None and not live.running:
             self._fence()
             self.docker.start(live.name)
@@ -1657,7 +1689,11 @@ class DockerProvider:
         release = ctx.store.release(current.release_id) if current else None
         # Every container of the stack in one inspection: what the rest of the report reads.
         found = steps.docker.containers_named(_stack_containers(steps.names))
-        containers = {name: _describe(info) for name, info in found.items()}
+        containers = {
+            name: _describe(info)
+            for name, info in found.items()
+            if info is not None or name != steps.names.switching  # there only mid-switch
+        }
         upstreams: list[str] = []
         problems: list[str] = []
         proxy = found[steps.names.proxy]
@@ -2008,6 +2044,7 @@ def _stack_containers(names: Names) -> list[str]:
         names.proxy,
         names.guard,
         names.live,
+        names.switching,
         names.slot("blue"),
         names.slot("green"),
     ]
@@ -2022,7 +2059,14 @@ def _serving_problems(
     live = found[steps.names.live]
     if live is None or not live.running:
         state = f"{live.name} {live.status}" if live is not None else f"{steps.names.live} absent"
-        if steps._running_slots():
+        switching = found[steps.names.switching]
+        if switching is not None and switching.running:
+            slot = switching.labels.get(f"{LABEL}.slot", "?")
+            problems.append(
+                f"no container carries the live name ({state}): a switch was cut short, the "
+                f"proxy sends requests to {switching.name} (slot {slot})"
+            )
+        elif steps._running_slots():
             problems.append(
                 f"no container carries the live name ({state}): a switch was cut short, the "
                 "proxy sends requests to any running slot"

@@ -66,16 +66,23 @@ class Names:
         return f"{self.prefix}-live"
 
     @property
+    def switching(self) -> str:
+        """The name the live container carries for the instant of a switch between giving up the
+        live name and taking its slot name back: the proxy's second choice, so it keeps serving
+        the old version alone until the new one carries the live name."""
+        return f"{self.prefix}-switching"
+
+    @property
     def slots(self) -> str:
         """The network alias every app slot's container answers to: the proxy routes to it only
-        while no container carries the live name (for the instant between the two renames of a
-        switch, or after a switch cut short there)."""
+        while no container carries the live or the switching name (after a switch or a
+        container's removal cut short outside shipyard)."""
         return f"{self.prefix}-slots"
 
     @property
-    def routed(self) -> tuple[str, str]:
+    def routed(self) -> tuple[str, str, str]:
         """The names the proxy routes to, in order of preference."""
-        return (self.live, self.slots)
+        return (self.live, self.switching, self.slots)
 
     def migrate(self, deployment_id: str) -> str:
         """The one-off golang-migrate container of an operation (kept until its result is read)."""

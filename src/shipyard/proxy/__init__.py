@@ -1,19 +1,21 @@
 """Caddy in front of the app slots.
 
-Caddy routes to the container carrying the live name (``<app>-<env>-live``) and, only while no
-container carries it, to any running slot: every slot's container answers to the network alias
-``<app>-<env>-slots``. Both names are looked up on the private network every
-``LOOKUP_REFRESH`` and the first that resolves is used (``first`` policy, live name first), so a
-candidate starting beside the live slot gets no request. A switch renames the live container back
-to its slot name and the candidate to the live name; for the instant between the two renames (or,
-if shipyard is killed there, until the next operation finishes the switch) both answer through
-the alias, so some healthy container serves at every moment. Caddy's config is never reloaded to
-switch (a reload closes connections that were just accepted, which drops a few requests under
-load). When neither name resolves (nothing is deployed), requests wait and retry for
-``dial_retry`` seconds instead of failing. The config itself is rendered from the environment's
-settings and loaded through the admin API, which also serves metrics (the 5xx rate watched after a
-switch) and the requests in flight per upstream (draining). The admin API listens on the private
-network and is published on the host's loopback only.
+Caddy routes to the first of three names that resolves on the private network: the live name
+(``<app>-<env>-live``), the switching name (``<app>-<env>-switching``) and the alias every
+slot's container answers to (``<app>-<env>-slots``). Each is looked up every ``LOOKUP_REFRESH``
+(``first`` policy), so a candidate starting beside the live slot gets no request. A switch
+renames the live container to the switching name, the candidate to the live name, and the old
+container to its slot name: at every instant exactly one container answers the first name that
+resolves, so no client sees the old version after the new one, and some healthy container serves
+throughout (if shipyard is killed between two renames, until the next operation finishes the
+switch). The alias serves only when neither name resolves (a container removed outside
+shipyard): then any running slot does. Caddy's config is never reloaded to switch (a reload
+closes connections that were just accepted, which drops a few requests under load). When no name
+resolves (nothing is deployed), requests wait and retry for ``dial_retry`` seconds instead of
+failing. The config itself is rendered from the environment's settings and loaded through the
+admin API, which also serves metrics (the 5xx rate watched after a switch) and the requests in
+flight per upstream (draining). The admin API listens on the private network and is published on
+the host's loopback only.
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ FORWARDED_HEADERS: dict[str, Any] = {
 }
 
 
-def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict[str, Any]:
+def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
-    live name, then the alias every slot answers to)."""
+    live name, the switching name, then the alias every slot answers to)."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -128,7 +130,7 @@ def render_caddy(proxy: ProxySection, names: tuple[str, str], port: int) -> dict
         server["automatic_https"] = {"disable": True}
     config: dict[str, Any] = {
         "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins()},
-        # Between a switch's renames the live name fails its lookup: not worth a log line each.
+        # During a switch the live name fails its lookup: not worth a log line each.
         "logging": {"logs": {"default": {"exclude": [_MULTI_LOGGER]}}},
         # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
         "apps": {"http": {"metrics": {}, "servers": {SERVER: server}}},
