@@ -31,56 +31,26 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from ruamel.yaml import YAML
+from tests.example_app import copy_example, git
 
 from shipyard import build
 from shipyard.config import Config, GoBuild, load_config
 from shipyard.hosts import LocalHost
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "examples" / "events-api"
 CMD = "example.com/events-api/cmd/server/cmd"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-GIT = {
-    "GIT_AUTHOR_NAME": "bench",
-    "GIT_AUTHOR_EMAIL": "bench@shipyard.invalid",
-    "GIT_COMMITTER_NAME": "bench",
-    "GIT_COMMITTER_EMAIL": "bench@shipyard.invalid",
-}
-
-
-def git(directory: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(directory), *args],
-        env={**os.environ, **GIT},
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
 
 
 def copy_of_the_app(where: Path, name: str, *, commit_free: bool) -> Config:
-    shutil.copytree(EXAMPLE, where, ignore=shutil.ignore_patterns("bin", ".env.*"))
-    yaml = YAML()
-    document = yaml.load(where / "shipyard.yml")
-    document["app"]["name"] = name
-    document["environments"]["development"]["deploy"]["allow_dirty"] = False
-    if commit_free:
-        document["build"]["ldflags"] = {f"{CMD}.BuildDate": "{build_date}"}
-        document["deploy"]["verify_path"] = None
-    with (where / "shipyard.yml").open("w") as handle:
-        yaml.dump(document, handle)
-    env_file = where / ".env.development"
-    env_file.write_text(
-        f"POSTGRES_PASSWORD=pw-{secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n",
-        encoding="utf-8",
-    )
-    env_file.chmod(0o600)
-    (where / ".gitignore").write_text("bin/\n.env.*\n", encoding="utf-8")
-    git(where, "init", "-q", "-b", "main")
-    git(where, "add", "-A")
-    git(where, "commit", "-q", "-m", "initial")
+    def settings(document: dict[str, Any]) -> None:
+        document["environments"]["development"]["deploy"]["allow_dirty"] = False
+        if commit_free:
+            document["build"]["ldflags"] = {f"{CMD}.BuildDate": "{build_date}"}
+            document["deploy"]["verify_path"] = None
+
+    copy_example(where, name, settings)
     return load_config(where / "shipyard.yml", "development")
 
 

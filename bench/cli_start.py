@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -129,31 +129,17 @@ def status_figures(app_dir: Path, environment: str, runs: int) -> None:
 
 def deployed_copy(work: Path) -> tuple[Path, str]:
     """A copy of the reference app deployed to the local engine, as the e2e tests set it up."""
-    from ruamel.yaml import YAML  # noqa: PLC0415
-    from tests.e2e.conftest import EXAMPLE, git  # noqa: PLC0415
     from tests.e2e.ports import reserve_port  # noqa: PLC0415
+    from tests.example_app import copy_example  # noqa: PLC0415
 
     name = f"b{secrets.token_hex(3)}"
-    app = work / "app"
-    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns("bin", ".env.*", "shipyard.yml"))
-    yaml = YAML()
-    document = yaml.load(EXAMPLE / "shipyard.yml")
-    document["app"]["name"] = name
-    document["proxy"]["http_port"] = reserve_port()
-    document["deploy"]["state_dir"] = str(work / "state")
-    document["health"]["interval"] = "250ms"
-    with (app / "shipyard.yml").open("w") as handle:
-        yaml.dump(document, handle)
-    env_file = app / ".env.development"
-    env_file.write_text(
-        f"POSTGRES_PASSWORD=pw-{secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n",
-        encoding="utf-8",
-    )
-    env_file.chmod(0o600)
-    (app / ".gitignore").write_text("bin/\n.env.*\n", encoding="utf-8")
-    git(app, "init", "-q", "-b", "main")
-    git(app, "add", "-A")
-    git(app, "commit", "-q", "-m", "initial")
+
+    def settings(document: dict[str, Any]) -> None:
+        document["proxy"]["http_port"] = reserve_port()
+        document["deploy"]["state_dir"] = str(work / "state")
+        document["health"]["interval"] = "250ms"
+
+    app = copy_example(work / "app", name, settings)
     print(f"deploying {name} to the local engine (a first deploy builds the app) …", flush=True)
     subprocess.run(
         [*shipyard_command(), "deploy", "development"],

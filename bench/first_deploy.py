@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import socket
 import statistics
 import subprocess
@@ -20,9 +19,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
-from ruamel.yaml import YAML
+from tests.example_app import copy_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "events-api"
@@ -95,26 +95,11 @@ def wait_for(url: str) -> None:
 
 
 def prepare_app(work: Path, name: str, port: int) -> Path:
-    app = work / name
-    shutil.copytree(EXAMPLE, app, ignore=shutil.ignore_patterns("bin", ".env.*"))
-    yaml = YAML()
-    document = yaml.load(app / "shipyard.yml")
-    document["app"]["name"] = name
-    document["proxy"]["http_port"] = port
-    document["deploy"]["state_dir"] = str(work / "state")
-    with (app / "shipyard.yml").open("w") as handle:
-        yaml.dump(document, handle)
-    env_file = app / ".env.development"
-    env_file.write_text(
-        f"POSTGRES_PASSWORD={secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n"
-    )
-    env_file.chmod(0o600)
-    (app / ".gitignore").write_text("bin/\n.env.*\n")
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@shipyard.invalid"]
-    run("git", "init", "-q", cwd=app)
-    run("git", "add", "-A", cwd=app)
-    run(*git, "commit", "-q", "-m", "bench", cwd=app)
-    return app
+    def settings(document: dict[str, Any]) -> None:
+        document["proxy"]["http_port"] = port
+        document["deploy"]["state_dir"] = str(work / "state")
+
+    return copy_example(work / name, name, settings)
 
 
 def shipyard_first_deploy(work: Path) -> tuple[float, str]:

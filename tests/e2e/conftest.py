@@ -8,7 +8,6 @@ import json
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,9 +21,9 @@ from ruamel.yaml import YAML
 from shipyard.secrets import read_env_file
 from tests.e2e.ports import release_ports, reserve_port
 from tests.e2e.sshd import Sshd, start_sshd
+from tests.example_app import EXAMPLE, ROOT, copy_example, git
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "events-api"
+__all__ = ["EXAMPLE", "git"]  # re-exported: tests and benches import them from here
 
 
 @pytest.fixture(autouse=True)
@@ -33,19 +32,6 @@ def _reserved_ports() -> Iterator[None]:
     is set up first, so it is torn down last: after the app and servers that bound them)."""
     yield
     release_ports()
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "shipyard tests",
-        "GIT_AUTHOR_EMAIL": "tests@shipyard.invalid",
-        "GIT_COMMITTER_NAME": "shipyard tests",
-        "GIT_COMMITTER_EMAIL": "tests@shipyard.invalid",
-    }
-    return subprocess.run(
-        ["git", "-C", str(cwd), *args], capture_output=True, text=True, check=True, env=env
-    ).stdout.strip()
 
 
 def engine_snapshot(app: str | None = None) -> dict[str, list[str]]:
@@ -269,28 +255,18 @@ def remove_everything(name: str) -> None:
 @pytest.fixture
 def app(tmp_path: Path, docker_engine: None) -> Iterator[AppUnderTest]:
     name = f"t{secrets.token_hex(3)}"
-    work = tmp_path / "app"
-    shutil.copytree(EXAMPLE, work, ignore=shutil.ignore_patterns("bin", ".env.*", "shipyard.yml"))
     state_dir = tmp_path / "state"
-    under_test = AppUnderTest(dir=work, name=name, http_port=reserve_port(), state_dir=state_dir)
-    yaml = YAML()
-    document = yaml.load(EXAMPLE / "shipyard.yml")
-    document["app"]["name"] = name
-    document["proxy"]["http_port"] = under_test.http_port
-    document["deploy"]["state_dir"] = str(state_dir)
-    document["health"]["interval"] = "250ms"
-    document["environments"]["development"]["deploy"]["allow_dirty"] = False
-    with (work / "shipyard.yml").open("w") as handle:
-        yaml.dump(document, handle)
-    env_file = work / ".env.development"
-    env_file.write_text(
-        f"POSTGRES_PASSWORD=pw-{secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n",
-        encoding="utf-8",
+    under_test = AppUnderTest(
+        dir=tmp_path / "app", name=name, http_port=reserve_port(), state_dir=state_dir
     )
-    env_file.chmod(0o600)
-    (work / ".gitignore").write_text("bin/\n.env.*\n", encoding="utf-8")
-    git(work, "init", "-q", "-b", "main")
-    under_test.commit("initial")
+
+    def settings(document: dict[str, Any]) -> None:
+        document["proxy"]["http_port"] = under_test.http_port
+        document["deploy"]["state_dir"] = str(state_dir)
+        document["health"]["interval"] = "250ms"
+        document["environments"]["development"]["deploy"]["allow_dirty"] = False
+
+    copy_example(under_test.dir, name, settings)
     try:
         yield under_test
     finally:
