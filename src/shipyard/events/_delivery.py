@@ -12,9 +12,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 import httpx
 
@@ -253,6 +253,60 @@ class Dispatcher:
                     self.flush_timeout,
                     waiting + 1,
                 )
+
+
+class NotifierOptions(TypedDict, total=False):
+    """What a test gives an ``HttpNotifier`` instead of the network and the clock."""
+
+    client: httpx.Client | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+
+
+class HttpNotifier:
+    """What every notifier that POSTs events shares: its name, its filter (``kinds``), its retry
+    ``policy`` and the memory of a failed delivery (until one succeeds, each event is tried
+    once, so a receiver that is down does not hold every event for the whole policy)."""
+
+    def __init__(
+        self,
+        name: str,
+        kinds: Collection[str],
+        policy: RetryPolicy,
+        masker: Masker,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._name = name
+        self.kinds = frozenset(kinds)
+        self.policy = policy
+        self._masker = masker
+        self._client = client or httpx.Client(follow_redirects=False)
+        self._sleep = sleep
+        self._clock = clock
+        self._down = False
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def accepts(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def _post(self, event: Event, attempt: Callable[[float], httpx.Response]) -> DeliveryResult:
+        """Deliver ``event`` by ``attempt`` (one request, given its timeout) within the policy."""
+        policy = self.policy.once() if self._down else self.policy
+        attempted = deliver(attempt, policy, sleep=self._sleep, clock=self._clock)
+        self._down = not attempted.ok
+        return DeliveryResult(
+            sink=self.name,
+            ok=attempted.ok,
+            detail=masked_detail(self._masker, attempted),
+            attempts=attempted.attempts,
+            event=str(event.kind),
+        )
 
 
 def masked_detail(masker: Masker, attempted: Attempted) -> str:

@@ -7,15 +7,14 @@ tag; success is default priority.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Unpack
 
 import httpx
 
 from shipyard import __version__
 from shipyard.event_kinds import EventKind
-from shipyard.events._delivery import DeliveryResult, RetryPolicy, deliver, masked_detail
+from shipyard.events._delivery import DeliveryResult, HttpNotifier, NotifierOptions, RetryPolicy
 from shipyard.events._event import Event
 from shipyard.secrets import Masker
 
@@ -63,7 +62,7 @@ def ntfy_message(topic: str, event: Event) -> dict[str, Any]:
     }
 
 
-class NtfyNotifier:
+class NtfyNotifier(HttpNotifier):
     """Publishes events to one ntfy topic, retried within ``policy``."""
 
     def __init__(
@@ -75,29 +74,12 @@ class NtfyNotifier:
         kinds: Collection[str],
         policy: RetryPolicy,
         masker: Masker,
-        *,
-        client: httpx.Client | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        **shared: Unpack[NotifierOptions],
     ) -> None:
-        self._name = name
+        super().__init__(name, kinds, policy, masker, **shared)
         self.server = server.rstrip("/")
         self.topic = topic
         self._token = token
-        self.kinds = frozenset(kinds)
-        self.policy = policy
-        self._masker = masker
-        self._client = client or httpx.Client(follow_redirects=False)
-        self._sleep = sleep
-        self._clock = clock
-        self._down = False
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def accepts(self, kind: str) -> bool:
-        return kind in self.kinds
 
     def send(self, event: Event) -> DeliveryResult:
         document = ntfy_message(self.topic, event)
@@ -110,13 +92,4 @@ class NtfyNotifier:
                 self.server + "/", json=document, headers=headers, timeout=timeout
             )
 
-        policy = self.policy.once() if self._down else self.policy
-        attempted = deliver(attempt, policy, sleep=self._sleep, clock=self._clock)
-        self._down = not attempted.ok
-        return DeliveryResult(
-            sink=self.name,
-            ok=attempted.ok,
-            detail=masked_detail(self._masker, attempted),
-            attempts=attempted.attempts,
-            event=str(event.kind),
-        )
+        return self._post(event, attempt)

@@ -16,11 +16,12 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 from dataclasses import asdict
+from typing import Unpack
 
 import httpx
 
 from shipyard import __version__
-from shipyard.events._delivery import Attempted, DeliveryResult, RetryPolicy, deliver, masked_detail
+from shipyard.events._delivery import DeliveryResult, HttpNotifier, NotifierOptions, RetryPolicy
 from shipyard.events._event import Event
 from shipyard.secrets import Masker
 
@@ -39,7 +40,7 @@ def webhook_body(event: Event) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-class WebhookNotifier:
+class WebhookNotifier(HttpNotifier):
     """POSTs events to one URL, signed, retried within ``policy``."""
 
     def __init__(
@@ -51,29 +52,13 @@ class WebhookNotifier:
         policy: RetryPolicy,
         masker: Masker,
         *,
-        client: httpx.Client | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        **shared: Unpack[NotifierOptions],
     ) -> None:
-        self._name = name
+        super().__init__(name, kinds, policy, masker, **shared)
         self.url = url
         self._key = key
-        self.kinds = frozenset(kinds)
-        self.policy = policy
-        self._masker = masker
-        self._client = client or httpx.Client(follow_redirects=False)
-        self._sleep = sleep
-        self._clock = clock
         self._wall_clock = wall_clock
-        self._down = False  # the last delivery failed: try once until one succeeds
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def accepts(self, kind: str) -> bool:
-        return kind in self.kinds
 
     def send(self, event: Event) -> DeliveryResult:
         body = webhook_body(event)
@@ -90,13 +75,4 @@ class WebhookNotifier:
             }
             return self._client.post(self.url, content=body, headers=headers, timeout=timeout)
 
-        policy = self.policy.once() if self._down else self.policy
-        attempted: Attempted = deliver(attempt, policy, sleep=self._sleep, clock=self._clock)
-        self._down = not attempted.ok
-        return DeliveryResult(
-            sink=self.name,
-            ok=attempted.ok,
-            detail=masked_detail(self._masker, attempted),
-            attempts=attempted.attempts,
-            event=str(event.kind),
-        )
+        return self._post(event, attempt)
