@@ -152,6 +152,18 @@ class AppUnderTest:
         git(self.dir, "commit", "-q", "--allow-empty", "-m", message)
         return git(self.dir, "rev-parse", "HEAD")
 
+    def running_app_containers(self) -> list[str]:
+        """Names of the app's running app containers (slots; not db, proxy, guard), sorted."""
+        out = subprocess.run(
+            [
+                "docker", "ps", "--format", "{{.Names}}",
+                "--filter", f"label=org.shipyard.app={self.name}",
+                "--filter", "label=org.shipyard.role=app",
+            ],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        return sorted(out.split())
+
     @property
     def database(self) -> str:
         """The development environment's database container."""

@@ -183,15 +183,3 @@ class LiveWatch:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-
-
-def running_app_containers(app: AppUnderTest) -> list[str]:
-    out = subprocess.run(
-        [
-            "docker", "ps", "--format", "{{.Names}}",
-            "--filter", f"label=org.shipyard.app={app.name}",
-            "--filter", "label=org.shipyard.role=app",
-        ],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    return sorted(out.split())

@@ -12,25 +12,6 @@ from tests.e2e.conftest import AppUnderTest, engine_snapshot
 from tests.e2e.load import Load
 
 
-def _running_slots(app: AppUnderTest) -> list[str]:
-    out = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "--format",
-            "{{.Names}}",
-            "--filter",
-            f"label=org.shipyard.app={app.name}",
-            "--filter",
-            "label=org.shipyard.role=app",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sorted(out.split())
-
-
 def _short_watch(app: AppUnderTest, seconds: str = "2s") -> None:
     def change(document: Any) -> None:
         document["deploy"]["watch"] = seconds
@@ -72,7 +53,7 @@ def test_three_deploys_under_load_fail_no_request(app: AppUnderTest) -> None:
     )
     assert load.result.retried == 0, "the switch never closes a client's connection"
     assert httpx.get(app.url("/"), timeout=10).json()["version"] == expected[-1]
-    assert _running_slots(app) == [f"{app.name}-development-live"]
+    assert app.running_app_containers() == [f"{app.name}-development-live"]
     assert [e["slot"] for e in reversed(_history(app))] == ["blue", "green", "blue", "green"]
     assert app.status()["slot"] == "green"
 
@@ -96,7 +77,7 @@ def test_unhealthy_version_is_never_switched_to(app: AppUnderTest) -> None:
     assert "unhealthy" in result.stderr  # the last health answer is shown
     assert load.result.failures == [], load.result.failures[:5]
     assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
-    assert _running_slots(app) == [f"{app.name}-development-live"]
+    assert app.running_app_containers() == [f"{app.name}-development-live"]
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == good
     assert _history(app)[0]["result"] == "failed"
 
@@ -125,7 +106,7 @@ def test_version_answering_unhealthy_fails_the_gate_after_the_grace(app: AppUnde
     assert "GET /health → 503" in result.stderr  # the app's own answer is shown
     assert load.result.failures == [], load.result.failures[:5]
     assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
-    assert _running_slots(app) == [f"{app.name}-development-live"]
+    assert app.running_app_containers() == [f"{app.name}-development-live"]
     entry = _history(app)[0]
     assert (entry["result"], entry["phase"]) == ("failed", "health"), entry
 
@@ -139,7 +120,7 @@ def test_version_failing_to_start_is_removed(app: AppUnderTest) -> None:
     result = app.shipyard("deploy", "development")
     assert result.returncode == 6, result.stderr
     assert "TEST_FAIL_STARTUP" in result.stderr  # the app's log tail explains why
-    assert _running_slots(app) == [f"{app.name}-development-live"]
+    assert app.running_app_containers() == [f"{app.name}-development-live"]
     gone = subprocess.run(
         ["docker", "inspect", f"{app.name}-development-green"], capture_output=True, check=False
     )
@@ -163,7 +144,7 @@ def test_turning_unhealthy_in_the_watch_window_switches_back(app: AppUnderTest) 
     assert "rolled back after the switch" in result.stderr
     assert " watch " in result.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == good
-    assert _running_slots(app) == [f"{app.name}-development-live"]
+    assert app.running_app_containers() == [f"{app.name}-development-live"]
     entry = _history(app)[0]
     assert entry["result"] == "rolled_back"
     assert entry["phase"] == "watch"
@@ -184,12 +165,12 @@ def test_rollback_restores_previous_and_chosen_versions(app: AppUnderTest) -> No
     assert load.result.failures == [], load.result.failures[:5]
     assert " build " not in back.stderr  # no rebuild
     assert httpx.get(app.url("/"), timeout=10).json()["version"] == versions[1]
-    assert len(_running_slots(app)) == 1
+    assert len(app.running_app_containers()) == 1
 
     chosen = app.shipyard("rollback", "development", "--to", versions[0])
     assert chosen.returncode == 0, chosen.stderr
     assert httpx.get(app.url("/"), timeout=10).json()["version"] == versions[0]
-    assert len(_running_slots(app)) == 1
+    assert len(app.running_app_containers()) == 1
     status = app.status()
     assert status["version"] == versions[0]
     assert status["drift"] is None
@@ -238,7 +219,7 @@ def test_rollback_returns_to_what_served_before_not_to_what_was_rolled_back_from
     assert load.result.failures == [], load.result.failures[:5]
     assert _served(app) == versions["A"]
     assert app.status()["version"] == versions["A"]
-    assert len(_running_slots(app)) == 1
+    assert len(app.running_app_containers()) == 1
 
     nothing = app.shipyard("rollback", "development")
     assert nothing.returncode == 8, nothing.stderr
@@ -324,12 +305,12 @@ def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back
     with Load(app.url("/")) as load:
         deploy = start(app, "deploy", "development")
         wait_for_phase(app, earlier, "watch", deploy)
-        during_watch = (_running_slots(app), _container_state(blue))
+        during_watch = (app.running_app_containers(), _container_state(blue))
         _out, err = deploy.communicate(timeout=600)
     assert deploy.returncode == 0, err
     assert during_watch == ([live], "exited"), "the old version is stopped before the watch"
     assert load.result.failures == [], load.result.failures[:5]
-    assert _running_slots(app) == [live]
+    assert app.running_app_containers() == [live]
     assert _container_state(blue) == "exited"  # kept for a switch-back or a rollback
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
 
@@ -350,7 +331,7 @@ def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back
     assert load.result.requests > 100
     assert load.result.failures == [], load.result.failures[:5]
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
-    assert _running_slots(app) == [live]
+    assert app.running_app_containers() == [live]
     assert _container_state(blue) == "absent"  # the failed candidate is removed
     assert _history(app)[0]["result"] == "rolled_back"
     assert app.status()["drift"] is None
@@ -362,11 +343,11 @@ def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back
     assert back.returncode == 0, back.stderr
     assert load.result.failures == [], load.result.failures[:5]
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == first
-    assert _running_slots(app) == [live]
+    assert app.running_app_containers() == [live]
     assert _container_state(green) == "exited"
     # Rolling back again (to version 2, `--to`) starts that kept, stopped container.
     again = app.shipyard("rollback", "development", "--to", f"0.0.0+{second[:7]}")
     assert again.returncode == 0, again.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
-    assert _running_slots(app) == [live]
+    assert app.running_app_containers() == [live]
     assert _container_state(blue) == "exited"

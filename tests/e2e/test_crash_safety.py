@@ -18,7 +18,6 @@ from tests.e2e.crash import (
     kill_at_phase,
     kill_before_command,
     local_logs,
-    running_app_containers,
     start,
     wait_for_phase,
 )
@@ -69,7 +68,7 @@ def _add_migration(app: AppUnderTest, version: int, sql: str) -> str:
 
 def _assert_one_version_serves(app: AppUnderTest, commit: str) -> None:
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == commit
-    assert running_app_containers(app) == [f"{app.name}-{app.environment}-live"]
+    assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
     status = app.shipyard("status", app.environment, "--json")
     assert status.returncode == 0, status.stdout + status.stderr
     data = json.loads(status.stdout)
@@ -176,7 +175,7 @@ def test_with_old_version_stop_a_deploy_killed_while_switching_back_is_undone_by
     # /version keeps answering in the failing version (only / and /api/* fail on purpose).
     with Load(app.url("/version")) as load, LiveWatch(app) as watch:
         kill_before_command(app, tmp_path, "start *", 1, "deploy", app.environment)
-        assert running_app_containers(app) == [f"{app.name}-{app.environment}-live"]
+        assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
         status = app.shipyard("status", app.environment, "--json")
         assert status.returncode == 8, status.stderr
         assert "undoes it" in json.loads(status.stdout)["interrupted"]

@@ -70,21 +70,7 @@ def test_killed_deploy_leaves_service_up_and_next_deploy_recovers(app: AppUnderT
     assert "was interrupted at step 'health'; undoing it" in recovered.stderr
     assert f"{app.name}-development-green removed" in recovered.stderr
     assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == fixed
-    running = subprocess.run(
-        [
-            "docker",
-            "ps",
-            "--format",
-            "{{.Names}}",
-            "--filter",
-            f"label=org.shipyard.app={app.name}",
-            "--filter",
-            "label=org.shipyard.role=app",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    running = app.running_app_containers()
     assert running == [f"{app.name}-development-live"]
 
 
