@@ -52,14 +52,20 @@ def wait_until(
     condition: Callable[[], T],
     *,
     timeout: float,
-    interval: float | Interval,
+    interval: float | Interval | Iterator[float],
     clock: Clock = SYSTEM,
     done: Callable[[T], bool] = bool,
 ) -> T | None:
     """Try ``condition`` until its value is ``done`` (by default: true), and return that value;
     ``None`` when ``timeout`` seconds passed without one (the caller says what did not
-    happen)."""
-    delays = (interval if isinstance(interval, Interval) else Interval(interval)).delays()
+    happen). ``interval``: seconds between tries, an ``Interval``, or an iterator of pauses (read
+    after each try, so it may depend on how the try went)."""
+    if isinstance(interval, Interval):
+        delays = interval.delays()
+    elif isinstance(interval, float | int):
+        delays = Interval(interval).delays()
+    else:
+        delays = interval
     deadline = clock.now() + timeout
     while True:
         if done(result := condition()):

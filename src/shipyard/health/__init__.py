@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ import httpx
 from shipyard.config import CommandCheck, HealthSection, HttpCheck, PostgresCheck, TcpCheck
 from shipyard.docker import Docker
 from shipyard.errors import ShipyardError
+from shipyard.waiting import Clock, wait_until
 
 __all__ = [
     "CHECK_KINDS",
@@ -269,46 +270,87 @@ def wait_healthy(
     it costs an inspection of the container) and once the streak is complete, so a restart
     between passes fails the gate too.
     """
-    started = clock()
-    deadline = started + section.start_timeout
-    streak = rounds = 0
-    first = min(section.first_interval, section.interval)
-    pause = first
-    unhealthy_since: float | None = None
-    asked: float | None = None  # when ``alive`` was last asked
-    while True:
-        rounds += 1
-        last = _round(checks, target, section.timeout)
-        if on_round is not None:
-            on_round(rounds, last)
+    gate = _Gate(checks, target, section, alive=alive, clock=clock, on_round=on_round)
+    ended = wait_until(
+        gate.round,
+        timeout=section.start_timeout,
+        interval=gate.pauses(),
+        clock=Clock(clock, sleep),
+        done=lambda result: result is not None,
+    )
+    if ended is not None:
+        return ended
+    failing = "; ".join(r.detail for r in gate.last if not r.ok) or "its last round passed"
+    return GateResult(
+        False, gate.rounds, gate.last, f"not healthy within {section.start_timeout:g}s: {failing}"
+    )
+
+
+class _Gate:
+    """The health gate's rounds (``round``, the condition ``wait_until`` tries) and the pauses
+    between them, which depend on how the last round went (``pauses``)."""
+
+    def __init__(
+        self,
+        checks: Sequence[HealthCheck],
+        target: Target,
+        section: HealthSection,
+        *,
+        alive: Callable[[], str | None],
+        clock: Callable[[], float],
+        on_round: Callable[[int, list[CheckResult]], None] | None,
+    ) -> None:
+        self.checks, self.target, self.section = checks, target, section
+        self.alive, self.clock, self.on_round = alive, clock, on_round
+        self.first = min(section.first_interval, section.interval)
+        self.rounds = self.streak = 0
+        self.last: list[CheckResult] = []
+        self.unhealthy_since: float | None = None
+        self.asked: float | None = None  # when ``alive`` was last asked
+
+    def round(self) -> GateResult | None:
+        """One round of checks: the gate's result once it is decided, else ``None``."""
+        section = self.section
+        self.rounds += 1
+        self.last = last = _round(self.checks, self.target, section.timeout)
+        if self.on_round is not None:
+            self.on_round(self.rounds, last)
         if all(r.ok for r in last):
-            streak += 1
-            unhealthy_since = None
-            if streak >= section.passes:
-                dead = alive()
-                return GateResult(not dead, rounds, last, dead or "")
-            wait = pause = first
-        else:
-            streak = 0
-            now = clock()
-            if asked is None or now - asked >= section.interval:
-                asked, dead = now, alive()
-                if dead:
-                    return GateResult(False, rounds, last, dead)
-            failing = "; ".join(r.detail for r in last if not r.ok)
-            if any(r.answered and not r.ok for r in last):
-                unhealthy_since = now if unhealthy_since is None else unhealthy_since
-                if now - unhealthy_since >= section.unhealthy_grace:
-                    return GateResult(
-                        False,
-                        rounds,
-                        last,
-                        f"it answered unhealthy for {now - unhealthy_since:.1f}s "
-                        f"(health.unhealthy_grace: {section.unhealthy_grace:g}s): {failing}",
-                    )
-            if now >= deadline:
+            self.streak += 1
+            self.unhealthy_since = None
+            if self.streak >= section.passes:
+                dead = self.alive()
+                return GateResult(not dead, self.rounds, last, dead or "")
+            return None
+        self.streak = 0
+        now = self.clock()
+        if self.asked is None or now - self.asked >= section.interval:
+            self.asked, dead = now, self.alive()
+            if dead:
+                return GateResult(False, self.rounds, last, dead)
+        if any(r.answered and not r.ok for r in last):
+            if self.unhealthy_since is None:
+                self.unhealthy_since = now
+            since = self.unhealthy_since
+            if now - since >= section.unhealthy_grace:
+                failing = "; ".join(r.detail for r in last if not r.ok)
                 return GateResult(
-                    False, rounds, last, f"not healthy within {section.start_timeout:g}s: {failing}"
+                    False,
+                    self.rounds,
+                    last,
+                    f"it answered unhealthy for {now - since:.1f}s "
+                    f"(health.unhealthy_grace: {section.unhealthy_grace:g}s): {failing}",
                 )
-            wait, pause = pause, min(pause * 2, section.interval)
-        sleep(max(0.0, min(wait, deadline - clock())))
+        return None
+
+    def pauses(self) -> Iterator[float]:
+        """The pause after each round: ``first`` after a pass; after a failure, the pause before
+        it doubled (up to ``section.interval``), starting at ``first``."""
+        pause = self.first
+        while True:
+            if self.streak:
+                pause = self.first
+                yield pause
+            else:
+                yield pause
+                pause = min(pause * 2, self.section.interval)
