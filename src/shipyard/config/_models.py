@@ -554,7 +554,7 @@ class DeploySection(_Model):
     )
     old_version: Literal["standby", "stop"] = Field(
         "standby",
-        description="What the version replaced by a switch does during the watch window. `standby`: it keeps running, so a switch-back is two renames (instant), but both versions' background workers (job queues, schedulers) run until it is retired after the watch. `stop`: it is drained and stopped right after the switch is verified (its container kept), so only one version runs at any time; a switch-back or a rollback starts it again and waits for its health gate first (seconds, while the new version keeps serving).",
+        description="What the version replaced by a switch does during the watch window. `standby`: it keeps running, so a switch-back is three renames (instant), but both versions' background workers (job queues, schedulers) run until it is retired after the watch. `stop`: it is drained and stopped right after the switch is verified (its container kept), so only one version runs at any time; a switch-back or a rollback starts it again and waits for its health gate first (seconds, while the new version keeps serving).",
     )
     parallelism: int = Field(
         1,
