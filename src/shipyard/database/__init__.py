@@ -14,17 +14,10 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from shipyard.config import DatabaseSection
-from shipyard.database._lint import (
-    Finding,
-    lint_file,
-    lint_files,
-    lint_sql,
-    runs_in_one_transaction,
-    statement_at_line,
-)
 from shipyard.database._password import (
     PasswordRotation,
     password_refused,
@@ -50,6 +43,36 @@ from shipyard.errors import (
     MigrationError,
     MigrationLintFailed,
 )
+
+if TYPE_CHECKING:
+    from shipyard.database._lint import (
+        Finding,
+        lint_file,
+        lint_files,
+        lint_sql,
+    )
+
+# PostgreSQL's own parser (libpg_query through postgast and protobuf) is loaded only when SQL is
+# read: an operation with no migration to lint or diagnose never pays for it.
+_LINT = frozenset(
+    {
+        "Finding",
+        "lint_file",
+        "lint_files",
+        "lint_sql",
+        "runs_in_one_transaction",
+        "statement_at_line",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LINT:
+        from shipyard.database import _lint  # noqa: PLC0415 — loaded on first use
+
+        return getattr(_lint, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Database",
@@ -153,11 +176,13 @@ def lint_directory(directory: Path, *, after: int | None = None) -> list[Finding
     Each file is linted on its own: a table created by an earlier file is taken to exist with
     data (those files were deployed before), unlike ``lint_files`` over the pending ones of a deploy.
     """
+    from shipyard.database import _lint  # noqa: PLC0415 — loaded on first use
+
     files = local_migration_files(directory)
     findings: list[Finding] = []
     for version in sorted(files):
         if after is None or version > after:
-            findings.extend(lint_file(files[version]))
+            findings.extend(_lint.lint_file(files[version]))
     return findings
 
 
@@ -175,6 +200,8 @@ def lint_migrations(directory: Path, *, applied: int | None, history: bool = Fal
     ``applied`` (every one for ``None``), as a deploy lints them — a table created by one of them
     is new to the others. With ``history``, every file instead, each on its own
     (``lint_directory``): a gate in CI lints what is pending, the history is for review."""
+    from shipyard.database import _lint  # noqa: PLC0415 — loaded on first use
+
     files = local_migration_files(directory)
     if history:
         chosen = [files[v] for v in sorted(files)]
@@ -182,7 +209,7 @@ def lint_migrations(directory: Path, *, applied: int | None, history: bool = Fal
             directory, tuple(p.name for p in chosen), tuple(lint_directory(directory))
         )
     chosen = [files[v] for v in sorted(files) if applied is None or v > applied]
-    return LintReport(directory, tuple(p.name for p in chosen), tuple(lint_files(chosen)))
+    return LintReport(directory, tuple(p.name for p in chosen), tuple(_lint.lint_files(chosen)))
 
 
 def migration_url(section: DatabaseSection, host: str) -> str:
@@ -205,6 +232,8 @@ _DETAILS = re.compile(r"\(details: (?P<details>[^\n]*)\)\s*$", re.M)
 
 def parse_migrate_failure(output: str, sql: str | None) -> tuple[str, int | None, str | None]:
     """(error, line in the file, failing statement) from golang-migrate's error output."""
+    from shipyard.database import _lint  # noqa: PLC0415 — loaded on first use
+
     text = output.strip()
     details = _DETAILS.search(text)
     match = _FAILED.search(text)
@@ -212,7 +241,9 @@ def parse_migrate_failure(output: str, sql: str | None) -> tuple[str, int | None
     error = error or (text.splitlines()[-1] if text else "migration failed")
     line_match = _IN_LINE.search(text)
     line = int(line_match.group("line")) if line_match else None
-    statement = statement_at_line(sql, line) if (sql is not None and line is not None) else None
+    statement = (
+        _lint.statement_at_line(sql, line) if (sql is not None and line is not None) else None
+    )
     return error, line, statement
 
 
@@ -415,6 +446,8 @@ class Database:
         failed file that ran in one transaction left nothing behind, so the version is reset to
         the one before it. ``files``: version → SQL of the migrations that container ran.
         Returns what was found and done; ``None`` when the container is gone. It is removed."""
+        from shipyard.database import _lint  # noqa: PLC0415 — loaded on first use
+
         info = self.docker.container(name)
         if info is None:
             return None
@@ -432,7 +465,7 @@ class Database:
         found = f"{name} had failed (exit {code})"
         if not state.dirty or state.version is None:
             note = f"{found}; the schema is clean at version {state.version}"
-        elif state.version in files and runs_in_one_transaction(files[state.version]):
+        elif state.version in files and _lint.runs_in_one_transaction(files[state.version]):
             previous = max((v for v in files if v < state.version), default=None)
             self.force_version(previous)
             error, _, _ = parse_migrate_failure(output, files[state.version])
@@ -447,6 +480,8 @@ class Database:
         return note
 
     def _failure(self, output: str, source: Path, snapshot: str | None) -> MigrationError:
+        from shipyard.database import _lint  # noqa: PLC0415 — loaded on first use
+
         files = local_migration_files(source)
         try:
             state = self.migration_state()
@@ -471,7 +506,7 @@ class Database:
                 hint="wait for the other deploy to finish, then deploy again",
             )
         if state is not None and state.dirty and failing is not None and sql is not None:
-            if runs_in_one_transaction(sql):
+            if _lint.runs_in_one_transaction(sql):
                 previous = max((v for v in files if v < (state.version or 0)), default=None)
                 self.force_version(previous)
                 lines.append(
