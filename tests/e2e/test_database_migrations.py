@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from shipyard.database import Database, MigrationError
-from shipyard.providers._docker import DockerSteps
+from shipyard.providers.docker import DockerSteps
 from shipyard.session import open_session
 from tests.e2e.conftest import AppUnderTest, git
 from tests.e2e.postgres import psql

@@ -26,8 +26,8 @@ from shipyard.database import (
 from shipyard.deploy import OperationContext
 from shipyard.events import Bus
 from shipyard.hosts import CommandResult, LocalHost
-from shipyard.providers._docker import DockerSteps
-from shipyard.providers._stack import compose_env_file_text, with_values
+from shipyard.providers.docker import DockerSteps
+from shipyard.providers.docker._env import compose_env_file_text, with_values
 from shipyard.state import Release, StateStore
 from tests.bad_configs import VALID, BadConfig, write
 from tests.fakes import FakeHost

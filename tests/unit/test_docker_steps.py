@@ -12,7 +12,8 @@ from shipyard.deploy import OperationContext
 from shipyard.errors import DeployFailed, StateError
 from shipyard.events import Bus
 from shipyard.hosts import CommandResult, LocalHost
-from shipyard.providers._docker import DockerSteps, _poll
+from shipyard.providers.docker import DockerSteps
+from shipyard.providers.docker._base import _poll
 from shipyard.state import StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost, Responder

@@ -11,7 +11,7 @@ import pytest
 
 from shipyard.database import scram_verifier, verifier_matches
 from shipyard.docker import ContainerInfo
-from shipyard.providers._docker import infra_still_verified
+from shipyard.providers.docker._infrastructure import infra_still_verified
 
 INFRA = "services:\n  db: {image: postgres}\n"
 NETWORK = "shop-development"

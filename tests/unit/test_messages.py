@@ -14,7 +14,8 @@ from shipyard import session as library
 from shipyard.config import CommandCheck, HttpCheck, PostgresCheck, TcpCheck
 from shipyard.docker import ContainerInfo, parse_container, parse_exit_codes
 from shipyard.health import describe_check
-from shipyard.providers._docker import _schema_at, describe_exit
+from shipyard.providers.docker._plan import _schema_at
+from shipyard.providers.docker._slots import describe_exit
 from shipyard.state import HistoryEntry, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost

@@ -8,8 +8,9 @@ from pathlib import Path, PurePosixPath
 
 from shipyard.config import load_config
 from shipyard.docker import parse_network_subnets
-from shipyard.providers._network import subnet_problems
-from shipyard.providers._stack import Layout, Names, render_infra
+from shipyard.providers.docker._names import Layout, Names
+from shipyard.providers.docker._network import subnet_problems
+from shipyard.providers.docker._stack import render_infra
 from tests.bad_configs import ENV_FILE, VALID
 
 NETWORK = "shop-development"

@@ -737,7 +737,7 @@ def test_a_repair_that_cannot_bring_any_version_back_is_a_rollback_failure(
 def test_a_journalled_operation_that_still_holds_its_lock_is_in_progress_not_interrupted(
     config: Config,
 ) -> None:
-    from shipyard.providers._docker import _interrupted  # noqa: PLC0415
+    from shipyard.providers.docker._status import _interrupted  # noqa: PLC0415
 
     store = StateStore(LocalHost(), PurePosixPath(config.root / "state"))
     intent = replace(_intent("health"), deployment_id="running")

@@ -24,7 +24,7 @@ from shipyard.hosts import (
     parse_ss,
 )
 from shipyard.providers import taken_ports
-from shipyard.providers._docker import DockerSteps
+from shipyard.providers.docker import DockerSteps
 from shipyard.state import StateStore
 from tests.bad_configs import VALID, BadConfig, clean_tree, write
 from tests.fakes import FakeHost

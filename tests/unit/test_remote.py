@@ -38,7 +38,7 @@ from shipyard.hosts import (
     SudoHost,
     parse_ssh_target,
 )
-from shipyard.providers._docker import DockerSteps
+from shipyard.providers.docker import DockerSteps
 from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
@@ -1002,7 +1002,7 @@ class _HostWithProxy(_RecordingHost):
 
 
 def test_a_changed_proxy_definition_is_said_before_the_proxy_is_recreated(tmp_path: Path) -> None:
-    from shipyard.providers._stack import to_yaml  # noqa: PLC0415
+    from shipyard.providers.docker._stack import to_yaml  # noqa: PLC0415
 
     remote = _HostWithProxy("server", {})
     steps = _steps(tmp_path, _operator(), remote)

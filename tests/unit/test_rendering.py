@@ -13,19 +13,16 @@ import pytest
 
 from shipyard.config import ProxySection, load_config
 from shipyard.docker import parse_container
-from shipyard.providers._stack import (
+from shipyard.providers.docker._env import (
     COMPOSE_ENV_HEADER,
-    Layout,
-    Names,
     app_env,
     as_compose_env,
     compose_env_file_text,
     libpq_env,
     release_command_env,
-    render_infra,
-    render_slot,
-    to_yaml,
 )
+from shipyard.providers.docker._names import Layout, Names
+from shipyard.providers.docker._stack import render_infra, render_slot, to_yaml
 from shipyard.proxy import Traffic, parse_traffic, render_caddy, upstreams_of
 from tests.bad_configs import ENV_FILE, VALID
 

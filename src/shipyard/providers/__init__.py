@@ -20,15 +20,18 @@ from shipyard.deploy import (
 )
 from shipyard.errors import ConfigError, Issue
 from shipyard.hosts import Host
-from shipyard.providers._database import DatabaseOperations, PruneResult, RestoreResult
-from shipyard.providers._docker import (
+from shipyard.providers.docker import (
+    DatabaseOperations,
     Destroyed,
     DockerProvider,
     PlanStep,
+    PruneResult,
+    RestoreResult,
     SnapshotFiles,
     Status,
+    proxy_ports,
+    taken_ports,
 )
-from shipyard.providers._ports import proxy_ports, taken_ports
 
 __all__ = [
     "PROVIDERS",

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from shipyard.config import Config
 from shipyard.docker import Docker
 from shipyard.errors import SubnetConflict
-from shipyard.providers._stack import Names
+from shipyard.providers.docker._names import Names
 
 
 def subnet_problems(wanted: str, network: str, existing: Mapping[str, list[str]]) -> list[str]:

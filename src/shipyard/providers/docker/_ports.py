@@ -12,7 +12,7 @@ from __future__ import annotations
 from shipyard.config import Config
 from shipyard.docker import ContainerInfo, Docker
 from shipyard.hosts import Host, Listener, addresses_overlap, listeners
-from shipyard.providers._stack import Names
+from shipyard.providers.docker._names import Names
 
 
 def proxy_ports(config: Config) -> list[tuple[str, int]]:

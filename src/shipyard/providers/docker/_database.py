@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from shipyard.database import RestoreTest, RetentionPlan, Snapshot, SnapshotError, SnapshotStore
 from shipyard.errors import ShipyardError
-from shipyard.providers._docker import DockerSteps
+from shipyard.providers.docker._steps import DockerSteps
 from shipyard.state import HistoryEntry, deployer, now_iso
 
 

@@ -1,0 +1,222 @@
+"""The Docker steps' shared state (config, host, engine, names, layout) and small helpers
+every capability uses: the lock's fence, published ports, slot containers, the proxy's admin
+API, the database and its snapshot store, and the polling loop."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from shipyard.config import Config
+from shipyard.database import Database, MigrationState, SnapshotStore
+from shipyard.deploy import OperationContext
+from shipyard.docker import ContainerInfo, Docker, EngineInfo
+from shipyard.errors import PortInUse, ShipyardError, StateError
+from shipyard.events import Event
+from shipyard.health import Target
+from shipyard.hosts import Host, LocalHost
+from shipyard.providers.docker._env import database_login_env, env_file_text, managed_database
+from shipyard.providers.docker._names import LABEL, Layout, Names
+from shipyard.providers.docker._network import subnet_conflict
+from shipyard.providers.docker._ports import taken_ports
+from shipyard.providers.docker._stack import render_infra
+from shipyard.proxy import ADMIN_PORT, CaddyAdmin
+from shipyard.waiting import Clock, Interval, wait_until
+
+_T = TypeVar("_T")
+
+
+class StepsBase:
+    """The state every capability of the Docker steps shares, and its small helpers."""
+
+    def __init__(self, ctx: OperationContext, host: Host) -> None:
+        self.ctx = ctx
+        self.config: Config = ctx.config
+        self.host = host
+        self.docker = Docker(host)
+        self.names = Names(self.config.app.name, self.config.environment.name)
+        self.layout = Layout(ctx.store.root)
+        self._switched_at: float | None = None  # time.monotonic() of this operation's last switch
+        # The schema as ``plan_migrations`` read it, for ``migrate`` right after (under the lock
+        # nothing changes it in between): read once per deploy.
+        self._planned: MigrationState | None = None
+
+    @functools.cached_property
+    def engine(self) -> EngineInfo:
+        """The host's Docker engine and Compose versions and platform (asked once)."""
+        return self.docker.info()
+
+    @functools.cached_property
+    def docker_socket(self) -> str | None:
+        """The host engine's Unix socket (mounted into the guard), ``None`` when it has none."""
+        return self.docker.socket_path()
+
+    def _infra(self) -> dict[str, Any]:
+        return render_infra(self.config, self.names, self.layout, docker_socket=self.docker_socket)
+
+    def _database(self) -> Database | None:
+        if self.config.database is None or not managed_database(self.config):
+            return None
+        return Database(self.docker, self.names.database, self.config.database)
+
+    def _write(self, path: PurePosixPath, text: str) -> None:
+        self.host.put(path, text.encode(), mode=0o600)
+
+    def _published(self, container: str | ContainerInfo, port: int) -> int:
+        """The local port reaching ``port`` of ``container`` (inspected unless given)."""
+        info = self.docker.container(container) if isinstance(container, str) else container
+        if info is None or port not in info.ports:
+            name = container if isinstance(container, str) else container.name
+            raise ShipyardError(f"container {name} does not publish port {port}")
+        return self.host.tunnel(info.ports[port])
+
+    def _fence(self) -> None:
+        """Before every change: this operation still holds the environment's lock."""
+        self.ctx.fence.check()
+
+    def slot_container(self, slot: str) -> ContainerInfo | None:
+        """The container of ``slot``: named after the slot, or the live name while it serves (or
+        the switching name, if a switch was cut short)."""
+        for name in (self.names.slot(slot), self.names.live, self.names.switching):
+            info = self.docker.container(name)
+            if info is not None and info.labels.get(f"{LABEL}.slot") == slot:
+                return info
+        return None
+
+    def live_slot(self) -> str | None:
+        """The slot whose container carries the live name (what the proxy routes to)."""
+        info = self.docker.container(self.names.live)
+        return info.labels.get(f"{LABEL}.slot") if info is not None else None
+
+    def _running_slots(self) -> list[ContainerInfo]:
+        """The environment's running app containers (all answer to the ``slots`` alias)."""
+        found = self.docker.labelled(self.names.labels(role="app"))
+        return [info for info in found if info.running]
+
+    def admin(self, proxy: ContainerInfo | None = None) -> CaddyAdmin:
+        """The proxy's admin API (``proxy``: its container, already inspected)."""
+        return CaddyAdmin(self._published(proxy or self.names.proxy, ADMIN_PORT))
+
+    def url(self) -> str:
+        proxy = self.config.proxy
+        if proxy.domains:
+            suffix = "" if proxy.https_port == 443 else f":{proxy.https_port}"  # noqa: PLR2004
+            return f"https://{proxy.domains[0]}{suffix}"
+        suffix = "" if proxy.http_port == 80 else f":{proxy.http_port}"  # noqa: PLR2004
+        host = "localhost" if isinstance(self.host, LocalHost) else self.host.name
+        return f"http://{host}{suffix}"
+
+    def _refuse_taken_ports(self) -> None:
+        """``PortInUse`` when another process or container holds a port the proxy needs;
+        ``SubnetConflict`` when ``proxy.subnet`` cannot be the environment network's."""
+        taken = taken_ports(self.config, self.host)
+        if taken:
+            raise PortInUse(taken)
+        conflict = subnet_conflict(self.config, self.docker)
+        if conflict is not None:
+            raise conflict
+
+    def _login_error(self, database: Database) -> str | None:
+        """Why the app could not log in to the database with what the env file says now
+        (``None``: it can), tried from a one-off container on the app's network."""
+        assert self.config.database is not None  # noqa: S101
+        env_file = self.layout.login_env
+        self._write(
+            env_file,
+            env_file_text(database_login_env(self.config, self.names), source="login env"),
+        )
+        try:
+            return database.login_error(
+                image=self.config.database.image,
+                network=self.names.network,
+                env_file=env_file,
+                labels=self.names.labels(role="login-check"),
+            )
+        finally:
+            self.host.run(["rm", "-f", str(env_file)], check=False)
+
+    def _snapshots(self) -> SnapshotStore | None:
+        section = self.config.database
+        if section is None or not managed_database(self.config):
+            return None
+        directory = (
+            PurePosixPath(section.snapshots.dir) if section.snapshots.dir else self.layout.snapshots
+        )
+        return SnapshotStore(
+            self.docker,
+            self.names.database,
+            section,
+            directory,
+            app=self.config.app.name,
+            environment=self.config.environment.name,
+        )
+
+    def _warn(self, message: str, *, note: bool = False) -> None:
+        self.ctx.bus.emit(
+            Event(
+                kind="operation.note" if note else "operation.warning",
+                deployment_id=self.ctx.deployment_id,
+                app=self.config.app.name,
+                environment=self.config.environment.name,
+                message=message,
+            )
+        )
+
+    def _target(self, slot: str, info: ContainerInfo | None = None) -> Target:
+        """What the checks look at in ``slot`` (``info``: its container, already inspected)."""
+        info = info or self.slot_container(slot)
+        if info is None:
+            raise ShipyardError(f"slot {slot} has no container")
+        port = self._published(info, self.config.app.port)
+        section = self.config.database
+        managed = self._database() is not None
+        return Target(
+            base_url=f"http://127.0.0.1:{port}",
+            port=port,
+            container=info.name,
+            docker=self.docker,
+            database_container=self.names.database if managed else None,
+            database_user=section.user if section else None,
+            database_name=section.name if section else None,
+        )
+
+    if TYPE_CHECKING:
+        # Steps of one capability that another calls (each defined in its own mixin).
+        def _settle_switching(self) -> None: ...
+
+        def gate(self, slot: str) -> str: ...
+
+        def park(self, slot: str, *, remove_if_from: str | None = None) -> str: ...
+
+        def retire(self, slot: str) -> str: ...
+
+        def switch(self, slot: str) -> str: ...
+
+
+# Asked at once, then after pauses doubling from 20 ms up to 250 ms.
+_BACK_OFF = Interval(0.02, 2, 0.25)
+
+
+def _poll(
+    condition: Callable[[], _T | None],
+    *,
+    seconds: float,
+    what: str,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> _T:
+    """``condition()``'s first value other than ``None``, asked at once, then after pauses doubling from
+    20 ms up to 250 ms, for up to ``seconds``."""
+    value = wait_until(
+        condition,
+        timeout=seconds,
+        interval=_BACK_OFF,
+        clock=Clock(clock, sleep),
+        done=lambda answer: answer is not None,
+    )
+    if value is None:
+        raise StateError(f"{what} did not become ready within {seconds:g}s")
+    return value

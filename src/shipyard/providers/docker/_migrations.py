@@ -1,0 +1,202 @@
+"""The database in a deploy: migration planning (pending files, lint, whether to snapshot),
+the snapshot before migrating, golang-migrate and the release commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shipyard.config import DatabaseSection
+from shipyard.database import (
+    Database,
+    DatabaseError,
+    Finding,
+    MigrationError,
+    MigrationLintFailed,
+    MigrationPlan,
+    MigrationState,
+    Snapshot,
+    SnapshotError,
+    lint_files,
+    local_migration_files,
+    local_migration_versions,
+)
+from shipyard.errors import HostUnreachable, ShipyardError
+from shipyard.providers.docker._base import StepsBase
+from shipyard.providers.docker._env import env_file_text, release_command_env
+from shipyard.state import Release
+
+
+class Migrations(StepsBase):
+    """The ``plan_migrations``, ``snapshot`` and ``migrate`` steps."""
+
+    def pending_migrations(self, current: int | None) -> list[int]:
+        """Migration versions in the source newer than ``current``."""
+        section = self.config.database
+        if section is None or section.migrations is None:
+            return []
+        files = local_migration_versions(self.config.resolve(section.migrations.path))
+        return [v for v in files if current is None or v > current]
+
+    def applied_migrations(self) -> MigrationState:
+        """What the environment's database has applied: nothing when it was never created;
+        ``DatabaseError`` when it cannot be asked (not run by shipyard, or stopped)."""
+        database = self._database()
+        if database is None:
+            raise DatabaseError(
+                "this environment's database is not run by shipyard, so it cannot be asked which "
+                "migrations it has applied",
+                hint="lint offline: `shipyard migrations lint ENV --since VERSION` (the version "
+                "applied there), or `--all`",
+            )
+        try:
+            info = self.docker.container(self.names.database)
+        except HostUnreachable as exc:
+            raise HostUnreachable(
+                exc.message,
+                hint=f"{exc.hint + '; ' if exc.hint else ''}or lint offline: `shipyard "
+                "migrations lint ENV --since VERSION` (the version applied there), or `--all`",
+            ) from exc
+        if info is None:
+            return MigrationState(None, False)
+        if not info.running:
+            raise DatabaseError(
+                f"database container {info.name} is {info.status}: it cannot say which migrations "
+                "it has applied",
+                hint="start it (`shipyard deploy ENV`), or lint offline: `shipyard migrations "
+                "lint ENV --since VERSION`, or `--all`",
+            )
+        return database.migration_state()
+
+    def plan_migrations(self) -> MigrationPlan:
+        """Pending migrations, their lint findings, and whether to snapshot first. Changes nothing."""
+        database = self._database()
+        section = self.config.database
+        if section is None or section.migrations is None:
+            return MigrationPlan(None, (), snapshot_skip="no migrations configured")
+        if database is None:
+            raise ShipyardError(
+                "migrations against an external database are not supported by this version"
+            )
+        before = self._planned = database.migration_state()
+        if before.dirty:
+            files = local_migration_files(self.config.resolve(section.migrations.path))
+            name = (
+                files[before.version].name
+                if before.version in files
+                else f"version {before.version}"
+            )
+            raise MigrationError(
+                f"the schema is dirty at version {before.version} ({name}): a previous migration failed half-way",
+                hint=(
+                    f"inspect what {name} changed and undo or complete it by hand (or restore a "
+                    "snapshot: `shipyard snapshot list ENV`), then mark the version clean with "
+                    f"`migrate force {before.version}` (completed) or the version before it (undone), "
+                    "and deploy again"
+                ),
+            )
+        files = local_migration_files(self.config.resolve(section.migrations.path))
+        pending = [files[v] for v in sorted(files) if before.version is None or v > before.version]
+        findings: tuple[Finding, ...] = ()
+        if pending and section.migrations.lint != "off":
+            findings = tuple(lint_files(pending))
+            if findings and section.migrations.lint == "block":
+                raise MigrationLintFailed(
+                    f"{len(findings)} unsafe statement(s) in pending migrations:\n"
+                    + "\n".join(f"  {f}" for f in findings),
+                    hint="rewrite them the safe way shown, or set database.migrations.lint: warn",
+                )
+        if not pending:
+            skip = "no pending migrations"
+        elif not section.snapshots.enabled:
+            skip = "database.snapshots.enabled is false"
+        else:
+            skip = ""
+        return MigrationPlan(
+            before.version,
+            tuple(p.name for p in pending),
+            findings,
+            snapshot=not skip,
+            snapshot_skip=skip,
+        )
+
+    def snapshot(self, release: Release) -> Snapshot:
+        """Snapshot before migrating, then prune old snapshots (a failed prune never fails it)."""
+        store = self._snapshots()
+        if store is None:
+            raise SnapshotError("no database managed by shipyard to snapshot")
+        snapshot = store.create(
+            reason="pre-migrate",
+            version=release.version,
+            commit=release.commit,
+            deployment_id=release.id,
+        )
+        try:
+            pruned = store.prune(store.plan_prune(self._protected_snapshots(release)))
+        except ShipyardError as exc:  # retention runs again after the next snapshot
+            self._warn(f"pruning old snapshots failed: {exc.message}")
+        else:
+            if pruned:
+                self._warn(f"pruned {len(pruned)} old snapshot(s): {', '.join(pruned)}", note=True)
+        return snapshot
+
+    def _protected_snapshots(self, *extra: Release) -> set[str]:
+        releases = [*self.ctx.store.releases(), *extra]
+        return {r.snapshot for r in releases if r.snapshot} | {r.id for r in releases}
+
+    def migrate(self, release: Release) -> int | None:
+        database = self._database()
+        section = self.config.database
+        if section is None or database is None:
+            return None
+        planned, self._planned = self._planned, None
+        version = (planned or database.migration_state()).version
+        if section.migrations is not None and self.pending_migrations(version):
+            source = self.config.resolve(section.migrations.path)
+            version = self._apply_migrations(database, section, source, release)
+        for argv in section.release_commands:
+            self._write(
+                self.layout.release_commands_env,
+                env_file_text(release_command_env(self.config, self.names), source="app env"),
+            )
+            database.run_release_command(
+                argv,
+                image=release.image,
+                network=self.names.network,
+                env_file=self.layout.release_commands_env,
+                timeout=section.migrations.timeout if section.migrations else 600,
+            )
+        return version
+
+    def _apply_migrations(
+        self, database: Database, section: DatabaseSection, source: Path, release: Release
+    ) -> int | None:
+        assert section.migrations is not None  # noqa: S101
+        target = self.layout.migrations(release.id)
+        self.host.put_tree(source, target)
+        password = self.config.secrets.get(section.password_env) or ""
+        self._write(
+            self.layout.migrate_env, env_file_text({"PGPASSWORD": password}, source="migrate env")
+        )
+        self._fence()
+        database.migrate(
+            migrations=target,
+            source=source,
+            network=self.names.network,
+            env_file=self.layout.migrate_env,
+            timeout=section.migrations.timeout,
+            image=section.migrations.image,
+            name=self.names.migrate(self.ctx.deployment_id),
+            labels=self.names.labels(role="migrate", deployment=self.ctx.deployment_id),
+            snapshot=release.snapshot,
+        )
+        after = database.migration_state()
+        if after.dirty:
+            raise MigrationError(
+                f"the schema is dirty at version {after.version} after migrating",
+                hint=f"see `shipyard snapshot list ENV`; snapshot {release.snapshot or '(none)'} was taken before",
+            )
+        return after.version
+
+    def schema_version(self) -> int | None:
+        database = self._database()
+        return database.migration_state().version if database is not None else None

@@ -1,0 +1,179 @@
+"""The app's slots: starting a release in one, taking one out of service, and the health gate."""
+
+from __future__ import annotations
+
+from shipyard.docker import ContainerInfo
+from shipyard.errors import DeployFailed, ShipyardError
+from shipyard.health import build_checks, wait_healthy
+from shipyard.providers.docker._base import StepsBase
+from shipyard.providers.docker._env import app_env, as_compose_env, compose_env_file_text
+from shipyard.providers.docker._names import LABEL
+from shipyard.providers.docker._stack import render_slot, to_yaml
+from shipyard.state import Release
+
+
+class Slots(StepsBase):
+    """The ``start_slot``, ``remove_slot`` and ``gate`` steps, and ``park``."""
+
+    def start_slot(self, slot: str, release: Release) -> str:
+        container = self.names.slot(slot)
+        kept = self.slot_container(slot)
+        if kept is not None and kept.name == self.names.live:
+            raise DeployFailed("start", f"slot {slot} is the live slot; refusing to replace it")
+        self._fence()
+        if kept is not None and kept.labels.get(f"{LABEL}.release") == release.id:
+            # The release's own container, kept stopped for exactly this: start it as it was.
+            try:
+                self.docker.start(container)
+            except ShipyardError as exc:
+                raise DeployFailed("start", f"slot {slot} did not start: {exc.message}") from exc
+            return f"{container} restarted ({release.image})"
+        # A release runs with the environment it was first deployed with: a rollback brings back
+        # exactly that, not whatever the config says today.
+        saved = self.layout.release_env(release.id)
+        env = self.host.get(saved)
+        if env is not None:
+            env = as_compose_env(env.decode(), source=str(saved)).encode()
+        else:
+            env = compose_env_file_text(app_env(self.config, self.names), source="app env").encode()
+            self.host.put(saved, env, mode=0o600)
+        self.host.put(self.layout.slot_env(slot), env, mode=0o600)
+        compose = render_slot(
+            self.config,
+            self.names,
+            self.layout,
+            slot,
+            image=release.image,
+            release=release.id,
+            version=release.version,
+            commit=release.commit,
+            deployment=self.ctx.deployment_id,
+        )
+        self._write(self.layout.slot_compose(slot), to_yaml(compose))
+        self._fence()
+        try:
+            self.docker.compose_up(
+                self.names.slot(slot),
+                self.layout.slot_compose(slot),
+                force_recreate=True,
+                wait_timeout=60,
+            )
+        except ShipyardError as exc:
+            info = self.docker.container(container)
+            ended = (
+                f"\n  {container} {describe_exit(info, self.docker.exit_codes(info))}"
+                if info is not None and (not info.running or info.restart_count)
+                else ""
+            )
+            logs = self.docker.logs(container, tail=20)
+            raise DeployFailed(
+                "start",
+                f"slot {slot} did not start: {exc.message}{ended}\n  app log (last 20 lines):\n"
+                f"{_indent(logs)}",
+                hint=self._gate_hint(),
+            ) from exc
+        return f"{self.names.slot(slot)} running {release.image}"
+
+    def remove_slot(self, slot: str) -> None:
+        """Remove the candidate this operation started in ``slot``: never a container that
+        carries a name the proxy routes to, nor one another operation created (a kept release's
+        container is stopped instead)."""
+        self.park(slot, remove_if_from=self.ctx.deployment_id)
+
+    def park(self, slot: str, *, remove_if_from: str | None = None) -> str:
+        """Take ``slot``'s container out of service: removed when operation ``remove_if_from``
+        created it, else drained and stopped (kept for rollback). Refused while the proxy routes
+        to it."""
+        info = self.slot_container(slot)
+        if info is None:
+            return f"slot {slot} has no container"
+        if info.name == self.names.live:
+            raise ShipyardError(
+                f"refusing to take {info.name} out of service: the proxy routes to it"
+            )
+        if remove_if_from is not None and info.labels.get(f"{LABEL}.deployment") == remove_if_from:
+            self._fence()
+            self.docker.compose_down(self.names.slot(slot))
+            return f"{info.name} removed"
+        if not info.running:
+            return f"{info.name} was stopped already"
+        return self.retire(slot)
+
+    def _gate_hint(self) -> str:
+        fix = "fix the app or its config and deploy again"
+        if self.docker.container(self.names.live) is None:
+            return fix  # nothing served before (a first deploy says what it left)
+        return f"the previous version kept serving; {fix}"
+
+    def gate(self, slot: str) -> str:
+        """``slot`` passes its health checks ``health.passes`` rounds in a row (see
+        ``shipyard.health.wait_healthy`` for the pace); it fails at once when its container
+        exits or restarts, after ``health.unhealthy_grace`` when it keeps answering unhealthy,
+        else after ``health.start_timeout``."""
+        container = self.names.slot(slot)
+        first = self.slot_container(slot)
+        try:
+            target = self._target(slot, first)
+        except ShipyardError as exc:  # it exited before its port could be reached
+            info = self.docker.container(container)
+            if info is not None and info.running and not info.restart_count:
+                state = exc.message  # it runs, yet publishes no port
+            else:
+                ended = describe_exit(info, self.docker.exit_codes(info) if info else [])
+                state = f"{container} {ended}"
+            raise DeployFailed(
+                "health",
+                f"slot {slot} is not serving: {state}\n  app log (last 20 lines):\n"
+                f"{_indent(self.docker.logs(container, tail=20))}",
+                hint=self._gate_hint(),
+            ) from exc
+        container = target.container
+        restarts = first.restart_count if first is not None else 0
+
+        def alive() -> str | None:
+            info = self.docker.container(container)
+            if info is None:
+                return f"container {container} disappeared"
+            if not info.running or info.restart_count > restarts:
+                return f"container {container} {describe_exit(info, self.docker.exit_codes(info))}"
+            return None
+
+        health = self.config.health
+        result = wait_healthy(build_checks(health), target, health, alive=alive)
+        if not result.ok:
+            answers = (
+                "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (no answer)"
+            )
+            logs = self.docker.logs(container, tail=20)
+            raise DeployFailed(
+                "health",
+                f"slot {slot} never became healthy: {result.reason}\n  last answers:\n{answers}\n"
+                f"  app log:\n{_indent(logs)}",
+                hint=self._gate_hint(),
+            )
+        return f"{health.passes} consecutive passes after {result.rounds} round(s)"
+
+
+def describe_exit(info: ContainerInfo | None, exit_codes: list[int]) -> str:
+    """What became of a container whose process no longer serves, from its state and the exit
+    codes of its ``die`` events (a running container's own exit code is reset to 0 on every
+    start, so it is never taken for one)."""
+    if info is None:
+        return "is gone"
+    code = exit_codes[-1] if exit_codes else info.exit_code if info.exit_code_known else None
+    if code == 0:
+        what = "exited with code 0: its server process ended (it returned instead of serving)"
+    elif code is not None:
+        what = f"exited with code {code}"
+    else:
+        what = "stopped: its process ended"
+    if info.restart_count or info.status == "restarting":
+        what += (
+            f"; its restart policy started it again {info.restart_count} time(s) "
+            f"(now {info.status})"
+        )
+    return what
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"    {line}" for line in (text or "(empty)").splitlines()[-20:])

@@ -1,0 +1,188 @@
+"""The stack on a Docker host, as Docker Compose v2 projects rendered from the config.
+
+``<app>-<env>-infra`` holds the database and the proxy; ``<app>-<env>-blue`` and ``-green`` hold
+one app slot each. All share the network ``<app>-<env>``. The files are written on the host so an
+operator can inspect them with ``docker compose ls``, ``ps`` and ``logs``.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from shipyard.config import Config
+from shipyard.providers.docker._env import managed_database
+from shipyard.providers.docker._names import Layout, Names
+from shipyard.proxy import ADMIN_PORT
+
+_LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
+
+
+# The guard: every time a container of the environment dies while it carries the live name, it
+# waits a second (a crash is restarted by the container's own policy first) and starts it if it
+# is still stopped. shipyard itself never stops that container (a switch renames the old one
+# first), so such a stop was someone else's: `docker kill`, `docker stop`. When it starts (after a
+# reboot, or when the events stream ended with a daemon restart) it looks once.
+GUARD_SCRIPT = """\
+set -u
+revive() {
+  sleep 1
+  if [ "$(docker inspect --format '{{.State.Running}}' "$1" 2>/dev/null)" = false ]; then
+    echo "guard: $1 stopped and shipyard did not stop it: starting it again"
+    docker start "$1" >/dev/null
+  fi
+}
+# Once the events stream below is open, a stop that happened before is looked for too.
+(sleep 2; revive "$GUARD_PREFIX-live") &
+docker events --filter type=container --filter event=die \\
+  --filter "label=org.shipyard.app=$GUARD_APP" \\
+  --filter "label=org.shipyard.environment=$GUARD_ENVIRONMENT" \\
+  --format '{{.Actor.Attributes.name}}' |
+while read -r name; do
+  case "$name" in
+    "$GUARD_PREFIX-live") revive "$name" ;;
+  esac
+done
+"""
+DOCKER_SOCKET = "/var/run/docker.sock"
+
+
+def render_infra(
+    config: Config, names: Names, layout: Layout, *, docker_socket: str | None = DOCKER_SOCKET
+) -> dict[str, Any]:
+    """The infra project: database, proxy and (with ``deploy.guard_image`` and the engine's Unix
+    socket, ``docker_socket``) the guard."""
+    proxy = config.proxy
+    ports = [f"{proxy.bind}:{proxy.http_port}:80", f"127.0.0.1::{ADMIN_PORT}"]
+    if proxy.domains:
+        ports.insert(1, f"{proxy.bind}:{proxy.https_port}:443")
+    services: dict[str, Any] = {
+        "proxy": {
+            "image": proxy.image,
+            "container_name": names.proxy,
+            "entrypoint": ["caddy"],
+            "command": ["run", "--config", f"/etc/caddy/{layout.caddy_config.name}"],
+            "ports": ports,
+            "volumes": [
+                f"{layout.proxy_dir}:/etc/caddy:ro",
+                "caddy-data:/data",
+                "caddy-config:/config",
+            ],
+            "networks": ["app"],
+            "restart": "unless-stopped",
+            # A name no container carries (see shipyard.proxy) is answered by Docker's DNS
+            # itself, never forwarded to the host's resolvers.
+            "dns_opt": ["ndots:1"],
+            "dns_search": ["."],
+            "labels": names.labels(role="proxy"),
+            "logging": copy.deepcopy(_LOGGING),
+        }
+    }
+    volumes: dict[str, Any] = {
+        "caddy-data": {"name": names.volumes["caddy-data"]},
+        "caddy-config": {"name": names.volumes["caddy-config"]},
+    }
+    if config.deploy.guard_image and docker_socket:
+        services["guard"] = {
+            "image": config.deploy.guard_image,
+            "container_name": names.guard,
+            "entrypoint": ["sh", "-c", GUARD_SCRIPT.replace("$", "$$")],
+            "environment": {
+                "GUARD_PREFIX": names.prefix,
+                "GUARD_APP": names.app,
+                "GUARD_ENVIRONMENT": names.environment,
+            },
+            "volumes": [f"{docker_socket}:{DOCKER_SOCKET}"],
+            "network_mode": "none",
+            "restart": "unless-stopped",
+            "labels": names.labels(role="guard"),
+            "logging": copy.deepcopy(_LOGGING),
+        }
+    if config.database is not None and managed_database(config):
+        db = config.database
+        services["db"] = {
+            "image": db.image,
+            "container_name": names.database,
+            "env_file": [str(layout.database_env)],
+            "volumes": ["pgdata:/var/lib/postgresql/data"],
+            "networks": ["app"],
+            "restart": "unless-stopped",
+            "shm_size": "256m",
+            "stop_grace_period": "60s",
+            "healthcheck": {
+                # Over TCP: the image's first-start init server listens on the socket only, so
+                # a socket check passes before the real server is up.
+                "test": ["CMD", "pg_isready", "-h", "127.0.0.1", "-U", db.user, "-d", db.name],
+                "interval": "2s",
+                "timeout": "5s",
+                "retries": 30,
+                "start_period": "10s",
+            },
+            "labels": names.labels(role="database"),
+            "logging": copy.deepcopy(_LOGGING),
+        }
+        volumes["pgdata"] = {"name": names.volumes["pgdata"]}
+    network: dict[str, Any] = {"name": names.network, "driver": "bridge", "labels": names.labels()}
+    if proxy.subnet is not None:  # created by shipyard with its subnet (_network)
+        network = {"name": names.network, "external": True}
+    return {
+        "name": names.infra_project,
+        "services": services,
+        "networks": {"app": network},
+        "volumes": volumes,
+    }
+
+
+def render_slot(
+    config: Config,
+    names: Names,
+    layout: Layout,
+    slot: str,
+    *,
+    image: str,
+    release: str,
+    version: str,
+    commit: str,
+    deployment: str,
+) -> dict[str, Any]:
+    """The compose project of one app slot. ``deployment``: the operation that creates the
+    container (only that operation's cleanup may remove it)."""
+    return {
+        "name": names.slot(slot),
+        "services": {
+            "app": {
+                "image": image,
+                "container_name": names.slot(slot),
+                "env_file": [str(layout.slot_env(slot))],
+                "environment": {"DEPLOYMENT_SLOT": slot},
+                "ports": [f"127.0.0.1::{config.app.port}"],
+                "networks": {"app": {"aliases": [names.slots]}},
+                "restart": "unless-stopped",
+                "stop_grace_period": f"{config.app.stop_grace_period:g}s",
+                "labels": names.labels(
+                    role="app",
+                    slot=slot,
+                    release=release,
+                    version=version,
+                    commit=commit,
+                    deployment=deployment,
+                ),
+                "logging": copy.deepcopy(_LOGGING),
+            }
+        },
+        "networks": {"app": {"name": names.network, "external": True}},
+    }
+
+
+def to_yaml(document: Mapping[str, Any]) -> str:
+    yaml = YAML(typ="safe", pure=True)
+    yaml.default_flow_style = False
+    yaml.width = 4096
+    yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
+    buffer = io.StringIO()
+    yaml.dump(dict(document), buffer)
+    return buffer.getvalue()

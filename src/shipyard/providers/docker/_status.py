@@ -1,0 +1,133 @@
+"""What ``shipyard status`` reports of a Docker environment, and how it is read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipyard.deploy import OperationContext
+from shipyard.docker import ContainerInfo
+from shipyard.errors import ShipyardError
+from shipyard.providers.docker._names import LABEL, Names
+from shipyard.providers.docker._steps import DockerSteps
+from shipyard.proxy import judge_health, probe
+from shipyard.state import Intent
+
+
+@dataclass(frozen=True)
+class Status:
+    """What ``shipyard status`` reports."""
+
+    url: str
+    version: str | None
+    commit: str | None
+    slot: str | None
+    release_id: str | None
+    deployed_at: str | None
+    deployed_by: str | None
+    health: str  # healthy, degraded, unhealthy, unreachable, not deployed
+    health_detail: str  # what the proxy answered (a redirect is never healthy)
+    probed: str | None  # the URL the health came from, with its SNI/Host and where it connected
+    proxy_upstreams: list[str]
+    drift: str | None
+    containers: dict[str, str]
+    # An operation that was interrupted, and what the next one will do about it.
+    interrupted: str | None = None
+    # What is wrong beyond drift: nothing serves, the app is unhealthy, the schema is dirty.
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.drift is None and self.interrupted is None and not self.problems
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _interrupted(ctx: OperationContext) -> Intent | None:
+    """The journalled operation, unless it is still running (it holds a live lock)."""
+    intent = ctx.store.intent()
+    if intent is None:
+        return None
+    lock = ctx.store.lock(ctx.deployment_id, "status")
+    holder = lock.holder()
+    if (
+        holder is not None
+        and holder.get("deployment_id") == intent.deployment_id
+        and not lock.is_stale(holder)
+    ):
+        return None  # in progress, not interrupted
+    return intent
+
+
+def _stack_containers(names: Names) -> list[str]:
+    return [
+        names.database,
+        names.proxy,
+        names.guard,
+        names.live,
+        names.switching,
+        names.slot("blue"),
+        names.slot("green"),
+    ]
+
+
+def _serving_problems(
+    steps: DockerSteps, found: Mapping[str, ContainerInfo | None], health: str, detail: str
+) -> list[str]:
+    """What keeps a deployed environment from serving well: no running live container, an
+    unhealthy app, a dirty schema. ``found``: the stack's containers, inspected."""
+    problems = []
+    live = found[steps.names.live]
+    if live is None or not live.running:
+        state = f"{live.name} {live.status}" if live is not None else f"{steps.names.live} absent"
+        switching = found[steps.names.switching]
+        if switching is not None and switching.running:
+            slot = switching.labels.get(f"{LABEL}.slot", "?")
+            problems.append(
+                f"no container carries the live name ({state}): a switch was cut short, the "
+                f"proxy sends requests to {switching.name} (slot {slot})"
+            )
+        elif steps._running_slots():
+            problems.append(
+                f"no container carries the live name ({state}): a switch was cut short, the "
+                "proxy sends requests to any running slot"
+            )
+        else:
+            problems.append(f"no container serves ({state})")
+    if health not in ("healthy", "degraded"):
+        problems.append(f"the app is {health} through the proxy ({detail})")
+    database = steps._database()
+    db = found[steps.names.database] if database is not None else None
+    if database is not None and db is not None and db.running:
+        try:
+            schema = database.migration_state()
+        except ShipyardError as exc:
+            problems.append(f"the migration state cannot be read: {exc.message}")
+        else:
+            if schema.dirty:
+                problems.append(
+                    f"the schema is dirty at version {schema.version}: a migration failed part-way"
+                )
+    return problems
+
+
+def _describe(info: ContainerInfo | None) -> str:
+    if info is None:
+        return "absent"
+    slot = info.labels.get(f"{LABEL}.slot")
+    return (
+        info.status
+        + (f" ({info.health})" if info.health else "")
+        + (f", slot {slot}" if slot else "")
+    )
+
+
+def _proxy_health(steps: DockerSteps) -> tuple[str, str, str]:
+    """The app's health through the proxy, the way users reach it (``shipyard.proxy.probe``):
+    the health, what answered, and the URL probed and how."""
+    path = next((c.path for c in steps.config.health.checks if c.kind == "http"), "/health")
+    endpoint = steps.endpoints()[0]
+    answer = probe(endpoint, path, verify=steps.trust(), timeout=5)
+    return judge_health(answer), answer.describe(), endpoint.describe(path)

@@ -1,0 +1,164 @@
+"""Traffic: the proxy's routing config, the switch onto the live name and back, and draining
+and stopping the old slot."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from shipyard.docker import ContainerInfo
+from shipyard.errors import ShipyardError
+from shipyard.providers.docker._base import _BACK_OFF, StepsBase, _poll
+from shipyard.providers.docker._names import LABEL
+from shipyard.providers.docker._ports import taken_ports
+from shipyard.proxy import LOOKUP_REFRESH_S, CaddyAdmin, render_caddy
+from shipyard.waiting import Clock, wait_until
+
+
+class Traffic(StepsBase):
+    """The ``switch``, ``switch_back`` and ``retire`` steps."""
+
+    def caddy_config(self) -> dict[str, Any]:
+        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port)
+
+    def _ensure_proxy(self) -> CaddyAdmin:
+        """The proxy running with the rendered config: written to the host and loaded only when
+        the running config differs (a switch then costs one inspection and one admin request)."""
+        config = self.caddy_config()
+        proxy = self.docker.container(self.names.proxy)
+        if proxy is None or not proxy.running:
+            taken = taken_ports(self.config, self.host)
+            if taken:  # taken since the infrastructure phase: this operation's changes are undone
+                raise ShipyardError("the proxy cannot start: " + "; ".join(taken))
+            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
+            self.docker.compose_up(
+                self.names.infra_project,
+                self.layout.infra_compose,
+                services=["proxy"],
+                wait_timeout=60,
+            )
+            proxy = None
+        admin = self.admin(proxy)
+        running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+        if running != config:
+            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
+            admin.load(config)
+        return admin
+
+    def switch(self, slot: str) -> str:
+        """Make ``slot`` live (see shipyard.proxy): the live container takes the switching name
+        (the proxy's second choice: it alone still serves), ``slot``'s container the live name,
+        and the old one its slot name back. No client sees the old version after the new one,
+        and a switch interrupted between two renames still leaves the site served (and is
+        finished or undone by the next operation, which calls this again). The lock is checked
+        once before the renames: they follow each other at once."""
+        self._ensure_proxy()
+        names = self.names
+        live, switching = names.live, names.switching
+        found = self.docker.containers_named([live, switching, names.slot(slot)])
+        current, left = found[live], found[switching]
+        target = next(
+            (
+                info
+                for info in (found[names.slot(slot)], current, left)
+                if info is not None and info.labels.get(f"{LABEL}.slot") == slot
+            ),
+            None,
+        )
+        if target is None:
+            raise ShipyardError(f"slot {slot} has no container to switch to")
+        if current is not None and left is not None:
+            # Cut short after its second rename: the old container takes its slot name back.
+            self._fence()
+            self.docker.rename(switching, self._slot_name(left))
+            if target.id == left.id:
+                target = replace(left, name=self._slot_name(left))
+            left = None
+        if target.name == live:
+            return f"{live} is already slot {slot}"
+        self._fence()
+        if current is not None:
+            self.docker.rename(live, switching)
+        previous = current or left
+        self.docker.rename(target.name, live)
+        if previous is not None and previous.id != target.id:
+            self.docker.rename(switching, self._slot_name(previous))
+        self._switched_at = time.monotonic()
+        return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+
+    def _slot_name(self, info: ContainerInfo) -> str:
+        return self.names.slot(info.labels.get(f"{LABEL}.slot", "old"))
+
+    def _settle_switching(self) -> None:
+        """A container left with the switching name while another carries the live name (a
+        switch cut short after its second rename) gets its slot name back."""
+        left = self.docker.container(self.names.switching)
+        if left is not None:
+            self._fence()
+            self.docker.rename(left.name, self._slot_name(left))
+
+    def switch_back(self, slot: str) -> str:
+        """After a failed watch (or verify): make ``slot``, the version the switch replaced,
+        live again. Stopped right after the switch (``deploy.old_version: stop``), it is started
+        and must pass the health gate before the proxy goes back to it; until then the new
+        version keeps serving."""
+        info = self.slot_container(slot)
+        if info is None:
+            raise ShipyardError(f"slot {slot} has no container to switch back to")
+        if info.running:
+            return self.switch(slot)
+        self._fence()
+        self.docker.start(info.name)
+        gated = self.gate(slot)
+        return f"{info.name} started, health-gated ({gated}); {self.switch(slot)}"
+
+    def retire(self, slot: str) -> str:
+        """Drain the old slot (no new requests reach it; wait for its in-flight ones, no longer
+        than ``deploy.drain_timeout``), then stop it."""
+        info = self.slot_container(slot)
+        if info is None or not info.running:
+            return f"slot {slot} was not running"
+        if info.name == self.names.live:
+            raise ShipyardError(f"refusing to stop {info.name}: the proxy routes to it")
+        container = info.name
+        address = info.addresses.get(self.names.network, container)
+        drained = self._drain(f"{address}:{self.config.app.port}")
+        self._fence()
+        self.docker.stop(container, timeout=self.config.app.stop_grace_period)
+        left = f", {drained} request(s) still in flight at the drain timeout" if drained else ""
+        return f"{container} drained and stopped (kept for rollback){left}"
+
+    def _drain(
+        self,
+        upstream: str,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> int:
+        """Wait until the proxy has no request in flight to ``upstream`` (Caddy's
+        ``/reverse_proxy/upstreams``), for up to ``deploy.drain_timeout``: asked at once, then
+        after pauses doubling from 20 ms up to 250 ms. Returns the requests still in flight."""
+        admin = self.admin()
+        # Right after a switch (``deploy.old_version: stop``) the proxy may still hold the old
+        # container's address for one lookup: no request is counted in flight before it looked
+        # the live name up again. Long after it (the watch ran in between) this waits nothing.
+        if self._switched_at is not None:
+            if (early := self._switched_at + 2 * LOOKUP_REFRESH_S - clock()) > 0:
+                sleep(early)
+        counts: list[int] = []
+
+        def in_flight() -> int:
+            counts.append(admin.in_flight(upstream))
+            return counts[-1]
+
+        wait_until(
+            in_flight,
+            timeout=self.config.deploy.drain_timeout,
+            interval=_BACK_OFF,
+            clock=Clock(clock, sleep),
+            done=lambda count: count == 0,
+        )
+        return counts[-1]
