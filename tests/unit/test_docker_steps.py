@@ -11,10 +11,14 @@ from shipyard.config import Config
 from shipyard.deploy import OperationContext
 from shipyard.errors import DeployFailed, StateError
 from shipyard.events import Bus
+from shipyard.health import CheckResult, Target
 from shipyard.hosts import CommandResult, LocalHost
 from shipyard.providers.docker import DockerSteps
+from shipyard.providers.docker import _observation as observation
 from shipyard.providers.docker._base import _poll
-from shipyard.state import StateStore
+from shipyard.proxy import Answer, Endpoint, Traffic
+from shipyard.state import Release, StateStore
+from shipyard.waiting import Clock
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost, Responder
 
@@ -165,3 +169,142 @@ def test_poll_returns_the_first_answer_and_backs_off_meanwhile() -> None:
     assert clock.sleeps == [0.02, 0.04, 0.08]
     with pytest.raises(StateError, match="the proxy's admin API did not become ready within 1s"):
         _poll(lambda: None, seconds=1, what="the proxy's admin API", clock=clock, sleep=clock.sleep)
+
+
+# -- verify and the watch, on a clock that moves only when they pause ------------------------------
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+RELEASE = Release(
+    id="r1",
+    version="1.0.0",
+    commit=COMMIT,
+    image="shop:1.0.0",
+    image_id="sha256:r1",
+    slot="green",
+    migration_version=None,
+    created_at="2026-01-01T00:00:00Z",
+    deployed_by="me",
+)
+
+
+def _observed(config: Config) -> tuple[DockerSteps, _Clock]:
+    steps, clock = _steps(config, FakeHost(engine({}))), _Clock()
+    steps.clock = Clock(clock, clock.sleep)
+    return steps, clock
+
+
+def _probing(monkeypatch: pytest.MonkeyPatch, answers: list[tuple[int | None, str]]) -> list[float]:
+    """The proxy answers ``answers`` in turn (status, body; ``None``: no answer), the last
+    repeating; returns the list the times of the probes go to."""
+    asked: list[float] = []
+
+    def probe(endpoint: Endpoint, path: str, **_: object) -> Answer:
+        status, body = answers[min(len(asked), len(answers) - 1)]
+        asked.append(len(asked))
+        if status is None:
+            return Answer(endpoint, path, error="ConnectError: refused")
+        return Answer(endpoint, path, status=status, body=body)
+
+    monkeypatch.setattr(observation, "probe", probe)
+    return asked
+
+
+def test_verify_asks_at_once_then_backs_off_until_the_commit_is_served(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, clock = _observed(config)
+    old = (200, json.dumps({"git_commit": "f" * 40}))
+    new = (200, json.dumps({"git_commit": COMMIT}))
+    asked = _probing(monkeypatch, [(None, ""), old, old, old, new])
+    assert steps.verify(RELEASE).endswith(f"reports {COMMIT[:7]}")
+    # Until the proxy answers, then (asked again at once) until the answer names the commit.
+    assert clock.sleeps == [0.1, 0.1, 0.2] and len(asked) == 5
+
+
+def test_verify_gives_the_commit_verify_timeout_from_the_first_answer(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, clock = _observed(config)
+    asked = _probing(monkeypatch, [(None, "")] * 3 + [(200, json.dumps({"git_commit": "f" * 40}))])
+    with pytest.raises(DeployFailed, match=f"does not report commit {COMMIT[:7]}"):
+        steps.verify(RELEASE)
+    first_answer = 0.1 + 0.2 + 0.4  # after three probes without an answer
+    assert clock.now == pytest.approx(first_answer + config.deploy.verify_timeout)
+    assert max(clock.sleeps) == 0.5 and len(asked) > 20
+
+
+def test_verify_of_a_proxy_that_never_answers_fails_at_verify_timeout(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps, clock = _observed(config)
+    _probing(monkeypatch, [(None, "")])
+    with pytest.raises(DeployFailed, match="the proxy does not answer: ConnectError"):
+        steps.verify(RELEASE)
+    assert clock.now == pytest.approx(config.deploy.verify_timeout)
+
+
+class _Check:
+    """A health check answering from a script of pass/fail (the last repeats)."""
+
+    name = "scripted"
+
+    def __init__(self, script: list[bool]) -> None:
+        self.script, self.rounds = script, 0
+
+    def run(self, target: Target, timeout: float) -> CheckResult:
+        ok = self.script[min(self.rounds, len(self.script) - 1)]
+        self.rounds += 1
+        return CheckResult(self.name, ok, "200" if ok else "GET /health → 503")
+
+
+class _Proxy:
+    """The proxy's request counters: ``per_round`` (total, 5xx) more at each reading."""
+
+    def __init__(self, per_round: tuple[int, int]) -> None:
+        self.per_round, self.readings = per_round, 0
+
+    def traffic(self) -> Traffic:
+        total, errors = self.per_round
+        self.readings += 1
+        return Traffic(total * self.readings, errors * self.readings)
+
+
+def _watching(
+    config: Config, monkeypatch: pytest.MonkeyPatch, check: _Check, proxy: _Proxy
+) -> tuple[DockerSteps, _Clock]:
+    steps, clock = _observed(config)
+    steps.admin = lambda proxy_info=None: proxy  # type: ignore[assignment,method-assign,misc]
+    steps._target = lambda slot, info=None: None  # type: ignore[assignment,method-assign,misc,return-value]
+    monkeypatch.setattr(observation, "build_checks", lambda health: [check])
+    return steps, clock
+
+
+def test_the_watch_runs_a_round_every_interval_and_one_at_the_end(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = _Check([True, False, True])  # one failing round is not `health.failures` (2)
+    steps, clock = _watching(config, monkeypatch, check, _Proxy((10, 0)))
+    assert steps.watch("green", 3) == "healthy for 3s; 40 request(s), 0 5xx"
+    assert clock.sleeps == [1.0, 1.0, 1.0] and check.rounds == 4
+
+
+def test_the_watch_fails_after_health_failures_rounds_in_a_row(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = _Check([True, False, False])
+    steps, clock = _watching(config, monkeypatch, check, _Proxy((10, 0)))
+    with pytest.raises(
+        DeployFailed, match="slot green turned unhealthy after the switch: GET /health → 503"
+    ):
+        steps.watch("green", 30)
+    assert check.rounds == 3 and clock.now == pytest.approx(2.0)
+
+
+def test_the_watch_fails_on_the_proxys_5xx_rate_once_it_saw_enough_requests(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    check = _Check([True])
+    steps, _ = _watching(config, monkeypatch, check, _Proxy((8, 1)))  # 12.5% > 5%
+    with pytest.raises(DeployFailed, match=r"3 of 24 requests .* failed with 5xx \(12% > 5%\)"):
+        steps.watch("green", 30)
+    assert check.rounds == 3  # 8 and 16 requests were too few to judge (min_requests 20)

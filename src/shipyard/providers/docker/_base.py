@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import httpx
+
 from shipyard.config import Config
 from shipyard.database import Database, MigrationState, SnapshotStore
 from shipyard.deploy import OperationContext
@@ -24,7 +26,7 @@ from shipyard.providers.docker._network import subnet_conflict
 from shipyard.providers.docker._ports import taken_ports
 from shipyard.providers.docker._stack import render_infra
 from shipyard.proxy import ADMIN_PORT, CaddyAdmin
-from shipyard.waiting import Clock, Interval, wait_until
+from shipyard.waiting import SYSTEM, Clock, Interval, wait_until
 
 _T = TypeVar("_T")
 
@@ -43,11 +45,20 @@ class StepsBase:
         # The schema as ``plan_migrations`` read it, for ``migrate`` right after (under the lock
         # nothing changes it in between): read once per deploy.
         self._planned: MigrationState | None = None
+        self.clock: Clock = SYSTEM  # where verify and the watch get time (tests replace it)
 
     @functools.cached_property
     def engine(self) -> EngineInfo:
         """The host's Docker engine and Compose versions and platform (asked once)."""
         return self.docker.info()
+
+    @functools.cached_property
+    def http(self) -> httpx.BaseTransport:
+        """The transport of the operation's plain-HTTP requests on this machine (health checks,
+        the proxy's admin API): set up once, as its TLS setup alone (reading the CA bundle)
+        costs more than the requests it serves. No connection is kept alive: a connection on
+        the loopback costs nothing, and one a server closed while idle would fail a request."""
+        return _Kept(httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)))
 
     @functools.cached_property
     def docker_socket(self) -> str | None:
@@ -98,7 +109,9 @@ class StepsBase:
 
     def admin(self, proxy: ContainerInfo | None = None) -> CaddyAdmin:
         """The proxy's admin API (``proxy``: its container, already inspected)."""
-        return CaddyAdmin(self._published(proxy or self.names.proxy, ADMIN_PORT))
+        return CaddyAdmin(
+            self._published(proxy or self.names.proxy, ADMIN_PORT), transport=self.http
+        )
 
     def url(self) -> str:
         proxy = self.config.proxy
@@ -181,6 +194,7 @@ class StepsBase:
             database_container=self.names.database if managed else None,
             database_user=section.user if section else None,
             database_name=section.name if section else None,
+            transport=self.http,
         )
 
     if TYPE_CHECKING:
@@ -194,6 +208,20 @@ class StepsBase:
         def retire(self, slot: str) -> str: ...
 
         def switch(self, slot: str) -> str: ...
+
+
+class _Kept(httpx.BaseTransport):
+    """A transport the clients that use it do not close (each request's client closes its
+    transport on exit): it lives as long as the steps."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        """Left open for the next request."""
 
 
 # Asked at once, then after pauses doubling from 20 ms up to 250 ms.

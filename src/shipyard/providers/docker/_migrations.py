@@ -4,19 +4,18 @@ the snapshot before migrating, golang-migrate and the release commands."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shipyard.config import DatabaseSection
 from shipyard.database import (
     Database,
     DatabaseError,
-    Finding,
     MigrationError,
     MigrationLintFailed,
     MigrationPlan,
     MigrationState,
     Snapshot,
     SnapshotError,
-    lint_files,
     local_migration_files,
     local_migration_versions,
 )
@@ -24,6 +23,9 @@ from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.providers.docker._base import StepsBase
 from shipyard.providers.docker._env import env_file_text, release_command_env
 from shipyard.state import Release
+
+if TYPE_CHECKING:
+    from shipyard.database import Finding
 
 
 class Migrations(StepsBase):
@@ -98,6 +100,9 @@ class Migrations(StepsBase):
         pending = [files[v] for v in sorted(files) if before.version is None or v > before.version]
         findings: tuple[Finding, ...] = ()
         if pending and section.migrations.lint != "off":
+            # PostgreSQL's parser loads only when there is SQL to lint.
+            from shipyard.database import lint_files  # noqa: PLC0415
+
             findings = tuple(lint_files(pending))
             if findings and section.migrations.lint == "block":
                 raise MigrationLintFailed(

@@ -4,7 +4,6 @@ watched after the switch."""
 from __future__ import annotations
 
 import ssl
-import time
 
 from shipyard.errors import DeployFailed, ShipyardError
 from shipyard.health import build_checks
@@ -12,6 +11,7 @@ from shipyard.hosts import LocalHost
 from shipyard.providers.docker._base import StepsBase
 from shipyard.proxy import Answer, Endpoint, endpoints, probe, reports_commit, trust
 from shipyard.state import Release
+from shipyard.waiting import Interval, wait_until
 
 
 class Observation(StepsBase):
@@ -47,25 +47,43 @@ class Observation(StepsBase):
         return "; ".join(self._verify_at(endpoint, path, release) for endpoint in self.endpoints())
 
     def _verify_at(self, endpoint: Endpoint, path: str, release: Release) -> str:
+        """Any HTTP answer at ``endpoint`` first (over HTTPS that takes a trusted certificate:
+        within ``proxy.certificate_timeout``, else ``deploy.verify_timeout``), then, within
+        ``deploy.verify_timeout`` of it, one naming the commit."""
         proxy, deploy = self.config.proxy, self.config.deploy
-        https = endpoint.scheme == "https"
-        deadline = time.monotonic() + (
-            proxy.certificate_timeout if https else deploy.verify_timeout
+        trusted = self.trust()
+        last: Answer | None = None
+
+        def ask() -> Answer:
+            nonlocal trusted, last
+            last = probe(endpoint, path, verify=trusted, timeout=5)
+            if last.tls:
+                trusted = self.trust()  # the internal root appears once the proxy made it
+            return last
+
+        def commit(answer: Answer) -> bool:
+            return reports_commit(answer, release.commit)
+
+        first = proxy.certificate_timeout if endpoint.scheme == "https" else deploy.verify_timeout
+        answer = wait_until(
+            ask,
+            timeout=first,
+            interval=_VERIFY_PAUSES,
+            clock=self.clock,
+            done=lambda answer: answer.status is not None,
         )
-        answered = False
-        verify = self.trust()
-        while True:
-            answer = probe(endpoint, path, verify=verify, timeout=5)
-            if reports_commit(answer, release.commit):
-                return f"{endpoint.describe(path)} reports {release.commit[:7]}"
-            if answer.status is not None and not answered:
-                answered = True  # the certificate is there: the commit must follow soon
-                deadline = time.monotonic() + deploy.verify_timeout
-            if time.monotonic() >= deadline:
-                raise self._unverified(answer, release)
-            if answer.tls:
-                verify = self.trust()  # the internal root appears once the proxy made it
-            time.sleep(0.5)
+        if answer is not None and not commit(answer):
+            answer = wait_until(
+                ask,
+                timeout=deploy.verify_timeout,
+                interval=_VERIFY_PAUSES,
+                clock=self.clock,
+                done=commit,
+            )
+        if answer is None:
+            assert last is not None  # noqa: S101 — wait_until asks at least once
+            raise self._unverified(last, release)
+        return f"{endpoint.describe(path)} reports {release.commit[:7]}"
 
     def _unverified(self, answer: Answer, release: Release) -> DeployFailed:
         endpoint, proxy = answer.endpoint, self.config.proxy
@@ -118,22 +136,23 @@ class Observation(StepsBase):
 
     def watch(self, slot: str, seconds: float) -> str:
         """After the switch: health checks and the proxy's 5xx rate for ``seconds``
-        (``deploy.watch``, or ``deploy.rollback_watch`` for a rollback)."""
-        section = self.config.deploy
+        (``deploy.watch``, or ``deploy.rollback_watch`` for a rollback), a round every
+        ``health.interval`` and one at the end."""
+        section, health = self.config.deploy, self.config.health
         if seconds <= 0:
             return "skipped (no watch window)"
         admin = self.admin()
         baseline = admin.traffic()
-        checks = build_checks(self.config.health)
+        checks = build_checks(health)
         target = self._target(slot)
-        deadline = time.monotonic() + seconds
-        failing = rounds = 0
+        failing = 0
         seen = baseline.since(baseline)
-        while True:
-            rounds += 1
-            results = [check.run(target, self.config.health.timeout) for check in checks]
+
+        def watched() -> None:
+            nonlocal failing, seen
+            results = [check.run(target, health.timeout) for check in checks]
             failing = failing + 1 if not all(r.ok for r in results) else 0
-            if failing >= self.config.health.failures:
+            if failing >= health.failures:
                 detail = "; ".join(r.detail for r in results if not r.ok)
                 raise DeployFailed(
                     "watch", f"slot {slot} turned unhealthy after the switch: {detail}"
@@ -145,7 +164,18 @@ class Observation(StepsBase):
                     f"{seen.errors} of {seen.total} requests through the proxy failed with 5xx "
                     f"({seen.error_rate:.0%} > {section.max_error_rate:.0%}) after the switch",
                 )
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(self.config.health.interval, max(0.0, deadline - time.monotonic())))
+
+        wait_until(
+            watched, timeout=seconds, interval=health.interval, clock=self.clock, done=_never
+        )
         return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
+
+
+def _never(_: object) -> bool:
+    """The watch runs its whole window: it ends early only by raising."""
+    return False
+
+
+# Verify asks at once, then after pauses doubling from 0.1 s up to 0.5 s: the proxy's lookup
+# sees the switch within its refresh (shipyard.proxy.LOOKUP_REFRESH_S).
+_VERIFY_PAUSES = Interval(0.1, 2, 0.5)
