@@ -167,6 +167,7 @@ def main() -> None:
         status_figures(args.app, args.environment, args.runs)
     elif args.status:
         from tests.e2e.conftest import remove_everything  # noqa: PLC0415
+        from tests.example_app import destroy_example  # noqa: PLC0415
 
         with tempfile.TemporaryDirectory(prefix="shipyard-bench-") as tmp:
             app, name = deployed_copy(Path(tmp))
@@ -174,13 +175,7 @@ def main() -> None:
                 print()
                 status_figures(app, "development", args.runs)
             finally:
-                subprocess.run(
-                    [*shipyard_command(), "destroy", "development", "--yes", "--volumes"],
-                    cwd=app,
-                    capture_output=True,
-                    check=False,
-                    timeout=600,
-                )
+                destroy_example(app)
                 remove_everything(name)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.example_app import copy_example
+from tests.example_app import copy_example, destroy_example
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "events-api"
@@ -121,12 +121,7 @@ def shipyard_first_deploy(work: Path) -> tuple[float, str]:
         wait_for(f"http://127.0.0.1:{port}/health")
         elapsed = time.perf_counter() - started
     finally:
-        subprocess.run(
-            [*cli, "destroy", "development", "--yes", "--volumes", "--snapshots"],
-            cwd=app,
-            capture_output=True,
-            check=False,
-        )
+        destroy_example(app)
     return elapsed, image
 
 

@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.conftest import git, remove_everything  # noqa: E402
 from tests.e2e.load import Load  # noqa: E402
 from tests.e2e.ports import release_ports, reserve_port  # noqa: E402
+from tests.example_app import destroy_example  # noqa: E402
 
 from bench import _kamal  # noqa: E402
 from bench.first_deploy import prepare_app  # noqa: E402
@@ -480,13 +481,7 @@ class World:
         ).stdout.split()
         if ids:
             subprocess.run(["docker", "rm", "--force", *ids], capture_output=True, check=False)
-        subprocess.run(
-            [*CLI, "destroy", ENVIRONMENT, "--yes", "--volumes", "--snapshots"],
-            cwd=self.app,
-            capture_output=True,
-            check=False,
-            timeout=600,
-        )
+        destroy_example(self.app, ENVIRONMENT)
         remove_everything(self.name)
         release_ports()
 

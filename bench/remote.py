@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.e2e.engine import inspect_image_id, start_engine  # noqa: E402
 from tests.e2e.sshd import Sshd, start_sshd  # noqa: E402
+from tests.example_app import destroy_example  # noqa: E402
 
 from bench.first_deploy import free_port, prepare_app, run  # noqa: E402
 from shipyard.delivery import deliver  # noqa: E402
@@ -77,12 +78,7 @@ def deploys(work: Path, sshd: Sshd, runs: int) -> tuple[list[float], list[float]
             print(f"deploy run {index + 1}: local {here[-1]:.2f}s, over ssh {there[-1]:.2f}s")
     finally:
         for app in (local, remote):
-            subprocess.run(
-                [*CLI, "destroy", "development", "--yes", "--volumes", "--snapshots"],
-                cwd=app,
-                capture_output=True,
-                check=False,
-            )
+            destroy_example(app)
     return here, there
 
 

@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.load import Load  # noqa: E402
+from tests.example_app import destroy_example  # noqa: E402
 
 from bench.first_deploy import free_port, prepare_app, run  # noqa: E402
 
@@ -152,12 +153,7 @@ def main() -> None:
                         flush=True,
                     )
         finally:
-            subprocess.run(
-                [*CLI, "destroy", "development", "--yes", "--volumes"],
-                cwd=app,
-                capture_output=True,
-                check=False,
-            )
+            destroy_example(app)
     base, stop = (statistics.median(times[mode]) for mode in MODES)
     print(
         f"median switch-back: standby {base:.2f}s, stop {stop:.2f}s, ratio stop / standby "

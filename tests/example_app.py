@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,3 +62,24 @@ def copy_example(
     git(where, "add", "-A")
     git(where, "commit", "-q", "-m", "initial")
     return where
+
+
+def destroy_example(app: Path, environment: str = "development") -> None:
+    """``shipyard destroy`` of ``app``'s environment with its volumes and snapshots: nothing of
+    it stays on the engine (a failure is left to the caller's own clean-up)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shipyard",
+            "destroy",
+            environment,
+            "--yes",
+            "--volumes",
+            "--snapshots",
+        ],
+        cwd=app,
+        capture_output=True,
+        check=False,
+        timeout=600,
+    )
