@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -288,10 +289,16 @@ class Docker:
         stdin: str | bytes | None = None,
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
-        try:
+        with self._engine_reached():
             return self.host.run(
                 self._argv(argv), check=check, timeout=timeout, stdin=stdin, env=self._env(env)
             )
+
+    @contextmanager
+    def _engine_reached(self) -> Iterator[None]:
+        """A command that failed because no engine answers raises ``HostUnreachable``."""
+        try:
+            yield
         except CommandFailed as exc:
             if any(marker in exc.stderr for marker in _NO_ENGINE):
                 raise HostUnreachable(
@@ -515,7 +522,7 @@ class Docker:
             args.append("--interactive")
         for key, value in (env or {}).items():
             args += ["--env", f"{key}={value}"]
-        try:
+        with self._engine_reached():
             return self.host.run_streaming(
                 self._argv([*args, container, *argv]),
                 stdin_path=stdin_path,
@@ -523,13 +530,6 @@ class Docker:
                 check=check,
                 timeout=timeout,
             )
-        except CommandFailed as exc:
-            if any(marker in exc.stderr for marker in _NO_ENGINE):
-                raise HostUnreachable(
-                    f"on {self.host.name}: the Docker engine is not reachable",
-                    hint="start dockerd (scripts/engine.sh does on this kind of machine)",
-                ) from exc
-            raise
 
     def run_oneoff(
         self,
