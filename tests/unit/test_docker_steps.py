@@ -9,7 +9,8 @@ import pytest
 
 from shipyard.config import Config
 from shipyard.deploy import OperationContext
-from shipyard.errors import DeployFailed, StateError
+from shipyard.docker import Docker
+from shipyard.errors import CommandFailed, DeployFailed, HostUnreachable, StateError
 from shipyard.events import Bus
 from shipyard.health import CheckResult, Target
 from shipyard.hosts import CommandResult, LocalHost
@@ -308,3 +309,31 @@ def test_the_watch_fails_on_the_proxys_5xx_rate_once_it_saw_enough_requests(
     with pytest.raises(DeployFailed, match=r"3 of 24 requests .* failed with 5xx \(12% > 5%\)"):
         steps.watch("green", 30)
     assert check.rounds == 3  # 8 and 16 requests were too few to judge (min_requests 20)
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?",
+        "error during connect: Get http://%2Fvar%2Frun%2Fdocker.sock/v1.41/containers/json",
+    ],
+)
+def test_a_command_that_finds_no_engine_says_the_engine_is_not_reachable(stderr: str) -> None:
+    def respond(argv: list[str]) -> CommandResult:
+        raise CommandFailed("web-1", argv, 1, stderr)
+
+    docker = Docker(FakeHost(respond))
+    for call in (
+        lambda: docker.rename("a", "b"),
+        lambda: docker.exec_streaming("db", ["pg_dump"], stdout_path=PurePosixPath("/tmp/d")),
+    ):
+        with pytest.raises(HostUnreachable, match="on fake: the Docker engine is not reachable"):
+            call()
+
+
+def test_a_command_that_fails_otherwise_keeps_its_own_error() -> None:
+    def respond(argv: list[str]) -> CommandResult:
+        raise CommandFailed("web-1", argv, 1, "Error: No such container: a")
+
+    with pytest.raises(CommandFailed, match="No such container"):
+        Docker(FakeHost(respond)).rename("a", "b")
