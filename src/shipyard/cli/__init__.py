@@ -8,7 +8,6 @@ providers (``bench/cli_start.py`` measures it).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,9 +22,12 @@ from shipyard.cli._options import (
     Group,
     config_option,
     environment_argument,
+    exit_with,
     flag,
     json_option,
     node_option,
+    print_json,
+    print_json_line,
     wait_option,
     yes_option,
 )
@@ -75,14 +77,6 @@ app.add_command(migrations_group)
 app.add_command(db_group)
 
 
-def _out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _fail(code: ExitCode) -> click.exceptions.Exit:
-    return click.exceptions.Exit(int(code))
-
-
 @app.command()
 @environment_argument
 @config_option
@@ -118,7 +112,7 @@ def render(environment: str, config: Path, node: str | None) -> None:
     """Print the compose projects and proxy config a deploy would write on the host."""
     from shipyard.cli._context import open_session
 
-    session = open_session(config, environment, json_output=False, node=node)
+    session = open_session(config, environment, node=node)
     for path, text in session.provider.render(session.ctx).items():
         sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
 
@@ -159,7 +153,7 @@ def deploy(
     from shipyard.deploy import DeployOptions
     from shipyard.session import on_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
+    sessions = open_sessions(config, environment, json_events=json_output, ref=ref)
     options = DeployOptions(
         allow_dirty=allow_dirty,
         rebuild=rebuild,
@@ -211,7 +205,7 @@ def rollback(
     from shipyard.deploy import RollbackOptions
     from shipyard.session import on_nodes
 
-    sessions: list[Session] = open_sessions(config, environment, json_output=json_output)
+    sessions: list[Session] = open_sessions(config, environment, json_events=json_output)
     why = None
     if to is None and len(sessions) > 1:
         choice = _common_rollback(sessions)
@@ -285,7 +279,7 @@ def status(environment: str, config: Path, json_output: bool) -> None:
     from shipyard.cli._output import err, print_table
     from shipyard.deploy import across_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output)
+    sessions = open_sessions(config, environment)
     if len(sessions) == 1:
         reports = [_status_of(sessions[0])]
     else:  # every node, even when some cannot be reached
@@ -300,7 +294,7 @@ def status(environment: str, config: Path, json_output: bool) -> None:
             )
         ]
     if json_output:
-        _out(reports[0] if len(reports) == 1 else reports)
+        print_json(reports[0] if len(reports) == 1 else reports)
     else:
         for data in reports:
             table = Table(show_header=False, box=None)
@@ -316,7 +310,7 @@ def status(environment: str, config: Path, json_output: bool) -> None:
     if any(
         data.get("drift") or data.get("interrupted") or data.get("problems") for data in reports
     ):
-        raise _fail(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 @app.command()
@@ -334,7 +328,7 @@ def repair(environment: str, config: Path, wait: str, json_output: bool) -> None
     from shipyard.config import parse_duration
     from shipyard.session import on_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output)
+    sessions = open_sessions(config, environment, json_events=json_output)
     for session, summary in on_nodes(
         sessions,
         lambda s: s.provider.repair(s.ctx, lock_wait=parse_duration(wait)),
@@ -370,10 +364,10 @@ def history(environment: str, config: Path, node: str | None, json_output: bool)
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err, print_table
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     entries = list(reversed(session.ctx.store.history()))
     if json_output:
-        _out([asdict(e) for e in entries])
+        print_json([asdict(e) for e in entries])
         return
     table = Table(
         "id", "action", "version", "commit", "slot", "result", "started", "duration", "by"
@@ -426,17 +420,17 @@ def plan(
     from shipyard.cli._output import err, print_table
     from shipyard.deploy import DeployOptions, RollbackOptions
 
-    session = open_session(config, environment, json_output=json_output, ref=ref, node=node)
+    session = open_session(config, environment, ref=ref, node=node)
     if rollback:
         options = RollbackOptions(to=to)
         if to is None and len(session.config.environment.nodes) > 1:
-            choice = _common_rollback(open_sessions(config, environment, json_output=json_output))
+            choice = _common_rollback(open_sessions(config, environment))
             options = RollbackOptions(to=choice.release.version, why=choice.why)
         steps = session.provider.plan_rollback(session.ctx, options)
     else:
         steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
     if json_output:
-        _out([asdict(step) for step in steps])
+        print_json([asdict(step) for step in steps])
         return
     table = Table("phase", "action", box=None)
     for step in steps:
@@ -464,7 +458,7 @@ def logs(
     """A deployment's log (JSON lines), or with --app the live app's log."""
     from shipyard.cli._context import open_session
 
-    session = open_session(config, environment, json_output=False, node=node)
+    session = open_session(config, environment, node=node)
     if app:
         _follow_app(session, tail=tail, follow=follow)
         return
@@ -519,7 +513,7 @@ def lock_status(environment: str, config: Path, node: str | None, json_output: b
     from shipyard.cli._output import err
     from shipyard.state import Lock
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "status", ttl=session.config.deploy.lock_ttl
     )
@@ -527,7 +521,7 @@ def lock_status(environment: str, config: Path, node: str | None, json_output: b
     exists = holder is not None or session.ctx.store.host.get(lock.dir / "owner.json") is not None
     data = {"held": exists, "stale": lock.is_stale(holder) if exists else None, "owner": holder}
     if json_output:
-        _out(data)
+        print_json(data)
     elif not exists:
         err().print(f"{escape(environment)}: unlocked")
     else:
@@ -548,7 +542,7 @@ def lock_release(environment: str, config: Path, node: str | None, force: bool) 
     from shipyard.cli._output import err
     from shipyard.state import Lock
 
-    session = open_session(config, environment, json_output=False, node=node)
+    session = open_session(config, environment, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "release", ttl=session.config.deploy.lock_ttl
     )
@@ -586,10 +580,10 @@ def notify_test(environment: str, config: Path, node: str | None, json_output: b
     from shipyard.cli._output import err, print_table
     from shipyard.events import send_test
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     results = send_test(session.config, session.ctx.deployment_id, session.ctx.node)
     if json_output:
-        _out([asdict(r) for r in results])
+        print_json([asdict(r) for r in results])
     elif not results:
         err().print(f"no notification sinks are configured for {escape(environment)}")
     else:
@@ -603,7 +597,7 @@ def notify_test(environment: str, config: Path, node: str | None, json_output: b
             )
         print_table(err(), table)
     if any(not r.ok for r in results):
-        raise _fail(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 @app.command()
@@ -641,8 +635,7 @@ def provision(
 
     def report(node: str, result: StepResult) -> None:
         if json_output:  # one step per line
-            sys.stdout.write(json.dumps({"node": node, **asdict(result)}) + "\n")
-            sys.stdout.flush()
+            print_json_line({"node": node, **asdict(result)})
             return
         colour = {"changed": "yellow", "unchanged": "green", "failed": "red"}[result.status]
         err().print(
@@ -661,7 +654,7 @@ def provision(
     )
     failed = [r for steps in results.values() for r in steps if r.status == "failed"]
     if failed:
-        raise _fail(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 @app.command()
@@ -679,7 +672,7 @@ def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes:
     from shipyard.cli._context import node_suffix, open_sessions
     from shipyard.cli._output import err
 
-    sessions = open_sessions(config, environment, json_output=False)
+    sessions = open_sessions(config, environment)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
     held = ""
     if snapshots:
@@ -690,7 +683,7 @@ def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes:
         f"{' including its database' if volumes else ''}"
         f"{f' and delete its snapshots ({held})' if snapshots else ''}?"
     ):
-        raise _fail(ExitCode.USAGE)
+        raise exit_with(ExitCode.USAGE)
     if yes and snapshots:
         err().print(f"deleting the snapshots of {escape(environment)}: {escape(held)}")
     failures: list[ShipyardError] = []
