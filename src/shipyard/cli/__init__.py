@@ -281,7 +281,7 @@ def status(environment: str, config: Path, json_output: bool) -> None:
 
     sessions = open_sessions(config, environment)
     if len(sessions) == 1:
-        reports = [_status_of(sessions[0])]
+        reports = [{"node": sessions[0].config.environment.target, **_status_of(sessions[0])}]
     else:  # every node, even when some cannot be reached
         reports = [
             {"node": o.node, **(o.result or _unreachable(o.error))}
@@ -294,11 +294,11 @@ def status(environment: str, config: Path, json_output: bool) -> None:
             )
         ]
     if json_output:
-        print_json(reports[0] if len(reports) == 1 else reports)
+        print_json(reports)  # a list of node records, one node or several
     else:
         for data in reports:
             table = Table(show_header=False, box=None)
-            if "node" in data:
+            if len(reports) > 1:
                 table.add_row("node", escape(str(data["node"])))
             for key in _STATUS_ROWS:
                 table.add_row(key, escape(str(data.get(key) or "-")))
