@@ -42,7 +42,7 @@ from shipyard.errors import (
 if TYPE_CHECKING:
     from shipyard.cli._context import Run
     from shipyard.deploy import DeployResult, RollbackChoice
-    from shipyard.providers import SnapshotFiles
+    from shipyard.providers import Destroyed, SnapshotFiles
     from shipyard.provision import StepResult
     from shipyard.session import Session
 
@@ -81,18 +81,44 @@ app.add_command(db_group)
 @environment_argument
 @config_option
 @flag("--allow-dirty", "As for deploy: uncommitted changes are no problem.")
-def check(environment: str, config: Path, allow_dirty: bool) -> None:
+@json_option
+def check(environment: str, config: Path, allow_dirty: bool, json_output: bool) -> None:
     """Validate everything a deploy needs, changing nothing; print every problem at once."""
     from rich.markup import escape
 
     from shipyard.cli._output import err
+    from shipyard.errors import CheckFailed, ConfigError
     from shipyard.session import check as run_checks
 
-    checked = run_checks(config, environment, allow_dirty=allow_dirty)
+    try:
+        checked = run_checks(config, environment, allow_dirty=allow_dirty)
+    except ConfigError as exc:
+        if json_output:
+            print_json(_checked([], exc.warnings, exc.issues))
+        raise
+    except CheckFailed as exc:
+        if json_output:
+            print_json(_checked([], exc.warnings, exc.problems))
+        raise
+    if json_output:
+        print_json(_checked(checked.passed, checked.warnings, []))
+        return
     for warning in checked.warnings:
         err().print(f"[yellow]! warning:[/] {escape(warning)}")
     for line in checked.passed:
         err().print(f"[green]✓[/] {escape(line)}")
+
+
+def _checked(passed: list[str], warnings: list[Any], problems: list[Any]) -> dict[str, list[str]]:
+    """``check --json``: what passed, the warnings, the problems (each one line, masked)."""
+    from shipyard.cli._context import current_run
+
+    mask = current_run().mask
+    return {
+        "passed": [mask(line) for line in passed],
+        "warnings": [mask(str(w)) for w in warnings],
+        "problems": [mask(str(p)) for p in problems],
+    }
 
 
 @app.command()
@@ -108,13 +134,21 @@ def schema(markdown: bool) -> None:
 @environment_argument
 @config_option
 @node_option
-def render(environment: str, config: Path, node: str | None) -> None:
+@json_option
+def render(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Print the compose projects and proxy config a deploy would write on the host."""
     from shipyard.cli._context import open_session
 
     session = open_session(config, environment, node=node)
-    for path, text in session.provider.render(session.ctx).items():
-        sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
+    files = {
+        path: session.config.masker(text)
+        for path, text in session.provider.render(session.ctx).items()
+    }
+    if json_output:
+        print_json([{"path": path, "content": text} for path, text in files.items()])
+        return
+    for path, text in files.items():
+        sys.stdout.write(f"# {path}\n{text}\n")
 
 
 @app.command()
@@ -446,6 +480,7 @@ def plan(
 @flag("--app", "The live app's own log instead.")
 @click.option("--follow", "-f", is_flag=True, help="With --app: keep printing.")
 @click.option("--tail", type=int, default=200, show_default=True, help="With --app: lines to show.")
+@json_option
 def logs(
     environment: str,
     config: Path,
@@ -454,25 +489,47 @@ def logs(
     app: bool,
     follow: bool,
     tail: int,
+    json_output: bool,
 ) -> None:
     """A deployment's log (JSON lines), or with --app the live app's log."""
     from shipyard.cli._context import open_session
 
     session = open_session(config, environment, node=node)
     if app:
-        _follow_app(session, tail=tail, follow=follow)
+        _follow_app(session, tail=tail, follow=follow, json_output=json_output)
         return
     store = session.ctx.store
     ids = store.log_ids()
     chosen = deployment or (ids[-1] if ids else None)
     text = store.log(chosen) if chosen else None
-    if text is None:
+    if chosen is None or text is None:
         known = ", ".join(ids[-5:]) or "none yet"
         raise StateError(f"no deployment log {chosen or ''} for {environment} (recent: {known})")
-    sys.stdout.write(session.config.masker(text))
+    masked = session.config.masker(text)
+    if json_output:
+        print_json({"deployment_id": chosen, "events": _events(chosen, masked)})
+        return
+    sys.stdout.write(masked)
 
 
-def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
+def _events(deployment: str, text: str) -> list[Any]:
+    """The events of a deployment log (one JSON object per line)."""
+    import json
+
+    events = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise StateError(
+                f"deployment log {deployment}: line {number} is not JSON ({exc.msg})"
+            ) from exc
+    return events
+
+
+def _follow_app(session: Session, *, tail: int, follow: bool, json_output: bool) -> None:
     import time
 
     since: str | None = None
@@ -484,7 +541,12 @@ def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
         if since is not None:  # --since is inclusive of its second: skip what was printed
             lines = [line for line in lines if line.split(" ", 1)[0] > since]
         for line in lines:
-            sys.stdout.write(session.config.masker(line) + "\n")
+            masked = session.config.masker(line)
+            if json_output:  # a stream: one object per line as it comes
+                stamp, _, message = masked.partition(" ")
+                print_json_line({"time": stamp, "line": message})
+            else:
+                sys.stdout.write(masked + "\n")
         sys.stdout.flush()
         if not follow:
             return
@@ -534,7 +596,10 @@ def lock_status(environment: str, config: Path, node: str | None, json_output: b
 @config_option
 @node_option
 @flag("--force", "Break a lock whose holder looks alive.")
-def lock_release(environment: str, config: Path, node: str | None, force: bool) -> None:
+@json_option
+def lock_release(
+    environment: str, config: Path, node: str | None, force: bool, json_output: bool
+) -> None:
     """Release a stale lock; --force breaks a live one (and says whose)."""
     from rich.markup import escape
 
@@ -548,7 +613,10 @@ def lock_release(environment: str, config: Path, node: str | None, force: bool) 
     )
     holder = lock.holder()
     if holder is None and session.ctx.store.host.get(lock.dir / "owner.json") is None:
-        err().print(f"{escape(environment)}: not locked")
+        if json_output:
+            print_json({"released": False, "owner": None})
+        else:
+            err().print(f"{escape(environment)}: not locked")
         return
     if not lock.is_stale(holder) and not force:
         raise LockHeld(
@@ -556,7 +624,10 @@ def lock_release(environment: str, config: Path, node: str | None, force: bool) 
             hint="if you are sure it is gone, `shipyard lock release ENV --force`",
         )
     broken = lock.break_lock()
-    err().print(f"released the lock of {escape(Lock.describe(broken))}")
+    if json_output:
+        print_json({"released": True, "owner": broken})
+    else:
+        err().print(f"released the lock of {escape(Lock.describe(broken))}")
 
 
 @app.group("notify")
@@ -663,14 +734,20 @@ def provision(
 @flag("--volumes", "Also delete the database volume (data loss).")
 @flag("--snapshots", "Also delete the environment's database snapshots (backups).")
 @yes_option("Do not ask for confirmation.")
-def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes: bool) -> None:
+@json_option
+def destroy(
+    environment: str, config: Path, volumes: bool, snapshots: bool, yes: bool, json_output: bool
+) -> None:
     """Remove the environment's containers, network, images and state (and volumes with
     --volumes); an image another environment or a container uses is kept. Its snapshots are
     kept, and said where, unless --snapshots."""
+    from dataclasses import asdict
+
     from rich.markup import escape
 
-    from shipyard.cli._context import node_suffix, open_sessions
+    from shipyard.cli._context import current_run, node_suffix, open_sessions
     from shipyard.cli._output import err
+    from shipyard.providers import Destroyed
 
     sessions = open_sessions(config, environment)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
@@ -681,13 +758,16 @@ def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes:
     if not yes and not click.confirm(
         f"Remove {sessions[0].config.app.name} {environment}{nodes}"
         f"{' including its database' if volumes else ''}"
-        f"{f' and delete its snapshots ({held})' if snapshots else ''}?"
+        f"{f' and delete its snapshots ({held})' if snapshots else ''}?",
+        err=True,
     ):
         raise exit_with(ExitCode.USAGE)
     if yes and snapshots:
         err().print(f"deleting the snapshots of {escape(environment)}: {escape(held)}")
     failures: list[ShipyardError] = []
+    records: list[dict[str, Any]] = []
     for session in sessions:  # every node, even after one failed
+        node = {"node": session.config.environment.target}
         try:
             destroyed = session.provider.cleanup(session.ctx, volumes=volumes, snapshots=snapshots)
         except ShipyardError as exc:
@@ -695,23 +775,36 @@ def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes:
                 raise
             err().print(f"[red]failed[/]{node_suffix(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
+            nothing = asdict(Destroyed(removed=[]))  # the same keys as a node destroyed
+            records.append({**node, **nothing, "error": current_run().mask(exc.message)})
             continue
-        suffix = node_suffix(session, sessions)
-        for name in destroyed.removed:
-            err().print(f"removed {escape(name)}{suffix}")
-        for name in destroyed.kept:
-            err().print(f"kept {escape(name)}{suffix}")
-        if destroyed.snapshots is not None and destroyed.snapshots_removed:
-            err().print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
-        elif destroyed.snapshots is not None:
-            err().print(
-                f"kept {escape(_snapshots_named(destroyed.snapshots))}: a later deploy of "
-                f"{escape(environment)} finds them (`shipyard snapshot list {escape(environment)}`) "
-                f"and its retention prunes them; `shipyard destroy {escape(environment)} "
-                "--snapshots` deletes them"
-            )
+        records.append({**node, **asdict(destroyed), "error": None})
+        if not json_output:
+            _say_destroyed(environment, destroyed, node_suffix(session, sessions))
+    if json_output:
+        print_json(records)
     if failures:
         raise failures[0]
+
+
+def _say_destroyed(environment: str, destroyed: Destroyed, suffix: str) -> None:
+    from rich.markup import escape
+
+    from shipyard.cli._output import err
+
+    for name in destroyed.removed:
+        err().print(f"removed {escape(name)}{suffix}")
+    for name in destroyed.kept:
+        err().print(f"kept {escape(name)}{suffix}")
+    if destroyed.snapshots is not None and destroyed.snapshots_removed:
+        err().print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
+    elif destroyed.snapshots is not None:
+        err().print(
+            f"kept {escape(_snapshots_named(destroyed.snapshots))}: a later deploy of "
+            f"{escape(environment)} finds them (`shipyard snapshot list {escape(environment)}`) "
+            f"and its retention prunes them; `shipyard destroy {escape(environment)} "
+            "--snapshots` deletes them"
+        )
 
 
 def _snapshots_named(files: SnapshotFiles) -> str:

@@ -138,11 +138,14 @@ def snapshot_verify(
 @yes_option("Do not ask for confirmation.")
 @config_option
 @node_option
+@json_option
 def snapshot_restore(
-    environment: str, name: str, yes: bool, config: Path, node: str | None
+    environment: str, name: str, yes: bool, config: Path, node: str | None, json_output: bool
 ) -> None:
     """Replace the database's contents with snapshot NAME (see `shipyard snapshot list`); the
     app's slots stop meanwhile."""
+    from dataclasses import asdict
+
     from rich.markup import escape
 
     from shipyard.cli._context import open_session
@@ -152,10 +155,14 @@ def snapshot_restore(
     operations = session.provider.database(session.ctx)
     if not yes and not click.confirm(
         f"Restore {name} into {session.config.app.name} {environment}? Writes since then are lost "
-        "(a pre-restore snapshot is taken first)."
+        "(a pre-restore snapshot is taken first).",
+        err=True,
     ):
         raise exit_with(ExitCode.USAGE)
     result = operations.restore(name)
+    if json_output:
+        print_json(asdict(result))
+        return
     err().print(
         f"[green]✓[/] restored {escape(result.restored.name)}; pre-restore snapshot "
         f"{escape(result.safety.name)}; restarted {', '.join(result.restarted) or 'nothing'}; "
@@ -239,7 +246,10 @@ def migrations_lint(
     if path is None:
         loaded = load_config(config, environment)
         if loaded.database is None or loaded.database.migrations is None:
-            err().print("no migrations configured")
+            if json_output:
+                print_json([])
+            else:
+                err().print("no migrations configured")
             return
         path = loaded.resolve(loaded.database.migrations.path)
     if every:
