@@ -5,6 +5,7 @@ entry point, the library reaching a recording host and a scripted provider."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -89,24 +90,34 @@ def _store(p: Project) -> StateStore:
     return StateStore(p.host, library.state_root(config, p.host))
 
 
+def _leaves(group: click.Group, path: str = "") -> dict[str, click.Command]:
+    """Every command that is not a group, by its words (``snapshot list``)."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            found |= _leaves(command, f"{path}{name} ")
+        else:
+            found[f"{path}{name}"] = command
+    return found
+
+
 def test_every_command_but_schema_and_completion_takes_json() -> None:
     """``schema`` prints JSON (or Markdown) anyway; ``completion`` prints a shell script."""
-
-    def leaves(group: click.Group, path: str = "") -> dict[str, click.Command]:
-        found: dict[str, click.Command] = {}
-        for name, command in group.commands.items():
-            if isinstance(command, click.Group):
-                found |= leaves(command, f"{path}{name} ")
-            else:
-                found[f"{path}{name}"] = command
-        return found
-
     without = {
         name
-        for name, command in leaves(cli.app).items()
+        for name, command in _leaves(cli.app).items()
         if not any("--json" in param.opts for param in command.params)
     }
     assert without == {"schema", "completion"}
+
+
+def test_readme_gives_the_shape_of_each_commands_json() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.split("### JSON output\n", 1)[1].split("\n### ", 1)[0]
+    documented: set[str] = set()
+    for row in re.findall(r"^\| (`.+?`) \|", table, re.MULTILINE):
+        documented |= {name.removesuffix(" --app") for name in re.findall(r"`([a-z -]+)`", row)}
+    assert documented == set(_leaves(cli.app)) - {"schema", "completion"}
 
 
 def test_status_is_a_list_of_one_node_record(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -412,7 +423,9 @@ def test_operations_stream_one_event_per_line(
     p: Project, monkeypatch: pytest.MonkeyPatch, argv: tuple[str, ...]
 ) -> None:
     events = _lines(p.run(monkeypatch, *argv, "--json"))
-    assert all({"kind", "deployment_id", "message"} <= set(e) for e in events), events
+    assert all(
+        {"kind", "deployment_id", "app", "environment", "timestamp"} <= set(e) for e in events
+    )
     notes = [e["message"] for e in events if e["kind"] == "operation.note"]
     assert len(notes) == 1, events  # the fake provider's one event
 
