@@ -214,9 +214,11 @@ class AppUnderTest:
         return read
 
     def status(self) -> dict[str, Any]:
+        """The record of the environment's one node (``status --json`` lists every node)."""
         result = self.shipyard("status", self.environment, "--json")
         assert result.returncode in (0, 8), result.stderr
-        data: dict[str, Any] = json.loads(result.stdout)
+        data: dict[str, Any]
+        [data] = json.loads(result.stdout)
         return data
 
 

@@ -71,7 +71,7 @@ def _assert_one_version_serves(app: AppUnderTest, commit: str) -> None:
     assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
     status = app.shipyard("status", app.environment, "--json")
     assert status.returncode == 0, status.stdout + status.stderr
-    data = json.loads(status.stdout)
+    [data] = json.loads(status.stdout)
     assert data["interrupted"] is None and data["problems"] == [] and data["drift"] is None
 
 
@@ -178,7 +178,7 @@ def test_with_old_version_stop_a_deploy_killed_while_switching_back_is_undone_by
         assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
         status = app.shipyard("status", app.environment, "--json")
         assert status.returncode == 8, status.stderr
-        assert "undoes it" in json.loads(status.stdout)["interrupted"]
+        assert "undoes it" in json.loads(status.stdout)[0]["interrupted"]
         repaired = app.shipyard("repair", app.environment)
         assert repaired.returncode == 0, repaired.stderr
         assert "undone" in repaired.stderr
@@ -198,7 +198,7 @@ def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
         kill_before_command(app, tmp_path, "rename *", 2, "deploy", app.environment)
         status = app.shipyard("status", app.environment, "--json")
         assert status.returncode == 8, status.stderr
-        data = json.loads(status.stdout)
+        [data] = json.loads(status.stdout)
         assert "stopped at step 'switch'" in data["interrupted"]
         assert "undoes it" in data["interrupted"]
         switching = f"{app.name}-{app.environment}-switching"
@@ -266,7 +266,7 @@ def test_killed_after_a_failed_migration_the_next_deploy_resets_the_dirty_flag(
     assert len(kept) == 1, "the migrate container is kept until its result is read"
     status = app.shipyard("status", app.environment, "--json")
     assert status.returncode == 8
-    data = json.loads(status.stdout)
+    [data] = json.loads(status.stdout)
     assert "stopped at step 'migrate'" in data["interrupted"]
     assert any("schema is dirty at version 3" in p for p in data["problems"]), data["problems"]
 
@@ -323,7 +323,7 @@ def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnde
     subprocess.run(["docker", "kill", live], check=True, capture_output=True)
     status = app.shipyard("status", app.environment, "--json")
     assert status.returncode == 8
-    problems = json.loads(status.stdout)["problems"]
+    problems = json.loads(status.stdout)[0]["problems"]
     assert any("no container serves" in p for p in problems), problems
     repaired = app.shipyard("repair", app.environment)
     assert repaired.returncode == 0, repaired.stderr

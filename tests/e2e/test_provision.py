@@ -337,7 +337,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     assert load.result.requests > 20
     assert load.result.failures == [], load.result.failures[:5]
     assert httpx.get(f"{url}/version", timeout=10).json()["git_commit"] == second_commit
-    status = json.loads(app.shipyard("status", "development", "--json").stdout)
+    [status] = json.loads(app.shipyard("status", "development", "--json").stdout)
     assert status["health"] == "healthy" and status["drift"] is None, status
 
     # Two independent nodes (FR-023): the server and this machine behind its own sshd, each with

@@ -8,7 +8,6 @@ providers (``bench/cli_start.py`` measures it).
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,9 +22,12 @@ from shipyard.cli._options import (
     Group,
     config_option,
     environment_argument,
+    exit_with,
     flag,
     json_option,
     node_option,
+    print_json,
+    print_json_line,
     wait_option,
     yes_option,
 )
@@ -40,7 +42,7 @@ from shipyard.errors import (
 if TYPE_CHECKING:
     from shipyard.cli._context import Run
     from shipyard.deploy import DeployResult, RollbackChoice
-    from shipyard.providers import SnapshotFiles
+    from shipyard.providers import Destroyed, SnapshotFiles
     from shipyard.provision import StepResult
     from shipyard.session import Session
 
@@ -75,30 +77,48 @@ app.add_command(migrations_group)
 app.add_command(db_group)
 
 
-def _out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _fail(code: ExitCode) -> click.exceptions.Exit:
-    return click.exceptions.Exit(int(code))
-
-
 @app.command()
 @environment_argument
 @config_option
 @flag("--allow-dirty", "As for deploy: uncommitted changes are no problem.")
-def check(environment: str, config: Path, allow_dirty: bool) -> None:
+@json_option
+def check(environment: str, config: Path, allow_dirty: bool, json_output: bool) -> None:
     """Validate everything a deploy needs, changing nothing; print every problem at once."""
     from rich.markup import escape
 
     from shipyard.cli._output import err
+    from shipyard.errors import CheckFailed, ConfigError
     from shipyard.session import check as run_checks
 
-    checked = run_checks(config, environment, allow_dirty=allow_dirty)
+    try:
+        checked = run_checks(config, environment, allow_dirty=allow_dirty)
+    except ConfigError as exc:
+        if json_output:
+            print_json(_checked([], exc.warnings, exc.issues))
+        raise
+    except CheckFailed as exc:
+        if json_output:
+            print_json(_checked([], exc.warnings, exc.problems))
+        raise
+    if json_output:
+        print_json(_checked(checked.passed, checked.warnings, []))
+        return
     for warning in checked.warnings:
         err().print(f"[yellow]! warning:[/] {escape(warning)}")
     for line in checked.passed:
         err().print(f"[green]✓[/] {escape(line)}")
+
+
+def _checked(passed: list[str], warnings: list[Any], problems: list[Any]) -> dict[str, list[str]]:
+    """``check --json``: what passed, the warnings, the problems (each one line, masked)."""
+    from shipyard.cli._context import current_run
+
+    mask = current_run().mask
+    return {
+        "passed": [mask(line) for line in passed],
+        "warnings": [mask(str(w)) for w in warnings],
+        "problems": [mask(str(p)) for p in problems],
+    }
 
 
 @app.command()
@@ -114,13 +134,21 @@ def schema(markdown: bool) -> None:
 @environment_argument
 @config_option
 @node_option
-def render(environment: str, config: Path, node: str | None) -> None:
+@json_option
+def render(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Print the compose projects and proxy config a deploy would write on the host."""
     from shipyard.cli._context import open_session
 
-    session = open_session(config, environment, json_output=False, node=node)
-    for path, text in session.provider.render(session.ctx).items():
-        sys.stdout.write(f"# {path}\n{session.config.masker(text)}\n")
+    session = open_session(config, environment, node=node)
+    files = {
+        path: session.config.masker(text)
+        for path, text in session.provider.render(session.ctx).items()
+    }
+    if json_output:
+        print_json([{"path": path, "content": text} for path, text in files.items()])
+        return
+    for path, text in files.items():
+        sys.stdout.write(f"# {path}\n{text}\n")
 
 
 @app.command()
@@ -159,7 +187,7 @@ def deploy(
     from shipyard.deploy import DeployOptions
     from shipyard.session import on_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output, ref=ref)
+    sessions = open_sessions(config, environment, json_events=json_output, ref=ref)
     options = DeployOptions(
         allow_dirty=allow_dirty,
         rebuild=rebuild,
@@ -211,7 +239,7 @@ def rollback(
     from shipyard.deploy import RollbackOptions
     from shipyard.session import on_nodes
 
-    sessions: list[Session] = open_sessions(config, environment, json_output=json_output)
+    sessions: list[Session] = open_sessions(config, environment, json_events=json_output)
     why = None
     if to is None and len(sessions) > 1:
         choice = _common_rollback(sessions)
@@ -285,9 +313,9 @@ def status(environment: str, config: Path, json_output: bool) -> None:
     from shipyard.cli._output import err, print_table
     from shipyard.deploy import across_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output)
+    sessions = open_sessions(config, environment)
     if len(sessions) == 1:
-        reports = [_status_of(sessions[0])]
+        reports = [{"node": sessions[0].config.environment.target, **_status_of(sessions[0])}]
     else:  # every node, even when some cannot be reached
         reports = [
             {"node": o.node, **(o.result or _unreachable(o.error))}
@@ -300,11 +328,11 @@ def status(environment: str, config: Path, json_output: bool) -> None:
             )
         ]
     if json_output:
-        _out(reports[0] if len(reports) == 1 else reports)
+        print_json(reports)  # a list of node records, one node or several
     else:
         for data in reports:
             table = Table(show_header=False, box=None)
-            if "node" in data:
+            if len(reports) > 1:
                 table.add_row("node", escape(str(data["node"])))
             for key in _STATUS_ROWS:
                 table.add_row(key, escape(str(data.get(key) or "-")))
@@ -316,7 +344,7 @@ def status(environment: str, config: Path, json_output: bool) -> None:
     if any(
         data.get("drift") or data.get("interrupted") or data.get("problems") for data in reports
     ):
-        raise _fail(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 @app.command()
@@ -334,7 +362,7 @@ def repair(environment: str, config: Path, wait: str, json_output: bool) -> None
     from shipyard.config import parse_duration
     from shipyard.session import on_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output)
+    sessions = open_sessions(config, environment, json_events=json_output)
     for session, summary in on_nodes(
         sessions,
         lambda s: s.provider.repair(s.ctx, lock_wait=parse_duration(wait)),
@@ -370,10 +398,10 @@ def history(environment: str, config: Path, node: str | None, json_output: bool)
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err, print_table
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     entries = list(reversed(session.ctx.store.history()))
     if json_output:
-        _out([asdict(e) for e in entries])
+        print_json([asdict(e) for e in entries])
         return
     table = Table(
         "id", "action", "version", "commit", "slot", "result", "started", "duration", "by"
@@ -426,17 +454,17 @@ def plan(
     from shipyard.cli._output import err, print_table
     from shipyard.deploy import DeployOptions, RollbackOptions
 
-    session = open_session(config, environment, json_output=json_output, ref=ref, node=node)
+    session = open_session(config, environment, ref=ref, node=node)
     if rollback:
         options = RollbackOptions(to=to)
         if to is None and len(session.config.environment.nodes) > 1:
-            choice = _common_rollback(open_sessions(config, environment, json_output=json_output))
+            choice = _common_rollback(open_sessions(config, environment))
             options = RollbackOptions(to=choice.release.version, why=choice.why)
         steps = session.provider.plan_rollback(session.ctx, options)
     else:
         steps = session.provider.plan(session.ctx, DeployOptions(allow_dirty=allow_dirty))
     if json_output:
-        _out([asdict(step) for step in steps])
+        print_json([asdict(step) for step in steps])
         return
     table = Table("phase", "action", box=None)
     for step in steps:
@@ -452,6 +480,7 @@ def plan(
 @flag("--app", "The live app's own log instead.")
 @click.option("--follow", "-f", is_flag=True, help="With --app: keep printing.")
 @click.option("--tail", type=int, default=200, show_default=True, help="With --app: lines to show.")
+@json_option
 def logs(
     environment: str,
     config: Path,
@@ -460,25 +489,47 @@ def logs(
     app: bool,
     follow: bool,
     tail: int,
+    json_output: bool,
 ) -> None:
     """A deployment's log (JSON lines), or with --app the live app's log."""
     from shipyard.cli._context import open_session
 
-    session = open_session(config, environment, json_output=False, node=node)
+    session = open_session(config, environment, node=node)
     if app:
-        _follow_app(session, tail=tail, follow=follow)
+        _follow_app(session, tail=tail, follow=follow, json_output=json_output)
         return
     store = session.ctx.store
     ids = store.log_ids()
     chosen = deployment or (ids[-1] if ids else None)
     text = store.log(chosen) if chosen else None
-    if text is None:
+    if chosen is None or text is None:
         known = ", ".join(ids[-5:]) or "none yet"
         raise StateError(f"no deployment log {chosen or ''} for {environment} (recent: {known})")
-    sys.stdout.write(session.config.masker(text))
+    masked = session.config.masker(text)
+    if json_output:
+        print_json({"deployment_id": chosen, "events": _events(chosen, masked)})
+        return
+    sys.stdout.write(masked)
 
 
-def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
+def _events(deployment: str, text: str) -> list[Any]:
+    """The events of a deployment log (one JSON object per line)."""
+    import json
+
+    events = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise StateError(
+                f"deployment log {deployment}: line {number} is not JSON ({exc.msg})"
+            ) from exc
+    return events
+
+
+def _follow_app(session: Session, *, tail: int, follow: bool, json_output: bool) -> None:
     import time
 
     since: str | None = None
@@ -490,7 +541,12 @@ def _follow_app(session: Session, *, tail: int, follow: bool) -> None:
         if since is not None:  # --since is inclusive of its second: skip what was printed
             lines = [line for line in lines if line.split(" ", 1)[0] > since]
         for line in lines:
-            sys.stdout.write(session.config.masker(line) + "\n")
+            masked = session.config.masker(line)
+            if json_output:  # a stream: one object per line as it comes
+                stamp, _, message = masked.partition(" ")
+                print_json_line({"time": stamp, "line": message})
+            else:
+                sys.stdout.write(masked + "\n")
         sys.stdout.flush()
         if not follow:
             return
@@ -519,7 +575,7 @@ def lock_status(environment: str, config: Path, node: str | None, json_output: b
     from shipyard.cli._output import err
     from shipyard.state import Lock
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "status", ttl=session.config.deploy.lock_ttl
     )
@@ -527,7 +583,7 @@ def lock_status(environment: str, config: Path, node: str | None, json_output: b
     exists = holder is not None or session.ctx.store.host.get(lock.dir / "owner.json") is not None
     data = {"held": exists, "stale": lock.is_stale(holder) if exists else None, "owner": holder}
     if json_output:
-        _out(data)
+        print_json(data)
     elif not exists:
         err().print(f"{escape(environment)}: unlocked")
     else:
@@ -540,7 +596,10 @@ def lock_status(environment: str, config: Path, node: str | None, json_output: b
 @config_option
 @node_option
 @flag("--force", "Break a lock whose holder looks alive.")
-def lock_release(environment: str, config: Path, node: str | None, force: bool) -> None:
+@json_option
+def lock_release(
+    environment: str, config: Path, node: str | None, force: bool, json_output: bool
+) -> None:
     """Release a stale lock; --force breaks a live one (and says whose)."""
     from rich.markup import escape
 
@@ -548,13 +607,16 @@ def lock_release(environment: str, config: Path, node: str | None, force: bool) 
     from shipyard.cli._output import err
     from shipyard.state import Lock
 
-    session = open_session(config, environment, json_output=False, node=node)
+    session = open_session(config, environment, node=node)
     lock = session.ctx.store.lock(
         session.ctx.deployment_id, "release", ttl=session.config.deploy.lock_ttl
     )
     holder = lock.holder()
     if holder is None and session.ctx.store.host.get(lock.dir / "owner.json") is None:
-        err().print(f"{escape(environment)}: not locked")
+        if json_output:
+            print_json({"released": False, "owner": None})
+        else:
+            err().print(f"{escape(environment)}: not locked")
         return
     if not lock.is_stale(holder) and not force:
         raise LockHeld(
@@ -562,7 +624,10 @@ def lock_release(environment: str, config: Path, node: str | None, force: bool) 
             hint="if you are sure it is gone, `shipyard lock release ENV --force`",
         )
     broken = lock.break_lock()
-    err().print(f"released the lock of {escape(Lock.describe(broken))}")
+    if json_output:
+        print_json({"released": True, "owner": broken})
+    else:
+        err().print(f"released the lock of {escape(Lock.describe(broken))}")
 
 
 @app.group("notify")
@@ -586,10 +651,10 @@ def notify_test(environment: str, config: Path, node: str | None, json_output: b
     from shipyard.cli._output import err, print_table
     from shipyard.events import send_test
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     results = send_test(session.config, session.ctx.deployment_id, session.ctx.node)
     if json_output:
-        _out([asdict(r) for r in results])
+        print_json([asdict(r) for r in results])
     elif not results:
         err().print(f"no notification sinks are configured for {escape(environment)}")
     else:
@@ -603,7 +668,7 @@ def notify_test(environment: str, config: Path, node: str | None, json_output: b
             )
         print_table(err(), table)
     if any(not r.ok for r in results):
-        raise _fail(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 @app.command()
@@ -641,8 +706,7 @@ def provision(
 
     def report(node: str, result: StepResult) -> None:
         if json_output:  # one step per line
-            sys.stdout.write(json.dumps({"node": node, **asdict(result)}) + "\n")
-            sys.stdout.flush()
+            print_json_line({"node": node, **asdict(result)})
             return
         colour = {"changed": "yellow", "unchanged": "green", "failed": "red"}[result.status]
         err().print(
@@ -661,7 +725,7 @@ def provision(
     )
     failed = [r for steps in results.values() for r in steps if r.status == "failed"]
     if failed:
-        raise _fail(ExitCode.FAILED)
+        raise exit_with(ExitCode.FAILED)
 
 
 @app.command()
@@ -670,16 +734,22 @@ def provision(
 @flag("--volumes", "Also delete the database volume (data loss).")
 @flag("--snapshots", "Also delete the environment's database snapshots (backups).")
 @yes_option("Do not ask for confirmation.")
-def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes: bool) -> None:
+@json_option
+def destroy(
+    environment: str, config: Path, volumes: bool, snapshots: bool, yes: bool, json_output: bool
+) -> None:
     """Remove the environment's containers, network, images and state (and volumes with
     --volumes); an image another environment or a container uses is kept. Its snapshots are
     kept, and said where, unless --snapshots."""
+    from dataclasses import asdict
+
     from rich.markup import escape
 
-    from shipyard.cli._context import node_suffix, open_sessions
+    from shipyard.cli._context import current_run, node_suffix, open_sessions
     from shipyard.cli._output import err
+    from shipyard.providers import Destroyed
 
-    sessions = open_sessions(config, environment, json_output=False)
+    sessions = open_sessions(config, environment)
     nodes = f" on {len(sessions)} nodes" if len(sessions) > 1 else ""
     held = ""
     if snapshots:
@@ -688,13 +758,16 @@ def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes:
     if not yes and not click.confirm(
         f"Remove {sessions[0].config.app.name} {environment}{nodes}"
         f"{' including its database' if volumes else ''}"
-        f"{f' and delete its snapshots ({held})' if snapshots else ''}?"
+        f"{f' and delete its snapshots ({held})' if snapshots else ''}?",
+        err=True,
     ):
-        raise _fail(ExitCode.USAGE)
+        raise exit_with(ExitCode.USAGE)
     if yes and snapshots:
         err().print(f"deleting the snapshots of {escape(environment)}: {escape(held)}")
     failures: list[ShipyardError] = []
+    records: list[dict[str, Any]] = []
     for session in sessions:  # every node, even after one failed
+        node = {"node": session.config.environment.target}
         try:
             destroyed = session.provider.cleanup(session.ctx, volumes=volumes, snapshots=snapshots)
         except ShipyardError as exc:
@@ -702,23 +775,36 @@ def destroy(environment: str, config: Path, volumes: bool, snapshots: bool, yes:
                 raise
             err().print(f"[red]failed[/]{node_suffix(session, sessions)}: {escape(exc.message)}")
             failures.append(exc)
+            nothing = asdict(Destroyed(removed=[]))  # the same keys as a node destroyed
+            records.append({**node, **nothing, "error": current_run().mask(exc.message)})
             continue
-        suffix = node_suffix(session, sessions)
-        for name in destroyed.removed:
-            err().print(f"removed {escape(name)}{suffix}")
-        for name in destroyed.kept:
-            err().print(f"kept {escape(name)}{suffix}")
-        if destroyed.snapshots is not None and destroyed.snapshots_removed:
-            err().print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
-        elif destroyed.snapshots is not None:
-            err().print(
-                f"kept {escape(_snapshots_named(destroyed.snapshots))}: a later deploy of "
-                f"{escape(environment)} finds them (`shipyard snapshot list {escape(environment)}`) "
-                f"and its retention prunes them; `shipyard destroy {escape(environment)} "
-                "--snapshots` deletes them"
-            )
+        records.append({**node, **asdict(destroyed), "error": None})
+        if not json_output:
+            _say_destroyed(environment, destroyed, node_suffix(session, sessions))
+    if json_output:
+        print_json(records)
     if failures:
         raise failures[0]
+
+
+def _say_destroyed(environment: str, destroyed: Destroyed, suffix: str) -> None:
+    from rich.markup import escape
+
+    from shipyard.cli._output import err
+
+    for name in destroyed.removed:
+        err().print(f"removed {escape(name)}{suffix}")
+    for name in destroyed.kept:
+        err().print(f"kept {escape(name)}{suffix}")
+    if destroyed.snapshots is not None and destroyed.snapshots_removed:
+        err().print(f"removed {escape(_snapshots_named(destroyed.snapshots))}")
+    elif destroyed.snapshots is not None:
+        err().print(
+            f"kept {escape(_snapshots_named(destroyed.snapshots))}: a later deploy of "
+            f"{escape(environment)} finds them (`shipyard snapshot list {escape(environment)}`) "
+            f"and its retention prunes them; `shipyard destroy {escape(environment)} "
+            "--snapshots` deletes them"
+        )
 
 
 def _snapshots_named(files: SnapshotFiles) -> str:

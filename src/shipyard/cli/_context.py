@@ -53,29 +53,31 @@ def current_run() -> Run:
     return root.obj
 
 
-def _sink(json_output: bool) -> object:
+def _sink(json_events: bool) -> object:
     from shipyard.events import ConsoleSink, JsonLinesSink
 
-    return JsonLinesSink() if json_output else ConsoleSink()
+    return JsonLinesSink() if json_events else ConsoleSink()
 
 
 def open_session(
     config_path: Path,
     environment: str,
     *,
-    json_output: bool,
+    json_events: bool = False,
     ref: str | None = None,
     node: str | None = None,
 ) -> Session:
-    """``shipyard.session.open_session`` for a command: events on the console or as JSON
-    lines, closed when the command is done."""
+    """``shipyard.session.open_session`` for a command, closed when the command is done. Its
+    events go to the console (stderr), or with ``json_events`` one JSON object per line on
+    stdout: that is for the commands that stream (``--json`` of deploy, rollback, …); a command
+    that prints one JSON document keeps its events on stderr."""
     from shipyard import session as library
 
     run = current_run()
     session = library.open_session(
         config_path,
         environment,
-        sink=_sink(json_output),  # type: ignore[arg-type]
+        sink=_sink(json_events),  # type: ignore[arg-type]
         ref=ref,
         node=node,
         on_config=run.keep,
@@ -85,7 +87,7 @@ def open_session(
 
 
 def open_sessions(
-    config_path: Path, environment: str, *, json_output: bool, ref: str | None = None
+    config_path: Path, environment: str, *, json_events: bool = False, ref: str | None = None
 ) -> Sessions:
     """``shipyard.session.open_sessions`` for a command (see ``open_session``)."""
     from shipyard import session as library
@@ -94,7 +96,7 @@ def open_sessions(
     sessions = library.open_sessions(
         config_path,
         environment,
-        sink=_sink(json_output),  # type: ignore[arg-type]
+        sink=_sink(json_events),  # type: ignore[arg-type]
         ref=ref,
         on_config=run.keep,
     )

@@ -3,10 +3,8 @@ parse, call the library, render. Each command imports what it runs in its own bo
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -14,15 +12,15 @@ from shipyard.cli._options import (
     Group,
     config_option,
     environment_argument,
+    exit_with,
     flag,
     json_option,
     node_option,
+    print_json,
     wait_option,
     yes_option,
 )
 from shipyard.errors import ExitCode
-
-_USAGE = 2
 
 
 @click.group("snapshot", cls=Group)
@@ -40,10 +38,6 @@ def db_group() -> None:
     """The database shipyard runs: its password."""
 
 
-def _out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 @snapshot_group.command("create")
 @environment_argument
 @config_option
@@ -56,10 +50,10 @@ def snapshot_create(environment: str, config: Path, node: str | None, json_outpu
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err, human_size
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     snapshot = session.provider.database(session.ctx).create()
     if json_output:
-        _out(snapshot.to_dict())
+        print_json(snapshot.to_dict())
         return
     err().print(
         f"[green]✓[/] snapshot {escape(snapshot.name)}: {human_size(snapshot.size)} in "
@@ -81,10 +75,10 @@ def snapshot_list(environment: str, config: Path, node: str | None, json_output:
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err, human_size, print_table
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     snapshots = session.provider.database(session.ctx).snapshots()
     if json_output:
-        _out([s.to_dict() for s in snapshots])
+        print_json([s.to_dict() for s in snapshots])
         return
     table = Table("name", "created", "size", "reason", "version", "deployment")
     for s in snapshots:
@@ -123,10 +117,10 @@ def snapshot_verify(
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     snapshot, test = session.provider.database(session.ctx).verify(name, restore_test=restore_test)
     if json_output:
-        _out({"snapshot": snapshot.to_dict(), "restore_test": asdict(test) if test else None})
+        print_json({"snapshot": snapshot.to_dict(), "restore_test": asdict(test) if test else None})
         return
     err().print(
         f"[green]✓[/] {escape(snapshot.name)}: sha256 matches, {snapshot.toc_entries} TOC entries"
@@ -144,24 +138,31 @@ def snapshot_verify(
 @yes_option("Do not ask for confirmation.")
 @config_option
 @node_option
+@json_option
 def snapshot_restore(
-    environment: str, name: str, yes: bool, config: Path, node: str | None
+    environment: str, name: str, yes: bool, config: Path, node: str | None, json_output: bool
 ) -> None:
     """Replace the database's contents with snapshot NAME (see `shipyard snapshot list`); the
     app's slots stop meanwhile."""
+    from dataclasses import asdict
+
     from rich.markup import escape
 
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err
 
-    session = open_session(config, environment, json_output=False, node=node)
+    session = open_session(config, environment, node=node)
     operations = session.provider.database(session.ctx)
     if not yes and not click.confirm(
         f"Restore {name} into {session.config.app.name} {environment}? Writes since then are lost "
-        "(a pre-restore snapshot is taken first)."
+        "(a pre-restore snapshot is taken first).",
+        err=True,
     ):
-        raise click.exceptions.Exit(_USAGE)
+        raise exit_with(ExitCode.USAGE)
     result = operations.restore(name)
+    if json_output:
+        print_json(asdict(result))
+        return
     err().print(
         f"[green]✓[/] restored {escape(result.restored.name)}; pre-restore snapshot "
         f"{escape(result.safety.name)}; restarted {', '.join(result.restarted) or 'nothing'}; "
@@ -182,10 +183,12 @@ def snapshot_prune(
     from shipyard.cli._context import open_session
     from shipyard.cli._output import err
 
-    session = open_session(config, environment, json_output=json_output, node=node)
+    session = open_session(config, environment, node=node)
     result = session.provider.database(session.ctx).prune(dry_run=dry_run)
     if json_output:
-        _out({"keep": result.plan.keep, "delete": result.plan.delete, "deleted": result.deleted})
+        print_json(
+            {"keep": result.plan.keep, "delete": result.plan.delete, "deleted": result.deleted}
+        )
         return
     for name in result.plan.keep:
         err().print(f"keep   {name}  ({result.plan.reason(name)})")
@@ -243,7 +246,10 @@ def migrations_lint(
     if path is None:
         loaded = load_config(config, environment)
         if loaded.database is None or loaded.database.migrations is None:
-            err().print("no migrations configured")
+            if json_output:
+                print_json([])
+            else:
+                err().print("no migrations configured")
             return
         path = loaded.resolve(loaded.database.migrations.path)
     if every:
@@ -251,7 +257,7 @@ def migrations_lint(
     elif since is not None:
         report, scope = lint_migrations(path, applied=since), f"newer than version {since}"
     else:
-        session = open_session(config, environment, json_output=True, node=node)
+        session = open_session(config, environment, node=node)
         state = session.provider.migration_state(session.ctx)
         report = lint_migrations(path, applied=state.version)
         at = (
@@ -261,7 +267,7 @@ def migrations_lint(
         )
         scope = f"pending on {environment} (its database is {at})"
     if json_output:
-        _out([asdict(f) for f in report.findings])
+        print_json([asdict(f) for f in report.findings])
     else:
         for finding in report.findings:
             sys.stdout.write(f"{finding}\n")
@@ -270,7 +276,7 @@ def migrations_lint(
             f"{len(report.findings)} finding(s) in {linted} of {escape(str(path))}: {escape(scope)}"
         )
     if report.findings:
-        raise click.exceptions.Exit(ExitCode.FAILED)  # the lint found unsafe statements
+        raise exit_with(ExitCode.FAILED)  # the lint found unsafe statements
 
 
 @db_group.command("rotate-password")
@@ -289,7 +295,7 @@ def db_rotate_password(environment: str, config: Path, wait: str, json_output: b
     from shipyard.deploy import RotateOptions
     from shipyard.session import on_nodes
 
-    sessions = open_sessions(config, environment, json_output=json_output)
+    sessions = open_sessions(config, environment, json_events=json_output)
     options = RotateOptions(lock_wait=parse_duration(wait))
     for session, result in on_nodes(
         sessions, lambda s: s.provider.rotate_password(s.ctx, options), "rotate-password"

@@ -1,14 +1,22 @@
-"""Options and arguments several commands share.
+"""Options and arguments several commands share, and how a command prints JSON.
 
-Only click is imported here: ``shipyard --help`` and ``shipyard COMMAND --help`` must not load
-the library (pydantic models, httpx, the providers), so each command imports what it runs in its
-own body.
+Only click and the standard library are imported here: ``shipyard --help`` and ``shipyard
+COMMAND --help`` must not load the library (pydantic models, httpx, the providers), so each
+command imports what it runs in its own body.
+
+The JSON rule (README's "JSON output"): with ``--json``, a command that reports a result prints
+one JSON document on stdout (``print_json``, indented by two spaces); a command that streams
+progress (deploy, rollback, repair, db rotate-password, provision, logs --app) prints one JSON
+object per line as it goes (the event bus's ``JsonLinesSink``, or ``print_json_line``). Humans
+read stderr either way.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,6 +83,23 @@ def json_option(f: F) -> F:
     return click.option(
         "--json", "json_output", is_flag=True, help="Machine-readable output on stdout."
     )(f)
+
+
+def print_json(data: object) -> None:
+    """A command's result with ``--json``: one JSON document on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def print_json_line(data: object) -> None:
+    """One item of a command that streams with ``--json``: one JSON object on one line, out at
+    once."""
+    sys.stdout.write(json.dumps(data, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def exit_with(code: int) -> click.exceptions.Exit:
+    """What a command raises to end with ``code`` (an ``ExitCode``) after printing its result."""
+    return click.exceptions.Exit(int(code))
 
 
 def node_option(f: F) -> F:
