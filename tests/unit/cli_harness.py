@@ -3,6 +3,7 @@ apart, the library reached through a recording host and a scripted provider (no 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from click.testing import CliRunner
 
 from shipyard import cli
 from shipyard import session as library
+from shipyard.config import load_config
 from shipyard.database import MigrationState, RestoreTest, RetentionPlan, Snapshot
 from shipyard.deploy import DeployResult, OperationContext
 from shipyard.providers import Destroyed, PlanStep, PruneResult, RestoreResult, Status
@@ -239,3 +241,22 @@ def project(
     monkeypatch.setattr(library, "connect", lambda _config: host)
     monkeypatch.setattr(library, "get_provider", lambda _name, _host, **_: provider)
     return Project(config, host, provider)
+
+
+def hold_lock(p: Project, *, heartbeat: float, deployment_id: str = "d9") -> dict[str, Any]:
+    """The environment's lock on the fake host, held by this very process (alive), its last
+    heartbeat at ``heartbeat``; returns the owner record."""
+    config = load_config(p.config, "development")
+    directory = library.state_root(config, p.host) / "lock"
+    owner = {
+        "deployment_id": deployment_id,
+        "operation": "deploy",
+        "by": "ops@ci",
+        "pid": 1,
+        "started_at": "2026-12-02T10:10:10Z",
+        "heartbeat": heartbeat,
+        "ttl": 60,
+    }
+    p.host.files[str(directory)] = (b"", 0o700)
+    p.host.put(directory / "owner.json", json.dumps(owner).encode())
+    return owner

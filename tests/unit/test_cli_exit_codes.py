@@ -4,7 +4,6 @@ library call where a real one needs Docker), or the real code path where it need
 
 from __future__ import annotations
 
-import json
 import re
 import tempfile
 import time
@@ -15,7 +14,6 @@ import pytest
 
 from shipyard import __version__
 from shipyard import session as library
-from shipyard.config import load_config
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
@@ -28,7 +26,7 @@ from shipyard.errors import (
     ToolTooOld,
 )
 from tests.bad_configs import VALID
-from tests.unit.cli_harness import POSTGRES_PASSWORD, Project, project, shipyard
+from tests.unit.cli_harness import POSTGRES_PASSWORD, hold_lock, project, shipyard
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -219,28 +217,11 @@ def test_3_when_a_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "error: check failed (1 problem):\n  docker is not reachable on fake" in ran.stderr
 
 
-def _owner(p: Project, *, heartbeat: float) -> None:
-    """A lock on the fake host held by this very process (alive), last heartbeat at ``heartbeat``."""
-    config = load_config(p.config, "development")
-    directory = library.state_root(config, p.host) / "lock"
-    owner = {
-        "deployment_id": "20261202T101010Z-abc",
-        "operation": "deploy",
-        "by": "ops@ci",
-        "pid": 1,
-        "started_at": "2026-12-02T10:10:10Z",
-        "heartbeat": heartbeat,
-        "ttl": 60,
-    }
-    p.host.files[str(directory)] = (b"", 0o700)
-    p.host.put(directory / "owner.json", json.dumps(owner).encode())
-
-
 def test_4_when_the_lock_is_held_by_a_live_operation(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = project(tmp_path, monkeypatch)
-    _owner(p, heartbeat=time.time())
+    hold_lock(p, heartbeat=time.time(), deployment_id="20261202T101010Z-abc")
     ran = p.run(monkeypatch, "lock", "release", "development")
     assert ran.code == ExitCode.LOCK_HELD
     assert "error: the lock is held and its holder is alive: deploy by ops@ci (pid 1)" in ran.stderr

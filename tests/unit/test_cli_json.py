@@ -23,7 +23,7 @@ from shipyard.events import DeliveryResult
 from shipyard.provision import StepResult
 from shipyard.state import HistoryEntry, StateStore
 from tests.bad_configs import VALID
-from tests.unit.cli_harness import POSTGRES_PASSWORD, Project, Ran, project
+from tests.unit.cli_harness import POSTGRES_PASSWORD, Project, Ran, hold_lock, project
 
 SNAPSHOT_KEYS = {
     "name",
@@ -260,29 +260,13 @@ def test_logs_of_the_app_stream_one_line_each(p: Project, monkeypatch: pytest.Mo
     ]
 
 
-def _owner(p: Project, *, heartbeat: float) -> dict[str, Any]:
-    directory = _store(p).path("lock")
-    owner = {
-        "deployment_id": "d9",
-        "operation": "deploy",
-        "by": "ops@ci",
-        "pid": 1,
-        "started_at": "2026-12-02T10:10:10Z",
-        "heartbeat": heartbeat,
-        "ttl": 60,
-    }
-    p.host.files[str(directory)] = (b"", 0o700)
-    p.host.put(directory / "owner.json", json.dumps(owner).encode())
-    return owner
-
-
 def test_lock_status(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     assert _document(p.run(monkeypatch, "lock", "status", "development", "--json")) == {
         "held": False,
         "stale": None,
         "owner": None,
     }
-    owner = _owner(p, heartbeat=time.time())
+    owner = hold_lock(p, heartbeat=time.time())
     assert _document(p.run(monkeypatch, "lock", "status", "development", "--json")) == {
         "held": True,
         "stale": False,
@@ -295,7 +279,7 @@ def test_lock_release(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
         "released": False,
         "owner": None,
     }
-    owner = _owner(p, heartbeat=0)  # stale
+    owner = hold_lock(p, heartbeat=0)  # stale
     assert _document(p.run(monkeypatch, "lock", "release", "development", "--json")) == {
         "released": True,
         "owner": owner,
