@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
@@ -309,9 +310,15 @@ class Docker:
 
     # -- engine ------------------------------------------------------------------------------------
     def info(self) -> EngineInfo:
-        result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
+        """The engine's version, architecture and OS, and Compose's version: the two commands
+        run at once (each is a docker CLI start and a round trip to the host)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-version") as pool:
+            asked = pool.submit(
+                self._run, ["compose", "version", "--short"], check=False, timeout=30
+            )
+            result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
+            compose = asked.result()
         server = json.loads(result.stdout or "null") or {}
-        compose = self._run(["compose", "version", "--short"], check=False, timeout=30)
         return EngineInfo(
             server_version=str(server.get("Version", "unknown")),
             architecture=normalise_architecture(str(server.get("Arch") or "amd64")),
