@@ -38,7 +38,7 @@ e2e: venv images
 # Every test: lint, unit (Python and Go), end to end on the real engine.
 test: venv images lint
 	cd $(EXAMPLE) && go test ./...
-	$(BIN)/pytest
+	$(BIN)/pytest --durations=40
 
 # Deploy the example app to the local Docker engine and print its URL.
 demo: venv images

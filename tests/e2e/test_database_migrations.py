@@ -126,7 +126,9 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
         # Two deploys of their own (each runs its own golang-migrate container).
         steps = DockerSteps(replace(session.ctx, deployment_id=f"runner{index}"), session.host)
         database = Database(steps.docker, steps.names.database, session.config.database)  # type: ignore[arg-type]
-        release = session.ctx.store.releases()[-1]
+        # Each runner copies the migrations to a directory of its own, as two deploys of
+        # different releases would (one directory shared by two copies races on its files).
+        release = replace(session.ctx.store.releases()[-1], id=f"runner{index}")
         try:
             steps._apply_migrations(
                 database,
@@ -137,6 +139,8 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
             outcomes.append("ok")
         except MigrationError as exc:
             outcomes.append(f"error: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - recorded so the assertion below names it
+            outcomes.append(f"unexpected: {exc!r}")
 
     threads = [threading.Thread(target=runner, args=(i,)) for i in range(2)]
     for thread in threads:
@@ -146,7 +150,7 @@ def test_concurrent_migration_runners_apply_exactly_once(app: AppUnderTest) -> N
 
     assert psql(app.database, "SELECT count(*) FROM applied;") == "1"
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "3|f"
-    assert len(outcomes) == 2
+    assert len(outcomes) == 2, outcomes
     # The second runner waited on golang-migrate's advisory lock, then found nothing to apply
     # (or, past the lock timeout, failed saying so).
     assert all(o == "ok" or "lock" in o for o in outcomes), outcomes
