@@ -1,4 +1,5 @@
-"""The deploy pipeline: the only part that knows the order of phases.
+"""The deploy pipeline: the only part that knows the order of phases, declared once for each
+operation in ``deploy._pipeline`` (``DEPLOY``, ``ROLLBACK``, ``ROTATE_PASSWORD``, ``REPAIR``).
 
 validate → lock → repair → version → build → deliver → infrastructure → plan → snapshot (only when
 migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
@@ -9,7 +10,7 @@ first.
 From the moment it holds the lock, the operation journals its intent on the host before each step
 that changes what serves, so an operation killed at any point is finished or undone by the next
 one (``repair``, ``_repair``). Every phase and cleanup is fenced by the lock. A provider supplies
-the steps (``DeploySteps``).
+the steps: one small protocol per capability (``deploy._steps``), ``DeploySteps`` all of them.
 """
 
 from __future__ import annotations
@@ -20,16 +21,30 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import NoReturn, Protocol
+from typing import NoReturn
 
-from shipyard.build import Image, build_image, read_version
+from shipyard.build import build_image, read_version
 from shipyard.config import Config
-from shipyard.database import MigrationPlan, PasswordRotation, Snapshot
+from shipyard.database import PasswordRotation
 from shipyard.deploy._checks import Checked, check_file, env_files, run_checks
 from shipyard.deploy._ci import require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Phases, signals_noted, signals_raise
+from shipyard.deploy._pipeline import (
+    DEPLOY,
+    NO_PHASES,
+    PIPELINES,
+    REPAIR,
+    ROLLBACK,
+    ROTATE_PASSWORD,
+    PhaseSpec,
+    Pipeline,
+    PlanStep,
+    Runs,
+    UndeclaredPhase,
+    planned,
+)
 from shipyard.deploy._repair import RepairSteps, repair, repair_entry
 from shipyard.deploy._rollback import (
     RULE,
@@ -37,6 +52,18 @@ from shipyard.deploy._rollback import (
     Served,
     choose_rollback,
     common_rollback_version,
+)
+from shipyard.deploy._steps import (
+    Candidates,
+    Delivery,
+    DeploySteps,
+    Infrastructure,
+    Observation,
+    Retention,
+    Rotation,
+    RotationSteps,
+    Schema,
+    Traffic,
 )
 from shipyard.errors import (
     CheckFailed,
@@ -69,25 +96,43 @@ from shipyard.state import (
 )
 
 __all__ = [
+    "DEPLOY",
+    "PIPELINES",
+    "REPAIR",
+    "ROLLBACK",
+    "ROTATE_PASSWORD",
     "RULE",
+    "Candidates",
     "Checked",
     "CiNotPassed",
+    "Delivery",
     "DeployOptions",
     "DeployResult",
     "DeploySteps",
     "HookFacts",
     "HookPoint",
     "Hooks",
+    "Infrastructure",
     "Interrupted",
     "NodeOutcome",
+    "Observation",
     "OperationContext",
+    "PhaseSpec",
     "Phases",
+    "Pipeline",
+    "PlanStep",
     "RepairSteps",
+    "Retention",
     "RollbackChoice",
     "RollbackOptions",
     "RotateOptions",
+    "Rotation",
     "RotationSteps",
+    "Runs",
+    "Schema",
     "Served",
+    "Traffic",
+    "UndeclaredPhase",
     "across_nodes",
     "check_file",
     "choose_rollback",
@@ -95,6 +140,7 @@ __all__ = [
     "env_files",
     "hook_env",
     "new_deployment_id",
+    "planned",
     "rollout_error",
     "run_checks",
     "run_deploy",
@@ -131,8 +177,10 @@ class OperationContext:
             return socket.gethostname()
         return target.removeprefix("ssh://").rsplit("@", 1)[-1]
 
-    def phases(self) -> Phases:
+    def phases(self, pipeline: Pipeline = NO_PHASES) -> Phases:
+        """Phases of ``pipeline`` (without one: only events, no phase can run)."""
         return Phases(
+            pipeline=pipeline,
             bus=self.bus,
             deployment_id=self.deployment_id,
             app=self.config.app.name,
@@ -180,56 +228,6 @@ class DeployResult:
     duration_s: float
 
 
-class DeploySteps(RepairSteps, Protocol):
-    """What a provider does at each phase (and to repair an interrupted operation)."""
-
-    def preflight(self) -> str:
-        """The target's engine as operations need it (what was found, or raises)."""
-        ...
-
-    def deliver(self, image: Image) -> str: ...
-
-    def ensure_infrastructure(self) -> str: ...
-
-    def plan_migrations(self) -> MigrationPlan: ...
-
-    def snapshot(self, release: Release) -> Snapshot: ...
-
-    def migrate(self, release: Release) -> int | None: ...
-
-    def start_slot(self, slot: str, release: Release) -> str: ...
-
-    def remove_slot(self, slot: str) -> None: ...
-
-    def gate(self, slot: str) -> str: ...
-
-    def switch(self, slot: str) -> str: ...
-
-    def switch_back(self, slot: str) -> str:
-        """Make ``slot`` (the version a switch replaced) live again: when it was stopped
-        (``deploy.old_version: stop``) it is started and health-gated first."""
-        ...
-
-    def verify(self, release: Release) -> str: ...
-
-    def watch(self, slot: str, seconds: float) -> str:
-        """Health checks and the error rate of ``slot`` (just switched to) for ``seconds``."""
-        ...
-
-    def retire(self, slot: str) -> str: ...
-
-    def schema_version(self) -> int | None: ...
-
-    def prune(self, dropped: list[Release], kept: list[Release]) -> None: ...
-
-    def url(self) -> str: ...
-
-    def leftovers(self) -> list[str]:
-        """What of the environment's stack exists on the target (the database container,
-        network, volumes, proxy): after a failed first deploy, what it leaves behind."""
-        ...
-
-
 def validate(
     ctx: OperationContext, steps: DeploySteps, *, allow_dirty: bool | None = None
 ) -> Checked:
@@ -240,14 +238,6 @@ def validate(
     return run_checks(
         ctx.config, steps.preflight, local=ctx.local, operation=True, allow_dirty=allow_dirty
     )
-
-
-class RotationSteps(DeploySteps, Protocol):
-    """What a provider does to change the database's password (``run_rotate_password``)."""
-
-    def rotate_password(self, rotation: PasswordRotation, release: Release) -> str: ...
-
-    def restore_password(self, rotation: PasswordRotation) -> str: ...
 
 
 def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions) -> DeployResult:
@@ -361,34 +351,14 @@ def run_rollback(
             raise StateError(
                 f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
             )
-        choice = choose_rollback(Served.read(ctx.store), options.to, why=options.why)
-        target = choice.release
-        for note in choice.notes:
-            phases.note(note)
-        phases.note(
-            f"rolling back to {target.version} ({target.commit[:7]}, release {target.id}): "
-            f"{choice.why}"
+        target = phases.run(
+            "choose",
+            lambda: _choose(ctx, steps, options, phases),
+            summary=lambda r: f"{r.version} ({r.commit[:7]}, release {r.id})",
+            passes=(StateError, NeedsConfirmation),  # nothing to roll back to; --yes needed
         )
         phases.version, phases.commit = target.version, target.commit
         operation.describe(target.version, target.commit)
-        schema = steps.schema_version()
-        if (
-            schema is not None
-            and target.migration_version is not None
-            and schema > target.migration_version
-        ):
-            warning = (
-                f"the database schema is at version {schema}, newer than the {target.migration_version} that "
-                f"{target.version} shipped with; down-migrations are not run automatically, so the old "
-                "version will run against the newer schema"
-            )
-            phases.warn(warning)
-            if not options.yes:
-                raise NeedsConfirmation(
-                    warning,
-                    hint="roll back anyway with --yes (migrations should be backward compatible), or "
-                    "migrate down by hand first",
-                )
         slot = other_slot(current.slot)
         operation.slot = slot
         operation.previous = current.slot
@@ -399,6 +369,39 @@ def run_rollback(
     return _Operation(ctx, steps, "rollback", lock_wait=options.lock_wait, watch=options.watch).run(
         body
     )
+
+
+def _choose(
+    ctx: OperationContext, steps: DeploySteps, options: RollbackOptions, phases: Phases
+) -> Release:
+    """The release a rollback brings back (``choose_rollback``), refused without ``--yes`` when
+    the schema is newer than the one it shipped with."""
+    choice = choose_rollback(Served.read(ctx.store), options.to, why=options.why)
+    target = choice.release
+    for note in choice.notes:
+        phases.note(note)
+    phases.note(
+        f"rolling back to {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}"
+    )
+    schema = steps.schema_version()
+    if (
+        schema is not None
+        and target.migration_version is not None
+        and schema > target.migration_version
+    ):
+        warning = (
+            f"the database schema is at version {schema}, newer than the {target.migration_version} that "
+            f"{target.version} shipped with; down-migrations are not run automatically, so the old "
+            "version will run against the newer schema"
+        )
+        phases.warn(warning)
+        if not options.yes:
+            raise NeedsConfirmation(
+                warning,
+                hint="roll back anyway with --yes (migrations should be backward compatible), or "
+                "migrate down by hand first",
+            )
+    return target
 
 
 def run_rotate_password(
@@ -449,7 +452,7 @@ def run_rotate_password(
 def run_repair(ctx: OperationContext, steps: DeploySteps, *, lock_wait: float = 0.0) -> str:
     """`shipyard repair`: under the lock, finish or undo an interrupted operation and bring what
     serves and the state back in line (what every deploy and rollback does first)."""
-    phases = ctx.phases()
+    phases = ctx.phases(REPAIR)
     lock = ctx.store.lock(ctx.deployment_id, "repair", ttl=ctx.config.deploy.lock_ttl)
     started_at, started = now_iso(), time.monotonic()
     with signals_raise():
@@ -503,7 +506,7 @@ class _Operation:
         self.action = action
         self.lock_wait = lock_wait
         self.allow_dirty = allow_dirty
-        self.phases = ctx.phases()
+        self.phases = ctx.phases(PIPELINES[action])
         self.hooks = ctx.hooks()
         self.kinds = _KINDS[action]
         self.slot = "?"
@@ -836,7 +839,7 @@ class _Operation:
             if isinstance(exc, DeployFailed)
             else DeployFailed(self.phases.running or self.action, exc.message, hint=exc.hint)
         )
-        if "switch" in self.phases.completed:
+        if self.phases.past_no_return:
             return DeployFailed(
                 failure.phase,
                 f"{failure.message.split(': ', 1)[-1]} — rolled back after the switch: the previous "

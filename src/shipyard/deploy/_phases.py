@@ -1,4 +1,5 @@
-"""Running named phases: events, durations, cleanups and the rollback log."""
+"""Running the declared phases of an operation: events, durations, cleanups and the rollback
+log."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import TypeVar
 
+from shipyard.deploy._pipeline import NO_PHASES, PhaseSpec, Pipeline, Runs
 from shipyard.errors import (
     CheckFailed,
     DeployFailed,
@@ -29,19 +31,10 @@ from shipyard.state import now_iso
 T = TypeVar("T")
 
 
-# Phases that run before the lock is taken (nothing to fence yet).
-_BEFORE_LOCK = frozenset({"validate", "lock"})
-
-# Phases after which the app's stack on the target is as it was (images and snapshot files may
-# have been added; a repair's changes are a finished outcome of their own).
-_UNCHANGING = frozenset(
-    {"validate", "lock", "repair", "version", "build", "deliver", "plan", "snapshot"}
-)
-
-
 @dataclass
 class Phases:
-    """Runs phases in order, emitting ``phase.*`` events; remembers what completed.
+    """Runs the phases its operation declares (``pipeline``), in their order, emitting
+    ``phase.*`` events; remembers what completed.
 
     Cleanups registered with ``on_failure`` run (newest first) when a later phase fails, on
     SIGINT and SIGTERM alike.
@@ -63,7 +56,18 @@ class Phases:
     # Checked before every phase and every cleanup: raises ``LockLost`` once the operation no
     # longer holds its lock (nothing more is changed then).
     guard: Callable[[], None] = lambda: None
+    pipeline: Pipeline = NO_PHASES
     _cleanups: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    _place: int = -1  # where in ``pipeline`` the last phase ran or was skipped
+    _changed: bool = False  # a phase that changes the target completed
+
+    def _enter(self, name: str) -> PhaseSpec:
+        """The declaration of ``name`` where it comes next (``UndeclaredPhase`` if nowhere)."""
+        place = self.pipeline.place(name, self._place)
+        spec = self.pipeline.phases[place]
+        if spec.runs is not Runs.AFTERWARDS:
+            self._place = place
+        return spec
 
     def event(self, kind: str, **fields: object) -> None:
         self.bus.emit(
@@ -87,13 +91,22 @@ class Phases:
         self.event(EventKind.WARNING, message=message)
 
     def run(
-        self, name: str, action: Callable[[], T], *, summary: Callable[[T], str] | None = None
+        self,
+        name: str,
+        action: Callable[[], T],
+        *,
+        summary: Callable[[T], str] | None = None,
+        passes: tuple[type[ShipyardError], ...] = (),
     ) -> T:
+        """Run phase ``name`` (where its operation declares it). A ``ShipyardError`` it raises
+        becomes ``DeployFailed`` in this phase, but for those that say nothing was changed
+        (``CheckFailed``, ``LockHeld`` …) and those in ``passes``."""
+        spec = self._enter(name)
         started = time.monotonic()
-        self.event(EventKind.PHASE_STARTED, phase=name)
+        self.event(EventKind.PHASE_STARTED, phase=name, message=spec.does)
         self.running = name
         try:
-            if name not in _BEFORE_LOCK:
+            if spec.locked:
                 self.guard()
             result = action()
         except (
@@ -108,12 +121,16 @@ class Phases:
         ) as exc:
             self._failed(name, started, exc.message)
             raise
+        except passes as exc:
+            self._failed(name, started, exc.message)
+            raise
         except ShipyardError as exc:
             self._failed(name, started, exc.message)
             raise DeployFailed(name, exc.message, hint=exc.hint) from exc
         duration = time.monotonic() - started
         self.running = None
         self.completed.append(name)
+        self._changed = self._changed or spec.changes
         self.timings.append((name, round(duration, 3)))
         self.event(
             EventKind.PHASE_FINISHED,
@@ -146,6 +163,7 @@ class Phases:
         )
 
     def skip(self, name: str, reason: str) -> None:
+        self._enter(name)
         self.event(EventKind.PHASE_SKIPPED, phase=name, message=reason)
 
     def on_failure(self, description: str, cleanup: Callable[[], None]) -> None:
@@ -154,7 +172,13 @@ class Phases:
     @property
     def changed_anything(self) -> bool:
         """Whether the target was changed: a cleanup is pending, or a changing phase completed."""
-        return bool(self._cleanups) or any(p not in _UNCHANGING for p in self.completed)
+        return bool(self._cleanups) or self._changed
+
+    @property
+    def past_no_return(self) -> bool:
+        """Whether the operation's point of no return completed: a failure from here switches
+        back to the previous version."""
+        return self.pipeline.no_return is not None and self.pipeline.no_return in self.completed
 
     def clear_cleanups(self) -> None:
         self._cleanups.clear()

@@ -15,6 +15,7 @@ from shipyard.deploy import (
     DeployOptions,
     DeployResult,
     OperationContext,
+    PlanStep,
     RollbackOptions,
     RotateOptions,
 )
@@ -24,7 +25,6 @@ from shipyard.providers.docker import (
     DatabaseOperations,
     Destroyed,
     DockerProvider,
-    PlanStep,
     PruneResult,
     RestoreResult,
     SnapshotFiles,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from shipyard.providers.docker._database import DatabaseOperations, PruneResult, RestoreResult
 from shipyard.providers.docker._destroy import Destroyed, SnapshotFiles
-from shipyard.providers.docker._plan import PlanStep
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
 from shipyard.providers.docker._provider import DockerProvider
 from shipyard.providers.docker._status import Status
@@ -23,7 +22,6 @@ __all__ = [
     "Destroyed",
     "DockerProvider",
     "DockerSteps",
-    "PlanStep",
     "PruneResult",
     "RestoreResult",
     "SnapshotFiles",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from shipyard.build import plan_build, read_version
 from shipyard.deploy import (
+    DEPLOY,
+    ROLLBACK,
     RULE,
     DeployOptions,
     OperationContext,
+    PlanStep,
     RollbackOptions,
     Served,
     choose_rollback,
     env_files,
+    planned,
     validate,
     watch_window,
 )
@@ -26,14 +29,6 @@ from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._status import _interrupted
 from shipyard.providers.docker._steps import DockerSteps
 from shipyard.state import Lock, other_slot
-
-
-@dataclass(frozen=True)
-class PlanStep:
-    """One action a deploy would take."""
-
-    phase: str
-    action: str
 
 
 class Planning:
@@ -107,11 +102,11 @@ class Planning:
             for dropped in releases[: len(releases) + 1 - keep]:
                 plan.append(
                     PlanStep(
-                        "prune",
+                        "record",
                         f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
                     )
                 )
-        return plan
+        return planned(DEPLOY, plan)
 
     def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]:
         """What `rollback` would do: which release it brings back and why (``choose_rollback``,
@@ -130,7 +125,7 @@ class Planning:
             plan.append(
                 PlanStep("choose", f"nothing to do: {live.version} serves already, {options.why}")
             )
-            return plan
+            return planned(ROLLBACK, plan)
         choice = choose_rollback(served, options.to, why=options.why)
         target = choice.release
         plan.append(
@@ -157,7 +152,7 @@ class Planning:
             ):
                 plan.append(
                     PlanStep(
-                        "schema",
+                        "choose",
                         f"the schema is at version {schema}, newer than the "
                         f"{target.migration_version} that {target.version} shipped with: it "
                         "needs --yes (down-migrations are never run)",
@@ -178,7 +173,7 @@ class Planning:
         plan += _plan_go_live(
             steps, slot, current.slot, watch_window(config, "rollback", options.watch)
         )
-        return plan
+        return planned(ROLLBACK, plan)
 
 
 def _schema_at(version: int | None, database: ContainerInfo | None) -> str:
