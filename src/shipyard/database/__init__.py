@@ -26,6 +26,16 @@ from shipyard.database._password import (
     scram_verifier,
     verifier_matches,
 )
+from shipyard.database._planning import (
+    MigrationPlan,
+    MigrationState,
+    dirty_recovery,
+    local_migration_files,
+    local_migration_versions,
+    pending_versions,
+    plan_migrations,
+    protected_snapshots,
+)
 from shipyard.database._retention import RetentionPlan, SnapshotAge, plan_retention
 from shipyard.database._snapshot import (
     RestoreTest,
@@ -103,21 +113,16 @@ __all__ = [
     "parse_migrate_failure",
     "parse_toc_count",
     "password_refused",
+    "pending_versions",
+    "plan_migrations",
     "plan_retention",
+    "protected_snapshots",
     "psql_error",
     "saslprep",
     "scram_verifier",
     "snapshot_name",
     "verifier_matches",
 ]
-
-_MIGRATION_FILE = re.compile(r"^(?P<version>\d+)_(?P<name>.+)\.up\.sql$")
-
-
-@dataclass(frozen=True)
-class MigrationState:
-    version: int | None  # None: no migration ever ran
-    dirty: bool
 
 
 @dataclass(frozen=True)
@@ -129,45 +134,6 @@ class DatabaseFacts:
 
     def missing(self, wanted: Sequence[str]) -> list[str]:
         return [name for name in wanted if name not in self.extensions]
-
-
-@dataclass(frozen=True)
-class MigrationPlan:
-    """What a deploy will do to the schema, decided before anything changes."""
-
-    current: int | None
-    pending: tuple[str, ...]  # file names, in order
-    findings: tuple[Finding, ...] = ()
-    snapshot: bool = False  # take a snapshot before migrating
-    snapshot_skip: str = ""  # why not, when ``snapshot`` is False
-
-    def summary(self) -> str:
-        at = f"schema at version {self.current}" if self.current is not None else "empty schema"
-        if not self.pending:
-            return f"{at}; no pending migrations"
-        lint = f"; {len(self.findings)} lint finding(s)" if self.findings else ""
-        return f"{at}; pending: {', '.join(self.pending)}{lint}"
-
-
-def local_migration_files(directory: Path) -> dict[int, Path]:
-    """``*.up.sql`` files in ``directory`` by version. A directory that does not exist is an
-    error, not "no migrations": a deploy would start the app on a schema it never got."""
-    if not directory.is_dir():
-        raise MigrationError(
-            f"the migrations directory {directory} does not exist",
-            hint="point database.migrations.path at the directory of NNN_name.up.sql files, "
-            "or set database.migrations: null when the app has none",
-        )
-    return {
-        int(m.group("version")): p
-        for p in directory.iterdir()
-        if (m := _MIGRATION_FILE.match(p.name))
-    }
-
-
-def local_migration_versions(directory: Path) -> list[int]:
-    """Versions of the ``*.up.sql`` files in ``directory``, ascending."""
-    return sorted(local_migration_files(directory))
 
 
 def lint_directory(directory: Path, *, after: int | None = None) -> list[Finding]:
@@ -517,7 +483,13 @@ class Database:
                 lines.append(
                     f"  the schema is DIRTY at version {state.version}: part of the file may have run"
                 )
-                hint = _dirty_recovery(state.version, files, snapshot)
+                hint = dirty_recovery(
+                    state.version,
+                    files,
+                    restore=f"the snapshot: `shipyard snapshot restore ENV {snapshot}`"
+                    if snapshot
+                    else "no snapshot was taken",
+                )
         elif state is not None:
             lines.append(f"  schema at version {state.version}{' (dirty)' if state.dirty else ''}")
             hint = f"the app was not changed; {snapshot_note}"
@@ -561,17 +533,3 @@ class Database:
                 hint="the app was not changed; fix the command or the image and deploy again",
             ) from exc
         return (result.stdout + result.stderr).strip()
-
-
-def _dirty_recovery(version: int | None, files: dict[int, Path], snapshot: str | None) -> str:
-    previous = max((v for v in files if v < (version or 0)), default=None)
-    steps = [
-        f"inspect what {files[version].name if version in files else f'version {version}'} changed",
-        "undo or complete it by hand (or restore the snapshot: "
-        + (f"`shipyard snapshot restore ENV {snapshot}`" if snapshot else "no snapshot was taken")
-        + ")",
-        f"mark the schema clean with `migrate force {previous if previous is not None else -1}` "
-        f"(or {version} if you completed it)",
-        "fix the migration and deploy again",
-    ]
-    return "; ".join(f"{i}. {step}" for i, step in enumerate(steps, 1))

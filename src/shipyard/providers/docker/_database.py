@@ -10,7 +10,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from shipyard.database import RestoreTest, RetentionPlan, Snapshot, SnapshotError, SnapshotStore
+from shipyard.database import (
+    RestoreTest,
+    RetentionPlan,
+    Snapshot,
+    SnapshotError,
+    SnapshotStore,
+    protected_snapshots,
+)
 from shipyard.errors import ShipyardError
 from shipyard.providers.docker._steps import DockerSteps
 from shipyard.state import HistoryEntry, deployer, now_iso
@@ -167,8 +174,7 @@ class DatabaseOperations:
 
     def prune(self, *, dry_run: bool) -> PruneResult:
         releases = self.ctx.store.releases()
-        protected = {r.snapshot for r in releases if r.snapshot} | {r.id for r in releases}
-        plan = self.store.plan_prune(protected)
+        plan = self.store.plan_prune(protected_snapshots(releases))
         if dry_run:
             return PruneResult(plan, [])
         with self.ctx.store.lock(

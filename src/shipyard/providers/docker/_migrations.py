@@ -4,28 +4,24 @@ the snapshot before migrating, golang-migrate and the release commands."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shipyard.config import DatabaseSection
 from shipyard.database import (
     Database,
     DatabaseError,
     MigrationError,
-    MigrationLintFailed,
     MigrationPlan,
     MigrationState,
     Snapshot,
     SnapshotError,
-    local_migration_files,
-    local_migration_versions,
+    pending_versions,
+    plan_migrations,
+    protected_snapshots,
 )
 from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.providers.docker._base import StepsBase
 from shipyard.providers.docker._env import env_file_text, release_command_env
 from shipyard.state import Release
-
-if TYPE_CHECKING:
-    from shipyard.database import Finding
 
 
 class Migrations(StepsBase):
@@ -36,8 +32,7 @@ class Migrations(StepsBase):
         section = self.config.database
         if section is None or section.migrations is None:
             return []
-        files = local_migration_versions(self.config.resolve(section.migrations.path))
-        return [v for v in files if current is None or v > current]
+        return pending_versions(self.config.resolve(section.migrations.path), current)
 
     def applied_migrations(self) -> MigrationState:
         """What the environment's database has applied: nothing when it was never created;
@@ -79,50 +74,8 @@ class Migrations(StepsBase):
             raise ShipyardError(
                 "migrations against an external database are not supported by this version"
             )
-        before = self._planned = database.migration_state()
-        if before.dirty:
-            files = local_migration_files(self.config.resolve(section.migrations.path))
-            name = (
-                files[before.version].name
-                if before.version in files
-                else f"version {before.version}"
-            )
-            raise MigrationError(
-                f"the schema is dirty at version {before.version} ({name}): a previous migration failed half-way",
-                hint=(
-                    f"inspect what {name} changed and undo or complete it by hand (or restore a "
-                    "snapshot: `shipyard snapshot list ENV`), then mark the version clean with "
-                    f"`migrate force {before.version}` (completed) or the version before it (undone), "
-                    "and deploy again"
-                ),
-            )
-        files = local_migration_files(self.config.resolve(section.migrations.path))
-        pending = [files[v] for v in sorted(files) if before.version is None or v > before.version]
-        findings: tuple[Finding, ...] = ()
-        if pending and section.migrations.lint != "off":
-            # PostgreSQL's parser loads only when there is SQL to lint.
-            from shipyard.database import lint_files  # noqa: PLC0415
-
-            findings = tuple(lint_files(pending))
-            if findings and section.migrations.lint == "block":
-                raise MigrationLintFailed(
-                    f"{len(findings)} unsafe statement(s) in pending migrations:\n"
-                    + "\n".join(f"  {f}" for f in findings),
-                    hint="rewrite them the safe way shown, or set database.migrations.lint: warn",
-                )
-        if not pending:
-            skip = "no pending migrations"
-        elif not section.snapshots.enabled:
-            skip = "database.snapshots.enabled is false"
-        else:
-            skip = ""
-        return MigrationPlan(
-            before.version,
-            tuple(p.name for p in pending),
-            findings,
-            snapshot=not skip,
-            snapshot_skip=skip,
-        )
+        self._planned = database.migration_state()
+        return plan_migrations(section, self.config.resolve(section.migrations.path), self._planned)
 
     def snapshot(self, release: Release) -> Snapshot:
         """Snapshot before migrating, then prune old snapshots (a failed prune never fails it)."""
@@ -136,17 +89,15 @@ class Migrations(StepsBase):
             deployment_id=release.id,
         )
         try:
-            pruned = store.prune(store.plan_prune(self._protected_snapshots(release)))
+            pruned = store.prune(
+                store.plan_prune(protected_snapshots([*self.ctx.store.releases(), release]))
+            )
         except ShipyardError as exc:  # retention runs again after the next snapshot
             self._warn(f"pruning old snapshots failed: {exc.message}")
         else:
             if pruned:
                 self._warn(f"pruned {len(pruned)} old snapshot(s): {', '.join(pruned)}", note=True)
         return snapshot
-
-    def _protected_snapshots(self, *extra: Release) -> set[str]:
-        releases = [*self.ctx.store.releases(), *extra]
-        return {r.snapshot for r in releases if r.snapshot} | {r.id for r in releases}
 
     def migrate(self, release: Release) -> int | None:
         database = self._database()
