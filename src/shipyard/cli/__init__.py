@@ -26,6 +26,7 @@ from shipyard.cli._options import (
     flag,
     json_option,
     node_option,
+    one_node,
     print_json,
     print_json_line,
     wait_option,
@@ -131,10 +132,7 @@ def schema(markdown: bool) -> None:
 
 
 @app.command()
-@environment_argument
-@config_option
-@node_option
-@json_option
+@one_node
 def render(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Print the compose projects and proxy config a deploy would write on the host."""
     from shipyard.cli._context import open_session
@@ -385,10 +383,7 @@ def _unreachable(error: ShipyardError | None) -> dict[str, Any]:
 
 
 @app.command()
-@environment_argument
-@config_option
-@node_option
-@json_option
+@one_node
 def history(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Deployments of the environment, newest first."""
     from dataclasses import asdict
@@ -563,10 +558,7 @@ def lock_group() -> None:
 
 
 @lock_group.command("status")
-@environment_argument
-@config_option
-@node_option
-@json_option
+@one_node
 def lock_status(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Who holds the environment's lock, since when, and whether it is stale."""
     from rich.markup import escape
@@ -636,10 +628,7 @@ def notify_group() -> None:
 
 
 @notify_group.command("test")
-@environment_argument
-@config_option
-@node_option
-@json_option
+@one_node
 def notify_test(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Send a test event to every configured sink and report each result."""
     from dataclasses import asdict

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,11 +17,15 @@ from shipyard.cli._options import (
     flag,
     json_option,
     node_option,
+    one_node,
     print_json,
     wait_option,
     yes_option,
 )
 from shipyard.errors import ExitCode
+
+if TYPE_CHECKING:
+    from shipyard.providers import DatabaseOperations
 
 
 @click.group("snapshot", cls=Group)
@@ -38,20 +43,23 @@ def db_group() -> None:
     """The database shipyard runs: its password."""
 
 
+def _snapshots(config: Path, environment: str, node: str | None) -> DatabaseOperations:
+    """The snapshot operations of the environment's database (on ``node``)."""
+    from shipyard.cli._context import open_session
+
+    session = open_session(config, environment, node=node)
+    return session.provider.database(session.ctx)
+
+
 @snapshot_group.command("create")
-@environment_argument
-@config_option
-@node_option
-@json_option
+@one_node
 def snapshot_create(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Take a snapshot now (pg_dump -Fc in the database container), checksum and verify it."""
     from rich.markup import escape
 
-    from shipyard.cli._context import open_session
     from shipyard.cli._output import err, human_size
 
-    session = open_session(config, environment, node=node)
-    snapshot = session.provider.database(session.ctx).create()
+    snapshot = _snapshots(config, environment, node).create()
     if json_output:
         print_json(snapshot.to_dict())
         return
@@ -63,20 +71,15 @@ def snapshot_create(environment: str, config: Path, node: str | None, json_outpu
 
 
 @snapshot_group.command("list")
-@environment_argument
-@config_option
-@node_option
-@json_option
+@one_node
 def snapshot_list(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Snapshots of the environment's database, newest first."""
     from rich.markup import escape
     from rich.table import Table
 
-    from shipyard.cli._context import open_session
     from shipyard.cli._output import err, human_size, print_table
 
-    session = open_session(config, environment, node=node)
-    snapshots = session.provider.database(session.ctx).snapshots()
+    snapshots = _snapshots(config, environment, node).snapshots()
     if json_output:
         print_json([s.to_dict() for s in snapshots])
         return
@@ -114,11 +117,9 @@ def snapshot_verify(
 
     from rich.markup import escape
 
-    from shipyard.cli._context import open_session
     from shipyard.cli._output import err
 
-    session = open_session(config, environment, node=node)
-    snapshot, test = session.provider.database(session.ctx).verify(name, restore_test=restore_test)
+    snapshot, test = _snapshots(config, environment, node).verify(name, restore_test=restore_test)
     if json_output:
         print_json({"snapshot": snapshot.to_dict(), "restore_test": asdict(test) if test else None})
         return
@@ -180,11 +181,9 @@ def snapshot_prune(
     environment: str, dry_run: bool, config: Path, node: str | None, json_output: bool
 ) -> None:
     """Delete snapshots past retention (never the newest N, nor those of retained releases)."""
-    from shipyard.cli._context import open_session
     from shipyard.cli._output import err
 
-    session = open_session(config, environment, node=node)
-    result = session.provider.database(session.ctx).prune(dry_run=dry_run)
+    result = _snapshots(config, environment, node).prune(dry_run=dry_run)
     if json_output:
         print_json(
             {"keep": result.plan.keep, "delete": result.plan.delete, "deleted": result.deleted}

@@ -110,6 +110,12 @@ def node_option(f: F) -> F:
     )(f)
 
 
+def one_node(f: F) -> F:
+    """``ENVIRONMENT``, ``--config``, ``--node`` and ``--json``: what a command acting on one
+    node of an environment takes."""
+    return environment_argument(config_option(node_option(json_option(f))))
+
+
 def wait_option(f: F) -> F:
     return click.option(
         "--wait",
