@@ -8,20 +8,19 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard.config import Config
-from shipyard.deploy import OperationContext
 from shipyard.docker import Docker
 from shipyard.errors import CommandFailed, DeployFailed, HostUnreachable, StateError
-from shipyard.events import Bus
 from shipyard.health import CheckResult, Target
-from shipyard.hosts import CommandResult, LocalHost
+from shipyard.hosts import CommandResult
 from shipyard.providers.docker import DockerSteps
 from shipyard.providers.docker import _observation as observation
 from shipyard.providers.docker._base import _poll
 from shipyard.proxy import Answer, Endpoint, Traffic
-from shipyard.state import Release, StateStore
+from shipyard.state import Release
 from shipyard.waiting import Clock
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost, Responder
+from tests.unit.pipeline_harness import operation_context
 
 
 def engine(
@@ -56,14 +55,7 @@ def config(tmp_path: Path) -> Config:
 
 
 def _steps(config: Config, host: FakeHost) -> DockerSteps:
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(host, PurePosixPath("/state/shop/development")),
-        bus=Bus(config.masker),
-        deployment_id="d1",
-    )
-    return DockerSteps(ctx, host)
+    return DockerSteps(operation_context(config, host), host)
 
 
 def test_leftovers_are_what_of_the_stack_exists_on_the_host(config: Config) -> None:
