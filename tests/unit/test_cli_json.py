@@ -67,11 +67,6 @@ TWO_NODES = VALID.replace(
 )
 
 
-@pytest.fixture
-def p(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
-    return project(tmp_path, monkeypatch)
-
-
 def _document(ran: Ran, code: ExitCode = ExitCode.OK) -> Any:
     """stdout as one JSON document (``json.loads`` refuses anything after it)."""
     assert ran.code == code, ran
