@@ -3,31 +3,25 @@ their fields only."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from shipyard.state import HistoryEntry
 
+# What a history entry is unless a test says otherwise.
+_HISTORY_DEFAULTS: dict[str, Any] = {
+    "action": "deploy",
+    "slot": "blue",
+    "duration_s": 1.0,
+    "by": "me",
+}
 
-def succeeded(
-    deployment_id: str,
-    version: str,
-    *,
-    commit: str,
-    started_at: str,
-    action: str = "deploy",
-    slot: str = "blue",
-    duration_s: float = 1.0,
-    by: str = "me",
-    release_id: str | None = None,
-) -> HistoryEntry:
-    """The history entry of operation ``deployment_id`` that brought ``version`` and succeeded."""
+
+def succeeded(deployment_id: str, version: str, **fields: Any) -> HistoryEntry:
+    """The history entry of operation ``deployment_id`` that brought ``version`` and succeeded;
+    ``fields`` gives ``commit`` and ``started_at`` and may set any other field of the entry."""
     return HistoryEntry(
         deployment_id=deployment_id,
-        action=action,
         result="succeeded",
         version=version,
-        commit=commit,
-        slot=slot,
-        started_at=started_at,
-        duration_s=duration_s,
-        by=by,
-        release_id=release_id,
+        **(_HISTORY_DEFAULTS | fields),
     )
