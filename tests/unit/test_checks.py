@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -12,17 +12,15 @@ from shipyard import cli
 from shipyard import session as library
 from shipyard.build import read_version
 from shipyard.config import Config
-from shipyard.deploy import DeployOptions, OperationContext, RollbackOptions, run_rollback
+from shipyard.deploy import DeployOptions, RollbackOptions, run_rollback
 from shipyard.errors import CheckFailed, ToolTooOld
-from shipyard.events import Bus
 from shipyard.hosts import LocalHost
 from shipyard.providers import DockerProvider
 from shipyard.state import Current, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
+from tests.unit.pipeline_harness import STATE, operation_context
 from tests.unit.test_pipeline import RecordingSteps, _release, _run
-
-STATE = PurePosixPath("/state/shop/development")
 
 
 @pytest.fixture
@@ -30,40 +28,35 @@ def config(tmp_path: Path) -> Config:
     return committed_config(tmp_path, VALID)
 
 
-def _context_for(config: Config, host: FakeHost) -> OperationContext:
-    return OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(host, STATE),
-        bus=Bus(config.masker),
-        deployment_id="d1",
-    )
+def _refused_before_any_step(
+    config: Config, monkeypatch: pytest.MonkeyPatch, match: str
+) -> CheckFailed:
+    """A deploy of ``config`` its checks refuse (with a message matching ``match``) before any
+    step ran or anything was written on the host."""
+    steps, host = RecordingSteps(), FakeHost()
+    with pytest.raises(CheckFailed, match=match) as refused:
+        _run(config, steps, host, monkeypatch)
+    assert steps.calls == []  # not even the engine was asked
+    assert host.files == {}  # no lock, no journal, no history
+    return refused.value
 
 
 def test_deploy_refuses_a_world_readable_env_file_before_any_step(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (config.root / ".env.development").chmod(0o644)
-    steps, host = RecordingSteps(), FakeHost()
-    with pytest.raises(CheckFailed, match="world-readable") as refused:
-        _run(config, steps, host, monkeypatch)
-    assert refused.value.problems == [
+    refused = _refused_before_any_step(config, monkeypatch, "world-readable")
+    assert refused.problems == [
         f"{config.root / '.env.development'}: world-readable (mode 0o644); "
         f"run chmod 600 {config.root / '.env.development'}"
     ]
-    assert steps.calls == []  # not even the engine was asked
-    assert host.files == {}  # no lock, no journal, no history
 
 
 def test_deploy_refuses_an_env_file_tracked_by_git(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     subprocess.run(["git", "-C", str(config.root), "add", "-f", ".env.development"], check=True)
-    steps, host = RecordingSteps(), FakeHost()
-    with pytest.raises(CheckFailed, match="tracked by git"):
-        _run(config, steps, host, monkeypatch)
-    assert steps.calls == []
-    assert host.files == {}
+    _refused_before_any_step(config, monkeypatch, "tracked by git")
 
 
 def test_deploy_refuses_a_configured_migrations_directory_that_does_not_exist(
@@ -71,11 +64,9 @@ def test_deploy_refuses_a_configured_migrations_directory_that_does_not_exist(
 ) -> None:
     """Not "no migrations": the app would start on an empty schema."""
     (config.root / "migrations").rmdir()
-    steps, host = RecordingSteps(), FakeHost()
-    with pytest.raises(CheckFailed, match=r"database\.migrations\.path: directory .* does not"):
-        _run(config, steps, host, monkeypatch)
-    assert steps.calls == []
-    assert host.files == {}
+    _refused_before_any_step(
+        config, monkeypatch, r"database\.migrations\.path: directory .* does not"
+    )
 
 
 def test_deploy_refuses_a_dockerfile_that_does_not_exist(
@@ -101,7 +92,7 @@ def test_rollback_runs_the_same_checks(config: Config) -> None:
     (config.root / ".env.development").chmod(0o604)
     steps = RecordingSteps()
     with pytest.raises(CheckFailed, match="world-readable"):
-        run_rollback(_context_for(config, host), steps, RollbackOptions())
+        run_rollback(operation_context(config, host), steps, RollbackOptions())
     assert steps.calls == []
     assert host.files == before
 
@@ -110,7 +101,7 @@ def test_plan_runs_the_same_checks_before_asking_the_engine(config: Config) -> N
     (config.root / ".env.development").chmod(0o644)
     engine = FakeHost()
     with pytest.raises(CheckFailed, match="world-readable"):
-        DockerProvider(engine).plan(_context_for(config, FakeHost()), DeployOptions())
+        DockerProvider(engine).plan(operation_context(config, FakeHost()), DeployOptions())
     assert engine.commands == []
 
 
@@ -236,11 +227,11 @@ def test_check_deploy_and_plan_refuse_a_dirty_tree_alike_without_counting_the_en
 
     steps, host = RecordingSteps(), FakeHost()
     with pytest.raises(CheckFailed) as deployed:
-        run_deploy(_context_for(config, host), steps, DeployOptions())
+        run_deploy(operation_context(config, host), steps, DeployOptions())
     assert deployed.value.problems == checked.value.problems
     assert steps.calls == []
     with pytest.raises(CheckFailed) as planned:
-        DockerProvider(FakeHost()).plan(_context_for(config, FakeHost()), DeployOptions())
+        DockerProvider(FakeHost()).plan(operation_context(config, FakeHost()), DeployOptions())
     assert planned.value.problems == checked.value.problems
 
     # allowed: check and the version phase agree again

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from shipyard import __version__, cli
+from tests.unit.cli_harness import shipyard
 
 TOP_LEVEL = [
     "check",
@@ -55,14 +56,10 @@ def test_version_prints_the_version_and_exits_0() -> None:
     assert result.output == f"shipyard {__version__}\n"
 
 
-def test_the_entry_point_prints_the_version(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(sys, "argv", ["shipyard", "--version"])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    assert exited.value.code == cli.ExitCode.OK
-    assert capsys.readouterr().out == f"shipyard {__version__}\n"
+def test_the_entry_point_prints_the_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = shipyard(monkeypatch, "--version")
+    assert ran.code == cli.ExitCode.OK
+    assert ran.stdout == f"shipyard {__version__}\n"
 
 
 def test_help_lists_every_command_without_type_noise() -> None:
@@ -101,14 +98,10 @@ def test_status_help_names_its_argument_and_options() -> None:
     assert "--json Machine-readable output on stdout." in words
 
 
-def test_a_missing_argument_is_a_usage_error(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(sys, "argv", ["shipyard", "status"])
-    with pytest.raises(SystemExit) as exited:
-        cli.main()
-    assert exited.value.code == cli.ExitCode.USAGE
-    assert "Error: Missing argument 'ENVIRONMENT'." in capsys.readouterr().err
+def test_a_missing_argument_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    ran = shipyard(monkeypatch, "status")
+    assert ran.code == cli.ExitCode.USAGE
+    assert "Error: Missing argument 'ENVIRONMENT'." in ran.stderr
 
 
 def test_plan_refuses_to_without_rollback() -> None:
@@ -127,26 +120,18 @@ def test_completion_prints_a_script_for_each_shell(shell: str) -> None:
     assert f"{shell}_complete" in result.output
 
 
+def _bash_complete(words: str, cword: int) -> Result:
+    """What the app answers bash asking to complete word ``cword`` of the command line
+    ``words``."""
+    env = {"_SHIPYARD_COMPLETE": "bash_complete", "COMP_WORDS": words, "COMP_CWORD": str(cword)}
+    return CliRunner().invoke(cli.app, [], prog_name="shipyard", env=env)
+
+
 def test_completion_completes_commands_and_options() -> None:
     """What the sourced script asks the program: bash's words in, candidates out."""
-    runner = CliRunner()
-    commands = runner.invoke(
-        cli.app,
-        [],
-        prog_name="shipyard",
-        env={"_SHIPYARD_COMPLETE": "bash_complete", "COMP_WORDS": "shipyard s", "COMP_CWORD": "1"},
-    )
+    commands = _bash_complete("shipyard s", 1)
     assert commands.output.split() == ["plain,schema", "plain,snapshot", "plain,status"]
-    options = runner.invoke(
-        cli.app,
-        [],
-        prog_name="shipyard",
-        env={
-            "_SHIPYARD_COMPLETE": "bash_complete",
-            "COMP_WORDS": "shipyard status production --j",
-            "COMP_CWORD": "3",
-        },
-    )
+    options = _bash_complete("shipyard status production --j", 3)
     assert options.output.split() == ["plain,--json"]
 
 
@@ -195,37 +180,10 @@ def test_completion_offers_the_environments_of_the_config(tmp_path: Path) -> Non
         "  passes: 3\n",
         encoding="utf-8",
     )
-    result = CliRunner().invoke(
-        cli.app,
-        [],
-        prog_name="shipyard",
-        env={
-            "_SHIPYARD_COMPLETE": "bash_complete",
-            "COMP_WORDS": f"shipyard status -c {config} ",
-            "COMP_CWORD": "4",
-        },
-    )
+    result = _bash_complete(f"shipyard status -c {config} ", 4)
     assert result.output.split() == ["plain,development", "plain,staging", "plain,production"]
-    narrowed = CliRunner().invoke(
-        cli.app,
-        [],
-        prog_name="shipyard",
-        env={
-            "_SHIPYARD_COMPLETE": "bash_complete",
-            "COMP_WORDS": f"shipyard snapshot list --config {config} pro",
-            "COMP_CWORD": "5",
-        },
-    )
+    narrowed = _bash_complete(f"shipyard snapshot list --config {config} pro", 5)
     assert narrowed.output.split() == ["plain,production"]
-    missing = CliRunner().invoke(
-        cli.app,
-        [],
-        prog_name="shipyard",
-        env={
-            "_SHIPYARD_COMPLETE": "bash_complete",
-            "COMP_WORDS": f"shipyard status -c {tmp_path / 'none.yml'} ",
-            "COMP_CWORD": "4",
-        },
-    )
+    missing = _bash_complete(f"shipyard status -c {tmp_path / 'none.yml'} ", 4)
     assert missing.exit_code == 0
     assert missing.output.split() == []

@@ -26,7 +26,7 @@ from shipyard.errors import (
     ToolTooOld,
 )
 from tests.bad_configs import VALID
-from tests.unit.cli_harness import POSTGRES_PASSWORD, hold_lock, project, shipyard
+from tests.unit.cli_harness import POSTGRES_PASSWORD, Project, hold_lock, project, shipyard
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -147,9 +147,8 @@ RAISED = [
 
 @pytest.mark.parametrize("case", RAISED, ids=[c.id for c in RAISED])
 def test_a_raised_error_exits_with_its_code_and_says_why(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crash_log: Path, case: Raised
+    crash_log: Path, p: Project, monkeypatch: pytest.MonkeyPatch, case: Raised
 ) -> None:
-    p = project(tmp_path, monkeypatch)
     p.provider.raises[case.method] = case.error
     ran = p.run(monkeypatch, *case.argv)
     assert ran.code == case.code, ran
@@ -160,8 +159,7 @@ def test_a_raised_error_exits_with_its_code_and_says_why(
     assert crash_log.exists() == (case.code == ExitCode.UNEXPECTED)
 
 
-def test_0_on_success(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = project(tmp_path, monkeypatch)
+def test_0_on_success(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     ran = p.run(monkeypatch, "deploy", "development")
     assert ran.code == ExitCode.OK, ran
     assert ran.stdout == "http://localhost:18080\n"
@@ -179,17 +177,13 @@ def test_2_for_a_missing_argument(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "Error: Missing argument 'NAME'." in ran.stderr
 
 
-def test_2_for_a_node_the_environment_lacks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    p = project(tmp_path, monkeypatch)
+def test_2_for_a_node_the_environment_lacks(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     ran = p.run(monkeypatch, "history", "development", "--node", "ssh://root@nowhere")
     assert ran.code == ExitCode.USAGE
     assert "error: --node ssh://root@nowhere is not a node of 'development'" in ran.stderr
 
 
-def test_2_when_destroy_is_not_confirmed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = project(tmp_path, monkeypatch)
+def test_2_when_destroy_is_not_confirmed(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     ran = p.run(monkeypatch, "destroy", "development", "--json", input="n\n")
     assert ran.code == ExitCode.USAGE
     assert "Remove shop development?" in ran.stderr  # the prompt is not data: never on stdout
@@ -205,9 +199,7 @@ def test_3_for_an_invalid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert f"{p.config}:23:1 colour: unknown key" in ran.stderr
 
 
-def test_3_when_a_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = project(tmp_path, monkeypatch)
-
+def test_3_when_a_check_fails(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     def failing(_config: Path, _environment: str, *, allow_dirty: bool) -> None:
         raise CheckFailed(["docker is not reachable on fake"])
 
@@ -218,9 +210,8 @@ def test_3_when_a_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_4_when_the_lock_is_held_by_a_live_operation(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    p: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    p = project(tmp_path, monkeypatch)
     hold_lock(p, heartbeat=time.time(), deployment_id="20261202T101010Z-abc")
     ran = p.run(monkeypatch, "lock", "release", "development")
     assert ran.code == ExitCode.LOCK_HELD
@@ -228,9 +219,7 @@ def test_4_when_the_lock_is_held_by_a_live_operation(
     assert "hint: if you are sure it is gone, `shipyard lock release ENV --force`" in ran.stderr
 
 
-def test_5_when_the_host_cannot_be_reached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = project(tmp_path, monkeypatch)
-
+def test_5_when_the_host_cannot_be_reached(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     def unreachable(_config: object) -> None:
         raise HostUnreachable("cannot connect to deploy@far: Connection refused", hint="is it up?")
 
@@ -242,15 +231,13 @@ def test_5_when_the_host_cannot_be_reached(tmp_path: Path, monkeypatch: pytest.M
     assert ran.stdout == ""
 
 
-def test_8_for_another_expected_failure(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = project(tmp_path, monkeypatch)
+def test_8_for_another_expected_failure(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     ran = p.run(monkeypatch, "logs", "development")
     assert ran.code == ExitCode.FAILED
     assert "error: no deployment log  for development (recent: none yet)" in ran.stderr
 
 
-def test_8_when_status_finds_drift(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = project(tmp_path, monkeypatch)
+def test_8_when_status_finds_drift(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     p.provider.drift["local"] = "the proxy sends requests to shop-development-blue"
     ran = p.run(monkeypatch, "status", "development")
     assert ran.code == ExitCode.FAILED

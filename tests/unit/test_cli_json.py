@@ -21,9 +21,10 @@ from shipyard.deploy import Checked
 from shipyard.errors import CheckFailed, ExitCode, HostError
 from shipyard.events import DeliveryResult
 from shipyard.provision import StepResult
-from shipyard.state import HistoryEntry, StateStore
+from shipyard.state import StateStore
 from tests.bad_configs import VALID
 from tests.unit.cli_harness import POSTGRES_PASSWORD, Project, Ran, hold_lock, project
+from tests.unit.state_records import succeeded
 
 SNAPSHOT_KEYS = {
     "name",
@@ -64,11 +65,6 @@ TWO_NODES = VALID.replace(
     "  development:\n    target: local\n",
     "  development:\n    target: local\n    targets: ['ssh://deploy@second']\n",
 )
-
-
-@pytest.fixture
-def p(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
-    return project(tmp_path, monkeypatch)
 
 
 def _document(ran: Ran, code: ExitCode = ExitCode.OK) -> Any:
@@ -189,12 +185,31 @@ def test_check_of_an_invalid_config(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     }
 
 
-def test_render(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    files = _document(p.run(monkeypatch, "render", "development", "--json"))
-    assert files == [
-        {"path": "/state/compose.yml", "content": "POSTGRES_PASSWORD: ***\n"},
-        {"path": "/state/caddy.json", "content": '{"apps": {}}\n'},
-    ]
+@pytest.mark.parametrize(
+    ("command", "document"),
+    [
+        pytest.param(
+            "render",
+            [
+                {"path": "/state/compose.yml", "content": "POSTGRES_PASSWORD: ***\n"},
+                {"path": "/state/caddy.json", "content": '{"apps": {}}\n'},
+            ],
+            id="render",
+        ),
+        pytest.param(
+            "plan",
+            [
+                {"phase": "build", "action": "build shop:abcdef0"},
+                {"phase": "switch", "action": "switch to blue"},
+            ],
+            id="plan",
+        ),
+    ],
+)
+def test_render_and_plan(
+    p: Project, monkeypatch: pytest.MonkeyPatch, command: str, document: list[dict[str, str]]
+) -> None:
+    assert _document(p.run(monkeypatch, command, "development", "--json")) == document
 
 
 def test_render_without_json_is_unchanged(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -208,13 +223,10 @@ def test_history(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
     store = _store(p)
     for n in (1, 2):
         store.append_history(
-            HistoryEntry(
-                deployment_id=f"d{n}",
-                action="deploy",
-                result="succeeded",
-                version=f"1.0.{n}",
+            succeeded(
+                f"d{n}",
+                f"1.0.{n}",
                 commit="abcdef0123",
-                slot="blue",
                 started_at="2026-12-02T10:10:10Z",
                 duration_s=3.0,
                 by="ops@laptop",
@@ -226,14 +238,6 @@ def test_history(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
         entries[0]
     )
     assert {"duration_s", "by", "phase", "error", "release_id", "steps"} <= set(entries[0])
-
-
-def test_plan(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    steps = _document(p.run(monkeypatch, "plan", "development", "--json"))
-    assert steps == [
-        {"phase": "build", "action": "build shop:abcdef0"},
-        {"phase": "switch", "action": "switch to blue"},
-    ]
 
 
 def test_logs_of_a_deployment(p: Project, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,15 @@ def _load(tmp_path: Path, case: BadConfig) -> ConfigError:
     return caught.value
 
 
+def _issues(tmp_path: Path, yaml: str, environment: str = "development") -> list[str]:
+    """The problems, as printed, of loading ``environment`` from ``yaml`` written to
+    ``tmp_path / "shipyard.yml"`` beside the development env file (loading must fail)."""
+    path = write(tmp_path, BadConfig("invalid", yaml, "", ""))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environment, process_env={})
+    return [str(issue) for issue in caught.value.issues]
+
+
 def test_catalogue_is_large_enough() -> None:
     assert len({case.id for case in CATALOGUE}) >= 15
 
@@ -50,10 +59,8 @@ def test_a_misspelt_environments_section_is_named_with_the_missing_environments(
     yaml = VALID.replace("environments:", "enviroments:").replace(
         "  port: 8080\n", "  port: 8080\n  prot: 1\n"
     )
-    path = write(tmp_path, BadConfig("misspelt", yaml, "", ""))
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, "development", process_env={})
-    assert [str(issue) for issue in caught.value.issues] == [
+    path = tmp_path / "shipyard.yml"
+    assert _issues(tmp_path, yaml) == [
         f"{path} environments: at least one environment is required",
         f"{path}:4:3 app.prot: unknown key (did you mean 'port'?)",
         f"{path}:17:1 enviroments: unknown key (did you mean 'environments'?)",
@@ -65,10 +72,8 @@ def test_an_undefined_environment_comes_with_the_other_problems(tmp_path: Path) 
         VALID.replace("    target: local\n", "    target: local\n    colour: blue\n", 1)
         + "extra: 1\n"
     )
-    path = write(tmp_path, BadConfig("undefined", yaml, "", ""))
-    with pytest.raises(ConfigError) as caught:
-        load_config(path, "staging", process_env={})
-    assert [str(issue) for issue in caught.value.issues] == [
+    path = tmp_path / "shipyard.yml"
+    assert _issues(tmp_path, yaml, "staging") == [
         f"{path}:16:1 environments: no environment named 'staging' (defined: development, production)",
         f"{path}:19:5 environments.development.colour: unknown key",
         f"{path}:24:1 extra: unknown key",

@@ -8,20 +8,20 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from shipyard.config import Config
-from shipyard.deploy import OperationContext
 from shipyard.docker import Docker
 from shipyard.errors import CommandFailed, DeployFailed, HostUnreachable, StateError
-from shipyard.events import Bus
 from shipyard.health import CheckResult, Target
-from shipyard.hosts import CommandResult, LocalHost
+from shipyard.hosts import CommandResult
 from shipyard.providers.docker import DockerSteps
 from shipyard.providers.docker import _observation as observation
 from shipyard.providers.docker._base import _poll
 from shipyard.proxy import Answer, Endpoint, Traffic
-from shipyard.state import Release, StateStore
+from shipyard.state import Release
 from shipyard.waiting import Clock
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost, Responder
+from tests.unit.fake_clock import FakeClock
+from tests.unit.pipeline_harness import operation_context
 
 
 def engine(
@@ -56,14 +56,7 @@ def config(tmp_path: Path) -> Config:
 
 
 def _steps(config: Config, host: FakeHost) -> DockerSteps:
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(host, PurePosixPath("/state/shop/development")),
-        bus=Bus(config.masker),
-        deployment_id="d1",
-    )
-    return DockerSteps(ctx, host)
+    return DockerSteps(operation_context(config, host), host)
 
 
 def test_leftovers_are_what_of_the_stack_exists_on_the_host(config: Config) -> None:
@@ -99,19 +92,6 @@ def test_the_health_gate_says_the_previous_version_kept_serving_only_when_one_di
     )
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(round(seconds, 6))
-        self.now += seconds
-
-
 class _Admin:
     """The proxy's in-flight count for one upstream, from a script (the last repeats)."""
 
@@ -131,21 +111,21 @@ def _draining(config: Config, admin: _Admin) -> DockerSteps:
 
 
 def test_the_drain_ends_as_soon_as_nothing_is_in_flight(config: Config) -> None:
-    clock, admin = _Clock(), _Admin([0])
+    clock, admin = FakeClock(), _Admin([0])
     left = _draining(config, admin)._drain("10.0.0.3:8080", clock=clock, sleep=clock.sleep)
     assert left == 0
     assert admin.asked == ["10.0.0.3:8080"] and clock.sleeps == []
 
 
 def test_the_drain_polls_with_a_backing_off_pause_until_the_requests_end(config: Config) -> None:
-    clock, admin = _Clock(), _Admin([3, 2, 2, 1, 1, 1, 0])
+    clock, admin = FakeClock(), _Admin([3, 2, 2, 1, 1, 1, 0])
     left = _draining(config, admin)._drain("10.0.0.3:8080", clock=clock, sleep=clock.sleep)
     assert left == 0
     assert clock.sleeps == [0.02, 0.04, 0.08, 0.16, 0.25, 0.25]
 
 
 def test_the_drain_gives_up_at_the_drain_timeout(config: Config) -> None:
-    clock, admin = _Clock(), _Admin([4])
+    clock, admin = FakeClock(), _Admin([4])
     steps = _draining(config, admin)
     left = steps._drain("10.0.0.3:8080", clock=clock, sleep=clock.sleep)
     assert left == 4
@@ -155,7 +135,7 @@ def test_the_drain_gives_up_at_the_drain_timeout(config: Config) -> None:
 def test_the_drain_right_after_a_switch_waits_for_the_proxy_to_look_the_names_up_again(
     config: Config,
 ) -> None:
-    clock, admin = _Clock(), _Admin([0])
+    clock, admin = FakeClock(), _Admin([0])
     steps = _draining(config, admin)
     clock.now = 100.0
     steps._switched_at = 99.9
@@ -164,7 +144,7 @@ def test_the_drain_right_after_a_switch_waits_for_the_proxy_to_look_the_names_up
 
 
 def test_poll_returns_the_first_answer_and_backs_off_meanwhile() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     answers = iter([None, None, None, {}])
     assert _poll(lambda: next(answers), seconds=5, what="x", clock=clock, sleep=clock.sleep) == {}
     assert clock.sleeps == [0.02, 0.04, 0.08]
@@ -188,8 +168,8 @@ RELEASE = Release(
 )
 
 
-def _observed(config: Config) -> tuple[DockerSteps, _Clock]:
-    steps, clock = _steps(config, FakeHost(engine({}))), _Clock()
+def _observed(config: Config) -> tuple[DockerSteps, FakeClock]:
+    steps, clock = _steps(config, FakeHost(engine({}))), FakeClock()
     steps.clock = Clock(clock, clock.sleep)
     return steps, clock
 
@@ -272,7 +252,7 @@ class _Proxy:
 
 def _watching(
     config: Config, monkeypatch: pytest.MonkeyPatch, check: _Check, proxy: _Proxy
-) -> tuple[DockerSteps, _Clock]:
+) -> tuple[DockerSteps, FakeClock]:
     steps, clock = _observed(config)
     steps.admin = lambda proxy_info=None: proxy  # type: ignore[assignment,method-assign,misc]
     steps._target = lambda slot, info=None: None  # type: ignore[assignment,method-assign,misc,return-value]

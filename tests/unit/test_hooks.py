@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pytest
 
@@ -15,19 +15,18 @@ from shipyard.deploy import (
     DeployOptions,
     HookFacts,
     HookPoint,
-    OperationContext,
     hook_env,
     run_deploy,
 )
 from shipyard.errors import DeployFailed, LockHeld
-from shipyard.events import Bus, Event, EventKind
+from shipyard.events import Event, EventKind
 from shipyard.hosts import LocalHost
 from shipyard.state import Current, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
+from tests.unit.pipeline_harness import STATE, operation_context, recording_bus
 from tests.unit.test_pipeline import RecordingSteps
 
-STATE = PurePosixPath("/state/shop/development")
 # A hook that writes its SHIPYARD_* environment to <name>.json next to shipyard.yml and exits
 # with the code given as its second argument.
 RECORD = (
@@ -56,23 +55,16 @@ def _deploy(
     events: list[Event] | None = None,
 ) -> tuple[list[Event], list[str]]:
     """Run a deploy; ``events`` (if given) keeps the events even when the deploy raises."""
-    events = [] if events is None else events
     built: list[str] = []
-    bus = Bus(config.masker)
-    bus.subscribe(events.append)
+    bus, events = recording_bus(config, events)
 
     def build(cfg: object, local: object, version: object, rebuild: bool = False) -> Image:
         built.append("build")
         return Image(tag="shop:x", id="sha256:1", version=version)  # type: ignore[arg-type]
 
     monkeypatch.setattr("shipyard.deploy.build_image", build)
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(config.masker),
-        store=StateStore(state_host or FakeHost(), STATE),
-        bus=bus,
-        deployment_id="d1",
-        target=target,
+    ctx = operation_context(
+        config, state_host or FakeHost(), local=LocalHost(config.masker), bus=bus, target=target
     )
     try:
         run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
@@ -245,16 +237,8 @@ def test_lock_held_is_reported_as_lock_blocked(tmp_path: Path) -> None:
     config = _config(tmp_path, "")
     state = FakeHost()
     state.files[f"{STATE}/lock"] = (b"", 0o700)
-    events: list[Event] = []
-    bus = Bus(config.masker)
-    bus.subscribe(events.append)
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(state, STATE),
-        bus=bus,
-        deployment_id="d2",
-    )
+    bus, events = recording_bus(config)
+    ctx = operation_context(config, state, deployment_id="d2", bus=bus)
     with pytest.raises(LockHeld):
         run_deploy(ctx, RecordingSteps(), DeployOptions(allow_dirty=True))
     blocked = [e for e in events if e.kind == EventKind.LOCK_BLOCKED]

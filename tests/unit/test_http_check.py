@@ -7,7 +7,7 @@ import httpx
 
 from shipyard.config import HealthSection, HttpCheck
 from shipyard.docker import Docker
-from shipyard.health import Target, build_checks
+from shipyard.health import CheckResult, Target, build_checks
 from tests.fakes import FakeHost
 
 
@@ -42,20 +42,23 @@ def test_an_accepted_status_and_body_pass() -> None:
     assert seen == ["http://127.0.0.1:18080/health"]
 
 
-def test_an_unhealthy_answer_is_an_answer() -> None:
-    def unhealthy(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(503, json={"status": "unhealthy"})
+def _answered(status: int, body: dict[str, str]) -> CheckResult:
+    """The check's result when the app answers ``status`` with the JSON ``body``."""
 
-    result = _check().run(_target(unhealthy), 5)  # type: ignore[attr-defined]
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json=body)
+
+    return _check().run(_target(answer), 5)  # type: ignore[attr-defined,no-any-return]
+
+
+def test_an_unhealthy_answer_is_an_answer() -> None:
+    result = _answered(503, {"status": "unhealthy"})
     assert (result.ok, result.answered) == (False, True)
     assert "GET /health → 503" in result.detail
 
 
 def test_a_body_field_not_accepted_fails_naming_it() -> None:
-    def starting(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"status": "starting"})
-
-    result = _check().run(_target(starting), 5)  # type: ignore[attr-defined]
+    result = _answered(200, {"status": "starting"})
     assert (result.ok, result.answered) == (False, True)
     assert "status='starting', expected one of ['healthy', 'degraded']" in result.detail
 

@@ -113,7 +113,9 @@ def test_two_takers_of_one_stale_lock_never_both_win(store: StateStore) -> None:
         winner.release()
 
 
-def test_release_never_removes_someone_elses_lock(store: StateStore) -> None:
+def _taken_over(store: StateStore) -> tuple[Lock, Lock]:
+    """A lock "first" took and stopped beating for longer than its ttl, then "second" took
+    over: (first, second)."""
     clock = Clock()
     first = Lock(store, "first", "deploy", ttl=10, clock=clock)
     assert first.try_acquire()
@@ -121,6 +123,11 @@ def test_release_never_removes_someone_elses_lock(store: StateStore) -> None:
     clock.now += 11
     second = Lock(store, "second", "deploy", ttl=10, clock=clock)
     assert second.try_acquire()
+    return first, second
+
+
+def test_release_never_removes_someone_elses_lock(store: StateStore) -> None:
+    first, second = _taken_over(store)
     first.release()  # the slow first holder comes back and lets go
     assert second.holder()["deployment_id"] == "second"  # type: ignore[index]
     second.release()
@@ -165,13 +172,7 @@ def test_a_holder_silent_past_the_ttl_is_fenced_even_before_anyone_takes_over(
 
 
 def test_a_holder_whose_lock_was_taken_over_is_fenced(store: StateStore) -> None:
-    clock = Clock()
-    first = Lock(store, "first", "deploy", ttl=10, clock=clock)
-    assert first.try_acquire()
-    first._stop.set()
-    clock.now += 11
-    second = Lock(store, "second", "deploy", ttl=10, clock=clock)
-    assert second.try_acquire()
+    first, second = _taken_over(store)
     assert second.took_over is not None and second.took_over["deployment_id"] == "first"
     first._beaten()  # even a holder that believes it beat just now
     with pytest.raises(LockLost, match="belongs to deploy by"):

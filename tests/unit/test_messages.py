@@ -16,9 +16,10 @@ from shipyard.docker import ContainerInfo, parse_container, parse_exit_codes
 from shipyard.health import describe_check
 from shipyard.providers.docker._plan import _schema_at
 from shipyard.providers.docker._slots import describe_exit
-from shipyard.state import HistoryEntry, StateStore
+from shipyard.state import StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
+from tests.unit.state_records import succeeded
 
 
 def _info(status: str, exit_code: int = 0, restarts: int = 0) -> ContainerInfo:
@@ -99,13 +100,10 @@ def test_history_is_not_cut_at_80_columns_when_stderr_is_not_a_terminal(
     store = StateStore(target, PurePosixPath("/home/fake/.local/state/shipyard/shop/development"))
     who = "operator@a-rather-long-host-name.example.org"
     store.append_history(
-        HistoryEntry(
-            deployment_id="20261202T061234Z-abcdef",
-            action="deploy",
-            result="succeeded",
-            version="0.0.0+abcdef1.dirty",
+        succeeded(
+            "20261202T061234Z-abcdef",
+            "0.0.0+abcdef1.dirty",
             commit="abcdef1" * 6,
-            slot="blue",
             started_at="2026-12-02T06:12:34Z",
             duration_s=12.3,
             by=who,

@@ -227,26 +227,32 @@ def test_masking_keeps_offsets_and_newlines() -> None:
     assert masked.count(";") == 1
 
 
-def test_files_that_run_in_one_transaction() -> None:
-    assert runs_in_one_transaction("ALTER TABLE a ADD COLUMN b int;\nINSERT INTO a VALUES (1);")
-    assert runs_in_one_transaction("CREATE FUNCTION f() AS $$ BEGIN COMMIT; END $$;")
-    assert not runs_in_one_transaction("CREATE INDEX CONCURRENTLY i ON a (b);")
-    assert not runs_in_one_transaction("BEGIN; SELECT 1; COMMIT;")
-
-
 def test_statement_at_line_returns_the_whole_statement() -> None:
     sql = "ALTER TABLE a ADD COLUMN b int;\nUPDATE a\nSET b = nope;\n"
     assert statement_at_line(sql, 3) == "UPDATE a\nSET b = nope"
     assert statement_at_line(sql, 1) == "ALTER TABLE a ADD COLUMN b int"
 
 
-def test_what_runs_in_one_transaction_is_judged_by_the_kind_of_statement() -> None:
-    assert runs_in_one_transaction(
-        "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\nSELECT one();"
-    )
-    assert runs_in_one_transaction("REFRESH MATERIALIZED VIEW CONCURRENTLY totals;\nSELECT 1;")
-    assert not runs_in_one_transaction("REINDEX INDEX CONCURRENTLY events_title;")
-    assert not runs_in_one_transaction("VACUUM events;")
+@pytest.mark.parametrize(
+    ("sql", "one_transaction"),
+    [
+        ("ALTER TABLE a ADD COLUMN b int;\nINSERT INTO a VALUES (1);", True),
+        ("CREATE FUNCTION f() AS $$ BEGIN COMMIT; END $$;", True),
+        ("CREATE INDEX CONCURRENTLY i ON a (b);", False),
+        ("BEGIN; SELECT 1; COMMIT;", False),
+        # judged by the kind of statement, not by the words in it
+        (
+            "CREATE FUNCTION one() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;\n"
+            "SELECT one();",
+            True,
+        ),
+        ("REFRESH MATERIALIZED VIEW CONCURRENTLY totals;\nSELECT 1;", True),
+        ("REINDEX INDEX CONCURRENTLY events_title;", False),
+        ("VACUUM events;", False),
+    ],
+)
+def test_files_that_run_in_one_transaction(sql: str, one_transaction: bool) -> None:
+    assert runs_in_one_transaction(sql) == one_transaction
 
 
 def test_statement_at_line_in_a_file_the_parser_rejects() -> None:

@@ -34,6 +34,7 @@ from shipyard.events import (
 from shipyard.events._ntfy import ntfy_message
 from shipyard.secrets import Masker
 from tests.bad_configs import ENV_FILE, VALID
+from tests.unit.fake_clock import FakeClock
 
 # The reference vector published with the Standard Webhooks specification and its libraries.
 SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -53,21 +54,6 @@ EVENT = Event(
     phase="health",
     error="slot green never became healthy",
 )
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def answering(*answers: int | Exception) -> tuple[Callable[[float], httpx.Response], list[float]]:
@@ -149,11 +135,11 @@ def test_webhook_request_carries_a_verifiable_signature() -> None:
 
 
 def test_retries_5xx_with_growing_jittered_waits_until_success() -> None:
-    fake = FakeTime()
+    fake = FakeClock(digits=None)
     attempt, _ = answering(503, 502, 500, 200)
     policy = RetryPolicy(attempts=5, initial_delay=1.0, max_delay=30.0, total=60.0)
 
-    outcome = deliver(attempt, policy, sleep=fake.sleep, clock=fake.clock)
+    outcome = deliver(attempt, policy, sleep=fake.sleep, clock=fake)
 
     assert outcome.ok
     assert outcome.attempts == 4
@@ -164,10 +150,10 @@ def test_retries_5xx_with_growing_jittered_waits_until_success() -> None:
 
 
 def test_gives_up_after_the_attempt_limit() -> None:
-    fake = FakeTime()
+    fake = FakeClock(digits=None)
     attempt, _ = answering(503)
     outcome = deliver(
-        attempt, RetryPolicy(attempts=3, initial_delay=0.1), sleep=fake.sleep, clock=fake.clock
+        attempt, RetryPolicy(attempts=3, initial_delay=0.1), sleep=fake.sleep, clock=fake
     )
     assert not outcome.ok
     assert outcome.attempts == 3
@@ -175,26 +161,26 @@ def test_gives_up_after_the_attempt_limit() -> None:
 
 
 def test_timeouts_and_connection_errors_are_retried_but_4xx_is_not() -> None:
-    fake = FakeTime()
+    fake = FakeClock(digits=None)
     attempt, _ = answering(httpx.ConnectTimeout("slow"), httpx.ConnectError("refused"), 204)
-    assert deliver(attempt, RetryPolicy(), sleep=fake.sleep, clock=fake.clock).attempts == 3
+    assert deliver(attempt, RetryPolicy(), sleep=fake.sleep, clock=fake).attempts == 3
 
     attempt, _ = answering(400)
-    outcome = deliver(attempt, RetryPolicy(), sleep=fake.sleep, clock=fake.clock)
+    outcome = deliver(attempt, RetryPolicy(), sleep=fake.sleep, clock=fake)
     assert (outcome.ok, outcome.attempts) == (False, 1)
 
     attempt, _ = answering(httpx.ConnectError("refused"))
-    outcome = deliver(attempt, RetryPolicy(attempts=2), sleep=fake.sleep, clock=fake.clock)
+    outcome = deliver(attempt, RetryPolicy(attempts=2), sleep=fake.sleep, clock=fake)
     assert not outcome.ok
     assert outcome.describe() == "ConnectError: refused"
 
 
 def test_total_time_bounds_attempts_waits_and_each_timeout() -> None:
-    fake = FakeTime()
+    fake = FakeClock(digits=None)
     attempt, timeouts = answering(503)
     policy = RetryPolicy(attempts=10, initial_delay=1.0, max_delay=4.0, total=6.0, timeout=5.0)
 
-    outcome = deliver(attempt, policy, sleep=fake.sleep, clock=fake.clock)
+    outcome = deliver(attempt, policy, sleep=fake.sleep, clock=fake)
 
     assert not outcome.ok
     assert sum(fake.sleeps) < policy.total
@@ -207,7 +193,7 @@ def test_total_time_bounds_attempts_waits_and_each_timeout() -> None:
 
 
 def test_a_receiver_that_failed_gets_one_attempt_until_it_answers_again() -> None:
-    fake = FakeTime()
+    fake = FakeClock(digits=None)
     answers = [503] * 3 + [503] + [200] + [200]
     calls: list[int] = []
 
@@ -224,7 +210,7 @@ def test_a_receiver_that_failed_gets_one_attempt_until_it_answers_again() -> Non
         Masker(),
         client=httpx.Client(transport=httpx.MockTransport(handler)),
         sleep=fake.sleep,
-        clock=fake.clock,
+        clock=fake,
     )
     assert notifier.send(EVENT).attempts == 3  # down: every attempt used
     assert notifier.send(EVENT).attempts == 1  # still down: one try, no waiting
@@ -234,7 +220,7 @@ def test_a_receiver_that_failed_gets_one_attempt_until_it_answers_again() -> Non
 
 def test_failure_detail_is_masked() -> None:
     masker = Masker(["tok-0123456789"])
-    fake = FakeTime()
+    fake = FakeClock(digits=None)
 
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("cannot reach https://x.invalid/?t=tok-0123456789")
@@ -249,7 +235,7 @@ def test_failure_detail_is_masked() -> None:
         masker,
         client=httpx.Client(transport=httpx.MockTransport(handler)),
         sleep=fake.sleep,
-        clock=fake.clock,
+        clock=fake,
     )
     result = notifier.send(EVENT)
     assert not result.ok

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,8 @@ from shipyard.config import Config
 from shipyard.database import MigrationPlan, PasswordRotation, Snapshot
 from shipyard.deploy import (
     DeployOptions,
+    DeployResult,
     Interrupted,
-    OperationContext,
     RollbackOptions,
     RotateOptions,
     Served,
@@ -34,11 +35,13 @@ from shipyard.errors import (
     ShipyardError,
     StateError,
 )
-from shipyard.events import Bus, Event
+from shipyard.events import Event
 from shipyard.hosts import LocalHost
-from shipyard.state import Current, HistoryEntry, Intent, Release, StateStore
+from shipyard.state import Current, Intent, Release, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
+from tests.unit.pipeline_harness import STATE, operation_context, recording_bus
+from tests.unit.state_records import succeeded
 
 
 class RecordingSteps:
@@ -183,28 +186,52 @@ def _run(
     events: list[Event] | None = None,
 ) -> list[Event]:
     """Deploy with ``steps``; the events (also into ``events``, kept when the deploy fails)."""
-    events = [] if events is None else events
-    bus = Bus(config.masker)
-    bus.subscribe(events.append)
+    bus, events = recording_bus(config, events)
     monkeypatch.setattr(
         "shipyard.deploy.build_image",
         lambda cfg, local, version, rebuild=False: Image(
             tag="shop:x", id="sha256:1", version=version
         ),
     )
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(host, PurePosixPath("/state/shop/development")),
-        bus=bus,
-        deployment_id="d1",
-    )
+    ctx = operation_context(config, host, bus=bus)
     try:
         run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
     finally:
         if releases_lock:
             assert not any(path.endswith("/lock") for path in host.files), "lock left behind"
     return events
+
+
+OLD_IN_BLUE = Current(slot="blue", release_id="old", switched_at="t")
+
+
+def _old_in_blue(host: FakeHost) -> StateStore:
+    """The state on ``host`` of an environment where release "old" serves from the blue slot."""
+    store = StateStore(host, STATE)
+    store.set_current(OLD_IN_BLUE)
+    return store
+
+
+def _serving(store: StateStore) -> Current:
+    """What serves according to ``store`` (something must)."""
+    current = store.current()
+    assert current is not None, "nothing serves"
+    return current
+
+
+def _failed_over_old(
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    fail_at: str,
+    error: type[ShipyardError] = ShipyardError,
+) -> tuple[RecordingSteps, StateStore, DeployFailed]:
+    """A deploy over release "old" serving from blue whose step ``fail_at`` raises ``error``: its
+    steps, the state it left and the ``DeployFailed`` it ended with."""
+    steps, host = RecordingSteps(fail_at=fail_at, error=error), FakeHost()
+    store = _old_in_blue(host)
+    with pytest.raises(DeployFailed) as caught:
+        _run(config, steps, host, monkeypatch)
+    return steps, store, caught.value
 
 
 def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -240,7 +267,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
     ]
     skipped = [e.phase for e in events if e.kind == "phase.skipped"]
     assert "watch" in skipped  # a first deploy has nothing to switch back to
-    assert StateStore(host, PurePosixPath("/state/shop/development")).current() is not None
+    assert StateStore(host, STATE).current() is not None
 
 
 def test_config_warnings_are_warning_events_of_the_deploy(
@@ -257,15 +284,11 @@ def test_config_warnings_are_warning_events_of_the_deploy(
 def test_failure_before_switch_removes_candidate_and_keeps_live_slot(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps, host = RecordingSteps(fail_at="gate green"), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
-    with pytest.raises(DeployFailed) as caught:
-        _run(config, steps, host, monkeypatch)
-    assert caught.value.phase == "health"
+    steps, store, failed = _failed_over_old(config, monkeypatch, "gate green")
+    assert failed.phase == "health"
     assert steps.calls[-3:] == ["gate green", "remove green", "discard"]
     assert not any(c.startswith("switch") for c in steps.calls)
-    assert store.current() == Current(slot="blue", release_id="old", switched_at="t")
+    assert store.current() == OLD_IN_BLUE
     assert store.history()[-1].result == "failed"
     assert store.history()[-1].phase == "health"
 
@@ -293,9 +316,7 @@ def test_a_failed_first_deploy_says_what_it_left_and_how_to_remove_it(
     # With a version serving, nothing is listed: the previous version kept serving.
     steps, host = RecordingSteps(fail_at="gate green"), FakeHost()
     steps.left = ["database container shop-development-db"]
-    StateStore(host, PurePosixPath("/state/shop/development")).set_current(
-        Current(slot="blue", release_id="old", switched_at="t")
-    )
+    _old_in_blue(host)
     with pytest.raises(DeployFailed) as caught:
         _run(config, steps, host, monkeypatch)
     assert "destroy" not in (caught.value.hint or "")
@@ -304,13 +325,9 @@ def test_a_failed_first_deploy_says_what_it_left_and_how_to_remove_it(
 def test_failure_after_switch_switches_back_first(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps, host = RecordingSteps(fail_at="verify"), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
-    with pytest.raises(DeployFailed):
-        _run(config, steps, host, monkeypatch)
+    steps, store, _ = _failed_over_old(config, monkeypatch, "verify")
     assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
-    assert store.current() is not None and store.current().slot == "blue"  # type: ignore[union-attr]
+    assert _serving(store).slot == "blue"
     assert store.history()[-1].result == "rolled_back"
 
 
@@ -326,8 +343,7 @@ def test_with_old_version_stop_the_old_slot_is_retired_right_after_the_switch(
     """`deploy.old_version: stop`: drained and stopped once the switch is verified, before the
     watch, so two versions never run during the watch window; retired once only."""
     steps, host = RecordingSteps(), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    store = _old_in_blue(host)
     events = _run(_stop_mode(tmp_path), steps, host, monkeypatch)
     assert steps.calls[-5:] == [
         "gate green",
@@ -338,18 +354,14 @@ def test_with_old_version_stop_the_old_slot_is_retired_right_after_the_switch(
     ]
     finished = [e.phase for e in events if e.kind == "phase.finished"]
     assert finished[-5:] == ["switch", "verify", "retire", "watch", "record"]
-    assert store.current() is not None and store.current().slot == "green"  # type: ignore[union-attr]
+    assert _serving(store).slot == "green"
 
 
 def test_with_old_version_stop_a_failed_watch_brings_the_stopped_version_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    steps, host = RecordingSteps(fail_at="watch green"), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
-    with pytest.raises(DeployFailed) as caught:
-        _run(_stop_mode(tmp_path), steps, host, monkeypatch)
-    assert caught.value.after_switch
+    steps, store, failed = _failed_over_old(_stop_mode(tmp_path), monkeypatch, "watch green")
+    assert failed.after_switch
     assert steps.calls[-5:] == [
         "retire blue",
         "watch green",
@@ -357,16 +369,33 @@ def test_with_old_version_stop_a_failed_watch_brings_the_stopped_version_back(
         "remove green",
         "discard",
     ]
-    assert store.current() is not None and store.current().slot == "blue"  # type: ignore[union-attr]
+    assert _serving(store).slot == "blue"
     assert store.history()[-1].result == "rolled_back"
 
 
-def test_failed_cleanup_is_a_rollback_failure(
-    config: Config, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("steps", "raised"),
+    [
+        pytest.param(
+            {"fail_at": "gate blue", "fail_cleanup": True},
+            RollbackFailed,
+            id="failed cleanup is a rollback failure",
+        ),
+        pytest.param(
+            {"fail_at": "preflight", "error": HostUnreachable},
+            HostUnreachable,
+            id="connection lost before any change is host unreachable",
+        ),
+    ],
+)
+def test_the_error_a_failed_deploy_ends_with(
+    config: Config,
+    monkeypatch: pytest.MonkeyPatch,
+    steps: dict[str, Any],
+    raised: type[ShipyardError],
 ) -> None:
-    steps, host = RecordingSteps(fail_at="gate blue", fail_cleanup=True), FakeHost()
-    with pytest.raises(RollbackFailed):
-        _run(config, steps, host, monkeypatch)
+    with pytest.raises(raised):
+        _run(config, RecordingSteps(**steps), FakeHost(), monkeypatch)
 
 
 def test_connection_lost_after_the_switch_is_a_failed_deploy_not_a_no_op(
@@ -374,25 +403,13 @@ def test_connection_lost_after_the_switch_is_a_failed_deploy_not_a_no_op(
 ) -> None:
     """An SSH connection dropping mid-deploy: the switch is undone and the failure recorded, and a
     switch-back that fails too is a rollback failure (exit 7), not "host unreachable"."""
-    steps, host = RecordingSteps(fail_at="verify", error=HostUnreachable), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
-    with pytest.raises(DeployFailed):
-        _run(config, steps, host, monkeypatch)
+    steps, store, _ = _failed_over_old(config, monkeypatch, "verify", HostUnreachable)
     assert steps.calls[-4:] == ["verify", "switch blue", "remove green", "discard"]
     assert store.history()[-1].result == "rolled_back"
 
     steps = RecordingSteps(fail_at="verify", error=HostUnreachable, fail_cleanup=True)
     with pytest.raises(RollbackFailed):
         _run(config, steps, FakeHost(), monkeypatch)
-
-
-def test_connection_lost_before_any_change_is_host_unreachable(
-    config: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    steps, host = RecordingSteps(fail_at="preflight", error=HostUnreachable), FakeHost()
-    with pytest.raises(HostUnreachable):
-        _run(config, steps, host, monkeypatch)
 
 
 class _PortTaken(PortInUse):
@@ -408,7 +425,7 @@ def test_a_taken_port_stops_the_deploy_as_nothing_changed(
     the port error itself comes out (exit 3, not a failed deploy); what was built for the deploy
     is forgotten, and nothing is journalled or recorded."""
     steps, host = RecordingSteps(fail_at=step, error=_PortTaken), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store = StateStore(host, STATE)
     events: list[Event] = []
     with pytest.raises(PortInUse) as caught:
         _run(config, steps, host, monkeypatch, events=events)
@@ -423,13 +440,7 @@ def test_a_taken_port_stops_the_deploy_as_nothing_changed(
 def test_lock_held_stops_before_any_step(config: Config) -> None:
     steps, host = RecordingSteps(), FakeHost()
     host.files["/state/shop/development/lock"] = (b"", 0o700)
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(host, PurePosixPath("/state/shop/development")),
-        bus=Bus(config.masker),
-        deployment_id="d2",
-    )
+    ctx = operation_context(config, host, deployment_id="d2")
     with pytest.raises(LockHeld):
         run_deploy(ctx, steps, DeployOptions(allow_dirty=True))
     assert steps.calls == ["preflight"]
@@ -468,16 +479,12 @@ def test_without_history_the_rollback_target_is_the_release_before_the_live_one(
 def _served(*operations: tuple[str, str], releases: list[Release]) -> Served:
     """A node's state after ``operations`` (action, release id), each recorded as succeeded."""
     history = [
-        HistoryEntry(
-            deployment_id=f"op{n}",
-            action=action,
-            result="succeeded",
-            version=next(r.version for r in releases if r.id == release),
+        succeeded(
+            f"op{n}",
+            next(r.version for r in releases if r.id == release),
             commit="c" * 40,
-            slot="blue",
             started_at=f"2026-01-01T00:00:{n:02d}Z",
-            duration_s=1.0,
-            by="me",
+            action=action,
             release_id=release,
         )
         for n, (action, release) in enumerate(operations)
@@ -548,6 +555,11 @@ def test_the_rollback_choice_says_why_and_what_it_passes_over() -> None:
     assert choose_rollback(older).release.id == "a"
 
 
+# The journal's steps from the candidate's start to the old slot's retirement, as each operation
+# that brings a version live writes them.
+BRINGING_LIVE = ["start", "health", "switch", "switched", "verified", "watched", "retired"]
+
+
 class JournalHost(FakeHost):
     """Records every version of the journal written, in order."""
 
@@ -566,7 +578,7 @@ def _intent(step: str, *, previous: bool = True, action: str = "deploy") -> Inte
         deployment_id="killed",
         action=action,
         release=replace(_release("killed", "2.0.0", "b" * 40), slot="green"),
-        previous=Current(slot="blue", release_id="old", switched_at="t") if previous else None,
+        previous=OLD_IN_BLUE if previous else None,
         step=step,
         by="someone@somewhere",
         started_at="2026-01-01T00:00:00Z",
@@ -576,9 +588,9 @@ def _intent(step: str, *, previous: bool = True, action: str = "deploy") -> Inte
 
 
 def _state_with(host: FakeHost, intent: Intent | None) -> StateStore:
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store = StateStore(host, STATE)
     store.save_releases([_release("old", "1.0.0", "a" * 40)])
-    store.set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    store.set_current(OLD_IN_BLUE)
     if intent is not None:
         store.write_intent(intent)
     return store
@@ -590,19 +602,9 @@ def test_every_step_is_journalled_before_it_runs_and_cleared_once_recorded(
     steps, host = RecordingSteps(), JournalHost()
     store = _state_with(host, None)
     _run(config, steps, host, monkeypatch)
-    assert host.steps == [
-        "begin",
-        "migrate",
-        "start",
-        "health",
-        "switch",
-        "switched",
-        "verified",
-        "watched",
-        "retired",
-    ]
+    assert host.steps == ["begin", "migrate", *BRINGING_LIVE]
     assert store.intent() is None
-    assert store.current() is not None and store.current().release_id == "d1"  # type: ignore[union-attr]
+    assert _serving(store).release_id == "d1"
 
 
 @pytest.mark.parametrize("step", ["start", "health", "switch", "switched", "verified"])
@@ -630,7 +632,7 @@ def test_an_operation_interrupted_after_it_proved_itself_is_finished(
     with pytest.raises(DeployFailed):
         _run(config, steps, host, monkeypatch)
     assert steps.calls[1:3] == ["serve green", "park blue"]
-    assert store.current() is not None and store.current().release_id == "killed"  # type: ignore[union-attr]
+    assert _serving(store).release_id == "killed"
     assert [r.id for r in store.releases()] == ["old", "killed"]
     interrupted = next(e for e in store.history() if e.deployment_id == "killed")
     assert "finished: 2.0.0 serves" in (interrupted.error or "")
@@ -640,12 +642,12 @@ def test_a_first_deploy_interrupted_after_its_switch_began_is_finished(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps, host = RecordingSteps(fail_at="deliver"), FakeHost()
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store = StateStore(host, STATE)
     store.write_intent(_intent("switch", previous=False))
     with pytest.raises(DeployFailed):
         _run(config, steps, host, monkeypatch)
     assert steps.calls[1] == "serve green"
-    assert store.current() is not None and store.current().slot == "green"  # type: ignore[union-attr]
+    assert _serving(store).slot == "green"
 
 
 def test_when_the_previous_version_cannot_serve_the_proven_candidate_does(
@@ -739,12 +741,12 @@ def test_a_journalled_operation_that_still_holds_its_lock_is_in_progress_not_int
 ) -> None:
     from shipyard.providers.docker._status import _interrupted  # noqa: PLC0415
 
-    store = StateStore(LocalHost(), PurePosixPath(config.root / "state"))
+    ctx = operation_context(
+        config, LocalHost(), deployment_id="s", root=PurePosixPath(config.root / "state")
+    )
+    store = ctx.store
     intent = replace(_intent("health"), deployment_id="running")
     store.write_intent(intent)
-    ctx = OperationContext(
-        config=config, local=LocalHost(), store=store, bus=Bus(config.masker), deployment_id="s"
-    )
     holder = store.lock("running", "deploy", ttl=60)
     holder.acquire()
     try:
@@ -767,8 +769,33 @@ def test_history_is_written_while_the_lock_is_held(
     _run(config, RecordingSteps(), host, monkeypatch)
     with pytest.raises(DeployFailed):
         _run(config, RecordingSteps(fail_at="gate green"), host, monkeypatch)
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store = StateStore(host, STATE)
     assert [e.result for e in store.history()] == ["succeeded", "failed"]
+
+
+def _operation(
+    config: Config,
+    host: FakeHost,
+    monkeypatch: pytest.MonkeyPatch,
+    deployment_id: str,
+    steps: RecordingSteps,
+    options: DeployOptions | RollbackOptions,
+) -> tuple[DeployResult, list[Event]]:
+    """A deploy (``DeployOptions``) or rollback on ``host`` as operation ``deployment_id`` with
+    ``steps``, its build named after it: the result and the events."""
+    built = VersionInfo(deployment_id, deployment_id * 40, "", dirty=False)
+    monkeypatch.setattr("shipyard.deploy.read_version", lambda *args, **kwargs: built)
+    monkeypatch.setattr(
+        "shipyard.deploy.build_image",
+        lambda cfg, local, version, rebuild=False: Image(
+            tag=f"shop:{deployment_id}", id=f"sha256:{deployment_id}", version=version
+        ),
+    )
+    bus, events = recording_bus(config)
+    ctx = operation_context(config, host, deployment_id=deployment_id, bus=bus)
+    if isinstance(options, DeployOptions):
+        return run_deploy(ctx, steps, options), events
+    return run_rollback(ctx, steps, options), events
 
 
 def _operate(
@@ -781,27 +808,19 @@ def _operate(
     to: str | None = None,
 ) -> str:
     """Deploy or roll back on ``host`` as operation ``deployment_id``; returns the live release."""
-    built = VersionInfo(deployment_id, deployment_id * 40, "", dirty=False)
-    monkeypatch.setattr("shipyard.deploy.read_version", lambda *args, **kwargs: built)
-    monkeypatch.setattr(
-        "shipyard.deploy.build_image",
-        lambda cfg, local, version, rebuild=False: Image(
-            tag=f"shop:{deployment_id}", id=f"sha256:{deployment_id}", version=version
-        ),
+    options = (
+        DeployOptions(allow_dirty=True) if action == "deploy" else RollbackOptions(to=to, yes=True)
     )
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=store,
-        bus=Bus(config.masker),
-        deployment_id=deployment_id,
-    )
-    if action == "deploy":
-        result = run_deploy(ctx, RecordingSteps(), DeployOptions(allow_dirty=True))
-    else:
-        result = run_rollback(ctx, RecordingSteps(), RollbackOptions(to=to, yes=True))
+    result, _ = _operation(config, host, monkeypatch, deployment_id, RecordingSteps(), options)
     return result.release.id
+
+
+def _deployed(config: Config, monkeypatch: pytest.MonkeyPatch, *releases: str) -> FakeHost:
+    """A host that ``releases`` were deployed to in turn, each as the operation of its name."""
+    host = FakeHost()
+    for release in releases:
+        _operate(config, host, monkeypatch, "deploy", release)
+    return host
 
 
 def test_a_rollback_returns_to_what_served_before_the_live_release_not_what_was_rolled_back_from(
@@ -822,9 +841,7 @@ def test_a_rollback_returns_to_what_served_before_the_live_release_not_what_was_
 def test_rolling_back_again_goes_further_back_past_the_versions_rolled_back_from(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost()
-    for release in ("a", "b", "c"):
-        _operate(config, host, monkeypatch, "deploy", release)
+    host = _deployed(config, monkeypatch, "a", "b", "c")
     assert _operate(config, host, monkeypatch, "rollback", "r1") == "b"
     assert _operate(config, host, monkeypatch, "rollback", "r2") == "a"  # not back to C
     assert _operate(config, host, monkeypatch, "deploy", "d") == "d"
@@ -841,17 +858,8 @@ def test_an_interrupted_deploy_that_was_finished_counts_as_having_served(
     host = FakeHost()
     store = _state_with(host, _intent("watched"))  # "old" serves, "killed" had proven itself
     store.append_history(
-        HistoryEntry(
-            deployment_id="old",
-            action="deploy",
-            result="succeeded",
-            version="1.0.0",
-            commit="a" * 40,
-            slot="blue",
-            started_at="2026-01-01T00:00:00Z",
-            duration_s=1.0,
-            by="me",
-            release_id="old",
+        succeeded(
+            "old", "1.0.0", commit="a" * 40, started_at="2026-01-01T00:00:00Z", release_id="old"
         )
     )
     assert _operate(config, host, monkeypatch, "deploy", "c") == "c"  # finishes "killed" first
@@ -862,12 +870,10 @@ def test_an_interrupted_deploy_that_was_finished_counts_as_having_served(
 def test_a_rollback_passes_over_releases_no_longer_retained_and_says_so(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost()
-    for release in ("a", "b"):
-        _operate(config, host, monkeypatch, "deploy", release)
+    host = _deployed(config, monkeypatch, "a", "b")
     _operate(config, host, monkeypatch, "rollback", "r1")
     _operate(config, host, monkeypatch, "deploy", "c")
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
+    store = StateStore(host, STATE)
     store.save_releases([r for r in store.releases() if r.id != "a"])  # A was pruned
     with pytest.raises(StateError, match="no earlier release") as caught:
         _operate(config, host, monkeypatch, "rollback", "r2")  # never B, rolled back from
@@ -878,9 +884,7 @@ def test_a_rollback_passes_over_releases_no_longer_retained_and_says_so(
 def test_without_history_a_rollback_returns_to_the_release_deployed_before_the_live_one(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost()
-    for release in ("a", "b", "c"):
-        _operate(config, host, monkeypatch, "deploy", release)
+    host = _deployed(config, monkeypatch, "a", "b", "c")
     _operate(config, host, monkeypatch, "rollback", "r1")
     del host.files["/state/shop/development/history.jsonl"]  # trimmed, or removed by hand
     assert _operate(config, host, monkeypatch, "rollback", "r2") == "a"
@@ -895,7 +899,7 @@ def test_nodes_roll_back_to_what_served_before_after_an_earlier_rollback(
         _operate(config, host, monkeypatch, "deploy", "b")
         _operate(config, host, monkeypatch, "rollback", "r1")
         _operate(config, host, monkeypatch, "deploy", "c")
-    stores = [StateStore(h, PurePosixPath("/state/shop/development")) for h in hosts]
+    stores = [StateStore(h, STATE) for h in hosts]
     nodes = [(f"node{n}", Served.read(store)) for n, store in enumerate(stores)]
     assert common_rollback_version(nodes).release.version == "a"
 
@@ -903,18 +907,13 @@ def test_nodes_roll_back_to_what_served_before_after_an_earlier_rollback(
 def _rotate(
     config: Config, steps: RecordingSteps, host: FakeHost
 ) -> tuple[StateStore, list[Event]]:
-    events: list[Event] = []
-    bus = Bus(config.masker)
-    bus.subscribe(events.append)
-    store = StateStore(host, PurePosixPath("/state/shop/development"))
-    ctx = OperationContext(
-        config=config, local=LocalHost(), store=store, bus=bus, deployment_id="rot1"
-    )
+    bus, events = recording_bus(config)
+    ctx = operation_context(config, host, deployment_id="rot1", bus=bus)
     try:
         run_rotate_password(ctx, steps, RotateOptions())
     finally:
         assert not any(path.endswith("/lock") for path in host.files), "lock left behind"
-    return store, events
+    return ctx.store, events
 
 
 def test_a_password_rotation_redeploys_the_live_release_in_the_other_slot(
@@ -935,19 +934,10 @@ def test_a_password_rotation_redeploys_the_live_release_in_the_other_slot(
         "watch green",
         "retire blue",
     ]
-    assert host.steps == [
-        "begin",
-        "begin",  # the release it brings back is known before the password changes
-        "start",
-        "health",
-        "switch",
-        "switched",
-        "verified",
-        "watched",
-        "retired",
-    ]
-    assert store.current() is not None and store.current().slot == "green"  # type: ignore[union-attr]
-    assert store.current().release_id == "old"  # type: ignore[union-attr]
+    # the release it brings back is known before the password changes: "begin" twice
+    assert host.steps == ["begin", "begin", *BRINGING_LIVE]
+    assert _serving(store).slot == "green"
+    assert _serving(store).release_id == "old"
     assert [r.id for r in store.releases()] == ["old"]  # the same release, in another slot
     entry = store.history()[-1]
     assert (entry.action, entry.result, entry.version, entry.slot) == (
@@ -979,7 +969,7 @@ def test_a_failed_rotation_gives_the_role_its_previous_password_back(
     with pytest.raises(DeployFailed):
         _rotate(config, steps, host)
     assert steps.calls[steps.calls.index(fail_at) + 1 :] == undo
-    assert store.current() == Current(slot="blue", release_id="old", switched_at="t")
+    assert store.current() == OLD_IN_BLUE
     assert [r.id for r in store.releases()] == ["old"]
     entry = store.history()[-1]
     assert (entry.action, entry.result) == (
@@ -1005,7 +995,7 @@ def test_a_rotation_with_nothing_deployed_changes_nothing(config: Config) -> Non
     with pytest.raises(StateError, match="nothing is deployed to development"):
         _rotate(config, steps, host)
     assert steps.calls == ["preflight"]
-    assert StateStore(host, PurePosixPath("/state/shop/development")).history() == []
+    assert StateStore(host, STATE).history() == []
 
 
 @pytest.mark.parametrize(("step", "serves"), [("begin", None), ("health", "blue")])
@@ -1032,40 +1022,6 @@ def test_an_interrupted_rotation_is_undone_and_says_the_password_may_have_change
 
 
 # -- live before the watch, the watch window, the profile ------------------------------------------
-def _operation(
-    config: Config,
-    host: FakeHost,
-    monkeypatch: pytest.MonkeyPatch,
-    deployment_id: str,
-    steps: RecordingSteps,
-    options: DeployOptions | RollbackOptions,
-) -> list[Event]:
-    """A deploy (``DeployOptions``) or rollback as ``deployment_id`` with ``steps``: its events."""
-    built = VersionInfo(deployment_id, deployment_id * 40, "", dirty=False)
-    monkeypatch.setattr("shipyard.deploy.read_version", lambda *args, **kwargs: built)
-    monkeypatch.setattr(
-        "shipyard.deploy.build_image",
-        lambda cfg, local, version, rebuild=False: Image(
-            tag=f"shop:{deployment_id}", id=f"sha256:{deployment_id}", version=version
-        ),
-    )
-    events: list[Event] = []
-    bus = Bus(config.masker)
-    bus.subscribe(events.append)
-    ctx = OperationContext(
-        config=config,
-        local=LocalHost(),
-        store=StateStore(host, PurePosixPath("/state/shop/development")),
-        bus=bus,
-        deployment_id=deployment_id,
-    )
-    if isinstance(options, DeployOptions):
-        run_deploy(ctx, steps, options)
-    else:
-        run_rollback(ctx, steps, options)
-    return events
-
-
 def _order(events: list[Event]) -> list[str]:
     """Lifecycle events and finished or skipped phases, in order."""
     return [
@@ -1079,10 +1035,9 @@ def _order(events: list[Event]) -> list[str]:
 def test_live_is_reported_once_the_switch_is_verified_before_the_watch(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost()
-    _operation(config, host, monkeypatch, "a", RecordingSteps(), DeployOptions(allow_dirty=True))
+    host = _deployed(config, monkeypatch, "a")
     steps = RecordingSteps()
-    events = _operation(config, host, monkeypatch, "b", steps, DeployOptions(allow_dirty=True))
+    _, events = _operation(config, host, monkeypatch, "b", steps, DeployOptions(allow_dirty=True))
     order = _order(events)
     assert order[order.index("deploy.switched") :] == [
         "deploy.switched",
@@ -1108,10 +1063,9 @@ def test_live_is_reported_once_the_switch_is_verified_before_the_watch(
 def test_no_watch_returns_after_verify_with_the_old_version_retired(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    host = FakeHost()
-    _operation(config, host, monkeypatch, "a", RecordingSteps(), DeployOptions(allow_dirty=True))
+    host = _deployed(config, monkeypatch, "a")
     steps = RecordingSteps()
-    events = _operation(
+    _, events = _operation(
         config, host, monkeypatch, "b", steps, DeployOptions(allow_dirty=True, watch=0)
     )
     assert steps.calls[-3:] == ["switch green", "verify", "retire blue"]
@@ -1121,7 +1075,7 @@ def test_no_watch_returns_after_verify_with_the_old_version_retired(
     live = next(e for e in events if e.kind == "deploy.live")
     assert "not watched (--no-watch): blue is retired now" in live.message
     assert live.data["watch_s"] == 0
-    history = StateStore(host, PurePosixPath("/state/shop/development")).history()
+    history = StateStore(host, STATE).history()
     assert history[-1].result == "succeeded" and "watch" not in history[-1].steps
 
 
@@ -1131,11 +1085,7 @@ def test_a_rollback_is_watched_for_deploy_rollback_watch(
     """Shorter by default (10s) than a deploy's (30s); configurable; --no-watch skips it."""
     config = committed_config(tmp_path, VALID)
     assert (config.deploy.watch, config.deploy.rollback_watch) == (30.0, 10.0)
-    host = FakeHost()
-    for deployment in ("a", "b"):
-        _operation(
-            config, host, monkeypatch, deployment, RecordingSteps(), DeployOptions(allow_dirty=True)
-        )
+    host = _deployed(config, monkeypatch, "a", "b")
     steps = RecordingSteps()
     _operation(config, host, monkeypatch, "r1", steps, RollbackOptions(yes=True))
     assert steps.watched == [10.0]
@@ -1148,7 +1098,7 @@ def test_a_rollback_is_watched_for_deploy_rollback_watch(
     assert steps.watched == [3.0]
 
     steps = RecordingSteps()
-    events = _operation(
+    _, events = _operation(
         configured, host, monkeypatch, "r3", steps, RollbackOptions(to="a", yes=True, watch=0)
     )
     assert steps.watched == []
@@ -1161,7 +1111,7 @@ def test_every_operation_ends_with_its_profile(
     """One ``operation.profile`` event, last: each phase that ran with its duration, in order,
     the total, and when the new version was live (none for a failed operation)."""
     host = FakeHost()
-    events = _operation(
+    _, events = _operation(
         config, host, monkeypatch, "a", RecordingSteps(), DeployOptions(allow_dirty=True)
     )
     profile = events[-1]

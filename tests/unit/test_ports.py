@@ -13,9 +13,8 @@ import pytest
 from shipyard import cli
 from shipyard import session as library
 from shipyard.config import Config, load_config
-from shipyard.deploy import OperationContext, _checks
+from shipyard.deploy import _checks
 from shipyard.errors import HostUnreachable, PortInUse
-from shipyard.events import Bus
 from shipyard.hosts import (
     CommandResult,
     Listener,
@@ -25,9 +24,9 @@ from shipyard.hosts import (
 )
 from shipyard.providers import taken_ports
 from shipyard.providers.docker import DockerSteps
-from shipyard.state import StateStore
 from tests.bad_configs import VALID, BadConfig, clean_tree, write
 from tests.fakes import FakeHost
+from tests.unit.pipeline_harness import operation_context
 
 DATA = Path(__file__).parent / "data"
 ANY = "0.0.0.0"  # noqa: S104 — the address that stands for every IPv4 address
@@ -123,14 +122,8 @@ def _config(tmp_path: Path, yaml: str = VALID) -> Config:
 
 
 def _steps(config: Config, host: _Server) -> DockerSteps:
-    ctx = OperationContext(
-        config=config,
-        local=host,
-        store=StateStore(host, PurePosixPath("/var/lib/shipyard/shop/development")),
-        bus=Bus(config.masker),
-        deployment_id="d1",
-    )
-    return DockerSteps(ctx, host)
+    root = PurePosixPath("/var/lib/shipyard/shop/development")
+    return DockerSteps(operation_context(config, host, root=root, local=host), host)
 
 
 # -- reading what listens -------------------------------------------------------------------------

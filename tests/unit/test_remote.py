@@ -19,7 +19,7 @@ import pytest
 from shipyard.build import Image, VersionInfo
 from shipyard.config import RegistrySection, load_config
 from shipyard.delivery import DeliveryError, deliver
-from shipyard.deploy import Interrupted, OperationContext, across_nodes, rollout_error
+from shipyard.deploy import Interrupted, across_nodes, rollout_error
 from shipyard.docker import Docker, normalise_architecture, parse_image
 from shipyard.errors import (
     CommandFailed,
@@ -29,7 +29,6 @@ from shipyard.errors import (
     RollbackFailed,
     ShipyardError,
 )
-from shipyard.events import Bus
 from shipyard.hosts import (
     CommandResult,
     LocalHost,
@@ -42,9 +41,9 @@ from shipyard.providers.docker import DockerSteps
 from shipyard.provision import ProvisionOptions, provision
 from shipyard.provision import _files as files
 from shipyard.secrets import EnvFileBackend
-from shipyard.state import StateStore
 from tests.bad_configs import ENV_FILE, VALID, BadConfig, write
 from tests.fakes import FakeHost
+from tests.unit.pipeline_harness import operation_context
 
 
 def test_ssh_target_parsing() -> None:
@@ -544,14 +543,8 @@ def test_architectures_are_named_as_images_name_them() -> None:
 
 def _steps(tmp_path: Path, local: _RecordingHost, remote: _RecordingHost) -> DockerSteps:
     config = load_config(_config(tmp_path, VALID), "development", process_env={})
-    ctx = OperationContext(
-        config=config,
-        local=local,
-        store=StateStore(remote, PurePosixPath("/var/lib/shipyard/shop/development")),
-        bus=Bus(config.masker),
-        deployment_id="d1",
-    )
-    return DockerSteps(ctx, remote)
+    root = PurePosixPath("/var/lib/shipyard/shop/development")
+    return DockerSteps(operation_context(config, remote, root=root, local=local), remote)
 
 
 _IMAGE = Image(tag="shop:1.0.0", id="sha256:abc", version=VersionInfo("1.0.0", "f" * 40, "", False))
