@@ -4,8 +4,10 @@ must implement."""
 from __future__ import annotations
 
 import inspect
+import io
 
 import pytest
+from rich.console import Console
 
 from shipyard.deploy import (
     DEPLOY,
@@ -20,7 +22,7 @@ from shipyard.deploy import (
     UndeclaredPhase,
     planned,
 )
-from shipyard.events import Bus, Event, EventKind
+from shipyard.events import Bus, ConsoleSink, Event, EventKind
 from shipyard.providers.docker import DockerSteps
 from shipyard.secrets import Masker
 
@@ -161,3 +163,43 @@ def test_every_operation_is_declared_once_with_its_point_of_no_return() -> None:
         assert names.index("health") < names.index("switch") < names.index("verify")
     assert REPAIR.names() == ["lock", "repair"]
     assert REPAIR.no_return is None
+
+
+def test_an_operation_announces_its_declared_phases_on_the_console() -> None:
+    assert DEPLOY.outline() == [
+        "validate",
+        "lock",
+        "repair",
+        "version",
+        "[ci]",
+        "build",
+        "deliver",
+        "infrastructure",
+        "plan",
+        "[snapshot]",
+        "migrate",
+        "start",
+        "health",
+        "switch",
+        "verify",
+        "[watch]",
+        "[retire]",
+        "record",
+    ]
+    assert ROLLBACK.outline()[3] == "choose"
+    out = io.StringIO()
+    sink = ConsoleSink(Console(file=out, width=400, color_system=None))
+    sink(
+        Event(
+            kind=EventKind.ROLLBACK_STARTED,
+            deployment_id="d1",
+            app="shop",
+            environment="prod",
+            message="rollback of shop to prod",
+            data={"phases": ROLLBACK.outline()},
+        )
+    )
+    assert out.getvalue().strip() == (
+        "rollback of shop to prod: validate → lock → repair → choose → start → health → switch "
+        "→ verify → [watch] → [retire] → record"
+    )

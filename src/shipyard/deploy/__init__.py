@@ -685,6 +685,7 @@ class _Operation:
         phases.event(
             self.kinds.started,
             message=f"{self.action} of {ctx.config.app.name} to {ctx.config.environment.name}",
+            data={"phases": self.phases.pipeline.outline()},
         )
         with signals_raise():
             try:

@@ -78,6 +78,21 @@ class Pipeline:
     def spec(self, name: str) -> PhaseSpec:
         return self.phases[self.place(name, -1)]
 
+    def outline(self) -> list[str]:
+        """The phases as the progress display announces them: in order, a phase that runs only
+        under a condition in brackets, hooks and what runs afterwards left out; a phase declared
+        at two places is named at its last."""
+        shown = [
+            spec
+            for spec in self.phases
+            if spec.runs is not Runs.AFTERWARDS and spec.when != "hooks"
+        ]
+        return [
+            f"[{spec.name}]" if spec.runs is Runs.SOMETIMES else spec.name
+            for index, spec in enumerate(shown)
+            if all(later.name != spec.name for later in shown[index + 1 :])
+        ]
+
     def names(self) -> list[str]:
         """The phases' names in order, each once."""
         return list(dict.fromkeys(spec.name for spec in self.phases))

@@ -115,6 +115,9 @@ class ConsoleSink:
 
     def __call__(self, event: Event) -> None:
         render: dict[str, Callable[[Event], str | None]] = {
+            **dict.fromkeys(
+                (EventKind.DEPLOY_STARTED, EventKind.ROLLBACK_STARTED), _announced_phases
+            ),
             EventKind.PHASE_FINISHED: lambda e: (
                 f"[green]✓[/] {e.phase:<14} {e.duration_s or 0:6.1f}s  {e.message}"
             ),
@@ -137,6 +140,15 @@ class ConsoleSink:
         line = renderer(safe) if renderer is not None else None
         if line is not None:
             self.console.print(line, markup=True, soft_wrap=True)
+
+
+def _announced_phases(event: Event) -> str | None:
+    """The line an operation starts with: what it is and its phases, in order (as its
+    pipeline declares them; in brackets those that run only under a condition)."""
+    phases = (event.data or {}).get("phases")
+    if not phases:
+        return None
+    return f"[dim]{event.message}: {escape(' → '.join(phases))}[/]"
 
 
 class JsonLinesSink:
