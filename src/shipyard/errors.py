@@ -21,6 +21,7 @@
     │   └── LockLost              an operation lost its lock (it was unresponsive past the TTL)
     ├── StateError                the recorded state is missing or unreadable
     ├── NeedsConfirmation         the operation is risky and was not confirmed (--yes)           2
+    │   └── ConfigExists          `init` would replace an existing shipyard.yml (--force)
     ├── UnknownNode               --node names no node of the environment                        2
     ├── HookFailed                a deploy hook exited non-zero, timed out or could not start
     ├── CiNotPassed               the commit's CI failed, is running, or never ran
@@ -246,6 +247,11 @@ class NeedsConfirmation(ShipyardError):
     """A risky operation needs the operator's explicit confirmation (``--yes``)."""
 
     exit_code = ExitCode.USAGE
+
+
+class ConfigExists(NeedsConfirmation):
+    """``shipyard init`` found a shipyard.yml and was not told to replace it (``--force``):
+    nothing was written."""
 
 
 class HookFailed(ShipyardError):

@@ -79,6 +79,59 @@ app.add_command(db_group)
 
 
 @app.command()
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=Path(),
+    show_default=True,
+    help="The repository to inspect and write into.",
+)
+@flag("--force", "Replace an existing shipyard.yml.")
+@json_option
+def init(directory: Path, force: bool, json_output: bool) -> None:
+    """Inspect a Go repository and write a commented shipyard.yml, .env.example and .gitignore
+    entries for env files (an existing shipyard.yml is kept unless --force: exit 2)."""
+    from rich.markup import escape
+
+    from shipyard.cli._output import err
+    from shipyard.scaffold import init_repository
+
+    done = init_repository(directory, force=force)
+    found = done.repository
+    if json_output:
+        print_json(
+            {
+                "config": str(done.config),
+                "replaced": done.replaced,
+                "appended": done.appended,
+                "found": {
+                    "module": found.module,
+                    "package": found.package,
+                    "ldflags": found.ldflags,
+                    "dockerfile": found.dockerfile,
+                    "migrations": found.migrations,
+                    "extensions": list(found.extensions),
+                    "health": list(found.health_paths),
+                    "version_path": found.version_path,
+                    "port": found.port,
+                    "database_url_env": found.database_url_env,
+                    "required_env": list(found.required_env),
+                    "env": list(found.env),
+                },
+                "next": done.next,
+            }
+        )
+        return
+    err().print(f"{'replaced' if done.replaced else 'wrote'} {escape(str(done.config))}")
+    for name, lines in done.appended.items():
+        err().print(f"appended {len(lines)} line(s) to {escape(name)}")
+    err().print("next:")
+    for command in done.next:
+        err().print(f"  {escape(command)}")
+
+
+@app.command()
 @environment_argument
 @config_option
 @flag("--allow-dirty", "As for deploy: uncommitted changes are no problem.")
