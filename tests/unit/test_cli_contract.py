@@ -21,6 +21,7 @@ TOP_LEVEL = [
     "deploy",
     "destroy",
     "history",
+    "init",
     "lock",
     "logs",
     "migrations",
