@@ -62,6 +62,14 @@ def add_migration(app: AppUnderTest, name: str, sql: str) -> None:
     (app.dir / "migrations" / f"{name}.down.sql").write_text("SELECT 1;\n", encoding="utf-8")
 
 
+def _deploy_fails_in(app: AppUnderTest, phase: str) -> subprocess.CompletedProcess[str]:
+    """A deploy, which must fail (exit 6) in ``phase``."""
+    result = app.shipyard("deploy", "development")
+    assert result.returncode == 6
+    assert f"phase '{phase}'" in result.stderr
+    return result
+
+
 BAD = """-- adds a column, then fails: the whole file must roll back
 ALTER TABLE events ADD COLUMN venue text;
 INSERT INTO events (title, starts_at)
@@ -107,9 +115,7 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
 
     # A schema left dirty (here by hand) is refused before anything changes, with recovery steps.
     psql(app.database, "UPDATE schema_migrations SET dirty = true;")
-    again = app.shipyard("deploy", "development")
-    assert again.returncode == 6
-    assert "phase 'plan'" in again.stderr
+    again = _deploy_fails_in(app, "plan")
     assert "dirty at version 2 (000002_create_jobs.up.sql)" in again.stderr
     assert "migrate force 2" in again.stderr
 
@@ -179,10 +185,8 @@ def test_full_snapshot_disk_refuses_deploy_before_migrating(
     add_migration(app, "000003_add_venue", "ALTER TABLE events ADD COLUMN venue text;\n")
     app.commit("add venue")
 
-    result = app.shipyard("deploy", "development")
+    result = _deploy_fails_in(app, "snapshot")
 
-    assert result.returncode == 6
-    assert "phase 'snapshot'" in result.stderr
     assert "no space left on device" in result.stderr
     assert " migrate " not in result.stderr.replace("phase 'migrate'", "")
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
@@ -199,10 +203,8 @@ def test_lint_block_refuses_deploy_before_any_schema_change(app: AppUnderTest) -
     add_migration(app, "000003_drop_description", "ALTER TABLE events DROP COLUMN description;\n")
     app.commit("drop description")
 
-    result = app.shipyard("deploy", "development")
+    result = _deploy_fails_in(app, "plan")
 
-    assert result.returncode == 6
-    assert "phase 'plan'" in result.stderr
     assert "000003_drop_description.up.sql:1: drop-column" in result.stderr
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
     assert (
