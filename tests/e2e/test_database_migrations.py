@@ -62,6 +62,14 @@ def add_migration(app: AppUnderTest, name: str, sql: str) -> None:
     (app.dir / "migrations" / f"{name}.down.sql").write_text("SELECT 1;\n", encoding="utf-8")
 
 
+def _columns_named(app: AppUnderTest, column: str) -> str:
+    """How many columns of table events are named ``column``, as psql prints it ("0" or "1")."""
+    return psql(
+        app.database,
+        f"SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = '{column}';",  # noqa: S608 — the tests' own names
+    )
+
+
 def _deploy_fails_in(app: AppUnderTest, phase: str) -> subprocess.CompletedProcess[str]:
     """A deploy, which must fail (exit 6) in ``phase``."""
     result = app.shipyard("deploy", "development")
@@ -100,13 +108,7 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
     pre_migrate = [s for s in snapshots if s["reason"] == "pre-migrate"]
     assert pre_migrate[0]["name"] in result.stderr  # the message names the snapshot
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
-    assert (
-        psql(
-            app.database,
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'venue';",
-        )
-        == "0"
-    )
+    assert _columns_named(app, "venue") == "0"
     assert psql(app.database, "SELECT count(*) FROM events WHERE title = 'x';") == "0"
     assert loop.failures == []
     assert loop.ok > 10
@@ -207,13 +209,7 @@ def test_lint_block_refuses_deploy_before_any_schema_change(app: AppUnderTest) -
 
     assert "000003_drop_description.up.sql:1: drop-column" in result.stderr
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
-    assert (
-        psql(
-            app.database,
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'description';",
-        )
-        == "1"
-    )
+    assert _columns_named(app, "description") == "1"
     assert "snapshot" not in [e.split()[0] for e in result.stderr.splitlines() if e.startswith("✓")]
     lint = app.shipyard("migrations", "lint", "--path", "migrations")
     assert lint.returncode == 8
