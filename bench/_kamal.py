@@ -28,41 +28,27 @@ def build(gobin: Path, version: str = VERSION) -> Path:
     gobin.mkdir(parents=True, exist_ok=True)
     binary = gobin / "kamal-proxy"
     env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(gobin), "GOFLAGS": "-mod=mod"}
-    installed = subprocess.run(
-        ["go", "install", f"{MODULE}/cmd/kamal-proxy@{version}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        timeout=900,
-    )
+
+    def go(
+        *args: str, cwd: str | Path | None = None, check: bool = False
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["go", *args], capture_output=True, text=True, check=check, env=env, cwd=cwd,
+            timeout=900,
+        )  # fmt: skip
+
+    installed = go("install", f"{MODULE}/cmd/kamal-proxy@{version}")
     if installed.returncode == 0 and binary.is_file():
         return binary
     with tempfile.TemporaryDirectory(prefix="kamal-proxy-") as scratch:
-        downloaded = subprocess.run(
-            ["go", "mod", "download", "-json", f"{MODULE}@{version}"],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=env,
-            cwd=scratch,
-            timeout=900,
-        )
+        downloaded = go("mod", "download", "-json", f"{MODULE}@{version}", cwd=scratch)
     if downloaded.returncode != 0:
         raise RuntimeError(
             f"kamal-proxy {version}: go install failed ({installed.stderr.strip()[-400:]}) "
             f"and so did go mod download ({downloaded.stderr.strip()[-400:]})"
         )
     source = Path(json.loads(downloaded.stdout)["Dir"])
-    subprocess.run(
-        ["go", "build", "-o", str(binary), "./cmd/kamal-proxy"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=source,
-        timeout=900,
-    )
+    go("build", "-o", str(binary), "./cmd/kamal-proxy", cwd=source, check=True)
     return binary
 
 

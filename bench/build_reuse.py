@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.docker_cli import remove_found
 from tests.example_app import copy_example, git
 
 from shipyard import build
@@ -112,26 +113,10 @@ def before_build(config: Config) -> str:
 
 
 def remove_images(app: str) -> None:
-    found = subprocess.run(
-        [
-            "docker",
-            "image",
-            "ls",
-            "--quiet",
-            "--no-trunc",
-            "--filter",
-            f"label=org.shipyard.app={app}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    if found:
-        subprocess.run(
-            ["docker", "image", "rm", "--force", *dict.fromkeys(found)],
-            capture_output=True,
-            check=False,
-        )
+    remove_found(
+        ["image", "ls", "--quiet", "--no-trunc", "--filter", f"label=org.shipyard.app={app}"],
+        ["image", "rm", "--force"],
+    )
 
 
 def main() -> int:

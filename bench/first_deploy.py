@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from tests.e2e.docker_cli import docker_inspect
 from tests.example_app import copy_example, destroy_example
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,6 +84,18 @@ def run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
     )
 
 
+def deploy_json(app: Path) -> subprocess.CompletedProcess[str]:
+    """``shipyard deploy development --json`` of ``app``, its output captured; not checked (the
+    caller reads the exit code and the events)."""
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", "deploy", "development", "--json"],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 def wait_for(url: str) -> None:
     for _ in range(600):
         try:
@@ -109,12 +122,7 @@ def shipyard_first_deploy(work: Path) -> tuple[float, str]:
     try:
         # Warm the app image and Go build cache, then empty the engine of this app.
         run(*cli, "deploy", "development", cwd=app)
-        image = subprocess.run(
-            ["docker", "inspect", "--format", "{{.Config.Image}}", f"{name}-development-live"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        image = docker_inspect(f"{name}-development-live", "{{.Config.Image}}")
         run(*cli, "destroy", "development", "--yes", "--volumes", "--snapshots", cwd=app)
         started = time.perf_counter()
         run(*cli, "deploy", "development", cwd=app)

@@ -55,6 +55,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.conftest import git, remove_everything  # noqa: E402
+from tests.e2e.docker_cli import remove_found  # noqa: E402
 from tests.e2e.load import Load  # noqa: E402
 from tests.e2e.ports import release_ports, reserve_port  # noqa: E402
 from tests.example_app import destroy_example  # noqa: E402
@@ -482,21 +483,10 @@ class World:
         compose = self.tools.get("compose")
         if isinstance(compose, Compose):
             compose.down()
-        ids = subprocess.run(
-            [
-                "docker",
-                "ps",
-                "--all",
-                "--quiet",
-                "--filter",
-                f"label=org.shipyard.bench={self.label}",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if ids:
-            subprocess.run(["docker", "rm", "--force", *ids], capture_output=True, check=False)
+        remove_found(
+            ["ps", "--all", "--quiet", "--filter", f"label=org.shipyard.bench={self.label}"],
+            ["rm", "--force"],
+        )
         destroy_example(self.app, ENVIRONMENT)
         remove_everything(self.name)
         release_ports()

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 from tests.e2e.postgres import psql
 
-from bench.first_deploy import free_port, prepare_app, run
+from bench.first_deploy import deploy_json, free_port, prepare_app, run
 from shipyard.session import open_session
 
 SEED = """
@@ -169,14 +169,7 @@ def main() -> None:  # noqa: PLR0915 — one linear script
             load = Load(f"http://127.0.0.1:{port}/api/v1/events")
             load.thread.start()
             started = time.perf_counter()
-            result = subprocess.run(
-                [*cli, "deploy", "development", "--json"],
-                cwd=app,
-                capture_output=True,
-                text=True,
-                check=False,
-                env=os.environ,
-            )
+            result = deploy_json(app)
             elapsed = time.perf_counter() - started
             load.stop.set()
             load.thread.join()

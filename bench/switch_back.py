@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from tests.e2e.load import Load  # noqa: E402
 from tests.example_app import destroy_example  # noqa: E402
 
-from bench.first_deploy import free_port, prepare_app, run  # noqa: E402
+from bench.first_deploy import deploy_json, free_port, prepare_app, run  # noqa: E402
 
 MODES = ("standby", "stop")
 CLI = [sys.executable, "-m", "shipyard"]
@@ -101,13 +101,7 @@ def failing_deploy(app: Path, port: int, mode: str, good: str) -> tuple[float, i
     commit(app, f"fails its watch ({mode})")
     url = f"http://127.0.0.1:{port}/version"
     with Load(url) as load, Poller(url) as poller:
-        deploy = subprocess.run(
-            [*CLI, "deploy", "development", "--json"],
-            cwd=app,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        deploy = deploy_json(app)
         deadline = time.monotonic() + 60
         while not (poller.answers and poller.answers[-1][1] == good):
             if time.monotonic() > deadline:

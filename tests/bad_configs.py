@@ -62,6 +62,15 @@ def _replace(old: str, new: str) -> str:
     return VALID.replace(old, new, 1)
 
 
+def _beside_other_errors(
+    id: str, change: tuple[str, str], expected: str, location: str
+) -> BadConfig:
+    """Case ``id``: ``expected`` at ``location`` is still reported when the env file is empty and
+    the config has two other errors, an out-of-range port and ``change`` (old, new)."""
+    yaml = _replace("port: 8080", "port: 70000").replace(*change)
+    return BadConfig(id, yaml, expected, location, env_file="\n")
+
+
 CATALOGUE: list[BadConfig] = [
     BadConfig(
         "yaml-syntax", VALID.replace("  port: 8080", "  port: [8080"), "invalid YAML", "4:15"
@@ -156,19 +165,17 @@ CATALOGUE: list[BadConfig] = [
         "4:18 app.required_env[0]",
         env_file="POSTGRES_PASSWORD=s3cret-password\n",
     ),
-    BadConfig(
+    _beside_other_errors(
         "required-env-missing-beside-other-errors",
-        _replace("port: 8080", "port: 70000").replace("  user: shop\n", "  user: Shop\n"),
+        ("  user: shop\n", "  user: Shop\n"),
         "JWT_SECRET is required by the app",
         "4:18 app.required_env[0]",
-        env_file="\n",
     ),
-    BadConfig(
+    _beside_other_errors(
         "database-password-missing-beside-other-errors",
-        _replace("port: 8080", "port: 70000").replace("  image: shipyard", "  imgae: shipyard"),
+        ("  image: shipyard", "  imgae: shipyard"),
         "POSTGRES_PASSWORD must be set",
         "10:1 database",
-        env_file="\n",
     ),
     BadConfig(
         "database-password-missing",

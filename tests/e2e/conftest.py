@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from ruamel.yaml import YAML
 
 from shipyard.secrets import read_env_file
+from tests.e2e.docker_cli import docker_inspect, remove_found
 from tests.e2e.ports import release_ports, reserve_port
 from tests.e2e.sshd import Sshd, start_sshd
 from tests.example_app import EXAMPLE, ROOT, copy_example, git
@@ -84,12 +86,7 @@ def free_subnet() -> str:
 
 
 def container_id(name: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.Id}}", name],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return docker_inspect(name, "{{.Id}}")
 
 
 def togather_tarball() -> Path:
@@ -171,18 +168,7 @@ class AppUnderTest:
 
     def live_image(self) -> str:
         """The image (tag) the environment's live container runs."""
-        return subprocess.run(
-            [
-                "docker",
-                "inspect",
-                "--format",
-                "{{.Config.Image}}",
-                f"{self.name}-{self.environment}-live",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return docker_inspect(f"{self.name}-{self.environment}-live", "{{.Config.Image}}")
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.http_port}{path}"
@@ -213,6 +199,18 @@ class AppUnderTest:
         assert read == awkward, read
         return read
 
+    def served(self, path: str = "/version", key: str = "git_commit") -> str:
+        """``key`` of the JSON the app answers at ``path`` through the proxy."""
+        value: str = httpx.get(self.url(path), timeout=10).json()[key]
+        return value
+
+    def history(self) -> list[dict[str, Any]]:
+        """The environment's deploy history, newest first (``history --json``)."""
+        result = self.shipyard("history", self.environment, "--json")
+        assert result.returncode == 0, result.stderr
+        entries: list[dict[str, Any]] = json.loads(result.stdout)
+        return entries
+
     def status(self) -> dict[str, Any]:
         """The record of the environment's one node (``status --json`` lists every node)."""
         result = self.shipyard("status", self.environment, "--json")
@@ -229,41 +227,19 @@ def container_env(inspect: str) -> dict[str, str]:
 
 
 def remove_everything(name: str) -> None:
-    ids = subprocess.run(
-        ["docker", "ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    if ids:
-        subprocess.run(
-            ["docker", "rm", "--force", "--volumes", *ids], capture_output=True, check=False
-        )
-    for kind in ("network", "volume"):
-        listed = subprocess.run(
-            ["docker", kind, "ls", "--quiet", "--filter", f"name={name}-"],
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.split()
-        if listed:
-            subprocess.run(
-                ["docker", kind, "rm", "--force", *listed]
-                if kind == "volume"
-                else ["docker", kind, "rm", *listed],
-                capture_output=True,
-                check=False,
-            )
-    images = subprocess.run(
-        ["docker", "image", "ls", "--quiet", "--filter", f"reference={name}"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.split()
-    if images:  # the app's builds (the base images it used stay)
-        subprocess.run(
-            ["docker", "image", "rm", "--force", *set(images)], capture_output=True, check=False
-        )
+    """Every container, network, volume and build of app ``name`` removed from the engine (the
+    base images its builds used stay)."""
+    remove_found(
+        ["ps", "--all", "--quiet", "--filter", f"label=org.shipyard.app={name}"],
+        ["rm", "--force", "--volumes"],
+    )
+    remove_found(["network", "ls", "--quiet", "--filter", f"name={name}-"], ["network", "rm"])
+    remove_found(
+        ["volume", "ls", "--quiet", "--filter", f"name={name}-"], ["volume", "rm", "--force"]
+    )
+    remove_found(
+        ["image", "ls", "--quiet", "--filter", f"reference={name}"], ["image", "rm", "--force"]
+    )
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.e2e.daemons import stop_daemon
+
 
 @dataclass
 class Engine:
@@ -43,13 +45,7 @@ class Engine:
         return inspect_image_id(ref, docker_host=self.docker_host)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        stop_daemon(self.process, grace=60)
         # dockerd leaves its data root bind-mounted onto itself.
         mounts = Path("/proc/self/mounts").read_text().splitlines()
         for line in sorted((m.split()[1] for m in mounts), reverse=True):

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.e2e.daemons import stop_daemon
 from tests.e2e.ports import reserve_port
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
@@ -50,13 +51,7 @@ class Sshd:
         }
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_daemon(self.process, grace=10)
 
 
 def start_sshd(

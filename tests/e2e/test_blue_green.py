@@ -6,9 +6,8 @@ import json
 import subprocess
 from typing import Any
 
-import httpx
-
 from tests.e2e.conftest import AppUnderTest, engine_snapshot
+from tests.e2e.docker_cli import docker_inspect
 from tests.e2e.load import Load
 
 
@@ -28,11 +27,16 @@ def _set_app_env(app: AppUnderTest, env: dict[str, str]) -> None:
     app.edit(change)
 
 
-def _history(app: AppUnderTest) -> list[dict[str, Any]]:
-    result = app.shipyard("history", "development", "--json")
-    assert result.returncode == 0, result.stderr
-    entries: list[dict[str, Any]] = json.loads(result.stdout)
-    return entries
+def _deploy_then_commit(app: AppUnderTest, change: Any, message: str) -> str:
+    """Deploy the app as it is (with a short watch), then commit ``change`` to shipyard.yml as
+    ``message``: returns the git commit of the version deployed."""
+    _short_watch(app)
+    app.commit("good")
+    assert app.shipyard("deploy", "development").returncode == 0
+    good = app.served()
+    app.edit(change)
+    app.commit(message)
+    return good
 
 
 def test_three_deploys_under_load_fail_no_request(app: AppUnderTest) -> None:
@@ -52,24 +56,18 @@ def test_three_deploys_under_load_fail_no_request(app: AppUnderTest) -> None:
         f"a client saw an older version again: {load.result.per_client}"
     )
     assert load.result.retried == 0, "the switch never closes a client's connection"
-    assert httpx.get(app.url("/"), timeout=10).json()["version"] == expected[-1]
+    assert app.served("/", "version") == expected[-1]
     assert app.running_app_containers() == [f"{app.name}-development-live"]
-    assert [e["slot"] for e in reversed(_history(app))] == ["blue", "green", "blue", "green"]
+    assert [e["slot"] for e in reversed(app.history())] == ["blue", "green", "blue", "green"]
     assert app.status()["slot"] == "green"
 
 
 def test_unhealthy_version_is_never_switched_to(app: AppUnderTest) -> None:
-    _short_watch(app)
-    app.commit("good")
-    assert app.shipyard("deploy", "development").returncode == 0
-    good = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
-
     def change(document: Any) -> None:
         document["app"]["env"]["TEST_UNHEALTHY"] = "1"
         document["health"]["start_timeout"] = "4s"
 
-    app.edit(change)
-    app.commit("bad")
+    good = _deploy_then_commit(app, change, "bad")
     with Load(app.url("/")) as load:
         result = app.shipyard("deploy", "development")
     assert result.returncode == 6, result.stderr
@@ -78,26 +76,21 @@ def test_unhealthy_version_is_never_switched_to(app: AppUnderTest) -> None:
     assert load.result.failures == [], load.result.failures[:5]
     assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
     assert app.running_app_containers() == [f"{app.name}-development-live"]
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == good
-    assert _history(app)[0]["result"] == "failed"
+    assert app.served() == good
+    assert app.history()[0]["result"] == "failed"
 
 
 def test_version_answering_unhealthy_fails_the_gate_after_the_grace(app: AppUnderTest) -> None:
     """A version whose health endpoint keeps answering "unhealthy" fails at health after
     ``health.unhealthy_grace``, not after the (long) start timeout, with its answers; the
     previous version serves throughout."""
-    _short_watch(app)
-    app.commit("good")
-    assert app.shipyard("deploy", "development").returncode == 0
-    good = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
 
     def change(document: Any) -> None:
         document["app"]["env"]["TEST_UNHEALTHY"] = "1"
         document["health"]["start_timeout"] = "30m"  # longer than the test's own timeout
         document["health"]["unhealthy_grace"] = "2s"
 
-    app.edit(change)
-    app.commit("bad")
+    good = _deploy_then_commit(app, change, "bad")
     with Load(app.url("/")) as load:
         result = app.shipyard("deploy", "development")
     assert result.returncode == 6, result.stderr
@@ -107,7 +100,7 @@ def test_version_answering_unhealthy_fails_the_gate_after_the_grace(app: AppUnde
     assert load.result.failures == [], load.result.failures[:5]
     assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
     assert app.running_app_containers() == [f"{app.name}-development-live"]
-    entry = _history(app)[0]
+    entry = app.history()[0]
     assert (entry["result"], entry["phase"]) == ("failed", "health"), entry
 
 
@@ -128,24 +121,18 @@ def test_version_failing_to_start_is_removed(app: AppUnderTest) -> None:
 
 
 def test_turning_unhealthy_in_the_watch_window_switches_back(app: AppUnderTest) -> None:
-    _short_watch(app)
-    app.commit("good")
-    assert app.shipyard("deploy", "development").returncode == 0
-    good = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
-
     def change(document: Any) -> None:
         document["app"]["env"]["TEST_UNHEALTHY_AFTER"] = "4s"
         document["deploy"]["watch"] = "30s"
 
-    app.edit(change)
-    app.commit("decays")
+    good = _deploy_then_commit(app, change, "decays")
     result = app.shipyard("deploy", "development")
     assert result.returncode == 6, result.stderr
     assert "rolled back after the switch" in result.stderr
     assert " watch " in result.stderr
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == good
+    assert app.served() == good
     assert app.running_app_containers() == [f"{app.name}-development-live"]
-    entry = _history(app)[0]
+    entry = app.history()[0]
     assert entry["result"] == "rolled_back"
     assert entry["phase"] == "watch"
     assert app.status()["drift"] is None
@@ -164,26 +151,21 @@ def test_rollback_restores_previous_and_chosen_versions(app: AppUnderTest) -> No
     assert back.returncode == 0, back.stderr
     assert load.result.failures == [], load.result.failures[:5]
     assert " build " not in back.stderr  # no rebuild
-    assert httpx.get(app.url("/"), timeout=10).json()["version"] == versions[1]
+    assert app.served("/", "version") == versions[1]
     assert len(app.running_app_containers()) == 1
 
     chosen = app.shipyard("rollback", "development", "--to", versions[0])
     assert chosen.returncode == 0, chosen.stderr
-    assert httpx.get(app.url("/"), timeout=10).json()["version"] == versions[0]
+    assert app.served("/", "version") == versions[0]
     assert len(app.running_app_containers()) == 1
     status = app.status()
     assert status["version"] == versions[0]
     assert status["drift"] is None
-    assert [e["action"] for e in _history(app)[:2]] == ["rollback", "rollback"]
+    assert [e["action"] for e in app.history()[:2]] == ["rollback", "rollback"]
 
     missing = app.shipyard("rollback", "development", "--to", "9.9.9")
     assert missing.returncode == 8
     assert "no retained release matches '9.9.9'" in missing.stderr
-
-
-def _served(app: AppUnderTest) -> str:
-    version: str = httpx.get(app.url("/"), timeout=10).json()["version"]
-    return version
 
 
 def test_rollback_returns_to_what_served_before_not_to_what_was_rolled_back_from(
@@ -200,7 +182,7 @@ def test_rollback_returns_to_what_served_before_not_to_what_was_rolled_back_from
         assert deployed.returncode == 0, deployed.stderr
     back = app.shipyard("rollback", "development")
     assert back.returncode == 0, back.stderr
-    assert _served(app) == versions["A"]
+    assert app.served("/", "version") == versions["A"]
     versions["C"] = f"0.0.0+{app.commit('version C')[:7]}"
     deployed = app.shipyard("deploy", "development")
     assert deployed.returncode == 0, deployed.stderr
@@ -211,20 +193,20 @@ def test_rollback_returns_to_what_served_before_not_to_what_was_rolled_back_from
     assert choose[0].startswith(f"bring back {versions['A']} "), choose
     assert f"it served before {versions['C']}, the live release, came in" in choose[0]
     assert any(line.startswith(f"{versions['B']} ") and "passed over" in line for line in choose)
-    assert _served(app) == versions["C"]  # the plan changed nothing
+    assert app.served("/", "version") == versions["C"]  # the plan changed nothing
 
     with Load(app.url("/")) as load:
         again = app.shipyard("rollback", "development")
     assert again.returncode == 0, again.stderr
     assert load.result.failures == [], load.result.failures[:5]
-    assert _served(app) == versions["A"]
+    assert app.served("/", "version") == versions["A"]
     assert app.status()["version"] == versions["A"]
     assert len(app.running_app_containers()) == 1
 
     nothing = app.shipyard("rollback", "development")
     assert nothing.returncode == 8, nothing.stderr
     assert "no earlier release is retained" in nothing.stderr
-    assert _served(app) == versions["A"]
+    assert app.served("/", "version") == versions["A"]
 
 
 def test_destroy_removes_the_images_it_built(app: AppUnderTest) -> None:
@@ -250,7 +232,7 @@ def test_rollback_across_a_migration_asks_first(app: AppUnderTest) -> None:
     _short_watch(app)
     app.commit("schema 2")
     assert app.shipyard("deploy", "development").returncode == 0
-    first = httpx.get(app.url("/version"), timeout=10).json()["version"]
+    first = app.served(key="version")
     (app.dir / "migrations" / "000003_add_venue.up.sql").write_text(
         "ALTER TABLE events ADD COLUMN venue text;\n"
     )
@@ -259,29 +241,23 @@ def test_rollback_across_a_migration_asks_first(app: AppUnderTest) -> None:
     )
     app.commit("schema 3")
     assert app.shipyard("deploy", "development").returncode == 0
-    second = httpx.get(app.url("/version"), timeout=10).json()["version"]
+    second = app.served(key="version")
 
     refused = app.shipyard("rollback", "development")
     assert refused.returncode == 2, refused.stderr
     assert "schema is at version 3" in refused.stderr
     assert "shipped with" in refused.stderr and " 2 " in refused.stderr
     assert "--yes" in refused.stderr
-    assert httpx.get(app.url("/version"), timeout=10).json()["version"] == second  # nothing changed
+    assert app.served(key="version") == second  # nothing changed
 
     accepted = app.shipyard("rollback", "development", "--yes")
     assert accepted.returncode == 0, accepted.stderr
-    assert httpx.get(app.url("/version"), timeout=10).json()["version"] == first
+    assert app.served(key="version") == first
 
 
 def _container_state(name: str) -> str:
     """``running``, ``exited``, … or ``absent``."""
-    found = subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Status}}", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return found.stdout.strip() if found.returncode == 0 else "absent"
+    return docker_inspect(name, "{{.State.Status}}", check=False) or "absent"
 
 
 def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back(
@@ -312,7 +288,7 @@ def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back
     assert load.result.failures == [], load.result.failures[:5]
     assert app.running_app_containers() == [live]
     assert _container_state(blue) == "exited"  # kept for a switch-back or a rollback
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
+    assert app.served() == second
 
     # A version that turns unhealthy during the watch. It keeps answering /version (only / and
     # /api/* fail on purpose), so every failed request would be one the switch-back dropped.
@@ -330,10 +306,10 @@ def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back
     assert "cleanup: switch back to green" in failed.stderr
     assert load.result.requests > 100
     assert load.result.failures == [], load.result.failures[:5]
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
+    assert app.served() == second
     assert app.running_app_containers() == [live]
     assert _container_state(blue) == "absent"  # the failed candidate is removed
-    assert _history(app)[0]["result"] == "rolled_back"
+    assert app.history()[0]["result"] == "rolled_back"
     assert app.status()["drift"] is None
 
     # Rollback to version 1: its container was removed when the failed deploy's candidate took
@@ -342,12 +318,12 @@ def test_with_old_version_stop_one_version_runs_and_a_failed_watch_switches_back
         back = app.shipyard("rollback", "development")
     assert back.returncode == 0, back.stderr
     assert load.result.failures == [], load.result.failures[:5]
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == first
+    assert app.served() == first
     assert app.running_app_containers() == [live]
     assert _container_state(green) == "exited"
     # Rolling back again (to version 2, `--to`) starts that kept, stopped container.
     again = app.shipyard("rollback", "development", "--to", f"0.0.0+{second[:7]}")
     assert again.returncode == 0, again.stderr
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == second
+    assert app.served() == second
     assert app.running_app_containers() == [live]
     assert _container_state(blue) == "exited"

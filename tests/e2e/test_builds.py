@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
+from tests.e2e.docker_cli import docker, docker_inspect
 from tests.e2e.ports import reserve_port
 
 # The reference app's server, built by the test, on the local Debian image (no registry needed).
@@ -91,12 +92,7 @@ def test_an_image_of_the_same_commit_built_another_way_is_not_reused(app: AppUnd
     # Each build has its own tag: the Dockerfile build did not take the Go image's from under
     # the development release that recorded it.
     assert build.startswith(f"reuse {app.name}:0.0.0-{commit[:7]}-"), build
-    tags = subprocess.run(
-        ["docker", "image", "ls", "--format", "{{.Tag}}", f"{app.name}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    tags = docker("image", "ls", "--format", "{{.Tag}}", f"{app.name}").split()
     assert len([t for t in tags if t.startswith(f"0.0.0-{commit[:7]}-")]) == 2, tags
 
     destroyed = app.shipyard("destroy", "staging", "--yes", "--volumes")
@@ -124,12 +120,7 @@ def test_a_go_build_puts_its_tools_in_the_image(app: AppUnderTest) -> None:
 
 
 def _image_id(app: AppUnderTest) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", "{{.Image}}", f"{app.name}-{app.environment}-live"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    return docker_inspect(f"{app.name}-{app.environment}-live", "{{.Image}}")
 
 
 def _build_action(app: AppUnderTest) -> str:
@@ -140,9 +131,7 @@ def _build_action(app: AppUnderTest) -> str:
 
 def _server_build_info(image: str, into: Path) -> str:
     """``go version -m`` of the image's server: the build settings Go embedded in it."""
-    created = subprocess.run(
-        ["docker", "create", image], capture_output=True, text=True, check=True
-    ).stdout.strip()
+    created = docker("create", image).strip()
     try:
         subprocess.run(["docker", "cp", f"{created}:/app/server", str(into)], check=True)
     finally:

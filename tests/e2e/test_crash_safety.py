@@ -21,6 +21,7 @@ from tests.e2e.crash import (
     start,
     wait_for_phase,
 )
+from tests.e2e.docker_cli import docker_inspect
 from tests.e2e.load import Load
 
 # Every phase of a deploy that has a migration pending.
@@ -51,13 +52,6 @@ def _settings(app: AppUnderTest, **deploy: Any) -> None:
     app.edit(change)
 
 
-def _history(app: AppUnderTest) -> list[dict[str, Any]]:
-    result = app.shipyard("history", app.environment, "--json")
-    assert result.returncode == 0, result.stderr
-    entries: list[dict[str, Any]] = json.loads(result.stdout)
-    return entries
-
-
 def _add_migration(app: AppUnderTest, version: int, sql: str) -> str:
     (app.dir / "migrations" / f"{version:06d}_step_{version}.up.sql").write_text(sql)
     (app.dir / "migrations" / f"{version:06d}_step_{version}.down.sql").write_text(
@@ -67,7 +61,7 @@ def _add_migration(app: AppUnderTest, version: int, sql: str) -> str:
 
 
 def _assert_one_version_serves(app: AppUnderTest, commit: str) -> None:
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == commit
+    assert app.served() == commit
     assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
     status = app.shipyard("status", app.environment, "--json")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -106,7 +100,7 @@ def test_deploy_killed_at_every_phase_never_takes_the_site_down(
             assert after.returncode == 0, (kind, where, after.stderr)
             _assert_one_version_serves(app, commit)
             if where != "lock" and victim.deployment_id is not None:
-                entry = next(e for e in _history(app) if e["deployment_id"] == victim.deployment_id)
+                entry = next(e for e in app.history() if e["deployment_id"] == victim.deployment_id)
                 assert entry["result"] == "interrupted", (kind, where, entry)
     assert load.result.requests > 500
     assert load.result.failures == [], load.result.failures[:10]
@@ -119,7 +113,7 @@ def _old_slot_kept_stopped(app: AppUnderTest) -> None:
     live_slot = app.status()["slot"]
     other = "green" if live_slot == "blue" else "blue"
     name = f"{app.name}-{app.environment}-{other}"
-    assert _inspect(name, "{{.State.Status}}") == "exited", name
+    assert docker_inspect(name, "{{.State.Status}}", check=False) == "exited", name
 
 
 def test_with_old_version_stop_a_deploy_killed_after_the_switch_never_takes_the_site_down(
@@ -149,7 +143,7 @@ def test_with_old_version_stop_a_deploy_killed_after_the_switch_never_takes_the_
             _assert_one_version_serves(app, commit)
             _old_slot_kept_stopped(app)
             assert victim.deployment_id is not None
-            entry = next(e for e in _history(app) if e["deployment_id"] == victim.deployment_id)
+            entry = next(e for e in app.history() if e["deployment_id"] == victim.deployment_id)
             assert entry["result"] == "interrupted", (kind, where, entry)
     assert load.result.requests > 300
     assert load.result.failures == [], load.result.failures[:10]
@@ -214,8 +208,8 @@ def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
     # candidate never answered a request.
     assert set(load.result.versions) == {f"0.0.0+{first[:7]}"}, load.result.version_counts
     _assert_one_version_serves(app, first)
-    assert [e["action"] for e in _history(app)[:2]] == ["repair", "deploy"]
-    assert _history(app)[1]["result"] == "interrupted"
+    assert [e["action"] for e in app.history()[:2]] == ["repair", "deploy"]
+    assert app.history()[1]["result"] == "interrupted"
 
 
 def test_a_paused_deploy_loses_its_lock_and_touches_nothing(app: AppUnderTest) -> None:
@@ -294,17 +288,17 @@ def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnde
     commit = app.commit("settings")
     assert app.shipyard("deploy", app.environment).returncode == 0
     live = f"{app.name}-{app.environment}-live"
-    started = _inspect(live, "{{.State.StartedAt}}")
+    started = docker_inspect(live, "{{.State.StartedAt}}", check=False)
     # The guard starts it again on its own.
     subprocess.run(["docker", "kill", live], check=True, capture_output=True)
     deadline = time.monotonic() + 120
     while (
-        _inspect(live, "{{.State.Running}} {{.State.StartedAt}}")
+        docker_inspect(live, "{{.State.Running}} {{.State.StartedAt}}", check=False)
         in (
             "",
             f"true {started}",
         )
-        or _inspect(live, "{{.State.Running}}") != "true"
+        or docker_inspect(live, "{{.State.Running}}", check=False) != "true"
     ):
         assert time.monotonic() < deadline, "the guard did not start the live container again"
         time.sleep(0.2)
@@ -337,15 +331,6 @@ def _until_status_ok(app: AppUnderTest, timeout: float = 120) -> None:
     while app.shipyard("status", app.environment).returncode != 0:
         assert time.monotonic() < deadline, app.shipyard("status", app.environment).stderr
         time.sleep(0.5)
-
-
-def _inspect(container: str, template: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", template, container],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
 
 
 def _schema(database: str) -> str:

@@ -62,6 +62,22 @@ def add_migration(app: AppUnderTest, name: str, sql: str) -> None:
     (app.dir / "migrations" / f"{name}.down.sql").write_text("SELECT 1;\n", encoding="utf-8")
 
 
+def _columns_named(app: AppUnderTest, column: str) -> str:
+    """How many columns of table events are named ``column``, as psql prints it ("0" or "1")."""
+    return psql(
+        app.database,
+        f"SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = '{column}';",  # noqa: S608 — the tests' own names
+    )
+
+
+def _deploy_fails_in(app: AppUnderTest, phase: str) -> subprocess.CompletedProcess[str]:
+    """A deploy, which must fail (exit 6) in ``phase``."""
+    result = app.shipyard("deploy", "development")
+    assert result.returncode == 6
+    assert f"phase '{phase}'" in result.stderr
+    return result
+
+
 BAD = """-- adds a column, then fails: the whole file must roll back
 ALTER TABLE events ADD COLUMN venue text;
 INSERT INTO events (title, starts_at)
@@ -92,13 +108,7 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
     pre_migrate = [s for s in snapshots if s["reason"] == "pre-migrate"]
     assert pre_migrate[0]["name"] in result.stderr  # the message names the snapshot
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
-    assert (
-        psql(
-            app.database,
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'venue';",
-        )
-        == "0"
-    )
+    assert _columns_named(app, "venue") == "0"
     assert psql(app.database, "SELECT count(*) FROM events WHERE title = 'x';") == "0"
     assert loop.failures == []
     assert loop.ok > 10
@@ -107,9 +117,7 @@ def test_failing_migration_keeps_previous_schema_and_app_serving(app: AppUnderTe
 
     # A schema left dirty (here by hand) is refused before anything changes, with recovery steps.
     psql(app.database, "UPDATE schema_migrations SET dirty = true;")
-    again = app.shipyard("deploy", "development")
-    assert again.returncode == 6
-    assert "phase 'plan'" in again.stderr
+    again = _deploy_fails_in(app, "plan")
     assert "dirty at version 2 (000002_create_jobs.up.sql)" in again.stderr
     assert "migrate force 2" in again.stderr
 
@@ -179,10 +187,8 @@ def test_full_snapshot_disk_refuses_deploy_before_migrating(
     add_migration(app, "000003_add_venue", "ALTER TABLE events ADD COLUMN venue text;\n")
     app.commit("add venue")
 
-    result = app.shipyard("deploy", "development")
+    result = _deploy_fails_in(app, "snapshot")
 
-    assert result.returncode == 6
-    assert "phase 'snapshot'" in result.stderr
     assert "no space left on device" in result.stderr
     assert " migrate " not in result.stderr.replace("phase 'migrate'", "")
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
@@ -199,19 +205,11 @@ def test_lint_block_refuses_deploy_before_any_schema_change(app: AppUnderTest) -
     add_migration(app, "000003_drop_description", "ALTER TABLE events DROP COLUMN description;\n")
     app.commit("drop description")
 
-    result = app.shipyard("deploy", "development")
+    result = _deploy_fails_in(app, "plan")
 
-    assert result.returncode == 6
-    assert "phase 'plan'" in result.stderr
     assert "000003_drop_description.up.sql:1: drop-column" in result.stderr
     assert psql(app.database, "SELECT version, dirty FROM schema_migrations;") == "2|f"
-    assert (
-        psql(
-            app.database,
-            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'events' AND column_name = 'description';",
-        )
-        == "1"
-    )
+    assert _columns_named(app, "description") == "1"
     assert "snapshot" not in [e.split()[0] for e in result.stderr.splitlines() if e.startswith("✓")]
     lint = app.shipyard("migrations", "lint", "--path", "migrations")
     assert lint.returncode == 8

@@ -12,9 +12,8 @@ import time
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import httpx
-
 from tests.e2e.conftest import AppUnderTest, container_env, engine_snapshot
+from tests.e2e.docker_cli import docker
 from tests.e2e.load import Load
 
 HEALTH_TIMEOUT = "300s"  # a deploy waiting for the health gate would take this long
@@ -40,28 +39,14 @@ def _set_password(app: AppUnderTest, password: str) -> None:
     env_file.write_text(text, encoding="utf-8")
 
 
-def _history(app: AppUnderTest) -> list[dict[str, Any]]:
-    result = app.shipyard("history", app.environment, "--json")
-    assert result.returncode == 0, result.stderr
-    entries: list[dict[str, Any]] = json.loads(result.stdout)
-    return entries
-
-
 def _inspect(container: str) -> str:
-    return subprocess.run(
-        ["docker", "container", "inspect", container], capture_output=True, text=True, check=True
-    ).stdout
+    return docker("container", "inspect", container)
 
 
 def _url_password(app: AppUnderTest) -> str:
     """The password in the DATABASE_URL of the container that serves."""
     url = container_env(_inspect(f"{app.name}-{app.environment}-live"))["DATABASE_URL"]
     return unquote(urlsplit(url).password or "")
-
-
-def _serving(app: AppUnderTest) -> str:
-    commit: str = httpx.get(app.url("/version"), timeout=10).json()["git_commit"]
-    return commit
 
 
 def test_a_changed_password_is_refused_at_once_and_rotated_without_a_failed_request(
@@ -92,7 +77,7 @@ def test_a_changed_password_is_refused_at_once_and_rotated_without_a_failed_requ
     assert new_password not in refused.stderr
     assert took < 120, f"the deploy took {took:.0f}s: it waited for the health gate"
     assert not re.search(r"^. start ", refused.stderr, re.M), refused.stderr
-    assert _serving(app) == second
+    assert app.served() == second
     assert engine_snapshot(app.name) == engine_before
     assert json.loads(_inspect(f"{app.name}-{app.environment}-db"))[0]["Id"] == database
     status = app.status()
@@ -101,7 +86,7 @@ def test_a_changed_password_is_refused_at_once_and_rotated_without_a_failed_requ
         status_before["release_id"],
     )
     assert not status["drift"] and not status["problems"] and not status["interrupted"]
-    assert (_history(app)[0]["result"], _history(app)[0]["phase"]) == ("failed", "infrastructure")
+    assert (app.history()[0]["result"], app.history()[0]["phase"]) == ("failed", "infrastructure")
 
     # The rotation, under load through the proxy (the app's / and its /health, which queries
     # the database with the old slot's pool until the switch).
@@ -114,13 +99,13 @@ def test_a_changed_password_is_refused_at_once_and_rotated_without_a_failed_requ
     assert load.result.requests > 50 and health.result.requests > 50
     assert load.result.failures == [], load.result.failures[:5]
     assert health.result.failures == [], health.result.failures[:5]
-    assert _serving(app) == second
+    assert app.served() == second
     assert _url_password(app) == new_password != old_password
     after = app.status()
     assert after["slot"] != status_before["slot"]
     assert after["release_id"] == status_before["release_id"]  # the same release, renewed
     assert not after["drift"] and not after["problems"]
-    entry = _history(app)[0]
+    entry = app.history()[0]
     assert (entry["action"], entry["result"]) == ("rotate-password", "succeeded")
     assert new_password not in rotated.stderr
     logs = subprocess.run(
@@ -134,12 +119,12 @@ def test_a_changed_password_is_refused_at_once_and_rotated_without_a_failed_requ
     # The older retained release got the new URL too: a rollback to it logs in. Then a deploy.
     back = app.shipyard("rollback", app.environment)
     assert back.returncode == 0, back.stderr
-    assert _serving(app) == first
+    assert app.served() == first
     assert _url_password(app) == new_password
     third = app.commit("third")
     deployed = app.shipyard("deploy", app.environment)
     assert deployed.returncode == 0, deployed.stderr
-    assert _serving(app) == third
+    assert app.served() == third
 
 
 def test_rotating_to_the_password_the_database_has_only_redeploys(app: AppUnderTest) -> None:
@@ -151,4 +136,4 @@ def test_rotating_to_the_password_the_database_has_only_redeploys(app: AppUnderT
     rotated = app.shipyard("db", "rotate-password", app.environment)
     assert rotated.returncode == 0, rotated.stderr
     assert "logs in with the env file's password already" in rotated.stderr
-    assert _history(app)[0]["action"] == "rotate-password"
+    assert app.history()[0]["action"] == "rotate-password"

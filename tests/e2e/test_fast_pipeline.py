@@ -8,9 +8,8 @@ import json
 import subprocess
 from typing import Any
 
-import httpx
-
 from tests.e2e.conftest import AppUnderTest
+from tests.e2e.docker_cli import docker, docker_inspect
 
 
 def _events(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
@@ -28,22 +27,13 @@ def _finished(events: list[dict[str, Any]], phase: str) -> dict[str, Any]:
     return next(e for e in events if e["kind"] == "phase.finished" and e.get("phase") == phase)
 
 
-def _inspect(name: str, template: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", template, name],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 def test_an_unchanged_infrastructure_is_not_set_up_again_but_a_change_or_a_stop_is(
     app: AppUnderTest,
 ) -> None:
     database = f"{app.name}-development-db"
     first = _deploy(app, "--no-watch")
     assert "database ready" in _finished(first, "infrastructure")["message"]
-    before = _inspect(database, "{{.Id}} {{.State.StartedAt}}")
+    before = docker_inspect(database, "{{.Id}} {{.State.StartedAt}}")
 
     # The same definition, the same containers: only the cheap checks run.
     again = _deploy(app, "--no-watch")
@@ -52,14 +42,14 @@ def test_an_unchanged_infrastructure_is_not_set_up_again_but_a_change_or_a_stop_
     assert "postgis" in summary and "vector" in summary  # the extensions were read
     assert "password is the env file's" in summary
     assert "no readiness wait, extension creation or login container" in summary
-    assert _inspect(database, "{{.Id}} {{.State.StartedAt}}") == before
+    assert docker_inspect(database, "{{.Id}} {{.State.StartedAt}}") == before
 
     # A stopped database is started and checked in full again.
     subprocess.run(["docker", "stop", database], capture_output=True, check=True)
     restarted = _deploy(app, "--no-watch")
     summary = _finished(restarted, "infrastructure")["message"]
     assert "unchanged since" not in summary and "database ready" in summary, summary
-    assert _inspect(database, "{{.State.Status}}") == "running"
+    assert docker_inspect(database, "{{.State.Status}}") == "running"
 
     # A new extension is created: the cheap check finds it missing.
     def add_extension(document: Any) -> None:
@@ -80,12 +70,9 @@ def test_an_unchanged_infrastructure_is_not_set_up_again_but_a_change_or_a_stop_
     changed = _deploy(app, "--no-watch")
     summary = _finished(changed, "infrastructure")["message"]
     assert "unchanged since" not in summary and "database ready" in summary, summary
-    guards = subprocess.run(
-        ["docker", "ps", "--all", "--quiet", "--filter", f"name={app.name}-development-guard"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    guards = docker(
+        "ps", "--all", "--quiet", "--filter", f"name={app.name}-development-guard"
+    ).split()
     assert guards == []
     # ... and then remembered again.
     assert "unchanged since" in _finished(_deploy(app, "--no-watch"), "infrastructure")["message"]
@@ -149,12 +136,12 @@ def test_live_is_reported_before_the_watch_and_no_watch_retires_the_old_version(
     skipped = next(e for e in unwatched if e["kind"] == "phase.skipped" and e["phase"] == "watch")
     assert skipped["message"] == "--no-watch"
     assert "retire" in [p["phase"] for p in unwatched[-1]["data"]["phases"]]
-    assert httpx.get(app.url("/version"), timeout=10).json()["git_commit"] == commit
-    live_slot = _inspect(
+    assert app.served() == commit
+    live_slot = docker_inspect(
         f"{app.name}-development-live", '{{index .Config.Labels "org.shipyard.slot"}}'
     )
     old = "green" if live_slot == "blue" else "blue"
-    assert _inspect(f"{app.name}-development-{old}", "{{.State.Status}}") == "exited"
+    assert docker_inspect(f"{app.name}-development-{old}", "{{.State.Status}}") == "exited"
 
 
 def test_a_rollback_watches_for_the_shorter_rollback_watch(app: AppUnderTest) -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from tests.bad_configs import CATALOGUE, BadConfig, write
 from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
+from tests.e2e.docker_cli import docker, docker_inspect
 from tests.e2e.postgres import psql
 
 
@@ -59,28 +60,11 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
     assert status["deployed_at"]
     assert status["drift"] is None
 
-    projects = subprocess.run(
-        ["docker", "compose", "ls", "--all", "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    projects = docker("compose", "ls", "--all", "--format", "json")
     assert f"{app.name}-development-infra" in projects
     assert f"{app.name}-development-blue" in projects
 
-    labels = subprocess.run(
-        [
-            "docker",
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            app.live_image(),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    labels = docker("image", "inspect", "--format", "{{json .Config.Labels}}", app.live_image())
     assert commit in labels
     assert "org.opencontainers.image.created" in labels
 
@@ -90,12 +74,7 @@ def test_same_commit_deploys_again_into_the_other_slot(app: AppUnderTest) -> Non
     again = app.shipyard("deploy", "development")
     assert again.returncode == 0, again.stderr
     assert httpx.get(app.url("/health"), timeout=10).json()["slot"] == "green"
-    state = subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Status}}", f"{app.name}-development-blue"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    state = docker_inspect(f"{app.name}-development-blue", "{{.State.Status}}")
     assert state == "exited"  # stopped, kept for rollback
     history = app.shipyard("history", "development", "--json")
     assert history.returncode == 0
@@ -331,12 +310,7 @@ def test_a_redeploy_never_restarts_the_database(app: AppUnderTest) -> None:
     database = f"{app.name}-development-db"
 
     def started() -> str:
-        return subprocess.run(
-            ["docker", "inspect", "--format", "{{.Id}} {{.State.StartedAt}}", database],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        return docker_inspect(database, "{{.Id}} {{.State.StartedAt}}")
 
     before = started()
     app.commit("another version")

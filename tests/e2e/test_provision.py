@@ -30,6 +30,7 @@ from shipyard.delivery import deliver
 from shipyard.hosts import LocalHost, SSHHost, SSHSettings
 from shipyard.secrets import Masker
 from tests.e2e.conftest import AppUnderTest, container_env
+from tests.e2e.docker_cli import docker, docker_inspect
 from tests.e2e.engine import inspect_image_id
 from tests.e2e.load import Load
 from tests.e2e.sshd import Sshd, keygen
@@ -72,15 +73,6 @@ class FreshHost:
         ).stdout.strip()
 
 
-def _inspect(name: str, template: str) -> str:
-    return subprocess.run(
-        ["docker", "inspect", "--format", template, name],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-
-
 @pytest.fixture(params=SYSTEMS)
 def fresh_host(
     request: pytest.FixtureRequest, tmp_path: Path, docker_engine: None
@@ -111,8 +103,10 @@ def fresh_host(
         check=True,
     )  # fmt: skip
     try:
-        port = int(_inspect(name, '{{(index (index .NetworkSettings.Ports "22/tcp") 0).HostPort}}'))
-        address = _inspect(name, "{{.NetworkSettings.IPAddress}}")
+        port = int(
+            docker_inspect(name, '{{(index (index .NetworkSettings.Ports "22/tcp") 0).HostPort}}')
+        )
+        address = docker_inspect(name, "{{.NetworkSettings.IPAddress}}")
         deadline = time.monotonic() + 120
         while True:  # sshd answers with its banner once it is up
             try:
@@ -389,12 +383,7 @@ def test_provision_sets_up_a_fresh_host_that_then_takes_a_deploy(
     destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
     assert destroyed.returncode == 0, destroyed.stderr
     assert host.sh(f"docker ps -aq --filter label=org.shipyard.app={app.name}") == ""
-    left = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=org.shipyard.app={app.name}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    left = docker("ps", "-aq", "--filter", f"label=org.shipyard.app={app.name}").strip()
     assert left == ""
 
 
