@@ -89,6 +89,26 @@ def container_id(name: str) -> str:
     return docker_inspect(name, "{{.Id}}")
 
 
+def isolated_env(home: Path) -> dict[str, str]:
+    """The environment of a shipyard run that keeps its local state under ``home`` (a test's own
+    directory) and selects the locally built images, for a config that names its images as
+    ``${SHIPYARD_POSTGRES_IMAGE:-…}`` (the Togather example, what `shipyard init` writes). Go
+    keeps the machine's module and build caches, read before ``HOME`` moves, so a rerun does not
+    rebuild an app's dependencies."""
+    caches = subprocess.run(
+        ["go", "env", "GOCACHE", "GOMODCACHE", "GOPATH"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        **os.environ,
+        **dict(zip(("GOCACHE", "GOMODCACHE", "GOPATH"), caches, strict=True)),
+        "HOME": str(home),
+        "SHIPYARD_POSTGRES_IMAGE": "shipyard-local/postgres:17",
+        "SHIPYARD_MIGRATE_IMAGE": "shipyard-local/migrate:4",
+        "SHIPYARD_CADDY_IMAGE": "shipyard-local/caddy:2",
+        "SHIPYARD_DOCKER_CLI_IMAGE": "shipyard-local/docker-cli:26",
+    }
+
+
 def togather_tarball() -> Path:
     """The Togather server's source (test data): $SHIPYARD_TOGATHER_TARBALL, or
     ../shared/fixtures next to the clone, or /work/shared/fixtures. Missing: a failure under CI."""

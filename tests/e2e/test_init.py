@@ -7,7 +7,6 @@ another run's on the shared engine (the demo deploys the example as ``events-api
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import shutil
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, git, remove_everything
+from tests.e2e.conftest import EXAMPLE, git, isolated_env, remove_everything
 from tests.e2e.ports import reserve_port
 
 
@@ -43,13 +42,6 @@ class Initialised:
         )
 
 
-def _go_caches() -> dict[str, str]:
-    out = subprocess.run(
-        ["go", "env", "GOCACHE", "GOMODCACHE", "GOPATH"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    return dict(zip(("GOCACHE", "GOMODCACHE", "GOPATH"), out, strict=True))
-
-
 @pytest.fixture
 def initialised(tmp_path: Path, docker_engine: None) -> Iterator[Initialised]:
     work = tmp_path / "app"
@@ -68,16 +60,7 @@ def initialised(tmp_path: Path, docker_engine: None) -> Iterator[Initialised]:
     home = tmp_path / "home"
     home.mkdir()
     port = reserve_port()
-    env = {
-        **os.environ,
-        **_go_caches(),  # before HOME moves: the machine's caches
-        "HOME": str(home),  # shipyard's local state goes under the test's own directory
-        "SHIPYARD_POSTGRES_IMAGE": "shipyard-local/postgres:17",
-        "SHIPYARD_MIGRATE_IMAGE": "shipyard-local/migrate:4",
-        "SHIPYARD_CADDY_IMAGE": "shipyard-local/caddy:2",
-        "SHIPYARD_DOCKER_CLI_IMAGE": "shipyard-local/docker-cli:26",
-        "SHIPYARD_HTTP_PORT": str(port),
-    }
+    env = {**isolated_env(home), "SHIPYARD_HTTP_PORT": str(port)}
     under_test = Initialised(dir=work, name=f"i{secrets.token_hex(3)}", port=port, env=env)
     try:
         yield under_test

@@ -13,7 +13,6 @@ Togather's dependencies.
 
 from __future__ import annotations
 
-import os
 import secrets
 import shutil
 import subprocess
@@ -28,7 +27,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import free_subnet, git, remove_everything, togather_tarball
+from tests.e2e.conftest import (
+    free_subnet,
+    git,
+    isolated_env,
+    remove_everything,
+    togather_tarball,
+)
 from tests.e2e.load import Load
 from tests.e2e.ports import reserve_port
 
@@ -39,13 +44,6 @@ APP = "togather"
 ENVIRONMENT = "local"
 PREFIX = f"{APP}-{ENVIRONMENT}"
 RATE_LIMIT = 600  # requests per client and minute (Togather's RATE_LIMIT_PUBLIC)
-
-
-def _go_caches() -> dict[str, str]:
-    out = subprocess.run(
-        ["go", "env", "GOCACHE", "GOMODCACHE", "GOPATH"], capture_output=True, text=True, check=True
-    ).stdout.split()
-    return dict(zip(("GOCACHE", "GOMODCACHE", "GOPATH"), out, strict=True))
 
 
 @dataclass
@@ -137,13 +135,7 @@ def togather(tmp_path: Path, docker_engine: None) -> Iterator[Togather]:
     home.mkdir()
     port = reserve_port()
     env = {
-        **os.environ,
-        **_go_caches(),  # before HOME moves: the machine's caches, kept between runs
-        "HOME": str(home),  # shipyard's local state goes under the test's own directory
-        "SHIPYARD_POSTGRES_IMAGE": "shipyard-local/postgres:17",
-        "SHIPYARD_MIGRATE_IMAGE": "shipyard-local/migrate:4",
-        "SHIPYARD_CADDY_IMAGE": "shipyard-local/caddy:2",
-        "SHIPYARD_DOCKER_CLI_IMAGE": "shipyard-local/docker-cli:26",
+        **isolated_env(home),
         "TOGATHER_HTTP_PORT": str(port),
         "TOGATHER_SUBNET": free_subnet(),
         "RIVER_CLI": str(RIVER_STANDIN),

@@ -357,12 +357,7 @@ def run_rollback(
             summary=lambda r: f"{r.version} ({r.commit[:7]}, release {r.id})",
             passes=(StateError, NeedsConfirmation),  # nothing to roll back to; --yes needed
         )
-        phases.version, phases.commit = target.version, target.commit
-        operation.describe(target.version, target.commit)
-        slot = other_slot(current.slot)
-        operation.slot = slot
-        operation.previous = current.slot
-        release = replace(target, slot=slot)
+        release = operation.aim(target, current)
         operation.go_live(release, current)
         return release
 
@@ -427,12 +422,7 @@ def run_rotate_password(
                 "with a new database password",
                 hint="deploy it: a first deploy creates the database with the env file's password",
             )
-        phases.version, phases.commit = live.version, live.commit
-        operation.describe(live.version, live.commit)
-        slot = other_slot(current.slot)
-        operation.slot = slot
-        operation.previous = current.slot
-        release = replace(live, slot=slot)
+        release = operation.aim(live, current)
         operation.journal("begin", release)
         rotation = PasswordRotation()
         phases.on_failure(
@@ -522,6 +512,15 @@ class _Operation:
 
     def describe(self, version: str, commit: str) -> None:
         self.version, self.commit = version, commit
+
+    def aim(self, release: Release, current: Current) -> Release:
+        """``release`` (one that served before) as this operation brings it into the slot
+        beside the live one: the operation and its events name it from here on."""
+        self.phases.version, self.phases.commit = release.version, release.commit
+        self.describe(release.version, release.commit)
+        self.slot = other_slot(current.slot)
+        self.previous = current.slot
+        return replace(release, slot=self.slot)
 
     def hook(
         self, point: HookPoint, *, error: str | None = None, failed_phase: str | None = None
