@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from shipyard.providers import Destroyed, SnapshotFiles
     from shipyard.provision import StepResult
     from shipyard.session import Session
+    from shipyard.state import Lock
 
 __all__ = ["ExitCode", "app", "main"]
 
@@ -610,22 +611,31 @@ def lock_group() -> None:
     """The deploy lock of an environment."""
 
 
+def _environment_lock(
+    config: Path, environment: str, node: str | None, purpose: str
+) -> tuple[Lock, dict[str, Any] | None, bool]:
+    """The lock of an environment's node, its holder's record and whether the lock is there
+    at all (an unreadable record still counts)."""
+    from shipyard.cli._context import open_session
+
+    session = open_session(config, environment, node=node)
+    lock = session.ctx.store.lock(
+        session.ctx.deployment_id, purpose, ttl=session.config.deploy.lock_ttl
+    )
+    holder = lock.holder()
+    return lock, holder, holder is not None or lock.exists()
+
+
 @lock_group.command("status")
 @one_node
 def lock_status(environment: str, config: Path, node: str | None, json_output: bool) -> None:
     """Who holds the environment's lock, since when, and whether it is stale."""
     from rich.markup import escape
 
-    from shipyard.cli._context import open_session
     from shipyard.cli._output import err
     from shipyard.state import Lock
 
-    session = open_session(config, environment, node=node)
-    lock = session.ctx.store.lock(
-        session.ctx.deployment_id, "status", ttl=session.config.deploy.lock_ttl
-    )
-    holder = lock.holder()
-    exists = holder is not None or session.ctx.store.host.get(lock.dir / "owner.json") is not None
+    lock, holder, exists = _environment_lock(config, environment, node, "status")
     data = {"held": exists, "stale": lock.is_stale(holder) if exists else None, "owner": holder}
     if json_output:
         print_json(data)
@@ -648,16 +658,11 @@ def lock_release(
     """Release a stale lock; --force breaks a live one (and says whose)."""
     from rich.markup import escape
 
-    from shipyard.cli._context import open_session
     from shipyard.cli._output import err
     from shipyard.state import Lock
 
-    session = open_session(config, environment, node=node)
-    lock = session.ctx.store.lock(
-        session.ctx.deployment_id, "release", ttl=session.config.deploy.lock_ttl
-    )
-    holder = lock.holder()
-    if holder is None and session.ctx.store.host.get(lock.dir / "owner.json") is None:
+    lock, holder, exists = _environment_lock(config, environment, node, "release")
+    if not exists:
         if json_output:
             print_json({"released": False, "owner": None})
         else:

@@ -10,14 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from shipyard.config import Config
     from shipyard.secrets import Masker
     from shipyard.session import Session, Sessions
+
+Opened = TypeVar("Opened", "Session", "Sessions")
 
 
 @dataclass
@@ -73,17 +77,7 @@ def open_session(
     that prints one JSON document keeps its events on stderr."""
     from shipyard import session as library
 
-    run = current_run()
-    session = library.open_session(
-        config_path,
-        environment,
-        sink=_sink(json_events),  # type: ignore[arg-type]
-        ref=ref,
-        node=node,
-        on_config=run.keep,
-    )
-    run.opened.append(session)
-    return session
+    return _opened(library.open_session, config_path, environment, json_events, ref=ref, node=node)
 
 
 def open_sessions(
@@ -92,16 +86,23 @@ def open_sessions(
     """``shipyard.session.open_sessions`` for a command (see ``open_session``)."""
     from shipyard import session as library
 
+    return _opened(library.open_sessions, config_path, environment, json_events, ref=ref)
+
+
+def _opened(
+    opener: Callable[..., Opened],
+    config_path: Path,
+    environment: str,
+    json_events: bool,
+    **options: str | None,
+) -> Opened:
+    """What ``opener`` opens, with the command's sink and config keeper, closed with the run."""
     run = current_run()
-    sessions = library.open_sessions(
-        config_path,
-        environment,
-        sink=_sink(json_events),  # type: ignore[arg-type]
-        ref=ref,
-        on_config=run.keep,
+    opened = opener(
+        config_path, environment, sink=_sink(json_events), on_config=run.keep, **options
     )
-    run.opened.append(sessions)
-    return sessions
+    run.opened.append(opened)
+    return opened
 
 
 def node_suffix(session: Session, sessions: list[Session]) -> str:

@@ -66,26 +66,23 @@ def _syntax_issue(file: str, text: str, exc: MarkedYAMLError) -> Issue:
     if mark is None:
         return Issue(file, None, None, "", f"invalid YAML: {problem}")
     gave_up = f"{mark.line + 1}:{mark.column + 1}"
-    opened = exc.context_mark if exc.context == "while scanning a quoted scalar" else None
-    if opened is not None:
-        return Issue(
-            file,
-            opened.line + 1,
-            opened.column + 1,
-            "",
-            f"invalid YAML: the quote that opens here is never closed (the parser reached {gave_up}: {problem})",
+
+    def at(where: StreamMark, message: str) -> Issue:
+        return Issue(file, where.line + 1, where.column + 1, "", f"invalid YAML: {message}")
+
+    if exc.context == "while scanning a quoted scalar" and exc.context_mark is not None:
+        return at(
+            exc.context_mark,
+            f"the quote that opens here is never closed (the parser reached {gave_up}: {problem})",
         )
     opened = _quote_open_across_lines(text, mark)
     if opened is not None:
-        return Issue(
-            file,
-            opened.line + 1,
-            opened.column + 1,
-            "",
-            f"invalid YAML: the quoted value that starts here runs on to line {mark.line + 1}, "
+        return at(
+            opened,
+            f"the quoted value that starts here runs on to line {mark.line + 1}, "
             f"where the parser gave up ({gave_up}: {problem}); is its closing quote missing?",
         )
-    return Issue(file, mark.line + 1, mark.column + 1, "", f"invalid YAML: {problem}")
+    return at(mark, problem)
 
 
 def _quote_open_across_lines(text: str, failure: StreamMark) -> StreamMark | None:

@@ -343,6 +343,10 @@ class Lock:
             return None
         return owner
 
+    def exists(self) -> bool:
+        """Whether an owner record is there at all (readable or not)."""
+        return self.store.host.get(self.dir / "owner.json") is not None
+
     def is_stale(self, owner: dict[str, Any] | None) -> bool:
         if owner is None:
             return False  # unreadable: only the operator can judge (`lock release --force`)

@@ -65,12 +65,8 @@ class Slots(StepsBase):
                 if info is not None and (not info.running or info.restart_count)
                 else ""
             )
-            logs = self.docker.logs(container, tail=20)
-            raise DeployFailed(
-                "start",
-                f"slot {slot} did not start: {exc.message}{ended}\n  app log (last 20 lines):\n"
-                f"{_indent(logs)}",
-                hint=self._gate_hint(),
+            raise self._slot_failed(
+                "start", container, f"slot {slot} did not start: {exc.message}{ended}"
             ) from exc
         return f"{self.names.slot(slot)} running {release.image}"
 
@@ -99,11 +95,16 @@ class Slots(StepsBase):
             return f"{info.name} was stopped already"
         return self.retire(slot)
 
-    def _gate_hint(self) -> str:
+    def _slot_failed(self, phase: str, container: str, what: str) -> DeployFailed:
+        """``phase`` failed for a candidate: ``what`` went wrong, then the last lines of its app
+        log, and whether the previous version kept serving."""
         fix = "fix the app or its config and deploy again"
         if self.docker.container(self.names.live) is None:
-            return fix  # nothing served before (a first deploy says what it left)
-        return f"the previous version kept serving; {fix}"
+            hint = fix  # nothing served before (a first deploy says what it left)
+        else:
+            hint = f"the previous version kept serving; {fix}"
+        logs = _indent(self.docker.logs(container, tail=20))
+        return DeployFailed(phase, f"{what}\n  app log (last 20 lines):\n{logs}", hint=hint)
 
     def gate(self, slot: str) -> str:
         """``slot`` passes its health checks ``health.passes`` rounds in a row (see
@@ -121,11 +122,8 @@ class Slots(StepsBase):
             else:
                 ended = describe_exit(info, self.docker.exit_codes(info) if info else [])
                 state = f"{container} {ended}"
-            raise DeployFailed(
-                "health",
-                f"slot {slot} is not serving: {state}\n  app log (last 20 lines):\n"
-                f"{_indent(self.docker.logs(container, tail=20))}",
-                hint=self._gate_hint(),
+            raise self._slot_failed(
+                "health", container, f"slot {slot} is not serving: {state}"
             ) from exc
         container = target.container
         restarts = first.restart_count if first is not None else 0
@@ -144,12 +142,10 @@ class Slots(StepsBase):
             answers = (
                 "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (no answer)"
             )
-            logs = self.docker.logs(container, tail=20)
-            raise DeployFailed(
+            raise self._slot_failed(
                 "health",
-                f"slot {slot} never became healthy: {result.reason}\n  last answers:\n{answers}\n"
-                f"  app log:\n{_indent(logs)}",
-                hint=self._gate_hint(),
+                container,
+                f"slot {slot} never became healthy: {result.reason}\n  last answers:\n{answers}",
             )
         return f"{health.passes} consecutive passes after {result.rounds} round(s)"
 
