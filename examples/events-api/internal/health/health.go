@@ -147,19 +147,28 @@ func (c *Checker) Ready(ctx context.Context) (ready bool, reason string) {
 	return true, ""
 }
 
+// timed runs a database query bounded by CheckTimeout and returns its latency in
+// milliseconds; an error of a query that ran out of time is a DeadlineExceeded.
+func timed(ctx context.Context, query func(context.Context) error) (latencyMS int64, err error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
+	defer cancel()
+	err = query(ctx)
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		err = fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return time.Since(start).Milliseconds(), err
+}
+
 // Database pings PostgreSQL with a 2 s timeout.
 func (c *Checker) Database(ctx context.Context) Check {
-	start := time.Now()
 	if c.Pool == nil {
 		return Check{Status: Fail, Message: "database pool not initialized"}
 	}
-	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
-	defer cancel()
-	err := c.Pool.Ping(ctx)
-	lat := time.Since(start).Milliseconds()
+	lat, err := timed(ctx, c.Pool.Ping)
 	if err != nil {
 		msg := "database unreachable"
-		if errors.Is(err, context.DeadlineExceeded) || ctx.Err() != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
 			msg = fmt.Sprintf("database ping timed out after %s", CheckTimeout)
 		}
 		return Check{Status: Fail, Message: msg, LatencyMS: lat, Details: map[string]any{"error": errText(err)}}
@@ -176,18 +185,16 @@ func (c *Checker) Database(ctx context.Context) Check {
 // Migrations reads golang-migrate's schema_migrations table: fail when the
 // table is missing, empty or dirty.
 func (c *Checker) Migrations(ctx context.Context) Check {
-	start := time.Now()
 	if c.Pool == nil {
 		return Check{Status: Fail, Message: "database pool not initialized"}
 	}
-	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
-	defer cancel()
 	var (
 		version int64
 		dirty   bool
 	)
-	err := c.Pool.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations ORDER BY version DESC LIMIT 1`).Scan(&version, &dirty)
-	lat := time.Since(start).Milliseconds()
+	lat, err := timed(ctx, func(ctx context.Context) error {
+		return c.Pool.QueryRow(ctx, `SELECT version, dirty FROM schema_migrations ORDER BY version DESC LIMIT 1`).Scan(&version, &dirty)
+	})
 	var pgErr *pgconn.PgError
 	switch {
 	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table
@@ -207,15 +214,13 @@ func (c *Checker) Migrations(ctx context.Context) Check {
 // JobQueue passes when the jobs table (this app's stand-in for River's
 // river_job) exists and warns otherwise.
 func (c *Checker) JobQueue(ctx context.Context) Check {
-	start := time.Now()
 	if c.Pool == nil {
 		return Check{Status: Warn, Message: "job queue not initialized: no database pool"}
 	}
-	ctx, cancel := context.WithTimeout(ctx, CheckTimeout)
-	defer cancel()
 	var exists bool
-	err := c.Pool.QueryRow(ctx, `SELECT to_regclass('public.jobs') IS NOT NULL`).Scan(&exists)
-	lat := time.Since(start).Milliseconds()
+	lat, err := timed(ctx, func(ctx context.Context) error {
+		return c.Pool.QueryRow(ctx, `SELECT to_regclass('public.jobs') IS NOT NULL`).Scan(&exists)
+	})
 	switch {
 	case err != nil:
 		return Check{Status: Warn, Message: "cannot check the job queue table", LatencyMS: lat, Details: map[string]any{"error": errText(err)}}

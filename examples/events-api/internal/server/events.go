@@ -64,11 +64,10 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("q must be at most %d characters", maxQueryLen))
 		return
 	}
-	if s.pool == nil {
-		writeError(w, http.StatusServiceUnavailable, "database unavailable")
+	ctx, cancel, ok := s.databaseRequest(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 
 	const cols = `id::text, title, starts_at, ST_X(location), ST_Y(location)`
@@ -103,6 +102,17 @@ func (s *Server) handleListEvents(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
+// databaseRequest is the context of a request that queries the database, bounded by
+// requestTimeout; without a database it answers 503 and ok is false.
+func (s *Server) databaseRequest(w http.ResponseWriter, r *http.Request) (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	if s.pool == nil {
+		writeError(w, http.StatusServiceUnavailable, "database unavailable")
+		return nil, nil, false
+	}
+	ctx, cancel = context.WithTimeout(r.Context(), requestTimeout)
+	return ctx, cancel, true
+}
+
 // handleCreateEvent serves POST /api/v1/events.
 func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 	req, problems, tooLarge := decodeCreateEvent(w, r)
@@ -114,11 +124,10 @@ func (s *Server) handleCreateEvent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid event", problems...)
 		return
 	}
-	if s.pool == nil {
-		writeError(w, http.StatusServiceUnavailable, "database unavailable")
+	ctx, cancel, ok := s.databaseRequest(w, r)
+	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), requestTimeout)
 	defer cancel()
 
 	var embedding *string
