@@ -89,6 +89,28 @@ def container_id(name: str) -> str:
     return docker_inspect(name, "{{.Id}}")
 
 
+def run_shipyard(
+    cwd: Path,
+    env: dict[str, str] | None,
+    *args: str,
+    check: bool = False,
+    timeout: float = 600,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``shipyard ARGS`` in ``cwd`` with ``env`` (None: this process's), its output captured;
+    ``input``: what is typed at its prompts (none: stdin is empty)."""
+    return subprocess.run(
+        [sys.executable, "-m", "shipyard", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=check,
+        timeout=timeout,
+        env=env,
+        input=input,
+    )
+
+
 def isolated_env(home: Path) -> dict[str, str]:
     """The environment of a shipyard run that keeps its local state under ``home`` (a test's own
     directory) and selects the locally built images, for a config that names its images as
@@ -145,16 +167,7 @@ class AppUnderTest:
     ) -> subprocess.CompletedProcess[str]:
         """``input``: what is typed at shipyard's prompts (none: stdin is empty)."""
         env = {**os.environ, **self.extra_env}
-        return subprocess.run(
-            [sys.executable, "-m", "shipyard", *args],
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=timeout,
-            env=env,
-            input=input,
-        )
+        return run_shipyard(self.dir, env, *args, check=check, timeout=timeout, input=input)
 
     def edit(self, change: Any) -> None:
         """Apply ``change(document)`` to shipyard.yml."""

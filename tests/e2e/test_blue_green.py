@@ -62,46 +62,46 @@ def test_three_deploys_under_load_fail_no_request(app: AppUnderTest) -> None:
     assert app.status()["slot"] == "green"
 
 
-def test_unhealthy_version_is_never_switched_to(app: AppUnderTest) -> None:
+def _unhealthy_version_refused(app: AppUnderTest, **health: str) -> str:
+    """Deploy the app, then under load a version whose health endpoint answers "unhealthy"
+    (with ``health`` settings): it fails at the health gate, exit 6, while the previous version
+    serves throughout and alone. Returns the refused deploy's stderr."""
+
     def change(document: Any) -> None:
         document["app"]["env"]["TEST_UNHEALTHY"] = "1"
-        document["health"]["start_timeout"] = "4s"
+        document["health"].update(health)
 
     good = _deploy_then_commit(app, change, "bad")
     with Load(app.url("/")) as load:
         result = app.shipyard("deploy", "development")
     assert result.returncode == 6, result.stderr
-    assert "never became healthy" in result.stderr
-    assert "unhealthy" in result.stderr  # the last health answer is shown
     assert load.result.failures == [], load.result.failures[:5]
     assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
     assert app.running_app_containers() == [f"{app.name}-development-live"]
     assert app.served() == good
-    assert app.history()[0]["result"] == "failed"
+    entry = app.history()[0]
+    assert (entry["result"], entry["phase"]) == ("failed", "health"), entry
+    return result.stderr
+
+
+def test_unhealthy_version_is_never_switched_to(app: AppUnderTest) -> None:
+    stderr = _unhealthy_version_refused(app, start_timeout="4s")
+    assert "never became healthy" in stderr
+    assert "unhealthy" in stderr  # the last health answer is shown
 
 
 def test_version_answering_unhealthy_fails_the_gate_after_the_grace(app: AppUnderTest) -> None:
     """A version whose health endpoint keeps answering "unhealthy" fails at health after
     ``health.unhealthy_grace``, not after the (long) start timeout, with its answers; the
     previous version serves throughout."""
-
-    def change(document: Any) -> None:
-        document["app"]["env"]["TEST_UNHEALTHY"] = "1"
-        document["health"]["start_timeout"] = "30m"  # longer than the test's own timeout
-        document["health"]["unhealthy_grace"] = "2s"
-
-    good = _deploy_then_commit(app, change, "bad")
-    with Load(app.url("/")) as load:
-        result = app.shipyard("deploy", "development")
-    assert result.returncode == 6, result.stderr
-    assert "never became healthy: it answered unhealthy for" in result.stderr
-    assert "(health.unhealthy_grace: 2s)" in result.stderr
-    assert "GET /health → 503" in result.stderr  # the app's own answer is shown
-    assert load.result.failures == [], load.result.failures[:5]
-    assert set(load.result.version_counts) == {f"0.0.0+{good[:7]}"}
-    assert app.running_app_containers() == [f"{app.name}-development-live"]
-    entry = app.history()[0]
-    assert (entry["result"], entry["phase"]) == ("failed", "health"), entry
+    stderr = _unhealthy_version_refused(
+        app,
+        start_timeout="30m",  # longer than the test's own timeout
+        unhealthy_grace="2s",
+    )
+    assert "never became healthy: it answered unhealthy for" in stderr
+    assert "(health.unhealthy_grace: 2s)" in stderr
+    assert "GET /health → 503" in stderr  # the app's own answer is shown
 
 
 def test_version_failing_to_start_is_removed(app: AppUnderTest) -> None:

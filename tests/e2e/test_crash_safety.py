@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from shipyard.deploy._pipeline import DEPLOY, Runs
 from tests.e2e.conftest import AppUnderTest, container_id
 from tests.e2e.crash import (
     LiveWatch,
@@ -24,24 +25,14 @@ from tests.e2e.crash import (
 from tests.e2e.docker_cli import docker_inspect
 from tests.e2e.load import Load
 
-# Every phase of a deploy that has a migration pending.
+# Every phase of a deploy that has a migration pending, as the pipeline declares them: not the
+# checks before the lock, hooks (none are set), CI (not required) or the stop mode's retire.
 PHASES = [
-    "lock",
-    "repair",
-    "version",
-    "build",
-    "deliver",
-    "infrastructure",
-    "plan",
-    "snapshot",
-    "migrate",
-    "start",
-    "health",
-    "switch",
-    "verify",
-    "watch",
-    "retire",
-    "record",
+    spec.name
+    for spec in DEPLOY.phases
+    if spec.name != "validate"
+    and spec.runs is not Runs.AFTERWARDS
+    and spec.when not in {"hooks", "deploy.require_ci", "deploy.old_version: stop"}
 ]
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +12,7 @@ import httpx
 import pytest
 
 from tests.bad_configs import CATALOGUE, BadConfig, write
-from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
+from tests.e2e.conftest import AppUnderTest, engine_snapshot, git, run_shipyard
 from tests.e2e.docker_cli import docker, docker_inspect
 from tests.e2e.postgres import psql
 
@@ -132,14 +130,7 @@ def test_bad_config_changes_nothing_on_the_engine(
     write(tmp_path, case)
     before = engine_snapshot("shop")  # the catalogue's app
     for command in ("deploy", "check"):
-        result = subprocess.run(
-            [sys.executable, "-m", "shipyard", command, case.environment],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=120,
-        )
+        result = run_shipyard(tmp_path, None, command, case.environment, timeout=120)
         assert result.returncode == 3, result.stderr
         assert case.expected in result.stderr
         assert "Traceback" not in result.stderr

@@ -11,7 +11,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import EXAMPLE, git, isolated_env, remove_everything
+from tests.e2e.conftest import EXAMPLE, git, isolated_env, remove_everything, run_shipyard
 from tests.e2e.ports import reserve_port
 
 
@@ -31,15 +30,7 @@ class Initialised:
     env: dict[str, str]
 
     def shipyard(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shipyard", *args],
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=timeout,
-            env=self.env,
-        )
+        return run_shipyard(self.dir, self.env, *args, timeout=timeout)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from tests.e2e.conftest import (
     git,
     isolated_env,
     remove_everything,
+    run_shipyard,
     togather_tarball,
 )
 from tests.e2e.load import Load
@@ -53,15 +53,7 @@ class Togather:
     port: int
 
     def shipyard(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "shipyard", *args],
-            check=False,
-            cwd=self.dir,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.env,
-        )
+        return run_shipyard(self.dir, self.env, *args, timeout=timeout)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
