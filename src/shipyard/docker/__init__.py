@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from shipyard.docker._engine import EngineReader, local_socket
 from shipyard.errors import CommandFailed, HostUnreachable
-from shipyard.hosts import CommandResult, Host
+from shipyard.hosts import CommandResult, Host, LocalHost
 
 __all__ = [
     "MIN_COMPOSE",
@@ -25,6 +26,7 @@ __all__ = [
     "ContainerInfo",
     "Docker",
     "EngineInfo",
+    "EngineReader",
     "ImageInfo",
     "image_fingerprint",
     "normalise_architecture",
@@ -271,6 +273,10 @@ class Docker:
         self.host = host
         self.config = config
         self.endpoint = endpoint
+        # Reads (inspect, list) of the engine on this machine go over its socket; see
+        # ``shipyard.docker._engine``. Elsewhere (SSH, TCP, another context): the CLI.
+        socket = local_socket(endpoint) if isinstance(host, LocalHost) else None
+        self.reader = EngineReader(socket, host.name) if socket else None
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
         return ["docker", *(["--config", self.config] if self.config else []), *argv]
@@ -355,6 +361,9 @@ class Docker:
 
     # -- images --------------------------------------------------------------------------------------
     def image(self, ref: str) -> ImageInfo | None:
+        if self.reader is not None:
+            document = self.reader.image(ref)
+            return parse_image(document) if document is not None else None
         result = self._run(["image", "inspect", ref], check=False, timeout=60)
         if not result.ok:
             return None
@@ -443,6 +452,8 @@ class Docker:
 
     # -- containers ---------------------------------------------------------------------------------
     def container(self, name: str) -> ContainerInfo | None:
+        if self.reader is not None:
+            return next(iter(self._inspect([name])), None)
         result = self._run(["container", "inspect", name], check=False, timeout=60)
         if not result.ok:
             if "No such container" in result.stderr or "no such container" in result.stderr.lower():
@@ -460,7 +471,10 @@ class Docker:
 
     def running(self) -> list[ContainerInfo]:
         """Every running container, inspected (one that stops meanwhile is left out)."""
-        ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()
+        if self.reader is not None:
+            ids = [str(c["Id"]) for c in self.reader.listed({}, all=False)]
+        else:
+            ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()
         return [info for info in self._inspect(ids) if info.running]
 
     def _inspect(self, containers: Sequence[str]) -> list[ContainerInfo]:
@@ -468,6 +482,8 @@ class Docker:
         removed meanwhile: inspect exits 1 after printing the others) is left out."""
         if not containers:
             return []
+        if self.reader is not None:
+            return list(map(parse_container, self.reader.containers(containers)))
         result = self._run(["container", "inspect", *containers], check=False, timeout=60)
         try:
             documents = json.loads(result.stdout or "[]")
@@ -481,14 +497,20 @@ class Docker:
 
     def containers(self, labels: Mapping[str, str]) -> list[str]:
         """Names of containers (running or not) carrying all ``labels``."""
-        argv = ["ps", "--all", "--format", "{{.Names}}"]
-        for key, value in labels.items():
-            argv += ["--filter", f"label={key}={value}"]
-        return sorted(line for line in self._run(argv, timeout=60).stdout.splitlines() if line)
+        return self._names({"label": [f"{key}={value}" for key, value in labels.items()]})
 
     def containers_using(self, image: str) -> list[str]:
         """Names of containers (running or not) created from ``image`` or an image built on it."""
-        argv = ["ps", "--all", "--filter", f"ancestor={image}", "--format", "{{.Names}}"]
+        return self._names({"ancestor": [image]})
+
+    def _names(self, filters: Mapping[str, list[str]]) -> list[str]:
+        """Names of the containers (running or not) matching ``docker ps`` ``filters``."""
+        if self.reader is not None:
+            listed = self.reader.listed({k: v for k, v in filters.items() if v}, all=True)
+            return sorted(str(c["Names"][0]).lstrip("/") for c in listed if c.get("Names"))
+        argv = ["ps", "--all", "--format", "{{.Names}}"]
+        for key, values in filters.items():
+            argv += [arg for value in values for arg in ("--filter", f"{key}={value}")]
         return sorted(line for line in self._run(argv, timeout=60).stdout.splitlines() if line)
 
     def exec(
@@ -595,9 +617,9 @@ class Docker:
         return result.stdout.strip()
 
     def labelled(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
-        """Every container (running or not) carrying all ``labels``, inspected."""
-        found = [self.container(name) for name in self.containers(labels)]
-        return [info for info in found if info is not None]
+        """Every container (running or not) carrying all ``labels``, inspected (one that is
+        removed meanwhile is left out)."""
+        return self._inspect(self.containers(labels))
 
     def logs(
         self, container: str, *, tail: int = 50, since: str | None = None, timestamps: bool = False

@@ -52,11 +52,11 @@ class Slots(StepsBase):
         self._write(self.layout.slot_compose(slot), to_yaml(compose))
         self._fence()
         try:
+            # No ``--wait``: Compose's own wait polls for "running" (about 0.4 s here) and
+            # proves nothing the health gate does not prove right after, from the first probe
+            # (a container that exits or restarts fails the gate at once, with its log).
             self.docker.compose_up(
-                self.names.slot(slot),
-                self.layout.slot_compose(slot),
-                force_recreate=True,
-                wait_timeout=60,
+                self.names.slot(slot), self.layout.slot_compose(slot), force_recreate=True
             )
         except ShipyardError as exc:
             info = self.docker.container(container)

@@ -1,0 +1,115 @@
+"""Reads from the Docker Engine's HTTP API over the local engine's Unix socket.
+
+An operation inspects containers and lists them dozens of times; each docker CLI call is a
+process start (20 to 60 ms, more on a busy machine). Over the socket, one connection serves them
+all. Only reads go this way: every change (create, start, stop, rename, compose) stays a docker
+CLI command, as an operator would type it.
+
+The API's documents are the CLI's: ``docker container inspect`` prints what
+``GET /containers/{id}/json`` answers, so the same parsers read both.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from shipyard.errors import CommandFailed, HostUnreachable
+
+if TYPE_CHECKING:
+    import httpx
+
+DEFAULT_SOCKET = "/var/run/docker.sock"
+
+
+def local_socket(endpoint: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The Unix socket the docker CLI on this machine talks to, when shipyard can tell without
+    asking it: ``endpoint`` or ``DOCKER_HOST`` when it is ``unix://``, else the standard socket
+    when no other context is selected (``DOCKER_CONTEXT``, or ``currentContext`` in the CLI's
+    config). ``None``: TCP, SSH or another context; the CLI then does the reading too."""
+    environ = os.environ if environ is None else environ
+    address = endpoint or environ.get("DOCKER_HOST")
+    if address:
+        return address.removeprefix("unix://") if address.startswith("unix://") else None
+    if environ.get("DOCKER_CONTEXT", "default") != "default":
+        return None
+    config_dir = environ.get("DOCKER_CONFIG") or str(Path(environ.get("HOME", "/")) / ".docker")
+    try:
+        config = json.loads((Path(config_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if isinstance(config, dict) and config.get("currentContext", "default") != "default":
+        return None
+    return DEFAULT_SOCKET if Path(DEFAULT_SOCKET).is_socket() else None
+
+
+class EngineReader:
+    """GET requests to one engine over its Unix socket, on one kept connection.
+
+    ``host``: the host's name, for errors. ``transport``: how requests travel (tests pass
+    httpx's ``MockTransport``); by default the socket."""
+
+    def __init__(
+        self, socket: str, host: str, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.socket = socket
+        self.host = host
+        self._transport = transport
+        self._client: httpx.Client | None = None
+
+    def _http(self) -> httpx.Client:
+        if self._client is None:
+            import httpx  # noqa: PLC0415 — only an operation that reads containers needs it
+
+            transport = self._transport or httpx.HTTPTransport(uds=self.socket)
+            self._client = httpx.Client(transport=transport, base_url="http://docker", timeout=60.0)
+            # Closed with the reader: a ``Docker`` is made wherever one is needed, and its kept
+            # connection goes with it.
+            weakref.finalize(self, self._client.close)
+        return self._client
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any | None:
+        """The JSON document at ``path``; ``None`` when the engine answers 404 (no such object)."""
+        import httpx  # noqa: PLC0415
+
+        try:
+            response = self._http().get(path, params=params)
+        except httpx.TransportError as exc:
+            raise HostUnreachable(
+                f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
+                hint="start dockerd (scripts/engine.sh does on this kind of machine)",
+            ) from exc
+        if response.status_code == 404:  # noqa: PLR2004
+            return None
+        if response.is_error:
+            try:
+                message = str(response.json().get("message", response.text))
+            except ValueError:
+                message = response.text
+            raise CommandFailed(self.host, ["GET", path], response.status_code, message)
+        return response.json()
+
+    def containers(self, names: Sequence[str]) -> list[dict[str, Any]]:
+        """The inspect document of each of ``names`` (names or IDs) that exists, in order."""
+        found = (self.get(f"/containers/{quote(name, safe='')}/json") for name in names)
+        return [document for document in found if document is not None]
+
+    def listed(self, filters: Mapping[str, list[str]], *, all: bool) -> list[dict[str, Any]]:
+        """``GET /containers/json``: the containers matching ``filters`` (running ones only
+        unless ``all``)."""
+        params = {"all": "1" if all else "0", "filters": json.dumps(dict(filters))}
+        return list(self.get("/containers/json", params) or [])
+
+    def image(self, ref: str) -> dict[str, Any] | None:
+        document = self.get(f"/images/{quote(ref, safe='/:@')}/json")  # as the docker CLI sends it
+        return document if isinstance(document, dict) else None
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

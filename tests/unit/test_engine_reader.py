@@ -1,0 +1,161 @@
+"""Reads from the Docker Engine's API (``shipyard.docker._engine``): which socket the CLI would
+use, and the reader's answers, errors and requests, on httpx's MockTransport."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shipyard.docker import Docker, EngineReader
+from shipyard.docker import _engine as engine
+from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.hosts import LocalHost
+
+GOLDEN = Path(__file__).parent / "golden"
+INSPECT = json.loads((GOLDEN / "container-inspect.json").read_text())[0]
+
+
+@pytest.fixture
+def standard_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A listening Unix socket standing where the engine's standard one is looked for."""
+    path = tmp_path / "docker.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    monkeypatch.setattr(engine, "DEFAULT_SOCKET", str(path))
+    yield str(path)
+    server.close()
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "environ", "expected"),
+    [
+        (None, {"DOCKER_HOST": "unix:///run/user/1000/docker.sock"}, "/run/user/1000/docker.sock"),
+        ("unix:///tmp/engine.sock", {"DOCKER_HOST": "tcp://10.0.0.2:2376"}, "/tmp/engine.sock"),
+        (None, {"DOCKER_HOST": "tcp://10.0.0.2:2376"}, None),
+        (None, {"DOCKER_HOST": "ssh://deploy@web-1"}, None),
+        (None, {"DOCKER_CONTEXT": "colima"}, None),
+    ],
+)
+def test_the_socket_is_the_one_the_cli_would_use(
+    endpoint: str | None, environ: dict[str, str], expected: str | None
+) -> None:
+    assert engine.local_socket(endpoint, environ) == expected
+
+
+def test_the_standard_socket_unless_the_cli_config_selects_another_context(
+    tmp_path: Path, standard_socket: str
+) -> None:
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    environ = {"HOME": str(home)}
+    assert engine.local_socket(None, environ) == standard_socket  # no config file at all
+    (home / ".docker" / "config.json").write_text('{"currentContext": "default"}')
+    assert engine.local_socket(None, environ) == standard_socket
+    (home / ".docker" / "config.json").write_text('{"currentContext": "desktop-linux"}')
+    assert engine.local_socket(None, environ) is None
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "config.json").write_text("{not json")
+    assert engine.local_socket(None, {**environ, "DOCKER_CONFIG": str(other)}) == standard_socket
+
+
+def test_no_socket_no_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "DEFAULT_SOCKET", str(tmp_path / "absent.sock"))
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert Docker(LocalHost()).reader is None
+
+
+def _reader(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[EngineReader, list[str]]:
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        return answer(request)
+
+    return EngineReader("/x.sock", "local", transport=httpx.MockTransport(handler)), asked
+
+
+def _docker(reader: EngineReader) -> Docker:
+    docker = Docker(LocalHost())
+    docker.reader = reader
+    return docker
+
+
+def test_inspections_read_the_api_documents_and_a_missing_container_is_none() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/containers/shop-development-blue/json":
+            return httpx.Response(200, json=INSPECT)
+        return httpx.Response(404, json={"message": "No such container: gone"})
+
+    reader, asked = _reader(answer)
+    docker = _docker(reader)
+    info = docker.container("shop-development-blue")
+    assert info is not None and info.name == "shop-development-blue"
+    assert info.ports == {8080: 32768} and info.labels["org.shipyard.slot"] == "blue"
+    assert docker.container("gone") is None
+    found = docker.containers_named(["gone", "shop-development-blue"])
+    assert found == {"gone": None, "shop-development-blue": info}
+    assert len(asked) == 4  # one request per name, over one client
+
+
+def test_a_listing_sends_the_filters_and_reads_the_names() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/containers/json":
+            return httpx.Response(
+                200, json=[{"Id": "b", "Names": ["/shop-b"]}, {"Id": "a", "Names": ["/shop-a"]}]
+            )
+        return httpx.Response(200, json=INSPECT)
+
+    reader, asked = _reader(answer)
+    docker = _docker(reader)
+    assert docker.containers({"org.shipyard.app": "shop", "org.shipyard.role": "app"}) == [
+        "shop-a",
+        "shop-b",
+    ]
+    query = httpx.URL(asked[0]).params
+    assert query["all"] == "1"
+    assert json.loads(query["filters"]) == {
+        "label": ["org.shipyard.app=shop", "org.shipyard.role=app"]
+    }
+    assert docker.containers_using("shop:1") == ["shop-a", "shop-b"]
+    assert json.loads(httpx.URL(asked[1]).params["filters"]) == {"ancestor": ["shop:1"]}
+    assert [info.name for info in docker.running()] == ["shop-development-blue"] * 2
+    assert httpx.URL(asked[2]).params["all"] == "0"
+
+
+def test_an_image_reference_travels_as_the_cli_sends_it() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.raw_path == b"/images/registry.example:5000/shop/app:1.2/json":
+            return httpx.Response(200, json={"Id": "sha256:abc", "Config": {"Labels": {}}})
+        return httpx.Response(404, json={"message": "No such image"})
+
+    reader, _ = _reader(answer)
+    docker = _docker(reader)
+    image = docker.image("registry.example:5000/shop/app:1.2")
+    assert image is not None and image.id == "sha256:abc"
+    assert docker.image("shop:missing") is None
+
+
+def test_an_engine_error_names_the_request_and_the_engine_message() -> None:
+    reader, _ = _reader(lambda _: httpx.Response(500, json={"message": "layer store broken"}))
+    with pytest.raises(CommandFailed) as raised:
+        _docker(reader).container("shop-development-blue")
+    assert raised.value.returncode == 500
+    assert "layer store broken" in raised.value.stderr
+    assert raised.value.argv == ["GET", "/containers/shop-development-blue/json"]
+
+
+def test_an_engine_that_does_not_answer_is_unreachable() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    reader, _ = _reader(refuse)
+    with pytest.raises(HostUnreachable, match=r"not reachable at /x\.sock"):
+        _docker(reader).labelled({"org.shipyard.app": "shop"})
