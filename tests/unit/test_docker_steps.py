@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path, PurePosixPath
 
+import httpx
 import pytest
 
 from shipyard.config import Config
@@ -57,6 +58,14 @@ def config(tmp_path: Path) -> Config:
 
 def _steps(config: Config, host: FakeHost) -> DockerSteps:
     return DockerSteps(operation_context(config, host), host)
+
+
+def test_the_plain_http_transport_refuses_an_https_request(config: Config) -> None:
+    """The steps' transport reads no CA bundle, so it must never carry TLS: an https:// URL is
+    refused before anything is sent."""
+    transport = _steps(config, FakeHost()).http
+    with pytest.raises(httpx.UnsupportedProtocol, match="plain HTTP only"):
+        transport.handle_request(httpx.Request("GET", "https://events.example/health"))
 
 
 def test_leftovers_are_what_of_the_stack_exists_on_the_host(config: Config) -> None:

@@ -55,10 +55,13 @@ class StepsBase:
     @functools.cached_property
     def http(self) -> httpx.BaseTransport:
         """The transport of the operation's plain-HTTP requests on this machine (health checks,
-        the proxy's admin API): set up once, as its TLS setup alone (reading the CA bundle)
-        costs more than the requests it serves. No connection is kept alive: a connection on
-        the loopback costs nothing, and one a server closed while idle would fail a request."""
-        return _Kept(httpx.HTTPTransport(limits=httpx.Limits(max_keepalive_connections=0)))
+        the proxy's admin API): set up once. It speaks plain HTTP only (an https:// request
+        is refused), so it reads no CA bundle (50 ms a transport). No connection is kept alive:
+        a connection on the loopback costs nothing, and one a server closed while idle would
+        fail a request."""
+        return _Kept(
+            httpx.HTTPTransport(verify=False, limits=httpx.Limits(max_keepalive_connections=0))
+        )
 
     @functools.cached_property
     def docker_socket(self) -> str | None:
@@ -211,13 +214,17 @@ class StepsBase:
 
 
 class _Kept(httpx.BaseTransport):
-    """A transport the clients that use it do not close (each request's client closes its
-    transport on exit): it lives as long as the steps."""
+    """A plain-HTTP transport the clients that use it do not close (each request's client
+    closes its transport on exit): it lives as long as the steps."""
 
     def __init__(self, inner: httpx.BaseTransport) -> None:
         self._inner = inner
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http":
+            raise httpx.UnsupportedProtocol(
+                f"{request.url}: this transport speaks plain HTTP only", request=request
+            )
         return self._inner.handle_request(request)
 
     def close(self) -> None:
