@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shipyard.docker import Docker, EngineReader
+from shipyard.docker import Docker, EngineReader, parse_image
 from shipyard.docker import _engine as engine
 from shipyard.errors import CommandFailed, HostUnreachable
 from shipyard.hosts import LocalHost
@@ -159,3 +159,19 @@ def test_an_engine_that_does_not_answer_is_unreachable() -> None:
     reader, _ = _reader(refuse)
     with pytest.raises(HostUnreachable, match=r"not reachable at /x\.sock"):
         _docker(reader).labelled({"org.shipyard.app": "shop"})
+
+
+@pytest.mark.parametrize(
+    ("healthcheck", "expected"),
+    [
+        ({"Test": ["CMD", "false"], "Interval": 1000000000}, True),
+        ({"Test": ["CMD-SHELL", "curl -f localhost"]}, True),
+        ({"Test": ["NONE"]}, False),  # HEALTHCHECK NONE: the base image's is switched off
+        (None, False),
+    ],
+)
+def test_an_image_says_whether_it_has_its_own_healthcheck(
+    healthcheck: dict[str, object] | None, expected: bool
+) -> None:
+    document = {"Id": "sha256:abc", "Config": {"Healthcheck": healthcheck}}
+    assert parse_image(document).healthcheck is expected

@@ -145,6 +145,7 @@ class ImageInfo:
     fingerprint: str = ""  # the same on every engine (see ``image_fingerprint``)
     os: str = ""  # as the image's config says; empty when it does not
     architecture: str = ""  # normalised: amd64, arm64, ...
+    healthcheck: bool = False  # the image defines a HEALTHCHECK (Docker then reports health)
 
     @property
     def platform(self) -> str:
@@ -213,6 +214,7 @@ def parse_image(document: Mapping[str, Any]) -> ImageInfo:
         fingerprint=image_fingerprint(document),
         os=str(document.get("Os") or ""),
         architecture=normalise_architecture(str(document.get("Architecture") or "")),
+        healthcheck=(config.get("Healthcheck") or {}).get("Test") not in (None, [], ["NONE"]),
     )
 
 

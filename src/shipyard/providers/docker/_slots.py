@@ -52,11 +52,16 @@ class Slots(StepsBase):
         self._write(self.layout.slot_compose(slot), to_yaml(compose))
         self._fence()
         try:
-            # No ``--wait``: Compose's own wait polls for "running" (about 0.4 s here) and
-            # proves nothing the health gate does not prove right after, from the first probe
-            # (a container that exits or restarts fails the gate at once, with its log).
+            # ``--wait`` only for an image with its own HEALTHCHECK: Compose then waits for
+            # Docker to call it healthy. Otherwise its wait polls for "running" (about 0.4 s
+            # here) and proves nothing the health gate does not prove right after, from the
+            # first probe (a container that exits or restarts fails the gate at once).
+            image = self.docker.image(release.image)
             self.docker.compose_up(
-                self.names.slot(slot), self.layout.slot_compose(slot), force_recreate=True
+                self.names.slot(slot),
+                self.layout.slot_compose(slot),
+                force_recreate=True,
+                wait_timeout=60 if image is None or image.healthcheck else None,
             )
         except ShipyardError as exc:
             info = self.docker.container(container)
