@@ -17,7 +17,7 @@ from shipyard.deploy._ci import ci_credentials, require_ci
 from shipyard.errors import CiNotPassed
 from shipyard.scaffold import render_workflow, write_workflow
 from shipyard.secrets import EnvFileBackend
-from tests.bad_configs import ENV_FILE, VALID, clean_tree
+from tests.bad_configs import VALID, committed_repository
 from tests.unit.cli_harness import shipyard
 from tests.unit.test_ci import COMMIT, GITHUB, _github, _run
 
@@ -29,16 +29,7 @@ SSH = VALID.replace(
 
 def _repository(root: Path, yaml: str, *, subdir: str = "") -> Path:
     """A git repository with shipyard.yml (in ``subdir``) and a production env file."""
-    where = root / subdir if subdir else root
-    where.mkdir(parents=True, exist_ok=True)
-    (where / "shipyard.yml").write_text(yaml, encoding="utf-8")
-    env = where / ".env.production"
-    env.write_text(ENV_FILE, encoding="utf-8")
-    env.chmod(0o600)
-    (where / "go.mod").write_text("module example.com/shop\n", encoding="utf-8")
-    (where / "migrations").mkdir(exist_ok=True)
-    clean_tree(root)
-    return where / "shipyard.yml"
+    return committed_repository(root, yaml, environment="production", subdir=subdir)
 
 
 def _workflow(config_path: Path, **options: Any) -> tuple[str, dict[str, Any]]:

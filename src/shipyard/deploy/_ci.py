@@ -35,24 +35,14 @@ class Check:
         return self.state in _PASSING_CONCLUSIONS
 
 
-def ci_checks(
-    github: GitHubSection,
-    token: str | None,
-    commit: str,
-    *,
-    this_run: str | None = None,
-    transport: httpx.BaseTransport | None = None,
+def _checks(
+    client: httpx.Client, github: GitHubSection, commit: str, this_run: str | None
 ) -> list[Check]:
     """Every status context and check run GitHub reports for ``commit``, but the unfinished
-    check runs of workflow run ``this_run`` (``transport``: how requests travel, the network
-    unless given)."""
-    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+    check runs of workflow run ``this_run``."""
     base = f"{github.api_url.rstrip('/')}/repos/{github.repository}/commits/{commit}"
-    with httpx.Client(headers=headers, timeout=github.timeout, transport=transport) as client:
-        status = _get(client, f"{base}/status")
-        runs = _get(client, f"{base}/check-runs?per_page=100")
+    status = _get(client, f"{base}/status")
+    runs = _get(client, f"{base}/check-runs?per_page=100")
     checks = [
         Check(str(s.get("context", "?")), str(s.get("state", "?")))
         for s in status.get("statuses", [])
@@ -113,8 +103,13 @@ def require_ci(
     transport: httpx.BaseTransport | None = None,
 ) -> str:
     """Raise ``CiNotPassed`` unless ``commit`` passed CI; returns a summary. ``this_run``: the
-    GitHub Actions run this deploy is a job of, if any (its unfinished jobs are not counted)."""
-    checks = ci_checks(github, token, commit, this_run=this_run, transport=transport)
+    GitHub Actions run this deploy is a job of, if any (its unfinished jobs are not counted);
+    ``transport``: how requests travel, the network unless given."""
+    headers = {"Accept": "application/vnd.github+json", "X-GitHub-Api-Version": "2022-11-28"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    with httpx.Client(headers=headers, timeout=github.timeout, transport=transport) as client:
+        checks = _checks(client, github, commit, this_run)
     if not checks:
         raise CiNotPassed(
             f"commit {commit[:7]} has no CI results on {github.repository}",
