@@ -307,14 +307,25 @@ def committed_config(tmp: Path, yaml: str) -> Config:
     """A valid config for ``development`` in a git repository with one commit (a clean tree),
     with what `shipyard check` asks of the tree: a private, untracked env file, go.mod and the
     migrations directory."""
-    (tmp / "shipyard.yml").write_text(yaml, encoding="utf-8")
-    env_file = tmp / ".env.development"
+    return load_config(committed_repository(tmp, yaml), "development", process_env={})
+
+
+def committed_repository(
+    tmp: Path, yaml: str, *, environment: str = "development", subdir: str = ""
+) -> Path:
+    """``yaml`` as shipyard.yml (in ``subdir`` of the repository) with ``environment``'s env file,
+    go.mod and the migrations directory, in a git repository at ``tmp`` with a clean tree.
+    Returns the path of shipyard.yml."""
+    where = tmp / subdir if subdir else tmp
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "shipyard.yml").write_text(yaml, encoding="utf-8")
+    env_file = where / f".env.{environment}"
     env_file.write_text(ENV_FILE, encoding="utf-8")
     env_file.chmod(0o600)
-    (tmp / "go.mod").write_text("module example.com/shop\n", encoding="utf-8")
-    (tmp / "migrations").mkdir(exist_ok=True)
+    (where / "go.mod").write_text("module example.com/shop\n", encoding="utf-8")
+    (where / "migrations").mkdir(exist_ok=True)
     clean_tree(tmp)
-    return load_config(tmp / "shipyard.yml", "development", process_env={})
+    return where / "shipyard.yml"
 
 
 def clean_tree(tmp: Path) -> None:

@@ -16,6 +16,7 @@ from tests.unit.cli_harness import shipyard
 
 TOP_LEVEL = [
     "check",
+    "ci",
     "completion",
     "db",
     "deploy",

@@ -606,6 +606,66 @@ def _follow_app(session: Session, *, tail: int, follow: bool, json_output: bool)
         time.sleep(1)
 
 
+@app.group("ci")
+def ci_group() -> None:
+    """Continuous deployment: workflows that test, then deploy, on every push."""
+
+
+@ci_group.command("github")
+@click.option(
+    "--environment",
+    "environment",
+    default="production",
+    show_default=True,
+    help="The environment every push deploys to (its env file must exist here: it is checked).",
+)
+@click.option("--branch", default="main", show_default=True, help="The branch that deploys.")
+@click.option(
+    "--package",
+    metavar="SPEC",
+    help="What the workflow `pip install`s shipyard from (default: the repository variable "
+    "SHIPYARD_PACKAGE).",
+)
+@config_option
+@flag("--force", "Replace an existing .github/workflows/deploy.yml.")
+@json_option
+def ci_github(
+    environment: str,
+    branch: str,
+    package: str | None,
+    config: Path,
+    force: bool,
+    json_output: bool,
+) -> None:
+    """Write .github/workflows/deploy.yml: tests on every push to --branch, then `shipyard
+    deploy` to --environment (an existing workflow is kept unless --force: exit 2)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import current_run
+    from shipyard.cli._output import err
+    from shipyard.config import load_config
+    from shipyard.scaffold import write_workflow
+
+    loaded = load_config(config, environment)
+    current_run().keep(loaded)
+    done = write_workflow(loaded, branch=branch, package=package, force=force)
+    if json_output:
+        print_json(
+            {
+                "workflow": str(done.path),
+                "replaced": done.replaced,
+                "secrets": done.secrets,
+                "variables": done.variables,
+                "next": done.next,
+            }
+        )
+        return
+    err().print(f"{'replaced' if done.replaced else 'wrote'} {escape(str(done.path))}")
+    err().print("next:")
+    for step in done.next:
+        err().print(f"  {escape(step)}")
+
+
 @app.group("lock")
 def lock_group() -> None:
     """The deploy lock of an environment."""

@@ -426,7 +426,7 @@ class GitHubSection(_Model):
     )
     token_env: str = Field(
         "GITHUB_TOKEN",
-        description="Env-file key holding a token that can read statuses and checks.",
+        description="Env-file key holding a token that can read statuses and checks; when the env file lacks it, shipyard's own environment variable of that name (a CI job's token, which the app then never receives).",
     )
     timeout: Duration = Field(15.0, description="Timeout of one API request.")
 

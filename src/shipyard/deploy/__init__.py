@@ -15,6 +15,7 @@ the steps: one small protocol per capability (``deploy._steps``), ``DeploySteps`
 
 from __future__ import annotations
 
+import os
 import secrets
 import socket
 import time
@@ -27,7 +28,7 @@ from shipyard.build import build_image, read_version
 from shipyard.config import Config
 from shipyard.database import PasswordRotation
 from shipyard.deploy._checks import Checked, check_file, env_files, run_checks
-from shipyard.deploy._ci import require_ci
+from shipyard.deploy._ci import ci_credentials, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Phases, signals_noted, signals_raise
@@ -261,8 +262,12 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         operation.describe(version.version, version.commit)
         github = config.deploy.github
         if config.deploy.require_ci and github is not None:
-            token = config.secrets.get(github.token_env)
-            phases.run("ci", lambda: require_ci(github, token, version.commit), summary=str)
+            token, this_run = ci_credentials(github, config.secrets, os.environ)
+            phases.run(
+                "ci",
+                lambda: require_ci(github, token, version.commit, this_run=this_run),
+                summary=str,
+            )
         operation.hook(HookPoint.BEFORE_DEPLOY)
         image = phases.run(
             "build",
