@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from shipyard.docker._engine import EngineReader, local_socket
+from shipyard.docker._engine import NO_ENGINE_HINT, EngineReader, local_socket
 from shipyard.errors import CommandFailed, HostUnreachable
 from shipyard.hosts import CommandResult, Host, LocalHost
 
@@ -312,7 +312,7 @@ class Docker:
             if any(marker in exc.stderr for marker in _NO_ENGINE):
                 raise HostUnreachable(
                     f"on {self.host.name}: the Docker engine is not reachable",
-                    hint="start dockerd (scripts/engine.sh does on this kind of machine)",
+                    hint=NO_ENGINE_HINT,
                 ) from exc
             raise
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
+# What to do when no engine answers, through the CLI or the socket.
+NO_ENGINE_HINT = "start dockerd (scripts/engine.sh does on this kind of machine)"
 
 
 def local_socket(endpoint: str | None, environ: Mapping[str, str] | None = None) -> str | None:
@@ -83,7 +85,7 @@ class EngineReader:
         except httpx.TransportError as exc:
             raise HostUnreachable(
                 f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
-                hint="start dockerd (scripts/engine.sh does on this kind of machine)",
+                hint=NO_ENGINE_HINT,
             ) from exc
         if response.status_code == 404:  # noqa: PLR2004
             return None
@@ -109,8 +111,3 @@ class EngineReader:
     def image(self, ref: str) -> dict[str, Any] | None:
         document = self.get(f"/images/{quote(ref, safe='/:@')}/json")  # as the docker CLI sends it
         return document if isinstance(document, dict) else None
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
