@@ -3,6 +3,7 @@ watched after the switch."""
 
 from __future__ import annotations
 
+import json
 import ssl
 
 from shipyard.errors import DeployFailed, ShipyardError
@@ -26,16 +27,17 @@ class Observation(StepsBase):
         return endpoints(proxy, host, self.host.tunnel(port))
 
     def trust(self) -> ssl.SSLContext:
-        """The system's trust store, plus the proxy's internal root with ``proxy.tls: internal``
-        (read from its admin API; absent while the proxy does not answer, so nothing it
-        presents is trusted until it does)."""
+        """The system's trust store, plus ``proxy.trusted_roots`` (a private CA's), plus the
+        proxy's internal root with ``proxy.tls: internal`` (read from its admin API; absent
+        while the proxy does not answer, so nothing it presents is trusted until it does)."""
         proxy = self.config.proxy
-        if not (proxy.domains and proxy.tls == "internal"):
-            return trust()
-        try:
-            return trust(self.admin().local_root())
-        except ShipyardError:
-            return trust()
+        roots = "".join(self.config.resolve(f).read_text() for f in proxy.trusted_roots)
+        if proxy.domains and proxy.tls == "internal":
+            try:
+                roots += self.admin().local_root()
+            except ShipyardError:
+                pass
+        return trust(roots or None)
 
     def verify(self, release: Release) -> str:
         """``deploy.verify_path`` through the proxy, at every endpoint users reach, must report
@@ -121,16 +123,19 @@ class Observation(StepsBase):
             + f"\n  {why}",
         )
 
-    def _caddy_errors(self, domain: str) -> str:
-        """The proxy's last logged error about ``domain`` (why a certificate is missing)."""
+    def _caddy_errors(self, domain: str, since: float | None = None) -> str:
+        """The proxy's last logged error about ``domain`` (why a certificate is missing or is
+        not renewed); with ``since`` (seconds since the epoch), only one logged after it."""
         try:
-            logs = self.docker.logs(self.names.proxy, tail=200)
+            logs = self.docker.logs(self.names.proxy, tail=500)
         except ShipyardError:
             return ""
         found = [
             line
             for line in logs.splitlines()
-            if domain in line and '"level":"error"' in line.replace(" ", "")
+            if domain in line
+            and '"level":"error"' in line.replace(" ", "")
+            and (since is None or _logged_at(line) > since)
         ]
         return found[-1][:500] if found else ""
 
@@ -169,6 +174,15 @@ class Observation(StepsBase):
             watched, timeout=seconds, interval=health.interval, clock=self.clock, done=_never
         )
         return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
+
+
+def _logged_at(line: str) -> float:
+    """When Caddy logged ``line`` (its JSON ``ts``, seconds since the epoch); 0 if unknown."""
+    try:
+        stamp = json.loads(line).get("ts")
+    except (json.JSONDecodeError, AttributeError):
+        return 0.0
+    return float(stamp) if isinstance(stamp, int | float) else 0.0
 
 
 def _never(_: object) -> bool:
