@@ -171,7 +171,7 @@ def _certificate_record(served: ServedCertificate, now: float, logged: str) -> d
             if served.not_after is None
             else datetime.fromtimestamp(served.not_after, UTC).isoformat(timespec="seconds")
         ),
-        "days_left": None if days_left is None else round(days_left, 2),
+        "days_left": None if days_left is None else round(days_left, 4),
         "error": served.error,
         "last_error": logged or None,
     }
