@@ -28,6 +28,7 @@ import pytest
 
 from shipyard.providers.docker._names import Names
 from shipyard.providers.docker._network import network_labels
+from tests.e2e.certs import ca_and_leaf
 from tests.e2e.conftest import AppUnderTest, free_subnet
 from tests.e2e.docker_cli import docker, docker_inspect
 from tests.e2e.load import Load
@@ -49,26 +50,6 @@ def _eventually(
         if time.monotonic() > deadline:
             raise AssertionError(f"within {timeout:g}s: {what}")
         time.sleep(pause)
-
-
-def _openssl(*argv: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *argv], cwd=cwd, capture_output=True, check=True)
-
-
-def _listener_certificate(directory: Path, name: str) -> None:
-    """A test CA (ca.pem) and, signed by it, the certificate of Pebble's HTTPS listener for
-    ``name`` and 127.0.0.1 (cert.pem, key.pem)."""
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    _openssl("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
-             "-subj", "/CN=shipyard test ACME server CA", cwd=directory)  # fmt: skip
-    _openssl("req", *ec, "-keyout", "key.pem", "-out", "listener.csr", "-subj", f"/CN={name}",
-             cwd=directory)  # fmt: skip
-    (directory / "san.cnf").write_text(f"subjectAltName=DNS:{name},DNS:localhost,IP:127.0.0.1\n")
-    _openssl("x509", "-req", "-in", "listener.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "cert.pem",
-             cwd=directory)  # fmt: skip
-    for key in ("ca.key", "key.pem"):
-        (directory / key).chmod(0o644)  # read by the container's user
 
 
 @dataclass
@@ -104,7 +85,9 @@ def pebble_world(
     files.mkdir()
     pebble = f"{app.name}-pebble"
     dns = f"{app.name}-acme-dns"
-    _listener_certificate(files, pebble)
+    ca_and_leaf(files, pebble, "localhost", ca_name="shipyard test ACME server CA")
+    for key in ("ca.key", "key.pem"):
+        (files / key).chmod(0o644)  # read by the container's user
     settings: dict[str, Any] = {
         "listenAddress": "0.0.0.0:14000",
         "managementListenAddress": "0.0.0.0:15000",

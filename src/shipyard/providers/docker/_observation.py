@@ -106,6 +106,13 @@ class Observation(StepsBase):
                 f"the proxy's internal CA signs {domain}'s certificate: `docker logs "
                 f"{self.names.proxy}` says why it did not"
             )
+        elif proxy.acme_ca:
+            why = (
+                f"Caddy obtains {domain}'s certificate from the ACME server {proxy.acme_ca}: "
+                f"{domain} must resolve, for that server, to this proxy (ports 80 and 443), and "
+                "verify trusts what a private CA issues only with its root in "
+                f"proxy.trusted_roots (`docker logs {self.names.proxy}` shows its attempts)"
+            )
         else:
             why = (
                 f"Caddy obtains {domain}'s certificate by ACME: {domain} must resolve to this host "
