@@ -73,11 +73,14 @@ class Pebble:
 def pebble_world(
     app: AppUnderTest, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[Pebble]:
-    """Pebble and its DNS + forwarder on the environment's network (``validity``: seconds each
-    certificate is valid, from the test's ``pebble_validity`` marker; Pebble's default when
-    absent). Set up after ``app``, so removed before it."""
+    """Pebble and its DNS + forwarder on the environment's network. A test's markers:
+    ``pebble_validity(seconds)``, how long each certificate is valid (Pebble's default: years);
+    ``pebble_reaches(*ports)``, the proxy's ports validation reaches (default 80 and 443). Set
+    up after ``app``, so removed before it."""
     marker = request.node.get_closest_marker("pebble_validity")
     validity = marker.args[0] if marker else None
+    marker = request.node.get_closest_marker("pebble_reaches")
+    ports = marker.args if marker else (80, 443)
     names = Names(app.name, app.environment)
     subnet = free_subnet()
     dns_ip = str(ipaddress.ip_network(subnet)[250])
@@ -105,7 +108,7 @@ def pebble_world(
     try:
         docker("network", "create", "--subnet", subnet, *labels, names.network)
         forward = " & ".join(
-            f"socat TCP-LISTEN:{port},fork,reuseaddr TCP:{names.proxy}:{port}" for port in (80, 443)
+            f"socat TCP-LISTEN:{port},fork,reuseaddr TCP:{names.proxy}:{port}" for port in ports
         )
         docker(
             "run", "--detach", "--name", dns, "--network", names.network, "--ip", dns_ip,
@@ -199,15 +202,19 @@ def _serial(port: int, domain: str, trust: ssl.SSLContext) -> str:
     return str(_served(port, domain, trust)["serialNumber"])
 
 
-def _obtained(app: AppUnderTest) -> int:
-    """How many certificates the proxy has obtained (its log, since it started)."""
+def _proxy_log(app: AppUnderTest) -> str:
     logs = subprocess.run(
         ["docker", "logs", f"{app.name}-{app.environment}-proxy"],
         capture_output=True,
         text=True,
         check=True,
     )
-    return (logs.stdout + logs.stderr).count("certificate obtained successfully")
+    return logs.stdout + logs.stderr
+
+
+def _obtained(app: AppUnderTest) -> int:
+    """How many certificates the proxy has obtained (its log, since it started)."""
+    return _proxy_log(app).count("certificate obtained successfully")
 
 
 def test_pebble_issues_both_domains_and_redeploy_and_rollback_under_https_load_reissue_nothing(
@@ -240,6 +247,7 @@ def test_pebble_issues_both_domains_and_redeploy_and_rollback_under_https_load_r
         assert record["error"] is None and record["last_error"] is None, record
     serials = {d: _serial(port, d, trust) for d in domains}
     assert _obtained(app) == 2
+    assert '"challenge_type":' in _proxy_log(app)  # Caddy picks one of the two at random
 
     app.commit("version 2")
     with Load(f"https://127.0.0.1:{port}/", verify=trust, server_name=domains[0]) as load:
@@ -316,3 +324,26 @@ def test_a_short_lived_certificate_is_renewed_under_load_and_a_failing_acme_serv
         if '"certificate.failing"' in line
     ]
     assert any(domain in e["message"] for e in events), events
+
+
+@pytest.mark.parametrize(
+    ("reached", "challenge"),
+    [
+        pytest.param(80, "http-01", marks=pytest.mark.pebble_reaches(80), id="http-01"),
+        pytest.param(443, "tls-alpn-01", marks=pytest.mark.pebble_reaches(443), id="tls-alpn-01"),
+    ],
+)
+def test_a_domain_the_acme_server_reaches_on_one_port_is_validated_by_its_challenge(
+    app: AppUnderTest, pebble_world: Pebble, reached: int, challenge: str
+) -> None:
+    domain = f"port{reached}.{app.name}.test"
+    port = _serve_with_pebble(app, pebble_world, [domain])
+
+    deployed = app.shipyard("deploy", "development")
+
+    assert deployed.returncode == 0, deployed.stderr
+    assert ("DNS", domain) in _served(port, domain, pebble_world.trust())["subjectAltName"]
+    log = _proxy_log(app)
+    # (Caddy may try the other challenge first: it picks one at random, and on failure the next.)
+    assert f'"challenge_type":"{challenge}"' in log
+    assert _obtained(app) == 1
