@@ -12,6 +12,7 @@ import pytest
 from shipyard.config import ProxySection, load_config
 from shipyard.deploy._checks import domain_warnings
 from shipyard.errors import ConfigError
+from shipyard.providers.docker._observation import _tls_error_after
 from shipyard.proxy import proxy_files, render_caddy
 from tests.bad_configs import VALID, BadConfig, write
 
@@ -180,3 +181,16 @@ def test_check_warns_about_domains_that_do_not_resolve_to_the_target(tmp_path: P
     local = _config(tmp_path, "local", ["elsewhere.example", "missing.example"])
     assert [w.split(" ")[1] for w in domain_warnings(local, resolve=resolve)] == ["missing.example"]
     assert domain_warnings(_config(tmp_path, "local", []), resolve=resolve) == []
+
+
+def test_a_renewal_error_is_one_the_certificate_manager_logged_after_issuance() -> None:
+    renew = (
+        '{"level":"error","ts":1764770000.5,"logger":"tls.renew","msg":"could not get '
+        'certificate from issuer","identifier":"a.example","error":"connection refused"}'
+    )
+    assert _tls_error_after(renew, since=1764769999.0)
+    assert not _tls_error_after(renew, since=1764770001.0)  # before the served one was issued
+    handshake = renew.replace('"tls.renew"', '"http.stdlib"')
+    assert not _tls_error_after(handshake, since=0)
+    assert not _tls_error_after("not json a.example", since=0)
+    assert _tls_error_after(renew.replace('"tls.renew"', '"tls"'), since=0)

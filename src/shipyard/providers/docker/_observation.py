@@ -131,8 +131,9 @@ class Observation(StepsBase):
         )
 
     def _caddy_errors(self, domain: str, since: float | None = None) -> str:
-        """The proxy's last logged error about ``domain`` (why a certificate is missing or is
-        not renewed); with ``since`` (seconds since the epoch), only one logged after it."""
+        """The proxy's last logged error about ``domain`` (why a certificate is missing); with
+        ``since`` (seconds since the epoch), the last one its certificate management (``tls*``
+        loggers: obtaining, renewing) logged after it."""
         try:
             logs = self.docker.logs(self.names.proxy, tail=500)
         except ShipyardError:
@@ -142,7 +143,7 @@ class Observation(StepsBase):
             for line in logs.splitlines()
             if domain in line
             and '"level":"error"' in line.replace(" ", "")
-            and (since is None or _logged_at(line) > since)
+            and (since is None or _tls_error_after(line, since))
         ]
         return found[-1][:500] if found else ""
 
@@ -183,13 +184,17 @@ class Observation(StepsBase):
         return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
 
 
-def _logged_at(line: str) -> float:
-    """When Caddy logged ``line`` (its JSON ``ts``, seconds since the epoch); 0 if unknown."""
+def _tls_error_after(line: str, since: float) -> bool:
+    """Whether Caddy's JSON log ``line`` comes from its certificate management (a ``tls``
+    logger) and was logged (``ts``) after ``since``."""
     try:
-        stamp = json.loads(line).get("ts")
-    except (json.JSONDecodeError, AttributeError):
-        return 0.0
-    return float(stamp) if isinstance(stamp, int | float) else 0.0
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(entry, dict):
+        return False
+    stamp, logger = entry.get("ts"), str(entry.get("logger") or "")
+    return isinstance(stamp, int | float) and stamp > since and (logger + ".").startswith("tls.")
 
 
 def _never(_: object) -> bool:
