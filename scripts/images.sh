@@ -11,8 +11,9 @@
 #   shipyard-local/vps:noble       the same fresh server on Ubuntu 24.04 (name: vps-noble)
 #   shipyard-local/registry:2      Debian's docker-registry (image delivery through a registry)
 #   shipyard-local/docker-cli:26   Debian's docker CLI and a shell (the guard of live containers)
+#   shipyard-local/pebble:2        Debian's pebble ACME test server, pebble-challtestsrv, socat (TLS tests)
 #
-# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|vps|vps-noble|registry|docker-cli ...]
+# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|vps|vps-noble|registry|docker-cli|pebble ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -76,7 +77,10 @@ REGISTRY_RECIPE=1
 DOCKER_CLI_REF=shipyard-local/docker-cli:26
 DOCKER_CLI_RECIPE=1
 
-ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy vps vps-noble registry docker-cli)
+PEBBLE_REF=shipyard-local/pebble:2
+PEBBLE_RECIPE=1
+
+ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy vps vps-noble registry docker-cli pebble)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -552,6 +556,13 @@ build_docker_cli() {
     -- sh -c "docker run --rm --entrypoint sh '$DOCKER_CLI_REF' -c 'docker --version' >/dev/null"
 }
 
+# --- shipyard-local/pebble:2 ------------------------------------------------
+
+build_pebble() {
+  build_from_dir pebble "$PEBBLE_REF" "$DEBIAN_REF" "$PEBBLE_RECIPE" pebble-build \
+    -- sh -c "docker run --rm --entrypoint test '$PEBBLE_REF' -x /usr/bin/pebble-challtestsrv"
+}
+
 # --- main -------------------------------------------------------------------
 
 CHECK=0
@@ -560,7 +571,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | ubuntu | postgres | caddy | migrate | ntfy | vps | vps-noble | registry | docker-cli) WANT+=("$arg") ;;
+    debian | ubuntu | postgres | caddy | migrate | ntfy | vps | vps-noble | registry | docker-cli | pebble) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -574,14 +585,14 @@ wanted() {
 
 docker info >/dev/null 2>&1 || die "docker engine not reachable (run scripts/engine.sh)"
 
-# Fixed order; postgres, ntfy, vps and registry need their base image, so asking
+# Fixed order; postgres, ntfy, vps, registry and pebble need their base image, so asking
 # for one builds debian too (ubuntu needs it for Ubuntu's keyring, vps-noble needs
 # ubuntu); the migrate check needs the postgres image.
 NEED_PG=0
 if wanted postgres || { [ "$CHECK" -eq 1 ] && wanted migrate; }; then NEED_PG=1; fi
 NEED_UBUNTU=0
 if wanted ubuntu || wanted vps-noble; then NEED_UBUNTU=1; fi
-if wanted debian || wanted ntfy || wanted vps || wanted registry || wanted docker-cli \
+if wanted debian || wanted ntfy || wanted vps || wanted registry || wanted docker-cli || wanted pebble \
   || [ "$NEED_PG" -eq 1 ] || [ "$NEED_UBUNTU" -eq 1 ]; then build_debian; fi
 if [ "$NEED_UBUNTU" -eq 1 ]; then build_ubuntu; fi
 if [ "$NEED_PG" -eq 1 ]; then build_postgres; fi
@@ -592,6 +603,7 @@ if wanted vps; then build_vps "$VPS_REF" "$DEBIAN_REF"; fi
 if wanted vps-noble; then build_vps "$VPS_NOBLE_REF" "$UBUNTU_REF"; fi
 if wanted registry; then build_registry; fi
 if wanted docker-cli; then build_docker_cli; fi
+if wanted pebble; then build_pebble; fi
 
 if [ "$CHECK" -eq 1 ]; then
   if wanted postgres; then check_postgres || die "check postgres failed"; say "images: check postgres ok"; fi

@@ -28,6 +28,9 @@ class EventKind(StrEnum):
     LOCK_BLOCKED = "lock.blocked"
     SNAPSHOT_CREATED = "snapshot.created"
     HEALTH_DEGRADED = "health.degraded"
+    # ``status`` found a domain's certificate failing: not trusted, expired, or an ACME error
+    # logged since the served one was issued (a renewal that fails while it still serves).
+    CERTIFICATE_FAILING = "certificate.failing"
     NOTIFY_TEST = "notify.test"
     PHASE_STARTED = "phase.started"
     PHASE_FINISHED = "phase.finished"
@@ -53,6 +56,7 @@ LIFECYCLE: frozenset[EventKind] = frozenset(
         EventKind.LOCK_BLOCKED,
         EventKind.SNAPSHOT_CREATED,
         EventKind.HEALTH_DEGRADED,
+        EventKind.CERTIFICATE_FAILING,
     }
 )
 """What notifiers receive unless their ``events`` filter says otherwise."""
@@ -64,6 +68,7 @@ FAILURES: frozenset[EventKind] = frozenset(
         EventKind.ROLLBACK_FAILED,
         EventKind.LOCK_BLOCKED,
         EventKind.HEALTH_DEGRADED,
+        EventKind.CERTIFICATE_FAILING,
     }
 )
 """Kinds that mean a person may have to act."""

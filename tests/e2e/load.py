@@ -12,6 +12,7 @@ Two kinds of client run side by side:
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections import Counter
@@ -60,8 +61,13 @@ class Load:
         max_seconds: float = 300,
         max_requests: int = 200_000,
         pace: float = 0.0,
+        verify: ssl.SSLContext | bool = True,
+        server_name: str | None = None,
     ) -> None:
         self.url = url
+        self.verify = verify
+        # HTTPS to a proxy on loopback: the domain as SNI and Host (``url`` names 127.0.0.1).
+        self.server_name = server_name
         self.pace = pace
         self.clients = clients
         self.max_seconds = max_seconds
@@ -91,18 +97,23 @@ class Load:
     def _run(self, index: int, keepalive: bool) -> None:
         deadline = time.monotonic() + self.max_seconds
         limits = httpx.Limits(max_keepalive_connections=1 if keepalive else 0)
-        with httpx.Client(timeout=15, limits=limits) as client:
+        headers, extensions = {}, {}
+        if self.server_name is not None:
+            port = httpx.URL(self.url).port
+            headers["Host"] = self.server_name + (f":{port}" if port else "")
+            extensions["sni_hostname"] = self.server_name
+        with httpx.Client(timeout=15, limits=limits, verify=self.verify, trust_env=False) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 started = time.monotonic()
                 response, failure, retried = None, None, False
                 try:
                     try:
-                        response = client.get(self.url)
+                        response = client.get(self.url, headers=headers, extensions=extensions)
                     except httpx.HTTPError as exc:
                         if not (keepalive and _closed_while_idle(exc)):
                             raise
                         retried = True
-                        response = client.get(self.url)
+                        response = client.get(self.url, headers=headers, extensions=extensions)
                 except (httpx.HTTPError, ValueError) as exc:
                     failure = (
                         f"{'keepalive' if keepalive else 'fresh'}: {type(exc).__name__}: {exc}"

@@ -5,6 +5,7 @@ proxy's internal CA with ``proxy.tls: internal``), and a redirect is never healt
 from __future__ import annotations
 
 import re
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from tests.e2e.certs import ca_and_leaf
 from tests.e2e.conftest import AppUnderTest, git
 from tests.e2e.ports import reserve_port
 
@@ -142,3 +144,39 @@ def test_a_certificate_that_is_never_issued_fails_verify_naming_the_domain(
     assert "the proxy has no certificate for this name yet" in message
     assert "proxy.tls: acme" in message
     assert f"Caddy obtains {domain}'s certificate by ACME" in message
+
+
+def test_a_certificate_brought_as_files_is_served_and_trusted_through_trusted_roots(
+    app: AppUnderTest, tmp_path: Path
+) -> None:
+    domain = f"{app.name}.test"
+    files = tmp_path / "tls"
+    files.mkdir()
+    ca_and_leaf(files, domain)
+    # No ACME server is reachable here: serving at all proves Caddy obtains nothing for a name
+    # its loaded certificate covers.
+    _, https_port = _with_domain(
+        app,
+        tls="acme",
+        certificates=[{"cert": str(files / "chain.pem"), "key": str(files / "key.pem")}],
+        trusted_roots=[str(files / "ca.pem")],
+        certificate_timeout="20s",
+    )
+
+    result = app.shipyard("deploy", "development")
+
+    assert result.returncode == 0, result.stderr
+    context = ssl.create_default_context(cafile=files / "ca.pem")
+    with (
+        socket.create_connection(("127.0.0.1", https_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=domain) as tls,
+    ):
+        served = tls.getpeercert(binary_form=True)
+    assert served == ssl.PEM_cert_to_DER_cert((files / "cert.pem").read_text())
+    [record] = app.status()["certificates"]
+    assert record["issuer"] == "shipyard tests, shipyard test CA", record
+    assert record["error"] is None, record
+    copies = list(tmp_path.rglob("certificate-0.key"))
+    assert copies, "the key is copied next to Caddy's config"
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in copies)
+    assert "PRIVATE KEY" not in result.stderr + result.stdout

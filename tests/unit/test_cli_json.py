@@ -45,6 +45,7 @@ SNAPSHOT_KEYS = {
 }
 STATUS_KEYS = {
     "node",
+    "certificates",
     "url",
     "version",
     "commit",

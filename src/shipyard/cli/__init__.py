@@ -388,6 +388,8 @@ def status(environment: str, config: Path, json_output: bool) -> None:
                 table.add_row("node", escape(str(data["node"])))
             for key in _STATUS_ROWS:
                 table.add_row(key, escape(str(data.get(key) or "-")))
+            for cert in data.get("certificates") or []:
+                table.add_row(f"certificate {escape(cert['domain'])}", escape(_certificate(cert)))
             for problem in data.get("problems") or []:
                 table.add_row("problem", escape(str(problem)))
             for name, state in data.get("containers", {}).items():
@@ -424,6 +426,13 @@ def repair(environment: str, config: Path, wait: str, json_output: bool) -> None
             err().print(
                 f"[bold green]repaired[/] {escape(environment)}{node_suffix(session, sessions)}: {escape(summary)}"
             )
+
+
+def _certificate(cert: dict[str, Any]) -> str:
+    """One domain's certificate in ``status``: its issuer and expiry, or why there is none."""
+    if cert.get("error"):
+        return str(cert["error"])
+    return f"{cert.get('issuer') or '?'}, expires {cert.get('not_after')} ({cert.get('days_left')} days left)"
 
 
 def _status_of(session: Session) -> dict[str, Any]:

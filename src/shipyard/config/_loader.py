@@ -536,6 +536,8 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_image_extension_issues(sections.get("database"), env_locator))
+    if "proxy" in sections:
+        issues.extend(_tls_file_issues(sections["proxy"], env_locator, path.parent))
     warnings = [
         *_secrets_in_app_env(written, env_locator, secrets_file),
         *_extension_warnings(sections.get("database"), env_locator, interpolated),
@@ -621,6 +623,31 @@ def _secrets_in_app_env(
                 )
             )
     return warnings
+
+
+def _tls_file_issues(proxy: ProxySection, locator: _Locator, root: Path) -> list[Issue]:
+    """The PEM files ``proxy`` names (relative to ``root``) that are missing or hold no
+    certificate (a key file: no private key). A key's content is never quoted."""
+    wanted: list[tuple[Path_, str, str]] = []
+    if proxy.acme_ca_root is not None:
+        wanted.append((("proxy", "acme_ca_root"), proxy.acme_ca_root, "CERTIFICATE"))
+    wanted += [
+        (("proxy", "trusted_roots", i), f, "CERTIFICATE") for i, f in enumerate(proxy.trusted_roots)
+    ]
+    for i, pair in enumerate(proxy.certificates):
+        wanted.append((("proxy", "certificates", i, "cert"), pair.cert, "CERTIFICATE"))
+        wanted.append((("proxy", "certificates", i, "key"), pair.key, "PRIVATE KEY"))
+    issues = []
+    for key_path, name, kind in wanted:
+        file = (root / name).resolve()
+        try:
+            text = file.read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            issues.append(locator.issue(key_path, f"{file} cannot be read: {exc.strerror}"))
+            continue
+        if not re.search(rf"-----BEGIN [A-Z ]*{kind}-----", text):
+            issues.append(locator.issue(key_path, f"{file} holds no PEM {kind.lower()}"))
+    return issues
 
 
 def _image_extension_issues(database: DatabaseSection | None, locator: _Locator) -> list[Issue]:

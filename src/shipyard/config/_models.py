@@ -23,8 +23,8 @@ from pydantic import (
 from shipyard.event_kinds import EventKind
 
 _NAME = r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$"
-_DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^(?P<value>\d+(?:\.\d+)?)(?P<unit>ms|s|m|h|d)$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 class InvalidValue(ValueError):
@@ -41,7 +41,7 @@ class InvalidValue(ValueError):
 
 
 def parse_duration(value: Any) -> float:
-    """``"500ms"``, ``"10s"``, ``"5m"``, ``"1h"`` or a number of seconds → seconds."""
+    """``"500ms"``, ``"10s"``, ``"5m"``, ``"1h"``, ``"365d"`` or a number of seconds → seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration like 10s, 500ms, 5m")
     if isinstance(value, int | float):
@@ -295,6 +295,13 @@ class DatabaseSection(_Model):
         return names
 
 
+class CertificateFiles(_Model):
+    """A certificate chain and its private key, PEM files."""
+
+    cert: str = Field(description="PEM certificate chain (leaf first), relative to shipyard.yml.")
+    key: str = Field(description="PEM private key of the certificate, relative to shipyard.yml.")
+
+
 class ProxySection(_Model):
     """Caddy in front of the app slots."""
 
@@ -313,6 +320,27 @@ class ProxySection(_Model):
         description="Where Caddy gets the domains' certificates: acme (publicly trusted, from Let's Encrypt or ZeroSSL; each domain must resolve to the host and ports 80 and 443 be reachable from the internet) or internal (Caddy's own CA, for private setups and tests: browsers do not trust it; verify and status trust the proxy's own root).",
     )
     tls_email: str | None = Field(None, description="ACME account e-mail (tls: acme).")
+    acme_ca: str | None = Field(
+        None,
+        pattern=r"^https://\S+$",
+        description="tls: acme: the ACME directory URL Caddy obtains and renews certificates from (e.g. Let's Encrypt's staging CA https://acme-staging-v02.api.letsencrypt.org/directory, or a private ACME server). null: Let's Encrypt, with ZeroSSL as fallback. Challenges: HTTP-01 (port 80) and TLS-ALPN-01 (port 443) on the proxy's container ports.",
+    )
+    acme_ca_root: str | None = Field(
+        None,
+        description="tls: acme: PEM file (relative to shipyard.yml) of the root that signs the ACME server's own HTTPS certificate, for a private ACME server whose root is not in the proxy image's trust store. Copied next to Caddy's config on the host.",
+    )
+    trusted_roots: list[str] = Field(
+        default_factory=list,
+        description="PEM files (relative to shipyard.yml) of roots shipyard itself trusts, besides the system's, when verify and status check the certificates the proxy serves: the root of a private CA that issues them (a private ACME server's issuing root). Users' browsers must trust it too.",
+    )
+    certificates: list[CertificateFiles] = Field(
+        default_factory=list,
+        description="Bring-your-own certificates: each a PEM certificate chain and its private key (files relative to shipyard.yml, e.g. in the env file's directory; never committed). Copied next to Caddy's config on the host (mode 0600) and loaded by Caddy, which then does not obtain certificates for the names they cover.",
+    )
+    hsts: Duration = Field(
+        0.0,
+        description="Strict-Transport-Security max-age on HTTPS responses (e.g. 365d; set it once HTTPS works: browsers remember it). 0: no HSTS header. Plain HTTP always redirects to HTTPS when domains are set.",
+    )
     certificate_timeout: Duration = Field(
         120.0,
         description="With domains: longest wait, at verify, for the proxy to present a trusted certificate for each domain (ACME issuance after a first deploy or a new domain).",

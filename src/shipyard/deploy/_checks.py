@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,6 +94,8 @@ def run_checks(
     only kind found: tools older than needed (``ToolTooOld``), and whatever the engine check
     raises (``HostUnreachable`` for an engine that cannot be reached, ``ToolTooOld``)."""
     warnings = [str(warning) for warning in config.warnings] + _env_file_warnings(config, local)
+    if not operation:  # DNS is `check`'s question only: a deploy does not wait on resolvers
+        warnings += domain_warnings(config, resolve=_resolve)
     # An operation that builds nothing (a rollback) needs no Go toolchain: its check is the
     # slowest of these (``go env``) and is left to `shipyard check`, deploy and plan.
     builds = not operation or allow_dirty is not None
@@ -228,3 +232,63 @@ def _tool_problems(config: Config | None, local: Host, *, builds: bool = True) -
                 )
             )
     return problems
+
+
+_RESOLVE_TIMEOUT = 5.0
+
+
+def _resolve(names: list[str]) -> dict[str, set[str] | str]:
+    """Each of ``names``' addresses, or why it has none; bounded by ``_RESOLVE_TIMEOUT``
+    altogether (a machine without DNS answers late or never)."""
+
+    def lookup(name: str) -> set[str]:
+        return {str(info[4][0]) for info in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
+
+    found: dict[str, set[str] | str] = {}
+    pool = ThreadPoolExecutor(max_workers=max(1, len(names)))
+    try:
+        futures = {name: pool.submit(lookup, name) for name in names}
+        wait(futures.values(), timeout=_RESOLVE_TIMEOUT)
+        for name, future in futures.items():
+            if not future.done():
+                found[name] = f"no answer within {_RESOLVE_TIMEOUT:g}s"
+            elif isinstance(error := future.exception(), OSError):
+                found[name] = f"does not resolve ({error.strerror or error})"
+            else:
+                found[name] = future.result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    return found
+
+
+def domain_warnings(
+    config: Config, *, resolve: Callable[[list[str]], dict[str, set[str] | str]]
+) -> list[str]:
+    """``proxy.domains`` that do not resolve to the target's address (ACME validation reaches
+    the host through them): warnings, never problems — DNS may not be switched over yet, or
+    not be reachable from here. A target reached by name (``ssh://``) is compared by its
+    addresses; for ``local`` (and providers that create their host) only resolution is
+    checked. ``resolve``: names → addresses, or why there are none."""
+    domains = [d for d in config.proxy.domains if not d.startswith("*.")]
+    if not domains:
+        return []
+    target = config.environment.target
+    host = None
+    if target.startswith("ssh://"):
+        host = target.removeprefix("ssh://").rsplit("@", 1)[-1]
+        host = host.rsplit(":", 1)[0] if host.count(":") == 1 else host.strip("[]")
+    found = resolve([*domains, *([host] if host else [])])
+    expected = found.get(host) if host else None
+    warnings = []
+    for domain in domains:
+        addresses = found[domain]
+        if isinstance(addresses, str):
+            warnings.append(f"proxy.domains: {domain} {addresses}; its certificate cannot be "
+                            "obtained until it resolves to the target")  # fmt: skip
+        elif isinstance(expected, set) and not addresses & expected:
+            warnings.append(
+                f"proxy.domains: {domain} resolves to {', '.join(sorted(addresses))}, not to "
+                f"{host} ({', '.join(sorted(expected))}): its certificate cannot be obtained "
+                "there until it does"
+            )
+    return warnings

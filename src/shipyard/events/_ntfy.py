@@ -35,6 +35,7 @@ _STYLE: dict[str, tuple[str, int, list[str]]] = {
     EventKind.LOCK_BLOCKED: ("deploy blocked by a lock", _HIGH, ["warning", "lock"]),
     EventKind.SNAPSHOT_CREATED: ("database snapshot created", _LOW, ["floppy_disk"]),
     EventKind.HEALTH_DEGRADED: ("health degraded", _HIGH, ["warning"]),
+    EventKind.CERTIFICATE_FAILING: ("certificate failing", _HIGH, ["warning", "lock"]),
     EventKind.NOTIFY_TEST: ("test notification", _DEFAULT, ["test_tube"]),
 }
 

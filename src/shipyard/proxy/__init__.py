@@ -32,10 +32,12 @@ from shipyard.errors import ProxyError
 from shipyard.proxy._probe import (
     Answer,
     Endpoint,
+    ServedCertificate,
     endpoints,
     judge_health,
     probe,
     reports_commit,
+    served_certificate,
     trust,
 )
 
@@ -43,17 +45,21 @@ __all__ = [
     "ADMIN_PORT",
     "FORWARDED_HEADERS",
     "LOOKUP_REFRESH_S",
+    "PROXY_DIR",
     "Answer",
     "CaddyAdmin",
     "Endpoint",
     "ProxyError",
+    "ServedCertificate",
     "Traffic",
     "endpoints",
     "judge_health",
     "parse_traffic",
     "probe",
+    "proxy_files",
     "render_caddy",
     "reports_commit",
+    "served_certificate",
     "trust",
     "upstreams_of",
 ]
@@ -64,6 +70,11 @@ LOOKUP_REFRESH_S = 0.25  # how soon Caddy sees a switch
 LOOKUP_REFRESH = f"{LOOKUP_REFRESH_S * 1000:g}ms"
 LOCAL_CA = "local"  # the id of Caddy's internal CA
 SERVER = "shipyard"
+PROXY_DIR = "/etc/caddy"  # where the proxy's directory on the host is mounted (read-only)
+ACME_CA_ROOT_FILE = "acme-ca-root.pem"
+# How often Caddy looks for certificates to renew (its default is 10m): often enough for a
+# short-lived certificate; each look only reads the expiry of the certificates it holds.
+RENEW_INTERVAL = "30s"
 _BLOCKED_PATHS = ["/metrics", "/metrics/*"]
 _MULTI_LOGGER = "http.reverse_proxy.upstreams.multi"
 
@@ -135,22 +146,74 @@ def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict
         # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
         "apps": {"http": {"metrics": {}, "servers": {SERVER: server}}},
     }
+    if proxy.domains and proxy.hsts:
+        hsts = {
+            "handler": "headers",
+            "response": {"set": {"Strict-Transport-Security": [f"max-age={int(proxy.hsts)}"]}},
+        }
+        for route in routes:
+            route["handle"].insert(0, hsts)
+    if proxy.domains:
+        config["apps"]["tls"] = tls_app(proxy)
     if proxy.domains and proxy.tls == "internal":
+        config["apps"]["pki"] = {"certificate_authorities": {LOCAL_CA: {"install_trust": False}}}
+    return config
+
+
+def tls_app(proxy: ProxySection) -> dict[str, Any]:
+    """Caddy's ``tls`` app for ``proxy.domains``: who issues their certificates, the
+    certificates brought as files, and how often Caddy looks for ones to renew.
+
+    Certificates and ACME accounts live in Caddy's data directory, a named volume
+    (``caddy-data``): a deploy, a rollback or a re-created proxy finds them there and obtains
+    nothing again."""
+    app: dict[str, Any] = {}
+    if proxy.certificates:
+        app["certificates"] = {
+            "load_files": [
+                {"certificate": f"{PROXY_DIR}/{cert}", "key": f"{PROXY_DIR}/{key}"}
+                for cert, key in certificate_files(proxy)
+            ]
+        }
+    if proxy.tls == "internal":
         # Caddy's own CA signs the domains' certificates (no ACME); its root stays out of the
         # container's trust store: shipyard trusts it per request (``CaddyAdmin.local_root``).
-        config["apps"]["tls"] = {
-            "automation": {
-                "policies": [{"subjects": list(proxy.domains), "issuers": [{"module": "internal"}]}]
-            }
+        app["automation"] = {
+            "policies": [{"subjects": list(proxy.domains), "issuers": [{"module": "internal"}]}]
         }
-        config["apps"]["pki"] = {"certificate_authorities": {LOCAL_CA: {"install_trust": False}}}
-    elif proxy.domains and proxy.tls_email:
-        config["apps"]["tls"] = {
-            "automation": {
-                "policies": [{"issuers": [{"module": "acme", "email": proxy.tls_email}]}]
-            }
-        }
-    return config
+        return app
+    issuer: dict[str, Any] = {"module": "acme"}
+    if proxy.acme_ca:
+        issuer["ca"] = proxy.acme_ca
+    if proxy.tls_email:
+        issuer["email"] = proxy.tls_email
+    if proxy.acme_ca_root:
+        issuer["trusted_roots_pem_files"] = [f"{PROXY_DIR}/{ACME_CA_ROOT_FILE}"]
+    # Caddy's default issuers (Let's Encrypt, then ZeroSSL) unless one is configured.
+    automation: dict[str, Any] = {"renew_interval": RENEW_INTERVAL}
+    if len(issuer) > 1:
+        automation["policies"] = [{"issuers": [issuer]}]
+    app["automation"] = automation
+    return app
+
+
+def certificate_files(proxy: ProxySection) -> list[tuple[str, str]]:
+    """The names, in the proxy's directory, of each ``proxy.certificates`` pair (chain, key)."""
+    return [
+        (f"certificate-{i}.pem", f"certificate-{i}.key") for i in range(len(proxy.certificates))
+    ]
+
+
+def proxy_files(proxy: ProxySection) -> dict[str, str]:
+    """The files Caddy's config names, by their name in the proxy's directory (mounted at
+    ``PROXY_DIR``), each from the file ``proxy`` names (relative to shipyard.yml)."""
+    files: dict[str, str] = {}
+    if proxy.domains and proxy.tls == "acme" and proxy.acme_ca_root:
+        files[ACME_CA_ROOT_FILE] = proxy.acme_ca_root
+    if proxy.domains:
+        for (cert, key), pair in zip(certificate_files(proxy), proxy.certificates, strict=True):
+            files[cert], files[key] = pair.cert, pair.key
+    return files
 
 
 def _admin_origins() -> list[str]:

@@ -19,14 +19,26 @@ to is not what was configured to be checked). The path to check is the one that 
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from shipyard.config import ProxySection
 
-__all__ = ["Answer", "Endpoint", "endpoints", "judge_health", "probe", "reports_commit", "trust"]
+__all__ = [
+    "Answer",
+    "Endpoint",
+    "ServedCertificate",
+    "endpoints",
+    "judge_health",
+    "probe",
+    "reports_commit",
+    "served_certificate",
+    "trust",
+]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _BODY_LIMIT = 100_000
@@ -145,6 +157,56 @@ def _tls_cause(exc: BaseException) -> str | None:
             return f"TLS handshake failed ({seen})"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+@dataclass(frozen=True)
+class ServedCertificate:
+    """The certificate the proxy presents for a domain (read at an HTTPS ``Endpoint``).
+    Without a trusted one, only ``error`` says why (nothing else is read from it)."""
+
+    domain: str
+    issuer: str | None = None  # the issuer's organization and common name
+    serial: str | None = None
+    not_before: float | None = None  # seconds since the epoch
+    not_after: float | None = None
+    error: str | None = None
+
+    def days_left(self, now: float) -> float | None:
+        return None if self.not_after is None else (self.not_after - now) / 86400
+
+
+def served_certificate(
+    endpoint: Endpoint, *, verify: ssl.SSLContext, timeout: float
+) -> ServedCertificate:
+    """The certificate the proxy presents at ``endpoint`` (HTTPS) with the domain as SNI,
+    verified against ``verify`` (a certificate that is not trusted is reported as such)."""
+    domain = endpoint.server_name
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", endpoint.local_port), timeout=timeout) as raw,
+            verify.wrap_socket(raw, server_hostname=domain) as tls,
+        ):
+            cert = tls.getpeercert() or {}
+    except OSError as exc:
+        return ServedCertificate(domain, error=_tls_cause(exc) or f"{type(exc).__name__}: {exc}")
+    return ServedCertificate(
+        domain,
+        issuer=_name(cert.get("issuer", ())),
+        serial=str(cert.get("serialNumber") or "") or None,
+        not_before=_seconds(cert.get("notBefore")),
+        not_after=_seconds(cert.get("notAfter")),
+    )
+
+
+def _name(rdns: Any) -> str | None:
+    """``O, CN`` of a certificate name as ``getpeercert`` gives it."""
+    fields = {key: value for rdn in rdns for key, value in rdn}
+    parts = [fields[k] for k in ("organizationName", "commonName") if fields.get(k)]
+    return ", ".join(dict.fromkeys(parts)) or None
+
+
+def _seconds(value: Any) -> float | None:
+    return float(ssl.cert_time_to_seconds(value)) if isinstance(value, str) else None
 
 
 def reports_commit(answer: Answer, commit: str) -> bool:

@@ -3,6 +3,7 @@ watched after the switch."""
 
 from __future__ import annotations
 
+import json
 import ssl
 
 from shipyard.errors import DeployFailed, ShipyardError
@@ -26,16 +27,17 @@ class Observation(StepsBase):
         return endpoints(proxy, host, self.host.tunnel(port))
 
     def trust(self) -> ssl.SSLContext:
-        """The system's trust store, plus the proxy's internal root with ``proxy.tls: internal``
-        (read from its admin API; absent while the proxy does not answer, so nothing it
-        presents is trusted until it does)."""
+        """The system's trust store, plus ``proxy.trusted_roots`` (a private CA's), plus the
+        proxy's internal root with ``proxy.tls: internal`` (read from its admin API; absent
+        while the proxy does not answer, so nothing it presents is trusted until it does)."""
         proxy = self.config.proxy
-        if not (proxy.domains and proxy.tls == "internal"):
-            return trust()
-        try:
-            return trust(self.admin().local_root())
-        except ShipyardError:
-            return trust()
+        roots = "".join(self.config.resolve(f).read_text() for f in proxy.trusted_roots)
+        if proxy.domains and proxy.tls == "internal":
+            try:
+                roots += self.admin().local_root()
+            except ShipyardError:
+                pass
+        return trust(roots or None)
 
     def verify(self, release: Release) -> str:
         """``deploy.verify_path`` through the proxy, at every endpoint users reach, must report
@@ -104,6 +106,13 @@ class Observation(StepsBase):
                 f"the proxy's internal CA signs {domain}'s certificate: `docker logs "
                 f"{self.names.proxy}` says why it did not"
             )
+        elif proxy.acme_ca:
+            why = (
+                f"Caddy obtains {domain}'s certificate from the ACME server {proxy.acme_ca}: "
+                f"{domain} must resolve, for that server, to this proxy (ports 80 and 443), and "
+                "verify trusts what a private CA issues only with its root in "
+                f"proxy.trusted_roots (`docker logs {self.names.proxy}` shows its attempts)"
+            )
         else:
             why = (
                 f"Caddy obtains {domain}'s certificate by ACME: {domain} must resolve to this host "
@@ -121,16 +130,20 @@ class Observation(StepsBase):
             + f"\n  {why}",
         )
 
-    def _caddy_errors(self, domain: str) -> str:
-        """The proxy's last logged error about ``domain`` (why a certificate is missing)."""
+    def _caddy_errors(self, domain: str, since: float | None = None) -> str:
+        """The proxy's last logged error about ``domain`` (why a certificate is missing); with
+        ``since`` (seconds since the epoch), the last one its certificate management (``tls*``
+        loggers: obtaining, renewing) logged after it."""
         try:
-            logs = self.docker.logs(self.names.proxy, tail=200)
+            logs = self.docker.logs(self.names.proxy, tail=500)
         except ShipyardError:
             return ""
         found = [
             line
             for line in logs.splitlines()
-            if domain in line and '"level":"error"' in line.replace(" ", "")
+            if domain in line
+            and '"level":"error"' in line.replace(" ", "")
+            and (since is None or _tls_error_after(line, since))
         ]
         return found[-1][:500] if found else ""
 
@@ -169,6 +182,19 @@ class Observation(StepsBase):
             watched, timeout=seconds, interval=health.interval, clock=self.clock, done=_never
         )
         return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
+
+
+def _tls_error_after(line: str, since: float) -> bool:
+    """Whether Caddy's JSON log ``line`` comes from its certificate management (a ``tls``
+    logger) and was logged (``ts``) after ``since``."""
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if not isinstance(entry, dict):
+        return False
+    stamp, logger = entry.get("ts"), str(entry.get("logger") or "")
+    return isinstance(stamp, int | float) and stamp > since and (logger + ".").startswith("tls.")
 
 
 def _never(_: object) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 from shipyard.config import Config
 from shipyard.database import DatabaseError, MigrationState
@@ -19,6 +21,7 @@ from shipyard.deploy import (
 )
 from shipyard.docker import Docker
 from shipyard.errors import PortInUse, ShipyardError
+from shipyard.event_kinds import EventKind
 from shipyard.hosts import Host
 from shipyard.providers.docker._database import DatabaseOperations
 from shipyard.providers.docker._delivery import engine_ready
@@ -42,6 +45,7 @@ from shipyard.providers.docker._status import (
     _proxy_health,
     _serving_problems,
     _stack_containers,
+    certificate_report,
 )
 from shipyard.providers.docker._steps import DockerSteps
 from shipyard.proxy import upstreams_of
@@ -174,9 +178,15 @@ class DockerProvider(Planning):
         drift = "; ".join(problems) or None
         health, detail, probed = "not deployed", "", None
         trouble: list[str] = []
+        certificates: list[dict[str, Any]] = []
         if current:
             health, detail, probed = _proxy_health(steps)
             trouble += _serving_problems(steps, found, health, f"GET {probed} → {detail}")
+            if ctx.config.proxy.domains:
+                certificates, failing = certificate_report(steps, time.time())
+                trouble += failing
+                for problem in failing:
+                    ctx.phases().event(EventKind.CERTIFICATE_FAILING, message=problem)
         intent = _interrupted(ctx)
         interrupted = None
         if intent is not None:
@@ -208,6 +218,7 @@ class DockerProvider(Planning):
             containers=containers,
             interrupted=interrupted,
             problems=trouble,
+            certificates=certificates,
         )
 
     def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:

@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from shipyard.config import Config
 from shipyard.providers.docker._env import managed_database
 from shipyard.providers.docker._names import Layout, Names
-from shipyard.proxy import ADMIN_PORT
+from shipyard.proxy import ADMIN_PORT, PROXY_DIR
 
 _LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
 
@@ -65,10 +65,10 @@ def render_infra(
             "image": proxy.image,
             "container_name": names.proxy,
             "entrypoint": ["caddy"],
-            "command": ["run", "--config", f"/etc/caddy/{layout.caddy_config.name}"],
+            "command": ["run", "--config", f"{PROXY_DIR}/{layout.caddy_config.name}"],
             "ports": ports,
             "volumes": [
-                f"{layout.proxy_dir}:/etc/caddy:ro",
+                f"{layout.proxy_dir}:{PROXY_DIR}:ro",
                 "caddy-data:/data",
                 "caddy-config:/config",
             ],

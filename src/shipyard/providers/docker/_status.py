@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from shipyard.deploy import OperationContext
@@ -11,7 +12,7 @@ from shipyard.docker import ContainerInfo
 from shipyard.errors import ShipyardError
 from shipyard.providers.docker._names import LABEL, Names
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.proxy import judge_health, probe
+from shipyard.proxy import ServedCertificate, judge_health, probe, served_certificate
 from shipyard.state import Intent
 
 
@@ -34,8 +35,11 @@ class Status:
     containers: dict[str, str]
     # An operation that was interrupted, and what the next one will do about it.
     interrupted: str | None = None
-    # What is wrong beyond drift: nothing serves, the app is unhealthy, the schema is dirty.
+    # What is wrong beyond drift: nothing serves, the app is unhealthy, the schema is dirty, a
+    # certificate is failing.
     problems: list[str] = field(default_factory=list)
+    # With proxy.domains: what the proxy serves for each domain (``certificate_report``).
+    certificates: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -131,3 +135,43 @@ def _proxy_health(steps: DockerSteps) -> tuple[str, str, str]:
     endpoint = steps.endpoints()[0]
     answer = probe(endpoint, path, verify=steps.trust(), timeout=5)
     return judge_health(answer), answer.describe(), endpoint.describe(path)
+
+
+def certificate_report(steps: DockerSteps, now: float) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each domain's certificate as the proxy serves it (issuer, expiry, days left; read the
+    way users reach it, with the domain as SNI, and trusted as verify trusts it), and what is
+    wrong with them: no trusted certificate, or an error the proxy logged about the domain since
+    the served certificate was issued (a renewal failing while the certificate still serves)."""
+    report: list[dict[str, Any]] = []
+    problems: list[str] = []
+    trusted = steps.trust()
+    for endpoint in steps.endpoints():
+        served = served_certificate(endpoint, verify=trusted, timeout=5)
+        logged = steps._caddy_errors(endpoint.server_name, since=served.not_before or None)
+        report.append(_certificate_record(served, now, logged))
+        if served.error is not None:
+            problems.append(f"certificate for {served.domain}: {served.error}")
+        elif logged:
+            days = served.days_left(now) or 0.0
+            problems.append(
+                f"certificate for {served.domain}: the proxy logged an error since it was issued "
+                f"(renewal failing? {days:.1f} days left): {logged}"
+            )
+    return report, problems
+
+
+def _certificate_record(served: ServedCertificate, now: float, logged: str) -> dict[str, Any]:
+    days_left = served.days_left(now)
+    return {
+        "domain": served.domain,
+        "issuer": served.issuer,
+        "serial": served.serial,
+        "not_after": (
+            None
+            if served.not_after is None
+            else datetime.fromtimestamp(served.not_after, UTC).isoformat(timespec="seconds")
+        ),
+        "days_left": None if days_left is None else round(days_left, 4),
+        "error": served.error,
+        "last_error": logged or None,
+    }

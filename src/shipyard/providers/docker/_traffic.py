@@ -14,7 +14,7 @@ from shipyard.errors import ShipyardError
 from shipyard.providers.docker._base import _BACK_OFF, StepsBase, _poll
 from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._ports import taken_ports
-from shipyard.proxy import LOOKUP_REFRESH_S, CaddyAdmin, render_caddy
+from shipyard.proxy import LOOKUP_REFRESH_S, CaddyAdmin, proxy_files, render_caddy
 from shipyard.waiting import Clock, wait_until
 
 
@@ -33,6 +33,7 @@ class Traffic(StepsBase):
             taken = taken_ports(self.config, self.host)
             if taken:  # taken since the infrastructure phase: this operation's changes are undone
                 raise ShipyardError("the proxy cannot start: " + "; ".join(taken))
+            self._write_proxy_files()
             self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             self.docker.compose_up(
                 self.names.infra_project,
@@ -44,9 +45,18 @@ class Traffic(StepsBase):
         admin = self.admin(proxy)
         running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
         if running != config:
+            self._write_proxy_files()
             self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             admin.load(config)
         return admin
+
+    def _write_proxy_files(self) -> None:
+        """The files Caddy's config names (an ACME server's root, certificates and their keys)
+        copied into the proxy's directory, readable by the owner only."""
+        for name, source in proxy_files(self.config.proxy).items():
+            self.host.put(
+                self.layout.proxy_dir / name, self.config.resolve(source).read_bytes(), mode=0o600
+            )
 
     def switch(self, slot: str) -> str:
         """Make ``slot`` live (see shipyard.proxy): the live container takes the switching name
