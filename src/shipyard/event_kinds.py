@@ -29,6 +29,8 @@ class EventKind(StrEnum):
     SNAPSHOT_CREATED = "snapshot.created"
     HEALTH_DEGRADED = "health.degraded"
     NOTIFY_TEST = "notify.test"
+    MAINTENANCE_ON = "maintenance.on"  # the proxy answers 503 with the maintenance page
+    MAINTENANCE_OFF = "maintenance.off"
     PHASE_STARTED = "phase.started"
     PHASE_FINISHED = "phase.finished"
     PHASE_SKIPPED = "phase.skipped"
@@ -53,6 +55,8 @@ LIFECYCLE: frozenset[EventKind] = frozenset(
         EventKind.LOCK_BLOCKED,
         EventKind.SNAPSHOT_CREATED,
         EventKind.HEALTH_DEGRADED,
+        EventKind.MAINTENANCE_ON,
+        EventKind.MAINTENANCE_OFF,
     }
 )
 """What notifiers receive unless their ``events`` filter says otherwise."""

@@ -16,12 +16,18 @@ failing. The config itself is rendered from the environment's settings and loade
 admin API, which also serves metrics (the 5xx rate watched after a switch) and the requests in
 flight per upstream (draining). The admin API listens on the private network and is published on
 the host's loopback only.
+
+Maintenance mode (``maintenance_routes``) is one more route before the app's: every request but
+those for the app's health paths and those from allowed networks gets a 503 page. Turning it on or
+off loads a new config (``/load``): Caddy finishes the requests in flight on the old one.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +44,7 @@ from shipyard.proxy._probe import (
     reports_commit,
     trust,
 )
+from shipyard.state import Maintenance
 
 __all__ = [
     "ADMIN_PORT",
@@ -49,7 +56,9 @@ __all__ = [
     "ProxyError",
     "Traffic",
     "endpoints",
+    "in_maintenance",
     "judge_health",
+    "maintenance_routes",
     "parse_traffic",
     "probe",
     "render_caddy",
@@ -85,9 +94,16 @@ FORWARDED_HEADERS: dict[str, Any] = {
 }
 
 
-def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict[str, Any]:
+def render_caddy(
+    proxy: ProxySection,
+    names: tuple[str, ...],
+    port: int,
+    maintenance: Maintenance | None = None,
+    open_paths: Sequence[str] = (),
+) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
-    live name, the switching name, then the alias every slot answers to)."""
+    live name, the switching name, then the alias every slot answers to); with ``maintenance``,
+    all but ``open_paths`` and its allowed networks to the maintenance page."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -118,6 +134,7 @@ def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict
             "handle": [{"handler": "static_response", "status_code": 404}],
             "terminal": True,
         },
+        *maintenance_routes(maintenance, open_paths),
         {"handle": [reverse_proxy], "terminal": True},
     ]
     server: dict[str, Any] = {"routes": routes}
@@ -153,6 +170,79 @@ def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict
     return config
 
 
+# An Accept header naming JSON (application/json, or a +json type) gets the JSON body.
+_ACCEPTS_JSON = r"(?i)application/([a-z0-9.-]+\+)?json"
+
+
+def maintenance_routes(
+    maintenance: Maintenance | None, open_paths: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The routes that answer 503 with the maintenance page (none while it is off): every
+    request except those for ``open_paths`` (exact paths: the app's health and verify paths, so
+    shipyard and monitors still reach the app) and those from ``maintenance.allow`` (the
+    connection's own address, ``remote_ip``: the proxy trusts no header). JSON for a client
+    whose Accept header names it, HTML otherwise; ``Retry-After`` either way."""
+    if maintenance is None:
+        return []
+    passing: list[dict[str, Any]] = []
+    paths = sorted({path.split("?", 1)[0] for path in open_paths if path})
+    if paths:
+        passing.append({"path": paths})
+    if maintenance.allow:
+        passing.append({"remote_ip": {"ranges": list(maintenance.allow)}})
+    matched: dict[str, Any] = {"not": passing} if passing else {}
+    headers = {
+        "Retry-After": [str(maintenance.retry_after)],
+        "Cache-Control": ["no-store"],
+    }
+    document = json.dumps(
+        {"status": "maintenance", "message": maintenance.message}, separators=(",", ":")
+    )
+    page = _MAINTENANCE_PAGE.format(message=html.escape(maintenance.message))
+
+    def answer(body: str, content_type: str) -> dict[str, Any]:
+        return {
+            "handler": "static_response",
+            "status_code": 503,
+            "headers": {**headers, "Content-Type": [content_type]},
+            # Braces escaped: Caddy would read ``{…}`` in the message as a placeholder.
+            "body": body,
+        }
+
+    return [
+        {
+            "match": [{**matched, "header_regexp": {"Accept": {"pattern": _ACCEPTS_JSON}}}],
+            "handle": [answer(_no_braces(document, json=True), "application/json")],
+            "terminal": True,
+        },
+        {
+            "match": [matched] if matched else [{}],
+            "handle": [answer(_no_braces(page, json=False), "text/html; charset=utf-8")],
+            "terminal": True,
+        },
+    ]
+
+
+_MAINTENANCE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Down for maintenance</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
+<h1>Down for maintenance</h1>
+<p>{message}</p>
+</body></html>
+"""
+
+
+def _no_braces(body: str, *, json: bool) -> str:
+    """``body`` with the braces of its text escaped for Caddy's placeholders: a JSON document
+    keeps its own outer braces (Caddy leaves a "placeholder" it does not know as it is) and
+    writes those of its strings as ``\\u007b``; HTML as character references."""
+    if json:
+        inner = body[1:-1].replace("{", "\\u007b").replace("}", "\\u007d")
+        return "{" + inner + "}"
+    return body.replace("{", "&#123;").replace("}", "&#125;")
+
+
 def _admin_origins() -> list[str]:
     # The admin endpoint checks the Host header (DNS-rebinding protection); it is reached through
     # a port published on the host's loopback, so loopback names are the allowed origins.
@@ -177,9 +267,24 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
     return found
 
 
+def in_maintenance(config: dict[str, Any]) -> bool:
+    """Whether a Caddy config (``render_caddy``'s shape) answers with the maintenance page."""
+    try:
+        routes = config["apps"]["http"]["servers"][SERVER]["routes"]
+    except (KeyError, TypeError):
+        return False
+    return any(
+        handler.get("handler") == "static_response" and handler.get("status_code") == 503  # noqa: PLR2004
+        for route in routes
+        for handler in route.get("handle", [])
+    )
+
+
 @dataclass(frozen=True)
 class Traffic:
-    """Requests the proxy answered, counted since it started."""
+    """Requests the proxy passed on to the app, counted since it started (what it answered
+    itself aside: the maintenance page's 503s and the blocked /metrics are no error of the
+    app's)."""
 
     total: int
     errors: int  # 5xx
@@ -205,7 +310,7 @@ def parse_traffic(metrics: str, server: str = SERVER) -> Traffic:
         if not match:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
-        if labels.get("server") != server:
+        if labels.get("server") != server or labels.get("handler") == "static_response":
             continue
         count = int(float(match.group("value")))
         total += count

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from shipyard.config import Config
 from shipyard.database import DatabaseError, MigrationState
@@ -13,6 +14,7 @@ from shipyard.deploy import (
     RollbackOptions,
     RotateOptions,
     run_deploy,
+    run_maintenance,
     run_repair,
     run_rollback,
     run_rotate_password,
@@ -44,7 +46,8 @@ from shipyard.providers.docker._status import (
     _stack_containers,
 )
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.proxy import upstreams_of
+from shipyard.proxy import in_maintenance, upstreams_of
+from shipyard.state import Maintenance
 
 
 class DockerProvider(Planning):
@@ -100,6 +103,12 @@ class DockerProvider(Planning):
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
         return run_repair(ctx, self.steps(ctx), lock_wait=lock_wait)
 
+    def maintenance(
+        self, ctx: OperationContext, maintenance: Maintenance | None, *, lock_wait: float = 0.0
+    ) -> str:
+        """Maintenance mode on (``maintenance``) or off, recorded and loaded into the proxy."""
+        return run_maintenance(ctx, self.steps(ctx), maintenance, lock_wait=lock_wait)
+
     def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult:
         """Give the database the env file's password and redeploy the live release with it."""
         steps = self.steps(ctx)
@@ -154,14 +163,23 @@ class DockerProvider(Planning):
         problems: list[str] = []
         proxy = found[steps.names.proxy]
         if proxy is not None and proxy.running:
+            running: dict[str, Any] = {}
             try:
-                upstreams = upstreams_of(steps.admin().config())
+                running = steps.admin().config()
+                upstreams = upstreams_of(running)
             except ShipyardError as exc:
                 problems.append(f"proxy admin API unreachable: {exc.message}")
-            expected = upstreams_of(steps.caddy_config())
+            rendered = steps.caddy_config()
+            expected = upstreams_of(rendered)
             if not problems and upstreams != expected:
                 problems.append(
                     f"proxy routes to {upstreams or 'nothing'}, its config says {expected}"
+                )
+            if not problems and in_maintenance(running) != in_maintenance(rendered):
+                said = "on" if in_maintenance(rendered) else "off"
+                problems.append(
+                    f"the proxy's maintenance mode is not what the state records ({said}): "
+                    f"`shipyard maintenance {said} ENV` loads it again"
                 )
         elif current:
             problems.append("the proxy is not running")
@@ -208,6 +226,7 @@ class DockerProvider(Planning):
             containers=containers,
             interrupted=interrupted,
             problems=trouble,
+            maintenance=mode.to_dict() if (mode := ctx.store.maintenance()) else {"on": False},
         )
 
     def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:

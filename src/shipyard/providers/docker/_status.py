@@ -36,6 +36,9 @@ class Status:
     interrupted: str | None = None
     # What is wrong beyond drift: nothing serves, the app is unhealthy, the schema is dirty.
     problems: list[str] = field(default_factory=list)
+    # Maintenance mode as recorded: {"on": false}, or on with its message, allowed CIDRs,
+    # Retry-After, since and by whom.
+    maintenance: dict[str, Any] = field(default_factory=lambda: {"on": False})
 
     @property
     def ok(self) -> bool:

@@ -1,5 +1,5 @@
-"""Traffic: the proxy's routing config, the switch onto the live name and back, and draining
-and stopping the old slot."""
+"""Traffic: the proxy's routing config (maintenance mode included), the switch onto the live
+name and back, and draining and stopping the old slot."""
 
 from __future__ import annotations
 
@@ -9,20 +9,56 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from shipyard.config import HttpCheck
 from shipyard.docker import ContainerInfo
 from shipyard.errors import ShipyardError
 from shipyard.providers.docker._base import _BACK_OFF, StepsBase, _poll
 from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._ports import taken_ports
 from shipyard.proxy import LOOKUP_REFRESH_S, CaddyAdmin, render_caddy
+from shipyard.state import Maintenance
 from shipyard.waiting import Clock, wait_until
 
 
 class Traffic(StepsBase):
-    """The ``switch``, ``switch_back`` and ``retire`` steps."""
+    """The ``switch``, ``switch_back``, ``retire`` and ``set_maintenance`` steps."""
 
     def caddy_config(self) -> dict[str, Any]:
-        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port)
+        """The proxy's config, rendered from the config and the recorded state (maintenance
+        mode): every render — a switch, a repair, a re-created proxy — keeps what is recorded."""
+        return render_caddy(
+            self.config.proxy,
+            self.names.routed,
+            self.config.app.port,
+            self.ctx.store.maintenance(),
+            self.open_paths(),
+        )
+
+    def open_paths(self) -> list[str]:
+        """The paths maintenance mode still passes to the app: the http health checks' and
+        ``deploy.verify_path`` (shipyard's own verify and status, and monitors, reach the app)."""
+        paths = [c.path for c in self.config.health.checks if isinstance(c, HttpCheck)]
+        if self.config.deploy.verify_path:
+            paths.append(self.config.deploy.verify_path)
+        return paths
+
+    def set_maintenance(self, maintenance: Maintenance | None) -> str:
+        """Record maintenance mode on (``maintenance``) or off, then give the running proxy the
+        config rendered from it through its admin API (one atomic ``/load``: requests in flight
+        finish; the proxy is not restarted). A proxy that is not running reads the written file
+        when it starts."""
+        self._fence()
+        self.ctx.store.set_maintenance(maintenance)
+        config = self.caddy_config()
+        self._write(self.layout.caddy_config, json.dumps(config, indent=2))
+        state = "on" if maintenance is not None else "off"
+        proxy = self.docker.container(self.names.proxy)
+        if proxy is None or not proxy.running:
+            return f"maintenance {state} (recorded; the proxy is not running: it starts with it)"
+        admin = self.admin(proxy)
+        _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+        admin.load(config)
+        return f"maintenance {state}"
 
     def _ensure_proxy(self) -> CaddyAdmin:
         """The proxy running with the rendered config: written to the host and loaded only when
