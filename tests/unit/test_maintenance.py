@@ -1,0 +1,296 @@
+"""Maintenance mode: its routes in the proxy's config, its record in the state, the CLI's
+validation, and how a deploy with ``--maintenance`` and the repair turn it on and off."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard.build import Image
+from shipyard.config import Config, ProxySection
+from shipyard.deploy import DeployOptions, run_deploy, run_repair
+from shipyard.errors import DeployFailed, ExitCode
+from shipyard.events import Event, EventKind
+from shipyard.proxy import in_maintenance, maintenance_routes, parse_traffic, render_caddy
+from shipyard.state import Intent, Maintenance, StateStore
+from tests.bad_configs import VALID, committed_config
+from tests.fakes import FakeHost
+from tests.unit.cli_harness import project
+from tests.unit.pipeline_harness import STATE, operation_context, recording_bus
+from tests.unit.test_pipeline import OLD_IN_BLUE, RecordingSteps
+
+NAMES = ("shop-prod-live", "shop-prod-switching", "shop-prod-slots")
+ON = Maintenance(
+    message='Back at <b>noon</b> {http.request.uri} "quoted"',
+    allow=("10.1.0.0/16", "2001:db8::/32"),
+    retry_after=120,
+    since="2026-12-03T10:00:00.000000Z",
+    by="ops@laptop",
+)
+OPEN = ["/health", "/version?full=1"]
+
+
+def _routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    routes: list[dict[str, Any]] = config["apps"]["http"]["servers"]["shipyard"]["routes"]
+    return routes
+
+
+def _answer(route: dict[str, Any]) -> dict[str, Any]:
+    [handler] = route["handle"]
+    assert handler["handler"] == "static_response"
+    return handler  # type: ignore[no-any-return]
+
+
+# -- the proxy's routes ---------------------------------------------------------------------------
+def test_off_renders_no_maintenance_route() -> None:
+    plain = render_caddy(ProxySection(), NAMES, 8080)
+    assert render_caddy(ProxySection(), NAMES, 8080, None, OPEN) == plain
+    assert maintenance_routes(None, OPEN) == []
+    assert not in_maintenance(plain)
+
+
+def test_on_answers_503_with_retry_after_after_the_metrics_block_and_before_the_app() -> None:
+    config = render_caddy(ProxySection(), NAMES, 8080, ON, OPEN)
+    routes = _routes(config)
+    assert routes[0]["match"] == [{"path": ["/metrics", "/metrics/*"]}]  # still blocked first
+    json_route, html_route = routes[1], routes[2]
+    assert routes[3]["handle"][0]["handler"] == "reverse_proxy"
+    for route in (json_route, html_route):
+        answer = _answer(route)
+        assert answer["status_code"] == 503
+        assert answer["headers"]["Retry-After"] == ["120"]
+        assert answer["headers"]["Cache-Control"] == ["no-store"]
+        assert route["terminal"] is True
+    assert in_maintenance(config)
+
+
+def test_the_health_paths_and_allowed_networks_pass_to_the_app() -> None:
+    [json_route, html_route] = maintenance_routes(ON, OPEN)
+    for route in (json_route, html_route):
+        [matcher] = route["match"]
+        assert matcher["not"] == [
+            {"path": ["/health", "/version"]},  # exact paths, the query left out
+            {"remote_ip": {"ranges": ["10.1.0.0/16", "2001:db8::/32"]}},
+        ]
+    # Without allowed networks only the paths pass.
+    [route, _] = maintenance_routes(Maintenance("m", (), 5, "t", "me"), ["/health"])
+    assert route["match"][0]["not"] == [{"path": ["/health"]}]
+
+
+def test_json_for_a_client_that_asks_for_it_html_otherwise() -> None:
+    [json_route, html_route] = maintenance_routes(ON, OPEN)
+    pattern = json_route["match"][0]["header_regexp"]["Accept"]["pattern"]
+    for accept in ("application/json", "application/problem+json", "text/html, Application/JSON"):
+        assert re.search(pattern, accept), accept
+    for accept in ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "*/*"):
+        assert not re.search(pattern, accept), accept
+    assert "header_regexp" not in html_route["match"][0]
+
+    document = _answer(json_route)
+    assert document["headers"]["Content-Type"] == ["application/json"]
+    # Caddy would expand {…} in the body: the message's braces travel as JSON escapes.
+    assert "{http" not in document["body"]
+    assert json.loads(document["body"]) == {"status": "maintenance", "message": ON.message}
+
+    page = _answer(html_route)
+    assert page["headers"]["Content-Type"] == ["text/html; charset=utf-8"]
+    body = page["body"]
+    assert "Back at &lt;b&gt;noon&lt;/b&gt; &#123;http.request.uri&#125; &quot;quoted&quot;" in body
+    assert "<b>" not in body and "{" not in body and "}" not in body
+
+
+def test_with_domains_the_maintenance_routes_match_the_domains_too() -> None:
+    proxy = ProxySection(domains=["shop.example"], tls="internal")
+    routes = _routes(render_caddy(proxy, NAMES, 8080, ON, OPEN))
+    for route in routes[1:3]:
+        assert route["match"][0]["host"] == ["shop.example"]
+        assert route["match"][0]["not"]
+
+
+def test_the_watch_does_not_count_the_proxys_own_answers_as_the_apps_errors() -> None:
+    metrics = "\n".join(
+        [
+            'caddy_http_request_duration_seconds_count{code="200",handler="reverse_proxy",method="GET",server="shipyard"} 10',
+            'caddy_http_request_duration_seconds_count{code="502",handler="reverse_proxy",method="GET",server="shipyard"} 1',
+            'caddy_http_request_duration_seconds_count{code="503",handler="static_response",method="GET",server="shipyard"} 500',
+        ]
+    )
+    traffic = parse_traffic(metrics)
+    assert (traffic.total, traffic.errors) == (11, 1)
+
+
+# -- the state --------------------------------------------------------------------------------------
+def test_the_state_records_it_and_forgets_it() -> None:
+    store = StateStore(FakeHost(), STATE)
+    assert store.maintenance() is None
+    store.set_maintenance(ON)
+    assert store.maintenance() == ON
+    written = json.loads(store.host.get(STATE / "maintenance.json") or b"{}")
+    assert written["on"] is True and written["allow"] == list(ON.allow)
+    by_deploy = Maintenance("m", (), 60, "t", "deploy d7", deployment="d7")
+    store.set_maintenance(by_deploy)
+    assert store.maintenance() == by_deploy
+    store.set_maintenance(None)
+    assert store.maintenance() is None
+
+
+# -- the CLI -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["300.1.2.3/8", "10.0.0.0/33", "example.com", ""])
+def test_a_bad_allow_is_refused_naming_the_option_before_anything_is_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    p = project(tmp_path, monkeypatch)
+    ran = p.run(monkeypatch, "maintenance", "on", "development", "--allow", bad)
+    assert ran.code == ExitCode.USAGE, ran
+    assert "--allow" in ran.stderr and "is not a CIDR" in ran.stderr
+    assert p.provider.calls == []
+
+
+@pytest.mark.parametrize("bad", ["0", "-5", "soon", "86401"])
+def test_a_bad_retry_after_is_refused_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
+) -> None:
+    p = project(tmp_path, monkeypatch)
+    ran = p.run(monkeypatch, "maintenance", "on", "development", "--retry-after", bad)
+    assert ran.code == ExitCode.USAGE, ran
+    assert "--retry-after" in ran.stderr
+    assert p.provider.calls == []
+
+
+def test_on_and_off_report_the_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = project(tmp_path, monkeypatch)
+    ran = p.run(
+        monkeypatch, "maintenance", "on", "development", "--message", "brb",
+        "--allow", "10.1.2.3", "--allow", "2001:db8::/32", "--allow", "10.1.2.3/32",
+        "--retry-after", "30", "--json",
+    )  # fmt: skip
+    assert ran.code == ExitCode.OK, ran
+    [record] = json.loads(ran.stdout)
+    assert record["on"] is True
+    assert (record["message"], record["retry_after"]) == ("brb", 30)
+    assert record["allow"] == ["10.1.2.3/32", "2001:db8::/32"]  # a bare address, each once
+    assert record["deployment"] is None and "@" in record["by"]
+    off = p.run(monkeypatch, "maintenance", "off", "development", "--json")
+    assert off.code == ExitCode.OK, off
+    assert json.loads(off.stdout) == [{"node": "local", "on": False, "summary": "maintenance off"}]
+    assert p.provider.calls == ["maintenance", "maintenance"]
+
+
+# -- deploy --maintenance and the repair ---------------------------------------------------------------
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return committed_config(tmp_path, VALID)
+
+
+class MaintenanceSteps(RecordingSteps):
+    """Recording steps that keep maintenance mode in the operation's state, as the Docker steps
+    do (the state first, then the proxy)."""
+
+    def __init__(self, store: StateStore, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.store = store
+
+    def set_maintenance(self, maintenance: Maintenance | None) -> str:
+        self.store.set_maintenance(maintenance)
+        return self._do("maintenance on" if maintenance else "maintenance off")
+
+
+def _deploy(
+    config: Config, host: FakeHost, steps: RecordingSteps, monkeypatch: pytest.MonkeyPatch
+) -> list[Event]:
+    bus, events = recording_bus(config)
+    monkeypatch.setattr(
+        "shipyard.deploy.build_image",
+        lambda cfg, local, version, rebuild=False: Image(
+            tag="shop:x", id="sha256:1", version=version
+        ),
+    )
+    ctx = operation_context(config, host, bus=bus, deployment_id="d2")
+    try:
+        run_deploy(ctx, steps, DeployOptions(allow_dirty=True, maintenance=True))
+    finally:
+        assert not any(path.endswith("/lock") for path in host.files), "lock left behind"
+    return events
+
+
+def _store() -> tuple[FakeHost, StateStore]:
+    host = FakeHost()
+    store = StateStore(host, STATE)
+    store.set_current(OLD_IN_BLUE)
+    return host, store
+
+
+def test_deploy_turns_it_on_before_migrating_and_off_once_the_switch_is_verified(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    host, store = _store()
+    steps = MaintenanceSteps(store)
+    events = _deploy(config, host, steps, monkeypatch)
+    calls = steps.calls
+    assert calls.index("plan") < calls.index("maintenance on") < calls.index("migrate")
+    assert calls.index("verify") < calls.index("maintenance off") < calls.index("watch green")
+    assert store.maintenance() is None
+    kinds = [e.kind for e in events]
+    assert kinds.index(EventKind.MAINTENANCE_ON) < kinds.index(EventKind.MAINTENANCE_OFF)
+
+
+@pytest.mark.parametrize("fail_at", ["migrate", "gate green", "watch green"])
+def test_a_failed_deploy_turns_off_what_it_turned_on(
+    config: Config, monkeypatch: pytest.MonkeyPatch, fail_at: str
+) -> None:
+    host, store = _store()
+    steps = MaintenanceSteps(store, fail_at=fail_at)
+    with pytest.raises(DeployFailed):
+        _deploy(config, host, steps, monkeypatch)
+    assert "maintenance on" in steps.calls
+    assert store.maintenance() is None
+
+
+def test_a_deploy_leaves_an_operators_maintenance_on(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for fail_at in (None, "migrate"):
+        host, store = _store()
+        store.set_maintenance(ON)
+        steps = MaintenanceSteps(store, fail_at=fail_at)
+        if fail_at is None:
+            _deploy(config, host, steps, monkeypatch)
+        else:
+            with pytest.raises(DeployFailed):
+                _deploy(config, host, steps, monkeypatch)
+        assert not any(c.startswith("maintenance") for c in steps.calls), steps.calls
+        assert store.maintenance() == ON
+
+
+def test_the_repair_turns_off_what_a_killed_deploy_turned_on_and_nothing_else(
+    config: Config,
+) -> None:
+    host, store = _store()
+    store.write_intent(
+        Intent(
+            deployment_id="d1",
+            action="deploy",
+            release=None,
+            previous=OLD_IN_BLUE,
+            step="migrate",
+            by="me",
+            started_at="t",
+            updated_at="t",
+        )
+    )
+    store.set_maintenance(Maintenance("m", (), 60, "t", "deploy d1", deployment="d1"))
+    steps = MaintenanceSteps(store)
+    summary = run_repair(operation_context(config, host, deployment_id="d3"), steps)
+    assert "maintenance off" in steps.calls
+    assert "turned maintenance mode off: deploy d1" in summary
+    assert store.maintenance() is None
+
+    store.set_maintenance(ON)  # an operator's
+    steps = MaintenanceSteps(store)
+    run_repair(operation_context(config, host, deployment_id="d4"), steps)
+    assert steps.calls == []
+    assert store.maintenance() == ON
