@@ -2,8 +2,9 @@
 operation in ``deploy._pipeline`` (``DEPLOY``, ``ROLLBACK``, ``ROTATE_PASSWORD``, ``REPAIR``).
 
 validate → lock → repair → version → build → deliver → infrastructure → plan → snapshot (only when
-migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
-unlock. ``validate`` runs every check `shipyard check` runs (``run_checks``) and refuses before
+migrations are pending) → [maintenance_on] → migrate → start → health → switch → verify →
+[maintenance_off] → watch → retire → record → unlock (the maintenance phases with
+``deploy --maintenance``, see ``_maintenance``). ``validate`` runs every check `shipyard check` runs (``run_checks``) and refuses before
 anything changes. Before the switch a failure removes the candidate and the live slot never stops
 serving; from the switch on (the point of no return) a failure switches back to the previous slot
 first.
@@ -657,10 +658,17 @@ class _Operation:
                 "stays on after the deploy",
             )
             return
-        phases.on_failure(
-            "turn maintenance mode off",
-            lambda: _discard(end_maintenance(ctx.store, steps, ctx.deployment_id)),
-        )
+
+        def undo() -> None:
+            end_maintenance(ctx.store, steps, ctx.deployment_id)
+            if self.in_maintenance:
+                self.in_maintenance = False
+                phases.event(
+                    EventKind.MAINTENANCE_OFF,
+                    message=f"maintenance mode off: the {self.action} failed",
+                )
+
+        phases.on_failure("turn maintenance mode off", undo)
         mode = for_deploy(ctx.deployment_id)
         phases.run("maintenance_on", lambda: steps.set_maintenance(mode), summary=str)
         self.in_maintenance = True
