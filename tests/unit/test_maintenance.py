@@ -15,7 +15,14 @@ from shipyard.config import Config, ProxySection
 from shipyard.deploy import DeployOptions, run_deploy, run_repair
 from shipyard.errors import DeployFailed, ExitCode
 from shipyard.events import Event, EventKind
-from shipyard.proxy import in_maintenance, maintenance_routes, parse_traffic, render_caddy
+from shipyard.proxy import (
+    MaintenanceRoutes,
+    maintenance_files,
+    maintenance_routes,
+    parse_traffic,
+    render_caddy,
+    running_maintenance_routes,
+)
 from shipyard.state import Intent, Maintenance, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
@@ -31,7 +38,8 @@ ON = Maintenance(
     since="2026-12-03T10:00:00.000000Z",
     by="ops@laptop",
 )
-OPEN = ["/health", "/version?full=1"]
+ROUTES = MaintenanceRoutes(("/health", "/version?full=1"), ON.allow)
+FLAG = {"file": {"root": "/etc/caddy/maintenance", "try_files": ["/on"]}}
 
 
 def _routes(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -46,69 +54,71 @@ def _answer(route: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the proxy's routes ---------------------------------------------------------------------------
-def test_off_renders_no_maintenance_route() -> None:
+def test_without_maintenance_routes_the_config_is_as_before() -> None:
     plain = render_caddy(ProxySection(), NAMES, 8080)
-    assert render_caddy(ProxySection(), NAMES, 8080, None, OPEN) == plain
-    assert maintenance_routes(None, OPEN) == []
-    assert not in_maintenance(plain)
+    assert render_caddy(ProxySection(), NAMES, 8080, None) == plain
+    assert maintenance_routes(None) == []
+    assert running_maintenance_routes(plain) == []
 
 
-def test_on_answers_503_with_retry_after_after_the_metrics_block_and_before_the_app() -> None:
-    config = render_caddy(ProxySection(), NAMES, 8080, ON, OPEN)
+def test_the_routes_answer_503_while_the_flag_file_exists_between_metrics_and_the_app() -> None:
+    config = render_caddy(ProxySection(), NAMES, 8080, ROUTES)
     routes = _routes(config)
     assert routes[0]["match"] == [{"path": ["/metrics", "/metrics/*"]}]  # still blocked first
     json_route, html_route = routes[1], routes[2]
     assert routes[3]["handle"][0]["handler"] == "reverse_proxy"
     for route in (json_route, html_route):
+        # The flag is looked for on every request: on and off load no config.
+        assert route["match"][0]["file"] == FLAG["file"]
         answer = _answer(route)
         assert answer["status_code"] == 503
-        assert answer["headers"]["Retry-After"] == ["120"]
+        assert answer["headers"]["Retry-After"] == ["{file./etc/caddy/maintenance/retry-after}"]
         assert answer["headers"]["Cache-Control"] == ["no-store"]
         assert route["terminal"] is True
-    assert in_maintenance(config)
+    assert _answer(json_route)["body"] == "{file./etc/caddy/maintenance/page.json}"
+    assert _answer(html_route)["body"] == "{file./etc/caddy/maintenance/page.html}"
+    assert running_maintenance_routes(config) == [json_route, html_route]
 
 
 def test_the_health_paths_and_allowed_networks_pass_to_the_app() -> None:
-    [json_route, html_route] = maintenance_routes(ON, OPEN)
-    for route in (json_route, html_route):
+    for route in maintenance_routes(ROUTES):
         [matcher] = route["match"]
         assert matcher["not"] == [
             {"path": ["/health", "/version"]},  # exact paths, the query left out
             {"remote_ip": {"ranges": ["10.1.0.0/16", "2001:db8::/32"]}},
         ]
     # Without allowed networks only the paths pass.
-    [route, _] = maintenance_routes(Maintenance("m", (), 5, "t", "me"), ["/health"])
+    [route, _] = maintenance_routes(MaintenanceRoutes(("/health",)))
     assert route["match"][0]["not"] == [{"path": ["/health"]}]
 
 
 def test_json_for_a_client_that_asks_for_it_html_otherwise() -> None:
-    [json_route, html_route] = maintenance_routes(ON, OPEN)
+    [json_route, html_route] = maintenance_routes(ROUTES)
     pattern = json_route["match"][0]["header_regexp"]["Accept"]["pattern"]
     for accept in ("application/json", "application/problem+json", "text/html, Application/JSON"):
         assert re.search(pattern, accept), accept
     for accept in ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "*/*"):
         assert not re.search(pattern, accept), accept
     assert "header_regexp" not in html_route["match"][0]
+    assert _answer(json_route)["headers"]["Content-Type"] == ["application/json"]
+    assert _answer(html_route)["headers"]["Content-Type"] == ["text/html; charset=utf-8"]
 
-    document = _answer(json_route)
-    assert document["headers"]["Content-Type"] == ["application/json"]
-    # Caddy would expand {…} in the body: the message's braces travel as JSON escapes.
-    assert "{http" not in document["body"]
-    assert json.loads(document["body"]) == {"status": "maintenance", "message": ON.message}
 
-    page = _answer(html_route)
-    assert page["headers"]["Content-Type"] == ["text/html; charset=utf-8"]
-    body = page["body"]
-    assert "Back at &lt;b&gt;noon&lt;/b&gt; &#123;http.request.uri&#125; &quot;quoted&quot;" in body
-    assert "<b>" not in body and "{" not in body and "}" not in body
+def test_the_page_files_hold_the_message_escaped_and_the_retry_after() -> None:
+    files = maintenance_files(ON)
+    assert json.loads(files["page.json"]) == {"status": "maintenance", "message": ON.message}
+    assert files["retry-after"] == "120"
+    page = files["page.html"]
+    assert "Back at &lt;b&gt;noon&lt;/b&gt; {http.request.uri} &quot;quoted&quot;" in page
+    assert "<b>" not in page
 
 
 def test_with_domains_the_maintenance_routes_match_the_domains_too() -> None:
     proxy = ProxySection(domains=["shop.example"], tls="internal")
-    routes = _routes(render_caddy(proxy, NAMES, 8080, ON, OPEN))
+    routes = _routes(render_caddy(proxy, NAMES, 8080, ROUTES))
     for route in routes[1:3]:
         assert route["match"][0]["host"] == ["shop.example"]
-        assert route["match"][0]["not"]
+        assert route["match"][0]["file"] and route["match"][0]["not"]
 
 
 def test_the_watch_does_not_count_the_proxys_own_answers_as_the_apps_errors() -> None:

@@ -17,9 +17,11 @@ admin API, which also serves metrics (the 5xx rate watched after a switch) and t
 flight per upstream (draining). The admin API listens on the private network and is published on
 the host's loopback only.
 
-Maintenance mode (``maintenance_routes``) is one more route before the app's: every request but
-those for the app's health paths and those from allowed networks gets a 503 page. Turning it on or
-off loads a new config (``/load``): Caddy finishes the requests in flight on the old one.
+Maintenance mode (``maintenance_routes``) is two more routes before the app's, in the config at
+all times and answering only while a flag file exists: every request but those for the app's
+health paths and those from allowed networks gets a 503 page. Turning it on or off writes or
+removes the flag and loads no config (a ``/load``, like a reload, closed connections just
+accepted: measured, a few requests failed under load).
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,19 +51,23 @@ __all__ = [
     "ADMIN_PORT",
     "FORWARDED_HEADERS",
     "LOOKUP_REFRESH_S",
+    "MAINTENANCE_DIR",
+    "MAINTENANCE_FLAG",
     "Answer",
     "CaddyAdmin",
     "Endpoint",
+    "MaintenanceRoutes",
     "ProxyError",
     "Traffic",
     "endpoints",
-    "in_maintenance",
     "judge_health",
+    "maintenance_files",
     "maintenance_routes",
     "parse_traffic",
     "probe",
     "render_caddy",
     "reports_commit",
+    "running_maintenance_routes",
     "trust",
     "upstreams_of",
 ]
@@ -98,12 +103,11 @@ def render_caddy(
     proxy: ProxySection,
     names: tuple[str, ...],
     port: int,
-    maintenance: Maintenance | None = None,
-    open_paths: Sequence[str] = (),
+    maintenance: MaintenanceRoutes | None = None,
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
     live name, the switching name, then the alias every slot answers to); with ``maintenance``,
-    all but ``open_paths`` and its allowed networks to the maintenance page."""
+    the routes of maintenance mode before them (``maintenance_routes``)."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -134,7 +138,7 @@ def render_caddy(
             "handle": [{"handler": "static_response", "status_code": 404}],
             "terminal": True,
         },
-        *maintenance_routes(maintenance, open_paths),
+        *maintenance_routes(maintenance),
         {"handle": [reverse_proxy], "terminal": True},
     ]
     server: dict[str, Any] = {"routes": routes}
@@ -173,54 +177,82 @@ def render_caddy(
 # An Accept header naming JSON (application/json, or a +json type) gets the JSON body.
 _ACCEPTS_JSON = r"(?i)application/([a-z0-9.-]+\+)?json"
 
+# Where the proxy reads maintenance mode from, inside its container: the proxy's directory on the
+# host is mounted at /etc/caddy (read only). The flag file ``on`` turns the routes on.
+MAINTENANCE_DIR = "/etc/caddy/maintenance"
+MAINTENANCE_FLAG = "on"
 
-def maintenance_routes(
-    maintenance: Maintenance | None, open_paths: Sequence[str]
-) -> list[dict[str, Any]]:
-    """The routes that answer 503 with the maintenance page (none while it is off): every
-    request except those for ``open_paths`` (exact paths: the app's health and verify paths, so
-    shipyard and monitors still reach the app) and those from ``maintenance.allow`` (the
-    connection's own address, ``remote_ip``: the proxy trusts no header). JSON for a client
-    whose Accept header names it, HTML otherwise; ``Retry-After`` either way."""
-    if maintenance is None:
+
+@dataclass(frozen=True)
+class MaintenanceRoutes:
+    """What the maintenance routes of a config are made of: the paths that still reach the app
+    (exact paths: the health and verify paths) and the networks whose requests do."""
+
+    open_paths: tuple[str, ...]
+    allow: tuple[str, ...] = ()
+
+
+def maintenance_routes(routes: MaintenanceRoutes | None) -> list[dict[str, Any]]:
+    """The routes that answer 503 with the maintenance page while the flag file
+    ``MAINTENANCE_DIR/on`` exists (Caddy's ``file`` matcher looks on every request), so that
+    turning maintenance mode on or off is one file written or removed and no config is loaded:
+    a ``/load`` closes connections the proxy has just accepted. The page (HTML, or JSON for a
+    client whose Accept header names it) and the ``Retry-After`` seconds are read from files
+    beside the flag on every request (``maintenance_files``). Every request passes but those
+    for ``open_paths`` and those from ``allow`` (the connection's own address, ``remote_ip``:
+    the proxy trusts no header); changing those is a config change."""
+    if routes is None:
         return []
     passing: list[dict[str, Any]] = []
-    paths = sorted({path.split("?", 1)[0] for path in open_paths if path})
+    paths = sorted({path.split("?", 1)[0] for path in routes.open_paths if path})
     if paths:
         passing.append({"path": paths})
-    if maintenance.allow:
-        passing.append({"remote_ip": {"ranges": list(maintenance.allow)}})
-    matched: dict[str, Any] = {"not": passing} if passing else {}
+    if routes.allow:
+        passing.append({"remote_ip": {"ranges": list(routes.allow)}})
+    matched: dict[str, Any] = {
+        "file": {"root": MAINTENANCE_DIR, "try_files": [f"/{MAINTENANCE_FLAG}"]}
+    }
+    if passing:
+        matched["not"] = passing
     headers = {
-        "Retry-After": [str(maintenance.retry_after)],
+        "Retry-After": [f"{{file.{MAINTENANCE_DIR}/retry-after}}"],
         "Cache-Control": ["no-store"],
     }
-    document = json.dumps(
-        {"status": "maintenance", "message": maintenance.message}, separators=(",", ":")
-    )
-    page = _MAINTENANCE_PAGE.format(message=html.escape(maintenance.message))
 
-    def answer(body: str, content_type: str) -> dict[str, Any]:
+    def answer(page: str, content_type: str) -> dict[str, Any]:
         return {
             "handler": "static_response",
             "status_code": 503,
             "headers": {**headers, "Content-Type": [content_type]},
-            # Braces escaped: Caddy would read ``{…}`` in the message as a placeholder.
-            "body": body,
+            # Read on every request; what a file holds is not read for placeholders again.
+            "body": f"{{file.{MAINTENANCE_DIR}/{page}}}",
         }
 
     return [
         {
             "match": [{**matched, "header_regexp": {"Accept": {"pattern": _ACCEPTS_JSON}}}],
-            "handle": [answer(_no_braces(document, json=True), "application/json")],
+            "handle": [answer("page.json", "application/json")],
             "terminal": True,
         },
         {
-            "match": [matched] if matched else [{}],
-            "handle": [answer(_no_braces(page, json=False), "text/html; charset=utf-8")],
+            "match": [matched],
+            "handle": [answer("page.html", "text/html; charset=utf-8")],
             "terminal": True,
         },
     ]
+
+
+def maintenance_files(maintenance: Maintenance) -> dict[str, str]:
+    """The files beside the flag the maintenance routes answer with: the page (the message
+    HTML-escaped), its JSON form, and the Retry-After seconds."""
+    document = json.dumps(
+        {"status": "maintenance", "message": maintenance.message}, separators=(",", ":")
+    )
+    return {
+        "page.html": _MAINTENANCE_PAGE.format(message=html.escape(maintenance.message)),
+        "page.json": document,
+        "retry-after": str(maintenance.retry_after),
+    }
 
 
 _MAINTENANCE_PAGE = """<!doctype html>
@@ -233,14 +265,20 @@ _MAINTENANCE_PAGE = """<!doctype html>
 """
 
 
-def _no_braces(body: str, *, json: bool) -> str:
-    """``body`` with the braces of its text escaped for Caddy's placeholders: a JSON document
-    keeps its own outer braces (Caddy leaves a "placeholder" it does not know as it is) and
-    writes those of its strings as ``\\u007b``; HTML as character references."""
-    if json:
-        inner = body[1:-1].replace("{", "\\u007b").replace("}", "\\u007d")
-        return "{" + inner + "}"
-    return body.replace("{", "&#123;").replace("}", "&#125;")
+def running_maintenance_routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The maintenance routes of a Caddy config (``render_caddy``'s shape)."""
+    try:
+        routes: list[dict[str, Any]] = config["apps"]["http"]["servers"][SERVER]["routes"]
+    except (KeyError, TypeError):
+        return []
+    return [
+        route
+        for route in routes
+        if any(
+            handler.get("handler") == "static_response" and handler.get("status_code") == 503  # noqa: PLR2004
+            for handler in route.get("handle", [])
+        )
+    ]
 
 
 def _admin_origins() -> list[str]:
@@ -265,19 +303,6 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
                     if source.get("name"):
                         found.append(f"{source['name']}:{source.get('port', '')}")
     return found
-
-
-def in_maintenance(config: dict[str, Any]) -> bool:
-    """Whether a Caddy config (``render_caddy``'s shape) answers with the maintenance page."""
-    try:
-        routes = config["apps"]["http"]["servers"][SERVER]["routes"]
-    except (KeyError, TypeError):
-        return False
-    return any(
-        handler.get("handler") == "static_response" and handler.get("status_code") == 503  # noqa: PLR2004
-        for route in routes
-        for handler in route.get("handle", [])
-    )
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from shipyard.providers.docker._status import (
     _stack_containers,
 )
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.proxy import in_maintenance, upstreams_of
+from shipyard.proxy import running_maintenance_routes, upstreams_of
 from shipyard.state import Maintenance
 
 
@@ -175,12 +175,20 @@ class DockerProvider(Planning):
                 problems.append(
                     f"proxy routes to {upstreams or 'nothing'}, its config says {expected}"
                 )
-            if not problems and in_maintenance(running) != in_maintenance(rendered):
-                said = "on" if in_maintenance(rendered) else "off"
+            if not problems and running_maintenance_routes(running) != (
+                running_maintenance_routes(rendered)
+            ):
                 problems.append(
-                    f"the proxy's maintenance mode is not what the state records ({said}): "
-                    f"`shipyard maintenance {said} ENV` loads it again"
+                    "the proxy's maintenance routes are not those the state gives: "
+                    "`shipyard maintenance on|off ENV` loads them again"
                 )
+        recorded = ctx.store.maintenance()
+        if steps.maintenance_flagged() != (recorded is not None):
+            said = "on" if recorded is not None else "off"
+            problems.append(
+                f"the proxy's maintenance flag disagrees with the state ({said}): "
+                f"`shipyard maintenance {said} ENV` sets it again"
+            )
         elif current:
             problems.append("the proxy is not running")
         live_container = found[steps.names.live]
@@ -226,7 +234,7 @@ class DockerProvider(Planning):
             containers=containers,
             interrupted=interrupted,
             problems=trouble,
-            maintenance=mode.to_dict() if (mode := ctx.store.maintenance()) else {"on": False},
+            maintenance=recorded.to_dict() if recorded is not None else {"on": False},
         )
 
     def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:
