@@ -182,6 +182,8 @@ class DockerProvider(Planning):
                     "the proxy's maintenance routes are not those the state gives: "
                     "`shipyard maintenance on|off ENV` loads them again"
                 )
+        elif current:
+            problems.append("the proxy is not running")
         recorded = ctx.store.maintenance()
         if steps.maintenance_flagged() != (recorded is not None):
             said = "on" if recorded is not None else "off"
@@ -189,8 +191,6 @@ class DockerProvider(Planning):
                 f"the proxy's maintenance flag disagrees with the state ({said}): "
                 f"`shipyard maintenance {said} ENV` sets it again"
             )
-        elif current:
-            problems.append("the proxy is not running")
         live_container = found[steps.names.live]
         live = live_container.labels.get(f"{LABEL}.slot") if live_container is not None else None
         if current and live != current.slot:
