@@ -304,3 +304,80 @@ def test_the_repair_turns_off_what_a_killed_deploy_turned_on_and_nothing_else(
     run_repair(operation_context(config, host, deployment_id="d4"), steps)
     assert steps.calls == []
     assert store.maintenance() == ON
+
+
+# -- the Docker step --------------------------------------------------------------------------------
+class _Admin:
+    """The proxy's admin API: its running config, and the configs loaded into it."""
+
+    def __init__(self) -> None:
+        self.running: dict[str, Any] | None = None
+        self.loaded: list[dict[str, Any]] = []
+
+    def config_if_ready(self) -> dict[str, Any] | None:
+        return self.running
+
+    def load(self, config: dict[str, Any]) -> None:
+        self.loaded.append(config)
+        self.running = config
+
+
+def _docker_steps(config: Config, *, proxy: bool) -> tuple[Any, FakeHost, _Admin]:
+    from shipyard.providers.docker import DockerSteps  # noqa: PLC0415
+    from tests.unit.test_docker_steps import engine  # noqa: PLC0415
+
+    host = FakeHost(engine({"shop-development-proxy": ""} if proxy else {}))
+    steps = DockerSteps(operation_context(config, host), host)
+    admin = _Admin()
+    steps.admin = lambda _proxy=None: admin
+    return steps, host, admin
+
+
+def _maintenance_dir(host: FakeHost) -> dict[str, str]:
+    prefix = f"{STATE}/proxy/maintenance/"
+    return {
+        path.removeprefix(prefix): data.decode()
+        for path, (data, _) in host.files.items()
+        if path.startswith(prefix)
+    }
+
+
+def test_on_and_off_write_and_remove_the_flag_and_load_no_config(config: Config) -> None:
+    steps, host, admin = _docker_steps(config, proxy=True)
+    admin.running = steps.caddy_config()  # what the last switch loaded
+    on = Maintenance("brb", (), 30, "2026-12-03T10:00:00Z", "me")
+
+    assert steps.set_maintenance(on) == "maintenance on"
+    files = _maintenance_dir(host)
+    assert files["on"] == on.since
+    assert json.loads(files["page.json"])["message"] == "brb"
+    assert files["retry-after"] == "30"
+    assert list(files)[-1] == "on"  # the flag last, once the page is there
+    assert StateStore(host, STATE).maintenance() == on
+    assert admin.loaded == []
+
+    assert steps.set_maintenance(None) == "maintenance off"
+    assert "on" not in _maintenance_dir(host)
+    assert StateStore(host, STATE).maintenance() is None
+    assert admin.loaded == []
+
+
+def test_a_change_of_the_allowed_networks_loads_the_config(config: Config) -> None:
+    steps, host, admin = _docker_steps(config, proxy=True)
+    admin.running = steps.caddy_config()
+    summary = steps.set_maintenance(Maintenance("m", ("10.0.0.0/8",), 30, "t", "me"))
+    assert "config loaded" in summary
+    [loaded] = admin.loaded
+    assert running_maintenance_routes(loaded)[0]["match"][0]["not"][1] == {
+        "remote_ip": {"ranges": ["10.0.0.0/8"]}
+    }
+    written = json.loads(host.files[f"{STATE}/proxy/caddy.json"][0])
+    assert written == loaded
+
+
+def test_without_a_running_proxy_it_is_recorded_for_when_it_starts(config: Config) -> None:
+    steps, host, _ = _docker_steps(config, proxy=False)
+    summary = steps.set_maintenance(Maintenance("m", (), 30, "t", "me"))
+    assert "the proxy is not running" in summary
+    assert "on" in _maintenance_dir(host)
+    assert running_maintenance_routes(json.loads(host.files[f"{STATE}/proxy/caddy.json"][0]))
