@@ -32,6 +32,8 @@ class EventKind(StrEnum):
     # logged since the served one was issued (a renewal that fails while it still serves).
     CERTIFICATE_FAILING = "certificate.failing"
     NOTIFY_TEST = "notify.test"
+    MAINTENANCE_ON = "maintenance.on"  # the proxy answers 503 with the maintenance page
+    MAINTENANCE_OFF = "maintenance.off"
     PHASE_STARTED = "phase.started"
     PHASE_FINISHED = "phase.finished"
     PHASE_SKIPPED = "phase.skipped"
@@ -57,6 +59,8 @@ LIFECYCLE: frozenset[EventKind] = frozenset(
         EventKind.SNAPSHOT_CREATED,
         EventKind.HEALTH_DEGRADED,
         EventKind.CERTIFICATE_FAILING,
+        EventKind.MAINTENANCE_ON,
+        EventKind.MAINTENANCE_OFF,
     }
 )
 """What notifiers receive unless their ``events`` filter says otherwise."""

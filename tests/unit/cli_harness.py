@@ -19,7 +19,7 @@ from shipyard.config import load_config
 from shipyard.database import MigrationState, RestoreTest, RetentionPlan, Snapshot
 from shipyard.deploy import DeployResult, OperationContext
 from shipyard.providers import Destroyed, PlanStep, PruneResult, RestoreResult, Status
-from shipyard.state import Release
+from shipyard.state import Maintenance, Release
 from tests.bad_configs import VALID, BadConfig, write
 from tests.fakes import FakeHost
 
@@ -168,6 +168,13 @@ class FakeProvider:
         self._call("repair")
         ctx.phases().note("nothing to repair")
         return "nothing was interrupted"
+
+    def maintenance(
+        self, ctx: OperationContext, maintenance: Maintenance | None, *, lock_wait: float = 0.0
+    ) -> str:
+        self._call("maintenance")
+        ctx.store.set_maintenance(maintenance)
+        return f"maintenance {'on' if maintenance else 'off'}"
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
         self._call("app_logs")

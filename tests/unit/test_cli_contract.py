@@ -25,6 +25,7 @@ TOP_LEVEL = [
     "init",
     "lock",
     "logs",
+    "maintenance",
     "migrations",
     "notify",
     "plan",

@@ -61,6 +61,7 @@ STATUS_KEYS = {
     "containers",
     "interrupted",
     "problems",
+    "maintenance",
 }
 TWO_NODES = VALID.replace(
     "  development:\n    target: local\n",

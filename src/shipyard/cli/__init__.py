@@ -219,6 +219,11 @@ def render(environment: str, config: Path, node: str | None, json_output: bool) 
     "Return once the switch is verified: no watch window (the old version is retired at once; "
     "no automatic switch-back).",
 )
+@flag(
+    "--maintenance",
+    "Maintenance mode from just before the migrations until the switch is verified: the proxy "
+    "answers every request but the health paths with 503 (for migrations that cannot run online).",
+)
 @json_option
 def deploy(
     environment: str,
@@ -228,6 +233,7 @@ def deploy(
     ref: str | None,
     wait: str,
     no_watch: bool,
+    maintenance: bool,
     json_output: bool,
 ) -> None:
     """Build, migrate and switch the environment to the current source, blue-green (node by node)."""
@@ -245,6 +251,7 @@ def deploy(
         rebuild=rebuild,
         lock_wait=parse_duration(wait),
         watch=0 if no_watch else None,
+        maintenance=maintenance,
     )
     for session, result in on_nodes(
         sessions, lambda s: s.provider.deploy(s.ctx, options), "deploy"
@@ -390,6 +397,8 @@ def status(environment: str, config: Path, json_output: bool) -> None:
                 table.add_row(key, escape(str(data.get(key) or "-")))
             for cert in data.get("certificates") or []:
                 table.add_row(f"certificate {escape(cert['domain'])}", escape(_certificate(cert)))
+            if "maintenance" in data:
+                table.add_row("maintenance", escape(_said_maintenance(data["maintenance"])))
             for problem in data.get("problems") or []:
                 table.add_row("problem", escape(str(problem)))
             for name, state in data.get("containers", {}).items():
@@ -399,6 +408,16 @@ def status(environment: str, config: Path, json_output: bool) -> None:
         data.get("drift") or data.get("interrupted") or data.get("problems") for data in reports
     ):
         raise exit_with(ExitCode.FAILED)
+
+
+def _said_maintenance(mode: dict[str, Any]) -> str:
+    if not mode.get("on"):
+        return "off"
+    allow = ", ".join(mode.get("allow") or []) or "none"
+    return (
+        f"ON since {mode.get('since')} by {mode.get('by')} (Retry-After {mode.get('retry_after')}s, "
+        f"allowed: {allow}): {mode.get('message')}"
+    )
 
 
 @app.command()
@@ -673,6 +692,119 @@ def ci_github(
     err().print("next:")
     for step in done.next:
         err().print(f"  {escape(step)}")
+
+
+@app.group("maintenance")
+def maintenance_group() -> None:
+    """Maintenance mode: the proxy answers every request with 503 and a maintenance page."""
+
+
+_DEFAULT_MESSAGE = "This site is down for maintenance. Please try again soon."
+_MOST_RETRY_AFTER = 86_400
+
+
+def _cidrs(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[str, ...]:
+    """``--allow`` values as networks (a bare address is its own /32 or /128)."""
+    import ipaddress
+
+    networks = []
+    for value in values:
+        try:
+            networks.append(str(ipaddress.ip_network(value.strip(), strict=False)))
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{value!r} is not a CIDR (e.g. 203.0.113.0/24 or 2001:db8::/32): {exc}"
+            ) from exc
+    return tuple(dict.fromkeys(networks))
+
+
+def _maintenance_record(session: Session, summary: str) -> dict[str, Any]:
+    mode = session.ctx.store.maintenance()
+    return {
+        "node": session.config.environment.target,
+        **(mode.to_dict() if mode is not None else {"on": False}),
+        "summary": summary,
+    }
+
+
+@maintenance_group.command("on")
+@environment_argument
+@click.option(
+    "--message",
+    default=_DEFAULT_MESSAGE,
+    show_default=True,
+    help="The text of the maintenance page (HTML-escaped) and of its JSON body.",
+)
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="CIDR",
+    callback=_cidrs,
+    help="Requests from this network still reach the app (as the proxy sees the client's "
+    "address); repeat for several.",
+)
+@click.option(
+    "--retry-after",
+    type=click.IntRange(1, _MOST_RETRY_AFTER),
+    default=300,
+    show_default=True,
+    metavar="SECONDS",
+    help="The Retry-After header of the 503 answers.",
+)
+@config_option
+@wait_option
+@json_option
+def maintenance_on(
+    environment: str,
+    message: str,
+    allow: tuple[str, ...],
+    retry_after: int,
+    config: Path,
+    wait: str,
+    json_output: bool,
+) -> None:
+    """Turn maintenance mode on (every node): the proxy answers 503 with the page, except the
+    app's health paths and --allow networks. Kept through deploys until `maintenance off`."""
+    from shipyard.deploy import by_operator
+
+    mode = by_operator(message, allow, retry_after)
+    _set_maintenance(config, environment, mode, wait=wait, json_output=json_output)
+
+
+@maintenance_group.command("off")
+@environment_argument
+@config_option
+@wait_option
+@json_option
+def maintenance_off(environment: str, config: Path, wait: str, json_output: bool) -> None:
+    """Turn maintenance mode off (every node): requests reach the app again."""
+    _set_maintenance(config, environment, None, wait=wait, json_output=json_output)
+
+
+def _set_maintenance(
+    config: Path, environment: str, mode: Any, *, wait: str, json_output: bool
+) -> None:
+    from rich.markup import escape
+
+    from shipyard.cli._context import node_suffix, open_sessions
+    from shipyard.cli._output import err
+    from shipyard.config import parse_duration
+    from shipyard.session import on_nodes
+
+    sessions = open_sessions(config, environment)
+    done = on_nodes(
+        sessions,
+        lambda s: s.provider.maintenance(s.ctx, mode, lock_wait=parse_duration(wait)),
+        "maintenance",
+    )
+    if json_output:
+        print_json([_maintenance_record(session, summary) for session, summary in done])
+        return
+    for session, summary in done:
+        err().print(f"{escape(environment)}{node_suffix(session, sessions)}: {escape(summary)}")
 
 
 @app.group("lock")

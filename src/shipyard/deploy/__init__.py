@@ -2,8 +2,9 @@
 operation in ``deploy._pipeline`` (``DEPLOY``, ``ROLLBACK``, ``ROTATE_PASSWORD``, ``REPAIR``).
 
 validate → lock → repair → version → build → deliver → infrastructure → plan → snapshot (only when
-migrations are pending) → migrate → start → health → switch → verify → watch → retire → record →
-unlock. ``validate`` runs every check `shipyard check` runs (``run_checks``) and refuses before
+migrations are pending) → [maintenance_on] → migrate → start → health → switch → verify →
+[maintenance_off] → watch → retire → record → unlock (the maintenance phases with
+``deploy --maintenance``, see ``_maintenance``). ``validate`` runs every check `shipyard check` runs (``run_checks``) and refuses before
 anything changes. Before the switch a failure removes the candidate and the live slot never stops
 serving; from the switch on (the point of no return) a failure switches back to the previous slot
 first.
@@ -30,6 +31,12 @@ from shipyard.database import PasswordRotation
 from shipyard.deploy._checks import Checked, check_file, env_files, run_checks
 from shipyard.deploy._ci import ci_credentials, require_ci
 from shipyard.deploy._hooks import HookFacts, HookPoint, Hooks, hook_env
+from shipyard.deploy._maintenance import (
+    MaintenanceMode,
+    by_operator,
+    end_maintenance,
+    for_deploy,
+)
 from shipyard.deploy._nodes import NodeOutcome, across_nodes, rollout_error
 from shipyard.deploy._phases import Phases, signals_noted, signals_raise
 from shipyard.deploy._pipeline import (
@@ -89,6 +96,7 @@ from shipyard.state import (
     HistoryEntry,
     Intent,
     Lock,
+    Maintenance,
     Release,
     StateStore,
     deployer,
@@ -115,6 +123,7 @@ __all__ = [
     "Hooks",
     "Infrastructure",
     "Interrupted",
+    "MaintenanceMode",
     "NodeOutcome",
     "Observation",
     "OperationContext",
@@ -135,6 +144,7 @@ __all__ = [
     "Traffic",
     "UndeclaredPhase",
     "across_nodes",
+    "by_operator",
     "check_file",
     "choose_rollback",
     "common_rollback_version",
@@ -145,6 +155,7 @@ __all__ = [
     "rollout_error",
     "run_checks",
     "run_deploy",
+    "run_maintenance",
     "run_repair",
     "run_rollback",
     "run_rotate_password",
@@ -201,6 +212,9 @@ class DeployOptions:
     # Seconds the new version is watched after the switch; None: ``deploy.watch``; 0: not
     # watched (``--no-watch``).
     watch: float | None = None
+    # Maintenance mode from just before the migrations until the switch is verified
+    # (``deploy._maintenance``).
+    maintenance: bool = False
 
 
 @dataclass(frozen=True)
@@ -303,6 +317,13 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         operation.journal("migrate", planned)
         for finding in migrations.findings:
             phases.warn(f"migration lint: {finding}")
+        if migrations.findings and not options.maintenance:
+            phases.warn(
+                "pending migrations cannot run online (migration lint): `shipyard deploy "
+                f"{config.environment.name} --maintenance` answers every request with a "
+                "maintenance page (503) while they run, instead of letting requests wait on "
+                "their locks"
+            )
         if migrations.snapshot:
             unsnapshotted = planned
             snapshot = phases.run(
@@ -318,6 +339,8 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
             planned = replace(planned, snapshot=snapshot.name)
         else:
             phases.skip("snapshot", migrations.snapshot_skip)
+        if options.maintenance:
+            operation.maintenance_on()
         migrated = phases.run(
             "migrate",
             lambda: steps.migrate(planned),
@@ -470,6 +493,45 @@ def run_repair(ctx: OperationContext, steps: DeploySteps, *, lock_wait: float = 
     return summary
 
 
+def run_maintenance(
+    ctx: OperationContext,
+    steps: MaintenanceMode,
+    maintenance: Maintenance | None,
+    *,
+    lock_wait: float = 0.0,
+) -> str:
+    """`shipyard maintenance on|off`: under the environment's lock, record maintenance mode on
+    (``maintenance``) or off and load the proxy's config rendered from it; a ``maintenance.on``
+    or ``maintenance.off`` event."""
+    phases = ctx.phases()
+    lock = ctx.store.lock(ctx.deployment_id, "maintenance", ttl=ctx.config.deploy.lock_ttl)
+    started = time.monotonic()
+    with signals_raise():
+        lock.acquire(wait=lock_wait)
+        try:
+            ctx.fence.arm(lock)
+            summary = steps.set_maintenance(maintenance)
+        finally:
+            ctx.fence.disarm()
+            with signals_noted():
+                lock.release()
+    duration = round(time.monotonic() - started, 3)
+    if maintenance is None:
+        phases.event(
+            EventKind.MAINTENANCE_OFF,
+            message="maintenance mode off: requests reach the app again",
+            duration_s=duration,
+        )
+    else:
+        phases.event(
+            EventKind.MAINTENANCE_ON,
+            message=f"maintenance mode on: {maintenance.message}",
+            duration_s=duration,
+            data=maintenance.to_dict(),
+        )
+    return summary
+
+
 def _repair(ctx: OperationContext, steps: DeploySteps, phases: Phases, lock: Lock) -> str:
     return repair(
         ctx.store,
@@ -514,6 +576,7 @@ class _Operation:
         self.lock: Lock | None = None  # taken in ``run``
         self.started = time.monotonic()  # reset when ``run`` begins
         self.live_s: float | None = None  # seconds from the start until the new version served
+        self.in_maintenance = False  # it turned maintenance mode on (``deploy --maintenance``)
 
     def describe(self, version: str, commit: str) -> None:
         self.version, self.commit = version, commit
@@ -582,6 +645,52 @@ class _Operation:
         self.intent = replace(self.intent.at(step, release), fresh_image=self.fresh_image)
         self.ctx.store.write_intent(self.intent)
 
+    def maintenance_on(self) -> None:
+        """``deploy --maintenance``: maintenance mode on before the migrations, turned off again
+        if the deploy fails (and by the repair if it is killed). Already on (an operator's): it
+        stays as it is, and on after the deploy."""
+        ctx, phases, steps = self.ctx, self.phases, self.steps
+        already = ctx.store.maintenance()
+        if already is not None:
+            phases.skip(
+                "maintenance_on",
+                f"maintenance mode is on already (since {already.since}, by {already.by}): it "
+                "stays on after the deploy",
+            )
+            return
+
+        def undo() -> None:
+            end_maintenance(ctx.store, steps, ctx.deployment_id)
+            if self.in_maintenance:
+                self.in_maintenance = False
+                phases.event(
+                    EventKind.MAINTENANCE_OFF,
+                    message=f"maintenance mode off: the {self.action} failed",
+                )
+
+        phases.on_failure("turn maintenance mode off", undo)
+        mode = for_deploy(ctx.deployment_id)
+        phases.run("maintenance_on", lambda: steps.set_maintenance(mode), summary=str)
+        self.in_maintenance = True
+        phases.event(
+            EventKind.MAINTENANCE_ON,
+            message=f"maintenance mode on for the migrations: {mode.message}",
+            data=mode.to_dict(),
+        )
+
+    def maintenance_off(self) -> None:
+        """Maintenance mode off once the new version serves (verified), before the watch."""
+        ctx = self.ctx
+        self.phases.run(
+            "maintenance_off",
+            lambda: end_maintenance(ctx.store, self.steps, ctx.deployment_id),
+            summary=str,
+        )
+        self.in_maintenance = False
+        self.phases.event(
+            EventKind.MAINTENANCE_OFF, message="maintenance mode off: the new version serves"
+        )
+
     def forget(self) -> None:
         """Clear the journal: the operation left nothing for the next one to finish or undo."""
         if self.intent is not None:
@@ -623,6 +732,8 @@ class _Operation:
         )
         phases.run("verify", lambda: steps.verify(release), summary=str)
         self.journal("verified")
+        if self.in_maintenance:
+            self.maintenance_off()
         self._live(release, previous if replaces else None, stop_early=stop_early)
         if stop_early:
             # Until the watch ends an interruption is undone: the repair starts the stopped old

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shipyard.deploy._maintenance import MaintenanceMode
 from shipyard.deploy._repair import RepairSteps
 from shipyard.deploy._steps import (
     Candidates,
@@ -192,6 +193,29 @@ def planned(pipeline: Pipeline, steps: list[PlanStep]) -> list[PlanStep]:
     return steps
 
 
+# ``deploy --maintenance``: on just before the migrations, off once the switch is verified.
+_MAINTENANCE_ON = PhaseSpec(
+    "maintenance_on",
+    "maintenance mode on: the proxy answers 503 but the health paths (--maintenance)",
+    MaintenanceMode,
+    runs=Runs.SOMETIMES,
+    when="--maintenance",
+)
+_MAINTENANCE_OFF = PhaseSpec(
+    "maintenance_off",
+    "maintenance mode off: requests reach the new version (--maintenance)",
+    MaintenanceMode,
+    runs=Runs.SOMETIMES,
+    when="--maintenance",
+)
+
+
+def _after(phases: tuple[PhaseSpec, ...], name: str, spec: PhaseSpec) -> tuple[PhaseSpec, ...]:
+    """``phases`` with ``spec`` right after the first phase ``name``."""
+    index = next(i for i, p in enumerate(phases) if p.name == name)
+    return (*phases[: index + 1], spec, *phases[index + 1 :])
+
+
 DEPLOY = Pipeline(
     "deploy",
     (
@@ -224,8 +248,9 @@ DEPLOY = Pipeline(
             runs=Runs.SOMETIMES,
             when="migrations pending",
         ),
+        _MAINTENANCE_ON,
         PhaseSpec("migrate", "apply the migrations, then the release commands", Schema),
-        *_GO_LIVE,
+        *_after(_GO_LIVE, "verify", _MAINTENANCE_OFF),
         *_AFTERWARDS,
     ),
     no_return="switch",

@@ -8,7 +8,8 @@ outcome is recorded in history. With no intent, what runs is compared with the s
 container stopped outside shipyard is started, a switch cut short finished, a version running
 beside the live one stopped, and ``current.json`` made to name what the proxy really routes to.
 The golang-migrate containers of interrupted operations are read (and the schema made clean
-where a failed file left nothing behind) in both cases.
+where a failed file left nothing behind) in both cases, and a maintenance mode an interrupted
+``deploy --maintenance`` turned on is turned off (``_maintenance``).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from shipyard.deploy._maintenance import MaintenanceMode, end_left_maintenance
 from shipyard.errors import RollbackFailed, ShipyardError
 from shipyard.state import Current, HistoryEntry, Intent, Release, StateStore, deployer, now_iso
 
 __all__ = ["RepairSteps", "repair"]
 
 
-class RepairSteps(Protocol):
+class RepairSteps(MaintenanceMode, Protocol):
     """What a provider does to bring an environment back to one serving version."""
 
     def recover(self) -> list[str]: ...
@@ -68,6 +70,10 @@ def repair(
             done += _forget(store, steps, intent, deployment_id=deployment_id)
         elif took_over is not None:
             _record_lost_holder(store, took_over, deployment_id=deployment_id)
+    ended = end_left_maintenance(store, steps, deployment_id=deployment_id)
+    if ended is not None:
+        note(f"repair: {ended}")
+        done.append(ended)
     actions += done
     if not actions:
         return "nothing to repair"

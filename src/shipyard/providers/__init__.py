@@ -32,6 +32,7 @@ from shipyard.providers.docker import (
     proxy_ports,
     taken_ports,
 )
+from shipyard.state import Maintenance
 
 __all__ = [
     "PROVIDERS",
@@ -67,6 +68,13 @@ class Provider(Protocol):
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str: ...
 
     def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult: ...
+
+    def maintenance(
+        self, ctx: OperationContext, maintenance: Maintenance | None, *, lock_wait: float = 0.0
+    ) -> str:
+        """Maintenance mode on (``maintenance``) or off: recorded in the state, then loaded into
+        the proxy, under the environment's lock."""
+        ...
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str: ...
 

@@ -16,10 +16,17 @@ failing. The config itself is rendered from the environment's settings and loade
 admin API, which also serves metrics (the 5xx rate watched after a switch) and the requests in
 flight per upstream (draining). The admin API listens on the private network and is published on
 the host's loopback only.
+
+Maintenance mode (``maintenance_routes``) is two more routes before the app's, in the config at
+all times and answering only while a flag file exists: every request but those for the app's
+health paths and those from allowed networks gets a 503 page. Turning it on or off writes or
+removes the flag and loads no config (a ``/load``, like a reload, closed connections just
+accepted: measured, a few requests failed under load).
 """
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -40,25 +47,32 @@ from shipyard.proxy._probe import (
     served_certificate,
     trust,
 )
+from shipyard.state import Maintenance
 
 __all__ = [
     "ADMIN_PORT",
     "FORWARDED_HEADERS",
     "LOOKUP_REFRESH_S",
+    "MAINTENANCE_DIR",
+    "MAINTENANCE_FLAG",
     "PROXY_DIR",
     "Answer",
     "CaddyAdmin",
     "Endpoint",
+    "MaintenanceRoutes",
     "ProxyError",
     "ServedCertificate",
     "Traffic",
     "endpoints",
     "judge_health",
+    "maintenance_files",
+    "maintenance_routes",
     "parse_traffic",
     "probe",
     "proxy_files",
     "render_caddy",
     "reports_commit",
+    "running_maintenance_routes",
     "served_certificate",
     "trust",
     "upstreams_of",
@@ -96,9 +110,15 @@ FORWARDED_HEADERS: dict[str, Any] = {
 }
 
 
-def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict[str, Any]:
+def render_caddy(
+    proxy: ProxySection,
+    names: tuple[str, ...],
+    port: int,
+    maintenance: MaintenanceRoutes | None = None,
+) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
-    live name, the switching name, then the alias every slot answers to)."""
+    live name, the switching name, then the alias every slot answers to); with ``maintenance``,
+    the routes of maintenance mode before them (``maintenance_routes``)."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -129,6 +149,7 @@ def render_caddy(proxy: ProxySection, names: tuple[str, ...], port: int) -> dict
             "handle": [{"handler": "static_response", "status_code": 404}],
             "terminal": True,
         },
+        *maintenance_routes(maintenance),
         {"handle": [reverse_proxy], "terminal": True},
     ]
     server: dict[str, Any] = {"routes": routes}
@@ -216,6 +237,113 @@ def proxy_files(proxy: ProxySection) -> dict[str, str]:
     return files
 
 
+# An Accept header naming JSON (application/json, or a +json type) gets the JSON body.
+_ACCEPTS_JSON = r"(?i)application/([a-z0-9.-]+\+)?json"
+
+# Where the proxy reads maintenance mode from, inside its container: the proxy's directory on the
+# host is mounted at /etc/caddy (read only). The flag file ``on`` turns the routes on.
+MAINTENANCE_DIR = "/etc/caddy/maintenance"
+MAINTENANCE_FLAG = "on"
+
+
+@dataclass(frozen=True)
+class MaintenanceRoutes:
+    """What the maintenance routes of a config are made of: the paths that still reach the app
+    (exact paths: the health and verify paths) and the networks whose requests do."""
+
+    open_paths: tuple[str, ...]
+    allow: tuple[str, ...] = ()
+
+
+def maintenance_routes(routes: MaintenanceRoutes | None) -> list[dict[str, Any]]:
+    """The routes that answer 503 with the maintenance page while the flag file
+    ``MAINTENANCE_DIR/on`` exists (Caddy's ``file`` matcher looks on every request), so that
+    turning maintenance mode on or off is one file written or removed and no config is loaded:
+    a ``/load`` closes connections the proxy has just accepted. The page (HTML, or JSON for a
+    client whose Accept header names it) and the ``Retry-After`` seconds are read from files
+    beside the flag on every request (``maintenance_files``). Every request passes but those
+    for ``open_paths`` and those from ``allow`` (the connection's own address, ``remote_ip``:
+    the proxy trusts no header); changing those is a config change."""
+    if routes is None:
+        return []
+    passing: list[dict[str, Any]] = []
+    paths = sorted({path.split("?", 1)[0] for path in routes.open_paths if path})
+    if paths:
+        passing.append({"path": paths})
+    if routes.allow:
+        passing.append({"remote_ip": {"ranges": list(routes.allow)}})
+    matched: dict[str, Any] = {
+        "file": {"root": MAINTENANCE_DIR, "try_files": [f"/{MAINTENANCE_FLAG}"]}
+    }
+    if passing:
+        matched["not"] = passing
+    headers = {
+        "Retry-After": [f"{{file.{MAINTENANCE_DIR}/retry-after}}"],
+        "Cache-Control": ["no-store"],
+    }
+
+    def answer(page: str, content_type: str) -> dict[str, Any]:
+        return {
+            "handler": "static_response",
+            "status_code": 503,
+            "headers": {**headers, "Content-Type": [content_type]},
+            # Read on every request; what a file holds is not read for placeholders again.
+            "body": f"{{file.{MAINTENANCE_DIR}/{page}}}",
+        }
+
+    return [
+        {
+            "match": [{**matched, "header_regexp": {"Accept": {"pattern": _ACCEPTS_JSON}}}],
+            "handle": [answer("page.json", "application/json")],
+            "terminal": True,
+        },
+        {
+            "match": [matched],
+            "handle": [answer("page.html", "text/html; charset=utf-8")],
+            "terminal": True,
+        },
+    ]
+
+
+def maintenance_files(maintenance: Maintenance) -> dict[str, str]:
+    """The files beside the flag the maintenance routes answer with: the page (the message
+    HTML-escaped), its JSON form, and the Retry-After seconds."""
+    document = json.dumps(
+        {"status": "maintenance", "message": maintenance.message}, separators=(",", ":")
+    )
+    return {
+        "page.html": _MAINTENANCE_PAGE.format(message=html.escape(maintenance.message)),
+        "page.json": document,
+        "retry-after": str(maintenance.retry_after),
+    }
+
+
+_MAINTENANCE_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">
+<title>Down for maintenance</title></head>
+<body style="font-family:sans-serif;max-width:40em;margin:4em auto;padding:0 1em">
+<h1>Down for maintenance</h1>
+<p>{message}</p>
+</body></html>
+"""
+
+
+def running_maintenance_routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The maintenance routes of a Caddy config (``render_caddy``'s shape)."""
+    try:
+        routes: list[dict[str, Any]] = config["apps"]["http"]["servers"][SERVER]["routes"]
+    except (KeyError, TypeError):
+        return []
+    return [
+        route
+        for route in routes
+        if any(
+            handler.get("handler") == "static_response" and handler.get("status_code") == 503  # noqa: PLR2004
+            for handler in route.get("handle", [])
+        )
+    ]
+
+
 def _admin_origins() -> list[str]:
     # The admin endpoint checks the Host header (DNS-rebinding protection); it is reached through
     # a port published on the host's loopback, so loopback names are the allowed origins.
@@ -242,7 +370,9 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
 
 @dataclass(frozen=True)
 class Traffic:
-    """Requests the proxy answered, counted since it started."""
+    """Requests the proxy passed on to the app, counted since it started (what it answered
+    itself aside: the maintenance page's 503s and the blocked /metrics are no error of the
+    app's)."""
 
     total: int
     errors: int  # 5xx
@@ -268,7 +398,7 @@ def parse_traffic(metrics: str, server: str = SERVER) -> Traffic:
         if not match:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group("labels")))
-        if labels.get("server") != server:
+        if labels.get("server") != server or labels.get("handler") == "static_response":
             continue
         count = int(float(match.group("value")))
         total += count

@@ -3,7 +3,8 @@
 ``<state_dir>/<app>/<environment>/`` on the host holds ``current.json`` (the live slot and release),
 ``releases.json`` (retained releases, newest last), ``history.jsonl`` (one line per deploy or
 rollback), ``journal.json`` (while an operation changes what serves: what it is doing, so that the
-next operation can finish or undo it if this one is killed) and the rendered files the stack runs
+next operation can finish or undo it if this one is killed), ``maintenance.json`` (while the
+proxy answers every request with its maintenance page) and the rendered files the stack runs
 from. The proxy's routes are derived from this state; nothing else is a source of truth.
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "HistoryEntry",
     "Intent",
     "Lock",
+    "Maintenance",
     "Release",
     "Slot",
     "StateStore",
@@ -85,6 +87,36 @@ class Current:
     slot: str
     release_id: str
     switched_at: str
+
+
+@dataclass(frozen=True)
+class Maintenance:
+    """Maintenance mode, recorded while it is on: the proxy answers every request with 503 and
+    ``message`` (``Retry-After: retry_after``) but those from ``allow`` (CIDRs) and those for the
+    app's health paths. ``deployment``: the deploy that turned it on (``deploy --maintenance``),
+    which turns it off again, as does the repair of that deploy if it was killed; ``None`` when
+    an operator turned it on (only `shipyard maintenance off` ends it)."""
+
+    message: str
+    allow: tuple[str, ...]
+    retry_after: int
+    since: str
+    by: str
+    deployment: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"on": True, **asdict(self), "allow": list(self.allow)}
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Maintenance:
+        return Maintenance(
+            message=str(data["message"]),
+            allow=tuple(str(cidr) for cidr in data.get("allow") or ()),
+            retry_after=int(data["retry_after"]),
+            since=str(data["since"]),
+            by=str(data["by"]),
+            deployment=data.get("deployment"),
+        )
 
 
 # What an operation has reached, in order: ``begin`` once it holds the lock, ``migrate`` before
@@ -232,6 +264,28 @@ class StateStore:
 
     def clear_intent(self) -> None:
         self.host.run(["rm", "-f", str(self.path("journal.json"))])
+
+    # -- maintenance -------------------------------------------------------------------------------
+    def maintenance(self) -> Maintenance | None:
+        """Maintenance mode as recorded (``None``: off). The proxy's config is rendered from it."""
+        data = self._read("maintenance.json")
+        if not data or not data.get("on"):
+            return None
+        try:
+            return Maintenance.from_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(
+                f"{self.host.name}:{self.path('maintenance.json')} is not a maintenance record "
+                "shipyard wrote",
+                hint="`shipyard maintenance on|off ENV` writes it again",
+            ) from exc
+
+    def set_maintenance(self, maintenance: Maintenance | None) -> None:
+        """Record maintenance mode on (``maintenance``) or off (``None``)."""
+        if maintenance is None:
+            self.host.run(["rm", "-f", str(self.path("maintenance.json"))])
+        else:
+            self._write("maintenance.json", maintenance.to_dict())
 
     # -- history -----------------------------------------------------------------------------------------
     def history(self) -> list[HistoryEntry]:

@@ -15,6 +15,7 @@ from shipyard.deploy import (
     RollbackOptions,
     RotateOptions,
     run_deploy,
+    run_maintenance,
     run_repair,
     run_rollback,
     run_rotate_password,
@@ -48,7 +49,8 @@ from shipyard.providers.docker._status import (
     certificate_report,
 )
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.proxy import upstreams_of
+from shipyard.proxy import running_maintenance_routes, upstreams_of
+from shipyard.state import Maintenance
 
 
 class DockerProvider(Planning):
@@ -104,6 +106,12 @@ class DockerProvider(Planning):
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
         return run_repair(ctx, self.steps(ctx), lock_wait=lock_wait)
 
+    def maintenance(
+        self, ctx: OperationContext, maintenance: Maintenance | None, *, lock_wait: float = 0.0
+    ) -> str:
+        """Maintenance mode on (``maintenance``) or off, recorded and loaded into the proxy."""
+        return run_maintenance(ctx, self.steps(ctx), maintenance, lock_wait=lock_wait)
+
     def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult:
         """Give the database the env file's password and redeploy the live release with it."""
         steps = self.steps(ctx)
@@ -158,17 +166,34 @@ class DockerProvider(Planning):
         problems: list[str] = []
         proxy = found[steps.names.proxy]
         if proxy is not None and proxy.running:
+            running: dict[str, Any] = {}
             try:
-                upstreams = upstreams_of(steps.admin().config())
+                running = steps.admin().config()
+                upstreams = upstreams_of(running)
             except ShipyardError as exc:
                 problems.append(f"proxy admin API unreachable: {exc.message}")
-            expected = upstreams_of(steps.caddy_config())
+            rendered = steps.caddy_config()
+            expected = upstreams_of(rendered)
             if not problems and upstreams != expected:
                 problems.append(
                     f"proxy routes to {upstreams or 'nothing'}, its config says {expected}"
                 )
+            if not problems and running_maintenance_routes(running) != (
+                running_maintenance_routes(rendered)
+            ):
+                problems.append(
+                    "the proxy's maintenance routes are not those the state gives: "
+                    "`shipyard maintenance on|off ENV` loads them again"
+                )
         elif current:
             problems.append("the proxy is not running")
+        recorded = ctx.store.maintenance()
+        if steps.maintenance_flagged() != (recorded is not None):
+            said = "on" if recorded is not None else "off"
+            problems.append(
+                f"the proxy's maintenance flag disagrees with the state ({said}): "
+                f"`shipyard maintenance {said} ENV` sets it again"
+            )
         live_container = found[steps.names.live]
         live = live_container.labels.get(f"{LABEL}.slot") if live_container is not None else None
         if current and live != current.slot:
@@ -219,6 +244,7 @@ class DockerProvider(Planning):
             interrupted=interrupted,
             problems=trouble,
             certificates=certificates,
+            maintenance=recorded.to_dict() if recorded is not None else {"on": False},
         )
 
     def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:

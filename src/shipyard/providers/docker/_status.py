@@ -40,6 +40,9 @@ class Status:
     problems: list[str] = field(default_factory=list)
     # With proxy.domains: what the proxy serves for each domain (``certificate_report``).
     certificates: list[dict[str, Any]] = field(default_factory=list)
+    # Maintenance mode as recorded: {"on": false}, or on with its message, allowed CIDRs,
+    # Retry-After, since and by whom.
+    maintenance: dict[str, Any] = field(default_factory=lambda: {"on": False})
 
     @property
     def ok(self) -> bool:

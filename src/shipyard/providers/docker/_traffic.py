@@ -1,5 +1,5 @@
-"""Traffic: the proxy's routing config, the switch onto the live name and back, and draining
-and stopping the old slot."""
+"""Traffic: the proxy's routing config (maintenance mode included), the switch onto the live
+name and back, and draining and stopping the old slot."""
 
 from __future__ import annotations
 
@@ -9,20 +9,83 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from shipyard.config import HttpCheck
 from shipyard.docker import ContainerInfo
 from shipyard.errors import ShipyardError
 from shipyard.providers.docker._base import _BACK_OFF, StepsBase, _poll
 from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._ports import taken_ports
-from shipyard.proxy import LOOKUP_REFRESH_S, CaddyAdmin, proxy_files, render_caddy
+from shipyard.proxy import (
+    LOOKUP_REFRESH_S,
+    MAINTENANCE_FLAG,
+    CaddyAdmin,
+    MaintenanceRoutes,
+    maintenance_files,
+    proxy_files,
+    render_caddy,
+)
+from shipyard.state import Maintenance
 from shipyard.waiting import Clock, wait_until
 
 
 class Traffic(StepsBase):
-    """The ``switch``, ``switch_back`` and ``retire`` steps."""
+    """The ``switch``, ``switch_back``, ``retire`` and ``set_maintenance`` steps."""
 
     def caddy_config(self) -> dict[str, Any]:
-        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port)
+        """The proxy's config, rendered from the config and the recorded state (maintenance
+        mode's allowed networks): every render — a switch, a repair, a re-created proxy — keeps
+        what is recorded."""
+        recorded = self.ctx.store.maintenance()
+        routes = MaintenanceRoutes(
+            tuple(self.open_paths()), recorded.allow if recorded is not None else ()
+        )
+        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port, routes)
+
+    def open_paths(self) -> list[str]:
+        """The paths maintenance mode still passes to the app: the http health checks' and
+        ``deploy.verify_path`` (shipyard's own verify and status, and monitors, reach the app)."""
+        paths = [c.path for c in self.config.health.checks if isinstance(c, HttpCheck)]
+        if self.config.deploy.verify_path:
+            paths.append(self.config.deploy.verify_path)
+        return paths
+
+    def maintenance_flagged(self) -> bool:
+        """Whether the proxy's flag file says maintenance mode is on."""
+        flag = self.layout.proxy_dir / "maintenance" / MAINTENANCE_FLAG
+        return self.host.get(flag) is not None
+
+    def set_maintenance(self, maintenance: Maintenance | None) -> str:
+        """Record maintenance mode on (``maintenance``) or off in the state, then make the proxy
+        answer so: on, the page's files, the config (loaded only when it changes: the allowed
+        networks or the health paths differ from the running config's), then the flag file the
+        routes look for on every request; off, the flag removed first. Turning it on or off thus
+        loads no config and closes no connection (``shipyard.proxy.maintenance_routes``). A proxy
+        that is not running reads both when it starts."""
+        self._fence()
+        self.ctx.store.set_maintenance(maintenance)
+        directory = self.layout.proxy_dir / "maintenance"
+        flag = directory / MAINTENANCE_FLAG
+        if maintenance is None:
+            self.host.run(["rm", "-f", str(flag)])
+        else:
+            for name, text in maintenance_files(maintenance).items():
+                self._write(directory / name, text)
+        config = self.caddy_config()
+        self._write(self.layout.caddy_config, json.dumps(config, indent=2))
+        proxy = self.docker.container(self.names.proxy)
+        loaded = ""
+        if proxy is not None and proxy.running:
+            admin = self.admin(proxy)
+            running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+            if running != config:
+                admin.load(config)
+                loaded = " (the proxy's config loaded: its allowed networks or paths changed)"
+        if maintenance is not None:
+            self._write(flag, maintenance.since)
+        state = "on" if maintenance is not None else "off"
+        if proxy is None or not proxy.running:
+            return f"maintenance {state} (recorded; the proxy is not running: it starts with it)"
+        return f"maintenance {state}{loaded}"
 
     def _ensure_proxy(self) -> CaddyAdmin:
         """The proxy running with the rendered config: written to the host and loaded only when
