@@ -21,7 +21,7 @@ from shipyard.deploy import (
     run_rotate_password,
 )
 from shipyard.docker import Docker
-from shipyard.errors import PortInUse, ShipyardError
+from shipyard.errors import PortInUse
 from shipyard.event_kinds import EventKind
 from shipyard.hosts import Host
 from shipyard.providers.docker._database import DatabaseOperations
@@ -34,7 +34,6 @@ from shipyard.providers.docker._destroy import (
     _remove_state,
     _snapshot_files,
 )
-from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._network import subnet_conflict
 from shipyard.providers.docker._plan import Planning
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
@@ -42,14 +41,14 @@ from shipyard.providers.docker._stack import render_slot, to_yaml
 from shipyard.providers.docker._status import (
     Status,
     _describe,
-    _interrupted,
+    _drift,
+    _interruption,
     _proxy_health,
     _serving_problems,
     _stack_containers,
     certificate_report,
 )
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.proxy import running_maintenance_routes, upstreams_of
 from shipyard.state import Maintenance
 
 
@@ -162,44 +161,8 @@ class DockerProvider(Planning):
             for name, info in found.items()
             if info is not None or name != steps.names.switching  # there only mid-switch
         }
-        upstreams: list[str] = []
-        problems: list[str] = []
-        proxy = found[steps.names.proxy]
-        if proxy is not None and proxy.running:
-            running: dict[str, Any] = {}
-            try:
-                running = steps.admin().config()
-                upstreams = upstreams_of(running)
-            except ShipyardError as exc:
-                problems.append(f"proxy admin API unreachable: {exc.message}")
-            rendered = steps.caddy_config()
-            expected = upstreams_of(rendered)
-            if not problems and upstreams != expected:
-                problems.append(
-                    f"proxy routes to {upstreams or 'nothing'}, its config says {expected}"
-                )
-            if not problems and running_maintenance_routes(running) != (
-                running_maintenance_routes(rendered)
-            ):
-                problems.append(
-                    "the proxy's maintenance routes are not those the state gives: "
-                    "`shipyard maintenance on|off ENV` loads them again"
-                )
-        elif current:
-            problems.append("the proxy is not running")
         recorded = ctx.store.maintenance()
-        if steps.maintenance_flagged() != (recorded is not None):
-            said = "on" if recorded is not None else "off"
-            problems.append(
-                f"the proxy's maintenance flag disagrees with the state ({said}): "
-                f"`shipyard maintenance {said} ENV` sets it again"
-            )
-        live_container = found[steps.names.live]
-        live = live_container.labels.get(f"{LABEL}.slot") if live_container is not None else None
-        if current and live != current.slot:
-            problems.append(
-                f"{steps.names.live} is slot {live or 'nobody'}, state says {current.slot}"
-            )
+        upstreams, problems = _drift(steps, found, current, recorded)
         drift = "; ".join(problems) or None
         health, detail, probed = "not deployed", "", None
         trouble: list[str] = []
@@ -212,21 +175,7 @@ class DockerProvider(Planning):
                 trouble += failing
                 for problem in failing:
                     ctx.phases().event(EventKind.CERTIFICATE_FAILING, message=problem)
-        intent = _interrupted(ctx)
-        interrupted = None
-        if intent is not None:
-            version = intent.release.version if intent.release else "a version not yet built"
-            if not intent.started:
-                then = "records it (it had not changed what serves)"
-            elif intent.proven:
-                then = f"finishes it ({version} stays)"
-            else:
-                then = "undoes it (the previous version serves alone)"
-            interrupted = (
-                f"{intent.action} {intent.deployment_id} of {version} by {intent.by} stopped at "
-                f"step {intent.step!r} (since {intent.updated_at}); the next deploy, rollback or "
-                f"`shipyard repair` {then}"
-            )
+        interrupted = _interruption(ctx)
         return Status(
             url=steps.url(),
             version=release.version if release else None,

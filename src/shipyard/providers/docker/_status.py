@@ -12,8 +12,15 @@ from shipyard.docker import ContainerInfo
 from shipyard.errors import ShipyardError
 from shipyard.providers.docker._names import LABEL, Names
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.proxy import ServedCertificate, judge_health, probe, served_certificate
-from shipyard.state import Intent
+from shipyard.proxy import (
+    ServedCertificate,
+    judge_health,
+    probe,
+    running_maintenance_routes,
+    served_certificate,
+    upstreams_of,
+)
+from shipyard.state import Current, Intent, Maintenance
 
 
 @dataclass(frozen=True)
@@ -178,3 +185,67 @@ def _certificate_record(served: ServedCertificate, now: float, logged: str) -> d
         "error": served.error,
         "last_error": logged or None,
     }
+
+
+def _drift(
+    steps: DockerSteps,
+    found: Mapping[str, ContainerInfo | None],
+    current: Current | None,
+    recorded: Maintenance | None,
+) -> tuple[list[str], list[str]]:
+    """The proxy's upstreams, and where the proxy and the live container disagree with the
+    state (its routes, its maintenance routes and flag, the slot carrying the live name)."""
+    upstreams: list[str] = []
+    problems: list[str] = []
+    proxy = found[steps.names.proxy]
+    if proxy is not None and proxy.running:
+        running: dict[str, Any] = {}
+        try:
+            running = steps.admin().config()
+            upstreams = upstreams_of(running)
+        except ShipyardError as exc:
+            problems.append(f"proxy admin API unreachable: {exc.message}")
+        rendered = steps.caddy_config()
+        expected = upstreams_of(rendered)
+        if not problems and upstreams != expected:
+            problems.append(f"proxy routes to {upstreams or 'nothing'}, its config says {expected}")
+        if not problems and running_maintenance_routes(running) != (
+            running_maintenance_routes(rendered)
+        ):
+            problems.append(
+                "the proxy's maintenance routes are not those the state gives: "
+                "`shipyard maintenance on|off ENV` loads them again"
+            )
+    elif current:
+        problems.append("the proxy is not running")
+    if steps.maintenance_flagged() != (recorded is not None):
+        said = "on" if recorded is not None else "off"
+        problems.append(
+            f"the proxy's maintenance flag disagrees with the state ({said}): "
+            f"`shipyard maintenance {said} ENV` sets it again"
+        )
+    live_container = found[steps.names.live]
+    live = live_container.labels.get(f"{LABEL}.slot") if live_container is not None else None
+    if current and live != current.slot:
+        problems.append(f"{steps.names.live} is slot {live or 'nobody'}, state says {current.slot}")
+    return upstreams, problems
+
+
+def _interruption(ctx: OperationContext) -> str | None:
+    """An interrupted operation, and what the next one will do about it."""
+    intent = _interrupted(ctx)
+    interrupted = None
+    if intent is not None:
+        version = intent.release.version if intent.release else "a version not yet built"
+        if not intent.started:
+            then = "records it (it had not changed what serves)"
+        elif intent.proven:
+            then = f"finishes it ({version} stays)"
+        else:
+            then = "undoes it (the previous version serves alone)"
+        interrupted = (
+            f"{intent.action} {intent.deployment_id} of {version} by {intent.by} stopped at "
+            f"step {intent.step!r} (since {intent.updated_at}); the next deploy, rollback or "
+            f"`shipyard repair` {then}"
+        )
+    return interrupted
