@@ -10,6 +10,8 @@ from typing import Any
 
 from shipyard.config._loader import Config, Environment, load_config
 from shipyard.config._models import (
+    AlertmanagerSection,
+    AlertsSection,
     AppSection,
     CommandCheck,
     ConfigFile,
@@ -23,6 +25,8 @@ from shipyard.config._models import (
     HooksSection,
     HttpCheck,
     MigrationsSection,
+    MonitoringImages,
+    MonitoringSection,
     NotificationsSection,
     NtfySink,
     PostgresCheck,
@@ -38,6 +42,8 @@ from shipyard.config._models import (
 from shipyard.config._reference import reference_markdown
 
 __all__ = [
+    "AlertmanagerSection",
+    "AlertsSection",
     "AppSection",
     "CommandCheck",
     "Config",
@@ -53,6 +59,8 @@ __all__ = [
     "HooksSection",
     "HttpCheck",
     "MigrationsSection",
+    "MonitoringImages",
+    "MonitoringSection",
     "NotificationsSection",
     "NtfySink",
     "PostgresCheck",
