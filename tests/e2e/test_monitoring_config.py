@@ -31,8 +31,21 @@ pytestmark = pytest.mark.usefixtures("docker_engine")
 
 def _tool(image: str, entrypoint: str, mount: Path, target: str, *args: str) -> str:
     result = subprocess.run(
-        ["docker", "run", "--rm", "--user", "root", "--network", "none",
-         "-v", f"{mount}:{target}:ro", "--entrypoint", entrypoint, image, *args],
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--user",
+            "root",
+            "--network",
+            "none",
+            "-v",
+            f"{mount}:{target}:ro",
+            "--entrypoint",
+            entrypoint,
+            image,
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -98,19 +111,33 @@ def test_promtool_and_amtool_accept_every_rendered_file(tmp_path: Path) -> None:
         (alertmanager_dir / "secrets" / name).write_text("tk_notarealtoken\n")
 
     config = _tool(
-        PROMETHEUS, "/bin/promtool", prometheus_dir, "/etc/prometheus",
-        "check", "config", "/etc/prometheus/prometheus.yml",
+        PROMETHEUS,
+        "/bin/promtool",
+        prometheus_dir,
+        "/etc/prometheus",
+        "check",
+        "config",
+        "/etc/prometheus/prometheus.yml",
     )
     rule_count = sum(len(g["rules"]) for g in _rules()["groups"])
     assert "valid prometheus config file syntax" in config, config
     assert f"SUCCESS: {rule_count} rules found" in config, config
     rules = _tool(
-        PROMETHEUS, "/bin/promtool", prometheus_dir, "/etc/prometheus",
-        "check", "rules", "/etc/prometheus/alerts.yml",
+        PROMETHEUS,
+        "/bin/promtool",
+        prometheus_dir,
+        "/etc/prometheus",
+        "check",
+        "rules",
+        "/etc/prometheus/alerts.yml",
     )
     assert f"SUCCESS: {rule_count} rules found" in rules, rules
     checked = _tool(
-        ALERTMANAGER, "/bin/amtool", alertmanager_dir, "/etc/alertmanager",
-        "check-config", "/etc/alertmanager/alertmanager.yml",
+        ALERTMANAGER,
+        "/bin/amtool",
+        alertmanager_dir,
+        "/etc/alertmanager",
+        "check-config",
+        "/etc/alertmanager/alertmanager.yml",
     )
     assert "SUCCESS" in checked and "2 receivers" in checked, checked
