@@ -16,11 +16,18 @@ The files are plain data; running the stack is the provider's business.
 from __future__ import annotations
 
 from shipyard.monitoring._alertmanager import AlertmanagerFiles, alertmanager_config
-from shipyard.monitoring._metrics import deployment_metrics
+from shipyard.monitoring._metrics import (
+    FILE_NAME,
+    TEXTFILE_DIR,
+    deployment_metrics,
+    publish_deployment_metrics,
+)
 from shipyard.monitoring._prometheus import Targets, prometheus_config
 from shipyard.monitoring._rules import alert_rules, duration
 
 __all__ = [
+    "FILE_NAME",
+    "TEXTFILE_DIR",
     "AlertmanagerFiles",
     "Targets",
     "alert_rules",
@@ -28,4 +35,5 @@ __all__ = [
     "deployment_metrics",
     "duration",
     "prometheus_config",
+    "publish_deployment_metrics",
 ]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import PurePosixPath
 
-from shipyard.state import Current, HistoryEntry, Release
+from shipyard.state import Current, HistoryEntry, Release, StateStore
 
 OPERATIONS = ("deploy", "rollback")
 RESULTS = ("succeeded", "failed", "rolled_back", "interrupted")
@@ -104,3 +105,19 @@ def deployment_metrics(
             [(_labels(**base), _seconds(last_snapshot_at))],
         )
     return "\n".join(lines) + "\n"
+
+
+# Where the metrics file lives, under the environment's state directory; node exporter's textfile
+# collector reads the directory.
+TEXTFILE_DIR = PurePosixPath("monitoring") / "textfile"
+
+
+def publish_deployment_metrics(store: StateStore, app: str, environment: str) -> PurePosixPath:
+    """Write the environment's deployment metrics where node exporter reads them (readable by
+    the exporter, which runs as nobody); returns the file's path."""
+    current = store.current()
+    release = store.release(current.release_id) if current is not None else None
+    text = deployment_metrics(app, environment, store.history(), current, release)
+    path = store.path(*TEXTFILE_DIR.parts, FILE_NAME)
+    store.host.put(path, text.encode(), mode=0o644)
+    return path

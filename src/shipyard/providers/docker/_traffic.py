@@ -22,7 +22,9 @@ class Traffic(StepsBase):
     """The ``switch``, ``switch_back`` and ``retire`` steps."""
 
     def caddy_config(self) -> dict[str, Any]:
-        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port)
+        return render_caddy(
+            self.config.proxy, self.names.routed, self.config.app.port, admin_host=self.names.proxy
+        )
 
     def _ensure_proxy(self) -> CaddyAdmin:
         """The proxy running with the rendered config: written to the host and loaded only when
