@@ -26,6 +26,7 @@ TOP_LEVEL = [
     "lock",
     "logs",
     "migrations",
+    "monitoring",
     "notify",
     "plan",
     "provision",
