@@ -104,10 +104,19 @@ func (s *Server) unhealthyAfterElapsed() bool {
 }
 
 // testFailures makes GET / and /api/* answer 500 once TEST_UNHEALTHY_AFTER
-// has elapsed, so a proxy in front sees a 5xx rate.
+// has elapsed, so a proxy in front sees a 5xx rate, and makes them TEST_LATENCY
+// slower, so a proxy in front sees a slower version.
 func (s *Server) testFailures(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/api/")) && s.unhealthyAfterElapsed() {
+		served := r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/api/")
+		if served && s.cfg.TestLatency > 0 {
+			select {
+			case <-time.After(s.cfg.TestLatency):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if served && s.unhealthyAfterElapsed() {
 			_, r.Pattern = mux.Handler(r) // label the metrics with the route anyway
 			writeError(w, http.StatusInternalServerError, "TEST_UNHEALTHY_AFTER has elapsed: failing on purpose")
 			return

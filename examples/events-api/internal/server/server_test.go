@@ -223,3 +223,19 @@ func TestCORS(t *testing.T) {
 		t.Fatalf("disallowed origin got CORS headers: %v", rec.Header())
 	}
 }
+
+func TestLatencySwitchDelaysServedRoutesOnly(t *testing.T) {
+	s := newTestServer(t, func(c *config.Config) { c.TestLatency = 500 * time.Millisecond })
+	h := s.Handler()
+	for path, delayed := range map[string]bool{"/": true, "/api/v1/events": true, "/healthz": false, "/version": false} {
+		start := time.Now()
+		do(t, h, "GET", path, "")
+		took := time.Since(start)
+		if delayed && took < 500*time.Millisecond {
+			t.Errorf("GET %s took %s: TEST_LATENCY=500ms must delay it", path, took)
+		}
+		if !delayed && took >= 500*time.Millisecond {
+			t.Errorf("GET %s took %s: TEST_LATENCY must not delay it", path, took)
+		}
+	}
+}
