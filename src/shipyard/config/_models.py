@@ -685,6 +685,10 @@ class AlertsSection(_Model):
         description="HighErrorRate fires when more than this share of the requests through the proxy answer 5xx …",
     )
     error_rate_for: Duration = Field(120.0, description="… for this long.")
+    down_for: Duration = Field(
+        60.0,
+        description="AppDown and DatabaseDown fire when the app's metrics or the database do not answer for this long.",
+    )
     latency_regression: float = Field(
         0.5,
         gt=0,

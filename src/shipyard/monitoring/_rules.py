@@ -82,7 +82,7 @@ def alert_rules(alerts: AlertsSection, *, database: bool, node: bool) -> dict[st
         _alert(
             "AppDown",
             f'up{{job="{APP_JOB}"}} == 0',
-            "1m",
+            duration(alerts.down_for),
             "critical",
             "The live app does not answer its metrics scrape",
             "Prometheus cannot scrape the live slot's /metrics: the app is down or not reachable on its network.",
@@ -128,7 +128,7 @@ def alert_rules(alerts: AlertsSection, *, database: bool, node: bool) -> dict[st
             _alert(
                 "DatabaseDown",
                 f'pg_up{{job="{POSTGRES_JOB}"}} == 0 or up{{job="{POSTGRES_JOB}"}} == 0',
-                "1m",
+                duration(alerts.down_for),
                 "critical",
                 "PostgreSQL does not answer",
                 "The PostgreSQL exporter cannot reach the database (or is itself down).",
