@@ -142,8 +142,8 @@ func TestTestUnhealthySwitches(t *testing.T) {
 	}
 	rec, _ := do(t, h, "GET", "/metrics", "")
 	for _, want := range []string{
-		`http_requests_total{code="500",method="GET",path="/"} 1`,
-		`http_requests_total{code="500",method="GET",path="/api/v1/events"} 1`,
+		`http_requests_total{method="GET",path="/",status="500"} 1`,
+		`http_requests_total{method="GET",path="/api/v1/events",status="500"} 1`,
 	} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -193,10 +193,12 @@ func TestMetrics(t *testing.T) {
 	rec, _ := do(t, h, "GET", "/metrics", "")
 	body := rec.Body.String()
 	for _, want := range []string{
-		`http_requests_total{code="200",method="GET",path="/healthz"} 1`,
-		`http_requests_total{code="404",method="GET",path="unmatched"} 1`,
+		`http_requests_total{method="GET",path="/healthz",status="200"} 1`,
+		`http_requests_total{method="GET",path="unmatched",status="404"} 1`,
 		`http_request_duration_seconds_bucket{method="GET",path="/healthz",le="+Inf"} 1`,
-		`build_info{git_commit="abc",version="1.2.3"} 1`,
+		`app_version_info{build_date="2026-01-01T00:00:00Z",commit="abc",version="1.2.3"} 1`,
+		`app_uptime_seconds `,
+		`http_requests_in_flight 1`, // the /metrics request itself
 		`go_goroutines `,
 	} {
 		if !strings.Contains(body, want) {
