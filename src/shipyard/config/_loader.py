@@ -539,7 +539,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
-    issues.extend(_monitoring_issues(sections, env_locator))
+    issues.extend(_monitoring_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_image_extension_issues(sections.get("database"), env_locator))
     warnings = [
         *_secrets_in_app_env(written, env_locator, secrets_file),
@@ -556,6 +556,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     named_secrets = [
         *sections["app"].secret_env,
         *_notification_secret_keys(sections["notifications"]),
+        sections["monitoring"].grafana.admin_password_env,
         *([database.password_env] if database is not None else []),
         *([github.token_env] if github is not None else []),
         *([registry.password_env] if registry is not None and registry.password_env else []),
@@ -830,13 +831,28 @@ def _notification_issues(
     return issues
 
 
-def _monitoring_issues(sections: dict[str, Any], locator: _Locator) -> list[Issue]:
-    """Alerts go to sinks that exist."""
+def _monitoring_issues(
+    sections: dict[str, Any],
+    locator: _Locator,
+    file_values: Mapping[str, str],
+    interpolated: Interpolations,
+) -> list[Issue]:
+    """Alerts go to sinks that exist; Grafana's admin password is in the env file."""
     monitoring, notifications = sections.get("monitoring"), sections.get("notifications")
-    if monitoring is None or notifications is None or monitoring.alertmanager.sinks is None:
+    if monitoring is None:
         return []
+    issues = []
+    grafana = monitoring.grafana
+    if monitoring.enabled and grafana.enabled and not file_values.get(grafana.admin_password_env):
+        path: Path_ = ("monitoring", "grafana", "admin_password_env")
+        shown = _key_named(grafana.admin_password_env, path, interpolated)
+        issues.append(
+            locator.issue(path, f"{shown} is not set in the env file (Grafana's admin password)")
+        )
+    if notifications is None or monitoring.alertmanager.sinks is None:
+        return issues
     known = [sink.name or sink.kind for sink in notifications.sinks]
-    return [
+    return issues + [
         locator.issue(
             ("monitoring", "alertmanager", "sinks", index),
             f"no sink named {name!r} in notifications.sinks (named: {', '.join(known) or 'none'})",

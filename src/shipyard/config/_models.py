@@ -743,6 +743,21 @@ class MonitoringImages(_Model):
     postgres_exporter: str = Field(
         "quay.io/prometheuscommunity/postgres-exporter:v0.17.1", description="PostgreSQL exporter."
     )
+    grafana: str = Field("grafana/grafana:11.6.0", description="Grafana.")
+
+
+class GrafanaSection(_Model):
+    """Grafana, with Prometheus as its datasource and shipyard's dashboards provisioned."""
+
+    enabled: bool = Field(True, description="Run Grafana in the monitoring stack.")
+    port: int = Field(
+        3000, ge=1, le=65535, description="Host port of Grafana's UI, bound to the host's loopback."
+    )
+    admin_password_env: str = Field(
+        "GRAFANA_ADMIN_PASSWORD",
+        pattern=_ENV_KEY,
+        description="Env-file key holding the password of Grafana's `admin` user (the name, never the value); required when Grafana runs.",
+    )
 
 
 Exporter = Literal["node", "postgres"]
@@ -775,12 +790,16 @@ class MonitoringSection(_Model):
         le=65535,
         description="Host port of Alertmanager's UI, bound to the host's loopback.",
     )
+    grafana: GrafanaSection = Field(default_factory=GrafanaSection, description="Grafana.")
     images: MonitoringImages = Field(default_factory=MonitoringImages, description="Images.")
 
     @model_validator(mode="after")
     def _ports_differ(self) -> MonitoringSection:
-        if self.prometheus_port == self.alertmanager_port:
-            raise ValueError("prometheus_port and alertmanager_port must differ")
+        ports = [self.prometheus_port, self.alertmanager_port]
+        if self.grafana.enabled:
+            ports.append(self.grafana.port)
+        if len(set(ports)) != len(ports):
+            raise ValueError("prometheus_port, alertmanager_port and grafana.port must differ")
         return self
 
 

@@ -13,6 +13,7 @@ deployment metrics node exporter serves.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -21,11 +22,12 @@ import httpx
 
 from shipyard.errors import MonitoringError
 from shipyard.monitoring import (
-    FILE_NAME,
+    DATASOURCE_UID,
     TEXTFILE_DIR,
     Targets,
     alert_rules,
     alertmanager_config,
+    dashboards,
     prometheus_config,
     publish_deployment_metrics,
 )
@@ -75,6 +77,7 @@ class MonitoringStack:
             "alertmanager": f"{prefix}-alertmanager",
             "node-exporter": f"{prefix}-node-exporter",
             "postgres-exporter": f"{prefix}-postgres-exporter",
+            "grafana": f"{prefix}-grafana",
         }
         self.root = steps.layout.root / "monitoring"
 
@@ -120,6 +123,8 @@ class MonitoringStack:
             self.root / "prometheus" / "alerts.yml": (to_yaml(rules), 0o644),
             self.root / "alertmanager" / "alertmanager.yml": (to_yaml(alerting.config), 0o644),
         }
+        if self.section.grafana.enabled:
+            files.update(self._grafana_files())
         for name, key in alerting.credentials.items():
             value = config.secrets.get(key) or ""
             files[self.root / "alertmanager" / "secrets" / name] = (value, 0o600)
@@ -135,6 +140,55 @@ class MonitoringStack:
                 "".join(f"{k}={v}\n" for k, v in env.items()),
                 0o600,
             )
+        return files
+
+    def _grafana_files(self) -> dict[PurePosixPath, tuple[str, int]]:
+        """Grafana's provisioning (Prometheus as its datasource, shipyard's dashboards) and its
+        env file (the admin password, 0600)."""
+        grafana = self.root / "grafana"
+        datasource = {
+            "apiVersion": 1,
+            "datasources": [
+                {
+                    "name": "Prometheus",
+                    "uid": DATASOURCE_UID,
+                    "type": "prometheus",
+                    "access": "proxy",
+                    "url": f"http://{self.containers['prometheus']}:{PROMETHEUS_PORT}",
+                    "isDefault": True,
+                    "editable": False,
+                }
+            ],
+        }
+        provider = {
+            "apiVersion": 1,
+            "providers": [
+                {
+                    "name": "shipyard",
+                    "folder": "shipyard",
+                    "type": "file",
+                    "disableDeletion": True,
+                    "allowUiUpdates": False,
+                    "options": {"path": "/etc/grafana/dashboards"},
+                }
+            ],
+        }
+        files = {
+            grafana / "provisioning" / "datasources" / "prometheus.yml": (
+                to_yaml(datasource),
+                0o644,
+            ),
+            grafana / "provisioning" / "dashboards" / "shipyard.yml": (to_yaml(provider), 0o644),
+        }
+        for uid, model in dashboards().items():
+            files[grafana / "dashboards" / f"{uid}.json"] = (json.dumps(model, indent=2), 0o644)
+        password = self.steps.config.secrets.get(self.section.grafana.admin_password_env) or ""
+        env = {
+            "GF_SECURITY_ADMIN_PASSWORD": password,
+            "GF_AUTH_ANONYMOUS_ENABLED": "false",
+            "GF_USERS_ALLOW_SIGN_UP": "false",
+        }
+        files[self.root / "grafana.env"] = ("".join(f"{k}={v}\n" for k, v in env.items()), 0o600)
         return files
 
     def compose(self) -> dict[str, Any]:
@@ -202,6 +256,18 @@ class MonitoringStack:
                 "/bin/postgres_exporter",
                 env_file=[str(self.root / "postgres.env")],
             )
+        if self.section.grafana.enabled:
+            grafana = self.root / "grafana"
+            services["grafana"] = {
+                **service("grafana", images.grafana, "/run.sh"),
+                "env_file": [str(self.root / "grafana.env")],
+                "volumes": [
+                    f"{grafana / 'provisioning'}:/etc/grafana/provisioning:ro",
+                    f"{grafana / 'dashboards'}:/etc/grafana/dashboards:ro",
+                    "grafana-data:/var/lib/grafana",
+                ],
+                "ports": [f"127.0.0.1:{self.section.grafana.port}:3000"],
+            }
         return {
             "name": self.project,
             "services": services,
@@ -209,6 +275,7 @@ class MonitoringStack:
             "volumes": {
                 "prometheus-data": {"name": f"{names.prefix}-prometheus-data"},
                 "alertmanager-data": {"name": f"{names.prefix}-alertmanager-data"},
+                "grafana-data": {"name": f"{names.prefix}-grafana-data"},
             },
         }
 
@@ -227,6 +294,10 @@ class MonitoringStack:
         )
         # The containers run as nobody: the directories they read must let them in.
         readable = [self.root, self.root / "prometheus", self.root / "alertmanager"]
+        if self.section.grafana.enabled:
+            grafana = self.root / "grafana"
+            readable += [grafana, grafana / "dashboards", grafana / "provisioning"]
+            readable += [grafana / "provisioning" / d for d in ("datasources", "dashboards")]
         readable.append(self.steps.ctx.store.path(*TEXTFILE_DIR.parts))
         host.run(["chmod", "0755", *map(str, readable)])
         running = {
@@ -289,8 +360,16 @@ class MonitoringStack:
                 f"(`docker logs {self.containers['prometheus']}`)"
             )
 
+    def _running_containers(self) -> list[str]:
+        """The containers the stack has with this configuration."""
+        wanted = ["prometheus", "alertmanager"]
+        wanted += ["node-exporter"] if self._node else []
+        wanted += ["postgres-exporter"] if self._postgres else []
+        wanted += ["grafana"] if self.section.grafana.enabled else []
+        return [self.containers[name] for name in wanted]
+
     def status(self) -> MonitoringStatus:
-        found = self.steps.docker.containers_named(list(self.containers.values()))
+        found = self.steps.docker.containers_named(self._running_containers())
         containers = {
             name: ("running" if info.running else info.status) if info is not None else "missing"
             for name, info in found.items()
@@ -329,4 +408,4 @@ class MonitoringStack:
         return f"removed {self.project}" + (" and its volumes" if volumes else "")
 
 
-__all__ = ["FILE_NAME", "MonitoringStack", "MonitoringStatus"]
+__all__ = ["MonitoringStack", "MonitoringStatus"]
