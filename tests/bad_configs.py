@@ -264,6 +264,12 @@ CATALOGUE: list[BadConfig] = [
         "24:21 monitoring.exporters[1]",
     ),
     BadConfig(
+        "monitoring-without-grafanas-password",
+        VALID + "monitoring:\n  enabled: true\n",
+        "GRAFANA_ADMIN_PASSWORD is not set in the env file (Grafana's admin password)",
+        "23:1 monitoring",
+    ),
+    BadConfig(
         "monitoring-error-rate-as-percent",
         VALID + "monitoring:\n  alerts:\n    error_rate: 5\n",
         "less than 1",

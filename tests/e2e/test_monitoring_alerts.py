@@ -13,11 +13,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
-
 from tests.e2e.conftest import AppUnderTest, Ntfy
 from tests.e2e.ports import reserve_port
-from tests.e2e.test_monitoring_stack import LOCAL_IMAGES
+from tests.e2e.test_monitoring_stack import LOCAL_IMAGES, Traffic
 
 
 class AlertReceiver:
@@ -56,29 +54,6 @@ class AlertReceiver:
         self.server.server_close()
 
 
-class Traffic:
-    """Requests to GET / through the proxy, a few a second, until stopped."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        with httpx.Client(timeout=5) as client:
-            while not self.stop.is_set():
-                try:
-                    client.get(self.url)
-                except httpx.HTTPError:
-                    pass
-                self.stop.wait(0.05)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-
 def _eventually(what: str, probe: Any, timeout: float, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,6 +85,7 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
             "prometheus_port": reserve_port(),
             "alertmanager_port": reserve_port(),
             "images": LOCAL_IMAGES,
+            "grafana": {"enabled": False},
             "alerts": {"error_rate_for": "2s", "down_for": "2s"},
             "alertmanager": {"group_wait": "1s", "group_interval": "2s"},
         }

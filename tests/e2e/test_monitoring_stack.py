@@ -1,18 +1,22 @@
 """The monitoring stack on the real engine: a deploy with ``monitoring.enabled`` brings up
 Prometheus, Alertmanager, node exporter and the PostgreSQL exporter (Debian-built stand-ins of
-the official images) on the environment's network; every target is scraped; a redeploy and a
-rollback leave the stack's containers running untouched while the deployment metrics follow
-them; ``destroy --volumes`` removes the stack and its data."""
+the official images) on the environment's network; every target is scraped; under load, every
+query of every Grafana dashboard returns data from that Prometheus (Grafana itself is in no
+registry this machine reaches, so it does not run here); a redeploy and a rollback leave the
+stack's containers running untouched while the deployment metrics follow them; ``destroy
+--volumes`` removes the stack and its data."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from typing import Any
 
 import httpx
 
+from shipyard.monitoring import queries
 from tests.e2e.conftest import AppUnderTest
 from tests.e2e.ports import reserve_port
 
@@ -23,6 +27,30 @@ LOCAL_IMAGES = {
     "postgres_exporter": "shipyard-local/postgres-exporter:0",
 }
 JOBS = {"app", "proxy", "prometheus", "alertmanager", "node", "postgres"}
+
+
+class Traffic:
+    """GET requests to ``urls`` through the proxy, in turn, a few a second, until stopped."""
+
+    def __init__(self, *urls: str) -> None:
+        self.urls = urls
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.stop.is_set():
+                for url in self.urls:
+                    try:
+                        client.get(url)
+                    except httpx.HTTPError:
+                        pass
+                self.stop.wait(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
 
 
 def _query(port: int, promql: str) -> list[dict[str, Any]]:
@@ -62,6 +90,24 @@ def _operations(port: int, operation: str) -> int:
     return int(float(found[0]["value"][1])) if found else -1
 
 
+def _every_dashboard_query_returns_data(app: AppUnderTest, port: int) -> None:
+    traffic = Traffic(app.url("/"), app.url("/api/v1/events"))
+    try:
+        deadline = time.monotonic() + 120
+        missing = list(queries())
+        while missing and time.monotonic() < deadline:
+            missing = [
+                (uid, title, expr)
+                for uid, title, expr in missing
+                if not _query(port, expr.replace("$__rate_interval", "30s"))
+            ]
+            if missing:
+                time.sleep(1)
+    finally:
+        traffic.close()
+    assert missing == [], "dashboard queries without data"
+
+
 def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
     app: AppUnderTest,
 ) -> None:
@@ -74,6 +120,7 @@ def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
             "prometheus_port": prometheus_port,
             "alertmanager_port": alertmanager_port,
             "images": LOCAL_IMAGES,
+            "grafana": {"enabled": False},
         }
 
     app.edit(change)
@@ -91,6 +138,7 @@ def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
 
     _eventually("every target up", all_up)
     assert _eventually("deploys counted", lambda: _operations(prometheus_port, "deploy") == 1)
+    _every_dashboard_query_returns_data(app, prometheus_port)
     stack = [f"{app.name}-development-{c}" for c in
              ("prometheus", "alertmanager", "node-exporter", "postgres-exporter")]  # fmt: skip
     started = _started_at(stack)

@@ -3,9 +3,12 @@ tests/e2e/test_monitoring_config.py; here, what they say)."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from shipyard.config import (
     AlertsSection,
@@ -15,12 +18,15 @@ from shipyard.config import (
     WebhookSink,
 )
 from shipyard.monitoring import (
+    DATASOURCE_UID,
     Targets,
     alert_rules,
     alertmanager_config,
+    dashboards,
     deployment_metrics,
     duration,
     prometheus_config,
+    queries,
 )
 from shipyard.state import Current, HistoryEntry, Release
 
@@ -192,3 +198,30 @@ def test_deployment_metrics_count_operations_by_result_and_name_the_live_release
     assert float(samples[f"shipyard_last_snapshot_timestamp_seconds{{{base}}}"]) == 1796129940.0
     assert "rotate-password" not in text
     assert "# TYPE shipyard_operations_total counter" in text
+
+
+def test_dashboards_cover_deployments_the_app_the_host_and_the_database() -> None:
+    built = dashboards()
+
+    assert {model["title"] for model in built.values()} == {
+        "Deployment",
+        "Application",
+        "Infrastructure",
+        "Database",
+    }
+    for uid, model in built.items():
+        assert model["uid"] == uid
+        for panel in model["panels"]:
+            assert panel["targets"], panel["title"]
+            for target in panel["targets"]:
+                assert target["datasource"] == {"type": "prometheus", "uid": DATASOURCE_UID}
+    every = [expr for _, _, expr in queries()]
+    assert len(every) == len(set(every))
+    assert any("histogram_quantile(0.99" in expr for expr in every)
+    assert any("shipyard_release_info" in expr for expr in every)
+
+
+def test_the_dashboards_load_into_the_sdks_types_without_loss() -> None:
+    for model in dashboards().values():
+        loaded = Dashboard.from_json(model)
+        assert json.loads(json.dumps(loaded, cls=JSONEncoder)) == model
