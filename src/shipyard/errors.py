@@ -266,6 +266,10 @@ class ProxyError(ShipyardError):
     """The proxy's admin API refused or failed a request."""
 
 
+class MonitoringError(ShipyardError):
+    """The monitoring stack did not come up, or Prometheus or Alertmanager did not answer."""
+
+
 class ProvisionError(ShipyardError):
     """The host cannot be provisioned (unsupported system, no root, a step that others need failed)."""
 

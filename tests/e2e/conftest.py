@@ -10,6 +10,7 @@ import random
 import secrets
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -318,3 +319,94 @@ def remote_app(sshd: Sshd, app: AppUnderTest) -> AppUnderTest:
     app.edit(change)
     app.commit("deploy over ssh")
     return app
+
+
+NTFY_IMAGE = "shipyard-local/ntfy:2"
+
+
+@dataclass(frozen=True)
+class Ntfy:
+    url: str  # published on the loopback
+    token: str
+    container: str
+
+    def messages(self, topic: str) -> list[dict[str, Any]]:
+        response = httpx.get(
+            f"{self.url}/{topic}/json",
+            params={"poll": "1"},
+            headers={"authorization": f"Bearer {self.token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
+        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def ntfy(docker_engine: None) -> Iterator[Ntfy]:
+    """A real ntfy server on a free loopback port; anonymous access denied, one token user."""
+    found = subprocess.run(
+        ["docker", "image", "inspect", NTFY_IMAGE], capture_output=True, check=False
+    )
+    if found.returncode:
+        pytest.fail(f"{NTFY_IMAGE} is missing: run `bash scripts/images.sh ntfy`")
+    name = f"shipyard-test-ntfy-{secrets.token_hex(4)}"
+    port = reserve_port()
+    subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--name",
+            name,
+            "-p",
+            f"127.0.0.1:{port}:80",
+            "-e",
+            "NTFY_AUTH_FILE=/var/lib/ntfy/auth.db",
+            "-e",
+            "NTFY_AUTH_DEFAULT_ACCESS=deny-all",
+            NTFY_IMAGE,
+            "serve",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            try:
+                return bool(httpx.get(f"{url}/v1/health", timeout=2).json().get("healthy"))
+            except (httpx.HTTPError, ValueError):
+                return False
+
+        deadline = time.monotonic() + 60
+        while not healthy():
+            if time.monotonic() > deadline:
+                pytest.fail("ntfy did not become healthy within 60s")
+            time.sleep(0.2)
+        subprocess.run(
+            [
+                "docker",
+                "exec",
+                "-e",
+                f"NTFY_PASSWORD=pw-{secrets.token_hex(8)}",
+                name,
+                "ntfy",
+                "user",
+                "add",
+                "--role=admin",
+                "ops",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        created = subprocess.run(
+            ["docker", "exec", name, "ntfy", "token", "add", "ops"],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        token = next(w for w in (created.stdout + created.stderr).split() if w.startswith("tk_"))
+        yield Ntfy(url=url, token=token, container=name)
+    finally:
+        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)

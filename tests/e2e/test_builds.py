@@ -54,6 +54,8 @@ def test_an_image_of_the_same_commit_built_another_way_is_not_reused(app: AppUnd
         document["build"] = {"kind": "dockerfile"}
         document["environments"]["development"]["build"] = go
         document["environments"]["staging"]["proxy"]["http_port"] = staging_port
+        # Builds are the subject here: no monitoring stack (the example's staging has one).
+        document["environments"]["staging"]["monitoring"]["enabled"] = False
 
     app.edit(two_kinds)
     (app.dir / "Dockerfile").write_text(DOCKERFILE, encoding="utf-8")

@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import subprocess
 import sys
 import threading
 import time
@@ -19,13 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.e2e.conftest import AppUnderTest, engine_snapshot
+from tests.e2e.conftest import AppUnderTest, Ntfy, engine_snapshot
 from tests.e2e.ports import reserve_port
 
-NTFY_IMAGE = "shipyard-local/ntfy:2"
 LIFECYCLE_OF_A_DEPLOY = [
     "deploy.started",
     "deploy.built",
@@ -99,22 +96,6 @@ def receiver() -> Iterator[WebhookReceiver]:
         server.close()
 
 
-@dataclass(frozen=True)
-class Ntfy:
-    url: str
-    token: str
-
-    def messages(self, topic: str) -> list[dict[str, Any]]:
-        response = httpx.get(
-            f"{self.url}/{topic}/json",
-            params={"poll": "1"},
-            headers={"authorization": f"Bearer {self.token}"},
-            timeout=10,
-        )
-        response.raise_for_status()
-        return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-
 def _poll(condition: Any, seconds: float, what: str) -> Any:
     deadline = time.monotonic() + seconds
     while True:
@@ -124,73 +105,6 @@ def _poll(condition: Any, seconds: float, what: str) -> Any:
         if time.monotonic() > deadline:
             pytest.fail(f"{what} within {seconds:g}s")
         time.sleep(0.2)
-
-
-@pytest.fixture
-def ntfy(docker_engine: None) -> Iterator[Ntfy]:
-    """A real ntfy server on a free loopback port; anonymous access denied, one token user."""
-    found = subprocess.run(
-        ["docker", "image", "inspect", NTFY_IMAGE], capture_output=True, check=False
-    )
-    if found.returncode:
-        pytest.fail(f"{NTFY_IMAGE} is missing: run `bash scripts/images.sh ntfy`")
-    name = f"shipyard-test-ntfy-{secrets.token_hex(4)}"
-    port = reserve_port()
-    subprocess.run(
-        [
-            "docker",
-            "run",
-            "-d",
-            "--name",
-            name,
-            "-p",
-            f"127.0.0.1:{port}:80",
-            "-e",
-            "NTFY_AUTH_FILE=/var/lib/ntfy/auth.db",
-            "-e",
-            "NTFY_AUTH_DEFAULT_ACCESS=deny-all",
-            NTFY_IMAGE,
-            "serve",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            try:
-                return bool(httpx.get(f"{url}/v1/health", timeout=2).json().get("healthy"))
-            except (httpx.HTTPError, ValueError):
-                return False
-
-        _poll(healthy, 60, "ntfy did not become healthy")
-        subprocess.run(
-            [
-                "docker",
-                "exec",
-                "-e",
-                f"NTFY_PASSWORD=pw-{secrets.token_hex(8)}",
-                name,
-                "ntfy",
-                "user",
-                "add",
-                "--role=admin",
-                "ops",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        created = subprocess.run(
-            ["docker", "exec", name, "ntfy", "token", "add", "ops"],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        token = next(w for w in (created.stdout + created.stderr).split() if w.startswith("tk_"))
-        yield Ntfy(url=url, token=token)
-    finally:
-        subprocess.run(["docker", "rm", "-f", "-v", name], capture_output=True, check=False)
 
 
 def _owned(app: AppUnderTest) -> dict[str, list[str]]:

@@ -27,6 +27,7 @@ TOP_LEVEL = [
     "logs",
     "maintenance",
     "migrations",
+    "monitoring",
     "notify",
     "plan",
     "provision",

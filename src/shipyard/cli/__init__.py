@@ -634,6 +634,90 @@ def _follow_app(session: Session, *, tail: int, follow: bool, json_output: bool)
         time.sleep(1)
 
 
+@app.group("monitoring")
+def monitoring_group() -> None:
+    """The environment's monitoring stack: Prometheus, Alertmanager and the exporters."""
+
+
+@monitoring_group.command("up")
+@environment_argument
+@config_option
+@json_option
+def monitoring_up(environment: str, config: Path, json_output: bool) -> None:
+    """Bring the monitoring stack up, or bring it in line with shipyard.yml (running containers
+    whose definition did not change keep running; a changed configuration is reloaded)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+
+    session = open_session(config, environment)
+    done = session.provider.monitoring_up(session.ctx)
+    if json_output:
+        print_json({"environment": environment, "done": done})
+        return
+    err().print(f"monitoring of {escape(environment)}: {escape(done)}")
+
+
+@monitoring_group.command("status")
+@environment_argument
+@config_option
+@json_option
+def monitoring_status(environment: str, config: Path, json_output: bool) -> None:
+    """Each container, each scrape target's health and the alerts firing or pending (exit 1
+    when a target is down or Prometheus does not answer)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+
+    session = open_session(config, environment)
+    status = session.provider.monitoring_status(session.ctx)
+    data = status.to_dict()
+    healthy = status.problem is None and all(t["health"] == "up" for t in status.targets)
+    if json_output:
+        print_json({**data, "healthy": healthy})
+    else:
+        console = err()
+        for name, state in status.containers.items():
+            console.print(f"{escape(name):40} {escape(state)}")
+        for target in status.targets:
+            error = f"  {target['error']}" if target["error"] else ""
+            console.print(
+                f"target {escape(target['job']):14} {escape(target['instance']):44} "
+                f"{escape(target['health'])}{escape(error)}"
+            )
+        for alert in status.alerts:
+            console.print(
+                f"alert  {escape(alert['alert'])} ({escape(alert['severity'])}, "
+                f"{escape(alert['state'])}): {escape(alert['summary'])}"
+            )
+        if status.problem:
+            console.print(f"[red]{escape(status.problem)}[/red]")
+    if not healthy:
+        raise SystemExit(1)
+
+
+@monitoring_group.command("down")
+@environment_argument
+@config_option
+@flag("--volumes", "Also remove Prometheus's and Alertmanager's data.")
+@json_option
+def monitoring_down(environment: str, config: Path, volumes: bool, json_output: bool) -> None:
+    """Stop and remove the monitoring stack (its data stays unless --volumes)."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+
+    session = open_session(config, environment)
+    done = session.provider.monitoring_down(session.ctx, volumes=volumes)
+    if json_output:
+        print_json({"environment": environment, "done": done})
+        return
+    err().print(f"monitoring of {escape(environment)}: {escape(done)}")
+
+
 @app.group("ci")
 def ci_group() -> None:
     """Continuous deployment: workflows that test, then deploy, on every push."""

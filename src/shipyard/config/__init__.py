@@ -10,6 +10,8 @@ from typing import Any
 
 from shipyard.config._loader import Config, Environment, load_config
 from shipyard.config._models import (
+    AlertmanagerSection,
+    AlertsSection,
     AppSection,
     CommandCheck,
     ConfigFile,
@@ -18,11 +20,14 @@ from shipyard.config._models import (
     DockerfileBuild,
     GitHubSection,
     GoBuild,
+    GrafanaSection,
     HealthSection,
     HookSpec,
     HooksSection,
     HttpCheck,
     MigrationsSection,
+    MonitoringImages,
+    MonitoringSection,
     NotificationsSection,
     NtfySink,
     PostgresCheck,
@@ -38,6 +43,8 @@ from shipyard.config._models import (
 from shipyard.config._reference import reference_markdown
 
 __all__ = [
+    "AlertmanagerSection",
+    "AlertsSection",
     "AppSection",
     "CommandCheck",
     "Config",
@@ -48,11 +55,14 @@ __all__ = [
     "Environment",
     "GitHubSection",
     "GoBuild",
+    "GrafanaSection",
     "HealthSection",
     "HookSpec",
     "HooksSection",
     "HttpCheck",
     "MigrationsSection",
+    "MonitoringImages",
+    "MonitoringSection",
     "NotificationsSection",
     "NtfySink",
     "PostgresCheck",

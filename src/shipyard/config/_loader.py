@@ -37,6 +37,7 @@ from shipyard.config._models import (
     HealthSection,
     HooksSection,
     InvalidValue,
+    MonitoringSection,
     NotificationsSection,
     ProxySection,
     SSHSection,
@@ -63,6 +64,7 @@ _SECTIONS = (
     "deploy",
     "notifications",
     "hooks",
+    "monitoring",
     "providers",
 )
 # ``${NAME}``, ``${NAME:-default}``, ``$$``; last, any other ``${`` (refused when never closed).
@@ -105,6 +107,7 @@ class Config:
     masker: Masker = field(compare=False)
     notifications: NotificationsSection = field(default_factory=NotificationsSection)
     hooks: HooksSection = field(default_factory=HooksSection)
+    monitoring: MonitoringSection = field(default_factory=MonitoringSection)
     # What is valid but probably wrong (an unknown extension, a secret written in app.env):
     # `check` prints them, a deploy emits them as warning events. They never fail anything.
     warnings: tuple[Issue, ...] = ()
@@ -260,6 +263,7 @@ _SECTION_MODELS: dict[str, tuple[type[BaseModel], ...]] = {
     "deploy": (DeploySection,),
     "notifications": (NotificationsSection,),
     "hooks": (HooksSection,),
+    "monitoring": (MonitoringSection,),
 }
 
 
@@ -535,6 +539,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    issues.extend(_monitoring_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_image_extension_issues(sections.get("database"), env_locator))
     if "proxy" in sections:
         issues.extend(_tls_file_issues(sections["proxy"], env_locator, path.parent))
@@ -553,6 +558,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
     named_secrets = [
         *sections["app"].secret_env,
         *_notification_secret_keys(sections["notifications"]),
+        sections["monitoring"].grafana.admin_password_env,
         *([database.password_env] if database is not None else []),
         *([github.token_env] if github is not None else []),
         *([registry.password_env] if registry is not None and registry.password_env else []),
@@ -850,6 +856,37 @@ def _notification_issues(
             except ValueError as exc:
                 issues.append(locator.issue(path, f"the value of {shown} is not usable: {exc}"))
     return issues
+
+
+def _monitoring_issues(
+    sections: dict[str, Any],
+    locator: _Locator,
+    file_values: Mapping[str, str],
+    interpolated: Interpolations,
+) -> list[Issue]:
+    """Alerts go to sinks that exist; Grafana's admin password is in the env file."""
+    monitoring, notifications = sections.get("monitoring"), sections.get("notifications")
+    if monitoring is None:
+        return []
+    issues = []
+    grafana = monitoring.grafana
+    if monitoring.enabled and grafana.enabled and not file_values.get(grafana.admin_password_env):
+        path: Path_ = ("monitoring", "grafana", "admin_password_env")
+        shown = _key_named(grafana.admin_password_env, path, interpolated)
+        issues.append(
+            locator.issue(path, f"{shown} is not set in the env file (Grafana's admin password)")
+        )
+    if notifications is None or monitoring.alertmanager.sinks is None:
+        return issues
+    known = [sink.name or sink.kind for sink in notifications.sinks]
+    return issues + [
+        locator.issue(
+            ("monitoring", "alertmanager", "sinks", index),
+            f"no sink named {name!r} in notifications.sinks (named: {', '.join(known) or 'none'})",
+        )
+        for index, name in enumerate(monitoring.alertmanager.sinks)
+        if name not in known
+    ]
 
 
 def _transport_issues(

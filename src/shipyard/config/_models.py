@@ -97,7 +97,10 @@ Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
     WithJsonSchema(
-        {"type": ["string", "number"], "description": "Duration: 500ms, 10s, 5m, 1h or seconds."}
+        {
+            "type": ["string", "number"],
+            "description": "Duration: 500ms, 10s, 5m, 1h, 15d or seconds.",
+        }
     ),
 ]
 
@@ -700,6 +703,134 @@ class NotificationsSection(_Model):
         return self
 
 
+class AlertsSection(_Model):
+    """Thresholds of the alert rules shipyard renders for Prometheus."""
+
+    error_rate: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="HighErrorRate fires when more than this share of the requests through the proxy answer 5xx …",
+    )
+    error_rate_for: Duration = Field(120.0, description="… for this long.")
+    down_for: Duration = Field(
+        60.0,
+        description="AppDown and DatabaseDown fire when the app's metrics or the database do not answer for this long.",
+    )
+    latency_regression: float = Field(
+        0.5,
+        gt=0,
+        description="LatencyRegression fires when the p95 latency through the proxy after a deploy is more than this fraction above the previous version's (0.5: 50 % slower).",
+    )
+    disk_free: float = Field(
+        0.10,
+        gt=0,
+        lt=1,
+        description="DiskSpaceLow fires when the host's root filesystem has less than this share free.",
+    )
+    memory_used: float = Field(
+        0.85,
+        gt=0,
+        lt=1,
+        description="HighMemoryUsage fires when the host uses more than this share of its memory.",
+    )
+    snapshot_max_age: Duration | None = Field(
+        None,
+        description="SnapshotTooOld fires when the newest database snapshot is older than this (for environments that take snapshots on a schedule); null: no such rule.",
+    )
+
+
+class AlertmanagerSection(_Model):
+    """How Alertmanager groups alerts and where it sends them."""
+
+    sinks: list[str] | None = Field(
+        None,
+        description="Names of `notifications.sinks` (ntfy topics and webhooks) alerts go to; default: every sink.",
+    )
+    group_by: list[str] = Field(
+        default_factory=lambda: ["alertname", "severity"],
+        description="Labels that group alerts into one notification.",
+    )
+    group_wait: Duration = Field(30.0, description="Wait before the first notification of a group.")
+    group_interval: Duration = Field(
+        300.0, description="Wait before notifying of changes in a group."
+    )
+    repeat_interval: Duration = Field(
+        14400.0, description="Wait before repeating a notification still firing."
+    )
+
+
+class MonitoringImages(_Model):
+    """The images of the monitoring stack."""
+
+    prometheus: str = Field("prom/prometheus:v2.53.3", description="Prometheus (with promtool).")
+    alertmanager: str = Field(
+        "prom/alertmanager:v0.28.1", description="Alertmanager (with amtool)."
+    )
+    node_exporter: str = Field("prom/node-exporter:v1.9.0", description="Node exporter.")
+    postgres_exporter: str = Field(
+        "quay.io/prometheuscommunity/postgres-exporter:v0.17.1", description="PostgreSQL exporter."
+    )
+    grafana: str = Field("grafana/grafana:11.6.0", description="Grafana.")
+
+
+class GrafanaSection(_Model):
+    """Grafana, with Prometheus as its datasource and shipyard's dashboards provisioned."""
+
+    enabled: bool = Field(True, description="Run Grafana in the monitoring stack.")
+    port: int = Field(
+        3000, ge=1, le=65535, description="Host port of Grafana's UI, bound to the host's loopback."
+    )
+    admin_password_env: str = Field(
+        "GRAFANA_ADMIN_PASSWORD",
+        pattern=_ENV_KEY,
+        description="Env-file key holding the password of Grafana's `admin` user (the name, never the value); required when Grafana runs.",
+    )
+
+
+Exporter = Literal["node", "postgres"]
+EXPORTERS: tuple[Exporter, ...] = ("node", "postgres")
+
+
+class MonitoringSection(_Model):
+    """Prometheus, Alertmanager and exporters beside the app, as their own compose project."""
+
+    enabled: bool = Field(False, description="Run the monitoring stack for this environment.")
+    retention: Duration = Field(15 * 86400.0, description="How long Prometheus keeps samples.")
+    scrape_interval: Duration = Field(15.0, description="How often Prometheus scrapes each target.")
+    exporters: list[Exporter] = Field(
+        default_factory=lambda: list(EXPORTERS),
+        description="Exporters run beside Prometheus (the app's and the proxy's own metrics are always scraped; postgres only with a database).",
+    )
+    alerts: AlertsSection = Field(default_factory=AlertsSection, description="Alert thresholds.")
+    alertmanager: AlertmanagerSection = Field(
+        default_factory=AlertmanagerSection, description="Alert routing."
+    )
+    prometheus_port: int = Field(
+        9090,
+        ge=1,
+        le=65535,
+        description="Host port of Prometheus's UI, bound to the host's loopback.",
+    )
+    alertmanager_port: int = Field(
+        9093,
+        ge=1,
+        le=65535,
+        description="Host port of Alertmanager's UI, bound to the host's loopback.",
+    )
+    grafana: GrafanaSection = Field(default_factory=GrafanaSection, description="Grafana.")
+    images: MonitoringImages = Field(default_factory=MonitoringImages, description="Images.")
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> MonitoringSection:
+        ports = [self.prometheus_port, self.alertmanager_port]
+        if self.grafana.enabled:
+            ports.append(self.grafana.port)
+        if len(set(ports)) != len(ports):
+            raise ValueError("prometheus_port, alertmanager_port and grafana.port must differ")
+        return self
+
+
 class HookSpec(_Model):
     """One command run at a point of the deploy, with the deploy's facts in SHIPYARD_* variables."""
 
@@ -757,6 +888,7 @@ class EnvironmentSection(_Model):
     deploy: dict[str, Any] | None = Field(None, description="Overrides of `deploy`.")
     notifications: dict[str, Any] | None = Field(None, description="Overrides of `notifications`.")
     hooks: dict[str, Any] | None = Field(None, description="Overrides of `hooks`.")
+    monitoring: dict[str, Any] | None = Field(None, description="Overrides of `monitoring`.")
     providers: dict[str, dict[str, Any]] | None = Field(
         None, description="Overrides of `providers`."
     )
@@ -801,6 +933,9 @@ class ConfigFile(_Model):
         default_factory=NotificationsSection, description="Webhooks and ntfy."
     )
     hooks: HooksSection = Field(default_factory=HooksSection, description="Deploy hooks.")
+    monitoring: MonitoringSection = Field(
+        default_factory=MonitoringSection, description="Prometheus, Alertmanager, exporters."
+    )
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Provider-specific settings, keyed by provider name."
     )

@@ -90,6 +90,7 @@ from shipyard.errors import (
 )
 from shipyard.events import Bus, EventKind
 from shipyard.hosts import Host
+from shipyard.monitoring import publish_deployment_metrics
 from shipyard.state import (
     Current,
     Fence,
@@ -998,6 +999,12 @@ class _Operation:
             self.ctx.store.append_history(entry)
         except ShipyardError as exc:
             self.phases.warn(f"could not record the {self.action} in history: {exc.message}")
+        if self.ctx.config.monitoring.enabled:
+            config = self.ctx.config
+            try:
+                publish_deployment_metrics(self.ctx.store, config.app.name, config.environment.name)
+            except (ShipyardError, OSError) as exc:
+                self.phases.warn(f"could not publish the deployment metrics: {exc}")
 
 
 def watch_window(config: Config, action: str, override: float | None) -> tuple[float, str]:

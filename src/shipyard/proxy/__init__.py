@@ -115,10 +115,13 @@ def render_caddy(
     names: tuple[str, ...],
     port: int,
     maintenance: MaintenanceRoutes | None = None,
+    *,
+    admin_host: str | None = None,
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
     live name, the switching name, then the alias every slot answers to); with ``maintenance``,
-    the routes of maintenance mode before them (``maintenance_routes``)."""
+    the routes of maintenance mode before them (``maintenance_routes``). ``admin_host``: the
+    proxy's name on the private network, by which Prometheus reaches its metrics."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -161,7 +164,7 @@ def render_caddy(
         server["listen"] = [":80"]
         server["automatic_https"] = {"disable": True}
     config: dict[str, Any] = {
-        "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins()},
+        "admin": {"listen": f"0.0.0.0:{ADMIN_PORT}", "origins": _admin_origins(admin_host)},
         # During a switch the live name fails its lookup: not worth a log line each.
         "logging": {"logs": {"default": {"exclude": [_MULTI_LOGGER]}}},
         # Metrics (served on the admin endpoint) give the 5xx rate watched after a switch.
@@ -344,10 +347,18 @@ def running_maintenance_routes(config: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _admin_origins() -> list[str]:
+def _admin_origins(admin_host: str | None) -> list[str]:
     # The admin endpoint checks the Host header (DNS-rebinding protection); it is reached through
-    # a port published on the host's loopback, so loopback names are the allowed origins.
-    return ["localhost", "127.0.0.1", "[::1]", f"localhost:{ADMIN_PORT}", f"127.0.0.1:{ADMIN_PORT}"]
+    # a port published on the host's loopback, so loopback names are the allowed origins, and
+    # by the proxy's own name on the private network (Prometheus scraping its metrics).
+    origins = [
+        "localhost",
+        "127.0.0.1",
+        "[::1]",
+        f"localhost:{ADMIN_PORT}",
+        f"127.0.0.1:{ADMIN_PORT}",
+    ]
+    return [*origins, f"{admin_host}:{ADMIN_PORT}"] if admin_host else origins
 
 
 def upstreams_of(config: dict[str, Any]) -> list[str]:

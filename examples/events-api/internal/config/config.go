@@ -46,6 +46,7 @@ type Config struct {
 	TestUnhealthy      bool
 	TestUnhealthyAfter time.Duration
 	TestStartupDelay   time.Duration
+	TestLatency        time.Duration
 }
 
 // Load reads the configuration through getenv (os.Getenv in production) and
@@ -147,6 +148,7 @@ func Load(getenv func(string) string) (Config, []error) {
 	c.TestUnhealthy = boolean(get, "TEST_UNHEALTHY", bad)
 	c.TestUnhealthyAfter = duration(get, "TEST_UNHEALTHY_AFTER", 0, true, bad)
 	c.TestStartupDelay = duration(get, "TEST_STARTUP_DELAY", 0, false, bad)
+	c.TestLatency = duration(get, "TEST_LATENCY", 0, false, bad)
 
 	return c, errs
 }

@@ -56,7 +56,7 @@ type Server struct {
 func New(cfg config.Config, build Build, pool *pgxpool.Pool, log *slog.Logger, started time.Time) *Server {
 	s := &Server{cfg: cfg, build: build, pool: pool, log: log, started: started, now: time.Now}
 	s.checker = &health.Checker{Pool: pool, ContextsDir: cfg.ContextsDir, Unhealthy: s.testUnhealthy}
-	s.metrics = newMetrics(build)
+	s.metrics = newMetrics(build, pool, started)
 	return s
 }
 
@@ -104,10 +104,19 @@ func (s *Server) unhealthyAfterElapsed() bool {
 }
 
 // testFailures makes GET / and /api/* answer 500 once TEST_UNHEALTHY_AFTER
-// has elapsed, so a proxy in front sees a 5xx rate.
+// has elapsed, so a proxy in front sees a 5xx rate, and makes them TEST_LATENCY
+// slower, so a proxy in front sees a slower version.
 func (s *Server) testFailures(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if (r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/api/")) && s.unhealthyAfterElapsed() {
+		served := r.URL.Path == "/" || strings.HasPrefix(r.URL.Path, "/api/")
+		if served && s.cfg.TestLatency > 0 {
+			select {
+			case <-time.After(s.cfg.TestLatency):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		if served && s.unhealthyAfterElapsed() {
 			_, r.Pattern = mux.Handler(r) // label the metrics with the route anyway
 			writeError(w, http.StatusInternalServerError, "TEST_UNHEALTHY_AFTER has elapsed: failing on purpose")
 			return
@@ -217,14 +226,17 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach Flush and deadlines.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
-// instrument records http_requests_total and http_request_duration_seconds,
+// instrument records http_requests_total, http_request_duration_seconds and
+// http_requests_in_flight,
 // labelled by the matched route (not the raw path, to bound cardinality),
 // and logs server errors.
 func (s *Server) instrument(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w}
+		s.metrics.inFlight.Inc()
 		next.ServeHTTP(rec, r)
+		s.metrics.inFlight.Dec()
 		if rec.code == 0 {
 			rec.code = http.StatusOK
 		}

@@ -142,8 +142,8 @@ func TestTestUnhealthySwitches(t *testing.T) {
 	}
 	rec, _ := do(t, h, "GET", "/metrics", "")
 	for _, want := range []string{
-		`http_requests_total{code="500",method="GET",path="/"} 1`,
-		`http_requests_total{code="500",method="GET",path="/api/v1/events"} 1`,
+		`http_requests_total{method="GET",path="/",status="500"} 1`,
+		`http_requests_total{method="GET",path="/api/v1/events",status="500"} 1`,
 	} {
 		if !strings.Contains(rec.Body.String(), want) {
 			t.Errorf("/metrics lacks %q", want)
@@ -193,10 +193,12 @@ func TestMetrics(t *testing.T) {
 	rec, _ := do(t, h, "GET", "/metrics", "")
 	body := rec.Body.String()
 	for _, want := range []string{
-		`http_requests_total{code="200",method="GET",path="/healthz"} 1`,
-		`http_requests_total{code="404",method="GET",path="unmatched"} 1`,
+		`http_requests_total{method="GET",path="/healthz",status="200"} 1`,
+		`http_requests_total{method="GET",path="unmatched",status="404"} 1`,
 		`http_request_duration_seconds_bucket{method="GET",path="/healthz",le="+Inf"} 1`,
-		`build_info{git_commit="abc",version="1.2.3"} 1`,
+		`app_version_info{build_date="2026-01-01T00:00:00Z",commit="abc",version="1.2.3"} 1`,
+		`app_uptime_seconds `,
+		`http_requests_in_flight 1`, // the /metrics request itself
 		`go_goroutines `,
 	} {
 		if !strings.Contains(body, want) {
@@ -221,5 +223,21 @@ func TestCORS(t *testing.T) {
 	h.ServeHTTP(rec, req)
 	if rec.Header().Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("disallowed origin got CORS headers: %v", rec.Header())
+	}
+}
+
+func TestLatencySwitchDelaysServedRoutesOnly(t *testing.T) {
+	s := newTestServer(t, func(c *config.Config) { c.TestLatency = 500 * time.Millisecond })
+	h := s.Handler()
+	for path, delayed := range map[string]bool{"/": true, "/api/v1/events": true, "/healthz": false, "/version": false} {
+		start := time.Now()
+		do(t, h, "GET", path, "")
+		took := time.Since(start)
+		if delayed && took < 500*time.Millisecond {
+			t.Errorf("GET %s took %s: TEST_LATENCY=500ms must delay it", path, took)
+		}
+		if !delayed && took >= 500*time.Millisecond {
+			t.Errorf("GET %s took %s: TEST_LATENCY must not delay it", path, took)
+		}
 	}
 }

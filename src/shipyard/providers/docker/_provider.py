@@ -21,7 +21,7 @@ from shipyard.deploy import (
     run_rotate_password,
 )
 from shipyard.docker import Docker
-from shipyard.errors import PortInUse
+from shipyard.errors import PortInUse, ShipyardError
 from shipyard.event_kinds import EventKind
 from shipyard.hosts import Host
 from shipyard.providers.docker._database import DatabaseOperations
@@ -34,6 +34,7 @@ from shipyard.providers.docker._destroy import (
     _remove_state,
     _snapshot_files,
 )
+from shipyard.providers.docker._monitoring import MonitoringStack, MonitoringStatus
 from shipyard.providers.docker._network import subnet_conflict
 from shipyard.providers.docker._plan import Planning
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
@@ -92,7 +93,31 @@ class DockerProvider(Planning):
         return [self.steps(ctx).preflight()]
 
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult:
-        return run_deploy(ctx, self.steps(ctx), options)
+        result = run_deploy(ctx, self.steps(ctx), options)
+        self._monitoring_after(ctx)
+        return result
+
+    def _monitoring_after(self, ctx: OperationContext) -> None:
+        """With ``monitoring.enabled``, the stack is brought up after a deploy (unchanged
+        containers keep running); that it failed is a warning, never the deploy's failure."""
+        if not ctx.config.monitoring.enabled:
+            return
+        try:
+            done = self.monitoring_up(ctx)
+        except ShipyardError as exc:
+            ctx.phases().warn(f"monitoring: {exc.message} (`shipyard monitoring up` retries)")
+            return
+        ctx.phases().note(f"monitoring: {done}")
+
+    def monitoring_up(self, ctx: OperationContext) -> str:
+        """Bring the environment's monitoring stack up (see ``MonitoringStack.up``)."""
+        return MonitoringStack(self.steps(ctx)).up()
+
+    def monitoring_status(self, ctx: OperationContext) -> MonitoringStatus:
+        return MonitoringStack(self.steps(ctx)).status()
+
+    def monitoring_down(self, ctx: OperationContext, *, volumes: bool) -> str:
+        return MonitoringStack(self.steps(ctx)).down(volumes=volumes)
 
     def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
         """The live slot's log lines (with timestamps)."""
@@ -100,7 +125,9 @@ class DockerProvider(Planning):
         return steps.docker.logs(steps.names.live, tail=tail, since=since, timestamps=True)
 
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult:
-        return run_rollback(ctx, self.steps(ctx), options)
+        result = run_rollback(ctx, self.steps(ctx), options)
+        self._monitoring_after(ctx)
+        return result
 
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
         return run_repair(ctx, self.steps(ctx), lock_wait=lock_wait)
@@ -225,6 +252,10 @@ class DockerProvider(Planning):
             for slot in ("blue", "green"):
                 steps.docker.compose_down(steps.names.slot(slot))
                 removed.append(steps.names.slot(slot))
+            monitoring = MonitoringStack(steps)
+            if monitoring.project in steps.docker.compose_projects():
+                monitoring.down(volumes=volumes)
+                removed.append(monitoring.project)
             steps.docker.compose_down(steps.names.infra_project, volumes=volumes)
             removed.append(steps.names.infra_project)
             if steps.names.network in steps.docker.networks():  # created by shipyard (proxy.subnet)

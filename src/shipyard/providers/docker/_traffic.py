@@ -39,7 +39,13 @@ class Traffic(StepsBase):
         routes = MaintenanceRoutes(
             tuple(self.open_paths()), recorded.allow if recorded is not None else ()
         )
-        return render_caddy(self.config.proxy, self.names.routed, self.config.app.port, routes)
+        return render_caddy(
+            self.config.proxy,
+            self.names.routed,
+            self.config.app.port,
+            routes,
+            admin_host=self.names.proxy,
+        )
 
     def open_paths(self) -> list[str]:
         """The paths maintenance mode still passes to the app: the http health checks' and

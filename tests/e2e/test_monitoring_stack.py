@@ -1,0 +1,180 @@
+"""The monitoring stack on the real engine: a deploy with ``monitoring.enabled`` brings up
+Prometheus, Alertmanager, node exporter and the PostgreSQL exporter (Debian-built stand-ins of
+the official images) on the environment's network; every target is scraped; under load, every
+query of every Grafana dashboard returns data from that Prometheus (Grafana itself is in no
+registry this machine reaches, so it does not run here); a redeploy and a rollback leave the
+stack's containers running untouched while the deployment metrics follow them; ``destroy
+--volumes`` removes the stack and its data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from typing import Any
+
+import httpx
+
+from shipyard.monitoring import queries
+from tests.e2e.conftest import AppUnderTest
+from tests.e2e.ports import reserve_port
+
+LOCAL_IMAGES = {
+    "prometheus": "shipyard-local/prometheus:2",
+    "alertmanager": "shipyard-local/alertmanager:0",
+    "node_exporter": "shipyard-local/node-exporter:1",
+    "postgres_exporter": "shipyard-local/postgres-exporter:0",
+}
+JOBS = {"app", "proxy", "prometheus", "alertmanager", "node", "postgres"}
+
+
+class Traffic:
+    """GET requests to ``urls`` through the proxy, in turn, a few a second, until stopped."""
+
+    def __init__(self, *urls: str) -> None:
+        self.urls = urls
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=5) as client:
+            while not self.stop.is_set():
+                for url in self.urls:
+                    try:
+                        client.get(url)
+                    except httpx.HTTPError:
+                        pass
+                self.stop.wait(0.05)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=10)
+
+
+def _query(port: int, promql: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"http://127.0.0.1:{port}/api/v1/query", params={"query": promql}, timeout=10
+    )
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()["data"]["result"]
+    return result
+
+
+def _eventually(what: str, probe: Any, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"{what} within {timeout:g}s; last: {last!r}")
+
+
+def _started_at(containers: list[str]) -> dict[str, str]:
+    out = subprocess.run(
+        ["docker", "inspect", "--format", "{{.Name}} {{.State.StartedAt}}", *containers],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return dict(line.lstrip("/").split(" ", 1) for line in out.splitlines())
+
+
+def _operations(port: int, operation: str) -> int:
+    found = _query(port, f'shipyard_operations_total{{operation="{operation}",result="succeeded"}}')
+    return int(float(found[0]["value"][1])) if found else -1
+
+
+def _every_dashboard_query_returns_data(app: AppUnderTest, port: int) -> None:
+    traffic = Traffic(app.url("/"), app.url("/api/v1/events"))
+    try:
+        deadline = time.monotonic() + 120
+        missing = list(queries())
+        while missing and time.monotonic() < deadline:
+            missing = [
+                (uid, title, expr)
+                for uid, title, expr in missing
+                if not _query(port, expr.replace("$__rate_interval", "30s"))
+            ]
+            if missing:
+                time.sleep(1)
+    finally:
+        traffic.close()
+    assert missing == [], "dashboard queries without data"
+
+
+def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
+    app: AppUnderTest,
+) -> None:
+    prometheus_port, alertmanager_port = reserve_port(), reserve_port()
+
+    def change(document: Any) -> None:
+        document["monitoring"] = {
+            "enabled": True,
+            "scrape_interval": "1s",
+            "prometheus_port": prometheus_port,
+            "alertmanager_port": alertmanager_port,
+            "images": LOCAL_IMAGES,
+            "grafana": {"enabled": False},
+        }
+
+    app.edit(change)
+    app.commit("monitor it")
+    deployed = app.shipyard("deploy", "development")
+    assert deployed.returncode == 0, deployed.stderr
+    assert "monitoring: started" in " ".join(deployed.stderr.split()), deployed.stderr
+
+    # Every target is scraped, the app through the live name.
+    def all_up() -> bool:
+        result = app.shipyard("monitoring", "status", "development", "--json")
+        status = json.loads(result.stdout)
+        jobs = {t["job"]: t["health"] for t in status["targets"]}
+        return result.returncode == 0 and set(jobs) == JOBS and set(jobs.values()) == {"up"}
+
+    _eventually("every target up", all_up)
+    assert _eventually("deploys counted", lambda: _operations(prometheus_port, "deploy") == 1)
+    _every_dashboard_query_returns_data(app, prometheus_port)
+    stack = [f"{app.name}-development-{c}" for c in
+             ("prometheus", "alertmanager", "node-exporter", "postgres-exporter")]  # fmt: skip
+    started = _started_at(stack)
+
+    # A redeploy and a rollback: the stack keeps running, the metrics follow.
+    app.commit("a second version")
+    redeployed = app.shipyard("deploy", "development", "--no-watch")
+    assert redeployed.returncode == 0, redeployed.stderr
+    assert "every container was running" in " ".join(redeployed.stderr.split())
+    _eventually("two deploys counted", lambda: _operations(prometheus_port, "deploy") == 2)
+    rolled = app.shipyard("rollback", "development", "--yes", "--no-watch")
+    assert rolled.returncode == 0, rolled.stderr
+    _eventually("the rollback counted", lambda: _operations(prometheus_port, "rollback") == 1)
+    assert _started_at(stack) == started
+    assert _query(prometheus_port, 'up{job="app"}')[0]["value"][1] == "1"
+    # Rules are loaded and Alertmanager is the one Prometheus tells.
+    rules = httpx.get(f"http://127.0.0.1:{prometheus_port}/api/v1/rules", timeout=10).json()
+    names = {r["name"] for g in rules["data"]["groups"] for r in g["rules"]}
+    assert {"HighErrorRate", "DatabaseDown", "DeployFailed"} <= names
+    managers = httpx.get(
+        f"http://127.0.0.1:{prometheus_port}/api/v1/alertmanagers", timeout=10
+    ).json()["data"]["activeAlertmanagers"]
+    assert [m["url"] for m in managers] == [
+        f"http://{app.name}-development-alertmanager:9093/api/v2/alerts"
+    ]
+
+    # destroy --volumes removes the stack and its data.
+    destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
+    assert destroyed.returncode == 0, destroyed.stderr
+    left = subprocess.run(
+        ["docker", "ps", "-a", "--format", "{{.Names}}", "--filter", f"name={app.name}-development-"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert left == []
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "--format", "{{.Name}}", "--filter", f"name={app.name}-"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert volumes == []
