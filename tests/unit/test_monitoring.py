@@ -225,3 +225,17 @@ def test_the_dashboards_load_into_the_sdks_types_without_loss() -> None:
     for model in dashboards().values():
         loaded = Dashboard.from_json(model)
         assert json.loads(json.dumps(loaded, cls=JSONEncoder)) == model
+
+
+def test_an_app_without_metrics_is_not_scraped_and_has_no_app_rules() -> None:
+    config = prometheus_config(
+        MonitoringSection(app_metrics_path=None),
+        Targets(**{**TARGETS.__dict__, "app": None}),
+        app="shop",
+        environment="production",
+    )
+    rules = _alerts(alert_rules(AlertsSection(), database=False, node=False, app=False))
+
+    assert "app" not in {job["job_name"] for job in config["scrape_configs"]}
+    assert {"AppDown", "AppTargetMissing"}.isdisjoint(rules)
+    assert {"HighErrorRate", "TargetDown", "LatencyRegression"} <= set(rules)

@@ -798,6 +798,11 @@ class MonitoringSection(_Model):
     enabled: bool = Field(False, description="Run the monitoring stack for this environment.")
     retention: Duration = Field(15 * 86400.0, description="How long Prometheus keeps samples.")
     scrape_interval: Duration = Field(15.0, description="How often Prometheus scrapes each target.")
+    app_metrics_path: str | None = Field(
+        "/metrics",
+        pattern=r"^/",
+        description="Where the app serves its Prometheus metrics (on the environment's network; the proxy blocks /metrics from outside). null: the app has none, and AppDown and AppTargetMissing are left out (the proxy's metrics still cover its requests).",
+    )
     exporters: list[Exporter] = Field(
         default_factory=lambda: list(EXPORTERS),
         description="Exporters run beside Prometheus (the app's and the proxy's own metrics are always scraped; postgres only with a database).",

@@ -16,7 +16,7 @@ RULES_FILE = "/etc/prometheus/alerts.yml"
 class Targets:
     """Where each scraped thing answers on the environment's network (``host:port``)."""
 
-    app: str  # the live name and the app's port: whichever slot is live
+    app: str | None  # the live name and the app's port (whichever slot is live); None: unscraped
     proxy: str  # Caddy's admin endpoint, which serves its metrics
     alertmanager: str
     prometheus: str = "localhost:9090"
@@ -34,8 +34,8 @@ def prometheus_config(
 ) -> dict[str, Any]:
     """The configuration; every series and alert carries the app and environment labels."""
     interval = duration(monitoring.scrape_interval)
-    jobs = [
-        _job(APP_JOB, targets.app, targets.app_metrics_path),
+    jobs = [_job(APP_JOB, targets.app, targets.app_metrics_path)] if targets.app else []
+    jobs += [
         _job(PROXY_JOB, targets.proxy),
         _job("prometheus", targets.prometheus),
         _job("alertmanager", targets.alertmanager),

@@ -55,9 +55,12 @@ def _proxy_requests(match: str = "") -> str:
     )
 
 
-def alert_rules(alerts: AlertsSection, *, database: bool, node: bool) -> dict[str, Any]:
+def alert_rules(
+    alerts: AlertsSection, *, database: bool, node: bool, app: bool = True
+) -> dict[str, Any]:
     """The rule groups: recording rules, then the alerts (``database``: the app has a
-    PostgreSQL watched by the exporter; ``node``: node exporter runs)."""
+    PostgreSQL watched by the exporter; ``node``: node exporter runs; ``app``: Prometheus
+    scrapes the app's own metrics)."""
     recording = [
         {
             "record": P95,
@@ -78,22 +81,6 @@ def alert_rules(alerts: AlertsSection, *, database: bool, node: bool) -> dict[st
             "critical",
             "More than {{ $value | humanizePercentage }} of requests fail",
             f"Over {alerts.error_rate:.0%} of the requests through the proxy answered 5xx for {duration(alerts.error_rate_for)}.",
-        ),
-        _alert(
-            "AppDown",
-            f'up{{job="{APP_JOB}"}} == 0',
-            duration(alerts.down_for),
-            "critical",
-            "The live app does not answer its metrics scrape",
-            "Prometheus cannot scrape the live slot's /metrics: the app is down or not reachable on its network.",
-        ),
-        _alert(
-            "AppTargetMissing",
-            f'absent(up{{job="{APP_JOB}"}})',
-            "5m",
-            "critical",
-            "Prometheus does not scrape the app",
-            "No scrape target for the app: the monitoring configuration does not match the environment.",
         ),
         _alert(
             "TargetDown",
@@ -123,6 +110,25 @@ def alert_rules(alerts: AlertsSection, *, database: bool, node: bool) -> dict[st
             "A deploy of {{ $labels.app }} to {{ $labels.environment }} {{ $labels.result }} in the last 15 minutes; the previous version serves.",
         ),
     ]
+    if app:
+        rules += [
+            _alert(
+                "AppDown",
+                f'up{{job="{APP_JOB}"}} == 0',
+                duration(alerts.down_for),
+                "critical",
+                "The live app does not answer its metrics scrape",
+                "Prometheus cannot scrape the live slot's /metrics: the app is down or not reachable on its network.",
+            ),
+            _alert(
+                "AppTargetMissing",
+                f'absent(up{{job="{APP_JOB}"}})',
+                "5m",
+                "critical",
+                "Prometheus does not scrape the app",
+                "No scrape target for the app: the monitoring configuration does not match the environment.",
+            ),
+        ]
     if database:
         rules.append(
             _alert(

@@ -98,7 +98,8 @@ class MonitoringStack:
     def targets(self) -> Targets:
         names, config = self.steps.names, self.steps.config
         return Targets(
-            app=f"{names.live}:{config.app.port}",
+            app=f"{names.live}:{config.app.port}" if self.section.app_metrics_path else None,
+            app_metrics_path=self.section.app_metrics_path or "/metrics",
             proxy=f"{names.proxy}:{ADMIN_PORT}",
             alertmanager=f"{self.containers['alertmanager']}:{ALERTMANAGER_PORT}",
             node=f"{self.containers['node-exporter']}:{NODE_EXPORTER_PORT}" if self._node else None,
@@ -115,7 +116,12 @@ class MonitoringStack:
         prometheus = prometheus_config(
             self.section, self.targets(), app=names.app, environment=names.environment
         )
-        rules = alert_rules(self.section.alerts, database=self._postgres, node=self._node)
+        rules = alert_rules(
+            self.section.alerts,
+            database=self._postgres,
+            node=self._node,
+            app=self.section.app_metrics_path is not None,
+        )
         alerting = alertmanager_config(self.section, config.notifications)
         files = {
             self.root / "compose.yml": (to_yaml(self.compose()), 0o600),
