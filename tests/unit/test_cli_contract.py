@@ -37,6 +37,7 @@ TOP_LEVEL = [
     "schema",
     "snapshot",
     "status",
+    "watch",
 ]
 
 

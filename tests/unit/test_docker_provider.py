@@ -4,6 +4,7 @@ engine."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -15,6 +16,7 @@ from shipyard.deploy import OperationContext, RollbackOptions
 from shipyard.events import Bus
 from shipyard.hosts import CommandResult
 from shipyard.providers import DockerProvider, SnapshotFiles
+from shipyard.proxy import Latency, Observed, Traffic
 from shipyard.state import Current, HistoryEntry, Release, StateStore
 from tests.bad_configs import VALID, committed_config
 from tests.fakes import FakeHost
@@ -349,10 +351,17 @@ def _slots_engine(**names: str) -> EngineHost:
     return host
 
 
+class _Metrics:
+    """The proxy's metrics as its admin API gives them: 5 requests, all under 100 ms."""
+
+    def observe(self) -> Observed:
+        return Observed(Traffic(5, 0), Latency(((0.1, 5.0), (math.inf, 5.0))), 1.0)
+
+
 def _switched(config: Config, host: EngineHost, slot: str) -> list[list[str]]:
     """Switch to ``slot``; the renames it made."""
     steps = DockerProvider(host).steps(_context(config, host))  # type: ignore[arg-type]
-    steps._ensure_proxy = lambda: None  # type: ignore[method-assign,assignment,return-value]
+    steps._ensure_proxy = _Metrics  # type: ignore[method-assign,assignment]
     before = len(host.commands)
     steps.switch(slot)
     return [argv[2:] for argv in host.commands[before:] if argv[:2] == ["docker", "rename"]]
@@ -373,6 +382,10 @@ def test_a_switch_hands_the_live_name_over_through_the_switching_name(config: Co
         ["shop-development-green", "shop-development-live"],
         ["shop-development-switching", "shop-development-blue"],
     ]
+    # What the proxy had counted is noted as the switch's mark (the watch compares latencies).
+    [mark] = _context(config, host).store.switch_marks()
+    assert mark["proxy_started"] == 1.0
+    assert Latency.from_dict(mark["latency"]).count == 5
     assert _named(host) == {"shop-development-blue": "blue", "shop-development-live": "green"}
     assert _switched(config, host, "green") == []  # already live: nothing to do
 

@@ -16,7 +16,7 @@ from shipyard.hosts import CommandResult
 from shipyard.providers.docker import DockerSteps
 from shipyard.providers.docker import _observation as observation
 from shipyard.providers.docker._base import _poll
-from shipyard.proxy import Answer, Endpoint, Traffic
+from shipyard.proxy import Answer, Endpoint, Latency, Observed, Traffic
 from shipyard.state import Release
 from shipyard.waiting import Clock
 from tests.bad_configs import VALID, committed_config
@@ -258,6 +258,9 @@ class _Proxy:
         self.readings += 1
         return Traffic(total * self.readings, errors * self.readings)
 
+    def observe(self) -> Observed:
+        return Observed(self.traffic(), Latency(()), None)
+
 
 def _watching(
     config: Config, monkeypatch: pytest.MonkeyPatch, check: _Check, proxy: _Proxy
@@ -274,7 +277,9 @@ def test_the_watch_runs_a_round_every_interval_and_one_at_the_end(
 ) -> None:
     check = _Check([True, False, True])  # one failing round is not `health.failures` (2)
     steps, clock = _watching(config, monkeypatch, check, _Proxy((10, 0)))
-    assert steps.watch("green", 3) == "healthy for 3s; 40 request(s), 0 5xx"
+    assert steps.watch("green", 3) == (
+        "healthy for 3s; checks 3 passed, 1 failed; 40 request(s), 0 5xx; p95 -"
+    )
     assert clock.sleeps == [1.0, 1.0, 1.0] and check.rounds == 4
 
 

@@ -219,6 +219,12 @@ def render(environment: str, config: Path, node: str | None, json_output: bool) 
     "Return once the switch is verified: no watch window (the old version is retired at once; "
     "no automatic switch-back).",
 )
+@click.option(
+    "--watch-for",
+    metavar="DURATION",
+    help="Watch the new version this long after the switch (e.g. 10m; default deploy.watch), "
+    "switching back if it fails, and end with its statistics.",
+)
 @flag(
     "--maintenance",
     "Maintenance mode from just before the migrations until the switch is verified: the proxy "
@@ -233,6 +239,7 @@ def deploy(
     ref: str | None,
     wait: str,
     no_watch: bool,
+    watch_for: str | None,
     maintenance: bool,
     json_output: bool,
 ) -> None:
@@ -245,12 +252,15 @@ def deploy(
     from shipyard.deploy import DeployOptions
     from shipyard.session import on_nodes
 
+    if no_watch and watch_for is not None:
+        raise click.UsageError("--no-watch and --watch-for: choose one")
+    watch = parse_duration(watch_for) if watch_for is not None else None
     sessions = open_sessions(config, environment, json_events=json_output, ref=ref)
     options = DeployOptions(
         allow_dirty=allow_dirty,
         rebuild=rebuild,
         lock_wait=parse_duration(wait),
-        watch=0 if no_watch else None,
+        watch=0 if no_watch else watch,
         maintenance=maintenance,
     )
     for session, result in on_nodes(
@@ -417,6 +427,59 @@ def _said_maintenance(mode: dict[str, Any]) -> str:
     return (
         f"ON since {mode.get('since')} by {mode.get('by')} (Retry-After {mode.get('retry_after')}s, "
         f"allowed: {allow}): {mode.get('message')}"
+    )
+
+
+@app.command()
+@environment_argument
+@config_option
+@click.option(
+    "--for",
+    "duration",
+    metavar="DURATION",
+    default="1m",
+    show_default=True,
+    help="How long to watch (e.g. 30s, 10m).",
+)
+@json_option
+def watch(environment: str, config: Path, duration: str, json_output: bool) -> None:
+    """Watch the live version: health checks passed and failed, requests, 5xx, and its p95
+    latency through the proxy against the previous version's, a line each health.interval,
+    then a summary (exit 1 on a latency regression, as deploy.latency_regression defines it).
+    Changes nothing."""
+    from rich.markup import escape
+
+    from shipyard.cli._context import open_session
+    from shipyard.cli._output import err
+    from shipyard.config import parse_duration
+
+    seconds = parse_duration(duration)
+    session = open_session(config, environment)
+    console = err()
+
+    def each(round_: dict[str, Any]) -> None:
+        if not json_output:
+            console.print(escape(_watch_line(round_)))
+
+    summary = session.provider.watch_live(session.ctx, seconds, each)
+    if json_output:
+        print_json({"environment": environment, **summary})
+    else:
+        console.print(
+            f"watched {escape(environment)} for {seconds:g}s: {escape(summary['summary'])}"
+        )
+    if summary["regression"]:
+        raise SystemExit(1)
+
+
+def _watch_line(round_: dict[str, Any]) -> str:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value * 1000:.0f} ms"
+
+    return (
+        f"{round_['elapsed_s']:6.1f}s  checks {round_['checks_passed']} ok {round_['checks_failed']} "
+        f"failed  requests {round_['requests']}  5xx {round_['errors']}  p95 {ms(round_['p95_s'])} "
+        f"(previous {ms(round_['previous_p95_s'])})"
     )
 
 

@@ -568,7 +568,16 @@ class DeploySection(_Model):
     min_requests: int = Field(
         20,
         ge=1,
-        description="Requests the proxy must have seen in the watch window before the 5xx rate is judged.",
+        description="Requests the proxy must have seen in the watch window before the 5xx rate is judged (and the latency, by each version).",
+    )
+    latency_regression: float = Field(
+        0.5,
+        gt=0,
+        description="During the watch: the new version's p95 latency through the proxy more than this fraction above the previous version's (0.5: 50 % slower), each over at least `min_requests` requests, is a regression: a `health.degraded` event with both figures (and see `on_latency_regression`).",
+    )
+    on_latency_regression: Literal["warn", "switch_back"] = Field(
+        "warn",
+        description="What a latency regression during the watch does: warn (the event only; the new version stays) or switch_back (the watch fails: the previous version serves again).",
     )
     require_ci: bool = Field(
         False,

@@ -36,6 +36,7 @@ import httpx
 
 from shipyard.config import ProxySection
 from shipyard.errors import ProxyError
+from shipyard.proxy._latency import Latency, parse_latency, regression
 from shipyard.proxy._probe import (
     Answer,
     Endpoint,
@@ -59,7 +60,9 @@ __all__ = [
     "Answer",
     "CaddyAdmin",
     "Endpoint",
+    "Latency",
     "MaintenanceRoutes",
+    "Observed",
     "ProxyError",
     "ServedCertificate",
     "Traffic",
@@ -67,9 +70,12 @@ __all__ = [
     "judge_health",
     "maintenance_files",
     "maintenance_routes",
+    "parse_latency",
+    "parse_observed",
     "parse_traffic",
     "probe",
     "proxy_files",
+    "regression",
     "render_caddy",
     "reports_commit",
     "running_maintenance_routes",
@@ -418,6 +424,28 @@ def parse_traffic(metrics: str, server: str = SERVER) -> Traffic:
     return Traffic(total, errors)
 
 
+_STARTED = re.compile(r"^process_start_time_seconds\s+(?P<value>[0-9.e+]+)$", re.M)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """One read of the proxy's metrics: requests and 5xx, the app's latency histogram, and when
+    the proxy's process started (its counts begin there)."""
+
+    traffic: Traffic
+    latency: Latency
+    started: float | None
+
+
+def parse_observed(metrics: str) -> Observed:
+    started = _STARTED.search(metrics)
+    return Observed(
+        parse_traffic(metrics),
+        parse_latency(metrics, SERVER),
+        float(started.group("value")) if started else None,
+    )
+
+
 class CaddyAdmin:
     """Caddy's admin API at ``http://127.0.0.1:<port>`` (``transport``: how requests travel,
     the network unless given)."""
@@ -456,6 +484,10 @@ class CaddyAdmin:
 
     def traffic(self) -> Traffic:
         return parse_traffic(self._request("GET", "/metrics").text)
+
+    def observe(self) -> Observed:
+        """Requests, 5xx, the latency histogram and the proxy's start, from one read."""
+        return parse_observed(self._request("GET", "/metrics").text)
 
     def in_flight(self, upstream: str) -> int:
         """Requests the proxy has in flight to ``upstream`` (0 once it is no longer known)."""

@@ -287,6 +287,17 @@ class StateStore:
         else:
             self._write("maintenance.json", maintenance.to_dict())
 
+    # -- switches ----------------------------------------------------------------------------------------
+    def switch_marks(self) -> list[dict[str, Any]]:
+        """What the proxy had counted at each recent switch, oldest first: ``release_id``,
+        ``version``, ``at``, ``proxy_started`` and ``latency`` (a ``shipyard.proxy.Latency``):
+        what one version's latency is told from the one before it by."""
+        data = self._read("switches.json")
+        return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+
+    def add_switch_mark(self, mark: dict[str, Any], *, keep: int = 5) -> None:
+        self._write("switches.json", [*self.switch_marks(), mark][-keep:])
+
     # -- history -----------------------------------------------------------------------------------------
     def history(self) -> list[HistoryEntry]:
         data = self.host.get(self.path("history.jsonl"))

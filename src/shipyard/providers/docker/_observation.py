@@ -5,12 +5,29 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from shipyard.errors import DeployFailed, ShipyardError
+from shipyard.event_kinds import EventKind
 from shipyard.health import build_checks
 from shipyard.hosts import LocalHost
 from shipyard.providers.docker._base import StepsBase
-from shipyard.proxy import Answer, Endpoint, endpoints, probe, reports_commit, trust
+from shipyard.proxy import (
+    Answer,
+    CaddyAdmin,
+    Endpoint,
+    Latency,
+    Observed,
+    Traffic,
+    endpoints,
+    probe,
+    regression,
+    reports_commit,
+    trust,
+)
 from shipyard.state import Release
 from shipyard.waiting import Interval, wait_until
 
@@ -147,41 +164,187 @@ class Observation(StepsBase):
         ]
         return found[-1][:500] if found else ""
 
+    def compare_latency(self, observed: Observed) -> Comparison:
+        """The live version's p95 through the proxy since its switch, against the version's
+        before it over its whole time live (``StateStore.switch_marks``). A figure is missing
+        when the proxy restarted in between (its counts began again) or nothing was marked."""
+        marks = self.ctx.store.switch_marks()
+        if not marks:
+            return Comparison(None, None, 0, 0, None)
+        last = marks[-1]
+        at_switch = Latency.from_dict(last["latency"])
+        current = observed.latency.since(at_switch)
+        if observed.started != last.get("proxy_started"):
+            current = None
+        previous: Latency | None = None
+        before = marks[-2] if len(marks) > 1 else None
+        if before is not None and before.get("proxy_started") == last.get("proxy_started"):
+            previous = at_switch.since(Latency.from_dict(before["latency"]))
+        return Comparison(
+            current.quantile(0.95) if current else None,
+            previous.quantile(0.95) if previous else None,
+            current.count if current else 0,
+            previous.count if previous else 0,
+            str(before["version"]) if before is not None else None,
+        )
+
     def watch(self, slot: str, seconds: float) -> str:
         """After the switch: health checks and the proxy's 5xx rate for ``seconds``
         (``deploy.watch``, or ``deploy.rollback_watch`` for a rollback), a round every
-        ``health.interval`` and one at the end."""
-        section, health = self.config.deploy, self.config.health
+        ``health.interval`` and one at the end; and the new version's p95 latency against the
+        previous version's: a regression (``deploy.latency_regression``) sends a
+        ``health.degraded`` event with both figures, and with ``deploy.on_latency_regression:
+        switch_back`` fails the watch."""
+        section = self.config.deploy
         if seconds <= 0:
             return "skipped (no watch window)"
         admin = self.admin()
-        baseline = admin.traffic()
-        checks = build_checks(health)
-        target = self._target(slot)
-        failing = 0
-        seen = baseline.since(baseline)
+        watch = Watch(self, slot, admin)
+        warned = False
 
         def watched() -> None:
-            nonlocal failing, seen
-            results = [check.run(target, health.timeout) for check in checks]
-            failing = failing + 1 if not all(r.ok for r in results) else 0
-            if failing >= health.failures:
-                detail = "; ".join(r.detail for r in results if not r.ok)
-                raise DeployFailed(
-                    "watch", f"slot {slot} turned unhealthy after the switch: {detail}"
-                )
-            seen = admin.traffic().since(baseline)
+            nonlocal warned
+            watch.round()
+            seen, latency = watch.seen, watch.latency
             if seen.total >= section.min_requests and seen.error_rate > section.max_error_rate:
                 raise DeployFailed(
                     "watch",
                     f"{seen.errors} of {seen.total} requests through the proxy failed with 5xx "
                     f"({seen.error_rate:.0%} > {section.max_error_rate:.0%}) after the switch",
                 )
+            if latency.regressed(section.min_requests, section.latency_regression):
+                said = latency.said(section.latency_regression)
+                if section.on_latency_regression == "switch_back":
+                    raise DeployFailed("watch", f"{said} (deploy.on_latency_regression)")
+                if not warned:
+                    warned = True
+                    self.ctx.phases().event(
+                        EventKind.HEALTH_DEGRADED, message=said, data=latency.to_dict()
+                    )
 
         wait_until(
-            watched, timeout=seconds, interval=health.interval, clock=self.clock, done=_never
+            watched, timeout=seconds, interval=self.config.health.interval, clock=self.clock,
+            done=_never,
+        )  # fmt: skip
+        return f"healthy for {seconds:g}s; {watch.summary()}"
+
+    def observe_live(
+        self, seconds: float, each: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """``shipyard watch``: the live version's health checks, requests, 5xx and p95 (against
+        the previous version's) for ``seconds``, a round every ``health.interval`` handed to
+        ``each``; returns the summary. Changes nothing."""
+        slot = self.live_slot()
+        if slot is None:
+            raise ShipyardError("nothing is live: nothing to watch")
+        watch = Watch(self, slot, self.admin())
+        started = time.monotonic()
+
+        def observed() -> None:
+            watch.round()
+            each({"elapsed_s": round(time.monotonic() - started, 1), **watch.to_dict()})
+
+        wait_until(
+            observed, timeout=seconds, interval=self.config.health.interval, clock=self.clock,
+            done=_never,
+        )  # fmt: skip
+        allowed = self.config.deploy.latency_regression
+        regressed = watch.latency.regressed(self.config.deploy.min_requests, allowed)
+        return {
+            **watch.to_dict(),
+            "seconds": seconds,
+            "regression": regressed,
+            "summary": watch.summary(),
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The live version's p95 latency through the proxy against the previous version's."""
+
+    current_p95: float | None
+    previous_p95: float | None
+    current_requests: int
+    previous_requests: int
+    previous_version: str | None
+
+    def regressed(self, min_requests: int, allowed: float) -> bool:
+        enough = min(self.current_requests, self.previous_requests) >= min_requests
+        return enough and regression(self.current_p95, self.previous_p95, allowed)
+
+    def said(self, allowed: float) -> str:
+        current, previous = _ms(self.current_p95), _ms(self.previous_p95)
+        return (
+            f"p95 latency {current} over {self.current_requests} request(s) since the switch, "
+            f"{previous} for {self.previous_version} before it: more than {allowed:.0%} slower"
         )
-        return f"healthy for {seconds:g}s; {seen.total} request(s), {seen.errors} 5xx"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "p95_s": self.current_p95,
+            "previous_p95_s": self.previous_p95,
+            "previous_version": self.previous_version,
+            "previous_requests": self.previous_requests,
+        }
+
+
+class Watch:
+    """Rounds of health checks on a slot and reads of the proxy's metrics, counted from the
+    first round."""
+
+    def __init__(self, steps: Observation, slot: str, admin: CaddyAdmin) -> None:
+        self.steps, self.admin = steps, admin
+        self.health = steps.config.health
+        self.checks = build_checks(self.health)
+        self.target = steps._target(slot)
+        self.slot = slot
+        self.baseline = admin.observe().traffic
+        self.seen = self.baseline.since(self.baseline)
+        self.latency = Comparison(None, None, 0, 0, None)
+        self.passed = self.failed = self.failing = 0
+
+    def round(self) -> None:
+        """One round; ``DeployFailed`` when ``health.failures`` rounds in a row failed."""
+        results = [check.run(self.target, self.health.timeout) for check in self.checks]
+        if all(r.ok for r in results):
+            self.passed, self.failing = self.passed + 1, 0
+        else:
+            self.failed, self.failing = self.failed + 1, self.failing + 1
+        if self.failing >= self.health.failures:
+            detail = "; ".join(r.detail for r in results if not r.ok)
+            raise DeployFailed(
+                "watch", f"slot {self.slot} turned unhealthy after the switch: {detail}"
+            )
+        observed = self.admin.observe()
+        self.seen = observed.traffic.since(self.baseline)
+        self.latency = self.steps.compare_latency(observed)
+
+    def summary(self) -> str:
+        seen: Traffic = self.seen
+        latency = self.latency
+        compared = (
+            f"; p95 {_ms(latency.current_p95)} (was {_ms(latency.previous_p95)} for "
+            f"{latency.previous_version})"
+            if latency.previous_version
+            else f"; p95 {_ms(latency.current_p95)}"
+        )
+        return (
+            f"checks {self.passed} passed, {self.failed} failed; {seen.total} request(s), "
+            f"{seen.errors} 5xx{compared}"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "checks_passed": self.passed,
+            "checks_failed": self.failed,
+            "requests": self.seen.total,
+            "errors": self.seen.errors,
+            **self.latency.to_dict(),
+        }
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 def _tls_error_after(line: str, since: float) -> bool:

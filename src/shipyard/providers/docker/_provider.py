@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 from shipyard.config import Config
@@ -108,6 +109,12 @@ class DockerProvider(Planning):
             ctx.phases().warn(f"monitoring: {exc.message} (`shipyard monitoring up` retries)")
             return
         ctx.phases().note(f"monitoring: {done}")
+
+    def watch_live(
+        self, ctx: OperationContext, seconds: float, each: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        """``shipyard watch`` (see ``Observation.observe_live``)."""
+        return self.steps(ctx).observe_live(seconds, each)
 
     def monitoring_up(self, ctx: OperationContext) -> str:
         """Bring the environment's monitoring stack up (see ``MonitoringStack.up``)."""

@@ -24,7 +24,7 @@ from shipyard.proxy import (
     proxy_files,
     render_caddy,
 )
-from shipyard.state import Maintenance
+from shipyard.state import Maintenance, now_iso
 from shipyard.waiting import Clock, wait_until
 
 
@@ -134,7 +134,7 @@ class Traffic(StepsBase):
         and a switch interrupted between two renames still leaves the site served (and is
         finished or undone by the next operation, which calls this again). The lock is checked
         once before the renames: they follow each other at once."""
-        self._ensure_proxy()
+        admin = self._ensure_proxy()
         names = self.names
         live, switching = names.live, names.switching
         found = self.docker.containers_named([live, switching, names.slot(slot)])
@@ -158,6 +158,7 @@ class Traffic(StepsBase):
             left = None
         if target.name == live:
             return f"{live} is already slot {slot}"
+        self._mark_switch(admin, target)
         self._fence()
         if current is not None:
             self.docker.rename(live, switching)
@@ -167,6 +168,25 @@ class Traffic(StepsBase):
             self.docker.rename(switching, self._slot_name(previous))
         self._switched_at = time.monotonic()
         return f"{live} → slot {slot} ({target.labels.get(f'{LABEL}.version', '?')})"
+
+    def _mark_switch(self, admin: CaddyAdmin, target: ContainerInfo) -> None:
+        """What the proxy has counted as ``target`` goes live (``StateStore.switch_marks``):
+        where the previous version's requests end and this one's begin, for comparing their
+        latency. Without it (the proxy's metrics or the state not reached) that comparison is
+        not made; the switch goes on."""
+        try:
+            seen = admin.observe()
+            self.ctx.store.add_switch_mark(
+                {
+                    "release_id": target.labels.get(f"{LABEL}.release", ""),
+                    "version": target.labels.get(f"{LABEL}.version", ""),
+                    "at": now_iso(),
+                    "proxy_started": seen.started,
+                    "latency": seen.latency.to_dict(),
+                }
+            )
+        except ShipyardError:
+            pass
 
     def _slot_name(self, info: ContainerInfo) -> str:
         return self.names.slot(info.labels.get(f"{LABEL}.slot", "old"))
