@@ -270,6 +270,22 @@ CATALOGUE: list[BadConfig] = [
         "23:1 monitoring",
     ),
     BadConfig(
+        "monitoring-published-without-https",
+        VALID + "monitoring:\n  enabled: true\n  grafana: {enabled: false}\n"
+        "  publish: {prometheus: prom.example.com}\n",
+        "publishing needs proxy.domains (HTTPS: basic auth is never sent in clear)",
+        "26:3 monitoring.publish",
+        env_file=ENV_FILE + "MONITORING_PASSWORD=long-enough-password-123\n",
+    ),
+    BadConfig(
+        "monitoring-published-without-a-password",
+        VALID.replace("  http_port: 18080\n", "  http_port: 18080\n  domains: [shop.example.com]\n")
+        + "monitoring:\n  enabled: true\n  grafana: {enabled: false}\n"
+        "  publish: {prometheus: prom.example.com}\n",
+        "MONITORING_PASSWORD is not set in the env file (the basic auth password)",
+        "27:3 monitoring.publish.password_env",
+    ),
+    BadConfig(
         "monitoring-error-rate-as-percent",
         VALID + "monitoring:\n  alerts:\n    error_rate: 5\n",
         "less than 1",

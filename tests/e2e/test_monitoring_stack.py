@@ -9,6 +9,7 @@ stack's containers running untouched while the deployment metrics follow them; `
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import Any
 import httpx
 
 from shipyard.monitoring import queries
-from tests.e2e.conftest import AppUnderTest
+from tests.e2e.conftest import AppUnderTest, git
 from tests.e2e.ports import reserve_port
 
 LOCAL_IMAGES = {
@@ -178,3 +179,58 @@ def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert volumes == []
+
+
+def test_published_uis_answer_over_https_behind_basic_auth_only(app: AppUnderTest) -> None:
+    https_port = reserve_port()
+    app_domain, prom_domain, am_domain = (f"{p}-{app.name}.test" for p in ("app", "prom", "am"))
+    password = f"pw-{secrets.token_hex(12)}"
+    with (app.dir / ".env.development").open("a") as env_file:
+        env_file.write(f"MONITORING_PASSWORD={password}\n")
+
+    def change(document: Any) -> None:
+        document["proxy"].update(
+            {"domains": [app_domain], "https_port": https_port, "tls": "internal"}
+        )
+        document["monitoring"] = {
+            "enabled": True,
+            "prometheus_port": reserve_port(),
+            "alertmanager_port": reserve_port(),
+            "images": LOCAL_IMAGES,
+            "grafana": {"enabled": False},
+            "publish": {"prometheus": prom_domain, "alertmanager": am_domain, "user": "ops"},
+        }
+
+    app.edit(change)
+    app.commit("monitoring published under domains")
+    deployed = app.shipyard("deploy", "development", "--no-watch")
+    assert deployed.returncode == 0, deployed.stderr
+
+    def get(domain: str, path: str, auth: tuple[str, str] | None = None) -> httpx.Response:
+        with httpx.Client(verify=False, trust_env=False, timeout=10) as client:  # noqa: S501 — the proxy's internal CA; trust is not the subject
+            return client.get(
+                f"https://127.0.0.1:{https_port}{path}",
+                headers={"Host": domain},
+                extensions={"sni_hostname": domain},
+                auth=auth,
+            )
+
+    for domain in (prom_domain, am_domain):
+        assert get(domain, "/-/ready").status_code == 401
+        assert get(domain, "/-/ready", ("ops", "wrong")).status_code == 401
+        ready = _eventually(
+            f"{domain} through the proxy",
+            lambda domain=domain: get(domain, "/-/ready", ("ops", password)).status_code == 200,
+        )
+        assert ready
+    # The app's own domain still reaches the app, and the password is in no rendered file.
+    assert get(app_domain, "/version").json()["git_commit"] == git(app.dir, "rev-parse", "HEAD")
+    proxy_dir = app.state_dir / app.name / "development" / "proxy"
+    assert password not in (proxy_dir / "caddy.json").read_text()
+    hashed = (proxy_dir / "monitoring.hash").read_text()
+    # A redeploy keeps the hash: the proxy's config does not change under it.
+    app.commit("again")
+    again = app.shipyard("deploy", "development", "--no-watch")
+    assert again.returncode == 0, again.stderr
+    assert (proxy_dir / "monitoring.hash").read_text() == hashed
+    assert get(prom_domain, "/-/ready", ("ops", password)).status_code == 200

@@ -15,6 +15,7 @@ from shipyard.config import (
     MonitoringSection,
     NotificationsSection,
     NtfySink,
+    ProxySection,
     WebhookSink,
 )
 from shipyard.monitoring import (
@@ -28,6 +29,7 @@ from shipyard.monitoring import (
     prometheus_config,
     queries,
 )
+from shipyard.proxy import Published, render_caddy, upstreams_of
 from shipyard.state import Current, HistoryEntry, Release
 
 NTFY = NtfySink(kind="ntfy", server="https://ntfy.example/", topic="ops", token_env="NTFY_TOKEN")
@@ -239,3 +241,24 @@ def test_an_app_without_metrics_is_not_scraped_and_has_no_app_rules() -> None:
     assert "app" not in {job["job_name"] for job in config["scrape_configs"]}
     assert {"AppDown", "AppTargetMissing"}.isdisjoint(rules)
     assert {"HighErrorRate", "TargetDown", "LatencyRegression"} <= set(rules)
+
+
+def test_published_uis_come_first_behind_basic_auth_and_are_not_the_apps_upstreams() -> None:
+    proxy = ProxySection(domains=["shop.example.com"], tls="internal")
+    ui = Published("prom.example.com", "shop-production-prometheus:9090", "ops", "$2b$10$hash")
+
+    config = render_caddy(proxy, ("live", "switching", "slots"), 8080, published=(ui,))
+
+    routes = config["apps"]["http"]["servers"]["shipyard"]["routes"]
+    first = routes[0]
+    assert first["match"] == [{"host": ["prom.example.com"]}]
+    auth, upstream = first["handle"][0], first["handle"][-1]
+    assert auth["handler"] == "authentication"
+    assert auth["providers"]["http_basic"]["accounts"] == [
+        {"username": "ops", "password": "$2b$10$hash"}
+    ]
+    assert upstream["upstreams"] == [{"dial": "shop-production-prometheus:9090"}]
+    assert all(r["match"][0]["host"] == ["shop.example.com"] for r in routes[1:])
+    assert upstreams_of(config) == ["live:8080", "switching:8080", "slots:8080"]
+    [policy] = config["apps"]["tls"]["automation"]["policies"]
+    assert policy["subjects"] == ["shop.example.com", "prom.example.com"]

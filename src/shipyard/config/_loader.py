@@ -559,6 +559,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         *sections["app"].secret_env,
         *_notification_secret_keys(sections["notifications"]),
         sections["monitoring"].grafana.admin_password_env,
+        sections["monitoring"].publish.password_env,
         *([database.password_env] if database is not None else []),
         *([github.token_env] if github is not None else []),
         *([registry.password_env] if registry is not None and registry.password_env else []),
@@ -871,11 +872,38 @@ def _monitoring_issues(
     issues = []
     grafana = monitoring.grafana
     if monitoring.enabled and grafana.enabled and not file_values.get(grafana.admin_password_env):
-        path: Path_ = ("monitoring", "grafana", "admin_password_env")
-        shown = _key_named(grafana.admin_password_env, path, interpolated)
+        grafana_path: Path_ = ("monitoring", "grafana", "admin_password_env")
+        shown = _key_named(grafana.admin_password_env, grafana_path, interpolated)
         issues.append(
-            locator.issue(path, f"{shown} is not set in the env file (Grafana's admin password)")
+            locator.issue(
+                grafana_path, f"{shown} is not set in the env file (Grafana's admin password)"
+            )
         )
+    published = monitoring.publish.domains()
+    proxy = sections.get("proxy")
+    if monitoring.enabled and published:
+        where: Path_ = ("monitoring", "publish")
+        if proxy is not None and not proxy.domains:
+            issues.append(
+                locator.issue(
+                    where,
+                    "publishing needs proxy.domains (HTTPS: basic auth is never sent in clear)",
+                )
+            )
+        if "grafana" in published and not grafana.enabled:
+            issues.append(
+                locator.issue(
+                    (*where, "grafana"),
+                    "Grafana does not run (monitoring.grafana.enabled is false)",
+                )
+            )
+        key = monitoring.publish.password_env
+        if not file_values.get(key):
+            path: Path_ = (*where, "password_env")
+            shown = _key_named(key, path, interpolated)
+            issues.append(
+                locator.issue(path, f"{shown} is not set in the env file (the basic auth password)")
+            )
     if notifications is None or monitoring.alertmanager.sinks is None:
         return issues
     known = [sink.name or sink.kind for sink in notifications.sinks]

@@ -801,6 +801,32 @@ Exporter = Literal["node", "postgres"]
 EXPORTERS: tuple[Exporter, ...] = ("node", "postgres")
 
 
+class PublishSection(_Model):
+    """Monitoring UIs published through the proxy, each under a domain of its own, over HTTPS and
+    behind HTTP basic auth (needs `proxy.domains`: the proxy serves HTTPS; Caddy obtains these
+    domains' certificates as it does the app's)."""
+
+    grafana: str | None = Field(None, description="Domain Grafana is published under.")
+    prometheus: str | None = Field(None, description="Domain Prometheus's UI is published under.")
+    alertmanager: str | None = Field(
+        None, description="Domain Alertmanager's UI is published under."
+    )
+    user: str = Field(
+        "monitoring", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Basic auth user name."
+    )
+    password_env: str = Field(
+        "MONITORING_PASSWORD",
+        pattern=_ENV_KEY,
+        description="Env-file key holding the basic auth password (the name, never the value).",
+    )
+
+    def domains(self) -> dict[str, str]:
+        """Published UI → its domain."""
+        named = {"grafana": self.grafana, "prometheus": self.prometheus}
+        named["alertmanager"] = self.alertmanager
+        return {ui: domain for ui, domain in named.items() if domain}
+
+
 class MonitoringSection(_Model):
     """Prometheus, Alertmanager and exporters beside the app, as their own compose project."""
 
@@ -833,6 +859,10 @@ class MonitoringSection(_Model):
         description="Host port of Alertmanager's UI, bound to the host's loopback.",
     )
     grafana: GrafanaSection = Field(default_factory=GrafanaSection, description="Grafana.")
+    publish: PublishSection = Field(
+        default_factory=PublishSection,
+        description="UIs published through the proxy under domains, behind basic auth (every UI is otherwise on the host's loopback only).",
+    )
     images: MonitoringImages = Field(default_factory=MonitoringImages, description="Images.")
 
     @model_validator(mode="after")

@@ -64,6 +64,7 @@ __all__ = [
     "MaintenanceRoutes",
     "Observed",
     "ProxyError",
+    "Published",
     "ServedCertificate",
     "Traffic",
     "endpoints",
@@ -123,11 +124,14 @@ def render_caddy(
     maintenance: MaintenanceRoutes | None = None,
     *,
     admin_host: str | None = None,
+    published: tuple[Published, ...] = (),
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
     live name, the switching name, then the alias every slot answers to); with ``maintenance``,
     the routes of maintenance mode before them (``maintenance_routes``). ``admin_host``: the
-    proxy's name on the private network, by which Prometheus reaches its metrics."""
+    proxy's name on the private network, by which Prometheus reaches its metrics. ``published``:
+    the monitoring UIs served under domains of their own, behind basic auth, before all else
+    (maintenance mode does not hide them)."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
@@ -166,6 +170,7 @@ def render_caddy(
         server["listen"] = [":443"]
         for route in routes:
             route["match"] = [{**m, "host": list(proxy.domains)} for m in route.get("match", [{}])]
+        routes[:0] = [_published_route(ui) for ui in published]
     else:
         server["listen"] = [":80"]
         server["automatic_https"] = {"disable": True}
@@ -184,15 +189,53 @@ def render_caddy(
         for route in routes:
             route["handle"].insert(0, hsts)
     if proxy.domains:
-        config["apps"]["tls"] = tls_app(proxy)
+        config["apps"]["tls"] = tls_app(proxy, [ui.domain for ui in published])
     if proxy.domains and proxy.tls == "internal":
         config["apps"]["pki"] = {"certificate_authorities": {LOCAL_CA: {"install_trust": False}}}
     return config
 
 
-def tls_app(proxy: ProxySection) -> dict[str, Any]:
-    """Caddy's ``tls`` app for ``proxy.domains``: who issues their certificates, the
-    certificates brought as files, and how often Caddy looks for ones to renew.
+@dataclass(frozen=True)
+class Published:
+    """A UI served through the proxy under a domain of its own: where it answers on the private
+    network, and the basic auth account in front of it (its password's bcrypt hash)."""
+
+    domain: str
+    upstream: str  # name:port
+    user: str
+    password_hash: str
+
+
+def _published_route(ui: Published) -> dict[str, Any]:
+    account = {"username": ui.user, "password": ui.password_hash}
+    return {
+        "match": [{"host": [ui.domain]}],
+        "handle": [
+            {
+                "handler": "authentication",
+                "providers": {
+                    "http_basic": {
+                        "accounts": [account],
+                        "hash": {"algorithm": "bcrypt"},
+                        "realm": "shipyard monitoring",
+                    }
+                },
+            },
+            {
+                "@id": f"shipyard-published-{ui.domain}",
+                "handler": "reverse_proxy",
+                "upstreams": [{"dial": ui.upstream}],
+                "headers": {"request": FORWARDED_HEADERS},
+            },
+        ],
+        "terminal": True,
+    }
+
+
+def tls_app(proxy: ProxySection, also: list[str] | None = None) -> dict[str, Any]:
+    """Caddy's ``tls`` app for ``proxy.domains`` (and the domains ``also`` served): who issues
+    their certificates, the certificates brought as files, and how often Caddy looks for ones
+    to renew.
 
     Certificates and ACME accounts live in Caddy's data directory, a named volume
     (``caddy-data``): a deploy, a rollback or a re-created proxy finds them there and obtains
@@ -208,8 +251,9 @@ def tls_app(proxy: ProxySection) -> dict[str, Any]:
     if proxy.tls == "internal":
         # Caddy's own CA signs the domains' certificates (no ACME); its root stays out of the
         # container's trust store: shipyard trusts it per request (``CaddyAdmin.local_root``).
+        subjects = [*proxy.domains, *(also or [])]
         app["automation"] = {
-            "policies": [{"subjects": list(proxy.domains), "issuers": [{"module": "internal"}]}]
+            "policies": [{"subjects": subjects, "issuers": [{"module": "internal"}]}]
         }
         return app
     issuer: dict[str, Any] = {"module": "acme"}
@@ -376,7 +420,11 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
     found: list[str] = []
     for route in routes:
         for handler in route.get("handle", []):
-            if handler.get("handler") == "reverse_proxy":
+            # The app's upstreams only (not a published monitoring UI's).
+            if (
+                handler.get("handler") == "reverse_proxy"
+                and handler.get("@id", UPSTREAM_ID) == UPSTREAM_ID
+            ):
                 found += [u.get("dial", "") for u in handler.get("upstreams", [])]
                 dynamic = handler.get("dynamic_upstreams") or {}
                 for source in dynamic.get("sources") or [dynamic]:

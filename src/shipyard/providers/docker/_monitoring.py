@@ -70,15 +70,10 @@ class MonitoringStack:
     def __init__(self, steps: StepsBase) -> None:
         self.steps = steps
         self.section = steps.config.monitoring
-        prefix = steps.names.prefix
-        self.project = f"{prefix}-monitoring"
-        self.containers = {
-            "prometheus": f"{prefix}-prometheus",
-            "alertmanager": f"{prefix}-alertmanager",
-            "node-exporter": f"{prefix}-node-exporter",
-            "postgres-exporter": f"{prefix}-postgres-exporter",
-            "grafana": f"{prefix}-grafana",
-        }
+        names = steps.names
+        self.project = names.monitoring_project
+        services = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter", "grafana")
+        self.containers = {service: names.monitoring(service) for service in services}
         self.root = steps.layout.root / "monitoring"
 
     # -- what runs --------------------------------------------------------------------------------
@@ -194,6 +189,9 @@ class MonitoringStack:
             "GF_AUTH_ANONYMOUS_ENABLED": "false",
             "GF_USERS_ALLOW_SIGN_UP": "false",
         }
+        domain = self.section.publish.grafana
+        if domain:  # links and redirects name the published address
+            env["GF_SERVER_ROOT_URL"] = f"https://{domain}/"
         files[self.root / "grafana.env"] = ("".join(f"{k}={v}\n" for k, v in env.items()), 0o600)
         return files
 

@@ -80,6 +80,14 @@ class Names:
             "caddy-config": f"{self.prefix}-caddy-config",
         }
 
+    @property
+    def monitoring_project(self) -> str:
+        return f"{self.prefix}-monitoring"
+
+    def monitoring(self, service: str) -> str:
+        """The container of a monitoring service (prometheus, alertmanager, grafana, …)."""
+        return f"{self.prefix}-{service}"
+
     def labels(self, **extra: str) -> dict[str, str]:
         return {f"{LABEL}.app": self.app, f"{LABEL}.environment": self.environment} | {
             f"{LABEL}.{key}": value for key, value in extra.items()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import bcrypt
+
 from shipyard.config import HttpCheck
 from shipyard.docker import ContainerInfo
 from shipyard.errors import ShipyardError
@@ -20,6 +22,7 @@ from shipyard.proxy import (
     MAINTENANCE_FLAG,
     CaddyAdmin,
     MaintenanceRoutes,
+    Published,
     maintenance_files,
     proxy_files,
     render_caddy,
@@ -45,7 +48,37 @@ class Traffic(StepsBase):
             self.config.app.port,
             routes,
             admin_host=self.names.proxy,
+            published=self.published(),
         )
+
+    def published(self) -> tuple[Published, ...]:
+        """The monitoring UIs ``monitoring.publish`` serves through the proxy (with
+        ``monitoring.enabled`` and ``proxy.domains``), behind basic auth."""
+        monitoring = self.config.monitoring
+        domains = monitoring.publish.domains()
+        if not (monitoring.enabled and domains and self.config.proxy.domains):
+            return ()
+        password = self.config.secrets.get(monitoring.publish.password_env) or ""
+        hashed = self._password_hash(password)
+        ports = {"grafana": 3000, "prometheus": 9090, "alertmanager": 9093}
+        return tuple(
+            Published(
+                domain, f"{self.names.monitoring(ui)}:{ports[ui]}", monitoring.publish.user, hashed
+            )
+            for ui, domain in domains.items()
+        )
+
+    def _password_hash(self, password: str) -> str:
+        """The basic auth password's bcrypt hash: the one kept in the proxy's directory while
+        it matches the password (a new salt at each render would change the proxy's config at
+        each switch, and a config load drops requests), else a new one, kept."""
+        path = self.layout.proxy_dir / "monitoring.hash"
+        kept = self.host.get(path)
+        if kept and bcrypt.checkpw(password.encode(), kept.strip()):
+            return kept.decode().strip()
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
+        self._write(path, hashed)
+        return hashed
 
     def open_paths(self) -> list[str]:
         """The paths maintenance mode still passes to the app: the http health checks' and
