@@ -24,18 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.example_app import copy_example, destroy_example
+from tests.example_app import MONITORING_IMAGES, copy_example, destroy_example
 
 from bench.first_deploy import free_port, run
 
 BUDGET_CORES = 0.3
 BUDGET_MB = 800.0
-LOCAL_IMAGES = {
-    "prometheus": "shipyard-local/prometheus:2",
-    "alertmanager": "shipyard-local/alertmanager:0",
-    "node_exporter": "shipyard-local/node-exporter:1",
-    "postgres_exporter": "shipyard-local/postgres-exporter:0",
-}
 STACK = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter")
 
 
@@ -90,7 +84,7 @@ def measure(minutes: float, sample: float, rate: float) -> dict[str, Any]:
                 "enabled": True,
                 "prometheus_port": free_port(),
                 "alertmanager_port": free_port(),
-                "images": LOCAL_IMAGES,
+                "images": MONITORING_IMAGES,
                 "grafana": {"enabled": False},
             }
 

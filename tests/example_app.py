@@ -17,6 +17,13 @@ from ruamel.yaml import YAML
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "events-api"
+# The monitoring stack's images as scripts/images.sh builds them (no registry is reachable).
+MONITORING_IMAGES = {
+    "prometheus": "shipyard-local/prometheus:2",
+    "alertmanager": "shipyard-local/alertmanager:0",
+    "node_exporter": "shipyard-local/node-exporter:1",
+    "postgres_exporter": "shipyard-local/postgres-exporter:0",
+}
 
 _GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "shipyard tests",

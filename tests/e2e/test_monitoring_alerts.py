@@ -15,7 +15,8 @@ from typing import Any
 
 from tests.e2e.conftest import AppUnderTest, Ntfy
 from tests.e2e.ports import reserve_port
-from tests.e2e.test_monitoring_stack import LOCAL_IMAGES, Traffic
+from tests.e2e.test_monitoring_stack import Traffic
+from tests.example_app import MONITORING_IMAGES
 
 
 class AlertReceiver:
@@ -84,7 +85,7 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
             "scrape_interval": "1s",
             "prometheus_port": reserve_port(),
             "alertmanager_port": reserve_port(),
-            "images": LOCAL_IMAGES,
+            "images": MONITORING_IMAGES,
             "grafana": {"enabled": False},
             "alerts": {"error_rate_for": "2s", "down_for": "2s"},
             "alertmanager": {"group_wait": "1s", "group_interval": "2s"},
@@ -122,9 +123,21 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
         assert reloaded.returncode == 0, reloaded.stderr
         assert "reloaded alertmanager" in " ".join(reloaded.stderr.split()), reloaded.stderr
 
-        # ntfy limits how often one address may ask (a burst of 60, then one each 5 s).
-        def ntfy_titles() -> list[dict[str, Any]]:
-            return [m for m in ntfy.messages(topic) if m.get("event") == "message"]
+        def at_ntfy(title: str, timeout: float) -> list[dict[str, Any]]:
+            """The messages whose title starts with ``title``, once one arrives. ntfy limits
+            how often one address may ask (a burst of 60, then one each 5 s)."""
+
+            def found() -> list[dict[str, Any]]:
+                return [
+                    m
+                    for m in ntfy.messages(topic)
+                    if m.get("event") == "message" and m.get("title", "").startswith(title)
+                ]
+
+            messages: list[dict[str, Any]] = _eventually(
+                f"{title!r} at ntfy", found, timeout=timeout, every=4
+            )
+            return messages
 
         # A version whose GET / answers 500 once it has served 20 s (after its health gate).
         def failing(document: Any) -> None:
@@ -136,16 +149,7 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
         try:
             bad = app.shipyard("deploy", "development", "--no-watch")
             assert bad.returncode == 0, bad.stderr
-            firing = _eventually(
-                "HighErrorRate at ntfy",
-                lambda: [
-                    m
-                    for m in ntfy_titles()
-                    if m.get("title", "").startswith("Firing: HighErrorRate")
-                ],
-                timeout=150,
-                every=4,
-            )
+            firing = at_ntfy("Firing: HighErrorRate", 150)
             assert firing[0]["title"] == f"Firing: HighErrorRate ({app.name} development)"
             assert firing[0]["priority"] == 5
             assert "[firing] More than" in firing[0]["message"]
@@ -163,16 +167,7 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
             app.commit("fixed")
             good = app.shipyard("deploy", "development", "--no-watch")
             assert good.returncode == 0, good.stderr
-            resolved = _eventually(
-                "the resolved notice at ntfy",
-                lambda: [
-                    m
-                    for m in ntfy_titles()
-                    if m.get("title", "").startswith("Resolved: HighErrorRate")
-                ],
-                timeout=180,
-                every=4,
-            )
+            resolved = at_ntfy("Resolved: HighErrorRate", 180)
             assert "[resolved]" in resolved[0]["message"]
             _eventually(
                 "the resolved notice at the webhook",
@@ -184,14 +179,7 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
 
         # The database stops: DatabaseDown.
         subprocess.run(["docker", "stop", app.database], check=True, capture_output=True)
-        down = _eventually(
-            "DatabaseDown at ntfy",
-            lambda: [
-                m for m in ntfy_titles() if m.get("title", "").startswith("Firing: DatabaseDown")
-            ],
-            timeout=120,
-            every=4,
-        )
+        down = at_ntfy("Firing: DatabaseDown", 120)
         assert down[0]["priority"] == 5
         _eventually(
             "DatabaseDown at the webhook", lambda: receiver.notices("DatabaseDown", "firing"), 60

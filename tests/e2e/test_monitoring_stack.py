@@ -20,13 +20,8 @@ import httpx
 from shipyard.monitoring import queries
 from tests.e2e.conftest import AppUnderTest, git
 from tests.e2e.ports import reserve_port
+from tests.example_app import MONITORING_IMAGES
 
-LOCAL_IMAGES = {
-    "prometheus": "shipyard-local/prometheus:2",
-    "alertmanager": "shipyard-local/alertmanager:0",
-    "node_exporter": "shipyard-local/node-exporter:1",
-    "postgres_exporter": "shipyard-local/postgres-exporter:0",
-}
 JOBS = {"app", "proxy", "prometheus", "alertmanager", "node", "postgres"}
 
 
@@ -120,7 +115,7 @@ def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
             "scrape_interval": "1s",
             "prometheus_port": prometheus_port,
             "alertmanager_port": alertmanager_port,
-            "images": LOCAL_IMAGES,
+            "images": MONITORING_IMAGES,
             "grafana": {"enabled": False},
         }
 
@@ -196,7 +191,7 @@ def test_published_uis_answer_over_https_behind_basic_auth_only(app: AppUnderTes
             "enabled": True,
             "prometheus_port": reserve_port(),
             "alertmanager_port": reserve_port(),
-            "images": LOCAL_IMAGES,
+            "images": MONITORING_IMAGES,
             "grafana": {"enabled": False},
             "publish": {"prometheus": prom_domain, "alertmanager": am_domain, "user": "ops"},
         }
