@@ -258,21 +258,38 @@ def test_killed_after_a_failed_migration_the_next_deploy_resets_the_dirty_flag(
 
     fixed = _add_migration(app, 3, "CREATE TABLE crash_3 (id integer PRIMARY KEY);\n")
     health: list[int] = []
+    unhealthy: list[dict[str, Any]] = []  # the migrations check of each non-200 answer, in order
     with Load(app.url("/")) as load:
         process = start(app, "deploy", app.environment)
         while process.poll() is None:
-            health.append(httpx.get(app.url("/health"), timeout=10).status_code)
+            answer = httpx.get(app.url("/health"), timeout=10)
+            health.append(answer.status_code)
+            if answer.status_code != 200:
+                unhealthy.append(_migrations_check(answer))
             time.sleep(0.1)
         _out, err = process.communicate()
     assert process.returncode == 0, err
     assert "dirty flag was reset to version 2" in err
     assert _schema(database) == "3|f"
     assert load.result.failures == [], load.result.failures[:5]
-    # Unhealthy only until the repair (the first phases); healthy from then on.
+    # Unhealthy until the repair (the first phases): the schema dirty at version 3. Healthy from
+    # then on, but for the instant golang-migrate itself marks version 3 dirty while it applies
+    # the fixed migration (the old version reads the flag): no other cause of a failing health.
     assert health and health[-5:] == [200] * 5
     first_ok = health.index(200)
-    assert all(code == 200 for code in health[first_ok:]), health
+    later = unhealthy[first_ok:]
+    assert all(c.get("details") == {"version": 3, "dirty": True} for c in later), (health, later)
     _assert_one_version_serves(app, fixed)
+
+
+def _migrations_check(answer: httpx.Response) -> dict[str, Any]:
+    """The migrations check of a /health answer (empty when it has none)."""
+    try:
+        checks = answer.json().get("checks") or {}
+    except ValueError:
+        return {}
+    found: dict[str, Any] = checks.get("migrations") or {}
+    return found
 
 
 def test_a_live_container_stopped_outside_shipyard_is_started_again(app: AppUnderTest) -> None:
