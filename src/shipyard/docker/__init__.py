@@ -19,6 +19,7 @@ from typing import Any
 from shipyard.docker._engine import NO_ENGINE_HINT, EngineReader, local_socket
 from shipyard.errors import CommandFailed, HostUnreachable
 from shipyard.hosts import CommandResult, Host, LocalHost
+from shipyard.waiting import wait_until
 
 __all__ = [
     "MIN_COMPOSE",
@@ -40,6 +41,7 @@ __all__ = [
 # What a host needs: the oldest versions shipyard is tested with (Compose 2.26: Debian 13's).
 MIN_DOCKER = (20, 10)
 MIN_COMPOSE = (2, 26)
+EVENTS_LAG_S = 3.0  # longest wait for a die event behind a restart (Docker.exit_codes)
 
 
 def parse_network_subnets(inspect: str) -> dict[str, list[str]]:
@@ -636,17 +638,25 @@ class Docker:
 
     def exit_codes(self, container: ContainerInfo) -> list[int]:
         """Exit codes of the container's processes that ended since it was created, oldest
-        first (its ``die`` events: the engine keeps recent ones)."""
-        result = self._run(
-            [
-                "events", "--since", container.created or "10m", "--until", "0s",
-                "--filter", f"container={container.id}", "--filter", "event=die",
-                "--format", "{{json .}}",
-            ],
-            check=False,
-            timeout=30,
-        )  # fmt: skip
-        return parse_exit_codes(result.stdout) if result.ok else []
+        first (its ``die`` events: the engine keeps recent ones). A container its restart
+        policy started again has died at least once: its events are read again for up to
+        ``EVENTS_LAG_S`` until that ``die`` shows (on a busy engine it can lag the restart)."""
+
+        def read() -> list[int]:
+            result = self._run(
+                [
+                    "events", "--since", container.created or "10m", "--until", "0s",
+                    "--filter", f"container={container.id}", "--filter", "event=die",
+                    "--format", "{{json .}}",
+                ],
+                check=False,
+                timeout=30,
+            )  # fmt: skip
+            return parse_exit_codes(result.stdout) if result.ok else []
+
+        if not container.restart_count:
+            return read()
+        return wait_until(read, timeout=EVENTS_LAG_S, interval=0.2) or []
 
     def rename(self, container: str, name: str) -> None:
         self._run(["rename", container, name], timeout=60)
