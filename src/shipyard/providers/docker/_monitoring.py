@@ -315,9 +315,9 @@ class MonitoringStack:
         if not result.ok:
             raise MonitoringError(f"monitoring stack did not start: {result.stderr.strip()[-800:]}")
         reloaded = []
-        for service, port in (("prometheus", "prometheus"), ("alertmanager", "alertmanager")):
-            if self.containers[service] in running and port in changed:
-                self._post(self._port(service), "/-/reload")
+        for service in ("prometheus", "alertmanager"):  # each reads the directory named after it
+            if self.containers[service] in running and service in changed:
+                self._request("POST", service, "/-/reload")
                 reloaded.append(service)
         self._wait_ready()
         started = [n for n in self.containers.values() if n not in running]
@@ -327,33 +327,31 @@ class MonitoringStack:
             parts.append(f"reloaded {' and '.join(reloaded)}")
         return f"{'; '.join(parts)}; Prometheus at http://127.0.0.1:{self.section.prometheus_port}"
 
-    def _port(self, service: str) -> int:
-        if service == "prometheus":
-            return self.section.prometheus_port
-        return self.section.alertmanager_port
-
-    def _post(self, port: int, path: str) -> None:
+    def _request(self, method: str, service: str, path: str) -> httpx.Response:
+        """``method path`` on Prometheus's or Alertmanager's port published on the host's
+        loopback (reached through the host's tunnel on an ssh:// target)."""
+        published = (
+            self.section.prometheus_port
+            if service == "prometheus"
+            else self.section.alertmanager_port
+        )
+        url = f"http://127.0.0.1:{self.steps.host.tunnel(published)}{path}"
         try:
-            response = httpx.post(f"http://127.0.0.1:{port}{path}", timeout=10, trust_env=False)
-        except httpx.HTTPError as exc:
-            raise MonitoringError(f"127.0.0.1:{port}{path}: {exc}") from exc
-        if response.status_code >= 300:  # noqa: PLR2004
-            raise MonitoringError(f"127.0.0.1:{port}{path} answered {response.status_code}")
-
-    def _get(self, service: str, path: str) -> Any:
-        url = f"http://127.0.0.1:{self._port(service)}{path}"
-        try:
-            response = httpx.get(url, timeout=10, trust_env=False)
+            with httpx.Client(transport=self.steps.http, timeout=10) as client:
+                response = client.request(method, url)
             response.raise_for_status()
         except httpx.HTTPError as exc:
             raise MonitoringError(f"{service} at {url}: {exc}") from exc
-        return response.json() if path.startswith("/api") else response.text
+        return response
+
+    def _get(self, service: str, path: str) -> Any:
+        return self._request("GET", service, path).json()
 
     def _wait_ready(self) -> None:
         def ready() -> bool:
             try:
-                self._get("prometheus", "/-/ready")
-                self._get("alertmanager", "/-/ready")
+                self._request("GET", "prometheus", "/-/ready")
+                self._request("GET", "alertmanager", "/-/ready")
             except MonitoringError:
                 return False
             return True

@@ -164,11 +164,10 @@ class Observation(StepsBase):
         ]
         return found[-1][:500] if found else ""
 
-    def compare_latency(self, observed: Observed) -> Comparison:
+    def compare_latency(self, observed: Observed, marks: list[dict[str, Any]]) -> Comparison:
         """The live version's p95 through the proxy since its switch, against the version's
         before it over its whole time live (``StateStore.switch_marks``). A figure is missing
         when the proxy restarted in between (its counts began again) or nothing was marked."""
-        marks = self.ctx.store.switch_marks()
         if not marks:
             return Comparison(None, None, 0, 0, None)
         last = marks[-1]
@@ -299,6 +298,7 @@ class Watch:
         self.target = steps._target(slot)
         self.slot = slot
         self.baseline = admin.observe().traffic
+        self.marks = steps.ctx.store.switch_marks()  # read once: no switch during a watch
         self.seen = self.baseline.since(self.baseline)
         self.latency = Comparison(None, None, 0, 0, None)
         self.passed = self.failed = self.failing = 0
@@ -317,7 +317,7 @@ class Watch:
             )
         observed = self.admin.observe()
         self.seen = observed.traffic.since(self.baseline)
-        self.latency = self.steps.compare_latency(observed)
+        self.latency = self.steps.compare_latency(observed, self.marks)
 
     def summary(self) -> str:
         seen: Traffic = self.seen
