@@ -11,13 +11,14 @@
 #   shipyard-local/alertmanager:0  Debian's Alertmanager and amtool (monitoring)
 #   shipyard-local/node-exporter:1 Debian's node exporter (monitoring)
 #   shipyard-local/postgres-exporter:0  Debian's PostgreSQL exporter (monitoring)
+#   shipyard-local/cadvisor:0      cAdvisor's library from the Go module proxy (monitoring)
 #   shipyard-local/vps:trixie      a fresh server: Debian, systemd, OpenSSH (provisioning tests)
 #   shipyard-local/vps:noble       the same fresh server on Ubuntu 24.04 (name: vps-noble)
 #   shipyard-local/registry:2      Debian's docker-registry (image delivery through a registry)
 #   shipyard-local/docker-cli:26   Debian's docker CLI and a shell (the guard of live containers)
 #   shipyard-local/pebble:2        Debian's pebble ACME test server, pebble-challtestsrv, socat (TLS tests)
 #
-# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|prometheus|alertmanager|node-exporter|postgres-exporter|vps|vps-noble|registry|docker-cli|pebble ...]
+# Usage: scripts/images.sh [--check] [debian|ubuntu|postgres|caddy|migrate|ntfy|prometheus|alertmanager|node-exporter|postgres-exporter|cadvisor|vps|vps-noble|registry|docker-cli|pebble ...]
 #   default: all images. --check also runs the end-to-end checks (caddy as a
 #   reverse proxy + admin API through a published port; migrate `up` against
 #   the postgres image with the password in PGPASSWORD).
@@ -88,7 +89,12 @@ DOCKER_CLI_RECIPE=1
 PEBBLE_REF=shipyard-local/pebble:2
 PEBBLE_RECIPE=1
 
-ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy prometheus alertmanager node-exporter postgres-exporter vps vps-noble registry docker-cli pebble)
+# cAdvisor's library (images/cadvisor/go.mod pins it) with the main in images/cadvisor.
+CADVISOR_REF=shipyard-local/cadvisor:0
+CADVISOR_VERSION=v0.55.1
+CADVISOR_RECIPE=1
+
+ALL_NAMES=(debian ubuntu postgres caddy migrate ntfy prometheus alertmanager node-exporter postgres-exporter cadvisor vps vps-noble registry docker-cli pebble)
 
 say() { printf '%s\n' "$*"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -584,6 +590,34 @@ build_monitoring() {
     -- sh -c "docker run --rm '$ref' --version 2>&1 | grep -q '^$binary'"
 }
 
+# build_cadvisor: the static binary built from images/cadvisor (its go.mod and go.sum pin
+# cAdvisor's library and every module under it), in an image of its own.
+build_cadvisor() {
+  local hash old start ctx go goversion
+  go=$(find_go)
+  goversion=$("$go" env GOVERSION)
+  hash=$(inputs_hash cadvisor "cadvisor=$CADVISOR_VERSION" "go=$goversion" "recipe=$CADVISOR_RECIPE")
+  up_to_date "$CADVISOR_REF" "$hash" && return 0
+  start=$SECONDS
+  old=$(image_id "$CADVISOR_REF")
+  ctx=$WORK/cadvisor-ctx
+  mkdir -p "$ctx/rootfs/usr/bin" "$ctx/rootfs/tmp" "$ctx/rootfs/run" "$ctx/rootfs/var"
+  chmod 1777 "$ctx/rootfs/tmp"
+  ln -s ../run "$ctx/rootfs/var/run" # the host's /var/run mounted there lands on /run, as on the host
+  (
+    cd "$IMAGES_DIR/cadvisor"
+    CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=readonly \
+      run_logged cadvisor-go "$go" build -trimpath -o "$ctx/rootfs/usr/bin/cadvisor" \
+      -ldflags "-s -w -X github.com/google/cadvisor/version.Version=$CADVISOR_VERSION" .
+  )
+  cp "$IMAGES_DIR/cadvisor/Dockerfile" "$ctx/Dockerfile"
+  run_logged cadvisor-build docker build --force-rm --label "$LABEL=$hash" -t "$CADVISOR_REF" "$ctx"
+  rm -rf "$ctx"
+  smoke_or_drop "$CADVISOR_REF" sh -c \
+    "docker run --rm '$CADVISOR_REF' -version 2>&1 | grep -qx 'cadvisor $CADVISOR_VERSION'"
+  finish_build "$CADVISOR_REF" "$old" "$start"
+}
+
 # --- main -------------------------------------------------------------------
 
 CHECK=0
@@ -592,7 +626,7 @@ for arg in "$@"; do
   case "$arg" in
     --check) CHECK=1 ;;
     -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    debian | ubuntu | postgres | caddy | migrate | ntfy | prometheus | alertmanager | node-exporter | postgres-exporter | vps | vps-noble | registry | docker-cli | pebble) WANT+=("$arg") ;;
+    debian | ubuntu | postgres | caddy | migrate | ntfy | prometheus | alertmanager | node-exporter | postgres-exporter | cadvisor | vps | vps-noble | registry | docker-cli | pebble) WANT+=("$arg") ;;
     *) die "unknown image '$arg' (known: ${ALL_NAMES[*]})" ;;
   esac
 done
@@ -623,6 +657,7 @@ if wanted caddy; then build_caddy; fi
 if wanted migrate; then build_migrate; fi
 if wanted ntfy; then build_ntfy; fi
 for name in "${MONITORING_NAMES[@]}"; do if wanted "$name"; then build_monitoring "$name"; fi; done
+if wanted cadvisor; then build_cadvisor; fi
 if wanted vps; then build_vps "$VPS_REF" "$DEBIAN_REF"; fi
 if wanted vps-noble; then build_vps "$VPS_NOBLE_REF" "$UBUNTU_REF"; fi
 if wanted registry; then build_registry; fi

@@ -259,8 +259,8 @@ CATALOGUE: list[BadConfig] = [
     ),
     BadConfig(
         "monitoring-unknown-exporter",
-        VALID + "monitoring:\n  exporters: [node, cadvisor]\n",
-        "Input should be 'node' or 'postgres'",
+        VALID + "monitoring:\n  exporters: [node, statsd]\n",
+        "Input should be 'node', 'postgres' or 'cadvisor'",
         "24:21 monitoring.exporters[1]",
     ),
     BadConfig(

@@ -23,6 +23,7 @@ MONITORING_IMAGES = {
     "alertmanager": "shipyard-local/alertmanager:0",
     "node_exporter": "shipyard-local/node-exporter:1",
     "postgres_exporter": "shipyard-local/postgres-exporter:0",
+    "cadvisor": "shipyard-local/cadvisor:0",
 }
 
 _GIT_IDENTITY = {

@@ -86,6 +86,7 @@ def test_high_error_rate_and_database_down_reach_ntfy_and_a_webhook_then_resolve
             "prometheus_port": reserve_port(),
             "alertmanager_port": reserve_port(),
             "images": MONITORING_IMAGES,
+            "exporters": ["node", "postgres"],
             "grafana": {"enabled": False},
             "alerts": {"error_rate_for": "2s", "down_for": "2s"},
             "alertmanager": {"group_wait": "1s", "group_interval": "2s"},

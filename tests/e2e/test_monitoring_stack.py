@@ -1,6 +1,6 @@
 """The monitoring stack on the real engine: a deploy with ``monitoring.enabled`` brings up
-Prometheus, Alertmanager, node exporter and the PostgreSQL exporter (Debian-built stand-ins of
-the official images) on the environment's network; every target is scraped; under load, every
+Prometheus, Alertmanager, node exporter, the PostgreSQL exporter and cAdvisor (stand-ins of the
+official images built from Debian's packages and, for cAdvisor, its library) on the environment's network; every target is scraped; under load, every
 query of every Grafana dashboard returns data from that Prometheus (Grafana itself is in no
 registry this machine reaches, so it does not run here); a redeploy and a rollback leave the
 stack's containers running untouched while the deployment metrics follow them; ``destroy
@@ -22,7 +22,7 @@ from tests.e2e.conftest import AppUnderTest, git
 from tests.e2e.ports import reserve_port
 from tests.example_app import MONITORING_IMAGES
 
-JOBS = {"app", "proxy", "prometheus", "alertmanager", "node", "postgres"}
+JOBS = {"app", "proxy", "prometheus", "alertmanager", "node", "postgres", "containers"}
 
 
 class Traffic:
@@ -135,8 +135,23 @@ def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
     _eventually("every target up", all_up)
     assert _eventually("deploys counted", lambda: _operations(prometheus_port, "deploy") == 1)
     _every_dashboard_query_returns_data(app, prometheus_port)
+    # cAdvisor's series name this environment's containers, and only them.
+    ours = set(subprocess.run(
+        ["docker", "ps", "--format", "{{.Names}}",
+         "--filter", f"label=org.shipyard.app={app.name}",
+         "--filter", "label=org.shipyard.environment=development"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split())  # fmt: skip
+    assert {f"{app.name}-development-db", f"{app.name}-development-cadvisor"} <= ours
+
+    def measured() -> set[str]:
+        series = _query(prometheus_port, 'container_memory_working_set_bytes{job="containers"}')
+        return {s["metric"].get("name", "") for s in series}
+
+    _eventually("every container measured", lambda: ours <= measured())
+    assert measured() <= ours | {""}, measured() - ours
     stack = [f"{app.name}-development-{c}" for c in
-             ("prometheus", "alertmanager", "node-exporter", "postgres-exporter")]  # fmt: skip
+             ("prometheus", "alertmanager", "node-exporter", "postgres-exporter", "cadvisor")]  # fmt: skip
     started = _started_at(stack)
 
     # A redeploy and a rollback: the stack keeps running, the metrics follow.

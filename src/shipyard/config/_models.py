@@ -780,6 +780,9 @@ class MonitoringImages(_Model):
     postgres_exporter: str = Field(
         "quay.io/prometheuscommunity/postgres-exporter:v0.17.1", description="PostgreSQL exporter."
     )
+    cadvisor: str = Field(
+        "ghcr.io/google/cadvisor:v0.55.1", description="cAdvisor (container metrics)."
+    )
     grafana: str = Field("grafana/grafana:11.6.0", description="Grafana.")
 
 
@@ -797,8 +800,8 @@ class GrafanaSection(_Model):
     )
 
 
-Exporter = Literal["node", "postgres"]
-EXPORTERS: tuple[Exporter, ...] = ("node", "postgres")
+Exporter = Literal["node", "postgres", "cadvisor"]
+EXPORTERS: tuple[Exporter, ...] = ("node", "postgres", "cadvisor")
 
 
 class PublishSection(_Model):
@@ -840,7 +843,7 @@ class MonitoringSection(_Model):
     )
     exporters: list[Exporter] = Field(
         default_factory=lambda: list(EXPORTERS),
-        description="Exporters run beside Prometheus (the app's and the proxy's own metrics are always scraped; postgres only with a database).",
+        description="Exporters run beside Prometheus: node (the host), postgres (only with a database shipyard runs), cadvisor (CPU, memory and network of each of the environment's containers; it reads the Docker engine's socket and the host's cgroups, read-only). The app's and the proxy's own metrics are always scraped.",
     )
     alerts: AlertsSection = Field(default_factory=AlertsSection, description="Alert thresholds.")
     alertmanager: AlertmanagerSection = Field(

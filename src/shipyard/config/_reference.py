@@ -30,6 +30,12 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("notifications.sinks[] (kind: webhook)", m.WebhookSink),
     ("notifications.sinks[] (kind: ntfy)", m.NtfySink),
     ("notifications.sinks[].retry", m.RetrySection),
+    ("monitoring", m.MonitoringSection),
+    ("monitoring.alerts", m.AlertsSection),
+    ("monitoring.alertmanager", m.AlertmanagerSection),
+    ("monitoring.grafana", m.GrafanaSection),
+    ("monitoring.publish", m.PublishSection),
+    ("monitoring.images", m.MonitoringImages),
     ("hooks", m.HooksSection),
     ("hooks.<point>[]", m.HookSpec),
     ("environments.<name>", m.EnvironmentSection),
@@ -55,12 +61,29 @@ def _type_name(annotation: Any) -> str:  # noqa: PLR0911 — one return per kind
     return getattr(annotation, "__name__", str(annotation)).replace("Section", "")
 
 
+def _is_duration(annotation: Any) -> bool:
+    """``Duration`` or ``Duration | None``."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_duration(a) for a in get_args(annotation))
+    return get_origin(annotation) is Annotated and any(
+        "parse_duration" in str(m) for m in get_args(annotation)[1:]
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``15d``, ``4h``, ``120s``: whole days or hours as such, else seconds."""
+    for unit, size in (("d", 86400), ("h", 3600)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def _default(field: Any, *, duration: bool) -> str:
     if field.default is not PydanticUndefined:
         value = field.default
         if value is None:
             return "null"
-        return f"`{value:g}s`" if duration else f"`{value}`"
+        return f"`{_duration(value)}`" if duration else f"`{value}`"
     if field.default_factory is not None:
         value = field.default_factory()
         if isinstance(value, BaseModel):
@@ -79,7 +102,9 @@ def reference_markdown() -> str:
         out.append("| key | type | default | description |")
         out.append("|---|---|---|---|")
         for name, field in model.model_fields.items():
-            duration = any("Duration" in str(m) for m in field.metadata)
+            duration = _is_duration(field.annotation) or any(
+                "Duration" in str(m) for m in field.metadata
+            )
             kind = "duration" if duration else _type_name(field.annotation)
             cells = [f"`{name}`", kind, _default(field, duration=duration), field.description or ""]
             out.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")

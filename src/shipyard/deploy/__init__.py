@@ -1002,7 +1002,12 @@ class _Operation:
         if self.ctx.config.monitoring.enabled:
             config = self.ctx.config
             try:
-                publish_deployment_metrics(self.ctx.store, config.app.name, config.environment.name)
+                publish_deployment_metrics(
+                    self.ctx.store,
+                    config.app.name,
+                    config.environment.name,
+                    last_snapshot_at=self.steps.newest_snapshot(),
+                )
             except (ShipyardError, OSError) as exc:
                 self.phases.warn(f"could not publish the deployment metrics: {exc}")
 

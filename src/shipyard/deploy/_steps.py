@@ -55,6 +55,10 @@ class Schema(Protocol):
 
     def schema_version(self) -> int | None: ...
 
+    def newest_snapshot(self) -> str | None:
+        """When the environment's newest snapshot was taken (ISO 8601; ``None``: none)."""
+        ...
+
 
 class Candidates(Protocol):
     """A version started beside the live one, taking no traffic until it is switched to (a

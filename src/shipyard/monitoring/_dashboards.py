@@ -2,7 +2,7 @@
 here as panels of PromQL queries and built into Grafana's JSON model with grafana-foundation-sdk
 (``dashboards``). Every query reads what shipyard's Prometheus scrapes: the proxy's metrics
 (any app), the app's own (the metrics contract in the README), node exporter, the PostgreSQL
-exporter and the deployment metrics. ``queries`` lists them all, so a test can run each one
+exporter, cAdvisor and the deployment metrics. ``queries`` lists them all, so a test can run each one
 against a real Prometheus.
 
 Grafana's own variables in the queries (``$__rate_interval``, ``$__range``) are what Grafana
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from shipyard.monitoring._rules import CONTAINERS_JOB
 
 DATASOURCE_UID = "shipyard-prometheus"
 _PROXY = 'job="proxy",server="shipyard"'
@@ -203,12 +205,45 @@ DASHBOARDS: dict[str, tuple[str, tuple[Panel, ...]]] = {
             ),
             Panel(
                 "CPU per container",
-                _q(f"sum by (job) (rate(process_cpu_seconds_total{_RATE}))", "{{job}}"),
+                _q(
+                    f'sum by (name) (rate(container_cpu_usage_seconds_total{{job="{CONTAINERS_JOB}"}}{_RATE}))',
+                    "{{name}}",
+                ),
                 unit="percentunit",
-                description="Each scraped container's own process (the app, Prometheus, Alertmanager, the exporters).",
+                description="Every container of the environment (cAdvisor).",
             ),
             Panel(
                 "Memory per container",
+                _q(
+                    f'sum by (name) (container_memory_working_set_bytes{{job="{CONTAINERS_JOB}"}})',
+                    "{{name}}",
+                ),
+                unit="bytes",
+                description="Working set: what the kernel would not reclaim (cAdvisor).",
+            ),
+            Panel(
+                "Network per container",
+                (
+                    Query(
+                        f'sum by (name) (rate(container_network_receive_bytes_total{{job="{CONTAINERS_JOB}"}}{_RATE}))',
+                        "{{name}} received",
+                    ),
+                    Query(
+                        f'sum by (name) (rate(container_network_transmit_bytes_total{{job="{CONTAINERS_JOB}"}}{_RATE}))',
+                        "{{name}} sent",
+                    ),
+                ),
+                unit="Bps",
+                description="cAdvisor.",
+            ),
+            Panel(
+                "CPU per scraped process",
+                _q(f"sum by (job) (rate(process_cpu_seconds_total{_RATE}))", "{{job}}"),
+                unit="percentunit",
+                description="The process of each scraped target (the app, Prometheus, Alertmanager, the exporters), from its own metrics: shown without cAdvisor too.",
+            ),
+            Panel(
+                "Memory per scraped process",
                 _q("sum by (job) (process_resident_memory_bytes)", "{{job}}"),
                 unit="bytes",
             ),

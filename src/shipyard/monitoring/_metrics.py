@@ -112,12 +112,15 @@ def deployment_metrics(
 TEXTFILE_DIR = PurePosixPath("monitoring") / "textfile"
 
 
-def publish_deployment_metrics(store: StateStore, app: str, environment: str) -> PurePosixPath:
+def publish_deployment_metrics(
+    store: StateStore, app: str, environment: str, *, last_snapshot_at: str | None
+) -> PurePosixPath:
     """Write the environment's deployment metrics where node exporter reads them (readable by
-    the exporter, which runs as nobody); returns the file's path."""
+    the exporter, which runs as nobody); returns the file's path. ``last_snapshot_at``: when the
+    newest database snapshot was taken (``None``: there is none, or no database)."""
     current = store.current()
     release = store.release(current.release_id) if current is not None else None
-    text = deployment_metrics(app, environment, store.history(), current, release)
+    text = deployment_metrics(app, environment, store.history(), current, release, last_snapshot_at)
     path = store.path(*TEXTFILE_DIR.parts, FILE_NAME)
     store.host.put(path, text.encode(), mode=0o644)
     return path

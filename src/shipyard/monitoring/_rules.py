@@ -17,6 +17,7 @@ APP_JOB = "app"
 PROXY_JOB = "proxy"
 NODE_JOB = "node"
 POSTGRES_JOB = "postgres"
+CONTAINERS_JOB = "containers"
 
 P95 = "shipyard:proxy_request_duration_seconds:p95_5m"
 REQUEST_RATE = "shipyard:proxy_requests:rate5m"

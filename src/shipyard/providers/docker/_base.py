@@ -154,6 +154,12 @@ class StepsBase:
         finally:
             self.host.run(["rm", "-f", str(env_file)], check=False)
 
+    def newest_snapshot(self) -> str | None:
+        """When the environment's newest snapshot was taken (ISO 8601; ``None``: none)."""
+        store = self._snapshots()
+        owned = store.owned() if store is not None else []
+        return owned[0].created_at if owned else None
+
     def _snapshots(self) -> SnapshotStore | None:
         section = self.config.database
         if section is None or not managed_database(self.config):

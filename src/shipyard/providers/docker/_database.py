@@ -19,6 +19,7 @@ from shipyard.database import (
     protected_snapshots,
 )
 from shipyard.errors import ShipyardError
+from shipyard.monitoring import publish_deployment_metrics
 from shipyard.providers.docker._steps import DockerSteps
 from shipyard.state import HistoryEntry, deployer, now_iso
 
@@ -64,7 +65,25 @@ class DatabaseOperations:
         with self.ctx.store.lock(
             self.ctx.deployment_id, "snapshot", ttl=self.ctx.config.deploy.lock_ttl
         ):
-            return self._create(reason=reason)
+            snapshot = self._create(reason=reason)
+        self._publish()
+        return snapshot
+
+    def _publish(self) -> None:
+        """With monitoring on, the deployment metrics name the newest snapshot (SnapshotTooOld
+        reads it); a failure to write them is not the snapshot's."""
+        config = self.ctx.config
+        if not config.monitoring.enabled:
+            return
+        try:
+            publish_deployment_metrics(
+                self.ctx.store,
+                config.app.name,
+                config.environment.name,
+                last_snapshot_at=self.steps.newest_snapshot(),
+            )
+        except (ShipyardError, OSError) as exc:
+            self.ctx.phases().warn(f"could not publish the deployment metrics: {exc}")
 
     def _create(self, *, reason: str) -> Snapshot:
         self._running()
@@ -180,4 +199,6 @@ class DatabaseOperations:
         with self.ctx.store.lock(
             self.ctx.deployment_id, "prune", ttl=self.ctx.config.deploy.lock_ttl
         ):
-            return PruneResult(plan, self.store.prune(plan))
+            result = PruneResult(plan, self.store.prune(plan))
+        self._publish()
+        return result

@@ -33,6 +33,7 @@ from shipyard.monitoring import (
 )
 from shipyard.providers.docker._base import StepsBase
 from shipyard.providers.docker._env import managed_database
+from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._stack import _LOGGING, to_yaml
 from shipyard.proxy import ADMIN_PORT
 from shipyard.waiting import Interval, wait_until
@@ -41,6 +42,11 @@ PROMETHEUS_PORT = 9090
 ALERTMANAGER_PORT = 9093
 NODE_EXPORTER_PORT = 9100
 POSTGRES_EXPORTER_PORT = 9187
+CADVISOR_PORT = 8080
+# containerd's socket, which cAdvisor's Docker support also reads: where Docker's packages put it,
+# then where Debian's docker.io (a containerd started by dockerd) does.
+CONTAINERD_SOCKETS = ("/run/containerd/containerd.sock", "/run/docker/containerd/containerd.sock")
+_FIRST_SOCKET = 'for s in "$@"; do [ -S "$s" ] && echo "$s" && break; done'
 READY_TIMEOUT = 60.0
 
 
@@ -72,14 +78,26 @@ class MonitoringStack:
         self.section = steps.config.monitoring
         names = steps.names
         self.project = names.monitoring_project
-        services = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter", "grafana")
+        services = (
+            "prometheus",
+            "alertmanager",
+            "node-exporter",
+            "postgres-exporter",
+            "cadvisor",
+            "grafana",
+        )
         self.containers = {service: names.monitoring(service) for service in services}
         self.root = steps.layout.root / "monitoring"
+        self._containerd: str | None = None
 
     # -- what runs --------------------------------------------------------------------------------
     @property
     def _node(self) -> bool:
         return "node" in self.section.exporters
+
+    @property
+    def _cadvisor(self) -> bool:
+        return "cadvisor" in self.section.exporters
 
     @property
     def _postgres(self) -> bool:
@@ -102,6 +120,9 @@ class MonitoringStack:
                 f"{self.containers['postgres-exporter']}:{POSTGRES_EXPORTER_PORT}"
                 if self._postgres
                 else None
+            ),
+            containers=(
+                f"{self.containers['cadvisor']}:{CADVISOR_PORT}" if self._cadvisor else None
             ),
         )
 
@@ -260,6 +281,28 @@ class MonitoringStack:
                 "/bin/postgres_exporter",
                 env_file=[str(self.root / "postgres.env")],
             )
+        if self._cadvisor:
+            label = f"{LABEL}.app,{LABEL}.environment"
+            services["cadvisor"] = service(
+                "cadvisor",
+                images.cadvisor,
+                "/usr/bin/cadvisor",
+                command=[
+                    "-logtostderr",
+                    f"-port={CADVISOR_PORT}",
+                    "-docker_only=true",
+                    f"-housekeeping_interval={round(self.section.scrape_interval)}s",
+                    "-store_container_labels=false",
+                    f"-whitelisted_container_labels={label}",
+                    f"-containerd={self._containerd_socket()}",
+                ],
+                volumes=[
+                    "/:/rootfs:ro",
+                    "/var/run:/var/run:ro",
+                    "/sys:/sys:ro",
+                    "/var/lib/docker:/var/lib/docker:ro",
+                ],
+            )
         if self.section.grafana.enabled:
             grafana = self.root / "grafana"
             services["grafana"] = {
@@ -283,6 +326,16 @@ class MonitoringStack:
             },
         }
 
+    def _containerd_socket(self) -> str:
+        """containerd's socket on the host (the first of ``CONTAINERD_SOCKETS`` that is one)."""
+        if self._containerd is None:
+            found = self.steps.host.run(
+                ["sh", "-c", _FIRST_SOCKET, "-", *CONTAINERD_SOCKETS],
+                check=False,
+            ).stdout.strip()
+            self._containerd = found or CONTAINERD_SOCKETS[0]
+        return self._containerd
+
     # -- up, status, down -------------------------------------------------------------------------
     def up(self) -> str:
         """Write the files, start what is not running, and have a running Prometheus and
@@ -294,7 +347,10 @@ class MonitoringStack:
                 changed.append(path.parent.name if path.parent != self.root else path.name)
                 host.put(path, text.encode(), mode=mode)
         publish_deployment_metrics(
-            self.steps.ctx.store, self.steps.names.app, self.steps.names.environment
+            self.steps.ctx.store,
+            self.steps.names.app,
+            self.steps.names.environment,
+            last_snapshot_at=self.steps.newest_snapshot(),
         )
         # The containers run as nobody: the directories they read must let them in.
         readable = [self.root, self.root / "prometheus", self.root / "alertmanager"]
