@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -254,6 +254,14 @@ def test_plan_of_a_rollback_names_the_release_it_brings_back_and_why(config: Con
     named = provider.plan_rollback(_context(config, host), RollbackOptions(to="1.0.1"))
     assert named[0].action == "bring back 1.0.1 (bbbbbbb, release b): named by --to 1.0.1"
     assert "shop:1.0.1 is not on fake: the start would fail" in named[1].action
+
+    # With monitoring on, the plan ends with the stack brought up.
+    monitored = replace(config, monitoring=config.monitoring.model_copy(update={"enabled": True}))
+    last = provider.plan_rollback(_context(monitored, host), RollbackOptions())[-1]
+    assert (last.phase, last.action.split(" (")[0]) == (
+        "record",
+        "then bring the monitoring stack shop-development-monitoring up",
+    )
 
 
 def _snapshot(

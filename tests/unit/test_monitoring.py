@@ -4,6 +4,7 @@ tests/e2e/test_monitoring_config.py; here, what they say)."""
 from __future__ import annotations
 
 import json
+import re
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -262,3 +263,26 @@ def test_published_uis_come_first_behind_basic_auth_and_are_not_the_apps_upstrea
     assert upstreams_of(config) == ["live:8080", "switching:8080", "slots:8080"]
     [policy] = config["apps"]["tls"]["automation"]["policies"]
     assert policy["subjects"] == ["shop.example.com", "prom.example.com"]
+
+
+def test_container_metrics_are_kept_for_this_environments_containers_only() -> None:
+    config = prometheus_config(
+        MonitoringSection(),
+        Targets(**{**TARGETS.__dict__, "containers": "c:8080"}),
+        app="shop.v2",
+        environment="production",
+    )
+
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "containers")
+    assert job["static_configs"] == [{"targets": ["c:8080"]}]
+    keep, drop = job["metric_relabel_configs"]
+    assert keep["action"] == "keep"
+    assert keep["source_labels"] == [
+        "container_label_org_shipyard_app",
+        "container_label_org_shipyard_environment",
+    ]
+    # Prometheus anchors the regex at both ends; the app name's dot is literal.
+    assert re.fullmatch(keep["regex"], "shop.v2;production")
+    for other in ("shop.v2;production2", "shopxv2;production", "shop.v2;", ";"):
+        assert not re.fullmatch(keep["regex"], other), other
+    assert drop == {"regex": "id|container_label_.*", "action": "labeldrop"}

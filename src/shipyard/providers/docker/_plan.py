@@ -106,6 +106,7 @@ class Planning:
                         f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
                     )
                 )
+        plan += _plan_monitoring(steps)
         return planned(DEPLOY, plan)
 
     def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]:
@@ -173,6 +174,7 @@ class Planning:
         plan += _plan_go_live(
             steps, slot, current.slot, watch_window(config, "rollback", options.watch)
         )
+        plan += _plan_monitoring(steps)
         return planned(ROLLBACK, plan)
 
 
@@ -205,6 +207,20 @@ def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
             )
         )
     return plan
+
+
+def _plan_monitoring(steps: DockerSteps) -> list[PlanStep]:
+    """With ``monitoring.enabled``, the stack is brought up once the operation has finished."""
+    if not steps.config.monitoring.enabled:
+        return []
+    project = steps.names.monitoring_project
+    return [
+        PlanStep(
+            "record",
+            f"then bring the monitoring stack {project} up (running containers whose "
+            "configuration is unchanged keep running; a changed configuration is reloaded)",
+        )
+    ]
 
 
 def _plan_go_live(
