@@ -1,5 +1,5 @@
 """Benchmark: what the monitoring stack costs on this machine, against the spec's budget
-(0.3 cores and 800 MB for Prometheus, Alertmanager and the exporters together). Not a test.
+(0.3 cores and 800 MB for Prometheus, Alertmanager and the exporters, cAdvisor among them). Not a test.
 
 Deploys the example app with ``monitoring.enabled`` (the Debian-built images, scraping every 15 s
 as by default), sends a bounded load through the proxy for ``--minutes`` (default 5), then
@@ -30,7 +30,7 @@ from bench.first_deploy import free_port, run
 
 BUDGET_CORES = 0.3
 BUDGET_MB = 800.0
-STACK = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter")
+STACK = ("prometheus", "alertmanager", "node-exporter", "postgres-exporter", "cadvisor")
 
 
 def _load(urls: list[str], rate: float, stop: threading.Event, counts: dict[str, int]) -> None:
