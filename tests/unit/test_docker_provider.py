@@ -8,9 +8,10 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
+import bcrypt
 import pytest
 
-from shipyard.config import Config
+from shipyard.config import Config, load_config
 from shipyard.database import Snapshot
 from shipyard.deploy import OperationContext, RollbackOptions
 from shipyard.events import Bus
@@ -18,7 +19,7 @@ from shipyard.hosts import CommandResult
 from shipyard.providers import DockerProvider, SnapshotFiles
 from shipyard.proxy import Latency, Observed, Traffic
 from shipyard.state import Current, HistoryEntry, Release, StateStore
-from tests.bad_configs import VALID, committed_config
+from tests.bad_configs import VALID, committed_config, committed_repository
 from tests.fakes import FakeHost
 
 STATE = PurePosixPath("/state/shop")
@@ -444,3 +445,34 @@ def test_tidying_after_a_switch_cut_short_after_its_second_rename_gives_the_old_
     done = steps.tidy("green")
     assert _named(host) == {"shop-development-blue": "blue", "shop-development-live": "green"}
     assert done == ["blue retired: it ran beside the live version"]
+
+
+def test_render_writes_nothing_for_published_uis_and_shows_the_kept_hash(tmp_path: Path) -> None:
+    yaml = VALID.replace(
+        "proxy:\n  http_port: 18080\n",
+        "proxy:\n  http_port: 18080\n  domains: [shop.example.com]\n  tls: internal\n",
+    )
+    yaml += "monitoring:\n  enabled: true\n  grafana: {enabled: false}\n"
+    yaml += "  publish: {prometheus: prom.example.com}\n"
+    path = committed_repository(tmp_path, yaml)
+    with (path.parent / ".env.development").open("a") as env:
+        env.write("MONITORING_PASSWORD=watch-it-all\n")
+    config = load_config(path, "development", process_env={})
+    host = EngineHost()
+    provider = DockerProvider(host)  # type: ignore[arg-type]
+
+    def accounts() -> list[dict[str, str]]:
+        files = provider.render(_context(config, host))
+        caddy = json.loads(next(text for name, text in files.items() if name.endswith(".json")))
+        first = caddy["apps"]["http"]["servers"]["shipyard"]["routes"][0]
+        return first["handle"][0]["providers"]["http_basic"]["accounts"]  # type: ignore[no-any-return]
+
+    written = dict(host.files)
+    [account] = accounts()
+    assert bcrypt.checkpw(b"watch-it-all", account["password"].encode())
+    assert host.files == written  # render wrote nothing, the hash neither
+
+    # A changing operation keeps the hash; render then shows that one.
+    provider.steps(_context(config, host)).caddy_config()
+    [kept] = [v for k, (v, _) in host.files.items() if k.endswith("monitoring.hash")]
+    assert accounts() == [{"username": "monitoring", "password": kept.decode()}]

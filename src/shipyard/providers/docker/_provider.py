@@ -180,7 +180,9 @@ class DockerProvider(Planning):
                     deployment="<deployment>",
                 )
             ),
-            str(steps.layout.caddy_config): json.dumps(steps.caddy_config(), indent=2),
+            str(steps.layout.caddy_config): json.dumps(
+                steps.caddy_config(read_only=True), indent=2
+            ),
         }
         return files
 

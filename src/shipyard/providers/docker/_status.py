@@ -205,7 +205,7 @@ def _drift(
             upstreams = upstreams_of(running)
         except ShipyardError as exc:
             problems.append(f"proxy admin API unreachable: {exc.message}")
-        rendered = steps.caddy_config()
+        rendered = steps.caddy_config(read_only=True)
         expected = upstreams_of(rendered)
         if not problems and upstreams != expected:
             problems.append(f"proxy routes to {upstreams or 'nothing'}, its config says {expected}")

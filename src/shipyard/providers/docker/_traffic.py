@@ -34,10 +34,11 @@ from shipyard.waiting import Clock, wait_until
 class Traffic(StepsBase):
     """The ``switch``, ``switch_back``, ``retire`` and ``set_maintenance`` steps."""
 
-    def caddy_config(self) -> dict[str, Any]:
+    def caddy_config(self, *, read_only: bool = False) -> dict[str, Any]:
         """The proxy's config, rendered from the config and the recorded state (maintenance
         mode's allowed networks): every render — a switch, a repair, a re-created proxy — keeps
-        what is recorded."""
+        what is recorded. ``read_only`` (status, render): nothing is written on the host, and
+        a kept basic auth hash is used as it is (see ``_password_hash``)."""
         recorded = self.ctx.store.maintenance()
         routes = MaintenanceRoutes(
             tuple(self.open_paths()), recorded.allow if recorded is not None else ()
@@ -48,10 +49,10 @@ class Traffic(StepsBase):
             self.config.app.port,
             routes,
             admin_host=self.names.proxy,
-            published=self.published(),
+            published=self.published(read_only=read_only),
         )
 
-    def published(self) -> tuple[Published, ...]:
+    def published(self, *, read_only: bool = False) -> tuple[Published, ...]:
         """The monitoring UIs ``monitoring.publish`` serves through the proxy (with
         ``monitoring.enabled`` and ``proxy.domains``), behind basic auth."""
         monitoring = self.config.monitoring
@@ -59,7 +60,7 @@ class Traffic(StepsBase):
         if not (monitoring.enabled and domains and self.config.proxy.domains):
             return ()
         password = self.config.secrets.get(monitoring.publish.password_env) or ""
-        hashed = self._password_hash(password)
+        hashed = self._password_hash(password, read_only=read_only)
         ports = {"grafana": 3000, "prometheus": 9090, "alertmanager": 9093}
         return tuple(
             Published(
@@ -68,16 +69,19 @@ class Traffic(StepsBase):
             for ui, domain in domains.items()
         )
 
-    def _password_hash(self, password: str) -> str:
+    def _password_hash(self, password: str, *, read_only: bool = False) -> str:
         """The basic auth password's bcrypt hash: the one kept in the proxy's directory while
         it matches the password (a new salt at each render would change the proxy's config at
-        each switch, and a config load drops requests), else a new one, kept."""
+        each switch, and a config load drops requests), else a new one, kept. ``read_only``:
+        the kept one unchecked (a check costs a bcrypt round, and status compares routes, not
+        passwords), else a new one that is not kept."""
         path = self.layout.proxy_dir / "monitoring.hash"
         kept = self.host.get(path)
-        if kept and bcrypt.checkpw(password.encode(), kept.strip()):
+        if kept and (read_only or bcrypt.checkpw(password.encode(), kept.strip())):
             return kept.decode().strip()
         hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode()
-        self._write(path, hashed)
+        if not read_only:
+            self._write(path, hashed)
         return hashed
 
     def open_paths(self) -> list[str]:
