@@ -27,6 +27,7 @@ lint: venv
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	cd $(EXAMPLE) && test -z "$$(gofmt -l .)" && go vet ./...
+	test -z "$$(gofmt -l images/cadvisor)"
 
 unit: venv
 	$(BIN)/pytest tests/unit
