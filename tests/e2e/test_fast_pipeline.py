@@ -43,6 +43,11 @@ def test_an_unchanged_infrastructure_is_not_set_up_again_but_a_change_or_a_stop_
     assert "password is the env file's" in summary
     assert "no readiness wait, extension creation or login container" in summary
     assert docker_inspect(database, "{{.Id}} {{.State.StartedAt}}") == before
+    # The plan took the schema's state from the same read: as the first deploy left it.
+    migrated = _finished(first, "migrate")["message"]
+    assert migrated.startswith("schema at version "), migrated
+    plan = _finished(again, "plan")["message"]
+    assert plan == f"{migrated}; no pending migrations", plan
 
     # A stopped database is started and checked in full again.
     subprocess.run(["docker", "stop", database], capture_output=True, check=True)

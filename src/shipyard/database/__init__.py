@@ -131,6 +131,7 @@ class DatabaseFacts:
 
     extensions: Mapping[str, str]  # installed extension → version
     role_password: str | None  # the owner role's stored verifier (never the password)
+    migration: MigrationState | None = None  # golang-migrate's, read in the same round trip
 
     def missing(self, wanted: Sequence[str]) -> list[str]:
         return [name for name in wanted if name not in self.extensions]
@@ -322,22 +323,30 @@ class Database:
         return {name: installed[name] for name in extensions}
 
     def facts(self) -> DatabaseFacts:
-        """The installed extensions and the owner role's stored password verifier, in one
-        statement (``ensure_extensions`` creates and verifies; this only reads)."""
+        """The installed extensions, the owner role's stored password verifier and
+        golang-migrate's state (``migration_state``), in one round trip (``ensure_extensions``
+        creates and verifies; this only reads)."""
         rows = self.sql(
+            "SELECT to_regclass('public.schema_migrations') IS NOT NULL AS migrated \\gset\n"
             "SELECT 'extension', extname, extversion FROM pg_extension UNION ALL "
             "SELECT 'role', '', coalesce(rolpassword, '') FROM pg_authid "
-            "WHERE rolname = current_user;"
+            "WHERE rolname = current_user;\n"
+            "\\if :migrated\n"
+            "SELECT 'migration', version, dirty FROM schema_migrations LIMIT 1;\n"
+            "\\endif\n"
         )
         extensions: dict[str, str] = {}
         verifier: str | None = None
+        migration = MigrationState(None, False)
         for line in rows.splitlines():
             kind, name, value = [*line.split("|", 2), "", ""][:3]
             if kind == "extension":
                 extensions[name] = value
             elif kind == "role":
                 verifier = value or None
-        return DatabaseFacts(extensions, verifier)
+            elif kind == "migration":
+                migration = MigrationState(int(name), value == "t")
+        return DatabaseFacts(extensions, verifier, migration)
 
     def migration_state(self) -> MigrationState:
         """golang-migrate's version and dirty flag, in one round trip (psql decides whether

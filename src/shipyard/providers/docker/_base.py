@@ -45,6 +45,8 @@ class StepsBase:
         # The schema as ``plan_migrations`` read it, for ``migrate`` right after (under the lock
         # nothing changes it in between): read once per deploy.
         self._planned: MigrationState | None = None
+        # The migration state the infrastructure's check read in its round trip, for the plan.
+        self._prefetched: MigrationState | None = None
         self.clock: Clock = SYSTEM  # where verify and the watch get time (tests replace it)
 
     @functools.cached_property

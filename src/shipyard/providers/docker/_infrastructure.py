@@ -92,6 +92,7 @@ class Infrastructure(StepsBase):
         password = self.config.secrets.get(section.password_env) or ""
         if verifier_matches(facts.role_password, password) is not True:
             return None  # the full check logs in as the app would, and says what is wrong
+        self._prefetched = facts.migration  # the plan's read, spared
         self._fence()
         self._write(self.layout.infra_compose, infra)
         if self.host.get(self.layout.database_env) is None:  # the container exists: write it back

@@ -74,7 +74,8 @@ class Migrations(StepsBase):
             raise ShipyardError(
                 "migrations against an external database are not supported by this version"
             )
-        self._planned = database.migration_state()
+        prefetched, self._prefetched = self._prefetched, None
+        self._planned = prefetched if prefetched is not None else database.migration_state()
         return plan_migrations(section, self.config.resolve(section.migrations.path), self._planned)
 
     def snapshot(self, release: Release) -> Snapshot:
