@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -175,6 +176,17 @@ def test_a_deploy_brings_the_stack_up_and_later_operations_leave_it_running(
     assert [m["url"] for m in managers] == [
         f"http://{app.name}-development-alertmanager:9093/api/v2/alerts"
     ]
+
+    # A snapshot taken by hand reaches the deployment metrics (SnapshotTooOld reads it).
+    created = app.shipyard("snapshot", "create", "development", "--json")
+    assert created.returncode == 0, created.stderr
+    taken = datetime.fromisoformat(json.loads(created.stdout)["created_at"].replace("Z", "+00:00"))
+
+    def snapshot_seen() -> float:
+        found = _query(prometheus_port, "shipyard_last_snapshot_timestamp_seconds")
+        return float(found[0]["value"][1]) if found else 0.0
+
+    _eventually("the snapshot's time", lambda: snapshot_seen() == taken.timestamp())
 
     # destroy --volumes removes the stack and its data.
     destroyed = app.shipyard("destroy", "development", "--yes", "--volumes")
