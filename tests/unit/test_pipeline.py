@@ -81,6 +81,9 @@ class RecordingSteps:
     def schema_version(self) -> int | None:
         return 2
 
+    def newest_snapshot(self) -> str | None:
+        return None
+
     def plan_migrations(self) -> MigrationPlan:
         self._do("plan")
         return MigrationPlan(

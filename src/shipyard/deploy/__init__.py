@@ -90,7 +90,7 @@ from shipyard.errors import (
 )
 from shipyard.events import Bus, EventKind
 from shipyard.hosts import Host
-from shipyard.monitoring import publish_deployment_metrics
+from shipyard.monitoring import republish_deployment_metrics
 from shipyard.state import (
     Current,
     Fence,
@@ -999,17 +999,9 @@ class _Operation:
             self.ctx.store.append_history(entry)
         except ShipyardError as exc:
             self.phases.warn(f"could not record the {self.action} in history: {exc.message}")
-        if self.ctx.config.monitoring.enabled:
-            config = self.ctx.config
-            try:
-                publish_deployment_metrics(
-                    self.ctx.store,
-                    config.app.name,
-                    config.environment.name,
-                    last_snapshot_at=self.steps.newest_snapshot(),
-                )
-            except (ShipyardError, OSError) as exc:
-                self.phases.warn(f"could not publish the deployment metrics: {exc}")
+        republish_deployment_metrics(
+            self.ctx.config, self.ctx.store, self.steps.newest_snapshot, self.phases.warn
+        )
 
 
 def watch_window(config: Config, action: str, override: float | None) -> tuple[float, str]:

@@ -24,6 +24,7 @@ from shipyard.monitoring._metrics import (
     TEXTFILE_DIR,
     deployment_metrics,
     publish_deployment_metrics,
+    republish_deployment_metrics,
 )
 from shipyard.monitoring._prometheus import Targets, prometheus_config
 from shipyard.monitoring._rules import alert_rules, duration
@@ -43,4 +44,5 @@ __all__ = [
     "prometheus_config",
     "publish_deployment_metrics",
     "queries",
+    "republish_deployment_metrics",
 ]

@@ -8,10 +8,12 @@ trimmed a count may go down, which Prometheus's ``rate``/``increase`` take as a 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import PurePosixPath
 
+from shipyard.config import Config
+from shipyard.errors import ShipyardError
 from shipyard.state import Current, HistoryEntry, Release, StateStore
 
 OPERATIONS = ("deploy", "rollback")
@@ -124,3 +126,25 @@ def publish_deployment_metrics(
     path = store.path(*TEXTFILE_DIR.parts, FILE_NAME)
     store.host.put(path, text.encode(), mode=0o644)
     return path
+
+
+def republish_deployment_metrics(
+    config: Config,
+    store: StateStore,
+    newest_snapshot: Callable[[], str | None],
+    warn: Callable[[str], None],
+) -> None:
+    """With ``monitoring.enabled``, the deployment metrics written again after an operation
+    (``newest_snapshot``: when the environment's newest snapshot was taken). That they could not
+    be is ``warn``-ed, never the operation's failure."""
+    if not config.monitoring.enabled:
+        return
+    try:
+        publish_deployment_metrics(
+            store,
+            config.app.name,
+            config.environment.name,
+            last_snapshot_at=newest_snapshot(),
+        )
+    except (ShipyardError, OSError) as exc:
+        warn(f"could not publish the deployment metrics: {exc}")

@@ -19,7 +19,7 @@ from shipyard.database import (
     protected_snapshots,
 )
 from shipyard.errors import ShipyardError
-from shipyard.monitoring import publish_deployment_metrics
+from shipyard.monitoring import republish_deployment_metrics
 from shipyard.providers.docker._steps import DockerSteps
 from shipyard.state import HistoryEntry, deployer, now_iso
 
@@ -70,20 +70,10 @@ class DatabaseOperations:
         return snapshot
 
     def _publish(self) -> None:
-        """With monitoring on, the deployment metrics name the newest snapshot (SnapshotTooOld
-        reads it); a failure to write them is not the snapshot's."""
-        config = self.ctx.config
-        if not config.monitoring.enabled:
-            return
-        try:
-            publish_deployment_metrics(
-                self.ctx.store,
-                config.app.name,
-                config.environment.name,
-                last_snapshot_at=self.steps.newest_snapshot(),
-            )
-        except (ShipyardError, OSError) as exc:
-            self.ctx.phases().warn(f"could not publish the deployment metrics: {exc}")
+        """The deployment metrics name the newest snapshot (SnapshotTooOld reads it)."""
+        republish_deployment_metrics(
+            self.ctx.config, self.ctx.store, self.steps.newest_snapshot, self.ctx.phases().warn
+        )
 
     def _create(self, *, reason: str) -> Snapshot:
         self._running()
