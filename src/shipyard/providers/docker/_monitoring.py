@@ -291,7 +291,7 @@ class MonitoringStack:
                     "-logtostderr",
                     f"-port={CADVISOR_PORT}",
                     "-docker_only=true",
-                    f"-housekeeping_interval={round(self.section.scrape_interval)}s",
+                    f"-housekeeping_interval={max(1, round(self.section.scrape_interval))}s",
                     "-store_container_labels=false",
                     f"-whitelisted_container_labels={label}",
                     f"-containerd={self._containerd_socket()}",
