@@ -2,8 +2,8 @@
 // Docker engine's containers to Prometheus on /metrics. It is built from cAdvisor's own library
 // (manager, Docker plugin and Prometheus collectors) and takes the official image's flags
 // (-port, -listen_ip, -docker_only, -housekeeping_interval, -store_container_labels,
-// -whitelisted_container_labels, -containerd ...), so the monitoring
-// stack runs it or the official image alike.
+// -whitelisted_container_labels, -containerd ...), so the monitoring stack runs it or the
+// official image alike.
 package main
 
 import (
