@@ -337,21 +337,23 @@ class MonitoringStack:
         return self._containerd
 
     # -- up, status, down -------------------------------------------------------------------------
-    def up(self) -> str:
+    def up(self, *, metrics: bool = True) -> str:
         """Write the files, start what is not running, and have a running Prometheus and
-        Alertmanager reload a changed configuration. Returns what was done."""
+        Alertmanager reload a changed configuration. Returns what was done. ``metrics``: write
+        the deployment metrics too (after a deploy or a rollback, its record has just done so)."""
         host = self.steps.host
         changed: list[str] = []
         for path, (text, mode) in self.files().items():
             if host.get(path) != text.encode():
                 changed.append(path.parent.name if path.parent != self.root else path.name)
                 host.put(path, text.encode(), mode=mode)
-        publish_deployment_metrics(
-            self.steps.ctx.store,
-            self.steps.names.app,
-            self.steps.names.environment,
-            last_snapshot_at=self.steps.newest_snapshot(),
-        )
+        if metrics:
+            publish_deployment_metrics(
+                self.steps.ctx.store,
+                self.steps.names.app,
+                self.steps.names.environment,
+                last_snapshot_at=self.steps.newest_snapshot(),
+            )
         # The containers run as nobody: the directories they read must let them in.
         readable = [self.root, self.root / "prometheus", self.root / "alertmanager"]
         if self.section.grafana.enabled:

@@ -104,7 +104,8 @@ class DockerProvider(Planning):
         if not ctx.config.monitoring.enabled:
             return
         try:
-            done = self.monitoring_up(ctx)
+            # The operation's record wrote the deployment metrics (``republish_deployment_metrics``).
+            done = MonitoringStack(self.steps(ctx)).up(metrics=False)
         except ShipyardError as exc:
             ctx.phases().warn(f"monitoring: {exc.message} (`shipyard monitoring up` retries)")
             return
