@@ -277,7 +277,7 @@ def test_killed_after_a_failed_migration_the_next_deploy_resets_the_dirty_flag(
     # the fixed migration (the old version reads the flag): no other cause of a failing health.
     assert health and health[-5:] == [200] * 5
     first_ok = health.index(200)
-    later = unhealthy[first_ok:]
+    later = unhealthy[first_ok:]  # every answer before the first 200 is in `unhealthy`, in order
     assert all(c.get("details") == {"version": 3, "dirty": True} for c in later), (health, later)
     _assert_one_version_serves(app, fixed)
 
