@@ -313,7 +313,7 @@ def _session(config: Config, *, sink: Sink | None, deployment_id: str | None = N
         if sink is not None:
             bus.subscribe(sink)
         deployment_id = deployment_id or new_deployment_id()
-        store = StateStore(host, state_root(config, host))
+        store = StateStore.on_host(host, state_root(config, host))
         bus.subscribe(
             DeploymentLog(
                 local_logs(config) / f"{deployment_id}.jsonl",

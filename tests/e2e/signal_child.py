@@ -45,7 +45,7 @@ def main() -> None:
     ctx = OperationContext(
         config=config,
         local=LocalHost(),
-        store=StateStore(LocalHost(), PurePosixPath(work / "state")),
+        store=StateStore.on_host(LocalHost(), PurePosixPath(work / "state")),
         bus=bus,
         deployment_id="d1",
     )

@@ -39,7 +39,7 @@ def operation_context(
     return OperationContext(
         config=config,
         local=LocalHost() if local is None else local,
-        store=StateStore(state_host, root),
+        store=StateStore.on_host(state_host, root),
         bus=Bus(config.masker) if bus is None else bus,
         deployment_id=deployment_id,
         target=target,

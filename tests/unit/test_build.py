@@ -204,7 +204,7 @@ def test_plan_makes_the_same_decision_as_the_build(
         ctx = OperationContext(
             config=config,
             local=machine.host,
-            store=StateStore(target, PurePosixPath("/state/shop/development")),
+            store=StateStore.on_host(target, PurePosixPath("/state/shop/development")),
             bus=Bus(config.masker),
             deployment_id="d1",
         )

@@ -85,7 +85,7 @@ def test_deploy_refuses_a_dockerfile_that_does_not_exist(
 
 def test_rollback_runs_the_same_checks(config: Config) -> None:
     host = FakeHost()
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     store.save_releases([_release("r1", "1.0.1", "a" * 40), _release("r2", "1.0.2", "b" * 40)])
     store.set_current(Current(slot="blue", release_id="r2", switched_at="t"))
     before = dict(host.files)

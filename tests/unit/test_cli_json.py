@@ -85,7 +85,7 @@ def _lines(ran: Ran) -> list[dict[str, Any]]:
 
 def _store(p: Project) -> StateStore:
     config = load_config(p.config, "development")
-    return StateStore(p.host, library.state_root(config, p.host))
+    return StateStore.on_host(p.host, library.state_root(config, p.host))
 
 
 def _leaves(group: click.Group, path: str = "") -> dict[str, click.Command]:

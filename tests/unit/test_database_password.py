@@ -110,7 +110,7 @@ def _steps(config: Config, host: DatabaseHost) -> DockerSteps:
     ctx = OperationContext(
         config=config,
         local=LocalHost(),
-        store=StateStore(host, ROOT),
+        store=StateStore.on_host(host, ROOT),
         bus=Bus(config.masker),
         deployment_id="d1",
     )
@@ -217,7 +217,7 @@ def test_a_rotation_sends_a_verifier_and_renews_every_retained_release_s_databas
 ) -> None:
     config = _config(tmp_path)
     host = DatabaseHost(OLD_PASSWORD)
-    store = StateStore(host, ROOT)
+    store = StateStore.on_host(host, ROOT)
     store.save_releases([_release("r1"), _release("r2")])
     for rid in ("r1", "r2"):
         host.put(ROOT / "releases" / f"{rid}.env", _saved_env(OLD_PASSWORD))

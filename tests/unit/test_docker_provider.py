@@ -152,7 +152,7 @@ def _context(config: Config, host: FakeHost, environment: str = "development") -
     return OperationContext(
         config=config,
         local=host,  # type: ignore[arg-type]
-        store=StateStore(host, STATE / environment),  # type: ignore[arg-type]
+        store=StateStore.on_host(host, STATE / environment),  # type: ignore[arg-type]
         bus=Bus(config.masker),
         deployment_id="op",
     )
@@ -183,9 +183,9 @@ def test_destroy_removes_the_environments_images_unless_something_else_uses_them
         "shop-development-guard": _Container("docker:27-cli", infra),
         "elsewhere": _Container("shop:1.0.1"),  # some other container runs 1.0.1
     }
-    store = StateStore(host, STATE / "development")  # type: ignore[arg-type]
+    store = StateStore.on_host(host, STATE / "development")  # type: ignore[arg-type]
     store.save_releases(releases)
-    StateStore(host, STATE / "production").save_releases([releases[2]])  # type: ignore[arg-type]
+    StateStore.on_host(host, STATE / "production").save_releases([releases[2]])  # type: ignore[arg-type]
     destroyed = DockerProvider(host).cleanup(_context(config, host), volumes=True)  # type: ignore[arg-type]
 
     assert sorted(host.images) == ["caddy:2", "shop:1.0.1", "shop:1.0.2"]
@@ -223,7 +223,7 @@ def test_plan_of_a_rollback_names_the_release_it_brings_back_and_why(config: Con
     host = EngineHost()
     a, b, c = (_release(r, f"1.0.{n}") for n, r in enumerate("abc"))
     host.images = {r.image: r.image_id for r in (a, c)}  # B's image is gone: no matter
-    store = StateStore(host, STATE / "development")  # type: ignore[arg-type]
+    store = StateStore.on_host(host, STATE / "development")  # type: ignore[arg-type]
     store.save_releases([a, b, c])
     store.set_current(Current(slot="green", release_id="c", switched_at="t"))
     for entry in _history(("deploy", a), ("deploy", b), ("rollback", a), ("deploy", c)):
@@ -297,7 +297,7 @@ def test_destroy_keeps_the_environments_snapshots_where_a_later_deploy_finds_the
     keeps them in place; only --snapshots deletes them."""
     host = EngineHost()
     root = STATE / "development"
-    StateStore(host, root).save_releases([_release("a", "1.0.0")])  # type: ignore[arg-type]
+    StateStore.on_host(host, root).save_releases([_release("a", "1.0.0")])  # type: ignore[arg-type]
     snapshots = root / "snapshots"
     _snapshot(host, snapshots, "shop_20260101T000000Z_aaaaaaa", 100)
     _snapshot(host, snapshots, "shop_20260102T000000Z_bbbbbbb", 50)

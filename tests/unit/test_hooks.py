@@ -118,7 +118,7 @@ def test_failing_before_deploy_hook_stops_before_any_change(
     env = _recorded(config, "gate")
     assert env["SHIPYARD_VERSION"].startswith("0.0.0+")
     assert len(env["SHIPYARD_COMMIT"]) == 40
-    assert StateStore(state, STATE).history()[-1].result == "failed"
+    assert StateStore.on_host(state, STATE).history()[-1].result == "failed"
 
 
 def test_failing_before_switch_hook_removes_the_candidate(
@@ -126,7 +126,9 @@ def test_failing_before_switch_hook_removes_the_candidate(
 ) -> None:
     config = _config(tmp_path, "  before_switch:\n" + _hook("smoke", 1))
     steps, state = RecordingSteps(), FakeHost()
-    StateStore(state, STATE).set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    StateStore.on_host(state, STATE).set_current(
+        Current(slot="blue", release_id="old", switched_at="t")
+    )
     with pytest.raises(DeployFailed) as caught:
         _deploy(config, steps, monkeypatch, state_host=state)
     assert caught.value.phase == "before_switch"
@@ -214,7 +216,9 @@ def test_a_failure_in_the_watch_window_reports_degraded_failed_and_rolled_back(
 ) -> None:
     config = _config(tmp_path, "")
     state = FakeHost()
-    StateStore(state, STATE).set_current(Current(slot="blue", release_id="old", switched_at="t"))
+    StateStore.on_host(state, STATE).set_current(
+        Current(slot="blue", release_id="old", switched_at="t")
+    )
     events: list[Event] = []
     with pytest.raises(DeployFailed):
         _deploy(

@@ -34,7 +34,7 @@ class Clock:
 
 @pytest.fixture
 def store(tmp_path: Path) -> StateStore:
-    return StateStore(LocalHost(), PurePosixPath(tmp_path / "state"))
+    return StateStore.on_host(LocalHost(), PurePosixPath(tmp_path / "state"))
 
 
 def test_second_taker_is_refused_with_the_owner(store: StateStore) -> None:
@@ -174,7 +174,7 @@ def test_a_holder_silent_past_the_ttl_is_fenced_even_before_anyone_takes_over(
 def test_a_holder_whose_lock_was_taken_over_is_fenced(store: StateStore) -> None:
     first, second = _taken_over(store)
     assert second.took_over is not None and second.took_over["deployment_id"] == "first"
-    first._beaten()  # even a holder that believes it beat just now
+    first._beaten("")  # even a holder that believes it beat just now
     with pytest.raises(LockLost, match="belongs to deploy by"):
         first.ensure_held()
     first.release()

@@ -135,11 +135,11 @@ def test_the_watch_does_not_count_the_proxys_own_answers_as_the_apps_errors() ->
 
 # -- the state --------------------------------------------------------------------------------------
 def test_the_state_records_it_and_forgets_it() -> None:
-    store = StateStore(FakeHost(), STATE)
+    store = StateStore.on_host(FakeHost(), STATE)
     assert store.maintenance() is None
     store.set_maintenance(ON)
     assert store.maintenance() == ON
-    written = json.loads(store.host.get(STATE / "maintenance.json") or b"{}")
+    written = json.loads(store.backend.read("maintenance.json") or b"{}")
     assert written["on"] is True and written["allow"] == list(ON.allow)
     by_deploy = Maintenance("m", (), 60, "t", "deploy d7", deployment="d7")
     store.set_maintenance(by_deploy)
@@ -229,7 +229,7 @@ def _deploy(
 
 def _store() -> tuple[FakeHost, StateStore]:
     host = FakeHost()
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     store.set_current(OLD_IN_BLUE)
     return host, store
 
@@ -353,12 +353,12 @@ def test_on_and_off_write_and_remove_the_flag_and_load_no_config(config: Config)
     assert json.loads(files["page.json"])["message"] == "brb"
     assert files["retry-after"] == "30"
     assert list(files)[-1] == "on"  # the flag last, once the page is there
-    assert StateStore(host, STATE).maintenance() == on
+    assert StateStore.on_host(host, STATE).maintenance() == on
     assert admin.loaded == []
 
     assert steps.set_maintenance(None) == "maintenance off"
     assert "on" not in _maintenance_dir(host)
-    assert StateStore(host, STATE).maintenance() is None
+    assert StateStore.on_host(host, STATE).maintenance() is None
     assert admin.loaded == []
 
 

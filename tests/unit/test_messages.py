@@ -97,7 +97,9 @@ def test_history_is_not_cut_at_80_columns_when_stderr_is_not_a_terminal(
     (tmp_path / "app").mkdir()
     config = committed_config(tmp_path / "app", VALID)
     target = FakeHost()
-    store = StateStore(target, PurePosixPath("/home/fake/.local/state/shipyard/shop/development"))
+    store = StateStore.on_host(
+        target, PurePosixPath("/home/fake/.local/state/shipyard/shop/development")
+    )
     who = "operator@a-rather-long-host-name.example.org"
     store.append_history(
         succeeded(

@@ -210,7 +210,7 @@ OLD_IN_BLUE = Current(slot="blue", release_id="old", switched_at="t")
 
 def _old_in_blue(host: FakeHost) -> StateStore:
     """The state on ``host`` of an environment where release "old" serves from the blue slot."""
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     store.set_current(OLD_IN_BLUE)
     return store
 
@@ -270,7 +270,7 @@ def test_first_deploy_runs_phases_in_order(config: Config, monkeypatch: pytest.M
     ]
     skipped = [e.phase for e in events if e.kind == "phase.skipped"]
     assert "watch" in skipped  # a first deploy has nothing to switch back to
-    assert StateStore(host, STATE).current() is not None
+    assert StateStore.on_host(host, STATE).current() is not None
 
 
 def test_config_warnings_are_warning_events_of_the_deploy(
@@ -428,7 +428,7 @@ def test_a_taken_port_stops_the_deploy_as_nothing_changed(
     the port error itself comes out (exit 3, not a failed deploy); what was built for the deploy
     is forgotten, and nothing is journalled or recorded."""
     steps, host = RecordingSteps(fail_at=step, error=_PortTaken), FakeHost()
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     events: list[Event] = []
     with pytest.raises(PortInUse) as caught:
         _run(config, steps, host, monkeypatch, events=events)
@@ -591,7 +591,7 @@ def _intent(step: str, *, previous: bool = True, action: str = "deploy") -> Inte
 
 
 def _state_with(host: FakeHost, intent: Intent | None) -> StateStore:
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     store.save_releases([_release("old", "1.0.0", "a" * 40)])
     store.set_current(OLD_IN_BLUE)
     if intent is not None:
@@ -645,7 +645,7 @@ def test_a_first_deploy_interrupted_after_its_switch_began_is_finished(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     steps, host = RecordingSteps(fail_at="deliver"), FakeHost()
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     store.write_intent(_intent("switch", previous=False))
     with pytest.raises(DeployFailed):
         _run(config, steps, host, monkeypatch)
@@ -772,7 +772,7 @@ def test_history_is_written_while_the_lock_is_held(
     _run(config, RecordingSteps(), host, monkeypatch)
     with pytest.raises(DeployFailed):
         _run(config, RecordingSteps(fail_at="gate green"), host, monkeypatch)
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     assert [e.result for e in store.history()] == ["succeeded", "failed"]
 
 
@@ -876,7 +876,7 @@ def test_a_rollback_passes_over_releases_no_longer_retained_and_says_so(
     host = _deployed(config, monkeypatch, "a", "b")
     _operate(config, host, monkeypatch, "rollback", "r1")
     _operate(config, host, monkeypatch, "deploy", "c")
-    store = StateStore(host, STATE)
+    store = StateStore.on_host(host, STATE)
     store.save_releases([r for r in store.releases() if r.id != "a"])  # A was pruned
     with pytest.raises(StateError, match="no earlier release") as caught:
         _operate(config, host, monkeypatch, "rollback", "r2")  # never B, rolled back from
@@ -902,7 +902,7 @@ def test_nodes_roll_back_to_what_served_before_after_an_earlier_rollback(
         _operate(config, host, monkeypatch, "deploy", "b")
         _operate(config, host, monkeypatch, "rollback", "r1")
         _operate(config, host, monkeypatch, "deploy", "c")
-    stores = [StateStore(h, STATE) for h in hosts]
+    stores = [StateStore.on_host(h, STATE) for h in hosts]
     nodes = [(f"node{n}", Served.read(store)) for n, store in enumerate(stores)]
     assert common_rollback_version(nodes).release.version == "a"
 
@@ -998,7 +998,7 @@ def test_a_rotation_with_nothing_deployed_changes_nothing(config: Config) -> Non
     with pytest.raises(StateError, match="nothing is deployed to development"):
         _rotate(config, steps, host)
     assert steps.calls == ["preflight"]
-    assert StateStore(host, STATE).history() == []
+    assert StateStore.on_host(host, STATE).history() == []
 
 
 @pytest.mark.parametrize(("step", "serves"), [("begin", None), ("health", "blue")])
@@ -1078,7 +1078,7 @@ def test_no_watch_returns_after_verify_with_the_old_version_retired(
     live = next(e for e in events if e.kind == "deploy.live")
     assert "not watched (--no-watch): blue is retired now" in live.message
     assert live.data["watch_s"] == 0
-    history = StateStore(host, STATE).history()
+    history = StateStore.on_host(host, STATE).history()
     assert history[-1].result == "succeeded" and "watch" not in history[-1].steps
 
 

@@ -123,9 +123,9 @@ def publish_deployment_metrics(
     current = store.current()
     release = store.release(current.release_id) if current is not None else None
     text = deployment_metrics(app, environment, store.history(), current, release, last_snapshot_at)
-    path = store.path(*TEXTFILE_DIR.parts, FILE_NAME)
-    store.host.put(path, text.encode(), mode=0o644)
-    return path
+    name = str(TEXTFILE_DIR / FILE_NAME)
+    store.backend.write(name, text.encode(), shared=True)
+    return store.path(name)
 
 
 def republish_deployment_metrics(

@@ -20,11 +20,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from shipyard.errors import LockHeld, LockLost, ShipyardError, StateError
-from shipyard.hosts import Host
+from shipyard.state._backend import HostState, StateBackend
 from shipyard.waiting import wait_until
+
+if TYPE_CHECKING:
+    from shipyard.hosts import Host
 
 __all__ = [
     "STALE_KEEP_DAYS",
@@ -32,11 +35,13 @@ __all__ = [
     "Current",
     "Fence",
     "HistoryEntry",
+    "HostState",
     "Intent",
     "Lock",
     "Maintenance",
     "Release",
     "Slot",
+    "StateBackend",
     "StateStore",
     "deployer",
     "holder_is_gone",
@@ -201,11 +206,16 @@ class HistoryEntry:
 
 
 class StateStore:
-    """Reads and writes one app environment's state on its host."""
+    """Reads and writes one app environment's state, wherever its backend keeps it."""
 
-    def __init__(self, host: Host, root: PurePosixPath) -> None:
-        self.host = host
-        self.root = root
+    def __init__(self, backend: StateBackend) -> None:
+        self.backend = backend
+        self.root = backend.root
+
+    @classmethod
+    def on_host(cls, host: Host, root: PurePosixPath) -> StateStore:
+        """State in the directory ``root`` on ``host``."""
+        return cls(HostState(host, root))
 
     # -- paths -----------------------------------------------------------------------------------
     def path(self, *parts: str) -> PurePosixPath:
@@ -213,19 +223,19 @@ class StateStore:
 
     # -- json helpers ------------------------------------------------------------------------------
     def _read(self, name: str) -> Any:
-        data = self.host.get(self.path(name))
+        data = self.backend.read(name)
         if data is None:
             return None
         try:
             return json.loads(data)
         except json.JSONDecodeError as exc:
             raise StateError(
-                f"{self.host.name}:{self.path(name)} is not valid JSON",
+                f"{self.backend.where(name)} is not valid JSON",
                 hint="restore it from history or remove it to start over",
             ) from exc
 
     def _write(self, name: str, value: Any) -> None:
-        self.host.put(self.path(name), (json.dumps(value, indent=2) + "\n").encode(), mode=0o600)
+        self.backend.write(name, (json.dumps(value, indent=2) + "\n").encode())
 
     # -- current -------------------------------------------------------------------------------------
     def current(self) -> Current | None:
@@ -255,7 +265,7 @@ class StateStore:
             return Intent.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
-                f"{self.host.name}:{self.path('journal.json')} is not a journal shipyard wrote",
+                f"{self.backend.where('journal.json')} is not a journal shipyard wrote",
                 hint="check `shipyard status`; remove the file to forget the interrupted operation",
             ) from exc
 
@@ -263,7 +273,7 @@ class StateStore:
         self._write("journal.json", asdict(intent))
 
     def clear_intent(self) -> None:
-        self.host.run(["rm", "-f", str(self.path("journal.json"))])
+        self.backend.delete("journal.json")
 
     # -- maintenance -------------------------------------------------------------------------------
     def maintenance(self) -> Maintenance | None:
@@ -275,7 +285,7 @@ class StateStore:
             return Maintenance.from_dict(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise StateError(
-                f"{self.host.name}:{self.path('maintenance.json')} is not a maintenance record "
+                f"{self.backend.where('maintenance.json')} is not a maintenance record "
                 "shipyard wrote",
                 hint="`shipyard maintenance on|off ENV` writes it again",
             ) from exc
@@ -283,7 +293,7 @@ class StateStore:
     def set_maintenance(self, maintenance: Maintenance | None) -> None:
         """Record maintenance mode on (``maintenance``) or off (``None``)."""
         if maintenance is None:
-            self.host.run(["rm", "-f", str(self.path("maintenance.json"))])
+            self.backend.delete("maintenance.json")
         else:
             self._write("maintenance.json", maintenance.to_dict())
 
@@ -300,7 +310,7 @@ class StateStore:
 
     # -- history -----------------------------------------------------------------------------------------
     def history(self) -> list[HistoryEntry]:
-        data = self.host.get(self.path("history.jsonl"))
+        data = self.backend.read("history.jsonl")
         entries = []
         for line in (data or b"").decode().splitlines():
             if line.strip():
@@ -309,7 +319,7 @@ class StateStore:
 
     def trim_history(self, days: int) -> int:
         """Drop history lines of operations started more than ``days`` ago; returns how many."""
-        data = self.host.get(self.path("history.jsonl"))
+        data = self.backend.read("history.jsonl")
         if not data:
             return 0
         cutoff = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S")
@@ -320,24 +330,25 @@ class StateStore:
             if not line.strip() or json.loads(line).get("started_at", "") >= cutoff
         ]
         if len(kept) != len(lines):
-            self.host.put(self.path("history.jsonl"), "".join(kept).encode(), mode=0o600)
+            self.backend.write("history.jsonl", "".join(kept).encode())
         return len(lines) - len(kept)
 
     def append_history(self, entry: HistoryEntry) -> None:
-        existing = self.host.get(self.path("history.jsonl")) or b""
+        existing = self.backend.read("history.jsonl") or b""
         line = json.dumps(asdict(entry), separators=(",", ":")) + "\n"
-        self.host.put(self.path("history.jsonl"), existing + line.encode(), mode=0o600)
+        self.backend.write("history.jsonl", existing + line.encode())
 
     # -- deployment logs -------------------------------------------------------------------------
     def log_ids(self) -> list[str]:
-        """Deployment ids with a log on the host, oldest first (ids start with a UTC timestamp)."""
-        result = self.host.run(["ls", "-1", str(self.path("logs"))], check=False)
+        """Deployment ids with a kept log, oldest first (ids start with a UTC timestamp)."""
         return sorted(
-            name.removesuffix(".jsonl") for name in result.stdout.split() if name.endswith(".jsonl")
+            name.removesuffix(".jsonl")
+            for name in self.backend.names("logs")
+            if name.endswith(".jsonl")
         )
 
     def log(self, deployment_id: str) -> str | None:
-        data = self.host.get(self.path("logs", f"{deployment_id}.jsonl"))
+        data = self.backend.read(f"logs/{deployment_id}.jsonl")
         return data.decode() if data is not None else None
 
     # -- lock --------------------------------------------------------------------------------------------
@@ -349,17 +360,18 @@ STALE_KEEP_DAYS = 7
 
 
 class Lock:
-    """One operation at a time per app and environment, on the target host.
+    """One operation at a time per app and environment, kept by the state's backend.
 
-    Taking it is one atomic ``rename`` of a private directory that already holds the owner record
-    (deployment id, user@machine, pid, start, heartbeat) onto ``lock``: it fails when a lock
-    exists, so a lock is never seen without its owner. The holder heartbeats every ``ttl / 4``
-    seconds from a background thread; a lock whose heartbeat is older than ``ttl`` is stale, and
-    so is one whose holder ran on this machine and is no longer running (a killed deploy's lock
-    is taken over at once, not after the TTL). A takeover renames the stale lock to
-    ``lock.stale-<its id>``, which is kept for a week (for `lock status` and post-mortems): a
-    second taker that saw the same stale lock then finds that name taken and loses, so exactly
-    one taker wins.
+    Taking it creates the lock's owner record (deployment id, user@machine, pid, start,
+    heartbeat) atomically, only if no lock exists (``StateBackend.lock_create``: on a host, the
+    rename of a private directory that already holds the record onto ``lock``; in a bucket, a
+    conditional write), so a lock is never seen without its owner. The holder heartbeats every
+    ``ttl / 4`` seconds from a background thread; a lock whose heartbeat is older than ``ttl``
+    is stale, and so is one whose holder ran on this machine and is no longer running (a killed
+    deploy's lock is taken over at once, not after the TTL). A takeover replaces the stale
+    record only if it is still the one read, keeping it as ``lock.stale-<its id>`` for a week
+    (for `lock status` and post-mortems): of two takers that saw the same stale lock, exactly
+    one wins.
 
     The holder is fenced: ``ensure_held`` (called before every change an operation makes) fails
     with ``LockLost`` once the lock names another operation, or once the holder itself went
@@ -378,7 +390,7 @@ class Lock:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.dir = store.path("lock")
+        self.backend = store.backend
         self.ttl = ttl
         self.clock = clock
         self.owner: dict[str, Any] = {
@@ -393,24 +405,31 @@ class Lock:
         self.held = False
         self.took_over: dict[str, Any] | None = None  # the owner record of a stale lock taken over
         self.lost: str | None = None  # why the lock is no longer ours, once it is not
+        self._token: str | None = None  # our record's, as the backend last wrote it
         self._beat_at = (0.0, 0.0)  # (monotonic, clock) of the last heartbeat written
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
     # -- inspection ------------------------------------------------------------------------------
-    def holder(self) -> dict[str, Any] | None:
-        data = self.store.host.get(self.dir / "owner.json")
-        if not data:
-            return None
+    def _read(self) -> tuple[dict[str, Any] | None, str | None]:
+        """The owner record (``None`` when missing or unreadable) and its token (``None``:
+        no lock at all)."""
+        found = self.backend.lock_read()
+        if found is None:
+            return None, None
+        data, token = found
         try:
-            owner: dict[str, Any] = json.loads(data)
+            owner = json.loads(data)
         except json.JSONDecodeError:
-            return None
-        return owner
+            return None, token
+        return (owner if isinstance(owner, dict) else None), token
+
+    def holder(self) -> dict[str, Any] | None:
+        return self._read()[0]
 
     def exists(self) -> bool:
         """Whether an owner record is there at all (readable or not)."""
-        return self.store.host.get(self.dir / "owner.json") is not None
+        return self.backend.lock_read() is not None
 
     def is_stale(self, owner: dict[str, Any] | None) -> bool:
         if owner is None:
@@ -432,7 +451,8 @@ class Lock:
     def _record(self) -> bytes:
         return json.dumps({**self.owner, "heartbeat": self.clock(), "ttl": self.ttl}).encode()
 
-    def _beaten(self) -> None:
+    def _beaten(self, token: str) -> None:
+        self._token = token
         self._beat_at = (time.monotonic(), self.clock())
 
     def _silence(self) -> float:
@@ -441,51 +461,30 @@ class Lock:
         monotonic, wall = self._beat_at
         return max(time.monotonic() - monotonic, self.clock() - wall)
 
-    def _claim(self) -> bool:
-        """Rename a directory holding our owner record onto ``lock``; False if a lock exists."""
-        host = self.store.host
-        pending = self.store.path(f"lock.new-{self.owner['deployment_id']}")
-        host.run(["rm", "-rf", str(pending)], check=False)
-        host.put(pending / "owner.json", self._record(), mode=0o600)
-        if host.run(["mv", "-T", str(pending), str(self.dir)], check=False).ok:
-            self._beaten()
-            return True
-        host.run(["rm", "-rf", str(pending)], check=False)
-        return False
-
     def try_acquire(self) -> bool:
-        host = self.store.host
-        host.run(["mkdir", "-p", "-m", "0700", str(self.store.root)])
-        if not self._claim():
-            owner = self.holder()
+        me = self.owner["deployment_id"]
+        token = self.backend.lock_create(me, self._record())
+        if token is None:
+            owner, stale_token = self._read()
+            if stale_token is None:
+                return False  # released meanwhile: the next try takes it
             if not self.is_stale(owner):
                 return False
             stale_id = (owner or {}).get("deployment_id", "unknown")
-            graveyard = self.store.path(f"lock.stale-{stale_id}")
-            if not host.run(["mv", "-T", str(self.dir), str(graveyard)], check=False).ok:
-                return False  # another taker won the takeover
             self.owner["took_over_from"] = stale_id
-            if not self._claim():
-                return False
+            token = self.backend.lock_take_over(stale_token, stale_id, me, self._record())
+            if token is None:
+                self.owner.pop("took_over_from")
+                return False  # another taker won the takeover
             self.took_over = owner
+        self._beaten(token)
         self.held = True
         self.lost = None
-        self._prune_stale()
+        self.backend.lock_prune(STALE_KEEP_DAYS)
         self._stop.clear()
         self._beat = threading.Thread(target=self._heartbeat, name="shipyard-lock", daemon=True)
         self._beat.start()
         return True
-
-    def _prune_stale(self) -> None:
-        """Remove taken-over locks untouched for longer than ``STALE_KEEP_DAYS``."""
-        self.store.host.run(
-            [
-                "find", str(self.store.root), "-mindepth", "1", "-maxdepth", "1", "-type", "d",
-                "-name", "lock.stale-*", "-mtime", f"+{STALE_KEEP_DAYS}",
-                "-exec", "rm", "-rf", "{}", "+",
-            ],
-            check=False,
-        )  # fmt: skip
 
     def acquire(self, *, wait: float = 0.0, poll: float = 1.0) -> None:
         if not wait_until(self.try_acquire, timeout=wait, interval=poll):
@@ -509,10 +508,13 @@ class Lock:
                 self._lose(f"the lock now belongs to {self.describe(owner)}")
                 return  # the lock was broken (--force): never write into someone else's lock
             try:
-                self.store.host.put(self.dir / "owner.json", self._record(), mode=0o600)
+                token = self.backend.lock_refresh(self._token or "", self._record())
             except ShipyardError:
                 continue
-            self._beaten()
+            if token is None:
+                self._lose(f"the lock now belongs to {self.describe(self.holder())}")
+                return
+            self._beaten(token)
 
     def _lose(self, why: str) -> None:
         if self.lost is None:
@@ -546,13 +548,13 @@ class Lock:
             self._beat.join(timeout=30)
         owner = self.holder()
         if owner is not None and owner.get("deployment_id") == self.owner["deployment_id"]:
-            self.store.host.run(["rm", "-rf", str(self.dir)], check=False)
+            self.backend.lock_delete(self._token)
         self.held = False
 
     def break_lock(self) -> dict[str, Any] | None:
         """Remove whatever lock is there (the operator's ``--force``); returns whose it was."""
         owner = self.holder()
-        self.store.host.run(["rm", "-rf", str(self.dir)], check=False)
+        self.backend.lock_delete(None)
         return owner
 
     def __enter__(self) -> Lock:

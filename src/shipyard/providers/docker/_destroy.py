@@ -8,6 +8,7 @@ from shipyard.database import Snapshot, SnapshotStore
 from shipyard.deploy import OperationContext
 from shipyard.docker import Docker
 from shipyard.errors import StateError
+from shipyard.hosts import Host
 from shipyard.state import StateStore
 
 
@@ -40,13 +41,7 @@ def _snapshot_files(store: SnapshotStore, owned: list[Snapshot]) -> SnapshotFile
 
 def _remove_state(store: StateStore, *, keep: str | None) -> None:
     """Remove the environment's state directory, or all of it but the entry ``keep``."""
-    if keep is None:
-        store.host.run(["rm", "-rf", str(store.root)])
-        return
-    listed = store.host.run(["ls", "-1", "-A", str(store.root)], check=False)
-    others = [store.root / name for name in listed.stdout.split() if name != keep]
-    if others:
-        store.host.run(["rm", "-rf", *map(str, others)])
+    store.backend.remove_all(keep=keep)
 
 
 def _built_images(ctx: OperationContext) -> list[str]:
@@ -60,18 +55,18 @@ def _built_images(ctx: OperationContext) -> list[str]:
 
 
 def _images_to_remove(
-    ctx: OperationContext, docker: Docker, images: list[str]
+    ctx: OperationContext, host: Host, docker: Docker, images: list[str]
 ) -> list[tuple[str, str | None]]:
     """Each image still on the engine, with why it must stay (``None``: it can go): the
     releases of another environment of the app under the same state directory name it, or a
     container (of any project) uses it."""
     named: dict[str, str] = {}  # image reference or ID → the environment whose release names it
-    siblings = ctx.store.host.run(["ls", "-1", "-A", str(ctx.store.root.parent)], check=False)
+    siblings = host.run(["ls", "-1", "-A", str(ctx.store.root.parent)], check=False)
     for environment in siblings.stdout.split() if siblings.ok else []:
         if environment == ctx.store.root.name:
             continue
         try:
-            releases = StateStore(ctx.store.host, ctx.store.root.parent / environment).releases()
+            releases = StateStore.on_host(host, ctx.store.root.parent / environment).releases()
         except (StateError, TypeError):
             releases = []  # not an environment's state: nothing it names
         for release in releases:

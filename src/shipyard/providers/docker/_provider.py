@@ -275,7 +275,7 @@ class DockerProvider(Planning):
                 else:
                     refusal = (result.stderr.strip().splitlines() or ["?"])[-1]
                     kept.append(f"network {steps.names.network}: docker refused: {refusal}")
-            for image, why in _images_to_remove(ctx, steps.docker, images):
+            for image, why in _images_to_remove(ctx, steps.host, steps.docker, images):
                 if why is not None:
                     kept.append(f"image {image}: {why}")
                     continue
