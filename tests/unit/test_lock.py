@@ -7,6 +7,7 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -22,6 +23,10 @@ from shipyard.state import (
     deployer,
     holder_is_gone,
 )
+from shipyard.state._s3 import S3State
+from tests.aws_standin import REGION, client, moto_server
+
+BUCKET = "shipyard-state-test"
 
 
 class Clock:
@@ -32,9 +37,28 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        client("s3", endpoint).create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        yield endpoint
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> StateStore:
+def host_store(tmp_path: Path) -> StateStore:
     return StateStore.on_host(LocalHost(), PurePosixPath(tmp_path / "state"))
+
+
+@pytest.fixture(params=["host", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
+    """The lock on each backend: a directory on a host, and an S3 bucket (on the stand-in)."""
+    if request.param == "host":
+        return StateStore.on_host(LocalHost(), PurePosixPath(tmp_path / "state"))
+    endpoint = request.getfixturevalue("s3_endpoint")
+    root = PurePosixPath("shipyard", tmp_path.name, "production")
+    return StateStore(S3State(client("s3", endpoint), BUCKET, root))
 
 
 def test_second_taker_is_refused_with_the_owner(store: StateStore) -> None:
@@ -48,7 +72,8 @@ def test_second_taker_is_refused_with_the_owner(store: StateStore) -> None:
     Lock(store, "d3", "deploy", ttl=60).acquire()
 
 
-def test_owner_record_has_identity_and_heartbeat(store: StateStore) -> None:
+def test_owner_record_has_identity_and_heartbeat(host_store: StateStore) -> None:
+    store = host_store
     lock = Lock(store, "d1", "rollback", ttl=60)
     lock.acquire()
     owner = json.loads(Path(store.path("lock", "owner.json")).read_text())
@@ -141,7 +166,8 @@ def test_break_lock_reports_whose_it_was(store: StateStore) -> None:
     assert Lock(store, "next", "deploy").try_acquire()
 
 
-def test_taken_over_locks_are_kept_a_week(store: StateStore) -> None:
+def test_taken_over_locks_are_kept_a_week(host_store: StateStore) -> None:
+    store = host_store
     root = Path(str(store.root))
     old, recent = root / "lock.stale-old", root / "lock.stale-recent"
     for graveyard in (old, recent):
@@ -183,7 +209,8 @@ def test_a_holder_whose_lock_was_taken_over_is_fenced(store: StateStore) -> None
     second.release()
 
 
-def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(store: StateStore) -> None:
+def test_a_lock_whose_holder_process_is_gone_is_taken_over_at_once(host_store: StateStore) -> None:
+    store = host_store
     gone = subprocess.Popen(["sleep", "30"])
     owner = {
         "deployment_id": "killed",

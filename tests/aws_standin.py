@@ -1,0 +1,75 @@
+"""The AWS stand-in the tests run: moto in server mode (``moto.server``), a local HTTP server
+speaking the AWS APIs, started on a loopback port of its own choosing and stopped afterwards.
+AWS itself cannot be reached from the test machines; moto is held to the same request and answer
+shapes (botocore sends and parses them with AWS's own service models)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+REGION = "eu-west-1"
+# moto accepts any credentials; these are never AWS's.
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret"}
+
+
+@contextmanager
+def moto_server(*, deadline: float = 60.0) -> Iterator[str]:
+    """A running moto server; yields its endpoint URL. Port 0: the server binds a free port and
+    prints it, so no port is picked before it is bound."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    found: list[str] = []
+    seen: list[str] = []
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            seen.append(line)
+            match = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+            if match and not found:
+                found.append(match.group(1))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        end = time.monotonic() + deadline
+        while not found and process.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)
+        if not found:
+            raise RuntimeError(f"moto server did not start: {''.join(seen)[-2000:]}")
+        yield found[0]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def client(service: str, endpoint: str, **config: Any) -> Any:
+    """A boto3 client of ``service`` on the stand-in (``config``: botocore Config options)."""
+    return boto3.client(
+        service,
+        endpoint_url=endpoint,
+        region_name=REGION,
+        config=Config(**config) if config else None,
+        **CREDENTIALS,
+    )
