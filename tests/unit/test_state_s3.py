@@ -9,7 +9,7 @@ from pathlib import PurePosixPath
 import pytest
 from botocore.stub import Stubber
 
-from shipyard.errors import HostUnreachable, StateError
+from shipyard.errors import HostUnreachable, ShipyardError, StateError
 from shipyard.state import Current, HistoryEntry, Intent, Lock, Release, StateStore
 from shipyard.state._s3 import S3State, s3_client
 from tests.aws_standin import REGION, client, moto_server
@@ -146,7 +146,7 @@ def test_an_unreachable_endpoint_is_the_hosts_exit_code() -> None:
 @pytest.mark.parametrize(
     ("code", "status", "expected"),
     [
-        ("SlowDown", 503, "S3 kept throttling requests (SlowDown) through 8 attempts"),
+        ("SlowDown", 503, "AWS kept throttling the request through every retry (SlowDown"),
         ("AccessDenied", 403, "access denied for s3:GetObject"),
     ],
 )
@@ -155,7 +155,8 @@ def test_errors_s3_answers_with_say_what_to_do(code: str, status: int, expected:
     state = S3State(s3, BUCKET, PurePosixPath("shipyard/a/b"))
     with Stubber(s3) as stub:
         stub.add_client_error("get_object", service_error_code=code, http_status_code=status)
-        with pytest.raises(StateError) as caught:
+        with pytest.raises(ShipyardError) as caught:
             state.read("current.json")
     assert expected in caught.value.message
+    assert "s3://shipyard-state-records/shipyard/a/b/current.json" in caught.value.message
     assert caught.value.hint

@@ -6,8 +6,8 @@ object ``lock.json``: it is created with ``If-None-Match: *`` (only if absent), 
 taken over with ``If-Match: <ETag>`` (only if it is still the record read), and removed with
 ``If-Match`` too, so every lock decision is one conditional request S3 decides atomically. A
 taken-over record is first copied to ``lock.stale-<id>.json`` (only if unchanged) and kept for a
-week. Requests retry throttling with botocore's adaptive mode, bounded in attempts; an error
-that remains names the bucket, the key and the cause. Works against any endpoint speaking the S3
+week. Requests retry with ``shipyard.aws``'s policy; an error that remains names the bucket,
+the key and the cause. Works against any endpoint speaking the S3
 API with conditional writes (``endpoint_url``: LocalStack, the tests' moto server). Only
 environments kept in S3 import this module (and boto3).
 """
@@ -18,30 +18,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from shipyard.errors import HostUnreachable, StateError
+from shipyard import aws
+from shipyard.errors import ShipyardError, StateError
 from shipyard.state._backend import STALE_PREFIX
 
 _LOCK = "lock.json"
 _LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
-_THROTTLED = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded"})
-_ATTEMPTS = 8  # botocore's adaptive retries, bounded: about 20 s of backoff at most
 
 
 def s3_client(*, region: str, endpoint_url: str | None = None) -> Any:
-    """An S3 client from the standard credential chain (environment, profile, SSO, role), with
-    adaptive retries and timeouts; ``endpoint_url`` for an S3-compatible endpoint."""
-    config = Config(
-        region_name=region,
-        retries={"mode": "adaptive", "total_max_attempts": _ATTEMPTS},
-        connect_timeout=10,
-        read_timeout=30,
-    )
-    return boto3.client("s3", endpoint_url=endpoint_url, config=config)
+    """An S3 client with shipyard's credential chain and retry policy (``shipyard.aws``)."""
+    return aws.client("s3", region=region, endpoint_url=endpoint_url)
 
 
 class S3State:
@@ -64,48 +54,27 @@ class S3State:
 
     # -- requests --------------------------------------------------------------------------------
     def _call(self, action: str, name: str, **params: Any) -> Any:
-        """``client.<action>`` on ``name``'s key; botocore's errors become shipyard's, naming the
-        object and the cause (its credentials never appear: botocore does not put them in
-        messages)."""
-
-        method = getattr(self.client, action)
+        """``client.<action>`` on ``name``'s key; a ``ClientError`` is the caller's to judge,
+        anything else (an endpoint out of reach) becomes shipyard's error."""
         try:
-            return method(Bucket=self.bucket, **params)
-        except EndpointConnectionError as exc:
-            raise HostUnreachable(
-                f"{self.where(name)}: the S3 endpoint cannot be reached ({exc})",
-                hint="check the network, the region and endpoint_url",
-            ) from exc
+            return getattr(self.client, action)(Bucket=self.bucket, **params)
         except BotoCoreError as exc:
-            raise StateError(f"{self.where(name)}: {action} failed: {exc}") from exc
+            raise aws.translate("s3", _permission(action), exc, what=self.where(name)) from exc
 
-    def _failed(self, action: str, name: str, exc: Any) -> StateError:
-        code = _code(exc)
-        message = exc.response.get("Error", {}).get("Message", "") or code
-        if code == "NoSuchBucket":
+    def _failed(self, action: str, name: str, exc: ClientError) -> ShipyardError:
+        if aws.error_code(exc) == "NoSuchBucket":
             return StateError(
                 f"s3://{self.bucket}: no such bucket (reading {self.where(name)})",
                 hint="create the bucket, or name an existing one in the environment's settings",
             )
-        if code in ("AccessDenied", "403", "Forbidden"):
-            return StateError(
-                f"{self.where(name)}: access denied for s3:{_permission(action)}",
-                hint="grant the credentials' role that permission on the bucket",
-            )
-        if code in _THROTTLED:
-            return StateError(
-                f"{self.where(name)}: S3 kept throttling requests ({code}) through "
-                f"{_ATTEMPTS} attempts",
-                hint="run the command again in a minute; S3 request rates are per prefix",
-            )
-        return StateError(f"{self.where(name)}: {action} failed: {code}: {message}")
+        return aws.translate("s3", _permission(action), exc, what=self.where(name))
 
     def _get(self, name: str) -> tuple[bytes, str] | None:
 
         try:
             answer = self._call("get_object", name, Key=self._key(name))
         except ClientError as exc:
-            if _code(exc) in _MISSING:
+            if aws.error_code(exc) in _MISSING:
                 return None
             raise self._failed("get_object", name, exc) from exc
         return bytes(answer["Body"].read()), str(answer["ETag"])
@@ -116,7 +85,9 @@ class S3State:
         try:
             answer = self._call("put_object", name, Key=self._key(name), Body=data, **conditions)
         except ClientError as exc:
-            if conditions and (_code(exc) in _LOST_RACE or _code(exc) in _MISSING):
+            if conditions and (
+                aws.error_code(exc) in _LOST_RACE or aws.error_code(exc) in _MISSING
+            ):
                 return None
             raise self._failed("put_object", name, exc) from exc
         return str(answer["ETag"])
@@ -126,7 +97,9 @@ class S3State:
         try:
             self._call("delete_object", name, Key=self._key(name), **conditions)
         except ClientError as exc:
-            if _code(exc) in _MISSING or (conditions and _code(exc) in _LOST_RACE):
+            if aws.error_code(exc) in _MISSING or (
+                conditions and aws.error_code(exc) in _LOST_RACE
+            ):
                 return False
             raise self._failed("delete_object", name, exc) from exc
         return True
@@ -143,7 +116,8 @@ class S3State:
             for page in pages:
                 found += page.get("Contents", [])
         except BotoCoreError as exc:
-            raise StateError(f"s3://{self.bucket}/{prefix}: listing failed: {exc}") from exc
+            where = f"s3://{self.bucket}/{prefix}"
+            raise aws.translate("s3", "ListBucket", exc, what=where) from exc
         except ClientError as exc:
             name = prefix.removeprefix(f"{self._root}/")
             raise self._failed("list_objects_v2", name, exc) from exc
@@ -204,7 +178,7 @@ class S3State:
                 CopySourceIfMatch=token,
             )
         except ClientError as exc:
-            if _code(exc) in _LOST_RACE or _code(exc) in _MISSING:
+            if aws.error_code(exc) in _LOST_RACE or aws.error_code(exc) in _MISSING:
                 return None
             raise self._failed("copy_object", stale, exc) from exc
         return self._put(_LOCK, record, IfMatch=token)
@@ -222,10 +196,6 @@ class S3State:
                 self._delete(obj["Key"].removeprefix(f"{self._root}/"))
 
 
-def _code(exc: Any) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _permission(action: str) -> str:
     """The IAM action an S3 client method needs."""
     return {
@@ -233,6 +203,6 @@ def _permission(action: str) -> str:
         "put_object": "PutObject",
         "delete_object": "DeleteObject",
         "delete_objects": "DeleteObject",
-        "copy_object": "GetObject and s3:PutObject",
+        "copy_object": "PutObject",
         "list_objects_v2": "ListBucket",
     }.get(action, action)
