@@ -5,6 +5,7 @@ shapes (botocore sends and parses them with AWS's own service models)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -31,6 +32,8 @@ def moto_server(*, deadline: float = 60.0) -> Iterator[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # AWS's managed IAM policies exist on AWS; moto loads them only when asked to.
+        env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
     )
     found: list[str] = []
     seen: list[str] = []

@@ -31,6 +31,7 @@ from shipyard.errors import ExitCode, HostUnreachable, ShipyardError
 
 __all__ = [
     "ATTEMPTS",
+    "ERRORS",
     "AwsError",
     "QuotaExceeded",
     "Throttled",
@@ -39,6 +40,9 @@ __all__ = [
     "error_code",
     "translate",
 ]
+
+# What botocore raises: AWS's answers (``ClientError``) and failures to get one.
+ERRORS = (ClientError, BotoCoreError)
 
 ATTEMPTS = 8  # a request and its retries: about 40 s of backoff at most (20 s cap per retry)
 
@@ -197,5 +201,5 @@ def call(
     """``method(**params)`` (a client's action), its errors translated (``translate``)."""
     try:
         return method(**params)
-    except (ClientError, BotoCoreError) as exc:
+    except ERRORS as exc:
         raise translate(service, action, exc, what=what) from exc

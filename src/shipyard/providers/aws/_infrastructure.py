@@ -1,0 +1,376 @@
+"""An AWS environment's base resources: what a deploy would create or change (``plan``), making
+it so (``ensure``, idempotent), and removing what shipyard created (``remove``).
+
+The resources, each tagged ``shipyard:app`` and ``shipyard:env`` (and ``providers.aws.tags``):
+the ECR repository the app's images are pushed to, the ECS cluster (unless an existing one is
+named), the CloudWatch log group with its retention, the task execution role (ECS's managed
+policy, and reading this environment's secrets only), and one Secrets Manager secret per value
+of the env file (the task definition refers to them; values never appear in plans, messages or
+state). ``plan`` only reads. ``remove`` deletes only resources whose tags name this app and
+environment: a same-named resource shipyard did not create survives, and so does an existing
+cluster named in the settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shipyard import aws
+from shipyard.errors import ConfigError, Issue
+from shipyard.providers.aws._settings import AwsNames, AwsSettings
+
+EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+_SECRETS_POLICY = "shipyard-read-secrets"
+_TRUST = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
+}
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change on AWS: ``service: verb resource`` (what ``plan`` lists and ``ensure`` did)."""
+
+    service: str
+    verb: str
+    resource: str
+    run: Callable[[], Any] = field(compare=False, repr=False, default=lambda: None)
+
+    def __str__(self) -> str:
+        return f"{self.service}: {self.verb} {self.resource}"
+
+
+class Clients:
+    """One operation's AWS clients, made on first use from one session."""
+
+    def __init__(self, settings: AwsSettings, *, session: Any = None) -> None:
+        self.settings = settings
+        self.session = session
+        self._made: dict[str, Any] = {}
+
+    def __getitem__(self, service: str) -> Any:
+        if service not in self._made:
+            self._made[service] = aws.client(
+                service,
+                region=self.settings.region,
+                endpoint_url=self.settings.endpoint_url,
+                session=self.session,
+            )
+        return self._made[service]
+
+
+class AwsInfrastructure:
+    """The base resources of one environment (see the module)."""
+
+    def __init__(
+        self,
+        names: AwsNames,
+        settings: AwsSettings,
+        secrets: Mapping[str, str],
+        clients: Clients,
+        *,
+        config_file: str = "shipyard.yml",
+    ) -> None:
+        self.names = names
+        self.settings = settings
+        self.secrets = dict(secrets)
+        self.clients = clients
+        self.config_file = config_file
+        self.tags = names.tags(settings.tags)
+
+    def _call(self, service: str, action: str, method: str, what: str, **params: Any) -> Any:
+        """``method`` of ``service``'s client (the API's ``action``) about resource ``what``."""
+        return aws.call(
+            service, action, getattr(self.clients[service], method), what=what, **params
+        )
+
+    def _later(
+        self, service: str, action: str, method: str, what: str, **params: Any
+    ) -> Callable[[], Any]:
+        """The same call, made when an action runs."""
+        return functools.partial(self._call, service, action, method, what, **params)
+
+    # -- what a deploy needs -----------------------------------------------------------------------
+    def plan(self) -> list[Action]:
+        """Every change ``ensure`` would make, in order; reads only."""
+        return [
+            *self._repository(),
+            *self._cluster(),
+            *self._log_group(),
+            *self._role(),
+            *self._secrets(),
+        ]
+
+    def ensure(self) -> list[Action]:
+        """Make every planned change; returns them (none: everything was there already)."""
+        actions = self.plan()
+        for action in actions:
+            action.run()
+        return actions
+
+    def _repository(self) -> list[Action]:
+        name = self.names.repository
+        try:
+            self._call("ecr", "DescribeRepositories", "describe_repositories", name,
+                       repositoryNames=[name])  # fmt: skip
+        except aws.AwsError as exc:
+            if exc.code != "RepositoryNotFoundException":
+                raise
+            create = self._later(
+                "ecr", "CreateRepository", "create_repository", name,
+                repositoryName=name, imageTagMutability="IMMUTABLE",
+                tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
+            )  # fmt: skip
+            return [Action("ecr", "create repository", name, create)]
+        return []
+
+    def _cluster(self) -> list[Action]:
+        name = self.settings.cluster or self.names.cluster
+        found = self._call("ecs", "DescribeClusters", "describe_clusters", name, clusters=[name])
+        active = any(c.get("status") == "ACTIVE" for c in found.get("clusters", []))
+        if active:
+            return []
+        if self.settings.cluster is not None:
+            raise ConfigError(
+                [
+                    Issue(
+                        self.config_file, None, None, "providers.aws.cluster",
+                        f"ECS cluster {name!r} does not exist in {self.settings.region}",
+                    )
+                ]
+            )  # fmt: skip
+        create = self._later(
+            "ecs", "CreateCluster", "create_cluster", name, clusterName=name,
+            tags=[{"key": k, "value": v} for k, v in self.tags.items()],
+        )  # fmt: skip
+        return [Action("ecs", "create cluster", name, create)]
+
+    def _log_group(self) -> list[Action]:
+        name, days = self.names.log_group, self.settings.log_retention_days
+        found = self._call(
+            "logs", "DescribeLogGroups", "describe_log_groups", name, logGroupNamePrefix=name
+        )
+        group = next((g for g in found.get("logGroups", []) if g["logGroupName"] == name), None)
+        retain = self._later(
+            "logs", "PutRetentionPolicy", "put_retention_policy", name,
+            logGroupName=name, retentionInDays=days,
+        )  # fmt: skip
+        if group is None:
+
+            def create() -> None:
+                self._call("logs", "CreateLogGroup", "create_log_group", name,
+                           logGroupName=name, tags=self.tags)  # fmt: skip
+                retain()
+
+            return [Action("logs", f"create log group (retention {days} days)", name, create)]
+        if group.get("retentionInDays") != days:
+            return [Action("logs", f"set retention to {days} days of log group", name, retain)]
+        return []
+
+    def _secrets_policy(self) -> dict[str, Any]:
+        region, prefix = self.settings.region, self.names.secret_prefix
+        return {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "secretsmanager:GetSecretValue",
+                    "Resource": f"arn:aws:secretsmanager:{region}:*:secret:{prefix}*",
+                }
+            ],
+        }
+
+    def _role(self) -> list[Action]:
+        name = self.names.execution_role
+        policy = json.dumps(self._secrets_policy())
+        put_policy = self._later(
+            "iam", "PutRolePolicy", "put_role_policy", name,
+            RoleName=name, PolicyName=_SECRETS_POLICY, PolicyDocument=policy,
+        )  # fmt: skip
+        try:
+            self._call("iam", "GetRole", "get_role", name, RoleName=name)
+        except aws.AwsError as exc:
+            if exc.code != "NoSuchEntity":
+                raise
+
+            def create() -> None:
+                self._call(
+                    "iam", "CreateRole", "create_role", name, RoleName=name,
+                    AssumeRolePolicyDocument=json.dumps(_TRUST),
+                    Description=f"ECS task execution of shipyard's {self.names.app} "
+                    f"{self.names.environment}",
+                    Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
+                )  # fmt: skip
+                self._call("iam", "AttachRolePolicy", "attach_role_policy", name,
+                           RoleName=name, PolicyArn=EXECUTION_POLICY)  # fmt: skip
+                put_policy()
+
+            return [Action("iam", "create task execution role", name, create)]
+        actions = []
+        attached = self._call("iam", "ListAttachedRolePolicies", "list_attached_role_policies",
+                              name, RoleName=name)  # fmt: skip
+        if EXECUTION_POLICY not in [p["PolicyArn"] for p in attached["AttachedPolicies"]]:
+            attach = self._later("iam", "AttachRolePolicy", "attach_role_policy", name,
+                                 RoleName=name, PolicyArn=EXECUTION_POLICY)  # fmt: skip
+            actions.append(
+                Action("iam", "attach ECS's task execution policy to role", name, attach)
+            )
+        try:
+            current = self._call("iam", "GetRolePolicy", "get_role_policy", name,
+                                 RoleName=name, PolicyName=_SECRETS_POLICY)  # fmt: skip
+            document = current["PolicyDocument"]
+            if isinstance(document, str):
+                document = json.loads(document)
+        except aws.AwsError as exc:
+            if exc.code != "NoSuchEntity":
+                raise
+            document = None
+        if document != self._secrets_policy():
+            actions.append(Action("iam", "set the secrets policy of role", name, put_policy))
+        return actions
+
+    def _owned_secrets(self) -> dict[str, dict[str, Any]]:
+        """This environment's secrets on AWS by key (tagged as its own)."""
+        prefix = self.names.secret_prefix
+        pages = (
+            self.clients["secretsmanager"]
+            .get_paginator("list_secrets")
+            .paginate(Filters=[{"Key": "name", "Values": [prefix]}])
+        )
+        owned: dict[str, dict[str, Any]] = {}
+        try:
+            for page in pages:
+                for secret in page.get("SecretList", []):
+                    tags = {t["Key"]: t["Value"] for t in secret.get("Tags", [])}
+                    if secret["Name"].startswith(prefix) and self.names.owns(tags):
+                        owned[secret["Name"].removeprefix(prefix)] = secret
+        except aws.ERRORS as exc:
+            raise aws.translate("secretsmanager", "ListSecrets", exc, what=prefix) from exc
+        return owned
+
+    def _secrets(self) -> list[Action]:
+        owned = self._owned_secrets()
+        actions = []
+        for key, value in sorted(self.secrets.items()):
+            name = self.names.secret(key)
+            if key not in owned:
+                create = self._later(
+                    "secretsmanager", "CreateSecret", "create_secret", name, Name=name,
+                    SecretString=value,
+                    Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
+                )  # fmt: skip
+                actions.append(Action("secretsmanager", "create secret", name, create))
+                continue
+            stored = self._call("secretsmanager", "GetSecretValue", "get_secret_value", name,
+                                SecretId=name)  # fmt: skip
+            if stored.get("SecretString") != value:
+                update = self._later(
+                    "secretsmanager", "PutSecretValue", "put_secret_value", name,
+                    SecretId=name, SecretString=value,
+                )  # fmt: skip
+                actions.append(
+                    Action("secretsmanager", "update secret (its value changed)", name, update)
+                )
+        for key in sorted(set(owned) - set(self.secrets)):
+            actions.append(self._delete_secret(key, "no longer in the env file"))
+        return actions
+
+    def _delete_secret(self, key: str, why: str) -> Action:
+        name = self.names.secret(key)
+        delete = self._later(
+            "secretsmanager", "DeleteSecret", "delete_secret", name,
+            SecretId=name, ForceDeleteWithoutRecovery=True,
+        )  # fmt: skip
+        return Action("secretsmanager", f"delete secret ({why})", name, delete)
+
+    # -- destroy ------------------------------------------------------------------------------------
+    def removal(self) -> list[Action]:
+        """What ``remove`` would delete: the resources tagged as this environment's."""
+        actions = [self._delete_secret(key, "destroy") for key in sorted(self._owned_secrets())]
+        actions += self._remove_role() + self._remove_log_group() + self._remove_cluster()
+        actions += self._remove_repository()
+        return actions
+
+    def remove(self) -> list[Action]:
+        actions = self.removal()
+        for action in actions:
+            action.run()
+        return actions
+
+    def _remove_role(self) -> list[Action]:
+        name = self.names.execution_role
+        try:
+            tags = self._call("iam", "ListRoleTags", "list_role_tags", name, RoleName=name)
+        except aws.AwsError as exc:
+            if exc.code == "NoSuchEntity":
+                return []
+            raise
+        if not self.names.owns({t["Key"]: t["Value"] for t in tags.get("Tags", [])}):
+            return []
+
+        def delete() -> None:
+            self._call("iam", "DeleteRolePolicy", "delete_role_policy", name,
+                       RoleName=name, PolicyName=_SECRETS_POLICY)  # fmt: skip
+            self._call("iam", "DetachRolePolicy", "detach_role_policy", name,
+                       RoleName=name, PolicyArn=EXECUTION_POLICY)  # fmt: skip
+            self._call("iam", "DeleteRole", "delete_role", name, RoleName=name)
+
+        return [Action("iam", "delete task execution role", name, delete)]
+
+    def _remove_log_group(self) -> list[Action]:
+        name = self.names.log_group
+        found = self._call(
+            "logs", "DescribeLogGroups", "describe_log_groups", name, logGroupNamePrefix=name
+        )
+        group = next((g for g in found.get("logGroups", []) if g["logGroupName"] == name), None)
+        if group is None:
+            return []
+        arn = group["arn"].removesuffix(":*")
+        tags = self._call("logs", "ListTagsForResource", "list_tags_for_resource", name,
+                          resourceArn=arn).get("tags", {})  # fmt: skip
+        if not self.names.owns(tags):
+            return []
+        delete = self._later("logs", "DeleteLogGroup", "delete_log_group", name, logGroupName=name)
+        return [Action("logs", "delete log group", name, delete)]
+
+    def _remove_cluster(self) -> list[Action]:
+        if self.settings.cluster is not None:
+            return []  # the operator's own cluster
+        name = self.names.cluster
+        found = self._call("ecs", "DescribeClusters", "describe_clusters", name,
+                           clusters=[name], include=["TAGS"])  # fmt: skip
+        for cluster in found.get("clusters", []):
+            tags = {t["key"]: t["value"] for t in cluster.get("tags", [])}
+            if cluster.get("status") == "ACTIVE" and self.names.owns(tags):
+                delete = self._later("ecs", "DeleteCluster", "delete_cluster", name, cluster=name)
+                return [Action("ecs", "delete cluster", name, delete)]
+        return []
+
+    def _remove_repository(self) -> list[Action]:
+        name = self.names.repository
+        try:
+            found = self._call("ecr", "DescribeRepositories", "describe_repositories", name,
+                               repositoryNames=[name])  # fmt: skip
+        except aws.AwsError as exc:
+            if exc.code == "RepositoryNotFoundException":
+                return []
+            raise
+        arn = found["repositories"][0]["repositoryArn"]
+        tags = self._call("ecr", "ListTagsForResource", "list_tags_for_resource", name,
+                          resourceArn=arn).get("tags", [])  # fmt: skip
+        if not self.names.owns({t["Key"]: t["Value"] for t in tags}):
+            return []
+        delete = self._later(
+            "ecr", "DeleteRepository", "delete_repository", name, repositoryName=name, force=True
+        )
+        return [Action("ecr", "delete repository (and its images)", name, delete)]

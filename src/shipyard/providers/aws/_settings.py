@@ -1,0 +1,86 @@
+"""An AWS environment's settings (``providers.aws``) and the names of what shipyard creates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
+RetentionDays = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+]  # fmt: skip
+
+
+class AwsSettings(BaseModel):
+    """``providers.aws``: where and how an environment runs on AWS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    region: str = Field(description="The AWS region (the target's aws://<region>).")
+    endpoint_url: str | None = Field(
+        None,
+        description="An endpoint speaking the AWS APIs instead of AWS's own (LocalStack, a test stand-in).",
+    )
+    state_bucket: str = Field(
+        description="The S3 bucket holding the environment's state and lock (it must exist)."
+    )
+    cluster: str | None = Field(
+        None,
+        description="An existing ECS cluster to run in (default: shipyard creates shipyard-<app>-<environment>).",
+    )
+    log_retention_days: RetentionDays = Field(
+        30, description="How long CloudWatch Logs keeps the app's log lines."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags on every resource shipyard creates, beside shipyard:app and shipyard:env.",
+    )
+
+
+TAG_APP, TAG_ENV = "shipyard:app", "shipyard:env"
+
+
+@dataclass(frozen=True)
+class AwsNames:
+    """The names of an environment's resources on AWS, from its app and environment names."""
+
+    app: str
+    environment: str
+
+    @property
+    def stem(self) -> str:
+        return f"shipyard-{self.app}-{self.environment}"
+
+    @property
+    def cluster(self) -> str:
+        return self.stem
+
+    @property
+    def repository(self) -> str:
+        return f"shipyard/{self.app}/{self.environment}"
+
+    @property
+    def log_group(self) -> str:
+        return f"/shipyard/{self.app}/{self.environment}"
+
+    @property
+    def execution_role(self) -> str:
+        return f"{self.stem}-execution"
+
+    @property
+    def secret_prefix(self) -> str:
+        return f"shipyard/{self.app}/{self.environment}/"
+
+    def secret(self, key: str) -> str:
+        return f"{self.secret_prefix}{key}"
+
+    def tags(self, extra: dict[str, str]) -> dict[str, str]:
+        """Every resource's tags: the operator's, then shipyard's own (which always win)."""
+        return {**extra, TAG_APP: self.app, TAG_ENV: self.environment}
+
+    def owns(self, tags: dict[str, str]) -> bool:
+        """Whether a resource carrying ``tags`` is this environment's (shipyard created it)."""
+        return tags.get(TAG_APP) == self.app and tags.get(TAG_ENV) == self.environment
