@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from shipyard.errors import LockHeld, LockLost
+from shipyard.errors import HostUnreachable, LockHeld, LockLost
 from shipyard.hosts import LocalHost
 from shipyard.state import (
     STALE_KEEP_DAYS,
@@ -24,6 +24,7 @@ from shipyard.state import (
     holder_is_gone,
 )
 from shipyard.state._s3 import S3State
+from shipyard.waiting import wait_until
 from tests.aws_standin import REGION, client, moto_server
 
 BUCKET = "shipyard-state-test"
@@ -163,7 +164,11 @@ def test_break_lock_reports_whose_it_was(store: StateStore) -> None:
     held.acquire()
     broken = Lock(store, "op", "release").break_lock()
     assert broken is not None and broken["deployment_id"] == "held"
-    assert Lock(store, "next", "deploy").try_acquire()
+    after = Lock(store, "next", "deploy")
+    assert after.try_acquire()
+    held.release()  # its lock was broken: it removes nothing
+    assert after.holder()["deployment_id"] == "next"  # type: ignore[index]
+    after.release()
 
 
 def test_taken_over_locks_are_kept_a_week(host_store: StateStore) -> None:
@@ -244,3 +249,27 @@ def test_a_lock_held_elsewhere_is_never_judged_by_local_processes() -> None:
     assert not holder_is_gone({**here, "pid": 999_999, "pid_start": 1, "pid_space": "x/pid:[1]"})
     assert holder_is_gone({**here, "pid": 999_999, "pid_start": 1})  # here, and gone
     assert not holder_is_gone({**here, "pid": os.getpid(), "pid_start": 0})
+
+
+def test_a_heartbeat_that_cannot_reach_the_lock_tries_again(store: StateStore) -> None:
+    lock = Lock(store, "flaky", "deploy", ttl=6)  # beats every 1.5 s; 2 failures leave 1.5 s
+    assert lock.try_acquire()
+    real = lock.backend.lock_read
+    calls = {"failed": 0}
+
+    def flaky() -> tuple[bytes, str] | None:
+        if calls["failed"] < 2:
+            calls["failed"] += 1
+            raise HostUnreachable("the lock's storage cannot be reached")
+        return real()
+
+    lock.backend.lock_read = flaky  # type: ignore[method-assign]
+    try:
+        assert wait_until(lambda: calls["failed"] == 2, timeout=30, interval=0.05)
+        assert lock._beat is not None and lock._beat.is_alive()  # it survived the failures
+        beat = lock._beat_at
+        assert wait_until(lambda: lock._beat_at != beat, timeout=30, interval=0.05)
+    finally:
+        lock.backend.lock_read = real  # type: ignore[method-assign]
+        lock.release()
+    assert lock.holder() is None

@@ -503,11 +503,11 @@ class Lock:
                     f"no heartbeat for {self._silence():.0f}s (deploy.lock_ttl {self.ttl:g}s)"
                 )
                 return
-            owner = self.holder()
-            if owner is None or owner.get("deployment_id") != self.owner["deployment_id"]:
-                self._lose(f"the lock now belongs to {self.describe(owner)}")
-                return  # the lock was broken (--force): never write into someone else's lock
-            try:
+            try:  # a failure to reach the lock is tried again at the next beat
+                owner = self.holder()
+                if owner is None or owner.get("deployment_id") != self.owner["deployment_id"]:
+                    self._lose(f"the lock now belongs to {self.describe(owner)}")
+                    return  # the lock was broken (--force): never write into someone else's lock
                 token = self.backend.lock_refresh(self._token or "", self._record())
             except ShipyardError:
                 continue
