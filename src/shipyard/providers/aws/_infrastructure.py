@@ -285,6 +285,17 @@ class AwsInfrastructure:
             actions.append(self._delete_secret(key, "no longer in the env file"))
         return actions
 
+    def secret_arns(self) -> dict[str, str]:
+        """The env file's keys → their secrets' ARNs (after ``ensure``), for task definitions."""
+        owned = self._owned_secrets()
+        return {key: owned[key]["ARN"] for key in sorted(self.secrets) if key in owned}
+
+    def execution_role_arn(self) -> str:
+        name = self.names.execution_role
+        role = self._call("iam", "GetRole", "get_role", name, RoleName=name)
+        arn: str = role["Role"]["Arn"]
+        return arn
+
     def _delete_secret(self, key: str, why: str) -> Action:
         name = self.names.secret(key)
         delete = self._later(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
 RetentionDays = Literal[
@@ -38,6 +39,41 @@ class AwsSettings(BaseModel):
         default_factory=dict,
         description="Tags on every resource shipyard creates, beside shipyard:app and shipyard:env.",
     )
+    cpu: int = Field(256, description="The app task's CPU units (Fargate: 256 = 0.25 vCPU).")
+    memory: int = Field(
+        512, description="The app task's memory in MiB (a size Fargate offers for `cpu`)."
+    )
+
+    @model_validator(mode="after")
+    def _fargate_size(self) -> AwsSettings:
+        sizes = FARGATE_MEMORY.get(self.cpu)
+        if sizes is None:
+            raise ValueError(
+                f"cpu {self.cpu} is not a Fargate size (one of {', '.join(map(str, FARGATE_MEMORY))})"
+            )
+        if self.memory not in sizes:
+            steps = {b - a for a, b in itertools.pairwise(sizes)}
+            offered = (
+                f"{sizes[0]} to {sizes[-1]} in steps of {steps.pop()}"
+                if len(steps) == 1
+                else ", ".join(map(str, sizes))
+            )
+            raise ValueError(
+                f"memory {self.memory} MiB is not offered with cpu {self.cpu} ({offered} MiB)"
+            )
+        return self
+
+
+# The memory sizes (MiB) Fargate offers with each CPU size (Linux tasks).
+FARGATE_MEMORY: dict[int, list[int]] = {
+    256: [512, 1024, 2048],
+    512: list(range(1024, 4096 + 1, 1024)),
+    1024: list(range(2048, 8192 + 1, 1024)),
+    2048: list(range(4096, 16384 + 1, 1024)),
+    4096: list(range(8192, 30720 + 1, 1024)),
+    8192: list(range(16384, 61440 + 1, 4096)),
+    16384: list(range(32768, 122880 + 1, 8192)),
+}
 
 
 TAG_APP, TAG_ENV = "shipyard:app", "shipyard:env"
@@ -73,6 +109,11 @@ class AwsNames:
     @property
     def secret_prefix(self) -> str:
         return f"shipyard/{self.app}/{self.environment}/"
+
+    @property
+    def family(self) -> str:
+        """The task definition family of the app's tasks."""
+        return self.stem
 
     def secret(self, key: str) -> str:
         return f"{self.secret_prefix}{key}"
