@@ -18,6 +18,8 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from shipyard.waiting import Clock
+
 REGION = "eu-west-1"
 # moto accepts any credentials; these are never AWS's.
 CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing-secret"}
@@ -76,3 +78,14 @@ def client(service: str, endpoint: str, **config: Any) -> Any:
         config=Config(**config) if config else None,
         **CREDENTIALS,
     )
+
+
+class InstantClock(Clock):
+    """A clock whose sleeps pass at once: for waits on recorded answers (botocore's Stubber)."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        super().__init__(now=lambda: self.t, sleep=self._sleep)
+
+    def _sleep(self, seconds: float) -> None:
+        self.t += seconds

@@ -13,8 +13,7 @@ import pytest
 from botocore.stub import Stubber
 
 from shipyard.providers.aws import AwsNames, AwsSettings, Clients, RdsSnapshots, SnapshotFailed
-from shipyard.waiting import Clock
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_server
+from tests.aws_standin import CREDENTIALS, REGION, InstantClock, client, moto_server
 
 INSTANCE = "shipyard-shop-production"
 
@@ -84,17 +83,6 @@ def test_retention_keeps_the_newest_and_the_young_and_deletes_the_rest(endpoint:
     assert names[1] not in [s["DBSnapshotIdentifier"] for s in remaining["DBSnapshots"]]
 
 
-class _Instant(Clock):
-    """A clock whose sleeps pass at once."""
-
-    def __init__(self) -> None:
-        self.t = 0.0
-        super().__init__(now=lambda: self.t, sleep=self._sleep)
-
-    def _sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
 def _recorded(statuses: list[str]) -> tuple[RdsSnapshots, Any]:
     clients = _clients("http://127.0.0.1:1")
     rds = clients["rds"]
@@ -108,7 +96,9 @@ def _recorded(statuses: list[str]) -> tuple[RdsSnapshots, Any]:
             {"DBSnapshots": [{"DBSnapshotIdentifier": "x", "Status": status}]},
         )
     stub.activate()
-    return RdsSnapshots(AwsNames("shop", "production"), INSTANCE, clients, clock=_Instant()), stub
+    return RdsSnapshots(
+        AwsNames("shop", "production"), INSTANCE, clients, clock=InstantClock()
+    ), stub
 
 
 def test_a_snapshot_that_fails_stops_before_any_migration() -> None:

@@ -1,10 +1,12 @@
 """The AWS provider, being built: an environment's base resources on AWS (``_infrastructure``)
-from its settings (``_settings``), and its database's RDS snapshots (``_snapshots``) and the app's task definitions (``_tasks``). No ``target`` reaches it yet; the Docker provider stays the
+from its settings (``_settings``), and its database's RDS snapshots (``_snapshots``) the app's task definitions (``_tasks``) and one-off tasks for migrations and release commands
+(``_oneoff``). No ``target`` reaches it yet; the Docker provider stays the
 default. Only AWS environments import it (and boto3, the extra ``aws``)."""
 
 from __future__ import annotations
 
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
+from shipyard.providers.aws._oneoff import Network, OneOffFailed, OneOffResult, OneOffTasks
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.providers.aws._snapshots import RdsSnapshot, RdsSnapshots, SnapshotFailed
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
@@ -15,6 +17,10 @@ __all__ = [
     "AwsNames",
     "AwsSettings",
     "Clients",
+    "Network",
+    "OneOffFailed",
+    "OneOffResult",
+    "OneOffTasks",
     "RdsSnapshot",
     "RdsSnapshots",
     "SnapshotFailed",
