@@ -125,7 +125,9 @@ class OneOffTasks:
                 f"{_indent(self.output(task))}",
                 hint="make it faster, or give it more time",
             )
-        container = next((c for c in ended.get("containers", []) if c.get("name") == CONTAINER), {})
+        container: dict[str, Any] = next(
+            (c for c in ended.get("containers", []) if c.get("name") == CONTAINER), {}
+        )
         code = container.get("exitCode")
         if code is None:
             reason = container.get("reason") or ended.get("stoppedReason") or "no reason given"
