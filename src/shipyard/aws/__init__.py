@@ -86,8 +86,8 @@ QUOTAS: dict[tuple[str, str], str] = {
     ("secretsmanager", "CreateSecret"): "Secrets per account",
     ("rds", "CreateDBInstance"): "DB instances",
     ("rds", "CreateDBSnapshot"): "Manual DB instance snapshots",
-    ("elasticloadbalancing", "CreateLoadBalancer"): "Application Load Balancers per Region",
-    ("elasticloadbalancing", "CreateTargetGroup"): "Target Groups per Region",
+    ("elbv2", "CreateLoadBalancer"): "Application Load Balancers per Region",
+    ("elbv2", "CreateTargetGroup"): "Target Groups per Region",
     ("s3", "CreateBucket"): "General purpose buckets",
 }
 
@@ -196,10 +196,11 @@ def _answered(service: str, action: str, exc: ClientError, about: str) -> AwsErr
 
 
 def call(
-    service: str, action: str, method: Callable[..., Any], *, what: str = "", **params: Any
+    api: str, action: str, method: Callable[..., Any], /, *, what: str = "", **params: Any
 ) -> Any:
-    """``method(**params)`` (a client's action), its errors translated (``translate``)."""
+    """``method(**params)`` (``api``'s ``action``), its errors translated (``translate``).
+    Positional-only: a request may have parameters of any name (ECS's ``service``)."""
     try:
         return method(**params)
     except ERRORS as exc:
-        raise translate(service, action, exc, what=what) from exc
+        raise translate(api, action, exc, what=what) from exc

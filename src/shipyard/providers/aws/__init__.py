@@ -1,6 +1,6 @@
 """The AWS provider, being built: an environment's base resources on AWS (``_infrastructure``)
 from its settings (``_settings``), and its database's RDS snapshots (``_snapshots``) the app's task definitions (``_tasks``) and one-off tasks for migrations and release commands
-(``_oneoff``). No ``target`` reaches it yet; the Docker provider stays the
+(``_oneoff``), and blue-green between two ECS services behind one ALB listener (``_traffic``). No ``target`` reaches it yet; the Docker provider stays the
 default. Only AWS environments import it (and boto3, the extra ``aws``)."""
 
 from __future__ import annotations
@@ -10,13 +10,16 @@ from shipyard.providers.aws._oneoff import Network, OneOffFailed, OneOffResult, 
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.providers.aws._snapshots import RdsSnapshot, RdsSnapshots, SnapshotFailed
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
+from shipyard.providers.aws._traffic import AwsTraffic, Health
 
 __all__ = [
     "Action",
     "AwsInfrastructure",
     "AwsNames",
     "AwsSettings",
+    "AwsTraffic",
     "Clients",
+    "Health",
     "Network",
     "OneOffFailed",
     "OneOffResult",

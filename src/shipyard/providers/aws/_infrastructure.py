@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore import xform_name
+
 from shipyard import aws
 from shipyard.errors import ConfigError, Issue
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
@@ -68,6 +70,12 @@ class Clients:
             )
         return self._made[service]
 
+    def call(self, api: str, action: str, what: str, /, **params: Any) -> Any:
+        """``api``'s ``action`` (``DescribeClusters``: the client's ``describe_clusters``) about
+        resource ``what``, AWS's errors translated (``aws.call``)."""
+        method = getattr(self[api], xform_name(action))
+        return aws.call(api, action, method, what=what, **params)
+
 
 class AwsInfrastructure:
     """The base resources of one environment (see the module)."""
@@ -88,17 +96,12 @@ class AwsInfrastructure:
         self.config_file = config_file
         self.tags = names.tags(settings.tags)
 
-    def _call(self, service: str, action: str, method: str, what: str, **params: Any) -> Any:
-        """``method`` of ``service``'s client (the API's ``action``) about resource ``what``."""
-        return aws.call(
-            service, action, getattr(self.clients[service], method), what=what, **params
-        )
+    def _call(self, api: str, action: str, what: str, /, **params: Any) -> Any:
+        return self.clients.call(api, action, what, **params)
 
-    def _later(
-        self, service: str, action: str, method: str, what: str, **params: Any
-    ) -> Callable[[], Any]:
+    def _later(self, api: str, action: str, what: str, /, **params: Any) -> Callable[[], Any]:
         """The same call, made when an action runs."""
-        return functools.partial(self._call, service, action, method, what, **params)
+        return functools.partial(self.clients.call, api, action, what, **params)
 
     # -- what a deploy needs -----------------------------------------------------------------------
     def plan(self) -> list[Action]:
@@ -121,13 +124,13 @@ class AwsInfrastructure:
     def _repository(self) -> list[Action]:
         name = self.names.repository
         try:
-            self._call("ecr", "DescribeRepositories", "describe_repositories", name,
+            self._call("ecr", "DescribeRepositories", name,
                        repositoryNames=[name])  # fmt: skip
         except aws.AwsError as exc:
             if exc.code != "RepositoryNotFoundException":
                 raise
             create = self._later(
-                "ecr", "CreateRepository", "create_repository", name,
+                "ecr", "CreateRepository", name,
                 repositoryName=name, imageTagMutability="IMMUTABLE",
                 tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
             )  # fmt: skip
@@ -136,7 +139,7 @@ class AwsInfrastructure:
 
     def _cluster(self) -> list[Action]:
         name = self.settings.cluster or self.names.cluster
-        found = self._call("ecs", "DescribeClusters", "describe_clusters", name, clusters=[name])
+        found = self._call("ecs", "DescribeClusters", name, clusters=[name])
         active = any(c.get("status") == "ACTIVE" for c in found.get("clusters", []))
         if active:
             return []
@@ -150,25 +153,23 @@ class AwsInfrastructure:
                 ]
             )  # fmt: skip
         create = self._later(
-            "ecs", "CreateCluster", "create_cluster", name, clusterName=name,
+            "ecs", "CreateCluster", name, clusterName=name,
             tags=[{"key": k, "value": v} for k, v in self.tags.items()],
         )  # fmt: skip
         return [Action("ecs", "create cluster", name, create)]
 
     def _log_group(self) -> list[Action]:
         name, days = self.names.log_group, self.settings.log_retention_days
-        found = self._call(
-            "logs", "DescribeLogGroups", "describe_log_groups", name, logGroupNamePrefix=name
-        )
+        found = self._call("logs", "DescribeLogGroups", name, logGroupNamePrefix=name)
         group = next((g for g in found.get("logGroups", []) if g["logGroupName"] == name), None)
         retain = self._later(
-            "logs", "PutRetentionPolicy", "put_retention_policy", name,
+            "logs", "PutRetentionPolicy", name,
             logGroupName=name, retentionInDays=days,
         )  # fmt: skip
         if group is None:
 
             def create() -> None:
-                self._call("logs", "CreateLogGroup", "create_log_group", name,
+                self._call("logs", "CreateLogGroup", name,
                            logGroupName=name, tags=self.tags)  # fmt: skip
                 retain()
 
@@ -194,39 +195,39 @@ class AwsInfrastructure:
         name = self.names.execution_role
         policy = json.dumps(self._secrets_policy())
         put_policy = self._later(
-            "iam", "PutRolePolicy", "put_role_policy", name,
+            "iam", "PutRolePolicy", name,
             RoleName=name, PolicyName=_SECRETS_POLICY, PolicyDocument=policy,
         )  # fmt: skip
         try:
-            self._call("iam", "GetRole", "get_role", name, RoleName=name)
+            self._call("iam", "GetRole", name, RoleName=name)
         except aws.AwsError as exc:
             if exc.code != "NoSuchEntity":
                 raise
 
             def create() -> None:
                 self._call(
-                    "iam", "CreateRole", "create_role", name, RoleName=name,
+                    "iam", "CreateRole", name, RoleName=name,
                     AssumeRolePolicyDocument=json.dumps(_TRUST),
                     Description=f"ECS task execution of shipyard's {self.names.app} "
                     f"{self.names.environment}",
                     Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
                 )  # fmt: skip
-                self._call("iam", "AttachRolePolicy", "attach_role_policy", name,
+                self._call("iam", "AttachRolePolicy", name,
                            RoleName=name, PolicyArn=EXECUTION_POLICY)  # fmt: skip
                 put_policy()
 
             return [Action("iam", "create task execution role", name, create)]
         actions = []
-        attached = self._call("iam", "ListAttachedRolePolicies", "list_attached_role_policies",
+        attached = self._call("iam", "ListAttachedRolePolicies",
                               name, RoleName=name)  # fmt: skip
         if EXECUTION_POLICY not in [p["PolicyArn"] for p in attached["AttachedPolicies"]]:
-            attach = self._later("iam", "AttachRolePolicy", "attach_role_policy", name,
+            attach = self._later("iam", "AttachRolePolicy", name,
                                  RoleName=name, PolicyArn=EXECUTION_POLICY)  # fmt: skip
             actions.append(
                 Action("iam", "attach ECS's task execution policy to role", name, attach)
             )
         try:
-            current = self._call("iam", "GetRolePolicy", "get_role_policy", name,
+            current = self._call("iam", "GetRolePolicy", name,
                                  RoleName=name, PolicyName=_SECRETS_POLICY)  # fmt: skip
             document = current["PolicyDocument"]
             if isinstance(document, str):
@@ -265,17 +266,17 @@ class AwsInfrastructure:
             name = self.names.secret(key)
             if key not in owned:
                 create = self._later(
-                    "secretsmanager", "CreateSecret", "create_secret", name, Name=name,
+                    "secretsmanager", "CreateSecret", name, Name=name,
                     SecretString=value,
                     Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
                 )  # fmt: skip
                 actions.append(Action("secretsmanager", "create secret", name, create))
                 continue
-            stored = self._call("secretsmanager", "GetSecretValue", "get_secret_value", name,
+            stored = self._call("secretsmanager", "GetSecretValue", name,
                                 SecretId=name)  # fmt: skip
             if stored.get("SecretString") != value:
                 update = self._later(
-                    "secretsmanager", "PutSecretValue", "put_secret_value", name,
+                    "secretsmanager", "PutSecretValue", name,
                     SecretId=name, SecretString=value,
                 )  # fmt: skip
                 actions.append(
@@ -292,14 +293,14 @@ class AwsInfrastructure:
 
     def execution_role_arn(self) -> str:
         name = self.names.execution_role
-        role = self._call("iam", "GetRole", "get_role", name, RoleName=name)
+        role = self._call("iam", "GetRole", name, RoleName=name)
         arn: str = role["Role"]["Arn"]
         return arn
 
     def _delete_secret(self, key: str, why: str) -> Action:
         name = self.names.secret(key)
         delete = self._later(
-            "secretsmanager", "DeleteSecret", "delete_secret", name,
+            "secretsmanager", "DeleteSecret", name,
             SecretId=name, ForceDeleteWithoutRecovery=True,
         )  # fmt: skip
         return Action("secretsmanager", f"delete secret ({why})", name, delete)
@@ -321,7 +322,7 @@ class AwsInfrastructure:
     def _remove_role(self) -> list[Action]:
         name = self.names.execution_role
         try:
-            tags = self._call("iam", "ListRoleTags", "list_role_tags", name, RoleName=name)
+            tags = self._call("iam", "ListRoleTags", name, RoleName=name)
         except aws.AwsError as exc:
             if exc.code == "NoSuchEntity":
                 return []
@@ -330,58 +331,54 @@ class AwsInfrastructure:
             return []
 
         def delete() -> None:
-            self._call("iam", "DeleteRolePolicy", "delete_role_policy", name,
+            self._call("iam", "DeleteRolePolicy", name,
                        RoleName=name, PolicyName=_SECRETS_POLICY)  # fmt: skip
-            self._call("iam", "DetachRolePolicy", "detach_role_policy", name,
+            self._call("iam", "DetachRolePolicy", name,
                        RoleName=name, PolicyArn=EXECUTION_POLICY)  # fmt: skip
-            self._call("iam", "DeleteRole", "delete_role", name, RoleName=name)
+            self._call("iam", "DeleteRole", name, RoleName=name)
 
         return [Action("iam", "delete task execution role", name, delete)]
 
     def _remove_log_group(self) -> list[Action]:
         name = self.names.log_group
-        found = self._call(
-            "logs", "DescribeLogGroups", "describe_log_groups", name, logGroupNamePrefix=name
-        )
+        found = self._call("logs", "DescribeLogGroups", name, logGroupNamePrefix=name)
         group = next((g for g in found.get("logGroups", []) if g["logGroupName"] == name), None)
         if group is None:
             return []
         arn = group["arn"].removesuffix(":*")
-        tags = self._call("logs", "ListTagsForResource", "list_tags_for_resource", name,
+        tags = self._call("logs", "ListTagsForResource", name,
                           resourceArn=arn).get("tags", {})  # fmt: skip
         if not self.names.owns(tags):
             return []
-        delete = self._later("logs", "DeleteLogGroup", "delete_log_group", name, logGroupName=name)
+        delete = self._later("logs", "DeleteLogGroup", name, logGroupName=name)
         return [Action("logs", "delete log group", name, delete)]
 
     def _remove_cluster(self) -> list[Action]:
         if self.settings.cluster is not None:
             return []  # the operator's own cluster
         name = self.names.cluster
-        found = self._call("ecs", "DescribeClusters", "describe_clusters", name,
+        found = self._call("ecs", "DescribeClusters", name,
                            clusters=[name], include=["TAGS"])  # fmt: skip
         for cluster in found.get("clusters", []):
             tags = {t["key"]: t["value"] for t in cluster.get("tags", [])}
             if cluster.get("status") == "ACTIVE" and self.names.owns(tags):
-                delete = self._later("ecs", "DeleteCluster", "delete_cluster", name, cluster=name)
+                delete = self._later("ecs", "DeleteCluster", name, cluster=name)
                 return [Action("ecs", "delete cluster", name, delete)]
         return []
 
     def _remove_repository(self) -> list[Action]:
         name = self.names.repository
         try:
-            found = self._call("ecr", "DescribeRepositories", "describe_repositories", name,
+            found = self._call("ecr", "DescribeRepositories", name,
                                repositoryNames=[name])  # fmt: skip
         except aws.AwsError as exc:
             if exc.code == "RepositoryNotFoundException":
                 return []
             raise
         arn = found["repositories"][0]["repositoryArn"]
-        tags = self._call("ecr", "ListTagsForResource", "list_tags_for_resource", name,
+        tags = self._call("ecr", "ListTagsForResource", name,
                           resourceArn=arn).get("tags", [])  # fmt: skip
         if not self.names.owns({t["Key"]: t["Value"] for t in tags}):
             return []
-        delete = self._later(
-            "ecr", "DeleteRepository", "delete_repository", name, repositoryName=name, force=True
-        )
+        delete = self._later("ecr", "DeleteRepository", name, repositoryName=name, force=True)
         return [Action("ecr", "delete repository (and its images)", name, delete)]

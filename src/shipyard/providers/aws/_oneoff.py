@@ -70,10 +70,8 @@ class OneOffTasks:
         self.clients = clients
         self.clock = clock or Clock()
 
-    def _call(self, service: str, action: str, method: str, what: str, **params: Any) -> Any:
-        return aws.call(
-            service, action, getattr(self.clients[service], method), what=what, **params
-        )
+    def _call(self, api: str, action: str, what: str, /, **params: Any) -> Any:
+        return self.clients.call(api, action, what, **params)
 
     def run(
         self, task_definition: str, command: Sequence[str], *, what: str, timeout: float
@@ -83,7 +81,7 @@ class OneOffTasks:
         its end: ECS could not start it, it ended without an exit code, or it outlived
         ``timeout`` seconds (it is then stopped)."""
         started = self._call(
-            "ecs", "RunTask", "run_task", what,
+            "ecs", "RunTask", what,
             cluster=self.cluster, taskDefinition=task_definition, launchType="FARGATE",
             count=1, startedBy=f"shipyard-{self.names.environment}"[:36],
             networkConfiguration={"awsvpcConfiguration": {
@@ -105,7 +103,7 @@ class OneOffTasks:
         task = started["tasks"][0]["taskArn"]
 
         def described() -> dict[str, Any]:
-            found = self._call("ecs", "DescribeTasks", "describe_tasks", what,
+            found = self._call("ecs", "DescribeTasks", what,
                                cluster=self.cluster, tasks=[task])  # fmt: skip
             tasks: list[dict[str, Any]] = found.get("tasks") or [{}]
             return tasks[0]
@@ -118,7 +116,7 @@ class OneOffTasks:
             done=lambda t: t.get("lastStatus") == "STOPPED",
         )
         if ended is None:
-            self._call("ecs", "StopTask", "stop_task", what, cluster=self.cluster, task=task,
+            self._call("ecs", "StopTask", what, cluster=self.cluster, task=task,
                        reason=f"shipyard: {what} outlived {timeout:g}s")  # fmt: skip
             raise OneOffFailed(
                 f"{what}: still running after {timeout:g}s; the task was stopped\n"
@@ -142,10 +140,9 @@ class OneOffTasks:
         """The last lines the task's app container logged (empty when there are none yet)."""
         stream = f"app/{CONTAINER}/{task.rsplit('/', 1)[-1]}"
         try:
-            found = aws.call(
-                "logs", "GetLogEvents", self.clients["logs"].get_log_events, what=stream,
-                logGroupName=self.names.log_group, logStreamName=stream,
-                limit=_LOG_LINES, startFromHead=False,
+            found = self._call(
+                "logs", "GetLogEvents", stream, logGroupName=self.names.log_group,
+                logStreamName=stream, limit=_LOG_LINES, startFromHead=False,
             )  # fmt: skip
         except aws.AwsError as exc:
             if exc.code == "ResourceNotFoundException":

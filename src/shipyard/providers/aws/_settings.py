@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import dataclass
 from typing import Literal
@@ -77,6 +78,7 @@ FARGATE_MEMORY: dict[int, list[int]] = {
 
 
 TAG_APP, TAG_ENV = "shipyard:app", "shipyard:env"
+_TARGET_GROUP_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,20 @@ class AwsNames:
     def family(self) -> str:
         """The task definition family of the app's tasks."""
         return self.stem
+
+    def service(self, slot: str) -> str:
+        """The ECS service running ``slot``'s tasks (blue or green)."""
+        return f"{self.stem}-{slot}"
+
+    def target_group(self, slot: str) -> str:
+        """``slot``'s ALB target group: at most 32 characters, as ELB allows (a long name is
+        cut and keeps a hash of the whole, so two environments never share one)."""
+        name = f"{self.stem}-{slot}"
+        if len(name) <= _TARGET_GROUP_MAX:
+            return name
+        digest = hashlib.sha256(self.stem.encode()).hexdigest()[:6]
+        head = self.stem[: _TARGET_GROUP_MAX - len(slot) - len(digest) - 2].rstrip("-")
+        return f"{head}-{digest}-{slot}"
 
     def secret(self, key: str) -> str:
         return f"{self.secret_prefix}{key}"

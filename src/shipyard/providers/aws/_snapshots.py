@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from shipyard import aws
 from shipyard.database import RetentionPlan, SnapshotAge, plan_retention
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Clients
@@ -50,8 +49,8 @@ class RdsSnapshots:
         self.clients = clients
         self.clock = clock or Clock()
 
-    def _call(self, action: str, method: str, what: str, **params: Any) -> Any:
-        return aws.call("rds", action, getattr(self.clients["rds"], method), what=what, **params)
+    def _call(self, action: str, what: str, /, **params: Any) -> Any:
+        return self.clients.call("rds", action, what, **params)
 
     def take(
         self,
@@ -76,13 +75,13 @@ class RdsSnapshots:
             }
         )
         self._call(
-            "CreateDBSnapshot", "create_db_snapshot", name,
+            "CreateDBSnapshot", name,
             DBSnapshotIdentifier=name, DBInstanceIdentifier=self.instance,
             Tags=[{"Key": k, "Value": v} for k, v in tags.items()],
         )  # fmt: skip
 
         def status() -> str:
-            found = self._call("DescribeDBSnapshots", "describe_db_snapshots", name,
+            found = self._call("DescribeDBSnapshots", name,
                                DBSnapshotIdentifier=name)  # fmt: skip
             snapshots = found.get("DBSnapshots") or [{}]
             return str(snapshots[0].get("Status", "missing"))
@@ -104,7 +103,7 @@ class RdsSnapshots:
 
     def snapshots(self) -> list[RdsSnapshot]:
         """This environment's manual snapshots of the instance, oldest first."""
-        found = self._call("DescribeDBSnapshots", "describe_db_snapshots", self.instance,
+        found = self._call("DescribeDBSnapshots", self.instance,
                            DBInstanceIdentifier=self.instance, SnapshotType="manual")  # fmt: skip
         snapshots = []
         for item in found.get("DBSnapshots") or []:
@@ -145,5 +144,5 @@ class RdsSnapshots:
     def prune(self, plan: RetentionPlan) -> list[str]:
         """Delete what ``plan`` deletes; returns the names deleted."""
         for name in plan.delete:
-            self._call("DeleteDBSnapshot", "delete_db_snapshot", name, DBSnapshotIdentifier=name)
+            self._call("DeleteDBSnapshot", name, DBSnapshotIdentifier=name)
         return list(plan.delete)

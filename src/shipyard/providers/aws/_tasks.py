@@ -43,10 +43,8 @@ class TaskDefinitions:
         self.settings = settings
         self.clients = clients
 
-    def _call(self, action: str, method: str, **params: Any) -> Any:
-        return aws.call(
-            "ecs", action, getattr(self.clients["ecs"], method), what=self.names.family, **params
-        )
+    def _call(self, action: str, /, **params: Any) -> Any:
+        return self.clients.call("ecs", action, self.names.family, **params)
 
     def render(self, spec: TaskSpec) -> dict[str, Any]:
         """The ``RegisterTaskDefinition`` request for ``spec``."""
@@ -93,7 +91,7 @@ class TaskDefinitions:
         arns = self.revisions()
         if not arns:
             return None
-        found = self._call("DescribeTaskDefinition", "describe_task_definition",
+        found = self._call("DescribeTaskDefinition",
                            taskDefinition=arns[0])  # fmt: skip
         described: dict[str, Any] = found["taskDefinition"]
         return described
@@ -128,9 +126,7 @@ class TaskDefinitions:
 
     def register(self, spec: TaskSpec) -> str:
         """Register ``spec``'s revision; its ARN."""
-        answer = self._call(
-            "RegisterTaskDefinition", "register_task_definition", **self.render(spec)
-        )
+        answer = self._call("RegisterTaskDefinition", **self.render(spec))
         arn: str = answer["taskDefinition"]["taskDefinitionArn"]
         return arn
 
