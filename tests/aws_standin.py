@@ -89,3 +89,15 @@ class InstantClock(Clock):
 
     def _sleep(self, seconds: float) -> None:
         self.t += seconds
+
+
+def two_subnets(endpoint: str) -> list[str]:
+    """A new VPC on the stand-in with a subnet in each of two availability zones."""
+    ec2 = client("ec2", endpoint)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    return [
+        ec2.create_subnet(
+            VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{zone}"
+        )["Subnet"]["SubnetId"]
+        for i, zone in ((1, "a"), (2, "b"))
+    ]

@@ -14,14 +14,18 @@ import pytest
 
 from shipyard.errors import ConfigError
 from shipyard.providers.aws import AwsInfrastructure, AwsNames, AwsSettings, Clients
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_server
+from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:s3cr3t-pw@db/app", "API_KEY": "k-very-secret"}
+
+
+SUBNETS: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     with moto_server() as url:
+        SUBNETS[:] = two_subnets(url)
         yield url
 
 
@@ -30,7 +34,7 @@ def _infrastructure(
 ) -> AwsInfrastructure:
     values: dict[str, Any] = {
         "region": REGION, "endpoint_url": endpoint, "state_bucket": "shipyard-state",
-        "log_retention_days": 14, "tags": {"team": "events"}, **settings,
+        "log_retention_days": 14, "tags": {"team": "events"}, "subnets": SUBNETS, **settings,
     }  # fmt: skip
     session = boto3.session.Session(region_name=REGION, **CREDENTIALS)
     return AwsInfrastructure(
@@ -56,7 +60,10 @@ def _inventory(endpoint: str) -> dict[str, Any]:
     """What exists on the stand-in, as the AWS APIs list it."""
     ecr, ecs, logs = client("ecr", endpoint), client("ecs", endpoint), client("logs", endpoint)
     iam, secrets = client("iam", endpoint), client("secretsmanager", endpoint)
+    elb = client("elbv2", endpoint)
     return {
+        "target_groups": sorted(g["TargetGroupName"] for g in elb.describe_target_groups()["TargetGroups"]),
+        "load_balancers": sorted(b["LoadBalancerName"] for b in elb.describe_load_balancers()["LoadBalancers"]),
         "repositories": sorted(r["repositoryName"] for r in ecr.describe_repositories()["repositories"]),
         "clusters": _active_clusters(ecs),
         "log_groups": {g["logGroupName"]: g.get("retentionInDays") for g in logs.describe_log_groups()["logGroups"]},
@@ -77,6 +84,9 @@ def test_a_first_ensure_creates_exactly_the_environments_resources(endpoint: str
         "iam: create task execution role shipyard-shop-first-execution",
         "secretsmanager: create secret shipyard/shop/first/API_KEY",
         "secretsmanager: create secret shipyard/shop/first/DATABASE_URL",
+        "elbv2: create target group of slot blue (port 8080, health /health) shipyard-shop-first-blue",
+        "elbv2: create target group of slot green (port 8080, health /health) shipyard-shop-first-green",
+        "elbv2: create load balancer and its HTTP listener shipyard-shop-first",
     ]
     done = [str(a) for a in infrastructure.ensure()]
     assert done == planned
@@ -88,6 +98,20 @@ def test_a_first_ensure_creates_exactly_the_environments_resources(endpoint: str
     assert set(after["secrets"]) - set(before["secrets"]) == {
         "shipyard/shop/first/API_KEY", "shipyard/shop/first/DATABASE_URL",
     }  # fmt: skip
+
+    assert set(after["target_groups"]) - set(before["target_groups"]) == {
+        "shipyard-shop-first-blue", "shipyard-shop-first-green",
+    }  # fmt: skip
+    assert set(after["load_balancers"]) - set(before["load_balancers"]) == {"shipyard-shop-first"}
+    listener = infrastructure.listener()
+    assert listener is not None
+    forward = client("elbv2", endpoint).describe_listeners(ListenerArns=[listener])["Listeners"][0]
+    weights = {
+        g["TargetGroupArn"]: g["Weight"]
+        for g in forward["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]
+    }
+    groups = infrastructure.target_groups()
+    assert weights == {groups["blue"]: 100, groups["green"]: 0}
 
     # Each carries shipyard's tags and the operator's.
     wanted = {"shipyard:app": "shop", "shipyard:env": "first", "team": "events"}
@@ -176,6 +200,8 @@ def test_remove_deletes_what_shipyard_created_and_nothing_else(endpoint: str) ->
     after = _inventory(endpoint)
     gone = {key: sorted(set(before[key]) - set(after[key])) for key in before}
     assert gone == {
+        "target_groups": ["shipyard-shop-doomed-blue", "shipyard-shop-doomed-green"],
+        "load_balancers": ["shipyard-shop-doomed"],
         "repositories": ["shipyard/shop/doomed"],
         "clusters": ["shipyard-shop-doomed"],
         "log_groups": ["/shipyard/shop/doomed"],
@@ -221,3 +247,20 @@ def test_a_role_left_half_made_is_finished(endpoint: str) -> None:
     ]
     infrastructure.ensure()
     assert _infrastructure(endpoint, "halfway").plan() == []
+
+
+def test_the_load_balancer_needs_two_subnets_of_one_vpc(endpoint: str) -> None:
+    with pytest.raises(ConfigError, match=r"providers\.aws\.subnets: an ALB needs two subnets"):
+        _infrastructure(endpoint, "nets", subnets=SUBNETS[:1]).plan()
+    assert _infrastructure(endpoint, "nets").plan()  # with both, it plans
+
+
+def test_an_existing_listener_is_used_and_must_exist(endpoint: str) -> None:
+    _infrastructure(endpoint, "owner").ensure()
+    listener = _infrastructure(endpoint, "owner").listener()
+    borrowing = _infrastructure(endpoint, "borrow", listener_arn=listener)
+    assert not any("load balancer" in str(a) for a in borrowing.plan())
+    assert borrowing.listener() == listener
+    gone = listener.rsplit("/", 1)[0] + "/0000000000000000"  # type: ignore[union-attr]
+    with pytest.raises(ConfigError, match=r"providers\.aws\.listener_arn: no listener"):
+        _infrastructure(endpoint, "borrow", listener_arn=gone).plan()

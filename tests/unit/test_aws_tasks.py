@@ -19,19 +19,26 @@ from shipyard.providers.aws import (
     TaskDefinitions,
     TaskSpec,
 )
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_server
+from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:pw-never-shown@db/app", "API_KEY": "key-never-shown"}
+
+
+SUBNETS: list[str] = []
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     with moto_server() as url:
+        SUBNETS[:] = two_subnets(url)
         yield url
 
 
 def _world(endpoint: str, **settings: object) -> tuple[AwsInfrastructure, TaskDefinitions]:
-    values = {"region": REGION, "endpoint_url": endpoint, "state_bucket": "b", **settings}
+    values = {
+        "region": REGION, "endpoint_url": endpoint, "state_bucket": "b", "subnets": SUBNETS,
+        **settings,
+    }  # fmt: skip
     clients = Clients(
         AwsSettings(**values),  # type: ignore[arg-type]
         session=boto3.session.Session(region_name=REGION, **CREDENTIALS),

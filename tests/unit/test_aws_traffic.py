@@ -15,7 +15,14 @@ from shipyard.errors import DeployFailed
 from shipyard.providers.aws import AwsNames, AwsSettings, Clients
 from shipyard.providers.aws._traffic import POLL, AwsTraffic
 from shipyard.waiting import wait_until
-from tests.aws_standin import CREDENTIALS, REGION, InstantClock, client, moto_server
+from tests.aws_standin import (
+    CREDENTIALS,
+    REGION,
+    InstantClock,
+    client,
+    moto_server,
+    two_subnets,
+)
 
 NAMES = AwsNames("shop", "production")
 
@@ -23,14 +30,9 @@ NAMES = AwsNames("shop", "production")
 @pytest.fixture(scope="module")
 def alb(endpoint: str) -> dict[str, Any]:
     """A VPC with two subnets, an ALB, the two slots' target groups, a listener to blue."""
-    ec2, elb = client("ec2", endpoint), client("elbv2", endpoint)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnets = [
-        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{z}")[
-            "Subnet"
-        ]["SubnetId"]
-        for i, z in ((1, "a"), (2, "b"))
-    ]
+    elb = client("elbv2", endpoint)
+    subnets = two_subnets(endpoint)
+    vpc = client("ec2", endpoint).describe_subnets(SubnetIds=subnets)["Subnets"][0]["VpcId"]
     balancer = elb.create_load_balancer(Name="shipyard-shop", Subnets=subnets)["LoadBalancers"][0]
     groups = {
         slot: elb.create_target_group(

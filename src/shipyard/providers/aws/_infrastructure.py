@@ -25,6 +25,8 @@ from shipyard import aws
 from shipyard.errors import ConfigError, Issue
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 
+SLOTS = ("blue", "green")
+_HTTP = 80
 EXECUTION_POLICY = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 _SECRETS_POLICY = "shipyard-read-secrets"
 _TRUST = {
@@ -87,8 +89,12 @@ class AwsInfrastructure:
         secrets: Mapping[str, str],
         clients: Clients,
         *,
+        port: int = 8080,
+        health_path: str = "/health",
         config_file: str = "shipyard.yml",
     ) -> None:
+        self.port = port
+        self.health_path = health_path
         self.names = names
         self.settings = settings
         self.secrets = dict(secrets)
@@ -112,6 +118,8 @@ class AwsInfrastructure:
             *self._log_group(),
             *self._role(),
             *self._secrets(),
+            *self._target_groups(),
+            *self._load_balancer(),
         ]
 
     def ensure(self) -> list[Action]:
@@ -305,12 +313,127 @@ class AwsInfrastructure:
         )  # fmt: skip
         return Action("secretsmanager", f"delete secret ({why})", name, delete)
 
+    def _config_error(self, key: str, message: str) -> ConfigError:
+        return ConfigError([Issue(self.config_file, None, None, f"providers.aws.{key}", message)])
+
+    def _vpc(self) -> str:
+        """The VPC of ``providers.aws.subnets`` (they must be given, and in one VPC)."""
+        subnets = self.settings.subnets
+        if len(subnets) < 2:  # noqa: PLR2004  (an ALB spans two availability zones at least)
+            raise self._config_error(
+                "subnets", "an ALB needs two subnets at least, in two availability zones"
+            )
+        found = self._call("ec2", "DescribeSubnets", ", ".join(subnets), SubnetIds=subnets)
+        vpcs: set[str] = {subnet["VpcId"] for subnet in found.get("Subnets", [])}
+        if len(vpcs) != 1:
+            raise self._config_error("subnets", f"the subnets are in {len(vpcs)} VPCs, not one")
+        return vpcs.pop()
+
+    def _target_group_arn(self, slot: str) -> str | None:
+        name = self.names.target_group(slot)
+        try:
+            found = self._call("elbv2", "DescribeTargetGroups", name, Names=[name])
+        except aws.AwsError as exc:
+            if exc.code == "TargetGroupNotFound":
+                return None
+            raise
+        arn: str = found["TargetGroups"][0]["TargetGroupArn"]
+        return arn
+
+    def target_groups(self) -> dict[str, str]:
+        """Each slot's target group ARN (after ``ensure``)."""
+        return {slot: arn for slot in SLOTS if (arn := self._target_group_arn(slot)) is not None}
+
+    def _target_groups(self) -> list[Action]:
+        missing = [slot for slot in SLOTS if self._target_group_arn(slot) is None]
+        if not missing:
+            return []
+        vpc = self._vpc()
+        return [
+            Action(
+                "elbv2", f"create target group of slot {slot} (port {self.port}, health "
+                f"{self.health_path})", self.names.target_group(slot),
+                self._later(
+                    "elbv2", "CreateTargetGroup", self.names.target_group(slot),
+                    Name=self.names.target_group(slot), Protocol="HTTP", Port=self.port,
+                    VpcId=vpc, TargetType="ip", HealthCheckPath=self.health_path,
+                    HealthCheckIntervalSeconds=10, HealthyThresholdCount=2,
+                    UnhealthyThresholdCount=3, Matcher={"HttpCode": "200"},
+                    Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
+                ),
+            )
+            for slot in missing
+        ]  # fmt: skip
+
+    def _balancer(self) -> dict[str, Any] | None:
+        name = self.names.load_balancer
+        try:
+            found = self._call("elbv2", "DescribeLoadBalancers", name, Names=[name])
+        except aws.AwsError as exc:
+            if exc.code == "LoadBalancerNotFound":
+                return None
+            raise
+        balancer: dict[str, Any] = found["LoadBalancers"][0]
+        return balancer
+
+    def listener(self) -> str | None:
+        """The ARN of the listener the switch moves (after ``ensure``)."""
+        if self.settings.listener_arn is not None:
+            return self.settings.listener_arn
+        balancer = self._balancer()
+        if balancer is None:
+            return None
+        found = self._call("elbv2", "DescribeListeners", self.names.load_balancer,
+                           LoadBalancerArn=balancer["LoadBalancerArn"])  # fmt: skip
+        listeners = found.get("Listeners", [])
+        arns = [item["ListenerArn"] for item in listeners if item.get("Port") == _HTTP]
+        return arns[0] if arns else None
+
+    def _load_balancer(self) -> list[Action]:
+        if self.settings.listener_arn is not None:
+            arn = self.settings.listener_arn
+            try:
+                self._call("elbv2", "DescribeListeners", arn, ListenerArns=[arn])
+            except aws.AwsError as exc:
+                if exc.code != "ListenerNotFound":
+                    raise
+                raise self._config_error("listener_arn", f"no listener {arn}") from exc
+            return []
+        name = self.names.load_balancer
+        balancer = self._balancer()
+        if balancer is not None and self.listener() is not None:
+            return []
+
+        def create() -> None:
+            found = balancer or self._call(
+                "elbv2", "CreateLoadBalancer", name, Name=name, Subnets=self.settings.subnets,
+                SecurityGroups=self.settings.security_groups, Scheme="internet-facing",
+                Type="application", Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
+            )["LoadBalancers"][0]  # fmt: skip
+            groups = self.target_groups()
+            self._call(
+                "elbv2", "CreateListener", name, LoadBalancerArn=found["LoadBalancerArn"],
+                Protocol="HTTP", Port=_HTTP, DefaultActions=[{
+                    "Type": "forward", "ForwardConfig": {"TargetGroups": [
+                        {"TargetGroupArn": groups[slot], "Weight": 100 if slot == SLOTS[0] else 0}
+                        for slot in SLOTS
+                    ]},
+                }],
+            )  # fmt: skip
+
+        what = "create load balancer and its HTTP listener" if balancer is None else (
+            "create the HTTP listener of load balancer"
+        )  # fmt: skip
+        self._vpc()  # the subnets are checked by the plan, before anything is created
+        return [Action("elbv2", what, name, create)]
+
     # -- destroy ------------------------------------------------------------------------------------
     def removal(self) -> list[Action]:
         """What ``remove`` would delete: the resources tagged as this environment's."""
         actions = [self._delete_secret(key, "destroy") for key in sorted(self._owned_secrets())]
-        actions += self._remove_role() + self._remove_log_group() + self._remove_cluster()
-        actions += self._remove_repository()
+        actions += self._remove_role() + self._remove_log_group()
+        actions += self._remove_load_balancer() + self._remove_target_groups()
+        actions += self._remove_cluster() + self._remove_repository()
         return actions
 
     def remove(self) -> list[Action]:
@@ -382,3 +505,25 @@ class AwsInfrastructure:
             return []
         delete = self._later("ecr", "DeleteRepository", name, repositoryName=name, force=True)
         return [Action("ecr", "delete repository (and its images)", name, delete)]
+
+    def _elb_owned(self, arn: str) -> bool:
+        found = self._call("elbv2", "DescribeTags", arn, ResourceArns=[arn])
+        tags = found["TagDescriptions"][0].get("Tags", []) if found["TagDescriptions"] else []
+        return self.names.owns({t["Key"]: t["Value"] for t in tags})
+
+    def _remove_load_balancer(self) -> list[Action]:
+        balancer = None if self.settings.listener_arn else self._balancer()
+        if balancer is None or not self._elb_owned(balancer["LoadBalancerArn"]):
+            return []
+        name, arn = self.names.load_balancer, balancer["LoadBalancerArn"]
+        delete = self._later("elbv2", "DeleteLoadBalancer", name, LoadBalancerArn=arn)
+        return [Action("elbv2", "delete load balancer (and its listeners)", name, delete)]
+
+    def _remove_target_groups(self) -> list[Action]:
+        actions = []
+        for slot, arn in self.target_groups().items():
+            if self._elb_owned(arn):
+                name = self.names.target_group(slot)
+                delete = self._later("elbv2", "DeleteTargetGroup", name, TargetGroupArn=arn)
+                actions.append(Action("elbv2", f"delete target group of slot {slot}", name, delete))
+        return actions

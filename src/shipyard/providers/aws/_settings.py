@@ -40,6 +40,17 @@ class AwsSettings(BaseModel):
         default_factory=dict,
         description="Tags on every resource shipyard creates, beside shipyard:app and shipyard:env.",
     )
+    subnets: list[str] = Field(
+        default_factory=list,
+        description="The VPC subnets the load balancer and the app's tasks run in (two availability zones at least).",
+    )
+    security_groups: list[str] = Field(
+        default_factory=list, description="Security groups of the load balancer and the tasks."
+    )
+    listener_arn: str | None = Field(
+        None,
+        description="An existing ALB listener to switch (default: shipyard creates an ALB with an HTTP listener).",
+    )
     cpu: int = Field(256, description="The app task's CPU units (Fargate: 256 = 0.25 vCPU).")
     memory: int = Field(
         512, description="The app task's memory in MiB (a size Fargate offers for `cpu`)."
@@ -78,7 +89,7 @@ FARGATE_MEMORY: dict[int, list[int]] = {
 
 
 TAG_APP, TAG_ENV = "shipyard:app", "shipyard:env"
-_TARGET_GROUP_MAX = 32
+_ELB_NAME_MAX = 32
 
 
 @dataclass(frozen=True)
@@ -122,14 +133,23 @@ class AwsNames:
         return f"{self.stem}-{slot}"
 
     def target_group(self, slot: str) -> str:
-        """``slot``'s ALB target group: at most 32 characters, as ELB allows (a long name is
-        cut and keeps a hash of the whole, so two environments never share one)."""
-        name = f"{self.stem}-{slot}"
-        if len(name) <= _TARGET_GROUP_MAX:
+        """``slot``'s ALB target group (see ``_elb_name``)."""
+        return self._elb_name(slot)
+
+    @property
+    def load_balancer(self) -> str:
+        return self._elb_name("")
+
+    def _elb_name(self, suffix: str) -> str:
+        """At most 32 characters, as ELB allows: a long name is cut and keeps a hash of the
+        whole, so two environments never share one."""
+        name = f"{self.stem}-{suffix}" if suffix else self.stem
+        if len(name) <= _ELB_NAME_MAX:
             return name
         digest = hashlib.sha256(self.stem.encode()).hexdigest()[:6]
-        head = self.stem[: _TARGET_GROUP_MAX - len(slot) - len(digest) - 2].rstrip("-")
-        return f"{head}-{digest}-{slot}"
+        room = _ELB_NAME_MAX - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
+        head = self.stem[:room].rstrip("-")
+        return f"{head}-{digest}-{suffix}" if suffix else f"{head}-{digest}"
 
     def secret(self, key: str) -> str:
         return f"{self.secret_prefix}{key}"
