@@ -1,13 +1,14 @@
 """The AWS provider, being built: an environment's base resources on AWS (``_infrastructure``)
-from its settings (``_settings``), and its database's RDS snapshots (``_snapshots``) the app's task definitions (``_tasks``) and one-off tasks for migrations and release commands
+from its settings (``_settings``), and its RDS instance (``_database``) and snapshots (``_snapshots``) the app's task definitions (``_tasks``) and one-off tasks for migrations and release commands
 (``_oneoff``), and blue-green between two ECS services behind one ALB listener (``_traffic``). No ``target`` reaches it yet; the Docker provider stays the
 default. Only AWS environments import it (and boto3, the extra ``aws``)."""
 
 from __future__ import annotations
 
+from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import Network, OneOffFailed, OneOffResult, OneOffTasks
-from shipyard.providers.aws._settings import AwsNames, AwsSettings
+from shipyard.providers.aws._settings import AwsNames, AwsSettings, RdsSettings
 from shipyard.providers.aws._snapshots import RdsSnapshot, RdsSnapshots, SnapshotFailed
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import AwsTraffic, Health
@@ -19,11 +20,14 @@ __all__ = [
     "AwsSettings",
     "AwsTraffic",
     "Clients",
+    "DatabaseNotReady",
     "Health",
     "Network",
     "OneOffFailed",
     "OneOffResult",
     "OneOffTasks",
+    "RdsDatabase",
+    "RdsSettings",
     "RdsSnapshot",
     "RdsSnapshots",
     "SnapshotFailed",

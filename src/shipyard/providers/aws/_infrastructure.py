@@ -78,6 +78,10 @@ class Clients:
         method = getattr(self[api], xform_name(action))
         return aws.call(api, action, method, what=what, **params)
 
+    def later(self, api: str, action: str, what: str, /, **params: Any) -> Callable[[], Any]:
+        """The same call, made when an ``Action`` runs."""
+        return functools.partial(self.call, api, action, what, **params)
+
 
 class AwsInfrastructure:
     """The base resources of one environment (see the module)."""
@@ -106,8 +110,7 @@ class AwsInfrastructure:
         return self.clients.call(api, action, what, **params)
 
     def _later(self, api: str, action: str, what: str, /, **params: Any) -> Callable[[], Any]:
-        """The same call, made when an action runs."""
-        return functools.partial(self.clients.call, api, action, what, **params)
+        return self.clients.later(api, action, what, **params)
 
     # -- what a deploy needs -----------------------------------------------------------------------
     def plan(self) -> list[Action]:

@@ -16,6 +16,23 @@ RetentionDays = Literal[
 ]  # fmt: skip
 
 
+class RdsSettings(BaseModel):
+    """``providers.aws.rds``: the RDS for PostgreSQL instance shipyard creates for the environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    engine_version: str = Field("17", description="PostgreSQL's major (or major.minor) version.")
+    instance_class: str = Field("db.t4g.micro", description="The instance class.")
+    storage_gb: int = Field(20, ge=20, le=65536, description="Allocated storage (gp3), GiB.")
+    multi_az: bool = Field(False, description="A standby in a second availability zone.")
+    backup_retention_days: int = Field(
+        7, ge=1, le=35, description="Days RDS keeps its automated backups."
+    )
+    deletion_protection: bool = Field(
+        True, description="RDS refuses to delete the instance until this is turned off."
+    )
+
+
 class AwsSettings(BaseModel):
     """``providers.aws``: where and how an environment runs on AWS."""
 
@@ -50,6 +67,10 @@ class AwsSettings(BaseModel):
     listener_arn: str | None = Field(
         None,
         description="An existing ALB listener to switch (default: shipyard creates an ALB with an HTTP listener).",
+    )
+    rds: RdsSettings | None = Field(
+        None,
+        description="The RDS instance shipyard creates (default: none; the env file's DATABASE_URL names an existing database).",
     )
     cpu: int = Field(256, description="The app task's CPU units (Fargate: 256 = 0.25 vCPU).")
     memory: int = Field(
@@ -150,6 +171,11 @@ class AwsNames:
         room = _ELB_NAME_MAX - len(digest) - 1 - (len(suffix) + 1 if suffix else 0)
         head = self.stem[:room].rstrip("-")
         return f"{head}-{digest}-{suffix}" if suffix else f"{head}-{digest}"
+
+    @property
+    def database(self) -> str:
+        """The RDS instance, its subnet group and its parameter group."""
+        return self.stem
 
     def secret(self, key: str) -> str:
         return f"{self.secret_prefix}{key}"

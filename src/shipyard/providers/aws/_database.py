@@ -1,0 +1,217 @@
+"""The RDS for PostgreSQL instance shipyard creates for an environment (``providers.aws.rds``).
+
+The instance ``<stem>`` runs in a DB subnet group of ``providers.aws.subnets`` with a parameter
+group of its own (``postgres<major>``), encrypted storage, automated backups kept
+``backup_retention_days``, tags copied to its snapshots, and its master password managed by RDS
+in Secrets Manager (``ManageMasterUserPassword``): shipyard never sees nor stores it. ``plan``
+lists what ``ensure`` would create, and what differs from the settings on an existing instance
+(``ensure`` applies that at the next maintenance window, never at once). ``removal`` never
+includes the instance unless asked (destroy's ``--volumes``), and then RDS takes a final
+snapshot first.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from shipyard import aws
+from shipyard.errors import ShipyardError
+from shipyard.providers.aws._infrastructure import Action, Clients
+from shipyard.providers.aws._settings import AwsNames, AwsSettings, RdsSettings
+from shipyard.waiting import Clock, Interval, wait_until
+
+POLL = Interval(10.0, 1.5, 30.0)  # an instance takes minutes: no need to ask often
+
+
+class DatabaseNotReady(ShipyardError):
+    """The instance did not become available in time, or ended in a state it cannot serve from."""
+
+
+class RdsDatabase:
+    """The environment's RDS instance (see the module)."""
+
+    def __init__(
+        self,
+        names: AwsNames,
+        settings: AwsSettings,
+        rds: RdsSettings,
+        clients: Clients,
+        *,
+        database: str,
+        user: str,
+        clock: Clock | None = None,
+    ) -> None:
+        self.names = names
+        self.settings = settings
+        self.rds = rds
+        self.clients = clients
+        self.database = database
+        self.user = user
+        self.clock = clock or Clock()
+        self.tags = [{"Key": k, "Value": v} for k, v in names.tags(settings.tags).items()]
+
+    def _call(self, action: str, what: str, /, **params: Any) -> Any:
+        return self.clients.call("rds", action, what, **params)
+
+    def instance(self) -> dict[str, Any] | None:
+        name = self.names.database
+        try:
+            found = self._call("DescribeDBInstances", name, DBInstanceIdentifier=name)
+        except aws.AwsError as exc:
+            if exc.code == "DBInstanceNotFound":
+                return None
+            raise
+        instance: dict[str, Any] = found["DBInstances"][0]
+        return instance
+
+    def _exists(self, action: str, key: str, not_found: str, listed: str) -> bool:
+        """Whether the group ``key`` names exists (AWS answers ``not_found``; some endpoints
+        answer an empty ``listed`` instead)."""
+        name = self.names.database
+        try:
+            found = self._call(action, name, **{key: name})
+        except aws.AwsError as exc:
+            if exc.code == not_found:
+                return False
+            raise
+        return bool(found.get(listed))
+
+    def plan(self) -> list[Action]:
+        name, family = self.names.database, f"postgres{self.rds.engine_version.split('.')[0]}"
+        actions = []
+        if not self._exists(
+            "DescribeDBSubnetGroups",
+            "DBSubnetGroupName",
+            "DBSubnetGroupNotFoundFault",
+            "DBSubnetGroups",
+        ):
+            create_subnets = self.clients.later(
+                "rds", "CreateDBSubnetGroup", name, DBSubnetGroupName=name,
+                DBSubnetGroupDescription=f"shipyard {self.names.app} {self.names.environment}",
+                SubnetIds=list(self.settings.subnets), Tags=self.tags,
+            )  # fmt: skip
+            actions.append(Action("rds", "create DB subnet group", name, create_subnets))
+        if not self._exists(
+            "DescribeDBParameterGroups",
+            "DBParameterGroupName",
+            "DBParameterGroupNotFound",
+            "DBParameterGroups",
+        ):
+            create_parameters = self.clients.later(
+                "rds", "CreateDBParameterGroup", name, DBParameterGroupName=name,
+                DBParameterGroupFamily=family, Tags=self.tags,
+                Description=f"shipyard {self.names.app} {self.names.environment}",
+            )  # fmt: skip
+            actions.append(
+                Action("rds", f"create DB parameter group ({family})", name, create_parameters)
+            )
+        instance = self.instance()
+        if instance is None:
+            actions.append(
+                Action(
+                    "rds",
+                    f"create PostgreSQL {self.rds.engine_version} instance ({self.rds.instance_class}, "
+                    f"{self.rds.storage_gb} GiB, multi-AZ {'on' if self.rds.multi_az else 'off'}, "
+                    f"backups {self.rds.backup_retention_days} days)",
+                    name,
+                    self._create,
+                )
+            )
+        else:
+            actions += self._drift(instance)
+        return actions
+
+    def _create(self) -> None:
+        name = self.names.database
+        self._call(
+            "CreateDBInstance", name, DBInstanceIdentifier=name, Engine="postgres",
+            EngineVersion=self.rds.engine_version, DBInstanceClass=self.rds.instance_class,
+            AllocatedStorage=self.rds.storage_gb, StorageType="gp3", StorageEncrypted=True,
+            MultiAZ=self.rds.multi_az, BackupRetentionPeriod=self.rds.backup_retention_days,
+            DBName=self.database, MasterUsername=self.user, ManageMasterUserPassword=True,
+            DBSubnetGroupName=name, DBParameterGroupName=name,
+            VpcSecurityGroupIds=list(self.settings.security_groups), PubliclyAccessible=False,
+            CopyTagsToSnapshot=True, DeletionProtection=self.rds.deletion_protection,
+            Tags=self.tags,
+        )  # fmt: skip
+
+    def _drift(self, instance: dict[str, Any]) -> list[Action]:
+        wanted = {
+            "DBInstanceClass": self.rds.instance_class,
+            "AllocatedStorage": self.rds.storage_gb,
+            "MultiAZ": self.rds.multi_az,
+            "BackupRetentionPeriod": self.rds.backup_retention_days,
+            "DeletionProtection": self.rds.deletion_protection,
+        }
+        changed = {key: value for key, value in wanted.items() if instance.get(key) != value}
+        if not changed:
+            return []
+        name = self.names.database
+        described = ", ".join(f"{k} {instance.get(k)} → {v}" for k, v in changed.items())
+        modify = self.clients.later(
+            "rds", "ModifyDBInstance", name, DBInstanceIdentifier=name, ApplyImmediately=False,
+            **changed,
+        )  # fmt: skip
+        return [Action("rds", f"modify instance at its next maintenance window ({described})",
+                       name, modify)]  # fmt: skip
+
+    def ensure(self, *, timeout: float = 3600) -> list[Action]:
+        """Make the planned changes, then wait until the instance is available."""
+        actions = self.plan()
+        for action in actions:
+            action.run()
+        self.wait_available(timeout)
+        return actions
+
+    def wait_available(self, timeout: float) -> dict[str, Any]:
+        name = self.names.database
+        found = wait_until(
+            self.instance, timeout=timeout, interval=POLL, clock=self.clock,
+            done=lambda i: i is not None and i.get("DBInstanceStatus") in _SETTLED,
+        )  # fmt: skip
+        if found is None or found.get("DBInstanceStatus") != "available":
+            state = found.get("DBInstanceStatus") if found else "not available"
+            raise DatabaseNotReady(
+                f"RDS instance {name}: {state} after {timeout:g}s",
+                hint="see its events in the RDS console; the next deploy waits for it again",
+            )
+        return found
+
+    def endpoint(self) -> tuple[str, int]:
+        instance = self.instance() or {}
+        endpoint = instance.get("Endpoint") or {}
+        return str(endpoint.get("Address", "")), int(endpoint.get("Port", 5432))
+
+    def master_secret_arn(self) -> str | None:
+        """The Secrets Manager secret RDS keeps the master password in."""
+        secret = (self.instance() or {}).get("MasterUserSecret") or {}
+        arn = secret.get("SecretArn")
+        return str(arn) if arn else None
+
+    def removal(self, *, instance: bool) -> list[Action]:
+        """What destroy removes: with ``instance``, the instance (after a final snapshot)."""
+        found = self.instance()
+        if not instance or found is None:
+            return []
+        tags = {t["Key"]: t["Value"] for t in found.get("TagList", [])}
+        if not self.names.owns(tags):
+            return []
+        name = self.names.database
+        if found.get("DeletionProtection"):
+            raise ShipyardError(
+                f"RDS instance {name} has deletion protection: it was kept",
+                hint="set providers.aws.rds.deletion_protection: false, deploy, then destroy",
+            )
+        final = f"{name}-final-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        delete = self.clients.later(
+            "rds", "DeleteDBInstance", name, DBInstanceIdentifier=name,
+            SkipFinalSnapshot=False, FinalDBSnapshotIdentifier=final,
+            DeleteAutomatedBackups=False,
+        )  # fmt: skip
+        return [Action("rds", f"delete instance (final snapshot {final})", name, delete)]
+
+
+_SETTLED = frozenset(
+    {"available", "failed", "incompatible-parameters", "incompatible-network", "storage-full"}
+)
