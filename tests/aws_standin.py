@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 from botocore.config import Config
 
+from shipyard.providers.aws import AwsSettings, Clients
 from shipyard.waiting import Clock
 
 REGION = "eu-west-1"
@@ -101,3 +102,13 @@ def two_subnets(endpoint: str) -> list[str]:
         )["Subnet"]["SubnetId"]
         for i, zone in ((1, "a"), (2, "b"))
     ]
+
+
+def standin_clients(endpoint: str | None, **settings: Any) -> Clients:
+    """An environment's AWS clients on the stand-in, from its settings (``settings`` over a
+    region and a state bucket), with the stand-in's credentials."""
+    values = {"region": REGION, "endpoint_url": endpoint, "state_bucket": "shipyard-state"}
+    return Clients(
+        AwsSettings(**{**values, **settings}),
+        session=boto3.session.Session(region_name=REGION, **CREDENTIALS),
+    )

@@ -7,15 +7,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
 from shipyard.errors import ShipyardError
-from shipyard.providers.aws import AwsNames, AwsSettings, Clients
+from shipyard.providers.aws import AwsNames
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._settings import RdsSettings
-from tests.aws_standin import CREDENTIALS, REGION, InstantClock, client, moto_server, two_subnets
+from tests.aws_standin import (
+    InstantClock,
+    client,
+    moto_server,
+    standin_clients,
+    two_subnets,
+)
 
 SUBNETS: list[str] = []
 
@@ -28,11 +33,8 @@ def endpoint() -> Iterator[str]:
 
 
 def _database(endpoint: str, environment: str, **rds: Any) -> RdsDatabase:
-    settings = AwsSettings(
-        region=REGION, endpoint_url=endpoint, state_bucket="b", subnets=SUBNETS,
-        security_groups=[], rds=RdsSettings(**rds),
-    )  # fmt: skip
-    clients = Clients(settings, session=boto3.session.Session(region_name=REGION, **CREDENTIALS))
+    clients = standin_clients(endpoint, subnets=SUBNETS, security_groups=[], rds=RdsSettings(**rds))
+    settings = clients.settings
     assert settings.rds is not None
     return RdsDatabase(
         AwsNames("shop", environment), settings, settings.rds, clients,

@@ -9,12 +9,11 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from shipyard.errors import ConfigError
-from shipyard.providers.aws import AwsInfrastructure, AwsNames, AwsSettings, Clients
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
+from shipyard.providers.aws import AwsInfrastructure, AwsNames
+from tests.aws_standin import client, moto_server, standin_clients, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:s3cr3t-pw@db/app", "API_KEY": "k-very-secret"}
 
@@ -32,16 +31,13 @@ def endpoint() -> Iterator[str]:
 def _infrastructure(
     endpoint: str, environment: str, secrets: dict[str, str] | None = None, **settings: Any
 ) -> AwsInfrastructure:
-    values: dict[str, Any] = {
-        "region": REGION, "endpoint_url": endpoint, "state_bucket": "shipyard-state",
-        "log_retention_days": 14, "tags": {"team": "events"}, "subnets": SUBNETS, **settings,
-    }  # fmt: skip
-    session = boto3.session.Session(region_name=REGION, **CREDENTIALS)
+    defaults = {"log_retention_days": 14, "tags": {"team": "events"}, "subnets": SUBNETS}
+    clients = standin_clients(endpoint, **{**defaults, **settings})
     return AwsInfrastructure(
         AwsNames("shop", environment),
-        AwsSettings(**values),
+        clients.settings,
         SECRETS if secrets is None else secrets,
-        Clients(AwsSettings(**values), session=session),
+        clients,
     )
 
 

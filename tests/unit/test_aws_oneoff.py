@@ -8,14 +8,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.stub import ANY, Stubber
 
-from shipyard.providers.aws import AwsNames, AwsSettings, Clients
+from shipyard.providers.aws import AwsNames
 from shipyard.providers.aws._oneoff import POLL, Network, OneOffFailed, OneOffTasks
 from shipyard.waiting import wait_until
-from tests.aws_standin import CREDENTIALS, REGION, InstantClock, client, moto_server
+from tests.aws_standin import (
+    InstantClock,
+    client,
+    moto_server,
+    standin_clients,
+)
 
 NAMES = AwsNames("shop", "production")
 TASK = "arn:aws:ecs:eu-west-1:123456789012:task/shipyard-shop-production/0f1e2d3c4b5a"
@@ -46,8 +50,7 @@ def _log(endpoint: str, *lines: str) -> None:
 
 
 def _tasks(endpoint: str) -> tuple[OneOffTasks, Stubber]:
-    settings = AwsSettings(region=REGION, endpoint_url=endpoint, state_bucket="b")
-    clients = Clients(settings, session=boto3.session.Session(region_name=REGION, **CREDENTIALS))
+    clients = standin_clients(endpoint)
     stub = Stubber(clients["ecs"])
     network = Network(subnets=["subnet-1"], security_groups=["sg-1"])
     return OneOffTasks(

@@ -8,12 +8,16 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
-from shipyard.providers.aws import AwsNames, AwsSettings, Clients, RdsSnapshots, SnapshotFailed
-from tests.aws_standin import CREDENTIALS, REGION, InstantClock, client, moto_server
+from shipyard.providers.aws import AwsNames, Clients, RdsSnapshots, SnapshotFailed
+from tests.aws_standin import (
+    InstantClock,
+    client,
+    moto_server,
+    standin_clients,
+)
 
 INSTANCE = "shipyard-shop-production"
 
@@ -30,8 +34,7 @@ def endpoint() -> Iterator[str]:
 
 
 def _clients(endpoint: str | None) -> Clients:
-    settings = AwsSettings(region=REGION, endpoint_url=endpoint, state_bucket="state-bucket")
-    return Clients(settings, session=boto3.session.Session(region_name=REGION, **CREDENTIALS))
+    return standin_clients(endpoint)
 
 
 def _snapshots(endpoint: str, environment: str = "production") -> RdsSnapshots:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import boto3
 import pytest
 from pydantic import ValidationError
 
@@ -15,11 +14,10 @@ from shipyard.providers.aws import (
     AwsInfrastructure,
     AwsNames,
     AwsSettings,
-    Clients,
     TaskDefinitions,
     TaskSpec,
 )
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
+from tests.aws_standin import REGION, client, moto_server, standin_clients, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:pw-never-shown@db/app", "API_KEY": "key-never-shown"}
 
@@ -35,17 +33,10 @@ def endpoint() -> Iterator[str]:
 
 
 def _world(endpoint: str, **settings: object) -> tuple[AwsInfrastructure, TaskDefinitions]:
-    values = {
-        "region": REGION, "endpoint_url": endpoint, "state_bucket": "b", "subnets": SUBNETS,
-        **settings,
-    }  # fmt: skip
-    clients = Clients(
-        AwsSettings(**values),  # type: ignore[arg-type]
-        session=boto3.session.Session(region_name=REGION, **CREDENTIALS),
-    )
+    clients = standin_clients(endpoint, subnets=SUBNETS, **settings)
     names = AwsNames("shop", "production")
-    infrastructure = AwsInfrastructure(names, AwsSettings(**values), SECRETS, clients)  # type: ignore[arg-type]
-    return infrastructure, TaskDefinitions(names, AwsSettings(**values), clients)  # type: ignore[arg-type]
+    infrastructure = AwsInfrastructure(names, clients.settings, SECRETS, clients)
+    return infrastructure, TaskDefinitions(names, clients.settings, clients)
 
 
 def _spec(infrastructure: AwsInfrastructure, image: str, release: str) -> TaskSpec:

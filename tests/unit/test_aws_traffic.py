@@ -7,20 +7,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from botocore.stub import Stubber
 
 from shipyard.errors import DeployFailed
-from shipyard.providers.aws import AwsNames, AwsSettings, Clients
+from shipyard.providers.aws import AwsNames
 from shipyard.providers.aws._traffic import POLL, AwsTraffic
 from shipyard.waiting import wait_until
 from tests.aws_standin import (
-    CREDENTIALS,
-    REGION,
     InstantClock,
     client,
     moto_server,
+    standin_clients,
     two_subnets,
 )
 
@@ -55,8 +53,7 @@ def endpoint() -> Iterator[str]:
 
 
 def _traffic(endpoint: str, alb: dict[str, Any]) -> AwsTraffic:
-    settings = AwsSettings(region=REGION, endpoint_url=endpoint, state_bucket="b")
-    clients = Clients(settings, session=boto3.session.Session(region_name=REGION, **CREDENTIALS))
+    clients = standin_clients(endpoint)
     return AwsTraffic(
         NAMES, "shipyard-shop-production", alb["listener"], alb["groups"], clients,
         clock=InstantClock(),
