@@ -12,7 +12,8 @@ import pytest
 from botocore.stub import ANY, Stubber
 
 from shipyard.providers.aws import AwsNames
-from shipyard.providers.aws._oneoff import POLL, Network, OneOffFailed, OneOffTasks
+from shipyard.providers.aws._oneoff import POLL, OneOffFailed, OneOffTasks
+from shipyard.providers.aws._settings import Network
 from shipyard.waiting import wait_until
 from tests.aws_standin import (
     InstantClock,

@@ -12,6 +12,7 @@ from botocore.stub import Stubber
 
 from shipyard.errors import DeployFailed
 from shipyard.providers.aws import AwsNames
+from shipyard.providers.aws._settings import Network
 from shipyard.providers.aws._traffic import POLL, AwsTraffic
 from shipyard.waiting import wait_until
 from tests.aws_standin import (
@@ -43,7 +44,7 @@ def alb(endpoint: str) -> dict[str, Any]:
         LoadBalancerArn=balancer["LoadBalancerArn"], Protocol="HTTP", Port=80,
         DefaultActions=[{"Type": "forward", "TargetGroupArn": groups["blue"]}],
     )["Listeners"][0]["ListenerArn"]  # fmt: skip
-    return {"listener": listener, "groups": groups}
+    return {"listener": listener, "groups": groups, "subnets": subnets}
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +181,9 @@ def test_targets_that_never_settle_fail_at_the_deadline(alb: dict[str, Any]) -> 
         traffic.wait_healthy("green", 120)
 
 
-def test_a_release_goes_to_the_idle_slots_service(endpoint: str, alb: dict[str, Any]) -> None:
+def test_the_slots_services_run_behind_their_target_groups(
+    endpoint: str, alb: dict[str, Any]
+) -> None:
     ecs = client("ecs", endpoint)
     ecs.create_cluster(clusterName="shipyard-shop-production")
     definitions = [
@@ -191,13 +194,59 @@ def test_a_release_goes_to_the_idle_slots_service(endpoint: str, alb: dict[str, 
         )["taskDefinition"]["taskDefinitionArn"]
         for tag in ("1", "2")
     ]  # fmt: skip
-    ecs.create_service(
-        cluster="shipyard-shop-production", serviceName="shipyard-shop-production-green",
-        taskDefinition=definitions[0], desiredCount=0, launchType="FARGATE",
-    )  # fmt: skip
-    _traffic(endpoint, alb).deploy_slot("green", definitions[1], 2)
-    service = ecs.describe_services(
+    traffic = _traffic(endpoint, alb)
+    assert traffic.missing_services() == ["blue", "green"]
+    network = Network(subnets=tuple(alb["subnets"]))
+    traffic.create_service("blue", definitions[0], port=8080, network=network, desired=2)
+    traffic.create_service("green", definitions[0], port=8080, network=network, desired=0)
+    assert traffic.missing_services() == []
+    services = {
+        s["serviceName"]: s
+        for s in ecs.describe_services(
+            cluster="shipyard-shop-production",
+            services=["shipyard-shop-production-blue", "shipyard-shop-production-green"],
+        )["services"]
+    }
+    blue = services["shipyard-shop-production-blue"]
+    assert blue["desiredCount"] == 2 and blue["launchType"] == "FARGATE"
+    assert blue["loadBalancers"] == [
+        {"targetGroupArn": alb["groups"]["blue"], "containerName": "app", "containerPort": 8080}
+    ]
+    assert services["shipyard-shop-production-green"]["desiredCount"] == 0
+
+    traffic.deploy_slot("green", definitions[1], 2)  # a release goes to the idle slot
+    green = ecs.describe_services(
         cluster="shipyard-shop-production", services=["shipyard-shop-production-green"]
     )["services"][0]
-    assert service["taskDefinition"] == definitions[1]
-    assert service["desiredCount"] == 2
+    assert green["taskDefinition"] == definitions[1]
+    assert green["desiredCount"] == 2
+
+
+def test_a_slots_service_asks_ecs_for_its_circuit_breaker(alb: dict[str, Any]) -> None:
+    # The stand-in does not describe a service's deployment configuration: the request says it.
+    traffic, ecs, _ = _stubbed(alb)
+    ecs.add_response(
+        "create_service",
+        {"service": {"serviceName": "shipyard-shop-production-blue"}},
+        {
+            "cluster": "shipyard-shop-production", "serviceName": "shipyard-shop-production-blue",
+            "taskDefinition": "td:1", "desiredCount": 2, "launchType": "FARGATE",
+            "loadBalancers": [{"targetGroupArn": alb["groups"]["blue"], "containerName": "app",
+                               "containerPort": 8080}],
+            "networkConfiguration": {"awsvpcConfiguration": {
+                "subnets": ["subnet-a"], "securityGroups": [], "assignPublicIp": "DISABLED",
+            }},
+            "deploymentConfiguration": {
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "minimumHealthyPercent": 100, "maximumPercent": 200,
+            },
+            "healthCheckGracePeriodSeconds": 60, "propagateTags": "SERVICE",
+            "tags": [{"key": "shipyard:app", "value": "shop"},
+                     {"key": "shipyard:env", "value": "production"}],
+        },
+    )  # fmt: skip
+    with ecs:
+        traffic.create_service(
+            "blue", "td:1", port=8080, network=Network(subnets=("subnet-a",)), desired=2
+        )
+        ecs.assert_no_pending_responses()

@@ -18,7 +18,7 @@ from typing import Any
 from shipyard import aws
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Clients
-from shipyard.providers.aws._settings import AwsNames
+from shipyard.providers.aws._settings import AwsNames, Network
 from shipyard.providers.aws._tasks import CONTAINER
 from shipyard.waiting import Clock, Interval, wait_until
 
@@ -41,15 +41,6 @@ class OneOffResult:
 
 class OneOffFailed(ShipyardError):
     """A one-off task did not run its command to the end (not an exit code of the command)."""
-
-
-@dataclass(frozen=True)
-class Network:
-    """Where a task runs: ``awsvpcConfiguration``'s subnets and security groups."""
-
-    subnets: Sequence[str]
-    security_groups: Sequence[str] = ()
-    public_ip: bool = False
 
 
 class OneOffTasks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,6 +78,10 @@ class AwsSettings(BaseModel):
         512, description="The app task's memory in MiB (a size Fargate offers for `cpu`)."
     )
 
+    @property
+    def network(self) -> Network:
+        return Network(tuple(self.subnets), tuple(self.security_groups))
+
     @model_validator(mode="after")
     def _fargate_size(self) -> AwsSettings:
         sizes = FARGATE_MEMORY.get(self.cpu)
@@ -107,6 +112,15 @@ FARGATE_MEMORY: dict[int, list[int]] = {
     8192: list(range(16384, 61440 + 1, 4096)),
     16384: list(range(32768, 122880 + 1, 8192)),
 }
+
+
+@dataclass(frozen=True)
+class Network:
+    """Where tasks run: ``awsvpcConfiguration``'s subnets and security groups."""
+
+    subnets: Sequence[str]
+    security_groups: Sequence[str] = ()
+    public_ip: bool = False
 
 
 TAG_APP, TAG_ENV = "shipyard:app", "shipyard:env"

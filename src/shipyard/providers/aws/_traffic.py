@@ -17,7 +17,8 @@ from typing import Any
 
 from shipyard.errors import DeployFailed
 from shipyard.providers.aws._infrastructure import Clients
-from shipyard.providers.aws._settings import AwsNames
+from shipyard.providers.aws._settings import AwsNames, Network
+from shipyard.providers.aws._tasks import CONTAINER
 from shipyard.waiting import Clock, Interval, wait_until
 
 SLOTS = ("blue", "green")
@@ -95,6 +96,46 @@ class AwsTraffic:
             DefaultActions=[{"Type": "forward", "ForwardConfig": {"TargetGroups": groups}}],
         )  # fmt: skip
         return f"the listener forwards to {slot} ({self.names.target_group(slot)})"
+
+    # -- the slots' services ------------------------------------------------------------------------
+    def missing_services(self) -> list[str]:
+        """The slots whose ECS service does not exist (or is being deleted)."""
+        names = [self.names.service(slot) for slot in SLOTS]
+        found = self._call("ecs", "DescribeServices", ", ".join(names),
+                           cluster=self.cluster, services=names)  # fmt: skip
+        active = {
+            s["serviceName"] for s in found.get("services", []) if s.get("status") == "ACTIVE"
+        }
+        return [slot for slot in SLOTS if self.names.service(slot) not in active]
+
+    def create_service(
+        self, slot: str, task_definition: str, *, port: int, network: Network, desired: int
+    ) -> str:
+        """``slot``'s service: Fargate tasks of ``task_definition`` registered in the slot's
+        target group, ECS's circuit breaker on (a deployment whose tasks keep failing is rolled
+        back and reported failed), tags propagated to the tasks."""
+        service = self.names.service(slot)
+        self._call(
+            "ecs", "CreateService", service,
+            cluster=self.cluster, serviceName=service, taskDefinition=task_definition,
+            desiredCount=desired, launchType="FARGATE",
+            loadBalancers=[{
+                "targetGroupArn": self.target_groups[slot], "containerName": CONTAINER,
+                "containerPort": port,
+            }],
+            networkConfiguration={"awsvpcConfiguration": {
+                "subnets": list(network.subnets),
+                "securityGroups": list(network.security_groups),
+                "assignPublicIp": "ENABLED" if network.public_ip else "DISABLED",
+            }},
+            deploymentConfiguration={
+                "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                "minimumHealthyPercent": 100, "maximumPercent": 200,
+            },
+            healthCheckGracePeriodSeconds=60, propagateTags="SERVICE",
+            tags=[{"key": k, "value": v} for k, v in self.names.tags({}).items()],
+        )  # fmt: skip
+        return f"{service} created ({desired} task(s))"
 
     # -- a slot's release ------------------------------------------------------------------------
     def deploy_slot(self, slot: str, task_definition: str, desired: int) -> None:
