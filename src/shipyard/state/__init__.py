@@ -1,6 +1,9 @@
-"""What is deployed where, recorded on the target itself.
+"""What is deployed where, recorded where the environment runs.
 
-``<state_dir>/<app>/<environment>/`` on the host holds ``current.json`` (the live slot and release),
+An environment's state is a set of named records kept by a backend (``state._backend``): on a
+Docker host, the directory ``<state_dir>/<app>/<environment>/`` (``HostState``); for an
+environment without a host of its own, a prefix in an S3 bucket (``state._s3``). It holds
+``current.json`` (the live slot and release),
 ``releases.json`` (retained releases, newest last), ``history.jsonl`` (one line per deploy or
 rollback), ``journal.json`` (while an operation changes what serves: what it is doing, so that the
 next operation can finish or undo it if this one is killed), ``maintenance.json`` (while the
