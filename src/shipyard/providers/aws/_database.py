@@ -15,7 +15,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shipyard import aws
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Action, Clients
 from shipyard.providers.aws._settings import AwsNames, AwsSettings, RdsSettings
@@ -56,12 +55,12 @@ class RdsDatabase:
 
     def instance(self) -> dict[str, Any] | None:
         name = self.names.database
-        try:
-            found = self._call("DescribeDBInstances", name, DBInstanceIdentifier=name)
-        except aws.AwsError as exc:
-            if exc.code == "DBInstanceNotFound":
-                return None
-            raise
+        found = self.clients.find(
+            "rds", "DescribeDBInstances", name, missing="DBInstanceNotFound",
+            DBInstanceIdentifier=name,
+        )  # fmt: skip
+        if found is None:
+            return None
         instance: dict[str, Any] = found["DBInstances"][0]
         return instance
 
@@ -69,13 +68,8 @@ class RdsDatabase:
         """Whether the group ``key`` names exists (AWS answers ``not_found``; some endpoints
         answer an empty ``listed`` instead)."""
         name = self.names.database
-        try:
-            found = self._call(action, name, **{key: name})
-        except aws.AwsError as exc:
-            if exc.code == not_found:
-                return False
-            raise
-        return bool(found.get(listed))
+        found = self.clients.find("rds", action, name, missing=not_found, **{key: name})
+        return found is not None and bool(found.get(listed))
 
     def plan(self) -> list[Action]:
         name, family = self.names.database, f"postgres{self.rds.engine_version.split('.')[0]}"

@@ -78,6 +78,16 @@ class Clients:
         method = getattr(self[api], xform_name(action))
         return aws.call(api, action, method, what=what, **params)
 
+    def find(self, api: str, action: str, what: str, /, *, missing: str, **params: Any) -> Any:
+        """The answer of ``call``, or ``None`` when AWS answers ``missing`` (the error code of a
+        resource that does not exist)."""
+        try:
+            return self.call(api, action, what, **params)
+        except aws.AwsError as exc:
+            if exc.code == missing:
+                return None
+            raise
+
     def later(self, api: str, action: str, what: str, /, **params: Any) -> Callable[[], Any]:
         """The same call, made when an ``Action`` runs."""
         return functools.partial(self.call, api, action, what, **params)
@@ -132,14 +142,14 @@ class AwsInfrastructure:
             action.run()
         return actions
 
+    def _find_repository(self) -> Any:
+        name = self.names.repository
+        return self.clients.find("ecr", "DescribeRepositories", name,
+                                 missing="RepositoryNotFoundException", repositoryNames=[name])  # fmt: skip
+
     def _repository(self) -> list[Action]:
         name = self.names.repository
-        try:
-            self._call("ecr", "DescribeRepositories", name,
-                       repositoryNames=[name])  # fmt: skip
-        except aws.AwsError as exc:
-            if exc.code != "RepositoryNotFoundException":
-                raise
+        if self._find_repository() is None:
             create = self._later(
                 "ecr", "CreateRepository", name,
                 repositoryName=name, imageTagMutability="IMMUTABLE",
@@ -209,11 +219,7 @@ class AwsInfrastructure:
             "iam", "PutRolePolicy", name,
             RoleName=name, PolicyName=_SECRETS_POLICY, PolicyDocument=policy,
         )  # fmt: skip
-        try:
-            self._call("iam", "GetRole", name, RoleName=name)
-        except aws.AwsError as exc:
-            if exc.code != "NoSuchEntity":
-                raise
+        if self.clients.find("iam", "GetRole", name, missing="NoSuchEntity", RoleName=name) is None:
 
             def create() -> None:
                 self._call(
@@ -237,16 +243,11 @@ class AwsInfrastructure:
             actions.append(
                 Action("iam", "attach ECS's task execution policy to role", name, attach)
             )
-        try:
-            current = self._call("iam", "GetRolePolicy", name,
-                                 RoleName=name, PolicyName=_SECRETS_POLICY)  # fmt: skip
-            document = current["PolicyDocument"]
-            if isinstance(document, str):
-                document = json.loads(document)
-        except aws.AwsError as exc:
-            if exc.code != "NoSuchEntity":
-                raise
-            document = None
+        current = self.clients.find("iam", "GetRolePolicy", name, missing="NoSuchEntity",
+                                    RoleName=name, PolicyName=_SECRETS_POLICY)  # fmt: skip
+        document = current["PolicyDocument"] if current is not None else None
+        if isinstance(document, str):
+            document = json.loads(document)
         if document != self._secrets_policy():
             actions.append(Action("iam", "set the secrets policy of role", name, put_policy))
         return actions
@@ -334,12 +335,11 @@ class AwsInfrastructure:
 
     def _target_group_arn(self, slot: str) -> str | None:
         name = self.names.target_group(slot)
-        try:
-            found = self._call("elbv2", "DescribeTargetGroups", name, Names=[name])
-        except aws.AwsError as exc:
-            if exc.code == "TargetGroupNotFound":
-                return None
-            raise
+        found = self.clients.find(
+            "elbv2", "DescribeTargetGroups", name, missing="TargetGroupNotFound", Names=[name]
+        )
+        if found is None:
+            return None
         arn: str = found["TargetGroups"][0]["TargetGroupArn"]
         return arn
 
@@ -370,12 +370,11 @@ class AwsInfrastructure:
 
     def _balancer(self) -> dict[str, Any] | None:
         name = self.names.load_balancer
-        try:
-            found = self._call("elbv2", "DescribeLoadBalancers", name, Names=[name])
-        except aws.AwsError as exc:
-            if exc.code == "LoadBalancerNotFound":
-                return None
-            raise
+        found = self.clients.find(
+            "elbv2", "DescribeLoadBalancers", name, missing="LoadBalancerNotFound", Names=[name]
+        )
+        if found is None:
+            return None
         balancer: dict[str, Any] = found["LoadBalancers"][0]
         return balancer
 
@@ -395,12 +394,11 @@ class AwsInfrastructure:
     def _load_balancer(self) -> list[Action]:
         if self.settings.listener_arn is not None:
             arn = self.settings.listener_arn
-            try:
-                self._call("elbv2", "DescribeListeners", arn, ListenerArns=[arn])
-            except aws.AwsError as exc:
-                if exc.code != "ListenerNotFound":
-                    raise
-                raise self._config_error("listener_arn", f"no listener {arn}") from exc
+            listeners = self.clients.find(
+                "elbv2", "DescribeListeners", arn, missing="ListenerNotFound", ListenerArns=[arn]
+            )
+            if listeners is None:
+                raise self._config_error("listener_arn", f"no listener {arn}")
             return []
         name = self.names.load_balancer
         balancer = self._balancer()
@@ -447,12 +445,9 @@ class AwsInfrastructure:
 
     def _remove_role(self) -> list[Action]:
         name = self.names.execution_role
-        try:
-            tags = self._call("iam", "ListRoleTags", name, RoleName=name)
-        except aws.AwsError as exc:
-            if exc.code == "NoSuchEntity":
-                return []
-            raise
+        tags = self.clients.find("iam", "ListRoleTags", name, missing="NoSuchEntity", RoleName=name)
+        if tags is None:
+            return []
         if not self.names.owns({t["Key"]: t["Value"] for t in tags.get("Tags", [])}):
             return []
 
@@ -494,13 +489,9 @@ class AwsInfrastructure:
 
     def _remove_repository(self) -> list[Action]:
         name = self.names.repository
-        try:
-            found = self._call("ecr", "DescribeRepositories", name,
-                               repositoryNames=[name])  # fmt: skip
-        except aws.AwsError as exc:
-            if exc.code == "RepositoryNotFoundException":
-                return []
-            raise
+        found = self._find_repository()
+        if found is None:
+            return []
         arn = found["repositories"][0]["repositoryArn"]
         tags = self._call("ecr", "ListTagsForResource", name,
                           resourceArn=arn).get("tags", [])  # fmt: skip

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shipyard import aws
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Clients
 from shipyard.providers.aws._settings import AwsNames, Network
@@ -130,15 +129,13 @@ class OneOffTasks:
     def output(self, task: str) -> str:
         """The last lines the task's app container logged (empty when there are none yet)."""
         stream = f"app/{CONTAINER}/{task.rsplit('/', 1)[-1]}"
-        try:
-            found = self._call(
-                "logs", "GetLogEvents", stream, logGroupName=self.names.log_group,
-                logStreamName=stream, limit=_LOG_LINES, startFromHead=False,
-            )  # fmt: skip
-        except aws.AwsError as exc:
-            if exc.code == "ResourceNotFoundException":
-                return ""
-            raise
+        found = self.clients.find(
+            "logs", "GetLogEvents", stream, missing="ResourceNotFoundException",
+            logGroupName=self.names.log_group, logStreamName=stream, limit=_LOG_LINES,
+            startFromHead=False,
+        )  # fmt: skip
+        if found is None:
+            return ""
         return "\n".join(event["message"].rstrip("\n") for event in found.get("events", []))
 
 
