@@ -107,7 +107,12 @@ def two_subnets(endpoint: str) -> list[str]:
 def standin_clients(endpoint: str | None, **settings: Any) -> Clients:
     """An environment's AWS clients on the stand-in, from its settings (``settings`` over a
     region and a state bucket), with the stand-in's credentials."""
-    values = {"region": REGION, "endpoint_url": endpoint, "state_bucket": "shipyard-state"}
+    values = {
+        "region": REGION,
+        "endpoint_url": endpoint,
+        "state_bucket": "shipyard-state",
+        "subnets": ["subnet-unused-a", "subnet-unused-b"],  # what needs real ones is given them
+    }
     return Clients(
         AwsSettings(**{**values, **settings}),
         session=boto3.session.Session(region_name=REGION, **CREDENTIALS),

@@ -62,6 +62,18 @@ def _replace(old: str, new: str) -> str:
     return VALID.replace(old, new, 1)
 
 
+AWS_SETTINGS = "providers:\n  aws:\n    state_bucket: shop-state\n    subnets: [subnet-a, subnet-b]\n"
+
+
+def _on_aws(settings: str = AWS_SETTINGS, target: str = "aws://eu-west-1", extra: str = "") -> str:
+    """``VALID`` with production on AWS: ``settings`` before the environments."""
+    yaml = _replace(
+        "  production:\n    target: local\n    proxy:\n      http_port: 18081\n",
+        f"  production:\n    target: {target}\n{extra}",
+    )
+    return yaml.replace("environments:\n", settings + "environments:\n", 1)
+
+
 def _beside_other_errors(
     id: str, change: tuple[str, str], expected: str, location: str
 ) -> BadConfig:
@@ -136,7 +148,7 @@ CATALOGUE: list[BadConfig] = [
     BadConfig(
         "bad-target",
         _replace("  development:\n    target: local", "  development:\n    target: ftp://x"),
-        "target must be 'local' or ssh://",
+        "target must be 'local', ssh://user@host[:port] or aws://<region>",
         "18:5 environments.development.target",
     ),
     BadConfig(
@@ -329,6 +341,76 @@ CATALOGUE: list[BadConfig] = [
         ),
         "${SHIPYARD_PROXY_CIDR} is the proxy's network (proxy.subnet) and proxy.subnet is not set",
         "6:5 app.env.TRUSTED_PROXY_CIDRS",
+    ),
+    BadConfig(
+        "aws-target-without-settings",
+        _on_aws(settings=""),
+        "target aws://eu-west-1 needs a `providers.aws` section",
+        "20:5 environments.production.target",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-target-not-a-region",
+        _on_aws(target="aws://mars"),
+        "target 'aws://mars': aws://<region>, like aws://us-east-1",
+        "24:5 environments.production.target",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-region-not-the-targets",
+        _on_aws(AWS_SETTINGS + "    region: us-east-1\n"),
+        "region us-east-1 is not the target's (aws://eu-west-1)",
+        "20:5 providers.aws.region",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-production-with-one-task",
+        _on_aws(AWS_SETTINGS + "    desired_count: 1\n"),
+        "production runs 2 tasks or more",
+        "20:5 providers.aws.desired_count",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-without-state-bucket",
+        _on_aws("providers:\n  aws:\n    subnets: [subnet-a, subnet-b]\n"),
+        "required key is missing",
+        "17:3 providers.aws.state_bucket",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-one-subnet",
+        _on_aws("providers:\n  aws:\n    state_bucket: b\n    subnets: [subnet-a]\n"),
+        "at least 2 items",
+        "19:5 providers.aws.subnets",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-memory-fargate-does-not-offer",
+        _on_aws(AWS_SETTINGS + "    cpu: 256\n    memory: 4096\n"),
+        "memory 4096 MiB is not offered with cpu 256 (512, 1024, 2048 MiB)",
+        "21:5 providers.aws.memory",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-target-run-by-docker",
+        _on_aws(extra="    provider: docker\n"),
+        "target aws://eu-west-1 is run by provider aws, not 'docker'",
+        "25:5 environments.production.provider",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-provider-on-an-ssh-target",
+        _on_aws(target="ssh://deploy@example.com", extra="    provider: aws\n"),
+        "provider aws needs target aws://<region>",
+        "25:5 environments.production.provider",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-target-with-further-nodes",
+        _on_aws(extra="    targets: [ssh://deploy@example.com]\n"),
+        "an aws:// target has no further nodes",
+        "25:5 environments.production.targets",
+        environment="production",
     ),
 ]
 

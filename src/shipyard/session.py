@@ -317,8 +317,7 @@ def _session(config: Config, *, sink: Sink | None, deployment_id: str | None = N
         bus.subscribe(
             DeploymentLog(
                 local_logs(config) / f"{deployment_id}.jsonl",
-                host,
-                store.path("logs", f"{deployment_id}.jsonl"),
+                store.backend,
                 keep=config.deploy.keep_logs,
             )
         )

@@ -13,7 +13,7 @@ from botocore.stub import Stubber
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws import AwsNames
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
-from shipyard.providers.aws._settings import RdsSettings
+from shipyard.config import RdsSection
 from tests.aws_standin import (
     InstantClock,
     client,
@@ -33,7 +33,7 @@ def endpoint() -> Iterator[str]:
 
 
 def _database(endpoint: str, environment: str, **rds: Any) -> RdsDatabase:
-    clients = standin_clients(endpoint, subnets=SUBNETS, security_groups=[], rds=RdsSettings(**rds))
+    clients = standin_clients(endpoint, subnets=SUBNETS, security_groups=[], rds=RdsSection(**rds))
     settings = clients.settings
     assert settings.rds is not None
     return RdsDatabase(

@@ -424,16 +424,16 @@ def test_each_environment_sets_its_own_sinks(tmp_path: Path) -> None:
 def test_deployment_logs_are_kept_by_count_here_and_on_the_host(tmp_path: Path) -> None:
     from shipyard.events import DeploymentLog  # noqa: PLC0415
     from shipyard.hosts import LocalHost  # noqa: PLC0415
+    from shipyard.state import HostState  # noqa: PLC0415
 
-    here, there = tmp_path / "here", tmp_path / "there"
+    here, there = tmp_path / "here", tmp_path / "logs"
     for directory in (here, there):
         directory.mkdir()
         for n in range(5):
             (directory / f"20260101T00000{n}Z-aaaaaa.jsonl").write_text("{}\n")
     log = DeploymentLog(
         here / "20260102T000000Z-bbbbbb.jsonl",
-        LocalHost(),
-        PurePosixPath(there / "20260102T000000Z-bbbbbb.jsonl"),
+        HostState(LocalHost(), PurePosixPath(tmp_path)),  # its logs: ``there``
         keep=3,
     )
     log(Event(kind="deploy.started", deployment_id="d", app="a", environment="e"))

@@ -40,6 +40,7 @@ from shipyard.config._models import (
     MonitoringSection,
     NotificationsSection,
     ProxySection,
+    AwsSection,
     SSHSection,
     parse_subnet,
 )
@@ -539,6 +540,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             _notification_issues(sections["notifications"], env_locator, file_values, interpolated)
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
+    issues.extend(_provider_issues(env_raw, sections, env_locator, environment, interpolated))
     issues.extend(_monitoring_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_image_extension_issues(sections.get("database"), env_locator))
     if "proxy" in sections:
@@ -576,7 +578,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             name=environment,
             target=env_section.target,
             targets=tuple(env_section.targets),
-            provider=env_section.provider,
+            provider=env_section.provider or _provider_of(env_section.target),
             env_file=env_file,
         ),
         secrets=EnvFileBackend(file_values),
@@ -943,6 +945,78 @@ def _transport_issues(
         key = _key_named(registry.password_env, path, interpolated)
         issues.append(
             locator.issue(path, f"{key} is not set in the env file (the registry password)")
+        )
+    return issues
+
+
+def _provider_of(target: str) -> str:
+    """The provider a target implies when ``provider`` is not given."""
+    return "aws" if target.startswith("aws://") else "docker"
+
+
+def _provider_issues(
+    env_raw: Mapping[str, Any],
+    sections: dict[str, Any],
+    locator: _Locator,
+    environment: str,
+    interpolated: Interpolations,
+) -> list[Issue]:
+    """An environment's target and provider agree, and an aws:// target has valid
+    ``providers.aws`` settings for it (its region the target's; 2 tasks or more in production)."""
+    target, provider = env_raw.get("target"), env_raw.get("provider")
+    if not isinstance(target, str):
+        return []  # reported with the environment as written
+    here: Path_ = ("environments", environment)
+    aws_target = target.startswith("aws://")
+    issues: list[Issue] = []
+    if provider == "aws" and not aws_target:
+        issues.append(
+            locator.issue((*here, "provider"), "provider aws needs target aws://<region>")
+        )
+    elif aws_target and provider not in (None, "aws"):
+        issues.append(
+            locator.issue(
+                (*here, "provider"),
+                f"target {target} is run by provider aws, not {provider!r} (leave `provider` out)",
+            )
+        )
+    if not aws_target:
+        return issues
+    if env_raw.get("targets"):
+        issues.append(
+            locator.issue(
+                (*here, "targets"),
+                "an aws:// target has no further nodes: ECS runs `providers.aws.desired_count` tasks",
+            )
+        )
+    settings = sections.get("providers", {}).get("aws")
+    if settings is None:
+        issues.append(
+            locator.issue(
+                (*here, "target"),
+                f"target {target} needs a `providers.aws` section (state_bucket and subnets at least)",
+            )
+        )
+        return issues
+    where: Path_ = ("providers", "aws")
+    try:
+        aws = AwsSection.model_validate(settings)
+    except ValidationError as exc:
+        return issues + _pydantic_issues(exc, locator, where, interpolated=interpolated)
+    region = target.removeprefix("aws://")
+    if aws.region is not None and aws.region != region:
+        issues.append(
+            locator.issue(
+                (*where, "region"),
+                f"region {aws.region} is not the target's ({target}): give one region, in the target",
+            )
+        )
+    if environment == "production" and aws.desired_count is not None and aws.desired_count < 2:
+        issues.append(
+            locator.issue(
+                (*where, "desired_count"),
+                f"production runs 2 tasks or more (in two availability zones), not {aws.desired_count}",
+            )
         )
     return issues
 

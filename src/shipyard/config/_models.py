@@ -6,6 +6,7 @@ These models are the single source for validation and for ``shipyard schema``.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from datetime import timedelta
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -915,10 +917,130 @@ class HooksSection(_Model):
     )
 
 
+# The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
+RetentionDays = Literal[
+    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
+    2922, 3288, 3653,
+]  # fmt: skip
+
+# The memory sizes (MiB) Fargate offers with each CPU size (Linux tasks).
+FARGATE_MEMORY: dict[int, list[int]] = {
+    256: [512, 1024, 2048],
+    512: list(range(1024, 4096 + 1, 1024)),
+    1024: list(range(2048, 8192 + 1, 1024)),
+    2048: list(range(4096, 16384 + 1, 1024)),
+    4096: list(range(8192, 30720 + 1, 1024)),
+    8192: list(range(16384, 61440 + 1, 4096)),
+    16384: list(range(32768, 122880 + 1, 8192)),
+}
+
+# An AWS region's name (us-east-1, eu-central-2, us-gov-west-1, ap-southeast-4).
+AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+
+
+class RdsSection(_Model):
+    """The RDS for PostgreSQL instance shipyard creates for an AWS environment (`providers.aws.rds`)."""
+
+    engine_version: str = Field("17", description="PostgreSQL's major (or major.minor) version.")
+    instance_class: str = Field("db.t4g.micro", description="The instance class.")
+    storage_gb: int = Field(20, ge=20, le=65536, description="Allocated storage (gp3), GiB.")
+    multi_az: bool = Field(False, description="A standby in a second availability zone.")
+    backup_retention_days: int = Field(
+        7, ge=1, le=35, description="Days RDS keeps its automated backups."
+    )
+    deletion_protection: bool = Field(
+        True, description="RDS refuses to delete the instance until this is turned off."
+    )
+
+
+class AwsSection(_Model):
+    """Where and how an environment with an aws://<region> target runs (`providers.aws`). Credentials come from the standard AWS chain (environment, profile, SSO, instance or task role), never from shipyard.yml."""
+
+    region: str | None = Field(
+        None, description="The AWS region (default: the target's; when given, it must be the same)."
+    )
+    endpoint_url: str | None = Field(
+        None,
+        description="An endpoint speaking the AWS APIs instead of AWS's own (LocalStack, a test stand-in).",
+    )
+    state_bucket: str = Field(
+        description="The S3 bucket holding the environment's state and lock (it must exist)."
+    )
+    cluster: str | None = Field(
+        None,
+        description="An existing ECS cluster to run in (default: shipyard creates shipyard-<app>-<environment>).",
+    )
+    log_retention_days: RetentionDays = Field(
+        30, description="How long CloudWatch Logs keeps the app's log lines."
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags on every resource shipyard creates, beside shipyard:app and shipyard:env.",
+    )
+    subnets: list[str] = Field(
+        min_length=2,
+        description="The VPC subnets the load balancer and the app's tasks run in (two availability zones at least).",
+    )
+    security_groups: list[str] = Field(
+        default_factory=list, description="Security groups of the load balancer and the tasks."
+    )
+    listener_arn: str | None = Field(
+        None,
+        description="An existing ALB listener to switch (default: shipyard creates an ALB with an HTTP listener).",
+    )
+    rds: RdsSection | None = Field(
+        None,
+        description="The RDS instance shipyard creates (default: none; the env file's DATABASE_URL names an existing database).",
+    )
+    cpu: int = Field(256, description="The app task's CPU units (Fargate: 256 = 0.25 vCPU).")
+    memory: int = Field(
+        512, description="The app task's memory in MiB (a size Fargate offers for `cpu`)."
+    )
+    desired_count: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="Tasks running the live version (default 2 for an environment named production, else 1; production needs 2 or more).",
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, region: str | None) -> str | None:
+        if region is not None and not AWS_REGION.fullmatch(region):
+            raise ValueError(f"{region!r} is not an AWS region's name (like us-east-1)")
+        return region
+
+    @field_validator("cpu")
+    @classmethod
+    def _fargate_cpu(cls, cpu: int) -> int:
+        if cpu not in FARGATE_MEMORY:
+            raise ValueError(
+                f"cpu {cpu} is not a Fargate size (one of {', '.join(map(str, FARGATE_MEMORY))})"
+            )
+        return cpu
+
+    @field_validator("memory")
+    @classmethod
+    def _fargate_memory(cls, memory: int, info: ValidationInfo) -> int:
+        sizes = FARGATE_MEMORY.get(info.data.get("cpu", 0))
+        if sizes is None or memory in sizes:
+            return memory  # a cpu that is not a size is its own error
+        steps = {b - a for a, b in itertools.pairwise(sizes)}
+        offered = (
+            f"{sizes[0]} to {sizes[-1]} in steps of {steps.pop()}"
+            if len(steps) == 1
+            else ", ".join(map(str, sizes))
+        )
+        cpu = info.data["cpu"]
+        raise ValueError(f"memory {memory} MiB is not offered with cpu {cpu} ({offered} MiB)")
+
+
 class EnvironmentSection(_Model):
     """One environment: its target and env file, plus overrides of any top-level section."""
 
-    target: str = Field(description="`local` (the Docker engine here) or ssh://user@host[:port].")
+    target: str = Field(
+        description="`local` (the Docker engine here), ssh://user@host[:port], or aws://<region> (ECS on Fargate; settings in `providers.aws`)."
+    )
     targets: list[str] = Field(
         default_factory=list,
         description="Further nodes (ssh://user@host[:port]) deployed after `target`, each independent: its own proxy and, unless DATABASE_URL is external, its own database.",
@@ -926,7 +1048,10 @@ class EnvironmentSection(_Model):
     env_file: str | None = Field(
         None, description="Env file, relative to shipyard.yml (default .env.<environment>)."
     )
-    provider: str = Field("docker", description="Provider that runs this environment.")
+    provider: str | None = Field(
+        None,
+        description="Provider that runs this environment (default: `aws` for an aws:// target, else `docker`).",
+    )
     app: dict[str, Any] | None = Field(None, description="Overrides of `app` for this environment.")
     build: dict[str, Any] | None = Field(None, description="Overrides of `build`.")
     database: dict[str, Any] | None = Field(None, description="Overrides of `database`.")
@@ -947,7 +1072,13 @@ class EnvironmentSection(_Model):
             return target
         if re.fullmatch(r"ssh://(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.:_\[\]-]+(?::\d+)?", target):
             return target
-        raise ValueError(f"target must be 'local' or ssh://user@host[:port], got {target!r}")
+        if target.startswith("aws://"):
+            if AWS_REGION.fullmatch(target.removeprefix("aws://")):
+                return target
+            raise ValueError(f"target {target!r}: aws://<region>, like aws://us-east-1")
+        raise ValueError(
+            f"target must be 'local', ssh://user@host[:port] or aws://<region>, got {target!r}"
+        )
 
     @field_validator("targets")
     @classmethod

@@ -40,6 +40,8 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("hooks.<point>[]", m.HookSpec),
     ("environments.<name>", m.EnvironmentSection),
     ("providers.ssh", m.SSHSection),
+    ("providers.aws", m.AwsSection),
+    ("providers.aws.rds", m.RdsSection),
 ]
 
 

@@ -1,20 +1,22 @@
-"""The deployment log: every event of one operation as JSON lines, kept locally and on the host."""
+"""The deployment log: every event of one operation as JSON lines, kept locally and with the
+environment's state (on its host, or in the state bucket of a cloud environment)."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from shipyard.event_kinds import EventKind
 from shipyard.events._event import Event
-from shipyard.hosts import Host
+from shipyard.state import StateBackend
 
 _BEFORE_THE_LOCK = frozenset({"validate", "lock"})
 
 
 class DeploymentLog:
-    """A sink writing ``<id>.jsonl`` locally as events arrive, and copying it to the host on close
-    (where the newest ``keep`` logs are kept, as here).
+    """A sink writing ``<id>.jsonl`` locally as events arrive, and copying it on close to the
+    environment's state, as ``logs/<id>.jsonl`` (where the newest ``keep`` logs are kept, as
+    here).
 
     Events arrive masked (the bus masks them); lines are ``json.dumps`` output, so quotes and
     newlines in messages stay valid JSON. Nothing is written for a command that emitted no events,
@@ -22,10 +24,9 @@ class DeploymentLog:
     lock held by another): the host is left as it was; the log stays here.
     """
 
-    def __init__(self, local: Path, host: Host, remote: PurePosixPath, *, keep: int = 100) -> None:
+    def __init__(self, local: Path, state: StateBackend, *, keep: int = 100) -> None:
         self.local = local
-        self.host = host
-        self.remote = remote
+        self.state = state
         self.keep = keep  # logs kept in ``local``'s directory (the newest; ids sort by time)
         self._lines: list[str] = []
         self._refused = False
@@ -44,7 +45,7 @@ class DeploymentLog:
             handle.write(line)
 
     def close(self) -> None:
-        """Copy the log to the host, then keep only the newest ``keep`` logs on both sides."""
+        """Copy the log to the state, then keep only the newest ``keep`` logs on both sides."""
         if not self._lines:
             return
         logs = sorted(self.local.parent.glob("*.jsonl"))
@@ -52,10 +53,7 @@ class DeploymentLog:
             old.unlink(missing_ok=True)
         if self._refused:
             return
-        self.host.put(self.remote, "".join(self._lines).encode(), mode=0o600)
-        directory = self.remote.parent
-        listed = self.host.run(["ls", "-1", str(directory)], check=False)
-        remote = sorted(n for n in listed.stdout.split() if n.endswith(".jsonl"))
-        stale = [str(directory / n) for n in remote[: max(0, len(remote) - self.keep)]]
-        if stale:
-            self.host.run(["rm", "-f", *stale], check=False)
+        self.state.write(f"logs/{self.local.name}", "".join(self._lines).encode())
+        kept = sorted(n for n in self.state.names("logs") if n.endswith(".jsonl"))
+        for name in kept[: max(0, len(kept) - self.keep)]:
+            self.state.delete(f"logs/{name}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import OneOffFailed, OneOffResult, OneOffTasks
-from shipyard.providers.aws._settings import AwsNames, AwsSettings, Network, RdsSettings
+from shipyard.config import RdsSection
+from shipyard.providers.aws._settings import AwsNames, AwsSettings, Network
 from shipyard.providers.aws._snapshots import RdsSnapshot, RdsSnapshots, SnapshotFailed
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import AwsTraffic, Health
@@ -27,7 +28,7 @@ __all__ = [
     "OneOffResult",
     "OneOffTasks",
     "RdsDatabase",
-    "RdsSettings",
+    "RdsSection",
     "RdsSnapshot",
     "RdsSnapshots",
     "SnapshotFailed",

@@ -17,7 +17,8 @@ from typing import Any
 
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Action, Clients
-from shipyard.providers.aws._settings import AwsNames, AwsSettings, RdsSettings
+from shipyard.config import RdsSection
+from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.waiting import Clock, Interval, wait_until
 
 POLL = Interval(10.0, 1.5, 30.0)  # an instance takes minutes: no need to ask often
@@ -34,7 +35,7 @@ class RdsDatabase:
         self,
         names: AwsNames,
         settings: AwsSettings,
-        rds: RdsSettings,
+        rds: RdsSection,
         clients: Clients,
         *,
         database: str,

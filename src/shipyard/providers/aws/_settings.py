@@ -3,115 +3,35 @@
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
-# The retention periods CloudWatch Logs accepts (PutRetentionPolicy).
-RetentionDays = Literal[
-    1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192, 2557,
-    2922, 3288, 3653,
-]  # fmt: skip
+from shipyard.config import AwsSection, Config, RdsSection
 
 
-class RdsSettings(BaseModel):
-    """``providers.aws.rds``: the RDS for PostgreSQL instance shipyard creates for the environment."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    engine_version: str = Field("17", description="PostgreSQL's major (or major.minor) version.")
-    instance_class: str = Field("db.t4g.micro", description="The instance class.")
-    storage_gb: int = Field(20, ge=20, le=65536, description="Allocated storage (gp3), GiB.")
-    multi_az: bool = Field(False, description="A standby in a second availability zone.")
-    backup_retention_days: int = Field(
-        7, ge=1, le=35, description="Days RDS keeps its automated backups."
-    )
-    deletion_protection: bool = Field(
-        True, description="RDS refuses to delete the instance until this is turned off."
-    )
-
-
-class AwsSettings(BaseModel):
-    """``providers.aws``: where and how an environment runs on AWS."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AwsSettings(AwsSection):
+    """``providers.aws`` of an environment, its region resolved (the target's)."""
 
     region: str = Field(description="The AWS region (the target's aws://<region>).")
-    endpoint_url: str | None = Field(
-        None,
-        description="An endpoint speaking the AWS APIs instead of AWS's own (LocalStack, a test stand-in).",
-    )
-    state_bucket: str = Field(
-        description="The S3 bucket holding the environment's state and lock (it must exist)."
-    )
-    cluster: str | None = Field(
-        None,
-        description="An existing ECS cluster to run in (default: shipyard creates shipyard-<app>-<environment>).",
-    )
-    log_retention_days: RetentionDays = Field(
-        30, description="How long CloudWatch Logs keeps the app's log lines."
-    )
-    tags: dict[str, str] = Field(
-        default_factory=dict,
-        description="Tags on every resource shipyard creates, beside shipyard:app and shipyard:env.",
-    )
-    subnets: list[str] = Field(
-        default_factory=list,
-        description="The VPC subnets the load balancer and the app's tasks run in (two availability zones at least).",
-    )
-    security_groups: list[str] = Field(
-        default_factory=list, description="Security groups of the load balancer and the tasks."
-    )
-    listener_arn: str | None = Field(
-        None,
-        description="An existing ALB listener to switch (default: shipyard creates an ALB with an HTTP listener).",
-    )
-    rds: RdsSettings | None = Field(
-        None,
-        description="The RDS instance shipyard creates (default: none; the env file's DATABASE_URL names an existing database).",
-    )
-    cpu: int = Field(256, description="The app task's CPU units (Fargate: 256 = 0.25 vCPU).")
-    memory: int = Field(
-        512, description="The app task's memory in MiB (a size Fargate offers for `cpu`)."
-    )
+
+    @classmethod
+    def of(cls, config: Config) -> AwsSettings:
+        """The settings of ``config``'s environment (validated by the loader)."""
+        section = dict(config.providers.get("aws") or {})
+        section["region"] = config.environment.target.removeprefix("aws://")
+        return cls.model_validate(section)
 
     @property
     def network(self) -> Network:
         return Network(tuple(self.subnets), tuple(self.security_groups))
 
-    @model_validator(mode="after")
-    def _fargate_size(self) -> AwsSettings:
-        sizes = FARGATE_MEMORY.get(self.cpu)
-        if sizes is None:
-            raise ValueError(
-                f"cpu {self.cpu} is not a Fargate size (one of {', '.join(map(str, FARGATE_MEMORY))})"
-            )
-        if self.memory not in sizes:
-            steps = {b - a for a, b in itertools.pairwise(sizes)}
-            offered = (
-                f"{sizes[0]} to {sizes[-1]} in steps of {steps.pop()}"
-                if len(steps) == 1
-                else ", ".join(map(str, sizes))
-            )
-            raise ValueError(
-                f"memory {self.memory} MiB is not offered with cpu {self.cpu} ({offered} MiB)"
-            )
-        return self
-
-
-# The memory sizes (MiB) Fargate offers with each CPU size (Linux tasks).
-FARGATE_MEMORY: dict[int, list[int]] = {
-    256: [512, 1024, 2048],
-    512: list(range(1024, 4096 + 1, 1024)),
-    1024: list(range(2048, 8192 + 1, 1024)),
-    2048: list(range(4096, 16384 + 1, 1024)),
-    4096: list(range(8192, 30720 + 1, 1024)),
-    8192: list(range(16384, 61440 + 1, 4096)),
-    16384: list(range(32768, 122880 + 1, 8192)),
-}
+    def desired(self, environment: str) -> int:
+        """How many tasks run the live version (``desired_count``, else 2 in production)."""
+        if self.desired_count is not None:
+            return self.desired_count
+        return 2 if environment == "production" else 1
 
 
 @dataclass(frozen=True)
