@@ -62,7 +62,9 @@ def _replace(old: str, new: str) -> str:
     return VALID.replace(old, new, 1)
 
 
-AWS_SETTINGS = "providers:\n  aws:\n    state_bucket: shop-state\n    subnets: [subnet-a, subnet-b]\n"
+AWS_SETTINGS = (
+    "providers:\n  aws:\n    state_bucket: shop-state\n    subnets: [subnet-a, subnet-b]\n"
+)
 
 
 def _on_aws(settings: str = AWS_SETTINGS, target: str = "aws://eu-west-1", extra: str = "") -> str:

@@ -37,8 +37,7 @@ from shipyard.deploy import (
 from shipyard.errors import HostUnreachable, ShipyardError, UnknownNode
 from shipyard.events import Bus, DeploymentLog, Sink, dispatcher_for
 from shipyard.hosts import Host, LocalHost, SSHHost, SSHSettings, SudoHost, parse_ssh_target
-from shipyard.providers import Provider, get_provider
-from shipyard.state import StateStore
+from shipyard.providers import Provider, get_provider, state_store
 
 if TYPE_CHECKING:
     from shipyard.provision import StepResult
@@ -198,13 +197,17 @@ def check(config_path: Path, environment: str, *, allow_dirty: bool = False) -> 
 
 def connect(config: Config) -> Host:
     """The host an environment's target names (an ``SSHHost`` for ssh:// targets; the caller
-    closes it)."""
+    closes it). An aws:// target has no host of its own: this machine, where the build runs."""
     target = config.environment.target
     if target == "local":
         return LocalHost(config.masker)
     if target.startswith("ssh://"):
         return SSHHost(target, ssh_settings(config), config.masker)
-    raise HostUnreachable(f"target {target}: unknown kind of target", hint="use local or ssh://")
+    if target.startswith("aws://"):  # no host of its own: the build runs here
+        return LocalHost(config.masker)
+    raise HostUnreachable(
+        f"target {target}: unknown kind of target", hint="use local, ssh:// or aws://"
+    )
 
 
 def ssh_settings(config: Config) -> SSHSettings:
@@ -313,7 +316,7 @@ def _session(config: Config, *, sink: Sink | None, deployment_id: str | None = N
         if sink is not None:
             bus.subscribe(sink)
         deployment_id = deployment_id or new_deployment_id()
-        store = StateStore.on_host(host, state_root(config, host))
+        store = state_store(config, host, state_root(config, host))
         bus.subscribe(
             DeploymentLog(
                 local_logs(config) / f"{deployment_id}.jsonl",

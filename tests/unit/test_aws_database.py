@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from botocore.stub import Stubber
 
+from shipyard.config import RdsSection
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws import AwsNames
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
-from shipyard.config import RdsSection
 from tests.aws_standin import (
     InstantClock,
     client,

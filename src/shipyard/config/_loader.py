@@ -28,6 +28,7 @@ from shipyard.config._extensions import (
 )
 from shipyard.config._models import (
     AppSection,
+    AwsSection,
     ConfigFile,
     DatabaseSection,
     DeploySection,
@@ -40,7 +41,6 @@ from shipyard.config._models import (
     MonitoringSection,
     NotificationsSection,
     ProxySection,
-    AwsSection,
     SSHSection,
     parse_subnet,
 )
@@ -56,6 +56,7 @@ from shipyard.secrets import (
 )
 
 _OVERRIDE_DEPTH = 3  # environments.<name>.<section>
+_PRODUCTION_TASKS = 2  # an environment named production on AWS: two availability zones
 _SECTIONS = (
     "app",
     "build",
@@ -1011,7 +1012,11 @@ def _provider_issues(
                 f"region {aws.region} is not the target's ({target}): give one region, in the target",
             )
         )
-    if environment == "production" and aws.desired_count is not None and aws.desired_count < 2:
+    if (
+        environment == "production"
+        and aws.desired_count is not None
+        and aws.desired_count < _PRODUCTION_TASKS
+    ):
         issues.append(
             locator.issue(
                 (*where, "desired_count"),

@@ -16,8 +16,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    WithJsonSchema,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )

@@ -7,6 +7,7 @@ platforms plug in here with the same protocol, imported lazily behind extras.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import Any, Protocol
 
 from shipyard.config import Config
@@ -32,7 +33,7 @@ from shipyard.providers.docker import (
     proxy_ports,
     taken_ports,
 )
-from shipyard.state import Maintenance
+from shipyard.state import Maintenance, StateStore
 
 __all__ = [
     "PROVIDERS",
@@ -47,6 +48,7 @@ __all__ = [
     "Status",
     "get_provider",
     "proxy_ports",
+    "state_store",
     "taken_ports",
 ]
 
@@ -107,7 +109,37 @@ class Provider(Protocol):
     def monitoring_down(self, ctx: OperationContext, *, volumes: bool) -> str: ...
 
 
-PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider}
+def _aws(host: Host) -> Provider:
+    """The AWS provider, imported only for AWS environments (it imports boto3, the extra ``aws``)."""
+    try:
+        from shipyard.providers.aws import AwsProvider  # noqa: PLC0415
+    except ImportError as exc:  # boto3 missing
+        raise ConfigError(
+            [
+                Issue(
+                    "shipyard.yml",
+                    None,
+                    None,
+                    "provider",
+                    f"provider aws needs {exc.name}: "
+                    "install shipyard with the extra `aws` (pip install 'shipyard[aws]')",
+                )
+            ]
+        ) from exc
+    return AwsProvider(host)
+
+
+PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider, "aws": _aws}
+
+
+def state_store(config: Config, host: Host, root: PurePosixPath) -> StateStore:
+    """Where the environment's state and lock are kept: in S3 for AWS (``providers.aws.
+    state_bucket``); else under ``root`` on its host."""
+    if config.environment.provider == "aws":
+        from shipyard.providers.aws import state_store as in_s3  # noqa: PLC0415 — boto3
+
+        return in_s3(config)
+    return StateStore.on_host(host, root)
 
 
 def get_provider(name: str, host: Host, *, config_file: str) -> Provider:

@@ -5,10 +5,11 @@ default. Only AWS environments import it (and boto3, the extra ``aws``)."""
 
 from __future__ import annotations
 
+from shipyard.config import RdsSection
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import OneOffFailed, OneOffResult, OneOffTasks
-from shipyard.config import RdsSection
+from shipyard.providers.aws._provider import AwsEnvironment, AwsProvider, NotOnAws, state_store
 from shipyard.providers.aws._settings import AwsNames, AwsSettings, Network
 from shipyard.providers.aws._snapshots import RdsSnapshot, RdsSnapshots, SnapshotFailed
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
@@ -16,14 +17,17 @@ from shipyard.providers.aws._traffic import AwsTraffic, Health
 
 __all__ = [
     "Action",
+    "AwsEnvironment",
     "AwsInfrastructure",
     "AwsNames",
+    "AwsProvider",
     "AwsSettings",
     "AwsTraffic",
     "Clients",
     "DatabaseNotReady",
     "Health",
     "Network",
+    "NotOnAws",
     "OneOffFailed",
     "OneOffResult",
     "OneOffTasks",
@@ -34,4 +38,5 @@ __all__ = [
     "SnapshotFailed",
     "TaskDefinitions",
     "TaskSpec",
+    "state_store",
 ]

@@ -15,9 +15,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from shipyard.config import RdsSection
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Action, Clients
-from shipyard.config import RdsSection
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.waiting import Clock, Interval, wait_until
 

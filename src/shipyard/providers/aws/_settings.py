@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from pydantic import Field
 
-from shipyard.config import AwsSection, Config, RdsSection
+from shipyard.config import AwsSection, Config
 
 
 class AwsSettings(AwsSection):

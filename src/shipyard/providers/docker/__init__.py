@@ -11,6 +11,7 @@ stack they run is named in ``_names``, rendered in ``_stack`` and ``_env``; ``_n
 from __future__ import annotations
 
 from shipyard.providers.docker._database import DatabaseOperations, PruneResult, RestoreResult
+from shipyard.providers.docker._delivery import engine_ready
 from shipyard.providers.docker._destroy import Destroyed, SnapshotFiles
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
 from shipyard.providers.docker._provider import DockerProvider
@@ -26,6 +27,7 @@ __all__ = [
     "RestoreResult",
     "SnapshotFiles",
     "Status",
+    "engine_ready",
     "proxy_ports",
     "taken_ports",
 ]

@@ -1,0 +1,428 @@
+"""``AwsProvider``: an environment on ECS (Fargate) behind an ALB, with its state and lock in S3.
+
+What exists so far: ``check`` (offline: the settings, the AWS credentials' source, this
+machine's engine for the build), ``plan`` (every AWS action a deploy would take, reading only)
+and ``status`` (what the listener serves, the slots' services and targets, the state). The
+operations that change AWS (deploy, rollback, destroy and the rest) refuse with
+``NotOnAws`` until they are built; the parts they will use are in this package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import Any, NoReturn
+
+from botocore.exceptions import BotoCoreError
+
+from shipyard import aws
+from shipyard.build import plan_build, read_version
+from shipyard.config import Config, HttpCheck
+from shipyard.database import MigrationState, pending_versions
+from shipyard.deploy import (
+    DEPLOY,
+    DeployOptions,
+    DeployResult,
+    OperationContext,
+    PlanStep,
+    RollbackOptions,
+    RotateOptions,
+    env_files,
+    planned,
+    run_checks,
+    watch_window,
+)
+from shipyard.docker import Docker
+from shipyard.errors import ExitCode, HostUnreachable, ShipyardError
+from shipyard.hosts import Host
+from shipyard.providers.aws._database import RdsDatabase
+from shipyard.providers.aws._infrastructure import AwsInfrastructure, Clients
+from shipyard.providers.aws._settings import AwsNames, AwsSettings
+from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
+from shipyard.providers.aws._traffic import SLOTS, AwsTraffic
+from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready
+from shipyard.state import Lock, Maintenance, StateStore, other_slot
+from shipyard.state._s3 import S3State  # boto3: imported by AWS environments only
+
+_STATE_PREFIX = "shipyard"
+
+
+class NotOnAws(ShipyardError):
+    """An operation the AWS provider does not run yet."""
+
+    exit_code = ExitCode.USAGE
+
+
+def state_store(config: Config) -> StateStore:
+    """The environment's state and lock: ``shipyard/<app>/<environment>/`` in the state bucket."""
+    settings = AwsSettings.of(config)
+    client = aws.client("s3", region=settings.region, endpoint_url=settings.endpoint_url)
+    root = PurePosixPath(_STATE_PREFIX, config.app.name, config.environment.name)
+    return StateStore(S3State(client, settings.state_bucket, root))
+
+
+class AwsEnvironment:
+    """One environment's parts on AWS, from its config."""
+
+    def __init__(self, config: Config, *, session: Any = None) -> None:
+        self.config = config
+        self.settings = AwsSettings.of(config)
+        self.names = AwsNames(config.app.name, config.environment.name)
+        self.clients = Clients(self.settings, session=session)
+
+    @property
+    def cluster(self) -> str:
+        return self.settings.cluster or self.names.cluster
+
+    def infrastructure(self) -> AwsInfrastructure:
+        checks = [c for c in self.config.health.checks if isinstance(c, HttpCheck)]
+        return AwsInfrastructure(
+            self.names,
+            self.settings,
+            self.config.secrets.items(),
+            self.clients,
+            port=self.config.app.port,
+            health_path=checks[0].path if checks else "/health",
+            config_file=str(self.config.path),
+        )
+
+    def database(self) -> RdsDatabase | None:
+        rds, section = self.settings.rds, self.config.database
+        if rds is None or section is None:
+            return None
+        return RdsDatabase(
+            self.names, self.settings, rds, self.clients, database=section.name, user=section.user
+        )
+
+    def tasks(self) -> TaskDefinitions:
+        return TaskDefinitions(self.names, self.settings, self.clients)
+
+    def traffic(self) -> AwsTraffic | None:
+        """The listener and the slots' target groups; ``None`` before the first deploy made them."""
+        infrastructure = self.infrastructure()
+        listener = infrastructure.listener()
+        groups = infrastructure.target_groups()
+        if listener is None or set(groups) != set(SLOTS):
+            return None
+        return AwsTraffic(self.names, self.cluster, listener, groups, self.clients)
+
+    def load_balancer_dns(self) -> str | None:
+        found = self.clients.find(
+            "elbv2", "DescribeLoadBalancers", self.names.load_balancer,
+            missing="LoadBalancerNotFound", Names=[self.names.load_balancer],
+        )  # fmt: skip
+        balancers = (found or {}).get("LoadBalancers", [])
+        return str(balancers[0]["DNSName"]) if balancers else None
+
+
+class AwsProvider:
+    """Runs an environment on ECS (Fargate); ``host`` is this machine (the build runs here)."""
+
+    name = "aws"
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    # -- checks ------------------------------------------------------------------------------------
+    def preflight(self, config: Config) -> str:
+        """Offline: the AWS credentials the standard chain finds (their source, never their
+        values) and this machine's engine, which builds the image."""
+        settings = AwsSettings.of(config)
+        try:
+            import boto3  # noqa: PLC0415 — AWS environments only
+
+            credentials = boto3.session.Session(region_name=settings.region).get_credentials()
+        except BotoCoreError as exc:
+            raise HostUnreachable(
+                f"AWS credentials: {exc}", hint="fix the profile or SSO login it names"
+            ) from exc
+        if credentials is None:
+            raise HostUnreachable(
+                "no AWS credentials found (environment, shared credentials or config file, "
+                "SSO, container or instance role)",
+                hint="`aws configure`, `aws sso login`, or AWS_PROFILE; never in shipyard.yml",
+            )
+        engine = engine_ready(Docker(self.host).info(), self.host.name)
+        where = f" through {settings.endpoint_url}" if settings.endpoint_url else ""
+        return (
+            f"AWS credentials from {credentials.method}; region {settings.region}{where}; "
+            f"state in s3://{settings.state_bucket}; builds here: {engine}"
+        )
+
+    # -- plan ----------------------------------------------------------------------------------
+    def plan(self, ctx: OperationContext, options: DeployOptions) -> list[PlanStep]:
+        """Every AWS action a deploy would take, read from the config, the state and AWS; changes
+        nothing."""
+        config = ctx.config
+        allow_dirty = options.allow_dirty or config.deploy.allow_dirty
+        run_checks(
+            config,
+            lambda: self.preflight(config),
+            local=ctx.local,
+            operation=True,
+            allow_dirty=allow_dirty,
+        )
+        env = AwsEnvironment(config)
+        plan = _lock_steps(ctx)
+        version = read_version(
+            ctx.local,
+            config.resolve(config.build.context),
+            allow_dirty=allow_dirty,
+            env_files=env_files(config),
+        )
+        build = plan_build(config, Docker(ctx.local), version, rebuild=options.rebuild)
+        plan.append(PlanStep("build", build.describe(version)))
+        tag = build.tag.rsplit(":", 1)[-1]  # the same tag in ECR
+        plan.append(
+            PlanStep(
+                "deliver", f"push {build.tag} to ECR repository {env.names.repository} as {tag}"
+            )
+        )
+        infrastructure = env.infrastructure()
+        plan += [PlanStep("infrastructure", str(a)) for a in infrastructure.plan()]
+        database = env.database()
+        if database is not None:
+            plan += [PlanStep("infrastructure", str(a)) for a in database.plan()]
+        if config.database is not None:
+            extensions = ", ".join(config.database.extensions)
+            plan.append(
+                PlanStep(
+                    "infrastructure", f"create and verify extensions {extensions} (one-off task)"
+                )
+            )
+        current = ctx.store.current()
+        live = ctx.store.release(current.release_id) if current else None
+        plan += _schema_steps(config, live.migration_version if live else None, env)
+        slot = other_slot(current.slot if current else None)
+        plan += _go_live_steps(ctx, env, slot, current.slot if current else None, tag, options)
+        return planned(DEPLOY, plan)
+
+    def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]:
+        self._not_yet("plan --rollback")
+
+    # -- status ------------------------------------------------------------------------------------
+    def health_check(self, ctx: OperationContext) -> Status:
+        """What the listener serves, each slot's service and targets, against the state."""
+        env = AwsEnvironment(ctx.config)
+        current = ctx.store.current()
+        release = ctx.store.release(current.release_id) if current else None
+        traffic = env.traffic()
+        dns = env.load_balancer_dns()
+        url = f"http://{dns}" if dns else "(no load balancer yet)"
+        services: dict[str, str] = {}
+        problems: list[str] = []
+        upstreams: list[str] = []
+        drift = None
+        health, detail = "not deployed", ""
+        if traffic is not None:
+            live = traffic.live_slot()
+            weights = traffic.weights()
+            upstreams = [f"{slot}: weight {weights[slot]}" for slot in SLOTS]
+            services = _services(env, traffic)
+            if current is not None and live != current.slot:
+                drift = f"the state says {current.slot} serves; the listener forwards to {live or 'no single slot'}"
+            if live is not None:
+                targets = traffic.health(live)
+                detail = f"{targets.healthy} healthy target(s) in {env.names.target_group(live)}"
+                health = "unhealthy" if targets.unhealthy or not targets.healthy else "healthy"
+                problems += [f"target {t}" for t in targets.unhealthy]
+        elif current is not None:
+            problems.append(
+                "the state records a release, but the listener or target groups are gone"
+            )
+        return Status(
+            url=url,
+            version=release.version if release else None,
+            commit=release.commit if release else None,
+            slot=current.slot if current else None,
+            release_id=current.release_id if current else None,
+            deployed_at=current.switched_at if current else None,
+            deployed_by=release.deployed_by if release else None,
+            health=health,
+            health_detail=detail,
+            probed=None,
+            proxy_upstreams=upstreams,
+            drift=drift,
+            containers=services,
+            problems=problems,
+        )
+
+    def migration_state(self, ctx: OperationContext) -> MigrationState:
+        self._not_yet("db lint")
+
+    # -- not built yet -------------------------------------------------------------------------
+    def _not_yet(self, command: str) -> NoReturn:
+        raise NotOnAws(
+            f"`shipyard {command}` is not built yet for AWS environments in this version of shipyard",
+            hint="on AWS today: `shipyard check`, `shipyard plan` and `shipyard status`",
+        )
+
+    def provision(self, ctx: OperationContext) -> list[str]:
+        self._not_yet("provision")
+
+    def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult:
+        self._not_yet("deploy")
+
+    def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult:
+        self._not_yet("rollback")
+
+    def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
+        self._not_yet("repair")
+
+    def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult:
+        self._not_yet("db rotate-password")
+
+    def maintenance(
+        self, ctx: OperationContext, maintenance: Maintenance | None, *, lock_wait: float = 0.0
+    ) -> str:
+        self._not_yet("maintenance")
+
+    def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
+        self._not_yet("logs --app")
+
+    def render(self, ctx: OperationContext) -> dict[str, str]:
+        self._not_yet("render")
+
+    def cleanup(
+        self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
+    ) -> Destroyed:
+        self._not_yet("destroy")
+
+    def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:
+        self._not_yet("db snapshots")
+
+    def database(self, ctx: OperationContext) -> Any:
+        self._not_yet("db")
+
+    def watch_live(
+        self, ctx: OperationContext, seconds: float, each: Callable[[dict[str, Any]], None]
+    ) -> dict[str, Any]:
+        self._not_yet("watch")
+
+    def monitoring_up(self, ctx: OperationContext) -> str:
+        self._not_yet("monitoring")
+
+    def monitoring_status(self, ctx: OperationContext) -> Any:
+        self._not_yet("monitoring")
+
+    def monitoring_down(self, ctx: OperationContext, *, volumes: bool) -> str:
+        self._not_yet("monitoring")
+
+
+def _lock_steps(ctx: OperationContext) -> list[PlanStep]:
+    holder = ctx.store.lock(ctx.deployment_id, "plan").holder()
+    if holder is None:
+        return []
+    lock = ctx.store.lock(ctx.deployment_id, "plan")
+    state = "stale, would be taken over" if lock.is_stale(holder) else "a deploy would wait or stop"
+    return [PlanStep("lock", f"held: {Lock.describe(holder)} ({state})")]
+
+
+def _schema_steps(config: Config, applied: int | None, env: AwsEnvironment) -> list[PlanStep]:
+    """The migrations newer than the live release's schema (as the state records it: the
+    database is inside the VPC), the snapshot before them, and the release commands."""
+    if config.database is None:
+        return []
+    migrations = config.database.migrations
+    directory = config.resolve(migrations.path) if migrations is not None else None
+    pending = pending_versions(directory, applied) if directory and directory.is_dir() else []
+    steps = []
+    if pending and env.settings.rds is not None:
+        steps.append(
+            PlanStep(
+                "snapshot",
+                f"RDS manual snapshot of {env.names.database}, waited for; then retention "
+                f"(the newest {config.database.snapshots.keep_min} and those younger than "
+                f"{config.database.snapshots.retention_days:g} days are kept)",
+            )
+        )
+    if pending:
+        shown = ", ".join(map(str, pending))
+        steps.append(
+            PlanStep(
+                "migrate",
+                f"apply {len(pending)} migration(s): {shown} (golang-migrate, one-off task)",
+            )
+        )
+    for command in config.database.release_commands:
+        steps.append(PlanStep("migrate", f"release command {command!r} (one-off task)"))
+    return steps
+
+
+def _go_live_steps(
+    ctx: OperationContext,
+    env: AwsEnvironment,
+    slot: str,
+    previous: str | None,
+    tag: str,
+    options: DeployOptions,
+) -> list[PlanStep]:
+    config = ctx.config
+    steps = []
+    spec = TaskSpec(
+        image=f"{env.names.repository}:{tag}",
+        port=config.app.port,
+        version=tag,
+        commit="<commit>",
+        release_id="<release>",
+        execution_role_arn="<execution role>",
+        env=dict(config.app.env),
+    )
+    changes = env.tasks().changes(spec)
+    steps.append(
+        PlanStep(
+            "start",
+            f"register a revision of task definition {env.names.family}: " + "; ".join(changes),
+        )
+    )
+    desired = env.settings.desired(config.environment.name)
+    service = env.names.service(slot)
+    traffic = env.traffic()
+    exists = traffic is not None and slot not in traffic.missing_services()
+    steps.append(
+        PlanStep(
+            "start",
+            f"{'update' if exists else 'create'} ECS service {service} to it ({desired} task(s))",
+        )
+    )
+    steps.append(
+        PlanStep(
+            "health",
+            f"wait for {service}'s ECS deployment and every target of "
+            f"{env.names.target_group(slot)} healthy",
+        )
+    )
+    steps.append(
+        PlanStep(
+            "switch",
+            f"the listener forwards every request to {slot} ({env.names.target_group(slot)}), "
+            f"{previous or 'nothing'} at weight 0",
+        )
+    )
+    dns = env.load_balancer_dns()
+    steps.append(
+        PlanStep("verify", f"GET http://{dns or '<load balancer>'}/version reports the new commit")
+    )
+    seconds = watch_window(config, "deploy", options.watch)
+    if previous is not None and seconds:
+        steps.append(PlanStep("watch", f"watch {seconds:g}s; switch back to {previous} on failure"))
+    if previous is not None:
+        steps.append(
+            PlanStep("retire", f"scale {env.names.service(previous)} to 0 (kept for rollback)")
+        )
+    return steps
+
+
+def _services(env: AwsEnvironment, traffic: AwsTraffic) -> dict[str, str]:
+    names = [env.names.service(slot) for slot in SLOTS]
+    found = env.clients.call("ecs", "DescribeServices", ", ".join(names),
+                             cluster=env.cluster, services=names)  # fmt: skip
+    described = {}
+    for service in found.get("services", []):
+        if service.get("status") != "ACTIVE":
+            continue
+        revision = str(service.get("taskDefinition", "?")).rsplit("/", 1)[-1]
+        described[service["serviceName"]] = (
+            f"{service.get('runningCount', 0)}/{service.get('desiredCount', 0)} running, {revision}"
+        )
+    return described

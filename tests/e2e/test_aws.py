@@ -1,0 +1,160 @@
+"""The reference app's shipyard.yml with an aws:// target, against the AWS stand-in (moto in
+server mode on loopback; AWS itself cannot be reached from here): `check` validates offline,
+`plan` lists every AWS action a deploy would take and changes nothing, `status` reads the
+environment, and what is not built for AWS yet refuses without touching anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
+from tests.e2e.conftest import run_shipyard
+from tests.example_app import copy_example
+
+BUCKET = "shipyard-state-e2e"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        client("s3", url).create_bucket(
+            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        yield url
+
+
+def _on_aws(endpoint: str, subnets: list[str]) -> Any:
+    def edit(document: dict[str, Any]) -> None:
+        # Only the target changes, and where the settings of AWS come from.
+        document["environments"]["production"]["target"] = f"aws://{REGION}"
+        document["providers"] = {
+            "aws": {
+                "endpoint_url": "${AWS_ENDPOINT_URL}",
+                "state_bucket": BUCKET,
+                "subnets": subnets,
+            }
+        }
+
+    return edit
+
+
+@pytest.fixture
+def project(tmp_path: Path, endpoint: str, docker_engine: None) -> tuple[Path, dict[str, str]]:
+    name = f"a{secrets.token_hex(3)}"
+    where = copy_example(tmp_path / "app", name, _on_aws(endpoint, two_subnets(endpoint)))
+    env_file = where / ".env.production"
+    env_file.write_text(
+        f"JWT_SECRET={secrets.token_hex(32)}\n"
+        "DATABASE_URL=postgres://events:pw-not-real@db.internal:5432/events\n"
+        f"GRAFANA_ADMIN_PASSWORD={secrets.token_hex(16)}\n",
+        encoding="utf-8",
+    )
+    env_file.chmod(0o600)
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+    }
+    env.pop("AWS_PROFILE", None)
+    return where, env
+
+
+def _aws_resources(endpoint: str) -> dict[str, list[str]]:
+    """Everything a deploy would create, as the AWS APIs list it."""
+    session = boto3.session.Session(region_name=REGION, **CREDENTIALS)
+
+    def made(service: str) -> Any:
+        return session.client(service, endpoint_url=endpoint)
+
+    return {
+        "repositories": [r["repositoryName"] for r in made("ecr").describe_repositories()["repositories"]],
+        "clusters": made("ecs").list_clusters()["clusterArns"],
+        "log groups": [g["logGroupName"] for g in made("logs").describe_log_groups()["logGroups"]],
+        "roles": [r["RoleName"] for r in made("iam").list_roles()["Roles"]],
+        "secrets": [s["Name"] for s in made("secretsmanager").list_secrets()["SecretList"]],
+        "target groups": [g["TargetGroupName"] for g in made("elbv2").describe_target_groups()["TargetGroups"]],
+        "load balancers": [b["LoadBalancerName"] for b in made("elbv2").describe_load_balancers()["LoadBalancers"]],
+        "task definitions": made("ecs").list_task_definitions()["taskDefinitionArns"],
+        "state": [o["Key"] for o in made("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])],
+    }  # fmt: skip
+
+
+def test_check_validates_offline_and_names_the_credentials_source(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    where, env = project
+    result = run_shipyard(where, env, "check", "production")
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert f"AWS credentials from env; region {REGION}" in result.stderr
+    assert f"state in s3://{BUCKET}" in result.stderr
+    assert env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
+
+    no_credentials = {
+        k: v for k, v in env.items() if not k.startswith("AWS_") or k == "AWS_ENDPOINT_URL"
+    }
+    no_credentials["AWS_SHARED_CREDENTIALS_FILE"] = str(where / "none")
+    no_credentials["AWS_CONFIG_FILE"] = str(where / "none")
+    no_credentials["AWS_EC2_METADATA_DISABLED"] = "true"
+    refused = run_shipyard(where, no_credentials, "check", "production")
+    assert refused.returncode != 0
+    assert "no AWS credentials found" in refused.stdout + refused.stderr
+
+
+def test_plan_lists_every_aws_action_and_changes_nothing(
+    project: tuple[Path, dict[str, str]], endpoint: str
+) -> None:
+    where, env = project
+    before = _aws_resources(endpoint)
+    result = run_shipyard(where, env, "plan", "production", "--json")
+    assert result.returncode == 0, result.stderr
+    steps = [(s["phase"], s["action"]) for s in json.loads(result.stdout)]
+    actions = "\n".join(f"{phase}: {action}" for phase, action in steps)
+    for expected in (
+        "deliver: push ",
+        "infrastructure: ecr: create repository shipyard/",
+        "infrastructure: ecs: create cluster shipyard-",
+        "infrastructure: logs: create log group (retention 30 days)",
+        "infrastructure: iam: create task execution role",
+        "infrastructure: secretsmanager: create secret shipyard/",
+        "infrastructure: elbv2: create target group of slot blue",
+        "infrastructure: elbv2: create target group of slot green",
+        "infrastructure: elbv2: create load balancer and its HTTP listener",
+        "infrastructure: create and verify extensions postgis, vector, pg_trgm, pgcrypto",
+        "migrate: apply 2 migration(s): 1, 2",
+        "start: register a revision of task definition shipyard-",
+        "(2 task(s))",
+        "switch: the listener forwards every request to blue",
+        "verify: GET http://",
+    ):
+        assert expected in actions, f"{expected!r} not in\n{actions}"
+    # A secret's name is listed, never its value.
+    assert env["AWS_SECRET_ACCESS_KEY"] not in result.stdout
+    for value in (where / ".env.production").read_text().splitlines():
+        assert value.split("=", 1)[1] not in result.stdout
+    assert _aws_resources(endpoint) == before
+
+
+def test_status_reads_an_environment_not_deployed_and_deploy_refuses_untouched(
+    project: tuple[Path, dict[str, str]], endpoint: str
+) -> None:
+    where, env = project
+    status = run_shipyard(where, env, "status", "production", "--json")
+    assert status.returncode == 0, status.stderr
+    [report] = json.loads(status.stdout)
+    assert report["health"] == "not deployed"
+    assert report["version"] is None
+    before = _aws_resources(endpoint)
+    deploy = run_shipyard(where, env, "deploy", "production")
+    assert deploy.returncode == 2, deploy.stderr
+    assert "`shipyard deploy` is not built yet for AWS environments" in deploy.stderr
+    assert _aws_resources(endpoint) == before
