@@ -5,9 +5,11 @@ environment, and what is not built for AWS yet refuses without touching anything
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,13 @@ from typing import Any
 import boto3
 import pytest
 
+from shipyard.build import Image, VersionInfo
+from shipyard.hosts import LocalHost
+from shipyard.providers.aws import AwsNames, AwsSettings, Clients, EcrDelivery
+from shipyard.secrets import Masker
 from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
 from tests.e2e.conftest import run_shipyard
+from tests.e2e.registry import running_registry, tags
 from tests.example_app import copy_example
 
 BUCKET = "shipyard-state-e2e"
@@ -158,3 +165,58 @@ def test_status_reads_an_environment_not_deployed_and_deploy_refuses_untouched(
     assert deploy.returncode == 2, deploy.stderr
     assert "`shipyard deploy` is not built yet for AWS environments" in deploy.stderr
     assert _aws_resources(endpoint) == before
+
+
+def test_the_image_is_pushed_to_its_ecr_repository_with_the_registry_token(
+    tmp_path: Path, endpoint: str, docker_engine: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The stand-in's registry accepts only the login ECR's registry token names.
+    token = client("ecr", endpoint).get_authorization_token()["authorizationData"][0]
+    user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
+    private, home = tmp_path / "private", tmp_path / "home"
+    private.mkdir()
+    home.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))  # where the login's configuration goes, briefly
+    monkeypatch.setenv("HOME", str(home))
+    app = f"a{secrets.token_hex(3)}"
+    tag = f"{app}:1.0.0-abc1234-0f0f0f0f"
+    subprocess.run(["docker", "tag", "shipyard-local/registry:2", tag], check=True)
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    image = Image(tag, image_id, VersionInfo("1.0.0", "abc1234" + "0" * 33, "2026-12-04", False))
+    try:
+        with running_registry(tmp_path / "registry", user, password) as url:
+            settings = AwsSettings(
+                region=REGION, endpoint_url=endpoint, state_bucket=BUCKET,
+                subnets=["subnet-a", "subnet-b"], registry=url, tags={"team": "events"},
+            )  # fmt: skip
+            clients = Clients(settings, session=boto3.session.Session(**CREDENTIALS))
+            names = AwsNames(app, "production")
+            masker = Masker()
+            done = EcrDelivery(names, settings, clients, LocalHost(), masker=masker).deliver(image)
+            assert masker(f"login {password}") == "login ***"
+
+            assert done.startswith(f"pushed {url}/shipyard/{app}/production:1.0.0-abc1234-0f0f0f0f")
+            assert tags(url, f"shipyard/{app}/production", user, password) == [
+                "1.0.0-abc1234-0f0f0f0f"
+            ]
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
+    ecr = client("ecr", endpoint)
+    [repository] = ecr.describe_repositories(repositoryNames=[names.repository])["repositories"]
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    labels = ecr.list_tags_for_resource(resourceArn=repository["repositoryArn"])["tags"]
+    assert {t["Key"]: t["Value"] for t in labels} == {
+        "team": "events", "shipyard:app": app, "shipyard:env": "production",
+    }  # fmt: skip
+    # The login lived in a private directory, removed; the operator's own is untouched.
+    assert list(private.iterdir()) == []
+    assert not (home / ".docker").exists()
+    # The engine keeps the build's tag only, not the repository's name for it.
+    listed = subprocess.run(
+        ["docker", "image", "ls", "--format", "{{.Repository}}", f"*/shipyard/{app}/*"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert listed.strip() == ""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from shipyard.delivery import DeliveryError, deliver
 from shipyard.hosts import LocalHost, SSHHost, SSHSettings
 from shipyard.secrets import EnvFileBackend, Masker
 from tests.e2e.engine import Engine, inspect_image_id, start_engine
+from tests.e2e.registry import running_registry
 from tests.e2e.sshd import Sshd, start_sshd
 
 
@@ -91,63 +91,12 @@ def test_image_streams_to_the_host_once(
     assert remote_engine.image_id(tag) == image_id
 
 
-REGISTRY_CONFIG = """\
-version: 0.1
-storage:
-  filesystem:
-    rootdirectory: /var/lib/docker-registry
-http:
-  addr: :5000
-auth:
-  htpasswd:
-    realm: shipyard-test
-    path: /auth/htpasswd
-"""
-
-
 @pytest.fixture
 def registry(tmp_path: Path, docker_engine: None) -> Iterator[tuple[str, str]]:
-    """Debian's docker-registry with basic auth, on 127.0.0.1 (Docker trusts loopback over HTTP)."""
+    """Debian's docker-registry with basic auth (user ``ci``), on 127.0.0.1."""
     password = secrets.token_urlsafe(18)
-    auth = tmp_path / "registry-auth"
-    auth.mkdir()
-    (auth / "config.yml").write_text(REGISTRY_CONFIG)
-    htpasswd = subprocess.run(
-        ["docker", "run", "--rm", "-i", "--entrypoint", "htpasswd", "shipyard-local/registry:2",
-         "-Bin", "ci"],
-        input=password, capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    (auth / "htpasswd").write_text(htpasswd)
-    name = f"sy-registry-{secrets.token_hex(3)}"
-    subprocess.run(
-        ["docker", "run", "--detach", "--name", name, "--publish", "127.0.0.1::5000",
-         "--volume", f"{auth / 'config.yml'}:/etc/docker/registry/config.yml:ro",
-         "--volume", f"{auth / 'htpasswd'}:/auth/htpasswd:ro",
-         "shipyard-local/registry:2"],
-        capture_output=True, check=True,
-    )  # fmt: skip
-    try:
-        port = (
-            subprocess.run(
-                ["docker", "port", name, "5000/tcp"], capture_output=True, text=True, check=True
-            )
-            .stdout.split(":")[-1]
-            .strip()
-        )
-        url = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while subprocess.run(
-            ["python3", "-c", f"import urllib.request as u\ntry: u.urlopen('http://{url}/v2/')\n"
-             "except Exception as e: raise SystemExit(0 if getattr(e, 'code', 0) == 401 else 1)"],
-            check=False,
-        ).returncode != 0:  # fmt: skip
-            assert time.monotonic() < deadline, "the registry never answered"
-            time.sleep(0.2)
+    with running_registry(tmp_path / "registry-auth", "ci", password) as url:
         yield url, password
-    finally:
-        subprocess.run(
-            ["docker", "rm", "--force", "--volumes", name], capture_output=True, check=False
-        )
 
 
 def test_image_goes_through_a_registry_with_the_password_on_stdin_only(

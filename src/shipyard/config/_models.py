@@ -966,6 +966,10 @@ class AwsSection(_Model):
     state_bucket: str = Field(
         description="The S3 bucket holding the environment's state and lock (it must exist)."
     )
+    registry: str | None = Field(
+        None,
+        description="Push images to this registry (host[:port]) instead of the ECR address of the environment's repository, which is still created: for a stand-in of AWS whose ECR addresses do not resolve.",
+    )
     cluster: str | None = Field(
         None,
         description="An existing ECS cluster to run in (default: shipyard creates shipyard-<app>-<environment>).",

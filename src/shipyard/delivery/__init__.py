@@ -33,6 +33,7 @@ __all__ = [
     "DeliveryError",
     "StderrProgress",
     "deliver",
+    "push",
     "registry_ref",
 ]
 
@@ -171,8 +172,8 @@ def _through_registry(
 ) -> None:
     ref = registry_ref(registry, tag)
     server = registry.url.split("/", 1)[0]
-    here = Docker(local)
     with ExitStack() as logins:
+        login = None
         if registry.username:
             password = (
                 secrets.get(registry.password_env) if secrets and registry.password_env else None
@@ -181,16 +182,27 @@ def _through_registry(
                 raise ShipyardError(
                     f"registry {server}: no password (set deploy.registry.password_env and that key in the env file)"
                 )
-            here = logins.enter_context(_logged_in(here, server, registry.username, password))
-            remote = logins.enter_context(_logged_in(remote, server, registry.username, password))
+            login = (server, registry.username, password)
+            remote = logins.enter_context(_logged_in(remote, *login))
+        push(tag, local, ref, login=login)  # the operator's engine keeps only <app>:<version>
+        remote.pull(ref)
+    remote.tag(ref, tag)
+    remote.untag(ref)  # one name per release on the host too, so pruning a release frees it
+
+
+def push(tag: str, local: Host, ref: str, *, login: tuple[str, str, str] | None = None) -> None:
+    """Push ``tag`` from this machine's engine as ``ref``; ``login``: (server, username,
+    password), logged in through a private configuration directory (see ``_logged_in``). The
+    engine keeps only ``tag`` afterwards."""
+    here = Docker(local)
+    with ExitStack() as logins:
+        if login is not None:
+            here = logins.enter_context(_logged_in(here, *login))
         here.tag(tag, ref)
         try:
             here.push(ref)
         finally:
-            here.untag(ref)  # the operator's engine keeps only <app>:<version>
-        remote.pull(ref)
-    remote.tag(ref, tag)
-    remote.untag(ref)  # one name per release on the host too, so pruning a release frees it
+            here.untag(ref)
 
 
 @contextmanager

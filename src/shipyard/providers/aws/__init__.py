@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from shipyard.config import RdsSection
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
+from shipyard.providers.aws._delivery import EcrDelivery
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import OneOffFailed, OneOffResult, OneOffTasks
 from shipyard.providers.aws._provider import AwsEnvironment, AwsProvider, NotOnAws, state_store
@@ -25,6 +26,7 @@ __all__ = [
     "AwsTraffic",
     "Clients",
     "DatabaseNotReady",
+    "EcrDelivery",
     "Health",
     "Network",
     "NotOnAws",
