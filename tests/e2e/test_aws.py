@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,17 @@ import boto3
 import pytest
 
 from shipyard.build import Image, VersionInfo
+from shipyard.config import load_config
 from shipyard.hosts import LocalHost
-from shipyard.providers.aws import AwsNames, AwsSettings, Clients, EcrDelivery
-from shipyard.secrets import Masker
+from shipyard.providers.aws import (
+    AwsEnvironment,
+    AwsNames,
+    AwsSettings,
+    Clients,
+    EcrDelivery,
+    TaskSpec,
+)
+from shipyard.secrets import Masker, read_env_file
 from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
 from tests.e2e.conftest import run_shipyard
 from tests.e2e.registry import running_registry, tags
@@ -85,7 +94,11 @@ def _aws_resources(endpoint: str) -> dict[str, list[str]]:
 
     return {
         "repositories": [r["repositoryName"] for r in made("ecr").describe_repositories()["repositories"]],
-        "clusters": made("ecs").list_clusters()["clusterArns"],
+        "clusters": [
+            c["clusterArn"]
+            for c in made("ecs").describe_clusters(clusters=made("ecs").list_clusters()["clusterArns"])["clusters"]
+            if c["status"] == "ACTIVE"
+        ],
         "log groups": [g["logGroupName"] for g in made("logs").describe_log_groups()["logGroups"]],
         "roles": [r["RoleName"] for r in made("iam").list_roles()["Roles"]],
         "secrets": [s["Name"] for s in made("secretsmanager").list_secrets()["SecretList"]],
@@ -220,3 +233,141 @@ def test_the_image_is_pushed_to_its_ecr_repository_with_the_registry_token(
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     assert listed.strip() == ""
+
+
+def _environment(
+    where: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> AwsEnvironment:
+    """The project's production environment on the stand-in, as shipyard loads it."""
+    for key in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, env[key])
+    config = load_config(where / "shipyard.yml", "production")
+    return AwsEnvironment(config, session=boto3.session.Session(**CREDENTIALS))
+
+
+def test_destroy_removes_what_shipyard_created_and_nothing_else(
+    project: tuple[Path, dict[str, str]], endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where, env = project
+    aws_env = _environment(where, env, monkeypatch)
+    names = aws_env.names
+    # What a deploy creates: the base resources, a task definition revision, a slot's service.
+    infrastructure = aws_env.infrastructure()
+    infrastructure.ensure()
+    revision = aws_env.tasks().register(
+        TaskSpec(
+            image=f"{names.repository}:1.0.0", port=8080, version="1.0.0", commit="c" * 40,
+            release_id="r1", execution_role_arn=infrastructure.execution_role_arn(),
+            secret_arns=infrastructure.secret_arns(),
+        )
+    )  # fmt: skip
+    traffic = aws_env.traffic()
+    assert traffic is not None
+    traffic.create_service("blue", revision, port=8080, network=aws_env.settings.network, desired=2)
+    state = client("s3", endpoint)
+    state.put_object(
+        Bucket=BUCKET, Key=f"shipyard/{names.app}/production/releases.json", Body=b"[]"
+    )
+    # Beside them, what shipyard did not create: an untagged secret under the same prefix, and
+    # another environment's state.
+    secrets_client = client("secretsmanager", endpoint)
+    secrets_client.create_secret(Name=names.secret("NOT_OURS"), SecretString="kept")
+    state.put_object(Bucket=BUCKET, Key=f"shipyard/{names.app}/staging/releases.json", Body=b"[]")
+    created = _aws_resources(endpoint)
+    assert names.repository in created["repositories"]
+
+    result = run_shipyard(where, env, "destroy", "production", "--yes", "--json")
+    assert result.returncode == 0, result.stderr
+    [record] = json.loads(result.stdout)
+    assert f"ECS service {names.service('blue')}" in record["removed"]
+    after = _aws_resources(endpoint)
+    assert names.repository not in after["repositories"]
+    assert not [c for c in after["clusters"] if c.endswith(f"/{names.cluster}")]
+    assert names.log_group not in after["log groups"]
+    assert names.execution_role not in after["roles"]
+    assert [s for s in after["secrets"] if s.startswith(names.secret_prefix)] == [
+        names.secret("NOT_OURS")
+    ]
+    assert names.load_balancer not in after["load balancers"]
+    assert not [
+        g
+        for g in after["target groups"]
+        if g in (names.target_group("blue"), names.target_group("green"))
+    ]
+    assert not [arn for arn in after["task definitions"] if f"/{names.family}:" in arn]
+    assert [k for k in after["state"] if k.startswith(f"shipyard/{names.app}/")] == [
+        f"shipyard/{names.app}/staging/releases.json"
+    ]
+
+
+def test_logs_app_reads_the_apps_lines_from_cloudwatch(
+    project: tuple[Path, dict[str, str]], endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where, env = project
+    names = _environment(where, env, monkeypatch).names
+    before = run_shipyard(where, env, "logs", "production", "--app")
+    assert before.returncode == 0, before.stderr  # no log group yet: no lines
+    assert before.stdout == ""
+    jwt = read_env_file(where / ".env.production")["JWT_SECRET"]
+    logs = client("logs", endpoint)
+    logs.create_log_group(logGroupName=names.log_group)
+    logs.create_log_stream(logGroupName=names.log_group, logStreamName="app/app/task1")
+    logs.create_log_stream(logGroupName=names.log_group, logStreamName="other/x")
+    now = int(time.time() * 1000)
+    logs.put_log_events(
+        logGroupName=names.log_group, logStreamName="app/app/task1",
+        logEvents=[{"timestamp": now - 2000, "message": "first"},
+                   {"timestamp": now - 1000, "message": f"second {jwt}"}],
+    )  # fmt: skip
+    logs.put_log_events(
+        logGroupName=names.log_group, logStreamName="other/x",
+        logEvents=[{"timestamp": now, "message": "not the app's"}],
+    )  # fmt: skip
+    result = run_shipyard(where, env, "logs", "production", "--app", "--tail", "1")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    stamp, message = line.split(" ", 1)
+    assert message == "second ***"  # the env file's secrets are masked
+    assert stamp.endswith("Z")
+    every = run_shipyard(where, env, "logs", "production", "--app", "--tail", "10")
+    assert [line.split(" ", 1)[1].split(" ")[0] for line in every.stdout.splitlines()] == [
+        "first", "second",
+    ]  # fmt: skip
+
+
+def test_destroy_keeps_the_rds_instance_and_its_snapshots_unless_asked(
+    project: tuple[Path, dict[str, str]], endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    where, env = project
+    text = (where / "shipyard.yml").read_text()
+    (where / "shipyard.yml").write_text(
+        text.replace(
+            "    state_bucket:", "    rds:\n      deletion_protection: false\n    state_bucket:", 1
+        )
+    )
+    aws_env = _environment(where, env, monkeypatch)
+    database = aws_env.database()
+    assert database is not None
+    database.ensure(timeout=60)
+    taken = aws_env.snapshots().take(
+        version="1.0.0", commit="c" * 40, deployment_id="20261204T000000Z-abcdef",
+        reason="before migrations", timeout=60,
+    )  # fmt: skip
+    rds = client("rds", endpoint)
+
+    kept = run_shipyard(where, env, "destroy", "production", "--yes", "--json")
+    assert kept.returncode == 0, kept.stderr
+    [record] = json.loads(kept.stdout)
+    assert any(k.startswith(f"RDS instance {aws_env.names.database}:") for k in record["kept"])
+    assert record["snapshots"]["count"] == 1 and not record["snapshots_removed"]
+    assert rds.describe_db_instances(DBInstanceIdentifier=aws_env.names.database)["DBInstances"]
+
+    gone = run_shipyard(
+        where, env, "destroy", "production", "--yes", "--volumes", "--snapshots", "--json"
+    )
+    assert gone.returncode == 0, gone.stderr
+    [record] = json.loads(gone.stdout)
+    assert f"RDS snapshot {taken.name}" in record["removed"]
+    assert any(r.startswith("rds: delete instance (final snapshot ") for r in record["removed"])
+    left = rds.describe_db_snapshots(DBInstanceIdentifier=aws_env.names.database)["DBSnapshots"]
+    assert taken.name not in [s["DBSnapshotIdentifier"] for s in left]

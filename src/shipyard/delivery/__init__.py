@@ -172,8 +172,8 @@ def _through_registry(
 ) -> None:
     ref = registry_ref(registry, tag)
     server = registry.url.split("/", 1)[0]
+    here = Docker(local)
     with ExitStack() as logins:
-        login = None
         if registry.username:
             password = (
                 secrets.get(registry.password_env) if secrets and registry.password_env else None
@@ -182,9 +182,9 @@ def _through_registry(
                 raise ShipyardError(
                     f"registry {server}: no password (set deploy.registry.password_env and that key in the env file)"
                 )
-            login = (server, registry.username, password)
-            remote = logins.enter_context(_logged_in(remote, *login))
-        push(tag, local, ref, login=login)  # the operator's engine keeps only <app>:<version>
+            here = logins.enter_context(_logged_in(here, server, registry.username, password))
+            remote = logins.enter_context(_logged_in(remote, server, registry.username, password))
+        _push(here, tag, ref)  # the operator's engine keeps only <app>:<version>
         remote.pull(ref)
     remote.tag(ref, tag)
     remote.untag(ref)  # one name per release on the host too, so pruning a release frees it
@@ -198,11 +198,15 @@ def push(tag: str, local: Host, ref: str, *, login: tuple[str, str, str] | None 
     with ExitStack() as logins:
         if login is not None:
             here = logins.enter_context(_logged_in(here, *login))
-        here.tag(tag, ref)
-        try:
-            here.push(ref)
-        finally:
-            here.untag(ref)
+        _push(here, tag, ref)
+
+
+def _push(here: Docker, tag: str, ref: str) -> None:
+    here.tag(tag, ref)
+    try:
+        here.push(ref)
+    finally:
+        here.untag(ref)
 
 
 @contextmanager

@@ -1,15 +1,18 @@
 """``AwsProvider``: an environment on ECS (Fargate) behind an ALB, with its state and lock in S3.
 
 What exists so far: ``check`` (offline: the settings, the AWS credentials' source, this
-machine's engine for the build), ``plan`` (every AWS action a deploy would take, reading only)
-and ``status`` (what the listener serves, the slots' services and targets, the state). The
-operations that change AWS (deploy, rollback, destroy and the rest) refuse with
-``NotOnAws`` until they are built; the parts they will use are in this package.
+machine's engine for the build), ``plan`` (every AWS action a deploy would take, reading only),
+``status`` (what the listener serves, the slots' services and targets, the state), ``logs
+--app`` (CloudWatch Logs) and ``destroy`` (what shipyard created, by its tags). The operations
+that deploy (deploy, rollback and the rest) refuse with ``NotOnAws`` until they are built; the
+parts they will use are in this package.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any, NoReturn
 
@@ -17,7 +20,7 @@ from botocore.exceptions import BotoCoreError
 
 from shipyard import aws
 from shipyard.build import plan_build, read_version
-from shipyard.config import Config, HttpCheck
+from shipyard.config import Config, HttpCheck, parse_duration
 from shipyard.database import MigrationState, pending_versions
 from shipyard.deploy import (
     DEPLOY,
@@ -38,8 +41,9 @@ from shipyard.hosts import Host
 from shipyard.providers.aws._database import RdsDatabase
 from shipyard.providers.aws._infrastructure import AwsInfrastructure, Clients
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
+from shipyard.providers.aws._snapshots import RdsSnapshots
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
-from shipyard.providers.aws._traffic import SLOTS, AwsTraffic
+from shipyard.providers.aws._traffic import SLOTS, AwsTraffic, remove_services
 from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready
 from shipyard.state import Lock, Maintenance, StateStore, other_slot
 from shipyard.state._s3 import S3State  # boto3: imported by AWS environments only
@@ -93,6 +97,9 @@ class AwsEnvironment:
         return RdsDatabase(
             self.names, self.settings, rds, self.clients, database=section.name, user=section.user
         )
+
+    def snapshots(self) -> RdsSnapshots:
+        return RdsSnapshots(self.names, self.names.database, self.clients)
 
     def tasks(self) -> TaskDefinitions:
         return TaskDefinitions(self.names, self.settings, self.clients)
@@ -250,11 +257,107 @@ class AwsProvider:
     def migration_state(self, ctx: OperationContext) -> MigrationState:
         self._not_yet("db lint")
 
+    # -- logs ----------------------------------------------------------------------------------------
+    def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
+        """The app's log lines from CloudWatch Logs (every task's stream, one-off tasks'
+        included), timestamped, the newest ``tail``; ``since``: a timestamp this method
+        printed, or a duration back from now (``10m``)."""
+        env = AwsEnvironment(ctx.config)
+        params: dict[str, Any] = {
+            "logGroupName": env.names.log_group,
+            "logStreamNamePrefix": "app/",
+        }
+        if since is not None:
+            params["startTime"] = _since_ms(since)
+        pages = env.clients["logs"].get_paginator("filter_log_events").paginate(**params)
+        newest: deque[tuple[int, str]] = deque(maxlen=max(tail, 0))
+        try:
+            for page in pages:
+                for event in page.get("events", []):
+                    if not str(event.get("logStreamName", "app/")).startswith("app/"):
+                        continue  # (an endpoint that ignores the prefix)
+                    newest.append((int(event["timestamp"]), str(event.get("message", ""))))
+        except aws.ERRORS as exc:
+            if aws.error_code(exc) == "ResourceNotFoundException":
+                return ""  # no log group: nothing ran yet
+            raise aws.translate("logs", "FilterLogEvents", exc, what=env.names.log_group) from exc
+        lines = sorted(newest)
+        return "".join(f"{_stamp(ms)} {message.rstrip()}\n" for ms, message in lines)
+
+    # -- destroy ---------------------------------------------------------------------------------
+    def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:
+        """The environment's manual RDS snapshots (``None``: it has no RDS instance of its own)."""
+        env = AwsEnvironment(ctx.config)
+        if env.settings.rds is None:
+            return None
+        found = env.snapshots().snapshots()
+        where = f"RDS ({env.settings.region}), manual snapshots of {env.names.database}"
+        return SnapshotFiles(where, len(found), sum(s.size for s in found))
+
+    def cleanup(
+        self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
+    ) -> Destroyed:
+        """Remove what shipyard created for the environment on AWS, by its tags (what is not
+        tagged as this environment's is never touched), then its state, holding its lock: the
+        slots' services, the task definition revisions, the base resources
+        (``AwsInfrastructure.remove``). The RDS instance is kept unless ``volumes`` (then RDS
+        takes a final snapshot first); its manual snapshots unless ``snapshots``."""
+        env = AwsEnvironment(ctx.config)
+        lock = ctx.store.lock(ctx.deployment_id, "destroy", ttl=ctx.config.deploy.lock_ttl)
+        lock.acquire()
+        removed: list[str] = []
+        kept: list[str] = []
+        files = None
+        try:
+            removed += remove_services(env.names, env.cluster, env.clients)
+            revisions = env.tasks().deregister_all()
+            if revisions:
+                removed.append(
+                    f"{len(revisions)} revision(s) of task definition {env.names.family}"
+                )
+            removed += [str(action) for action in env.infrastructure().remove()]
+            database = env.database()
+            if database is not None:
+                if volumes:
+                    for action in database.removal(instance=True):
+                        action.run()
+                        removed.append(str(action))
+                        kept.append(
+                            f"RDS subnet group and parameter group {env.names.database}: RDS "
+                            "deletes the instance over minutes and refuses to delete them "
+                            "before; delete them once it is gone"
+                        )
+                elif database.instance() is not None:
+                    kept.append(
+                        f"RDS instance {env.names.database}: `--volumes` deletes it, after a final snapshot"
+                    )
+                files, removed_snapshots = self._snapshots_at_destroy(env, delete=snapshots)
+                removed += removed_snapshots
+            ctx.store.backend.remove_all()  # the lock goes with it
+        finally:
+            lock.release()
+        return Destroyed(removed, kept, files, snapshots_removed=snapshots and files is not None)
+
+    def _snapshots_at_destroy(
+        self, env: AwsEnvironment, *, delete: bool
+    ) -> tuple[SnapshotFiles | None, list[str]]:
+        found = env.snapshots().snapshots()
+        if not found:
+            return None, []
+        where = f"RDS ({env.settings.region}), manual snapshots of {env.names.database}"
+        files = SnapshotFiles(where, len(found), sum(s.size for s in found))
+        if not delete:
+            return files, []
+        for snapshot in found:
+            env.clients.call("rds", "DeleteDBSnapshot", snapshot.name,
+                             DBSnapshotIdentifier=snapshot.name)  # fmt: skip
+        return files, [f"RDS snapshot {s.name}" for s in found]
+
     # -- not built yet -------------------------------------------------------------------------
     def _not_yet(self, command: str) -> NoReturn:
         raise NotOnAws(
             f"`shipyard {command}` is not built yet for AWS environments in this version of shipyard",
-            hint="on AWS today: `shipyard check`, `shipyard plan` and `shipyard status`",
+            hint="on AWS today: `shipyard check`, `plan`, `status`, `history`, `logs --app` and `destroy`",
         )
 
     def provision(self, ctx: OperationContext) -> list[str]:
@@ -277,19 +380,8 @@ class AwsProvider:
     ) -> str:
         self._not_yet("maintenance")
 
-    def app_logs(self, ctx: OperationContext, *, tail: int, since: str | None = None) -> str:
-        self._not_yet("logs --app")
-
     def render(self, ctx: OperationContext) -> dict[str, str]:
         self._not_yet("render")
-
-    def cleanup(
-        self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
-    ) -> Destroyed:
-        self._not_yet("destroy")
-
-    def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:
-        self._not_yet("db snapshots")
 
     def database(self, ctx: OperationContext) -> Any:
         self._not_yet("db")
@@ -426,3 +518,16 @@ def _services(env: AwsEnvironment, traffic: AwsTraffic) -> dict[str, str]:
             f"{service.get('runningCount', 0)}/{service.get('desiredCount', 0)} running, {revision}"
         )
     return described
+
+
+def _since_ms(since: str) -> int:
+    """``since`` (an ISO 8601 timestamp, or a duration back from now) in epoch milliseconds."""
+    try:
+        when = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError:
+        return int((datetime.now(UTC).timestamp() - parse_duration(since)) * 1000)
+    return int(when.timestamp() * 1000)
+
+
+def _stamp(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"

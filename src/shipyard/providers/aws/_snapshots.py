@@ -32,6 +32,7 @@ class RdsSnapshot:
     commit: str
     deployment_id: str | None
     reason: str
+    size: int = 0  # bytes: the instance's allocated storage when it was taken
 
 
 class SnapshotFailed(ShipyardError):
@@ -120,6 +121,7 @@ class RdsSnapshots:
                     commit=tags.get("shipyard:commit", ""),
                     deployment_id=tags.get("shipyard:deployment"),
                     reason=tags.get("shipyard:reason", ""),
+                    size=int(item.get("AllocatedStorage") or 0) * 2**30,
                 )
             )
         return sorted(snapshots, key=lambda s: (s.created_at, s.name))

@@ -124,6 +124,13 @@ class TaskDefinitions:
                 lines.append(f"{key}: {_show(found.get(key))} → {_show(wanted[key])}")
         return lines
 
+    def deregister_all(self) -> list[str]:
+        """Deregister every active revision of the family (destroy); their ARNs."""
+        arns = self.revisions()
+        for arn in arns:
+            self._call("DeregisterTaskDefinition", taskDefinition=arn)
+        return arns
+
     def register(self, spec: TaskSpec) -> str:
         """Register ``spec``'s revision; its ARN."""
         answer = self._call("RegisterTaskDefinition", **self.render(spec))

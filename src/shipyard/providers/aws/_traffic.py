@@ -137,6 +137,10 @@ class AwsTraffic:
         )  # fmt: skip
         return f"{service} created ({desired} task(s))"
 
+    def remove_services(self) -> list[str]:
+        """Delete the slots' services shipyard created (scaled to 0 first, as ECS asks)."""
+        return remove_services(self.names, self.cluster, self.clients)
+
     # -- a slot's release ------------------------------------------------------------------------
     def deploy_slot(self, slot: str, task_definition: str, desired: int) -> None:
         """Run ``task_definition`` in ``slot``'s service, ``desired`` tasks."""
@@ -215,3 +219,21 @@ class AwsTraffic:
                 hint="the previous version kept serving; fix the app and deploy again",
             )  # fmt: skip
         return f"{group}: {health.healthy} healthy target(s)"
+
+
+def remove_services(names: AwsNames, cluster: str, clients: Clients) -> list[str]:
+    """Delete the slots' services that are this environment's (by their tags): scaled to 0,
+    then deleted (their tasks stop). Needs neither the listener nor the target groups."""
+    wanted = [names.service(slot) for slot in SLOTS]
+    found = clients.find("ecs", "DescribeServices", ", ".join(wanted), missing="ClusterNotFoundException",
+                         cluster=cluster, services=wanted, include=["TAGS"])  # fmt: skip
+    removed = []
+    for service in (found or {}).get("services", []):
+        tags = {t["key"]: t["value"] for t in service.get("tags", [])}
+        if service.get("status") != "ACTIVE" or not names.owns(tags):
+            continue
+        name = service["serviceName"]
+        clients.call("ecs", "UpdateService", name, cluster=cluster, service=name, desiredCount=0)
+        clients.call("ecs", "DeleteService", name, cluster=cluster, service=name, force=True)
+        removed.append(f"ECS service {name}")
+    return removed
