@@ -92,6 +92,16 @@ class InstantClock(Clock):
         self.t += seconds
 
 
+@contextmanager
+def moto_with_bucket(bucket: str) -> Iterator[str]:
+    """A running moto server (``moto_server``) with the S3 bucket ``bucket`` in ``REGION``."""
+    with moto_server() as url:
+        client("s3", url).create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
+        )
+        yield url
+
+
 def two_subnets(endpoint: str) -> list[str]:
     """A new VPC on the stand-in with a subnet in each of two availability zones."""
     ec2 = client("ec2", endpoint)

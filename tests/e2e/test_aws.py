@@ -30,7 +30,7 @@ from shipyard.providers.aws import (
     TaskSpec,
 )
 from shipyard.secrets import Masker, read_env_file
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, two_subnets
+from tests.aws_standin import CREDENTIALS, REGION, client, moto_with_bucket, two_subnets
 from tests.e2e.conftest import run_shipyard
 from tests.e2e.registry import running_registry, tags
 from tests.example_app import copy_example
@@ -40,10 +40,7 @@ BUCKET = "shipyard-state-e2e"
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        client("s3", url).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
+    with moto_with_bucket(BUCKET) as url:
         yield url
 
 

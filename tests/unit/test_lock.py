@@ -25,7 +25,7 @@ from shipyard.state import (
 )
 from shipyard.state._s3 import S3State
 from shipyard.waiting import wait_until
-from tests.aws_standin import REGION, client, moto_server
+from tests.aws_standin import client, moto_with_bucket
 
 BUCKET = "shipyard-state-test"
 
@@ -40,10 +40,7 @@ class Clock:
 
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint:
-        client("s3", endpoint).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
+    with moto_with_bucket(BUCKET) as endpoint:
         yield endpoint
 
 

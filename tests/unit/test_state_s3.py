@@ -12,17 +12,14 @@ from botocore.stub import Stubber
 from shipyard.errors import HostUnreachable, ShipyardError, StateError
 from shipyard.state import Current, HistoryEntry, Intent, Lock, Release, StateStore
 from shipyard.state._s3 import S3State, s3_client
-from tests.aws_standin import REGION, client, moto_server
+from tests.aws_standin import REGION, client, moto_server, moto_with_bucket
 
 BUCKET = "shipyard-state-records"
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    with moto_server() as url:
-        client("s3", url).create_bucket(
-            Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
+    with moto_with_bucket(BUCKET) as url:
         yield url
 
 

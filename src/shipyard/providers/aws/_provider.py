@@ -44,7 +44,7 @@ from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.providers.aws._snapshots import RdsSnapshots
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic, remove_services
-from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready
+from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready, recorded
 from shipyard.state import Lock, Maintenance, StateStore, other_slot
 from shipyard.state._s3 import S3State  # boto3: imported by AWS environments only
 
@@ -212,7 +212,6 @@ class AwsProvider:
         """What the listener serves, each slot's service and targets, against the state."""
         env = AwsEnvironment(ctx.config)
         current = ctx.store.current()
-        release = ctx.store.release(current.release_id) if current else None
         traffic = env.traffic()
         dns = env.load_balancer_dns()
         url = f"http://{dns}" if dns else "(no load balancer yet)"
@@ -239,12 +238,6 @@ class AwsProvider:
             )
         return Status(
             url=url,
-            version=release.version if release else None,
-            commit=release.commit if release else None,
-            slot=current.slot if current else None,
-            release_id=current.release_id if current else None,
-            deployed_at=current.switched_at if current else None,
-            deployed_by=release.deployed_by if release else None,
             health=health,
             health_detail=detail,
             probed=None,
@@ -252,6 +245,7 @@ class AwsProvider:
             drift=drift,
             containers=services,
             problems=problems,
+            **recorded(ctx, current, ctx.store.maintenance()),
         )
 
     def migration_state(self, ctx: OperationContext) -> MigrationState:

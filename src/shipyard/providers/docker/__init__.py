@@ -15,7 +15,7 @@ from shipyard.providers.docker._delivery import engine_ready
 from shipyard.providers.docker._destroy import Destroyed, SnapshotFiles
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
 from shipyard.providers.docker._provider import DockerProvider
-from shipyard.providers.docker._status import Status
+from shipyard.providers.docker._status import Status, recorded
 from shipyard.providers.docker._steps import DockerSteps
 
 __all__ = [
@@ -29,5 +29,6 @@ __all__ = [
     "Status",
     "engine_ready",
     "proxy_ports",
+    "recorded",
     "taken_ports",
 ]

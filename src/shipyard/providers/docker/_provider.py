@@ -44,12 +44,12 @@ from shipyard.providers.docker._status import (
     Status,
     _describe,
     _drift,
-    _interruption,
     _proxy_health,
     _serving_problems,
     _stack_containers,
     certificate_report,
 )
+from shipyard.providers.docker._status import recorded as recorded_fields
 from shipyard.providers.docker._steps import DockerSteps
 from shipyard.state import Maintenance
 
@@ -190,7 +190,6 @@ class DockerProvider(Planning):
     def health_check(self, ctx: OperationContext) -> Status:
         steps = self.steps(ctx)
         current = ctx.store.current()
-        release = ctx.store.release(current.release_id) if current else None
         # Every container of the stack in one inspection: what the rest of the report reads.
         found = steps.docker.containers_named(_stack_containers(steps.names))
         containers = {
@@ -212,25 +211,17 @@ class DockerProvider(Planning):
                 trouble += failing
                 for problem in failing:
                     ctx.phases().event(EventKind.CERTIFICATE_FAILING, message=problem)
-        interrupted = _interruption(ctx)
         return Status(
             url=steps.url(),
-            version=release.version if release else None,
-            commit=release.commit if release else None,
-            slot=current.slot if current else None,
-            release_id=current.release_id if current else None,
-            deployed_at=current.switched_at if current else None,
-            deployed_by=release.deployed_by if release else None,
             health=health,
             health_detail=detail,
             probed=probed,
             proxy_upstreams=upstreams,
             drift=drift,
             containers=containers,
-            interrupted=interrupted,
             problems=trouble,
             certificates=certificates,
-            maintenance=recorded.to_dict() if recorded is not None else {"on": False},
+            **recorded_fields(ctx, current, recorded),
         )
 
     def snapshot_files(self, ctx: OperationContext) -> SnapshotFiles | None:

@@ -231,6 +231,25 @@ def _drift(
     return upstreams, problems
 
 
+def recorded(
+    ctx: OperationContext, current: Current | None, maintenance: Maintenance | None
+) -> dict[str, Any]:
+    """What the state records, as ``Status`` fields: the live release (``current``, as read)
+    and its slot, an interrupted operation, maintenance mode (as read). Every provider's status
+    starts from these."""
+    release = ctx.store.release(current.release_id) if current else None
+    return {
+        "version": release.version if release else None,
+        "commit": release.commit if release else None,
+        "slot": current.slot if current else None,
+        "release_id": current.release_id if current else None,
+        "deployed_at": current.switched_at if current else None,
+        "deployed_by": release.deployed_by if release else None,
+        "interrupted": _interruption(ctx),
+        "maintenance": maintenance.to_dict() if maintenance is not None else {"on": False},
+    }
+
+
 def _interruption(ctx: OperationContext) -> str | None:
     """An interrupted operation, and what the next one will do about it."""
     intent = _interrupted(ctx)
