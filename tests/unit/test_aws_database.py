@@ -64,8 +64,15 @@ def test_the_instance_is_created_encrypted_private_with_its_password_kept_by_rds
     assert instance["DBSubnetGroup"]["DBSubnetGroupName"] == "shipyard-shop-db"
     tags = {t["Key"]: t["Value"] for t in instance["TagList"]}
     assert (tags["shipyard:app"], tags["shipyard:env"]) == ("shop", "db")
-    assert database.master_secret_arn() is not None  # RDS keeps the password, not shipyard
+    secret = database.master_secret_arn()
+    assert secret is not None  # RDS keeps the password, not shipyard
     assert database.endpoint()[1] == 5432
+    # Tasks get the URL without a password, and the password from RDS's secret.
+    connection = database.connection()
+    host = instance["Endpoint"]["Address"]
+    assert connection.env == {"DATABASE_URL": f"postgres://app@{host}:5432/events?sslmode=require"}
+    assert connection.secrets == {"PGPASSWORD": f"{secret}:password::"}
+    assert connection.secret_arn == secret
     assert database.plan() == []
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from shipyard.errors import ConfigError
 from shipyard.providers.aws import AwsInfrastructure, AwsNames
-from tests.aws_standin import client, moto_server, standin_clients, two_subnets
+from tests.aws_standin import REGION, client, moto_server, standin_clients, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:s3cr3t-pw@db/app", "API_KEY": "k-very-secret"}
 
@@ -29,7 +29,11 @@ def endpoint() -> Iterator[str]:
 
 
 def _infrastructure(
-    endpoint: str, environment: str, secrets: dict[str, str] | None = None, **settings: Any
+    endpoint: str,
+    environment: str,
+    secrets: dict[str, str] | None = None,
+    readable: tuple[str, ...] = (),
+    **settings: Any,
 ) -> AwsInfrastructure:
     defaults = {"log_retention_days": 14, "tags": {"team": "events"}, "subnets": SUBNETS}
     clients = standin_clients(endpoint, **{**defaults, **settings})
@@ -38,6 +42,7 @@ def _infrastructure(
         clients.settings,
         SECRETS if secrets is None else secrets,
         clients,
+        readable=readable,
     )
 
 
@@ -132,7 +137,8 @@ def test_a_first_ensure_creates_exactly_the_environments_resources(endpoint: str
         RoleName="shipyard-shop-first-execution", PolicyName="shipyard-read-secrets"
     )["PolicyDocument"]
     policy = json.loads(policy) if isinstance(policy, str) else policy
-    assert policy["Statement"][0]["Resource"].endswith(":secret:shipyard/shop/first/*")
+    [resource] = policy["Statement"][0]["Resource"]
+    assert resource.endswith(":secret:shipyard/shop/first/*")
     secrets = client("secretsmanager", endpoint)
     stored = secrets.get_secret_value(SecretId="shipyard/shop/first/API_KEY")
     assert stored["SecretString"] == SECRETS["API_KEY"]
@@ -261,3 +267,19 @@ def test_an_existing_listener_is_used_and_must_exist(endpoint: str) -> None:
     gone = listener.rsplit("/", 1)[0] + "/0000000000000000"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"providers\.aws\.listener_arn: no listener"):
         _infrastructure(endpoint, "borrow", listener_arn=gone).plan()
+
+
+def test_the_role_reads_the_database_password_secret_only_once_it_is_named(endpoint: str) -> None:
+    _infrastructure(endpoint, "rdsread").ensure()
+    arn = f"arn:aws:secretsmanager:{REGION}:123456789012:secret:rds!db-0123-abcdef"
+    named = _infrastructure(endpoint, "rdsread", readable=(arn,))
+    assert [str(a) for a in named.plan()] == [
+        "iam: set the secrets policy of role shipyard-shop-rdsread-execution"
+    ]
+    named.ensure()
+    policy = client("iam", endpoint).get_role_policy(
+        RoleName="shipyard-shop-rdsread-execution", PolicyName="shipyard-read-secrets"
+    )["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    assert policy["Statement"][0]["Resource"][1:] == [arn]
+    assert _infrastructure(endpoint, "rdsread", readable=(arn,)).plan() == []

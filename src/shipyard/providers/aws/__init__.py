@@ -6,7 +6,7 @@ default. Only AWS environments import it (and boto3, the extra ``aws``)."""
 from __future__ import annotations
 
 from shipyard.config import RdsSection
-from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
+from shipyard.providers.aws._database import Connection, DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._delivery import EcrDelivery
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import OneOffFailed, OneOffResult, OneOffTasks
@@ -25,6 +25,7 @@ __all__ = [
     "AwsSettings",
     "AwsTraffic",
     "Clients",
+    "Connection",
     "DatabaseNotReady",
     "EcrDelivery",
     "Health",

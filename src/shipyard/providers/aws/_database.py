@@ -12,6 +12,8 @@ snapshot first.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +24,17 @@ from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.waiting import Clock, Interval, wait_until
 
 POLL = Interval(10.0, 1.5, 30.0)  # an instance takes minutes: no need to ask often
+
+
+@dataclass(frozen=True)
+class Connection:
+    """What a task needs to reach the database: plain variables, and variables ECS reads from
+    Secrets Manager (name → ``valueFrom``); ``secret_arn``: the secret the execution role must
+    be allowed to read."""
+
+    env: Mapping[str, str]
+    secrets: Mapping[str, str]
+    secret_arn: str
 
 
 class DatabaseNotReady(ShipyardError):
@@ -183,6 +196,26 @@ class RdsDatabase:
         secret = (self.instance() or {}).get("MasterUserSecret") or {}
         arn = secret.get("SecretArn")
         return str(arn) if arn else None
+
+    def connection(self) -> Connection:
+        """How the app's tasks reach the instance without shipyard ever reading its password:
+        ``DATABASE_URL`` names host, port, user and database (no password; TLS required), and
+        ``PGPASSWORD`` is the ``password`` key of the secret RDS keeps it in, which ECS reads at
+        start (libpq, pgx and golang-migrate take the password from it when the URL has none).
+        ``DatabaseNotReady`` before the instance has an endpoint and its secret."""
+        instance = self.instance() or {}
+        endpoint = instance.get("Endpoint") or {}
+        arn = (instance.get("MasterUserSecret") or {}).get("SecretArn")
+        if not endpoint.get("Address") or not arn:
+            raise DatabaseNotReady(
+                f"RDS instance {self.names.database} has no endpoint or password secret yet",
+                hint="the next deploy waits for it again",
+            )
+        host, port = endpoint["Address"], int(endpoint.get("Port", 5432))
+        url = f"postgres://{self.user}@{host}:{port}/{self.database}?sslmode=require"
+        return Connection(
+            env={"DATABASE_URL": url}, secrets={"PGPASSWORD": f"{arn}:password::"}, secret_arn=arn
+        )
 
     def removal(self, *, instance: bool) -> list[Action]:
         """What destroy removes: with ``instance``, the instance (after a final snapshot)."""

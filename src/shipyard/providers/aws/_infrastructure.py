@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,7 @@ class AwsInfrastructure:
         port: int = 8080,
         health_path: str = "/health",
         config_file: str = "shipyard.yml",
+        readable: Sequence[str] = (),
     ) -> None:
         self.port = port
         self.health_path = health_path
@@ -114,6 +115,7 @@ class AwsInfrastructure:
         self.secrets = dict(secrets)
         self.clients = clients
         self.config_file = config_file
+        self.readable = tuple(readable)  # further secrets' ARNs the tasks read (RDS's password)
         self.tags = names.tags(settings.tags)
 
     def _call(self, api: str, action: str, what: str, /, **params: Any) -> Any:
@@ -207,7 +209,10 @@ class AwsInfrastructure:
                 {
                     "Effect": "Allow",
                     "Action": "secretsmanager:GetSecretValue",
-                    "Resource": f"arn:aws:secretsmanager:{region}:*:secret:{prefix}*",
+                    "Resource": [
+                        f"arn:aws:secretsmanager:{region}:*:secret:{prefix}*",
+                        *self.readable,
+                    ],
                 }
             ],
         }
