@@ -5,15 +5,21 @@ a build of every commit."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import secrets
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
+from shipyard.config import load_config
+from shipyard.hosts import LocalHost
 from tests.e2e.conftest import AppUnderTest, engine_snapshot, git
 from tests.e2e.docker_cli import docker, docker_inspect
 from tests.e2e.ports import reserve_port
@@ -207,3 +213,41 @@ def test_an_empty_commit_is_built_again_when_the_app_reports_its_commit(app: App
     assert "(built before)" not in again.stderr
     assert _image_id(app) != image
     assert empty in httpx.get(app.url("/version"), timeout=10).text
+
+
+def test_the_migrations_image_holds_the_releases_files_under_golang_migrate(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    from shipyard.build import Image, VersionInfo, build_migrations_image  # noqa: PLC0415
+    from shipyard.errors import BuildError  # noqa: PLC0415
+    from tests.example_app import copy_example  # noqa: PLC0415
+
+    name = f"m{secrets.token_hex(3)}"
+    where = copy_example(tmp_path / "app", name)
+    config = load_config(where / "shipyard.yml", "development")
+    version = VersionInfo("1.2.3", "f" * 40, "2026-12-04T00:00:00Z", False)
+    image = Image(f"{name}:1.2.3-fffffff-0123456", "sha256:unused", version)
+    tag = build_migrations_image(config, LocalHost(), image)
+    try:
+        assert tag == f"{name}-migrations:1.2.3-fffffff-0123456"
+        created = docker("create", tag).strip()  # the image has no shell nor ls
+        try:
+            exported = subprocess.run(
+                ["docker", "export", created], capture_output=True, check=True
+            )
+        finally:
+            docker("rm", created)
+        with tarfile.open(fileobj=io.BytesIO(exported.stdout)) as tar:
+            listed = [
+                n.removeprefix("migrations/") for n in tar.getnames() if n.startswith("migrations/")
+            ]
+        wanted = sorted(p.name for p in (where / "migrations").iterdir())
+        assert sorted(listed) == wanted
+        labels = json.loads(docker_inspect(tag, "{{json .Config.Labels}}"))
+        assert labels["org.opencontainers.image.revision"] == "f" * 40
+        assert labels["org.shipyard.role"] == "migrations"
+    finally:
+        subprocess.run(["docker", "image", "rm", tag], capture_output=True, check=False)
+    shutil.rmtree(where / "migrations")
+    with pytest.raises(BuildError, match=r"migrations directory .* not found"):
+        build_migrations_image(config, LocalHost(), image)

@@ -474,6 +474,35 @@ def _build(config: Config, local: Host, version: VersionInfo, tag: str, *, rebui
     return Image(tag=tag, id=image.id, version=version)
 
 
+MIGRATIONS_DIR = "/migrations"
+
+
+def build_migrations_image(config: Config, local: Host, image: Image) -> str | None:
+    """The release's migration files in an image of golang-migrate (``database.migrations.
+    image``), at ``/migrations``: what runs them where the host's files are not at hand (a one-off
+    ECS task). Tagged ``<app>-migrations:<the app image's tag>``, with the app image's labels.
+    ``None`` when the app has no migrations."""
+    section = config.database
+    if section is None or section.migrations is None:
+        return None
+    source = config.resolve(section.migrations.path)
+    if not source.is_dir():
+        raise BuildError(f"migrations directory {source} not found")
+    tag = f"{config.app.name}-migrations:{image.tag.rsplit(':', 1)[-1]}"
+    with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as scratch:
+        dockerfile = Path(scratch) / "Dockerfile"
+        dockerfile.write_text(
+            f"FROM {section.migrations.image}\nCOPY . {MIGRATIONS_DIR}/\n", encoding="utf-8"
+        )
+        Docker(local).build(
+            str(source),
+            tag=tag,
+            dockerfile=str(dockerfile),
+            labels={**_labels(config, image.version), f"{LABEL_PREFIX}.role": "migrations"},
+        )
+    return tag
+
+
 def go_toolchain_problem(local: Host) -> str | None:
     """Why the operator's Go toolchain is too old to build (older than ``MIN_GO``); a missing
     toolchain is reported by the build itself."""
