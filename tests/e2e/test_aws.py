@@ -20,6 +20,7 @@ import pytest
 
 from shipyard.build import Image, VersionInfo
 from shipyard.config import load_config
+from shipyard.database import verify_extensions_sql
 from shipyard.hosts import LocalHost
 from shipyard.providers.aws import (
     AwsEnvironment,
@@ -29,6 +30,7 @@ from shipyard.providers.aws import (
     EcrDelivery,
     TaskSpec,
 )
+from shipyard.providers.aws._steps import extensions_command
 from shipyard.secrets import Masker, read_env_file
 from tests.aws_standin import CREDENTIALS, REGION, client, moto_with_bucket, two_subnets
 from tests.e2e.conftest import run_shipyard
@@ -368,3 +370,58 @@ def test_destroy_keeps_the_rds_instance_and_its_snapshots_unless_asked(
     assert any(r.startswith("rds: delete instance (final snapshot ") for r in record["removed"])
     left = rds.describe_db_snapshots(DBInstanceIdentifier=aws_env.names.database)["DBSnapshots"]
     assert taken.name not in [s["DBSnapshotIdentifier"] for s in left]
+
+
+def test_the_extensions_command_creates_and_verifies_them_on_postgresql(
+    docker_engine: None,
+) -> None:
+    """The one-off task's command, run as ECS would run it, in the database image itself."""
+    name = f"sy-ext-{secrets.token_hex(3)}"
+    password = secrets.token_hex(12)
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", name, "--env", f"POSTGRES_PASSWORD={password}",
+         "shipyard-local/postgres:17"],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    env = [
+        "--env", "DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
+        "--env", f"PGPASSWORD={password}",
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while subprocess.run(
+            ["docker", "exec", name, "pg_isready", "-h", "127.0.0.1", "-U", "postgres"],
+            capture_output=True, check=False,
+        ).returncode:  # fmt: skip
+            assert time.monotonic() < deadline, "PostgreSQL never became ready"
+            time.sleep(0.2)
+        wanted = ["postgis", "vector", "pg_trgm", "pgcrypto"]
+        done = subprocess.run(
+            ["docker", "exec", *env, name, *extensions_command(wanted)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        installed = subprocess.run(
+            ["docker", "exec", name, "psql", "-U", "postgres", "-tAc",
+             "SELECT extname FROM pg_extension"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert set(wanted) <= set(installed)
+        missing = subprocess.run(
+            ["docker", "exec", *env, name, *extensions_command(["pg_trgm", "no_such_extension"])],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert missing.returncode != 0
+        assert 'extension "no_such_extension" is not available' in missing.stderr
+        # The check alone names what CREATE EXTENSION did not leave installed.
+        unverified = subprocess.run(
+            ["docker", "exec", name, "psql", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-c",
+             verify_extensions_sql(["pg_trgm", "hstore"])],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert unverified.returncode != 0
+        assert "extensions missing after CREATE EXTENSION: hstore" in unverified.stderr
+    finally:
+        subprocess.run(
+            ["docker", "rm", "--force", "--volumes", name], capture_output=True, check=False
+        )

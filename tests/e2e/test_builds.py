@@ -229,7 +229,7 @@ def test_the_migrations_image_holds_the_releases_files_under_golang_migrate(
     image = Image(f"{name}:1.2.3-fffffff-0123456", "sha256:unused", version)
     tag = build_migrations_image(config, LocalHost(), image)
     try:
-        assert tag == f"{name}-migrations:1.2.3-fffffff-0123456"
+        assert tag == f"{name}:1.2.3-fffffff-0123456-migrations"
         created = docker("create", tag).strip()  # the image has no shell nor ls
         try:
             exported = subprocess.run(

@@ -480,7 +480,7 @@ MIGRATIONS_DIR = "/migrations"
 def build_migrations_image(config: Config, local: Host, image: Image) -> str | None:
     """The release's migration files in an image of golang-migrate (``database.migrations.
     image``), at ``/migrations``: what runs them where the host's files are not at hand (a one-off
-    ECS task). Tagged ``<app>-migrations:<the app image's tag>``, with the app image's labels.
+    ECS task). Tagged ``<the app image's tag>-migrations``, with the app image's labels.
     ``None`` when the app has no migrations."""
     section = config.database
     if section is None or section.migrations is None:
@@ -488,7 +488,7 @@ def build_migrations_image(config: Config, local: Host, image: Image) -> str | N
     source = config.resolve(section.migrations.path)
     if not source.is_dir():
         raise BuildError(f"migrations directory {source} not found")
-    tag = f"{config.app.name}-migrations:{image.tag.rsplit(':', 1)[-1]}"
+    tag = f"{image.tag}-migrations"
     with tempfile.TemporaryDirectory(prefix="shipyard-migrations-") as scratch:
         dockerfile = Path(scratch) / "Dockerfile"
         dockerfile.write_text(

@@ -992,6 +992,11 @@ class AwsSection(_Model):
         None,
         description="An existing ALB listener to switch (default: shipyard creates an ALB with an HTTP listener).",
     )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the app answers, when a name or a CDN fronts the load balancer: a deploy verifies /version there (default: http://<the load balancer's DNS name>).",
+    )
     rds: RdsSection | None = Field(
         None,
         description="The RDS instance shipyard creates (default: none; the env file's DATABASE_URL names an existing database).",

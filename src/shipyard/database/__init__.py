@@ -101,6 +101,7 @@ __all__ = [
     "SnapshotAge",
     "SnapshotError",
     "SnapshotStore",
+    "create_extensions_sql",
     "lint_directory",
     "lint_file",
     "lint_files",
@@ -122,6 +123,7 @@ __all__ = [
     "scram_verifier",
     "snapshot_name",
     "verifier_matches",
+    "verify_extensions_sql",
 ]
 
 
@@ -300,9 +302,8 @@ class Database:
     def ensure_extensions(self, extensions: Sequence[str]) -> dict[str, str]:
         """Create the extensions if missing, then verify each exists; returns name → version."""
         if extensions:
-            create = "".join(f'CREATE EXTENSION IF NOT EXISTS "{name}";\n' for name in extensions)
             try:
-                self.sql(create)
+                self.sql(create_extensions_sql(extensions))
             except DatabaseError as exc:
                 available = set(self.sql("SELECT name FROM pg_available_extensions;").split())
                 missing = [name for name in extensions if name not in available]
@@ -542,3 +543,22 @@ class Database:
                 hint="the app was not changed; fix the command or the image and deploy again",
             ) from exc
         return (result.stdout + result.stderr).strip()
+
+
+def create_extensions_sql(extensions: Sequence[str]) -> str:
+    """``CREATE EXTENSION IF NOT EXISTS`` of each of ``extensions`` (names as the config
+    validated them, quoted as identifiers)."""
+    return "".join(f'CREATE EXTENSION IF NOT EXISTS "{name}";\n' for name in extensions)
+
+
+def verify_extensions_sql(extensions: Sequence[str]) -> str:
+    """A statement that fails, naming them, unless every one of ``extensions`` is installed:
+    for a client that reports only success or failure (a one-off task's exit code)."""
+    names = ", ".join("'" + name.replace("'", "''") + "'" for name in extensions)
+    return (
+        "DO $$ DECLARE missing text; BEGIN "  # noqa: S608 — names are quoted literals
+        f"SELECT string_agg(n, ', ') INTO missing FROM unnest(ARRAY[{names}]::text[]) AS n "
+        "WHERE n NOT IN (SELECT extname FROM pg_extension); "
+        "IF missing IS NOT NULL THEN "
+        "RAISE EXCEPTION 'extensions missing after CREATE EXTENSION: %', missing; END IF; END $$;"
+    )

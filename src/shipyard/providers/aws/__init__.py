@@ -8,11 +8,13 @@ from __future__ import annotations
 from shipyard.config import RdsSection
 from shipyard.providers.aws._database import Connection, DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._delivery import EcrDelivery
+from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws, state_store
 from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import OneOffFailed, OneOffResult, OneOffTasks
-from shipyard.providers.aws._provider import AwsEnvironment, AwsProvider, NotOnAws, state_store
+from shipyard.providers.aws._provider import AwsProvider
 from shipyard.providers.aws._settings import AwsNames, AwsSettings, Network
 from shipyard.providers.aws._snapshots import RdsSnapshot, RdsSnapshots, SnapshotFailed
+from shipyard.providers.aws._steps import AwsSteps
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import AwsTraffic, Health
 
@@ -23,6 +25,7 @@ __all__ = [
     "AwsNames",
     "AwsProvider",
     "AwsSettings",
+    "AwsSteps",
     "AwsTraffic",
     "Clients",
     "Connection",

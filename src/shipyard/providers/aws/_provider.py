@@ -13,14 +13,13 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Any, NoReturn
 
 from botocore.exceptions import BotoCoreError
 
 from shipyard import aws
 from shipyard.build import plan_build, read_version
-from shipyard.config import Config, HttpCheck, parse_duration
+from shipyard.config import Config, parse_duration
 from shipyard.database import MigrationState, pending_versions
 from shipyard.deploy import (
     DEPLOY,
@@ -33,93 +32,21 @@ from shipyard.deploy import (
     env_files,
     planned,
     run_checks,
+    run_deploy,
+    run_repair,
+    run_rollback,
     watch_window,
 )
 from shipyard.docker import Docker
-from shipyard.errors import ExitCode, HostUnreachable, ShipyardError
+from shipyard.errors import HostUnreachable
 from shipyard.hosts import Host
-from shipyard.providers.aws._database import RdsDatabase
-from shipyard.providers.aws._infrastructure import AwsInfrastructure, Clients
-from shipyard.providers.aws._settings import AwsNames, AwsSettings
-from shipyard.providers.aws._snapshots import RdsSnapshots
-from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
+from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
+from shipyard.providers.aws._settings import AwsSettings
+from shipyard.providers.aws._steps import AwsSteps
+from shipyard.providers.aws._tasks import TaskSpec
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic, remove_services
 from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready, recorded
-from shipyard.state import Lock, Maintenance, StateStore, other_slot
-from shipyard.state._s3 import S3State  # boto3: imported by AWS environments only
-
-_STATE_PREFIX = "shipyard"
-
-
-class NotOnAws(ShipyardError):
-    """An operation the AWS provider does not run yet."""
-
-    exit_code = ExitCode.USAGE
-
-
-def state_store(config: Config) -> StateStore:
-    """The environment's state and lock: ``shipyard/<app>/<environment>/`` in the state bucket."""
-    settings = AwsSettings.of(config)
-    client = aws.client("s3", region=settings.region, endpoint_url=settings.endpoint_url)
-    root = PurePosixPath(_STATE_PREFIX, config.app.name, config.environment.name)
-    return StateStore(S3State(client, settings.state_bucket, root))
-
-
-class AwsEnvironment:
-    """One environment's parts on AWS, from its config."""
-
-    def __init__(self, config: Config, *, session: Any = None) -> None:
-        self.config = config
-        self.settings = AwsSettings.of(config)
-        self.names = AwsNames(config.app.name, config.environment.name)
-        self.clients = Clients(self.settings, session=session)
-
-    @property
-    def cluster(self) -> str:
-        return self.settings.cluster or self.names.cluster
-
-    def infrastructure(self) -> AwsInfrastructure:
-        checks = [c for c in self.config.health.checks if isinstance(c, HttpCheck)]
-        return AwsInfrastructure(
-            self.names,
-            self.settings,
-            self.config.secrets.items(),
-            self.clients,
-            port=self.config.app.port,
-            health_path=checks[0].path if checks else "/health",
-            config_file=str(self.config.path),
-        )
-
-    def database(self) -> RdsDatabase | None:
-        rds, section = self.settings.rds, self.config.database
-        if rds is None or section is None:
-            return None
-        return RdsDatabase(
-            self.names, self.settings, rds, self.clients, database=section.name, user=section.user
-        )
-
-    def snapshots(self) -> RdsSnapshots:
-        return RdsSnapshots(self.names, self.names.database, self.clients)
-
-    def tasks(self) -> TaskDefinitions:
-        return TaskDefinitions(self.names, self.settings, self.clients)
-
-    def traffic(self) -> AwsTraffic | None:
-        """The listener and the slots' target groups; ``None`` before the first deploy made them."""
-        infrastructure = self.infrastructure()
-        listener = infrastructure.listener()
-        groups = infrastructure.target_groups()
-        if listener is None or set(groups) != set(SLOTS):
-            return None
-        return AwsTraffic(self.names, self.cluster, listener, groups, self.clients)
-
-    def load_balancer_dns(self) -> str | None:
-        found = self.clients.find(
-            "elbv2", "DescribeLoadBalancers", self.names.load_balancer,
-            missing="LoadBalancerNotFound", Names=[self.names.load_balancer],
-        )  # fmt: skip
-        balancers = (found or {}).get("LoadBalancers", [])
-        return str(balancers[0]["DNSName"]) if balancers else None
+from shipyard.state import Lock, Maintenance, other_slot
 
 
 class AwsProvider:
@@ -129,6 +56,9 @@ class AwsProvider:
 
     def __init__(self, host: Host) -> None:
         self.host = host
+
+    def steps(self, ctx: OperationContext) -> AwsSteps:
+        return AwsSteps(ctx, self.host, AwsEnvironment(ctx.config))
 
     # -- checks ------------------------------------------------------------------------------------
     def preflight(self, config: Config) -> str:
@@ -358,13 +288,16 @@ class AwsProvider:
         self._not_yet("provision")
 
     def deploy(self, ctx: OperationContext, options: DeployOptions) -> DeployResult:
-        self._not_yet("deploy")
+        """The same pipeline as every provider's (``run_deploy``) over ``AwsSteps``."""
+        return run_deploy(ctx, self.steps(ctx), options)
 
     def rollback(self, ctx: OperationContext, options: RollbackOptions) -> DeployResult:
-        self._not_yet("rollback")
+        """A retained release's task definition revision back in the idle slot, then the
+        switch (``run_rollback``): nothing is built."""
+        return run_rollback(ctx, self.steps(ctx), options)
 
     def repair(self, ctx: OperationContext, *, lock_wait: float = 0.0) -> str:
-        self._not_yet("repair")
+        return run_repair(ctx, self.steps(ctx), lock_wait=lock_wait)
 
     def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult:
         self._not_yet("db rotate-password")

@@ -38,13 +38,21 @@ class TaskSpec:
 class TaskDefinitions:
     """The environment's task definition family."""
 
-    def __init__(self, names: AwsNames, settings: AwsSettings, clients: Clients) -> None:
+    def __init__(
+        self,
+        names: AwsNames,
+        settings: AwsSettings,
+        clients: Clients,
+        *,
+        family: str | None = None,
+    ) -> None:
         self.names = names
         self.settings = settings
         self.clients = clients
+        self.family = family or names.family  # one-off tasks have families of their own
 
     def _call(self, action: str, /, **params: Any) -> Any:
-        return self.clients.call("ecs", action, self.names.family, **params)
+        return self.clients.call("ecs", action, self.family, **params)
 
     def render(self, spec: TaskSpec) -> dict[str, Any]:
         """The ``RegisterTaskDefinition`` request for ``spec``."""
@@ -59,7 +67,7 @@ class TaskDefinitions:
             "name": CONTAINER,
             "image": spec.image,
             "essential": True,
-            "portMappings": [{"containerPort": spec.port, "protocol": "tcp"}],
+            "portMappings": [{"containerPort": spec.port, "protocol": "tcp"}] if spec.port else [],
             "environment": [{"name": k, "value": v} for k, v in sorted(spec.env.items())],
             "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(spec.secret_arns.items())],
             "dockerLabels": labels,
@@ -75,7 +83,7 @@ class TaskDefinitions:
         }
         tags = self.names.tags({**self.settings.tags, "shipyard:release": spec.release_id})
         return {
-            "family": self.names.family,
+            "family": self.family,
             "requiresCompatibilities": ["FARGATE"],
             "networkMode": "awsvpc",
             "cpu": str(self.settings.cpu),
@@ -101,14 +109,16 @@ class TaskDefinitions:
         pages = (
             self.clients["ecs"]
             .get_paginator("list_task_definitions")
-            .paginate(familyPrefix=self.names.family, status="ACTIVE", sort="DESC")
+            .paginate(familyPrefix=self.family, status="ACTIVE", sort="DESC")
         )
         try:
             arns = [arn for page in pages for arn in page.get("taskDefinitionArns", [])]
         except aws.ERRORS as exc:
-            raise aws.translate("ecs", "ListTaskDefinitions", exc, what=self.names.family) from exc
-        # By revision number, whatever order the pages came in (an ARN ends ``family:N``).
-        return sorted(arns, key=lambda arn: int(arn.rsplit(":", 1)[1]), reverse=True)
+            raise aws.translate("ecs", "ListTaskDefinitions", exc, what=self.family) from exc
+        # Only this family's (the prefix matches longer names too), by revision number,
+        # whatever order the pages came in (an ARN ends ``family:N``).
+        mine = [arn for arn in arns if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == self.family]
+        return sorted(mine, key=lambda arn: int(arn.rsplit(":", 1)[1]), reverse=True)
 
     def changes(self, spec: TaskSpec) -> list[str]:
         """What a revision for ``spec`` changes from the latest (names of secrets, never their
@@ -116,13 +126,34 @@ class TaskDefinitions:
         wanted = _essentials(self.render(spec))
         latest = self.latest()
         if latest is None:
-            return [f"{self.names.family}: first revision ({wanted['image']})"]
+            return [f"{self.family}: first revision ({wanted['image']})"]
         found = _essentials(latest)
         lines = []
         for key in wanted:
             if wanted[key] != found.get(key):
                 lines.append(f"{key}: {_show(found.get(key))} → {_show(wanted[key])}")
         return lines
+
+    def of_release(self, release_id: str) -> str | None:
+        """The active revision registered for ``release_id`` (its ``org.shipyard.release``
+        label), newest first; ``None`` when there is none."""
+        for arn in self.revisions():
+            found = self._call("DescribeTaskDefinition", taskDefinition=arn)
+            container = found["taskDefinition"]["containerDefinitions"][0]
+            if container.get("dockerLabels", {}).get("org.shipyard.release") == release_id:
+                return arn
+        return None
+
+    def labels(self, arn: str) -> dict[str, str]:
+        """The labels of revision ``arn``'s container (its release, version, commit)."""
+        found = self._call("DescribeTaskDefinition", taskDefinition=arn)
+        labels: dict[str, str] = found["taskDefinition"]["containerDefinitions"][0].get(
+            "dockerLabels", {}
+        )
+        return labels
+
+    def deregister(self, arn: str) -> None:
+        self._call("DeregisterTaskDefinition", taskDefinition=arn)
 
     def deregister_all(self) -> list[str]:
         """Deregister every active revision of the family (destroy); their ARNs."""

@@ -1,0 +1,95 @@
+"""One AWS environment's parts, made from its config: settings, names, clients, and each
+resource's manager; where its state is kept."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+from shipyard import aws
+from shipyard.config import Config, HttpCheck
+from shipyard.errors import ExitCode, ShipyardError
+from shipyard.providers.aws._database import RdsDatabase
+from shipyard.providers.aws._infrastructure import AwsInfrastructure, Clients
+from shipyard.providers.aws._settings import AwsNames, AwsSettings
+from shipyard.providers.aws._snapshots import RdsSnapshots
+from shipyard.providers.aws._tasks import TaskDefinitions
+from shipyard.providers.aws._traffic import SLOTS, AwsTraffic
+from shipyard.state import StateStore
+from shipyard.state._s3 import S3State  # boto3: imported by AWS environments only
+
+_STATE_PREFIX = "shipyard"
+
+
+class NotOnAws(ShipyardError):
+    """An operation the AWS provider does not run yet."""
+
+    exit_code = ExitCode.USAGE
+
+
+def state_store(config: Config) -> StateStore:
+    """The environment's state and lock: ``shipyard/<app>/<environment>/`` in the state bucket."""
+    settings = AwsSettings.of(config)
+    client = aws.client("s3", region=settings.region, endpoint_url=settings.endpoint_url)
+    root = PurePosixPath(_STATE_PREFIX, config.app.name, config.environment.name)
+    return StateStore(S3State(client, settings.state_bucket, root))
+
+
+class AwsEnvironment:
+    """One environment's parts on AWS, from its config."""
+
+    def __init__(self, config: Config, *, session: Any = None) -> None:
+        self.config = config
+        self.settings = AwsSettings.of(config)
+        self.names = AwsNames(config.app.name, config.environment.name)
+        self.clients = Clients(self.settings, session=session)
+
+    @property
+    def cluster(self) -> str:
+        return self.settings.cluster or self.names.cluster
+
+    def infrastructure(self, *, readable: Sequence[str] = ()) -> AwsInfrastructure:
+        """The base resources; ``readable``: further secrets the tasks read (RDS's password)."""
+        checks = [c for c in self.config.health.checks if isinstance(c, HttpCheck)]
+        return AwsInfrastructure(
+            self.names,
+            self.settings,
+            self.config.secrets.items(),
+            self.clients,
+            port=self.config.app.port,
+            health_path=checks[0].path if checks else "/health",
+            config_file=str(self.config.path),
+            readable=readable,
+        )
+
+    def database(self) -> RdsDatabase | None:
+        rds, section = self.settings.rds, self.config.database
+        if rds is None or section is None:
+            return None
+        return RdsDatabase(
+            self.names, self.settings, rds, self.clients, database=section.name, user=section.user
+        )
+
+    def snapshots(self) -> RdsSnapshots:
+        return RdsSnapshots(self.names, self.names.database, self.clients)
+
+    def tasks(self) -> TaskDefinitions:
+        return TaskDefinitions(self.names, self.settings, self.clients)
+
+    def traffic(self) -> AwsTraffic | None:
+        """The listener and the slots' target groups; ``None`` before the first deploy made them."""
+        infrastructure = self.infrastructure()
+        listener = infrastructure.listener()
+        groups = infrastructure.target_groups()
+        if listener is None or set(groups) != set(SLOTS):
+            return None
+        return AwsTraffic(self.names, self.cluster, listener, groups, self.clients)
+
+    def load_balancer_dns(self) -> str | None:
+        found = self.clients.find(
+            "elbv2", "DescribeLoadBalancers", self.names.load_balancer,
+            missing="LoadBalancerNotFound", Names=[self.names.load_balancer],
+        )  # fmt: skip
+        balancers = (found or {}).get("LoadBalancers", [])
+        return str(balancers[0]["DNSName"]) if balancers else None
