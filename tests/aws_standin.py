@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,16 +27,16 @@ CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing
 
 
 @contextmanager
-def moto_server(*, deadline: float = 60.0) -> Iterator[str]:
+def moto_server(*, deadline: float = 60.0, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """A running moto server; yields its endpoint URL. Port 0: the server binds a free port and
-    prints it, so no port is picked before it is bound."""
+    prints it, so no port is picked before it is bound. ``env``: moto's own settings."""
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         # AWS's managed IAM policies exist on AWS; moto loads them only when asked to.
-        env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true"},
+        env={**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", **(env or {})},
     )
     found: list[str] = []
     seen: list[str] = []
@@ -93,9 +93,9 @@ class InstantClock(Clock):
 
 
 @contextmanager
-def moto_with_bucket(bucket: str) -> Iterator[str]:
+def moto_with_bucket(bucket: str, *, env: Mapping[str, str] | None = None) -> Iterator[str]:
     """A running moto server (``moto_server``) with the S3 bucket ``bucket`` in ``REGION``."""
-    with moto_server() as url:
+    with moto_server(env=env) as url:
         client("s3", url).create_bucket(
             Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION}
         )
@@ -106,6 +106,8 @@ def two_subnets(endpoint: str) -> list[str]:
     """A new VPC on the stand-in with a subnet in each of two availability zones."""
     ec2 = client("ec2", endpoint)
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    # As ECS wants its VPCs: tasks' network interfaces get DNS names.
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     return [
         ec2.create_subnet(
             VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{zone}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 
 from shipyard.build import Image, VersionInfo
@@ -32,10 +33,11 @@ from shipyard.providers.aws import (
 )
 from shipyard.providers.aws._steps import extensions_command
 from shipyard.secrets import Masker, read_env_file
+from tests.aws_dataplane import data_plane
 from tests.aws_standin import CREDENTIALS, REGION, client, moto_with_bucket, two_subnets
-from tests.e2e.conftest import run_shipyard
+from tests.e2e.conftest import isolated_env, run_shipyard
 from tests.e2e.registry import running_registry, tags
-from tests.example_app import copy_example
+from tests.example_app import copy_example, git
 
 BUCKET = "shipyard-state-e2e"
 
@@ -163,7 +165,7 @@ def test_plan_lists_every_aws_action_and_changes_nothing(
     assert _aws_resources(endpoint) == before
 
 
-def test_status_reads_an_environment_not_deployed_and_deploy_refuses_untouched(
+def test_status_reads_an_environment_not_deployed_and_what_aws_lacks_refuses_untouched(
     project: tuple[Path, dict[str, str]], endpoint: str
 ) -> None:
     where, env = project
@@ -173,9 +175,9 @@ def test_status_reads_an_environment_not_deployed_and_deploy_refuses_untouched(
     assert report["health"] == "not deployed"
     assert report["version"] is None
     before = _aws_resources(endpoint)
-    deploy = run_shipyard(where, env, "deploy", "production")
-    assert deploy.returncode == 2, deploy.stderr
-    assert "`shipyard deploy` is not built yet for AWS environments" in deploy.stderr
+    refused = run_shipyard(where, env, "render", "production")
+    assert refused.returncode == 2, refused.stderr
+    assert "`shipyard render` is not built yet for AWS environments" in refused.stderr
     assert _aws_resources(endpoint) == before
 
 
@@ -425,3 +427,195 @@ def test_the_extensions_command_creates_and_verifies_them_on_postgresql(
         subprocess.run(
             ["docker", "rm", "--force", "--volumes", name], capture_output=True, check=False
         )
+
+
+def _aws_deploy_edit(subnets: list[str], registry: str, url: str) -> Any:
+    def edit(document: dict[str, Any]) -> None:
+        # The example as it is; only the target changes, and where AWS's settings come from.
+        document["environments"]["production"]["target"] = f"aws://{REGION}"
+        document["providers"] = {
+            "aws": {
+                "endpoint_url": "${AWS_ENDPOINT_URL}",
+                "state_bucket": BUCKET,
+                "subnets": subnets,
+                "rds": {"deletion_protection": False},
+                # The stand-in's registry and load balancer (ECR's and ALB's names do not
+                # resolve here).
+                "registry": registry,
+                "url": url,
+            }
+        }
+
+    return edit
+
+
+def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
+    tmp_path: Path, docker_engine: None
+) -> None:
+    """SC-005 for two providers: the reference app's shipyard.yml, its target changed, deploys
+    to the AWS stand-in with the same command: ECS services per slot, the listener switched,
+    /version through the load balancer; an RDS snapshot only before pending migrations; a
+    rollback to the previous task definition revision without a build."""
+    # The stand-in runs no task: each one-off task stops at once with exit code 0, and a
+    # service's deployment completes with its two tasks.
+    settings = {"MOTO_ECS_SERVICE_RUNNING": "2"}
+    with moto_with_bucket(BUCKET, env=settings) as endpoint:
+        transition = {"model_name": "ecs::task", "transition": {"progression": "immediate"}}
+        httpx.post(
+            f"{endpoint}/moto-api/state-manager/set-transition", json=transition
+        ).raise_for_status()
+        token = client("ecr", endpoint).get_authorization_token()["authorizationData"][0]
+        user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
+        app = f"d{secrets.token_hex(3)}"
+        names = AwsNames(app, "production")
+        with (
+            running_registry(tmp_path / "registry", user, password) as registry,
+            data_plane(endpoint, names) as plane,
+        ):
+            where = copy_example(
+                tmp_path / "app", app, _aws_deploy_edit(two_subnets(endpoint), registry, plane.url)
+            )
+            env_file = where / ".env.production"
+            env_file.write_text(
+                f"JWT_SECRET={secrets.token_hex(32)}\nGRAFANA_ADMIN_PASSWORD={secrets.token_hex(16)}\n"
+            )
+            env_file.chmod(0o600)
+            env = {
+                **isolated_env(tmp_path / "home"),
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+            }
+            try:
+                _deploy_redeploy_rollback(where, env, endpoint, names, registry, (user, password))
+            finally:
+                run_shipyard(
+                    where, env, "destroy", "production", "--yes", "--volumes", "--snapshots"
+                )
+                for image in subprocess.run(
+                    ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", app],
+                    capture_output=True, text=True, check=False,
+                ).stdout.split():  # fmt: skip
+                    subprocess.run(
+                        ["docker", "image", "rm", image], capture_output=True, check=False
+                    )
+
+
+def _deploy_redeploy_rollback(
+    where: Path,
+    env: dict[str, str],
+    endpoint: str,
+    names: AwsNames,
+    registry: str,
+    login: tuple[str, str],
+) -> None:
+    ecs, elb, rds = client("ecs", endpoint), client("elbv2", endpoint), client("rds", endpoint)
+
+    def served() -> str:
+        status = run_shipyard(where, env, "status", "production", "--json")
+        assert status.returncode == 0, status.stderr
+        [report] = json.loads(status.stdout)
+        return str(report["commit"])
+
+    def forwarded() -> str:
+        balancer = elb.describe_load_balancers(Names=[names.load_balancer])["LoadBalancers"][0]
+        [listener] = elb.describe_listeners(LoadBalancerArn=balancer["LoadBalancerArn"])[
+            "Listeners"
+        ]
+        groups = listener["DefaultActions"][0]["ForwardConfig"]["TargetGroups"]
+        live = max(groups, key=lambda g: g["Weight"])["TargetGroupArn"]
+        return next(s for s in ("blue", "green") if names.target_group(s) in live)
+
+    def snapshots() -> list[str]:
+        found = rds.describe_db_snapshots(
+            DBInstanceIdentifier=names.database, SnapshotType="manual"
+        )
+        return [s["DBSnapshotIdentifier"] for s in found["DBSnapshots"]]
+
+    def revisions() -> list[str]:
+        found = ecs.list_task_definitions(familyPrefix=names.family, status="ACTIVE")
+        return [
+            a
+            for a in found["taskDefinitionArns"]
+            if a.rsplit("/", 1)[-1].rsplit(":", 1)[0] == names.family
+        ]
+
+    first_commit = git(where, "rev-parse", "HEAD")
+    first = run_shipyard(where, env, "deploy", "production")
+    assert first.returncode == 0, first.stderr
+    assert served() == first_commit
+    assert forwarded() == "blue"
+    assert len(revisions()) == 1
+    [service] = ecs.describe_services(cluster=names.cluster, services=[names.service("blue")])[
+        "services"
+    ]
+    assert service["desiredCount"] == 2 and service["launchType"] == "FARGATE"
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])[
+        "taskDefinition"
+    ]
+    container = definition["containerDefinitions"][0]
+    assert container["image"].startswith(f"{registry}/{names.repository}:")
+    plain = {e["name"]: e["value"] for e in container["environment"]}
+    assert plain["DATABASE_URL"].startswith("postgres://events@") and "@" in plain["DATABASE_URL"]
+    hidden = {s["name"]: s["valueFrom"] for s in container["secrets"]}
+    assert hidden["PGPASSWORD"].endswith(":password::")  # RDS's own secret
+    assert names.secret("JWT_SECRET") in hidden["JWT_SECRET"]
+    for value in read_env_file(where / ".env.production").values():
+        assert value not in json.dumps(definition)  # secrets by reference only
+    pushed = tags(registry, names.repository, *login)
+    assert any(t.endswith("-migrations") for t in pushed) and len(pushed) == 2
+    assert rds.describe_db_instances(DBInstanceIdentifier=names.database)["DBInstances"]
+    # Migrations were pending (all of them): the snapshot came first.
+    [first_snapshot] = snapshots()
+
+    # A second deploy, nothing pending: a new revision in the other slot, no snapshot.
+    (where / "NOTES").write_text("a change\n")
+    second_commit = _commit(where, "second")
+    second = run_shipyard(where, env, "deploy", "production", "--watch-for", "1s")
+    assert second.returncode == 0, second.stderr
+    assert served() == second_commit and forwarded() == "green"
+    assert len(revisions()) == 2
+    assert snapshots() == [first_snapshot]
+    [blue] = ecs.describe_services(cluster=names.cluster, services=[names.service("blue")])[
+        "services"
+    ]
+    assert blue["desiredCount"] == 0  # retired, kept for a rollback
+
+    # A pending migration: the RDS snapshot first.
+    (where / "migrations" / "000003_notes.up.sql").write_text("CREATE TABLE notes (id int);\n")
+    (where / "migrations" / "000003_notes.down.sql").write_text("DROP TABLE notes;\n")
+    third_commit = _commit(where, "a migration")
+    third = run_shipyard(where, env, "deploy", "production", "--no-watch")
+    assert third.returncode == 0, third.stderr
+    assert served() == third_commit and forwarded() == "blue"
+    [taken] = [s for s in snapshots() if s != first_snapshot]
+    assert taken.startswith(names.stem)
+
+    # Back to the second release's revision, without a build: planned, then done.
+    planned_back = run_shipyard(where, env, "plan", "production", "--rollback", "--json")
+    assert planned_back.returncode == 0, planned_back.stderr
+    actions = [s["action"] for s in json.loads(planned_back.stdout)]
+    assert any(a.startswith("bring back 0.0.0+" + second_commit[:7]) for a in actions), actions
+    assert any(
+        f"update ECS service {names.service('green')} to {names.family}:2" in a for a in actions
+    ), actions
+    before_rollback = tags(registry, names.repository, *login)
+    back = run_shipyard(where, env, "rollback", "production", "--yes", "--no-watch")
+    assert back.returncode == 0, back.stderr
+    assert served() == second_commit and forwarded() == "green"
+    [green] = ecs.describe_services(cluster=names.cluster, services=[names.service("green")])[
+        "services"
+    ]
+    labels = ecs.describe_task_definition(taskDefinition=green["taskDefinition"])["taskDefinition"]
+    assert (
+        labels["containerDefinitions"][0]["dockerLabels"]["org.opencontainers.image.revision"]
+        == second_commit
+    )
+    assert len(revisions()) == 3  # the rollback registered nothing
+    assert tags(registry, names.repository, *login) == before_rollback  # and pushed nothing
+
+
+def _commit(where: Path, message: str) -> str:
+    git(where, "add", "-A")
+    git(where, "commit", "-q", "-m", message)
+    return git(where, "rev-parse", "HEAD")

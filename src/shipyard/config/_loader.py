@@ -534,7 +534,15 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         sections = _valid_sections(merged)  # the env file is checked against these all the same
 
     issues.extend(
-        _required_env_issues(sections, merged, env_locator, file_values, env_file, interpolated)
+        _required_env_issues(
+            sections,
+            merged,
+            env_locator,
+            file_values,
+            env_file,
+            interpolated,
+            on_aws=_rds_on_aws(env_raw, merged),
+        )
     )
     if "notifications" in sections:
         issues.extend(
@@ -787,15 +795,29 @@ def _required_env_issues(
     file_values: Mapping[str, str],
     env_file: Path | None,
     interpolated: Interpolations,
+    *,
+    on_aws: bool | None = None,
 ) -> list[Issue]:
     """The database password and ``app.required_env`` must be in the env file. ``sections``
-    may lack an invalid section: what can be checked without it still is."""
+    may lack an invalid section: what can be checked without it still is. ``on_aws``: the
+    target is aws://, with (True) or without (False) an RDS instance of shipyard's, whose
+    password RDS keeps; without one, the env file names the database."""
     database: DatabaseSection | None = sections.get("database")
     issues: list[Issue] = []
     derived: set[str] = set()  # set by shipyard itself
-    if database is not None:
+    if database is not None and on_aws is False and database.url_env not in file_values:
+        issues.append(
+            locator.issue(
+                ("database", "url_env"),
+                f"{database.url_env} must be set in {env_file or 'the env file'}: on AWS "
+                "without providers.aws.rds, the app's database is an existing one",
+            )
+        )
+    elif database is not None:
         derived.add(database.url_env)
-        if database.url_env not in file_values and not file_values.get(database.password_env):
+        if on_aws:
+            pass  # RDS keeps the password (providers.aws.rds)
+        elif database.url_env not in file_values and not file_values.get(database.password_env):
             path: Path_ = ("database", "password_env")
             key = _key_named(database.password_env, path, interpolated)
             issues.append(
@@ -948,6 +970,16 @@ def _transport_issues(
             locator.issue(path, f"{key} is not set in the env file (the registry password)")
         )
     return issues
+
+
+def _rds_on_aws(env_raw: Mapping[str, Any], merged: Mapping[str, Any]) -> bool | None:
+    """For an aws:// target: whether ``providers.aws.rds`` is set (None for other targets)."""
+    target = env_raw.get("target")
+    if not isinstance(target, str) or not target.startswith("aws://"):
+        return None
+    providers = merged.get("providers")
+    aws = providers.get("aws") if isinstance(providers, dict) else None
+    return isinstance(aws, dict) and aws.get("rds") is not None
 
 
 def _provider_of(target: str) -> str:

@@ -1,7 +1,10 @@
-"""The AWS provider, being built: an environment's base resources on AWS (``_infrastructure``)
-from its settings (``_settings``), and its RDS instance (``_database``) and snapshots (``_snapshots``) the app's task definitions (``_tasks``) and one-off tasks for migrations and release commands
-(``_oneoff``), and blue-green between two ECS services behind one ALB listener (``_traffic``). No ``target`` reaches it yet; the Docker provider stays the
-default. Only AWS environments import it (and boto3, the extra ``aws``)."""
+"""The AWS provider: ``target: aws://<region>`` on ECS (Fargate) behind an ALB, with RDS, ECR,
+Secrets Manager and CloudWatch Logs (``_provider``, whose deploy runs the common pipeline over
+``_steps``). Its parts: the settings and names (``_settings``), one environment's parts from its
+config (``_environment``), base resources (``_infrastructure``), the RDS instance
+(``_database``) and its snapshots (``_snapshots``), task definitions (``_tasks``), one-off tasks
+(``_oneoff``), the image in ECR (``_delivery``) and blue-green between two ECS services behind
+one listener (``_traffic``). Only AWS environments import it (and boto3, the extra ``aws``)."""
 
 from __future__ import annotations
 

@@ -74,6 +74,11 @@ class AwsEnvironment:
     def snapshots(self) -> RdsSnapshots:
         return RdsSnapshots(self.names, self.names.database, self.clients)
 
+    def families(self) -> list[str]:
+        """The task definition families of the environment: the app's, golang-migrate's and
+        the tools' (psql for the extensions)."""
+        return [self.names.family, f"{self.names.family}-migrate", f"{self.names.family}-tools"]
+
     def tasks(self) -> TaskDefinitions:
         return TaskDefinitions(self.names, self.settings, self.clients)
 

@@ -1,11 +1,11 @@
 """``AwsProvider``: an environment on ECS (Fargate) behind an ALB, with its state and lock in S3.
 
-What exists so far: ``check`` (offline: the settings, the AWS credentials' source, this
-machine's engine for the build), ``plan`` (every AWS action a deploy would take, reading only),
-``status`` (what the listener serves, the slots' services and targets, the state), ``logs
---app`` (CloudWatch Logs) and ``destroy`` (what shipyard created, by its tags). The operations
-that deploy (deploy, rollback and the rest) refuse with ``NotOnAws`` until they are built; the
-parts they will use are in this package.
+``deploy``, ``rollback`` and ``repair`` run the pipeline every provider runs (``shipyard.deploy``)
+over ``AwsSteps``; ``check`` is offline (the settings, the AWS credentials' source, this
+machine's engine for the build); ``plan`` lists every AWS action a deploy or a rollback would
+take, reading only; ``status``, ``logs --app`` (CloudWatch Logs) and ``destroy`` (what shipyard
+created, by its tags) read or remove. The other commands (maintenance mode, password rotation,
+snapshot operations, monitoring, provision) refuse with ``NotOnAws``.
 """
 
 from __future__ import annotations
@@ -23,12 +23,15 @@ from shipyard.config import Config, parse_duration
 from shipyard.database import MigrationState, pending_versions
 from shipyard.deploy import (
     DEPLOY,
+    ROLLBACK,
     DeployOptions,
     DeployResult,
     OperationContext,
     PlanStep,
     RollbackOptions,
     RotateOptions,
+    Served,
+    choose_rollback,
     env_files,
     planned,
     run_checks,
@@ -38,12 +41,12 @@ from shipyard.deploy import (
     watch_window,
 )
 from shipyard.docker import Docker
-from shipyard.errors import HostUnreachable
+from shipyard.errors import HostUnreachable, StateError
 from shipyard.hosts import Host
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
 from shipyard.providers.aws._settings import AwsSettings
 from shipyard.providers.aws._steps import AwsSteps
-from shipyard.providers.aws._tasks import TaskSpec
+from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic, remove_services
 from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready, recorded
 from shipyard.state import Lock, Maintenance, other_slot
@@ -115,6 +118,14 @@ class AwsProvider:
                 "deliver", f"push {build.tag} to ECR repository {env.names.repository} as {tag}"
             )
         )
+        if config.database is not None and config.database.migrations is not None:
+            plan.append(
+                PlanStep(
+                    "deliver",
+                    f"build the migrations image ({config.database.migrations.image} with "
+                    f"{config.database.migrations.path}) and push it as {tag}-migrations",
+                )
+            )
         infrastructure = env.infrastructure()
         plan += [PlanStep("infrastructure", str(a)) for a in infrastructure.plan()]
         database = env.database()
@@ -135,7 +146,44 @@ class AwsProvider:
         return planned(DEPLOY, plan)
 
     def plan_rollback(self, ctx: OperationContext, options: RollbackOptions) -> list[PlanStep]:
-        self._not_yet("plan --rollback")
+        """What `rollback` would do: the release it brings back and why (``choose_rollback``),
+        its revision in the idle slot, the switch; reading only."""
+        env = AwsEnvironment(ctx.config)
+        plan = _lock_steps(ctx)
+        served = Served.read(ctx.store)
+        current = served.current
+        if current is None:
+            raise StateError(
+                f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
+            )
+        choice = choose_rollback(served, options.to, why=options.why)
+        target = choice.release
+        plan.append(
+            PlanStep(
+                "choose",
+                f"bring back {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}",
+            )
+        )
+        plan += [PlanStep("choose", note) for note in choice.notes]
+        revision = env.tasks().of_release(target.id)
+        slot = other_slot(current.slot)
+        service = env.names.service(slot)
+        plan.append(
+            PlanStep(
+                "start",
+                f"update ECS service {service} to {revision.rsplit('/', 1)[-1] if revision else '(its revision is gone: refused)'} "
+                f"({env.settings.desired(ctx.config.environment.name)} task(s)); nothing is built",
+            )
+        )
+        plan.append(PlanStep("health", f"wait for {service}'s deployment and healthy targets"))
+        plan.append(PlanStep("switch", f"the listener forwards every request to {slot}"))
+        plan.append(
+            PlanStep(
+                "verify",
+                f"GET {AwsSteps(ctx, self.host, env).url()}/version reports {target.commit[:7]}",
+            )
+        )
+        return planned(ROLLBACK, plan)
 
     # -- status ------------------------------------------------------------------------------------
     def health_check(self, ctx: OperationContext) -> Status:
@@ -143,8 +191,7 @@ class AwsProvider:
         env = AwsEnvironment(ctx.config)
         current = ctx.store.current()
         traffic = env.traffic()
-        dns = env.load_balancer_dns()
-        url = f"http://{dns}" if dns else "(no load balancer yet)"
+        url = AwsSteps(ctx, self.host, env).url()
         services: dict[str, str] = {}
         problems: list[str] = []
         upstreams: list[str] = []
@@ -234,11 +281,11 @@ class AwsProvider:
         files = None
         try:
             removed += remove_services(env.names, env.cluster, env.clients)
-            revisions = env.tasks().deregister_all()
-            if revisions:
-                removed.append(
-                    f"{len(revisions)} revision(s) of task definition {env.names.family}"
-                )
+            for family in env.families():
+                revisions = TaskDefinitions(env.names, env.settings, env.clients, family=family)
+                count = len(revisions.deregister_all())
+                if count:
+                    removed.append(f"{count} revision(s) of task definition {family}")
             removed += [str(action) for action in env.infrastructure().remove()]
             database = env.database()
             if database is not None:
@@ -281,7 +328,8 @@ class AwsProvider:
     def _not_yet(self, command: str) -> NoReturn:
         raise NotOnAws(
             f"`shipyard {command}` is not built yet for AWS environments in this version of shipyard",
-            hint="on AWS today: `shipyard check`, `plan`, `status`, `history`, `logs --app` and `destroy`",
+            hint="on AWS: `shipyard check`, `plan`, `deploy`, `rollback`, `repair`, `status`, "
+            "`history`, `logs --app` and `destroy`",
         )
 
     def provision(self, ctx: OperationContext) -> list[str]:

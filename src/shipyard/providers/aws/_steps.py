@@ -265,7 +265,8 @@ class AwsSteps:
             tasks = self.env.tasks()
             found = tasks.of_release(release.id)
             if found is None:
-                found = tasks.register(self._spec(release, release.image, self.config.app.port))
+                image = f"{self.delivery.repository()}:{release.image.rsplit(':', 1)[-1]}"
+                found = tasks.register(self._spec(release, image, self.config.app.port))
             self._revisions[release.id] = found
         return self._revisions[release.id]
 
@@ -333,27 +334,32 @@ class AwsSteps:
 
     # -- Observation ---------------------------------------------------------------------------
     def verify(self, release: Release) -> str:
-        url = f"{self.url()}/version"
+        """``deploy.verify_path`` through the load balancer (or ``providers.aws.url``) reports
+        the release's commit (in the JSON key ``git_commit``, or anywhere in the answer)."""
+        path = self.config.deploy.verify_path
+        if path is None:
+            return "deploy.verify_path is null: not verified"
+        url = f"{self.url()}{path}"
         seen: list[str] = []
 
-        def answer() -> str | None:
+        def answer() -> bool:
             try:
                 response = httpx.get(url, timeout=self.config.health.timeout)
-                commit = str(response.json().get("git_commit", ""))
-            except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            except httpx.HTTPError as exc:
                 seen.append(f"{type(exc).__name__}: {exc}")
-                return None
-            seen.append(commit or "(no git_commit)")
-            return commit
+                return False
+            seen.append(f"{response.status_code} {response.text[:200]}")
+            return response.is_success and release.commit in response.text
 
-        found = wait_until(
-            answer, timeout=self.config.health.start_timeout, interval=_VERIFY,
-            done=lambda commit: commit == release.commit,
+        reported = wait_until(
+            answer, timeout=self.config.deploy.verify_timeout + self.config.health.start_timeout,
+            interval=_VERIFY, done=bool,
         )  # fmt: skip
-        if found != release.commit:
+        if not reported:
             raise DeployFailed(
                 "verify",
-                f"GET {url} did not report {release.commit[:7]}: last answer {seen[-1] if seen else 'none'}",
+                f"GET {url} did not report {release.commit[:7]}: last answer "
+                f"{seen[-1] if seen else 'none'}",
                 hint="the switch was undone",
             )
         return f"GET {url} reports {release.commit[:7]}"

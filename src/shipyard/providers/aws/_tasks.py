@@ -67,6 +67,7 @@ class TaskDefinitions:
             "name": CONTAINER,
             "image": spec.image,
             "essential": True,
+            "memory": self.settings.memory,  # the task's whole, as its hard limit
             "portMappings": [{"containerPort": spec.port, "protocol": "tcp"}] if spec.port else [],
             "environment": [{"name": k, "value": v} for k, v in sorted(spec.env.items())],
             "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(spec.secret_arns.items())],
