@@ -433,6 +433,8 @@ def _aws_deploy_edit(subnets: list[str], registry: str, url: str) -> Any:
     def edit(document: dict[str, Any]) -> None:
         # The example as it is; only the target changes, and where AWS's settings come from.
         document["environments"]["production"]["target"] = f"aws://{REGION}"
+        # Retention keeps the newest snapshot and those of retained releases only.
+        document["database"]["snapshots"] = {"retention_days": 0, "keep_min": 1}
         document["providers"] = {
             "aws": {
                 "endpoint_url": "${AWS_ENDPOINT_URL}",
@@ -543,6 +545,27 @@ def _deploy_redeploy_rollback(
     first_commit = git(where, "rev-parse", "HEAD")
     first = run_shipyard(where, env, "deploy", "production")
     assert first.returncode == 0, first.stderr
+    # Exactly what a first deploy creates, as the AWS APIs list it.
+    made = _aws_resources(endpoint)
+    ours = {
+        kind: sorted(n.rsplit("/", 1)[-1] if kind in ("clusters", "task definitions") else n
+                     for n in found if names.app in n)
+        for kind, found in made.items() if kind != "state"
+    }  # fmt: skip
+    assert ours == {
+        "repositories": [names.repository],
+        "clusters": [names.cluster],
+        "log groups": [names.log_group],
+        "roles": [names.execution_role],
+        "secrets": sorted(names.secret(k) for k in ("GRAFANA_ADMIN_PASSWORD", "JWT_SECRET")),
+        "target groups": sorted(names.target_group(s) for s in ("blue", "green")),
+        "load balancers": [names.load_balancer],
+        "task definitions": sorted(
+            f"{names.family}{suffix}:1" for suffix in ("", "-migrate", "-tools")
+        ),
+    }
+    listed = ecs.list_services(cluster=names.cluster)["serviceArns"]
+    assert [arn.rsplit("/", 1)[-1] for arn in listed] == [names.service("blue")]
     assert served() == first_commit
     assert forwarded() == "blue"
     assert len(revisions()) == 1
@@ -581,7 +604,16 @@ def _deploy_redeploy_rollback(
     ]
     assert blue["desiredCount"] == 0  # retired, kept for a rollback
 
-    # A pending migration: the RDS snapshot first.
+    # A pending migration: the RDS snapshot first, then retention. A snapshot of a release no
+    # longer retained goes; the first release's (retained) stays.
+    stray = f"{names.stem}-00000000-stray"
+    rds.create_db_snapshot(
+        DBSnapshotIdentifier=stray, DBInstanceIdentifier=names.database,
+        Tags=[{"Key": "shipyard:app", "Value": names.app},
+              {"Key": "shipyard:env", "Value": names.environment},
+              {"Key": "shipyard:deployment", "Value": "20250101T000000Z-old000"}],
+    )  # fmt: skip
+    assert stray in snapshots()
     (where / "migrations" / "000003_notes.up.sql").write_text("CREATE TABLE notes (id int);\n")
     (where / "migrations" / "000003_notes.down.sql").write_text("DROP TABLE notes;\n")
     third_commit = _commit(where, "a migration")
@@ -589,7 +621,7 @@ def _deploy_redeploy_rollback(
     assert third.returncode == 0, third.stderr
     assert served() == third_commit and forwarded() == "blue"
     [taken] = [s for s in snapshots() if s != first_snapshot]
-    assert taken.startswith(names.stem)
+    assert taken.startswith(names.stem) and taken != stray  # the stray one was pruned
 
     # Back to the second release's revision, without a build: planned, then done.
     planned_back = run_shipyard(where, env, "plan", "production", "--rollback", "--json")

@@ -33,6 +33,7 @@ from shipyard.database import (
     Snapshot,
     create_extensions_sql,
     plan_migrations,
+    protected_snapshots,
     verify_extensions_sql,
 )
 from shipyard.deploy import OperationContext
@@ -42,6 +43,7 @@ from shipyard.providers.aws._database import Connection
 from shipyard.providers.aws._delivery import EcrDelivery
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
 from shipyard.providers.aws._oneoff import OneOffTasks
+from shipyard.providers.aws._snapshots import RdsSnapshots
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic
 from shipyard.state import Maintenance, Release
@@ -163,13 +165,15 @@ class AwsSteps:
         section = self.config.database
         assert section is not None  # noqa: S101 — planned only with a database
         started = time.monotonic()
-        taken = self.env.snapshots().take(
+        snapshots = self.env.snapshots()
+        taken = snapshots.take(
             version=release.version,
             commit=release.commit,
             deployment_id=release.id,
             reason="pre-migrate",
             timeout=section.snapshots.timeout,
         )
+        self._retain(snapshots, release)
         return Snapshot(
             name=taken.name,
             database=section.name,
@@ -184,6 +188,25 @@ class AwsSteps:
             sha256="",
             duration_s=round(time.monotonic() - started, 3),
         )
+
+    def _retain(self, snapshots: RdsSnapshots, release: Release) -> None:
+        """Retention, as on a host: the newest ``keep_min`` and those younger than
+        ``retention_days`` are kept, and each retained release's own; a failed prune only
+        warns (the next snapshot's retention runs again)."""
+        section = self.config.database
+        assert section is not None  # noqa: S101
+        try:
+            plan = snapshots.retention(
+                retention_days=section.snapshots.retention_days,
+                keep_min=section.snapshots.keep_min,
+                protected=protected_snapshots([*self.ctx.store.releases(), release]),
+            )
+            pruned = snapshots.prune(plan)
+        except ShipyardError as exc:
+            self.ctx.phases().warn(f"pruning old RDS snapshots failed: {exc.message}")
+            return
+        if pruned:
+            self.ctx.phases().note(f"pruned {len(pruned)} old RDS snapshot(s): {', '.join(pruned)}")
 
     def migrate(self, release: Release) -> int | None:
         section = self.config.database
