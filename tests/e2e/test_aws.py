@@ -596,6 +596,9 @@ def _deploy_redeploy_rollback(
     second_commit = _commit(where, "second")
     second = run_shipyard(where, env, "deploy", "production", "--watch-for", "1s")
     assert second.returncode == 0, second.stderr
+    # Everything was in place: the role's access to RDS's secret was not taken away and given
+    # back (tasks ECS starts meanwhile read it).
+    assert "set the secrets policy" not in second.stderr
     assert served() == second_commit and forwarded() == "green"
     assert len(revisions()) == 2
     assert snapshots() == [first_snapshot]
@@ -644,6 +647,8 @@ def _deploy_redeploy_rollback(
         == second_commit
     )
     assert len(revisions()) == 3  # the rollback registered nothing
+    tools = ecs.list_task_definitions(familyPrefix=f"{names.family}-tools", status="ACTIVE")
+    assert len(tools["taskDefinitionArns"]) == 1  # the extensions' task, unchanged, reused
     assert tags(registry, names.repository, *login) == before_rollback  # and pushed nothing
 
 

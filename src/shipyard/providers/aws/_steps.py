@@ -39,7 +39,7 @@ from shipyard.database import (
 from shipyard.deploy import OperationContext
 from shipyard.errors import DeployFailed, ShipyardError
 from shipyard.hosts import Host
-from shipyard.providers.aws._database import Connection
+from shipyard.providers.aws._database import Connection, RdsDatabase
 from shipyard.providers.aws._delivery import EcrDelivery
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
 from shipyard.providers.aws._oneoff import OneOffTasks
@@ -106,14 +106,25 @@ class AwsSteps:
 
     # -- Infrastructure --------------------------------------------------------------------------
     def ensure_infrastructure(self) -> str:
-        done = [str(a) for a in self.env.infrastructure().ensure()]
+        """The base resources, the RDS instance, then the extensions. The execution role keeps
+        reading RDS's password secret throughout (tasks ECS starts meanwhile need it): it is
+        named from the first ``ensure`` on once the instance exists."""
         database = self.env.database()
+        readable = self._readable(database)
+        done = [str(a) for a in self.env.infrastructure(readable=readable).ensure()]
         if database is not None:
             done += [str(a) for a in database.ensure()]
-            readable = (database.connection().secret_arn,)
-            done += [str(a) for a in self.env.infrastructure(readable=readable).ensure()]
+            now = self._readable(database)
+            if now != readable:  # the instance was just created
+                done += [str(a) for a in self.env.infrastructure(readable=now).ensure()]
             done.append(self._extensions())
         return "; ".join(done) or "every resource in place"
+
+    @staticmethod
+    def _readable(database: RdsDatabase | None) -> tuple[str, ...]:
+        """The secrets beyond the env file's the tasks read: RDS's password, once it exists."""
+        arn = database.master_secret_arn() if database is not None else None
+        return (arn,) if arn else ()
 
     def _extensions(self) -> str:
         """Create the extensions and verify them, from a one-off task of the database image."""
@@ -300,7 +311,11 @@ class AwsSteps:
         )  # fmt: skip
         family = f"{self.names.family}-{purpose}"
         tasks = TaskDefinitions(self.names, self.settings, self.env.clients, family=family)
-        return tasks.register(self._spec(release, image, 0))
+        spec = self._spec(release, image, 0)
+        revisions = tasks.revisions()
+        if revisions and not tasks.changes(spec):
+            return revisions[0]  # the same image, variables and role: no revision for nothing
+        return tasks.register(spec)
 
     # -- Candidates ----------------------------------------------------------------------------
     def start_slot(self, slot: str, release: Release) -> str:
