@@ -45,11 +45,19 @@ from shipyard.errors import HostUnreachable, StateError
 from shipyard.hosts import Host
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
 from shipyard.providers.aws._settings import AwsSettings
+from shipyard.providers.aws._snapshots import RdsSnapshot
 from shipyard.providers.aws._steps import AwsSteps
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic, remove_services
-from shipyard.providers.docker import Destroyed, SnapshotFiles, Status, engine_ready, recorded
-from shipyard.state import Lock, Maintenance, other_slot
+from shipyard.providers.docker import (
+    Destroyed,
+    SnapshotFiles,
+    Status,
+    engine_ready,
+    plan_lock_and_repair,
+    recorded,
+)
+from shipyard.state import Maintenance, other_slot
 
 
 class AwsProvider:
@@ -103,7 +111,7 @@ class AwsProvider:
             allow_dirty=allow_dirty,
         )
         env = AwsEnvironment(config)
-        plan = _lock_steps(ctx)
+        plan = plan_lock_and_repair(ctx)
         version = read_version(
             ctx.local,
             config.resolve(config.build.context),
@@ -149,7 +157,7 @@ class AwsProvider:
         """What `rollback` would do: the release it brings back and why (``choose_rollback``),
         its revision in the idle slot, the switch; reading only."""
         env = AwsEnvironment(ctx.config)
-        plan = _lock_steps(ctx)
+        plan = plan_lock_and_repair(ctx)
         served = Served.read(ctx.store)
         current = served.current
         if current is None:
@@ -261,9 +269,7 @@ class AwsProvider:
         env = AwsEnvironment(ctx.config)
         if env.settings.rds is None:
             return None
-        found = env.snapshots().snapshots()
-        where = f"RDS ({env.settings.region}), manual snapshots of {env.names.database}"
-        return SnapshotFiles(where, len(found), sum(s.size for s in found))
+        return _snapshot_files(env, env.snapshots().snapshots())
 
     def cleanup(
         self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
@@ -315,8 +321,7 @@ class AwsProvider:
         found = env.snapshots().snapshots()
         if not found:
             return None, []
-        where = f"RDS ({env.settings.region}), manual snapshots of {env.names.database}"
-        files = SnapshotFiles(where, len(found), sum(s.size for s in found))
+        files = _snapshot_files(env, found)
         if not delete:
             return files, []
         for snapshot in found:
@@ -376,13 +381,10 @@ class AwsProvider:
         self._not_yet("monitoring")
 
 
-def _lock_steps(ctx: OperationContext) -> list[PlanStep]:
-    holder = ctx.store.lock(ctx.deployment_id, "plan").holder()
-    if holder is None:
-        return []
-    lock = ctx.store.lock(ctx.deployment_id, "plan")
-    state = "stale, would be taken over" if lock.is_stale(holder) else "a deploy would wait or stop"
-    return [PlanStep("lock", f"held: {Lock.describe(holder)} ({state})")]
+def _snapshot_files(env: AwsEnvironment, found: list[RdsSnapshot]) -> SnapshotFiles:
+    """How ``destroy`` names the environment's manual RDS snapshots ``found``."""
+    where = f"RDS ({env.settings.region}), manual snapshots of {env.names.database}"
+    return SnapshotFiles(where, len(found), sum(s.size for s in found))
 
 
 def _schema_steps(config: Config, applied: int | None, env: AwsEnvironment) -> list[PlanStep]:

@@ -46,7 +46,7 @@ class Planning:
         allow_dirty = options.allow_dirty or config.deploy.allow_dirty
         validate(ctx, steps, allow_dirty=allow_dirty)
         plan: list[PlanStep] = []
-        plan += _plan_lock_and_repair(ctx)
+        plan += plan_lock_and_repair(ctx)
         version = read_version(
             ctx.local,
             config.resolve(config.build.context),
@@ -114,7 +114,7 @@ class Planning:
         the rule `rollback` follows), then its steps; read from the state and the engine,
         changing nothing."""
         steps, config = self.steps(ctx), ctx.config
-        plan = _plan_lock_and_repair(ctx)
+        plan = plan_lock_and_repair(ctx)
         served = Served.read(ctx.store)
         current = served.current
         if current is None:
@@ -186,7 +186,7 @@ def _schema_at(version: int | None, database: ContainerInfo | None) -> str:
     return "empty database, no migrations applied"
 
 
-def _plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
+def plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
     """Who holds the lock, and the interrupted operation a deploy would finish or undo first."""
     plan = []
     lock = ctx.store.lock(ctx.deployment_id, "plan")
