@@ -382,8 +382,15 @@ CATALOGUE: list[BadConfig] = [
     BadConfig(
         "aws-one-subnet",
         _on_aws("providers:\n  aws:\n    state_bucket: b\n    subnets: [subnet-a]\n"),
-        "at least 2 items",
+        "an ALB spans two availability zones: give two subnets or more, or none for a VPC shipyard creates",
         "19:5 providers.aws.subnets",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-security-groups-without-subnets",
+        _on_aws("providers:\n  aws:\n    state_bucket: b\n    security_groups: [sg-1]\n"),
+        "security_groups belong to a VPC: give them with its `subnets`",
+        "17:3 providers.aws",
         environment="production",
     ),
     BadConfig(

@@ -264,7 +264,9 @@ def test_destroy_removes_what_shipyard_created_and_nothing_else(
     )  # fmt: skip
     traffic = aws_env.traffic()
     assert traffic is not None
-    traffic.create_service("blue", revision, port=8080, network=aws_env.settings.network, desired=2)
+    traffic.create_service(
+        "blue", revision, port=8080, network=aws_env.network().tasks(), desired=2
+    )
     state = client("s3", endpoint)
     state.put_object(
         Bucket=BUCKET, Key=f"shipyard/{names.app}/production/releases.json", Body=b"[]"

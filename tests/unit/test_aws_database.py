@@ -14,6 +14,7 @@ from shipyard.config import RdsSection
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws import AwsNames
 from shipyard.providers.aws._database import DatabaseNotReady, RdsDatabase
+from shipyard.providers.aws._network import AwsNetwork
 from tests.aws_standin import (
     InstantClock,
     client,
@@ -34,10 +35,11 @@ def endpoint() -> Iterator[str]:
 
 def _database(endpoint: str, environment: str, **rds: Any) -> RdsDatabase:
     clients = standin_clients(endpoint, subnets=SUBNETS, security_groups=[], rds=RdsSection(**rds))
-    settings = clients.settings
+    settings, names = clients.settings, AwsNames("shop", environment)
     assert settings.rds is not None
+    network = AwsNetwork(names, settings, clients, port=8080, database=True)
     return RdsDatabase(
-        AwsNames("shop", environment), settings, settings.rds, clients,
+        names, settings, settings.rds, clients, network,
         database="events", user="app", clock=InstantClock(),
     )  # fmt: skip
 

@@ -13,6 +13,7 @@ import pytest
 
 from shipyard.errors import ConfigError
 from shipyard.providers.aws import AwsInfrastructure, AwsNames
+from shipyard.providers.aws._network import AwsNetwork
 from tests.aws_standin import REGION, client, moto_server, standin_clients, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:s3cr3t-pw@db/app", "API_KEY": "k-very-secret"}
@@ -37,11 +38,13 @@ def _infrastructure(
 ) -> AwsInfrastructure:
     defaults = {"log_retention_days": 14, "tags": {"team": "events"}, "subnets": SUBNETS}
     clients = standin_clients(endpoint, **{**defaults, **settings})
+    names = AwsNames("shop", environment)
     return AwsInfrastructure(
-        AwsNames("shop", environment),
+        names,
         clients.settings,
         SECRETS if secrets is None else secrets,
         clients,
+        AwsNetwork(names, clients.settings, clients, port=8080, database=False),
         readable=readable,
     )
 
@@ -79,6 +82,8 @@ def test_a_first_ensure_creates_exactly_the_environments_resources(endpoint: str
     planned = [str(a) for a in infrastructure.plan()]
     assert _inventory(endpoint) == before  # plan changes nothing
     assert planned == [
+        "ec2: create security group (HTTP from anywhere) shipyard-shop-first-load-balancer",
+        "ec2: create security group (port 8080 from the load balancer) shipyard-shop-first-tasks",
         "ecr: create repository shipyard/shop/first",
         "ecs: create cluster shipyard-shop-first",
         "logs: create log group (retention 14 days) /shipyard/shop/first",
@@ -262,8 +267,24 @@ def test_an_existing_listener_is_used_and_must_exist(endpoint: str) -> None:
     _infrastructure(endpoint, "owner").ensure()
     listener = _infrastructure(endpoint, "owner").listener()
     borrowing = _infrastructure(endpoint, "borrow", listener_arn=listener)
-    assert not any("load balancer" in str(a) for a in borrowing.plan())
+    planned = [str(a) for a in borrowing.plan()]
+    assert not any(a.startswith("elbv2: create load balancer") for a in planned)
+    # The load balancer keeps its security groups; the tasks' admits those.
+    assert [a for a in planned if a.startswith("ec2")] == [
+        "ec2: create security group (port 8080 from the load balancer) shipyard-shop-borrow-tasks"
+    ]
+    borrowing.ensure()
     assert borrowing.listener() == listener
+    ec2 = client("ec2", endpoint)
+    [owners] = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["shipyard-shop-owner-load-balancer"]}]
+    )["SecurityGroups"]
+    [tasks] = ec2.describe_security_groups(
+        Filters=[{"Name": "group-name", "Values": ["shipyard-shop-borrow-tasks"]}]
+    )["SecurityGroups"]
+    [ingress] = tasks["IpPermissions"]
+    assert [p["GroupId"] for p in ingress["UserIdGroupPairs"]] == [owners["GroupId"]]
+    assert (ingress["FromPort"], ingress["ToPort"], ingress.get("IpRanges")) == (8080, 8080, [])
     gone = listener.rsplit("/", 1)[0] + "/0000000000000000"  # type: ignore[union-attr]
     with pytest.raises(ConfigError, match=r"providers\.aws\.listener_arn: no listener"):
         _infrastructure(endpoint, "borrow", listener_arn=gone).plan()

@@ -17,6 +17,7 @@ from shipyard.providers.aws import (
     TaskDefinitions,
     TaskSpec,
 )
+from shipyard.providers.aws._network import AwsNetwork
 from tests.aws_standin import REGION, client, moto_server, standin_clients, two_subnets
 
 SECRETS = {"DATABASE_URL": "postgres://app:pw-never-shown@db/app", "API_KEY": "key-never-shown"}
@@ -35,7 +36,8 @@ def endpoint() -> Iterator[str]:
 def _world(endpoint: str, **settings: object) -> tuple[AwsInfrastructure, TaskDefinitions]:
     clients = standin_clients(endpoint, subnets=SUBNETS, **settings)
     names = AwsNames("shop", "production")
-    infrastructure = AwsInfrastructure(names, clients.settings, SECRETS, clients)
+    network = AwsNetwork(names, clients.settings, clients, port=8080, database=False)
+    infrastructure = AwsInfrastructure(names, clients.settings, SECRETS, clients, network)
     return infrastructure, TaskDefinitions(names, clients.settings, clients)
 
 

@@ -982,11 +982,16 @@ class AwsSection(_Model):
         description="Tags on every resource shipyard creates, beside shipyard:app and shipyard:env.",
     )
     subnets: list[str] = Field(
-        min_length=2,
-        description="The VPC subnets the load balancer and the app's tasks run in (two availability zones at least).",
+        default_factory=list,
+        description="The VPC subnets the load balancer, the app's tasks and the database run in (two availability zones at least; default: none, and shipyard creates a minimal VPC of two public subnets).",
     )
     security_groups: list[str] = Field(
-        default_factory=list, description="Security groups of the load balancer and the tasks."
+        default_factory=list,
+        description="Security groups of the load balancer, the tasks and the database, with `subnets` (default: shipyard creates one each, open only as far as each needs).",
+    )
+    assign_public_ip: bool | None = Field(
+        None,
+        description="Give the tasks public IP addresses, as subnets without a NAT gateway need to pull images (default: yes in the VPC shipyard creates, no in `subnets`).",
     )
     listener_arn: str | None = Field(
         None,
@@ -1018,6 +1023,23 @@ class AwsSection(_Model):
         if region is not None and not AWS_REGION.fullmatch(region):
             raise ValueError(f"{region!r} is not an AWS region's name (like us-east-1)")
         return region
+
+    @field_validator("subnets")
+    @classmethod
+    def _two_zones(cls, subnets: list[str]) -> list[str]:
+        if len(subnets) == 1:
+            raise ValueError(
+                "an ALB spans two availability zones: give two subnets or more, or none for a VPC shipyard creates"
+            )
+        return subnets
+
+    @model_validator(mode="after")
+    def _groups_in_given_subnets(self) -> AwsSection:
+        if self.security_groups and not self.subnets:
+            raise ValueError(
+                "security_groups belong to a VPC: give them with its `subnets`, or neither (shipyard then creates both)"
+            )
+        return self
 
     @field_validator("cpu")
     @classmethod

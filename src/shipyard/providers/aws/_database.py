@@ -1,13 +1,14 @@
 """The RDS for PostgreSQL instance shipyard creates for an environment (``providers.aws.rds``).
 
-The instance ``<stem>`` runs in a DB subnet group of ``providers.aws.subnets`` with a parameter
-group of its own (``postgres<major>``), encrypted storage, automated backups kept
-``backup_retention_days``, tags copied to its snapshots, and its master password managed by RDS
-in Secrets Manager (``ManageMasterUserPassword``): shipyard never sees nor stores it. ``plan``
-lists what ``ensure`` would create, and what differs from the settings on an existing instance
-(``ensure`` applies that at the next maintenance window, never at once). ``removal`` never
-includes the instance unless asked (destroy's ``--volumes``), and then RDS takes a final
-snapshot first.
+The instance ``<stem>`` runs in a DB subnet group of the environment's subnets, behind its
+database security group (``AwsNetwork``), with a parameter group of its own (``postgres<major>``),
+encrypted storage, automated backups kept ``backup_retention_days``, tags copied to its
+snapshots, and its master password managed by RDS in Secrets Manager
+(``ManageMasterUserPassword``): shipyard never sees nor stores it. ``plan`` lists what
+``ensure`` would create, and what differs from the settings on an existing instance (``ensure``
+applies that at the next maintenance window, never at once). ``removal`` never includes the
+instance unless asked (destroy's ``--volumes``), and then RDS takes a final snapshot first; the
+subnet and parameter groups go once no instance uses them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from shipyard.config import RdsSection
 from shipyard.errors import ShipyardError
 from shipyard.providers.aws._infrastructure import Action, Clients
+from shipyard.providers.aws._network import AwsNetwork
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.waiting import Clock, Interval, wait_until
 
@@ -50,6 +52,7 @@ class RdsDatabase:
         settings: AwsSettings,
         rds: RdsSection,
         clients: Clients,
+        network: AwsNetwork,
         *,
         database: str,
         user: str,
@@ -59,6 +62,7 @@ class RdsDatabase:
         self.settings = settings
         self.rds = rds
         self.clients = clients
+        self.network = network
         self.database = database
         self.user = user
         self.clock = clock or Clock()
@@ -94,12 +98,7 @@ class RdsDatabase:
             "DBSubnetGroupNotFoundFault",
             "DBSubnetGroups",
         ):
-            create_subnets = self.clients.later(
-                "rds", "CreateDBSubnetGroup", name, DBSubnetGroupName=name,
-                DBSubnetGroupDescription=f"shipyard {self.names.app} {self.names.environment}",
-                SubnetIds=list(self.settings.subnets), Tags=self.tags,
-            )  # fmt: skip
-            actions.append(Action("rds", "create DB subnet group", name, create_subnets))
+            actions.append(Action("rds", "create DB subnet group", name, self._create_subnet_group))
         if not self._exists(
             "DescribeDBParameterGroups",
             "DBParameterGroupName",
@@ -130,6 +129,14 @@ class RdsDatabase:
             actions += self._drift(instance)
         return actions
 
+    def _create_subnet_group(self) -> None:
+        name = self.names.database
+        self._call(
+            "CreateDBSubnetGroup", name, DBSubnetGroupName=name,
+            DBSubnetGroupDescription=f"shipyard {self.names.app} {self.names.environment}",
+            SubnetIds=self.network.subnets(), Tags=self.tags,
+        )  # fmt: skip
+
     def _create(self) -> None:
         name = self.names.database
         self._call(
@@ -139,7 +146,7 @@ class RdsDatabase:
             MultiAZ=self.rds.multi_az, BackupRetentionPeriod=self.rds.backup_retention_days,
             DBName=self.database, MasterUsername=self.user, ManageMasterUserPassword=True,
             DBSubnetGroupName=name, DBParameterGroupName=name,
-            VpcSecurityGroupIds=list(self.settings.security_groups), PubliclyAccessible=False,
+            VpcSecurityGroupIds=self.network.security_groups("database"), PubliclyAccessible=False,
             CopyTagsToSnapshot=True, DeletionProtection=self.rds.deletion_protection,
             Tags=self.tags,
         )  # fmt: skip
@@ -238,6 +245,30 @@ class RdsDatabase:
             DeleteAutomatedBackups=False,
         )  # fmt: skip
         return [Action("rds", f"delete instance (final snapshot {final})", name, delete)]
+
+    def remove_groups(self) -> list[Action]:
+        """Delete the subnet and parameter groups tagged as this environment's (once no
+        instance uses them); returns what was deleted."""
+        name, actions = self.names.database, []
+        for kind, api, key, missing, listed, arn in (
+            ("subnet", "DBSubnetGroup", "DBSubnetGroupName", "DBSubnetGroupNotFoundFault",
+             "DBSubnetGroups", "DBSubnetGroupArn"),
+            ("parameter", "DBParameterGroup", "DBParameterGroupName", "DBParameterGroupNotFound",
+             "DBParameterGroups", "DBParameterGroupArn"),
+        ):  # fmt: skip
+            found = self.clients.find(
+                "rds", f"Describe{api}s", name, missing=missing, **{key: name}
+            )
+            groups = (found or {}).get(listed, [])
+            if not groups:
+                continue
+            tags = self._call("ListTagsForResource", name, ResourceName=groups[0][arn])
+            if self.names.owns({t["Key"]: t["Value"] for t in tags.get("TagList", [])}):
+                delete = self.clients.later("rds", f"Delete{api}", name, **{key: name})
+                actions.append(Action("rds", f"delete DB {kind} group", name, delete))
+        for action in actions:
+            action.run()
+        return actions
 
 
 _SETTLED = frozenset(

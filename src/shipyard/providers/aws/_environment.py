@@ -12,6 +12,7 @@ from shipyard.config import Config, HttpCheck
 from shipyard.errors import ExitCode, ShipyardError
 from shipyard.providers.aws._database import RdsDatabase
 from shipyard.providers.aws._infrastructure import AwsInfrastructure, Clients
+from shipyard.providers.aws._network import AwsNetwork
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.providers.aws._snapshots import RdsSnapshots
 from shipyard.providers.aws._tasks import TaskDefinitions
@@ -49,6 +50,17 @@ class AwsEnvironment:
     def cluster(self) -> str:
         return self.settings.cluster or self.names.cluster
 
+    def network(self) -> AwsNetwork:
+        """The subnets and security groups (the operator's, or those shipyard creates)."""
+        return AwsNetwork(
+            self.names,
+            self.settings,
+            self.clients,
+            port=self.config.app.port,
+            database=self.settings.rds is not None,
+            config_file=str(self.config.path),
+        )
+
     def infrastructure(self, *, readable: Sequence[str] = ()) -> AwsInfrastructure:
         """The base resources; ``readable``: further secrets the tasks read (RDS's password)."""
         checks = [c for c in self.config.health.checks if isinstance(c, HttpCheck)]
@@ -57,6 +69,7 @@ class AwsEnvironment:
             self.settings,
             self.config.secrets.items(),
             self.clients,
+            self.network(),
             port=self.config.app.port,
             health_path=checks[0].path if checks else "/health",
             config_file=str(self.config.path),
@@ -68,7 +81,13 @@ class AwsEnvironment:
         if rds is None or section is None:
             return None
         return RdsDatabase(
-            self.names, self.settings, rds, self.clients, database=section.name, user=section.user
+            self.names,
+            self.settings,
+            rds,
+            self.clients,
+            self.network(),
+            database=section.name,
+            user=section.user,
         )
 
     def snapshots(self) -> RdsSnapshots:

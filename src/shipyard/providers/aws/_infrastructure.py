@@ -17,13 +17,16 @@ import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore import xform_name
 
 from shipyard import aws
 from shipyard.errors import ConfigError, Issue
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
+
+if TYPE_CHECKING:
+    from shipyard.providers.aws._network import AwsNetwork
 
 SLOTS = ("blue", "green")
 _HTTP = 80
@@ -102,6 +105,7 @@ class AwsInfrastructure:
         settings: AwsSettings,
         secrets: Mapping[str, str],
         clients: Clients,
+        network: AwsNetwork,
         *,
         port: int = 8080,
         health_path: str = "/health",
@@ -114,6 +118,7 @@ class AwsInfrastructure:
         self.settings = settings
         self.secrets = dict(secrets)
         self.clients = clients
+        self.network = network
         self.config_file = config_file
         self.readable = tuple(readable)  # further secrets' ARNs the tasks read (RDS's password)
         self.tags = names.tags(settings.tags)
@@ -128,6 +133,7 @@ class AwsInfrastructure:
     def plan(self) -> list[Action]:
         """Every change ``ensure`` would make, in order; reads only."""
         return [
+            *self.network.plan(),
             *self._repository(),
             *self._cluster(),
             *self._log_group(),
@@ -325,19 +331,6 @@ class AwsInfrastructure:
     def _config_error(self, key: str, message: str) -> ConfigError:
         return ConfigError([Issue(self.config_file, None, None, f"providers.aws.{key}", message)])
 
-    def _vpc(self) -> str:
-        """The VPC of ``providers.aws.subnets`` (they must be given, and in one VPC)."""
-        subnets = self.settings.subnets
-        if len(subnets) < 2:  # noqa: PLR2004  (an ALB spans two availability zones at least)
-            raise self._config_error(
-                "subnets", "an ALB needs two subnets at least, in two availability zones"
-            )
-        found = self._call("ec2", "DescribeSubnets", ", ".join(subnets), SubnetIds=subnets)
-        vpcs: set[str] = {subnet["VpcId"] for subnet in found.get("Subnets", [])}
-        if len(vpcs) != 1:
-            raise self._config_error("subnets", f"the subnets are in {len(vpcs)} VPCs, not one")
-        return vpcs.pop()
-
     def _target_group_arn(self, slot: str) -> str | None:
         name = self.names.target_group(slot)
         found = self.clients.find(
@@ -354,24 +347,26 @@ class AwsInfrastructure:
 
     def _target_groups(self) -> list[Action]:
         missing = [slot for slot in SLOTS if self._target_group_arn(slot) is None]
-        if not missing:
-            return []
-        vpc = self._vpc()
         return [
             Action(
                 "elbv2", f"create target group of slot {slot} (port {self.port}, health "
                 f"{self.health_path})", self.names.target_group(slot),
-                self._later(
-                    "elbv2", "CreateTargetGroup", self.names.target_group(slot),
-                    Name=self.names.target_group(slot), Protocol="HTTP", Port=self.port,
-                    VpcId=vpc, TargetType="ip", HealthCheckPath=self.health_path,
-                    HealthCheckIntervalSeconds=10, HealthyThresholdCount=2,
-                    UnhealthyThresholdCount=3, Matcher={"HttpCode": "200"},
-                    Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
-                ),
+                functools.partial(self._create_target_group, slot),
             )
             for slot in missing
         ]  # fmt: skip
+
+    def _create_target_group(self, slot: str) -> None:
+        name = self.names.target_group(slot)
+        vpc = self.network.required_vpc()  # created by an earlier action on a first deploy
+        self._call(
+            "elbv2", "CreateTargetGroup", name,
+            Name=name, Protocol="HTTP", Port=self.port,
+            VpcId=vpc, TargetType="ip", HealthCheckPath=self.health_path,
+            HealthCheckIntervalSeconds=10, HealthyThresholdCount=2,
+            UnhealthyThresholdCount=3, Matcher={"HttpCode": "200"},
+            Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
+        )  # fmt: skip
 
     def _balancer(self) -> dict[str, Any] | None:
         name = self.names.load_balancer
@@ -412,8 +407,9 @@ class AwsInfrastructure:
 
         def create() -> None:
             found = balancer or self._call(
-                "elbv2", "CreateLoadBalancer", name, Name=name, Subnets=self.settings.subnets,
-                SecurityGroups=self.settings.security_groups, Scheme="internet-facing",
+                "elbv2", "CreateLoadBalancer", name, Name=name, Subnets=self.network.subnets(),
+                SecurityGroups=self.network.security_groups("load-balancer"),
+                Scheme="internet-facing",
                 Type="application", Tags=[{"Key": k, "Value": v} for k, v in self.tags.items()],
             )["LoadBalancers"][0]  # fmt: skip
             groups = self.target_groups()
@@ -430,7 +426,6 @@ class AwsInfrastructure:
         what = "create load balancer and its HTTP listener" if balancer is None else (
             "create the HTTP listener of load balancer"
         )  # fmt: skip
-        self._vpc()  # the subnets are checked by the plan, before anything is created
         return [Action("elbv2", what, name, create)]
 
     # -- destroy ------------------------------------------------------------------------------------

@@ -299,17 +299,23 @@ class AwsProvider:
                     for action in database.removal(instance=True):
                         action.run()
                         removed.append(str(action))
-                        kept.append(
-                            f"RDS subnet group and parameter group {env.names.database}: RDS "
-                            "deletes the instance over minutes and refuses to delete them "
-                            "before; delete them once it is gone"
-                        )
                 elif database.instance() is not None:
                     kept.append(
                         f"RDS instance {env.names.database}: `--volumes` deletes it, after a final snapshot"
                     )
                 files, removed_snapshots = self._snapshots_at_destroy(env, delete=snapshots)
                 removed += removed_snapshots
+            if database is not None and database.instance() is not None:
+                kept.append(
+                    f"the network of {env.names.stem} (VPC, security groups, RDS subnet and "
+                    "parameter groups, as far as shipyard created them): the RDS instance still "
+                    "runs in it; `shipyard destroy` again once RDS has deleted the instance "
+                    "removes them"
+                )
+            else:
+                if database is not None:
+                    removed += [str(action) for action in database.remove_groups()]
+                removed += [str(action) for action in env.network().remove()]
             ctx.store.backend.remove_all()  # the lock goes with it
         finally:
             lock.release()

@@ -23,10 +23,6 @@ class AwsSettings(AwsSection):
         section["region"] = config.environment.target.removeprefix("aws://")
         return cls.model_validate(section)
 
-    @property
-    def network(self) -> Network:
-        return Network(tuple(self.subnets), tuple(self.security_groups))
-
     def desired(self, environment: str) -> int:
         """How many tasks run the live version (``desired_count``, else 2 in production)."""
         if self.desired_count is not None:

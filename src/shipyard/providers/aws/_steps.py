@@ -82,7 +82,9 @@ class AwsSteps:
         return traffic
 
     def _oneoff(self) -> OneOffTasks:
-        return OneOffTasks(self.names, self.env.cluster, self.settings.network, self.env.clients)
+        return OneOffTasks(
+            self.names, self.env.cluster, self.env.network().tasks(), self.env.clients
+        )
 
     def _connection(self) -> Connection | None:
         database = self.env.database()
@@ -324,7 +326,7 @@ class AwsSteps:
         desired = self.settings.desired(self.names.environment)
         if slot in traffic.missing_services():
             return traffic.create_service(
-                slot, revision, port=self.config.app.port, network=self.settings.network,
+                slot, revision, port=self.config.app.port, network=self.env.network().tasks(),
                 desired=desired,
             )  # fmt: skip
         traffic.deploy_slot(slot, revision, desired)
