@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from ruamel.yaml import YAML
 
 from shipyard.build import Image, VersionInfo
 from shipyard.config import load_config
@@ -34,7 +35,14 @@ from shipyard.providers.aws import (
 from shipyard.providers.aws._steps import extensions_command
 from shipyard.secrets import Masker, read_env_file
 from tests.aws_dataplane import data_plane
-from tests.aws_standin import CREDENTIALS, REGION, client, moto_with_bucket, two_subnets
+from tests.aws_standin import (
+    CREDENTIALS,
+    REGION,
+    client,
+    moto_server,
+    moto_with_bucket,
+    two_subnets,
+)
 from tests.e2e.conftest import isolated_env, run_shipyard
 from tests.e2e.registry import running_registry, tags
 from tests.example_app import copy_example, git
@@ -93,7 +101,17 @@ def _aws_resources(endpoint: str) -> dict[str, list[str]]:
     def made(service: str) -> Any:
         return session.client(service, endpoint_url=endpoint)
 
+    def named(resources: list[dict[str, Any]], ident: str) -> list[str]:
+        """EC2's resources by their Name tag (by their id when they have none)."""
+        tags = [{t["Key"]: t["Value"] for t in r.get("Tags", [])} for r in resources]
+        return [t.get("Name", r[ident]) for r, t in zip(resources, tags, strict=True)]
+
+    ec2 = made("ec2")
     return {
+        "vpcs": named(ec2.describe_vpcs()["Vpcs"], "VpcId"),
+        "subnets": named(ec2.describe_subnets()["Subnets"], "SubnetId"),
+        "internet gateways": named(ec2.describe_internet_gateways()["InternetGateways"], "InternetGatewayId"),
+        "security groups": [g["GroupName"] for g in ec2.describe_security_groups()["SecurityGroups"]],
         "repositories": [r["repositoryName"] for r in made("ecr").describe_repositories()["repositories"]],
         "clusters": [
             c["clusterArn"]
@@ -106,7 +124,8 @@ def _aws_resources(endpoint: str) -> dict[str, list[str]]:
         "target groups": [g["TargetGroupName"] for g in made("elbv2").describe_target_groups()["TargetGroups"]],
         "load balancers": [b["LoadBalancerName"] for b in made("elbv2").describe_load_balancers()["LoadBalancers"]],
         "task definitions": made("ecs").list_task_definitions()["taskDefinitionArns"],
-        "state": [o["Key"] for o in made("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])],
+        "state": [o["Key"] for o in made("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+        if BUCKET in [b["Name"] for b in made("s3").list_buckets()["Buckets"]] else [],
     }  # fmt: skip
 
 
@@ -150,6 +169,8 @@ def test_plan_lists_every_aws_action_and_changes_nothing(
         "infrastructure: elbv2: create target group of slot blue",
         "infrastructure: elbv2: create target group of slot green",
         "infrastructure: elbv2: create load balancer and its HTTP listener",
+        "infrastructure: ec2: create security group (HTTP from anywhere) shipyard-",
+        "infrastructure: ec2: create security group (port 8080 from the load balancer) shipyard-",
         "infrastructure: create and verify extensions postgis, vector, pg_trgm, pgcrypto",
         "migrate: apply 2 migration(s): 1, 2",
         "start: register a revision of task definition shipyard-",
@@ -298,6 +319,10 @@ def test_destroy_removes_what_shipyard_created_and_nothing_else(
         if g in (names.target_group("blue"), names.target_group("green"))
     ]
     assert not [arn for arn in after["task definitions"] if f"/{names.family}:" in arn]
+    # The security groups shipyard made in the operator's VPC go; the VPC stays.
+    assert f"{names.stem}-tasks" in created["security groups"]
+    assert not [g for g in after["security groups"] if g.startswith(names.stem)]
+    assert set(created["vpcs"]) == set(after["vpcs"])
     assert [k for k in after["state"] if k.startswith(f"shipyard/{names.app}/")] == [
         f"shipyard/{names.app}/staging/releases.json"
     ]
@@ -351,6 +376,7 @@ def test_destroy_keeps_the_rds_instance_and_its_snapshots_unless_asked(
     aws_env = _environment(where, env, monkeypatch)
     database = aws_env.database()
     assert database is not None
+    aws_env.network().ensure()  # the security groups, as a deploy makes them first
     database.ensure(timeout=60)
     taken = aws_env.snapshots().take(
         version="1.0.0", commit="c" * 40, deployment_id="20261204T000000Z-abcdef",
@@ -362,6 +388,10 @@ def test_destroy_keeps_the_rds_instance_and_its_snapshots_unless_asked(
     assert kept.returncode == 0, kept.stderr
     [record] = json.loads(kept.stdout)
     assert any(k.startswith(f"RDS instance {aws_env.names.database}:") for k in record["kept"])
+    # The instance runs behind the database's security group: the network stays with it.
+    assert any(k.startswith(f"the network of {aws_env.names.stem}") for k in record["kept"])
+    groups = client("ec2", endpoint).describe_security_groups()["SecurityGroups"]
+    assert f"{aws_env.names.stem}-database" in [g["GroupName"] for g in groups]
     assert record["snapshots"]["count"] == 1 and not record["snapshots_removed"]
     assert rds.describe_db_instances(DBInstanceIdentifier=aws_env.names.database)["DBInstances"]
 
@@ -374,6 +404,9 @@ def test_destroy_keeps_the_rds_instance_and_its_snapshots_unless_asked(
     assert any(r.startswith("rds: delete instance (final snapshot ") for r in record["removed"])
     left = rds.describe_db_snapshots(DBInstanceIdentifier=aws_env.names.database)["DBSnapshots"]
     assert taken.name not in [s["DBSnapshotIdentifier"] for s in left]
+    # The instance gone, so are its subnet and parameter groups and its security group.
+    assert f"rds: delete DB subnet group {aws_env.names.database}" in record["removed"]
+    assert f"ec2: delete security group {aws_env.names.stem}-database" in record["removed"]
 
 
 def test_the_extensions_command_creates_and_verifies_them_on_postgresql(
@@ -431,39 +464,24 @@ def test_the_extensions_command_creates_and_verifies_them_on_postgresql(
         )
 
 
-def _aws_deploy_edit(subnets: list[str], registry: str, url: str) -> Any:
-    def edit(document: dict[str, Any]) -> None:
-        # The example as it is; only the target changes, and where AWS's settings come from.
-        document["environments"]["production"]["target"] = f"aws://{REGION}"
-        # Retention keeps the newest snapshot and those of retained releases only.
-        document["database"]["snapshots"] = {"retention_days": 0, "keep_min": 1}
-        document["providers"] = {
-            "aws": {
-                "endpoint_url": "${AWS_ENDPOINT_URL}",
-                "state_bucket": BUCKET,
-                "subnets": subnets,
-                "rds": {"deletion_protection": False},
-                # The stand-in's registry and load balancer (ECR's and ALB's names do not
-                # resolve here).
-                "registry": registry,
-                "url": url,
-            }
-        }
-
-    return edit
+def _target_only(document: dict[str, Any]) -> None:
+    """The reference app's shipyard.yml as it is, its production target changed to AWS."""
+    document["environments"]["production"]["target"] = f"aws://{REGION}"
 
 
 def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
     tmp_path: Path, docker_engine: None
 ) -> None:
-    """SC-005 for two providers: the reference app's shipyard.yml, its target changed, deploys
-    to the AWS stand-in with the same command: ECS services per slot, the listener switched,
-    /version through the load balancer; an RDS snapshot only before pending migrations; a
-    rollback to the previous task definition revision without a build."""
+    """SC-005 for two providers: the reference app's shipyard.yml, only its target changed,
+    deploys to the AWS stand-in with the same command (the credentials, and where the
+    stand-in's registry and load balancer answer, come from the environment): a VPC, ECS
+    services per slot, the listener switched, /version through the load balancer; an RDS
+    snapshot only before pending migrations; a rollback to the previous task definition
+    revision without a build; destroy removing what the deploys created and nothing else."""
     # The stand-in runs no task: each one-off task stops at once with exit code 0, and a
     # service's deployment completes with its two tasks.
     settings = {"MOTO_ECS_SERVICE_RUNNING": "2"}
-    with moto_with_bucket(BUCKET, env=settings) as endpoint:
+    with moto_server(env=settings) as endpoint:
         transition = {"model_name": "ecs::task", "transition": {"progression": "immediate"}}
         httpx.post(
             f"{endpoint}/moto-api/state-manager/set-transition", json=transition
@@ -472,13 +490,13 @@ def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
         user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
         app = f"d{secrets.token_hex(3)}"
         names = AwsNames(app, "production")
+        # What is there before, and not shipyard's: it must survive the destroy.
+        neighbour = two_subnets(endpoint)
         with (
             running_registry(tmp_path / "registry", user, password) as registry,
             data_plane(endpoint, names) as plane,
         ):
-            where = copy_example(
-                tmp_path / "app", app, _aws_deploy_edit(two_subnets(endpoint), registry, plane.url)
-            )
+            where = copy_example(tmp_path / "app", app, _target_only)
             env_file = where / ".env.production"
             env_file.write_text(
                 f"JWT_SECRET={secrets.token_hex(32)}\nGRAFANA_ADMIN_PASSWORD={secrets.token_hex(16)}\n"
@@ -489,10 +507,16 @@ def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
                 "AWS_ENDPOINT_URL": endpoint,
                 "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
                 "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+                # The stand-in's registry and load balancer (ECR's and ALB's names do not
+                # resolve here); the example leaves both unset on AWS.
+                "SHIPYARD_AWS_REGISTRY": registry,
+                "SHIPYARD_AWS_URL": plane.url,
             }
             try:
                 _deploy_redeploy_rollback(where, env, endpoint, names, registry, (user, password))
+                _destroy(where, env, endpoint, names, neighbour)
             finally:
+                _unprotect(endpoint, names)
                 run_shipyard(
                     where, env, "destroy", "production", "--yes", "--volumes", "--snapshots"
                 )
@@ -503,6 +527,42 @@ def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
                     subprocess.run(
                         ["docker", "image", "rm", image], capture_output=True, check=False
                     )
+
+
+def _unprotect(endpoint: str, names: AwsNames) -> None:
+    """What the operator does before deleting a production database: protection off."""
+    rds = client("rds", endpoint)
+    if rds.describe_db_instances()["DBInstances"]:
+        rds.modify_db_instance(
+            DBInstanceIdentifier=names.database, DeletionProtection=False, ApplyImmediately=True
+        )
+
+
+def _ours(endpoint: str, names: AwsNames) -> dict[str, list[str]]:
+    """What exists on the stand-in and carries the environment's names."""
+    return {
+        kind: sorted(n.rsplit("/", 1)[-1] if kind in ("clusters", "task definitions") else n
+                     for n in found if names.app in n)
+        for kind, found in _aws_resources(endpoint).items() if kind != "state"
+    }  # fmt: skip
+
+
+def _destroy(
+    where: Path, env: dict[str, str], endpoint: str, names: AwsNames, neighbour: list[str]
+) -> None:
+    before = _aws_resources(endpoint)
+    # Production's database is protected: destroy --volumes refuses before removing anything.
+    refused = run_shipyard(where, env, "destroy", "production", "--yes", "--volumes")
+    assert refused.returncode != 0
+    assert "has deletion protection" in refused.stdout + refused.stderr
+    assert _aws_resources(endpoint) == before
+    _unprotect(endpoint, names)
+    gone = run_shipyard(where, env, "destroy", "production", "--yes", "--volumes", "--snapshots")
+    assert gone.returncode == 0, gone.stderr
+    assert {kind: found for kind, found in _ours(endpoint, names).items() if found} == {}
+    # The VPC shipyard did not make, and its subnets, are still there.
+    ec2 = client("ec2", endpoint)
+    assert len(ec2.describe_subnets(SubnetIds=neighbour)["Subnets"]) == 2
 
 
 def _deploy_redeploy_rollback(
@@ -548,13 +608,14 @@ def _deploy_redeploy_rollback(
     first = run_shipyard(where, env, "deploy", "production")
     assert first.returncode == 0, first.stderr
     # Exactly what a first deploy creates, as the AWS APIs list it.
-    made = _aws_resources(endpoint)
-    ours = {
-        kind: sorted(n.rsplit("/", 1)[-1] if kind in ("clusters", "task definitions") else n
-                     for n in found if names.app in n)
-        for kind, found in made.items() if kind != "state"
-    }  # fmt: skip
-    assert ours == {
+    zones = [f"{REGION}a", f"{REGION}b"]
+    assert _ours(endpoint, names) == {
+        "vpcs": [names.stem],
+        "subnets": [f"{names.stem}-{zone}" for zone in zones],
+        "internet gateways": [names.stem],
+        "security groups": sorted(
+            f"{names.stem}-{role}" for role in ("database", "load-balancer", "tasks")
+        ),
         "repositories": [names.repository],
         "clusters": [names.cluster],
         "log groups": [names.log_group],
@@ -609,8 +670,14 @@ def _deploy_redeploy_rollback(
     ]
     assert blue["desiredCount"] == 0  # retired, kept for a rollback
 
-    # A pending migration: the RDS snapshot first, then retention. A snapshot of a release no
-    # longer retained goes; the first release's (retained) stays.
+    # The operator tightens retention, and a migration is pending: the RDS snapshot first, then
+    # retention. A snapshot of a release no longer retained goes; the first release's
+    # (retained) stays.
+    yaml = YAML()
+    document = yaml.load(where / "shipyard.yml")
+    document["database"]["snapshots"] = {"retention_days": 0, "keep_min": 1}
+    with (where / "shipyard.yml").open("w") as handle:
+        yaml.dump(document, handle)
     stray = f"{names.stem}-00000000-stray"
     rds.create_db_snapshot(
         DBSnapshotIdentifier=stray, DBInstanceIdentifier=names.database,

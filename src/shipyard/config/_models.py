@@ -1017,6 +1017,12 @@ class AwsSection(_Model):
         description="Tasks running the live version (default 2 for an environment named production, else 1; production needs 2 or more).",
     )
 
+    @field_validator("endpoint_url", "registry", "cluster", "listener_arn", "url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``${VAR:-}`` with VAR unset leaves these out, as not writing them would."""
+        return None if value == "" else value
+
     @field_validator("region")
     @classmethod
     def _region(cls, region: str | None) -> str | None:

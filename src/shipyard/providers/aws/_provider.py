@@ -10,6 +10,7 @@ snapshot operations, monitoring, provision) refuse with ``NotOnAws``.
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -91,7 +92,9 @@ class AwsProvider:
                 hint="`aws configure`, `aws sso login`, or AWS_PROFILE; never in shipyard.yml",
             )
         engine = engine_ready(Docker(self.host).info(), self.host.name)
-        where = f" through {settings.endpoint_url}" if settings.endpoint_url else ""
+        # AWS_ENDPOINT_URL: botocore's own setting, as the AWS CLI reads it.
+        endpoint = settings.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+        where = f" through {endpoint}" if endpoint else ""
         return (
             f"AWS credentials from {credentials.method}; region {settings.region}{where}; "
             f"state in s3://{settings.state_bucket}; builds here: {engine}"
@@ -286,6 +289,9 @@ class AwsProvider:
         kept: list[str] = []
         files = None
         try:
+            database = env.database()
+            # Refused (deletion protection) before anything else is removed.
+            doomed = database.removal(instance=True) if database and volumes else []
             removed += remove_services(env.names, env.cluster, env.clients)
             for family in env.families():
                 revisions = TaskDefinitions(env.names, env.settings, env.clients, family=family)
@@ -293,10 +299,9 @@ class AwsProvider:
                 if count:
                     removed.append(f"{count} revision(s) of task definition {family}")
             removed += [str(action) for action in env.infrastructure().remove()]
-            database = env.database()
             if database is not None:
                 if volumes:
-                    for action in database.removal(instance=True):
+                    for action in doomed:
                         action.run()
                         removed.append(str(action))
                 elif database.instance() is not None:
