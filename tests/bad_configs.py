@@ -373,15 +373,22 @@ CATALOGUE: list[BadConfig] = [
         environment="production",
     ),
     BadConfig(
-        "aws-without-state-bucket",
-        _on_aws("providers:\n  aws:\n    subnets: [subnet-a, subnet-b]\n"),
+        "aws-state-bucket-not-a-bucket-name",
+        _on_aws("providers:\n  aws:\n    state_bucket: Shop_State\n    subnets: [a, b]\n"),
+        "'Shop_State' is not an S3 bucket's name (3 to 63 lowercase letters",
+        "18:5 providers.aws.state_bucket",
+        environment="production",
+    ),
+    BadConfig(
+        "aws-without-subnets",  # the state bucket may be left out; the subnets may not
+        _on_aws("providers:\n  aws:\n    cpu: 512\n    memory: 1024\n"),
         "required key is missing",
-        "17:3 providers.aws.state_bucket",
+        "17:3 providers.aws.subnets",
         environment="production",
     ),
     BadConfig(
         "aws-one-subnet",
-        _on_aws("providers:\n  aws:\n    state_bucket: b\n    subnets: [subnet-a]\n"),
+        _on_aws("providers:\n  aws:\n    state_bucket: shop-state\n    subnets: [subnet-a]\n"),
         "at least 2 items",
         "19:5 providers.aws.subnets",
         environment="production",

@@ -1027,7 +1027,7 @@ def _provider_issues(
         issues.append(
             locator.issue(
                 (*here, "target"),
-                f"target {target} needs a `providers.aws` section (state_bucket and subnets at least)",
+                f"target {target} needs a `providers.aws` section (subnets at least)",
             )
         )
         return issues
