@@ -112,4 +112,4 @@ def test_a_size_change_is_part_of_the_diff(endpoint: str) -> None:
 )
 def test_fargate_sizes_are_checked_offline(cpu: int, memory: int, message: str) -> None:
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        AwsSettings(region=REGION, state_bucket="b", subnets=["a", "b"], cpu=cpu, memory=memory)
+        AwsSettings(region=REGION, subnets=["a", "b"], cpu=cpu, memory=memory)

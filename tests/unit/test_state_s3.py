@@ -1,18 +1,32 @@
 """An environment's state kept in S3 (``state._s3``): the same records as on a host, against the
-AWS stand-in (moto's server on loopback); errors S3 answers with, from botocore's Stubber."""
+AWS stand-in (moto's server on loopback); errors S3 answers with, from botocore's Stubber. The
+account's default bucket: created by the first write as an operator would, never by a read."""
 
 from __future__ import annotations
 
+import copy
+import json
+import threading
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from fnmatch import fnmatchcase
+from pathlib import Path, PurePosixPath
+from typing import Any
 
+import boto3
 import pytest
 from botocore.stub import Stubber
 
+from shipyard import aws
+from shipyard.config import Config, load_config
 from shipyard.errors import HostUnreachable, ShipyardError, StateError
+from shipyard.hosts import CommandResult
+from shipyard.providers.aws import AwsProvider, AwsSettings, state_store
+from shipyard.providers.aws._environment import state_location
 from shipyard.state import Current, HistoryEntry, Intent, Lock, Release, StateStore
-from shipyard.state._s3 import S3State, s3_client
-from tests.aws_standin import REGION, client, moto_server, moto_with_bucket
+from shipyard.state._s3 import DefaultBucket, S3State, s3_client
+from tests.aws_standin import CREDENTIALS, REGION, client, moto_server, moto_with_bucket
+from tests.bad_configs import ENV_FILE, VALID
+from tests.fakes import FakeHost
 
 BUCKET = "shipyard-state-records"
 
@@ -157,3 +171,358 @@ def test_errors_s3_answers_with_say_what_to_do(code: str, status: int, expected:
     assert expected in caught.value.message
     assert "s3://shipyard-state-records/shipyard/a/b/current.json" in caught.value.message
     assert caught.value.hint
+
+
+# -- the account's default bucket ----------------------------------------------------------------
+ACCOUNT = "123456789012"  # moto's account
+
+
+def _on(region: str, service: str, endpoint: str) -> Any:
+    """A client of the stand-in in ``region`` (``client`` is in ``REGION``)."""
+    return boto3.client(service, endpoint_url=endpoint, region_name=region, **CREDENTIALS)
+
+
+def _default(endpoint: str, region: str = REGION, environment: str = "production") -> S3State:
+    """An environment's state in the account's default bucket, as ``state_store`` makes it."""
+    return S3State(
+        _on(region, "s3", endpoint),
+        DefaultBucket(_on(region, "sts", endpoint), region),
+        PurePosixPath("shipyard", "shop", environment),
+    )
+
+
+def _buckets(endpoint: str) -> list[str]:
+    return [b["Name"] for b in client("s3", endpoint).list_buckets()["Buckets"]]
+
+
+@pytest.mark.parametrize(("region", "location"), [(REGION, REGION), ("us-east-1", None)])
+def test_the_first_lock_creates_the_default_bucket_as_a_careful_operator_would(
+    region: str, location: str | None
+) -> None:
+    with moto_server() as url:
+        store = StateStore(_default(url, region))
+        lock = Lock(store, "first", "deploy", ttl=60)
+        lock.acquire()
+        bucket = f"shipyard-state-{ACCOUNT}-{region}"
+        assert _buckets(url) == [bucket]
+        s3 = _on(region, "s3", url)
+        # Outside us-east-1 the bucket is made in the environment's region (LocationConstraint).
+        assert s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") == location
+        assert s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"] == {
+            "BlockPublicAcls": True, "IgnorePublicAcls": True,
+            "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
+        }  # fmt: skip
+        assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+        rules = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]
+        assert rules["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+        assert s3.get_bucket_tagging(Bucket=bucket)["TagSet"] == [
+            {"Key": "shipyard:managed", "Value": "true"}
+        ]
+
+        store.set_current(Current(slot="blue", release_id="r1", switched_at="t"))
+        store.save_releases([_release("r1")])
+        lock.release()
+        again = StateStore(_default(url, region))  # another operator's machine, the same account
+        assert again.current() == Current(slot="blue", release_id="r1", switched_at="t")
+        assert [r.id for r in again.releases()] == ["r1"]
+        assert again.backend.where("current.json") == (
+            f"s3://{bucket}/shipyard/shop/production/current.json"
+        )
+
+
+def test_reading_a_missing_default_bucket_finds_nothing_deployed_and_creates_nothing() -> None:
+    with moto_server() as url:
+        state = _default(url)
+        store = StateStore(state)
+        # What plan, status and history read: no state, no lock, no logs.
+        assert store.current() is None and store.releases() == [] and store.history() == []
+        assert store.intent() is None and store.log_ids() == []
+        assert state.lock_read() is None
+        assert state.names("logs") == []
+        state.delete("current.json")
+        state.lock_delete(None)
+        state.lock_prune(0)
+        state.remove_all()
+        assert _buckets(url) == []
+
+        state.write("current.json", b"{}")  # the first write creates it
+        assert _buckets(url) == [f"shipyard-state-{ACCOUNT}-{REGION}"]
+
+
+def test_a_named_bucket_is_never_created_and_its_absence_names_the_setting() -> None:
+    with moto_server() as url:
+        state = S3State(client("s3", url), "no-such-bucket-here", PurePosixPath("shipyard/a/b"))
+        with pytest.raises(StateError) as caught:
+            Lock(StateStore(state), "first", "deploy", ttl=60).acquire()
+        assert _buckets(url) == []
+    assert "s3://no-such-bucket-here: no such bucket" in caught.value.message
+    assert "providers.aws.state_bucket" in caught.value.message
+    assert "writing s3://no-such-bucket-here/shipyard/a/b/lock.json" in caught.value.message
+    assert caught.value.hint and "providers.aws.state_bucket" in caught.value.hint
+
+
+def test_two_operators_creating_the_default_bucket_at_once_both_go_on() -> None:
+    """The second CreateBucket of the same account is refused with BucketAlreadyOwnedByYou:
+    its operator configures the same bucket (every step is idempotent) and writes."""
+    bucket = f"shipyard-state-{ACCOUNT}-{REGION}"
+    where = {"Bucket": bucket}
+    for created in ("", "BucketAlreadyOwnedByYou"):  # the winner, then the other
+        s3 = s3_client(region=REGION, endpoint_url="http://127.0.0.1:1")
+        sts = aws.client("sts", region=REGION, endpoint_url="http://127.0.0.1:1")
+        state = S3State(s3, DefaultBucket(sts, REGION), PurePosixPath("shipyard/shop/production"))
+        with Stubber(s3) as stub, Stubber(sts) as identity:
+            identity.add_response(
+                "get_caller_identity",
+                {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/op", "UserId": "op"},
+            )
+            stub.add_client_error(
+                "put_object", service_error_code="NoSuchBucket", http_status_code=404
+            )
+            location = {"CreateBucketConfiguration": {"LocationConstraint": REGION}, **where}
+            if created:
+                stub.add_client_error(
+                    "create_bucket", service_error_code=created, http_status_code=409,
+                    expected_params=location,
+                )  # fmt: skip
+            else:
+                stub.add_response("create_bucket", {}, location)
+            stub.add_response("put_public_access_block", {}, None)
+            stub.add_response("put_bucket_versioning", {}, None)
+            stub.add_response("put_bucket_encryption", {}, None)
+            stub.add_response("put_bucket_tagging", {}, None)
+            stub.add_response("put_object", {"ETag": '"e1"'}, None)
+            assert state.lock_create("op", b"{}") == '"e1"'
+            stub.assert_no_pending_responses()
+
+
+def test_two_operators_writing_first_at_once_share_one_default_bucket() -> None:
+    """Against the stand-in: two first writes at the same moment, each finding the bucket
+    missing; whichever CreateBucket loses (BucketAlreadyOwnedByYou) goes on, and a third
+    creator later finds a bucket of its own account and only configures it again."""
+    with moto_server() as url:
+        states = [_default(url, environment=name) for name in ("one", "two")]
+        ready = threading.Barrier(len(states), timeout=30)
+        failed: list[BaseException] = []
+
+        def first_write(state: S3State) -> None:
+            ready.wait()
+            try:
+                state.write("current.json", state.root.name.encode())
+            except ShipyardError as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=first_write, args=(s,)) for s in states]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert failed == []
+        assert [s.read("current.json") for s in states] == [b"one", b"two"]
+
+        late = _default(url)
+        DefaultBucket(_on(REGION, "sts", url), REGION).create(late.client)
+        assert _buckets(url) == [f"shipyard-state-{ACCOUNT}-{REGION}"]
+        assert late.client.get_bucket_versioning(Bucket=late.bucket)["Status"] == "Enabled"
+
+
+def test_a_default_bucket_name_another_account_holds_says_to_name_one() -> None:
+    s3 = s3_client(region=REGION, endpoint_url="http://127.0.0.1:1")
+    sts = aws.client("sts", region=REGION, endpoint_url="http://127.0.0.1:1")
+    state = S3State(s3, DefaultBucket(sts, REGION), PurePosixPath("shipyard/shop/production"))
+    with Stubber(s3) as stub, Stubber(sts) as identity:
+        identity.add_response(
+            "get_caller_identity",
+            {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/op", "UserId": "op"},
+        )
+        stub.add_client_error("put_object", service_error_code="NoSuchBucket", http_status_code=404)
+        stub.add_client_error(
+            "create_bucket", service_error_code="BucketAlreadyExists", http_status_code=409
+        )
+        with pytest.raises(StateError) as caught:
+            state.write("current.json", b"{}")
+    assert f"s3://shipyard-state-{ACCOUNT}-{REGION}" in caught.value.message
+    assert "another AWS account" in caught.value.message
+    assert "providers.aws.state_bucket" in (caught.value.hint or "")
+
+
+def test_the_account_is_asked_only_when_the_state_is_first_touched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``state_store`` of an environment naming no bucket asks nothing of AWS: an endpoint out
+    of reach is only met when the state is read (``check`` never reads it)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    config = _aws_config(tmp_path, "http://127.0.0.1:1")
+    store = state_store(config)  # no request: nothing listens there
+    settings = AwsSettings.of(config)
+    assert settings.state_bucket is None
+    assert state_location(settings) == (
+        f"s3://shipyard-state-<account>-{REGION} (the account's, created by the first deploy)"
+    )
+    with pytest.raises(HostUnreachable, match="AWS sts GetCallerIdentity"):
+        store.current()
+
+
+@pytest.mark.parametrize(
+    ("named", "said"),
+    [
+        (
+            None,
+            f"s3://shipyard-state-<account>-{REGION} (the account's, created by the first deploy)",
+        ),
+        ("shop-state", "s3://shop-state;"),
+    ],
+)
+def test_check_says_where_the_state_is_without_asking_aws(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: str | None, said: str
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    engine = {
+        ("docker", "version"): '{"Version": "28.2.2", "Arch": "amd64", "Os": "linux"}',
+        ("docker", "compose"): "2.37.1\n",
+    }
+
+    def answer(argv: list[str]) -> CommandResult:
+        return CommandResult(tuple(argv), 0, engine[argv[0], argv[1]], "")
+
+    config = _aws_config(tmp_path, "http://127.0.0.1:1", state_bucket=named)  # nothing there
+    found = AwsProvider(FakeHost(answer)).preflight(config)
+    assert f"state in {said}" in found
+
+
+def test_an_environment_naming_no_bucket_keeps_its_state_in_the_accounts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret")
+    with moto_server() as url:
+        store = state_store(_aws_config(tmp_path, url))
+        assert store.current() is None and _buckets(url) == []
+        Lock(store, "first", "deploy", ttl=60).acquire()
+        assert _buckets(url) == [f"shipyard-state-{ACCOUNT}-{REGION}"]
+
+
+def _aws_config(tmp: Path, endpoint: str, *, state_bucket: str | None = None) -> Config:
+    """``tests.bad_configs.VALID`` with production on AWS through ``endpoint``, naming
+    ``state_bucket`` (by default none)."""
+    named = f"    state_bucket: {state_bucket}\n" if state_bucket else ""
+    yaml = VALID.replace(
+        "  production:\n    target: local\n    proxy:\n      http_port: 18081\n",
+        f"  production:\n    target: aws://{REGION}\n",
+    ).replace(
+        "environments:\n",
+        f"providers:\n  aws:\n    endpoint_url: {endpoint}\n    subnets: [subnet-a, subnet-b]\n"
+        f"{named}environments:\n",
+        1,
+    )
+    (tmp / "shipyard.yml").write_text(yaml, encoding="utf-8")
+    env = tmp / ".env.production"
+    env.write_text(
+        ENV_FILE + "DATABASE_URL=postgres://shop:pw@db.internal/shop\n", encoding="utf-8"
+    )
+    env.chmod(0o600)
+    return load_config(tmp / "shipyard.yml", "production")
+
+
+# -- the IAM policy ---------------------------------------------------------------------------------
+POLICY = Path(__file__).parents[2] / "docs" / "aws-iam-policy.json"
+
+# The IAM action (and the resource kind) each request of the state needs.
+_S3_ACTIONS = {
+    "GetObject": ("s3:GetObject", "object"),
+    "PutObject": ("s3:PutObject", "object"),
+    "DeleteObject": ("s3:DeleteObject", "object"),
+    "DeleteObjects": ("s3:DeleteObject", "objects"),
+    "CopyObject": ("s3:PutObject", "object"),  # and s3:GetObject on its source
+    "ListObjectsV2": ("s3:ListBucket", "bucket"),
+    "CreateBucket": ("s3:CreateBucket", "bucket"),
+    "PutPublicAccessBlock": ("s3:PutBucketPublicAccessBlock", "bucket"),
+    "PutBucketVersioning": ("s3:PutBucketVersioning", "bucket"),
+    "PutBucketEncryption": ("s3:PutEncryptionConfiguration", "bucket"),
+    "PutBucketTagging": ("s3:PutBucketTagging", "bucket"),
+}
+
+
+def _needed(operation: str, params: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]:
+    """The (IAM action, resource ARN, condition keys) a request needs."""
+    if operation == "GetCallerIdentity":
+        return [("sts:GetCallerIdentity", "*", {})]
+    assert operation in _S3_ACTIONS, f"the state makes S3 request {operation}: map it here"
+    action, kind = _S3_ACTIONS[operation]
+    bucket = f"arn:aws:s3:::{params['Bucket']}"
+    if kind == "bucket":
+        prefix = params.get("Prefix")
+        return [(action, bucket, {"s3:prefix": prefix} if prefix is not None else {})]
+    keys = [o["Key"] for o in params["Delete"]["Objects"]] if kind == "objects" else [params["Key"]]
+    needed = [(action, f"{bucket}/{key}", {}) for key in keys]
+    if operation == "CopyObject":
+        source = params["CopySource"]
+        needed.append(("s3:GetObject", f"arn:aws:s3:::{source['Bucket']}/{source['Key']}", {}))
+    return needed
+
+
+def _granted(policy: dict[str, Any], action: str, resource: str, keys: dict[str, str]) -> bool:
+    def listed(value: str | list[str]) -> list[str]:
+        return [value] if isinstance(value, str) else value
+
+    for statement in policy["Statement"]:
+        if statement["Effect"] != "Allow":
+            continue
+        if not any(fnmatchcase(action.lower(), a.lower()) for a in listed(statement["Action"])):
+            continue
+        if not any(fnmatchcase(resource, r) for r in listed(statement["Resource"])):
+            continue
+        conditions = statement.get("Condition", {}).get("StringLike", {})
+        if all(
+            key in keys and any(fnmatchcase(keys[key], v) for v in listed(values))
+            for key, values in conditions.items()
+        ):
+            return True
+    return False
+
+
+def test_the_iam_policy_grants_every_request_the_state_makes_in_the_default_bucket() -> None:
+    """Every request of a first deploy's state (the bucket created, the lock taken, heartbeat,
+    taken over, pruned, released; records written, listed, read and removed) against the
+    stand-in, each checked against docs/aws-iam-policy.json with the default bucket's name as
+    its STATE_BUCKET."""
+    made: list[tuple[str, dict[str, Any]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        made.append((model.name, copy.deepcopy(params)))  # botocore edits them later
+
+    with moto_server() as url:
+        s3, sts = _on(REGION, "s3", url), _on(REGION, "sts", url)
+        for service in (s3, sts):
+            service.meta.events.register("provide-client-params.*.*", record)
+        state = S3State(s3, DefaultBucket(sts, REGION), PurePosixPath("shipyard/shop/production"))
+        store = StateStore(state)
+        assert store.current() is None
+        lock = Lock(store, "first", "deploy", ttl=60)
+        lock.acquire()
+        store.set_current(Current(slot="blue", release_id="r1", switched_at="t"))
+        store.backend.write("logs/a.jsonl", b"{}\n")
+        assert store.log_ids() == ["a"]
+        token = state.lock_read()
+        assert token is not None
+        assert state.lock_take_over(token[1], "first", "second", b"{}") is not None
+        state.lock_prune(0)
+        state.lock_delete(None)
+        state.remove_all()
+        bucket = state.bucket
+
+    policy = json.loads(
+        POLICY.read_text(encoding="utf-8")
+        .replace("STATE_BUCKET", bucket)
+        .replace("ACCOUNT", ACCOUNT)
+    )
+    operations = {operation for operation, _ in made}
+    assert {"GetCallerIdentity", "CreateBucket", "PutBucketTagging", "CopyObject"} <= operations
+    refused = [
+        (action, resource)
+        for operation, params in made
+        for action, resource, keys in _needed(operation, params)
+        if not _granted(policy, action, resource, keys)
+    ]
+    assert refused == []

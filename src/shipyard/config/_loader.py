@@ -1022,15 +1022,8 @@ def _provider_issues(
                 "an aws:// target has no further nodes: ECS runs `providers.aws.desired_count` tasks",
             )
         )
-    settings = sections.get("providers", {}).get("aws")
-    if settings is None:
-        issues.append(
-            locator.issue(
-                (*here, "target"),
-                f"target {target} needs a `providers.aws` section (state_bucket and subnets at least)",
-            )
-        )
-        return issues
+    # Every setting has a default: an environment may name no more than its target.
+    settings = sections.get("providers", {}).get("aws") or {}
     where: Path_ = ("providers", "aws")
     try:
         aws = AwsSection.model_validate(settings)

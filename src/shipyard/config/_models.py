@@ -936,6 +936,9 @@ FARGATE_MEMORY: dict[int, list[int]] = {
 
 # An AWS region's name (us-east-1, eu-central-2, us-gov-west-1, ap-southeast-4).
 AWS_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+# An S3 bucket's name: 3 to 63 lowercase letters, digits, dots and hyphens, a letter or digit at
+# each end.
+S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 class RdsSection(_Model):
@@ -963,8 +966,9 @@ class AwsSection(_Model):
         None,
         description="An endpoint speaking the AWS APIs instead of AWS's own (LocalStack, a test stand-in).",
     )
-    state_bucket: str = Field(
-        description="The S3 bucket holding the environment's state and lock (it must exist)."
+    state_bucket: str | None = Field(
+        None,
+        description="An existing S3 bucket holding the environment's state and lock (default: shipyard-state-<account id>-<region>, which the first deploy creates with public access blocked, versioning and default encryption).",
     )
     registry: str | None = Field(
         None,
@@ -1030,6 +1034,16 @@ class AwsSection(_Model):
             raise ValueError(f"{region!r} is not an AWS region's name (like us-east-1)")
         return region
 
+    @field_validator("state_bucket")
+    @classmethod
+    def _bucket(cls, bucket: str | None) -> str | None:
+        if bucket is not None and not S3_BUCKET.fullmatch(bucket):
+            raise ValueError(
+                f"{bucket!r} is not an S3 bucket's name (3 to 63 lowercase letters, digits, "
+                "dots and hyphens, beginning and ending with a letter or digit)"
+            )
+        return bucket
+
     @field_validator("subnets")
     @classmethod
     def _two_zones(cls, subnets: list[str]) -> list[str]:
@@ -1040,10 +1054,14 @@ class AwsSection(_Model):
         return subnets
 
     @model_validator(mode="after")
-    def _groups_in_given_subnets(self) -> AwsSection:
+    def _given_with_their_subnets(self) -> AwsSection:
         if self.security_groups and not self.subnets:
             raise ValueError(
                 "security_groups belong to a VPC: give them with its `subnets`, or neither (shipyard then creates both)"
+            )
+        if self.listener_arn and not self.subnets:
+            raise ValueError(
+                "listener_arn's load balancer is in a VPC of its own: give `subnets` of that VPC with it"
             )
         return self
 

@@ -134,7 +134,7 @@ PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider, "a
 
 def state_store(config: Config, host: Host, root: PurePosixPath) -> StateStore:
     """Where the environment's state and lock are kept: in S3 for AWS (``providers.aws.
-    state_bucket``); else under ``root`` on its host."""
+    state_bucket``, else the account's default bucket); else under ``root`` on its host."""
     if config.environment.provider == "aws":
         from shipyard.providers.aws import state_store as in_s3  # noqa: PLC0415 — boto3
 

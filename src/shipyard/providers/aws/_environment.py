@@ -18,7 +18,11 @@ from shipyard.providers.aws._snapshots import RdsSnapshots
 from shipyard.providers.aws._tasks import TaskDefinitions
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic
 from shipyard.state import StateStore
-from shipyard.state._s3 import S3State  # boto3: imported by AWS environments only
+from shipyard.state._s3 import (  # boto3: imported by AWS environments only
+    DefaultBucket,
+    S3State,
+    default_bucket_name,
+)
 
 _STATE_PREFIX = "shipyard"
 
@@ -30,11 +34,26 @@ class NotOnAws(ShipyardError):
 
 
 def state_store(config: Config) -> StateStore:
-    """The environment's state and lock: ``shipyard/<app>/<environment>/`` in the state bucket."""
+    """The environment's state and lock: ``shipyard/<app>/<environment>/`` in the state bucket,
+    ``providers.aws.state_bucket`` or else the account's default (named when the state is first
+    touched: making the store asks nothing of AWS)."""
     settings = AwsSettings.of(config)
     client = aws.client("s3", region=settings.region, endpoint_url=settings.endpoint_url)
     root = PurePosixPath(_STATE_PREFIX, config.app.name, config.environment.name)
-    return StateStore(S3State(client, settings.state_bucket, root))
+    bucket = settings.state_bucket or DefaultBucket(
+        aws.client("sts", region=settings.region, endpoint_url=settings.endpoint_url),
+        settings.region,
+    )
+    return StateStore(S3State(client, bucket, root))
+
+
+def state_location(settings: AwsSettings) -> str:
+    """Where the state is kept, as ``check`` says it, offline: the default bucket's account is
+    not looked up."""
+    if settings.state_bucket is not None:
+        return f"s3://{settings.state_bucket}"
+    default = default_bucket_name("<account>", settings.region)
+    return f"s3://{default} (the account's, created by the first deploy)"
 
 
 class AwsEnvironment:

@@ -44,7 +44,7 @@ from shipyard.deploy import (
 from shipyard.docker import Docker
 from shipyard.errors import HostUnreachable, StateError
 from shipyard.hosts import Host
-from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
+from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws, state_location
 from shipyard.providers.aws._settings import AwsSettings
 from shipyard.providers.aws._snapshots import RdsSnapshot
 from shipyard.providers.aws._steps import AwsSteps
@@ -97,7 +97,7 @@ class AwsProvider:
         where = f" through {endpoint}" if endpoint else ""
         return (
             f"AWS credentials from {credentials.method}; region {settings.region}{where}; "
-            f"state in s3://{settings.state_bucket}; builds here: {engine}"
+            f"state in {state_location(settings)}; builds here: {engine}"
         )
 
     # -- plan ----------------------------------------------------------------------------------
