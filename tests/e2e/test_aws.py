@@ -700,6 +700,12 @@ def _deploy_redeploy_rollback(
     assert planned_back.returncode == 0, planned_back.stderr
     actions = [s["action"] for s in json.loads(planned_back.stdout)]
     assert any(a.startswith("bring back 0.0.0+" + second_commit[:7]) for a in actions), actions
+    # As on a host: the rule it follows, and the schema newer than the release brought back.
+    assert any(a.startswith("the rule: ") for a in actions), actions
+    assert any(
+        "the schema is at version 3, newer than the 2 that" in a and "needs --yes" in a
+        for a in actions
+    ), actions
     assert any(
         f"update ECS service {names.service('green')} to {names.family}:2" in a for a in actions
     ), actions

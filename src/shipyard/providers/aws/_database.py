@@ -20,7 +20,7 @@ from typing import Any
 
 from shipyard.config import RdsSection
 from shipyard.errors import ShipyardError
-from shipyard.providers.aws._infrastructure import Action, Clients
+from shipyard.providers.aws._infrastructure import Action, Clients, carry_out
 from shipyard.providers.aws._network import AwsNetwork
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.waiting import Clock, Interval, wait_until
@@ -173,9 +173,7 @@ class RdsDatabase:
 
     def ensure(self, *, timeout: float = 3600) -> list[Action]:
         """Make the planned changes, then wait until the instance is available."""
-        actions = self.plan()
-        for action in actions:
-            action.run()
+        actions = carry_out(self.plan())
         self.wait_available(timeout)
         return actions
 
@@ -266,9 +264,7 @@ class RdsDatabase:
             if self.names.owns({t["Key"]: t["Value"] for t in tags.get("TagList", [])}):
                 delete = self.clients.later("rds", f"Delete{api}", name, **{key: name})
                 actions.append(Action("rds", f"delete DB {kind} group", name, delete))
-        for action in actions:
-            action.run()
-        return actions
+        return carry_out(actions)
 
 
 _SETTLED = frozenset(

@@ -57,6 +57,13 @@ class Action:
         return f"{self.service}: {self.verb} {self.resource}"
 
 
+def carry_out(actions: list[Action]) -> list[Action]:
+    """Run ``actions`` in order; returns them (what was done)."""
+    for action in actions:
+        action.run()
+    return actions
+
+
 class Clients:
     """One operation's AWS clients, made on first use from one session."""
 
@@ -145,10 +152,7 @@ class AwsInfrastructure:
 
     def ensure(self) -> list[Action]:
         """Make every planned change; returns them (none: everything was there already)."""
-        actions = self.plan()
-        for action in actions:
-            action.run()
-        return actions
+        return carry_out(self.plan())
 
     def _find_repository(self) -> Any:
         name = self.names.repository
@@ -438,10 +442,7 @@ class AwsInfrastructure:
         return actions
 
     def remove(self) -> list[Action]:
-        actions = self.removal()
-        for action in actions:
-            action.run()
-        return actions
+        return carry_out(self.removal())
 
     def _remove_role(self) -> list[Action]:
         name = self.names.execution_role

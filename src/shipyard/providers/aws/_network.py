@@ -26,7 +26,7 @@ from typing import Any
 
 from shipyard import aws
 from shipyard.errors import ConfigError, Issue, ShipyardError
-from shipyard.providers.aws._infrastructure import Action, Clients
+from shipyard.providers.aws._infrastructure import Action, Clients, carry_out
 from shipyard.providers.aws._settings import TAG_APP, TAG_ENV, AwsNames, AwsSettings, Network
 from shipyard.waiting import Clock, Interval, wait_until
 
@@ -195,10 +195,7 @@ class AwsNetwork:
         return actions
 
     def ensure(self) -> list[Action]:
-        actions = self.plan()
-        for action in actions:
-            action.run()
-        return actions
+        return carry_out(self.plan())
 
     def _vpc_plan(self, vpc: str | None) -> list[Action]:
         stem = self.names.stem
@@ -400,10 +397,7 @@ class AwsNetwork:
         return actions
 
     def remove(self) -> list[Action]:
-        actions = self.removal()
-        for action in actions:
-            action.run()
-        return actions
+        return carry_out(self.removal())
 
     def _delete_gateway(self, gateway: dict[str, Any]) -> None:
         ident = gateway["InternetGatewayId"]

@@ -31,8 +31,6 @@ from shipyard.deploy import (
     PlanStep,
     RollbackOptions,
     RotateOptions,
-    Served,
-    choose_rollback,
     env_files,
     planned,
     run_checks,
@@ -42,7 +40,7 @@ from shipyard.deploy import (
     watch_window,
 )
 from shipyard.docker import Docker
-from shipyard.errors import HostUnreachable, StateError
+from shipyard.errors import HostUnreachable
 from shipyard.hosts import Host
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws, state_location
 from shipyard.providers.aws._settings import AwsSettings
@@ -56,6 +54,7 @@ from shipyard.providers.docker import (
     Status,
     engine_ready,
     plan_lock_and_repair,
+    plan_rollback_choice,
     recorded,
 )
 from shipyard.state import Maintenance, other_slot
@@ -160,22 +159,17 @@ class AwsProvider:
         """What `rollback` would do: the release it brings back and why (``choose_rollback``),
         its revision in the idle slot, the switch; reading only."""
         env = AwsEnvironment(ctx.config)
-        plan = plan_lock_and_repair(ctx)
-        served = Served.read(ctx.store)
-        current = served.current
-        if current is None:
-            raise StateError(
-                f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
-            )
-        choice = choose_rollback(served, options.to, why=options.why)
-        target = choice.release
-        plan.append(
-            PlanStep(
-                "choose",
-                f"bring back {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}",
-            )
-        )
-        plan += [PlanStep("choose", note) for note in choice.notes]
+
+        def schema() -> int | None:
+            """The schema the live release left (the database is inside the VPC)."""
+            current = ctx.store.current()
+            live = ctx.store.release(current.release_id) if current else None
+            return live.migration_version if live else None
+
+        plan, chosen = plan_rollback_choice(ctx, options, schema)
+        if chosen is None:
+            return planned(ROLLBACK, plan)
+        target, current = chosen
         revision = env.tasks().of_release(target.id)
         slot = other_slot(current.slot)
         service = env.names.service(slot)

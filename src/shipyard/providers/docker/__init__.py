@@ -13,7 +13,7 @@ from __future__ import annotations
 from shipyard.providers.docker._database import DatabaseOperations, PruneResult, RestoreResult
 from shipyard.providers.docker._delivery import engine_ready
 from shipyard.providers.docker._destroy import Destroyed, SnapshotFiles
-from shipyard.providers.docker._plan import plan_lock_and_repair
+from shipyard.providers.docker._plan import plan_lock_and_repair, plan_rollback_choice
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
 from shipyard.providers.docker._provider import DockerProvider
 from shipyard.providers.docker._status import Status, recorded
@@ -30,6 +30,7 @@ __all__ = [
     "Status",
     "engine_ready",
     "plan_lock_and_repair",
+    "plan_rollback_choice",
     "proxy_ports",
     "recorded",
     "taken_ports",

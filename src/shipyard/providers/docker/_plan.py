@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from shipyard.build import plan_build, read_version
@@ -28,7 +29,7 @@ from shipyard.providers.docker._infrastructure import PROXY_RECREATED
 from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._status import _interrupted
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.state import Lock, other_slot
+from shipyard.state import Current, Lock, Release, other_slot
 
 
 class Planning:
@@ -114,51 +115,18 @@ class Planning:
         the rule `rollback` follows), then its steps; read from the state and the engine,
         changing nothing."""
         steps, config = self.steps(ctx), ctx.config
-        plan = plan_lock_and_repair(ctx)
-        served = Served.read(ctx.store)
-        current = served.current
-        if current is None:
-            raise StateError(
-                f"nothing is deployed to {config.environment.name}: nothing to roll back"
-            )
-        live = next((r for r in served.releases if r.id == current.release_id), None)
-        if options.why is not None and live is not None and live.version == options.to:
-            plan.append(
-                PlanStep("choose", f"nothing to do: {live.version} serves already, {options.why}")
-            )
+
+        def schema() -> int | None:
+            database = steps._database()
+            db = steps.docker.container(steps.names.database) if database is not None else None
+            if database is None or db is None or not db.running:
+                return None
+            return database.migration_state().version
+
+        plan, chosen = plan_rollback_choice(ctx, options, schema)
+        if chosen is None:
             return planned(ROLLBACK, plan)
-        choice = choose_rollback(served, options.to, why=options.why)
-        target = choice.release
-        plan.append(
-            PlanStep(
-                "choose",
-                f"bring back {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}",
-            )
-        )
-        plan += [PlanStep("choose", note) for note in choice.notes]
-        if options.to is None or options.why is not None:
-            plan.append(PlanStep("choose", f"the rule: {RULE}"))
-        if any(step.phase == "repair" for step in plan):
-            plan.append(
-                PlanStep("choose", "chosen from the state as it is now: the repair comes first")
-            )
-        database = steps._database()
-        db = steps.docker.container(steps.names.database) if database is not None else None
-        if database is not None and db is not None and db.running:
-            schema = database.migration_state().version
-            if (
-                schema is not None
-                and target.migration_version is not None
-                and schema > target.migration_version
-            ):
-                plan.append(
-                    PlanStep(
-                        "choose",
-                        f"the schema is at version {schema}, newer than the "
-                        f"{target.migration_version} that {target.version} shipped with: it "
-                        "needs --yes (down-migrations are never run)",
-                    )
-                )
+        target, current = chosen
         slot = other_slot(current.slot)
         kept = steps.slot_container(slot)
         if kept is not None and kept.labels.get(f"{LABEL}.release") == target.id:
@@ -184,6 +152,58 @@ def _schema_at(version: int | None, database: ContainerInfo | None) -> str:
     if database is not None and not database.running:
         return f"database container {database.name} is {database.status}: its schema is not known"
     return "empty database, no migrations applied"
+
+
+def plan_rollback_choice(
+    ctx: OperationContext, options: RollbackOptions, schema: Callable[[], int | None]
+) -> tuple[list[PlanStep], tuple[Release, Current] | None]:
+    """What every provider's `plan --rollback` begins with: the lock and the repair
+    (``plan_lock_and_repair``), the release `rollback` would bring back and why (the rule it
+    follows, ``choose_rollback``), and whether the schema (``schema()``: its version now, None
+    when not known) is newer than that release's. Returns the steps, and the release with what
+    is live (None: nothing to do)."""
+    plan = plan_lock_and_repair(ctx)
+    served = Served.read(ctx.store)
+    current = served.current
+    if current is None:
+        raise StateError(
+            f"nothing is deployed to {ctx.config.environment.name}: nothing to roll back"
+        )
+    live = next((r for r in served.releases if r.id == current.release_id), None)
+    if options.why is not None and live is not None and live.version == options.to:
+        plan.append(
+            PlanStep("choose", f"nothing to do: {live.version} serves already, {options.why}")
+        )
+        return plan, None
+    choice = choose_rollback(served, options.to, why=options.why)
+    target = choice.release
+    plan.append(
+        PlanStep(
+            "choose",
+            f"bring back {target.version} ({target.commit[:7]}, release {target.id}): {choice.why}",
+        )
+    )
+    plan += [PlanStep("choose", note) for note in choice.notes]
+    if options.to is None or options.why is not None:
+        plan.append(PlanStep("choose", f"the rule: {RULE}"))
+    if any(step.phase == "repair" for step in plan):
+        plan.append(
+            PlanStep("choose", "chosen from the state as it is now: the repair comes first")
+        )
+    version = schema()
+    if (
+        version is not None
+        and target.migration_version is not None
+        and version > target.migration_version
+    ):
+        plan.append(
+            PlanStep(
+                "choose",
+                f"the schema is at version {version}, newer than the {target.migration_version} "
+                f"that {target.version} shipped with: it needs --yes (down-migrations are never run)",
+            )
+        )
+    return plan, (target, current)
 
 
 def plan_lock_and_repair(ctx: OperationContext) -> list[PlanStep]:
