@@ -137,6 +137,8 @@ def test_check_validates_offline_and_names_the_credentials_source(
     assert result.returncode == 0, result.stderr + result.stdout
     assert f"AWS credentials from env; region {REGION}" in result.stderr
     assert f"state in s3://{BUCKET}" in result.stderr
+    # Production's monitoring (a stack beside the app on a host) is said to be unused, not refused.
+    assert f"monitoring.enabled: not used on aws://{REGION}" in result.stderr
     assert env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
 
     no_credentials = {
@@ -498,9 +500,8 @@ def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
         ):
             where = copy_example(tmp_path / "app", app, _target_only)
             env_file = where / ".env.production"
-            env_file.write_text(
-                f"JWT_SECRET={secrets.token_hex(32)}\nGRAFANA_ADMIN_PASSWORD={secrets.token_hex(16)}\n"
-            )
+            # Production's monitoring runs on hosts: no Grafana password on AWS.
+            env_file.write_text(f"JWT_SECRET={secrets.token_hex(32)}\n")
             env_file.chmod(0o600)
             env = {
                 **isolated_env(tmp_path / "home"),
@@ -620,7 +621,7 @@ def _deploy_redeploy_rollback(
         "clusters": [names.cluster],
         "log groups": [names.log_group],
         "roles": [names.execution_role],
-        "secrets": sorted(names.secret(k) for k in ("GRAFANA_ADMIN_PASSWORD", "JWT_SECRET")),
+        "secrets": [names.secret("JWT_SECRET")],
         "target groups": sorted(names.target_group(s) for s in ("blue", "green")),
         "load balancers": [names.load_balancer],
         "task definitions": sorted(

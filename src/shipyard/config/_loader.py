@@ -550,13 +550,15 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_provider_issues(env_raw, sections, env_locator, environment, interpolated))
-    issues.extend(_monitoring_issues(sections, env_locator, file_values, interpolated))
+    if not str(env_raw.get("target", "")).startswith("aws://"):  # not run there
+        issues.extend(_monitoring_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_image_extension_issues(sections.get("database"), env_locator))
     if "proxy" in sections:
         issues.extend(_tls_file_issues(sections["proxy"], env_locator, path.parent))
     warnings = [
         *_secrets_in_app_env(written, env_locator, secrets_file),
         *_extension_warnings(sections.get("database"), env_locator, interpolated),
+        *_unused_on_aws(env_raw, sections, env_locator),
     ]
     if issues:
         raise ConfigError(_dedupe(issues), warnings=warnings)
@@ -690,6 +692,26 @@ def _image_extension_issues(database: DatabaseSection | None, locator: _Locator)
             )
         )
     return issues
+
+
+def _unused_on_aws(
+    env_raw: Mapping[str, Any], sections: dict[str, Any], locator: _Locator
+) -> list[Issue]:
+    """Settings of a host that an aws:// environment does not use: said, not refused, so one
+    file serves every target."""
+    target = env_raw.get("target")
+    monitoring = sections.get("monitoring")
+    if not isinstance(target, str) or not target.startswith("aws://"):
+        return []
+    if monitoring is None or not monitoring.enabled:
+        return []
+    return [
+        locator.issue(
+            ("monitoring", "enabled"),
+            f"not used on {target}: the Prometheus stack runs beside the app on a host; on AWS "
+            "the load balancer's and ECS's metrics are in CloudWatch",
+        )
+    ]
 
 
 def _extension_warnings(
