@@ -150,7 +150,7 @@ CATALOGUE: list[BadConfig] = [
     BadConfig(
         "bad-target",
         _replace("  development:\n    target: local", "  development:\n    target: ftp://x"),
-        "target must be 'local', ssh://user@host[:port] or aws://<region>",
+        "target must be 'local', ssh://user@host[:port], aws://<region> or do://<region>",
         "18:5 environments.development.target",
     ),
     BadConfig(
@@ -343,6 +343,30 @@ CATALOGUE: list[BadConfig] = [
         ),
         "${SHIPYARD_PROXY_CIDR} is the proxy's network (proxy.subnet) and proxy.subnet is not set",
         "6:5 app.env.TRUSTED_PROXY_CIDRS",
+    ),
+    BadConfig(
+        "do-target-not-a-region",
+        _on_aws(settings="", target="do://amsterdam"),
+        "target 'do://amsterdam': do://<region>, like do://ams3",
+        "20:5 environments.production.target",
+        environment="production",
+    ),
+    BadConfig(
+        "do-image-not-debian-or-ubuntu",
+        _on_aws(
+            settings="providers:\n  digitalocean:\n    image: fedora-40-x64\n",
+            target="do://ams3",
+        ),
+        "image 'fedora-40-x64': a Debian or Ubuntu image slug",
+        "18:5 providers.digitalocean.image",
+        environment="production",
+    ),
+    BadConfig(
+        "do-provider-on-an-aws-target",
+        _on_aws(extra="    provider: digitalocean\n"),
+        "target aws://eu-west-1 is run by provider aws, not 'digitalocean'",
+        "25:5 environments.production.provider",
+        environment="production",
     ),
     BadConfig(
         "aws-target-not-a-region",

@@ -32,6 +32,7 @@ from shipyard.config._models import (
     ConfigFile,
     DatabaseSection,
     DeploySection,
+    DigitalOceanSection,
     DockerfileBuild,
     EnvironmentSection,
     GoBuild,
@@ -1004,9 +1005,14 @@ def _rds_on_aws(env_raw: Mapping[str, Any], merged: Mapping[str, Any]) -> bool |
     return isinstance(aws, dict) and aws.get("rds") is not None
 
 
+# The providers a kind of target implies, with their settings: a cloud's target names a region,
+# and its settings (`providers.<name>`) all have defaults.
+_CLOUDS = {"aws://": ("aws", "<region>"), "do://": ("digitalocean", "<region>")}
+
+
 def _provider_of(target: str) -> str:
     """The provider a target implies when ``provider`` is not given."""
-    return "aws" if target.startswith("aws://") else "docker"
+    return next((name for kind, (name, _) in _CLOUDS.items() if target.startswith(kind)), "docker")
 
 
 def _provider_issues(
@@ -1016,26 +1022,30 @@ def _provider_issues(
     environment: str,
     interpolated: Interpolations,
 ) -> list[Issue]:
-    """An environment's target and provider agree, and an aws:// target has valid
-    ``providers.aws`` settings for it (its region the target's; 2 tasks or more in production)."""
+    """An environment's target and provider agree, and a cloud's target has valid settings for
+    it (``providers.aws``: its region the target's, 2 tasks or more in production;
+    ``providers.digitalocean``)."""
     target, provider = env_raw.get("target"), env_raw.get("provider")
     if not isinstance(target, str):
         return []  # reported with the environment as written
     here: Path_ = ("environments", environment)
-    aws_target = target.startswith("aws://")
+    implied = _provider_of(target)
     issues: list[Issue] = []
-    if provider == "aws" and not aws_target:
-        issues.append(
-            locator.issue((*here, "provider"), "provider aws needs target aws://<region>")
-        )
-    elif aws_target and provider not in (None, "aws"):
+    for kind, (name, region) in _CLOUDS.items():
+        if provider == name and implied != name:
+            issues.append(
+                locator.issue((*here, "provider"), f"provider {name} needs target {kind}{region}")
+            )
+    if implied != "docker" and provider not in (None, implied):
         issues.append(
             locator.issue(
                 (*here, "provider"),
-                f"target {target} is run by provider aws, not {provider!r} (leave `provider` out)",
+                f"target {target} is run by provider {implied}, not {provider!r} (leave `provider` out)",
             )
         )
-    if not aws_target:
+    if implied == "digitalocean":
+        return issues + _digitalocean_issues(sections, locator, interpolated)
+    if implied != "aws":
         return issues
     if env_raw.get("targets"):
         issues.append(
@@ -1071,6 +1081,19 @@ def _provider_issues(
             )
         )
     return issues
+
+
+def _digitalocean_issues(
+    sections: dict[str, Any], locator: _Locator, interpolated: Interpolations
+) -> list[Issue]:
+    """``providers.digitalocean`` must be valid settings (every one has a default)."""
+    settings = sections.get("providers", {}).get("digitalocean") or {}
+    try:
+        DigitalOceanSection.model_validate(settings)
+    except ValidationError as exc:
+        where: Path_ = ("providers", "digitalocean")
+        return _pydantic_issues(exc, locator, where, interpolated=interpolated)
+    return []
 
 
 def _dedupe(issues: list[Issue]) -> list[Issue]:

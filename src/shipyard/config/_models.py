@@ -1090,11 +1090,73 @@ class AwsSection(_Model):
         raise ValueError(f"memory {memory} MiB is not offered with cpu {cpu} ({offered} MiB)")
 
 
+# A DigitalOcean region's slug (ams3, nyc1, fra1, sfo3, syd1).
+DO_REGION = re.compile(r"[a-z]{3}\d")
+
+
+class DigitalOceanSection(_Model):
+    """The Droplet an environment with a do://<region> target runs on (`providers.digitalocean`): shipyard creates it (or adopts the one tagged as the environment's), then provisions and deploys to it over SSH like any ssh:// host. The API token is `DIGITALOCEAN_TOKEN` in shipyard's environment, never in shipyard.yml nor the env file (whose values reach the app)."""
+
+    size: str = Field(
+        "s-1vcpu-2gb", description="The Droplet's size slug (PostGIS wants 2 GiB of memory)."
+    )
+    image: str = Field(
+        "debian-12-x64",
+        description="The Droplet's image: a Debian or Ubuntu slug, as `shipyard provision` supports.",
+    )
+    ssh_public_key: str = Field(
+        "~/.ssh/id_ed25519.pub",
+        description="The public key the Droplet lets log in as root (imported into the account when missing); its private key must be the agent's or `providers.ssh.identity_file`.",
+    )
+    user: str = Field(
+        "root",
+        pattern=r"^[a-z_][a-z0-9_-]*$",
+        description="The user deploys log in as (root on a new Droplet; a `shipyard provision --deploy-user` one after).",
+    )
+    ssh_sources: list[str] = Field(
+        default_factory=lambda: ["0.0.0.0/0", "::/0"],
+        min_length=1,
+        description="Addresses the cloud firewall admits to SSH (22); HTTP and HTTPS are open to all.",
+    )
+    firewall: bool = Field(True, description="A cloud firewall admitting 22, 80 and 443 only.")
+    reserved_ip: bool = Field(
+        False,
+        description="A reserved IP assigned to the Droplet: the address stays when the Droplet is replaced.",
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Further tags on the Droplet and firewall, beside shipyard's own.",
+    )
+    api_url: str = Field(
+        "https://api.digitalocean.com",
+        pattern=r"^https?://",
+        description="The API's address: DigitalOcean's, or a stand-in's.",
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, image: str) -> str:
+        if not re.fullmatch(r"(debian|ubuntu)-[0-9a-z-]+", image):
+            raise ValueError(
+                f"image {image!r}: a Debian or Ubuntu image slug (debian-12-x64, ubuntu-24-04-x64), "
+                "as `shipyard provision` supports"
+            )
+        return image
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, tags: list[str]) -> list[str]:
+        for tag in tags:
+            if not re.fullmatch(r"[A-Za-z0-9:_-]{1,255}", tag):
+                raise ValueError(f"tag {tag!r}: letters, digits, ':', '-' and '_' only")
+        return tags
+
+
 class EnvironmentSection(_Model):
     """One environment: its target and env file, plus overrides of any top-level section."""
 
     target: str = Field(
-        description="`local` (the Docker engine here), ssh://user@host[:port], or aws://<region> (ECS on Fargate; settings in `providers.aws`)."
+        description="`local` (the Docker engine here), ssh://user@host[:port], aws://<region> (ECS on Fargate; settings in `providers.aws`), or do://<region> (a DigitalOcean Droplet; settings in `providers.digitalocean`)."
     )
     targets: list[str] = Field(
         default_factory=list,
@@ -1105,7 +1167,7 @@ class EnvironmentSection(_Model):
     )
     provider: str | None = Field(
         None,
-        description="Provider that runs this environment (default: `aws` for an aws:// target, else `docker`).",
+        description="Provider that runs this environment (default: `aws` for an aws:// target, `digitalocean` for a do:// one, else `docker`).",
     )
     app: dict[str, Any] | None = Field(None, description="Overrides of `app` for this environment.")
     build: dict[str, Any] | None = Field(None, description="Overrides of `build`.")
@@ -1131,8 +1193,13 @@ class EnvironmentSection(_Model):
             if AWS_REGION.fullmatch(target.removeprefix("aws://")):
                 return target
             raise ValueError(f"target {target!r}: aws://<region>, like aws://us-east-1")
+        if target.startswith("do://"):
+            if DO_REGION.fullmatch(target.removeprefix("do://")):
+                return target
+            raise ValueError(f"target {target!r}: do://<region>, like do://ams3")
         raise ValueError(
-            f"target must be 'local', ssh://user@host[:port] or aws://<region>, got {target!r}"
+            "target must be 'local', ssh://user@host[:port], aws://<region> or do://<region>, "
+            f"got {target!r}"
         )
 
     @field_validator("targets")

@@ -9,10 +9,11 @@ one listener (``_traffic``). Only AWS environments import it (and boto3, the ext
 from __future__ import annotations
 
 from shipyard.config import RdsSection
+from shipyard.providers._actions import Action
 from shipyard.providers.aws._database import Connection, DatabaseNotReady, RdsDatabase
 from shipyard.providers.aws._delivery import EcrDelivery
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws, state_store
-from shipyard.providers.aws._infrastructure import Action, AwsInfrastructure, Clients
+from shipyard.providers.aws._infrastructure import AwsInfrastructure, Clients
 from shipyard.providers.aws._oneoff import OneOffFailed, OneOffResult, OneOffTasks
 from shipyard.providers.aws._provider import AwsProvider
 from shipyard.providers.aws._settings import AwsNames, AwsSettings, Network

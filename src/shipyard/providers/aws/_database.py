@@ -20,7 +20,8 @@ from typing import Any
 
 from shipyard.config import RdsSection
 from shipyard.errors import ShipyardError
-from shipyard.providers.aws._infrastructure import Action, Clients, carry_out
+from shipyard.providers._actions import Action, carry_out
+from shipyard.providers.aws._infrastructure import Clients
 from shipyard.providers.aws._network import AwsNetwork
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 from shipyard.waiting import Clock, Interval, wait_until

@@ -16,13 +16,13 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from botocore import xform_name
 
 from shipyard import aws
 from shipyard.errors import ConfigError, Issue
+from shipyard.providers._actions import Action, carry_out
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 
 if TYPE_CHECKING:
@@ -42,26 +42,6 @@ _TRUST = {
         }
     ],
 }
-
-
-@dataclass(frozen=True)
-class Action:
-    """One change on AWS: ``service: verb resource`` (what ``plan`` lists and ``ensure`` did)."""
-
-    service: str
-    verb: str
-    resource: str
-    run: Callable[[], Any] = field(compare=False, repr=False, default=lambda: None)
-
-    def __str__(self) -> str:
-        return f"{self.service}: {self.verb} {self.resource}"
-
-
-def carry_out(actions: list[Action]) -> list[Action]:
-    """Run ``actions`` in order; returns them (what was done)."""
-    for action in actions:
-        action.run()
-    return actions
 
 
 class Clients:

@@ -26,7 +26,8 @@ from typing import Any
 
 from shipyard import aws
 from shipyard.errors import ConfigError, Issue, ShipyardError
-from shipyard.providers.aws._infrastructure import Action, Clients, carry_out
+from shipyard.providers._actions import Action, carry_out
+from shipyard.providers.aws._infrastructure import Clients
 from shipyard.providers.aws._settings import TAG_APP, TAG_ENV, AwsNames, AwsSettings, Network
 from shipyard.waiting import Clock, Interval, wait_until
 
