@@ -205,9 +205,31 @@ def connect(config: Config) -> Host:
         return SSHHost(target, ssh_settings(config), config.masker)
     if target.startswith("aws://"):  # no host of its own: the build runs here
         return LocalHost(config.masker)
+    if target.startswith("do://"):
+        return SSHHost(_droplet(config), ssh_settings(config), config.masker)
     raise HostUnreachable(
-        f"target {target}: unknown kind of target", hint="use local, ssh:// or aws://"
+        f"target {target}: unknown kind of target", hint="use local, ssh://, aws:// or do://"
     )
+
+
+def _droplet(config: Config, *, create: bool = False) -> str:
+    """A do:// target's Droplet as an ssh:// target; with ``create``, made first when missing
+    (its firewall and reserved IP too)."""
+    from shipyard.providers.digitalocean import droplet_target, resources  # noqa: PLC0415
+
+    cloud = resources(config, known_hosts=ssh_settings(config).known_hosts)
+    try:
+        if create:
+            cloud.ensure()
+        target = droplet_target(config, cloud)
+    finally:
+        cloud.api.close()
+    if target is None:
+        raise HostUnreachable(
+            f"{config.environment.target}: no Droplet tagged {cloud.names.tag} yet",
+            hint=f"`shipyard provision {config.environment.name}` creates it",
+        )
+    return target
 
 
 def ssh_settings(config: Config) -> SSHSettings:
@@ -236,13 +258,17 @@ def provision_nodes(
     report: Callable[[str, StepResult], None],
     on_config: OnConfig | None = None,
 ) -> dict[str, list[StepResult]]:
-    """Provision every ssh:// node of the environment, one after the other."""
+    """Provision every ssh:// node of the environment, one after the other; a do:// target's
+    Droplet, created first when missing."""
     from shipyard.provision import ProvisionOptions, provision  # noqa: PLC0415 — provision only
 
     config = load_config(config_path, environment)
     if on_config is not None:
         on_config(config)
-    nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
+    if config.environment.target.startswith("do://"):
+        nodes = [_droplet(config, create=True)]
+    else:
+        nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
     if not nodes:
         raise ShipyardError(
             f"environment {environment!r} has no ssh:// target to provision",

@@ -129,7 +129,18 @@ def _aws(host: Host) -> Provider:
     return AwsProvider(host)
 
 
-PROVIDERS: dict[str, Callable[[Host], Provider]] = {"docker": DockerProvider, "aws": _aws}
+def _digitalocean(host: Host) -> Provider:
+    """The DigitalOcean provider (the Docker provider on a Droplet), imported on first use."""
+    from shipyard.providers.digitalocean import DigitalOceanProvider  # noqa: PLC0415
+
+    return DigitalOceanProvider(host)
+
+
+PROVIDERS: dict[str, Callable[[Host], Provider]] = {
+    "docker": DockerProvider,
+    "aws": _aws,
+    "digitalocean": _digitalocean,
+}
 
 
 def state_store(config: Config, host: Host, root: PurePosixPath) -> StateStore:
