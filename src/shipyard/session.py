@@ -239,8 +239,13 @@ def ssh_settings(config: Config) -> SSHSettings:
     def path(value: str | None) -> Path | None:
         return config.root / Path(value).expanduser() if value else None
 
+    known_hosts = path(section.known_hosts)
+    if known_hosts is None and config.environment.target.startswith("do://"):
+        # Where shipyard trusts a new Droplet's host key, named to ssh too (ssh's own default
+        # is the passwd entry's home, which may not be $HOME).
+        known_hosts = Path("~/.ssh/known_hosts").expanduser()
     return SSHSettings(
-        known_hosts=path(section.known_hosts),
+        known_hosts=known_hosts,
         identity_file=path(section.identity_file),
         options=tuple(section.options),
         connect_timeout=section.connect_timeout,

@@ -42,6 +42,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("providers.ssh", m.SSHSection),
     ("providers.aws", m.AwsSection),
     ("providers.aws.rds", m.RdsSection),
+    ("providers.digitalocean", m.DigitalOceanSection),
 ]
 
 

@@ -313,7 +313,9 @@ def _rules(firewall: dict[str, Any]) -> tuple[Any, ...]:
     """A firewall's rules as a comparable value (what DigitalOcean adds aside)."""
 
     def rule(r: dict[str, Any], side: str) -> tuple[str, str, tuple[str, ...]]:
-        return (r["protocol"], str(r.get("ports", "")), tuple(sorted(r[side].get("addresses", []))))
+        # "all" and no ports at all (icmp) are answered as "0".
+        ports = str(r.get("ports") or "0").replace("all", "0")
+        return (r["protocol"], ports, tuple(sorted(r[side].get("addresses", []))))
 
     return (
         sorted(rule(r, "sources") for r in firewall.get("inbound_rules", [])),
