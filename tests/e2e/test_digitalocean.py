@@ -61,7 +61,8 @@ class Droplet:
         self.sh("cat > /etc/ssh/ssh_host_ed25519_key.pub", host_keys["ed25519_public"] + "\n")
         self.sh("cat > /root/.ssh/authorized_keys && chmod 600 /root/.ssh/authorized_keys",
                 "\n".join(keys) + "\n")  # fmt: skip
-        self.sh("systemctl restart ssh.service")
+        # sshd failed to start without a host key until now, as on a Droplet before cloud-init.
+        self.sh("systemctl reset-failed ssh.service; systemctl restart ssh.service")
         self.applied.set()
 
 
@@ -88,8 +89,18 @@ def droplet(docker_engine: None) -> Iterator[Droplet]:
         )
 
 
-def _cloud_init(standin: DoStandIn, droplet: Droplet, stop: threading.Event) -> None:
-    """Apply the first Droplet request the stand-in receives to the container."""
+def _cloud_init(
+    standin: DoStandIn, droplet: Droplet, stop: threading.Event, failed: list[BaseException]
+) -> None:
+    """Apply the first Droplet request the stand-in receives to the container (what went
+    wrong kept in ``failed``, for the test to say)."""
+    try:
+        _apply_first(standin, droplet, stop)
+    except BaseException as exc:  # noqa: BLE001 — reported by the test
+        failed.append(exc)
+
+
+def _apply_first(standin: DoStandIn, droplet: Droplet, stop: threading.Event) -> None:
     while not stop.is_set():
         created = [r for r in standin.requests if r.method == "POST" and r.path == "/v2/droplets"]
         if created:
@@ -156,13 +167,17 @@ def test_provision_creates_the_droplet_and_the_example_deploys_to_it(
         assert not [r for r in standin.requests if r.method != "GET"]
 
         stop = threading.Event()
-        init = threading.Thread(target=_cloud_init, args=(standin, droplet, stop), daemon=True)
+        failed: list[BaseException] = []
+        init = threading.Thread(
+            target=_cloud_init, args=(standin, droplet, stop, failed), daemon=True
+        )
         init.start()
         try:
             provisioned = run_shipyard(where, env, "provision", "production", timeout=1800)
         finally:
             stop.set()
             init.join(timeout=30)
+        assert not failed, repr(failed)
         assert provisioned.returncode == 0, provisioned.stderr + provisioned.stdout
 
         # What was asked of DigitalOcean: the operator's key imported, one Droplet of the
