@@ -212,15 +212,15 @@ def connect(config: Config) -> Host:
     )
 
 
-def _droplet(config: Config, *, create: bool = False) -> str:
-    """A do:// target's Droplet as an ssh:// target; with ``create``, made first when missing
-    (its firewall and reserved IP too)."""
+def _droplet(config: Config, *, made: Callable[[list[str]], None] | None = None) -> str:
+    """A do:// target's Droplet as an ssh:// target; with ``made``, made first when missing
+    (its firewall and reserved IP too), and what was made told to ``made``."""
     from shipyard.providers.digitalocean import droplet_target, resources  # noqa: PLC0415
 
     cloud = resources(config, known_hosts=ssh_settings(config).known_hosts)
     try:
-        if create:
-            cloud.ensure()
+        if made is not None:
+            made([str(action) for action in cloud.ensure()])
         target = droplet_target(config, cloud)
     finally:
         cloud.api.close()
@@ -271,7 +271,16 @@ def provision_nodes(
     if on_config is not None:
         on_config(config)
     if config.environment.target.startswith("do://"):
-        nodes = [_droplet(config, create=True)]
+        from shipyard.provision import StepResult  # noqa: PLC0415 — provision only
+
+        def made(actions: list[str]) -> None:
+            detail = "; ".join(actions) or "Droplet, firewall and key in place"
+            report(
+                config.environment.target,
+                StepResult("cloud", "changed" if actions else "unchanged", detail),
+            )
+
+        nodes = [_droplet(config, made=made)]
     else:
         nodes = [t for t in config.environment.nodes if t.startswith("ssh://")]
     if not nodes:

@@ -11,6 +11,7 @@ thread here does to that container when the stand-in receives the request.
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import threading
@@ -173,12 +174,19 @@ def test_provision_creates_the_droplet_and_the_example_deploys_to_it(
         )
         init.start()
         try:
-            provisioned = run_shipyard(where, env, "provision", "production", timeout=1800)
+            provisioned = run_shipyard(
+                where, env, "provision", "production", "--json", timeout=1800
+            )
         finally:
             stop.set()
             init.join(timeout=30)
         assert not failed, repr(failed)
         assert provisioned.returncode == 0, provisioned.stderr + provisioned.stdout
+        steps = {e["step"]: e for e in map(json.loads, provisioned.stdout.splitlines())}
+        # The cloud's part first, said like the host's steps; then the host's, all on the Droplet.
+        assert steps["cloud"]["status"] == "changed"
+        assert "droplet: create (s-1vcpu-2gb, debian-12-x64, ams3" in steps["cloud"]["detail"]
+        assert steps["packages"]["status"] == "changed"
 
         # What was asked of DigitalOcean: the operator's key imported, one Droplet of the
         # settings' image, size and region with that key and the environment's tag, a firewall
@@ -212,8 +220,10 @@ def test_provision_creates_the_droplet_and_the_example_deploys_to_it(
         assert version["git_commit"] == git(where, "rev-parse", "HEAD")
         # A second provision finds everything in place: nothing more is created.
         posts = len([r for r in standin.requests if r.method == "POST"])
-        again = run_shipyard(where, env, "provision", "production", timeout=1800)
+        again = run_shipyard(where, env, "provision", "production", "--json", timeout=1800)
         assert again.returncode == 0, again.stderr
+        steps = {e["step"]: e for e in map(json.loads, again.stdout.splitlines())}
+        assert steps["cloud"]["status"] == "unchanged"
         assert len([r for r in standin.requests if r.method == "POST"]) == posts
 
         # destroy keeps the Droplet while its disk holds something to keep; with --volumes
