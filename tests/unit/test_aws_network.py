@@ -124,19 +124,51 @@ def test_without_subnets_a_minimal_vpc_is_created_and_each_group_admits_only_its
     assert network.security_groups("database") == [database["GroupId"]]
 
 
-def test_a_changed_port_changes_what_the_tasks_group_admits(endpoint: str) -> None:
+def test_a_changed_port_is_admitted_before_the_switch_and_the_old_one_kept(endpoint: str) -> None:
     _network(endpoint, "ports", database=False).ensure()
     moved = _network(endpoint, "ports", port=9090, database=False)
     assert [str(a) for a in moved.plan()] == [
-        "ec2: set the ingress of security group (port 9090 from the load balancer) "
-        "shipyard-shop-ports-tasks"
+        "ec2: allow port 9090 from the load balancer in security group shipyard-shop-ports-tasks"
     ]
     moved.ensure()
     balancer = _group(endpoint, "shipyard-shop-ports-load-balancer")
-    assert _ingress(_group(endpoint, "shipyard-shop-ports-tasks")) == [
-        (9090, [], [balancer["GroupId"]])
-    ]
+    # The tasks still serving on 8080 stay reachable until the new ones take over.
+    assert sorted(_ingress(_group(endpoint, "shipyard-shop-ports-tasks"))) == [
+        (8080, [], [balancer["GroupId"]]), (9090, [], [balancer["GroupId"]]),
+    ]  # fmt: skip
     assert moved.plan() == []
+
+
+def test_a_blackhole_default_route_is_replaced(endpoint: str) -> None:
+    # A gateway deleted under the VPC (a destroy stopped halfway) leaves its route dead.
+    network = _network(endpoint, "routes", database=False)
+    network.ensure()
+    vpc = network.vpc()
+    assert vpc is not None
+    ec2 = client("ec2", endpoint)
+    [gateway] = ec2.describe_internet_gateways(
+        Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}]
+    )["InternetGateways"]
+    ec2.detach_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"], VpcId=vpc)
+    ec2.delete_internet_gateway(InternetGatewayId=gateway["InternetGatewayId"])
+    again = _network(endpoint, "routes", database=False)
+    assert [str(a) for a in again.plan()] == [
+        "ec2: create the internet gateway of VPC shipyard-shop-routes",
+        "ec2: route 0.0.0.0/0 to the internet gateway in VPC shipyard-shop-routes",
+    ]
+    again.ensure()
+    [new] = ec2.describe_internet_gateways(
+        Filters=[{"Name": "attachment.vpc-id", "Values": [vpc]}]
+    )["InternetGateways"]
+    [main] = ec2.describe_route_tables(
+        Filters=[
+            {"Name": "vpc-id", "Values": [vpc]},
+            {"Name": "association.main", "Values": ["true"]},
+        ]
+    )["RouteTables"]
+    default = [r for r in main["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"]
+    assert [r["GatewayId"] for r in default] == [new["InternetGatewayId"]]
+    assert again.plan() == []
 
 
 def test_given_subnets_get_groups_in_their_vpc_and_given_groups_are_used_as_they_are(

@@ -526,3 +526,29 @@ def test_the_iam_policy_grants_every_request_the_state_makes_in_the_default_buck
         if not _granted(policy, action, resource, keys)
     ]
     assert refused == []
+
+
+def test_the_default_bucket_must_be_this_accounts() -> None:
+    """Its name can be guessed: every request says which account must own it, and S3's
+    refusal (another account's bucket of that name) says what to do."""
+    s3 = s3_client(region=REGION, endpoint_url="http://127.0.0.1:1")
+    sts = aws.client("sts", region=REGION, endpoint_url="http://127.0.0.1:1")
+    state = S3State(s3, DefaultBucket(sts, REGION), PurePosixPath("shipyard/shop/production"))
+    bucket = f"shipyard-state-{ACCOUNT}-{REGION}"
+    key = "shipyard/shop/production/current.json"
+    with Stubber(s3) as stub, Stubber(sts) as identity:
+        identity.add_response(
+            "get_caller_identity",
+            {"Account": ACCOUNT, "Arn": f"arn:aws:iam::{ACCOUNT}:user/op", "UserId": "op"},
+        )
+        stub.add_client_error(
+            "get_object", service_error_code="AccessDenied", http_status_code=403,
+            expected_params={"Bucket": bucket, "Key": key, "ExpectedBucketOwner": ACCOUNT},
+        )  # fmt: skip
+        with pytest.raises(StateError) as refused:
+            state._get("current.json")
+        stub.assert_no_pending_responses()
+    assert "another AWS account owns a bucket of the default state bucket's name" in str(
+        refused.value
+    )
+    assert "providers.aws.state_bucket" in str(refused.value.hint)

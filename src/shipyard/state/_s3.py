@@ -32,6 +32,7 @@ from shipyard.errors import ShipyardError, StateError
 from shipyard.state._backend import STALE_PREFIX
 
 _LOCK = "lock.json"
+_DENIED = frozenset({"AccessDenied", "403"})
 _LOST_RACE = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _NO_BUCKET = "NoSuchBucket"
@@ -61,9 +62,13 @@ class DefaultBucket:
         self.region = region
 
     @cached_property
-    def name(self) -> str:
+    def account(self) -> str:
         identity = aws.call("sts", "GetCallerIdentity", self.sts.get_caller_identity)
-        return default_bucket_name(str(identity["Account"]), self.region)
+        return str(identity["Account"])
+
+    @property
+    def name(self) -> str:
+        return default_bucket_name(self.account, self.region)
 
     def create(self, s3: Any) -> None:
         """Create the bucket (another operator creating it at the same moment is fine), then
@@ -148,6 +153,11 @@ class S3State:
     def _call(self, action: str, name: str, **params: Any) -> Any:
         """``client.<action>`` on ``name``'s key; a ``ClientError`` is the caller's to judge,
         anything else (an endpoint out of reach) becomes shipyard's error."""
+        if isinstance(self._bucket, DefaultBucket):
+            # Its name can be guessed: S3 refuses the request unless this account owns it.
+            params["ExpectedBucketOwner"] = self._bucket.account
+            if action == "copy_object":
+                params["ExpectedSourceBucketOwner"] = self._bucket.account
         try:
             return getattr(self.client, action)(Bucket=self.bucket, **params)
         except BotoCoreError as exc:
@@ -159,6 +169,14 @@ class S3State:
                 f"s3://{self.bucket}: the account's default state bucket, just created, is not "
                 f"there yet ({_doing(action)} {self.where(name)})",
                 hint="run the command again in a minute",
+            )
+        if isinstance(self._bucket, DefaultBucket) and aws.error_code(exc) in _DENIED:
+            return StateError(
+                f"s3://{self.bucket}: access denied ({_doing(action)} {self.where(name)}): the "
+                f"IAM policy lacks s3:{_permission(action)}, or another AWS account owns a bucket "
+                "of the default state bucket's name",
+                hint="see docs/aws-iam-policy.json, or name a bucket of this account in "
+                "providers.aws.state_bucket",
             )
         if aws.error_code(exc) == _NO_BUCKET:
             return StateError(

@@ -226,8 +226,8 @@ class RdsDatabase:
     def removal(self, *, instance: bool) -> list[Action]:
         """What destroy removes: with ``instance``, the instance (after a final snapshot)."""
         found = self.instance()
-        if not instance or found is None:
-            return []
+        if not instance or found is None or found.get("DBInstanceStatus") == "deleting":
+            return []  # (an earlier destroy asked already: RDS is deleting it)
         tags = {t["Key"]: t["Value"] for t in found.get("TagList", [])}
         if not self.names.owns(tags):
             return []

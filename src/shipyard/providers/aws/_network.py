@@ -274,9 +274,13 @@ class AwsNetwork:
         return table
 
     def _routed(self, vpc: str) -> bool:
-        return any(
+        """Whether the main route table sends 0.0.0.0/0 to the VPC's gateway (a blackhole
+        route left by a gateway deleted earlier does not count)."""
+        gateway = self._gateway()
+        return gateway is not None and any(
             route.get("DestinationCidrBlock") == _ANYWHERE
-            and str(route.get("GatewayId", "")).startswith("igw-")
+            and route.get("GatewayId") == gateway["InternetGatewayId"]
+            and route.get("State", "active") == "active"
             for route in self._main_table(vpc).get("Routes", [])
         )
 
@@ -285,9 +289,11 @@ class AwsNetwork:
         gateway = self._gateway()
         if gateway is None:
             raise ShipyardError(f"the internet gateway of {self.names.stem} is missing")
-        table = self._main_table(vpc)["RouteTableId"]
-        self._call("CreateRoute", table, RouteTableId=table, DestinationCidrBlock=_ANYWHERE,
-                   GatewayId=gateway["InternetGatewayId"])  # fmt: skip
+        table = self._main_table(vpc)
+        stale = any(r.get("DestinationCidrBlock") == _ANYWHERE for r in table.get("Routes", []))
+        ident = table["RouteTableId"]
+        self._call("ReplaceRoute" if stale else "CreateRoute", ident, RouteTableId=ident,
+                   DestinationCidrBlock=_ANYWHERE, GatewayId=gateway["InternetGatewayId"])  # fmt: skip
 
     def _create_subnet(self, cidr: str, zone: str) -> None:
         vpc = self.required_vpc()
@@ -309,11 +315,9 @@ class AwsNetwork:
                     Action("ec2", f"create security group ({group.purpose})", name, create)
                 )
             elif not self._admits(found, group, vpc):
-                admit = functools.partial(self._set_ingress, group, found)
+                admit = functools.partial(self._admit, group, found)
                 actions.append(
-                    Action(
-                        "ec2", f"set the ingress of security group ({group.purpose})", name, admit
-                    )
+                    Action("ec2", f"allow {group.purpose} in security group", name, admit)
                 )
         return actions
 
@@ -340,11 +344,12 @@ class AwsNetwork:
         return sorted(described["LoadBalancers"][0].get("SecurityGroups", []))
 
     def _admits(self, found: dict[str, Any], group: _Group, vpc: str | None) -> bool:
-        """Whether ``found`` admits exactly what ``group`` should (nothing more)."""
+        """Whether ``found`` admits what ``group`` should. A rule it no longer needs (the app's
+        former port) is left: the tasks still serving use it until the switch."""
         if vpc is None:
             return False
-        wanted = group.admits(self._sources(vpc))
-        return [_permission(p) for p in found.get("IpPermissions", [])] == [_permission(wanted)]
+        wanted = _permission(group.admits(self._sources(vpc)))
+        return wanted in [_permission(p) for p in found.get("IpPermissions", [])]
 
     def _create_group(self, group: _Group) -> None:
         vpc = self.required_vpc()
@@ -358,11 +363,8 @@ class AwsNetwork:
         self._call("AuthorizeSecurityGroupIngress", name,
                    GroupId=created["GroupId"], IpPermissions=[ingress])  # fmt: skip
 
-    def _set_ingress(self, group: _Group, found: dict[str, Any]) -> None:
+    def _admit(self, group: _Group, found: dict[str, Any]) -> None:
         name, vpc = f"{self.names.stem}-{group.role}", self.required_vpc()
-        if found.get("IpPermissions"):
-            self._call("RevokeSecurityGroupIngress", name, GroupId=found["GroupId"],
-                       IpPermissions=found["IpPermissions"])  # fmt: skip
         self._call("AuthorizeSecurityGroupIngress", name, GroupId=found["GroupId"],
                    IpPermissions=[group.admits(self._sources(vpc))])  # fmt: skip
 

@@ -329,10 +329,13 @@ class AwsProvider:
         files = _snapshot_files(env, found)
         if not delete:
             return files, []
-        for snapshot in found:
+        # The final snapshot RDS takes of a deleted instance is the database's last backup:
+        # never deleted here, nor one still being made.
+        doomed = [s for s in found if "-final-" not in s.name and s.status != "creating"]
+        for snapshot in doomed:
             env.clients.call("rds", "DeleteDBSnapshot", snapshot.name,
                              DBSnapshotIdentifier=snapshot.name)  # fmt: skip
-        return files, [f"RDS snapshot {s.name}" for s in found]
+        return files, [f"RDS snapshot {s.name}" for s in doomed]
 
     # -- not built yet -------------------------------------------------------------------------
     def _not_yet(self, command: str) -> NoReturn:
