@@ -357,7 +357,7 @@ CATALOGUE: list[BadConfig] = [
             settings="providers:\n  digitalocean:\n    image: fedora-40-x64\n",
             target="do://ams3",
         ),
-        "image 'fedora-40-x64': a Debian or Ubuntu image slug",
+        "image 'fedora-40-x64': one `shipyard provision` supports (debian-12-x64, debian-13-x64, ubuntu-24-04-x64)",
         "18:5 providers.digitalocean.image",
         environment="production",
     ),

@@ -50,8 +50,8 @@ Choices where the contract is silent or contradicts itself:
   provider, ``digitalocean/firewall/firewalls.go``, reads them back so): the stand-in does too.
 - Messages are the stand-in's own, naming the field, except DigitalOcean's words for the droplet
   limit, a key already in use, a malformed key and unknown key identifiers.
-- A reserved IP still assigned cannot be deleted (422), nor unassigned twice (422): pydo
-  documents neither refusal.
+- Deleting a reserved IP that is assigned unassigns it, as DigitalOcean's documentation says;
+  unassigning one twice is refused (422), which pydo does not document.
 - Several Droplets at once (``names``) are refused: not modelled.
 - An action answers "in-progress" when started and "completed" at its first GET.
 """
@@ -693,9 +693,9 @@ class DoStandIn:
         return _Reply(200, {"reserved_ip": self._reserved(match[1])})
 
     def _delete_reserved_ip(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        # "Deleting a reserved IP unassigns it and permanently removes it from your account"
+        # (docs.digitalocean.com, How to Delete Reserved IPs).
         reserved = self._reserved(match[1])
-        if reserved["droplet"] is not None:
-            raise _unprocessable("the reserved IP is assigned to a Droplet: unassign it first")
         del self.reserved_ips[reserved["ip"]]
         return _Reply(204)
 

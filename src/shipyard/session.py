@@ -239,15 +239,19 @@ def ssh_settings(config: Config) -> SSHSettings:
     def path(value: str | None) -> Path | None:
         return config.root / Path(value).expanduser() if value else None
 
-    known_hosts = path(section.known_hosts)
-    if known_hosts is None and config.environment.target.startswith("do://"):
+    known_hosts, options = path(section.known_hosts), tuple(section.options)
+    if config.environment.target.startswith("do://"):
+        from shipyard.providers.digitalocean import DoNames  # noqa: PLC0415
+
         # Where shipyard trusts a new Droplet's host key, named to ssh too (ssh's own default
-        # is the passwd entry's home, which may not be $HOME).
-        known_hosts = Path("~/.ssh/known_hosts").expanduser()
+        # is the passwd entry's home, which may not be $HOME), under the Droplet's name.
+        known_hosts = known_hosts or Path("~/.ssh/known_hosts").expanduser()
+        alias = DoNames(config.app.name, config.environment.name).droplet
+        options = (*options, f"HostKeyAlias={alias}")
     return SSHSettings(
         known_hosts=known_hosts,
         identity_file=path(section.identity_file),
-        options=tuple(section.options),
+        options=options,
         connect_timeout=section.connect_timeout,
         control_persist=section.control_persist,
     )
@@ -265,15 +269,20 @@ def provision_nodes(
 ) -> dict[str, list[StepResult]]:
     """Provision every ssh:// node of the environment, one after the other; a do:// target's
     Droplet, created first when missing."""
-    from shipyard.provision import ProvisionOptions, provision  # noqa: PLC0415 — provision only
+    from shipyard.provision import (  # noqa: PLC0415 — provision only
+        ProvisionOptions,
+        StepResult,
+        provision,
+    )
 
     config = load_config(config_path, environment)
     if on_config is not None:
         on_config(config)
+    created: list[str] = []  # a Droplet this run created
     if config.environment.target.startswith("do://"):
-        from shipyard.provision import StepResult  # noqa: PLC0415 — provision only
 
         def made(actions: list[str]) -> None:
+            created.extend(a for a in actions if a.startswith("droplet: create"))
             detail = "; ".join(actions) or "Droplet, firewall and key in place"
             report(
                 config.environment.target,
@@ -304,9 +313,27 @@ def provision_nodes(
         )
         try:
             done[node] = provision(host, options, report=functools.partial(report, node))
+            if created:
+                done[node].append(_new_host_key(config, host))
+                report(node, done[node][-1])
         finally:
             connection.close()
     return done
+
+
+def _new_host_key(config: Config, host: Host) -> StepResult:
+    """A new Droplet's host key made on it, in place of the one ``user_data`` carried."""
+    from shipyard.providers.digitalocean import resources  # noqa: PLC0415
+    from shipyard.provision import StepResult  # noqa: PLC0415 — provision only
+
+    cloud = resources(config, known_hosts=ssh_settings(config).known_hosts)
+    try:
+        cloud.rotate_host_key(host)
+    finally:
+        cloud.api.close()
+    return StepResult(
+        "host-key", "changed", "made on the Droplet, replacing the one its user_data carried"
+    )
 
 
 def state_root(config: Config, host: Host) -> PurePosixPath:

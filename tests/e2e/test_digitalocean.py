@@ -207,10 +207,14 @@ def test_provision_creates_the_droplet_and_the_example_deploys_to_it(
         [firewall] = standin.firewalls.values()
         assert sorted(r["ports"] for r in firewall["inbound_rules"]) == ["22", "443", "80"]
         assert firewall["tags"] == [tag]
-        # The host key shipyard gave the Droplet is the one trusted, and the one presented.
+        # The first connection was verified with the key user_data carried; then provision
+        # replaced it with one made on the Droplet, which is the one trusted now, by the
+        # Droplet's name.
         known = (tmp_path / "home" / ".ssh" / "known_hosts").read_text().split()
         presented = droplet.sh("cat /etc/ssh/ssh_host_ed25519_key.pub").split()
-        assert known == [droplet.address, *presented[:2]]
+        assert known == [f"shipyard-{app}-production", *presented[:2]]
+        assert presented[1] not in created["user_data"]
+        assert steps["host-key"]["status"] == "changed"
         assert droplet.sh("command -v docker") != ""  # provisioned
 
         # The same command as for every other target.
@@ -224,6 +228,7 @@ def test_provision_creates_the_droplet_and_the_example_deploys_to_it(
         assert again.returncode == 0, again.stderr
         steps = {e["step"]: e for e in map(json.loads, again.stdout.splitlines())}
         assert steps["cloud"]["status"] == "unchanged"
+        assert "host-key" not in steps
         assert len([r for r in standin.requests if r.method == "POST"]) == posts
 
         # destroy keeps the Droplet while its disk holds something to keep; with --volumes

@@ -104,10 +104,11 @@ def test_provision_creates_the_key_droplet_and_firewall_and_trusts_the_droplets_
     assert body["tags"] == ["shipyard:shop:production", "team-events"]
     assert body["user_data"].startswith("#cloud-config\nssh_deletekeys: true\n")
     assert resources.address() == standin.address
-    # known_hosts names the Droplet's address with the public half of the key in user_data.
+    # known_hosts names the Droplet (ssh's HostKeyAlias) with the public half of the key in
+    # user_data: trusted before the Droplet was asked for.
     [line] = (public_key.parent / "known_hosts").read_text().splitlines()
     host, kind, key = line.split()
-    assert (host, kind) == (standin.address, "ssh-ed25519")
+    assert (host, kind) == ("shipyard-shop-production", "ssh-ed25519")
     assert f"ed25519_public: ssh-ed25519 {key}" in body["user_data"]
 
     [firewall] = standin.firewalls.values()
@@ -137,10 +138,11 @@ def test_a_reserved_ip_is_the_droplets_address_and_trusted_too(
     resources.ensure()
     [reserved] = standin.reserved_ips.values()
     assert resources.address() == reserved["ip"] != standin.address
+    # One known_hosts line, by the Droplet's name, serves both of its addresses.
     hosts = [
         line.split()[0] for line in (public_key.parent / "known_hosts").read_text().splitlines()
     ]
-    assert hosts == [standin.address, reserved["ip"]]
+    assert hosts == ["shipyard-shop-production"]
 
 
 def test_destroy_removes_only_what_carries_the_environments_tag(
@@ -252,3 +254,50 @@ def test_lists_are_read_to_their_last_page(standin: DoStandIn, public_key: Path)
             "tags": [], "networks": {"v4": [], "v6": []},
         }  # fmt: skip
     assert len(api.pages("/v2/droplets", "droplets")) == 205
+
+
+def test_a_droplet_request_whose_answer_is_lost_is_not_sent_twice(
+    standin: DoStandIn, public_key: Path
+) -> None:
+    """A 5xx after a POST may come after DigitalOcean acted: the POST is not repeated, and the
+    next run finds the Droplet by its tag instead of creating a second one."""
+    standin.fail("POST", "/v2/droplets", 502, {"id": "bad_gateway", "message": "upstream"})
+    resources = _resources(standin, public_key, firewall=False)
+    with pytest.raises(DoError, match=r"POST /v2/droplets: 502 upstream"):
+        resources.ensure()
+    posts = [r for r in standin.requests if (r.method, r.path) == ("POST", "/v2/droplets")]
+    assert len(posts) == 1
+
+
+def test_two_droplets_tagged_as_one_environment_are_refused(
+    standin: DoStandIn, public_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(DoResources, "_serving", lambda self, address, public, timeout: None)
+    resources = _resources(standin, public_key, firewall=False)
+    resources.ensure()
+    [droplet] = standin.droplets.values()
+    standin.droplets[droplet["id"] + 1] = {**droplet, "id": droplet["id"] + 1}
+    with pytest.raises(ShipyardError, match=r"2 Droplets are tagged shipyard:shop:production"):
+        resources.plan()
+    # destroy still deletes every one of them
+    assert [a.verb for a in resources.removal()] == ["delete (with its disk)"] * 2
+
+
+def test_the_host_key_is_replaced_by_one_made_on_the_droplet(
+    standin: DoStandIn, public_key: Path
+) -> None:
+    """Both keys are trusted while sshd changes over; then only the new one."""
+    resources = _resources(standin, public_key)
+    resources._trust("ssh-ed25519 AAAAold")
+    seen: list[list[str]] = []
+
+    class Droplet:
+        def run(self, argv: list[str], **options: Any) -> Any:
+            lines = resources.known_hosts.read_text().splitlines()
+            seen.append([line.split(" ", 1)[1] for line in lines])
+            stdout = "ssh-ed25519 AAAAnew shipyard\n" if "ssh-keygen" in argv[-1] else ""
+            return subprocess.CompletedProcess(argv, 0, stdout, "")
+
+    resources.rotate_host_key(Droplet())  # type: ignore[arg-type]
+    assert seen == [["ssh-ed25519 AAAAold"], ["ssh-ed25519 AAAAold", "ssh-ed25519 AAAAnew"]]
+    assert resources.known_hosts.read_text() == "shipyard-shop-production ssh-ed25519 AAAAnew\n"

@@ -1092,6 +1092,8 @@ class AwsSection(_Model):
 
 # A DigitalOcean region's slug (ams3, nyc1, fra1, sfo3, syd1).
 DO_REGION = re.compile(r"[a-z]{3}\d")
+# The Droplet images `shipyard provision` supports (Debian 12 and 13, Ubuntu 24.04).
+DO_IMAGES = ("debian-12-x64", "debian-13-x64", "ubuntu-24-04-x64")
 
 
 class DigitalOceanSection(_Model):
@@ -1102,7 +1104,7 @@ class DigitalOceanSection(_Model):
     )
     image: str = Field(
         "debian-12-x64",
-        description="The Droplet's image: a Debian or Ubuntu slug, as `shipyard provision` supports.",
+        description="The Droplet's image: debian-12-x64, debian-13-x64 or ubuntu-24-04-x64 (what `shipyard provision` supports).",
     )
     ssh_public_key: str = Field(
         "~/.ssh/id_ed25519.pub",
@@ -1136,10 +1138,9 @@ class DigitalOceanSection(_Model):
     @field_validator("image")
     @classmethod
     def _image(cls, image: str) -> str:
-        if not re.fullmatch(r"(debian|ubuntu)-[0-9a-z-]+", image):
+        if image not in DO_IMAGES:
             raise ValueError(
-                f"image {image!r}: a Debian or Ubuntu image slug (debian-12-x64, ubuntu-24-04-x64), "
-                "as `shipyard provision` supports"
+                f"image {image!r}: one `shipyard provision` supports ({', '.join(DO_IMAGES)})"
             )
         return image
 

@@ -5,7 +5,9 @@ and what to do.
 
 The policy: a 429 waits for ``Retry-After`` (else until ``ratelimit-reset``), a 5xx or a lost
 connection backs off (1 s doubling to 30 s), all within a total time (``budget``); what remains
-after it is an error naming the limit and when it resets. A Droplet limit reached (422) names
+after it is an error naming the limit and when it resets. A POST (it creates something) is
+retried only when DigitalOcean cannot have acted on it: a 429, or a connection never made; after
+a 5xx or a lost answer the caller finds what exists by its tag instead of creating it twice. A Droplet limit reached (422) names
 the limit to ask for. The token is sent in a header only and never appears in a message.
 """
 
@@ -136,18 +138,21 @@ class DoApi:
         deadline = self.clock.now() + self.budget
         backoff = 1.0
         while True:
+            creates = method == "POST"
             try:
                 response = self._client.request(method, path, json=body, params=query)
             except httpx.TransportError as exc:
                 wait, backoff = backoff, min(backoff * 2, _BACKOFF_CAP)
-                if self.clock.now() + wait > deadline:
+                sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                if (creates and sent) or self.clock.now() + wait > deadline:
                     raise DoError(
                         request, 0, f"{self.url} is out of reach ({exc})",
                         hint="check the network, or `providers.digitalocean.api_url`",
                     ) from exc  # fmt: skip
                 self.clock.sleep(wait)
                 continue
-            if response.status_code == _TOO_MANY or response.status_code >= _SERVER_ERROR:
+            server_error = response.status_code >= _SERVER_ERROR
+            if response.status_code == _TOO_MANY or (server_error and not creates):
                 asked = _wait(response) if response.status_code == _TOO_MANY else None
                 if asked is None:
                     asked, backoff = backoff, min(backoff * 2, _BACKOFF_CAP)

@@ -24,6 +24,7 @@ from typing import Any
 
 from shipyard.config import DigitalOceanSection
 from shipyard.errors import ConfigError, Issue, ShipyardError
+from shipyard.hosts import Host
 from shipyard.providers._actions import Action, carry_out
 from shipyard.providers.digitalocean._api import DoApi
 from shipyard.waiting import Clock, Interval, wait_until
@@ -81,8 +82,18 @@ class DoResources:
         self.clock = clock or Clock()
 
     # -- what exists ---------------------------------------------------------------------------
+    def _droplets(self) -> list[dict[str, Any]]:
+        return self.api.pages("/v2/droplets", "droplets", tag_name=self.names.tag)
+
     def droplet(self) -> dict[str, Any] | None:
-        found = self.api.pages("/v2/droplets", "droplets", tag_name=self.names.tag)
+        """The environment's Droplet; more than one tagged as its own is refused."""
+        found = self._droplets()
+        if len(found) > 1:
+            listed = ", ".join(f"{d.get('name')} ({d['id']})" for d in found)
+            raise ShipyardError(
+                f"{len(found)} Droplets are tagged {self.names.tag}: {listed}",
+                hint="delete the one you do not want in DigitalOcean's console (or untag it)",
+            )
         return found[0] if found else None
 
     def address(self, droplet: dict[str, Any] | None = None) -> str | None:
@@ -187,8 +198,16 @@ class DoResources:
             "tags": [self.names.tag],
         }
 
+    @property
+    def host_key_alias(self) -> str:
+        """The name the Droplet's host key is known by in known_hosts, whatever its address
+        (ssh's HostKeyAlias): trusted before the Droplet exists, kept across a reserved IP."""
+        return self.names.droplet
+
     def _create_droplet(self, fingerprint: str) -> None:
         private, public = _host_key()
+        # Trusted first: a run stopped after the request still knows the key of the Droplet.
+        self._trust(public)
         body = {
             "name": self.names.droplet,
             "region": self.region,
@@ -204,7 +223,6 @@ class DoResources:
         droplet = self._active(600.0)
         address = _public_v4(droplet)
         if address:
-            self._trust(address, public)
             self._serving(address, public, 300.0)
 
     def _serving(self, address: str, public: str, timeout: float) -> None:
@@ -227,11 +245,7 @@ class DoResources:
 
     def _reserve(self) -> None:
         droplet = self._active(600.0)
-        reserved = self.api.post("/v2/reserved_ips", {"droplet_id": droplet["id"]})["reserved_ip"]
-        address = _public_v4(droplet)
-        known = self._known_key(address) if address else None
-        if known is not None:
-            self._trust(reserved["ip"], known)
+        self.api.post("/v2/reserved_ips", {"droplet_id": droplet["id"]})
 
     def _active(self, timeout: float) -> dict[str, Any]:
         """The Droplet, once active with a public address (``DropletNotReady`` after ``timeout``)."""
@@ -249,57 +263,58 @@ class DoResources:
         return found
 
     # -- known hosts ---------------------------------------------------------------------------
-    def _trust(self, address: str, public: str) -> None:
-        """``address`` presents ``public`` (the host key shipyard generated): add it to
-        known_hosts, replacing what an earlier Droplet at that address left."""
+    def _trust(self, *keys: str) -> None:
+        """The Droplet presents one of ``keys``: known_hosts says so under its alias, in place
+        of what it said before."""
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         lines = []
         if self.known_hosts.exists():
             lines = [
                 line
                 for line in self.known_hosts.read_text(encoding="utf-8").splitlines()
-                if line.split(" ", 1)[0] != address
+                if line.split(" ", 1)[0] != self.host_key_alias
             ]
-        lines.append(f"{address} {public}")
+        lines += [f"{self.host_key_alias} {key}" for key in keys]
         self.known_hosts.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    def _known_key(self, address: str) -> str | None:
+    def rotate_host_key(self, host: Host) -> None:
+        """Replace the host key the Droplet got through ``user_data`` (which its metadata
+        service keeps serving to any process on it) with one made on the Droplet, read over
+        the connection the first key verified. Both are trusted while sshd changes over."""
+        made = host.run(["sh", "-c", _NEW_HOST_KEY], check=True)
+        public = " ".join(made.stdout.split()[:2])
+        before = self._known_keys()
+        self._trust(*before, public)
+        host.run(["sh", "-c", _USE_NEW_HOST_KEY], check=True)
+        self._trust(public)
+
+    def _known_keys(self) -> list[str]:
         if not self.known_hosts.exists():
-            return None
-        for line in self.known_hosts.read_text(encoding="utf-8").splitlines():
-            host, _, key = line.partition(" ")
-            if host == address:
-                return key
-        return None
+            return []
+        lines = self.known_hosts.read_text(encoding="utf-8").splitlines()
+        return [
+            line.split(" ", 1)[1] for line in lines if line.split(" ", 1)[0] == self.host_key_alias
+        ]
 
     # -- destroy -------------------------------------------------------------------------------
     def removal(self) -> list[Action]:
         """The reserved IP, the firewall and the Droplet, when tagged as this environment's
         (the account's SSH key stays: other Droplets may use it)."""
         actions = []
-        droplet = self.droplet()
-        reserved = self._reserved(droplet["id"]) if droplet is not None else None
-        if reserved is not None:
-            actions.append(
-                Action(
-                    "reserved ip",
-                    "release",
-                    reserved["ip"],
-                    functools.partial(self._release, reserved["ip"]),
-                )
-            )
+        droplets = self._droplets()
+        for droplet in droplets:
+            reserved = self._reserved(droplet["id"])
+            if reserved is not None:  # deleting it unassigns it
+                release = functools.partial(self.api.delete, f"/v2/reserved_ips/{reserved['ip']}")
+                actions.append(Action("reserved ip", "release", reserved["ip"], release))
         firewall = self._firewall()
         if firewall is not None and self.names.tag in firewall.get("tags", []):
             delete = functools.partial(self.api.delete, f"/v2/firewalls/{firewall['id']}")
             actions.append(Action("firewall", "delete", self.names.firewall, delete))
-        if droplet is not None:
+        for droplet in droplets:
             delete = functools.partial(self.api.delete, f"/v2/droplets/{droplet['id']}")
             actions.append(Action("droplet", "delete (with its disk)", self.names.droplet, delete))
         return actions
-
-    def _release(self, ip: str) -> None:
-        self.api.post(f"/v2/reserved_ips/{ip}/actions", {"type": "unassign"})
-        self.api.delete(f"/v2/reserved_ips/{ip}")
 
 
 def _public_v4(droplet: dict[str, Any]) -> str | None:
@@ -334,6 +349,21 @@ def _host_key() -> tuple[str, str]:
         private = path.read_text(encoding="utf-8")
         public = " ".join(path.with_suffix(".pub").read_text(encoding="utf-8").split()[:2])
     return private, public
+
+
+# On the Droplet: a new ed25519 host key beside the one in use (its public half printed), then
+# put in its place and sshd told to reread it (Ubuntu's socket-activated sshd reads it anew
+# for each connection).
+_NEW_HOST_KEY = (
+    "set -e; umask 077; rm -f /etc/ssh/shipyard_host_key /etc/ssh/shipyard_host_key.pub; "
+    "ssh-keygen -q -t ed25519 -N '' -C shipyard -f /etc/ssh/shipyard_host_key; "
+    "cat /etc/ssh/shipyard_host_key.pub"
+)
+_USE_NEW_HOST_KEY = (
+    "set -e; mv /etc/ssh/shipyard_host_key /etc/ssh/ssh_host_ed25519_key; "
+    "mv /etc/ssh/shipyard_host_key.pub /etc/ssh/ssh_host_ed25519_key.pub; "
+    "systemctl reload ssh.service 2>/dev/null || systemctl reload sshd.service 2>/dev/null || true"
+)
 
 
 def _cloud_config(private: str, public: str) -> str:
