@@ -135,16 +135,30 @@ def agent(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         subprocess.run(["kill", pid], capture_output=True, check=False)
 
 
+@pytest.fixture
+def local_images() -> Iterator[list[str]]:
+    """The apps whose images the test builds here: removed from this engine afterwards."""
+    apps: list[str] = []
+    yield apps
+    for app in apps:
+        for image in subprocess.run(
+            ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", app],
+            capture_output=True, text=True, check=False,
+        ).stdout.split():  # fmt: skip
+            subprocess.run(["docker", "image", "rm", image], capture_output=True, check=False)
+
+
 def _on_digitalocean(document: dict[str, Any]) -> None:
     """The reference app's shipyard.yml as it is, its production target changed to a Droplet."""
     document["environments"]["production"]["target"] = "do://ams3"
 
 
 def test_provision_creates_the_droplet_and_the_example_deploys_to_it(
-    tmp_path: Path, droplet: Droplet, agent: tuple[Path, str]
+    tmp_path: Path, droplet: Droplet, agent: tuple[Path, str], local_images: list[str]
 ) -> None:
     key, agent_socket = agent
     app = f"o{secrets.token_hex(3)}"
+    local_images.append(app)
     with do_standin(address=droplet.address) as standin:
         where = copy_example(tmp_path / "app", app, _on_digitalocean)
         env_file = where / ".env.production"
