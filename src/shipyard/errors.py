@@ -118,6 +118,12 @@ class ConfigError(ShipyardError):
             f"configuration is invalid ({count} problem{'s' if count != 1 else ''}):\n{lines}"
         )
 
+    @classmethod
+    def at(cls, file: str, key: str, message: str) -> ConfigError:
+        """One issue with ``key`` of ``file``, found after loading (what a cloud answers about
+        a setting), where no line is known."""
+        return cls([Issue(file, None, None, key, message)])
+
 
 class CheckFailed(ShipyardError):
     """The checks found problems: config issues and environment problems together (`shipyard

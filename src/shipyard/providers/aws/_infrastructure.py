@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from botocore import xform_name
 
 from shipyard import aws
-from shipyard.errors import ConfigError, Issue
+from shipyard.errors import ConfigError
 from shipyard.providers._actions import Action, carry_out
 from shipyard.providers.aws._settings import AwsNames, AwsSettings
 
@@ -157,13 +157,9 @@ class AwsInfrastructure:
         if active:
             return []
         if self.settings.cluster is not None:
-            raise ConfigError(
-                [
-                    Issue(
-                        self.config_file, None, None, "providers.aws.cluster",
-                        f"ECS cluster {name!r} does not exist in {self.settings.region}",
-                    )
-                ]
+            raise ConfigError.at(
+                self.config_file, "providers.aws.cluster",
+                f"ECS cluster {name!r} does not exist in {self.settings.region}",
             )  # fmt: skip
         create = self._later(
             "ecs", "CreateCluster", name, clusterName=name,
@@ -313,7 +309,7 @@ class AwsInfrastructure:
         return Action("secretsmanager", f"delete secret ({why})", name, delete)
 
     def _config_error(self, key: str, message: str) -> ConfigError:
-        return ConfigError([Issue(self.config_file, None, None, f"providers.aws.{key}", message)])
+        return ConfigError.at(self.config_file, f"providers.aws.{key}", message)
 
     def _target_group_arn(self, slot: str) -> str | None:
         name = self.names.target_group(slot)

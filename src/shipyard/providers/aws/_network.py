@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shipyard import aws
-from shipyard.errors import ConfigError, Issue, ShipyardError
+from shipyard.errors import ConfigError, ShipyardError
 from shipyard.providers._actions import Action, carry_out
 from shipyard.providers.aws._infrastructure import Clients
 from shipyard.providers.aws._settings import TAG_APP, TAG_ENV, AwsNames, AwsSettings, Network
@@ -129,13 +129,9 @@ class AwsNetwork:
         found = self._call("DescribeSubnets", ", ".join(subnets), SubnetIds=subnets)
         vpcs: set[str] = {subnet["VpcId"] for subnet in found.get("Subnets", [])}
         if len(vpcs) != 1:
-            raise ConfigError(
-                [
-                    Issue(
-                        self.config_file, None, None, "providers.aws.subnets",
-                        f"the subnets are in {len(vpcs)} VPCs, not one",
-                    )
-                ]
+            raise ConfigError.at(
+                self.config_file, "providers.aws.subnets",
+                f"the subnets are in {len(vpcs)} VPCs, not one",
             )  # fmt: skip
         return vpcs.pop()
 
@@ -305,24 +301,31 @@ class AwsNetwork:
                    MapPublicIpOnLaunch={"Value": True})  # fmt: skip
 
     def _groups_plan(self, vpc: str | None) -> list[Action]:
+        found = {g.role: self._group(g.role, vpc) if vpc else None for g in self.groups}
+        sources: dict[str, list[str]] | None = None  # read once, when a group exists
         actions = []
         for group in self.groups:
             name = f"{self.names.stem}-{group.role}"
-            found = self._group(group.role, vpc) if vpc else None
-            if found is None:
+            existing = found[group.role]
+            if existing is None:
                 create = functools.partial(self._create_group, group)
                 actions.append(
                     Action("ec2", f"create security group ({group.purpose})", name, create)
                 )
-            elif not self._admits(found, group, vpc):
-                admit = functools.partial(self._admit, group, found)
+                continue
+            sources = sources if sources is not None else self._sources_of(found)
+            if not _admits(existing, group, sources):
+                admit = functools.partial(self._admit, group, existing)
                 actions.append(
                     Action("ec2", f"allow {group.purpose} in security group", name, admit)
                 )
         return actions
 
     def _sources(self, vpc: str) -> dict[str, list[str]]:
-        found = {g.role: self._group(g.role, vpc) for g in self.groups}
+        """Each role's security groups, as they are now (an earlier action may have made one)."""
+        return self._sources_of({g.role: self._group(g.role, vpc) for g in self.groups})
+
+    def _sources_of(self, found: dict[str, dict[str, Any] | None]) -> dict[str, list[str]]:
         sources = {role: [group["GroupId"]] if group else [] for role, group in found.items()}
         if self.settings.listener_arn:
             sources["load-balancer"] = self._listeners_groups(self.settings.listener_arn)
@@ -333,23 +336,14 @@ class AwsNetwork:
         found = self.clients.find("elbv2", "DescribeListeners", listener,
                                   missing="ListenerNotFound", ListenerArns=[listener])  # fmt: skip
         if found is None:
-            raise ConfigError(
-                [Issue(self.config_file, None, None, "providers.aws.listener_arn",
-                       f"no listener {listener}")]
-            )  # fmt: skip
+            raise ConfigError.at(
+                self.config_file, "providers.aws.listener_arn", f"no listener {listener}"
+            )
         balancer = found["Listeners"][0]["LoadBalancerArn"]
         described = self.clients.call(
             "elbv2", "DescribeLoadBalancers", balancer, LoadBalancerArns=[balancer]
         )
         return sorted(described["LoadBalancers"][0].get("SecurityGroups", []))
-
-    def _admits(self, found: dict[str, Any], group: _Group, vpc: str | None) -> bool:
-        """Whether ``found`` admits what ``group`` should. A rule it no longer needs (the app's
-        former port) is left: the tasks still serving use it until the switch."""
-        if vpc is None:
-            return False
-        wanted = _permission(group.admits(self._sources(vpc)))
-        return wanted in [_permission(p) for p in found.get("IpPermissions", [])]
 
     def _create_group(self, group: _Group) -> None:
         vpc = self.required_vpc()
@@ -434,6 +428,13 @@ class AwsNetwork:
                 )
 
         return run
+
+
+def _admits(found: dict[str, Any], group: _Group, sources: dict[str, list[str]]) -> bool:
+    """Whether ``found`` admits what ``group`` should. A rule it no longer needs (the app's
+    former port) is left: the tasks still serving use it until the switch."""
+    wanted = _permission(group.admits(sources))
+    return wanted in [_permission(p) for p in found.get("IpPermissions", [])]
 
 
 def _tags(resource: dict[str, Any]) -> dict[str, str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from shipyard.config import DigitalOceanSection
-from shipyard.errors import ConfigError, Issue, ShipyardError
+from shipyard.errors import ConfigError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.providers._actions import Action, carry_out
 from shipyard.providers.digitalocean._api import DoApi
@@ -110,13 +110,9 @@ class DoResources:
             text = self.public_key.expanduser().read_text(encoding="utf-8").strip()
             blob = base64.b64decode(text.split()[1], validate=True)
         except (OSError, IndexError, ValueError) as exc:
-            raise ConfigError(
-                [
-                    Issue(
-                        self.config_file, None, None, "providers.digitalocean.ssh_public_key",
-                        f"{self.public_key}: not a readable OpenSSH public key ({exc})",
-                    )
-                ]
+            raise ConfigError.at(
+                self.config_file, "providers.digitalocean.ssh_public_key",
+                f"{self.public_key}: not a readable OpenSSH public key ({exc})",
             ) from exc  # fmt: skip
         digest = hashlib.md5(blob, usedforsecurity=False).hexdigest()
         return text, ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
