@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
-__all__ = ["SYSTEM", "Clock", "Interval", "wait_until"]
+__all__ = ["SYSTEM", "Backoff", "Clock", "Interval", "wait_until"]
 
 T = TypeVar("T")
 
@@ -46,6 +46,29 @@ class Interval:
             delay *= self.factor
             if self.most is not None:
                 delay = min(delay, self.most)
+
+
+class Backoff:
+    """The retries of one request, within a total time (``budget`` seconds from now): each pause
+    is what the answer asked for (``Retry-After``), else ``first`` seconds doubling up to
+    ``most``. ``pause`` sleeps and says ``True``, or says ``False`` without sleeping when the
+    pause would end past the budget (the caller then reports what it got)."""
+
+    def __init__(
+        self, budget: float, *, first: float = 1.0, most: float = 30.0, clock: Clock = SYSTEM
+    ) -> None:
+        self.clock = clock
+        self.deadline = clock.now() + budget
+        self.next = first
+        self.most = most
+
+    def pause(self, asked: float | None = None) -> bool:
+        if asked is None:
+            asked, self.next = self.next, min(self.next * 2, self.most)
+        if self.clock.now() + asked > self.deadline:
+            return False
+        self.clock.sleep(asked)
+        return True
 
 
 def wait_until(

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import httpx
 
 from shipyard.errors import ExitCode, ShipyardError
-from shipyard.waiting import Clock
+from shipyard.waiting import Backoff, Clock
 
 TOKEN_ENV = "DIGITALOCEAN_TOKEN"  # noqa: S105 — the variable's name, not a token
 _BACKOFF_CAP = 30.0
@@ -135,31 +135,24 @@ class DoApi:
         query: Mapping[str, str | int] | None = None,
     ) -> httpx.Response:
         request = f"{method} {path}"
-        deadline = self.clock.now() + self.budget
-        backoff = 1.0
+        retries = Backoff(self.budget, most=_BACKOFF_CAP, clock=self.clock)
+        creates = method == "POST"
         while True:
-            creates = method == "POST"
             try:
                 response = self._client.request(method, path, json=body, params=query)
             except httpx.TransportError as exc:
-                wait, backoff = backoff, min(backoff * 2, _BACKOFF_CAP)
                 sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
-                if (creates and sent) or self.clock.now() + wait > deadline:
+                if (creates and sent) or not retries.pause():
                     raise DoError(
                         request, 0, f"{self.url} is out of reach ({exc})",
                         hint="check the network, or `providers.digitalocean.api_url`",
                     ) from exc  # fmt: skip
-                self.clock.sleep(wait)
                 continue
             server_error = response.status_code >= _SERVER_ERROR
             if response.status_code == _TOO_MANY or (server_error and not creates):
                 asked = _wait(response) if response.status_code == _TOO_MANY else None
-                if asked is None:
-                    asked, backoff = backoff, min(backoff * 2, _BACKOFF_CAP)
-                wait = asked
-                if self.clock.now() + wait > deadline:
+                if not retries.pause(asked):
                     raise _failed(request, response)
-                self.clock.sleep(wait)
                 continue
             if response.is_error:
                 raise _failed(request, response)
