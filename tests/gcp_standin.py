@@ -38,23 +38,29 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from shipyard.gcp import Credentials, GcpApi, application_default_credentials
+from shipyard.state._gcs import DefaultBucket, GcsState
 from tests.gcp_discovery import discovery
 
 PROJECT = "events-standin"
+REGION = "europe-west1"
+_ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 PROJECT_NUMBER = "461803952211"
 CLIENT_EMAIL = f"deployer@{PROJECT}.iam.gserviceaccount.com"
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -487,3 +493,53 @@ def gcp_standin(directory: Path) -> Iterator[tuple[GcpStandIn, Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Session:
+    """A running stand-in with shipyard's clients for it: ``api(name)`` is a ``GcpApi`` that
+    authenticates with the stand-in's service account key through Application Default
+    Credentials, as on an operator's machine."""
+
+    standin: GcpStandIn
+    key_file: Path
+    opened: list[GcpApi] = field(default_factory=list)
+
+    def api(self, name: str, **options: Any) -> GcpApi:
+        """A client of API ``name`` (closed when the session ends)."""
+        self.opened.append(GcpApi(name, self.credentials, endpoint=self.standin.url, **options))
+        return self.opened[-1]
+
+    @cached_property
+    def credentials(self) -> Credentials:
+        previous = os.environ.get(_ADC_ENV)
+        os.environ[_ADC_ENV] = str(self.key_file)
+        try:
+            return application_default_credentials()
+        finally:
+            if previous is None:
+                del os.environ[_ADC_ENV]
+            else:
+                os.environ[_ADC_ENV] = previous
+
+    def state(self, bucket: str | None, root: PurePosixPath, **options: Any) -> GcsState:
+        """State under ``root`` in ``bucket``, or the project's default bucket (``None``)."""
+        storage = self.api("storage", **options)
+        if bucket is not None:
+            return GcsState(storage, bucket, root)
+        projects = self.api("cloudresourcemanager", **options)
+        return GcsState(storage, DefaultBucket(PROJECT, REGION, storage, projects), root)
+
+
+@contextmanager
+def gcp_session(directory: Path, *, buckets: tuple[str, ...] = ()) -> Iterator[Session]:
+    """``gcp_standin`` with ``buckets`` of the project already made."""
+    with gcp_standin(directory) as (standin, key_file):
+        for name in buckets:
+            standin.buckets[name] = _Bucket(name, PROJECT_NUMBER, {"name": name})
+        session = Session(standin, key_file)
+        try:
+            yield session
+        finally:
+            for api in session.opened:
+                api.close()

@@ -26,6 +26,7 @@ from shipyard.state import (
 from shipyard.state._s3 import S3State
 from shipyard.waiting import wait_until
 from tests.aws_standin import client, moto_with_bucket
+from tests.gcp_standin import Session, gcp_session
 
 BUCKET = "shipyard-state-test"
 
@@ -44,18 +45,28 @@ def s3_endpoint() -> Iterator[str]:
         yield endpoint
 
 
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    with gcp_session(tmp_path_factory.mktemp("gcp"), buckets=(BUCKET,)) as session:
+        yield session
+
+
 @pytest.fixture
 def host_store(tmp_path: Path) -> StateStore:
     return StateStore.on_host(LocalHost(), PurePosixPath(tmp_path / "state"))
 
 
-@pytest.fixture(params=["host", "s3"])
+@pytest.fixture(params=["host", "s3", "gcs"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> StateStore:
-    """The lock on each backend: a directory on a host, and an S3 bucket (on the stand-in)."""
+    """The lock on each backend: a directory on a host, an S3 bucket and a Cloud Storage bucket
+    (on their stand-ins)."""
     if request.param == "host":
         return StateStore.on_host(LocalHost(), PurePosixPath(tmp_path / "state"))
-    endpoint = request.getfixturevalue("s3_endpoint")
     root = PurePosixPath("shipyard", tmp_path.name, "production")
+    if request.param == "gcs":
+        session: Session = request.getfixturevalue("gcs")
+        return StateStore(session.state(BUCKET, root))
+    endpoint = request.getfixturevalue("s3_endpoint")
     return StateStore(S3State(client("s3", endpoint), BUCKET, root))
 
 

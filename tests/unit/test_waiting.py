@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shipyard.waiting import Clock, Interval, wait_until
+from shipyard.waiting import Backoff, Clock, Interval, wait_until
 
 
 class FakeClock:
@@ -84,3 +84,13 @@ def test_done_decides_when_a_falsy_answer_counts() -> None:
         )
         == 0
     )
+
+
+def test_backoff_pauses_as_asked_else_doubling_and_never_past_its_budget() -> None:
+    fake = FakeClock()
+    retries = Backoff(10, first=1, most=4, clock=fake.clock)
+    assert retries.pause() and retries.pause() and retries.pause(0.5) and retries.pause()
+    assert fake.slept == [1, 2, 0.5, 4]
+    assert not retries.pause()  # 4 more would end at 11.5, past the budget: no sleep
+    assert retries.pause(2.5) and not retries.pause(0.1)
+    assert fake.slept == [1, 2, 0.5, 4, 2.5] and fake.now == 10

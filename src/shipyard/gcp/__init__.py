@@ -321,10 +321,7 @@ def _query_value(value: str | int | bool) -> str:
 # -- credentials ------------------------------------------------------------------------------------
 class _Transport:
     """google-auth's transport (``google.auth.transport.Request``) over httpx, for refreshing
-    tokens without the ``requests`` library."""
-
-    def __init__(self, client: httpx.Client) -> None:
-        self.client = client
+    tokens without the ``requests`` library: a connection per refresh (about one an hour)."""
 
     def __call__(
         self,
@@ -338,9 +335,10 @@ class _Transport:
         from google.auth import exceptions  # noqa: PLC0415 — google-auth loads with its credentials
 
         try:
-            response = self.client.request(
-                method, url, content=body, headers=dict(headers or {}), timeout=timeout or 60.0
-            )
+            with httpx.Client() as client:
+                response = client.request(
+                    method, url, content=body, headers=dict(headers or {}), timeout=timeout or 60.0
+                )
         except httpx.HTTPError as exc:
             raise exceptions.TransportError(str(exc)) from exc  # type: ignore[no-untyped-call]
         return _TransportResponse(response)
@@ -358,7 +356,7 @@ class _AdcCredentials:
 
     def __init__(self, credentials: Any) -> None:
         self._credentials = credentials
-        self._transport = _Transport(httpx.Client())
+        self._transport = _Transport()
 
     def token(self) -> str:
         from google.auth import exceptions  # noqa: PLC0415
