@@ -124,6 +124,7 @@ class Request:
     api: str
     method: str  # the discovery id, or the HTTP method and path when none matched
     query: dict[str, list[str]]
+    user_project: str | None = None  # the x-goog-user-project header
 
 
 @dataclass
@@ -220,7 +221,11 @@ class GcpStandIn:
         inner = "/" + rest + (f"?{urlsplit(target).query}" if urlsplit(target).query else "")
         checked = discovery(api).check(verb, inner, raw)
         query = parse_qs(urlsplit(target).query, keep_blank_values=True)
-        self.requests.append(Request(api, checked.method or f"{verb} {path}", query))
+        self.requests.append(
+            Request(
+                api, checked.method or f"{verb} {path}", query, headers.get("x-goog-user-project")
+            )
+        )
         if checked.problems:
             self.invalid.append(f"{verb} {inner}: {'; '.join(checked.problems)}")
             return rpc_error(400, "INVALID_ARGUMENT", "; ".join(checked.problems))
@@ -431,7 +436,9 @@ def _unb64(text: str) -> bytes:
 
 def _handler_class(standin: GcpStandIn) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+        # HTTP/1.0: a connection per request, so no client's pooled connection outlives the
+        # stand-in (a lock's heartbeat thread may still run after its test, and then finds the
+        # stand-in gone: a connection refused, which it tries again at the next beat).
 
         def _serve(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -503,12 +510,10 @@ class Session:
 
     standin: GcpStandIn
     key_file: Path
-    opened: list[GcpApi] = field(default_factory=list)
 
     def api(self, name: str, **options: Any) -> GcpApi:
-        """A client of API ``name`` (closed when the session ends)."""
-        self.opened.append(GcpApi(name, self.credentials, endpoint=self.standin.url, **options))
-        return self.opened[-1]
+        """A client of API ``name``."""
+        return GcpApi(name, self.credentials, endpoint=self.standin.url, **options)
 
     @cached_property
     def credentials(self) -> Credentials:
@@ -537,9 +542,4 @@ def gcp_session(directory: Path, *, buckets: tuple[str, ...] = ()) -> Iterator[S
     with gcp_standin(directory) as (standin, key_file):
         for name in buckets:
             standin.buckets[name] = _Bucket(name, PROJECT_NUMBER, {"name": name})
-        session = Session(standin, key_file)
-        try:
-            yield session
-        finally:
-            for api in session.opened:
-                api.close()
+        yield Session(standin, key_file)

@@ -59,12 +59,13 @@ class Backoff:
     ) -> None:
         self.clock = clock
         self.deadline = clock.now() + budget
-        self.next = first
+        self.first = self.next = first
         self.most = most
 
     def pause(self, asked: float | None = None) -> bool:
         if asked is None:
             asked, self.next = self.next, min(self.next * 2, self.most)
+        asked = max(asked, self.first / 10)  # "retry after 0 s" is not a busy loop
         if self.clock.now() + asked > self.deadline:
             return False
         self.clock.sleep(asked)

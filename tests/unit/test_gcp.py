@@ -171,16 +171,38 @@ def test_a_disabled_api_says_how_to_enable_it(session: Session) -> None:
     )
 
 
-def test_the_endpoint_setting_and_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    class Static:
-        def token(self) -> str:
-            return "t"
+class Static:
+    """Credentials with a token got elsewhere and a quota project (a person's gcloud login)."""
 
+    def __init__(self, token: str, quota_project: str | None = None) -> None:
+        self._token = token
+        self.quota_project = quota_project
+
+    def token(self) -> str:
+        return self._token
+
+
+def test_the_endpoint_setting_and_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHIPYARD_GCP_ENDPOINT", raising=False)
-    assert GcpApi("run", Static()).url == "https://run.googleapis.com/"
+    default = GcpApi("run", Static("t"))
+    assert default.url == "https://run.googleapis.com/"
     monkeypatch.setenv("SHIPYARD_GCP_ENDPOINT", "http://127.0.0.1:9/")
-    assert GcpApi("run", Static()).url == "http://127.0.0.1:9/run/"
+    local = GcpApi("run", Static("t"))
+    assert local.url == "http://127.0.0.1:9/run/"
     assert os.environ["SHIPYARD_GCP_ENDPOINT"]  # untouched
+    default.close()
+    local.close()
+
+
+def test_credentials_with_a_quota_project_bill_it(session: Session) -> None:
+    token = session.credentials.token()
+    assert session.credentials.quota_project is None  # a service account key names none
+    api = GcpApi(
+        "cloudresourcemanager", Static(token, "billing-project"), endpoint=session.standin.url
+    )
+    assert api.json("GET", PROJECT_PATH) is not None
+    assert session.standin.requests[-1].user_project == "billing-project"
+    api.close()
 
 
 def test_the_stand_in_refuses_what_the_discovery_document_does_not_declare() -> None:

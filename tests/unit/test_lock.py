@@ -49,6 +49,7 @@ def s3_endpoint() -> Iterator[str]:
 def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     with gcp_session(tmp_path_factory.mktemp("gcp"), buckets=(BUCKET,)) as session:
         yield session
+        assert session.standin.invalid == []
 
 
 @pytest.fixture

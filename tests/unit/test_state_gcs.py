@@ -14,7 +14,9 @@ import pytest
 from shipyard.errors import StateError
 from shipyard.state import Current, StateStore
 from shipyard.state._gcs import default_bucket_name
-from tests.gcp_standin import PROJECT, REGION, Session, gcp_session
+from shipyard.waiting import Clock
+from tests.gcp_standin import PROJECT, REGION, Reply, Session, gcp_session
+from tests.unit.fake_clock import FakeClock
 
 BUCKET = "shop-state"
 ROOT = PurePosixPath("shipyard", "shop", "production")
@@ -89,12 +91,48 @@ def test_a_default_bucket_name_another_project_took_is_refused(
 
 
 def test_a_named_bucket_that_is_missing_is_named_with_the_setting(session: Session) -> None:
-    store = session.state("nobody-made-this", ROOT)
-    assert store.read("current.json") is None
-    with pytest.raises(StateError) as refused:
-        store.write("current.json", b"{}")
-    assert "providers.gcp.state_bucket" in refused.value.message
+    for act in (
+        lambda store: store.read("current.json"),  # never "nothing deployed yet"
+        lambda store: store.lock_read(),
+        lambda store: store.write("current.json", b"{}"),
+    ):
+        with pytest.raises(StateError) as refused:
+            act(session.state("nobody-made-this", ROOT))
+        assert "gs://nobody-made-this: no such bucket" in refused.value.message
+        assert "providers.gcp.state_bucket" in refused.value.message
     assert "nobody-made-this" not in session.standin.buckets
+
+
+def test_a_rate_limited_bucket_check_is_waited_out_not_taken_for_a_refusal(
+    session: Session,
+) -> None:
+    StateStore(session.state(None, ROOT)).set_current(
+        Current(slot="blue", release_id="r1", switched_at="t")
+    )
+    error = {"code": 403, "message": "Rate Limit Exceeded",
+             "errors": [{"domain": "usageLimits", "reason": "rateLimitExceeded"}]}  # fmt: skip
+    session.standin.fail("storage.buckets.get", Reply(403, {"error": error}))
+    clock = FakeClock()
+    store = StateStore(session.state(None, ROOT, clock=Clock(clock, clock.sleep)))
+    assert store.current() is not None
+    assert clock.sleeps == [1.0]
+
+
+def test_a_lock_replaced_between_its_two_reads_is_read_again(session: Session) -> None:
+    store = session.state(BUCKET, ROOT)
+    token = store.lock_create("me", b'{"beat": 1}')
+    assert token is not None
+    first_read = store._generation
+
+    def then_the_heartbeat_beats(name: str) -> str | None:
+        found = first_read(name)
+        if found == token:  # the holder's heartbeat replaces the record between the reads
+            store.lock_refresh(token, b'{"beat": 2}')
+        return found
+
+    store._generation = then_the_heartbeat_beats  # type: ignore[method-assign]
+    found = store.lock_read()
+    assert found is not None and found[0] == b'{"beat": 2}' and found[1] != token
 
 
 def test_a_lock_whose_answer_was_lost_is_still_its_takers(session: Session) -> None:

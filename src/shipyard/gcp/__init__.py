@@ -50,6 +50,7 @@ _BACKOFF_CAP = 30.0
 _TOO_MANY = 429
 _FORBIDDEN = 403
 _SERVER_ERRORS = frozenset({500, 502, 503, 504})
+_TRANSIENT = _SERVER_ERRORS | {408}  # Cloud Storage's guidance retries a request timeout too
 # Legacy-shaped answers (Cloud Storage, Cloud SQL) name a per-minute rate this way, with a 403.
 _RATE_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"})
 _QUOTA_REASONS = frozenset({"RESOURCE_QUOTA_EXCEEDED", "quotaExceeded"})
@@ -58,9 +59,14 @@ _QUOTA_HELP = "https://console.cloud.google.com/iam-admin/quotas"
 
 
 class Credentials(Protocol):
-    """What a request needs of credentials: a valid access token, refreshed when needed."""
+    """What a request needs of credentials: a valid access token, refreshed when needed, and
+    the project its requests bill their quota to, when the credentials name one (a person's
+    ``gcloud`` login does; APIs refuse such requests without it)."""
 
     def token(self) -> str: ...
+
+    @property
+    def quota_project(self) -> str | None: ...
 
 
 class GcpError(ShipyardError):
@@ -211,6 +217,8 @@ class GcpApi:
         params = {k: _query_value(v) for k, v in (query or {}).items()}
         while True:
             headers = {"Authorization": f"Bearer {self.credentials.token()}"}
+            if self.credentials.quota_project:
+                headers["x-goog-user-project"] = self.credentials.quota_project
             if body is not None or content is not None:
                 headers["Content-Type"] = content_type
             try:
@@ -227,13 +235,15 @@ class GcpApi:
                     ) from exc
                 continue
             status = response.status_code
-            if status in allow or not response.is_error:
+            if not response.is_error:
                 return response
             answer = Answer.of(response)
-            if answer.rate_limited:
+            if answer.rate_limited:  # even where the caller takes the status (a 403) as an answer
                 if retries.pause(_retry_after(response) or answer.retry_delay):
                     continue
-            elif status in _SERVER_ERRORS and repeatable and retries.pause():
+            elif status in allow:
+                return response
+            elif status in _TRANSIENT and repeatable and retries.pause():
                 continue
             raise _failed(self.api, request, answer)
 
@@ -357,6 +367,10 @@ class _AdcCredentials:
     def __init__(self, credentials: Any) -> None:
         self._credentials = credentials
         self._transport = _Transport()
+
+    @property
+    def quota_project(self) -> str | None:
+        return getattr(self._credentials, "quota_project_id", None) or None
 
     def token(self) -> str:
         from google.auth import exceptions  # noqa: PLC0415

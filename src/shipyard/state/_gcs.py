@@ -19,6 +19,7 @@ default bucket finds no state: nothing was deployed yet, and a read never create
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from pathlib import PurePosixPath
@@ -34,13 +35,15 @@ _NOT_FOUND = 404
 _CONFLICT = 409
 _PRECONDITION = 412
 _FORBIDDEN = 403
+_REREADS = 5
 MANAGED_LABEL = ("shipyard-managed", "true")
 
 
 def default_bucket_name(project: str) -> str:
     """The project's state bucket: bucket names are global, and project IDs are too (at most
-    15 + 30 characters, of Cloud Storage's 63)."""
-    return f"shipyard-state-{project}"
+    15 + 30 characters, of Cloud Storage's 63; a legacy ``example.com:project`` ID's ``.`` and
+    ``:`` become ``-``)."""
+    return "shipyard-state-" + re.sub(r"[^a-z0-9-]", "-", project.lower())
 
 
 class DefaultBucket:
@@ -126,9 +129,24 @@ class GcsState:
         """Whether the default bucket exists (checked to be the project's), asked once."""
         return isinstance(self._bucket, DefaultBucket) and self._bucket.exists()
 
+    @cached_property
+    def _named_exists(self) -> bool:
+        """Whether the named bucket exists, asked once: a misspelt name is an error, never
+        "nothing deployed yet" (Cloud Storage answers a missing object and a missing bucket
+        with the same 404)."""
+        found = self.storage.request(
+            "GET", f"storage/v1/b/{self.bucket}", allow=(_NOT_FOUND,), what=f"gs://{self.bucket}"
+        )
+        if found.status_code == _NOT_FOUND:
+            raise self._missing_bucket("")
+        return True
+
     def _readable(self) -> bool:
-        """Whether there can be state to read: a named bucket, or a default one that exists."""
-        return isinstance(self._bucket, str) or self._default_exists
+        """Whether there can be state to read: a named bucket (which must exist), or a default
+        one that exists."""
+        if isinstance(self._bucket, str):
+            return self._named_exists
+        return self._default_exists
 
     def _key(self, name: str) -> str:
         return str(self._root / name)
@@ -141,8 +159,8 @@ class GcsState:
 
     def _missing_bucket(self, name: str) -> StateError:
         return StateError(
-            f"gs://{self.bucket}: no such bucket, named by providers.gcp.state_bucket "
-            f"({self.where(name)})",
+            f"gs://{self.bucket}: no such bucket, named by providers.gcp.state_bucket"
+            + (f" ({self.where(name)})" if name else ""),
             hint="create it, name an existing one in providers.gcp.state_bucket, or leave "
             "state_bucket out to keep the state in the project's default bucket, which the "
             "first deploy creates",
@@ -156,20 +174,25 @@ class GcsState:
         return str(found["generation"]) if found is not None else None
 
     def _get(self, name: str) -> tuple[bytes, str] | None:
-        """``name``'s content and generation (two reads: the generation, then that one's
-        bytes, so they always belong together)."""
+        """``name``'s content and generation: two reads, the generation, then that one's bytes,
+        so they always belong together. When it was replaced between them (the holder's own
+        heartbeat), both are read again: ``None`` means it is gone, never that it changed."""
         if not self._readable():
             return None
-        generation = self._generation(name)
-        if generation is None:
-            return None
-        response = self.storage.request(
-            "GET", self._object(name), query={"alt": "media", "generation": generation},
-            allow=(_NOT_FOUND,), what=self.where(name),
-        )  # fmt: skip
-        if response.status_code == _NOT_FOUND:
-            return None  # replaced or removed between the two reads: as if read before
-        return response.content, generation
+        for _ in range(_REREADS):
+            generation = self._generation(name)
+            if generation is None:
+                return None
+            response = self.storage.request(
+                "GET", self._object(name), query={"alt": "media", "generation": generation},
+                allow=(_NOT_FOUND,), what=self.where(name),
+            )  # fmt: skip
+            if response.status_code != _NOT_FOUND:
+                return response.content, generation
+        raise StateError(
+            f"{self.where(name)} was replaced {_REREADS} times while being read",
+            hint="run the command again",
+        )
 
     def _put(self, name: str, data: bytes, *, if_generation: str | None = None) -> str | None:
         """Write ``name`` whole; its new generation, or ``None`` when ``if_generation`` (``"0"``:
