@@ -1,5 +1,5 @@
 """Google Cloud's APIs as shipyard calls them (``shipyard.gcp``), against the GCP stand-in
-(``tests.gcp_standin``, held to Google's discovery documents): Application Default Credentials
+(``tests.gcp.standin``, held to Google's discovery documents): Application Default Credentials
 from a service account key, the retry policy (Retry-After, RetryInfo, backoff, a budget), rate
 and allocation quotas told apart, requests that are not repeated, and the errors' words."""
 
@@ -15,8 +15,8 @@ from shipyard.errors import ExitCode, HostUnreachable
 from shipyard.gcp import GcpApi, GcpError, QuotaExceeded, RateLimited
 from shipyard.gcp import application_default_credentials as adc
 from shipyard.waiting import Clock
-from tests.gcp_discovery import discovery
-from tests.gcp_standin import (
+from tests.gcp.discovery import discovery
+from tests.gcp.standin import (
     PROJECT,
     PROJECT_NUMBER,
     Reply,
@@ -136,7 +136,7 @@ def test_server_errors_are_retried_only_where_a_repeat_is_harmless(session: Sess
     with pytest.raises(GcpError) as refused:  # a POST that may have acted: not repeated
         storage.json("POST", "storage/v1/b", body={"name": "x"}, query={"project": PROJECT})
     assert "status.cloud.google.com" in (refused.value.hint or "")
-    assert "x" not in session.standin.buckets
+    assert "x" not in session.storage.buckets
 
 
 def test_a_lost_answer_is_repeated_only_when_idempotent(session: Session) -> None:
@@ -144,7 +144,7 @@ def test_a_lost_answer_is_repeated_only_when_idempotent(session: Session) -> Non
     session.standin.lose_answer("storage.buckets.insert")
     with pytest.raises(HostUnreachable):
         storage.json("POST", "storage/v1/b", body={"name": "b1"}, query={"project": PROJECT})
-    assert "b1" in session.standin.buckets  # it took effect; only its answer was lost
+    assert "b1" in session.storage.buckets  # it took effect; only its answer was lost
 
     session.standin.lose_answer("storage.buckets.insert")
     again = storage.json(

@@ -26,7 +26,7 @@ from shipyard.state import (
 from shipyard.state._s3 import S3State
 from shipyard.waiting import wait_until
 from tests.aws_standin import client, moto_with_bucket
-from tests.gcp_standin import Session, gcp_session
+from tests.gcp.standin import Session, gcp_session
 
 BUCKET = "shipyard-state-test"
 

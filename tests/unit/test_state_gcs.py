@@ -15,7 +15,7 @@ from shipyard.errors import StateError
 from shipyard.state import Current, StateStore
 from shipyard.state._gcs import default_bucket_name
 from shipyard.waiting import Clock
-from tests.gcp_standin import PROJECT, REGION, Reply, Session, gcp_session
+from tests.gcp.standin import PROJECT, REGION, Reply, Session, gcp_session
 from tests.unit.fake_clock import FakeClock
 
 BUCKET = "shop-state"
@@ -31,7 +31,7 @@ def session(tmp_path: Path) -> Iterator[Session]:
 
 
 def test_the_records_round_trip_and_list_across_pages(session: Session) -> None:
-    session.standin.page_size = 2
+    session.storage.page_size = 2
     store = StateStore(session.state(BUCKET, ROOT))
     assert store.current() is None and store.log_ids() == []
     store.set_current(Current(slot="blue", release_id="r1", switched_at="t"))
@@ -40,10 +40,10 @@ def test_the_records_round_trip_and_list_across_pages(session: Session) -> None:
     again = StateStore(session.state(BUCKET, ROOT))  # another operator's machine
     assert again.current() == Current(slot="blue", release_id="r1", switched_at="t")
     assert len(again.log_ids()) == 5
-    assert session.standin.object(BUCKET, f"{ROOT}/current.json") is not None
+    assert session.storage.object(BUCKET, f"{ROOT}/current.json") is not None
 
     again.backend.remove_all(keep="logs")
-    assert session.standin.object(BUCKET, f"{ROOT}/current.json") is None
+    assert session.storage.object(BUCKET, f"{ROOT}/current.json") is None
     assert len(again.log_ids()) == 5
     again.backend.remove_all()
     assert again.log_ids() == []
@@ -52,10 +52,10 @@ def test_the_records_round_trip_and_list_across_pages(session: Session) -> None:
 def test_the_default_bucket_is_made_by_the_first_write_never_by_a_read(session: Session) -> None:
     store = StateStore(session.state(None, ROOT))
     assert store.current() is None and store.history() == []
-    assert DEFAULT not in session.standin.buckets  # reads found no state and made nothing
+    assert DEFAULT not in session.storage.buckets  # reads found no state and made nothing
 
     store.set_current(Current(slot="green", release_id="r2", switched_at="t"))
-    made = session.standin.buckets[DEFAULT].resource
+    made = session.storage.buckets[DEFAULT].resource
     assert made["location"] == REGION
     assert made["versioning"] == {"enabled": True}
     assert made["iamConfiguration"] == {
@@ -72,14 +72,14 @@ def test_two_first_writes_at_once_share_one_bucket(session: Session) -> None:
     assert first.read("current.json") is None and second.read("current.json") is None
     first.write("current.json", b"1")
     second.write("history.jsonl", b"2")  # its create answers 409: it checks the owner, goes on
-    assert session.standin.object(DEFAULT, f"{ROOT}/history.jsonl") == b"2"
+    assert session.storage.object(DEFAULT, f"{ROOT}/history.jsonl") == b"2"
 
 
 @pytest.mark.parametrize("open_to_all", [True, False])
 def test_a_default_bucket_name_another_project_took_is_refused(
     session: Session, open_to_all: bool
 ) -> None:
-    session.standin.foreign_bucket(DEFAULT, open_to_all=open_to_all)
+    session.storage.foreign_bucket(DEFAULT, open_to_all=open_to_all)
     store = session.state(None, ROOT)
     with pytest.raises(StateError) as refused:
         store.write("current.json", b"{}")
@@ -87,7 +87,7 @@ def test_a_default_bucket_name_another_project_took_is_refused(
     assert "providers.gcp.state_bucket" in (refused.value.hint or "")
     with pytest.raises(StateError):
         store.read("current.json")
-    assert session.standin.buckets[DEFAULT].objects == {}
+    assert session.storage.buckets[DEFAULT].objects == {}
 
 
 def test_a_named_bucket_that_is_missing_is_named_with_the_setting(session: Session) -> None:
@@ -100,7 +100,7 @@ def test_a_named_bucket_that_is_missing_is_named_with_the_setting(session: Sessi
             act(session.state("nobody-made-this", ROOT))
         assert "gs://nobody-made-this: no such bucket" in refused.value.message
         assert "providers.gcp.state_bucket" in refused.value.message
-    assert "nobody-made-this" not in session.standin.buckets
+    assert "nobody-made-this" not in session.storage.buckets
 
 
 def test_a_rate_limited_bucket_check_is_waited_out_not_taken_for_a_refusal(

@@ -4,29 +4,22 @@ loopback port of its own choosing, each API under ``/<api>/`` (shipyard reaches 
 Google Cloud itself cannot be reached from the test machines.
 
 The stand-in is held to Google's published contract: every request is first checked against the
-API's discovery document (``tests.gcp_discovery``): a request no method of the document takes,
+API's discovery document (``tests.gcp.discovery``): a request no method of the document takes,
 or with a parameter or field the method does not declare, is refused with 400
 ``INVALID_ARGUMENT`` and recorded in ``invalid``, which the tests assert is empty. It then answers
-by the method's id. Errors take Google's shapes: ``google.rpc.Status`` with ``details``
-(``ErrorInfo``, ``QuotaFailure``, ``RetryInfo``, ``Help``) for 429s, the legacy
-``{"error": {"code", "message", "errors": [{"reason"...}]}}`` of Cloud Storage elsewhere.
+by the method's id, with the model of the API that owns it (``Model``: ``tests.gcp.storage``,
+…). Errors take Google's shapes: ``google.rpc.Status`` with ``details`` (``ErrorInfo``,
+``QuotaFailure``, ``RetryInfo``, ``Help``) for the newer APIs, the legacy ``{"error": {"code",
+"message", "errors": [{"reason"...}]}}`` of Cloud Storage.
 
-=========================================  ==================================================
-Method (discovery id)                      What the stand-in does
-=========================================  ==================================================
-``storage.buckets.get``/``insert``         buckets with a project number; 409 when taken;
-                                           403 for a bucket of another project, unless that
-                                           bucket is open to all (``foreign_bucket``)
-``storage.objects.get``                    metadata, or the bytes with ``alt=media``; a
-                                           ``generation`` other than the live one: 404
-``storage.objects.insert`` (simple upload) ``ifGenerationMatch`` (``0``: none live), 412
-``storage.objects.delete``/``copy``        ``ifGenerationMatch`` / ``ifSourceGenerationMatch``
-``storage.objects.list``                   ``prefix``, ``delimiter``, pages of ``page_size``
-``cloudresourcemanager.projects.get``      the project's number; 403 for any other project
-``POST /oauth2/token``                     the JWT bearer grant of a service account key
-                                           (RS256 signature checked with the key's public
-                                           half); the token it issues is the only one taken
-=========================================  ==================================================
+The core serves, for every model:
+
+- ``POST /oauth2/token``: the JWT bearer grant of a service account key (RS256 signature checked
+  with the key's public half, the claims Google's endpoint checks); the tokens it issues are the
+  only ones any API takes (401 ``UNAUTHENTICATED`` otherwise);
+- long-running operations (``google.longrunning.Operation``) of the APIs that answer with them
+  (Cloud Run, Artifact Registry): a model starts one with ``operation`` and the core answers
+  ``<api>.projects.locations.operations.get`` for it, done after the polls the model asks for.
 
 Faults a test can script: ``fail`` (the next requests of a method get a given answer),
 ``rate_limit`` (429 ``RESOURCE_EXHAUSTED``, with or without ``Retry-After``), ``lose_answer``
@@ -41,31 +34,31 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Protocol
+from urllib.parse import parse_qs, unquote
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from shipyard.gcp import Credentials, GcpApi, application_default_credentials
 from shipyard.state._gcs import DefaultBucket, GcsState
-from tests.gcp_discovery import discovery
+from tests.gcp.discovery import Checked, discovery
 
 PROJECT = "events-standin"
-REGION = "europe-west1"
-_ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 PROJECT_NUMBER = "461803952211"
+REGION = "europe-west1"
 CLIENT_EMAIL = f"deployer@{PROJECT}.iam.gserviceaccount.com"
+_ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 _SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 _JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-_GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+_GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # the audience Google's endpoint expects
 
 
 @dataclass
@@ -77,13 +70,15 @@ class Reply:
 
 
 class ApiError(Exception):
+    """Raised by a model's handler: the answer is ``reply``."""
+
     def __init__(self, reply: Reply) -> None:
         super().__init__(reply.status)
         self.reply = reply
 
 
 def legacy_error(status: int, reason: str, message: str) -> ApiError:
-    """Cloud Storage's error shape."""
+    """Cloud Storage's (and Cloud SQL's) error shape."""
     error = {"code": status, "message": message,
              "errors": [{"message": message, "domain": "global", "reason": reason}]}  # fmt: skip
     return ApiError(Reply(status, {"error": error}))
@@ -95,6 +90,14 @@ def rpc_error(
     """``google.rpc.Status`` as the newer APIs answer it."""
     error = {"code": status, "message": message, "status": code, "details": details or []}
     return Reply(status, {"error": error})
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(rpc_error(404, "NOT_FOUND", f"Resource '{what}' was not found"))
+
+
+def already_exists(what: str) -> ApiError:
+    return ApiError(rpc_error(409, "ALREADY_EXISTS", f"Resource '{what}' already exists."))
 
 
 def quota_details(
@@ -119,28 +122,41 @@ def quota_details(
     return details
 
 
+def now() -> str:
+    """A timestamp as Google's APIs write them (RFC 3339, UTC, milliseconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request, as a model's handler receives it."""
+
+    params: dict[str, str]  # the path's variables (``projectsId``…), percent-decoded
+    query: dict[str, str]  # the last value of each query parameter
+    raw: bytes  # the body
+
+    def json(self) -> Any:
+        return json.loads(self.raw) if self.raw.strip() else {}
+
+
+Handler = Callable[[Call], Reply]
+
+
+class Model(Protocol):
+    """The state and behaviour of one or more APIs: ``routes`` maps discovery method ids
+    (``storage.objects.get``) to handlers; ``apis``: the APIs it serves (``/<api>/``)."""
+
+    apis: tuple[str, ...]
+
+    def routes(self) -> dict[str, Handler]: ...
+
+
 @dataclass(frozen=True)
 class Request:
     api: str
     method: str  # the discovery id, or the HTTP method and path when none matched
     query: dict[str, list[str]]
     user_project: str | None = None  # the x-goog-user-project header
-
-
-@dataclass
-class _Object:
-    data: bytes
-    generation: int
-    updated: str
-
-
-@dataclass
-class _Bucket:
-    name: str
-    project_number: str
-    resource: dict[str, Any]
-    open_to_all: bool = False
-    objects: dict[str, _Object] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,26 +167,68 @@ class _Fault:
     perform: bool = False  # take effect before answering (a lost answer)
 
 
+@dataclass
+class Operation:
+    """A long-running operation: done after ``polls`` more reads, then with ``result()``'s
+    response, or ``error`` when it returns one (a ``google.rpc.Status``)."""
+
+    name: str
+    metadata: dict[str, Any]
+    result: Callable[[], tuple[dict[str, Any] | None, dict[str, Any] | None]]
+    polls: int = 0
+    done: bool = False
+    response: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def view(self) -> dict[str, Any]:
+        if not self.done and self.polls <= 0:
+            self.response, self.error = self.result()
+            self.done = True
+        self.polls -= 1
+        shown: dict[str, Any] = {"name": self.name, "metadata": self.metadata, "done": self.done}
+        if self.done and self.error is not None:
+            shown["error"] = self.error
+        elif self.done:
+            shown["response"] = self.response or {}
+        return shown
+
+
 class GcpStandIn:
-    """The APIs' state and behaviour; ``gcp_standin`` serves it over HTTP."""
+    """The APIs' state and behaviour (the core, and each ``Model``); ``gcp_standin`` serves it
+    over HTTP."""
 
     def __init__(self, url: str, public_key: Any) -> None:
         self.url = url
         self.public_key = public_key
-        self.page_size = 1000
         self.requests: list[Request] = []
         self.invalid: list[str] = []
         self.tokens: set[str] = set()
-        self.buckets: dict[str, _Bucket] = {}
-        self._lock = threading.Lock()
+        self.operations: dict[str, Operation] = {}
+        self.lock = threading.RLock()
+        self._models: list[Any] = []
+        self._routes: dict[str, Handler] = {}
+        self._apis: set[str] = set()
         self._faults: list[_Fault] = []
-        self._generations = itertools.count(1733400000000001)
         self._token_ids = itertools.count(1)
+        self._operation_ids = itertools.count(1)
+        for api in ("run", "artifactregistry"):
+            self._routes[f"{api}.projects.locations.operations.get"] = self._operation_get
+
+    def add(self, model: Any) -> Any:
+        """Serve ``model``'s APIs (see ``Model``); returns it."""
+        self._models.append(model)
+        self._routes.update(model.routes())
+        self._apis.update(model.apis)
+        return model
+
+    def model(self, kind: type[Any]) -> Any:
+        """The model of class ``kind`` this stand-in serves."""
+        return next(m for m in self._models if isinstance(m, kind))
 
     # --- what tests script ---
     def fail(self, method: str, reply: Reply, *, times: int = 1) -> None:
         """The next ``times`` requests of discovery method ``method`` get ``reply``."""
-        with self._lock:
+        with self.lock:
             self._faults.append(_Fault(method, reply, times))
 
     def rate_limit(
@@ -193,56 +251,86 @@ class GcpStandIn:
 
     def lose_answer(self, method: str) -> None:
         """The next request of ``method`` takes effect, and its answer is lost."""
-        with self._lock:
+        with self.lock:
             self._faults.append(_Fault(method, Reply(0, drop=True), 1, perform=True))
 
-    def foreign_bucket(self, name: str, *, open_to_all: bool) -> None:
-        """A bucket another project created first (a squatted name)."""
-        with self._lock:
-            self.buckets[name] = _Bucket(name, "999999999999", {"name": name}, open_to_all)
+    # --- long-running operations, for the models ---
+    def operation(
+        self,
+        api: str,
+        location: str,
+        result: Callable[[], tuple[dict[str, Any] | None, dict[str, Any] | None]],
+        *,
+        metadata: dict[str, Any] | None = None,
+        polls: int = 0,
+    ) -> dict[str, Any]:
+        """Start an operation of ``api`` in ``location``; its first view (what the starting
+        method answers). ``result``: called once when it is done, ``(response, error)``."""
+        name = f"projects/{PROJECT}/locations/{location}/operations/op-{next(self._operation_ids)}"
+        operation = Operation(name, metadata or {}, result, polls=polls)
+        self.operations[name] = operation
+        return {"name": name, "metadata": operation.metadata, "done": False}
 
-    def object(self, bucket: str, name: str) -> bytes | None:
-        found = self.buckets.get(bucket)
-        item = found.objects.get(name) if found else None
-        return item.data if item else None
+    def _operation_get(self, call: Call) -> Reply:
+        name = (
+            f"projects/{call.params['projectsId']}/locations/{call.params['locationsId']}"
+            f"/operations/{call.params['operationsId']}"
+        )
+        found = self.operations.get(name)
+        if found is None:
+            raise not_found(name)
+        return Reply(200, found.view())
 
     # --- serving ---
     def handle(self, verb: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
-        with self._lock:
+        with self.lock:
             return self._answer(verb, target, headers, raw)
 
     def _answer(self, verb: str, target: str, headers: dict[str, str], raw: bytes) -> Reply:
-        path = urlsplit(target).path
+        path, _, query_text = target.partition("?")
         if verb == "POST" and path == "/oauth2/token":
             return self._token(raw)
         api, _, rest = path.lstrip("/").partition("/")
-        if api not in {"storage", "cloudresourcemanager"}:
+        if api not in self._apis:
             return rpc_error(404, "NOT_FOUND", f"no API {api} here")
-        inner = "/" + rest + (f"?{urlsplit(target).query}" if urlsplit(target).query else "")
+        inner = "/" + rest + (f"?{query_text}" if query_text else "")
         checked = discovery(api).check(verb, inner, raw)
-        query = parse_qs(urlsplit(target).query, keep_blank_values=True)
+        query = _parse_query(query_text)
         self.requests.append(
             Request(
                 api, checked.method or f"{verb} {path}", query, headers.get("x-goog-user-project")
             )
         )
+        refused = self._refusal(checked, f"{verb} {inner}", headers)
+        if refused is not None:
+            return refused
+        fault = self._fault(checked.method)
+        if fault is not None and not fault.perform:
+            return fault.reply
+        call = Call(
+            {k: unquote(v) for k, v in checked.parameters.items()},
+            {k: v[-1] for k, v in query.items()},
+            raw,
+        )
+        try:
+            reply = self._routes[checked.method](call)
+        except ApiError as error:
+            reply = error.reply
+        return fault.reply if fault is not None else reply
+
+    def _refusal(self, checked: Checked, request: str, headers: dict[str, str]) -> Reply | None:
+        """The answer that comes before the API's: the contract broken, no valid token, a
+        method the stand-in does not model."""
         if checked.problems:
-            self.invalid.append(f"{verb} {inner}: {'; '.join(checked.problems)}")
+            self.invalid.append(f"{request}: {'; '.join(checked.problems)}")
             return rpc_error(400, "INVALID_ARGUMENT", "; ".join(checked.problems))
         if headers.get("authorization", "").removeprefix("Bearer ") not in self.tokens:
             return rpc_error(
                 401, "UNAUTHENTICATED", "Request had invalid authentication credentials."
             )
-        fault = self._fault(checked.method)
-        if fault is not None and not fault.perform:
-            return fault.reply
-        params = {k: unquote(v) for k, v in checked.parameters.items()}
-        single = {k: v[-1] for k, v in query.items()}
-        try:
-            reply = self._route(checked.method, params, single, raw)
-        except ApiError as error:
-            reply = error.reply
-        return fault.reply if fault is not None else reply
+        if checked.method not in self._routes:
+            return rpc_error(501, "UNIMPLEMENTED", f"{checked.method} is not part of the stand-in")
+        return None
 
     def _fault(self, method: str) -> _Fault | None:
         for fault in self._faults:
@@ -253,27 +341,9 @@ class GcpStandIn:
                 return fault
         return None
 
-    def _route(
-        self, method: str, params: dict[str, str], query: dict[str, str], raw: bytes
-    ) -> Reply:
-        routes = {
-            "storage.buckets.get": self._bucket_get,
-            "storage.buckets.insert": self._bucket_insert,
-            "storage.objects.get": self._object_get,
-            "storage.objects.insert": self._object_insert,
-            "storage.objects.delete": self._object_delete,
-            "storage.objects.list": self._object_list,
-            "storage.objects.copy": self._object_copy,
-            "cloudresourcemanager.projects.get": self._project_get,
-        }
-        handler = routes.get(method)
-        if handler is None:
-            return rpc_error(501, "UNIMPLEMENTED", f"{method} is not part of the stand-in")
-        return handler(params, query, raw)
-
     # --- OAuth 2.0: the service account's JWT bearer grant ---
     def _token(self, raw: bytes) -> Reply:
-        form = {k: v[-1] for k, v in parse_qs(raw.decode()).items()}
+        form = {k: v[-1] for k, v in _parse_query(raw.decode()).items()}
         if form.get("grant_type") != _JWT_GRANT or "assertion" not in form:
             return Reply(400, {"error": "unsupported_grant_type"})
         head, payload, signature = form["assertion"].split(".")
@@ -288,7 +358,7 @@ class GcpStandIn:
         claims = json.loads(_unb64(payload))
         if (
             claims.get("iss") != CLIENT_EMAIL
-            or claims.get("aud") != _GOOGLE_TOKEN_URI  # the audience Google's endpoint expects
+            or claims.get("aud") != _GOOGLE_TOKEN_URI
             or _SCOPE not in str(claims.get("scope", "")).split()
             or claims.get("exp", 0) < time.time()
         ):
@@ -299,135 +369,9 @@ class GcpStandIn:
         self.tokens.add(token)
         return Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
-    # --- Cloud Resource Manager ---
-    def _project_get(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        if params["projectsId"] != PROJECT:
-            raise ApiError(
-                rpc_error(403, "PERMISSION_DENIED", "The caller does not have permission")
-            )
-        return Reply(200, {"name": f"projects/{PROJECT_NUMBER}", "projectId": PROJECT,
-                           "state": "ACTIVE", "displayName": PROJECT, "parent": "organizations/1"})  # fmt: skip
 
-    # --- Cloud Storage ---
-    def _bucket(self, name: str) -> _Bucket:
-        found = self.buckets.get(name)
-        if found is None:
-            raise legacy_error(404, "notFound", "The specified bucket does not exist.")
-        if found.project_number != PROJECT_NUMBER and not found.open_to_all:
-            raise legacy_error(
-                403, "forbidden", f"{CLIENT_EMAIL} does not have storage.buckets.get access"
-            )
-        return found
-
-    def _bucket_get(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        found = self._bucket(params["bucket"])
-        return Reply(200, {**found.resource, "projectNumber": found.project_number})
-
-    def _bucket_insert(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        body = json.loads(raw or b"{}")
-        if query.get("project") != PROJECT:
-            raise ApiError(
-                rpc_error(403, "PERMISSION_DENIED", "The caller does not have permission")
-            )
-        name = body.get("name", "")
-        if not name:
-            raise legacy_error(400, "required", "Required")
-        if name in self.buckets:
-            raise legacy_error(409, "conflict", "Your previous request to create the named bucket succeeded and you already own it."
-                               if self.buckets[name].project_number == PROJECT_NUMBER
-                               else "The requested bucket name is not available.")  # fmt: skip
-        now = _now()
-        resource = {"kind": "storage#bucket", "id": name, "name": name, "metageneration": "1",
-                    "timeCreated": now, "updated": now, "storageClass": "STANDARD", **body}  # fmt: skip
-        self.buckets[name] = _Bucket(name, PROJECT_NUMBER, resource)
-        return Reply(200, {**resource, "projectNumber": PROJECT_NUMBER})
-
-    def _metadata(self, bucket: str, name: str, item: _Object) -> dict[str, Any]:
-        return {"kind": "storage#object", "id": f"{bucket}/{name}/{item.generation}",
-                "name": name, "bucket": bucket, "generation": str(item.generation),
-                "metageneration": "1", "contentType": "application/octet-stream",
-                "size": str(len(item.data)), "updated": item.updated, "timeCreated": item.updated}  # fmt: skip
-
-    def _live(self, bucket: _Bucket, name: str, query: dict[str, str]) -> _Object:
-        item = bucket.objects.get(name)
-        if item is None or ("generation" in query and query["generation"] != str(item.generation)):
-            raise legacy_error(404, "notFound", f"No such object: {bucket.name}/{name}")
-        return item
-
-    @staticmethod
-    def _precondition(item: _Object | None, wanted: str | None) -> None:
-        if wanted is None:
-            return
-        live = str(item.generation) if item is not None else "0"
-        if wanted != live:
-            raise legacy_error(
-                412,
-                "conditionNotMet",
-                "At least one of the pre-conditions you specified did not hold.",
-            )
-
-    def _object_get(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        bucket = self._bucket(params["bucket"])
-        item = self._live(bucket, params["object"], query)
-        if query.get("alt") == "media":
-            return Reply(200, item.data, {"x-goog-generation": str(item.generation)})
-        return Reply(200, self._metadata(bucket.name, params["object"], item))
-
-    def _write(self, bucket: _Bucket, name: str, data: bytes) -> Reply:
-        item = _Object(data, next(self._generations), _now())
-        bucket.objects[name] = item
-        return Reply(200, self._metadata(bucket.name, name, item))
-
-    def _object_insert(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        bucket = self._bucket(params["bucket"])
-        name = query.get("name", "")
-        if not name:
-            raise legacy_error(400, "required", "Required parameter: name")
-        self._precondition(bucket.objects.get(name), query.get("ifGenerationMatch"))
-        return self._write(bucket, name, raw)
-
-    def _object_delete(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        bucket = self._bucket(params["bucket"])
-        item = self._live(bucket, params["object"], {})
-        self._precondition(item, query.get("ifGenerationMatch"))
-        del bucket.objects[params["object"]]
-        return Reply(204)
-
-    def _object_copy(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        source = self._bucket(params["sourceBucket"])
-        item = self._live(source, params["sourceObject"], {})
-        self._precondition(item, query.get("ifSourceGenerationMatch"))
-        target = self._bucket(params["destinationBucket"])
-        self._precondition(
-            target.objects.get(params["destinationObject"]), query.get("ifGenerationMatch")
-        )
-        return self._write(target, params["destinationObject"], item.data)
-
-    def _object_list(self, params: dict[str, str], query: dict[str, str], raw: bytes) -> Reply:
-        bucket = self._bucket(params["bucket"])
-        prefix, delimiter = query.get("prefix", ""), query.get("delimiter")
-        items, prefixes = [], set()
-        for name in sorted(bucket.objects):
-            if not name.startswith(prefix):
-                continue
-            rest = name[len(prefix) :]
-            if delimiter and delimiter in rest:
-                prefixes.add(prefix + rest.split(delimiter, 1)[0] + delimiter)
-                continue
-            items.append(self._metadata(bucket.name, name, bucket.objects[name]))
-        start = int(query.get("pageToken", "0"))
-        page: dict[str, Any] = {"kind": "storage#objects"}
-        if items[start : start + self.page_size]:
-            page["items"] = items[start : start + self.page_size]
-        if prefixes:
-            page["prefixes"] = sorted(prefixes)
-        if start + self.page_size < len(items):
-            page["nextPageToken"] = str(start + self.page_size)
-        return Reply(200, page)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def _parse_query(text: str) -> dict[str, list[str]]:
+    return parse_qs(text, keep_blank_values=True)
 
 
 def _unb64(text: str) -> bytes:
@@ -472,15 +416,18 @@ def _handler_class(standin: GcpStandIn) -> type[BaseHTTPRequestHandler]:
 
 @contextmanager
 def gcp_standin(directory: Path) -> Iterator[tuple[GcpStandIn, Path]]:
-    """A running stand-in and the path of a service account key file for it (in ``directory``):
-    point ``GOOGLE_APPLICATION_CREDENTIALS`` at the file and ``SHIPYARD_GCP_ENDPOINT`` at
-    ``standin.url``. Port 0: the server binds a free port itself."""
+    """A running stand-in (with every API model) and the path of a service account key file
+    for it (in ``directory``): point ``GOOGLE_APPLICATION_CREDENTIALS`` at the file and
+    ``SHIPYARD_GCP_ENDPOINT`` at ``standin.url``. Port 0: the server binds a free port itself."""
+    from tests.gcp.storage import StorageModel  # noqa: PLC0415 — the models build on this module
+
     key_file = directory / "service-account.json"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     server.daemon_threads = True
     host, port = server.server_address[:2]
     standin = GcpStandIn(f"http://{host}:{port}", key.public_key())
+    standin.add(StorageModel())
     server.RequestHandlerClass = _handler_class(standin)
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -511,6 +458,13 @@ class Session:
     standin: GcpStandIn
     key_file: Path
 
+    @property
+    def storage(self) -> Any:
+        """The stand-in's Cloud Storage (``tests.gcp.storage.StorageModel``)."""
+        from tests.gcp.storage import StorageModel  # noqa: PLC0415
+
+        return self.standin.model(StorageModel)
+
     def api(self, name: str, **options: Any) -> GcpApi:
         """A client of API ``name``."""
         return GcpApi(name, self.credentials, endpoint=self.standin.url, **options)
@@ -539,7 +493,9 @@ class Session:
 @contextmanager
 def gcp_session(directory: Path, *, buckets: tuple[str, ...] = ()) -> Iterator[Session]:
     """``gcp_standin`` with ``buckets`` of the project already made."""
+    from tests.gcp.storage import StorageModel  # noqa: PLC0415
+
     with gcp_standin(directory) as (standin, key_file):
         for name in buckets:
-            standin.buckets[name] = _Bucket(name, PROJECT_NUMBER, {"name": name})
+            standin.model(StorageModel).add_bucket(name)
         yield Session(standin, key_file)
