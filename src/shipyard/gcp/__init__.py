@@ -31,17 +31,20 @@ from typing import Any, ClassVar, Protocol
 import httpx
 
 from shipyard.errors import ExitCode, HostUnreachable, ShipyardError
-from shipyard.waiting import Backoff, Clock
+from shipyard.waiting import Backoff, Clock, Interval, wait_until
 
 __all__ = [
     "ENDPOINT_ENV",
+    "OPERATION_POLL",
     "SCOPE",
     "Credentials",
     "GcpApi",
     "GcpError",
+    "OperationFailed",
     "QuotaExceeded",
     "RateLimited",
     "application_default_credentials",
+    "wait_operation",
 ]
 
 ENDPOINT_ENV = "SHIPYARD_GCP_ENDPOINT"
@@ -87,6 +90,13 @@ class RateLimited(GcpError):
 
 class QuotaExceeded(GcpError):
     """An allocation quota of the project (instances, repositories…) refuses what was asked."""
+
+
+class OperationFailed(GcpError):
+    """A long-running operation ended in an error, or did not end in its time."""
+
+
+OPERATION_POLL = Interval(0.5, 1.5, 10.0)
 
 
 @dataclass(frozen=True)
@@ -246,6 +256,52 @@ class GcpApi:
             elif status in _TRANSIENT and repeatable and retries.pause():
                 continue
             raise _failed(self.api, request, answer)
+
+
+def wait_operation(
+    api: GcpApi,
+    operation: Mapping[str, Any],
+    *,
+    timeout: float,
+    what: str,
+    interval: Interval = OPERATION_POLL,
+) -> dict[str, Any]:
+    """The response of a long-running operation (``google.longrunning.Operation``, as Cloud
+    Run and Artifact Registry answer a change), polled with ``operations.get`` until done: its
+    ``response`` (``{}`` when it has none); ``OperationFailed`` naming ``what`` with Google's
+    error when it ended in one, or when ``timeout`` seconds passed first (the change may still
+    complete: the caller finds what exists next time)."""
+    name = str(operation.get("name", ""))
+    current: dict[str, Any] = dict(operation)
+
+    def poll() -> dict[str, Any]:
+        nonlocal current
+        if not current.get("done"):
+            current = api.json("GET", f"{_VERSIONS[api.api]}/{name}", what=what) or {}
+        return current
+
+    done = wait_until(poll, timeout=timeout, interval=interval, clock=api.clock,
+                      done=lambda seen: bool(seen.get("done")))  # fmt: skip
+    if done is None:
+        raise OperationFailed(
+            api.api, f"operation {name}", 0,
+            f"{what} did not finish within {timeout:.0f}s",
+            hint="it may still finish: see the Cloud Console, then run the command again",
+        )  # fmt: skip
+    error = done.get("error")
+    if isinstance(error, dict):
+        message = str(error.get("message") or error)
+        return_code = int(error.get("code") or 0)
+        raise OperationFailed(
+            api.api, f"operation {name}", return_code, f"{what} failed: {message}",
+            hint="see Google's message; nothing after this step was done",
+        )  # fmt: skip
+    response = done.get("response")
+    return dict(response) if isinstance(response, dict) else {}
+
+
+# The version prefix of each API whose operations ``wait_operation`` polls.
+_VERSIONS = {"run": "v2", "artifactregistry": "v1"}
 
 
 def _failed(api: str, request: str, answer: Answer) -> GcpError:
