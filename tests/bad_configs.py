@@ -150,7 +150,7 @@ CATALOGUE: list[BadConfig] = [
     BadConfig(
         "bad-target",
         _replace("  development:\n    target: local", "  development:\n    target: ftp://x"),
-        "target must be 'local', ssh://user@host[:port], aws://<region> or do://<region>",
+        "target must be 'local', ssh://user@host[:port], aws://<region>, gcp://<project>/<region> or do://<region>",
         "18:5 environments.development.target",
     ),
     BadConfig(
@@ -436,6 +436,51 @@ CATALOGUE: list[BadConfig] = [
         _on_aws(target="ssh://deploy@example.com", extra="    provider: aws\n"),
         "provider aws needs target aws://<region>",
         "25:5 environments.production.provider",
+        environment="production",
+    ),
+    BadConfig(
+        "gcp-target-without-a-region",
+        _on_aws(settings="", target="gcp://events-prod"),
+        "target 'gcp://events-prod': gcp://<project>/<region>, like gcp://my-project/europe-west1",
+        "20:5 environments.production.target",
+        environment="production",
+    ),
+    BadConfig(
+        "gcp-label-not-lowercase",
+        _on_aws(
+            settings="providers:\n  gcp:\n    labels: {Team: events}\n",
+            target="gcp://events-prod/europe-west1",
+        ),
+        "label Team=events: lowercase letters, digits, '_' and '-'",
+        "18:5 providers.gcp.labels",
+        environment="production",
+    ),
+    BadConfig(
+        "gcp-cloud-sql-edition-unknown",
+        _on_aws(
+            settings="providers:\n  gcp:\n    cloud_sql:\n      edition: STANDARD\n",
+            target="gcp://events-prod/europe-west1",
+        ),
+        "String should match pattern",
+        "19:7 providers.gcp.cloud_sql.edition",
+        environment="production",
+    ),
+    BadConfig(
+        "gcp-without-cloud-sql-names-no-database",
+        _on_aws(settings="", target="gcp://events-prod/europe-west1"),
+        "on Google Cloud without providers.gcp.cloud_sql, the app's database is an existing one",
+        "10:1 database.url_env",
+        environment="production",
+    ),
+    BadConfig(
+        "gcp-target-with-further-nodes",
+        _on_aws(
+            settings="",
+            target="gcp://events-prod/europe-west1",
+            extra="    targets: [ssh://deploy@example.com]\n",
+        ),
+        "a gcp:// target has no further nodes",
+        "21:5 environments.production.targets",
         environment="production",
     ),
     BadConfig(

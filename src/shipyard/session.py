@@ -197,18 +197,20 @@ def check(config_path: Path, environment: str, *, allow_dirty: bool = False) -> 
 
 def connect(config: Config) -> Host:
     """The host an environment's target names (an ``SSHHost`` for ssh:// targets; the caller
-    closes it). An aws:// target has no host of its own: this machine, where the build runs."""
+    closes it). An aws:// or gcp:// target has no host of its own: this machine, where the build
+    runs."""
     target = config.environment.target
     if target == "local":
         return LocalHost(config.masker)
     if target.startswith("ssh://"):
         return SSHHost(target, ssh_settings(config), config.masker)
-    if target.startswith("aws://"):  # no host of its own: the build runs here
+    if target.startswith(("aws://", "gcp://")):  # no host of its own: the build runs here
         return LocalHost(config.masker)
     if target.startswith("do://"):
         return SSHHost(_droplet(config), ssh_settings(config), config.masker)
     raise HostUnreachable(
-        f"target {target}: unknown kind of target", hint="use local, ssh://, aws:// or do://"
+        f"target {target}: unknown kind of target",
+        hint="use local, ssh://, aws://, gcp:// or do://",
     )
 
 

@@ -186,14 +186,13 @@ class RunModel:
         ends if every revision it names is ready."""
         created = self._revision_from(service, body["template"])
         traffic = self._wanted_traffic(service, body.get("traffic") or [])
-        polls = self.polls
 
-        def result() -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        def result() -> tuple[dict[str, Any] | None, dict[str, Any] | None] | None:
+            if created is not None and self._outcome(created).state == "pending":
+                return None  # not ready yet (or never): the operation keeps running
             return self._settle(service, created, traffic)
 
-        if created is not None and self.revisions[created]["_outcome"].state == "pending":
-            polls = 10**9  # a revision that never becomes ready: the operation never ends
-        operation = self.standin.operation("run", location, result, polls=polls,
+        operation = self.standin.operation("run", location, result, polls=self.polls,
                                            metadata=_any("Service", self._service_view(service)))  # fmt: skip
         return Reply(200, operation)
 
@@ -222,7 +221,6 @@ class RunModel:
             "volumes": copy.deepcopy(template.get("volumes") or []),
             "_template": copy.deepcopy(template), "_ready": False,
         }  # fmt: skip
-        revision["_outcome"] = self.revision_outcome(revision)
         self.revisions[full] = revision
         service.latest_created = full
         return full
@@ -263,7 +261,7 @@ class RunModel:
         self, service: _Service, created: str | None, traffic: list[dict[str, Any]]
     ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         if created is not None:
-            outcome = self.revisions[created]["_outcome"]
+            outcome = self._outcome(created)
             self.revisions[created]["_ready"] = outcome.state == "ready"
             self.revisions[created]["_failure"] = outcome.message or _NOT_LISTENING
             if outcome.state == "ready":
@@ -282,6 +280,16 @@ class RunModel:
         service.traffic = traffic
         service.terminal = {"type": "Ready", "state": "CONDITION_SUCCEEDED"}
         return _any("Service", self._service_view(service)), None
+
+    def _outcome(self, revision: str) -> Outcome:
+        """What ``revision`` does, as ``revision_outcome`` says now (asked until it is settled:
+        a data plane may say "pending" while its container starts)."""
+        found = self.revisions[revision]
+        settled = found.get("_outcome")
+        if settled is None or settled.state == "pending":
+            settled = self.revision_outcome(found)
+            found["_outcome"] = settled
+        return settled
 
     def _service_view(self, service: _Service) -> dict[str, Any]:
         short = service.name.rsplit("/", 1)[-1]
@@ -328,7 +336,7 @@ class RunModel:
     # --- revisions ---
     def _revision_view(self, revision: dict[str, Any]) -> dict[str, Any]:
         ready = revision["_ready"]
-        outcome: Outcome = revision["_outcome"]
+        outcome: Outcome = revision.get("_outcome") or Outcome("pending")
         if ready:
             condition = {"type": "Ready", "state": "CONDITION_SUCCEEDED"}
         elif outcome.state == "failed" and "_failure" in revision:

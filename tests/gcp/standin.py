@@ -167,14 +167,18 @@ class _Fault:
     perform: bool = False  # take effect before answering (a lost answer)
 
 
+Outcome = tuple[dict[str, Any] | None, dict[str, Any] | None]
+
+
 @dataclass
 class Operation:
     """A long-running operation: done after ``polls`` more reads, then with ``result()``'s
-    response, or ``error`` when it returns one (a ``google.rpc.Status``)."""
+    response, or ``error`` when it returns one (a ``google.rpc.Status``); ``result()`` returns
+    ``None`` while the work is not finished (the operation stays running)."""
 
     name: str
     metadata: dict[str, Any]
-    result: Callable[[], tuple[dict[str, Any] | None, dict[str, Any] | None]]
+    result: Callable[[], Outcome | None]
     polls: int = 0
     done: bool = False
     response: dict[str, Any] | None = None
@@ -182,8 +186,10 @@ class Operation:
 
     def view(self) -> dict[str, Any]:
         if not self.done and self.polls <= 0:
-            self.response, self.error = self.result()
-            self.done = True
+            ended = self.result()
+            if ended is not None:
+                self.response, self.error = ended
+                self.done = True
         self.polls -= 1
         shown: dict[str, Any] = {"name": self.name, "metadata": self.metadata, "done": self.done}
         if self.done and self.error is not None:
@@ -203,6 +209,7 @@ class GcpStandIn:
         self.requests: list[Request] = []
         self.invalid: list[str] = []
         self.tokens: set[str] = set()
+        self.fixed_token: str | None = None  # every grant issues this one (a registry's password)
         self.operations: dict[str, Operation] = {}
         self.lock = threading.RLock()
         self._models: list[Any] = []
@@ -259,7 +266,7 @@ class GcpStandIn:
         self,
         api: str,
         location: str,
-        result: Callable[[], tuple[dict[str, Any] | None, dict[str, Any] | None]],
+        result: Callable[[], Outcome | None],
         *,
         metadata: dict[str, Any] | None = None,
         polls: int = 0,
@@ -365,7 +372,7 @@ class GcpStandIn:
             return Reply(
                 400, {"error": "invalid_grant", "error_description": f"bad claims {claims}"}
             )
-        token = f"ya29.standin-{next(self._token_ids)}"
+        token = self.fixed_token or f"ya29.standin-{next(self._token_ids)}"
         self.tokens.add(token)
         return Reply(200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"})
 
@@ -499,3 +506,20 @@ def gcp_session(directory: Path, *, buckets: tuple[str, ...] = ()) -> Iterator[S
         for name in buckets:
             standin.model(StorageModel).add_bucket(name)
         yield Session(standin, key_file)
+
+
+def with_every_api(standin: GcpStandIn) -> GcpStandIn:
+    """``standin`` serving, beside Cloud Storage, every API the Google Cloud provider calls:
+    Cloud Run, Artifact Registry, Cloud SQL Admin, Secret Manager and Cloud Logging."""
+    from tests.gcp.logging import LoggingModel  # noqa: PLC0415 — the models build on this module
+    from tests.gcp.registry import RegistryModel  # noqa: PLC0415
+    from tests.gcp.run import RunModel  # noqa: PLC0415
+    from tests.gcp.secrets import SecretsModel  # noqa: PLC0415
+    from tests.gcp.sql import SqlModel  # noqa: PLC0415
+
+    standin.add(RunModel(standin))
+    standin.add(RegistryModel(standin))
+    standin.add(SqlModel(standin))
+    standin.add(SecretsModel(standin))
+    standin.add(LoggingModel(standin))
+    return standin

@@ -148,7 +148,11 @@ def test_untag_refuses_the_live_revision_and_drops_a_candidate(world: World) -> 
         service.untag("blue")
     assert service.untag("green") == f"{NAMES.revision('r2')} untagged"
     assert world.run.tags(NAMES.service).keys() == {"blue"}
-    service.delete_revision(NAMES.revision("r2"))
+    # The revision the service's template names stays: a traffic change sends it again.
+    assert not service.delete_revision(NAMES.revision("r2"))
+    service.start("green", _revision("r3"))
+    service.untag("green")
+    assert service.delete_revision(NAMES.revision("r2"))
     assert service.revision(NAMES.revision("r2")) is None
     assert service.delete() and service.get() is None and not service.delete()
 

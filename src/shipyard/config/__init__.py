@@ -10,16 +10,19 @@ from typing import Any
 
 from shipyard.config._loader import Config, Environment, load_config
 from shipyard.config._models import (
+    GCP_TARGET,
     AlertmanagerSection,
     AlertsSection,
     AppSection,
     AwsSection,
+    CloudSqlSection,
     CommandCheck,
     ConfigFile,
     DatabaseSection,
     DeploySection,
     DigitalOceanSection,
     DockerfileBuild,
+    GcpSection,
     GitHubSection,
     GoBuild,
     GrafanaSection,
@@ -47,10 +50,12 @@ from shipyard.config._models import (
 from shipyard.config._reference import reference_markdown
 
 __all__ = [
+    "GCP_TARGET",
     "AlertmanagerSection",
     "AlertsSection",
     "AppSection",
     "AwsSection",
+    "CloudSqlSection",
     "CommandCheck",
     "Config",
     "ConfigFile",
@@ -59,6 +64,7 @@ __all__ = [
     "DigitalOceanSection",
     "DockerfileBuild",
     "Environment",
+    "GcpSection",
     "GitHubSection",
     "GoBuild",
     "GrafanaSection",

@@ -35,6 +35,7 @@ from shipyard.config._models import (
     DigitalOceanSection,
     DockerfileBuild,
     EnvironmentSection,
+    GcpSection,
     GoBuild,
     HealthSection,
     HooksSection,
@@ -543,6 +544,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             env_file,
             interpolated,
             on_aws=_rds_on_aws(env_raw, merged),
+            cloud=_cloud_database(env_raw),
         )
     )
     if "notifications" in sections:
@@ -551,7 +553,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
         )
     issues.extend(_transport_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_provider_issues(env_raw, sections, env_locator, environment, interpolated))
-    if not str(env_raw.get("target", "")).startswith("aws://"):  # not run there
+    if not str(env_raw.get("target", "")).startswith(("aws://", "gcp://")):  # not run there
         issues.extend(_monitoring_issues(sections, env_locator, file_values, interpolated))
     issues.extend(_image_extension_issues(sections.get("database"), env_locator))
     if "proxy" in sections:
@@ -698,19 +700,23 @@ def _image_extension_issues(database: DatabaseSection | None, locator: _Locator)
 def _unused_on_aws(
     env_raw: Mapping[str, Any], sections: dict[str, Any], locator: _Locator
 ) -> list[Issue]:
-    """Settings of a host that an aws:// environment does not use: said, not refused, so one
-    file serves every target."""
+    """Settings of a host that an aws:// or gcp:// environment does not use: said, not refused,
+    so one file serves every target."""
     target = env_raw.get("target")
     monitoring = sections.get("monitoring")
-    if not isinstance(target, str) or not target.startswith("aws://"):
+    if not isinstance(target, str) or not target.startswith(("aws://", "gcp://")):
         return []
     if monitoring is None or not monitoring.enabled:
         return []
+    where = (
+        "on AWS the load balancer's and ECS's metrics are in CloudWatch"
+        if target.startswith("aws://")
+        else "on Google Cloud, Cloud Run's metrics are in Cloud Monitoring"
+    )
     return [
         locator.issue(
             ("monitoring", "enabled"),
-            f"not used on {target}: the Prometheus stack runs beside the app on a host; on AWS "
-            "the load balancer's and ECS's metrics are in CloudWatch",
+            f"not used on {target}: the Prometheus stack runs beside the app on a host; {where}",
         )
     ]
 
@@ -820,20 +826,23 @@ def _required_env_issues(
     interpolated: Interpolations,
     *,
     on_aws: bool | None = None,
+    cloud: tuple[str, str, str] = ("aws", "rds", "AWS"),
 ) -> list[Issue]:
     """The database password and ``app.required_env`` must be in the env file. ``sections``
     may lack an invalid section: what can be checked without it still is. ``on_aws``: the
     target is aws://, with (True) or without (False) an RDS instance of shipyard's, whose
-    password RDS keeps; without one, the env file names the database."""
+    password RDS keeps; without one (or on gcp:// without a Cloud SQL instance of shipyard's:
+    False, ``cloud`` naming the setting), the env file names the database."""
     database: DatabaseSection | None = sections.get("database")
     issues: list[Issue] = []
     derived: set[str] = set()  # set by shipyard itself
     if database is not None and on_aws is False and database.url_env not in file_values:
+        name, setting, where = cloud
         issues.append(
             locator.issue(
                 ("database", "url_env"),
-                f"{database.url_env} must be set in {env_file or 'the env file'}: on AWS "
-                "without providers.aws.rds, the app's database is an existing one",
+                f"{database.url_env} must be set in {env_file or 'the env file'}: on {where} "
+                f"without providers.{name}.{setting}, the app's database is an existing one",
             )
         )
     elif database is not None:
@@ -995,19 +1004,53 @@ def _transport_issues(
     return issues
 
 
+# A cloud's own database setting, by target: with it, shipyard makes the database and the app's
+# URL; without it, the env file names an existing database.
+_MANAGED_DATABASES = {
+    "aws://": ("aws", "rds", "AWS"),
+    "gcp://": ("gcp", "cloud_sql", "Google Cloud"),
+}
+
+
 def _rds_on_aws(env_raw: Mapping[str, Any], merged: Mapping[str, Any]) -> bool | None:
-    """For an aws:// target: whether ``providers.aws.rds`` is set (None for other targets)."""
+    """For an aws:// target, whether ``providers.aws.rds`` is set (RDS keeps the password);
+    for a gcp:// one, False without ``providers.gcp.cloud_sql`` (the env file names the
+    database); None otherwise (a Cloud SQL instance's password is the env file's, as a host's)."""
     target = env_raw.get("target")
-    if not isinstance(target, str) or not target.startswith("aws://"):
+    cloud = _cloud_database(env_raw)
+    if not isinstance(target, str) or not target.startswith(("aws://", "gcp://")):
         return None
+    name, setting, _ = cloud
     providers = merged.get("providers")
-    aws = providers.get("aws") if isinstance(providers, dict) else None
-    return isinstance(aws, dict) and aws.get("rds") is not None
+    section = providers.get(name) if isinstance(providers, dict) else None
+    managed = isinstance(section, dict) and section.get(setting) is not None
+    if name == "gcp":
+        return None if managed else False
+    return managed
+
+
+def _cloud_database(env_raw: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(provider, its database setting, the cloud's name) for the target's cloud."""
+    target = str(env_raw.get("target", ""))
+    if target.startswith("gcp://"):
+        return "gcp", "cloud_sql", "Google Cloud"
+    return "aws", "rds", "AWS"
 
 
 # The providers a kind of target implies, with their settings: a cloud's target names a region,
 # and its settings (`providers.<name>`) all have defaults.
-_CLOUDS = {"aws://": ("aws", "<region>"), "do://": ("digitalocean", "<region>")}
+_CLOUDS = {
+    "aws://": ("aws", "<region>"),
+    "gcp://": ("gcp", "<project>/<region>"),
+    "do://": ("digitalocean", "<region>"),
+}
+
+
+# Clouds whose environments have no further nodes (`targets`), and why.
+_NO_NODES = {
+    "aws": "an aws:// target has no further nodes: ECS runs `providers.aws.desired_count` tasks",
+    "gcp": "a gcp:// target has no further nodes: Cloud Run scales the service itself",
+}
 
 
 def _provider_of(target: str) -> str:
@@ -1044,16 +1087,15 @@ def _provider_issues(
             )
         )
     if implied == "digitalocean":
-        return issues + _digitalocean_issues(sections, locator, interpolated)
+        return issues + _section_issues(
+            DigitalOceanSection, "digitalocean", sections, locator, interpolated
+        )
+    if implied in _NO_NODES and env_raw.get("targets"):
+        issues.append(locator.issue((*here, "targets"), _NO_NODES[implied]))
+    if implied == "gcp":
+        return issues + _section_issues(GcpSection, "gcp", sections, locator, interpolated)
     if implied != "aws":
         return issues
-    if env_raw.get("targets"):
-        issues.append(
-            locator.issue(
-                (*here, "targets"),
-                "an aws:// target has no further nodes: ECS runs `providers.aws.desired_count` tasks",
-            )
-        )
     # Every setting has a default: an environment may name no more than its target.
     settings = sections.get("providers", {}).get("aws") or {}
     where: Path_ = ("providers", "aws")
@@ -1083,15 +1125,19 @@ def _provider_issues(
     return issues
 
 
-def _digitalocean_issues(
-    sections: dict[str, Any], locator: _Locator, interpolated: Interpolations
+def _section_issues(
+    model: type[BaseModel],
+    name: str,
+    sections: dict[str, Any],
+    locator: _Locator,
+    interpolated: Interpolations,
 ) -> list[Issue]:
-    """``providers.digitalocean`` must be valid settings (every one has a default)."""
-    settings = sections.get("providers", {}).get("digitalocean") or {}
+    """``providers.<name>`` must be valid settings of ``model`` (every one has a default)."""
+    settings = sections.get("providers", {}).get(name) or {}
     try:
-        DigitalOceanSection.model_validate(settings)
+        model.model_validate(settings)
     except ValidationError as exc:
-        where: Path_ = ("providers", "digitalocean")
+        where: Path_ = ("providers", name)
         return _pydantic_issues(exc, locator, where, interpolated=interpolated)
     return []
 

@@ -1153,11 +1153,101 @@ class DigitalOceanSection(_Model):
         return tags
 
 
+# gcp://<project>/<region>: a project ID (6 to 30 lowercase letters, digits and hyphens, starting
+# with a letter) and a region (europe-west1, us-central1, northamerica-northeast2…).
+GCP_TARGET = re.compile(r"gcp://([a-z][a-z0-9-]{4,28}[a-z0-9])/([a-z]+-[a-z]+\d{1,2})")
+GCP_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+
+
+class CloudSqlSection(_Model):
+    """The Cloud SQL for PostgreSQL instance of a Google Cloud environment (`providers.gcp.cloud_sql`): one shipyard creates, or an existing one named by `instance`."""
+
+    instance: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{0,96}[a-z0-9]$",
+        description="An existing instance in the project to use (default: shipyard creates shipyard-<app>-<environment>).",
+    )
+    version: str = Field(
+        "POSTGRES_17", pattern=r"^POSTGRES_\d{2}$", description="PostgreSQL's major version."
+    )
+    tier: str = Field("db-custom-1-3840", description="The machine tier (vCPUs and memory).")
+    edition: str = Field(
+        "ENTERPRISE",
+        pattern=r"^(ENTERPRISE|ENTERPRISE_PLUS)$",
+        description="Cloud SQL's edition (ENTERPRISE_PLUS takes only its own tiers).",
+    )
+    disk_gb: int = Field(10, ge=10, le=65536, description="Storage (SSD), GiB.")
+    private_network: str | None = Field(
+        None,
+        description="A VPC network (projects/<p>/global/networks/<n>) for a private IP; default: a public IP with no authorized network, reached only through the Cloud SQL connector.",
+    )
+    deletion_protection: bool = Field(
+        True, description="Cloud SQL refuses to delete the instance until this is turned off."
+    )
+
+
+class GcpSection(_Model):
+    """Where and how an environment with a gcp://<project>/<region> target runs (`providers.gcp`): Cloud Run, Cloud SQL, Artifact Registry, Secret Manager, Cloud Logging. Credentials are the Application Default Credentials (`gcloud auth application-default login`, GOOGLE_APPLICATION_CREDENTIALS, a workload identity), never in shipyard.yml."""
+
+    state_bucket: str | None = Field(
+        None,
+        description="An existing Cloud Storage bucket holding the environment's state and lock (default: shipyard-state-<project>, which the first deploy creates with uniform access, public access prevented and versioning).",
+    )
+    cloud_sql: CloudSqlSection | None = Field(
+        None,
+        description="The app's database on Cloud SQL (`{}`: an instance shipyard creates); without it the env file's DATABASE_URL names an existing database.",
+    )
+    service_account: str | None = Field(
+        None,
+        description="The service account the app's revisions and jobs run as (default: the project's Compute Engine default service account).",
+    )
+    min_instances: int = Field(
+        0, ge=0, le=1000, description="Instances kept running (0: scale to zero when idle)."
+    )
+    max_instances: int = Field(10, ge=1, le=1000, description="Instances at most.")
+    cpu: str = Field("1", pattern=r"^\d+(\.\d+)?$|^\d+m$", description="CPUs per instance.")
+    memory: str = Field("512Mi", pattern=r"^\d+(Mi|Gi)$", description="Memory per instance.")
+    public: bool = Field(
+        True,
+        description="Anyone may call the service (a public web app); off, callers need roles/run.invoker.",
+    )
+    registry: str | None = Field(
+        None,
+        description="Push images to this registry (host[:port]) instead of the environment's Artifact Registry repository, which is still created: for a stand-in of Google Cloud whose registry address does not resolve.",
+    )
+    url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Where the app answers, for verification (default: the Cloud Run service's URL).",
+    )
+    labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Labels on every resource shipyard creates, beside shipyard-app and shipyard-env.",
+    )
+
+    @field_validator("state_bucket", "service_account", "registry", "url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """``${VAR:-}`` with VAR unset leaves these out, as not writing them would."""
+        return None if value == "" else value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key, value in labels.items():
+            if not GCP_LABEL.fullmatch(key) or not re.fullmatch(r"[a-z0-9_-]{0,63}", value):
+                raise ValueError(
+                    f"label {key}={value}: lowercase letters, digits, '_' and '-' (a key starts "
+                    "with a letter), up to 63 characters each"
+                )
+        return labels
+
+
 class EnvironmentSection(_Model):
     """One environment: its target and env file, plus overrides of any top-level section."""
 
     target: str = Field(
-        description="`local` (the Docker engine here), ssh://user@host[:port], aws://<region> (ECS on Fargate; settings in `providers.aws`), or do://<region> (a DigitalOcean Droplet; settings in `providers.digitalocean`)."
+        description="`local` (the Docker engine here), ssh://user@host[:port], aws://<region> (ECS on Fargate; settings in `providers.aws`), gcp://<project>/<region> (Cloud Run; settings in `providers.gcp`), or do://<region> (a DigitalOcean Droplet; settings in `providers.digitalocean`)."
     )
     targets: list[str] = Field(
         default_factory=list,
@@ -1168,7 +1258,7 @@ class EnvironmentSection(_Model):
     )
     provider: str | None = Field(
         None,
-        description="Provider that runs this environment (default: `aws` for an aws:// target, `digitalocean` for a do:// one, else `docker`).",
+        description="Provider that runs this environment (default: `aws` for an aws:// target, `gcp` for a gcp:// one, `digitalocean` for a do:// one, else `docker`).",
     )
     app: dict[str, Any] | None = Field(None, description="Overrides of `app` for this environment.")
     build: dict[str, Any] | None = Field(None, description="Overrides of `build`.")
@@ -1198,9 +1288,15 @@ class EnvironmentSection(_Model):
             if DO_REGION.fullmatch(target.removeprefix("do://")):
                 return target
             raise ValueError(f"target {target!r}: do://<region>, like do://ams3")
+        if target.startswith("gcp://"):
+            if GCP_TARGET.fullmatch(target):
+                return target
+            raise ValueError(
+                f"target {target!r}: gcp://<project>/<region>, like gcp://my-project/europe-west1"
+            )
         raise ValueError(
-            "target must be 'local', ssh://user@host[:port], aws://<region> or do://<region>, "
-            f"got {target!r}"
+            "target must be 'local', ssh://user@host[:port], aws://<region>, "
+            f"gcp://<project>/<region> or do://<region>, got {target!r}"
         )
 
     @field_validator("targets")

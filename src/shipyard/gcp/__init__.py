@@ -22,10 +22,12 @@ on Google Cloud import this part (and google-auth).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import httpx
@@ -43,6 +45,7 @@ __all__ = [
     "OperationFailed",
     "QuotaExceeded",
     "RateLimited",
+    "adc_source",
     "application_default_credentials",
     "wait_operation",
 ]
@@ -170,13 +173,18 @@ class GcpApi:
     ) -> None:
         self.api = api
         self.credentials = credentials
-        endpoint = endpoint if endpoint is not None else os.environ.get(ENDPOINT_ENV, "")
+        endpoint = endpoint if endpoint is not None else self.endpoint()
         self.url = (
             f"{endpoint.rstrip('/')}/{api}/" if endpoint else f"https://{api}.googleapis.com/"
         )
         self.budget = budget
         self.clock = clock or Clock()
         self._client = httpx.Client(base_url=self.url, timeout=60.0, transport=transport)
+
+    @staticmethod
+    def endpoint() -> str:
+        """``SHIPYARD_GCP_ENDPOINT`` (every API under one base URL), or ``""``: Google's."""
+        return os.environ.get(ENDPOINT_ENV, "")
 
     def close(self) -> None:
         self._client.close()
@@ -460,3 +468,21 @@ def application_default_credentials() -> Credentials:
             "holds credentials",
         ) from exc  # fmt: skip
     return _AdcCredentials(credentials)
+
+
+def adc_source(environ: Mapping[str, str] | None = None) -> str | None:
+    """Where the Application Default Credentials come from, read offline (their kind and file,
+    never their values): ``GOOGLE_APPLICATION_CREDENTIALS``, else gcloud's
+    ``application_default_credentials.json``; ``None`` when neither exists (on Google Cloud,
+    the metadata server may still give some, which only a request can tell)."""
+    env = os.environ if environ is None else environ
+    named = env.get("GOOGLE_APPLICATION_CREDENTIALS", "")
+    config_dir = env.get("CLOUDSDK_CONFIG") or str(Path.home() / ".config" / "gcloud")
+    path = Path(named) if named else Path(config_dir) / "application_default_credentials.json"
+    try:
+        kind = str(json.loads(path.read_text()).get("type", "unknown"))
+    except (OSError, ValueError, AttributeError):
+        if named:
+            return f"GOOGLE_APPLICATION_CREDENTIALS names {path}, which cannot be read"
+        return None
+    return f"{kind.replace('_', ' ')} credentials from {path}"

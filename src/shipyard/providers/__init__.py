@@ -129,6 +129,14 @@ def _aws(host: Host) -> Provider:
     return AwsProvider(host)
 
 
+def _gcp(host: Host) -> Provider:
+    """The Google Cloud provider, imported only for its environments (it imports google-auth,
+    the extra ``gcp``, when it first needs credentials)."""
+    from shipyard.providers.gcp import GcpProvider  # noqa: PLC0415
+
+    return GcpProvider(host)
+
+
 def _digitalocean(host: Host) -> Provider:
     """The DigitalOcean provider (the Docker provider on a Droplet), imported on first use."""
     from shipyard.providers.digitalocean import DigitalOceanProvider  # noqa: PLC0415
@@ -139,17 +147,24 @@ def _digitalocean(host: Host) -> Provider:
 PROVIDERS: dict[str, Callable[[Host], Provider]] = {
     "docker": DockerProvider,
     "aws": _aws,
+    "gcp": _gcp,
     "digitalocean": _digitalocean,
 }
 
 
 def state_store(config: Config, host: Host, root: PurePosixPath) -> StateStore:
     """Where the environment's state and lock are kept: in S3 for AWS (``providers.aws.
-    state_bucket``, else the account's default bucket); else under ``root`` on its host."""
+    state_bucket``, else the account's default bucket), in Cloud Storage for Google Cloud
+    (``providers.gcp.state_bucket``, else the project's default bucket); else under ``root`` on
+    its host."""
     if config.environment.provider == "aws":
         from shipyard.providers.aws import state_store as in_s3  # noqa: PLC0415 — boto3
 
         return in_s3(config)
+    if config.environment.provider == "gcp":
+        from shipyard.providers.gcp import state_store as in_gcs  # noqa: PLC0415
+
+        return in_gcs(config)
     return StateStore.on_host(host, root)
 
 

@@ -188,9 +188,13 @@ class CloudRunService:
     def start(self, slot: str, revision: Revision) -> Target:
         """Deploy ``revision`` under tag ``slot`` with no traffic (all of it when the service is
         new), and wait until it is ready; its target, with the tagged URL. ``DeployFailed`` with
-        Cloud Run's reason when it cannot become ready; the traffic is then unchanged."""
+        Cloud Run's reason when it cannot become ready; the traffic is then unchanged. A revision
+        that exists already (a release kept for a rollback) is tagged as it is: its template is
+        never sent again."""
         service = self.get()
         template = revision.template()
+        if service is not None and self.revision(revision.name) is not None:
+            template = service["template"]  # unchanged: no revision is made
         if service is None:
             targets = [Target(revision.name, 100, slot)]
             self._change("POST", f"v2/{self.names.parent}/services", template, targets,
@@ -239,14 +243,21 @@ class CloudRunService:
                      etag=service.get("etag"), what=f"untag {tagged.revision}")  # fmt: skip
         return f"{tagged.revision} untagged"
 
-    def delete_revision(self, name: str) -> None:
-        """Delete a revision that takes no traffic and carries no tag (a pruned release)."""
+    def delete_revision(self, name: str) -> bool:
+        """Delete a revision that takes no traffic and carries no tag (a pruned release);
+        whether it was. The revision the service's template names is kept: every change that
+        moves only traffic sends that template again, and Cloud Run would make it anew."""
+        service = self.get()
+        if service is not None and (service.get("template") or {}).get("revision") == name:
+            return False
         operation = self.api.json(
             "DELETE", f"{self.path}/revisions/{name}", allow=(_NOT_FOUND,), what=name
         )
-        if operation is not None:
-            wait_operation(self.api, operation, timeout=self.timeout, what=f"deleting {name}",
-                           interval=self.interval)  # fmt: skip
+        if operation is None:
+            return False
+        wait_operation(self.api, operation, timeout=self.timeout, what=f"deleting {name}",
+                       interval=self.interval)  # fmt: skip
+        return True
 
     def delete(self) -> bool:
         """Delete the service and its revisions; whether it existed."""

@@ -1,0 +1,531 @@
+"""``GcpSteps``: what the deploy pipeline asks of an environment on Cloud Run, made of this
+package's parts (``deploy._steps`` names the capabilities).
+
+A release is an image pushed to the environment's Artifact Registry repository (and, with
+migrations, an image of golang-migrate holding its migration files) and a Cloud Run revision of
+it. Before traffic moves: the repository, the env file's values in Secret Manager (each release's
+revision pins the versions it was deployed with), the Cloud SQL instance with its database and
+user (``ensure``), the extensions (a job of ``database.image``'s psql, which also verifies them),
+an on-demand Cloud SQL backup when migrations are pending, golang-migrate and the release
+commands as job executions whose exit code decides. The revision then starts in the idle slot
+(a traffic tag) with no traffic; its readiness, then the health checks through its tagged URL,
+are the gate; the switch moves every request; ``/version`` through the service's URL (or
+``providers.gcp.url``) must name the release's commit. The revision that served before keeps its
+tag at 0% for a rollback, which moves the traffic back without rebuilding.
+
+The app reaches Cloud SQL through the Cloud SQL connector's socket (``/cloudsql/<connection
+name>``); its DATABASE_URL, which holds the password, is a secret like the env file's values.
+The schema version a deploy starts from is the one the state recorded with the live release:
+golang-migrate itself applies only what the database lacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import httpx
+
+from shipyard.build import MIGRATIONS_DIR, Image, build_migrations_image
+from shipyard.config import Config, HttpCheck
+from shipyard.database import (
+    MigrationPlan,
+    MigrationState,
+    Snapshot,
+    create_extensions_sql,
+    plan_migrations,
+    verify_extensions_sql,
+)
+from shipyard.deploy import OperationContext
+from shipyard.docker import Docker
+from shipyard.errors import DeployFailed, ShipyardError
+from shipyard.health import Target, build_checks, wait_healthy
+from shipyard.hosts import Host
+from shipyard.providers.gcp._environment import GcpEnvironment, NotOnGcp
+from shipyard.providers.gcp._registry import ArtifactRegistry
+from shipyard.providers.gcp._run import Container, Revision
+from shipyard.state import Maintenance, Release
+from shipyard.waiting import Interval, wait_until
+
+SLOTS = ("blue", "green")
+_VERIFY = Interval(0.5, 1.5, 5.0)
+_LOG_LINES = 30
+
+
+class GcpSteps:
+    """The pipeline's steps for one operation on a Google Cloud environment."""
+
+    def __init__(self, ctx: OperationContext, local: Host, env: GcpEnvironment) -> None:
+        self.ctx = ctx
+        self.config: Config = ctx.config
+        self.local = local
+        self.env = env
+        self.names = env.names
+        self.settings = env.settings
+        self._migrations_ref: str | None = None
+        self._tools_ref: str | None = None
+        self._secrets: dict[str, str] | None = None  # key → the version this operation pinned
+        self._started: dict[str, tuple[str, bool]] = {}  # slot → (revision, made by this operation)
+
+    # -- parts -------------------------------------------------------------------------------
+    @functools.cached_property
+    def registry(self) -> ArtifactRegistry:
+        return self.env.registry()
+
+    # -- Delivery ------------------------------------------------------------------------------
+    def preflight(self) -> str:
+        from shipyard.providers.gcp._provider import GcpProvider  # noqa: PLC0415 — one module up
+
+        return GcpProvider(self.local).preflight(self.config)
+
+    def deliver(self, image: Image) -> str:
+        """The app's image, and with migrations the image holding them, in Artifact Registry."""
+        done = [self.registry.deliver(image)]
+        migrations = build_migrations_image(self.config, self.local, image)
+        if migrations is not None:
+            built = Image(migrations, "", image.version)
+            done.append(self.registry.deliver(built))
+            self._migrations_ref = self.registry.reference(built)
+        return "; ".join(done)
+
+    # -- Infrastructure --------------------------------------------------------------------------
+    def ensure_infrastructure(self) -> str:
+        """The repository, the Cloud SQL instance (its database and user), the env file's
+        values and the database's URL in Secret Manager, then the extensions."""
+        done = [str(a) for a in self.registry.plan()]
+        self.registry.repository()
+        database = self.env.database()
+        if database is not None:
+            done += [str(a) for a in database.ensure(password=self._database_password())]
+        secrets = self.env.secrets()
+        self._secrets = secrets.ensure(self._secret_values())
+        if self.settings.service_account:
+            secrets.grant(f"serviceAccount:{self.settings.service_account}")
+        done.append(f"{len(self._secrets)} secret(s) in Secret Manager")
+        if database is not None:
+            done.append(self._extensions())
+        return "; ".join(done)
+
+    def _database_password(self) -> str:
+        section = self.config.database
+        assert section is not None  # noqa: S101 — a Cloud SQL instance comes with a database
+        password = self.config.secrets.get(section.password_env) or ""
+        if not password:
+            raise ShipyardError(
+                f"{section.password_env} is not set in the env file: the Cloud SQL user's password"
+            )
+        return password
+
+    def _secret_values(self) -> dict[str, str]:
+        """What the app reads from Secret Manager: the env file's values, and with a Cloud SQL
+        instance of shipyard's the database's URL through the connector's socket."""
+        values = {k: v for k, v in self.config.secrets.items().items() if v}  # none can be empty
+        database, section = self.env.database(), self.config.database
+        if database is not None and section is not None:
+            password = quote(self._database_password(), safe="")
+            values[section.url_env] = (
+                f"postgres://{section.user}:{password}@/{section.name}"
+                f"?host=/cloudsql/{database.connection_name}&sslmode=disable"
+            )
+        return values
+
+    def _pinned(self) -> dict[str, str]:
+        """The secret versions this operation's revisions and jobs read (``ensure`` pinned them;
+        a rollback or repair that did not run it reads the latest)."""
+        if self._secrets is None:
+            self._secrets = self.env.secrets().ensure(self._secret_values())
+        return self._secrets
+
+    def _extensions(self) -> str:
+        """Create the extensions and verify them, from a job of the database image's psql."""
+        section = self.config.database
+        if section is None or not section.extensions:
+            return "no extensions"
+        sql = [create_extensions_sql(section.extensions), verify_extensions_sql(section.extensions)]
+        command = ["sh", "-c", f'exec psql "${section.url_env}" -v ON_ERROR_STOP=1 -c "$1" -c "$2"',
+                   "psql", *sql]  # fmt: skip
+        image = self._tools_image()
+        timeout = section.migrations.timeout if section.migrations else 600
+        ended = self._run_job("tools", image, command, timeout)
+        if not ended:
+            raise DeployFailed(
+                "infrastructure",
+                f"creating extensions {', '.join(section.extensions)} failed: {ended.detail}",
+                hint="Cloud SQL for PostgreSQL offers postgis, vector and pg_trgm; nothing serves "
+                "differently",
+            )
+        return f"extensions {', '.join(section.extensions)} created and verified"
+
+    def _tools_image(self) -> str:
+        """``database.image`` (psql) in the repository: Cloud Run runs only images it can pull."""
+        section = self.config.database
+        assert section is not None  # noqa: S101
+        if self._tools_ref is None:
+            docker = Docker(self.local)
+            found = docker.image(section.image)
+            if found is None:
+                docker.pull(section.image)
+                found = docker.image(section.image)
+            image_id = found.id if found is not None else section.image
+            local = (
+                f"{section.image.rsplit(':', 1)[0]}:tools-{image_id.removeprefix('sha256:')[:12]}"
+            )
+            docker.tag(section.image, local)
+            try:
+                self.registry.deliver(local)
+            finally:
+                docker.untag(local)
+            self._tools_ref = self.registry.reference(local)
+        return self._tools_ref
+
+    def url(self) -> str:
+        if self.settings.url is not None:
+            return self.settings.url.rstrip("/")
+        found = self.env.service().url()
+        return found.rstrip("/") if found else "(no Cloud Run service yet)"
+
+    def leftovers(self) -> list[str]:
+        left = []
+        if self.env.service().get() is not None:
+            left.append(f"Cloud Run service {self.names.service}")
+        left += [f"{a.service} {a.resource}" for a in self.registry.removal()]
+        return left
+
+    # -- jobs ------------------------------------------------------------------------------------
+    def _container(
+        self,
+        image: str,
+        *,
+        command: list[str] | None = None,
+        port: int | None = None,
+        health_path: str | None = None,
+    ) -> Container:
+        """A container of the app's environment: its plain variables and its secrets."""
+        database = self.env.database()
+        empty = {
+            k: "" for k, v in self.config.secrets.items().items() if not v
+        }  # Secret Manager's refusal
+        env = {**empty, **self.config.app.env, "SHIPYARD_ENVIRONMENT": self.names.environment}
+        return Container(
+            image=image, env=env, secrets=self._pinned(), port=port, command=command or (),
+            health_path=health_path,
+            cloud_sql=database.connection_name if database is not None else None,
+            cpu=self.settings.cpu, memory=self.settings.memory,
+        )  # fmt: skip
+
+    def _run_job(self, purpose: str, image: str, command: list[str], timeout: float) -> _Ended:
+        execution = self.env.jobs().run(purpose, self._container(image, command=command),
+                                        timeout=timeout)  # fmt: skip
+        if execution.succeeded:
+            return _Ended(True, "")
+        code = f"exited {execution.exit_code}" if execution.exit_code is not None else "failed"
+        lines = self.env.logging().execution_lines(
+            self.names.job(purpose), execution.name.rsplit("/", 1)[-1], limit=_LOG_LINES
+        )
+        log = "\n".join(f"    {line}" for line in lines) or "    (no log lines)"
+        return _Ended(False, f"{code} ({execution.message})\n  log:\n{log}")
+
+    # -- Schema --------------------------------------------------------------------------------
+    def _recorded_version(self) -> int | None:
+        current = self.ctx.store.current()
+        live = self.ctx.store.release(current.release_id) if current else None
+        return live.migration_version if live else None
+
+    def plan_migrations(self) -> MigrationPlan:
+        section = self.config.database
+        if section is None or section.migrations is None:
+            return MigrationPlan(None, (), snapshot_skip="no migrations configured")
+        state = MigrationState(self._recorded_version(), False)
+        plan = plan_migrations(section, self.config.resolve(section.migrations.path), state)
+        if plan.snapshot and self.env.database() is None:
+            return MigrationPlan(
+                plan.current, plan.pending, plan.findings,
+                snapshot_skip="the database is not this environment's Cloud SQL instance: no backup",
+            )  # fmt: skip
+        return plan
+
+    def snapshot(self, release: Release) -> Snapshot:
+        """An on-demand Cloud SQL backup, waited for; then retention (the newest
+        ``snapshots.keep_min`` and those younger than ``snapshots.retention_days`` are kept)."""
+        section, database = self.config.database, self.env.database()
+        assert section is not None and database is not None  # noqa: S101 — planned only then
+        started = time.monotonic()
+        backup = database.backup(
+            f"{release.version} {release.commit[:12]} {release.id} pre-migrate"
+        )
+        try:
+            pruned = database.prune(
+                keep_days=section.snapshots.retention_days, keep_newest=section.snapshots.keep_min
+            )
+        except ShipyardError as exc:
+            self.ctx.phases().warn(f"pruning old Cloud SQL backups failed: {exc.message}")
+        else:
+            if pruned:
+                self.ctx.phases().note(f"pruned {len(pruned)} old Cloud SQL backup(s)")
+        return Snapshot(
+            name=f"{self.names.instance}/backupRuns/{backup.id}",
+            database=section.name,
+            app=self.names.app,
+            environment=self.names.environment,
+            version=release.version,
+            commit=release.commit,
+            deployment_id=release.id,
+            reason="pre-migrate",
+            created_at=backup.created_at,
+            size=0,
+            sha256="",
+            duration_s=round(time.monotonic() - started, 3),
+        )
+
+    def migrate(self, release: Release) -> int | None:
+        section = self.config.database
+        if section is None:
+            return None
+        version = self._recorded_version()
+        migrations = section.migrations
+        timeout = migrations.timeout if migrations else 600
+        if migrations is not None:
+            plan = self.plan_migrations()
+            if plan.pending:
+                self._migrate_up(release, timeout)
+                version = max(int(n.split("_", 1)[0]) for n in plan.pending)
+        for argv in section.release_commands:
+            ended = self._run_job("release", self._image_of(release), list(argv), timeout)
+            if not ended:
+                raise DeployFailed(
+                    "migrate", f"release command {' '.join(argv)} {ended.detail}",
+                    hint="the previous version kept serving",
+                )  # fmt: skip
+        return version
+
+    def _migrate_up(self, release: Release, timeout: float) -> None:
+        section = self.config.database
+        assert section is not None  # noqa: S101
+        if self._migrations_ref is None:
+            raise ShipyardError("the migrations image was not delivered before migrating")
+        command = ["sh", "-c",
+                   f'exec migrate -path {MIGRATIONS_DIR} -database "${section.url_env}" up']  # fmt: skip
+        ended = self._run_job("migrate", self._migrations_ref, command, timeout)
+        if not ended:
+            backup = release.snapshot or "none (no backup was taken)"
+            raise DeployFailed(
+                "migrate",
+                f"golang-migrate {ended.detail}\n  the previous version kept serving; Cloud SQL "
+                f"backup before it: {backup}",
+                hint="fix the migration; restore the backup if the schema was changed half-way",
+            )
+
+    def schema_version(self) -> int | None:
+        return self._recorded_version()
+
+    def newest_snapshot(self) -> str | None:
+        database = self.env.database()
+        if database is None:
+            return None
+        found = database.backups()
+        return found[-1].created_at if found else None
+
+    # -- Candidates ----------------------------------------------------------------------------
+    def _image_of(self, release: Release) -> str:
+        return self.registry.reference(release.image)
+
+    def _revision(self, release: Release) -> Revision:
+        checks = [c for c in self.config.health.checks if isinstance(c, HttpCheck)]
+        container = self._container(
+            self._image_of(release), port=self.config.app.port,
+            health_path=checks[0].path if checks else None,
+        )  # fmt: skip
+        labels = {
+            "shipyard-release": release.id.lower(),
+            "shipyard-commit": release.commit[:40].lower(),
+        }
+        return Revision(
+            self.names.revision(release.id), container, labels=labels,
+            service_account=self.settings.service_account,
+            min_instances=self.settings.min_instances, max_instances=self.settings.max_instances,
+        )  # fmt: skip
+
+    def start_slot(self, slot: str, release: Release) -> str:
+        service = self.env.service()
+        revision = self._revision(release)
+        self._started[slot] = (revision.name, service.revision(revision.name) is None)
+        started = service.start(slot, revision)
+        return f"revision {started.revision} ready under tag {slot} ({started.percent}% of traffic)"
+
+    def remove_slot(self, slot: str) -> None:
+        """Take back what this operation started in ``slot``: the tag, when it reached the
+        revision and no traffic did, and the revision when this operation made it (a failed one
+        among them); never a revision another operation made (a kept release)."""
+        if slot not in self._started:
+            return
+        name, made = self._started.pop(slot)
+        service = self.env.service()
+        tagged = service.tagged(slot)
+        if tagged is not None and tagged.revision == name and not tagged.percent:
+            service.untag(slot)
+        if made and not any(t.revision == name for t in service.traffic()):
+            service.delete_revision(name)
+
+    def gate(self, slot: str) -> str:
+        """The health checks (``health.checks``' HTTP ones) through the revision's tagged URL,
+        ``health.passes`` rounds in a row."""
+        tagged = self.env.service().tagged(slot)
+        if tagged is None or not tagged.uri:
+            raise DeployFailed("health", f"no revision is tagged {slot}, or it has no URL")
+        health = self.config.health
+        http = [c for c in health.checks if isinstance(c, HttpCheck)]
+        section = health.model_copy(update={"checks": http})
+        target = Target(base_url=tagged.uri.rstrip("/"), port=443, container=tagged.revision,
+                        docker=Docker(self.local))  # fmt: skip
+        result = wait_healthy(build_checks(section), target, section)
+        if not result.ok:
+            answers = "\n".join(f"    {r.name}: {r.detail}" for r in result.last) or "    (none)"
+            raise DeployFailed(
+                "health",
+                f"revision {tagged.revision} never became healthy: {result.reason}\n"
+                f"  last answers:\n{answers}",
+                hint="the previous version kept serving; fix the app or its config and deploy again",
+            )
+        return f"{health.passes} consecutive passes through {tagged.uri}"
+
+    # -- Traffic ---------------------------------------------------------------------------------
+    def switch(self, slot: str) -> str:
+        moved = self.env.service().switch(slot)
+        return f"every request to {moved.revision} ({slot})"
+
+    def switch_back(self, slot: str) -> str:
+        return self.switch(slot)  # the revision is kept ready: Cloud Run starts instances itself
+
+    def retire(self, slot: str) -> str:
+        tagged = self.env.service().tagged(slot)
+        name = tagged.revision if tagged is not None else slot
+        return f"{name} takes no traffic; Cloud Run scales it to zero (kept tagged {slot} for a rollback)"
+
+    # -- Observation ---------------------------------------------------------------------------
+    def verify(self, release: Release) -> str:
+        """``deploy.verify_path`` through the service's URL (or ``providers.gcp.url``) reports
+        the release's commit."""
+        path = self.config.deploy.verify_path
+        if path is None:
+            return "deploy.verify_path is null: not verified"
+        url = f"{self.url()}{path}"
+        seen: list[str] = []
+
+        def answer() -> bool:
+            try:
+                response = httpx.get(url, timeout=self.config.health.timeout)
+            except httpx.HTTPError as exc:
+                seen.append(f"{type(exc).__name__}: {exc}")
+                return False
+            seen.append(f"{response.status_code} {response.text[:200]}")
+            return response.is_success and release.commit in response.text
+
+        reported = wait_until(
+            answer, timeout=self.config.deploy.verify_timeout + self.config.health.start_timeout,
+            interval=_VERIFY, done=bool,
+        )  # fmt: skip
+        if not reported:
+            raise DeployFailed(
+                "verify",
+                f"GET {url} did not report {release.commit[:7]}: last answer "
+                f"{seen[-1] if seen else 'none'}",
+                hint="the switch was undone",
+            )
+        return f"GET {url} reports {release.commit[:7]}"
+
+    def watch(self, slot: str, seconds: float) -> str:
+        """The health checks through the service's URL for ``seconds``: a failing round fails
+        the watch (and the pipeline switches back)."""
+        health = self.config.health
+        http = [c for c in health.checks if isinstance(c, HttpCheck)]
+        section = health.model_copy(update={"checks": http})
+        checks = build_checks(section)
+        target = Target(base_url=self.url(), port=443, container=slot, docker=Docker(self.local))
+        end = time.monotonic() + seconds
+        rounds = 0
+        while True:
+            results = [check.run(target, health.timeout) for check in checks]
+            rounds += 1
+            failed = [r for r in results if not r.ok]
+            if failed:
+                raise DeployFailed(
+                    "watch", "; ".join(f"{r.name}: {r.detail}" for r in failed),
+                    hint="switched back to the previous version",
+                )  # fmt: skip
+            if time.monotonic() >= end:
+                return f"{len(checks)} check(s) passed for {seconds:g}s ({rounds} rounds)"
+            time.sleep(min(health.interval, max(0.0, end - time.monotonic())))
+
+    # -- Retention -----------------------------------------------------------------------------
+    def prune(self, dropped: list[Release], kept: list[Release]) -> None:
+        for release in dropped:
+            self.discard(release, image=True)
+
+    # -- Repair --------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        return []  # job executions end by themselves, bounded by their timeout
+
+    def serve(self, slot: str) -> str:
+        live = self.env.service().live()
+        tagged = self.env.service().tagged(slot)
+        if live is not None and tagged is not None and live.revision == tagged.revision:
+            return f"{live.revision} (slot {slot}) serves"
+        return self.switch(slot)
+
+    def park(self, slot: str, *, remove_if_from: str | None = None) -> str:
+        tagged = self.env.service().tagged(slot)
+        return f"{tagged.revision if tagged else slot} takes no traffic"
+
+    def tidy(self, current: str | None) -> list[str]:
+        service = self.env.service()
+        if service.get() is None:
+            return []
+        done = []
+        live = service.live()
+        if current is not None and (live is None or live.tag != current):
+            done.append(self.serve(current))
+        return done
+
+    def live_release(self) -> Release | None:
+        live = self.env.service().live()
+        if live is None:
+            return None
+        revision = self.env.service().revision(live.revision) or {}
+        labels: Mapping[str, str] = revision.get("labels") or {}
+        wanted = labels.get("shipyard-release", "")
+        known = next((r for r in self.ctx.store.releases() if r.id.lower() == wanted), None)
+        if known is None:
+            return None
+        return Release(**{**known.__dict__, "slot": live.tag or known.slot})
+
+    def discard(self, release: Release, *, image: bool) -> str:
+        """Delete a release's revision unless it is retained or takes traffic or a tag. Its
+        image stays: the repository's tags are immutable (``destroy --volumes`` removes it)."""
+        del image
+        if any(r.id == release.id for r in self.ctx.store.releases()):
+            return f"release {release.id} is retained"
+        service = self.env.service()
+        name = self.names.revision(release.id)
+        if any(t.revision == name for t in service.traffic()):
+            return f"release {release.id}'s revision is still tagged"
+        service.delete_revision(name)
+        return f"release {release.id} forgotten"
+
+    def set_maintenance(self, maintenance: Maintenance | None) -> str:
+        raise NotOnGcp(
+            "maintenance mode is not built for Google Cloud environments",
+            hint="deploy without --maintenance",
+        )
+
+
+class _Ended:
+    """How a job ended: truthy when it succeeded; ``detail`` says how it did not."""
+
+    def __init__(self, ok: bool, detail: str) -> None:
+        self.ok = ok
+        self.detail = detail
+
+    def __bool__(self) -> bool:
+        return self.ok

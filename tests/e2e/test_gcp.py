@@ -1,0 +1,211 @@
+"""The reference app's shipyard.yml with a gcp:// target, against the GCP stand-in
+(``tests.gcp``: Google's APIs on loopback, every request held to their discovery documents;
+Google Cloud itself cannot be reached from here), a registry container standing in for Artifact
+Registry's, and the stand-in's data plane answering Cloud Run's URLs as the revision behind each
+would (``tests.gcp.dataplane``).
+
+SC-005 for a third provider: only the target changes (and where the credentials and the
+stand-in's registry come from, in the environment). The same ``shipyard deploy production`` then
+creates the state bucket, the repository, the Cloud SQL instance with its database and user, the
+secrets, the extensions' job and the service; a redeploy starts a revision with no traffic,
+checks it through its tagged URL and moves the traffic; a revision that cannot become ready
+leaves the traffic where it was (exit 6); a rollback moves the traffic back without a build; a
+pending migration is preceded by an on-demand Cloud SQL backup, and a failing one stops before
+the traffic moves; destroy refuses a protected database before removing anything."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shipyard.providers.gcp import GcpNames
+from tests.e2e.conftest import isolated_env, run_shipyard
+from tests.e2e.registry import running_registry
+from tests.example_app import copy_example, git
+from tests.gcp.dataplane import DataPlane, data_plane
+from tests.gcp.run import Outcome, RunModel
+from tests.gcp.standin import PROJECT, REGION, GcpStandIn, gcp_standin, with_every_api
+from tests.gcp.storage import StorageModel
+
+TARGET = f"gcp://{PROJECT}/{REGION}"
+DEPLOY_FAILED = 6
+
+
+def _target_only(document: dict[str, Any]) -> None:
+    document["environments"]["production"]["target"] = TARGET
+
+
+@dataclass
+class World:
+    where: Path
+    env: dict[str, str]
+    standin: GcpStandIn
+    plane: DataPlane
+    names: GcpNames
+
+    @property
+    def run(self) -> RunModel:
+        model: RunModel = self.standin.model(RunModel)
+        return model
+
+    def shipyard(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_shipyard(self.where, self.env, *args)
+
+    def serving(self) -> dict[str, int]:
+        """Revision (short name) → its percent of the service's traffic."""
+        return {k.rsplit("/", 1)[-1]: v for k, v in self.run.serving(self.names.service).items()}
+
+    def methods(self) -> list[str]:
+        return [r.method for r in self.standin.requests]
+
+
+@pytest.fixture
+def world(tmp_path: Path, docker_engine: None) -> Iterator[World]:
+    app = f"g{secrets.token_hex(3)}"
+    with gcp_standin(tmp_path) as (standin, key_file):
+        with_every_api(standin)
+        standin.fixed_token = f"ya29.e2e-{secrets.token_hex(12)}"
+        with (
+            running_registry(tmp_path / "registry", "oauth2accesstoken", standin.fixed_token) as registry,
+            data_plane(standin.model(RunModel)) as plane,
+        ):  # fmt: skip
+            where = copy_example(tmp_path / "app", app, _target_only)
+            env_file = where / ".env.production"
+            env_file.write_text(
+                f"POSTGRES_PASSWORD=pw-{secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n"
+            )
+            env_file.chmod(0o600)
+            env = {
+                **isolated_env(tmp_path / "home"),
+                "GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
+                "SHIPYARD_GCP_ENDPOINT": standin.url,
+                # The stand-in's registry: Artifact Registry's name does not resolve here.
+                "SHIPYARD_GCP_REGISTRY": registry,
+            }
+            try:
+                yield World(
+                    where, env, standin, plane, GcpNames(PROJECT, REGION, app, "production")
+                )
+            finally:
+                for image in subprocess.run(
+                    ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
+                    capture_output=True, text=True, check=False,
+                ).stdout.split():  # fmt: skip
+                    if app in image or registry in image:
+                        subprocess.run(["docker", "image", "rm", image], capture_output=True,
+                                       check=False)  # fmt: skip
+        assert standin.invalid == []
+
+
+def test_check_names_the_credentials_and_the_state_bucket(world: World) -> None:
+    checked = world.shipyard("check", "production")
+    assert checked.returncode == 0, checked.stderr + checked.stdout
+    assert (
+        f"service account credentials from {world.env['GOOGLE_APPLICATION_CREDENTIALS']}"
+        in checked.stderr
+    )
+    assert f"project {PROJECT}, region {REGION} through {world.standin.url}" in checked.stderr
+    assert f"gs://shipyard-state-{PROJECT}" in checked.stderr
+    assert world.standin.requests == []  # offline
+
+
+def test_the_example_deploys_to_cloud_run_redeploys_rolls_back_and_migrates(world: World) -> None:
+    names = world.names
+    first = world.shipyard("deploy", "production", "--no-watch")
+    assert first.returncode == 0, first.stderr + first.stdout
+    r1 = _live_revision(world)
+    assert world.serving() == {r1: 100}
+    made = world.methods()
+    for method in (
+        "storage.buckets.insert",  # the project's state bucket, made by the first write
+        "artifactregistry.projects.locations.repositories.create",
+        "sql.instances.insert",
+        "sql.databases.insert",
+        "sql.users.insert",
+        "secretmanager.projects.secrets.create",
+        "run.projects.locations.jobs.run",  # the extensions, then golang-migrate
+        "sql.backupRuns.insert",  # before the first migrations
+        "run.projects.locations.services.create",
+    ):
+        assert method in made, method
+    assert made.index("sql.backupRuns.insert") < made.index(
+        "run.projects.locations.services.create"
+    )
+    status = world.shipyard("status", "production", "--json")
+    assert status.returncode == 0, status.stderr
+    [report] = json.loads(status.stdout)
+    commit = report["commit"]
+    assert report["health"] == "healthy" and commit
+    assert f"{commit}" in world.plane.answer(f"/{names.service}/-/version")[1]["git_commit"]
+
+    # A redeploy: a new revision under the idle tag, no traffic until checked, then all of it.
+    git(world.where, "commit", "-q", "--allow-empty", "-m", "second")
+    backups = world.methods().count("sql.backupRuns.insert")
+    second = world.shipyard("deploy", "production", "--no-watch")
+    assert second.returncode == 0, second.stderr + second.stdout
+    r2 = _live_revision(world)
+    assert r2 != r1 and world.serving() == {r1: 0, r2: 100}
+    assert any(path.startswith(f"/{names.service}/green/") for path in world.plane.requests)
+    assert world.methods().count("sql.backupRuns.insert") == backups  # nothing was pending
+
+    # A revision that cannot become ready: the traffic stays where it was.
+    git(world.where, "commit", "-q", "--allow-empty", "-m", "third")
+    world.run.revision_outcome = lambda revision: Outcome("failed", "container exited: code 1")
+    failed = world.shipyard("deploy", "production", "--no-watch")
+    assert failed.returncode == DEPLOY_FAILED, failed.stderr
+    assert "container exited: code 1" in failed.stderr
+    assert world.serving() == {r1: 0, r2: 100}
+    world.run.revision_outcome = lambda revision: Outcome()
+
+    # A rollback: the previous revision takes every request again; nothing is built, pushed
+    # or run, and no revision is made.
+    revisions, before = len(world.run.revisions), len(world.standin.requests)
+    rolled = world.shipyard("rollback", "production", "--yes", "--no-watch")
+    assert rolled.returncode == 0, rolled.stderr + rolled.stdout
+    assert world.serving() == {r1: 100, r2: 0}
+    assert len(world.run.revisions) == revisions
+    during = [r.method for r in world.standin.requests[before:]]
+    assert not [m for m in during if m.endswith((".tags.get", ".jobs.run", "services.create"))]
+    assert world.plane.answer(f"/{names.service}/-/version")[1]["git_commit"] == commit
+
+    # A pending migration that fails: a backup first, and the traffic does not move.
+    migrations = world.where / "migrations"
+    (migrations / "000099_broken.up.sql").write_text("SELECT broken;\n")
+    (migrations / "000099_broken.down.sql").write_text("SELECT 1;\n")
+    git(world.where, "add", "-A")
+    git(world.where, "commit", "-q", "-m", "a migration")
+    world.run.execution_outcome = lambda job, overrides: (
+        1 if job["name"].endswith("-migrate") else 0
+    )
+    backups = world.methods().count("sql.backupRuns.insert")
+    broken = world.shipyard("deploy", "production", "--no-watch")
+    assert broken.returncode == DEPLOY_FAILED, broken.stderr
+    assert "golang-migrate exited 1" in broken.stderr
+    assert world.methods().count("sql.backupRuns.insert") == backups + 1
+    assert world.serving() == {r1: 100, r2: 0}
+
+    # Destroy: the protected database refuses --volumes before anything is removed.
+    before = len(world.standin.requests)
+    refused = world.shipyard("destroy", "production", "--yes", "--volumes")
+    assert refused.returncode != 0
+    assert "deletion protection" in refused.stderr + refused.stdout
+    removed = [r.method for r in world.standin.requests[before:] if r.method.endswith(".delete")]
+    assert removed == ["storage.objects.delete"]  # the lock, released: nothing else
+    gone = world.shipyard("destroy", "production", "--yes")
+    assert gone.returncode == 0, gone.stderr
+    assert names.service not in "".join(world.run.services)
+    state = world.standin.model(StorageModel).buckets[f"shipyard-state-{PROJECT}"].objects
+    assert not [key for key in state if f"/{names.app}/" in key]
+
+
+def _live_revision(world: World) -> str:
+    live = [revision for revision, percent in world.serving().items() if percent == 100]
+    assert len(live) == 1, world.serving()
+    return live[0]
