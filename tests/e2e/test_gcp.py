@@ -152,7 +152,9 @@ def test_the_example_deploys_to_cloud_run_redeploys_rolls_back_and_migrates(worl
     assert second.returncode == 0, second.stderr + second.stdout
     r2 = _live_revision(world)
     assert r2 != r1 and world.serving() == {r1: 0, r2: 100}
-    assert any(path.startswith(f"/{names.service}/green/") for path in world.plane.requests)
+    checked = [path for path in world.plane.requests if path.startswith(f"/{names.service}/green/")]
+    assert f"/{names.service}/green/health" in checked  # the gate, through the tagged URL
+    assert f"/{names.service}/green/version" in checked  # and the commit, before the switch
     assert world.methods().count("sql.backupRuns.insert") == backups  # nothing was pending
 
     # A revision that cannot become ready: the traffic stays where it was.

@@ -68,6 +68,7 @@ class GcpSteps:
         self._tools_ref: str | None = None
         self._secrets: dict[str, str] | None = None  # key → the version this operation pinned
         self._started: dict[str, tuple[str, bool]] = {}  # slot → (revision, made by this operation)
+        self._releases: dict[str, Release] = {}  # slot → the release started in it
 
     # -- parts -------------------------------------------------------------------------------
     @functools.cached_property
@@ -351,6 +352,7 @@ class GcpSteps:
         service = self.env.service()
         revision = self._revision(release)
         self._started[slot] = (revision.name, service.revision(revision.name) is None)
+        self._releases[slot] = release
         started = service.start(slot, revision)
         return f"revision {started.revision} ready under tag {slot} ({started.percent}% of traffic)"
 
@@ -370,7 +372,8 @@ class GcpSteps:
 
     def gate(self, slot: str) -> str:
         """The health checks (``health.checks``' HTTP ones) through the revision's tagged URL,
-        ``health.passes`` rounds in a row."""
+        ``health.passes`` rounds in a row; then ``deploy.verify_path`` there must name the
+        release's commit, before any request is moved to it."""
         tagged = self.env.service().tagged(slot)
         if tagged is None or not tagged.uri:
             raise DeployFailed("health", f"no revision is tagged {slot}, or it has no URL")
@@ -388,6 +391,9 @@ class GcpSteps:
                 f"  last answers:\n{answers}",
                 hint="the previous version kept serving; fix the app or its config and deploy again",
             )
+        release = self._releases.get(slot)
+        if release is not None:
+            self._reports(release, tagged.uri.rstrip("/"), phase="health")
         return f"{health.passes} consecutive passes through {tagged.uri}"
 
     # -- Traffic ---------------------------------------------------------------------------------
@@ -407,10 +413,15 @@ class GcpSteps:
     def verify(self, release: Release) -> str:
         """``deploy.verify_path`` through the service's URL (or ``providers.gcp.url``) reports
         the release's commit."""
+        return self._reports(release, self.url(), phase="verify")
+
+    def _reports(self, release: Release, base: str, *, phase: str) -> str:
+        """``deploy.verify_path`` under ``base`` reports the release's commit, within the
+        verification's time; ``DeployFailed`` in ``phase`` with the last answer otherwise."""
         path = self.config.deploy.verify_path
         if path is None:
             return "deploy.verify_path is null: not verified"
-        url = f"{self.url()}{path}"
+        url = f"{base}{path}"
         seen: list[str] = []
 
         def answer() -> bool:
@@ -428,10 +439,12 @@ class GcpSteps:
         )  # fmt: skip
         if not reported:
             raise DeployFailed(
-                "verify",
+                phase,
                 f"GET {url} did not report {release.commit[:7]}: last answer "
                 f"{seen[-1] if seen else 'none'}",
-                hint="the switch was undone",
+                hint="the switch was undone"
+                if phase == "verify"
+                else "the previous version kept serving",
             )
         return f"GET {url} reports {release.commit[:7]}"
 
