@@ -655,6 +655,11 @@ def _deploy_redeploy_rollback(
     # Migrations were pending (all of them): the snapshot came first.
     [first_snapshot] = snapshots()
 
+    # plan after a deploy: the watch and the switch back to the live slot are listed.
+    planned = run_shipyard(where, env, "plan", "production", "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert any("switch back to blue on failure" in s["action"] for s in json.loads(planned.stdout))
+
     # A second deploy, nothing pending: a new revision in the other slot, no snapshot.
     (where / "NOTES").write_text("a change\n")
     second_commit = _commit(where, "second")

@@ -145,6 +145,27 @@ def test_the_example_deploys_to_cloud_run_redeploys_rolls_back_and_migrates(worl
     assert report["health"] == "healthy" and commit
     assert f"{commit}" in world.plane.answer(f"/{names.service}/-/version")[1]["git_commit"]
 
+    # plan reads only; history and logs --app read the state and Cloud Logging.
+    before = len(world.standin.requests)
+    planned = world.shipyard("plan", "production", "--json")
+    assert planned.returncode == 0, planned.stderr + planned.stdout
+    actions = [f"{s['phase']}: {s['action']}" for s in json.loads(planned.stdout)]
+    assert (
+        f"start: update Cloud Run service {names.service}: the new revision under tag green, "
+        "with no traffic" in actions
+    ), actions
+    assert "watch: watch 30s; switch back to blue on failure" in actions
+    assert not [r for r in world.standin.requests[before:] if r.method.split(".")[-1] in
+                ("insert", "create", "patch", "run", "delete", "addVersion")]  # fmt: skip
+    history = world.shipyard("history", "production", "--json")
+    assert history.returncode == 0, history.stderr
+    assert [(h["action"], h["result"]) for h in json.loads(history.stdout)] == [
+        ("deploy", "succeeded")
+    ]
+    logs = world.shipyard("logs", "production", "--app")
+    assert logs.returncode == 0, logs.stderr
+    assert "logging.entries.list" in world.methods()
+
     # A redeploy: a new revision under the idle tag, no traffic until checked, then all of it.
     git(world.where, "commit", "-q", "--allow-empty", "-m", "second")
     backups = world.methods().count("sql.backupRuns.insert")

@@ -480,7 +480,7 @@ def _go_live_steps(
     steps.append(
         PlanStep("verify", f"GET http://{dns or '<load balancer>'}/version reports the new commit")
     )
-    seconds = watch_window(config, "deploy", options.watch)
+    seconds, _ = watch_window(config, "deploy", options.watch)
     if previous is not None and seconds:
         steps.append(PlanStep("watch", f"watch {seconds:g}s; switch back to {previous} on failure"))
     if previous is not None:

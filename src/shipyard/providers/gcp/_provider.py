@@ -356,7 +356,7 @@ def _go_live_steps(
         ),
         PlanStep("verify", "GET <service URL>/version reports the new commit"),
     ]
-    seconds = watch_window(ctx.config, "deploy", options.watch)
+    seconds, _ = watch_window(ctx.config, "deploy", options.watch)
     if previous is not None and seconds:
         steps.append(PlanStep("watch", f"watch {seconds:g}s; switch back to {previous} on failure"))
     return steps
