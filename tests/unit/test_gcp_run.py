@@ -179,3 +179,48 @@ def test_a_job_that_outlives_its_time_is_cancelled(world: World) -> None:
             "release", Container(image="shop:r2", command=["/app", "seed"]), timeout=30
         )
     assert all(e.cancelled for e in world.run.executions.values())
+
+
+def test_a_withdrawn_candidate_leaves_the_service_as_it_was(world: World) -> None:
+    service = world.service()
+    service.start("blue", _revision("r1"))
+    before = service.get()
+    world.run.revision_outcome = lambda revision: Outcome("failed", "exit 1")
+    with pytest.raises(DeployFailed):
+        service.start("green", _revision("r2"))
+    # The failed revision is the service's template now: set back, then deleted.
+    assert service.withdraw("green", NAMES.revision("r2"), before["template"]) == (  # type: ignore[index]
+        f"{NAMES.revision('r2')} withdrawn"
+    )
+    assert service.revision(NAMES.revision("r2")) is None
+    assert service.get()["template"]["revision"] == NAMES.revision("r1")  # type: ignore[index]
+    assert _serving(world) == {NAMES.revision("r1"): 100}
+    # A kept release's revision is tagged as it is: no template is sent, no revision is made.
+    world.run.revision_outcome = lambda revision: Outcome()
+    service.start("green", _revision("r3"))
+    service.switch("green")
+    service.untag("blue")
+    made = len(world.run.revisions)
+    again = service.start("blue", NAMES.revision("r1"))
+    assert again.revision == NAMES.revision("r1") and again.percent == 0
+    service.switch("blue")
+    assert len(world.run.revisions) == made and _serving(world)[NAMES.revision("r1")] == 100
+    with pytest.raises(DeployFailed, match="is gone"):
+        service.start("green", NAMES.revision("r9"))
+
+
+def test_what_a_failed_first_deploy_left_is_replaced_whole(world: World) -> None:
+    service = world.service()
+    service.start("blue", _revision("r1"))  # served nothing anyone recorded: no release
+    started = service.start("blue", _revision("r2"), take_all=True)
+    assert started.percent == 100 and _serving(world) == {NAMES.revision("r2"): 100}
+
+
+def test_a_long_environment_name_keeps_revision_names_apart() -> None:
+    long = GcpNames(PROJECT, REGION, "a" * 32, "staging-eu-west-extra")
+    first, second = (
+        long.revision("20261205T042503Z-522241"),
+        long.revision("20261205T042503Z-9f3c1a"),
+    )
+    assert first != second and len(first) <= 63 and len(second) <= 63
+    assert first.startswith(long.service + "-")

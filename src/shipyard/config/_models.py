@@ -1207,10 +1207,6 @@ class GcpSection(_Model):
     max_instances: int = Field(10, ge=1, le=1000, description="Instances at most.")
     cpu: str = Field("1", pattern=r"^\d+(\.\d+)?$|^\d+m$", description="CPUs per instance.")
     memory: str = Field("512Mi", pattern=r"^\d+(Mi|Gi)$", description="Memory per instance.")
-    public: bool = Field(
-        True,
-        description="Anyone may call the service (a public web app); off, callers need roles/run.invoker.",
-    )
     registry: str | None = Field(
         None,
         description="Push images to this registry (host[:port]) instead of the environment's Artifact Registry repository, which is still created: for a stand-in of Google Cloud whose registry address does not resolve.",

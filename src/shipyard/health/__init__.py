@@ -24,7 +24,7 @@ import httpx
 from shipyard.config import CommandCheck, HealthSection, HttpCheck, PostgresCheck, TcpCheck
 from shipyard.docker import Docker
 from shipyard.errors import ShipyardError
-from shipyard.waiting import Clock, wait_until
+from shipyard.waiting import Clock, Interval, wait_until
 
 __all__ = [
     "CHECK_KINDS",
@@ -34,6 +34,7 @@ __all__ = [
     "Target",
     "build_checks",
     "describe_check",
+    "reports_commit",
     "wait_healthy",
 ]
 
@@ -354,3 +355,27 @@ class _Gate:
             else:
                 yield pause
                 pause = min(pause * 2, self.section.interval)
+
+
+_REPORTS = Interval(0.5, 1.5, 5.0)
+
+
+def reports_commit(
+    url: str, commit: str, *, timeout: float, request_timeout: float
+) -> tuple[bool, str]:
+    """GET ``url`` until a successful answer names ``commit`` (the release a platform's load
+    balancer or service URL should serve: in ``/version``'s ``git_commit``, or anywhere in the
+    answer), within ``timeout`` seconds: whether one did, and the last answer seen."""
+    seen: list[str] = []
+
+    def answer() -> bool:
+        try:
+            response = httpx.get(url, timeout=request_timeout)
+        except httpx.HTTPError as exc:
+            seen.append(f"{type(exc).__name__}: {exc}")
+            return False
+        seen.append(f"{response.status_code} {response.text[:200]}")
+        return response.is_success and commit in response.text
+
+    reported = wait_until(answer, timeout=timeout, interval=_REPORTS, done=bool)
+    return bool(reported), seen[-1] if seen else "none"

@@ -23,8 +23,6 @@ import functools
 import time
 from collections.abc import Sequence
 
-import httpx
-
 from shipyard.build import MIGRATIONS_DIR, Image, build_migrations_image
 from shipyard.config import Config
 from shipyard.database import (
@@ -38,6 +36,7 @@ from shipyard.database import (
 )
 from shipyard.deploy import OperationContext
 from shipyard.errors import DeployFailed, ShipyardError
+from shipyard.health import reports_commit
 from shipyard.hosts import Host
 from shipyard.providers.aws._database import Connection, RdsDatabase
 from shipyard.providers.aws._delivery import EcrDelivery
@@ -47,9 +46,6 @@ from shipyard.providers.aws._snapshots import RdsSnapshots
 from shipyard.providers.aws._tasks import TaskDefinitions, TaskSpec
 from shipyard.providers.aws._traffic import SLOTS, AwsTraffic
 from shipyard.state import Maintenance, Release
-from shipyard.waiting import Interval, wait_until
-
-_VERIFY = Interval(0.5, 1.5, 5.0)
 
 
 class AwsSteps:
@@ -380,26 +376,14 @@ class AwsSteps:
         if path is None:
             return "deploy.verify_path is null: not verified"
         url = f"{self.url()}{path}"
-        seen: list[str] = []
-
-        def answer() -> bool:
-            try:
-                response = httpx.get(url, timeout=self.config.health.timeout)
-            except httpx.HTTPError as exc:
-                seen.append(f"{type(exc).__name__}: {exc}")
-                return False
-            seen.append(f"{response.status_code} {response.text[:200]}")
-            return response.is_success and release.commit in response.text
-
-        reported = wait_until(
-            answer, timeout=self.config.deploy.verify_timeout + self.config.health.start_timeout,
-            interval=_VERIFY, done=bool,
+        reported, last = reports_commit(
+            url, release.commit, request_timeout=self.config.health.timeout,
+            timeout=self.config.deploy.verify_timeout + self.config.health.start_timeout,
         )  # fmt: skip
         if not reported:
             raise DeployFailed(
                 "verify",
-                f"GET {url} did not report {release.commit[:7]}: last answer "
-                f"{seen[-1] if seen else 'none'}",
+                f"GET {url} did not report {release.commit[:7]}: last answer {last}",
                 hint="the switch was undone",
             )
         return f"GET {url} reports {release.commit[:7]}"

@@ -97,7 +97,7 @@ class GcpEnvironment:
 
     def service(self) -> CloudRunService:
         return CloudRunService(
-            self.api("run"), self.names, labels=self.settings.labels, public=self.settings.public,
+            self.api("run"), self.names, labels=self.settings.labels,
             timeout=self.config.health.start_timeout + 300,
         )  # fmt: skip
 
@@ -133,6 +133,17 @@ class GcpEnvironment:
             deletion_protection=sql.deletion_protection, labels=self.settings.labels,
             instance=sql.instance,
         )  # fmt: skip
+
+    def runtime_account(self) -> str:
+        """The service account the revisions and jobs run as: ``providers.gcp.service_account``,
+        else the project's Compute Engine default one (its number asked of Resource Manager)."""
+        if self.settings.service_account:
+            return self.settings.service_account
+        found = self.api("cloudresourcemanager").json(
+            "GET", f"v3/projects/{self.settings.project}", what=self.settings.project
+        ) or {}  # fmt: skip
+        number = str(found.get("name", "")).removeprefix("projects/")
+        return f"{number}-compute@developer.gserviceaccount.com"
 
     def close(self) -> None:
         for api in self._apis.values():

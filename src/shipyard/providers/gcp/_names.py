@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 LABEL_APP, LABEL_ENV = "shipyard-app", "shipyard-env"
 _RUN_NAME_MAX = 49  # Cloud Run service and job names
+_REVISION_MAX = 63
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,13 @@ class GcpNames:
         return self._run_name(purpose)
 
     def revision(self, release_id: str) -> str:
-        """The Cloud Run revision of a release: ``<service>-<release id>``, lowercase."""
-        return f"{self.service}-{release_id.lower()}"[:63].rstrip("-")
+        """The Cloud Run revision of a release: ``<service>-<release id>``, lowercase; where
+        that passes Cloud Run's 63 characters, a hash of the release id instead of the id, so
+        two releases never share a name."""
+        suffix = release_id.lower()
+        if len(self.service) + 1 + len(suffix) > _REVISION_MAX:
+            suffix = hashlib.sha256(release_id.encode()).hexdigest()[:12]
+        return f"{self.service}-{suffix}"
 
     @property
     def repository(self) -> str:

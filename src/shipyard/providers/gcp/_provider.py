@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from shipyard import gcp
 from shipyard.build import plan_build, read_version
-from shipyard.config import Config, parse_duration
+from shipyard.config import Config, HttpCheck, parse_duration
 from shipyard.database import MigrationState, pending_versions
 from shipyard.deploy import (
     DEPLOY,
@@ -37,7 +37,7 @@ from shipyard.deploy import (
     watch_window,
 )
 from shipyard.docker import Docker
-from shipyard.errors import HostUnreachable
+from shipyard.errors import ConfigError, HostUnreachable
 from shipyard.hosts import Host
 from shipyard.providers.docker import (
     Destroyed,
@@ -70,6 +70,12 @@ class GcpProvider:
         """Offline: where the Application Default Credentials come from (never their values)
         and this machine's engine, which builds the image."""
         settings = GcpSettings.of(config)
+        if not [c for c in config.health.checks if isinstance(c, HttpCheck)]:
+            raise ConfigError.at(
+                str(config.path), "health.checks",
+                "a gcp:// environment needs an http check: Cloud Run's revisions are checked "
+                "through their URLs (tcp, postgres and command checks cannot reach them)",
+            )  # fmt: skip
         source = gcp.adc_source()
         if source is None:
             raise HostUnreachable(
@@ -111,8 +117,8 @@ class GcpProvider:
         database = env.database()
         if database is not None:
             plan += [PlanStep("infrastructure", str(a)) for a in database.plan()]
-        plan += [PlanStep("infrastructure", str(a))
-                 for a in env.secrets().plan(dict(config.secrets.items()))]  # fmt: skip
+        values = {k: v for k, v in config.secrets.items().items() if v}  # as the deploy stores them
+        plan += [PlanStep("infrastructure", str(a)) for a in env.secrets().plan(values)]
         if database is not None and config.database is not None and config.database.extensions:
             plan.append(PlanStep(
                 "infrastructure",

@@ -21,6 +21,7 @@ that outlives its time is cancelled.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ class Container:
     health_path: str | None = None  # the startup probe's path
     cpu: str = "1"
     memory: str = "512Mi"
+    startup_seconds: float = 60.0  # how long the startup probe may fail before Cloud Run gives up
+    network: str | None = None  # a VPC network reached through Direct VPC egress (private IP)
 
     def body(self) -> dict[str, Any]:
         """The container as Cloud Run takes it (``GoogleCloudRunV2Container``)."""
@@ -72,7 +75,8 @@ class Container:
         if self.health_path is not None and self.port is not None:
             container["startupProbe"] = {
                 "httpGet": {"path": self.health_path, "port": self.port},
-                "periodSeconds": 2, "failureThreshold": 30, "timeoutSeconds": 2,
+                "periodSeconds": 2, "timeoutSeconds": 2,
+                "failureThreshold": max(1, min(120, math.ceil(self.startup_seconds / 2))),
             }  # fmt: skip
         if self.cloud_sql is not None:
             container["volumeMounts"] = [{"name": _CLOUDSQL_VOLUME, "mountPath": "/cloudsql"}]
@@ -82,6 +86,16 @@ class Container:
         if self.cloud_sql is None:
             return []
         return [{"name": _CLOUDSQL_VOLUME, "cloudSqlInstance": {"instances": [self.cloud_sql]}}]
+
+    def placed(self, template: dict[str, Any]) -> dict[str, Any]:
+        """``template`` (a revision's or a task's) with the container's volumes and network."""
+        volumes = self.volumes()
+        if volumes:
+            template["volumes"] = volumes
+        if self.network is not None:
+            template["vpcAccess"] = {"networkInterfaces": [{"network": self.network}],
+                                     "egress": "PRIVATE_RANGES_ONLY"}  # fmt: skip
+        return template
 
 
 @dataclass(frozen=True)
@@ -103,12 +117,9 @@ class Revision:
             "scaling": {"minInstanceCount": self.min_instances,
                         "maxInstanceCount": self.max_instances},
         }  # fmt: skip
-        volumes = self.container.volumes()
-        if volumes:
-            template["volumes"] = volumes
         if self.service_account:
             template["serviceAccount"] = self.service_account
-        return template
+        return self.container.placed(template)
 
 
 @dataclass(frozen=True)
@@ -129,9 +140,9 @@ class Target:
 
 
 class CloudRunService:
-    """The environment's Cloud Run service (see the module). ``timeout``: how long a change
-    (a revision becoming ready) may take; ``public``: anyone may call it (no IAM check, as a
-    public web app needs)."""
+    """The environment's Cloud Run service (see the module), open to anyone (no IAM check on
+    its URLs, as a public web app needs). ``timeout``: how long a change (a revision becoming
+    ready) may take."""
 
     def __init__(
         self,
@@ -139,14 +150,12 @@ class CloudRunService:
         names: GcpNames,
         *,
         labels: Mapping[str, str] | None = None,
-        public: bool = True,
         timeout: float = 600.0,
         interval: Interval = OPERATION_POLL,
     ) -> None:
         self.api = api
         self.names = names
         self.labels = names.labels(dict(labels or {}))
-        self.public = public
         self.timeout = timeout
         self.interval = interval
 
@@ -185,32 +194,56 @@ class CloudRunService:
         return self.api.json("GET", f"{self.path}/revisions/{name}", allow=(_NOT_FOUND,), what=name)
 
     # -- changing ------------------------------------------------------------------------------
-    def start(self, slot: str, revision: Revision) -> Target:
-        """Deploy ``revision`` under tag ``slot`` with no traffic (all of it when the service is
-        new), and wait until it is ready; its target, with the tagged URL. ``DeployFailed`` with
-        Cloud Run's reason when it cannot become ready; the traffic is then unchanged. A revision
-        that exists already (a release kept for a rollback) is tagged as it is: its template is
-        never sent again."""
+    def start(self, slot: str, revision: Revision | str, *, take_all: bool = False) -> Target:
+        """Deploy ``revision`` under tag ``slot`` with no traffic, and wait until it is ready;
+        its target, with the tagged URL. ``DeployFailed`` with Cloud Run's reason when it cannot
+        become ready; the traffic is then unchanged. A revision's name (a release kept for a
+        rollback) is tagged as it is: no template is sent for it. ``take_all`` (nothing served
+        before: a new service, or one a failed first deploy left): the revision takes every
+        request, and the service's other targets are dropped."""
         service = self.get()
-        template = revision.template()
-        if service is not None and self.revision(revision.name) is not None:
+        name = revision if isinstance(revision, str) else revision.name
+        if isinstance(revision, str):
+            if service is None or self.revision(revision) is None:
+                raise DeployFailed("start", f"revision {revision} is gone", hint="deploy again")
             template = service["template"]  # unchanged: no revision is made
+        else:
+            template = revision.template()
         if service is None:
-            targets = [Target(revision.name, 100, slot)]
-            self._change("POST", f"v2/{self.names.parent}/services", template, targets,
-                         query={"serviceId": self.names.service}, what=revision.name)  # fmt: skip
+            self._change("POST", f"v2/{self.names.parent}/services", template,
+                         [Target(name, 100, slot)], query={"serviceId": self.names.service},
+                         what=name)  # fmt: skip
         else:
             current = self.traffic(service)
-            if any(t.tag == slot and t.percent for t in current):
+            if take_all:
+                targets = [Target(name, 100, slot)]
+            elif any(t.tag == slot and t.percent for t in current):
                 raise DeployFailed("start", f"slot {slot} is the live slot; refusing to replace it")
-            kept = [t for t in current if t.tag != slot and (t.percent or t.tag)]
-            targets = [*kept, Target(revision.name, 0, slot)]
+            else:
+                kept = [t for t in current if t.tag != slot and (t.percent or t.tag)]
+                targets = [*kept, Target(name, 0, slot)]
             self._change("PATCH", self.path, template, targets, etag=service.get("etag"),
-                         what=revision.name)  # fmt: skip
+                         what=name)  # fmt: skip
         started = self.tagged(slot)
-        if started is None or started.revision != revision.name:
-            raise DeployFailed("start", f"Cloud Run did not tag {revision.name} as {slot}")
+        if started is None or started.revision != name:
+            raise DeployFailed("start", f"Cloud Run did not tag {name} as {slot}")
         return started
+
+    def withdraw(self, slot: str, name: str, template: Mapping[str, Any] | None) -> str:
+        """Take back a candidate ``name`` started under ``slot`` that takes no traffic: the
+        service's template set back to ``template`` (an earlier revision's: no revision is
+        made), the tag dropped, then the revision deleted; what was done."""
+        service = self.get()
+        if service is None:
+            return "no service"
+        current = self.traffic(service)
+        if any(t.revision == name and t.percent for t in current):
+            return f"{name} takes traffic: kept"
+        targets = [t for t in current if t.revision != name and (t.percent or t.tag)]
+        if template is not None and sum(t.percent for t in targets) == 100:  # noqa: PLR2004
+            self._change("PATCH", self.path, template, targets, etag=service.get("etag"),
+                         what=f"withdraw {name}")  # fmt: skip
+        return f"{name} withdrawn" if self.delete_revision(name) else f"{name} untagged"
 
     def switch(self, slot: str) -> Target:
         """Every request to the revision ``slot`` tags; the others keep their tags at 0%."""
@@ -291,7 +324,7 @@ class CloudRunService:
         body: dict[str, Any] = {
             "labels": self.labels,
             "ingress": "INGRESS_TRAFFIC_ALL",
-            "invokerIamDisabled": self.public,
+            "invokerIamDisabled": True,
             "template": dict(template),
             "traffic": [t.body() for t in targets],
         }
@@ -352,9 +385,7 @@ class CloudRunJobs:
             "maxRetries": 0,
             "timeout": f"{max(1, round(timeout))}s",
         }
-        volumes = container.volumes()
-        if volumes:
-            task["volumes"] = volumes
+        container.placed(task)
         if self.service_account:
             task["serviceAccount"] = self.service_account
         body = {"labels": self.labels,

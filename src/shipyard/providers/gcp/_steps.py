@@ -24,9 +24,8 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
-
-import httpx
 
 from shipyard.build import MIGRATIONS_DIR, Image, build_migrations_image
 from shipyard.config import Config, HttpCheck
@@ -41,16 +40,14 @@ from shipyard.database import (
 from shipyard.deploy import OperationContext
 from shipyard.docker import Docker
 from shipyard.errors import DeployFailed, ShipyardError
-from shipyard.health import Target, build_checks, wait_healthy
+from shipyard.health import Target, build_checks, reports_commit, wait_healthy
 from shipyard.hosts import Host
 from shipyard.providers.gcp._environment import GcpEnvironment, NotOnGcp
 from shipyard.providers.gcp._registry import ArtifactRegistry
 from shipyard.providers.gcp._run import Container, Revision
 from shipyard.state import Maintenance, Release
-from shipyard.waiting import Interval, wait_until
 
 SLOTS = ("blue", "green")
-_VERIFY = Interval(0.5, 1.5, 5.0)
 _LOG_LINES = 30
 
 
@@ -67,7 +64,8 @@ class GcpSteps:
         self._migrations_ref: str | None = None
         self._tools_ref: str | None = None
         self._secrets: dict[str, str] | None = None  # key → the version this operation pinned
-        self._started: dict[str, tuple[str, bool]] = {}  # slot → (revision, made by this operation)
+        # slot → (revision, made by this operation, the service's template before it)
+        self._started: dict[str, tuple[str, bool, dict[str, Any] | None]] = {}
         self._releases: dict[str, Release] = {}  # slot → the release started in it
 
     # -- parts -------------------------------------------------------------------------------
@@ -102,8 +100,7 @@ class GcpSteps:
             done += [str(a) for a in database.ensure(password=self._database_password())]
         secrets = self.env.secrets()
         self._secrets = secrets.ensure(self._secret_values())
-        if self.settings.service_account:
-            secrets.grant(f"serviceAccount:{self.settings.service_account}")
+        secrets.grant(f"serviceAccount:{self.env.runtime_account()}")
         done.append(f"{len(self._secrets)} secret(s) in Secret Manager")
         if database is not None:
             done.append(self._extensions())
@@ -214,6 +211,8 @@ class GcpSteps:
             health_path=health_path,
             cloud_sql=database.connection_name if database is not None else None,
             cpu=self.settings.cpu, memory=self.settings.memory,
+            startup_seconds=self.config.health.start_timeout,
+            network=self.settings.cloud_sql.private_network if self.settings.cloud_sql else None,
         )  # fmt: skip
 
     def _run_job(self, purpose: str, image: str, command: list[str], timeout: float) -> _Ended:
@@ -341,6 +340,7 @@ class GcpSteps:
         labels = {
             "shipyard-release": release.id.lower(),
             "shipyard-commit": release.commit[:40].lower(),
+            "shipyard-deployment": self.ctx.deployment_id.lower()[:63],
         }
         return Revision(
             self.names.revision(release.id), container, labels=labels,
@@ -349,26 +349,34 @@ class GcpSteps:
         )  # fmt: skip
 
     def start_slot(self, slot: str, release: Release) -> str:
+        """The release's revision under tag ``slot``: deployed when it does not exist (all the
+        traffic to it when nothing served before), tagged as it is when it does (a rollback:
+        its template, secrets and settings are the ones it was deployed with)."""
         service = self.env.service()
-        revision = self._revision(release)
-        self._started[slot] = (revision.name, service.revision(revision.name) is None)
+        name = self.names.revision(release.id)
+        found = service.get()
+        exists = found is not None and service.revision(name) is not None
+        previous = dict(found["template"]) if found is not None else None
+        self._started[slot] = (name, not exists, previous)
         self._releases[slot] = release
-        started = service.start(slot, revision)
+        revision: Revision | str = name if exists else self._revision(release)
+        started = service.start(slot, revision, take_all=self.ctx.store.current() is None)
         return f"revision {started.revision} ready under tag {slot} ({started.percent}% of traffic)"
 
     def remove_slot(self, slot: str) -> None:
-        """Take back what this operation started in ``slot``: the tag, when it reached the
-        revision and no traffic did, and the revision when this operation made it (a failed one
-        among them); never a revision another operation made (a kept release)."""
+        """Take back what this operation started in ``slot``: a revision it made (a failed one
+        among them) is withdrawn, the service's template set back first; a kept release's is
+        only untagged; never one that takes traffic."""
         if slot not in self._started:
             return
-        name, made = self._started.pop(slot)
+        name, made, previous = self._started.pop(slot)
         service = self.env.service()
+        if made:
+            service.withdraw(slot, name, previous)
+            return
         tagged = service.tagged(slot)
         if tagged is not None and tagged.revision == name and not tagged.percent:
             service.untag(slot)
-        if made and not any(t.revision == name for t in service.traffic()):
-            service.delete_revision(name)
 
     def gate(self, slot: str) -> str:
         """The health checks (``health.checks``' HTTP ones) through the revision's tagged URL,
@@ -422,26 +430,14 @@ class GcpSteps:
         if path is None:
             return "deploy.verify_path is null: not verified"
         url = f"{base}{path}"
-        seen: list[str] = []
-
-        def answer() -> bool:
-            try:
-                response = httpx.get(url, timeout=self.config.health.timeout)
-            except httpx.HTTPError as exc:
-                seen.append(f"{type(exc).__name__}: {exc}")
-                return False
-            seen.append(f"{response.status_code} {response.text[:200]}")
-            return response.is_success and release.commit in response.text
-
-        reported = wait_until(
-            answer, timeout=self.config.deploy.verify_timeout + self.config.health.start_timeout,
-            interval=_VERIFY, done=bool,
+        reported, last = reports_commit(
+            url, release.commit, request_timeout=self.config.health.timeout,
+            timeout=self.config.deploy.verify_timeout + self.config.health.start_timeout,
         )  # fmt: skip
         if not reported:
             raise DeployFailed(
                 phase,
-                f"GET {url} did not report {release.commit[:7]}: last answer "
-                f"{seen[-1] if seen else 'none'}",
+                f"GET {url} did not report {release.commit[:7]}: last answer {last}",
                 hint="the switch was undone"
                 if phase == "verify"
                 else "the previous version kept serving",
@@ -488,8 +484,31 @@ class GcpSteps:
         return self.switch(slot)
 
     def park(self, slot: str, *, remove_if_from: str | None = None) -> str:
-        tagged = self.env.service().tagged(slot)
-        return f"{tagged.revision if tagged else slot} takes no traffic"
+        """Take ``slot`` out of service: Cloud Run sends it no traffic already; a candidate of
+        operation ``remove_if_from`` (an interrupted deploy's) is withdrawn."""
+        service = self.env.service()
+        tagged = service.tagged(slot)
+        if tagged is None:
+            return f"no revision is tagged {slot}"
+        if tagged.percent:
+            raise ShipyardError(f"refusing to take {tagged.revision} out of service: it serves")
+        revision = service.revision(tagged.revision) or {}
+        labels: Mapping[str, str] = revision.get("labels") or {}
+        if (
+            remove_if_from is not None
+            and labels.get("shipyard-deployment") == remove_if_from.lower()
+        ):
+            found = service.get() or {}
+            live = service.live()
+            template = None
+            if (
+                live is not None
+                and (found.get("template") or {}).get("revision") == tagged.revision
+            ):
+                kept = service.revision(live.revision)
+                template = _template_of(kept) if kept else None
+            return service.withdraw(slot, tagged.revision, template)
+        return f"{tagged.revision} takes no traffic"
 
     def tidy(self, current: str | None) -> list[str]:
         service = self.env.service()
@@ -531,6 +550,15 @@ class GcpSteps:
             "maintenance mode is not built for Google Cloud environments",
             hint="deploy without --maintenance",
         )
+
+
+def _template_of(revision: Mapping[str, Any]) -> dict[str, Any]:
+    """A service template naming ``revision`` (as Cloud Run answers it), so that a change sending
+    it makes no revision."""
+    keys = ("containers", "volumes", "scaling", "serviceAccount", "labels", "vpcAccess", "timeout")
+    template = {k: revision[k] for k in keys if revision.get(k)}
+    template["revision"] = str(revision.get("name", "")).rsplit("/", 1)[-1]
+    return template
 
 
 class _Ended:
