@@ -375,3 +375,17 @@ def test_remove_turns_protection_off_when_the_settings_do_and_deletes(world: Wor
         "finalBackupDescription": f"{MARK}final",
     }]  # fmt: skip
     assert sql.remove(final_backup=True) == []  # gone: nothing more to do
+
+
+def test_prune_keeps_the_backup_of_a_retained_release_whatever_its_age(world: World) -> None:
+    world.ready()
+    now = datetime.now(UTC)
+    runs = [
+        world.model.add_backup_run(
+            INSTANCE, description=f"{MARK}v{age}", enqueued=now - timedelta(days=age, hours=1)
+        )
+        for age in (1, 2, 3, 30, 40)
+    ]
+    sql = world.sql()
+    pruned = sql.prune(keep_days=7, keep_newest=3, protected={runs[3]}, now=now)
+    assert [b.id for b in pruned] == [runs[4]]  # the 30-day-old one is a retained release's

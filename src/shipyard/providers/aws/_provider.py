@@ -404,7 +404,7 @@ def _schema_steps(config: Config, applied: int | None, env: AwsEnvironment) -> l
     directory = config.resolve(migrations.path) if migrations is not None else None
     pending = pending_versions(directory, applied) if directory and directory.is_dir() else []
     steps = []
-    if pending and env.settings.rds is not None:
+    if pending and env.settings.rds is not None and config.database.snapshots.enabled:
         steps.append(
             PlanStep(
                 "snapshot",

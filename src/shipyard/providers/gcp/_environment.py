@@ -131,7 +131,7 @@ class GcpEnvironment:
             tier=sql.tier, edition=sql.edition, version=sql.version, disk_gb=sql.disk_gb,
             database=section.name, user=section.user, private_network=sql.private_network,
             deletion_protection=sql.deletion_protection, labels=self.settings.labels,
-            instance=sql.instance,
+            instance=sql.instance, backup_timeout=section.snapshots.timeout,
         )  # fmt: skip
 
     def runtime_account(self) -> str:

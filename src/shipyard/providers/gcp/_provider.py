@@ -318,7 +318,7 @@ def _schema_steps(config: Config, applied: int | None, env: GcpEnvironment) -> l
     directory = config.resolve(migrations.path) if migrations is not None else None
     pending = pending_versions(directory, applied) if directory and directory.is_dir() else []
     steps = []
-    if pending and env.settings.cloud_sql is not None:
+    if pending and env.settings.cloud_sql is not None and config.database.snapshots.enabled:
         steps.append(PlanStep(
             "snapshot",
             f"on-demand Cloud SQL backup of {env.names.instance}, waited for; then retention (the "

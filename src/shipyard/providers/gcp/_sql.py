@@ -27,7 +27,7 @@ and anyone else's are left alone. Backup runs carry no labels, so the descriptio
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -538,14 +538,20 @@ class CloudSql:
         return sorted(found, key=lambda b: (b.created(), int(b.id)))
 
     def prune(
-        self, keep_days: float = 7, keep_newest: int = 3, *, now: datetime | None = None
+        self,
+        keep_days: float = 7,
+        keep_newest: int = 3,
+        *,
+        protected: Iterable[str] = (),
+        now: datetime | None = None,
     ) -> list[CloudSqlBackup]:
         """Delete shipyard's backups older than ``keep_days``, except the newest
-        ``keep_newest`` (``database.plan_retention``); the ones deleted."""
+        ``keep_newest`` and the ``protected`` ones (backup run ids: those taken before a
+        retained release's migrations) (``database.plan_retention``); the ones deleted."""
         found = self.backups()
         plan = plan_retention(
             (SnapshotAge(b.id, b.created()) for b in found), now=now or datetime.now(UTC),
-            retention_days=keep_days, keep_min=keep_newest,
+            retention_days=keep_days, keep_min=keep_newest, protected=protected,
         )  # fmt: skip
         doomed = [b for b in found if b.id in plan.delete]
         for backup in doomed:

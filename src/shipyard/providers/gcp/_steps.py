@@ -255,9 +255,13 @@ class GcpSteps:
         backup = database.backup(
             f"{release.version} {release.commit[:12]} {release.id} pre-migrate"
         )
+        kept = [*self.ctx.store.releases(), release]
+        protected = {r.snapshot.rsplit("/", 1)[-1] for r in kept if r.snapshot}
         try:
             pruned = database.prune(
-                keep_days=section.snapshots.retention_days, keep_newest=section.snapshots.keep_min
+                keep_days=section.snapshots.retention_days,
+                keep_newest=section.snapshots.keep_min,
+                protected=protected,
             )
         except ShipyardError as exc:
             self.ctx.phases().warn(f"pruning old Cloud SQL backups failed: {exc.message}")
@@ -265,7 +269,7 @@ class GcpSteps:
             if pruned:
                 self.ctx.phases().note(f"pruned {len(pruned)} old Cloud SQL backup(s)")
         return Snapshot(
-            name=f"{self.names.instance}/backupRuns/{backup.id}",
+            name=f"{database.name}/backupRuns/{backup.id}",
             database=section.name,
             app=self.names.app,
             environment=self.names.environment,
