@@ -27,10 +27,8 @@ from shipyard.build import MIGRATIONS_DIR, Image, build_migrations_image
 from shipyard.config import Config
 from shipyard.database import (
     MigrationPlan,
-    MigrationState,
     Snapshot,
     create_extensions_sql,
-    plan_migrations,
     protected_snapshots,
     verify_extensions_sql,
 )
@@ -38,6 +36,7 @@ from shipyard.deploy import OperationContext
 from shipyard.errors import DeployFailed, ShipyardError
 from shipyard.health import reports_commit
 from shipyard.hosts import Host
+from shipyard.providers._recorded import plan_from_record, recorded_version
 from shipyard.providers.aws._database import Connection, RdsDatabase
 from shipyard.providers.aws._delivery import EcrDelivery
 from shipyard.providers.aws._environment import AwsEnvironment, NotOnAws
@@ -153,22 +152,11 @@ class AwsSteps:
 
     # -- Schema --------------------------------------------------------------------------------
     def _recorded_version(self) -> int | None:
-        current = self.ctx.store.current()
-        live = self.ctx.store.release(current.release_id) if current else None
-        return live.migration_version if live else None
+        return recorded_version(self.ctx.store)
 
     def plan_migrations(self) -> MigrationPlan:
-        section = self.config.database
-        if section is None or section.migrations is None:
-            return MigrationPlan(None, (), snapshot_skip="no migrations configured")
-        state = MigrationState(self._recorded_version(), False)
-        plan = plan_migrations(section, self.config.resolve(section.migrations.path), state)
-        if plan.snapshot and self.env.database() is None:
-            return MigrationPlan(
-                plan.current, plan.pending, plan.findings,
-                snapshot_skip="the database is not RDS's instance of this environment: no snapshot",
-            )  # fmt: skip
-        return plan
+        own = "RDS" if self.env.database() is not None else None
+        return plan_from_record(self.config, self.ctx.store, own_database=own)
 
     def snapshot(self, release: Release) -> Snapshot:
         section = self.config.database

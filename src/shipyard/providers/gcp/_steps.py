@@ -31,10 +31,8 @@ from shipyard.build import MIGRATIONS_DIR, Image, build_migrations_image
 from shipyard.config import Config, HttpCheck
 from shipyard.database import (
     MigrationPlan,
-    MigrationState,
     Snapshot,
     create_extensions_sql,
-    plan_migrations,
     verify_extensions_sql,
 )
 from shipyard.deploy import OperationContext
@@ -42,6 +40,7 @@ from shipyard.docker import Docker
 from shipyard.errors import DeployFailed, ShipyardError
 from shipyard.health import Target, build_checks, reports_commit, wait_healthy
 from shipyard.hosts import Host
+from shipyard.providers._recorded import plan_from_record, recorded_version
 from shipyard.providers.gcp._environment import GcpEnvironment, NotOnGcp
 from shipyard.providers.gcp._registry import ArtifactRegistry
 from shipyard.providers.gcp._run import Container, Revision
@@ -229,22 +228,11 @@ class GcpSteps:
 
     # -- Schema --------------------------------------------------------------------------------
     def _recorded_version(self) -> int | None:
-        current = self.ctx.store.current()
-        live = self.ctx.store.release(current.release_id) if current else None
-        return live.migration_version if live else None
+        return recorded_version(self.ctx.store)
 
     def plan_migrations(self) -> MigrationPlan:
-        section = self.config.database
-        if section is None or section.migrations is None:
-            return MigrationPlan(None, (), snapshot_skip="no migrations configured")
-        state = MigrationState(self._recorded_version(), False)
-        plan = plan_migrations(section, self.config.resolve(section.migrations.path), state)
-        if plan.snapshot and self.env.database() is None:
-            return MigrationPlan(
-                plan.current, plan.pending, plan.findings,
-                snapshot_skip="the database is not this environment's Cloud SQL instance: no backup",
-            )  # fmt: skip
-        return plan
+        own = "Cloud SQL" if self.env.database() is not None else None
+        return plan_from_record(self.config, self.ctx.store, own_database=own)
 
     def snapshot(self, release: Release) -> Snapshot:
         """An on-demand Cloud SQL backup, waited for; then retention (the newest
