@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import httpx
 import pytest
 from ruamel.yaml import YAML
 
@@ -34,16 +33,15 @@ from shipyard.providers.aws import (
 )
 from shipyard.providers.aws._steps import extensions_command
 from shipyard.secrets import Masker, read_env_file
-from tests.aws_dataplane import data_plane
 from tests.aws_standin import (
     CREDENTIALS,
     REGION,
     client,
-    moto_server,
     moto_with_bucket,
     two_subnets,
 )
-from tests.e2e.conftest import isolated_env, run_shipyard
+from tests.e2e.conftest import run_shipyard
+from tests.e2e.providers import on_aws, unprotect_rds
 from tests.e2e.registry import running_registry, tags
 from tests.example_app import copy_example, git
 
@@ -466,11 +464,6 @@ def test_the_extensions_command_creates_and_verifies_them_on_postgresql(
         )
 
 
-def _target_only(document: dict[str, Any]) -> None:
-    """The reference app's shipyard.yml as it is, its production target changed to AWS."""
-    document["environments"]["production"]["target"] = f"aws://{REGION}"
-
-
 def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
     tmp_path: Path, docker_engine: None
 ) -> None:
@@ -480,63 +473,13 @@ def test_the_example_deploys_to_aws_redeploys_rolls_back_and_is_destroyed(
     services per slot, the listener switched, /version through the load balancer; an RDS
     snapshot only before pending migrations; a rollback to the previous task definition
     revision without a build; destroy removing what the deploys created and nothing else."""
-    # The stand-in runs no task: each one-off task stops at once with exit code 0, and a
-    # service's deployment completes with its two tasks.
-    settings = {"MOTO_ECS_SERVICE_RUNNING": "2"}
-    with moto_server(env=settings) as endpoint:
-        transition = {"model_name": "ecs::task", "transition": {"progression": "immediate"}}
-        httpx.post(
-            f"{endpoint}/moto-api/state-manager/set-transition", json=transition
-        ).raise_for_status()
-        token = client("ecr", endpoint).get_authorization_token()["authorizationData"][0]
-        user, password = base64.b64decode(token["authorizationToken"]).decode().split(":", 1)
-        app = f"d{secrets.token_hex(3)}"
-        names = AwsNames(app, "production")
+    with on_aws(tmp_path, f"d{secrets.token_hex(3)}") as world:
         # What is there before, and not shipyard's: it must survive the destroy.
-        neighbour = two_subnets(endpoint)
-        with (
-            running_registry(tmp_path / "registry", user, password) as registry,
-            data_plane(endpoint, names) as plane,
-        ):
-            where = copy_example(tmp_path / "app", app, _target_only)
-            env_file = where / ".env.production"
-            # Production's monitoring runs on hosts: no Grafana password on AWS.
-            env_file.write_text(f"JWT_SECRET={secrets.token_hex(32)}\n")
-            env_file.chmod(0o600)
-            env = {
-                **isolated_env(tmp_path / "home"),
-                "AWS_ENDPOINT_URL": endpoint,
-                "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-                "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-                # The stand-in's registry and load balancer (ECR's and ALB's names do not
-                # resolve here); the example leaves both unset on AWS.
-                "SHIPYARD_AWS_REGISTRY": registry,
-                "SHIPYARD_AWS_URL": plane.url,
-            }
-            try:
-                _deploy_redeploy_rollback(where, env, endpoint, names, registry, (user, password))
-                _destroy(where, env, endpoint, names, neighbour)
-            finally:
-                _unprotect(endpoint, names)
-                run_shipyard(
-                    where, env, "destroy", "production", "--yes", "--volumes", "--snapshots"
-                )
-                for image in subprocess.run(
-                    ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}", app],
-                    capture_output=True, text=True, check=False,
-                ).stdout.split():  # fmt: skip
-                    subprocess.run(
-                        ["docker", "image", "rm", image], capture_output=True, check=False
-                    )
-
-
-def _unprotect(endpoint: str, names: AwsNames) -> None:
-    """What the operator does before deleting a production database: protection off."""
-    rds = client("rds", endpoint)
-    if rds.describe_db_instances()["DBInstances"]:
-        rds.modify_db_instance(
-            DBInstanceIdentifier=names.database, DeletionProtection=False, ApplyImmediately=True
+        neighbour = two_subnets(world.endpoint)
+        _deploy_redeploy_rollback(
+            world.where, world.env, world.endpoint, world.names, world.registry, world.login
         )
+        _destroy(world.where, world.env, world.endpoint, world.names, neighbour)
 
 
 def _ours(endpoint: str, names: AwsNames) -> dict[str, list[str]]:
@@ -557,7 +500,7 @@ def _destroy(
     assert refused.returncode != 0
     assert "has deletion protection" in refused.stdout + refused.stderr
     assert _aws_resources(endpoint) == before
-    _unprotect(endpoint, names)
+    unprotect_rds(endpoint, names)
     gone = run_shipyard(where, env, "destroy", "production", "--yes", "--volumes", "--snapshots")
     assert gone.returncode == 0, gone.stderr
     assert {kind: found for kind, found in _ours(endpoint, names).items() if found} == {}
@@ -621,7 +564,8 @@ def _deploy_redeploy_rollback(
         "clusters": [names.cluster],
         "log groups": [names.log_group],
         "roles": [names.execution_role],
-        "secrets": [names.secret("JWT_SECRET")],
+        # One per key of the env file: every one reaches the app, as on a host.
+        "secrets": sorted(names.secret(k) for k in read_env_file(where / ".env.production")),
         "target groups": sorted(names.target_group(s) for s in ("blue", "green")),
         "load balancers": [names.load_balancer],
         "task definitions": sorted(

@@ -17,94 +17,27 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from shipyard.providers.gcp import GcpNames
-from tests.e2e.conftest import isolated_env, run_shipyard
-from tests.e2e.registry import running_registry
-from tests.example_app import copy_example, git
-from tests.gcp.dataplane import DataPlane, data_plane
-from tests.gcp.run import Outcome, RunModel
-from tests.gcp.standin import PROJECT, REGION, GcpStandIn, gcp_standin, with_every_api
+from tests.e2e.providers import GcpWorld, on_gcp
+from tests.example_app import git
+from tests.gcp.run import Outcome
+from tests.gcp.standin import PROJECT, REGION
 from tests.gcp.storage import StorageModel
 
-TARGET = f"gcp://{PROJECT}/{REGION}"
 DEPLOY_FAILED = 6
 
 
-def _target_only(document: dict[str, Any]) -> None:
-    document["environments"]["production"]["target"] = TARGET
-
-
-@dataclass
-class World:
-    where: Path
-    env: dict[str, str]
-    standin: GcpStandIn
-    plane: DataPlane
-    names: GcpNames
-
-    @property
-    def run(self) -> RunModel:
-        model: RunModel = self.standin.model(RunModel)
-        return model
-
-    def shipyard(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_shipyard(self.where, self.env, *args)
-
-    def serving(self) -> dict[str, int]:
-        """Revision (short name) → its percent of the service's traffic."""
-        return {k.rsplit("/", 1)[-1]: v for k, v in self.run.serving(self.names.service).items()}
-
-    def methods(self) -> list[str]:
-        return [r.method for r in self.standin.requests]
-
-
 @pytest.fixture
-def world(tmp_path: Path, docker_engine: None) -> Iterator[World]:
-    app = f"g{secrets.token_hex(3)}"
-    with gcp_standin(tmp_path) as (standin, key_file):
-        with_every_api(standin)
-        standin.fixed_token = f"ya29.e2e-{secrets.token_hex(12)}"
-        with (
-            running_registry(tmp_path / "registry", "oauth2accesstoken", standin.fixed_token) as registry,
-            data_plane(standin.model(RunModel)) as plane,
-        ):  # fmt: skip
-            where = copy_example(tmp_path / "app", app, _target_only)
-            env_file = where / ".env.production"
-            env_file.write_text(
-                f"POSTGRES_PASSWORD=pw-{secrets.token_hex(12)}\nJWT_SECRET={secrets.token_hex(32)}\n"
-            )
-            env_file.chmod(0o600)
-            env = {
-                **isolated_env(tmp_path / "home"),
-                "GOOGLE_APPLICATION_CREDENTIALS": str(key_file),
-                "SHIPYARD_GCP_ENDPOINT": standin.url,
-                # The stand-in's registry: Artifact Registry's name does not resolve here.
-                "SHIPYARD_GCP_REGISTRY": registry,
-            }
-            try:
-                yield World(
-                    where, env, standin, plane, GcpNames(PROJECT, REGION, app, "production")
-                )
-            finally:
-                for image in subprocess.run(
-                    ["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}"],
-                    capture_output=True, text=True, check=False,
-                ).stdout.split():  # fmt: skip
-                    if app in image or registry in image:
-                        subprocess.run(["docker", "image", "rm", image], capture_output=True,
-                                       check=False)  # fmt: skip
-        assert standin.invalid == []
+def world(tmp_path: Path, docker_engine: None) -> Iterator[GcpWorld]:
+    with on_gcp(tmp_path, f"g{secrets.token_hex(3)}") as world:
+        yield world
 
 
-def test_check_names_the_credentials_and_the_state_bucket(world: World) -> None:
+def test_check_names_the_credentials_and_the_state_bucket(world: GcpWorld) -> None:
     checked = world.shipyard("check", "production")
     assert checked.returncode == 0, checked.stderr + checked.stdout
     assert (
@@ -116,7 +49,9 @@ def test_check_names_the_credentials_and_the_state_bucket(world: World) -> None:
     assert world.standin.requests == []  # offline
 
 
-def test_the_example_deploys_to_cloud_run_redeploys_rolls_back_and_migrates(world: World) -> None:
+def test_the_example_deploys_to_cloud_run_redeploys_rolls_back_and_migrates(
+    world: GcpWorld,
+) -> None:
     names = world.names
     first = world.shipyard("deploy", "production", "--no-watch")
     assert first.returncode == 0, first.stderr + first.stdout
@@ -228,7 +163,7 @@ def test_the_example_deploys_to_cloud_run_redeploys_rolls_back_and_migrates(worl
     assert not [key for key in state if f"/{names.app}/" in key]
 
 
-def _live_revision(world: World) -> str:
+def _live_revision(world: GcpWorld) -> str:
     live = [revision for revision, percent in world.serving().items() if percent == 100]
     assert len(live) == 1, world.serving()
     return live[0]
