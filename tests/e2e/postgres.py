@@ -1,8 +1,17 @@
-"""SQL against a deployed environment's database container, for tests and benchmarks."""
+"""SQL against a deployed environment's database container, for tests and benchmarks; a
+PostgreSQL server outside any environment, for an env file's external database URL."""
 
 from __future__ import annotations
 
+import os
+import secrets
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from shipyard.waiting import Interval, wait_until
+from tests.e2e.ports import reserve_port
 
 
 def psql(container: str, sql: str, *, user: str = "events", database: str | None = None) -> str:
@@ -16,3 +25,52 @@ def psql(container: str, sql: str, *, user: str = "events", database: str | None
         text=True,
         check=True,
     ).stdout.strip()  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ExternalPostgres:
+    """A PostgreSQL server of its own, outside any environment (as a provider's would be): its
+    port published on the host, reached from containers at the default bridge's gateway."""
+
+    container: str
+    host: str  # what a container on any network connects to
+    port: int
+    admin_password: str
+
+    def url(self, user: str, password: str, database: str) -> str:
+        return f"postgres://{user}:{password}@{self.host}:{self.port}/{database}?sslmode=disable"
+
+    def sql(self, statements: str, *, database: str = "postgres") -> str:
+        """``statements`` as the server's superuser."""
+        return psql(self.container, statements, user="postgres", database=database)
+
+
+@contextmanager
+def external_postgres(image: str = "shipyard-local/postgres:17") -> Iterator[ExternalPostgres]:
+    """An ``ExternalPostgres`` of ``image``, ready; removed with its data on leaving."""
+    name = f"sy-extdb-{secrets.token_hex(3)}"
+    port = reserve_port()
+    password = secrets.token_hex(12)
+    subprocess.run(
+        ["docker", "run", "--detach", "--name", name, "--env", "POSTGRES_PASSWORD",
+         "--publish", f"{port}:5432", image],
+        env={**os.environ, "POSTGRES_PASSWORD": password}, capture_output=True, check=True,
+    )  # fmt: skip
+    try:
+        gateway = subprocess.run(
+            ["docker", "network", "inspect", "bridge", "--format",
+             "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+        def ready() -> bool:
+            argv = ["docker", "exec", name, "pg_isready", "-h", "127.0.0.1", "-U", "postgres"]
+            return subprocess.run(argv, capture_output=True, check=False).returncode == 0
+
+        assert wait_until(ready, timeout=120, interval=Interval(0.5, 1.5, 3.0)), (
+            f"{name}: not ready"
+        )
+        yield ExternalPostgres(name, gateway, port, password)
+    finally:
+        subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True,
+                       check=False)  # fmt: skip

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from shipyard.config import DatabaseSection
 from shipyard.database import (
     SnapshotAge,
+    Endpoint,
     migration_url,
     parse_copy_counts,
     parse_migrate_failure,
@@ -99,7 +100,7 @@ def test_migration_url_has_timeouts_and_no_password() -> None:
             "migrations": {"statement_timeout": "2m", "lock_timeout": "5s"},
         }
     )
-    url = migration_url(section, "app-db")
+    url = migration_url(section, Endpoint("app-db"))
     assert url.startswith("postgres://events@app-db:5432/events?sslmode=disable&options=")
     assert unquote(url.split("options=")[1]) == "-c statement_timeout=120000 -c lock_timeout=5000"
     assert ":" not in url.split("//")[1].split("@")[0]

@@ -88,6 +88,7 @@ __all__ = [
     "Database",
     "DatabaseError",
     "DatabaseFacts",
+    "Endpoint",
     "Finding",
     "LintReport",
     "MigrationError",
@@ -181,17 +182,30 @@ def lint_migrations(directory: Path, *, applied: int | None, history: bool = Fal
     return LintReport(directory, tuple(p.name for p in chosen), tuple(_lint.lint_files(chosen)))
 
 
-def migration_url(section: DatabaseSection, host: str) -> str:
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a client on the app's network reaches the database: the database container, or an
+    external server (``sslmode`` ``None``: libpq's and golang-migrate's default)."""
+
+    host: str
+    port: int = 5432
+    sslmode: str | None = "disable"
+
+
+def migration_url(section: DatabaseSection, endpoint: Endpoint) -> str:
     """golang-migrate's URL: no password (PGPASSWORD comes from an env file); timeouts as options."""
-    url = f"postgres://{section.user}@{host}:5432/{section.name}?sslmode=disable"
+    host = f"[{endpoint.host}]" if ":" in endpoint.host else endpoint.host
+    user, name = quote(section.user, safe=""), quote(section.name, safe="")
+    params = [f"sslmode={endpoint.sslmode}"] if endpoint.sslmode else []
     migrations = section.migrations
     if migrations is not None:
         options = (
             f"-c statement_timeout={round(migrations.statement_timeout * 1000)} "
             f"-c lock_timeout={round(migrations.lock_timeout * 1000)}"
         )
-        url += "&options=" + quote(options, safe="")
-    return url
+        params.append("options=" + quote(options, safe=""))
+    query = f"?{'&'.join(params)}" if params else ""
+    return f"postgres://{user}@{host}:{endpoint.port}/{name}{query}"
 
 
 _IN_LINE = re.compile(r"\bin line (?P<line>\d+): ")
@@ -217,12 +231,24 @@ def parse_migrate_failure(output: str, sql: str | None) -> tuple[str, int | None
 
 
 class Database:
-    """One environment's PostgreSQL, running in ``container``."""
+    """One environment's PostgreSQL: run by shipyard in ``container``, or ``external`` (the env
+    file's URL names it), reached through ``container``, a client shipyard runs beside the app
+    with libpq's variables for that URL. Either way every statement runs there through ``docker
+    exec``; ``section``'s user and database are the ones the client logs in as."""
 
-    def __init__(self, docker: Docker, container: str, section: DatabaseSection) -> None:
+    def __init__(
+        self,
+        docker: Docker,
+        container: str,
+        section: DatabaseSection,
+        *,
+        external: Endpoint | None = None,
+    ) -> None:
         self.docker = docker
         self.container = container
         self.section = section
+        self.external = external
+        self.endpoint = external or Endpoint(container)
 
     def sql(self, statements: str, *, timeout: float = 120) -> str:
         """Run SQL as the owner over the container's local socket; rows as ``a|b`` lines."""
@@ -278,7 +304,13 @@ class Database:
     def role_password(self) -> str | None:
         """The owner role's stored password (a SCRAM or MD5 verifier, never the password
         itself; ``None``: it has none), to give back as it was. Read from ``pg_authid``, which
-        only a superuser reads: the role the image creates is one."""
+        only a superuser reads: the role the image creates is one (an external database's
+        role need not be, and its password is its provider's to change)."""
+        if self.external is not None:
+            raise DatabaseError(
+                "the password of an external database's role is not shipyard's to read or change",
+                hint="change it at the database's provider, then the URL in the env file",
+            )
         row = self.sql(
             "SELECT coalesce(rolpassword, '') FROM pg_authid WHERE rolname = current_user;"
         )
@@ -307,6 +339,13 @@ class Database:
             except DatabaseError as exc:
                 available = set(self.sql("SELECT name FROM pg_available_extensions;").split())
                 missing = [name for name in extensions if name not in available]
+                if missing and self.external is not None:
+                    raise DatabaseError(
+                        f"the database at {self.external.host}:{self.external.port} does not "
+                        f"offer extension(s) {', '.join(missing)}",
+                        hint="ask its provider to allow them, or drop them from "
+                        "database.extensions",
+                    ) from exc
                 if missing:
                     raise DatabaseError(
                         f"the database image lacks extension(s) {', '.join(missing)}",
@@ -324,14 +363,18 @@ class Database:
         return {name: installed[name] for name in extensions}
 
     def facts(self) -> DatabaseFacts:
-        """The installed extensions, the owner role's stored password verifier and
-        golang-migrate's state (``migration_state``), in one round trip (``ensure_extensions``
-        creates and verifies; this only reads)."""
+        """The installed extensions, the owner role's stored password verifier (not read on an
+        external database) and golang-migrate's state (``migration_state``), in one round trip
+        (``ensure_extensions`` creates and verifies; this only reads)."""
+        role = (
+            ""
+            if self.external is not None
+            else " UNION ALL SELECT 'role', '', coalesce(rolpassword, '') FROM pg_authid "
+            "WHERE rolname = current_user"
+        )
         rows = self.sql(
-            "SELECT to_regclass('public.schema_migrations') IS NOT NULL AS migrated \\gset\n"
-            "SELECT 'extension', extname, extversion FROM pg_extension UNION ALL "
-            "SELECT 'role', '', coalesce(rolpassword, '') FROM pg_authid "
-            "WHERE rolname = current_user;\n"
+            "SELECT to_regclass('public.schema_migrations') IS NOT NULL AS migrated \\gset\n"  # noqa: S608 — constant text
+            f"SELECT 'extension', extname, extversion FROM pg_extension{role};\n"
             "\\if :migrated\n"
             "SELECT 'migration', version, dirty FROM schema_migrations LIMIT 1;\n"
             "\\endif\n"
@@ -386,7 +429,7 @@ class Database:
         of it remains) the version is reset to the last applied one, so the schema is exactly as
         before and clean.
         """
-        url = migration_url(self.section, self.container)
+        url = migration_url(self.section, self.endpoint)
         argv = ["-path", "/migrations", "-database", url]
         argv += ["-lock-timeout", str(max(1, round(timeout))), "up"]
         try:

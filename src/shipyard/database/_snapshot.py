@@ -1,4 +1,5 @@
-"""Snapshots: ``pg_dump -Fc`` inside the database container, streamed to a file on the host.
+"""Snapshots: ``pg_dump -Fc`` inside the database container (or, for an external database, the
+client container beside the app), streamed to a file on the host.
 
 Each ``<name>.dump`` has a ``<name>.json`` beside it (app, environment, version, commit,
 deployment id, reason, size, sha256, duration). Every file operation goes through the ``Host`` seam
@@ -42,6 +43,18 @@ _COUNT_COPY_ROWS = (
     "/^COPY / { table = $2; rows = 0; counting = 1; next } "
     '/^\\\\\\.$/ { if (counting) print table "|" rows; counting = 0; next } '
     "counting { rows++ }'"
+)
+
+
+# A TOC entry of ``pg_restore --list`` for an extension or its comment ("3; 3079 16385
+# EXTENSION - vector", "4520; 0 0 COMMENT - EXTENSION vector").
+_EXTENSION_ENTRY = re.compile(r"^\d+; \d+ \d+ (?:EXTENSION|COMMENT - EXTENSION) ")
+
+
+# Schema and name of every extension's configuration table, as ``schema|name`` rows.
+_EXTENSION_CONFIG_TABLES = (
+    "SELECT n.nspname, c.relname FROM pg_extension e CROSS JOIN unnest(e.extconfig) AS t(oid) "
+    "JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace;"
 )
 
 
@@ -129,8 +142,12 @@ class SnapshotStore:
         app: str,
         environment: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        keep_extensions: bool = False,
     ) -> None:
+        """``keep_extensions``: a restore leaves the database's extensions as they are (an
+        external database, whose provider's admin owns them)."""
         self.docker = docker
+        self.keep_extensions = keep_extensions
         self.host = docker.host
         self.container = container
         self.section = section
@@ -261,9 +278,13 @@ class SnapshotStore:
         return snapshot
 
     def _server_version(self) -> str:
+        """The server's version, as it says it (the container may be a client of another)."""
         result = self.docker.exec(
-            self.container, ["postgres", "--version"], check=False, timeout=30
-        )
+            self.container,
+            ["psql", "-X", "-At", "-U", self.section.user, "-d", self.section.name, "-c",
+             "SELECT 'PostgreSQL ' || current_setting('server_version')"],
+            check=False, timeout=30,
+        )  # fmt: skip
         return result.stdout.strip()
 
     def _list(self, dump: PurePosixPath) -> int:
@@ -403,6 +424,8 @@ class SnapshotStore:
         argv = ["pg_restore", "--single-transaction", "--exit-on-error", "--no-password"]
         if clean:
             argv += ["--clean", "--if-exists"]
+        if self.keep_extensions:
+            argv += ["--use-list", self._without_extensions(dump, database)]
         argv += ["-U", self.section.user, "-d", database]
         try:
             self.docker.exec_streaming(self.container, argv, stdin_path=dump, timeout=None)
@@ -411,6 +434,28 @@ class SnapshotStore:
                 f"restoring {dump.name} into {database} failed (rolled back, nothing changed): "
                 f"{_tail(exc.stderr)}"
             ) from exc
+
+    def _without_extensions(self, dump: PurePosixPath, database: str) -> str:
+        """A restore list of ``dump`` without its extensions, their comments and the rows of
+        their configuration tables (PostGIS's spatial_ref_sys), written in the container: on a
+        database whose extensions its provider's admin owns, the role restoring may neither
+        drop nor create them, nor write those tables; shipyard verified they are there."""
+        listing = self.docker.exec_streaming(
+            self.container, ["pg_restore", "--list"], stdin_path=dump, timeout=600
+        ).stdout
+        config_tables = tuple(
+            f"TABLE DATA {row.replace('|', ' ')} "
+            for row in self._psql(_EXTENSION_CONFIG_TABLES, database=database).split()
+        )
+        kept = "".join(
+            line + "\n"
+            for line in listing.splitlines()
+            if not _EXTENSION_ENTRY.match(line)
+            and not any(entry in line for entry in config_tables)
+        )
+        path = "/tmp/shipyard-restore.list"  # noqa: S108 — inside the client container
+        self.docker.exec(self.container, ["sh", "-c", f"cat > {path}"], stdin=kept, timeout=60)
+        return path
 
     def _psql(self, sql: str, *, database: str) -> str:
         argv = ["psql", "-X", "-q", "-At", "-F", "|", "-v", "ON_ERROR_STOP=1"]

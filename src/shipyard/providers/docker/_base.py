@@ -20,7 +20,7 @@ from shipyard.errors import PortInUse, ShipyardError, StateError
 from shipyard.events import Event
 from shipyard.health import Target
 from shipyard.hosts import Host, LocalHost
-from shipyard.providers.docker._env import database_login_env, env_file_text, managed_database
+from shipyard.providers.docker._env import database_login_env, env_file_text, external_database
 from shipyard.providers.docker._names import LABEL, Layout, Names
 from shipyard.providers.docker._network import subnet_conflict
 from shipyard.providers.docker._ports import taken_ports
@@ -74,9 +74,15 @@ class StepsBase:
         return render_infra(self.config, self.names, self.layout, docker_socket=self.docker_socket)
 
     def _database(self) -> Database | None:
-        if self.config.database is None or not managed_database(self.config):
+        """The environment's database: the container shipyard runs, or the external one the
+        env file's URL names, through its client container (``None``: no database)."""
+        if self.config.database is None:
             return None
-        return Database(self.docker, self.names.database, self.config.database)
+        external = external_database(self.config)
+        if external is None:
+            return Database(self.docker, self.names.database, self.config.database)
+        section, endpoint, _ = external
+        return Database(self.docker, self.names.database_client, section, external=endpoint)
 
     def _write(self, path: PurePosixPath, text: str) -> None:
         self.host.put(path, text.encode(), mode=0o600)
@@ -163,19 +169,21 @@ class StepsBase:
         return owned[0].created_at if owned else None
 
     def _snapshots(self) -> SnapshotStore | None:
-        section = self.config.database
-        if section is None or not managed_database(self.config):
+        database = self._database()
+        if database is None:
             return None
+        section = database.section
         directory = (
             PurePosixPath(section.snapshots.dir) if section.snapshots.dir else self.layout.snapshots
         )
         return SnapshotStore(
             self.docker,
-            self.names.database,
+            database.container,
             section,
             directory,
             app=self.config.app.name,
             environment=self.config.environment.name,
+            keep_extensions=database.external is not None,
         )
 
     def _warn(self, message: str, *, note: bool = False) -> None:
@@ -195,16 +203,15 @@ class StepsBase:
         if info is None:
             raise ShipyardError(f"slot {slot} has no container")
         port = self._published(info, self.config.app.port)
-        section = self.config.database
-        managed = self._database() is not None
+        database = self._database()
         return Target(
             base_url=f"http://127.0.0.1:{port}",
             port=port,
             container=info.name,
             docker=self.docker,
-            database_container=self.names.database if managed else None,
-            database_user=section.user if section else None,
-            database_name=section.name if section else None,
+            database_container=database.container if database else None,
+            database_user=database.section.user if database else None,
+            database_name=database.section.name if database else None,
             transport=self.http,
         )
 

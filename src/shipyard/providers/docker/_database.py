@@ -47,16 +47,17 @@ class DatabaseOperations:
         store = steps._snapshots()
         if store is None:
             raise SnapshotError(
-                "this environment has no database run by shipyard, so nothing to snapshot",
-                hint="snapshots need `database:` in shipyard.yml and no external database URL",
+                "this environment has no database, so nothing to snapshot",
+                hint="snapshots need `database:` in shipyard.yml",
             )
         self.store: SnapshotStore = store
 
     def _running(self) -> None:
-        info = self.steps.docker.container(self.steps.names.database)
+        container = self.store.container  # the database's, or an external one's client
+        info = self.steps.docker.container(container)
         if info is None or not info.running:
             raise SnapshotError(
-                f"database container {self.steps.names.database} is not running",
+                f"database container {container} is not running",
                 hint="deploy the environment first (`shipyard deploy ENV`)",
             )
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from shipyard.config import Config
+from shipyard.config import Config, DatabaseSection
+from shipyard.database import Endpoint
 from shipyard.errors import ConfigError, Issue
 from shipyard.providers.docker._names import Names
 
@@ -63,6 +64,35 @@ def _env_lines(values: Mapping[str, str], source: str, render: Callable[[str], s
 def managed_database(config: Config) -> bool:
     """True when shipyard runs the database (configured, and the env file gives no external URL)."""
     return config.database is not None and config.secrets.get(config.database.url_env) is None
+
+
+def external_database(config: Config) -> tuple[DatabaseSection, Endpoint, dict[str, str]] | None:
+    """The database the env file's URL names (``None``: none, or shipyard runs it): the
+    database section with the URL's user and database, where it answers, and libpq's variables
+    for it (what its client container connects with). A URL that does not say where and as whom
+    to connect is refused, naming the env file and key."""
+    section = config.database
+    if section is None or managed_database(config):
+        return None
+    url = config.secrets.get(section.url_env) or ""
+    try:
+        login = libpq_env(url)
+    except ValueError:  # a port that is not a number
+        login = {}
+    missing = [part for part, key in (("host", "PGHOST"), ("user", "PGUSER"),
+               ("database", "PGDATABASE")) if key not in login]  # fmt: skip
+    if missing or not login.get("PGPASSWORD"):
+        env_file = config.environment.env_file
+        raise ConfigError.at(
+            str(env_file) if env_file is not None else "the env file",
+            section.url_env,
+            "not a postgres://user:password@host[:port]/database URL"
+            + (f" (no {', '.join(missing)})" if missing else " (no password)"),
+        )
+    port = int(login.get("PGPORT") or 5432)
+    endpoint = Endpoint(login["PGHOST"], port, login.get("PGSSLMODE"))
+    as_section = section.model_copy(update={"user": login["PGUSER"], "name": login["PGDATABASE"]})
+    return as_section, endpoint, login | {"PGCONNECT_TIMEOUT": "10", "PGAPPNAME": "shipyard"}
 
 
 def database_env(config: Config) -> dict[str, str]:

@@ -8,13 +8,24 @@ import json
 
 from ruamel.yaml import YAML
 
-from shipyard.database import DatabaseError, password_refused, verifier_matches
+from shipyard.database import (
+    Database,
+    DatabaseError,
+    password_refused,
+    psql_error,
+    verifier_matches,
+)
 from shipyard.docker import ContainerInfo
 from shipyard.providers.docker._base import StepsBase
-from shipyard.providers.docker._env import compose_env_file_text, database_env
+from shipyard.providers.docker._env import (
+    compose_env_file_text,
+    database_env,
+    external_database,
+)
 from shipyard.providers.docker._network import ensure_network
 from shipyard.providers.docker._stack import to_yaml
 from shipyard.state import now_iso
+from shipyard.waiting import Interval, wait_until
 
 PROXY_RECREATED = (
     "recreate the proxy (its ports, image, volumes or DNS settings changed): for the second it "
@@ -41,7 +52,12 @@ class Infrastructure(StepsBase):
     def _infra_containers(self) -> dict[str, str]:
         """Role → container name of what the infra project runs."""
         services = self._infra()["services"]
-        names = {"proxy": self.names.proxy, "guard": self.names.guard, "db": self.names.database}
+        names = {
+            "proxy": self.names.proxy,
+            "guard": self.names.guard,
+            "db": self.names.database,
+            "dbclient": self.names.database_client,
+        }
         return {role: name for role, name in names.items() if role in services}
 
     def _remember_infrastructure(self, infra: str) -> None:
@@ -86,6 +102,8 @@ class Infrastructure(StepsBase):
         said = f"unchanged since {record.get('verified_at', '?')}: containers running"
         if database is None or section is None:
             return said
+        if database.external is not None:
+            return self._unchanged_external(database, infra, said)
         facts = database.facts()
         if facts.missing(section.extensions):
             return None
@@ -103,6 +121,47 @@ class Infrastructure(StepsBase):
             "(no readiness wait, extension creation or login container needed)"
         )
 
+    def _unchanged_external(self, database: Database, infra: str, said: str) -> str | None:
+        """The fast path for an external database: its client still logs in with what the env
+        file's URL says now (its env file is rewritten first; a changed one gets the full check,
+        which recreates the client) and the extensions are all there."""
+        assert self.config.database is not None  # noqa: S101
+        if self._write_client_env():
+            return None
+        try:
+            facts = database.facts()
+        except DatabaseError:
+            return None  # the full check waits for it, and says what is wrong
+        if facts.missing(self.config.database.extensions):
+            return None
+        self._prefetched = facts.migration
+        self._fence()
+        self._write(self.layout.infra_compose, infra)
+        extensions = ", ".join(
+            f"{n} {facts.extensions[n]}" for n in self.config.database.extensions
+        )
+        return f"{said}; {extensions}; {self._external_said(database)}"
+
+    def _external_said(self, database: Database) -> str:
+        endpoint = database.external
+        assert endpoint is not None  # noqa: S101
+        return (
+            f"external database {database.section.name} at {endpoint.host}:{endpoint.port} "
+            f"(role {database.section.user}, from {self.config.database.url_env if self.config.database else 'the URL'})"
+        )
+
+    def _write_client_env(self) -> bool:
+        """The external database's client env file as the env file's URL says now; whether it
+        changed (or was missing)."""
+        external = external_database(self.config)
+        assert external is not None  # noqa: S101
+        text = compose_env_file_text(external[2], source="database client env")
+        if self.host.get(self.layout.database_client_env) == text.encode():
+            return False
+        self._fence()
+        self._write(self.layout.database_client_env, text)
+        return True
+
     def _full_infrastructure(self, infra: str) -> str:
         # Before anything is written or created: the port may have been taken since validate.
         self._refuse_taken_ports()
@@ -111,7 +170,9 @@ class Infrastructure(StepsBase):
         self.host.run(["rm", "-f", str(self.layout.infra_verified)], check=False)
         self._write(self.layout.infra_compose, infra)
         database = self._database()
-        if database is not None:  # Compose reads every service's env file, whichever it starts
+        if database is not None and database.external is not None:
+            self._write_client_env()
+        elif database is not None:  # Compose reads every service's env file, whichever it starts
             self._write_database_env()
         proxy = ensure_network(self.config, self.docker) + self._refresh_proxy()
         guard = self._ensure_guard()
@@ -121,8 +182,10 @@ class Infrastructure(StepsBase):
                 self.layout.infra_compose,
                 ["create", "--no-recreate", "proxy"],
             )
-            return proxy + guard + ("external database" if self.config.database else "no database")
+            return proxy + guard + "no database"
         assert self.config.database is not None  # noqa: S101
+        if database.external is not None:
+            return proxy + guard + self._external_ready(database)
         self.docker.compose_up(
             self.names.infra_project,
             self.layout.infra_compose,
@@ -132,6 +195,45 @@ class Infrastructure(StepsBase):
         versions = database.ensure_extensions(self.config.database.extensions)
         extensions = ", ".join(f"{k} {v}" for k, v in versions.items())
         return f"{proxy}{guard}database ready; {extensions}; {self.verify_credentials()}"
+
+    def _external_ready(self, database: Database) -> str:
+        """The client of the external database started (recreated when its env file changed)
+        and answered by the server within ``database.ready_timeout``; the extensions created
+        and verified through it, logged in as the app is, with the URL's credentials."""
+        assert self.config.database is not None and database.external is not None  # noqa: S101
+        endpoint = database.external
+        self.docker.compose_up(
+            self.names.infra_project, self.layout.infra_compose, services=["dbclient"]
+        )
+
+        def answer() -> str | None:
+            result = self.docker.exec(
+                database.container,
+                ["psql", "-X", "-q", "-At", "-c", "SELECT 1"],
+                check=False,
+                timeout=30,
+            )
+            return None if result.ok else psql_error(result.stderr)
+
+        timeout = self.config.database.ready_timeout
+        error = wait_until(
+            answer, timeout=timeout, interval=Interval(0.5, 2.0, 5.0), clock=self.clock,
+            done=lambda error: error is None or password_refused(error),
+        )  # fmt: skip
+        if error is not None or (error := answer()) is not None:
+            key = self.config.database.url_env
+            cause = (
+                "refuses the URL's credentials" if password_refused(error) else "does not answer"
+            )
+            raise DatabaseError(
+                f"the external database at {endpoint.host}:{endpoint.port} ({key} in the env "
+                f"file) {cause}: {error}",
+                hint="no slot was started; check the URL, and that the database admits "
+                f"connections from {self.host.name}",
+            )
+        versions = database.ensure_extensions(self.config.database.extensions)
+        extensions = ", ".join(f"{k} {v}" for k, v in versions.items())
+        return f"{self._external_said(database)} ready; {extensions}"
 
     def _write_database_env(self) -> None:
         """The database container's env file, written when the container is created and then
@@ -157,7 +259,9 @@ class Infrastructure(StepsBase):
         only show as the new version never becoming healthy. Refused before any slot starts."""
         database, section = self._database(), self.config.database
         if database is None or section is None:
-            return "no database run by shipyard"
+            return "no database"
+        if database.external is not None:  # its client logged in with the app's URL
+            return f"{self._external_said(database)}: the app's URL logs in"
         error = self._login_error(database)
         if error is None:
             return f"role {section.user} logs in with the env file's password"

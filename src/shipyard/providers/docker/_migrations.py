@@ -20,7 +20,11 @@ from shipyard.database import (
 )
 from shipyard.errors import HostUnreachable, ShipyardError
 from shipyard.providers.docker._base import StepsBase
-from shipyard.providers.docker._env import env_file_text, release_command_env
+from shipyard.providers.docker._env import (
+    env_file_text,
+    external_database,
+    release_command_env,
+)
 from shipyard.state import Release
 
 
@@ -35,30 +39,34 @@ class Migrations(StepsBase):
         return pending_versions(self.config.resolve(section.migrations.path), current)
 
     def applied_migrations(self) -> MigrationState:
-        """What the environment's database has applied: nothing when it was never created;
-        ``DatabaseError`` when it cannot be asked (not run by shipyard, or stopped)."""
+        """What the environment's database has applied: nothing when shipyard never created
+        it; ``DatabaseError`` when it cannot be asked (no database, stopped, or an external one
+        whose client is not running yet)."""
         database = self._database()
         if database is None:
             raise DatabaseError(
-                "this environment's database is not run by shipyard, so it cannot be asked which "
+                "this environment has no database, so it cannot be asked which "
                 "migrations it has applied",
                 hint="lint offline: `shipyard migrations lint ENV --since VERSION` (the version "
                 "applied there), or `--all`",
             )
         try:
-            info = self.docker.container(self.names.database)
+            info = self.docker.container(database.container)
         except HostUnreachable as exc:
             raise HostUnreachable(
                 exc.message,
                 hint=f"{exc.hint + '; ' if exc.hint else ''}or lint offline: `shipyard "
                 "migrations lint ENV --since VERSION` (the version applied there), or `--all`",
             ) from exc
-        if info is None:
+        if info is None and database.external is None:
             return MigrationState(None, False)
-        if not info.running:
+        if info is None or not info.running:
+            what = f"{info.name} is {info.status}" if info else f"{database.container} is missing"
             raise DatabaseError(
-                f"database container {info.name} is {info.status}: it cannot say which migrations "
-                "it has applied",
+                f"the external database's client container {what}: it cannot say which "
+                "migrations the database has applied"
+                if database.external is not None
+                else f"database container {what}: it cannot say which migrations it has applied",
                 hint="start it (`shipyard deploy ENV`), or lint offline: `shipyard migrations "
                 "lint ENV --since VERSION`, or `--all`",
             )
@@ -70,10 +78,7 @@ class Migrations(StepsBase):
         section = self.config.database
         if section is None or section.migrations is None:
             return MigrationPlan(None, (), snapshot_skip="no migrations configured")
-        if database is None:
-            raise ShipyardError(
-                "migrations against an external database are not supported by this version"
-            )
+        assert database is not None  # noqa: S101 — a database section gives one
         prefetched, self._prefetched = self._prefetched, None
         self._planned = prefetched if prefetched is not None else database.migration_state()
         return plan_migrations(section, self.config.resolve(section.migrations.path), self._planned)
@@ -130,7 +135,11 @@ class Migrations(StepsBase):
         assert section.migrations is not None  # noqa: S101
         target = self.layout.migrations(release.id)
         self.host.put_tree(source, target)
-        password = self.config.secrets.get(section.password_env) or ""
+        external = external_database(self.config)
+        if external is not None:  # the URL's own password
+            password = external[2].get("PGPASSWORD", "")
+        else:
+            password = self.config.secrets.get(section.password_env) or ""
         self._write(
             self.layout.migrate_env, env_file_text({"PGPASSWORD": password}, source="migrate env")
         )

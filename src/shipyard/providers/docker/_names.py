@@ -33,6 +33,11 @@ class Names:
         return f"{self.prefix}-db"
 
     @property
+    def database_client(self) -> str:
+        """The client beside the app through which shipyard reaches an external database."""
+        return f"{self.prefix}-dbclient"
+
+    @property
     def proxy(self) -> str:
         return f"{self.prefix}-proxy"
 
@@ -107,6 +112,11 @@ class Layout:
     @property
     def database_env(self) -> PurePosixPath:
         return self.root / "infra" / "database.env"
+
+    @property
+    def database_client_env(self) -> PurePosixPath:
+        """libpq's variables for the external database's URL, for its client container."""
+        return self.root / "infra" / "database-client.env"
 
     @property
     def migrate_env(self) -> PurePosixPath:

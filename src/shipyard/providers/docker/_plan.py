@@ -66,14 +66,20 @@ class Planning:
         if steps.proxy_definition_changed():
             plan.append(PlanStep("infrastructure", PROXY_RECREATED))
         database = steps._database()
-        db = docker.container(steps.names.database) if database is not None else None
+        db = docker.container(database.container) if database is not None else None
         if database is not None and config.database is not None:
             if db is None or not db.running:
                 extensions = ", ".join(config.database.extensions)
+                what = (
+                    f"start {database.container}, the client of the external database at "
+                    f"{database.external.host}:{database.external.port}"
+                    if database.external is not None
+                    else f"start {steps.names.database}"
+                )
                 plan.append(
                     PlanStep(
                         "infrastructure",
-                        f"start {steps.names.database} ({config.database.image}); create extensions {extensions}",
+                        f"{what} ({config.database.image}); create extensions {extensions}",
                     )
                 )
             current_version = (
@@ -118,7 +124,7 @@ class Planning:
 
         def schema() -> int | None:
             database = steps._database()
-            db = steps.docker.container(steps.names.database) if database is not None else None
+            db = steps.docker.container(database.container) if database is not None else None
             if database is None or db is None or not db.running:
                 return None
             return database.migration_state().version

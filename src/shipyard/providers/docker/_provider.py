@@ -149,8 +149,9 @@ class DockerProvider(Planning):
     def rotate_password(self, ctx: OperationContext, options: RotateOptions) -> DeployResult:
         """Give the database the env file's password and redeploy the live release with it."""
         steps = self.steps(ctx)
-        if steps._database() is None:
-            external = ctx.config.database is not None  # DATABASE_URL is in the env file
+        database = steps._database()
+        if database is None or database.external is not None:
+            external = database is not None  # DATABASE_URL is in the env file
             raise DatabaseError(
                 "this environment has no database run by shipyard: its password is not "
                 "shipyard's to change",

@@ -8,15 +8,17 @@ operator can inspect them with ``docker compose ls``, ``ps`` and ``logs``.
 from __future__ import annotations
 
 import copy
+import hashlib
 import io
+import json
 from collections.abc import Mapping
 from typing import Any
 
 from ruamel.yaml import YAML
 
 from shipyard.config import Config
-from shipyard.providers.docker._env import managed_database
-from shipyard.providers.docker._names import Layout, Names
+from shipyard.providers.docker._env import external_database, managed_database
+from shipyard.providers.docker._names import LABEL, Layout, Names
 from shipyard.proxy import ADMIN_PORT, PROXY_DIR
 
 _LOGGING = {"driver": "json-file", "options": {"max-size": "10m", "max-file": "5"}}
@@ -126,6 +128,32 @@ def render_infra(
             "logging": copy.deepcopy(_LOGGING),
         }
         volumes["pgdata"] = {"name": names.volumes["pgdata"]}
+    elif (external := external_database(config)) is not None:
+        # The env file's URL names the database: a client beside the app (the database image
+        # has psql, pg_dump and pg_restore of its version) through which shipyard creates the
+        # extensions, reads and migrates the schema and takes snapshots. Its label carries a
+        # digest of where the URL points (not of its password), so that pointing it elsewhere
+        # changes this definition; Compose recreates it when its env file changes.
+        where = {k: v for k, v in external[2].items() if k != "PGPASSWORD"}
+        digest = hashlib.sha256(json.dumps(where, sort_keys=True).encode()).hexdigest()[:16]
+        services["dbclient"] = {
+            "image": external[0].image,
+            "container_name": names.database_client,
+            "entrypoint": ["sleep", "infinity"],
+            "init": True,
+            "env_file": [str(layout.database_client_env)],
+            "networks": ["app"],
+            "restart": "unless-stopped",
+            "healthcheck": {
+                "test": ["CMD", "pg_isready", "-q"],
+                "interval": "2s",
+                "timeout": "12s",
+                "retries": 30,
+                "start_period": "5s",
+            },
+            "labels": {**names.labels(role="database-client"), f"{LABEL}.login": digest},
+            "logging": copy.deepcopy(_LOGGING),
+        }
     network: dict[str, Any] = {"name": names.network, "driver": "bridge", "labels": names.labels()}
     if proxy.subnet is not None:  # created by shipyard with its subnet (_network)
         network = {"name": names.network, "external": True}

@@ -78,6 +78,7 @@ def _interrupted(ctx: OperationContext) -> Intent | None:
 def _stack_containers(names: Names) -> list[str]:
     return [
         names.database,
+        names.database_client,
         names.proxy,
         names.guard,
         names.live,
@@ -113,7 +114,7 @@ def _serving_problems(
     if health not in ("healthy", "degraded"):
         problems.append(f"the app is {health} through the proxy ({detail})")
     database = steps._database()
-    db = found[steps.names.database] if database is not None else None
+    db = found.get(database.container) if database is not None else None
     if database is not None and db is not None and db.running:
         try:
             schema = database.migration_state()
