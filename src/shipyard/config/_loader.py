@@ -847,8 +847,16 @@ def _required_env_issues(
         )
     elif database is not None:
         derived.add(database.url_env)
-        if on_aws:
-            pass  # RDS keeps the password (providers.aws.rds)
+        if on_aws and cloud[0] == "digitalocean" and database.url_env in file_values:
+            issues.append(
+                locator.issue(
+                    ("providers", "digitalocean", "database"),
+                    f"the cluster is the app's database, yet {env_file or 'the env file'} sets "
+                    f"{database.url_env} too: remove one of them",
+                )
+            )
+        elif on_aws:
+            pass  # the cloud keeps the password (providers.aws.rds, providers.digitalocean.database)
         elif database.url_env not in file_values and not file_values.get(database.password_env):
             path: Path_ = ("database", "password_env")
             key = _key_named(database.password_env, path, interpolated)
@@ -1015,10 +1023,12 @@ _MANAGED_DATABASES = {
 def _rds_on_aws(env_raw: Mapping[str, Any], merged: Mapping[str, Any]) -> bool | None:
     """For an aws:// target, whether ``providers.aws.rds`` is set (RDS keeps the password);
     for a gcp:// one, False without ``providers.gcp.cloud_sql`` (the env file names the
-    database); None otherwise (a Cloud SQL instance's password is the env file's, as a host's)."""
+    database); for a do:// one, True with ``providers.digitalocean.database`` (the cluster's
+    admin password is DigitalOcean's); None otherwise (a Cloud SQL instance's password is the
+    env file's, as a host's)."""
     target = env_raw.get("target")
     cloud = _cloud_database(env_raw)
-    if not isinstance(target, str) or not target.startswith(("aws://", "gcp://")):
+    if not isinstance(target, str) or not target.startswith(("aws://", "gcp://", "do://")):
         return None
     name, setting, _ = cloud
     providers = merged.get("providers")
@@ -1026,6 +1036,8 @@ def _rds_on_aws(env_raw: Mapping[str, Any], merged: Mapping[str, Any]) -> bool |
     managed = isinstance(section, dict) and section.get(setting) is not None
     if name == "gcp":
         return None if managed else False
+    if name == "digitalocean":
+        return True if managed else None
     return managed
 
 
@@ -1034,6 +1046,8 @@ def _cloud_database(env_raw: Mapping[str, Any]) -> tuple[str, str, str]:
     target = str(env_raw.get("target", ""))
     if target.startswith("gcp://"):
         return "gcp", "cloud_sql", "Google Cloud"
+    if target.startswith("do://"):
+        return "digitalocean", "database", "DigitalOcean"
     return "aws", "rds", "AWS"
 
 

@@ -1096,6 +1096,21 @@ DO_REGION = re.compile(r"[a-z]{3}\d")
 DO_IMAGES = ("debian-12-x64", "debian-13-x64", "ubuntu-24-04-x64")
 
 
+class DoDatabaseSection(_Model):
+    """A DigitalOcean Managed PostgreSQL cluster for the environment's database (`providers.digitalocean.database`), in place of the one on the Droplet: `shipyard provision` creates it (tagged as the environment's) with `database.name` in it, admitting only what carries the environment's tag (the Droplet). The app connects to it over the region's private network as the cluster's admin user (doadmin), whose password DigitalOcean keeps; shipyard reaches it through a client container on the Droplet, so extensions, migrations and `pg_dump` snapshots (on the Droplet's disk) work as with the database on the Droplet. DigitalOcean's daily backups come on top."""
+
+    size: str = Field(
+        "db-s-1vcpu-2gb", pattern=r"^[a-z0-9-]+$", description="The cluster's size slug."
+    )
+    version: str = Field("17", pattern=r"^\d+$", description="PostgreSQL's major version.")
+    nodes: int = Field(1, ge=1, le=3, description="Nodes: 1, or 2 and 3 with standbys.")
+    cluster: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{2,62}$",
+        description="An existing cluster's name, used as it is (its trusted sources gain the environment's tag, `database.name` is created in it when missing, and destroy never deletes it); unset: shipyard's own, shipyard-<app>-<environment>.",
+    )
+
+
 class DigitalOceanSection(_Model):
     """The Droplet an environment with a do://<region> target runs on (`providers.digitalocean`): shipyard creates it (or adopts the one tagged as the environment's), then provisions and deploys to it over SSH like any ssh:// host. The API token is `DIGITALOCEAN_TOKEN` in shipyard's environment, never in shipyard.yml nor the env file (whose values reach the app)."""
 
@@ -1128,6 +1143,10 @@ class DigitalOceanSection(_Model):
     tags: list[str] = Field(
         default_factory=list,
         description="Further tags on the Droplet and firewall, beside shipyard's own.",
+    )
+    database: DoDatabaseSection | None = Field(
+        None,
+        description="A Managed PostgreSQL cluster for the database (`{}`: shipyard's own, with the defaults); unset: the database runs on the Droplet.",
     )
     api_url: str = Field(
         "https://api.digitalocean.com",

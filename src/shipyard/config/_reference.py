@@ -43,6 +43,7 @@ _SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("providers.aws", m.AwsSection),
     ("providers.aws.rds", m.RdsSection),
     ("providers.digitalocean", m.DigitalOceanSection),
+    ("providers.digitalocean.database", m.DoDatabaseSection),
 ]
 
 

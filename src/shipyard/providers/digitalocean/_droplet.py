@@ -6,9 +6,10 @@ The Droplet is created from ``providers.digitalocean``'s image and size with the
 for root, and with a host key shipyard generates for it (cloud-init installs it, the image's own
 are deleted): its public half goes into known_hosts before the first connection, so that
 connection is verified like every other (an unknown host key is never accepted). The firewall
-admits SSH from ``ssh_sources`` and HTTP and HTTPS from anywhere, nothing else. ``plan`` reads
-only; ``ensure`` makes what is missing, then waits for the Droplet to be active with an address;
-``removal`` lists what destroy deletes: only what carries the environment's tag.
+admits SSH from ``ssh_sources`` and HTTP and HTTPS from anywhere, nothing else. With
+``database``, a Managed PostgreSQL cluster too (``_cluster``). ``plan`` reads only; ``ensure``
+makes what is missing, then waits for the Droplet to be active with an address; ``removal``
+lists what destroy deletes: only what carries the environment's tag.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from shipyard.errors import ConfigError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.providers._actions import Action, carry_out
 from shipyard.providers.digitalocean._api import DoApi
+from shipyard.providers.digitalocean._cluster import ONLINE_TIMEOUT, DoCluster
 from shipyard.waiting import Clock, Interval, wait_until
 
 _POLL = Interval(2.0, 1.5, 10.0)
@@ -71,8 +73,10 @@ class DoResources:
         known_hosts: Path,
         config_file: str = "shipyard.yml",
         clock: Clock | None = None,
+        cluster: DoCluster | None = None,
     ) -> None:
         self.names = names
+        self.cluster = cluster
         self.settings = settings
         self.region = region
         self.api = api
@@ -127,7 +131,13 @@ class DoResources:
 
     # -- what a deploy needs -------------------------------------------------------------------
     def plan(self) -> list[Action]:
-        """Every change ``ensure`` would make, in order; reads only."""
+        """Every change ``ensure`` would make, in order; reads only. A cluster to create is
+        asked for first (it takes minutes to come online) and its database made last."""
+        cluster = self.cluster.plan() if self.cluster is not None else []
+        first = [a for a in cluster if a.service == "database cluster"]
+        return first + self._plan_droplet() + [a for a in cluster if a not in first]
+
+    def _plan_droplet(self) -> list[Action]:
         actions = []
         key, fingerprint = self._key()
         keys = self.api.pages("/v2/account/keys", "ssh_keys")
@@ -168,9 +178,12 @@ class DoResources:
         return actions
 
     def ensure(self, *, timeout: float = 600.0) -> list[Action]:
-        """Make the planned changes; then the Droplet is active and has its address."""
+        """Make the planned changes; then the Droplet is active and has its address, and the
+        cluster (if any) online."""
         actions = carry_out(self.plan())
         self._active(timeout)
+        if self.cluster is not None:
+            self.cluster.online(ONLINE_TIMEOUT)
         return actions
 
     def _firewall_body(self) -> dict[str, Any]:
@@ -294,9 +307,9 @@ class DoResources:
 
     # -- destroy -------------------------------------------------------------------------------
     def removal(self) -> list[Action]:
-        """The reserved IP, the firewall and the Droplet, when tagged as this environment's
-        (the account's SSH key stays: other Droplets may use it)."""
-        actions = []
+        """Shipyard's cluster, the reserved IP, the firewall and the Droplet, when tagged as
+        this environment's (the account's SSH key stays: other Droplets may use it)."""
+        actions = self.cluster.removal() if self.cluster is not None else []
         droplets = self._droplets()
         for droplet in droplets:
             reserved = self._reserved(droplet["id"])

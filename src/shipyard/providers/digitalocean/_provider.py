@@ -3,14 +3,18 @@ as any ssh:// host), and the Droplet's resources on DigitalOcean around it."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from shipyard.config import Config, DigitalOceanSection
 from shipyard.deploy import OperationContext
+from shipyard.errors import ConfigError
 from shipyard.providers._actions import carry_out
 from shipyard.providers.digitalocean._api import DoApi
+from shipyard.providers.digitalocean._cluster import DoCluster
 from shipyard.providers.digitalocean._droplet import DoNames, DoResources
-from shipyard.providers.docker import Destroyed, DockerProvider
+from shipyard.providers.docker import Destroyed, DockerProvider, DockerSteps, libpq_env
+from shipyard.secrets import EnvFileBackend
 
 
 def settings_of(config: Config) -> DigitalOceanSection:
@@ -23,15 +27,55 @@ def resources(config: Config, *, known_hosts: Path | None = None) -> DoResources
     token of ``DIGITALOCEAN_TOKEN``; ``known_hosts``: where a new Droplet's host key is trusted
     (default ssh's own)."""
     settings = settings_of(config)
+    names = DoNames(config.app.name, config.environment.name)
+    region = config.environment.target.removeprefix("do://")
+    api = DoApi.from_environment(settings.api_url)
     return DoResources(
-        DoNames(config.app.name, config.environment.name),
+        names,
         settings,
-        config.environment.target.removeprefix("do://"),
-        DoApi.from_environment(settings.api_url),
+        region,
+        api,
         public_key=config.root / Path(settings.ssh_public_key).expanduser(),
         known_hosts=known_hosts or Path("~/.ssh/known_hosts").expanduser(),
         config_file=str(config.path),
+        cluster=_cluster(config, names, region, api),
     )
+
+
+def _cluster(config: Config, names: DoNames, region: str, api: DoApi) -> DoCluster | None:
+    section = settings_of(config).database
+    if section is None:
+        return None
+    if config.database is None:
+        raise ConfigError.at(
+            str(config.path),
+            "providers.digitalocean.database",
+            "a database cluster needs a `database:` section (its name, extensions, migrations)",
+        )
+    return DoCluster(
+        section, name=names.droplet, tag=names.tag, region=region,
+        database=config.database.name, api=api, config_file=str(config.path),
+    )  # fmt: skip
+
+
+def with_cluster_url(config: Config) -> Config:
+    """``config`` with the cluster's URL as the app's database URL (``database.url_env``), as
+    if the env file said it, when the environment's database is a cluster; the masker learns
+    it. Read from DigitalOcean's API."""
+    if settings_of(config).database is None or config.database is None:
+        return config
+    cloud = resources(config)
+    try:
+        assert cloud.cluster is not None  # noqa: S101 — settings.database is set
+        url = cloud.cluster.url()
+    finally:
+        cloud.api.close()
+    config.masker.add(url)
+    password = libpq_env(url).get("PGPASSWORD")
+    if password:
+        config.masker.add(password)
+    values = {**config.secrets.items(), config.database.url_env: url}
+    return dataclasses.replace(config, secrets=EnvFileBackend(values))
 
 
 def droplet_target(config: Config, droplet: DoResources) -> str | None:
@@ -45,7 +89,16 @@ def droplet_target(config: Config, droplet: DoResources) -> str | None:
 
 class DigitalOceanProvider(DockerProvider):
     """The Docker provider on the Droplet; destroy also deletes the Droplet's resources when
-    nothing on its disk is to be kept."""
+    nothing on its disk is to be kept. With a cluster for the database, its steps see the
+    cluster's URL as the env file's database URL: an external database, reached from the
+    Droplet (read from the API once per operation)."""
+
+    def steps(self, ctx: OperationContext) -> DockerSteps:
+        if self._config is None or self._config[0] is not ctx.config:
+            self._config = (ctx.config, with_cluster_url(ctx.config))
+        return DockerSteps(dataclasses.replace(ctx, config=self._config[1]), self.host)
+
+    _config: tuple[Config, Config] | None = None
 
     def cleanup(
         self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 from shipyard.providers.docker._database import DatabaseOperations, PruneResult, RestoreResult
 from shipyard.providers.docker._delivery import engine_ready
 from shipyard.providers.docker._destroy import Destroyed, SnapshotFiles
+from shipyard.providers.docker._env import libpq_env
 from shipyard.providers.docker._plan import plan_lock_and_repair, plan_rollback_choice
 from shipyard.providers.docker._ports import proxy_ports, taken_ports
 from shipyard.providers.docker._provider import DockerProvider
@@ -29,6 +30,7 @@ __all__ = [
     "SnapshotFiles",
     "Status",
     "engine_ready",
+    "libpq_env",
     "plan_lock_and_repair",
     "plan_rollback_choice",
     "proxy_ports",
