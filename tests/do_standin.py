@@ -31,7 +31,21 @@ GET    /v2/reserved_ips/{ip}                       ReservedIPsOperations.get
 DELETE /v2/reserved_ips/{ip}                       ReservedIPsOperations.delete
 POST   /v2/reserved_ips/{ip}/actions               ReservedIPsActionsOperations.post
 GET    /v2/actions/{id}                            ActionsOperations.get
+GET    /v2/databases[?tag_name=T]                  DatabasesOperations.list_clusters
+POST   /v2/databases                               DatabasesOperations.create_cluster (body:
+                                                   models/database_cluster.yml)
+GET    /v2/databases/{uuid}                        DatabasesOperations.get_cluster
+DELETE /v2/databases/{uuid}                        DatabasesOperations.destroy_cluster
+POST   /v2/databases/{uuid}/dbs                    DatabasesOperations.add
+GET    /v2/databases/{uuid}/firewall               DatabasesOperations.list_firewall_rules
+PUT    /v2/databases/{uuid}/firewall               DatabasesOperations.update_firewall_rules
 =================================================  ==========================================
+
+A database cluster is backed by a real PostgreSQL server the test gives (``database_server``):
+creating one makes its admin role, ``doadmin``, with a generated password, and adding a
+database creates it there, so what connects to the cluster's ``connection`` reaches that
+server. DigitalOcean's ``doadmin`` is no superuser, yet may create the extensions its clusters
+allow; here it is a superuser, which allows them all.
 
 Every answer carries ``ratelimit-limit``, ``ratelimit-remaining`` and ``ratelimit-reset``. Errors
 are ``{"id": ..., "message": ...}``: 401 ``unauthorized`` without the token, 404 ``not_found``,
@@ -54,6 +68,9 @@ Choices where the contract is silent or contradicts itself:
   unassigning one twice is refused (422), which pydo does not document.
 - Several Droplets at once (``names``) are refused: not modelled.
 - An action answers "in-progress" when started and "completed" at its first GET.
+- A new cluster is "creating" in the first ``online_after`` GETs that show it, "online" from
+  then on; adding a database to a cluster that is not online is refused (422), which the
+  contract does not say either way.
 """
 
 from __future__ import annotations
@@ -67,6 +84,7 @@ import itertools
 import json
 import math
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -75,7 +93,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 TOKEN = "do-standin-token"
@@ -243,6 +261,36 @@ TARGET_FIELDS = {
     "kubernetes_ids": _Field(_list_of(STR, "strings")),
     "tags": _Field(_list_of(STR, "strings")),
 }
+# models/database_cluster.yml (the fields that are not readOnly) + backup_restore.
+DATABASE_CLUSTER_FIELDS = {
+    "name": _Field(STR, required=True),
+    "engine": _Field(STR, required=True),
+    "version": _Field(STR),
+    "num_nodes": _Field(INT, required=True),
+    "size": _Field(STR, required=True),
+    "region": _Field(STR, required=True),
+    "private_network_uuid": _Field(STR),
+    "tags": _Field(_list_of(STR, "strings", nullable=True)),
+    "project_id": _Field(STR),
+    "rules": _Field(_list_of(OBJECT, "objects")),
+    "storage_size_mib": _Field(INT),
+    "backup_restore": _Field(OBJECT),
+}
+# models/firewall_rule.yml: type and value required; uuid, cluster_uuid and created_at too.
+DATABASE_RULE_FIELDS = {
+    "uuid": _Field(STR),
+    "cluster_uuid": _Field(STR),
+    "type": _Field(STR, required=True),
+    "value": _Field(STR, required=True),
+    "description": _Field(STR),
+    "created_at": _Field(STR),
+}
+DATABASE_RULE_TYPES = ("droplet", "k8s", "ip_addr", "tag")
+# DatabasesOperations.add: models/database.yml.
+DATABASE_FIELDS = {"name": _Field(STR, required=True)}
+DATABASE_ENGINES = ("pg", "mysql", "redis", "mongodb", "kafka", "opensearch")
+
+
 # models/reserved_ip_create.yml: oneOf {droplet_id} | {region}.
 RESERVED_IP_FIELDS = {"droplet_id": _Field(INT), "region": _Field(STR)}
 # reservedIPsActions_post.yml: {type: unassign} | {type: assign, droplet_id}.
@@ -295,8 +343,21 @@ class DoStandIn:
     "active", with ``address`` as its public IPv4, from then on (0: as soon as it is created)."""
 
     def __init__(
-        self, *, url: str, token: str, address: str, active_after: int, droplet_limit: int
+        self,
+        *,
+        url: str,
+        token: str,
+        address: str,
+        active_after: int,
+        droplet_limit: int,
+        database_server: DatabaseServer | None = None,
+        online_after: int = 1,
     ) -> None:
+        self.database_server = database_server
+        self.online_after = online_after
+        self.clusters: dict[str, dict[str, Any]] = {}
+        self._cluster_gets: dict[str, int] = {}
+        self._rules_of: dict[str, list[dict[str, Any]]] = {}
         self.url = url
         self.token = token
         self.address = address
@@ -340,6 +401,13 @@ class DoStandIn:
             ("DELETE", re.compile(r"/v2/reserved_ips/([^/]+)"), self._delete_reserved_ip),
             ("POST", re.compile(r"/v2/reserved_ips/([^/]+)/actions"), self._reserved_ip_action),
             ("GET", re.compile(r"/v2/actions/(\d+)"), self._get_action),
+            ("GET", re.compile(r"/v2/databases"), self._list_clusters),
+            ("POST", re.compile(r"/v2/databases"), self._create_cluster),
+            ("GET", re.compile(r"/v2/databases/([0-9a-f-]{36})"), self._get_cluster),
+            ("DELETE", re.compile(r"/v2/databases/([0-9a-f-]{36})"), self._delete_cluster),
+            ("POST", re.compile(r"/v2/databases/([0-9a-f-]{36})/dbs"), self._add_database),
+            ("GET", re.compile(r"/v2/databases/([0-9a-f-]{36})/firewall"), self._cluster_rules),
+            ("PUT", re.compile(r"/v2/databases/([0-9a-f-]{36})/firewall"), self._set_cluster_rules),
         ]
 
     # --- What tests script ---
@@ -746,6 +814,136 @@ class DoStandIn:
             action |= {"status": "completed", "completed_at": _now()}
         return _Reply(200, {"action": action})
 
+    # --- Database clusters ---
+
+    def _shown(self, cluster: dict[str, Any]) -> dict[str, Any]:
+        """A cluster as a GET shows it: "creating" for its first ``online_after`` GETs."""
+        seen = self._cluster_gets.get(cluster["id"], 0) + 1
+        self._cluster_gets[cluster["id"]] = seen
+        if cluster["status"] == "creating" and seen > self.online_after:
+            cluster["status"] = "online"
+        return copy.deepcopy(cluster)
+
+    def _cluster(self, cluster_id: str) -> dict[str, Any]:
+        cluster = self.clusters.get(cluster_id)
+        if cluster is None:
+            raise _not_found()
+        return cluster
+
+    def _list_clusters(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        shown = [
+            self._shown(c)
+            for c in self.clusters.values()
+            if "tag_name" not in query or query["tag_name"] in (c["tags"] or [])
+        ]
+        return self._page(shown, "databases", "/v2/databases", query)
+
+    def _create_cluster(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        sent = _check_fields(body, DATABASE_CLUSTER_FIELDS)
+        if sent["engine"] not in DATABASE_ENGINES:
+            raise _unprocessable(f"engine must be one of {', '.join(DATABASE_ENGINES)}")
+        _check_tags(sent.get("tags"), "", _unprocessable)
+        if any(c["name"] == sent["name"] for c in self.clusters.values()):
+            raise _unprocessable(f"a cluster named {sent['name']} already exists")
+        server = self.database_server
+        if server is None:
+            raise _unprocessable("this stand-in was given no database server")
+        password = secrets.token_urlsafe(18)
+        server.sql(
+            "DO $$ BEGIN CREATE ROLE doadmin LOGIN SUPERUSER; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$;\n"
+            f"ALTER ROLE doadmin PASSWORD '{password}';\n"
+        )
+        cluster_id = str(uuid.uuid4())
+        connection = {
+            "database": "defaultdb", "host": server.host, "port": server.port,
+            "user": "doadmin", "password": password, "ssl": True,
+            "uri": f"postgres://doadmin:{password}@{server.host}:{server.port}/defaultdb?sslmode=require",
+        }  # fmt: skip
+        cluster = {
+            "id": cluster_id,
+            "name": sent["name"],
+            "engine": sent["engine"],
+            "version": sent.get("version", "17"),
+            "semantic_version": f"{sent.get('version', '17')}.2",
+            "num_nodes": sent["num_nodes"],
+            "size": sent["size"],
+            "region": sent["region"],
+            "status": "creating",
+            "created_at": _now(),
+            "private_network_uuid": sent.get("private_network_uuid", str(uuid.uuid4())),
+            "tags": sent.get("tags"),
+            "db_names": ["defaultdb"],
+            "connection": connection,
+            "private_connection": {**connection, "host": f"private-{server.host}"}
+            if server.private_host is None
+            else {**connection, "host": server.private_host},
+            "users": [{"name": "doadmin", "role": "primary", "password": password}],
+            "maintenance_window": None,
+            "project_id": sent.get("project_id", str(uuid.uuid5(uuid.NAMESPACE_DNS, "project"))),
+        }
+        self._rules_of[cluster_id] = [
+            self._rule(cluster_id, _check_fields(rule, DATABASE_RULE_FIELDS, where=f"rules[{i}]."))
+            for i, rule in enumerate(sent.get("rules") or [])
+        ]
+        self.clusters[cluster_id] = cluster
+        return _Reply(201, {"database": copy.deepcopy(cluster)})
+
+    def _rule(self, cluster_id: str, sent: dict[str, Any]) -> dict[str, Any]:
+        if sent["type"] not in DATABASE_RULE_TYPES:
+            raise _unprocessable(f"type must be one of {', '.join(DATABASE_RULE_TYPES)}")
+        return {
+            "uuid": str(uuid.uuid4()),
+            "cluster_uuid": cluster_id,
+            "type": sent["type"],
+            "value": sent["value"],
+            "created_at": _now(),
+        }
+
+    def _get_cluster(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        return _Reply(200, {"database": self._shown(self._cluster(match[1]))})
+
+    def _delete_cluster(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        self._cluster(match[1])
+        del self.clusters[match[1]]
+        self._rules_of.pop(match[1], None)
+        return _Reply(204)
+
+    def _add_database(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        cluster = self._cluster(match[1])
+        sent = _check_fields(body, DATABASE_FIELDS)
+        if cluster["status"] != "online":
+            raise _unprocessable(f"the cluster is {cluster['status']}, not online")
+        if sent["name"] in cluster["db_names"]:
+            raise _unprocessable(f"database {sent['name']} already exists")
+        assert self.database_server is not None
+        self.database_server.sql(f'CREATE DATABASE "{sent["name"]}";')
+        cluster["db_names"].append(sent["name"])
+        return _Reply(201, {"db": {"name": sent["name"]}})
+
+    def _cluster_rules(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        self._cluster(match[1])
+        return _Reply(200, {"rules": copy.deepcopy(self._rules_of.get(match[1], []))})
+
+    def _set_cluster_rules(self, match: re.Match[str], query: dict[str, str], body: Any) -> _Reply:
+        self._cluster(match[1])
+        sent = _check_fields(body, {"rules": _Field(_list_of(OBJECT, "objects"), required=True)})
+        self._rules_of[match[1]] = [
+            self._rule(match[1], _check_fields(rule, DATABASE_RULE_FIELDS, where=f"rules[{i}]."))
+            for i, rule in enumerate(sent["rules"])
+        ]
+        return _Reply(204)
+
+
+class DatabaseServer(Protocol):
+    """The PostgreSQL server behind the stand-in's clusters."""
+
+    host: str  # the clusters' public address
+    port: int
+    private_host: str | None  # their private one (None: "private-" + host)
+
+    def sql(self, statements: str, *, database: str = "postgres") -> str: ...
+
 
 def _positive(query: Mapping[str, str], name: str, default: int) -> int:
     value = query.get(name, str(default))
@@ -907,6 +1105,7 @@ def do_standin(
     address: str = "203.0.113.10",
     active_after: int = 1,
     droplet_limit: int = 10,
+    database_server: DatabaseServer | None = None,
 ) -> Iterator[DoStandIn]:
     """A running stand-in on 127.0.0.1; stopped on exit. ``active_after``: the GETs showing a
     new Droplet "new" before it is "active" (``DoStandIn``); ``address``: the public IPv4 the
@@ -920,6 +1119,7 @@ def do_standin(
         address=address,
         active_after=active_after,
         droplet_limit=droplet_limit,
+        database_server=database_server,
     )
     server.RequestHandlerClass = _handler_class(standin)
     # The loop checks for shutdown every poll_interval: short, so that each test stops it fast.

@@ -33,9 +33,10 @@ class ExternalPostgres:
     port published on the host, reached from containers at the default bridge's gateway."""
 
     container: str
-    host: str  # what a container on any network connects to
-    port: int
+    host: str  # what a container on any network of this engine connects to
+    port: int  # published there
     admin_password: str
+    address: str  # the container's own, on the default bridge (port 5432)
 
     def url(self, user: str, password: str, database: str) -> str:
         return f"postgres://{user}:{password}@{self.host}:{self.port}/{database}?sslmode=disable"
@@ -46,14 +47,21 @@ class ExternalPostgres:
 
 
 @contextmanager
-def external_postgres(image: str = "shipyard-local/postgres:17") -> Iterator[ExternalPostgres]:
-    """An ``ExternalPostgres`` of ``image``, ready; removed with its data on leaving."""
+def external_postgres(
+    image: str = "shipyard-local/postgres:17", *, tls: bool = False
+) -> Iterator[ExternalPostgres]:
+    """An ``ExternalPostgres`` of ``image``, ready; removed with its data on leaving. ``tls``:
+    it accepts TLS too (the image's self-signed certificate), as a provider's requires."""
     name = f"sy-extdb-{secrets.token_hex(3)}"
     port = reserve_port()
     password = secrets.token_hex(12)
+    command = ["postgres"]
+    if tls:
+        command += ["-c", "ssl=on", "-c", "ssl_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem",
+                    "-c", "ssl_key_file=/etc/ssl/private/ssl-cert-snakeoil.key"]  # fmt: skip
     subprocess.run(
         ["docker", "run", "--detach", "--name", name, "--env", "POSTGRES_PASSWORD",
-         "--publish", f"{port}:5432", image],
+         "--publish", f"{port}:5432", image, *command],
         env={**os.environ, "POSTGRES_PASSWORD": password}, capture_output=True, check=True,
     )  # fmt: skip
     try:
@@ -70,7 +78,11 @@ def external_postgres(image: str = "shipyard-local/postgres:17") -> Iterator[Ext
         assert wait_until(ready, timeout=120, interval=Interval(0.5, 1.5, 3.0)), (
             f"{name}: not ready"
         )
-        yield ExternalPostgres(name, gateway, port, password)
+        address = subprocess.run(
+            ["docker", "inspect", name, "--format", "{{.NetworkSettings.IPAddress}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        yield ExternalPostgres(name, gateway, port, password, address)
     finally:
         subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True,
                        check=False)  # fmt: skip

@@ -39,7 +39,7 @@ from shipyard.providers.gcp import GcpNames
 from tests.aws_dataplane import DataPlane as AwsPlane
 from tests.aws_dataplane import data_plane as aws_data_plane
 from tests.aws_standin import CREDENTIALS, REGION, client, moto_server
-from tests.do_standin import DoStandIn, do_standin
+from tests.do_standin import DatabaseServer, DoStandIn, do_standin
 from tests.e2e.conftest import isolated_env, remove_everything, run_shipyard
 from tests.e2e.docker_cli import docker_inspect
 from tests.e2e.ports import reserve_port
@@ -394,13 +394,26 @@ class DoWorld(World):
 
 
 @contextmanager
-def on_do(directory: Path, app: str) -> Iterator[DoWorld]:
+def on_do(
+    directory: Path,
+    app: str,
+    *,
+    database_server: DatabaseServer | None = None,
+    settings: dict[str, Any] | None = None,
+) -> Iterator[DoWorld]:
+    """``database_server``: behind the stand-in's database clusters; ``settings``: further
+    ``providers.digitalocean`` settings."""
     with (
         running_droplet() as droplet,
         ssh_agent(directory / "home") as (key, agent),
-        do_standin(address=droplet.address) as standin,
+        do_standin(address=droplet.address, database_server=database_server) as standin,
     ):
-        where = copy_example(directory / "app", app, _target("do://ams3"))
+
+        def edit(document: dict[str, Any]) -> None:
+            _target("do://ams3")(document)
+            document["providers"]["digitalocean"].update(settings or {})
+
+        where = copy_example(directory / "app", app, edit)
         production_env(where)
         env = {
             **isolated_env(directory / "home"),

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from shipyard.config import DatabaseSection
 from shipyard.database import (
-    SnapshotAge,
     Endpoint,
+    SnapshotAge,
     migration_url,
     parse_copy_counts,
     parse_migrate_failure,
