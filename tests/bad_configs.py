@@ -362,6 +362,31 @@ CATALOGUE: list[BadConfig] = [
         environment="production",
     ),
     BadConfig(
+        "database-url-without-a-password",
+        VALID,
+        ".env.development: a postgres://user:password@host[:port]/database URL without password",
+        "10:1 database.url_env",
+        env_file="JWT_SECRET=0123456789abcdef0123456789abcdef\n"
+        "DATABASE_URL=postgres://shop@db.example.net/shop\n",
+    ),
+    BadConfig(
+        "database-url-not-postgres",
+        VALID,
+        ".env.development: not a postgres://user:password@host[:port]/database URL",
+        "10:1 database.url_env",
+        env_file="JWT_SECRET=0123456789abcdef0123456789abcdef\n"
+        "DATABASE_URL=mysql://shop:pw@db.example.net/shop\n",
+    ),
+    BadConfig(
+        "do-cluster-and-a-database-url",
+        _on_aws(settings="providers:\n  digitalocean:\n    database: {}\n", target="do://ams3"),
+        ".env.production sets DATABASE_URL too: remove one of them",
+        "18:5 providers.digitalocean.database",
+        environment="production",
+        env_file="JWT_SECRET=0123456789abcdef0123456789abcdef\n"
+        "DATABASE_URL=postgres://shop:pw@db.example.net/shop\n",
+    ),
+    BadConfig(
         "do-provider-on-an-aws-target",
         _on_aws(extra="    provider: digitalocean\n"),
         "target aws://eu-west-1 is run by provider aws, not 'digitalocean'",

@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from shipyard.config import DigitalOceanSection
+from shipyard.config import DigitalOceanSection, DoDatabaseSection
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.providers.digitalocean import (
+    ClusterNotReady,
     DoApi,
+    DoCluster,
     DoError,
     DoNames,
     DoResources,
@@ -301,3 +303,130 @@ def test_the_host_key_is_replaced_by_one_made_on_the_droplet(
     resources.rotate_host_key(Droplet())  # type: ignore[arg-type]
     assert seen == [["ssh-ed25519 AAAAold"], ["ssh-ed25519 AAAAold", "ssh-ed25519 AAAAnew"]]
     assert resources.known_hosts.read_text() == "shipyard-shop-production ssh-ed25519 AAAAnew\n"
+
+
+class _Server:
+    """What the stand-in's clusters are backed by, for tests that need no real server: the
+    statements it was sent."""
+
+    host = "db-ams3.example.net"
+    port = 25060
+    private_host = "private-db-ams3.example.net"
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def sql(self, statements: str, *, database: str = "postgres") -> str:
+        self.statements.append(statements)
+        return ""
+
+
+@pytest.fixture
+def clustered() -> Iterator[DoStandIn]:
+    with do_standin(database_server=_Server()) as running:
+        yield running
+
+
+def _with_cluster(standin: DoStandIn, public_key: Path, **section: Any) -> DoResources:
+    resources = _resources(standin, public_key)
+    resources.cluster = DoCluster(
+        DoDatabaseSection(**section), name="shipyard-shop-production",
+        tag="shipyard:shop:production", region="ams3", database="events",
+        api=resources.api, clock=InstantClock(),
+    )  # fmt: skip
+    return resources
+
+
+def test_a_cluster_is_asked_for_first_and_its_database_made_once_online(
+    clustered: DoStandIn, public_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(DoResources, "_serving", lambda self, address, public, timeout: None)
+    resources = _with_cluster(clustered, public_key, size="db-s-2vcpu-4gb", nodes=2)
+    planned = [str(a) for a in resources.plan()]
+    assert planned[0] == (
+        "database cluster: create (PostgreSQL 17, db-s-2vcpu-4gb, 2 node(s), ams3; admits "
+        "shipyard:shop:production) shipyard-shop-production"
+    )
+    assert (
+        planned[-1]
+        == "database: create in cluster shipyard-shop-production, once it is online events"
+    )
+    assert any(p.startswith("droplet: create") for p in planned[1:-1])
+    assert _changes(clustered) == []  # plan reads only
+    resources.ensure()
+    [cluster] = clustered.clusters.values()
+    assert cluster["status"] == "online" and "events" in cluster["db_names"]
+    [sent] = [r.body for r in clustered.requests if (r.method, r.path) == ("POST", "/v2/databases")]
+    assert sent == {
+        "name": "shipyard-shop-production", "engine": "pg", "version": "17", "region": "ams3",
+        "size": "db-s-2vcpu-4gb", "num_nodes": 2, "tags": ["shipyard:shop:production"],
+        "rules": [{"type": "tag", "value": "shipyard:shop:production"}],
+    }  # fmt: skip
+    assert resources.plan() == []
+    # The app's URL: the private address, TLS, the admin's credentials, the database.
+    password = cluster["connection"]["password"]
+    assert resources.cluster is not None
+    assert resources.cluster.url() == (
+        f"postgres://doadmin:{password}@private-db-ams3.example.net:25060/events?sslmode=require"
+    )
+    # destroy deletes shipyard's own cluster with the rest.
+    removal = [str(a).split(":")[0] for a in resources.removal()]
+    assert removal == ["database cluster", "firewall", "droplet"]
+
+
+def test_an_operators_cluster_is_adopted_by_name_and_never_deleted(
+    clustered: DoStandIn, public_key: Path
+) -> None:
+    api = _api(clustered)
+    theirs = api.post("/v2/databases", {"name": "shared-pg", "engine": "pg", "num_nodes": 1,
+                                        "size": "db-s-1vcpu-1gb", "region": "ams3",
+                                        "rules": [{"type": "ip_addr", "value": "192.0.2.7"}]})  # fmt: skip
+    cluster_id = theirs["database"]["id"]
+    api.get(f"/v2/databases/{cluster_id}")  # online from the next GET
+    resources = _with_cluster(clustered, public_key, cluster="shared-pg")
+    assert resources.cluster is not None
+    actions = resources.cluster.plan()
+    assert [str(a) for a in actions] == [
+        "database: create in cluster shared-pg events",
+        "database trusted sources: admit shipyard:shop:production to shared-pg",
+    ]
+    for action in actions:
+        action.run()
+    rules = api.get(f"/v2/databases/{cluster_id}/firewall")["rules"]
+    assert [(r["type"], r["value"]) for r in rules] == [
+        ("ip_addr", "192.0.2.7"), ("tag", "shipyard:shop:production"),
+    ]  # fmt: skip
+    assert resources.cluster.plan() == []
+    assert resources.cluster.removal() == []  # the operator's: destroy leaves it
+
+
+def test_a_named_cluster_that_does_not_exist_names_the_setting(
+    clustered: DoStandIn, public_key: Path
+) -> None:
+    resources = _with_cluster(clustered, public_key, cluster="nowhere")
+    with pytest.raises(ConfigError) as raised:
+        resources.plan()
+    text = str(raised.value)
+    assert "providers.digitalocean.database.cluster" in text and "'nowhere'" in text
+
+
+def test_a_cluster_that_never_comes_online_is_given_up(
+    clustered: DoStandIn, public_key: Path
+) -> None:
+    clustered.online_after = 10**9
+    resources = _with_cluster(clustered, public_key)
+    assert resources.cluster is not None
+    for action in resources.cluster.plan()[:1]:
+        action.run()
+    with pytest.raises(ClusterNotReady) as raised:
+        resources.cluster.online(60)
+    assert "creating after 60s" in raised.value.message
+    with pytest.raises(ShipyardError) as early:  # no URL to deploy with yet
+        resources.cluster.url()
+    assert "is creating, not online yet" in early.value.message
+    # Online, yet no credentials shown (a token without database:view_credentials).
+    [cluster] = clustered.clusters.values()
+    cluster.update(status="online", connection={}, private_connection={})
+    with pytest.raises(ShipyardError) as hidden:
+        resources.cluster.url()
+    assert "database:view_credentials" in (hidden.value.hint or "")

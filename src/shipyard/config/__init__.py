@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from shipyard.config._loader import Config, Environment, load_config
+from shipyard.config._loader import Config, Environment, database_url_problem, load_config
 from shipyard.config._models import (
     GCP_TARGET,
     AlertmanagerSection,
@@ -89,6 +89,7 @@ __all__ = [
     "SnapshotsSection",
     "TcpCheck",
     "WebhookSink",
+    "database_url_problem",
     "json_schema",
     "load_config",
     "parse_duration",

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
@@ -817,6 +818,30 @@ def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
     return key if source is None else f"the variable named by {source.references}"
 
 
+def database_url_problem(url: str | None) -> str | None:
+    """What keeps ``url`` from naming a PostgreSQL database to connect to (``None``: nothing,
+    or no URL): the scheme, the host, the user, the password, the database, a numeric port.
+    Never quotes the URL (it holds a password)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        return "not a postgres://user:password@host[:port]/database URL"
+    try:
+        parts.port  # noqa: B018 — raises for a port that is not a number
+    except ValueError:
+        return "its port is not a number"
+    missing = [
+        name
+        for name, value in (("host", parts.hostname), ("user", parts.username),
+                            ("password", parts.password), ("database", parts.path.lstrip("/")))
+        if not value
+    ]  # fmt: skip
+    if missing:
+        return f"a postgres://user:password@host[:port]/database URL without {', '.join(missing)}"
+    return None
+
+
 def _required_env_issues(
     sections: Mapping[str, Any],
     merged: Mapping[str, Any],
@@ -847,6 +872,14 @@ def _required_env_issues(
         )
     elif database is not None:
         derived.add(database.url_env)
+        problem = database_url_problem(file_values.get(database.url_env))
+        if problem is not None:
+            issues.append(
+                locator.issue(
+                    ("database", "url_env"),
+                    f"{database.url_env} in {env_file or 'the env file'}: {problem}",
+                )
+            )
         if on_aws and cloud[0] == "digitalocean" and database.url_env in file_values:
             issues.append(
                 locator.issue(

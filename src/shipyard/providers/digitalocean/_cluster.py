@@ -161,6 +161,11 @@ class DoCluster:
                 f"no database cluster {self.name} yet",
                 hint="`shipyard provision ENV` creates it",
             )
+        if cluster.get("status") in ("creating", "forking"):
+            raise ShipyardError(
+                f"database cluster {self.name} is {cluster['status']}, not online yet",
+                hint="`shipyard provision ENV` waits for it",
+            )
         connection = cluster.get("private_connection") or cluster.get("connection") or {}
         user, password = connection.get("user"), connection.get("password")
         host, port = connection.get("host"), connection.get("port")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
-from shipyard.config import Config, DatabaseSection
+from shipyard.config import Config, DatabaseSection, database_url_problem
 from shipyard.database import Endpoint
 from shipyard.errors import ConfigError, Issue
 from shipyard.providers.docker._names import Names
@@ -75,20 +75,13 @@ def external_database(config: Config) -> tuple[DatabaseSection, Endpoint, dict[s
     if section is None or managed_database(config):
         return None
     url = config.secrets.get(section.url_env) or ""
-    try:
-        login = libpq_env(url)
-    except ValueError:  # a port that is not a number
-        login = {}
-    missing = [part for part, key in (("host", "PGHOST"), ("user", "PGUSER"),
-               ("database", "PGDATABASE")) if key not in login]  # fmt: skip
-    if missing or not login.get("PGPASSWORD"):
+    problem = database_url_problem(url)
+    if problem is not None:
         env_file = config.environment.env_file
         raise ConfigError.at(
-            str(env_file) if env_file is not None else "the env file",
-            section.url_env,
-            "not a postgres://user:password@host[:port]/database URL"
-            + (f" (no {', '.join(missing)})" if missing else " (no password)"),
+            str(env_file) if env_file is not None else "the env file", section.url_env, problem
         )
+    login = libpq_env(url)
     port = int(login.get("PGPORT") or 5432)
     endpoint = Endpoint(login["PGHOST"], port, login.get("PGSSLMODE"))
     as_section = section.model_copy(update={"user": login["PGUSER"], "name": login["PGDATABASE"]})
