@@ -11,13 +11,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from shipyard.config import ProxySection, load_config
+from shipyard.config import DatabaseSection, ProxySection, load_config
+from shipyard.database import Endpoint, migration_url
 from shipyard.docker import parse_container
 from shipyard.providers.docker._env import (
     COMPOSE_ENV_HEADER,
     app_env,
     as_compose_env,
     compose_env_file_text,
+    external_database,
     libpq_env,
     release_command_env,
 )
@@ -194,3 +196,47 @@ def test_caddy_with_domains_defaults_to_acme() -> None:
     assert "pki" not in config["apps"]
     # Caddy's default issuers (ACME), looked at for renewal often enough for any lifetime.
     assert config["apps"]["tls"] == {"automation": {"renew_interval": "30s"}}
+
+
+def _external(tmp_path: Path, url: str):  # type: ignore[no-untyped-def]
+    (tmp_path / "shipyard.yml").write_text(VALID)
+    env = ENV_FILE.replace("POSTGRES_PASSWORD=s3cret-password\n", f"DATABASE_URL={url}\n")
+    (tmp_path / ".env.development").write_text(env)
+    return load_config(tmp_path / "shipyard.yml", "development", process_env={})
+
+
+def test_an_external_database_gets_a_client_in_place_of_the_database(tmp_path: Path) -> None:
+    names = Names("shop", "development")
+    layout = Layout(PurePosixPath("/state/shop/development"))
+    url = "postgres://app:pw%40one@db.example.net:25060/shop?sslmode=require"
+    infra = render_infra(_external(tmp_path, url), names, layout)
+    assert "db" not in infra["services"] and "pgdata" not in infra["volumes"]
+    client = infra["services"]["dbclient"]
+    assert client["container_name"] == "shop-development-dbclient"
+    assert client["image"] == "shipyard-local/postgres:17"
+    assert client["env_file"] == ["/state/shop/development/infra/database-client.env"]
+    assert client["networks"] == ["app"] and client["healthcheck"]["test"][-2:] == [
+        "pg_isready", "-q",
+    ]  # fmt: skip
+    assert "pw@one" not in to_yaml(infra) and "pw%40one" not in to_yaml(infra)
+    [section, endpoint, login] = external_database(_external(tmp_path, url)) or []
+    assert (section.user, section.name) == ("app", "shop")
+    assert endpoint == Endpoint("db.example.net", 25060, "require")
+    assert login["PGPASSWORD"] == "pw@one" and login["PGHOST"] == "db.example.net"
+    # Pointing the URL elsewhere changes the definition (the client is recreated); a new
+    # password alone changes only the client's env file (Compose recreates it for that).
+    digest = client["labels"]["org.shipyard.login"]
+    moved = render_infra(_external(tmp_path, url.replace("db.", "db2.")), names, layout)
+    assert moved["services"]["dbclient"]["labels"]["org.shipyard.login"] != digest
+    rotated = render_infra(_external(tmp_path, url.replace("pw%40one", "two")), names, layout)
+    assert rotated["services"]["dbclient"]["labels"]["org.shipyard.login"] == digest
+
+
+def test_golang_migrate_reaches_an_external_database_with_its_tls_mode() -> None:
+    section = DatabaseSection.model_validate({"name": "events", "user": "doadmin"})
+    assert migration_url(section, Endpoint("db.example.net", 25060, "require")).startswith(
+        "postgres://doadmin@db.example.net:25060/events?sslmode=require&options="
+    )
+    assert migration_url(section, Endpoint("2001:db8::5", 5432, None)).startswith(
+        "postgres://doadmin@[2001:db8::5]:5432/events?options="
+    )
