@@ -123,12 +123,16 @@ def _destroy(world: World, *extra: str) -> None:
 
 # -- local and ssh:// -------------------------------------------------------------------------
 @contextmanager
-def on_local(directory: Path, app: str) -> Iterator[World]:
+def _on_this_engine(
+    directory: Path, app: str, provider: str, edit: Callable[[dict[str, Any]], None] | None
+) -> Iterator[World]:
+    """The example deployed to this machine's engine (directly, or over ``edit``'s ssh://),
+    its proxy on a reserved port."""
     port = reserve_port()
-    where = copy_example(directory / "app", app)  # production's target is local already
+    where = copy_example(directory / "app", app, edit)
     production_env(where)
     env = {**isolated_env(directory / "home"), "SHIPYARD_HTTP_PORT": str(port)}
-    world = World("local", where, env, lambda: _commit_at(f"http://127.0.0.1:{port}"))
+    world = World(provider, where, env, lambda: _commit_at(f"http://127.0.0.1:{port}"))
     try:
         yield world
     finally:
@@ -137,19 +141,18 @@ def on_local(directory: Path, app: str) -> Iterator[World]:
 
 
 @contextmanager
+def on_local(directory: Path, app: str) -> Iterator[World]:
+    with _on_this_engine(directory, app, "local", None) as world:  # production's target is local
+        yield world
+
+
+@contextmanager
 def on_ssh(directory: Path, app: str) -> Iterator[World]:
-    port = reserve_port()
     sshd = start_sshd(directory / "sshd")
     try:
-        where = copy_example(directory / "app", app, _target(sshd.target, ssh=sshd.settings()))
-        production_env(where)
-        env = {**isolated_env(directory / "home"), "SHIPYARD_HTTP_PORT": str(port)}
-        world = World("ssh", where, env, lambda: _commit_at(f"http://127.0.0.1:{port}"))
-        try:
+        edit = _target(sshd.target, ssh=sshd.settings())
+        with _on_this_engine(directory, app, "ssh", edit) as world:
             yield world
-        finally:
-            _destroy(world, "--volumes", "--snapshots")
-            remove_everything(app)
     finally:
         sshd.stop()
 

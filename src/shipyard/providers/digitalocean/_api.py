@@ -14,14 +14,14 @@ the limit to ask for. The token is sent in a header only and never appears in a 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import httpx
 
 from shipyard.errors import ExitCode, ShipyardError
-from shipyard.waiting import Backoff, Clock
+from shipyard.waiting import Backoff, Clock, Interval, wait_until
 
 TOKEN_ENV = "DIGITALOCEAN_TOKEN"  # noqa: S105 — the variable's name, not a token
 _BACKOFF_CAP = 30.0
@@ -157,6 +157,27 @@ class DoApi:
             if response.is_error:
                 raise _failed(request, response)
             return response
+
+
+def awaited(
+    read: Callable[[], dict[str, Any] | None],
+    ready: Callable[[dict[str, Any]], bool],
+    *,
+    timeout: float,
+    interval: Interval,
+    clock: Clock,
+    failure: Callable[[str], ShipyardError],
+) -> dict[str, Any]:
+    """What ``read`` answers once it is ``ready``; after ``timeout`` seconds, ``failure`` of its
+    last status ("missing": it is gone) is raised."""
+    found = wait_until(
+        read, timeout=timeout, interval=interval, clock=clock,
+        done=lambda r: r is not None and ready(r),
+    )  # fmt: skip
+    if found is None:
+        last = read()
+        raise failure(str(last.get("status")) if last else "missing")
+    return found
 
 
 def _wait(response: httpx.Response) -> float | None:

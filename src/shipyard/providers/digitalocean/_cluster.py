@@ -13,8 +13,8 @@ from urllib.parse import quote
 from shipyard.config import DoDatabaseSection
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.providers._actions import Action
-from shipyard.providers.digitalocean._api import DoApi
-from shipyard.waiting import Clock, Interval, wait_until
+from shipyard.providers.digitalocean._api import DoApi, awaited
+from shipyard.waiting import Clock, Interval
 
 _POLL = Interval(5.0, 1.5, 30.0)
 # A new cluster takes minutes to come online (DigitalOcean says 5 or more).
@@ -139,18 +139,14 @@ class DoCluster:
 
     def online(self, timeout: float) -> dict[str, Any]:
         """The cluster, once online (``ClusterNotReady`` after ``timeout`` seconds)."""
-        found = wait_until(
-            self.find, timeout=timeout, interval=_POLL, clock=self.clock,
-            done=lambda c: c is not None and c.get("status") == "online",
-        )  # fmt: skip
-        if found is None:
-            cluster = self.find()
-            status = cluster.get("status") if cluster else "missing"
-            raise ClusterNotReady(
+        return awaited(
+            self.find, lambda cluster: cluster.get("status") == "online",
+            timeout=timeout, interval=_POLL, clock=self.clock,
+            failure=lambda status: ClusterNotReady(
                 f"database cluster {self.name}: {status} after {timeout:g}s, not online",
                 hint="see it in DigitalOcean's console; the next `shipyard provision` waits again",
-            )
-        return found
+            ),
+        )  # fmt: skip
 
     def url(self) -> str:
         """The app's database URL: the cluster's private address (its public one when it has

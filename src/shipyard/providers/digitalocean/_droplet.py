@@ -27,7 +27,7 @@ from shipyard.config import DigitalOceanSection
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.providers._actions import Action, carry_out
-from shipyard.providers.digitalocean._api import DoApi
+from shipyard.providers.digitalocean._api import DoApi, awaited
 from shipyard.providers.digitalocean._cluster import ONLINE_TIMEOUT, DoCluster
 from shipyard.waiting import Clock, Interval, wait_until
 
@@ -258,18 +258,14 @@ class DoResources:
 
     def _active(self, timeout: float) -> dict[str, Any]:
         """The Droplet, once active with a public address (``DropletNotReady`` after ``timeout``)."""
-        found = wait_until(
-            self.droplet, timeout=timeout, interval=_POLL, clock=self.clock,
-            done=lambda d: d is not None and d.get("status") == "active" and bool(_public_v4(d)),
-        )  # fmt: skip
-        if found is None:
-            droplet = self.droplet()
-            status = droplet.get("status") if droplet else "missing"
-            raise DropletNotReady(
+        return awaited(
+            self.droplet, lambda d: d.get("status") == "active" and bool(_public_v4(d)),
+            timeout=timeout, interval=_POLL, clock=self.clock,
+            failure=lambda status: DropletNotReady(
                 f"Droplet {self.names.droplet}: {status} after {timeout:g}s, not active",
                 hint="see it in DigitalOcean's console; the next `shipyard provision` waits again",
-            )
-        return found
+            ),
+        )  # fmt: skip
 
     # -- known hosts ---------------------------------------------------------------------------
     def _trust(self, *keys: str) -> None:
