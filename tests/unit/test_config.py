@@ -676,3 +676,19 @@ def test_check_rejects_world_readable_and_tracked_env_files(tmp_path: Path) -> N
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     subprocess.run(["git", "-C", str(tmp_path), "add", "-f", ".env.development"], check=True)
     assert any("tracked by git" in p for p in problems())
+
+
+def test_a_database_url_is_held_to_what_connects_with_it() -> None:
+    from shipyard.config import database_url_problem  # noqa: PLC0415
+
+    good = "postgres://app:p%40ss@db.example.net:25060/events?sslmode=require"
+    assert database_url_problem(good) is None
+    # A cloud's tasks may reach it through a socket, or log in without a password (IAM):
+    socket = "postgres://app@/events?host=/cloudsql/p:r:i"
+    assert database_url_problem(socket, login=False) is None
+    # shipyard logs in itself, over TCP from a container, when a host runs the environment.
+    assert "socket directory" in str(database_url_problem(socket.replace("app@", "app:pw@")))
+    assert "without password" in str(database_url_problem(socket))
+    assert database_url_problem("postgres://app:pw@db:x/events") == "its port is not a number"
+    refused = database_url_problem("postgresql://app:secret-pw@db.example.net/")
+    assert refused is not None and "without database" in refused and "secret-pw" not in refused

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
@@ -546,6 +546,7 @@ def load_config(  # noqa: C901, PLR0912, PLR0915 — one linear pass that collec
             interpolated,
             on_aws=_rds_on_aws(env_raw, merged),
             cloud=_cloud_database(env_raw),
+            on_host=not str(env_raw.get("target", "")).startswith(("aws://", "gcp://")),
         )
     )
     if "notifications" in sections:
@@ -818,10 +819,12 @@ def _key_named(key: str, path: Path_, interpolated: Interpolations) -> str:
     return key if source is None else f"the variable named by {source.references}"
 
 
-def database_url_problem(url: str | None) -> str | None:
+def database_url_problem(url: str | None, *, login: bool = True) -> str | None:
     """What keeps ``url`` from naming a PostgreSQL database to connect to (``None``: nothing,
-    or no URL): the scheme, the host, the user, the password, the database, a numeric port.
-    Never quotes the URL (it holds a password)."""
+    or no URL): the scheme, the host (or libpq's ``?host=``), the database, a numeric port;
+    with ``login`` (shipyard logs in with it from a container, over TCP), the user, the
+    password and a host that is not a socket directory. Never quotes the URL (it holds a
+    password)."""
     if url is None:
         return None
     parts = urlsplit(url)
@@ -831,14 +834,15 @@ def database_url_problem(url: str | None) -> str | None:
         parts.port  # noqa: B018 — raises for a port that is not a number
     except ValueError:
         return "its port is not a number"
-    missing = [
-        name
-        for name, value in (("host", parts.hostname), ("user", parts.username),
-                            ("password", parts.password), ("database", parts.path.lstrip("/")))
-        if not value
-    ]  # fmt: skip
+    host = parts.hostname or dict(parse_qsl(parts.query)).get("host", "")
+    wanted: list[tuple[str, str | None]] = [("host", host), ("database", parts.path.lstrip("/"))]
+    if login:
+        wanted += [("user", parts.username), ("password", parts.password)]
+    missing = [name for name, value in wanted if not value]
     if missing:
         return f"a postgres://user:password@host[:port]/database URL without {', '.join(missing)}"
+    if login and host.startswith("/"):
+        return "a socket directory as its host: shipyard connects over TCP, from a container"
     return None
 
 
@@ -852,12 +856,14 @@ def _required_env_issues(
     *,
     on_aws: bool | None = None,
     cloud: tuple[str, str, str] = ("aws", "rds", "AWS"),
+    on_host: bool = True,
 ) -> list[Issue]:
     """The database password and ``app.required_env`` must be in the env file. ``sections``
     may lack an invalid section: what can be checked without it still is. ``on_aws``: the
     target is aws://, with (True) or without (False) an RDS instance of shipyard's, whose
     password RDS keeps; without one (or on gcp:// without a Cloud SQL instance of shipyard's:
-    False, ``cloud`` naming the setting), the env file names the database."""
+    False, ``cloud`` naming the setting), the env file names the database. ``on_host``: the
+    Docker provider runs the environment, and logs in with an env file's database URL."""
     database: DatabaseSection | None = sections.get("database")
     issues: list[Issue] = []
     derived: set[str] = set()  # set by shipyard itself
@@ -872,7 +878,7 @@ def _required_env_issues(
         )
     elif database is not None:
         derived.add(database.url_env)
-        problem = database_url_problem(file_values.get(database.url_env))
+        problem = database_url_problem(file_values.get(database.url_env), login=on_host)
         if problem is not None:
             issues.append(
                 locator.issue(
