@@ -192,6 +192,11 @@ def test_a_managed_postgresql_cluster_holds_the_database(
         assert again.returncode == 0, again.stderr
         assert len([r for r in standin.requests if r.method in ("POST", "PUT")]) == posts
 
+        # destroy keeps the cluster, and says so, until asked for everything.
+        kept = world.shipyard("destroy", "production", "--yes")
+        assert kept.returncode == 0, kept.stderr
+        assert f"database cluster shipyard-{app}-production" in kept.stdout + kept.stderr
+        assert standin.clusters and standin.droplets
         gone = world.shipyard("destroy", "production", "--yes", "--volumes", "--snapshots")
         assert gone.returncode == 0, gone.stderr
         assert not standin.clusters and not standin.droplets

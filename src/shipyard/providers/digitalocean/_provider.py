@@ -58,15 +58,18 @@ def _cluster(config: Config, names: DoNames, region: str, api: DoApi) -> DoClust
     )  # fmt: skip
 
 
-def with_cluster_url(config: Config) -> Config:
+def with_cluster_url(config: Config, *, missing_ok: bool = False) -> Config:
     """``config`` with the cluster's URL as the app's database URL (``database.url_env``), as
     if the env file said it, when the environment's database is a cluster; the masker learns
-    it. Read from DigitalOcean's API."""
+    it. Read from DigitalOcean's API. ``missing_ok``: a cluster that is not there leaves
+    ``config`` as it is (destroy); otherwise it is an error saying how to make it."""
     if settings_of(config).database is None or config.database is None:
         return config
     cloud = resources(config)
     try:
         assert cloud.cluster is not None  # noqa: S101 — settings.database is set
+        if missing_ok and cloud.cluster.find() is None:
+            return config
         url = cloud.cluster.url()
     finally:
         cloud.api.close()
@@ -93,28 +96,38 @@ class DigitalOceanProvider(DockerProvider):
     cluster's URL as the env file's database URL: an external database, reached from the
     Droplet (read from the API once per operation)."""
 
+    # The operation's config, and the same with the cluster's URL (read once per operation).
+    _config: tuple[Config, Config] | None = None
+
     def steps(self, ctx: OperationContext) -> DockerSteps:
         if self._config is None or self._config[0] is not ctx.config:
             self._config = (ctx.config, with_cluster_url(ctx.config))
         return DockerSteps(dataclasses.replace(ctx, config=self._config[1]), self.host)
-
-    _config: tuple[Config, Config] | None = None
 
     def cleanup(
         self, ctx: OperationContext, *, volumes: bool, snapshots: bool = False
     ) -> Destroyed:
         """The Docker provider's destroy on the Droplet; then, with ``volumes`` and
         ``snapshots`` (the database and its backups go: nothing on the disk is kept), the
-        reserved IP, the firewall and the Droplet. Otherwise the Droplet is kept, and said so."""
+        reserved IP, the firewall and the Droplet. Otherwise the Droplet is kept, and said so.
+        A cluster deleted meanwhile does not stand in the way."""
+        self._config = (ctx.config, with_cluster_url(ctx.config, missing_ok=True))
         destroyed = super().cleanup(ctx, volumes=volumes, snapshots=snapshots)
         cloud = resources(ctx.config)
         try:
             if volumes and snapshots:
                 destroyed.removed.extend(str(action) for action in carry_out(cloud.removal()))
-            elif cloud.droplet() is not None:
+            elif cloud.cluster is not None and cloud.cluster.owned and cloud.cluster.find():
                 destroyed.kept.append(
-                    f"Droplet {cloud.names.droplet}: its disk holds the database"
-                    f"{'' if volumes else ' volume'} and the snapshots; `--volumes --snapshots` "
+                    f"database cluster {cloud.cluster.name} and Droplet {cloud.names.droplet} "
+                    "(the database, and the snapshots on the Droplet's disk); `--volumes "
+                    "--snapshots` deletes them with the firewall and reserved IP"
+                )
+            elif cloud.droplet() is not None:
+                held = "the database" + ("" if volumes else " volume") + " and the snapshots"
+                destroyed.kept.append(
+                    f"Droplet {cloud.names.droplet}: its disk holds "
+                    f"{'the snapshots' if cloud.cluster else held}; `--volumes --snapshots` "
                     "deletes it with its firewall and reserved IP"
                 )
         finally:
