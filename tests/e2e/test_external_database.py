@@ -60,6 +60,12 @@ def test_the_app_deploys_migrates_and_snapshots_against_an_external_database(
         names = _containers(app)
         assert f"{app.name}-development-db" not in names
         assert f"{app.name}-development-dbclient" in names
+        mounts = subprocess.run(
+            ["docker", "inspect", f"{app.name}-development-dbclient", "--format",
+             "{{range .Mounts}}{{.Type}} {{end}}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert "volume" not in mounts  # nothing of it outlives the container
         # The migrations ran there, after a snapshot; shipyard created the trusted extensions.
         version = server.sql("SELECT version, dirty FROM schema_migrations;", database="events")
         assert version.endswith("|f") and int(version.split("|")[0]) >= 1

@@ -141,6 +141,9 @@ def render_infra(
             "container_name": names.database_client,
             "entrypoint": ["sleep", "infinity"],
             "init": True,
+            # Over the image's data volume: it holds no data, and Compose would otherwise make
+            # an anonymous volume there that outlives the container.
+            "tmpfs": ["/var/lib/postgresql/data"],
             "env_file": [str(layout.database_client_env)],
             "networks": ["app"],
             "restart": "unless-stopped",
