@@ -159,6 +159,18 @@ class DoApi:
             return response
 
 
+def tagged_one(found: list[dict[str, Any]], what: str, tag: str) -> dict[str, Any] | None:
+    """The one resource of ``found`` (``what``, plural, e.g. "Droplets") tagged ``tag``;
+    ``None`` when there is none; more than one is refused, naming each."""
+    if len(found) > 1:
+        listed = ", ".join(f"{r.get('name')} ({r['id']})" for r in found)
+        raise ShipyardError(
+            f"{len(found)} {what} are tagged {tag}: {listed}",
+            hint="delete the one you do not want in DigitalOcean's console (or untag it)",
+        )
+    return found[0] if found else None
+
+
 def awaited(
     read: Callable[[], dict[str, Any] | None],
     ready: Callable[[dict[str, Any]], bool],

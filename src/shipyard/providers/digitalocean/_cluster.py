@@ -13,7 +13,7 @@ from urllib.parse import quote
 from shipyard.config import DoDatabaseSection
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.providers._actions import Action
-from shipyard.providers.digitalocean._api import DoApi, awaited
+from shipyard.providers.digitalocean._api import DoApi, awaited, tagged_one
 from shipyard.waiting import Clock, Interval
 
 _POLL = Interval(5.0, 1.5, 30.0)
@@ -61,13 +61,7 @@ class DoCluster:
             found = self.api.pages("/v2/databases", "databases")
             return next((c for c in found if c.get("name") == self.name), None)
         found = self.api.pages("/v2/databases", "databases", tag_name=self.tag)
-        if len(found) > 1:
-            listed = ", ".join(f"{c.get('name')} ({c['id']})" for c in found)
-            raise ShipyardError(
-                f"{len(found)} database clusters are tagged {self.tag}: {listed}",
-                hint="delete the one you do not want in DigitalOcean's console (or untag it)",
-            )
-        return found[0] if found else None
+        return tagged_one(found, "database clusters", self.tag)
 
     def plan(self) -> list[Action]:
         """Every change ``ensure`` would make, in order; reads only."""

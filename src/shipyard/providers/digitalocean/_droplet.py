@@ -27,7 +27,7 @@ from shipyard.config import DigitalOceanSection
 from shipyard.errors import ConfigError, ShipyardError
 from shipyard.hosts import Host
 from shipyard.providers._actions import Action, carry_out
-from shipyard.providers.digitalocean._api import DoApi, awaited
+from shipyard.providers.digitalocean._api import DoApi, awaited, tagged_one
 from shipyard.providers.digitalocean._cluster import ONLINE_TIMEOUT, DoCluster
 from shipyard.waiting import Clock, Interval, wait_until
 
@@ -91,14 +91,7 @@ class DoResources:
 
     def droplet(self) -> dict[str, Any] | None:
         """The environment's Droplet; more than one tagged as its own is refused."""
-        found = self._droplets()
-        if len(found) > 1:
-            listed = ", ".join(f"{d.get('name')} ({d['id']})" for d in found)
-            raise ShipyardError(
-                f"{len(found)} Droplets are tagged {self.names.tag}: {listed}",
-                hint="delete the one you do not want in DigitalOcean's console (or untag it)",
-            )
-        return found[0] if found else None
+        return tagged_one(self._droplets(), "Droplets", self.names.tag)
 
     def address(self, droplet: dict[str, Any] | None = None) -> str | None:
         """Where the Droplet answers: its reserved IP when it has one, else its public IPv4."""
