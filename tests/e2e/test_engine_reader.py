@@ -67,5 +67,16 @@ def test_the_api_and_the_cli_read_the_same(labelled_containers: tuple[str, list[
     assert set(names) <= set(api.containers_using(IMAGE))
     running_api = {info.name for info in api.running()}
     assert names[0] in running_api and names[1] not in running_api
+    # Only the containers publishing a host port: the running one's, and no other port.
+    published = api.container(names[0])
+    assert published is not None
+    [port] = published.ports.values()
+    for docker_ in (api, cli):
+        assert [info.name for info in docker_.running(publishing=[port])] == [names[0]]
+        other = port - 1  # a port these containers do not publish
+        assert not {info.name for info in docker_.running(publishing=[other])} & set(names)
     assert api.image(IMAGE) == cli.image(IMAGE)
+    # The engine's version and platform, and the socket the CLI would use, read either way.
+    assert api.info() == cli.info()
+    assert api.socket_path() == cli.socket_path() == api.reader.socket
     assert api.image(f"{IMAGE}-absent") is None and cli.image(f"{IMAGE}-absent") is None

@@ -14,6 +14,7 @@ from shipyard import cli
 from shipyard import session as library
 from shipyard.config import Config, load_config
 from shipyard.deploy import _checks
+from shipyard.docker import Docker
 from shipyard.errors import HostUnreachable, PortInUse
 from shipyard.hosts import (
     CommandResult,
@@ -53,6 +54,11 @@ def _container(name: str, *bindings: tuple[str, int], status: str = "running") -
     }
 
 
+def _host_ports(container: dict[str, Any]) -> set[str]:
+    ports = container["NetworkSettings"]["Ports"].values()
+    return {binding["HostPort"] for bindings in ports for binding in bindings or []}
+
+
 class _Server(FakeHost):
     """A Docker host whose listening sockets and containers the test sets: ``ss`` answers with
     ``ss`` (``None``: not installed, ``missing``: how it fails then), ``/proc/net/tcp`` with
@@ -87,12 +93,19 @@ class _Server(FakeHost):
             if not found:
                 return CommandResult(tuple(argv), 1, "[]\n", "Error: No such container")
             return CommandResult(tuple(argv), 0, json.dumps(found), "")
-        running = [c for c in self.containers if c["State"]["Status"] == "running"]
+        if argv[:2] == ["docker", "ps"]:  # the engine's `publish` filter: host ports
+            published = {a.removeprefix("publish=") for a in argv if a.startswith("publish=")}
+            running = [
+                c
+                for c in self.containers
+                if c["State"]["Status"] == "running"
+                and (not published or published & _host_ports(c))
+            ]
+            return CommandResult(tuple(argv), 0, "".join(f"{c['Id']}\n" for c in running), "")
         answers = {
             ("ss",): self.ss,
             ("docker", "version"): json.dumps({"Version": "27.3.1", "Arch": "amd64"}),
             ("docker", "compose", "version"): "2.29.0\n",
-            ("docker", "ps"): "".join(f"{c['Id']}\n" for c in running),
         }
         for prefix, stdout in answers.items():
             if tuple(argv[: len(prefix)]) == prefix and stdout is not None:
@@ -178,7 +191,7 @@ def test_addresses_overlap_when_one_covers_the_other(
 # -- naming the holder ----------------------------------------------------------------------------
 def test_a_process_on_the_proxy_port_is_named_with_its_pid(tmp_path: Path) -> None:
     host = _Server(ss=SS_PYTHON_ON_18080)
-    assert taken_ports(_config(tmp_path), host) == [
+    assert taken_ports(_config(tmp_path), Docker(host)) == [
         "proxy.http_port: port 18080 on server is already in use by python3 (pid 4242)"
     ]
     assert ["ss", "-l", "-t", "-n", "-p"] in host.commands
@@ -188,10 +201,13 @@ def test_a_process_on_the_proxy_port_is_named_with_its_pid(tmp_path: Path) -> No
 def test_another_container_on_the_proxy_port_is_named(tmp_path: Path) -> None:
     other = _container("blog-production-proxy", (ANY, 18080), ("::", 18080))
     host = _Server(containers=(other,))
-    assert taken_ports(_config(tmp_path), host) == [
+    assert taken_ports(_config(tmp_path), Docker(host)) == [
         "proxy.http_port: port 18080 on server is already in use by container blog-production-proxy"
     ]
     assert not any(c[0] == "ss" for c in host.commands)  # Docker explained it
+    # Only the containers publishing the proxy's port are listed, then inspected.
+    [listing] = [c for c in host.commands if c[:2] == ["docker", "ps"]]
+    assert listing[-2:] == ["--filter", "publish=18080"]
 
 
 def test_a_container_removed_between_ps_and_inspect_is_left_out(tmp_path: Path) -> None:
@@ -205,7 +221,7 @@ def test_a_container_removed_between_ps_and_inspect_is_left_out(tmp_path: Path) 
             return answer
 
     host = Racing(containers=(_container("blog-proxy", (ANY, 18080)),))
-    assert taken_ports(_config(tmp_path), host) == [
+    assert taken_ports(_config(tmp_path), Docker(host)) == [
         "proxy.http_port: port 18080 on server is already in use by container blog-proxy"
     ]
 
@@ -214,14 +230,14 @@ def test_the_environments_own_proxy_may_hold_its_port(tmp_path: Path) -> None:
     own = _container("shop-development-proxy", (ANY, 18080))
     ss = SS_PYTHON_ON_18080.replace('"python3",pid=4242', '"docker-proxy",pid=777')
     host = _Server(ss=ss, containers=(own,))
-    assert taken_ports(_config(tmp_path), host) == []
+    assert taken_ports(_config(tmp_path), Docker(host)) == []
     # While Compose recreates it, the old container runs on under a temporary name.
     renamed = _container("3f2a_shop-development-proxy", (ANY, 18080))
     renamed["Config"]["Labels"] = {
         "com.docker.compose.project": "shop-development-infra",
         "com.docker.compose.service": "proxy",
     }
-    assert taken_ports(_config(tmp_path), _Server(ss=ss, containers=(renamed,))) == []
+    assert taken_ports(_config(tmp_path), Docker(_Server(ss=ss, containers=(renamed,)))) == []
 
 
 def test_stopped_containers_and_other_ports_and_addresses_hold_nothing(tmp_path: Path) -> None:
@@ -234,8 +250,10 @@ def test_stopped_containers_and_other_ports_and_addresses_hold_nothing(tmp_path:
         ),
     )
     local = VALID.replace("  http_port: 18080\n", "  http_port: 18080\n  bind: 10.0.0.7\n")
-    assert taken_ports(_config(tmp_path, local), host) == []
-    assert taken_ports(_config(tmp_path, VALID), host) == [  # 0.0.0.0 covers 10.0.0.5 and .6
+    assert taken_ports(_config(tmp_path, local), Docker(host)) == []
+    assert taken_ports(
+        _config(tmp_path, VALID), Docker(host)
+    ) == [  # 0.0.0.0 covers 10.0.0.5 and .6
         "proxy.http_port: port 18080 on server is already in use by container local-only"
     ]
 
@@ -246,8 +264,8 @@ def test_the_https_port_is_checked_when_the_proxy_has_domains(tmp_path: Path) ->
         "  http_port: 18080\n",
         "  http_port: 18080\n  https_port: 8443\n  domains: [shop.example]\n",
     )
-    assert taken_ports(_config(tmp_path, VALID), _Server(ss=ss)) == []
-    assert taken_ports(_config(tmp_path, https), _Server(ss=ss)) == [
+    assert taken_ports(_config(tmp_path, VALID), Docker(_Server(ss=ss))) == []
+    assert taken_ports(_config(tmp_path, https), Docker(_Server(ss=ss))) == [
         "proxy.https_port: port 8443 on server is already in use by nginx (pid 1201), "
         "nginx (pid 1200)"
     ]
@@ -261,11 +279,13 @@ def test_without_ss_the_kernels_table_still_finds_the_port(tmp_path: Path, missi
         "   0: 00000000:46A0 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0\n"
     )
     host = _Server(ss=None, proc_tcp=table, missing=missing)
-    assert taken_ports(_config(tmp_path), host) == [
+    assert taken_ports(_config(tmp_path), Docker(host)) == [
         "proxy.http_port: port 18080 on server is already in use by a process shipyard cannot "
         "see (`sudo ss -ltnp 'sport = :18080'` on the host names it)"
     ]
-    assert taken_ports(_config(tmp_path), _Server(ss=None, missing=missing)) == []  # no /proc
+    assert (
+        taken_ports(_config(tmp_path), Docker(_Server(ss=None, missing=missing))) == []
+    )  # no /proc
 
 
 # -- refusing before anything changes ---------------------------------------------------------------

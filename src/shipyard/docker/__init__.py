@@ -320,15 +320,19 @@ class Docker:
 
     # -- engine ------------------------------------------------------------------------------------
     def info(self) -> EngineInfo:
-        """The engine's version, architecture and OS, and Compose's version: the two commands
-        run at once (each is a docker CLI start and a round trip to the host)."""
+        """The engine's version, architecture and OS, and Compose's version: asked at once (each
+        is a docker CLI start and a round trip to the host; a local engine's own version is read
+        over its socket: ``GET /version`` answers what ``docker version`` prints as ``Server``)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-version") as pool:
             asked = pool.submit(
                 self._run, ["compose", "version", "--short"], check=False, timeout=30
             )
-            result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
+            if self.reader is not None:
+                server = self.reader.get("/version") or {}
+            else:
+                result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
+                server = json.loads(result.stdout or "null") or {}
             compose = asked.result()
-        server = json.loads(result.stdout or "null") or {}
         return EngineInfo(
             server_version=str(server.get("Version", "unknown")),
             architecture=normalise_architecture(str(server.get("Arch") or "amd64")),
@@ -339,6 +343,8 @@ class Docker:
     def socket_path(self) -> str | None:
         """The path of the Unix socket the CLI reaches the engine through (its current context,
         ``DOCKER_HOST`` included), or ``None`` when the engine is reached otherwise (TCP, SSH)."""
+        if self.reader is not None:  # the socket the CLI would use, found without asking it
+            return self.reader.socket
         result = self._run(
             ["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"],
             check=False,
@@ -473,12 +479,21 @@ class Docker:
                 found[info.name] = info
         return found
 
-    def running(self) -> list[ContainerInfo]:
-        """Every running container, inspected (one that stops meanwhile is left out)."""
+    def running(self, *, publishing: Sequence[int] = ()) -> list[ContainerInfo]:
+        """Every running container, inspected (one that stops meanwhile is left out); with
+        ``publishing``, only those that publish one of these host ports (the engine filters:
+        ``docker ps --filter publish=PORT``)."""
+        filters = {"publish": [str(port) for port in publishing]} if publishing else {}
         if self.reader is not None:
-            ids = [str(c["Id"]) for c in self.reader.listed({}, all=False)]
+            ids = [str(c["Id"]) for c in self.reader.listed(filters, all=False)]
         else:
-            ids = self._run(["ps", "--quiet", "--no-trunc"], timeout=60).stdout.split()
+            argv = ["ps", "--quiet", "--no-trunc"]
+            argv += [
+                arg
+                for port in filters.get("publish", [])
+                for arg in ("--filter", f"publish={port}")
+            ]
+            ids = self._run(argv, timeout=60).stdout.split()
         return [info for info in self._inspect(ids) if info.running]
 
     def _inspect(self, containers: Sequence[str]) -> list[ContainerInfo]:

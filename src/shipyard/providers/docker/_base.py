@@ -136,7 +136,7 @@ class StepsBase:
     def _refuse_taken_ports(self) -> None:
         """``PortInUse`` when another process or container holds a port the proxy needs;
         ``SubnetConflict`` when ``proxy.subnet`` cannot be the environment network's."""
-        taken = taken_ports(self.config, self.host)
+        taken = taken_ports(self.config, self.docker)
         if taken:
             raise PortInUse(taken)
         conflict = subnet_conflict(self.config, self.docker)

@@ -3,7 +3,7 @@
 Docker reports a port something else holds only when the proxy is started, as "driver failed
 programming external connectivity … address already in use", half way through a deploy. This
 finds it first, and names what holds it: another container (``docker container inspect`` of the
-running ones), or a process (``ss -ltnp`` on the host; without ss, ``/proc/net/tcp`` says the
+running ones publishing it), or a process (``ss -ltnp`` on the host; without ss, ``/proc/net/tcp`` says the
 port is taken but not by whom).
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from shipyard.config import Config
 from shipyard.docker import ContainerInfo, Docker
-from shipyard.hosts import Host, Listener, addresses_overlap, listeners
+from shipyard.hosts import Listener, addresses_overlap, listeners
 from shipyard.providers.docker._names import Names
 
 
@@ -24,15 +24,16 @@ def proxy_ports(config: Config) -> list[tuple[str, int]]:
     return ports
 
 
-def taken_ports(config: Config, host: Host) -> list[str]:
+def taken_ports(config: Config, docker: Docker) -> list[str]:
     """One line per proxy port that something other than this environment's own proxy holds on
-    ``host``, naming the port, its config key and the holder. Changes nothing."""
+    ``docker``'s host, naming the port, its config key and the holder. Changes nothing."""
     names = Names(config.app.name, config.environment.name)
-    bind = config.proxy.bind
-    running = Docker(host).running()
+    bind, host = config.proxy.bind, docker.host
+    ports = proxy_ports(config)
+    running = docker.running(publishing=[port for _, port in ports])
     sockets: list[Listener] | None = None  # read once, when a port is not explained by Docker
     problems = []
-    for key, port in proxy_ports(config):
+    for key, port in ports:
         holders = [
             info
             for info in running

@@ -78,7 +78,7 @@ class DockerProvider(Planning):
         the proxy's ports (``PortInUse`` when another process or container holds one)."""
         docker = Docker(self.host)
         found = engine_ready(docker.info(), self.host.name)
-        taken = taken_ports(config, self.host)
+        taken = taken_ports(config, docker)
         if taken:
             raise PortInUse(taken)
         conflict = subnet_conflict(config, docker)

@@ -136,7 +136,7 @@ class Traffic(StepsBase):
         config = self.caddy_config()
         proxy = self.docker.container(self.names.proxy)
         if proxy is None or not proxy.running:
-            taken = taken_ports(self.config, self.host)
+            taken = taken_ports(self.config, self.docker)
             if taken:  # taken since the infrastructure phase: this operation's changes are undone
                 raise ShipyardError("the proxy cannot start: " + "; ".join(taken))
             self._write_proxy_files()
