@@ -1,15 +1,19 @@
 """The engine's API (over this machine's socket) and the docker CLI read the same: every read
-``Docker`` makes of real containers and images gives the same answer both ways."""
+``Docker`` makes of real containers and images gives the same answer both ways. And the one
+change made over the API, a new version's container, is the container Compose would create."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from shipyard.docker import Docker
 from shipyard.hosts import LocalHost
+from tests.e2e.conftest import AppUnderTest
 from tests.e2e.docker_cli import docker, remove_found
 
 IMAGE = "shipyard-local/docker-cli:26"
@@ -47,36 +51,90 @@ def labelled_containers(docker_engine: None) -> Iterator[tuple[str, list[str]]]:
 
 def test_the_api_and_the_cli_read_the_same(labelled_containers: tuple[str, list[str]]) -> None:
     mark, names = labelled_containers
-    api = Docker(LocalHost())
-    assert api.reader is not None, "this machine's engine has a local socket"
+    sock = Docker(LocalHost())
+    assert sock.api is not None, "this machine's engine has a local socket"
     cli = Docker(LocalHost())
-    cli.reader = None
+    cli.api = None
     labels = {"org.shipyard.test": mark}
-    for docker_ in (api, cli):
+    for docker_ in (sock, cli):
         running = docker_.container(names[0])
         assert running is not None and running.running and 8080 in running.ports
         stopped = docker_.container(names[1])
         assert stopped is not None and not stopped.running
-    assert api.container(names[0]) == cli.container(names[0])
-    assert api.container(names[1]) == cli.container(names[1])
-    assert api.container(f"{mark}-absent") is None and cli.container(f"{mark}-absent") is None
-    assert api.containers(labels) == cli.containers(labels) == sorted(names)
-    assert api.labelled(labels) == cli.labelled(labels)
-    assert api.containers_named([*names, "absent"]) == cli.containers_named([*names, "absent"])
-    assert api.containers_using(IMAGE) == cli.containers_using(IMAGE)
-    assert set(names) <= set(api.containers_using(IMAGE))
-    running_api = {info.name for info in api.running()}
-    assert names[0] in running_api and names[1] not in running_api
+    assert sock.container(names[0]) == cli.container(names[0])
+    assert sock.container(names[1]) == cli.container(names[1])
+    assert sock.container(f"{mark}-absent") is None and cli.container(f"{mark}-absent") is None
+    assert sock.containers(labels) == cli.containers(labels) == sorted(names)
+    assert sock.labelled(labels) == cli.labelled(labels)
+    assert sock.containers_named([*names, "absent"]) == cli.containers_named([*names, "absent"])
+    assert sock.containers_using(IMAGE) == cli.containers_using(IMAGE)
+    assert set(names) <= set(sock.containers_using(IMAGE))
+    running_sock = {info.name for info in sock.running()}
+    assert names[0] in running_sock and names[1] not in running_sock
     # Only the containers publishing a host port: the running one's, and no other port.
-    published = api.container(names[0])
+    published = sock.container(names[0])
     assert published is not None
     [port] = published.ports.values()
-    for docker_ in (api, cli):
+    for docker_ in (sock, cli):
         assert [info.name for info in docker_.running(publishing=[port])] == [names[0]]
         other = port - 1  # a port these containers do not publish
         assert not {info.name for info in docker_.running(publishing=[other])} & set(names)
-    assert api.image(IMAGE) == cli.image(IMAGE)
+    assert sock.image(IMAGE) == cli.image(IMAGE)
     # The engine's version and platform, and the socket the CLI would use, read either way.
-    assert api.info() == cli.info()
-    assert api.socket_path() == cli.socket_path() == api.reader.socket
-    assert api.image(f"{IMAGE}-absent") is None and cli.image(f"{IMAGE}-absent") is None
+    assert sock.info() == cli.info()
+    assert sock.socket_path() == cli.socket_path() == sock.api.socket
+    assert sock.image(f"{IMAGE}-absent") is None and cli.image(f"{IMAGE}-absent") is None
+
+
+# What Compose alone writes on its containers: its version, the image ID it resolved, the
+# container it replaced, and its own hash of the definition.
+_COMPOSE_OWN = {"version", "image", "replace", "config-hash"}
+
+
+def _as_created(name: str) -> dict[str, Any]:
+    """What a container was created with (not the state it is in)."""
+    [document] = json.loads(docker("container", "inspect", name))
+    config, host = document["Config"], document["HostConfig"]
+    [(network, endpoint)] = document["NetworkSettings"]["Networks"].items()
+    labels = {
+        key: value
+        for key, value in config["Labels"].items()
+        if key.removeprefix("com.docker.compose.") not in _COMPOSE_OWN
+    }
+    return {
+        "image": config["Image"],
+        "env": sorted(config["Env"]),
+        "labels": labels,
+        "exposed": config["ExposedPorts"],
+        "stop_timeout": config.get("StopTimeout"),
+        "user": config["User"],
+        "entrypoint": config["Entrypoint"],
+        "ports": host["PortBindings"],
+        "restart": host["RestartPolicy"],
+        "network": (host["NetworkMode"], network),
+        "aliases": [a for a in endpoint["Aliases"] or [] if a != document["Id"][:12]],
+        "logging": host["LogConfig"],
+    }
+
+
+def test_a_new_versions_container_is_the_one_compose_would_create(app: AppUnderTest) -> None:
+    """On this machine's engine a slot's container is created and started over the engine's
+    API. Compose, given the slot's compose file, creates the same container (its environment,
+    port, network and aliases, restart policy, stop timeout, logging and labels), and counts the
+    one shipyard created as the project's."""
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    app.commit("a second version")
+    assert app.shipyard("deploy", app.environment).returncode == 0
+    blue = f"{app.name}-{app.environment}-blue"  # the first version's, stopped now
+    file = app.state_dir / app.name / app.environment / "slots" / "blue" / "compose.yml"
+    projects = {
+        p["Name"]: p for p in json.loads(docker("compose", "ls", "--all", "--format", "json"))
+    }
+    assert projects[blue]["ConfigFiles"] == str(file)
+    listed = docker("compose", "--project-name", blue, "ps", "--all", "--format", "{{.Name}}")
+    assert listed.split() == [blue]
+    ours = _as_created(blue)
+    docker("compose", "--project-name", blue, "--file", str(file), "up", "--no-start",
+           "--force-recreate")  # fmt: skip
+    theirs = _as_created(blue)
+    assert ours == theirs

@@ -7,13 +7,14 @@ import json
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from shipyard.docker import Docker, EngineReader, parse_image
+from shipyard.docker import Docker, EngineAPI, parse_image
 from shipyard.docker import _engine as engine
-from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.errors import CommandFailed, HostUnreachable, ShipyardError
 from shipyard.hosts import LocalHost
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -69,22 +70,22 @@ def test_no_socket_no_reader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     monkeypatch.delenv("DOCKER_CONTEXT", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert Docker(LocalHost()).reader is None
+    assert Docker(LocalHost()).api is None
 
 
-def _reader(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[EngineReader, list[str]]:
+def _reader(answer: Callable[[httpx.Request], httpx.Response]) -> tuple[EngineAPI, list[str]]:
     asked: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         asked.append(str(request.url))
         return answer(request)
 
-    return EngineReader("/x.sock", "local", transport=httpx.MockTransport(handler)), asked
+    return EngineAPI("/x.sock", "local", transport=httpx.MockTransport(handler)), asked
 
 
-def _docker(reader: EngineReader) -> Docker:
+def _docker(reader: EngineAPI) -> Docker:
     docker = Docker(LocalHost())
-    docker.reader = reader
+    docker.api = reader
     return docker
 
 
@@ -175,3 +176,66 @@ def test_an_image_says_whether_it_has_its_own_healthcheck(
 ) -> None:
     document = {"Id": "sha256:abc", "Config": {"Healthcheck": healthcheck}}
     assert parse_image(document).healthcheck is expected
+
+
+def _engine(
+    containers: dict[str, dict[str, Any]], *, unhealthy_after: int | None = None
+) -> tuple[Docker, list[tuple[str, str, Any]]]:
+    """An engine holding ``containers`` (name → inspect document) that answers removals,
+    creations and starts, recording each request's method, path and body."""
+    requests: list[tuple[str, str, Any]] = []
+    inspected = 0
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal inspected
+        body = json.loads(request.content) if request.content else None
+        requests.append((request.method, request.url.path, body))
+        path = request.url.path
+        if request.method == "DELETE":
+            name = path.removeprefix("/containers/")
+            return httpx.Response(204) if containers.pop(name, None) else httpx.Response(404)
+        if path == "/containers/create":
+            name = request.url.params["name"]
+            if name in containers:
+                return httpx.Response(409, json={"message": f'Conflict. "/{name}" is in use'})
+            containers[name] = {**INSPECT, "Name": f"/{name}", "Id": f"id-{name}"}
+            return httpx.Response(201, json={"Id": f"id-{name}", "Warnings": []})
+        if path.endswith("/start"):
+            return httpx.Response(204)
+        name = path.removeprefix("/containers/").removesuffix("/json")
+        found = containers.get(name)
+        if found is None:
+            return httpx.Response(404, json={"message": "No such container"})
+        inspected += 1
+        health = "unhealthy" if unhealthy_after and inspected > unhealthy_after else "starting"
+        state = {**found["State"], "Health": {"Status": health}}
+        return httpx.Response(200, json={**found, "State": state})
+
+    reader, _ = _reader(answer)
+    return _docker(reader), requests
+
+
+def test_a_container_is_replaced_created_and_started_over_the_api() -> None:
+    docker, requests = _engine({"id-old": INSPECT})
+    body = {"Image": "shop:2", "Env": ["JWT_SECRET=s3cret"]}
+    docker.create_and_start("shop-development-green", body, replacing="id-old")
+    assert [(method, path) for method, path, _ in requests] == [
+        ("DELETE", "/containers/id-old"),
+        ("POST", "/containers/create"),
+        ("POST", "/containers/id-shop-development-green/start"),
+    ]
+    assert requests[1][2] == body
+
+
+def test_a_refused_creation_names_the_request_but_not_the_environment() -> None:
+    docker, _ = _engine({"shop-development-green": INSPECT})
+    with pytest.raises(CommandFailed) as raised:
+        docker.create_and_start("shop-development-green", {"Env": ["JWT_SECRET=s3cret"]})
+    assert raised.value.returncode == 409 and "is in use" in raised.value.stderr
+    assert "s3cret" not in str(raised.value) + raised.value.stderr + " ".join(raised.value.argv)
+
+
+def test_an_image_healthcheck_is_waited_for_and_unhealthy_fails_the_start() -> None:
+    docker, _ = _engine({}, unhealthy_after=2)
+    with pytest.raises(ShipyardError, match="is unhealthy"):
+        docker.create_and_start("shop-development-green", {"Image": "shop:2"}, healthy_within=30)

@@ -6,6 +6,7 @@ Regenerate with SHIPYARD_UPDATE_GOLDEN=1 after an intended change, and review th
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path, PurePosixPath
 
@@ -19,12 +20,18 @@ from shipyard.providers.docker._env import (
     app_env,
     as_compose_env,
     compose_env_file_text,
+    compose_env_values,
     external_database,
     libpq_env,
     release_command_env,
 )
 from shipyard.providers.docker._names import Layout, Names
-from shipyard.providers.docker._stack import render_infra, render_slot, to_yaml
+from shipyard.providers.docker._stack import (
+    render_infra,
+    render_slot,
+    slot_container_body,
+    to_yaml,
+)
 from shipyard.proxy import Traffic, parse_traffic, render_caddy, upstreams_of
 from tests.bad_configs import ENV_FILE, VALID
 
@@ -66,6 +73,76 @@ def test_slot_compose(config) -> None:  # type: ignore[no-untyped-def]
         deployment="d1",
     )
     _golden("slot-compose.yml", to_yaml(document))
+
+
+def test_a_slot_container_is_created_with_what_its_compose_file_says(config) -> None:  # type: ignore[no-untyped-def]
+    """The Engine API's create body of a slot: the compose service's image, environment (the
+    env file's values, then ``environment``), port, network alias, restart policy, stop grace
+    and logging, and the labels by which Compose knows the container as the project's."""
+    names = Names("shop", "development")
+    layout = Layout(PurePosixPath("/state/shop/development"))
+    document = render_slot(
+        config,
+        names,
+        layout,
+        "green",
+        image="shop:1.2.3-abcdef0",
+        release="r1",
+        version="1.2.3",
+        commit="abcdef0",
+        deployment="d1",
+    )
+    file = layout.slot_compose("green")
+    body = slot_container_body(document, file, {"JWT_SECRET": "x y", "DEPLOYMENT_SLOT": "blue"})
+    assert body["Image"] == "shop:1.2.3-abcdef0"
+    assert body["Env"] == ["JWT_SECRET=x y", "DEPLOYMENT_SLOT=green"]  # `environment` wins
+    assert body["ExposedPorts"] == {"8080/tcp": {}}
+    host = body["HostConfig"]
+    assert host["PortBindings"] == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    assert host["NetworkMode"] == "shop-development"
+    assert host["RestartPolicy"] == {"Name": "unless-stopped"}
+    assert host["LogConfig"] == {
+        "Type": "json-file",
+        "Config": {"max-size": "10m", "max-file": "5"},
+    }
+    assert body["StopTimeout"] == math.ceil(config.app.stop_grace_period)
+    endpoint = body["NetworkingConfig"]["EndpointsConfig"]["shop-development"]
+    assert endpoint["Aliases"] == ["shop-development-green", "app", "shop-development-slots"]
+    labels = body["Labels"]
+    assert labels["org.shipyard.slot"] == "green" and labels["org.shipyard.release"] == "r1"
+    assert labels["com.docker.compose.project"] == "shop-development-green"
+    assert labels["com.docker.compose.service"] == "app"
+    assert labels["com.docker.compose.project.config_files"] == str(file)
+    assert labels["com.docker.compose.project.working_dir"] == str(file.parent)
+    assert len(labels["com.docker.compose.config-hash"]) == 64
+    # The hash follows the definition, not the environment's values.
+    other = slot_container_body(document, file, {"JWT_SECRET": "another"})
+    assert other["Labels"] == labels
+    document["services"]["app"]["image"] = "shop:1.2.4-0123456"
+    assert (
+        slot_container_body(document, file, {})["Labels"]["com.docker.compose.config-hash"]
+        != (labels["com.docker.compose.config-hash"])
+    )
+    # A key the rendering gains and the body does not carry is refused, not dropped.
+    document["services"]["app"]["cap_add"] = ["NET_ADMIN"]
+    with pytest.raises(ValueError, match="cap_add"):
+        slot_container_body(document, file, {})
+
+
+def test_compose_quoted_env_files_are_read_back_exactly() -> None:
+    values = {
+        "PLAIN": "abc",
+        "EMPTY": "",
+        "QUOTE": "it's",
+        "DOUBLE": 'say "hi"',
+        "DOLLAR": "$HOME and $$",
+        "BACKSLASH_END": "C:\\",
+        "MIXED": 'it\'s \\n $x "q" = # not a comment',
+        "URL": "postgres://u:p%40w@db:5432/x?sslmode=require",
+    }
+    text = compose_env_file_text(values, source="test")
+    assert compose_env_values(text) == values
+    assert compose_env_values(COMPOSE_ENV_HEADER + "\n# a comment\nA='1'\n") == {"A": "1"}
 
 
 def test_app_env_derives_database_url_with_encoded_password(config) -> None:  # type: ignore[no-untyped-def]

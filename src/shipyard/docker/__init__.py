@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
-from shipyard.docker._engine import NO_ENGINE_HINT, EngineReader, local_socket
-from shipyard.errors import CommandFailed, HostUnreachable
+from shipyard.docker._engine import NO_ENGINE_HINT, EngineAPI, local_socket
+from shipyard.errors import CommandFailed, HostUnreachable, ShipyardError
 from shipyard.hosts import CommandResult, Host, LocalHost
 from shipyard.waiting import wait_until
 
@@ -26,8 +27,8 @@ __all__ = [
     "MIN_DOCKER",
     "ContainerInfo",
     "Docker",
+    "EngineAPI",
     "EngineInfo",
-    "EngineReader",
     "ImageInfo",
     "image_fingerprint",
     "normalise_architecture",
@@ -280,7 +281,7 @@ class Docker:
         # Reads (inspect, list) of the engine on this machine go over its socket; see
         # ``shipyard.docker._engine``. Elsewhere (SSH, TCP, another context): the CLI.
         socket = local_socket(endpoint) if isinstance(host, LocalHost) else None
-        self.reader = EngineReader(socket, host.name) if socket else None
+        self.api = EngineAPI(socket, host.name) if socket else None
 
     def _argv(self, argv: Sequence[str]) -> list[str]:
         return ["docker", *(["--config", self.config] if self.config else []), *argv]
@@ -327,8 +328,8 @@ class Docker:
             asked = pool.submit(
                 self._run, ["compose", "version", "--short"], check=False, timeout=30
             )
-            if self.reader is not None:
-                server = self.reader.get("/version") or {}
+            if self.api is not None:
+                server = self.api.get("/version") or {}
             else:
                 result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
                 server = json.loads(result.stdout or "null") or {}
@@ -343,8 +344,8 @@ class Docker:
     def socket_path(self) -> str | None:
         """The path of the Unix socket the CLI reaches the engine through (its current context,
         ``DOCKER_HOST`` included), or ``None`` when the engine is reached otherwise (TCP, SSH)."""
-        if self.reader is not None:  # the socket the CLI would use, found without asking it
-            return self.reader.socket
+        if self.api is not None:  # the socket the CLI would use, found without asking it
+            return self.api.socket
         result = self._run(
             ["context", "inspect", "--format", "{{.Endpoints.docker.Host}}"],
             check=False,
@@ -371,8 +372,8 @@ class Docker:
 
     # -- images --------------------------------------------------------------------------------------
     def image(self, ref: str) -> ImageInfo | None:
-        if self.reader is not None:
-            document = self.reader.image(ref)
+        if self.api is not None:
+            document = self.api.image(ref)
             return parse_image(document) if document is not None else None
         result = self._run(["image", "inspect", ref], check=False, timeout=60)
         if not result.ok:
@@ -462,7 +463,7 @@ class Docker:
 
     # -- containers ---------------------------------------------------------------------------------
     def container(self, name: str) -> ContainerInfo | None:
-        if self.reader is not None:
+        if self.api is not None:
             return next(iter(self._inspect([name])), None)
         result = self._run(["container", "inspect", name], check=False, timeout=60)
         if not result.ok:
@@ -484,8 +485,8 @@ class Docker:
         ``publishing``, only those that publish one of these host ports (the engine filters:
         ``docker ps --filter publish=PORT``)."""
         filters = {"publish": [str(port) for port in publishing]} if publishing else {}
-        if self.reader is not None:
-            ids = [str(c["Id"]) for c in self.reader.listed(filters, all=False)]
+        if self.api is not None:
+            ids = [str(c["Id"]) for c in self.api.listed(filters, all=False)]
         else:
             argv = ["ps", "--quiet", "--no-trunc"]
             argv += [
@@ -501,8 +502,8 @@ class Docker:
         removed meanwhile: inspect exits 1 after printing the others) is left out."""
         if not containers:
             return []
-        if self.reader is not None:
-            return list(map(parse_container, self.reader.containers(containers)))
+        if self.api is not None:
+            return list(map(parse_container, self.api.containers(containers)))
         result = self._run(["container", "inspect", *containers], check=False, timeout=60)
         try:
             documents = json.loads(result.stdout or "[]")
@@ -524,8 +525,8 @@ class Docker:
 
     def _names(self, filters: Mapping[str, list[str]]) -> list[str]:
         """Names of the containers (running or not) matching ``docker ps`` ``filters``."""
-        if self.reader is not None:
-            listed = self.reader.listed({k: v for k, v in filters.items() if v}, all=True)
+        if self.api is not None:
+            listed = self.api.listed({k: v for k, v in filters.items() if v}, all=True)
             return sorted(str(c["Names"][0]).lstrip("/") for c in listed if c.get("Names"))
         argv = ["ps", "--all", "--format", "{{.Names}}"]
         for key, values in filters.items():
@@ -672,6 +673,48 @@ class Docker:
         if not container.restart_count:
             return read()
         return wait_until(read, timeout=EVENTS_LAG_S, interval=0.2) or []
+
+    def create_and_start(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        *,
+        replacing: str | None = None,
+        healthy_within: float | None = None,
+    ) -> None:
+        """Over the local engine's API (``api``): remove ``replacing`` (a stopped container),
+        create ``name`` from the create ``body`` and start it, as ``docker compose up
+        --force-recreate`` does for one service; with ``healthy_within``, then wait that long
+        for its image's HEALTHCHECK to call it healthy, as ``--wait`` does (``ShipyardError``
+        when it says unhealthy, the container stops, or the time runs out)."""
+        if self.api is None:
+            raise ShipyardError(f"on {self.host.name}: no local engine socket to create {name} on")
+        api = self.api
+        if replacing is not None:
+            api.send("DELETE", f"/containers/{quote(replacing, safe='')}", {"force": "1", "v": "1"})
+        created = api.send("POST", "/containers/create", {"name": name}, body=body, absent=False)
+        if not isinstance(created, dict) or not created.get("Id"):
+            raise ShipyardError(f"on {self.host.name}: the engine created {name} but named no ID")
+        api.send("POST", f"/containers/{created['Id']}/start", absent=False)
+        if healthy_within is None:
+            return
+
+        def health() -> str | None:
+            info = self.container(name)
+            if info is None or not info.running:
+                raise ShipyardError(f"container {name} stopped before its HEALTHCHECK passed")
+            if info.health == "unhealthy":
+                raise ShipyardError(f"container {name} is unhealthy (its image's HEALTHCHECK)")
+            return info.health
+
+        if (
+            wait_until(health, timeout=healthy_within, interval=0.25, done=lambda h: h == "healthy")
+            is None
+        ):
+            raise ShipyardError(
+                f"container {name} was not healthy within {healthy_within:g}s "
+                "(its image's HEALTHCHECK)"
+            )
 
     def rename(self, container: str, name: str) -> None:
         self._run(["rename", container, name], timeout=60)

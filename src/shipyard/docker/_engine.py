@@ -1,9 +1,11 @@
-"""Reads from the Docker Engine's HTTP API over the local engine's Unix socket.
+"""The Docker Engine's HTTP API over the local engine's Unix socket.
 
 An operation inspects containers and lists them dozens of times; each docker CLI call is a
 process start (20 to 60 ms, more on a busy machine). Over the socket, one connection serves them
-all. Only reads go this way: every change (create, start, stop, rename, compose) stays a docker
-CLI command, as an operator would type it.
+all. Reads go this way, and one change: a new version's container is created and started here
+(``Docker.run_service``), where ``docker compose up`` would cost two Go processes and their
+startup before the engine's own work. Every other change (start, stop, rename, remove, the infra
+project) stays a docker CLI command, as an operator would type it.
 
 The API's documents are the CLI's: ``docker container inspect`` prints what
 ``GET /containers/{id}/json`` answers, so the same parsers read both.
@@ -50,8 +52,8 @@ def local_socket(endpoint: str | None, environ: Mapping[str, str] | None = None)
     return DEFAULT_SOCKET if Path(DEFAULT_SOCKET).is_socket() else None
 
 
-class EngineReader:
-    """GET requests to one engine over its Unix socket, on one kept connection.
+class EngineAPI:
+    """Requests to one engine over its Unix socket, on one kept connection.
 
     ``host``: the host's name, for errors. ``transport``: how requests travel (tests pass
     httpx's ``MockTransport``); by default the socket."""
@@ -78,24 +80,39 @@ class EngineReader:
 
     def get(self, path: str, params: Mapping[str, str] | None = None) -> Any | None:
         """The JSON document at ``path``; ``None`` when the engine answers 404 (no such object)."""
+        return self.send("GET", path, params)
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        body: Mapping[str, Any] | None = None,
+        absent: bool = True,
+    ) -> Any | None:
+        """``method`` on ``path`` (with a JSON ``body``): the JSON document answered (``None``
+        for an empty answer, or for 404 when ``absent``: no such object). Any other error is
+        ``CommandFailed`` with the engine's message, naming the request (never its body, which
+        may hold secrets)."""
         import httpx  # noqa: PLC0415
 
         try:
-            response = self._http().get(path, params=params)
+            response = self._http().request(method, path, params=params, json=body)
         except httpx.TransportError as exc:
             raise HostUnreachable(
                 f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
                 hint=NO_ENGINE_HINT,
             ) from exc
-        if response.status_code == 404:  # noqa: PLR2004
+        if response.status_code == 404 and absent:  # noqa: PLR2004
             return None
         if response.is_error:
             try:
                 message = str(response.json().get("message", response.text))
             except ValueError:
                 message = response.text
-            raise CommandFailed(self.host, ["GET", path], response.status_code, message)
-        return response.json()
+            raise CommandFailed(self.host, [method, path], response.status_code, message)
+        return response.json() if response.content else None
 
     def containers(self, names: Sequence[str]) -> list[dict[str, Any]]:
         """The inspect document of each of ``names`` (names or IDs) that exists, in order."""

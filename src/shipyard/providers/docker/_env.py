@@ -3,6 +3,7 @@ quoted for ``docker run --env-file`` or Compose, and the values that go in them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
@@ -39,6 +40,28 @@ def as_compose_env(text: str, *, source: str) -> str:
         return text
     values = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
     return compose_env_file_text(values, source=source)
+
+
+def compose_env_values(text: str) -> dict[str, str]:
+    """The values of an env file in Compose's quoting as ``compose_env_file_text`` writes it
+    (its inverse): a single-quoted value is literal, a double-quoted one has ``\\``, ``\"``
+    and ``$$`` escaped. Comments and blank lines are skipped."""
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, quoted = line.split("=", 1)
+        if len(quoted) >= 2 and quoted[0] == quoted[-1] == "'":  # noqa: PLR2004
+            values[key] = quoted[1:-1]
+        elif len(quoted) >= 2 and quoted[0] == quoted[-1] == '"':  # noqa: PLR2004
+            values[key] = _DOUBLE_QUOTED_ESCAPE.sub(lambda m: m[0][1], quoted[1:-1])
+        else:  # not written by shipyard: taken as it stands
+            values[key] = quoted
+    return values
+
+
+# The escapes of a double-quoted value: ``\\`` → ``\``, ``\"`` → ``"``, ``$$`` → ``$``.
+_DOUBLE_QUOTED_ESCAPE = re.compile(r'\\\\|\\"|\$\$')
 
 
 def _compose_quote(value: str) -> str:

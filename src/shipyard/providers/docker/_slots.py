@@ -6,9 +6,14 @@ from shipyard.docker import ContainerInfo
 from shipyard.errors import DeployFailed, ShipyardError
 from shipyard.health import build_checks, wait_healthy
 from shipyard.providers.docker._base import StepsBase
-from shipyard.providers.docker._env import app_env, as_compose_env, compose_env_file_text
+from shipyard.providers.docker._env import (
+    app_env,
+    as_compose_env,
+    compose_env_file_text,
+    compose_env_values,
+)
 from shipyard.providers.docker._names import LABEL
-from shipyard.providers.docker._stack import render_slot, to_yaml
+from shipyard.providers.docker._stack import render_slot, slot_container_body, to_yaml
 from shipyard.state import Release
 
 
@@ -49,20 +54,34 @@ class Slots(StepsBase):
             commit=release.commit,
             deployment=self.ctx.deployment_id,
         )
-        self._write(self.layout.slot_compose(slot), to_yaml(compose))
-        self._fence()
+        file = self.layout.slot_compose(slot)
+        self._write(file, to_yaml(compose))
+        # A wait only for an image with its own HEALTHCHECK, for Docker to call it healthy.
+        # Otherwise a wait for "running" (Compose's, about 0.4 s here) proves nothing the health
+        # gate does not prove right after, from the first probe (a container that exits or
+        # restarts fails the gate at once).
+        image = self.docker.image(release.image)
+        wait = 60 if image is None or image.healthcheck else None
         try:
-            # ``--wait`` only for an image with its own HEALTHCHECK: Compose then waits for
-            # Docker to call it healthy. Otherwise its wait polls for "running" (about 0.4 s
-            # here) and proves nothing the health gate does not prove right after, from the
-            # first probe (a container that exits or restarts fails the gate at once).
-            image = self.docker.image(release.image)
-            self.docker.compose_up(
-                self.names.slot(slot),
-                self.layout.slot_compose(slot),
-                force_recreate=True,
-                wait_timeout=60 if image is None or image.healthcheck else None,
-            )
+            if self.docker.api is not None and image is not None:
+                # The local engine: the container Compose would create, created and started
+                # over the engine's socket (about 0.15 s less than `compose up`'s processes).
+                if kept is not None and kept.running:  # as Compose does: stopped gracefully
+                    self._fence()
+                    self.docker.stop(kept.id, timeout=self.config.app.stop_grace_period)
+                body = slot_container_body(compose, file, compose_env_values(env.decode()))
+                self._fence()
+                self.docker.create_and_start(
+                    container,
+                    body,
+                    replacing=kept.id if kept is not None else None,
+                    healthy_within=wait,
+                )
+            else:
+                self._fence()
+                self.docker.compose_up(
+                    self.names.slot(slot), file, force_recreate=True, wait_timeout=wait
+                )
         except ShipyardError as exc:
             info = self.docker.container(container)
             ended = (

@@ -11,7 +11,9 @@ import copy
 import hashlib
 import io
 import json
+import math
 from collections.abc import Mapping
+from pathlib import PurePosixPath
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -206,6 +208,76 @@ def render_slot(
             }
         },
         "networks": {"app": {"name": names.network, "external": True}},
+    }
+
+
+# The keys of a service ``render_slot`` writes, all of which ``slot_container_body`` carries.
+_SLOT_KEYS = frozenset(
+    {
+        "image", "container_name", "env_file", "environment", "ports", "networks", "restart",
+        "stop_grace_period", "labels", "logging",
+    }
+)  # fmt: skip
+
+
+def slot_container_body(
+    project: Mapping[str, Any], file: PurePosixPath, env: Mapping[str, str]
+) -> dict[str, Any]:
+    """The Engine API's create body (``POST /containers/create``) of the container ``docker
+    compose --file file up`` would create for the slot ``project`` (``render_slot``'s), whose
+    env file holds ``env``: the same settings, and the labels Compose gives its containers, so
+    that ``docker compose ls``, ``ps``, ``logs`` and ``down`` know it as the project's."""
+    [(service_name, service)] = project["services"].items()
+    unknown = set(service) - _SLOT_KEYS
+    if unknown:  # a key render_slot gained must be carried here too
+        raise ValueError(f"slot_container_body does not carry {sorted(unknown)}")
+    [(network_key, attached)] = service["networks"].items()
+    network = project["networks"][network_key]["name"]
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for published in service["ports"]:  # "127.0.0.1::8080": an address, any host port
+        address, host_port, container_port = published.rsplit(":", 2)
+        bindings.setdefault(f"{container_port}/tcp", []).append(
+            {"HostIp": address, "HostPort": host_port}
+        )
+    labels = {
+        **service["labels"],
+        "com.docker.compose.project": project["name"],
+        "com.docker.compose.service": service_name,
+        "com.docker.compose.container-number": "1",
+        "com.docker.compose.oneoff": "False",
+        "com.docker.compose.depends_on": "",
+        "com.docker.compose.project.config_files": str(file),
+        "com.docker.compose.project.working_dir": str(file.parent),
+    }
+    # Compose lists and removes only containers carrying a config hash. This one is a digest of
+    # the definition (without the environment's values), not Compose's own: `docker compose up`
+    # on the file would recreate the container, which is all a differing hash means to it.
+    labels["com.docker.compose.config-hash"] = hashlib.sha256(
+        json.dumps([service, project["networks"]], sort_keys=True).encode()
+    ).hexdigest()
+    environment = {**env, **service.get("environment", {})}
+    return {
+        "Image": service["image"],
+        "Env": [f"{key}={value}" for key, value in environment.items()],
+        "Labels": labels,
+        "ExposedPorts": {key: {} for key in bindings},
+        "StopTimeout": math.ceil(float(service["stop_grace_period"].removesuffix("s"))),
+        "HostConfig": {
+            "NetworkMode": network,
+            "PortBindings": bindings,
+            "RestartPolicy": {"Name": service["restart"]},
+            "LogConfig": {
+                "Type": service["logging"]["driver"],
+                "Config": dict(service["logging"]["options"]),
+            },
+        },
+        "NetworkingConfig": {
+            "EndpointsConfig": {
+                network: {
+                    "Aliases": [service["container_name"], service_name, *attached["aliases"]]
+                }
+            }
+        },
     }
 
 
