@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import httpx
 import pytest
 
 from shipyard import cli
 from shipyard import session as library
 from shipyard.config import Config, load_config
 from shipyard.deploy import _checks
-from shipyard.docker import Docker
+from shipyard.docker import Docker, EngineAPI
 from shipyard.errors import HostUnreachable, PortInUse
 from shipyard.hosts import (
     CommandResult,
@@ -25,6 +27,7 @@ from shipyard.hosts import (
 )
 from shipyard.providers import taken_ports
 from shipyard.providers.docker import DockerSteps
+from shipyard.providers.docker._stack import to_yaml
 from tests.bad_configs import VALID, BadConfig, clean_tree, write
 from tests.fakes import FakeHost
 from tests.unit.pipeline_harness import operation_context
@@ -321,6 +324,54 @@ def test_a_stopped_proxy_is_not_started_on_a_port_taken_meanwhile(tmp_path: Path
     with pytest.raises(Exception, match=r"the proxy cannot start: proxy.http_port: port 18080"):
         _steps(_config(tmp_path), host)._ensure_proxy()
     assert host.changes() == []
+
+
+def test_on_this_machines_engine_compose_is_asked_only_when_the_infrastructure_changes(
+    tmp_path: Path,
+) -> None:
+    """A redeploy whose infrastructure is as last verified runs no Compose command on this
+    machine's engine (a new version's container is created over its socket), so validate does
+    not ask Compose's version; it does when the definition changed, and always on a remote host."""
+    config = _config(tmp_path)
+
+    def engine(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/version":
+            return httpx.Response(200, json={"Version": "27.3.1", "Arch": "amd64", "Os": "linux"})
+        return httpx.Response(200, json=[])  # no container publishes the proxy's port
+
+    def preflight(host: _Server, *, local: bool) -> str:
+        steps = _steps(config, host)
+        if local:
+            steps.docker.api = EngineAPI(
+                "/x.sock", host.name, transport=httpx.MockTransport(engine)
+            )
+        return steps.preflight()
+
+    def asked(host: _Server) -> bool:
+        return ["docker", "compose", "version", "--short"] in host.commands
+
+    remote = _Server()
+    assert "compose 2.29.0" in preflight(remote, local=False) and asked(remote)
+    never_verified = _Server()
+    assert "compose 2.29.0" in preflight(never_verified, local=True) and asked(never_verified)
+
+    verified = _Server()
+    steps = _steps(config, verified)
+    steps.docker.api = EngineAPI("/x.sock", "server", transport=httpx.MockTransport(engine))
+    definition = hashlib.sha256(to_yaml(steps._infra()).encode()).hexdigest()
+    record = json.dumps({"definition": definition}).encode()
+    verified.files[str(steps.layout.infra_verified)] = (record, 0o600)
+    found = preflight(verified, local=True)
+    assert (
+        found
+        == "docker 27.3.1 reachable on server (compose not needed: the infrastructure is as last verified)"
+    )
+    assert not asked(verified)
+
+    changed = _Server()
+    other = json.dumps({"definition": "0" * 64}).encode()
+    changed.files[str(steps.layout.infra_verified)] = (other, 0o600)
+    assert "compose 2.29.0" in preflight(changed, local=True) and asked(changed)
 
 
 @pytest.fixture

@@ -57,14 +57,15 @@ def parse_network_subnets(inspect: str) -> dict[str, list[str]]:
     return found
 
 
-def version_problems(docker: str, compose: str) -> list[str]:
+def version_problems(docker: str, compose: str | None) -> list[str]:
     """What is older than shipyard needs among a host's Docker and Compose versions (as the
-    tools print them; an empty or unreadable one counts as too old)."""
+    tools print them; an empty or unreadable one counts as too old; ``compose=None``: not
+    checked)."""
     problems = []
-    for name, found, needed, verb in (
-        ("Docker", docker, MIN_DOCKER, "found"),
-        ("Docker Compose", compose, MIN_COMPOSE, "is too old"),
-    ):
+    checked = [("Docker", docker, MIN_DOCKER, "found")]
+    if compose is not None:
+        checked.append(("Docker Compose", compose, MIN_COMPOSE, "is too old"))
+    for name, found, needed, verb in checked:
         numbers = tuple(int(x) for x in re.findall(r"\d+", found)[:2])
         if len(numbers) < 2 or numbers < needed:  # noqa: PLR2004 — major and minor
             problems.append(
@@ -103,7 +104,7 @@ def normalise_architecture(name: str) -> str:
 class EngineInfo:
     server_version: str
     architecture: str  # normalised: amd64, arm64, ...
-    compose_version: str | None
+    compose_version: str | None  # None: not installed (or not asked, ``info(compose=False)``)
     os: str = "linux"
 
     @property
@@ -320,26 +321,30 @@ class Docker:
             raise
 
     # -- engine ------------------------------------------------------------------------------------
-    def info(self) -> EngineInfo:
+    def info(self, *, compose: bool = True) -> EngineInfo:
         """The engine's version, architecture and OS, and Compose's version: asked at once (each
         is a docker CLI start and a round trip to the host; a local engine's own version is read
-        over its socket: ``GET /version`` answers what ``docker version`` prints as ``Server``)."""
+        over its socket: ``GET /version`` answers what ``docker version`` prints as ``Server``).
+        ``compose=False``: Compose is not asked (``compose_version`` is ``None``)."""
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="compose-version") as pool:
-            asked = pool.submit(
-                self._run, ["compose", "version", "--short"], check=False, timeout=30
-            )
+            asked = pool.submit(self.compose_version) if compose else None
             if self.api is not None:
                 server = self.api.get("/version") or {}
             else:
                 result = self._run(["version", "--format", "{{json .Server}}"], timeout=30)
                 server = json.loads(result.stdout or "null") or {}
-            compose = asked.result()
+            compose_version = asked.result() if asked is not None else None
         return EngineInfo(
             server_version=str(server.get("Version", "unknown")),
             architecture=normalise_architecture(str(server.get("Arch") or "amd64")),
-            compose_version=compose.stdout.strip() if compose.ok else None,
+            compose_version=compose_version,
             os=str(server.get("Os") or "linux"),
         )
+
+    def compose_version(self) -> str | None:
+        """Compose's version (``docker compose version --short``); ``None``: not installed."""
+        result = self._run(["compose", "version", "--short"], check=False, timeout=30)
+        return result.stdout.strip() if result.ok else None
 
     def socket_path(self) -> str | None:
         """The path of the Unix socket the CLI reaches the engine through (its current context,

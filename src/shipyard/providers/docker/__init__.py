@@ -10,8 +10,8 @@ stack they run is named in ``_names``, rendered in ``_stack`` and ``_env``; ``_n
 
 from __future__ import annotations
 
+from shipyard.providers.docker._base import engine_ready
 from shipyard.providers.docker._database import DatabaseOperations, PruneResult, RestoreResult
-from shipyard.providers.docker._delivery import engine_ready
 from shipyard.providers.docker._destroy import Destroyed, SnapshotFiles
 from shipyard.providers.docker._env import libpq_env
 from shipyard.providers.docker._plan import plan_lock_and_repair, plan_rollback_choice

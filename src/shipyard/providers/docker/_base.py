@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,8 +16,8 @@ import httpx
 from shipyard.config import Config
 from shipyard.database import Database, MigrationState, SnapshotStore
 from shipyard.deploy import OperationContext
-from shipyard.docker import ContainerInfo, Docker, EngineInfo
-from shipyard.errors import PortInUse, ShipyardError, StateError
+from shipyard.docker import ContainerInfo, Docker, EngineInfo, version_problems
+from shipyard.errors import HostUnreachable, PortInUse, ShipyardError, StateError, ToolTooOld
 from shipyard.events import Event
 from shipyard.health import Target
 from shipyard.hosts import Host, LocalHost
@@ -29,6 +30,22 @@ from shipyard.proxy import ADMIN_PORT, CaddyAdmin
 from shipyard.waiting import SYSTEM, Clock, Interval, wait_until
 
 _T = TypeVar("_T")
+
+
+def engine_ready(info: EngineInfo, host: str, *, compose: bool = True) -> str:
+    """What a host's engine offers, when it is what shipyard needs: Compose v2 installed, both
+    new enough (``HostUnreachable`` without Compose, ``ToolTooOld`` when older). ``compose=False``:
+    the engine alone (an operation that runs no Compose command)."""
+    if compose and info.compose_version is None:
+        raise HostUnreachable(
+            f"on {host}: Docker Compose v2 (`docker compose`) is not installed",
+            hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
+        )
+    problems = version_problems(info.server_version, info.compose_version if compose else None)
+    if problems:
+        raise ToolTooOld(f"on {host}: " + "; ".join(problems))
+    found = f"docker {info.server_version} reachable on {host}"
+    return f"{found}; compose {info.compose_version}" if compose else found
 
 
 class StepsBase:
@@ -51,8 +68,17 @@ class StepsBase:
 
     @functools.cached_property
     def engine(self) -> EngineInfo:
-        """The host's Docker engine and Compose versions and platform (asked once)."""
-        return self.docker.info()
+        """The host's Docker engine version and platform (asked once; Compose is asked by
+        ``compose_ready``, only when needed)."""
+        return self.docker.info(compose=False)
+
+    @functools.cache  # noqa: B019 — the steps live for one operation
+    def compose_ready(self) -> str:
+        """The engine and Compose as ``engine_ready`` wants them (asked once per operation, before
+        the first Compose command): ``HostUnreachable`` without Compose, ``ToolTooOld`` when
+        either is too old."""
+        compose = replace(self.engine, compose_version=self.docker.compose_version())
+        return engine_ready(compose, self.host.name)
 
     @functools.cached_property
     def http(self) -> httpx.BaseTransport:

@@ -3,35 +3,45 @@ support images sent to it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from shipyard.build import Image
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
-from shipyard.docker import Docker, EngineInfo, version_problems
-from shipyard.errors import HostUnreachable, ToolTooOld
+from shipyard.docker import Docker, EngineInfo
 from shipyard.hosts import LocalHost
-from shipyard.providers.docker._base import StepsBase
-
-
-def engine_ready(info: EngineInfo, host: str) -> str:
-    """What a host's engine offers, when it is what shipyard needs: Compose v2 installed, both
-    new enough (``HostUnreachable`` without Compose, ``ToolTooOld`` when older)."""
-    if info.compose_version is None:
-        raise HostUnreachable(
-            f"on {host}: Docker Compose v2 (`docker compose`) is not installed",
-            hint="install the compose plugin (scripts/engine.sh does on this kind of machine)",
-        )
-    problems = version_problems(info.server_version, info.compose_version)
-    if problems:
-        raise ToolTooOld(f"on {host}: " + "; ".join(problems))
-    return f"docker {info.server_version} reachable on {host}; compose {info.compose_version}"
+from shipyard.providers.docker._base import StepsBase, engine_ready
+from shipyard.providers.docker._stack import to_yaml
 
 
 class Delivery(StepsBase):
     """The ``preflight`` and ``deliver`` steps."""
 
     def preflight(self) -> str:
-        found = engine_ready(self.engine, self.host.name)
+        """The engine, Compose when the operation will run it, and the proxy's ports."""
+        if self._runs_compose():
+            found = self.compose_ready()
+        else:
+            found = engine_ready(self.engine, self.host.name, compose=False)
+            found += " (compose not needed: the infrastructure is as last verified)"
         self._refuse_taken_ports()
         return found
+
+    def _runs_compose(self) -> bool:
+        """Whether this operation is expected to run Compose: always on a remote host (a new
+        version's container is started by ``compose up`` there); on this machine's engine only
+        when the infrastructure differs from the definition last verified (the proxy or database
+        are then created or recreated). Wherever Compose runs unexpectedly (a container of the
+        infrastructure went missing since), ``compose_ready`` is asked first."""
+        if self.docker.api is None:
+            return True
+        raw = self.host.get(self.layout.infra_verified)
+        try:
+            record = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return True
+        definition = hashlib.sha256(to_yaml(self._infra()).encode()).hexdigest()
+        return not isinstance(record, dict) or record.get("definition") != definition
 
     def deliver(self, image: Image) -> str:
         """Send the app image, then the support images the host lacks. An image built for

@@ -163,7 +163,9 @@ class Infrastructure(StepsBase):
         return True
 
     def _full_infrastructure(self, infra: str) -> str:
-        # Before anything is written or created: the port may have been taken since validate.
+        # Before anything is written or created: Compose (validate asks only when it expects
+        # this path) and the port, which may have been taken since validate.
+        self.compose_ready()
         self._refuse_taken_ports()
         self._fence()
         # A full check that fails half-way must not leave an earlier record behind.

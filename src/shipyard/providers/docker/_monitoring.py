@@ -369,6 +369,7 @@ class MonitoringStack:
             ).items()
             if info is not None and info.running
         }
+        self.steps.compose_ready()
         result = self.steps.docker.compose_up(self.project, self.root / "compose.yml")
         if not result.ok:
             raise MonitoringError(f"monitoring stack did not start: {result.stderr.strip()[-800:]}")

@@ -25,8 +25,8 @@ from shipyard.docker import Docker
 from shipyard.errors import PortInUse, ShipyardError
 from shipyard.event_kinds import EventKind
 from shipyard.hosts import Host
+from shipyard.providers.docker._base import engine_ready
 from shipyard.providers.docker._database import DatabaseOperations
-from shipyard.providers.docker._delivery import engine_ready
 from shipyard.providers.docker._destroy import (
     Destroyed,
     SnapshotFiles,

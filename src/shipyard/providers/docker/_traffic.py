@@ -139,6 +139,7 @@ class Traffic(StepsBase):
             taken = taken_ports(self.config, self.docker)
             if taken:  # taken since the infrastructure phase: this operation's changes are undone
                 raise ShipyardError("the proxy cannot start: " + "; ".join(taken))
+            self.compose_ready()
             self._write_proxy_files()
             self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             self.docker.compose_up(
