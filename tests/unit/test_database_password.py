@@ -64,11 +64,14 @@ class DatabaseHost(FakeHost):
         self.logins: list[dict[str, str]] = []
         self.login_fails: str | None = None  # psql's stderr for a login failing whatever
 
-    def answer(self, argv: list[str], stdin: str | bytes | None) -> CommandResult | None:
-        if argv[:3] == ["docker", "compose", "version"]:  # asked before Compose creates the db
-            return CommandResult(tuple(argv), 0, "2.29.0\n", "")
-        if argv[:2] == ["docker", "version"]:
-            return CommandResult(tuple(argv), 0, '{"Version": "27.3.1", "Arch": "amd64"}', "")
+    def answer(self, argv: list[str], stdin: str | bytes | None) -> CommandResult | None:  # noqa: PLR0911
+        versions = {  # asked before Compose creates the database
+            ("docker", "compose", "version"): "2.29.0\n",
+            ("docker", "version"): '{"Version": "27.3.1", "Arch": "amd64"}',
+        }
+        for prefix, stdout in versions.items():
+            if tuple(argv[: len(prefix)]) == prefix:
+                return CommandResult(tuple(argv), 0, stdout, "")
         if argv[:3] == ["docker", "container", "inspect"]:
             found = self.containers.get(argv[-1])
             if found is not None and "{{json .Config.Env}}" in argv:
