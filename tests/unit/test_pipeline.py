@@ -787,7 +787,8 @@ def _operation(
     """A deploy (``DeployOptions``) or rollback on ``host`` as operation ``deployment_id`` with
     ``steps``, its build named after it: the result and the events."""
     built = VersionInfo(deployment_id, deployment_id * 40, "", dirty=False)
-    monkeypatch.setattr("shipyard.deploy.read_version", lambda *args, **kwargs: built)
+    for reader in ("shipyard.deploy.read_version", "shipyard.deploy._checks.read_version"):
+        monkeypatch.setattr(reader, lambda *args, **kwargs: built)  # validate's, then reused
     monkeypatch.setattr(
         "shipyard.deploy.build_image",
         lambda cfg, local, version, rebuild=False: Image(

@@ -266,10 +266,15 @@ def run_deploy(ctx: OperationContext, steps: DeploySteps, options: DeployOptions
         for warning in config.warnings:
             phases.warn(f"config: {warning}")
         source = config.resolve(config.build.context)
+        # Validate read the source with this same function a moment ago: that read is used.
+        read = operation.checked.source if operation.checked is not None else None
         version = phases.run(
             "version",
-            lambda: read_version(
-                ctx.local, source, allow_dirty=allow_dirty, env_files=env_files(config)
+            lambda: (
+                read
+                or read_version(
+                    ctx.local, source, allow_dirty=allow_dirty, env_files=env_files(config)
+                )
             ),
             summary=lambda v: f"{v.version} ({v.short})",
         )
@@ -564,6 +569,7 @@ class _Operation:
         self.action = action
         self.lock_wait = lock_wait
         self.allow_dirty = allow_dirty
+        self.checked: Checked | None = None  # what validate found
         self.phases = ctx.phases(PIPELINES[action])
         self.hooks = ctx.hooks()
         self.kinds = _KINDS[action]
@@ -805,7 +811,7 @@ class _Operation:
         )
         with signals_raise():
             try:
-                checked = phases.run(
+                checked = self.checked = phases.run(
                     "validate",
                     lambda: validate(ctx, self.steps, allow_dirty=self.allow_dirty),
                     summary=Checked.summary,

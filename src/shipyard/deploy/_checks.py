@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from shipyard.build import git_ignores, go_toolchain_problem, read_version
+from shipyard.build import VersionInfo, git_ignores, go_toolchain_problem, read_version
 from shipyard.config import Config, GoBuild, load_config
 from shipyard.errors import (
     BuildError,
@@ -35,6 +35,9 @@ class Checked:
 
     passed: list[str]
     warnings: list[str]
+    # The source's version as the check read it (the version phase's own function), for the
+    # version phase right after: ``None`` when the source was not read (nothing is built).
+    source: VersionInfo | None = None
 
     def summary(self) -> str:
         """One line for the ``validate`` phase (the config line is implied by getting there)."""
@@ -101,10 +104,14 @@ def run_checks(
     builds = not operation or allow_dirty is not None
     problems = [*_file_problems(config, local), *_tool_problems(config, local, builds=builds)]
     passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
+    source = None
     if allow_dirty is not None:
         tree = _tree(config, local, allow_dirty=allow_dirty)
         problems += [tree] if isinstance(tree, _Problem) else []
-        passed += [tree] if isinstance(tree, str) else []
+        if isinstance(tree, VersionInfo):
+            source = tree
+            dirty = " with uncommitted changes (allowed)" if tree.dirty else ""
+            passed.append(f"source: version {tree.version} at commit {tree.short}{dirty}")
     if operation and problems and all(p.too_old for p in problems):
         raise ToolTooOld("; ".join(p.message for p in problems), hint=_UPGRADE)
     if not problems:
@@ -116,7 +123,7 @@ def run_checks(
             problems.append(_Problem(exc.message))
     if problems:
         raise CheckFailed([p.message for p in problems], warnings=warnings)
-    return Checked(passed, warnings)
+    return Checked(passed, warnings, source)
 
 
 _UPGRADE = "upgrade it (`shipyard check ENV` lists every problem), then run the command again"
@@ -160,9 +167,9 @@ def _file_problems(config: Config, local: Host) -> list[_Problem]:
     return [_Problem(message) for message in problems]
 
 
-def _tree(config: Config, local: Host, *, allow_dirty: bool) -> _Problem | str | None:
+def _tree(config: Config, local: Host, *, allow_dirty: bool) -> _Problem | VersionInfo | None:
     """The source tree as the version phase reads it (the same function): a repository with a
-    commit, and no uncommitted change but the env file's unless allowed. What passed, or the
+    commit, and no uncommitted change but the env file's unless allowed. Its version, or the
     problem (``None``: not looked at, for a problem reported as such)."""
     context = config.resolve(config.build.context)
     if not context.is_dir() or shutil.which("git", path=os.environ.get("PATH")) is None:
@@ -171,8 +178,7 @@ def _tree(config: Config, local: Host, *, allow_dirty: bool) -> _Problem | str |
         version = read_version(local, context, allow_dirty=allow_dirty, env_files=env_files(config))
     except BuildError as exc:
         return _Problem(f"{exc.message} — {exc.hint}" if exc.hint else exc.message)
-    dirty = " with uncommitted changes (allowed)" if version.dirty else ""
-    return f"source: version {version.version} at commit {version.short}{dirty}"
+    return version
 
 
 def env_files(config: Config) -> list[Path]:
