@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from shipyard.config import Config
@@ -48,6 +49,7 @@ from shipyard.providers.docker._status import (
     _serving_problems,
     _stack_containers,
     certificate_report,
+    schema_problem,
 )
 from shipyard.providers.docker._status import recorded as recorded_fields
 from shipyard.providers.docker._steps import DockerSteps
@@ -205,8 +207,13 @@ class DockerProvider(Planning):
         trouble: list[str] = []
         certificates: list[dict[str, Any]] = []
         if current:
-            health, detail, probed = _proxy_health(steps)
-            trouble += _serving_problems(steps, found, health, f"GET {probed} → {detail}")
+            # The schema is read in the database container (a `docker exec`) while the proxy is
+            # probed: the two wait on different servers.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema") as pool:
+                schema = pool.submit(schema_problem, steps, found)
+                health, detail, probed = _proxy_health(steps)
+                problem = schema.result()
+            trouble += _serving_problems(steps, found, health, f"GET {probed} → {detail}", problem)
             if ctx.config.proxy.domains:
                 certificates, failing = certificate_report(steps, time.time())
                 trouble += failing

@@ -88,11 +88,32 @@ def _stack_containers(names: Names) -> list[str]:
     ]
 
 
+def schema_problem(steps: DockerSteps, found: Mapping[str, ContainerInfo | None]) -> str | None:
+    """A dirty schema, or a migration state that cannot be read, in the environment's running
+    database (``None``: clean, or no database running). ``found``: the stack's containers."""
+    database = steps._database()
+    db = found.get(database.container) if database is not None else None
+    if database is None or db is None or not db.running:
+        return None
+    try:
+        schema = database.migration_state()
+    except ShipyardError as exc:
+        return f"the migration state cannot be read: {exc.message}"
+    if schema.dirty:
+        return f"the schema is dirty at version {schema.version}: a migration failed part-way"
+    return None
+
+
 def _serving_problems(
-    steps: DockerSteps, found: Mapping[str, ContainerInfo | None], health: str, detail: str
+    steps: DockerSteps,
+    found: Mapping[str, ContainerInfo | None],
+    health: str,
+    detail: str,
+    schema: str | None,
 ) -> list[str]:
     """What keeps a deployed environment from serving well: no running live container, an
-    unhealthy app, a dirty schema. ``found``: the stack's containers, inspected."""
+    unhealthy app, a dirty schema (``schema``: ``schema_problem``'s answer). ``found``: the
+    stack's containers, inspected."""
     problems = []
     live = found[steps.names.live]
     if live is None or not live.running:
@@ -113,18 +134,8 @@ def _serving_problems(
             problems.append(f"no container serves ({state})")
     if health not in ("healthy", "degraded"):
         problems.append(f"the app is {health} through the proxy ({detail})")
-    database = steps._database()
-    db = found.get(database.container) if database is not None else None
-    if database is not None and db is not None and db.running:
-        try:
-            schema = database.migration_state()
-        except ShipyardError as exc:
-            problems.append(f"the migration state cannot be read: {exc.message}")
-        else:
-            if schema.dirty:
-                problems.append(
-                    f"the schema is dirty at version {schema.version}: a migration failed part-way"
-                )
+    if schema is not None:
+        problems.append(schema)
     return problems
 
 
