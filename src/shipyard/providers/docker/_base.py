@@ -65,6 +65,7 @@ class StepsBase:
         # The migration state the infrastructure's check read in its round trip, for the plan.
         self._prefetched: MigrationState | None = None
         self.clock: Clock = SYSTEM  # where verify and the watch get time (tests replace it)
+        self._compose_found: str | None = None  # what ``compose_ready`` found
 
     @functools.cached_property
     def engine(self) -> EngineInfo:
@@ -72,13 +73,14 @@ class StepsBase:
         ``compose_ready``, only when needed)."""
         return self.docker.info(compose=False)
 
-    @functools.cache  # noqa: B019 — the steps live for one operation
     def compose_ready(self) -> str:
         """The engine and Compose as ``engine_ready`` wants them (asked once per operation, before
         the first Compose command): ``HostUnreachable`` without Compose, ``ToolTooOld`` when
         either is too old."""
-        compose = replace(self.engine, compose_version=self.docker.compose_version())
-        return engine_ready(compose, self.host.name)
+        if self._compose_found is None:
+            compose = replace(self.engine, compose_version=self.docker.compose_version())
+            self._compose_found = engine_ready(compose, self.host.name)
+        return self._compose_found
 
     @functools.cached_property
     def http(self) -> httpx.BaseTransport:
