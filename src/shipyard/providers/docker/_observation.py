@@ -70,14 +70,20 @@ class Observation(StepsBase):
         within ``proxy.certificate_timeout``, else ``deploy.verify_timeout``), then, within
         ``deploy.verify_timeout`` of it, one naming the commit."""
         proxy, deploy = self.config.proxy, self.config.deploy
-        trusted = self.trust()
+        trusted: ssl.SSLContext | None = None  # read at the first HTTPS probe
         last: Answer | None = None
+
+        def trust() -> ssl.SSLContext:
+            nonlocal trusted
+            if trusted is None:
+                trusted = self.trust()
+            return trusted
 
         def ask() -> Answer:
             nonlocal trusted, last
-            last = probe(endpoint, path, verify=trusted, timeout=5)
+            last = probe(endpoint, path, verify=trust, timeout=5)
             if last.tls:
-                trusted = self.trust()  # the internal root appears once the proxy made it
+                trusted = None  # read again: the internal root appears once the proxy made it
             return last
 
         def commit(answer: Answer) -> bool:

@@ -155,7 +155,7 @@ def _proxy_health(steps: DockerSteps) -> tuple[str, str, str]:
     the health, what answered, and the URL probed and how."""
     path = next((c.path for c in steps.config.health.checks if c.kind == "http"), "/health")
     endpoint = steps.endpoints()[0]
-    answer = probe(endpoint, path, verify=steps.trust(), timeout=5)
+    answer = probe(endpoint, path, verify=steps.trust, timeout=5)
     return judge_health(answer), answer.describe(), endpoint.describe(path)
 
 
