@@ -96,17 +96,27 @@ def run_checks(
     problem that has an exit code of its own stops it with that error instead, when it is the
     only kind found: tools older than needed (``ToolTooOld``), and whatever the engine check
     raises (``HostUnreachable`` for an engine that cannot be reached, ``ToolTooOld``)."""
-    warnings = [str(warning) for warning in config.warnings] + _env_file_warnings(config, local)
-    if not operation:  # DNS is `check`'s question only: a deploy does not wait on resolvers
-        warnings += domain_warnings(config, resolve=_resolve)
     # An operation that builds nothing (a rollback) needs no Go toolchain: its check is the
     # slowest of these (``go env``) and is left to `shipyard check`, deploy and plan.
     builds = not operation or allow_dirty is not None
-    problems = [*_file_problems(config, local), *_tool_problems(config, local, builds=builds)]
+    # The checks on this machine are a dozen short git and go processes: three run side by side.
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="check") as pool:
+        tools = pool.submit(_tool_problems, config, local, builds=builds)
+        read = (
+            pool.submit(_tree, config, local, allow_dirty=allow_dirty)
+            if allow_dirty is not None
+            else None
+        )
+        files = _file_problems(config, local)
+        warned = _env_file_warnings(config, local)
+        problems = [*files, *tools.result()]
+        tree = read.result() if read is not None else None
+    warnings = [str(warning) for warning in config.warnings] + warned
+    if not operation:  # DNS is `check`'s question only: a deploy does not wait on resolvers
+        warnings += domain_warnings(config, resolve=_resolve)
     passed = [f"{config.path}: valid for environment {config.environment.name!r}"]
     source = None
     if allow_dirty is not None:
-        tree = _tree(config, local, allow_dirty=allow_dirty)
         problems += [tree] if isinstance(tree, _Problem) else []
         if isinstance(tree, VersionInfo):
             source = tree
