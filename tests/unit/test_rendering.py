@@ -9,10 +9,11 @@ import json
 import math
 import os
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 
-from shipyard.config import DatabaseSection, ProxySection, load_config
+from shipyard.config import Config, DatabaseSection, ProxySection, load_config
 from shipyard.database import Endpoint, migration_url
 from shipyard.docker import parse_container
 from shipyard.providers.docker._env import (
@@ -58,12 +59,12 @@ def test_infra_compose(config) -> None:  # type: ignore[no-untyped-def]
     _golden("infra-compose.yml", to_yaml(render_infra(config, names, layout)))
 
 
-def test_slot_compose(config) -> None:  # type: ignore[no-untyped-def]
-    names = Names("shop", "development")
+def _green_slot(config: Config) -> tuple[Layout, dict[str, Any]]:
+    """The layout, and the compose project of slot green for release r1 of ``shop:1.2.3``."""
     layout = Layout(PurePosixPath("/state/shop/development"))
     document = render_slot(
         config,
-        names,
+        Names("shop", "development"),
         layout,
         "green",
         image="shop:1.2.3-abcdef0",
@@ -72,26 +73,18 @@ def test_slot_compose(config) -> None:  # type: ignore[no-untyped-def]
         commit="abcdef0",
         deployment="d1",
     )
-    _golden("slot-compose.yml", to_yaml(document))
+    return layout, document
+
+
+def test_slot_compose(config) -> None:  # type: ignore[no-untyped-def]
+    _golden("slot-compose.yml", to_yaml(_green_slot(config)[1]))
 
 
 def test_a_slot_container_is_created_with_what_its_compose_file_says(config) -> None:  # type: ignore[no-untyped-def]
     """The Engine API's create body of a slot: the compose service's image, environment (the
     env file's values, then ``environment``), port, network alias, restart policy, stop grace
     and logging, and the labels by which Compose knows the container as the project's."""
-    names = Names("shop", "development")
-    layout = Layout(PurePosixPath("/state/shop/development"))
-    document = render_slot(
-        config,
-        names,
-        layout,
-        "green",
-        image="shop:1.2.3-abcdef0",
-        release="r1",
-        version="1.2.3",
-        commit="abcdef0",
-        deployment="d1",
-    )
+    layout, document = _green_slot(config)
     file = layout.slot_compose("green")
     body = slot_container_body(document, file, {"JWT_SECRET": "x y", "DEPLOYMENT_SLOT": "blue"})
     assert body["Image"] == "shop:1.2.3-abcdef0"
