@@ -3,7 +3,7 @@
 An operation inspects containers and lists them dozens of times; each docker CLI call is a
 process start (20 to 60 ms, more on a busy machine). Over the socket, one connection serves them
 all. Reads go this way, and one change: a new version's container is created and started here
-(``Docker.run_service``), where ``docker compose up`` would cost two Go processes and their
+(``Docker.create_and_start``), where ``docker compose up`` would cost two Go processes and their
 startup before the engine's own work. Every other change (start, stop, rename, remove, the infra
 project) stays a docker CLI command, as an operator would type it.
 

@@ -2,7 +2,9 @@
 
 ``<app>-<env>-infra`` holds the database and the proxy; ``<app>-<env>-blue`` and ``-green`` hold
 one app slot each. All share the network ``<app>-<env>``. The files are written on the host so an
-operator can inspect them with ``docker compose ls``, ``ps`` and ``logs``.
+operator can inspect them with ``docker compose ls``, ``ps`` and ``logs``. On this machine's engine
+a slot's container is created over the engine's socket from its compose project
+(``slot_container_body``), with the labels by which Compose counts it as the project's.
 """
 
 from __future__ import annotations
