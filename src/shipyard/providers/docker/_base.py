@@ -5,6 +5,8 @@ API, the database and its snapshot store, and the polling loop."""
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -46,6 +48,11 @@ def engine_ready(info: EngineInfo, host: str, *, compose: bool = True) -> str:
         raise ToolTooOld(f"on {host}: " + "; ".join(problems))
     found = f"docker {info.server_version} reachable on {host}"
     return f"{found}; compose {info.compose_version}" if compose else found
+
+
+def infra_digest(infra: str) -> str:
+    """The digest of the infra project's compose file that ``infra/verified.json`` records."""
+    return hashlib.sha256(infra.encode()).hexdigest()
 
 
 class StepsBase:
@@ -111,6 +118,16 @@ class StepsBase:
             return Database(self.docker, self.names.database, self.config.database)
         section, endpoint, _ = external
         return Database(self.docker, self.names.database_client, section, external=endpoint)
+
+    def _verified_record(self) -> dict[str, Any] | None:
+        """What the last full infrastructure check recorded (``infra/verified.json``), ``None``
+        when there is none or it cannot be read."""
+        raw = self.host.get(self.layout.infra_verified)
+        try:
+            record = json.loads(raw) if raw is not None else None
+        except ValueError:
+            return None
+        return record if isinstance(record, dict) else None
 
     def _write(self, path: PurePosixPath, text: str) -> None:
         self.host.put(path, text.encode(), mode=0o600)

@@ -3,14 +3,11 @@ support images sent to it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from shipyard.build import Image
 from shipyard.delivery import DeliveryError, StderrProgress, deliver
 from shipyard.docker import Docker, EngineInfo
 from shipyard.hosts import LocalHost
-from shipyard.providers.docker._base import StepsBase, engine_ready
+from shipyard.providers.docker._base import StepsBase, engine_ready, infra_digest
 from shipyard.providers.docker._stack import to_yaml
 
 
@@ -35,13 +32,8 @@ class Delivery(StepsBase):
         infrastructure went missing since), ``compose_ready`` is asked first."""
         if self.docker.api is None:
             return True
-        raw = self.host.get(self.layout.infra_verified)
-        try:
-            record = json.loads(raw) if raw is not None else None
-        except ValueError:
-            return True
-        definition = hashlib.sha256(to_yaml(self._infra()).encode()).hexdigest()
-        return not isinstance(record, dict) or record.get("definition") != definition
+        record = self._verified_record()
+        return record is None or record.get("definition") != infra_digest(to_yaml(self._infra()))
 
     def deliver(self, image: Image) -> str:
         """Send the app image, then the support images the host lacks. An image built for

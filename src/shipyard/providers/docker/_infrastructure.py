@@ -3,7 +3,6 @@ its extensions, and the app's credentials checked against it."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from ruamel.yaml import YAML
@@ -16,7 +15,7 @@ from shipyard.database import (
     verifier_matches,
 )
 from shipyard.docker import ContainerInfo
-from shipyard.providers.docker._base import StepsBase
+from shipyard.providers.docker._base import StepsBase, infra_digest
 from shipyard.providers.docker._env import (
     compose_env_file_text,
     database_env,
@@ -69,7 +68,7 @@ class Infrastructure(StepsBase):
             info = self.docker.container(name)
             containers[role] = info.id if info is not None and info.running else None
         record = {
-            "definition": hashlib.sha256(infra.encode()).hexdigest(),
+            "definition": infra_digest(infra),
             "containers": containers,
             "proxy_config_hash": self.docker.compose_config_hash(
                 self.names.infra_project, self.layout.infra_compose, "proxy"
@@ -87,11 +86,7 @@ class Infrastructure(StepsBase):
         verifier must match the env file's password (a changed password gets the full login
         check and its message). Skipped: ``compose up`` and its wait, ``CREATE EXTENSION``, the
         login from a one-off container, the port check (the running proxy holds the ports)."""
-        raw = self.host.get(self.layout.infra_verified)
-        try:
-            record = json.loads(raw) if raw is not None else None
-        except ValueError:
-            record = None
+        record = self._verified_record()
         roles = self._infra_containers()
         named = self.docker.containers_named(list(roles.values()))
         found = {role: named[name] for role, name in roles.items()}
@@ -348,7 +343,7 @@ def infra_still_verified(
         return False
     verified = record.get("containers")
     if (
-        record.get("definition") != hashlib.sha256(infra.encode()).hexdigest()
+        record.get("definition") != infra_digest(infra)
         or not isinstance(verified, dict)
         or set(verified) != set(found)
     ):

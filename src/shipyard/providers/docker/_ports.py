@@ -3,8 +3,8 @@
 Docker reports a port something else holds only when the proxy is started, as "driver failed
 programming external connectivity … address already in use", half way through a deploy. This
 finds it first, and names what holds it: another container (``docker container inspect`` of the
-running ones publishing it), or a process (``ss -ltnp`` on the host; without ss, ``/proc/net/tcp`` says the
-port is taken but not by whom).
+running ones publishing it), or a process (``ss -ltnp`` on the host; without ss,
+``/proc/net/tcp`` says the port is taken but not by whom).
 """
 
 from __future__ import annotations
