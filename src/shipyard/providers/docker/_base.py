@@ -50,6 +50,18 @@ def engine_ready(info: EngineInfo, host: str, *, compose: bool = True) -> str:
     return f"{found}; compose {info.compose_version}" if compose else found
 
 
+def refuse_taken_ports(config: Config, docker: Docker) -> None:
+    """``PortInUse`` when another process or container holds a port the proxy needs on
+    ``docker``'s host; ``SubnetConflict`` when ``proxy.subnet`` cannot be the environment
+    network's."""
+    taken = taken_ports(config, docker)
+    if taken:
+        raise PortInUse(taken)
+    conflict = subnet_conflict(config, docker)
+    if conflict is not None:
+        raise conflict
+
+
 def infra_digest(infra: str) -> str:
     """The digest of the infra project's compose file that ``infra/verified.json`` records."""
     return hashlib.sha256(infra.encode()).hexdigest()
@@ -179,14 +191,7 @@ class StepsBase:
         return f"http://{host}{suffix}"
 
     def _refuse_taken_ports(self) -> None:
-        """``PortInUse`` when another process or container holds a port the proxy needs;
-        ``SubnetConflict`` when ``proxy.subnet`` cannot be the environment network's."""
-        taken = taken_ports(self.config, self.docker)
-        if taken:
-            raise PortInUse(taken)
-        conflict = subnet_conflict(self.config, self.docker)
-        if conflict is not None:
-            raise conflict
+        refuse_taken_ports(self.config, self.docker)
 
     def _login_error(self, database: Database) -> str | None:
         """Why the app could not log in to the database with what the env file says now

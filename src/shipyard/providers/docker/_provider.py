@@ -23,10 +23,10 @@ from shipyard.deploy import (
     run_rotate_password,
 )
 from shipyard.docker import Docker
-from shipyard.errors import PortInUse, ShipyardError
+from shipyard.errors import ShipyardError
 from shipyard.event_kinds import EventKind
 from shipyard.hosts import Host
-from shipyard.providers.docker._base import engine_ready
+from shipyard.providers.docker._base import engine_ready, refuse_taken_ports
 from shipyard.providers.docker._database import DatabaseOperations
 from shipyard.providers.docker._destroy import (
     Destroyed,
@@ -37,9 +37,8 @@ from shipyard.providers.docker._destroy import (
     _snapshot_files,
 )
 from shipyard.providers.docker._monitoring import MonitoringStack, MonitoringStatus
-from shipyard.providers.docker._network import subnet_conflict
 from shipyard.providers.docker._plan import Planning
-from shipyard.providers.docker._ports import proxy_ports, taken_ports
+from shipyard.providers.docker._ports import proxy_ports
 from shipyard.providers.docker._stack import render_slot, to_yaml
 from shipyard.providers.docker._status import (
     Status,
@@ -80,12 +79,7 @@ class DockerProvider(Planning):
         the proxy's ports (``PortInUse`` when another process or container holds one)."""
         docker = Docker(self.host)
         found = engine_ready(docker.info(), self.host.name)
-        taken = taken_ports(config, docker)
-        if taken:
-            raise PortInUse(taken)
-        conflict = subnet_conflict(config, docker)
-        if conflict is not None:
-            raise conflict
+        refuse_taken_ports(config, docker)
         ports = " and ".join(str(port) for _, port in proxy_ports(config))
         found += f"; no other process or container holds port {ports} on {self.host.name}"
         if config.proxy.subnet is not None:
