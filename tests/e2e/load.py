@@ -115,7 +115,9 @@ class Load:
                         retried = True
                         response = client.get(self.url, headers=headers, extensions=extensions)
                 except (httpx.HTTPError, ValueError) as exc:
+                    # The Unix time, as Caddy logs its ``ts``, places it among the proxy's lines.
                     failure = (
+                        f"at {time.time():.3f} "
                         f"{'keepalive' if keepalive else 'fresh'}: {type(exc).__name__}: {exc}"
                     )
                 if not self._record(index, response, failure, retried):
