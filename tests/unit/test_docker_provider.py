@@ -12,11 +12,14 @@ import bcrypt
 import pytest
 
 from shipyard.config import Config, load_config
-from shipyard.database import Snapshot
+from shipyard.database import MigrationState, Snapshot
 from shipyard.deploy import OperationContext, RollbackOptions
+from shipyard.docker import ContainerInfo
+from shipyard.errors import CommandFailed
 from shipyard.events import Bus
 from shipyard.hosts import CommandResult
 from shipyard.providers import DockerProvider, SnapshotFiles
+from shipyard.providers.docker._status import schema_problem
 from shipyard.proxy import Latency, Observed, Traffic
 from shipyard.state import Current, HistoryEntry, Release, StateStore
 from tests.bad_configs import VALID, committed_config, committed_repository
@@ -476,3 +479,29 @@ def test_render_writes_nothing_for_published_uis_and_shows_the_kept_hash(tmp_pat
     provider.steps(_context(config, host)).caddy_config()
     [kept] = [v for k, (v, _) in host.files.items() if k.endswith("monitoring.hash")]
     assert accounts() == [{"username": "monitoring", "password": kept.decode()}]
+
+
+def _db_container(status: str) -> ContainerInfo:
+    return ContainerInfo("id", "shop-development-db", "sha256:pg", status, None, 0, {})
+
+
+@pytest.mark.parametrize(
+    ("status", "read", "problem"),
+    [
+        ("running", MigrationState(3, False), None),
+        ("running", MigrationState(3, True), "the schema is dirty at version 3"),
+        ("running", CommandFailed("local", ["docker", "exec"], 1, "boom"), "cannot be read"),
+        # Read before the stack was inspected: a stopped database's failed read says nothing.
+        ("exited", CommandFailed("local", ["docker", "exec"], 1, "boom"), None),
+        ("exited", MigrationState(3, True), None),
+    ],
+)
+def test_status_counts_the_schema_read_only_where_the_database_runs(
+    config: Config, status: str, read: MigrationState | CommandFailed, problem: str | None
+) -> None:
+    host = EngineHost()
+    steps = DockerProvider(host).steps(_context(config, host))  # type: ignore[arg-type]
+    found = {steps.names.database: _db_container(status)}
+    said = schema_problem(steps, found, read)
+    assert (said is None) if problem is None else (said is not None and problem in said), said
+    assert schema_problem(steps, {steps.names.database: None}, read) is None  # absent

@@ -48,6 +48,7 @@ from shipyard.providers.docker._status import (
     _serving_problems,
     _stack_containers,
     certificate_report,
+    read_schema,
     schema_problem,
 )
 from shipyard.providers.docker._status import recorded as recorded_fields
@@ -187,32 +188,34 @@ class DockerProvider(Planning):
     def health_check(self, ctx: OperationContext) -> Status:
         steps = self.steps(ctx)
         current = ctx.store.current()
-        # Every container of the stack in one inspection: what the rest of the report reads.
-        found = steps.docker.containers_named(_stack_containers(steps.names))
-        containers = {
-            name: _describe(info)
-            for name, info in found.items()
-            if info is not None or name != steps.names.switching  # there only mid-switch
-        }
-        recorded = ctx.store.maintenance()
-        upstreams, problems = _drift(steps, found, current, recorded)
-        drift = "; ".join(problems) or None
-        health, detail, probed = "not deployed", "", None
-        trouble: list[str] = []
-        certificates: list[dict[str, Any]] = []
-        if current:
-            # The schema is read in the database container (a `docker exec`) while the proxy is
-            # probed: the two wait on different servers.
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema") as pool:
-                schema = pool.submit(schema_problem, steps, found)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="schema") as pool:
+            # The schema is read in the database container (a `docker exec`) while the stack is
+            # inspected and the proxy probed: each waits on a different server.
+            schema = pool.submit(read_schema, steps) if current else None
+            # Every container of the stack in one inspection: what the rest of the report reads.
+            found = steps.docker.containers_named(_stack_containers(steps.names))
+            containers = {
+                name: _describe(info)
+                for name, info in found.items()
+                if info is not None or name != steps.names.switching  # there only mid-switch
+            }
+            recorded = ctx.store.maintenance()
+            upstreams, problems = _drift(steps, found, current, recorded)
+            drift = "; ".join(problems) or None
+            health, detail, probed = "not deployed", "", None
+            trouble: list[str] = []
+            certificates: list[dict[str, Any]] = []
+            if schema is not None:
                 health, detail, probed = _proxy_health(steps)
-                problem = schema.result()
-            trouble += _serving_problems(steps, found, health, f"GET {probed} → {detail}", problem)
-            if ctx.config.proxy.domains:
-                certificates, failing = certificate_report(steps, time.time())
-                trouble += failing
-                for problem in failing:
-                    ctx.phases().event(EventKind.CERTIFICATE_FAILING, message=problem)
+                problem = schema_problem(steps, found, schema.result())
+                trouble += _serving_problems(
+                    steps, found, health, f"GET {probed} → {detail}", problem
+                )
+        if current and ctx.config.proxy.domains:
+            certificates, failing = certificate_report(steps, time.time())
+            trouble += failing
+            for problem in failing:
+                ctx.phases().event(EventKind.CERTIFICATE_FAILING, message=problem)
         return Status(
             url=steps.url(),
             health=health,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shipyard.database import MigrationState
 from shipyard.deploy import OperationContext
 from shipyard.docker import ContainerInfo
 from shipyard.errors import ShipyardError
@@ -88,19 +89,35 @@ def _stack_containers(names: Names) -> list[str]:
     ]
 
 
-def schema_problem(steps: DockerSteps, found: Mapping[str, ContainerInfo | None]) -> str | None:
-    """A dirty schema, or a migration state that cannot be read, in the environment's running
-    database (``None``: clean, or no database running). ``found``: the stack's containers."""
+def read_schema(steps: DockerSteps) -> MigrationState | ShipyardError | None:
+    """The migration state of the environment's database, or why it could not be read
+    (``None``: the environment has no database). Read before the stack is inspected, so the
+    answer counts only where ``schema_problem`` finds the database running."""
     database = steps._database()
-    db = found.get(database.container) if database is not None else None
-    if database is None or db is None or not db.running:
+    if database is None:
         return None
     try:
-        schema = database.migration_state()
+        return database.migration_state()
     except ShipyardError as exc:
-        return f"the migration state cannot be read: {exc.message}"
-    if schema.dirty:
-        return f"the schema is dirty at version {schema.version}: a migration failed part-way"
+        return exc
+
+
+def schema_problem(
+    steps: DockerSteps,
+    found: Mapping[str, ContainerInfo | None],
+    read: MigrationState | ShipyardError | None,
+) -> str | None:
+    """A dirty schema, or a migration state that cannot be read, in the environment's running
+    database (``None``: clean, or no database running). ``found``: the stack's containers;
+    ``read``: ``read_schema``'s answer."""
+    database = steps._database()
+    db = found.get(database.container) if database is not None else None
+    if read is None or db is None or not db.running:
+        return None
+    if isinstance(read, ShipyardError):
+        return f"the migration state cannot be read: {read.message}"
+    if read.dirty:
+        return f"the schema is dirty at version {read.version}: a migration failed part-way"
     return None
 
 
