@@ -534,7 +534,7 @@ def _go_build(
         raise BuildError(
             f"{source} has no go.mod", hint="build.context must point at the Go module"
         )
-    arch = docker.info().architecture
+    arch = docker.info(compose=False).architecture  # the engine only: Compose plays no part
     target = {"CGO_ENABLED": "0", "GOOS": "linux", "GOARCH": _goarch(arch)}
     ldflags = ["-s", "-w"] + [
         f"-X={name}={version.fill(value)}" for name, value in spec.ldflags.items()
