@@ -16,7 +16,9 @@ from shipyard.deploy import DeployOptions, run_deploy, run_repair
 from shipyard.errors import DeployFailed, ExitCode
 from shipyard.events import Event, EventKind
 from shipyard.proxy import (
+    LOOKUP_REFRESH_S,
     MaintenanceRoutes,
+    lookup_refresh,
     maintenance_files,
     maintenance_routes,
     parse_traffic,
@@ -381,3 +383,32 @@ def test_without_a_running_proxy_it_is_recorded_for_when_it_starts(config: Confi
     assert "the proxy is not running" in summary
     assert "on" in _maintenance_dir(host)
     assert running_maintenance_routes(json.loads(host.files[f"{STATE}/proxy/caddy.json"][0]))
+
+
+def test_a_proxy_started_with_another_lookup_refresh_keeps_it(config: Config) -> None:
+    """A proxy an earlier shipyard started (names looked up every 250 ms) is loaded no config
+    for the refresh alone, by a switch or by maintenance mode, and the drain after a switch waits
+    for its two lookups; the next config that changes anything else brings today's refresh."""
+    steps, host, admin = _docker_steps(config, proxy=True)
+    older = render_caddy(
+        config.proxy,
+        steps.names.routed,
+        config.app.port,
+        MaintenanceRoutes(tuple(steps.open_paths()), ()),
+        admin_host=steps.names.proxy,
+        lookup_refresh_s=0.25,
+    )
+    assert older != steps.caddy_config()
+    admin.running = older
+
+    steps._ensure_proxy()
+    assert admin.loaded == [] and steps._lookup_refresh_s == 0.25
+    assert steps.set_maintenance(Maintenance("m", (), 30, "t", "me")) == "maintenance on"
+    assert admin.loaded == []
+    assert json.loads(host.files[f"{STATE}/proxy/caddy.json"][0]) == older
+
+    steps.set_maintenance(Maintenance("m", ("10.0.0.0/8",), 30, "t", "me"))
+    [loaded] = admin.loaded
+    assert lookup_refresh(loaded) == LOOKUP_REFRESH_S
+    steps._ensure_proxy()
+    assert steps._lookup_refresh_s == LOOKUP_REFRESH_S

@@ -33,7 +33,15 @@ from shipyard.providers.docker._stack import (
     slot_container_body,
     to_yaml,
 )
-from shipyard.proxy import Traffic, parse_traffic, render_caddy, upstreams_of
+from shipyard.proxy import (
+    LOOKUP_REFRESH_S,
+    Traffic,
+    keeping_lookup_refresh,
+    lookup_refresh,
+    parse_traffic,
+    render_caddy,
+    upstreams_of,
+)
 from tests.bad_configs import ENV_FILE, VALID
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -184,6 +192,40 @@ def test_caddy_plain_http() -> None:
         "shop-development-switching:8080",
         "shop-development-slots:8080",
     ]
+
+
+def test_the_lookup_refresh_is_read_from_a_config_and_rendered_in_milliseconds() -> None:
+    names = Names("shop", "development").routed
+    assert lookup_refresh(render_caddy(ProxySection(), names, 8080)) == LOOKUP_REFRESH_S
+    older = render_caddy(ProxySection(), names, 8080, lookup_refresh_s=0.25)
+    assert {s["refresh"] for s in _lookup_sources(older)} == {"250ms"}
+    assert lookup_refresh(older) == 0.25
+    assert lookup_refresh({}) is None
+    _lookup_sources(older)[1]["refresh"] = "1s"  # not one refresh in a form shipyard renders
+    assert lookup_refresh(older) is None
+
+
+def test_a_running_proxy_keeps_its_lookup_refresh_unless_something_else_changes() -> None:
+    """A proxy started with another refresh (an earlier shipyard's 250 ms) is not loaded a
+    config for it alone: a load closes connections just accepted. Any other change loads the
+    config as rendered, with today's refresh."""
+    names = Names("shop", "development").routed
+    rendered = render_caddy(ProxySection(), names, 8080)
+    older = render_caddy(ProxySection(), names, 8080, lookup_refresh_s=0.25)
+    assert keeping_lookup_refresh(rendered, older) == older
+    assert keeping_lookup_refresh(rendered, rendered) == rendered
+    assert keeping_lookup_refresh(rendered, None) == rendered
+    assert keeping_lookup_refresh(rendered, {}) == rendered
+    changed = render_caddy(ProxySection(dial_retry=9), names, 8080, lookup_refresh_s=0.25)
+    assert keeping_lookup_refresh(rendered, changed) == rendered
+    assert lookup_refresh(rendered) == LOOKUP_REFRESH_S and rendered != older
+
+
+def _lookup_sources(config: dict[str, Any]) -> list[dict[str, Any]]:
+    [route] = [
+        r for r in config["apps"]["http"]["servers"]["shipyard"]["routes"] if "match" not in r
+    ]
+    return list(route["handle"][0]["dynamic_upstreams"]["sources"])
 
 
 def test_caddy_with_domains() -> None:

@@ -2,8 +2,8 @@
 
 Caddy routes to the first of three names that resolves on the private network: the live name
 (``<app>-<env>-live``), the switching name (``<app>-<env>-switching``) and the alias every
-slot's container answers to (``<app>-<env>-slots``). Each is looked up every ``LOOKUP_REFRESH``
-(``first`` policy), so a candidate starting beside the live slot gets no request. A switch
+slot's container answers to (``<app>-<env>-slots``). Each is looked up every ``LOOKUP_REFRESH_S``
+(``first`` policy; a proxy started with another refresh keeps it, see ``keeping_lookup_refresh``), so a candidate starting beside the live slot gets no request. A switch
 renames the live container to the switching name, the candidate to the live name, and the old
 container to its slot name: at every instant exactly one container answers the first name that
 resolves, so no client sees the old version after the new one, and some healthy container serves
@@ -69,6 +69,8 @@ __all__ = [
     "Traffic",
     "endpoints",
     "judge_health",
+    "keeping_lookup_refresh",
+    "lookup_refresh",
     "maintenance_files",
     "maintenance_routes",
     "parse_latency",
@@ -87,8 +89,9 @@ __all__ = [
 
 ADMIN_PORT = 2019
 UPSTREAM_ID = "shipyard-upstream"
-LOOKUP_REFRESH_S = 0.25  # how soon Caddy sees a switch
-LOOKUP_REFRESH = f"{LOOKUP_REFRESH_S * 1000:g}ms"
+# How soon Caddy sees a switch: each name is resolved again by the first request after this
+# long (Docker's embedded DNS, on the proxy's own network: a lookup costs well under 1 ms).
+LOOKUP_REFRESH_S = 0.1
 LOCAL_CA = "local"  # the id of Caddy's internal CA
 SERVER = "shipyard"
 PROXY_DIR = "/etc/caddy"  # where the proxy's directory on the host is mounted (read-only)
@@ -125,9 +128,11 @@ def render_caddy(
     *,
     admin_host: str | None = None,
     published: tuple[Published, ...] = (),
+    lookup_refresh_s: float = LOOKUP_REFRESH_S,
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
-    live name, the switching name, then the alias every slot answers to); with ``maintenance``,
+    live name, the switching name, then the alias every slot answers to; each looked up again
+    after ``lookup_refresh_s``); with ``maintenance``,
     the routes of maintenance mode before them (``maintenance_routes``). ``admin_host``: the
     proxy's name on the private network, by which Prometheus reaches its metrics. ``published``:
     the monitoring UIs served under domains of their own, behind basic auth, before all else
@@ -142,7 +147,7 @@ def render_caddy(
                     "source": "a",
                     "name": name,
                     "port": str(port),
-                    "refresh": LOOKUP_REFRESH,
+                    "refresh": _milliseconds(lookup_refresh_s),
                     "versions": {"ipv4": True},
                 }
                 for name in names
@@ -413,24 +418,66 @@ def _admin_origins(admin_host: str | None) -> list[str]:
 
 def upstreams_of(config: dict[str, Any]) -> list[str]:
     """The upstreams (``name:port``) a Caddy config routes to (from ``render_caddy``'s shape)."""
+    found: list[str] = []
+    for handler in _app_proxies(config):
+        found += [u.get("dial", "") for u in handler.get("upstreams", [])]
+        found += [f"{s['name']}:{s.get('port', '')}" for s in _lookups(handler) if s.get("name")]
+    return found
+
+
+def lookup_refresh(config: dict[str, Any]) -> float | None:
+    """How often a running Caddy config (``render_caddy``'s shape) looks the app's names up
+    again, in seconds; ``None`` when it names no refresh it could be rendered with."""
+    found = {
+        str(source.get("refresh", ""))
+        for handler in _app_proxies(config)
+        for source in _lookups(handler)
+    }
+    if len(found) != 1 or not (match := re.fullmatch(r"(\d+(?:\.\d+)?)ms", found.pop())):
+        return None
+    return float(match[1]) / 1000
+
+
+def keeping_lookup_refresh(
+    rendered: dict[str, Any], running: dict[str, Any] | None
+) -> dict[str, Any]:
+    """``rendered`` with the lookup refresh of the ``running`` config, when that is all they
+    differ by: a proxy started with another ``LOOKUP_REFRESH_S`` keeps it rather than load a
+    config for it alone (a load closes connections just accepted); any other change loads
+    ``rendered`` as it is."""
+    refresh = lookup_refresh(running) if running else None
+    if refresh is None or refresh == lookup_refresh(rendered):
+        return rendered
+    kept = json.loads(json.dumps(rendered))
+    for handler in _app_proxies(kept):
+        for source in _lookups(handler):
+            source["refresh"] = _milliseconds(refresh)
+    return kept if kept == running else rendered
+
+
+def _app_proxies(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``reverse_proxy`` handlers to the app (not to a published monitoring UI)."""
     try:
         routes = config["apps"]["http"]["servers"][SERVER]["routes"]
     except (KeyError, TypeError):
         return []
-    found: list[str] = []
-    for route in routes:
-        for handler in route.get("handle", []):
-            # The app's upstreams only (not a published monitoring UI's).
-            if (
-                handler.get("handler") == "reverse_proxy"
-                and handler.get("@id", UPSTREAM_ID) == UPSTREAM_ID
-            ):
-                found += [u.get("dial", "") for u in handler.get("upstreams", [])]
-                dynamic = handler.get("dynamic_upstreams") or {}
-                for source in dynamic.get("sources") or [dynamic]:
-                    if source.get("name"):
-                        found.append(f"{source['name']}:{source.get('port', '')}")
-    return found
+    return [
+        handler
+        for route in routes
+        for handler in route.get("handle", [])
+        if handler.get("handler") == "reverse_proxy"
+        and handler.get("@id", UPSTREAM_ID) == UPSTREAM_ID
+    ]
+
+
+def _lookups(handler: dict[str, Any]) -> list[dict[str, Any]]:
+    """The name lookups of a ``reverse_proxy`` handler's dynamic upstreams."""
+    dynamic = handler.get("dynamic_upstreams") or {}
+    return [source for source in dynamic.get("sources") or [dynamic] if source]
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms"
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from shipyard.providers.docker._names import LABEL, Layout, Names
 from shipyard.providers.docker._network import subnet_conflict
 from shipyard.providers.docker._ports import taken_ports
 from shipyard.providers.docker._stack import render_infra
-from shipyard.proxy import ADMIN_PORT, CaddyAdmin
+from shipyard.proxy import ADMIN_PORT, LOOKUP_REFRESH_S, CaddyAdmin
 from shipyard.waiting import SYSTEM, Clock, Interval, wait_until
 
 _T = TypeVar("_T")
@@ -78,6 +78,9 @@ class StepsBase:
         self.names = Names(self.config.app.name, self.config.environment.name)
         self.layout = Layout(ctx.store.root)
         self._switched_at: float | None = None  # time.monotonic() of this operation's last switch
+        # How often the running proxy looks the names up again (``_ensure_proxy`` reads it: a
+        # proxy started by an earlier shipyard may keep another refresh than LOOKUP_REFRESH_S).
+        self._lookup_refresh_s = LOOKUP_REFRESH_S
         # The schema as ``plan_migrations`` read it, for ``migrate`` right after (under the lock
         # nothing changes it in between): read once per deploy.
         self._planned: MigrationState | None = None

@@ -23,6 +23,8 @@ from shipyard.proxy import (
     CaddyAdmin,
     MaintenanceRoutes,
     Published,
+    keeping_lookup_refresh,
+    lookup_refresh,
     maintenance_files,
     proxy_files,
     render_caddy,
@@ -114,15 +116,18 @@ class Traffic(StepsBase):
             for name, text in maintenance_files(maintenance).items():
                 self._write(directory / name, text)
         config = self.caddy_config()
-        self._write(self.layout.caddy_config, json.dumps(config, indent=2))
         proxy = self.docker.container(self.names.proxy)
         loaded = ""
         if proxy is not None and proxy.running:
             admin = self.admin(proxy)
             running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+            config = keeping_lookup_refresh(config, running)
+            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             if running != config:
                 admin.load(config)
                 loaded = " (the proxy's config loaded: its allowed networks or paths changed)"
+        else:
+            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
         if maintenance is not None:
             self._write(flag, maintenance.since)
         state = "on" if maintenance is not None else "off"
@@ -151,10 +156,12 @@ class Traffic(StepsBase):
             proxy = None
         admin = self.admin(proxy)
         running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+        config = keeping_lookup_refresh(config, running)
         if running != config:
             self._write_proxy_files()
             self._write(self.layout.caddy_config, json.dumps(config, indent=2))
             admin.load(config)
+        self._lookup_refresh_s = lookup_refresh(config) or LOOKUP_REFRESH_S
         return admin
 
     def _write_proxy_files(self) -> None:
@@ -279,11 +286,12 @@ class Traffic(StepsBase):
         ``/reverse_proxy/upstreams``), for up to ``deploy.drain_timeout``: asked at once, then
         after pauses doubling from 20 ms up to 250 ms. Returns the requests still in flight."""
         admin = self.admin()
-        # Right after a switch (``deploy.old_version: stop``) the proxy may still hold the old
-        # container's address for one lookup: no request is counted in flight before it looked
-        # the live name up again. Long after it (the watch ran in between) this waits nothing.
+        # Right after a switch (``deploy.old_version: stop``, ``--no-watch``) the proxy may still
+        # hold the old container's address for one lookup: no request is counted in flight
+        # before it looked the live name up again (its refresh, read as the switch ensured the
+        # proxy). Long after it (the watch ran in between) this waits nothing.
         if self._switched_at is not None:
-            if (early := self._switched_at + 2 * LOOKUP_REFRESH_S - clock()) > 0:
+            if (early := self._switched_at + 2 * self._lookup_refresh_s - clock()) > 0:
                 sleep(early)
         counts: list[int] = []
 
