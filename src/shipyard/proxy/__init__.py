@@ -2,20 +2,21 @@
 
 Caddy routes to the first of three names that resolves on the private network: the live name
 (``<app>-<env>-live``), the switching name (``<app>-<env>-switching``) and the alias every
-slot's container answers to (``<app>-<env>-slots``). Each is looked up every ``LOOKUP_REFRESH_S``
-(``first`` policy; a proxy started with another refresh keeps it, see ``keeping_lookup_refresh``), so a candidate starting beside the live slot gets no request. A switch
-renames the live container to the switching name, the candidate to the live name, and the old
-container to its slot name: at every instant exactly one container answers the first name that
-resolves, so no client sees the old version after the new one, and some healthy container serves
-throughout (if shipyard is killed between two renames, until the next operation finishes the
-switch). The alias serves only when neither name resolves (a container removed outside
-shipyard): then any running slot does. Caddy's config is never reloaded to switch (a reload
-closes connections that were just accepted, which drops a few requests under load). When no name
-resolves (nothing is deployed), requests wait and retry for ``dial_retry`` seconds instead of
-failing. The config itself is rendered from the environment's settings and loaded through the
-admin API, which also serves metrics (the 5xx rate watched after a switch) and the requests in
-flight per upstream (draining). The admin API listens on the private network and is published on
-the host's loopback only.
+slot's container answers to (``<app>-<env>-slots``). Each is looked up again every
+``LOOKUP_REFRESH_S`` (a proxy started with another refresh keeps it:
+``keeping_lookup_refresh``), and the ``first`` policy picks among them, so a candidate starting
+beside the live slot gets no request. A switch renames the live container to the switching name,
+the candidate to the live name, and the old container to its slot name: at every instant exactly
+one container answers the first name that resolves, so no client sees the old version after the
+new one, and some healthy container serves throughout (if shipyard is killed between two
+renames, until the next operation finishes the switch). The alias serves only when neither name
+resolves (a container removed outside shipyard): then any running slot does. Caddy's config is
+never reloaded to switch (a reload closes connections that were just accepted, which drops a few
+requests under load). When no name resolves (nothing is deployed), requests wait and retry for
+``dial_retry`` seconds instead of failing. The config itself is rendered from the environment's
+settings and loaded through the admin API, which also serves metrics (the 5xx rate watched after
+a switch) and the requests in flight per upstream (draining). The admin API listens on the
+private network and is published on the host's loopback only.
 
 Maintenance mode (``maintenance_routes``) is two more routes before the app's, in the config at
 all times and answering only while a flag file exists: every request but those for the app's
@@ -132,11 +133,10 @@ def render_caddy(
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
     live name, the switching name, then the alias every slot answers to; each looked up again
-    after ``lookup_refresh_s``); with ``maintenance``,
-    the routes of maintenance mode before them (``maintenance_routes``). ``admin_host``: the
-    proxy's name on the private network, by which Prometheus reaches its metrics. ``published``:
-    the monitoring UIs served under domains of their own, behind basic auth, before all else
-    (maintenance mode does not hide them)."""
+    after ``lookup_refresh_s``); with ``maintenance``, the routes of maintenance mode before
+    them (``maintenance_routes``). ``admin_host``: the proxy's name on the private network, by
+    which Prometheus reaches its metrics. ``published``: the monitoring UIs served under domains
+    of their own, behind basic auth, before all else (maintenance mode does not hide them)."""
     reverse_proxy: dict[str, Any] = {
         "@id": UPSTREAM_ID,
         "handler": "reverse_proxy",
