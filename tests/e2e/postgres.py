@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,11 +67,6 @@ def external_postgres(
         env={**os.environ, "POSTGRES_PASSWORD": password}, capture_output=True, check=True,
     )  # fmt: skip
     try:
-        gateway = subprocess.run(
-            ["docker", "network", "inspect", "bridge", "--format",
-             "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
 
         def ready() -> bool:
             argv = ["docker", "exec", name, "pg_isready", "-h", "127.0.0.1", "-U", "postgres"]
@@ -82,7 +79,30 @@ def external_postgres(
             ["docker", "inspect", name, "--format", "{{.NetworkSettings.IPAddress}}"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
-        yield ExternalPostgres(name, gateway, port, password, address)
+        yield ExternalPostgres(name, _bridge_gateway(name), port, password, address)
     finally:
         subprocess.run(["docker", "rm", "--force", "--volumes", name], capture_output=True,
                        check=False)  # fmt: skip
+
+
+def _bridge_gateway(container: str) -> str:
+    """The default bridge's gateway (the host's address on it), where ``container`` runs: as the
+    engine lists it, else the gateway of the container's default route. An engine that restored
+    its default bridge at start may list no gateway for it (Docker 20.10 after a reboot)."""
+    listed = subprocess.run(
+        ["docker", "network", "inspect", "bridge", "--format",
+         "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    if listed:
+        return listed
+    routes = subprocess.run(
+        ["docker", "exec", container, "cat", "/proc/net/route"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    for line in routes.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":  # the default route
+            # Host byte order, as the kernel prints it (little-endian on amd64 and arm64).
+            return socket.inet_ntoa(struct.pack("<L", int(fields[2], 16)))
+    raise AssertionError(f"{container}: no default route in {routes!r}")
