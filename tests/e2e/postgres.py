@@ -87,8 +87,9 @@ def external_postgres(
 
 def _bridge_gateway(container: str) -> str:
     """The default bridge's gateway (the host's address on it), where ``container`` runs: as the
-    engine lists it, else the gateway of the container's default route. An engine that restored
-    its default bridge at start may list no gateway for it (Docker 20.10 after a reboot)."""
+    engine lists it, else the gateway of the container's default route. The engine does not
+    always list one: Debian's Docker 20.10, started on an empty /var/lib/docker, listed only the
+    subnet (``{"Subnet": "172.17.0.0/16"}``) while docker0 had 172.17.0.1."""
     listed = subprocess.run(
         ["docker", "network", "inspect", "bridge", "--format",
          "{{range .IPAM.Config}}{{.Gateway}}{{end}}"],
