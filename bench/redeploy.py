@@ -676,6 +676,18 @@ def print_tables(document: dict[str, Any], out: TextIO) -> None:
             f"{fmt(deploy_ratio['first_served'])}x",
             file=out,
         )
+        # What a cold Python process costs before shipyard's first event (its imports: the
+        # config's pydantic models, rich, httpx) set apart: the rest is the pipeline's own.
+        startup = document["shipyard_phases_median_s"]["deploy"].get(
+            "(process start to the first event)"
+        )
+        ours, theirs = summary["deploy"]["shipyard"], summary["deploy"]["kamal"]
+        if startup is not None and ours["first_served_s"] and theirs["first_served_s"]:
+            after = ratio(ours["first_served_s"] - startup, theirs["first_served_s"])
+            print(
+                f"      without the process start ({fmt(startup, 's')}): {fmt(after)}x",
+                file=out,
+            )
     if "shipyard" in summary.get("rollback", {}):
         served = summary["rollback"]["shipyard"]["first_served_s"]
         print(f"goal: a rollback live in <= 3 s: {fmt(served, 's')}", file=out)

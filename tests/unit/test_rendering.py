@@ -201,8 +201,12 @@ def test_the_lookup_refresh_is_read_from_a_config_and_rendered_in_milliseconds()
     assert {s["refresh"] for s in _lookup_sources(older)} == {"250ms"}
     assert lookup_refresh(older) == 0.25
     assert lookup_refresh({}) is None
-    _lookup_sources(older)[1]["refresh"] = "1s"  # not one refresh in a form shipyard renders
+    _lookup_sources(older)[1]["refresh"] = "1s"  # not one refresh for all the names
     assert lookup_refresh(older) is None
+    for refresh, seconds in (("1s", 1.0), (250_000_000, None), ("soon", None)):
+        for source in _lookup_sources(older):  # Caddy's nanoseconds, or no duration at all
+            source["refresh"] = refresh
+        assert lookup_refresh(older) == seconds
 
 
 def test_a_running_proxy_keeps_its_lookup_refresh_unless_something_else_changes() -> None:

@@ -27,6 +27,7 @@ accepted: measured, a few requests failed under load).
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import re
@@ -35,7 +36,7 @@ from typing import Any
 
 import httpx
 
-from shipyard.config import ProxySection
+from shipyard.config import ProxySection, parse_duration
 from shipyard.errors import ProxyError
 from shipyard.proxy._latency import Latency, parse_latency, regression
 from shipyard.proxy._probe import (
@@ -429,13 +430,15 @@ def lookup_refresh(config: dict[str, Any]) -> float | None:
     """How often a running Caddy config (``render_caddy``'s shape) looks the app's names up
     again, in seconds; ``None`` when it names no refresh it could be rendered with."""
     found = {
-        str(source.get("refresh", ""))
-        for handler in _app_proxies(config)
-        for source in _lookups(handler)
+        source.get("refresh") for handler in _app_proxies(config) for source in _lookups(handler)
     }
-    if len(found) != 1 or not (match := re.fullmatch(r"(\d+(?:\.\d+)?)ms", found.pop())):
+    # A string as ``render_caddy`` writes it ("100ms"): a number would be Caddy's nanoseconds.
+    if len(found) != 1 or not isinstance(refresh := found.pop(), str):
         return None
-    return float(match[1]) / 1000
+    try:
+        return parse_duration(refresh)
+    except ValueError:  # a duration in a form shipyard does not render
+        return None
 
 
 def keeping_lookup_refresh(
@@ -448,7 +451,7 @@ def keeping_lookup_refresh(
     refresh = lookup_refresh(running) if running else None
     if refresh is None or refresh == lookup_refresh(rendered):
         return rendered
-    kept = json.loads(json.dumps(rendered))
+    kept = copy.deepcopy(rendered)
     for handler in _app_proxies(kept):
         for source in _lookups(handler):
             source["refresh"] = _milliseconds(refresh)

@@ -117,23 +117,19 @@ class Traffic(StepsBase):
                 self._write(directory / name, text)
         config = self.caddy_config()
         proxy = self.docker.container(self.names.proxy)
-        loaded = ""
+        loaded = False
         if proxy is not None and proxy.running:
-            admin = self.admin(proxy)
-            running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
-            config = keeping_lookup_refresh(config, running)
-            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
-            if running != config:
-                admin.load(config)
-                loaded = " (the proxy's config loaded: its allowed networks or paths changed)"
-        else:
+            config, loaded = self._load_if_changed(self.admin(proxy), config)
+        if not loaded:  # the file on the host is the config the proxy runs, or starts with
             self._write(self.layout.caddy_config, json.dumps(config, indent=2))
         if maintenance is not None:
             self._write(flag, maintenance.since)
         state = "on" if maintenance is not None else "off"
         if proxy is None or not proxy.running:
             return f"maintenance {state} (recorded; the proxy is not running: it starts with it)"
-        return f"maintenance {state}{loaded}"
+        if loaded:
+            return f"maintenance {state} (the proxy's config loaded: its allowed networks or paths changed)"
+        return f"maintenance {state}"
 
     def _ensure_proxy(self) -> CaddyAdmin:
         """The proxy running with the rendered config: written to the host and loaded only when
@@ -155,14 +151,25 @@ class Traffic(StepsBase):
             )
             proxy = None
         admin = self.admin(proxy)
-        running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
-        config = keeping_lookup_refresh(config, running)
-        if running != config:
-            self._write_proxy_files()
-            self._write(self.layout.caddy_config, json.dumps(config, indent=2))
-            admin.load(config)
+        config, _ = self._load_if_changed(admin, config)
         self._lookup_refresh_s = lookup_refresh(config) or LOOKUP_REFRESH_S
         return admin
+
+    def _load_if_changed(
+        self, admin: CaddyAdmin, rendered: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """The config the running proxy behind ``admin`` is to run (``rendered``, keeping the
+        proxy's own lookup refresh: ``keeping_lookup_refresh``) and whether it had to be loaded:
+        only when the running config differs, after writing the files it names and the config
+        itself to the host."""
+        running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
+        config = keeping_lookup_refresh(rendered, running)
+        if running == config:
+            return config, False
+        self._write_proxy_files()
+        self._write(self.layout.caddy_config, json.dumps(config, indent=2))
+        admin.load(config)
+        return config, True
 
     def _write_proxy_files(self) -> None:
         """The files Caddy's config names (an ACME server's root, certificates and their keys)
