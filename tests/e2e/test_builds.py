@@ -179,7 +179,7 @@ def test_an_empty_commit_reuses_the_image_when_nothing_of_the_commit_is_in_it(
     assert _build_action(app).startswith(f"reuse {app.name}:0.0.0-{empty[:7]}-"), (
         f"the plan for an empty commit: {_build_action(app)}"
     )
-    again = app.shipyard("deploy", "development")
+    again = app.shipyard("deploy", "development", "--no-watch")
     assert again.returncode == 0, again.stderr
     assert "(built before)" in again.stderr, again.stderr
     assert _image_id(app) == image  # the same image, not a build of the same thing
@@ -208,7 +208,7 @@ def test_an_empty_commit_is_built_again_when_the_app_reports_its_commit(app: App
     action = _build_action(app)
     assert action.startswith(f"build {app.name}:0.0.0-{empty[:7]}-"), action
     assert "build.ldflags stamps the commit" in action, action
-    again = app.shipyard("deploy", "development")
+    again = app.shipyard("deploy", "development", "--no-watch")
     assert again.returncode == 0, again.stderr
     assert "(built before)" not in again.stderr
     assert _image_id(app) != image

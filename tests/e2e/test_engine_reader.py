@@ -124,7 +124,7 @@ def test_a_new_versions_container_is_the_one_compose_would_create(app: AppUnderT
     one shipyard created as the project's."""
     assert app.shipyard("deploy", app.environment).returncode == 0
     app.commit("a second version")
-    assert app.shipyard("deploy", app.environment).returncode == 0
+    assert app.shipyard("deploy", app.environment, "--no-watch").returncode == 0
     blue = f"{app.name}-{app.environment}-blue"  # the first version's, stopped now
     file = app.state_dir / app.name / app.environment / "slots" / "blue" / "compose.yml"
     projects = {

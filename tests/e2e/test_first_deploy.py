@@ -69,7 +69,7 @@ def test_first_deploy_serves_health_through_caddy(app: AppUnderTest) -> None:
 
 def test_same_commit_deploys_again_into_the_other_slot(app: AppUnderTest) -> None:
     assert app.shipyard("deploy", "development").returncode == 0
-    again = app.shipyard("deploy", "development")
+    again = app.shipyard("deploy", "development", "--no-watch")
     assert again.returncode == 0, again.stderr
     assert httpx.get(app.url("/health"), timeout=10).json()["slot"] == "green"
     state = docker_inspect(f"{app.name}-development-blue", "{{.State.Status}}")
@@ -305,6 +305,6 @@ def test_a_redeploy_never_restarts_the_database(app: AppUnderTest) -> None:
 
     before = started()
     app.commit("another version")
-    again = app.shipyard("deploy", "development")
+    again = app.shipyard("deploy", "development", "--no-watch")
     assert again.returncode == 0, again.stderr
     assert started() == before

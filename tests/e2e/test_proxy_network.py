@@ -66,7 +66,7 @@ def test_the_app_sees_each_client_through_the_proxy_and_no_spoofed_address(
     assert checked.returncode == 3 and "exists with subnet" in checked.stderr, checked.stderr
 
     pin(existing)
-    deployed = app.shipyard("deploy", app.environment)
+    deployed = app.shipyard("deploy", app.environment, "--no-watch")
     assert deployed.returncode == 0, deployed.stderr
     assert container_id(f"{network}-db") == database  # nothing recreated for the pin
     assert network_subnets()[network] == [existing]
