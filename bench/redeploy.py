@@ -23,8 +23,9 @@ time from the command's start to the first answer showing the target commit (mea
 answers, whatever the command says), the command's own time, and p99 latency while the command
 ran vs in the quiet window; the medians and the ratios shipyard / kamal-proxy and shipyard /
 compose (the deploy's to kamal-proxy also without shipyard's process start: from its start to
-its log's first event, the interpreter and its imports); and the per-phase profile of shipyard's operations, read from its deployment logs
-(``phase.finished`` events with ``duration_s``, under ``<state_dir>/<app>/<env>/logs/``).
+its log's first event, the interpreter and its imports); and the per-phase profile of shipyard's
+operations, read from its deployment logs (``phase.finished`` events with ``duration_s``, under
+``<state_dir>/<app>/<env>/logs/``).
 
     .venv/bin/python -m bench.redeploy [--rounds 3] [--json] [--kamal-proxy PATH]
         [--shipyard-args='--some-flag'] [--tools compose,kamal,shipyard]
