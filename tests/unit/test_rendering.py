@@ -203,7 +203,7 @@ def test_the_lookup_refresh_is_read_from_a_config_and_rendered_in_milliseconds()
     assert lookup_refresh({}) is None
     _lookup_sources(older)[1]["refresh"] = "1s"  # not one refresh for all the names
     assert lookup_refresh(older) is None
-    for refresh, seconds in (("1s", 1.0), (250_000_000, None), ("soon", None)):
+    for refresh, seconds in (("1s", 1.0), (250_000_000, None), ("soon", None), ({}, None)):
         for source in _lookup_sources(older):  # Caddy's nanoseconds, or no duration at all
             source["refresh"] = refresh
         assert lookup_refresh(older) == seconds

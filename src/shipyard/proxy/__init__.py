@@ -429,11 +429,14 @@ def upstreams_of(config: dict[str, Any]) -> list[str]:
 def lookup_refresh(config: dict[str, Any]) -> float | None:
     """How often a running Caddy config (``render_caddy``'s shape) looks the app's names up
     again, in seconds; ``None`` when it names no refresh it could be rendered with."""
+    # Strings as ``render_caddy`` writes them ("100ms"); anything else (a number would be
+    # Caddy's nanoseconds) counts as no refresh.
     found = {
-        source.get("refresh") for handler in _app_proxies(config) for source in _lookups(handler)
+        refresh if isinstance(refresh := source.get("refresh"), str) else None
+        for handler in _app_proxies(config)
+        for source in _lookups(handler)
     }
-    # A string as ``render_caddy`` writes it ("100ms"): a number would be Caddy's nanoseconds.
-    if len(found) != 1 or not isinstance(refresh := found.pop(), str):
+    if len(found) != 1 or (refresh := found.pop()) is None:
         return None
     try:
         return parse_duration(refresh)
