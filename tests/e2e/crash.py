@@ -1,6 +1,7 @@
 """Killing shipyard on purpose, for crash-safety tests: at a phase (read from its deployment
-log), or just before the Nth docker command matching a pattern (a `docker` wrapper first on its
-PATH), and watching that some container always carries a name the proxy routes to."""
+log), just before the Nth docker command matching a pattern (a `docker` wrapper first on its
+PATH) or the Nth request to the engine's API matching one (a `sitecustomize` first on its
+PYTHONPATH), and watching that some container always carries a name the proxy routes to."""
 
 from __future__ import annotations
 
@@ -30,6 +31,32 @@ case "$*" in
     ;;
 esac
 exec {docker} "$@"
+"""
+
+# The same for shipyard's requests to the local engine's API (``EngineAPI.send``), matched as
+# "METHOD /path" against the pattern STOP_REQUEST (``fnmatch``): loaded by the interpreter
+# before shipyard runs, it kills the whole process group just before the STOP_AT-th match.
+_SITECUSTOMIZE = """
+import fnmatch
+import os
+import signal
+
+from shipyard.docker import _engine
+
+_send = _engine.EngineAPI.send
+_seen = 0
+
+
+def _send_or_die(self, method, path, *args, **kwargs):
+    global _seen
+    if fnmatch.fnmatchcase(f"{method} {path}", os.environ["STOP_REQUEST"]):
+        _seen += 1
+        if _seen == int(os.environ["STOP_AT"]):
+            os.killpg(0, signal.SIGKILL)
+    return _send(self, method, path, *args, **kwargs)
+
+
+_engine.EngineAPI.send = _send_or_die
 """
 
 
@@ -133,9 +160,39 @@ def kill_before_command(
             "STOP_COUNT": str(bin_dir / "count"),
         },
     )
+    return _killed(app, earlier, process, f"`{match}` #{nth}", timeout=timeout)
+
+
+def kill_before_request(
+    app: AppUnderTest, tmp: Path, match: str, nth: int, *args: str, timeout: float = 300
+) -> Victim:
+    """Run ``shipyard *args`` and kill it (with all it runs) just before its ``nth`` request to
+    the local engine's API whose ``METHOD /path`` matches the ``fnmatch`` pattern ``match``
+    (``POST /containers/*/rename``)."""
+    site_dir = tmp / f"stop-{time.monotonic_ns()}"
+    site_dir.mkdir()
+    (site_dir / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    python_path = os.pathsep.join(filter(None, [str(site_dir), os.environ.get("PYTHONPATH")]))
+    earlier = local_logs(app)
+    process = start(
+        app,
+        *args,
+        env={"PYTHONPATH": python_path, "STOP_REQUEST": match, "STOP_AT": str(nth)},
+    )
+    return _killed(app, earlier, process, f"request `{match}` #{nth}", timeout=timeout)
+
+
+def _killed(
+    app: AppUnderTest,
+    earlier: set[Path],
+    process: subprocess.Popen[str],
+    what: str,
+    *,
+    timeout: float,
+) -> Victim:
     _, err = process.communicate(timeout=timeout)
     assert process.returncode == -signal.SIGKILL, (
-        f"`{match}` #{nth} never ran (exit {process.returncode}): {err[-2000:]}"
+        f"{what} never ran (exit {process.returncode}): {err[-2000:]}"
     )
     new = sorted(local_logs(app) - earlier)
     return Victim(process, new[-1] if new else None, err)

@@ -18,6 +18,7 @@ from tests.e2e.crash import (
     LiveWatch,
     kill_at_phase,
     kill_before_command,
+    kill_before_request,
     local_logs,
     start,
     wait_for_phase,
@@ -35,6 +36,9 @@ PHASES = [
     and spec.runs is not Runs.AFTERWARDS
     and spec.when not in {"hooks", "deploy.require_ci", "deploy.old_version: stop", "--maintenance"}
 ]
+# Changes shipyard makes over the local engine's API (kill points for ``kill_before_request``).
+RENAME = "POST /containers/*/rename"
+START = "POST /containers/*/start"
 
 
 def _settings(app: AppUnderTest, **deploy: Any) -> None:
@@ -72,7 +76,7 @@ def test_deploy_killed_at_every_phase_never_takes_the_site_down(
     # Between the renames of the switch: the old container gave the live name up for the
     # switching name and the candidate has not taken it yet (the old one serves alone); then the
     # candidate carries the live name and the old one still the switching name.
-    kills += [("rename", 2), ("rename", 3)]
+    kills += [("rename", 2), ("rename", 3)]  # the engine's API makes the renames
     with Load(app.url("/")) as load, LiveWatch(app) as watch:
         for kind, where in kills:
             version += 1
@@ -82,8 +86,8 @@ def test_deploy_killed_at_every_phase_never_takes_the_site_down(
             if kind == "phase":
                 victim = kill_at_phase(app, where, "deploy", app.environment)
             else:
-                victim = kill_before_command(
-                    app, tmp_path, "rename *", where, "deploy", app.environment
+                victim = kill_before_request(
+                    app, tmp_path, RENAME, where, "deploy", app.environment
                 )
             assert victim.process.returncode == -signal.SIGKILL, (kind, where, victim.stderr)
             # The next deploy at once: the killed holder's lock is taken over (it is gone), the
@@ -160,7 +164,8 @@ def test_with_old_version_stop_a_deploy_killed_while_switching_back_is_undone_by
     app.commit("decays")
     # /version keeps answering in the failing version (only / and /api/* fail on purpose).
     with Load(app.url("/version")) as load, LiveWatch(app) as watch:
-        kill_before_command(app, tmp_path, "start *", 1, "deploy", app.environment)
+        # The first start is the new version's (created and started); the second, the old one's.
+        kill_before_request(app, tmp_path, START, 2, "deploy", app.environment)
         assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
         status = app.shipyard("status", app.environment, "--json")
         assert status.returncode == 8, status.stderr
@@ -181,7 +186,7 @@ def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
     assert app.shipyard("deploy", app.environment).returncode == 0
     app.commit("second")
     with Load(app.url("/")) as load, LiveWatch(app) as watch:
-        kill_before_command(app, tmp_path, "rename *", 2, "deploy", app.environment)
+        kill_before_request(app, tmp_path, RENAME, 2, "deploy", app.environment)
         status = app.shipyard("status", app.environment, "--json")
         assert status.returncode == 8, status.stderr
         [data] = json.loads(status.stdout)

@@ -182,7 +182,7 @@ def _engine(
     containers: dict[str, dict[str, Any]], *, unhealthy_after: int | None = None
 ) -> tuple[Docker, list[tuple[str, str, Any]]]:
     """An engine holding ``containers`` (name → inspect document) that answers removals,
-    creations and starts, recording each request's method, path and body."""
+    creations, starts and renames, recording each request's method, path and body."""
     requests: list[tuple[str, str, Any]] = []
     inspected = 0
 
@@ -200,8 +200,8 @@ def _engine(
                 return httpx.Response(409, json={"message": f'Conflict. "/{name}" is in use'})
             containers[name] = {**INSPECT, "Name": f"/{name}", "Id": f"id-{name}"}
             return httpx.Response(201, json={"Id": f"id-{name}", "Warnings": []})
-        if path.endswith("/start"):
-            return httpx.Response(204)
+        if path.endswith(("/start", "/rename")):
+            return _start_or_rename(containers, request)
         name = path.removeprefix("/containers/").removesuffix("/json")
         found = containers.get(name)
         if found is None:
@@ -213,6 +213,21 @@ def _engine(
 
     reader, _ = _reader(answer)
     return _docker(reader), requests
+
+
+def _start_or_rename(
+    containers: dict[str, dict[str, Any]], request: httpx.Request
+) -> httpx.Response:
+    if request.url.path.endswith("/start"):
+        return httpx.Response(204)
+    old = request.url.path.removeprefix("/containers/").removesuffix("/rename")
+    new = request.url.params["name"]
+    if new in containers:
+        return httpx.Response(409, json={"message": f'Conflict. "/{new}" is in use'})
+    if old not in containers:
+        return httpx.Response(404, json={"message": f"No such container: {old}"})
+    containers[new] = {**containers.pop(old), "Name": f"/{new}"}
+    return httpx.Response(204)
 
 
 def test_a_container_is_replaced_created_and_started_over_the_api() -> None:
@@ -239,3 +254,27 @@ def test_an_image_healthcheck_is_waited_for_and_unhealthy_fails_the_start() -> N
     docker, _ = _engine({}, unhealthy_after=2)
     with pytest.raises(ShipyardError, match="is unhealthy"):
         docker.create_and_start("shop-development-green", {"Image": "shop:2"}, healthy_within=30)
+
+
+def test_a_switch_renames_over_the_api_and_a_taken_name_is_refused() -> None:
+    docker, requests = _engine(
+        {"shop-development-live": INSPECT, "shop-development-green": INSPECT}
+    )
+    docker.rename("shop-development-live", "shop-development-switching")
+    assert docker.container("shop-development-switching") is not None
+    assert docker.container("shop-development-live") is None
+    assert requests[0][:2] == ("POST", "/containers/shop-development-live/rename")
+    with pytest.raises(CommandFailed) as raised:
+        docker.rename("shop-development-green", "shop-development-switching")
+    assert raised.value.returncode == 409 and "is in use" in raised.value.stderr
+    with pytest.raises(CommandFailed) as raised:
+        docker.rename("shop-development-blue", "shop-development-live")
+    assert raised.value.returncode == 404  # not taken for "absent": a rename needs its container
+
+
+def test_a_kept_container_is_started_over_the_api() -> None:
+    docker, requests = _engine({"shop-development-blue": INSPECT})
+    docker.start("shop-development-blue")
+    assert [(method, path) for method, path, _ in requests] == [
+        ("POST", "/containers/shop-development-blue/start")
+    ]

@@ -8,6 +8,7 @@ providers (``bench/cli_start.py`` measures it).
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -52,6 +53,8 @@ __all__ = ["ExitCode", "app", "main"]
 
 
 _SHELLS = ("bash", "zsh", "fish")
+# The collector's youngest-generation threshold while a command runs (``main``).
+_GC_THRESHOLD = 50_000
 
 
 @click.group(
@@ -1231,6 +1234,13 @@ def main() -> None:
     # rich.progress, rich.syntax, pygments): about 0.1 s of CPU that shipyard never uses. A None
     # entry makes that one optional import fail, and httpx falls back to a stub.
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    # Importing what a command runs is most of a short command's CPU: tens of thousands of
+    # objects (modules, classes, validators) that live as long as the process. With Python's
+    # default the collector walks them over and over meanwhile (about 25 ms of a deploy's
+    # start here); collecting the youngest generation every 50,000 allocations instead of 700
+    # leaves that out and still collects what a long watch leaves behind.
+    thresholds = gc.get_threshold()
+    gc.set_threshold(_GC_THRESHOLD, *thresholds[1:])
     args = [
         f"--wait={BARE_WAIT}" if arg == "--wait" and _bare(sys.argv, i) else arg
         for i, arg in enumerate(sys.argv[1:], 1)
@@ -1242,6 +1252,7 @@ def main() -> None:
         _invoke(args, run)
     finally:
         run.close()  # after the result and any error are out
+        gc.set_threshold(*thresholds)
 
 
 def _invoke(args: list[str], run: Run) -> None:

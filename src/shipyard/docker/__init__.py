@@ -722,9 +722,20 @@ class Docker:
             )
 
     def rename(self, container: str, name: str) -> None:
+        """Over the local engine's API when there is one (a switch is three renames in a row:
+        about 15 ms each less than the CLI's process), else ``docker rename``."""
+        if self.api is not None:
+            path = f"/containers/{quote(container, safe='')}/rename"
+            self.api.send("POST", path, {"name": name}, absent=False)
+            return
         self._run(["rename", container, name], timeout=60)
 
     def start(self, container: str) -> None:
+        """Over the local engine's API when there is one (a rollback's kept container, a
+        switch-back's old version), else ``docker start``; a running one is left as it is."""
+        if self.api is not None:
+            self.api.send("POST", f"/containers/{quote(container, safe='')}/start", absent=False)
+            return
         self._run(["start", container], timeout=120)
 
     def stop(self, container: str, *, timeout: float) -> None:

@@ -2,10 +2,11 @@
 
 An operation inspects containers and lists them dozens of times; each docker CLI call is a
 process start (20 to 60 ms, more on a busy machine). Over the socket, one connection serves them
-all. Reads go this way, and one change: a new version's container is created and started here
-(``Docker.create_and_start``), where ``docker compose up`` would cost two Go processes and their
-startup before the engine's own work. Every other change (start, stop, rename, remove, the infra
-project) stays a docker CLI command, as an operator would type it.
+all. Reads go this way, and the changes on the way to a new version serving: its container is
+created and started here (``Docker.create_and_start``), where ``docker compose up`` would cost
+two Go processes and their startup before the engine's own work; a kept container is started
+(``Docker.start``) and the switch's renames are made (``Docker.rename``) here too. The other
+changes (stop, remove, exec, the infra project) stay docker CLI commands.
 
 The API's documents are the CLI's: ``docker container inspect`` prints what
 ``GET /containers/{id}/json`` answers, so the same parsers read both.
