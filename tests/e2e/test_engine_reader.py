@@ -1,6 +1,7 @@
 """The engine's API (over this machine's socket) and the docker CLI read the same: every read
-``Docker`` makes of real containers and images gives the same answer both ways. And the one
-change made over the API, a new version's container, is the container Compose would create."""
+``Docker`` makes of real containers and images gives the same answer both ways, and so does a
+command run in a container. A new version's container, made over the API, is the container
+Compose would create."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from typing import Any
 import pytest
 
 from shipyard.docker import Docker
+from shipyard.errors import CommandFailed
 from shipyard.hosts import LocalHost
+from shipyard.secrets import MASK, Masker
 from tests.e2e.conftest import AppUnderTest
 from tests.e2e.docker_cli import docker, remove_found
 
@@ -84,6 +87,49 @@ def test_the_api_and_the_cli_read_the_same(labelled_containers: tuple[str, list[
     assert sock.info() == cli.info()
     assert sock.socket_path() == cli.socket_path() == sock.api.socket
     assert sock.image(f"{IMAGE}-absent") is None and cli.image(f"{IMAGE}-absent") is None
+
+
+def test_a_command_in_a_container_runs_the_same_over_the_api_and_the_cli(
+    labelled_containers: tuple[str, list[str]],
+) -> None:
+    """``Docker.exec`` over the socket answers what ``docker exec`` does: exit code, stdout
+    and stderr apart, input fed in full (more than a pipe holds, while output flows), outputs
+    masked, the engine's refusals (no such container, one not running) as exit 1 with its
+    message, a timeout as an error."""
+    _, (running, stopped) = labelled_containers
+    masker = Masker()
+    masker.add("s3cret-token-value")
+    sock = Docker(LocalHost(masker))
+    assert sock.api is not None, "this machine's engine has a local socket"
+    cli = Docker(LocalHost(masker))
+    cli.api = None
+    big = "x" * (3 << 20) + "\n"
+    cases: list[tuple[str, list[str], str | None, str | None]] = [
+        (running, ["sh", "-c", "cat; echo oops >&2; exit 3"], "hello\n", None),
+        (running, ["sh", "-c", "wc -c; head -c 200000 /dev/zero | tr '\\0' y"], big, None),
+        (running, ["sh", "-c", "echo s3cret-token-value; echo s3cret-token-value >&2"], None, None),
+        (running, ["id", "-u"], None, "nobody"),
+        (running, ["sh", "-c", "read line; echo got $line"], "", None),
+        (f"{running}-absent", ["true"], None, None),
+        (stopped, ["true"], None, None),
+    ]
+    answers = []
+    for container, argv, stdin, user in cases:
+        over_api = sock.exec(container, argv, stdin=stdin, user=user, check=False, timeout=60)
+        over_cli = cli.exec(container, argv, stdin=stdin, user=user, check=False, timeout=60)
+        assert over_api == over_cli, (container, argv)
+        answers.append(over_api)
+    assert answers[0].returncode == 3 and answers[0].stdout == "hello\n"
+    assert answers[0].stderr == "oops\n"
+    assert answers[2].stdout.strip() == answers[2].stderr.strip() == MASK
+    assert answers[5].returncode == answers[6].returncode == 1
+    assert "No such container" in answers[5].stderr and "is not running" in answers[6].stderr
+    assert sock.exec(running, ["sh", "-c", "wc -c"], stdin=big).stdout.strip() == str(len(big))
+    with pytest.raises(CommandFailed) as raised:
+        sock.exec(running, ["sh", "-c", "exit 4"])
+    assert raised.value.returncode == 4
+    with pytest.raises(CommandFailed, match="timed out after 1s"):
+        sock.exec(running, ["sleep", "30"], timeout=1)
 
 
 # What Compose alone writes on its containers: its version, the image ID it resolved, the

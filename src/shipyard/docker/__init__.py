@@ -553,7 +553,51 @@ class Docker:
             args.append("--interactive")
         if user:
             args += ["--user", user]
+        if self.api is not None and isinstance(self.host, LocalHost):
+            data = stdin.encode() if isinstance(stdin, str) else stdin
+            shown = self.host.masker.argv(self._argv([*args, container, *argv]))
+            return self._api_exec(
+                container, argv, shown, stdin=data, user=user, check=check, timeout=timeout
+            )
         return self._run([*args, container, *argv], stdin=stdin, check=check, timeout=timeout)
+
+    def _api_exec(
+        self,
+        container: str,
+        argv: Sequence[str],
+        shown: Sequence[str],
+        *,
+        stdin: bytes | None,
+        user: str | None,
+        check: bool,
+        timeout: float | None,
+    ) -> CommandResult:
+        """``exec`` over the local engine's API, answered as the CLI's would be: outputs masked,
+        the engine refusing (no such container, not running) exit 1 with its message, as
+        ``docker exec`` prints it, and no end within ``timeout`` an error whatever ``check``."""
+        assert self.api is not None and isinstance(self.host, LocalHost)  # noqa: S101
+        masker = self.host.masker
+        try:
+            done = self.api.exec(container, argv, stdin=stdin, user=user, timeout=timeout)
+            result = CommandResult(
+                tuple(shown),
+                done.returncode,
+                masker(done.stdout.decode(errors="replace")),
+                masker(done.stderr.decode(errors="replace")),
+            )
+        except CommandFailed as exc:
+            stderr = f"Error response from daemon: {masker(exc.stderr)}\n"
+            result = CommandResult(tuple(shown), 1, "", stderr)
+        except TimeoutError as exc:
+            raise CommandFailed(
+                self.host.name,
+                shown,
+                -1,
+                f"timed out after {timeout:.0f}s" if timeout else "timed out",
+            ) from exc
+        if check and not result.ok:
+            raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
+        return result
 
     def exec_streaming(
         self,

@@ -84,7 +84,8 @@ class Masker:
         for value in sorted(self._values, key=len, reverse=True):
             if value in text:
                 text = text.replace(value, MASK)
-        text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
+        if "://" in text:  # else no URL: the pattern would scan a long word from each letter
+            text = _URL_PASSWORD.sub(lambda m: m.group("pre") + MASK, text)
         return _ASSIGNMENT.sub(lambda m: m.group("key") + m.group("sep") + MASK, text)
 
     def argv(self, argv: Iterable[str]) -> list[str]:
