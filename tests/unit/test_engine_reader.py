@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -278,3 +280,111 @@ def test_a_kept_container_is_started_over_the_api() -> None:
     assert [(method, path) for method, path, _ in requests] == [
         ("POST", "/containers/shop-development-blue/start")
     ]
+
+
+def _frame(stream: int, data: bytes) -> bytes:
+    return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
+
+
+@pytest.fixture
+def hijacking_engine(tmp_path: Path) -> Iterator[tuple[str, list[bytes], list[bytes]]]:
+    """A Unix socket answering each connection with the next of ``answers`` (raw bytes, sent
+    in small pieces), then recording what the client wrote until it closed its writing half."""
+    path = str(tmp_path / "engine.sock")
+    answers: list[bytes] = []
+    received: list[bytes] = []
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen()
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                answer = answers.pop(0)
+                for start in range(0, len(answer), 7):  # frames split across reads
+                    conn.sendall(answer[start : start + 7])
+                if answer.startswith(b"HTTP/1.1 101"):
+                    data = request.split(b"\r\n\r\n", 1)[1].removeprefix(
+                        b'{"Detach": false, "Tty": false}'
+                    )
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                    received.append(data)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield path, answers, received
+    server.close()
+
+
+def _exec_api(path: str) -> EngineAPI:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/exec"):
+            return httpx.Response(201, json={"Id": "e1"})
+        return httpx.Response(200, json={"Running": False, "ExitCode": 3})
+
+    return EngineAPI(path, "local", transport=httpx.MockTransport(answer))
+
+
+_UPGRADED = (
+    b"HTTP/1.1 101 UPGRADED\r\nContent-Type: application/vnd.docker.raw-stream\r\n"
+    b"Connection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+)
+
+
+def test_an_exec_feeds_its_input_and_reads_its_framed_output_apart(
+    hijacking_engine: tuple[str, list[bytes], list[bytes]],
+) -> None:
+    path, answers, received = hijacking_engine
+    answers.append(
+        _UPGRADED + _frame(1, b"out-1 ") + _frame(2, b"err\n") + _frame(1, b"x" * 70_000)
+    )
+    done = _exec_api(path).exec("db", ["psql"], stdin=b"SELECT 1;\n", timeout=30)
+    assert done.returncode == 3
+    assert done.stdout == b"out-1 " + b"x" * 70_000 and done.stderr == b"err\n"
+    assert received == [b"SELECT 1;\n"]  # all of it, then the end of the input
+
+
+def test_an_exec_the_engine_refuses_or_cannot_answer_is_named(
+    hijacking_engine: tuple[str, list[bytes], list[bytes]],
+) -> None:
+    path, answers, _ = hijacking_engine
+    refusal = b'{"message":"Container db is not running"}'
+    answers.append(
+        b"HTTP/1.1 409 Conflict\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(refusal)}\r\n\r\n".encode()
+        + refusal
+    )
+    with pytest.raises(CommandFailed) as raised:
+        _exec_api(path).exec("db", ["true"], timeout=30)
+    assert raised.value.returncode == 409 and raised.value.stderr == "Container db is not running"
+    answers.append(b"SSH-2.0-OpenSSH_9.2\r\n")
+    with pytest.raises(HostUnreachable, match="not an HTTP answer"):
+        _exec_api(path).exec("db", ["true"], timeout=30)
+    with pytest.raises(HostUnreachable, match="not reachable"):
+        _exec_api(path + ".absent").exec("db", ["true"], timeout=30)
+
+
+def test_an_exec_whose_output_does_not_end_in_time_times_out(tmp_path: Path) -> None:
+    path = str(tmp_path / "engine.sock")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(path)
+        server.listen()
+
+        def upgrade_and_hold() -> None:
+            conn, _ = server.accept()
+            conn.recv(4096)
+            conn.sendall(_UPGRADED + _frame(1, b"partial"))
+            time.sleep(3)
+            conn.close()
+
+        threading.Thread(target=upgrade_and_hold, daemon=True).start()
+        with pytest.raises(TimeoutError):
+            _exec_api(path).exec("db", ["sleep", "60"], timeout=0.5)

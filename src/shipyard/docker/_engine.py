@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote
 
 from shipyard.errors import CommandFailed, HostUnreachable
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import httpx
 
 DEFAULT_SOCKET = "/var/run/docker.sock"
+# Longest wait, once an exec's output has ended, for the engine to record its exit code.
+_EXIT_CODE_WAIT_S = 10.0
 # What to do when no engine answers, through the CLI or the socket.
 NO_ENGINE_HINT = "start dockerd (scripts/engine.sh does on this kind of machine)"
 
@@ -165,6 +167,9 @@ class EngineAPI:
         exec_id = quote(str(created["Id"]), safe="")
         stdout, stderr = self._attached(f"/exec/{exec_id}/start", stdin, deadline)
         # The output ends when the process does; its exit code is recorded right after.
+        recorded = time.monotonic() + _EXIT_CODE_WAIT_S
+        if deadline is not None:
+            recorded = min(recorded, deadline)
         while True:
             info = self.send("GET", f"/exec/{exec_id}/json", absent=False)
             if (
@@ -173,8 +178,8 @@ class EngineAPI:
                 and info.get("ExitCode") is not None
             ):
                 return Executed(int(info["ExitCode"]), stdout, stderr)
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"exec in {container} did not end")
+            if time.monotonic() > recorded:
+                raise TimeoutError(f"exec in {container}: no exit code recorded")
             time.sleep(0.005)
 
     def _attached(
@@ -190,41 +195,53 @@ class EngineAPI:
             f"POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
         ).encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(_remaining(deadline))
-            try:
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(_remaining(deadline))
                 sock.connect(self.socket)
                 sock.sendall(head + body)
-                reader = sock.makefile("rb")
-                status = _response_head(reader)
-            except OSError as exc:
-                if isinstance(exc, TimeoutError):
-                    raise
-                raise HostUnreachable(
-                    f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
-                    hint=NO_ENGINE_HINT,
-                ) from exc
-            if status.code not in (101, 200):  # switched, or an older engine's OK
-                text = reader.read(status.length or 0).decode(errors="replace")
-                try:
-                    message = str(json.loads(text).get("message", text))
-                except (ValueError, AttributeError):
-                    message = text
-                raise CommandFailed(self.host, ["POST", path], status.code, message)
-            writer = None
-            if stdin is not None:
-                writer = threading.Thread(target=_feed, args=(sock, stdin), daemon=True)
-                writer.start()
-            streams: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
-            while True:
-                sock.settimeout(_remaining(deadline))
-                header = reader.read(8)
-                if len(header) < 8:  # noqa: PLR2004
-                    break
-                kind, size = header[0], int.from_bytes(header[4:8], "big")
-                streams.setdefault(kind, bytearray()).extend(reader.read(size))
-            if writer is not None:
-                writer.join(timeout=_remaining(deadline))
+                with sock.makefile("rb") as reader:
+                    return self._output(sock, reader, path, stdin, deadline)
+        except TimeoutError:
+            raise
+        except OSError as exc:  # refused, reset, or not an HTTP answer
+            raise HostUnreachable(
+                f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
+                hint=NO_ENGINE_HINT,
+            ) from exc
+
+    def _output(
+        self,
+        sock: socket.socket,
+        reader: BinaryIO,
+        path: str,
+        stdin: bytes | None,
+        deadline: float | None,
+    ) -> tuple[bytes, bytes]:
+        """The answer to the exec's start on ``sock`` (read through ``reader``): the engine's
+        refusal, or the exec's output read to its end, stdout and stderr apart."""
+        status = _response_head(reader)
+        if status.code not in (101, 200):  # switched, or an older engine's OK
+            text = reader.read(status.length or 0).decode(errors="replace")
+            try:
+                message = str(json.loads(text).get("message", text))
+            except (ValueError, AttributeError):
+                message = text
+            raise CommandFailed(self.host, ["POST", path], status.code, message)
+        writer = None
+        if stdin is not None:
+            writer = threading.Thread(target=_feed, args=(sock, stdin), daemon=True)
+            writer.start()
+        streams: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
+        while True:
+            sock.settimeout(_remaining(deadline))
+            header = reader.read(8)
+            if len(header) < 8:  # noqa: PLR2004
+                break
+            kind, size = header[0], int.from_bytes(header[4:8], "big")
+            streams.setdefault(kind, bytearray()).extend(reader.read(size))
+        if writer is not None:
+            writer.join(timeout=_remaining(deadline))
         return bytes(streams[1]), bytes(streams[2])
 
 
@@ -243,7 +260,7 @@ class _Status:
     length: int | None  # Content-Length, when given
 
 
-def _response_head(reader: Any) -> _Status:
+def _response_head(reader: BinaryIO) -> _Status:
     """The status line and headers of an HTTP response, read up to its blank line."""
     line = reader.readline(65536).decode("latin-1")
     parts = line.split(" ", 2)
