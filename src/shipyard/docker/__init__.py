@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from shipyard.docker._engine import NO_ENGINE_HINT, EngineAPI, local_socket
 from shipyard.errors import CommandFailed, HostUnreachable, ShipyardError
-from shipyard.hosts import CommandResult, Host, LocalHost
+from shipyard.hosts import CommandResult, Host, LocalHost, Runner
 from shipyard.waiting import wait_until
 
 __all__ = [
@@ -577,27 +577,18 @@ class Docker:
         ``docker exec`` prints it, and no end within ``timeout`` an error whatever ``check``."""
         assert self.api is not None and isinstance(self.host, LocalHost)  # noqa: S101
         masker = self.host.masker
+        runner = Runner(self.host.name, masker)  # a command's result and errors, as the CLI's
         try:
             done = self.api.exec(container, argv, stdin=stdin, user=user, timeout=timeout)
-            result = CommandResult(
-                tuple(shown),
-                done.returncode,
-                masker(done.stdout.decode(errors="replace")),
-                masker(done.stderr.decode(errors="replace")),
-            )
         except CommandFailed as exc:
             stderr = f"Error response from daemon: {masker(exc.stderr)}\n"
-            result = CommandResult(tuple(shown), 1, "", stderr)
+            return runner.result(shown, 1, "", stderr, check=check)
         except TimeoutError as exc:
-            raise CommandFailed(
-                self.host.name,
-                shown,
-                -1,
-                f"timed out after {timeout:.0f}s" if timeout else "timed out",
-            ) from exc
-        if check and not result.ok:
-            raise CommandFailed(self.host.name, result.argv, result.returncode, result.stderr)
-        return result
+            raise runner.timed_out(shown, timeout) from exc
+        stdout, stderr = (
+            masker(out.decode(errors="replace")) for out in (done.stdout, done.stderr)
+        )
+        return runner.result(shown, done.returncode, stdout, stderr, check=check)
 
     def exec_streaming(
         self,

@@ -109,17 +109,11 @@ class EngineAPI:
         try:
             response = self._http().request(method, path, params=params, json=body)
         except httpx.TransportError as exc:
-            raise HostUnreachable(
-                f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
-                hint=NO_ENGINE_HINT,
-            ) from exc
+            raise self._unreachable(exc) from exc
         if response.status_code == 404 and absent:  # noqa: PLR2004
             return None
         if response.is_error:
-            try:
-                message = str(response.json().get("message", response.text))
-            except ValueError:
-                message = response.text
+            message = _engine_message(response.text)
             raise CommandFailed(self.host, [method, path], response.status_code, message)
         return response.json() if response.content else None
 
@@ -205,10 +199,13 @@ class EngineAPI:
         except TimeoutError:
             raise
         except OSError as exc:  # refused, reset, or not an HTTP answer
-            raise HostUnreachable(
-                f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
-                hint=NO_ENGINE_HINT,
-            ) from exc
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: Exception) -> HostUnreachable:
+        return HostUnreachable(
+            f"on {self.host}: the Docker engine is not reachable at {self.socket} ({exc})",
+            hint=NO_ENGINE_HINT,
+        )
 
     def _output(
         self,
@@ -222,11 +219,7 @@ class EngineAPI:
         refusal, or the exec's output read to its end, stdout and stderr apart."""
         status = _response_head(reader)
         if status.code not in (101, 200):  # switched, or an older engine's OK
-            text = reader.read(status.length or 0).decode(errors="replace")
-            try:
-                message = str(json.loads(text).get("message", text))
-            except (ValueError, AttributeError):
-                message = text
+            message = _engine_message(reader.read(status.length or 0).decode(errors="replace"))
             raise CommandFailed(self.host, ["POST", path], status.code, message)
         writer = None
         if stdin is not None:
@@ -258,6 +251,15 @@ class Executed:
 class _Status:
     code: int
     length: int | None  # Content-Length, when given
+
+
+def _engine_message(text: str) -> str:
+    """The message of an error the engine answered (``{"message": …}``), else its text."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return text
+    return str(document.get("message", text)) if isinstance(document, dict) else text
 
 
 def _response_head(reader: BinaryIO) -> _Status:

@@ -57,6 +57,7 @@ __all__ = [
     "Listener",
     "LocalHost",
     "RunOptions",
+    "Runner",
     "SSHHost",
     "SSHSettings",
     "SSHTarget",
