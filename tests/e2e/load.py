@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -51,7 +52,12 @@ def _closed_while_idle(exc: httpx.HTTPError) -> bool:
 class Load:
     """``clients`` threads of each kind GET ``url`` back to back until stopped (or ``max_seconds``);
     with ``pace``, each thread sends at most one request per ``pace`` seconds (an app that limits
-    requests per client sees a bounded rate)."""
+    requests per client sees a bounded rate).
+
+    ``verify`` for HTTPS makes a trust context, called once per client: httpcore sets the ALPN
+    list on the context at every connection, and CPython makes each connection's SSL object
+    without holding the GIL, so a context shared by threads now and then yields a ClientHello
+    whose ALPN extension was read from freed memory (the proxy answers a TLS decode_error)."""
 
     def __init__(
         self,
@@ -61,7 +67,7 @@ class Load:
         max_seconds: float = 300,
         max_requests: int = 200_000,
         pace: float = 0.0,
-        verify: ssl.SSLContext | bool = True,
+        verify: Callable[[], ssl.SSLContext] | bool = True,
         server_name: str | None = None,
     ) -> None:
         self.url = url
@@ -102,7 +108,8 @@ class Load:
             port = httpx.URL(self.url).port
             headers["Host"] = self.server_name + (f":{port}" if port else "")
             extensions["sni_hostname"] = self.server_name
-        with httpx.Client(timeout=15, limits=limits, verify=self.verify, trust_env=False) as client:
+        verify = self.verify if isinstance(self.verify, bool) else self.verify()
+        with httpx.Client(timeout=15, limits=limits, verify=verify, trust_env=False) as client:
             while not self._stop.is_set() and time.monotonic() < deadline:
                 started = time.monotonic()
                 response, failure, retried = None, None, False

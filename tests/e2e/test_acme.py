@@ -250,7 +250,9 @@ def test_pebble_issues_both_domains_and_redeploy_and_rollback_under_https_load_r
     assert '"challenge_type":' in _proxy_log(app)  # Caddy picks one of the two at random
 
     app.commit("version 2")
-    with Load(f"https://127.0.0.1:{port}/", verify=trust, server_name=domains[0]) as load:
+    with Load(
+        f"https://127.0.0.1:{port}/", verify=pebble_world.trust, server_name=domains[0]
+    ) as load:
         redeployed = app.shipyard("deploy", "development")
         assert redeployed.returncode == 0, redeployed.stderr
         back = app.shipyard("rollback", "development")
@@ -286,7 +288,7 @@ def test_a_short_lived_certificate_is_renewed_under_load_and_a_failing_acme_serv
 
     # Caddy renews when the ACME server's renewal information (ARI, which Pebble serves) or,
     # without it, a third of the lifetime left says so; it looks every 30 s.
-    with Load(f"https://127.0.0.1:{port}/", verify=trust, server_name=domain) as load:
+    with Load(f"https://127.0.0.1:{port}/", verify=pebble_world.trust, server_name=domain) as load:
         _eventually(
             "the certificate is renewed",
             lambda: s if (s := _serial(port, domain, trust)) != issued else None,
