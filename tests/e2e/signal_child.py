@@ -1,12 +1,12 @@
 """A deploy through the real pipeline with recording steps, whose events are written slowly (so a
-signal most often arrives while a sink writes one). Run as a module by ``test_signals``: prints
+signal most often arrives while a sink writes one). Run as a module by ``test_signals``, in a
+fresh directory it names (the test's own: a signal ends this process before any cleanup): prints
 ``running`` when the operation starts and ``completed in <seconds>s`` if it finishes; any error
 exits non-zero."""
 
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
@@ -27,7 +27,8 @@ class SlowSteps(RecordingSteps):
 
 
 def main() -> None:
-    work = Path(tempfile.mkdtemp(prefix="shipyard-signal-"))
+    work = Path(sys.argv[1])
+    work.mkdir()
     config = committed_config(work, VALID)
     log = (work / "events.jsonl").open("a", encoding="utf-8")
 

@@ -14,9 +14,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _child() -> subprocess.Popen[str]:
+def _child(tmp_path: Path) -> subprocess.Popen[str]:
+    work = tmp_path / f"child-{time.monotonic_ns()}"
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.e2e.signal_child"],
+        [sys.executable, "-m", "tests.e2e.signal_child", str(work)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -32,8 +33,8 @@ def _started(process: subprocess.Popen[str]) -> float:
     return time.monotonic()
 
 
-def test_sigterm_while_events_are_written_never_exits_0() -> None:
-    calibration = _child()
+def test_sigterm_while_events_are_written_never_exits_0(tmp_path: Path) -> None:
+    calibration = _child(tmp_path)
     _started(calibration)
     out, err = calibration.communicate(timeout=120)
     assert calibration.returncode == 0 and "completed in" in out, err
@@ -42,7 +43,7 @@ def test_sigterm_while_events_are_written_never_exits_0() -> None:
     outcomes = []
     for _ in range(20):
         offset = rng.uniform(0.0, duration * 0.9)
-        process = _child()
+        process = _child(tmp_path)
         started = _started(process)
         time.sleep(max(0.0, offset - (time.monotonic() - started)))
         process.send_signal(signal.SIGTERM)
