@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 from shipyard.docker._engine import NO_ENGINE_HINT, EngineAPI, local_socket
 from shipyard.errors import CommandFailed, HostUnreachable, ShipyardError
-from shipyard.hosts import CommandResult, Host, LocalHost, Runner
+from shipyard.hosts import CommandResult, Host, LocalHost
 from shipyard.waiting import wait_until
 
 __all__ = [
@@ -555,7 +555,7 @@ class Docker:
             args += ["--user", user]
         if self.api is not None and isinstance(self.host, LocalHost):
             data = stdin.encode() if isinstance(stdin, str) else stdin
-            shown = self.host.masker.argv(self._argv([*args, container, *argv]))
+            shown = self.host.runner.shown(self._argv([*args, container, *argv]))
             return self._api_exec(
                 container, argv, shown, stdin=data, user=user, check=check, timeout=timeout
             )
@@ -576,8 +576,7 @@ class Docker:
         the engine refusing (no such container, not running) exit 1 with its message, as
         ``docker exec`` prints it, and no end within ``timeout`` an error whatever ``check``."""
         assert self.api is not None and isinstance(self.host, LocalHost)  # noqa: S101
-        masker = self.host.masker
-        runner = Runner(self.host.name, masker)  # a command's result and errors, as the CLI's
+        runner, masker = self.host.runner, self.host.masker
         try:
             done = self.api.exec(container, argv, stdin=stdin, user=user, timeout=timeout)
         except CommandFailed as exc:

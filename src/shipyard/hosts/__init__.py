@@ -89,6 +89,12 @@ class LocalHost:
     def name(self) -> str:
         return "local"
 
+    @property
+    def runner(self) -> Runner:
+        """How this host reports a command: as shown (masked), its result, and its errors
+        (what runs it another way, such as an exec over the engine's API, reports the same)."""
+        return self._runner
+
     def run(self, argv: Sequence[str], **options: Unpack[RunOptions]) -> CommandResult:
         stdin = options.get("stdin")
         return self._runner.run(
