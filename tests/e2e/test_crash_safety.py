@@ -39,6 +39,7 @@ PHASES = [
 # Changes shipyard makes over the local engine's API (kill points for ``kill_before_request``).
 RENAME = "POST /containers/*/rename"
 START = "POST /containers/*/start"
+STOP = "POST /containers/*/stop"
 
 
 def _settings(app: AppUnderTest, **deploy: Any) -> None:
@@ -125,14 +126,14 @@ def test_with_old_version_stop_a_deploy_killed_after_the_switch_never_takes_the_
     kills: list[tuple[str, Any]] = [
         ("phase", phase) for phase in ("switch", "verify", "retire", "watch", "record")
     ]
-    kills.append(("command", "stop *"))  # drained, just before `docker stop` of the old version
+    kills.append(("request", STOP))  # drained, just before the old version is stopped
     with Load(app.url("/")) as load, LiveWatch(app) as watch:
         for kind, where in kills:
             commit = app.commit(f"killed at {where}")
             if kind == "phase":
                 victim = kill_at_phase(app, where, "deploy", app.environment)
             else:
-                victim = kill_before_command(app, tmp_path, where, 1, "deploy", app.environment)
+                victim = kill_before_request(app, tmp_path, where, 1, "deploy", app.environment)
             assert victim.process.returncode == -signal.SIGKILL, (kind, where, victim.stderr)
             after = app.shipyard("deploy", app.environment, "--wait", "5m")
             assert after.returncode == 0, (kind, where, after.stderr)

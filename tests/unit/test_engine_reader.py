@@ -282,6 +282,28 @@ def test_a_kept_container_is_started_over_the_api() -> None:
     ]
 
 
+def test_the_old_version_is_stopped_over_the_api_with_its_grace_period() -> None:
+    """``t`` carries the grace period, and the answer is waited for beyond it (the engine
+    answers only once the container has stopped: after SIGKILL at worst)."""
+    waits: list[Any] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        waits.append(request.extensions["timeout"])
+        if request.url.path == "/containers/shop-development-blue/stop":
+            return httpx.Response(304 if len(waits) > 1 else 204)  # 304: already stopped
+        return httpx.Response(404, json={"message": "No such container: gone"})
+
+    reader, asked = _reader(answer)
+    docker = _docker(reader)
+    docker.stop("shop-development-blue", timeout=15)
+    docker.stop("shop-development-blue", timeout=15)
+    assert asked == ["http://docker/containers/shop-development-blue/stop?t=15"] * 2
+    assert waits[0]["read"] == 75
+    with pytest.raises(CommandFailed) as raised:
+        docker.stop("gone", timeout=15)
+    assert raised.value.returncode == 404 and "No such container" in raised.value.stderr
+
+
 def _frame(stream: int, data: bytes) -> bytes:
     return bytes([stream, 0, 0, 0]) + len(data).to_bytes(4, "big") + data
 

@@ -5,9 +5,10 @@ process start (20 to 60 ms, more on a busy machine). Over the socket, one connec
 all. Reads go this way, and the changes on the way to a new version serving: its container is
 created and started here (``Docker.create_and_start``), where ``docker compose up`` would cost
 two Go processes and their startup before the engine's own work; a kept container is started
-(``Docker.start``) and the switch's renames are made (``Docker.rename``) here too, and commands
-run in containers (``Docker.exec``: the database's queries, command health checks). The other
-changes (stop, remove, the infra project) stay docker CLI commands.
+(``Docker.start``), the switch's renames are made (``Docker.rename``) and the old version is
+stopped (``Docker.stop``) here too, and commands run in containers (``Docker.exec``: the
+database's queries, command health checks). The other changes (remove, the infra project)
+stay docker CLI commands.
 
 The API's documents are the CLI's: ``docker container inspect`` prints what
 ``GET /containers/{id}/json`` answers, so the same parsers read both.
@@ -99,15 +100,18 @@ class EngineAPI:
         *,
         body: Mapping[str, Any] | None = None,
         absent: bool = True,
+        timeout: float | None = None,
     ) -> Any | None:
         """``method`` on ``path`` (with a JSON ``body``): the JSON document answered (``None``
         for an empty answer, or for 404 when ``absent``: no such object). Any other error is
         ``CommandFailed`` with the engine's message, naming the request (never its body, which
-        may hold secrets)."""
+        may hold secrets). ``timeout``: the longest wait for the answer, for a request the
+        engine takes long to answer (a stop); else the client's 60 s."""
         import httpx  # noqa: PLC0415
 
+        wait = httpx.USE_CLIENT_DEFAULT if timeout is None else httpx.Timeout(timeout)
         try:
-            response = self._http().request(method, path, params=params, json=body)
+            response = self._http().request(method, path, params=params, json=body, timeout=wait)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from exc
         if response.status_code == 404 and absent:  # noqa: PLR2004
