@@ -202,19 +202,20 @@ def _killed(
 class LiveWatch:
     """Samples, every ``interval`` seconds through Docker's API, whether the proxy has a running
     container to route to: the one carrying the live name, or (between the renames of a switch)
-    the one carrying the switching name, or any running slot (all answer to the ``slots``
-    alias). Counts the samples with none, and those where no container carried the live name."""
+    the one carrying the switching name. Counts the samples with none, and those where the
+    switching name served."""
 
     app: AppUnderTest
     interval: float = 0.1
     samples: int = 0
     empty: list[float] = field(default_factory=list)  # nothing to route to
-    unnamed: int = 0  # no container carried the live name (the alias served)
+    unnamed: int = 0  # no container carried the live name (the switching name served)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def _run(self) -> None:
         live = f"/{self.app.name}-{self.app.environment}-live"
+        switching = f"/{self.app.name}-{self.app.environment}-switching"
         filters = json.dumps(
             {
                 "label": [f"org.shipyard.app={self.app.name}", "org.shipyard.role=app"],
@@ -225,10 +226,11 @@ class LiveWatch:
         with httpx.Client(transport=transport, base_url="http://docker", timeout=10) as client:
             while not self._stop.wait(self.interval):
                 listed = client.get("/containers/json", params={"filters": filters}).json()
+                names = {name for c in listed for name in c.get("Names", [])}
                 self.samples += 1
-                if not listed:
+                if live not in names and switching not in names:
                     self.empty.append(time.monotonic())
-                elif not any(live in c.get("Names", []) for c in listed):
+                elif live not in names:
                     self.unnamed += 1
 
     def __enter__(self) -> LiveWatch:

@@ -57,6 +57,12 @@ def _add_migration(app: AppUnderTest, version: int, sql: str) -> str:
     return app.commit(f"migration {version}")
 
 
+def _answers_to(container: str) -> set[str]:
+    """The names ``container`` answers to on its networks: its own and its aliases."""
+    networks = json.loads(docker_inspect(container, "{{json .NetworkSettings.Networks}}"))
+    return {container} | {a for n in networks.values() for a in n.get("Aliases") or []}
+
+
 def _assert_one_version_serves(app: AppUnderTest, commit: str) -> None:
     assert app.served() == commit
     assert app.running_app_containers() == [f"{app.name}-{app.environment}-live"]
@@ -195,6 +201,12 @@ def test_a_half_done_switch_is_finished_by_repair_and_status_says_so(
         assert "undoes it" in data["interrupted"]
         switching = f"{app.name}-{app.environment}-switching"
         assert any(f"sends requests to {switching}" in p for p in data["problems"]), data
+        # The candidate runs beside the old version and answers to no name the proxy looks up,
+        # so no lookup (not even one made while a rename is under way) can find it.
+        routed = {upstream.rsplit(":", 1)[0] for upstream in data["proxy_upstreams"]}
+        assert routed == {f"{app.name}-{app.environment}-live", switching}, data
+        [candidate] = [c for c in app.running_app_containers() if c != switching]
+        assert not routed & _answers_to(candidate)
         plan = app.shipyard("plan", app.environment)
         assert "undo the interrupted deploy" in plan.stderr, plan.stderr
         repaired = app.shipyard("repair", app.environment)

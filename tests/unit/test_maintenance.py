@@ -32,7 +32,7 @@ from tests.unit.cli_harness import project
 from tests.unit.pipeline_harness import STATE, operation_context, recording_bus
 from tests.unit.test_pipeline import OLD_IN_BLUE, RecordingSteps
 
-NAMES = ("shop-prod-live", "shop-prod-switching", "shop-prod-slots")
+NAMES = ("shop-prod-live", "shop-prod-switching")
 ON = Maintenance(
     message='Back at <b>noon</b> {http.request.uri} "quoted"',
     allow=("10.1.0.0/16", "2001:db8::/32"),
@@ -319,6 +319,10 @@ class _Admin:
     def config_if_ready(self) -> dict[str, Any] | None:
         return self.running
 
+    def config(self) -> dict[str, Any]:
+        assert self.running is not None
+        return self.running
+
     def load(self, config: dict[str, Any]) -> None:
         self.loaded.append(config)
         self.running = config
@@ -383,6 +387,39 @@ def test_without_a_running_proxy_it_is_recorded_for_when_it_starts(config: Confi
     assert "the proxy is not running" in summary
     assert "on" in _maintenance_dir(host)
     assert running_maintenance_routes(json.loads(host.files[f"{STATE}/proxy/caddy.json"][0]))
+
+
+def test_a_proxy_still_looking_up_the_slots_alias_keeps_it_and_is_no_drift(
+    config: Config,
+) -> None:
+    """A proxy an earlier shipyard started also looks up ``<app>-<env>-slots``, the alias
+    every slot's container answered to: a switch loads it no config for that alone, and status
+    sees no drift in it (no container answers to the alias any more)."""
+    from shipyard.docker import ContainerInfo  # noqa: PLC0415
+    from shipyard.providers.docker._status import _drift  # noqa: PLC0415
+
+    steps, _, admin = _docker_steps(config, proxy=True)
+    older = render_caddy(
+        config.proxy,
+        (*steps.names.routed, f"{steps.names.prefix}-slots"),
+        config.app.port,
+        MaintenanceRoutes(tuple(steps.open_paths()), ()),
+        admin_host=steps.names.proxy,
+    )
+    admin.running = older
+    steps._ensure_proxy()
+    assert admin.loaded == []
+    proxy = ContainerInfo("p", steps.names.proxy, "i", "running", None, 0, {})
+    found = {steps.names.proxy: proxy, steps.names.live: None}
+    upstreams, problems = _drift(steps, found, None, None)
+    assert upstreams[-1] == f"{steps.names.prefix}-slots:{config.app.port}"
+    assert problems == []
+    # Anything else that differs is drift, and the next switch loads the config as rendered.
+    admin.running = render_caddy(
+        config.proxy, steps.names.routed[:1], config.app.port, admin_host=steps.names.proxy
+    )
+    _, problems = _drift(steps, found, None, None)
+    assert problems and "its config says" in problems[0]
 
 
 def test_a_proxy_started_with_another_lookup_refresh_keeps_it(config: Config) -> None:

@@ -36,7 +36,7 @@ from shipyard.providers.docker._stack import (
 from shipyard.proxy import (
     LOOKUP_REFRESH_S,
     Traffic,
-    keeping_lookup_refresh,
+    keeping_running_lookups,
     lookup_refresh,
     parse_traffic,
     render_caddy,
@@ -90,8 +90,8 @@ def test_slot_compose(config) -> None:  # type: ignore[no-untyped-def]
 
 def test_a_slot_container_is_created_with_what_its_compose_file_says(config) -> None:  # type: ignore[no-untyped-def]
     """The Engine API's create body of a slot: the compose service's image, environment (the
-    env file's values, then ``environment``), port, network alias, restart policy, stop grace
-    and logging, and the labels by which Compose knows the container as the project's."""
+    env file's values, then ``environment``), port, network (no alias but its own names: none
+    the proxy looks up), restart policy, stop grace and logging, and the labels by which Compose knows the container as the project's."""
     layout, document = _green_slot(config)
     file = layout.slot_compose("green")
     body = slot_container_body(document, file, {"JWT_SECRET": "x y", "DEPLOYMENT_SLOT": "blue"})
@@ -108,7 +108,7 @@ def test_a_slot_container_is_created_with_what_its_compose_file_says(config) -> 
     }
     assert body["StopTimeout"] == math.ceil(config.app.stop_grace_period)
     endpoint = body["NetworkingConfig"]["EndpointsConfig"]["shop-development"]
-    assert endpoint["Aliases"] == ["shop-development-green", "app", "shop-development-slots"]
+    assert endpoint["Aliases"] == ["shop-development-green", "app"]
     labels = body["Labels"]
     assert labels["org.shipyard.slot"] == "green" and labels["org.shipyard.release"] == "r1"
     assert labels["com.docker.compose.project"] == "shop-development-green"
@@ -190,7 +190,6 @@ def test_caddy_plain_http() -> None:
     assert upstreams_of(config) == [
         "shop-development-live:8080",
         "shop-development-switching:8080",
-        "shop-development-slots:8080",
     ]
 
 
@@ -209,20 +208,36 @@ def test_the_lookup_refresh_is_read_from_a_config_and_rendered_in_milliseconds()
         assert lookup_refresh(older) == seconds
 
 
-def test_a_running_proxy_keeps_its_lookup_refresh_unless_something_else_changes() -> None:
-    """A proxy started with another refresh (an earlier shipyard's 250 ms) is not loaded a
-    config for it alone: a load closes connections just accepted. Any other change loads the
-    config as rendered, with today's refresh."""
+def test_a_running_proxy_keeps_its_lookups_unless_something_else_changes() -> None:
+    """A proxy started with other lookups that route the same (an earlier shipyard's 250 ms
+    refresh, its third lookup of the ``slots`` alias) is not loaded a config for them alone: a
+    load closes connections just accepted. Any other change loads the config as rendered."""
     names = Names("shop", "development").routed
     rendered = render_caddy(ProxySection(), names, 8080)
     older = render_caddy(ProxySection(), names, 8080, lookup_refresh_s=0.25)
-    assert keeping_lookup_refresh(rendered, older) == older
-    assert keeping_lookup_refresh(rendered, rendered) == rendered
-    assert keeping_lookup_refresh(rendered, None) == rendered
-    assert keeping_lookup_refresh(rendered, {}) == rendered
+    assert keeping_running_lookups(rendered, older) == older
+    assert keeping_running_lookups(rendered, rendered) == rendered
+    assert keeping_running_lookups(rendered, None) == rendered
+    assert keeping_running_lookups(rendered, {}) == rendered
     changed = render_caddy(ProxySection(dial_retry=9), names, 8080, lookup_refresh_s=0.25)
-    assert keeping_lookup_refresh(rendered, changed) == rendered
+    assert keeping_running_lookups(rendered, changed) == rendered
     assert lookup_refresh(rendered) == LOOKUP_REFRESH_S and rendered != older
+    # With the alias every slot answered to, looked up last: kept, at either refresh.
+    fallback = (*names, "shop-development-slots")
+    for refresh in (0.25, LOOKUP_REFRESH_S):
+        oldest = render_caddy(ProxySection(), fallback, 8080, lookup_refresh_s=refresh)
+        assert keeping_running_lookups(rendered, oldest) == oldest
+        assert upstreams_of(oldest)[-1] == "shop-development-slots:8080"
+    # Another name, or another order, routes otherwise: loaded as rendered.
+    for other in (
+        (*names, "shop-development-blue"),
+        ("shop-development-slots", *names),
+        (names[1], names[0]),
+        names[:1],
+    ):
+        assert keeping_running_lookups(rendered, render_caddy(ProxySection(), other, 8080)) == (
+            rendered
+        )
 
 
 def _lookup_sources(config: dict[str, Any]) -> list[dict[str, Any]]:

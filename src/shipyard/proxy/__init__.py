@@ -1,19 +1,19 @@
 """Caddy in front of the app slots.
 
-Caddy routes to the first of three names that resolves on the private network: the live name
-(``<app>-<env>-live``), the switching name (``<app>-<env>-switching``) and the alias every
-slot's container answers to (``<app>-<env>-slots``). Each is looked up again every
-``LOOKUP_REFRESH_S`` (a proxy started with another refresh keeps it:
-``keeping_lookup_refresh``), and the ``first`` policy picks among them, so a candidate starting
-beside the live slot gets no request. A switch renames the live container to the switching name,
-the candidate to the live name, and the old container to its slot name: at every instant exactly
+Caddy routes to the first of two names that resolves on the private network: the live name
+(``<app>-<env>-live``), then the switching name (``<app>-<env>-switching``). Each is looked up
+again every ``LOOKUP_REFRESH_S`` (a proxy started with another refresh keeps it:
+``keeping_running_lookups``), and the ``first`` policy picks among them. A candidate carries
+neither name, so it gets no request before its switch. A switch renames the live container to
+the switching name, the candidate to the live name, and the old container to its slot name:
 one container answers the first name that resolves, so no client sees the old version after the
 new one, and some healthy container serves throughout (if shipyard is killed between two
-renames, until the next operation finishes the switch). The alias serves only when neither name
-resolves (a container removed outside shipyard): then any running slot does. Caddy's config is
-never reloaded to switch (a reload closes connections that were just accepted, which drops a few
-requests under load). When no name resolves (nothing is deployed), requests wait and retry for
-``dial_retry`` seconds instead of failing. The config itself is rendered from the environment's
+renames, until the next operation finishes the switch). A rename is not atomic in Docker's DNS:
+for an instant the renamed container answers to no name. A lookup in that instant finds
+nothing, and the request waits ``try_interval`` and asks again, as it does when nothing is
+deployed (for ``dial_retry`` seconds at most); it is never sent to another container. Caddy's
+config is never reloaded to switch (a reload closes connections that were just accepted, which
+drops a few requests under load). The config itself is rendered from the environment's
 settings and loaded through the admin API, which also serves metrics (the 5xx rate watched after
 a switch) and the requests in flight per upstream (draining). The admin API listens on the
 private network and is published on the host's loopback only.
@@ -71,7 +71,7 @@ __all__ = [
     "Traffic",
     "endpoints",
     "judge_health",
-    "keeping_lookup_refresh",
+    "keeping_running_lookups",
     "lookup_refresh",
     "maintenance_files",
     "maintenance_routes",
@@ -133,8 +133,7 @@ def render_caddy(
     lookup_refresh_s: float = LOOKUP_REFRESH_S,
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
-    live name, the switching name, then the alias every slot answers to; each looked up again
-    after ``lookup_refresh_s``); with ``maintenance``, the routes of maintenance mode before
+    live name, then the switching name; each looked up again after ``lookup_refresh_s``); with ``maintenance``, the routes of maintenance mode before
     them (``maintenance_routes``). ``admin_host``: the proxy's name on the private network, by
     which Prometheus reaches its metrics. ``published``: the monitoring UIs served under domains
     of their own, behind basic auth, before all else (maintenance mode does not hide them)."""
@@ -444,21 +443,33 @@ def lookup_refresh(config: dict[str, Any]) -> float | None:
         return None
 
 
-def keeping_lookup_refresh(
+def keeping_running_lookups(
     rendered: dict[str, Any], running: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """``rendered`` with the lookup refresh of the ``running`` config, when that is all they
-    differ by: a proxy started with another ``LOOKUP_REFRESH_S`` keeps it rather than load a
-    config for it alone (a load closes connections just accepted); any other change loads
+    """``rendered`` with the name lookups of the ``running`` config, when those are all they
+    differ by and they route as ``rendered``'s do. A proxy an earlier shipyard started keeps
+    them rather than load a config for them alone (a load closes connections just accepted):
+    its lookup refresh (another ``LOOKUP_REFRESH_S``), and its last lookup, of the alias
+    ``<app>-<env>-slots`` that app containers answered to (the proxy's fallback when neither
+    name resolved). Containers no longer answer to that alias, so that lookup finds nothing and
+    routes nowhere; the next config that changes anything else drops it. Any other change loads
     ``rendered`` as it is."""
-    refresh = lookup_refresh(running) if running else None
-    if refresh is None or refresh == lookup_refresh(rendered):
+    if not running or lookup_refresh(running) is None:
         return rendered
     kept = copy.deepcopy(rendered)
-    for handler in _app_proxies(kept):
-        for source in _lookups(handler):
-            source["refresh"] = _milliseconds(refresh)
+    for ours, theirs in zip(_app_proxies(kept), _app_proxies(running), strict=False):
+        if _routing(theirs) == _routing(ours):
+            ours["dynamic_upstreams"] = copy.deepcopy(theirs["dynamic_upstreams"])
     return kept if kept == running else rendered
+
+
+def _routing(handler: dict[str, Any]) -> list[dict[str, Any]]:
+    """A ``reverse_proxy`` handler's name lookups, but for their refresh and for a lookup of
+    the retired ``slots`` alias after the live name's."""
+    lookups = [{k: v for k, v in s.items() if k != "refresh"} for s in _lookups(handler)]
+    live = str(lookups[0].get("name", "")) if lookups else ""
+    retired = live.removesuffix("-live") + "-slots" if live.endswith("-live") else None
+    return [s for s in lookups if retired is None or s.get("name") != retired]
 
 
 def _app_proxies(config: dict[str, Any]) -> list[dict[str, Any]]:

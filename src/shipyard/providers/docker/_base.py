@@ -174,7 +174,7 @@ class StepsBase:
         return info.labels.get(f"{LABEL}.slot") if info is not None else None
 
     def _running_slots(self) -> list[ContainerInfo]:
-        """The environment's running app containers (all answer to the ``slots`` alias)."""
+        """The environment's running app containers, whatever their names."""
         found = self.docker.labelled(self.names.labels(role="app"))
         return [info for info in found if info.running]
 

@@ -62,16 +62,11 @@ class Names:
         return f"{self.prefix}-switching"
 
     @property
-    def slots(self) -> str:
-        """The network alias every app slot's container answers to: the proxy routes to it only
-        while no container carries the live or the switching name (after a switch or a
-        container's removal cut short outside shipyard)."""
-        return f"{self.prefix}-slots"
-
-    @property
-    def routed(self) -> tuple[str, str, str]:
-        """The names the proxy routes to, in order of preference."""
-        return (self.live, self.switching, self.slots)
+    def routed(self) -> tuple[str, str]:
+        """The names the proxy routes to, in order of preference. A slot's container answers to
+        no other name the proxy looks up (no network alias), so a candidate gets no request
+        before it carries the live name."""
+        return (self.live, self.switching)
 
     def migrate(self, deployment_id: str) -> str:
         """The one-off golang-migrate container of an operation (kept until its result is read)."""

@@ -195,7 +195,9 @@ def render_slot(
                 "env_file": [str(layout.slot_env(slot))],
                 "environment": {"DEPLOYMENT_SLOT": slot},
                 "ports": [f"127.0.0.1::{config.app.port}"],
-                "networks": {"app": {"aliases": [names.slots]}},
+                # No alias: a name all slots answered to would be a name the proxy could
+                # reach a candidate by (shipyard.proxy).
+                "networks": {"app": {}},
                 "restart": "unless-stopped",
                 "stop_grace_period": f"{config.app.stop_grace_period:g}s",
                 "labels": names.labels(
@@ -276,7 +278,11 @@ def slot_container_body(
         "NetworkingConfig": {
             "EndpointsConfig": {
                 network: {
-                    "Aliases": [service["container_name"], service_name, *attached["aliases"]]
+                    "Aliases": [
+                        service["container_name"],
+                        service_name,
+                        *(attached or {}).get("aliases", []),
+                    ]
                 }
             }
         },

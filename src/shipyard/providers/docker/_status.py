@@ -16,6 +16,7 @@ from shipyard.providers.docker._steps import DockerSteps
 from shipyard.proxy import (
     ServedCertificate,
     judge_health,
+    keeping_running_lookups,
     probe,
     running_maintenance_routes,
     served_certificate,
@@ -144,8 +145,9 @@ def _serving_problems(
             )
         elif steps._running_slots():
             problems.append(
-                f"no container carries the live name ({state}): a switch was cut short, the "
-                "proxy sends requests to any running slot"
+                f"no container carries the live or the switching name ({state}): requests wait "
+                "proxy.dial_retry for one, then fail; `shipyard repair ENV` makes a running "
+                "slot live"
             )
         else:
             problems.append(f"no container serves ({state})")
@@ -234,7 +236,7 @@ def _drift(
             upstreams = upstreams_of(running)
         except ShipyardError as exc:
             problems.append(f"proxy admin API unreachable: {exc.message}")
-        rendered = steps.caddy_config(read_only=True)
+        rendered = keeping_running_lookups(steps.caddy_config(read_only=True), running)
         expected = upstreams_of(rendered)
         if not problems and upstreams != expected:
             problems.append(f"proxy routes to {upstreams or 'nothing'}, its config says {expected}")

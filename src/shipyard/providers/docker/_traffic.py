@@ -23,7 +23,7 @@ from shipyard.proxy import (
     CaddyAdmin,
     MaintenanceRoutes,
     Published,
-    keeping_lookup_refresh,
+    keeping_running_lookups,
     lookup_refresh,
     maintenance_files,
     proxy_files,
@@ -159,11 +159,11 @@ class Traffic(StepsBase):
         self, admin: CaddyAdmin, rendered: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
         """The config the running proxy behind ``admin`` is to run (``rendered``, keeping the
-        proxy's own lookup refresh: ``keeping_lookup_refresh``) and whether it had to be loaded:
+        proxy's own name lookups: ``keeping_running_lookups``) and whether it had to be loaded:
         only when the running config differs, after writing the files it names and the config
         itself to the host."""
         running = _poll(admin.config_if_ready, seconds=30, what="the proxy's admin API")
-        config = keeping_lookup_refresh(rendered, running)
+        config = keeping_running_lookups(rendered, running)
         if running == config:
             return config, False
         self._write_proxy_files()
