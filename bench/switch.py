@@ -1,19 +1,23 @@
-"""Benchmark: the proxy's switch between slots. Not a test.
+"""Benchmark: what the proxy does while shipyard renames containers. Not a test.
 
-Two small backends (Caddy's `respond`, each answering its own name) behind the proxy image on a
-private network, under load from loopback. The baseline is the switch shipyard used before: the
-proxy looks up one name and a switch is two renames (the old container gives the name back, the
-new one takes it), with nothing answering in between. Against it, shipyard's switch
-(``shipyard.proxy.render_caddy``): the same two renames, but every running slot also answers to
-the fallback name, which the proxy uses while no container carries the live name.
+Two small backends (Caddy's `respond`, each answering its own slot) behind the proxy image on a
+private network, under load from loopback: blue carries the live name, green (a candidate)
+runs beside it. Two proxy configs, each rendered by ``shipyard.proxy.render_caddy``:
+
+- fallback (shipyard before): the live name, the switching name, then an alias every slot's
+  container answers to (both backends carry it);
+- names only (shipyard now): the live and the switching name; the backends carry no alias.
 
 1. Steady state: requests per second through the proxy (wrk, when installed), each config.
-2. Switches under load (tests/e2e/load.py: fresh and keep-alive clients): failed requests and the
-   slowest answer over ``--switches`` switches, each config.
-3. A switch cut short after its first rename for ``--stall`` seconds, as when shipyard is killed
-   there: failed requests and the slowest answer while it stays so.
+2. ``--renames`` round trips of blue from the live to the switching name and back under load
+   (a switch's first rename, and repair's undo of a switch cut short): requests green answered
+   (a version that was never live), failed requests and the slowest answer. A Docker rename drops
+   the container's names from the embedded DNS before it adds the new one; a lookup in between
+   finds neither name.
+3. ``--switches`` whole switches under load (shipyard's three renames, back and forth): failed
+   requests and the slowest answer.
 
-    .venv/bin/python -m bench.switch [--switches 20] [--stall 5] [--image shipyard-local/caddy:2]
+    .venv/bin/python -m bench.switch [--renames 250] [--switches 20] [--image shipyard-local/caddy:2]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,52 +56,48 @@ def docker(*args: str) -> str:
 class World:
     prefix: str
     port: int
-    config_dir: Path
+    fallback: bool
 
     @property
     def live(self) -> str:
         return f"{self.prefix}-live"
 
     @property
-    def fallback(self) -> str:
+    def switching(self) -> str:
+        return f"{self.prefix}-switching"
+
+    @property
+    def alias(self) -> str:
         return f"{self.prefix}-slots"
 
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/"
 
 
-def baseline_config(world: World) -> dict[str, Any]:
-    """The config shipyard rendered before: one name, looked up every 250 ms."""
-    config = render_caddy(ProxySection(), (world.live, world.fallback), 8080)
-    handler = config["apps"]["http"]["servers"]["shipyard"]["routes"][-1]["handle"][0]
-    handler["dynamic_upstreams"] = handler["dynamic_upstreams"]["sources"][0]
-    del handler["load_balancing"]["selection_policy"]
-    del config["logging"]
-    return config
-
-
-def fallback_config(world: World) -> dict[str, Any]:
-    return render_caddy(ProxySection(), (world.live, world.fallback), 8080)
+def proxy_config(here: World) -> dict[str, Any]:
+    names = (here.live, here.switching) + ((here.alias,) if here.fallback else ())
+    return render_caddy(ProxySection(), names, 8080)
 
 
 @contextmanager
-def world(image: str, config: Callable[[World], dict[str, Any]]) -> Iterator[World]:
+def world(image: str, *, fallback: bool) -> Iterator[World]:
     prefix = f"bsw{secrets.token_hex(3)}"
     config_dir = Path(tempfile.mkdtemp(prefix="shipyard-bench-switch-"))
-    (config_dir / "caddy.json").write_text(json.dumps(config(World(prefix, 0, config_dir))))
+    here = World(prefix, 0, fallback)
+    (config_dir / "caddy.json").write_text(json.dumps(proxy_config(here)))
     docker("network", "create", prefix)
     try:
         for slot in ("blue", "green"):
-            name = f"{prefix}-live" if slot == "blue" else f"{prefix}-{slot}"
-            docker("run", "-d", "--name", name, "--network", prefix,
-                   "--network-alias", f"{prefix}-slots", "--entrypoint", "caddy", image,
+            name = here.live if slot == "blue" else f"{prefix}-{slot}"
+            alias = ["--network-alias", here.alias] if fallback else []
+            docker("run", "-d", "--name", name, "--network", prefix, *alias,
+                   "--entrypoint", "caddy", image,
                    "respond", "--listen", ":8080", json.dumps({"version": slot}))  # fmt: skip
         docker("run", "-d", "--name", f"{prefix}-proxy", "--network", prefix,
                "--dns-opt", "ndots:1", "--dns-search", ".", "-p", "127.0.0.1::80",
                "-v", f"{config_dir}:/etc/caddy:ro", "--entrypoint", "caddy", image,
                "run", "--config", "/etc/caddy/caddy.json")  # fmt: skip
-        port = int(docker("port", f"{prefix}-proxy", "80/tcp").split(":")[-1])
-        here = World(prefix, port, config_dir)
+        here.port = int(docker("port", f"{prefix}-proxy", "80/tcp").split(":")[-1])
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -122,14 +123,20 @@ def _serving(here: World) -> tuple[str, str]:
     return slot, "green" if slot == "blue" else "blue"
 
 
-def switch(here: World, stop_after: int | None = None) -> None:
-    """The old container gives the live name back, the new one takes it."""
+def switch(here: World) -> None:
+    """shipyard's switch: the live container takes the switching name, the other slot's the
+    live name, and the old one its slot name back."""
     old, new = _serving(here)
-    renames = [(here.live, f"{here.prefix}-{old}"), (f"{here.prefix}-{new}", here.live)]
-    for index, (source, target) in enumerate(renames):
-        if stop_after is not None and index == stop_after:
-            return
-        docker("rename", source, target)
+    docker("rename", here.live, here.switching)
+    docker("rename", f"{here.prefix}-{new}", here.live)
+    docker("rename", here.switching, f"{here.prefix}-{old}")
+
+
+def renames(here: World, count: int) -> None:
+    """Blue from the live to the switching name and back, ``count`` times."""
+    for _ in range(count):
+        docker("rename", here.live, here.switching)
+        docker("rename", here.switching, here.live)
 
 
 @dataclass
@@ -137,25 +144,37 @@ class Outcome:
     requests: int
     failed: int
     slowest_ms: float
+    answers: dict[str, int]
 
 
-class TimedLoad(Load):
-    """The tests' load generator, also keeping the slowest answer."""
+class CountingLoad(Load):
+    """The tests' load generator, also counting every answer by version and keeping the slowest."""
 
-    slowest = 0.0
+    def __init__(self, url: str, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.slowest = 0.0
+        self.answers: Counter[str] = Counter()
 
     def _record(self, client: int, response: Any, failure: Any, retried: bool) -> bool:
         if response is not None:
             self.slowest = max(self.slowest, response.elapsed.total_seconds())
+            if response.status_code == 200:
+                self.answers[str(response.json().get("version"))] += 1
         return super()._record(client, response, failure, retried)
 
 
 def under_load(here: World, action: Callable[[], None], settle: float) -> Outcome:
-    with TimedLoad(here.url(), clients=2) as load:
+    load = CountingLoad(here.url(), clients=2)
+    with load:
         time.sleep(0.5)
         action()
         time.sleep(settle)
-    return Outcome(load.result.requests, len(load.result.failures), round(load.slowest * 1000, 1))
+    return Outcome(
+        load.result.requests,
+        len(load.result.failures),
+        round(load.slowest * 1000, 1),
+        dict(load.answers),
+    )
 
 
 def throughput(here: World, seconds: int) -> float | None:
@@ -171,42 +190,43 @@ def throughput(here: World, seconds: int) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--renames", type=int, default=250)
     parser.add_argument("--switches", type=int, default=20)
-    parser.add_argument("--stall", type=float, default=5.0)
     parser.add_argument("--seconds", type=int, default=10, help="wrk duration per config")
     parser.add_argument("--image", default="shipyard-local/caddy:2")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     kinds = {
-        "baseline (the live name only)": baseline_config,
-        "fallback (the live name, then any running slot)": fallback_config,
+        "fallback (live, switching, then an alias every slot answers to)": True,
+        "names only (live, switching)": False,
     }
     results: dict[str, dict[str, Any]] = {}
-    for label, config in kinds.items():
-        with world(args.image, config) as here:
+    for label, fallback in kinds.items():
+        with world(args.image, fallback=fallback) as here:
             rps = throughput(here, args.seconds)
+
+            def round_trips(here: World = here) -> None:
+                renames(here, args.renames)
+
+            renamed = under_load(here, round_trips, settle=1.0)
 
             def switches(here: World = here) -> None:
                 for _ in range(args.switches):
                     switch(here)
                     time.sleep(0.3)
 
-            many = under_load(here, switches, settle=1.0)
-            stalled = under_load(
-                here,
-                lambda here=here: switch(here, stop_after=1),
-                settle=args.stall,
-            )
-        results[label] = {"rps": rps, "switches": many, "cut short": stalled}
+            switched = under_load(here, switches, settle=1.0)
+        results[label] = {"rps": rps, "renames": renamed.__dict__, "switches": switched.__dict__}
         print(
             f"{label}: {rps if rps is not None else 'n/a (no wrk)'} req/s; "
-            f"{args.switches} switches: {many.failed} of {many.requests} failed, slowest {many.slowest_ms} ms; "
-            f"cut short for {args.stall:g}s: {stalled.failed} of {stalled.requests} failed, "
-            f"slowest {stalled.slowest_ms} ms",
+            f"{args.renames} rename round trips: green answered "
+            f"{renamed.answers.get('green', 0)} of {renamed.requests}, {renamed.failed} failed, "
+            f"slowest {renamed.slowest_ms} ms; {args.switches} switches: {switched.failed} of "
+            f"{switched.requests} failed, slowest {switched.slowest_ms} ms",
             flush=True,
         )
-    base, new = (results[label]["rps"] for label in kinds)
-    if base and new:
-        print(f"steady-state throughput, fallback / baseline: {new / base:.3f}")
+    if args.json:
+        print(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
