@@ -141,17 +141,17 @@ def test_the_drain_gives_up_at_the_drain_timeout(config: Config) -> None:
     assert clock.now == pytest.approx(config.deploy.drain_timeout)
 
 
-@pytest.mark.parametrize(("refresh", "pause"), [(0.1, 0.1), (0.25, 0.4)])
+@pytest.mark.parametrize(("refresh", "pause"), [(0.05, 0.05), (0.1, 0.15), (0.25, 0.45)])
 def test_the_drain_right_after_a_switch_waits_for_the_proxy_to_look_the_names_up_again(
     config: Config, refresh: float, pause: float
 ) -> None:
-    """Two of the running proxy's lookups after the switch (today's 100 ms, or the refresh a
-    proxy an earlier shipyard started keeps)."""
+    """Two of the running proxy's lookups after the switch (today's 50 ms, or the refresh a
+    proxy an earlier shipyard started keeps: 100 or 250 ms)."""
     clock, admin = FakeClock(), _Admin([0])
     steps = _draining(config, admin)
     steps._lookup_refresh_s = refresh  # as the switch's _ensure_proxy read it
     clock.now = 100.0
-    steps._switched_at = 99.9
+    steps._switched_at = 99.95
     steps._drain("10.0.0.3:8080", clock=clock, sleep=clock.sleep)
     assert clock.sleeps == [pytest.approx(pause)]
 
@@ -212,7 +212,7 @@ def test_verify_asks_at_once_then_backs_off_until_the_commit_is_served(
     asked = _probing(monkeypatch, [(None, ""), old, old, old, new])
     assert steps.verify(RELEASE).endswith(f"reports {COMMIT[:7]}")
     # Until the proxy answers, then (asked again at once) until the answer names the commit.
-    assert clock.sleeps == [0.05, 0.05, 0.1] and len(asked) == 5
+    assert clock.sleeps == [0.025, 0.025, 0.05] and len(asked) == 5
 
 
 def test_verify_gives_the_commit_verify_timeout_from_the_first_answer(
@@ -222,7 +222,7 @@ def test_verify_gives_the_commit_verify_timeout_from_the_first_answer(
     asked = _probing(monkeypatch, [(None, "")] * 3 + [(200, json.dumps({"git_commit": "f" * 40}))])
     with pytest.raises(DeployFailed, match=f"does not report commit {COMMIT[:7]}"):
         steps.verify(RELEASE)
-    first_answer = 0.05 + 0.1 + 0.2  # after three probes without an answer
+    first_answer = 0.025 + 0.05 + 0.1  # after three probes without an answer
     assert clock.now == pytest.approx(first_answer + config.deploy.verify_timeout)
     assert max(clock.sleeps) == 0.5 and len(asked) > 20
 

@@ -371,6 +371,6 @@ def _never(_: object) -> bool:
     return False
 
 
-# Verify asks at once, then after pauses doubling from 0.05 s up to 0.5 s: the proxy's lookup
-# sees the switch within its refresh (shipyard.proxy.LOOKUP_REFRESH_S, 0.1 s).
-_VERIFY_PAUSES = Interval(0.05, 2, 0.5)
+# Verify asks at once, then after pauses doubling from 0.025 s up to 0.5 s: the proxy's lookup
+# sees the switch within its refresh (shipyard.proxy.LOOKUP_REFRESH_S, 0.05 s).
+_VERIFY_PAUSES = Interval(0.025, 2, 0.5)
