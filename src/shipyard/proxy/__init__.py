@@ -136,8 +136,8 @@ def render_caddy(
     lookup_refresh_s: float = LOOKUP_REFRESH_S,
 ) -> dict[str, Any]:
     """The Caddy JSON config routing all traffic to the first of ``names`` that resolves (the
-    live name, then the switching name; each looked up again after ``lookup_refresh_s``); with ``maintenance``, the routes of maintenance mode before
-    them (``maintenance_routes``). ``admin_host``: the proxy's name on the private network, by
+    live name, then the switching name; each looked up again after ``lookup_refresh_s``);
+    with ``maintenance``, the routes of maintenance mode before them (``maintenance_routes``). ``admin_host``: the proxy's name on the private network, by
     which Prometheus reaches its metrics. ``published``: the monitoring UIs served under domains
     of their own, behind basic auth, before all else (maintenance mode does not hide them)."""
     reverse_proxy: dict[str, Any] = {
@@ -454,9 +454,9 @@ def keeping_running_lookups(
     them rather than load a config for them alone (a load closes connections just accepted):
     its lookup refresh (another ``LOOKUP_REFRESH_S``), and its last lookup, of the alias
     ``<app>-<env>-slots`` that app containers answered to (the proxy's fallback when neither
-    name resolved). Containers no longer answer to that alias, so that lookup finds nothing and
-    routes nowhere; the next config that changes anything else drops it. Any other change loads
-    ``rendered`` as it is."""
+    name resolved). The containers shipyard creates answer to no such alias, so once those an
+    earlier shipyard created are replaced that lookup finds nothing; the next config that
+    changes anything else drops it. Any other change loads ``rendered`` as it is."""
     if not running or lookup_refresh(running) is None:
         return rendered
     kept = copy.deepcopy(rendered)
