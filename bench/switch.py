@@ -112,7 +112,7 @@ def world(image: str, *, fallback: bool) -> Iterator[World]:
     finally:
         names = docker("ps", "-aq", "--filter", f"name={prefix}-").split()
         if names:
-            docker("rm", "-f", *names)
+            docker("rm", "-f", "-v", *names)  # and the image's anonymous volumes
         docker("network", "rm", prefix)
         shutil.rmtree(config_dir, ignore_errors=True)
 
