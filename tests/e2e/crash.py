@@ -202,14 +202,12 @@ def _killed(
 class LiveWatch:
     """Samples, every ``interval`` seconds through Docker's API, whether the proxy has a running
     container to route to: the one carrying the live name, or (between the renames of a switch)
-    the one carrying the switching name. Counts the samples with none, and those where the
-    switching name served."""
+    the one carrying the switching name. Counts the samples with none."""
 
     app: AppUnderTest
     interval: float = 0.1
     samples: int = 0
     empty: list[float] = field(default_factory=list)  # nothing to route to
-    unnamed: int = 0  # no container carried the live name (the switching name served)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -230,8 +228,6 @@ class LiveWatch:
                 self.samples += 1
                 if live not in names and switching not in names:
                     self.empty.append(time.monotonic())
-                elif live not in names:
-                    self.unnamed += 1
 
     def __enter__(self) -> LiveWatch:
         self._thread = threading.Thread(target=self._run, daemon=True)

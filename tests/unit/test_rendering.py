@@ -232,6 +232,7 @@ def test_a_running_proxy_keeps_its_lookups_unless_something_else_changes() -> No
     for other in (
         (*names, "shop-development-blue"),
         ("shop-development-slots", *names),
+        (names[0], "shop-development-slots", names[1]),  # only ever rendered last
         (names[1], names[0]),
         names[:1],
     ):

@@ -467,12 +467,14 @@ def keeping_running_lookups(
 
 
 def _routing(handler: dict[str, Any]) -> list[dict[str, Any]]:
-    """A ``reverse_proxy`` handler's name lookups, but for their refresh and for a lookup of
-    the retired ``slots`` alias after the live name's."""
+    """A ``reverse_proxy`` handler's name lookups, but for their refresh and for a last lookup
+    of the retired ``slots`` alias (the only place an earlier shipyard rendered it)."""
     lookups = [{k: v for k, v in s.items() if k != "refresh"} for s in _lookups(handler)]
     live = str(lookups[0].get("name", "")) if lookups else ""
-    retired = live.removesuffix("-live") + "-slots" if live.endswith("-live") else None
-    return [s for s in lookups if retired is None or s.get("name") != retired]
+    if len(lookups) > 1 and live.endswith("-live"):
+        if lookups[-1].get("name") == live.removesuffix("-live") + "-slots":
+            return lookups[:-1]
+    return lookups
 
 
 def _app_proxies(config: dict[str, Any]) -> list[dict[str, Any]]:
