@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -35,3 +38,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "docker_engine" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.docker)
+
+
+# Threads shipyard starts in the process it runs in: the lock's heartbeat and the notifiers' workers.
+_OWN_THREADS = ("shipyard-lock", "notify-")
+
+
+@pytest.fixture(autouse=True)
+def _no_shipyard_thread_outlives_its_test() -> Iterator[None]:
+    """A lock left held keeps beating, and a notifier's worker keeps retrying, into the tests
+    after it: against a stand-in that is gone, with the retries' random jitter drawn from the
+    global ``random`` that property tests watch. Each test ends what it started."""
+    before = set(threading.enumerate())
+    yield
+    started = [
+        t for t in threading.enumerate() if t not in before and t.name.startswith(_OWN_THREADS)
+    ]
+    deadline = time.monotonic() + 10
+    for thread in started:
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in started if t.is_alive()]
+    if left:
+        pytest.fail(f"the test left shipyard's threads running: {', '.join(left)}")

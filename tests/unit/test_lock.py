@@ -79,7 +79,9 @@ def test_second_taker_is_refused_with_the_owner(store: StateStore) -> None:
     assert "d1" in caught.value.message
     assert "deploy by" in caught.value.message
     first.release()
-    Lock(store, "d3", "deploy", ttl=60).acquire()
+    third = Lock(store, "d3", "deploy", ttl=60)
+    third.acquire()
+    third.release()
 
 
 def test_owner_record_has_identity_and_heartbeat(host_store: StateStore) -> None:

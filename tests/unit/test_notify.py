@@ -391,11 +391,15 @@ def test_close_gives_up_at_its_deadline_and_says_so(caplog: pytest.LogCaptureFix
         dispatcher(EVENT)  # two queued: the queue is full
         dispatcher(EVENT)
         dispatcher.close()
+    (worker,) = [t for t in threading.enumerate() if t.name == "notify-slow"]
     notifier.release.set()
     messages = " | ".join(r.getMessage() for r in caplog.records)
     assert "dropped" in messages
     assert "gave up after 0.2s" in messages
     assert "not delivered" in messages
+    worker.join(timeout=30)  # its stop did not fit in the full queue: it ends once it is empty
+    assert not worker.is_alive()
+    assert notifier.sent == ["deploy.failed"] * 3
 
 
 def test_each_environment_sets_its_own_sinks(tmp_path: Path) -> None:

@@ -399,8 +399,10 @@ def test_an_environment_naming_no_bucket_keeps_its_state_in_the_accounts(
     with moto_server() as url:
         store = state_store(_aws_config(tmp_path, url))
         assert store.current() is None and _buckets(url) == []
-        Lock(store, "first", "deploy", ttl=60).acquire()
+        lock = Lock(store, "first", "deploy", ttl=60)
+        lock.acquire()
         assert _buckets(url) == [f"shipyard-state-{ACCOUNT}-{REGION}"]
+        lock.release()
 
 
 def _aws_config(tmp: Path, endpoint: str, *, state_bucket: str | None = None) -> Config:
@@ -509,6 +511,7 @@ def test_the_iam_policy_grants_every_request_the_state_makes_in_the_default_buck
         assert state.lock_take_over(token[1], "first", "second", b"{}") is not None
         state.lock_prune(0)
         state.lock_delete(None)
+        lock.release()  # its heartbeat ends; the record is no longer its own, so stays deleted
         state.remove_all()
         bucket = state.bucket
 

@@ -144,7 +144,8 @@ def deliver(
 
 
 class _Worker:
-    """One notifier's queue and thread."""
+    """One notifier's queue and thread. The thread ends at ``_STOP`` or, once ``stop`` found
+    the queue full, when the queue runs empty: it never outlives the events it was given."""
 
     _STOP = object()
 
@@ -155,6 +156,20 @@ class _Worker:
         self.thread = threading.Thread(
             target=self._loop, name=f"notify-{notifier.name}", daemon=True
         )
+        self._draining = False
+
+    def stop(self, timeout: float) -> bool:
+        """Ask the thread to end after the events queued; whether ``_STOP`` is queued behind
+        them (otherwise the thread ends when it finds the queue empty)."""
+        try:
+            self.queue.put(self._STOP, timeout=timeout)
+        except queue.Full:
+            self._draining = True
+            try:  # the queue may have emptied meanwhile, with the thread waiting on it
+                self.queue.put_nowait(self._STOP)
+            except queue.Full:
+                return False  # still full: the thread looks at _draining after each event
+        return True
 
     def put(self, event: Event) -> None:
         """Queue ``event``, starting the thread on first use; raises ``queue.Full``."""
@@ -174,6 +189,8 @@ class _Worker:
                 result = DeliveryResult(self.notifier.name, False, f"{type(exc).__name__}: {exc}")
             self.results.append(result)
             _log_result(result)
+            if self._draining and self.queue.empty():
+                return
 
     def pending(self) -> int:
         return self.queue.qsize()
@@ -238,11 +255,8 @@ class Dispatcher:
         stopping = []
         started = [w for w in self._workers if w.thread.ident is not None]
         for worker in started:
-            try:
-                worker.queue.put(_Worker._STOP, timeout=max(0.0, deadline - self._clock()))
+            if worker.stop(timeout=max(0.0, deadline - self._clock())):
                 stopping.append(worker)
-            except queue.Full:
-                pass  # reported below: the worker is still busy with earlier events
         for worker in started:
             worker.thread.join(timeout=max(0.0, deadline - self._clock()))
             if worker.thread.is_alive():
