@@ -1,5 +1,5 @@
 """``python -m shipyard``."""
 
-from shipyard.cli import main
+from shipyard.warm import main
 
 main()

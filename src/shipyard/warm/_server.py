@@ -1,0 +1,303 @@
+"""The warm server: imports what commands run, then forks one process per command.
+
+One server per socket: it holds ``<socket>.lock`` (``flock``) for its life, with its pid in it,
+so a second one started at the same moment exits at once; ``<socket>.log`` has a line per
+command it forked (the time and the command's pid, nothing of what it was asked). Before each command it compares what it imported with
+what is on disk (every file of the shipyard package and the import path's directories, by size
+and modification time); on a difference it answers "stale" and exits, and the client runs the
+command itself. The process it forks for a command starts from the server's imports, takes the
+client's descriptors, working directory, environment and umask, runs ``shipyard.cli.main`` and
+reports the exit status as the interpreter ends, after every exit handler.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import gc
+import importlib
+import io
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import NoReturn, TextIO
+
+from shipyard.warm import IDLE_ENV, receive, send
+
+# What the commands import in their bodies (``shipyard.cli`` imports only click and its own
+# modules at the top): the deploy, rollback and status paths, the local engine and SSH hosts.
+# The cloud providers' SDKs are left to the commands that use them.
+PRELOAD = (
+    "shipyard.cli",
+    "shipyard.cli._context",
+    "shipyard.cli._output",
+    "shipyard.config",
+    "shipyard.session",
+    "shipyard.deploy",
+    "shipyard.providers",
+    "shipyard.providers.docker",
+    "shipyard.state",
+    "shipyard.docker",
+    "shipyard.hosts",
+    "shipyard.health",
+    "shipyard.proxy",
+    "shipyard.events",
+    "shipyard.database",
+    "shipyard.build",
+    "rich.console",
+    "rich.markup",
+    "rich.table",
+    "rich.progress",
+    "httpx",
+)
+DEFAULT_IDLE = 900.0
+_ACCEPT_EVERY = 1.0  # s between looks at the idle deadline and at finished children
+_PEERCRED = struct.Struct("3i")
+
+
+def serve(path: str) -> None:
+    """Serve commands on ``path`` until idle, stale or terminated (returns at once if another
+    server holds it)."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_uid != os.getuid():
+        return  # another user's directory: never serve through it
+    os.chmod(directory, 0o700)
+    with open(f"{path}.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return  # another server has it
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")  # who serves: `kill $(cat <socket>.lock)` stops it
+        lock.flush()
+        signal.signal(signal.SIGTERM, _terminated)
+        fingerprint = _fingerprint()  # before the imports: a change meanwhile makes it stale
+        _preload()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with (
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener,
+            open(f"{path}.log", "w", buffering=1) as journal,
+        ):
+            listener.bind(path)
+            os.chmod(path, 0o600)
+            bound = os.stat(path).st_ino
+            try:
+                listener.listen(16)
+                _loop(listener, journal, fingerprint, lock)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(path).st_ino == bound:  # not a successor's socket
+                        os.unlink(path)
+
+
+def _terminated(_signum: int, _frame: object) -> None:
+    sys.exit(0)  # through the clean-ups: the socket removed
+
+
+def _loop(
+    listener: socket.socket,
+    journal: TextIO,
+    fingerprint: list[tuple[str, int, int]],
+    lock: TextIO,
+) -> None:
+    idle = _idle()
+    listener.settimeout(_ACCEPT_EVERY)
+    # What the imports made lives as long as every command: out of the collector's walks in
+    # each forked process (and their pages shared with the server as long as they are not
+    # written).
+    gc.freeze()
+    last = time.monotonic()
+    while True:
+        _reap()
+        try:
+            conn, _ = listener.accept()
+        except TimeoutError:
+            if time.monotonic() - last > idle:
+                return
+            continue
+        last = time.monotonic()
+        conn.settimeout(None)
+        if not _same_user(conn):
+            conn.close()
+            continue
+        if _fingerprint() != fingerprint:
+            with conn:
+                send(conn, {"stale": True})
+            return
+        pid = os.fork()
+        if pid == 0:
+            for inherited in (listener, journal, lock):
+                inherited.close()
+            _command(conn)  # never returns
+        conn.close()
+        journal.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} command pid {pid}\n")
+
+
+def _idle() -> float:
+    try:
+        return float(os.environ.get(IDLE_ENV) or DEFAULT_IDLE)
+    except ValueError:
+        return DEFAULT_IDLE
+
+
+def _preload() -> None:
+    # As ``shipyard.cli.main`` does: httpx's own command-line client is never used.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    for name in PRELOAD:
+        importlib.import_module(name)
+
+
+def _fingerprint() -> list[tuple[str, int, int]]:
+    """The size and modification time of every file of the shipyard package, and of every
+    directory on the import path (installing or removing a package changes its directory)."""
+    package = Path(__file__).resolve().parents[1]
+    seen: list[tuple[str, int, int]] = []
+    for entry in sys.path:
+        with contextlib.suppress(OSError):
+            stat = os.stat(entry or ".")
+            seen.append((entry, stat.st_size, stat.st_mtime_ns))
+    for root, dirs, files in os.walk(package):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith((".py", ".json", ".yml", ".yaml", ".typed")):
+                with contextlib.suppress(OSError):
+                    stat = os.stat(os.path.join(root, name))
+                    seen.append((os.path.join(root, name), stat.st_size, stat.st_mtime_ns))
+    return seen
+
+
+def _same_user(conn: socket.socket) -> bool:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    _pid, uid, _gid = _PEERCRED.unpack(creds)
+    return bool(uid == os.getuid())
+
+
+def _reap() -> None:
+    with contextlib.suppress(ChildProcessError):
+        while True:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                return
+
+
+def _command(conn: socket.socket) -> NoReturn:
+    """In the forked process: become the client's command, run it, report its exit status."""
+    try:
+        request, fds = receive(conn, fds=3)
+        if request is None or len(fds) != 3:  # noqa: PLR2004 — stdin, stdout, stderr
+            os._exit(1)
+        os.setpgid(0, 0)  # the command's own group: forwarded signals reach its children too
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+            os.close(fd)
+        argv, cwd, env, umask = _parse(request)
+        os.chdir(cwd)
+        os.umask(umask)
+        os.environ.clear()
+        os.environ.update(env)
+        sys.argv = argv
+        streams = request.get("streams")
+        _reopen_streams(streams if isinstance(streams, dict) else {})
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        send(conn, {"pid": os.getpid()})
+    except BaseException:  # noqa: BLE001 — a command that could not start: no status to give
+        os._exit(1)
+
+    reported = threading.Event()
+    threading.Thread(target=_listen, args=(conn, reported), name="warm-client", daemon=True).start()
+    from shipyard.cli import main
+
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = _status(exc.code)
+    except BaseException:  # noqa: BLE001 — printed as the interpreter would, then reported
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    # As the interpreter ends: its other threads joined, the exit handlers run, the streams
+    # flushed; then the status, and an exit that leaves the server's state alone.
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    reported.set()
+    with contextlib.suppress(OSError):
+        send(conn, {"exit": code})
+    os._exit(code)
+
+
+def _parse(request: dict[str, object]) -> tuple[list[str], str, dict[str, str], int]:
+    argv, cwd, env, umask = (request.get(k) for k in ("argv", "cwd", "env", "umask"))
+    if (
+        not isinstance(argv, list)
+        or not isinstance(cwd, str)
+        or not isinstance(env, dict)
+        or not isinstance(umask, int)
+    ):
+        raise TypeError("a malformed request")
+    return [str(a) for a in argv], cwd, {str(k): str(v) for k, v in env.items()}, umask
+
+
+def _status(value: object) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    return 1  # sys.exit("message") prints it and exits 1
+
+
+def _listen(conn: socket.socket, reported: threading.Event) -> None:
+    """The client's forwarded signals, sent to the command's group; if the client is gone
+    before the command reported, it was killed: the command ends the same way."""
+    while True:
+        try:
+            message, _ = receive(conn)
+        except OSError:
+            message = None
+        if message is None:
+            if not reported.is_set():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return
+        signum = message.get("signal")
+        if isinstance(signum, int):
+            with contextlib.suppress(OSError):
+                os.killpg(0, signum)
+
+
+def _reopen_streams(streams: dict[str, object]) -> None:
+    """Standard streams on descriptors 0-2 as the interpreter makes them at start: with the
+    client's encodings, stdout line-buffered on a terminal, stderr always. (``sys.__stdout__``
+    and its kin keep the server's objects, on the same descriptors, now the client's.)"""
+
+    def opened(fd: int, name: str) -> TextIO:
+        options = streams.get(name)
+        options = options if isinstance(options, dict) else {}
+        line = os.isatty(fd) or name == "stderr"
+        raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
+        buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
+        return io.TextIOWrapper(
+            buffered,
+            encoding=str(options.get("encoding") or "utf-8"),
+            errors=str(options.get("errors") or "strict"),
+            line_buffering=line,
+        )
+
+    sys.stdin = opened(0, "stdin")
+    sys.stdout = opened(1, "stdout")
+    sys.stderr = opened(2, "stderr")

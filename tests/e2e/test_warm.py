@@ -1,0 +1,268 @@
+"""The warm start (``SHIPYARD_WARM=1``): commands handed to a resident server answer exactly as
+they do in their own process: output, exit status, working directory, environment, standard
+input, signals; a killed client takes its command with it; a server older than the code on disk
+steps aside; an idle one exits. Real processes: the installed ``shipyard`` command, its server,
+a project written by ``shipyard init``."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import shipyard
+from tests.example_app import EXAMPLE, git
+
+SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
+DEADLINE = 60.0  # s for a server to come up, or a process to end, on a busy machine
+
+
+@dataclass
+class Warm:
+    """A project, and the environment that sends its commands to a server of the test's own."""
+
+    project: Path
+    sockets: Path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
+        return {**env, "SHIPYARD_WARM": "1", "SHIPYARD_WARM_DIR": str(self.sockets), **extra}
+
+    def run(
+        self, *argv: str, warm: bool = True, cwd: Path | None = None, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
+        env = self.env(SHIPYARD_WARM="1" if warm else "0")
+        env.update(kwargs.pop("env", {}))  # type: ignore[call-overload]
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            [SHIPYARD, *argv],
+            cwd=cwd or self.project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            **kwargs,
+        )
+
+    def socket(self) -> Path | None:
+        found = sorted(self.sockets.glob("warm-*.sock"))
+        return found[0] if found else None
+
+    def server_pid(self) -> int | None:
+        """The pid of the server that serves (from its lock file), once its socket is up."""
+        sock = self.socket()
+        if sock is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            return int(Path(f"{sock}.lock").read_text().strip())
+        return None
+
+    def served(self) -> list[int]:
+        """The pids of the commands the current server forked, from its log."""
+        sock = self.socket()
+        if sock is None or not Path(f"{sock}.log").exists():
+            return []
+        return [int(line.split()[-1]) for line in Path(f"{sock}.log").read_text().splitlines()]
+
+    def serving(self) -> int:
+        """Start a server (a first command does) and wait for it to answer."""
+        self.run("--version")
+        return until(self.server_pid, "a warm server came up")
+
+
+def until(probe, what: str, deadline: float = DEADLINE):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = probe()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"not within {deadline:.0f} s: {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):  # a zombie child of ours has ended
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return True
+
+
+@pytest.fixture
+def warm() -> Iterator[Warm]:
+    work = Path(tempfile.mkdtemp(prefix="shipyard-warm-"))
+    sockets = Path(tempfile.mkdtemp(prefix="sw", dir="/tmp"))  # a socket path stays short
+    project = work / "app"
+    project.mkdir()
+    shutil.copy(EXAMPLE / "go.mod", project / "go.mod")
+    git(project, "init", "-q")
+    subprocess.run([SHIPYARD, "init"], cwd=project, check=True, capture_output=True)
+    (project / ".env.development").write_text("POSTGRES_PASSWORD=warm-test-password\n")
+    (project / ".env.development").chmod(0o600)
+    setup = Warm(project, sockets)
+    try:
+        yield setup
+    finally:
+        pid = setup.server_pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            until(lambda: not alive(pid), f"warm server {pid} ended")
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--version"],
+        ["check", "nosuchenv"],  # invalid config: exit 3, the file and line on stderr
+        ["check", "development", "--json"],
+        ["no-such-command"],  # usage: exit 2
+        ["deploy", "--help"],
+    ],
+    ids=["version", "bad-environment", "check-json", "usage", "help"],
+)
+def test_a_command_answers_through_the_server_as_in_its_own_process(
+    warm: Warm, argv: list[str]
+) -> None:
+    server = warm.serving()
+    cold = warm.run(*argv, warm=False)
+    before = warm.served()
+    hot = warm.run(*argv)
+    assert (hot.returncode, hot.stdout, hot.stderr) == (cold.returncode, cold.stdout, cold.stderr)
+    assert warm.server_pid() == server
+    assert len(warm.served()) == len(before) + 1  # the server ran it, not the client
+
+
+def test_the_command_takes_the_clients_directory_environment_and_input(warm: Warm) -> None:
+    warm.serving()
+    elsewhere = warm.project / "sub"
+    elsewhere.mkdir()
+    config = {"SHIPYARD_CONFIG": str(warm.project / "shipyard.yml")}
+    # Found from another directory only through the environment's SHIPYARD_CONFIG.
+    found = warm.run("check", "development", "--json", cwd=elsewhere, env=config)
+    missing = warm.run("check", "development", cwd=elsewhere)
+    at_home = warm.run("check", "development", "--json")
+    assert (found.returncode, found.stdout) == (at_home.returncode, at_home.stdout)
+    assert f"{elsewhere}/shipyard.yml: file not found" in missing.stderr
+    assert "file not found" not in found.stdout + found.stderr
+    # The confirmation reads the client's standard input and prompts on its stderr.
+    before = warm.served()
+    refused = warm.run("destroy", "development", input="n\n")
+    assert refused.returncode == 2
+    assert "development? [y/N]" in refused.stderr
+    assert len(warm.served()) == len(before) + 1
+
+
+def _prompting(warm: Warm, *, hot: bool) -> subprocess.Popen[str]:
+    """``destroy`` waiting at its confirmation, on a pipe the test holds open."""
+    process = subprocess.Popen(
+        [SHIPYARD, "destroy", "development"],
+        cwd=warm.project,
+        env=warm.env(SHIPYARD_WARM="1" if hot else "0"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    os.set_blocking(process.stderr.fileno(), False)
+    seen = ""
+
+    def prompted() -> bool:
+        nonlocal seen
+        with contextlib.suppress(TypeError, BlockingIOError):
+            seen += process.stderr.read() or ""  # type: ignore[union-attr]
+        return "[y/N]" in seen
+
+    until(prompted, "destroy asked for confirmation")
+    return process
+
+
+def test_a_signal_to_the_client_reaches_the_command(warm: Warm) -> None:
+    warm.serving()
+    cold = _prompting(warm, hot=False)
+    cold.send_signal(signal.SIGINT)
+    cold_code = cold.wait(timeout=DEADLINE)
+    before = warm.served()
+    hot = _prompting(warm, hot=True)
+    command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
+    assert alive(command)
+    hot.send_signal(signal.SIGINT)
+    assert hot.wait(timeout=DEADLINE) == cold_code
+    until(lambda: not alive(command), "the command ended")
+    for process in (cold, hot):
+        _close(process)
+
+
+def test_a_killed_client_takes_its_command_with_it(warm: Warm) -> None:
+    warm.serving()
+    before = warm.served()
+    hot = _prompting(warm, hot=True)
+    command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
+    hot.kill()
+    hot.wait(timeout=DEADLINE)
+    until(lambda: not alive(command), "the command ended with its client")
+    _close(hot)
+
+
+def _close(process: subprocess.Popen[str]) -> None:
+    for stream in (process.stdin, process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def test_a_server_older_than_the_code_on_disk_steps_aside(warm: Warm) -> None:
+    server = warm.serving()
+    marker = Path(shipyard.__file__).with_name("py.typed")  # part of what a server compares
+    stat = marker.stat()
+    try:
+        os.utime(marker, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+        cold = warm.run("check", "nosuchenv", warm=False)
+        hot = warm.run("check", "nosuchenv")  # answered by the client itself
+        assert (hot.returncode, hot.stderr) == (cold.returncode, cold.stderr)
+        until(lambda: not alive(server), "the stale server exited")
+        successor = until(
+            lambda: (pid := warm.server_pid()) not in (None, server) and pid,
+            "a new server came up",
+        )
+        before = warm.served()
+        again = warm.run("check", "nosuchenv")
+        assert (again.returncode, again.stderr) == (cold.returncode, cold.stderr)
+        assert warm.server_pid() == successor
+        assert len(warm.served()) == len(before) + 1
+    finally:
+        os.utime(marker, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_an_idle_server_exits_and_removes_its_socket(warm: Warm) -> None:
+    warm.run("--version", env={"SHIPYARD_WARM_IDLE": "1"})
+    server = until(warm.server_pid, "a warm server came up")
+    until(lambda: not alive(server), "the idle server exited")
+    assert warm.socket() is None
+
+
+def test_the_client_imports_nothing_but_the_standard_library() -> None:
+    modules = subprocess.run(
+        [sys.executable, "-c", "import sys, shipyard.warm; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    libraries = {"click", "rich", "pydantic", "httpx", "ruamel", "shipyard.cli", "shipyard.config"}
+    assert not [m for m in modules if m.split(".")[0] in libraries or m in libraries]
+    assert "shipyard.warm" in modules
