@@ -14,7 +14,9 @@ run those same image tags, on the network and with the environment of shipyard's
   one; its rollback starts the previous container again, ``kamal-proxy deploy``, stops the current.
 - ``shipyard``: ``shipyard deploy development --ref <commit>`` and ``shipyard rollback development``
   as an operator types them (extra arguments: ``--shipyard-args``, ``--shipyard-rollback-args``),
-  run as an installed tool runs: with its bytecode cached (``Shipyard.env``).
+  run as an installed tool runs: with its bytecode cached (``Shipyard.env``); with ``--warm``,
+  as an operator with ``SHIPYARD_WARM=1`` runs it: each command handed to the run's own warm
+  server (``shipyard.warm``), which the setup's first command starts.
 
 Each round redeploys A → B with each tool, then rolls each back B → A. Around every operation the
 tests' load generator (tests/e2e/load.py, paced) GETs ``/version`` through that tool's front door
@@ -28,17 +30,19 @@ operations, read from its deployment logs (``phase.finished`` events with ``dura
 ``<state_dir>/<app>/<env>/logs/``).
 
     .venv/bin/python -m bench.redeploy [--rounds 3] [--json] [--kamal-proxy PATH]
-        [--shipyard-args='--some-flag'] [--tools compose,kamal,shipyard]
+        [--shipyard-args='--some-flag'] [--tools compose,kamal,shipyard] [--warm]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
 import secrets
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -235,6 +239,7 @@ class Shipyard:
     name: str
     deploy_args: list[str]
     rollback_args: list[str]
+    warm: bool = False  # SHIPYARD_WARM=1: the commands run by a warm server (shipyard.warm)
     profile: Profile = field(default_factory=lambda: Profile({}))
 
     @property
@@ -251,8 +256,21 @@ class Shipyard:
         at install): under PYTHONDONTWRITEBYTECODE an editable install would compile every
         module again on every run. The cache is the run's own (PYTHONPYCACHEPREFIX), warmed by
         the setup's deploys."""
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        return {**env, "PYTHONPYCACHEPREFIX": str(self.state_dir.parent / "pycache")}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("SHIPYARD_WARM")
+        }
+        env["PYTHONPYCACHEPREFIX"] = str(self.state_dir.parent / "pycache")
+        if self.warm:  # the server is the run's own, started by the setup's first command
+            env.update(SHIPYARD_WARM="1", SHIPYARD_WARM_DIR=str(self.state_dir.parent / "warm"))
+        return env
+
+    def stop_warm(self) -> None:
+        """Stop the run's warm server, if one runs."""
+        for lock in (self.state_dir.parent / "warm").glob("warm-*.sock.lock"):
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(lock.read_text().strip()), signal.SIGTERM)
 
     def _run(self, *args: str) -> None:
         before = set(self.logs.glob("*.jsonl"))
@@ -507,7 +525,7 @@ def world(args: argparse.Namespace, work: Path) -> Iterator[tuple[World, str, st
     here = World(work, name, ports, app)
     shipyard = Shipyard(
         app, ports["shipyard"], work / "state", name,
-        shlex.split(args.shipyard_args), shlex.split(args.shipyard_rollback_args),
+        shlex.split(args.shipyard_args), shlex.split(args.shipyard_rollback_args), args.warm,
     )  # fmt: skip
     here.tools["shipyard"] = shipyard
     try:
@@ -532,6 +550,7 @@ def world(args: argparse.Namespace, work: Path) -> Iterator[tuple[World, str, st
             wait_serving(tool, here.tools[tool].url, commit_a)
         yield here, commit_a, commit_b
     finally:
+        shipyard.stop_warm()
         here.remove()
 
 
@@ -630,6 +649,7 @@ def report(args: argparse.Namespace, measured: list[Measured]) -> dict[str, Any]
         "rounds": args.rounds,
         "load": {"clients": args.clients * 2, "pace_s": args.pace, "quiet_s": args.quiet},
         "shipyard_args": args.shipyard_args,
+        "shipyard_warm": args.warm,
         "shipyard_rollback_args": args.shipyard_rollback_args,
         "cpus": os.cpu_count(),
         "loadavg_before": args.loadavg_before,
@@ -674,7 +694,8 @@ def print_tables(document: dict[str, Any], out: TextIO) -> None:
     deploy_ratio = document["ratios"].get("deploy", {}).get("shipyard/kamal", {})
     if deploy_ratio:
         print(
-            f"goal: the new version live within 2x of kamal-proxy: "
+            f"goal{' (SHIPYARD_WARM=1)' if document['shipyard_warm'] else ''}: "
+            f"the new version live within 2x of kamal-proxy: "
             f"{fmt(deploy_ratio['first_served'])}x",
             file=out,
         )
@@ -719,6 +740,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON document on stdout")
     parser.add_argument("--kamal-proxy", help="a kamal-proxy binary to use instead of building it")
     parser.add_argument("--shipyard-args", default="", help="extra arguments to `shipyard deploy`")
+    parser.add_argument(
+        "--warm", action="store_true", help="shipyard with SHIPYARD_WARM=1 (a warm server)"
+    )
     parser.add_argument(
         "--shipyard-rollback-args", default="", help="extra arguments to `shipyard rollback`"
     )

@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from shipyard.warm import IDLE_ENV, receive, send
+from shipyard.warm import IDLE_ENV
+from shipyard.warm._wire import receive, send
 
 # What the commands import in their bodies (``shipyard.cli`` imports only click and its own
 # modules at the top): the deploy, rollback and status paths, the local engine and SSH hosts.

@@ -1,0 +1,130 @@
+"""The client: hands the command to the server, forwards signals, exits with its status; runs
+the command itself (and starts a server for the next one) when no server takes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+
+from shipyard.warm import DIR_ENV, IDLE_ENV, cold
+from shipyard.warm._wire import receive, send
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# What the server is started with from the client's environment (the rest, secrets included,
+# reaches only the process that runs a command).
+_SERVER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "VIRTUAL_ENV", IDLE_ENV, DIR_ENV)
+_SERVER_ENV_PREFIXES = ("LC_", "PYTHON", "XDG_")
+NO_STATUS = 1  # the command's process ended without reporting an exit status
+
+
+def run() -> None:
+    path = socket_path()
+    try:
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.connect(path)
+    except OSError:
+        conn.close()
+        _start_server(path)
+        cold()
+        return
+    with conn:
+        code = _run_remote(conn)
+    if code is None:  # stale (the server has exited), or it could not take the command
+        _start_server(path)
+        cold()
+        return
+    sys.exit(code)
+
+
+def socket_dir() -> str:
+    base = os.environ.get(DIR_ENV) or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or os.path.join(_home(), ".cache"), "shipyard"
+    )
+    return base
+
+
+def socket_path() -> str:
+    """The socket of the server for this interpreter and this import path: a shipyard installed
+    in another virtual environment, or run from another source tree, gets its own."""
+    import hashlib  # only here: a cold command never loads OpenSSL's hashes
+
+    key = "\0".join([sys.executable, *sys.path]).encode()
+    name = hashlib.blake2b(key, digest_size=8).hexdigest()
+    return os.path.join(socket_dir(), f"warm-{name}.sock")
+
+
+def _home() -> str:
+    return os.environ.get("HOME") or os.path.expanduser("~")
+
+
+def _start_server(path: str) -> None:
+    """Start a server for the next command, detached; never fails the command at hand."""
+    import subprocess  # only when one starts
+
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key in _SERVER_ENV or key.startswith(_SERVER_ENV_PREFIXES)
+    }
+    try:
+        subprocess.Popen(
+            # -P and "/": no directory of the operator's on the server's import path
+            [sys.executable, "-P", "-m", "shipyard.warm", path],
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            env=env,
+        )
+    except OSError:
+        pass
+
+
+def _run_remote(conn: socket.socket) -> int | None:
+    """Hand the command to the server, forward signals, and return its exit status (``None``:
+    the server refused it as stale)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    streams = {
+        name: {"encoding": stream.encoding, "errors": stream.errors}
+        for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout), ("stderr", sys.stderr))
+        if stream is not None
+    }
+    request = {
+        "argv": sys.argv,
+        "cwd": os.getcwd(),
+        "env": dict(os.environ),
+        "umask": umask,
+        "streams": streams,
+    }
+    try:
+        send(conn, request, [0, 1, 2])
+        reply, _ = receive(conn)
+    except OSError:  # a standard stream closed, or the server went away: run it here
+        return None
+    if reply is None or reply.get("stale"):
+        return None
+
+    def forward(signum: int, _frame: object) -> None:
+        try:
+            send(conn, {"signal": signum})
+        except OSError:
+            pass
+
+    for sig in _FORWARDED:
+        signal.signal(sig, forward)
+    while True:
+        try:
+            message, _ = receive(conn)
+        except OSError:
+            message = None
+        if message is None:
+            sys.stderr.write("shipyard: the command's process ended without an exit status\n")
+            return NO_STATUS
+        status = message.get("exit")
+        if isinstance(status, int):
+            return status
