@@ -60,6 +60,7 @@ PRELOAD = (
 DEFAULT_IDLE = 900.0
 _ACCEPT_EVERY = 1.0  # s between looks at the idle deadline and at finished children
 _PEERCRED = struct.Struct("3i")
+_LOCK_WAIT = 10.0  # s for an ending server to let go of the lock
 
 
 def serve(path: str) -> None:
@@ -71,10 +72,8 @@ def serve(path: str) -> None:
         return  # another user's directory: never serve through it
     os.chmod(directory, 0o700)
     with open(f"{path}.lock", "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return  # another server has it
+        if not _locked(lock, path):
+            return  # another server serves
         lock.truncate(0)
         lock.write(f"{os.getpid()}\n")  # who serves: `kill $(cat <socket>.lock)` stops it
         lock.flush()
@@ -97,6 +96,29 @@ def serve(path: str) -> None:
                 with contextlib.suppress(FileNotFoundError):
                     if os.stat(path).st_ino == bound:  # not a successor's socket
                         os.unlink(path)
+
+
+def _locked(lock: TextIO, path: str) -> bool:
+    """Take the socket's lock; ``False`` when another server serves. A server that is ending
+    (stale, idle) holds it a moment after its socket is gone: waited for."""
+    deadline = time.monotonic() + _LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+        else:
+            return True
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(path)
+            except OSError:
+                pass
+            else:
+                return False  # it answers
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _terminated(_signum: int, _frame: object) -> None:
