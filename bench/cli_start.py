@@ -15,14 +15,20 @@ The children run without PYTHONDONTWRITEBYTECODE, so the warm-up run leaves byte
 an installed package has them (pip compiles at install); otherwise every run would compile
 shipyard's own modules again.
 
+3. With ``--warm``: every shipyard case also with ``SHIPYARD_WARM=1`` (``shipyard.warm``), named
+   "(warm)", against the bench's own warm server. Its CPU is the client's alone; compare walls.
+
     .venv/bin/python -m bench.cli_start [--runs 15] [--status | --app DIR [--environment ENV]]
+        [--warm]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -36,7 +42,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+ENV = {
+    k: v
+    for k, v in os.environ.items()
+    if k != "PYTHONDONTWRITEBYTECODE" and not k.startswith("SHIPYARD_WARM")
+}
+WARM = " (warm)"  # a case's name suffix: run with SHIPYARD_WARM=1 (``--warm``)
 HELP_GOAL_S = 0.25
 STATUS_GOAL_S = 0.5
 
@@ -48,11 +59,11 @@ class Run:
     returncode: int
 
 
-def run_once(argv: Sequence[str], cwd: Path | None = None) -> Run:
+def run_once(argv: Sequence[str], cwd: Path | None = None, env: dict[str, str] = ENV) -> Run:
     """One child: its own CPU (user + sys, children included) and the wall time to its exit."""
     started = time.perf_counter()
     child = subprocess.Popen(
-        list(argv), cwd=cwd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        list(argv), cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     _, status, usage = os.wait4(child.pid, 0)
     wall = time.perf_counter() - started
@@ -67,15 +78,22 @@ def shipyard_command() -> list[str]:
 
 
 def measure(
-    cases: dict[str, list[str]], runs: int, cwd: Path | None = None
+    cases: dict[str, list[str]], runs: int, cwd: Path | None = None, warm: Path | None = None
 ) -> dict[str, list[Run]]:
-    """Every case ``runs`` times, interleaved (a burst of load hits all cases alike)."""
+    """Every case ``runs`` times, interleaved (a burst of load hits all cases alike). With
+    ``warm`` (a directory for the sockets), each shipyard case also runs with SHIPYARD_WARM=1:
+    its CPU is then the client's alone (the command runs in a process the warm server forks)."""
+    if warm is not None:
+        cases = {**cases, **{n + WARM: a for n, a in cases.items() if n.startswith("shipyard")}}
+    hot = {**ENV, "SHIPYARD_WARM": "1", "SHIPYARD_WARM_DIR": str(warm)}
     results: dict[str, list[Run]] = {name: [] for name in cases}
-    for argv in cases.values():  # warm the page cache and the bytecode caches
-        run_once(argv, cwd)
+    for _ in range(2):  # warm the page and bytecode caches; the first warm run starts a server
+        for name, argv in cases.items():
+            run_once(argv, cwd, hot if name.endswith(WARM) else ENV)
+        time.sleep(3 if warm is not None else 0)  # the server's imports, before measuring
     for _ in range(runs):
         for name, argv in cases.items():
-            results[name].append(run_once(argv, cwd))
+            results[name].append(run_once(argv, cwd, hot if name.endswith(WARM) else ENV))
     return results
 
 
@@ -96,7 +114,7 @@ def report(results: dict[str, list[Run]], baseline: str | None, goals: dict[str,
         )
 
 
-def start_figures(runs: int) -> None:
+def start_figures(runs: int, warm: Path | None) -> None:
     shipyard = shipyard_command()
     cases = {
         "python -c pass": [sys.executable, "-c", "pass"],
@@ -106,13 +124,13 @@ def start_figures(runs: int) -> None:
     }
     goal = f"cpu <= {HELP_GOAL_S}s"
     report(
-        measure(cases, runs),
+        measure(cases, runs, warm=warm),
         "python -c pass",
         {"shipyard --help": goal, "shipyard status --help": goal},
     )
 
 
-def status_figures(app_dir: Path, environment: str, runs: int) -> None:
+def status_figures(app_dir: Path, environment: str, runs: int, warm: Path | None) -> None:
     shipyard = shipyard_command()
     cases = {
         "python -c pass": [sys.executable, "-c", "pass"],
@@ -121,7 +139,7 @@ def status_figures(app_dir: Path, environment: str, runs: int) -> None:
     }
     goal = f"wall <= {STATUS_GOAL_S}s"
     report(
-        measure(cases, runs, cwd=app_dir),
+        measure(cases, runs, cwd=app_dir, warm=warm),
         "python -c pass",
         {name: goal for name in cases if name.startswith("shipyard")},
     )
@@ -158,13 +176,26 @@ def main() -> None:
     where.add_argument("--status", action="store_true", help="Deploy a copy and time status.")
     where.add_argument("--app", type=Path, help="Time status of this already deployed app.")
     parser.add_argument("--environment", default="development")
+    parser.add_argument(
+        "--warm", action="store_true", help="Also every shipyard case with SHIPYARD_WARM=1."
+    )
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sw", dir="/tmp") as sockets:
+        try:
+            figures(args, Path(sockets) if args.warm else None)
+        finally:
+            for lock in Path(sockets).glob("*.lock"):  # the bench's own warm server
+                with contextlib.suppress(ValueError, OSError):
+                    os.kill(int(lock.read_text().strip()), signal.SIGTERM)
+
+
+def figures(args: argparse.Namespace, warm: Path | None) -> None:
 
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1 and 5 min)")
-    start_figures(args.runs)
+    start_figures(args.runs, warm)
     if args.app is not None:
         print()
-        status_figures(args.app, args.environment, args.runs)
+        status_figures(args.app, args.environment, args.runs, warm)
     elif args.status:
         from tests.e2e.conftest import remove_everything  # noqa: PLC0415
         from tests.example_app import destroy_example  # noqa: PLC0415
@@ -173,7 +204,7 @@ def main() -> None:
             app, name = deployed_copy(Path(tmp))
             try:
                 print()
-                status_figures(app, "development", args.runs)
+                status_figures(app, "development", args.runs, warm)
             finally:
                 destroy_example(app)
                 remove_everything(name)

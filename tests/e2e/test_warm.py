@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pty
+import select
 import shutil
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import shipyard
+from shipyard.warm._client import STARTED
 from tests.example_app import EXAMPLE, git
 
 SHIPYARD = str(Path(sys.executable).with_name("shipyard"))
@@ -78,6 +81,41 @@ class Warm:
         """Start a server (a first command does) and wait for it to answer."""
         self.run("--version")
         return until(self.server_pid, "a warm server came up")
+
+
+def at_terminal(warm: Warm, *argv: str, **env: str) -> tuple[int, str]:
+    """``shipyard ARGV`` with its standard streams on a pseudo-terminal, as an operator types it
+    (no SHIPYARD_WARM, no CI unless given): its exit status and what the terminal showed."""
+    environ = {k: v for k, v in warm.env().items() if k not in ("SHIPYARD_WARM", "CI")}
+    master, slave = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [SHIPYARD, *argv],
+            cwd=warm.project,
+            env={**environ, **env},
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            start_new_session=True,
+        )
+    finally:
+        os.close(slave)
+    shown = b""
+    end = time.monotonic() + DEADLINE
+    try:
+        while time.monotonic() < end:  # until every holder of the terminal has closed it
+            if not select.select([master], [], [], 0.5)[0]:
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: no process holds the terminal any more
+                break
+            if not chunk:
+                break
+            shown += chunk
+        return process.wait(timeout=DEADLINE), shown.decode().replace("\r\n", "\n")
+    finally:
+        os.close(master)
 
 
 def until(probe, what: str, deadline: float = DEADLINE):
@@ -264,3 +302,25 @@ def test_the_client_imports_nothing_but_the_standard_library() -> None:
     libraries = {"click", "rich", "pydantic", "httpx", "ruamel", "shipyard.cli", "shipyard.config"}
     assert not [m for m in modules if m.split(".")[0] in libraries or m in libraries]
     assert "shipyard.warm._client" in modules
+
+
+def test_at_a_terminal_it_is_on_by_default_and_says_so_when_it_starts(warm: Warm) -> None:
+    code, shown = at_terminal(warm, "--version")
+    assert code == 0
+    assert shown == f"{STARTED}shipyard {shipyard.__version__}\n"
+    server = until(warm.server_pid, "a warm server came up")
+    code, shown = at_terminal(warm, "--version")
+    assert (code, shown) == (0, f"shipyard {shipyard.__version__}\n")  # served: no notice
+    assert len(warm.served()) == 1
+    assert warm.server_pid() == server
+    # The command itself writes to the client's terminal.
+    code, shown = at_terminal(warm, "check", "nosuchenv")
+    assert code == 3
+    assert "no environment named 'nosuchenv'" in shown
+    assert len(warm.served()) == 2
+
+
+def test_a_ci_job_on_a_terminal_runs_its_commands_itself(warm: Warm) -> None:
+    code, shown = at_terminal(warm, "--version", CI="true")
+    assert (code, shown) == (0, f"shipyard {shipyard.__version__}\n")  # no server started
+    assert not list(warm.sockets.iterdir())  # nor its lock file

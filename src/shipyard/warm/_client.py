@@ -17,22 +17,27 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SERVER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "VIRTUAL_ENV", IDLE_ENV, DIR_ENV)
 _SERVER_ENV_PREFIXES = ("LC_", "PYTHON", "XDG_")
 NO_STATUS = 1  # the command's process ended without reporting an exit status
+STARTED = (
+    "shipyard: starting a warm server for the commands that follow (SHIPYARD_WARM=0 turns it off)\n"
+)
 
 
-def run() -> None:
+def run(*, announce: bool) -> None:
+    """The command through the server, or here when none takes it (then a server is started
+    for the next one, and said so with ``announce``: the warm start was not asked for)."""
     path = socket_path()
     try:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         conn.connect(path)
     except OSError:
         conn.close()
-        _start_server(path)
-        cold()
-        return
-    with conn:
-        code = _run_remote(conn)
-    if code is None:  # stale (the server has exited), or it could not take the command
-        _start_server(path)
+        code = None
+    else:
+        with conn:
+            code = _run_remote(conn)
+    if code is None:  # none answers, it is stale (and has exited), or it could not take it
+        if _start_server(path) and announce:
+            sys.stderr.write(STARTED)
         cold()
         return
     sys.exit(code)
@@ -59,7 +64,7 @@ def _home() -> str:
     return os.environ.get("HOME") or os.path.expanduser("~")
 
 
-def _start_server(path: str) -> None:
+def _start_server(path: str) -> bool:
     """Start a server for the next command, detached; never fails the command at hand."""
     import subprocess  # only when one starts
 
@@ -81,7 +86,8 @@ def _start_server(path: str) -> None:
             env=env,
         )
     except OSError:
-        pass
+        return False
+    return True
 
 
 def _run_remote(conn: socket.socket) -> int | None:
