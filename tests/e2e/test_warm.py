@@ -231,16 +231,18 @@ def _prompting(warm: Warm, *, hot: bool) -> subprocess.Popen[str]:
     return process
 
 
-def test_a_signal_to_the_client_reaches_the_command(warm: Warm) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_client_reaches_the_command(warm: Warm, signum: int) -> None:
     warm.serving()
     cold = _prompting(warm, hot=False)
-    cold.send_signal(signal.SIGINT)
+    cold.send_signal(signum)
     cold_code = cold.wait(timeout=DEADLINE)
     before = warm.served()
     hot = _prompting(warm, hot=True)
     command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
     assert alive(command)
-    hot.send_signal(signal.SIGINT)
+    hot.send_signal(signum)
+    # With stdin still open: SIGINT interrupts the prompt ("aborted", exit 2); SIGTERM ends it (-15).
     assert hot.wait(timeout=DEADLINE) == cold_code
     until(lambda: not alive(command), "the command ended")
     for process in (cold, hot):
@@ -324,3 +326,16 @@ def test_a_ci_job_on_a_terminal_runs_its_commands_itself(warm: Warm) -> None:
     code, shown = at_terminal(warm, "--version", CI="true")
     assert (code, shown) == (0, f"shipyard {shipyard.__version__}\n")  # no server started
     assert not list(warm.sockets.iterdir())  # nor its lock file
+
+
+def test_a_caller_in_other_groups_gets_a_server_of_its_own(warm: Warm) -> None:
+    server = warm.serving()
+    cold = warm.run("check", "nosuchenv", warm=False, extra_groups=[4242])
+    hot = warm.run("check", "nosuchenv", extra_groups=[4242])  # answered by the client itself
+    assert (hot.returncode, hot.stderr) == (cold.returncode, cold.stderr)
+    until(lambda: not alive(server), "the server of other groups stepped aside")
+    successor = until(
+        lambda: (pid := warm.server_pid()) not in (None, server) and pid, "a new server came up"
+    )
+    groups = Path(f"/proc/{successor}/status").read_text().split("Groups:")[1].split("\n")[0]
+    assert "4242" in groups.split()  # it has the caller's groups

@@ -3,6 +3,7 @@ the command itself (and starts a server for the next one) when no server takes i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -90,9 +91,8 @@ def _start_server(path: str) -> bool:
     return True
 
 
-def _run_remote(conn: socket.socket) -> int | None:
-    """Hand the command to the server, forward signals, and return its exit status (``None``:
-    the server refused it as stale)."""
+def _request() -> dict[str, object]:
+    """The command as the server needs it; its standard descriptors go along with it."""
     umask = os.umask(0)
     os.umask(umask)
     streams = {
@@ -100,37 +100,75 @@ def _run_remote(conn: socket.socket) -> int | None:
         for name, stream in (("stdin", sys.stdin), ("stdout", sys.stdout), ("stderr", sys.stderr))
         if stream is not None
     }
-    request = {
+    return {
         "argv": sys.argv,
         "cwd": os.getcwd(),
         "env": dict(os.environ),
         "umask": umask,
         "streams": streams,
+        "groups": sorted({os.getgid(), *os.getgroups()}),
     }
-    try:
-        send(conn, request, [0, 1, 2])
-        reply, _ = receive(conn)
-    except OSError:  # a standard stream closed, or the server went away: run it here
-        return None
-    if reply is None or reply.get("stale"):
-        return None
+
+
+def _run_remote(conn: socket.socket) -> int | None:
+    """Hand the command to the server, forward signals, and return its exit status (``None``:
+    the server did not take it)."""
+    forwarded: list[int] = []  # the signals received, in order
+    taken = False
 
     def forward(signum: int, _frame: object) -> None:
-        try:
-            send(conn, {"signal": signum})
-        except OSError:
-            pass
+        forwarded.append(signum)
+        if taken:  # else sent once the command runs
+            with contextlib.suppress(OSError):
+                send(conn, {"signal": signum})
 
     for sig in _FORWARDED:
         signal.signal(sig, forward)
+    try:
+        send(conn, _request(), [0, 1, 2])
+        reply, _ = receive(conn)
+    except OSError:  # a standard stream closed, or the server went away: run it here
+        reply = None
+    if reply is None or "pid" not in reply:  # none, or stale: the command runs here
+        _restore(forwarded)
+        return None
+    taken = True
+    with contextlib.suppress(OSError):
+        for signum in forwarded:
+            send(conn, {"signal": signum})
+    return _status(conn, forwarded)
+
+
+def _status(conn: socket.socket, forwarded: list[int]) -> int:
+    """The command's exit status, once it has ended."""
     while True:
         try:
             message, _ = receive(conn)
         except OSError:
             message = None
         if message is None:
-            sys.stderr.write("shipyard: the command's process ended without an exit status\n")
-            return NO_STATUS
+            return _ended(forwarded)
         status = message.get("exit")
         if isinstance(status, int):
             return status
+
+
+def _restore(forwarded: list[int]) -> None:
+    """The signals' own handling back, and what came meanwhile as it would have come."""
+    for sig in _FORWARDED:
+        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    for signum in forwarded:
+        os.kill(os.getpid(), signum)
+
+
+def _ended(forwarded: list[int]) -> int:
+    """The command's process ended without a status: killed. After a signal this client passed
+    on, this client ends by that signal too (the status a shell shows, 128 + its number);
+    otherwise it says so and exits 1."""
+    if forwarded:
+        signum = forwarded[-1]
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return 128 + signum  # a signal whose default is not to end the process
+    sys.stderr.write("shipyard: the command's process ended without an exit status\n")
+    return NO_STATUS

@@ -25,6 +25,7 @@ import struct
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, TextIO
 
@@ -61,6 +62,9 @@ DEFAULT_IDLE = 900.0
 _ACCEPT_EVERY = 1.0  # s between looks at the idle deadline and at finished children
 _PEERCRED = struct.Struct("3i")
 _LOCK_WAIT = 10.0  # s for an ending server to let go of the lock
+_REQUEST_WITHIN = 10.0  # s for a caller to send its request once connected
+_TO_GROUP = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
+_FORWARDED = (*_TO_GROUP, signal.SIGTERM)
 
 
 def serve(path: str) -> None:
@@ -147,21 +151,73 @@ def _loop(
                 return
             continue
         last = time.monotonic()
-        conn.settimeout(None)
-        if not _same_user(conn):
-            conn.close()
-            continue
-        if _fingerprint() != fingerprint:
-            with conn:
-                send(conn, {"stale": True})
-            return
-        pid = os.fork()
-        if pid == 0:
-            for inherited in (listener, journal, lock):
-                inherited.close()
-            _command(conn)  # never returns
-        conn.close()
+        with conn:
+            request = _request(conn, fingerprint)
+            if request is None:
+                continue
+            if isinstance(request, _Stale):
+                send(conn, {"stale": request.why})
+                return
+            pid = os.fork()
+            if pid == 0:
+                for inherited in (listener, journal, lock):
+                    inherited.close()
+                _command(conn, request)  # never returns
+            for fd in request.fds:
+                os.close(fd)
         journal.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} command pid {pid}\n")
+
+
+@dataclass(frozen=True)
+class _Request:
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+    umask: int
+    streams: dict[str, object]
+    fds: list[int]  # the client's stdin, stdout and stderr
+
+
+@dataclass(frozen=True)
+class _Stale:
+    why: str
+
+
+def _request(
+    conn: socket.socket, fingerprint: list[tuple[str, int, int]]
+) -> _Request | _Stale | None:
+    """The command a caller hands over; ``_Stale`` when this server should no longer run
+    commands (its code changed on disk, or the caller's groups are not the ones it started
+    with); ``None`` for a caller to ignore (another user, a malformed request)."""
+    if not _same_user(conn):
+        return None
+    conn.settimeout(_REQUEST_WITHIN)
+    try:
+        message, fds = receive(conn, fds=3)
+    except OSError:
+        return None
+    finally:
+        conn.settimeout(None)
+    try:
+        request = _parse(message, fds)
+    except (TypeError, ValueError):
+        for fd in fds:
+            os.close(fd)
+        return None
+    why = ""
+    if _fingerprint() != fingerprint:
+        why = "shipyard's code or libraries changed on disk"
+    elif message.get("groups") != _groups():  # type: ignore[union-attr]
+        why = "the caller's groups are not the server's"
+    if why:
+        for fd in fds:
+            os.close(fd)
+        return _Stale(why)
+    return request
+
+
+def _groups() -> list[int]:
+    return sorted({os.getgid(), *os.getgroups()})
 
 
 def _idle() -> float:
@@ -211,24 +267,19 @@ def _reap() -> None:
                 return
 
 
-def _command(conn: socket.socket) -> NoReturn:
+def _command(conn: socket.socket, request: _Request) -> NoReturn:
     """In the forked process: become the client's command, run it, report its exit status."""
     try:
-        request, fds = receive(conn, fds=3)
-        if request is None or len(fds) != 3:  # noqa: PLR2004 — stdin, stdout, stderr
-            os._exit(1)
-        os.setpgid(0, 0)  # the command's own group: forwarded signals reach its children too
-        for target, fd in enumerate(fds):
+        os.setpgid(0, 0)  # the command's own group: a terminal's signals reach its children too
+        for target, fd in enumerate(request.fds):
             os.dup2(fd, target)
             os.close(fd)
-        argv, cwd, env, umask = _parse(request)
-        os.chdir(cwd)
-        os.umask(umask)
+        os.chdir(request.cwd)
+        os.umask(request.umask)
         os.environ.clear()
-        os.environ.update(env)
-        sys.argv = argv
-        streams = request.get("streams")
-        _reopen_streams(streams if isinstance(streams, dict) else {})
+        os.environ.update(request.env)
+        sys.argv = request.argv
+        _reopen_streams(request.streams)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
@@ -250,11 +301,10 @@ def _command(conn: socket.socket) -> NoReturn:
 
         traceback.print_exc()
         code = 1
-    # As the interpreter ends: its other threads joined, the exit handlers run, the streams
-    # flushed; then the status, and an exit that leaves the server's state alone.
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # As the interpreter ends (``threading._shutdown`` is what it calls first: the threads'
+    # own exit hooks, then a join of every thread that is not a daemon), the exit handlers,
+    # the streams flushed; then the status, and an exit that leaves the server's state alone.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     with contextlib.suppress(Exception):
         sys.stdout.flush()
@@ -265,8 +315,12 @@ def _command(conn: socket.socket) -> NoReturn:
     os._exit(code)
 
 
-def _parse(request: dict[str, object]) -> tuple[list[str], str, dict[str, str], int]:
-    argv, cwd, env, umask = (request.get(k) for k in ("argv", "cwd", "env", "umask"))
+def _parse(message: dict[str, object] | None, fds: list[int]) -> _Request:
+    if message is None or len(fds) != 3:  # noqa: PLR2004 — stdin, stdout, stderr
+        raise ValueError("no request, or not the three standard descriptors")
+    argv, cwd, env, umask, streams = (
+        message.get(k) for k in ("argv", "cwd", "env", "umask", "streams")
+    )
     if (
         not isinstance(argv, list)
         or not isinstance(cwd, str)
@@ -274,20 +328,35 @@ def _parse(request: dict[str, object]) -> tuple[list[str], str, dict[str, str], 
         or not isinstance(umask, int)
     ):
         raise TypeError("a malformed request")
-    return [str(a) for a in argv], cwd, {str(k): str(v) for k, v in env.items()}, umask
+    return _Request(
+        [str(a) for a in argv],
+        cwd,
+        {str(k): str(v) for k, v in env.items()},
+        umask,
+        streams if isinstance(streams, dict) else {},
+        fds,
+    )
 
 
 def _status(value: object) -> int:
+    """The exit status of ``sys.exit(value)``, as the interpreter makes it (a message is
+    printed, and exits 1)."""
     if value is None:
         return 0
     if isinstance(value, int):
         return value
-    return 1  # sys.exit("message") prints it and exits 1
+    with contextlib.suppress(Exception):
+        print(value, file=sys.stderr)  # noqa: T201
+    return 1
 
 
 def _listen(conn: socket.socket, reported: threading.Event) -> None:
-    """The client's forwarded signals, sent to the command's group; if the client is gone
-    before the command reported, it was killed: the command ends the same way."""
+    """The client's forwarded signals: to the command's group for those a terminal sends its
+    foreground group (Ctrl-C, Ctrl-\\, a hang-up), to the command alone otherwise (SIGTERM). If
+    the client is gone before the command reported, it was killed: the command ends the same
+    way. This thread blocks the signals it passes on, so that they reach the main thread, and
+    interrupt what it waits on (a prompt's read, a sleep) as they would there."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     while True:
         try:
             message, _ = receive(conn)
@@ -300,7 +369,10 @@ def _listen(conn: socket.socket, reported: threading.Event) -> None:
         signum = message.get("signal")
         if isinstance(signum, int):
             with contextlib.suppress(OSError):
-                os.killpg(0, signum)
+                if signum in _TO_GROUP:
+                    os.killpg(0, signum)
+                else:
+                    os.kill(os.getpid(), signum)
 
 
 def _reopen_streams(streams: dict[str, object]) -> None:
