@@ -7,6 +7,7 @@ a project written by ``shipyard init``."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import pty
 import select
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -61,21 +63,32 @@ class Warm:
         found = sorted(self.sockets.glob("warm-*.sock"))
         return found[0] if found else None
 
-    def server_pid(self) -> int | None:
+    def server_pid(self, sock: Path | None = None) -> int | None:
         """The pid of the server that serves (from its lock file), once its socket is up."""
-        sock = self.socket()
-        if sock is None:
+        sock = sock or self.socket()
+        if sock is None or not sock.exists():
             return None
         with contextlib.suppress(OSError, ValueError):
             return int(Path(f"{sock}.lock").read_text().strip())
         return None
 
-    def served(self) -> list[int]:
+    def served(self, sock: Path | None = None) -> list[int]:
         """The pids of the commands the current server forked, from its log."""
-        sock = self.socket()
+        sock = sock or self.socket()
         if sock is None or not Path(f"{sock}.log").exists():
             return []
-        return [int(line.split()[-1]) for line in Path(f"{sock}.log").read_text().splitlines()]
+        lines = Path(f"{sock}.log").read_text().splitlines()
+        return [int(line.split()[-1]) for line in lines if " command pid " in line]
+
+    def ended(self, pid: int) -> str | None:
+        """How the server saw command ``pid`` end (``exit N``, ``signal NAME``), from its log."""
+        sock = self.socket()
+        if sock is None or not Path(f"{sock}.log").exists():
+            return None
+        for line in Path(f"{sock}.log").read_text().splitlines():
+            if f" pid {pid} ended: " in line:
+                return line.split(" ended: ", 1)[1]
+        return None
 
     def serving(self) -> int:
         """Start a server (a first command does) and wait for it to answer."""
@@ -96,7 +109,7 @@ def at_terminal(warm: Warm, *argv: str, **env: str) -> tuple[int, str]:
             stdin=slave,
             stdout=slave,
             stderr=slave,
-            start_new_session=True,
+            preexec_fn=_controlling_terminal,  # noqa: PLW1509 — the test's own child
         )
     finally:
         os.close(slave)
@@ -116,6 +129,13 @@ def at_terminal(warm: Warm, *argv: str, **env: str) -> tuple[int, str]:
         return process.wait(timeout=DEADLINE), shown.decode().replace("\r\n", "\n")
     finally:
         os.close(master)
+
+
+def _controlling_terminal() -> None:
+    """In the child: a session of its own whose controlling terminal is its stdin (the
+    pseudo-terminal), with the child in its foreground, as a shell runs a command."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
 def until(probe, what: str, deadline: float = DEADLINE):
@@ -154,11 +174,11 @@ def warm() -> Iterator[Warm]:
     try:
         yield setup
     finally:
-        pid = setup.server_pid()
-        if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
+        for lock in sockets.glob("*.lock"):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(lock.read_text().strip())
                 os.kill(pid, signal.SIGTERM)
-            until(lambda: not alive(pid), f"warm server {pid} ended")
+                until(lambda pid=pid: not alive(pid), f"warm server {pid} ended")
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(sockets, ignore_errors=True)
 
@@ -330,12 +350,20 @@ def test_a_ci_job_on_a_terminal_runs_its_commands_itself(warm: Warm) -> None:
 
 def test_a_caller_in_other_groups_gets_a_server_of_its_own(warm: Warm) -> None:
     server = warm.serving()
+    first = warm.socket()
+    assert first is not None
     cold = warm.run("check", "nosuchenv", warm=False, extra_groups=[4242])
-    hot = warm.run("check", "nosuchenv", extra_groups=[4242])  # answered by the client itself
+    hot = warm.run("check", "nosuchenv", extra_groups=[4242])  # no server of its groups yet
     assert (hot.returncode, hot.stderr) == (cold.returncode, cold.stderr)
-    until(lambda: not alive(server), "the server of other groups stepped aside")
-    successor = until(
-        lambda: (pid := warm.server_pid()) not in (None, server) and pid, "a new server came up"
-    )
+    other = until(
+        lambda: [s for s in warm.sockets.glob("warm-*.sock") if s != first],
+        "a server for the other groups came up",
+    )[0]
+    successor = until(lambda: warm.server_pid(other), "its pid")
     groups = Path(f"/proc/{successor}/status").read_text().split("Groups:")[1].split("\n")[0]
     assert "4242" in groups.split()  # it has the caller's groups
+    again = warm.run("check", "nosuchenv", extra_groups=[4242])
+    assert (again.returncode, again.stderr) == (cold.returncode, cold.stderr)
+    assert len(warm.served(other)) == 1
+    assert warm.server_pid(first) == server and alive(server)  # the first one serves on
+    assert warm.served(first) == []

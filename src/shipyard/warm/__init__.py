@@ -37,7 +37,7 @@ _OFF = ("", "0", "off", "no", "false")
 def main() -> None:
     """Console entry point: the command through a warm server when the warm start is on,
     else in this process (the cold path imports nothing more than this module)."""
-    on, by_default = enabled(os.environ, terminal=all(os.isatty(fd) for fd in (0, 1, 2)))
+    on, by_default = enabled(os.environ, terminal=_at_terminal())
     if not on:
         cold()
         return
@@ -46,10 +46,20 @@ def main() -> None:
     run(announce=by_default)
 
 
+def _at_terminal() -> bool:
+    """Standard input, output and error on a terminal, in its foreground (a job started with
+    ``&`` runs its commands itself: only a process of the terminal's own can be stopped by it
+    for reading it)."""
+    try:
+        return all(os.isatty(fd) for fd in (0, 1, 2)) and os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
 def enabled(environ: Mapping[str, str], *, terminal: bool) -> tuple[bool, bool]:
     """Whether the warm start is on, and whether only by default: ``SHIPYARD_WARM`` decides
-    when set; else it is on at a terminal (an operator typing commands), off in a script, a
-    pipe or a CI job (``CI`` set)."""
+    when set; else it is on in a terminal's foreground (an operator typing commands), off in a
+    script, a pipe, a background job or a CI job (``CI`` set)."""
     chosen = environ.get(ENV)
     if chosen is not None:
         return chosen.strip().lower() not in _OFF, False

@@ -10,7 +10,11 @@ import socket
 import sys
 
 from shipyard.warm import DIR_ENV, IDLE_ENV, cold
-from shipyard.warm._wire import receive, send
+from shipyard.warm._wire import peer_uid, private_directory, receive, send
+
+TYPE_CHECKING = False  # as typing's, without importing typing on the client's path
+if TYPE_CHECKING:
+    from typing import Any
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 # What the server is started with from the client's environment (the rest, secrets included,
@@ -18,6 +22,7 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _SERVER_ENV = ("PATH", "HOME", "LANG", "LANGUAGE", "TMPDIR", "VIRTUAL_ENV", IDLE_ENV, DIR_ENV)
 _SERVER_ENV_PREFIXES = ("LC_", "PYTHON", "XDG_")
 NO_STATUS = 1  # the command's process ended without reporting an exit status
+_REPLY_WITHIN = 3.0  # s for the server to take the command (it forks once it has read it)
 STARTED = (
     "shipyard: starting a warm server for the commands that follow (SHIPYARD_WARM=0 turns it off)\n"
 )
@@ -27,13 +32,9 @@ def run(*, announce: bool) -> None:
     """The command through the server, or here when none takes it (then a server is started
     for the next one, and said so with ``announce``: the warm start was not asked for)."""
     path = socket_path()
-    try:
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        conn.connect(path)
-    except OSError:
-        conn.close()
-        code = None
-    else:
+    code = None
+    conn = _connect(path)
+    if conn is not None:
         with conn:
             code = _run_remote(conn)
     if code is None:  # none answers, it is stale (and has exited), or it could not take it
@@ -44,6 +45,23 @@ def run(*, announce: bool) -> None:
     sys.exit(code)
 
 
+def _connect(path: str) -> socket.socket | None:
+    """A connection to the server at ``path``: only in a directory of this user's that no one
+    else may enter, and only to a server of this user's (what the client sends is its whole
+    environment and its terminal)."""
+    if not private_directory(os.path.dirname(path)):
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        if peer_uid(conn) == os.getuid():
+            return conn
+    except OSError:
+        pass
+    conn.close()
+    return None
+
+
 def socket_dir() -> str:
     base = os.environ.get(DIR_ENV) or os.path.join(
         os.environ.get("XDG_RUNTIME_DIR") or os.path.join(_home(), ".cache"), "shipyard"
@@ -52,11 +70,19 @@ def socket_dir() -> str:
 
 
 def socket_path() -> str:
-    """The socket of the server for this interpreter and this import path: a shipyard installed
-    in another virtual environment, or run from another source tree, gets its own."""
+    """The socket of the server for this interpreter, import path, groups, locale and Python
+    settings: a shipyard installed in another virtual environment, or run from another source
+    tree, a shell after `newgrp`, another locale or ``PYTHON*`` variables get their own (what
+    the server's interpreter set up at its start from them)."""
     import hashlib  # only here: a cold command never loads OpenSSL's hashes
 
-    key = "\0".join([sys.executable, *sys.path]).encode()
+    settings = sorted(
+        f"{key}={value}"
+        for key, value in os.environ.items()
+        if key in ("LANG", "LANGUAGE") or key.startswith(("LC_", "PYTHON"))
+    )
+    groups = [str(group) for group in _groups()]
+    key = "\0".join([sys.executable, *sys.path, "", *groups, "", *settings]).encode()
     name = hashlib.blake2b(key, digest_size=8).hexdigest()
     return os.path.join(socket_dir(), f"warm-{name}.sock")
 
@@ -91,7 +117,7 @@ def _start_server(path: str) -> bool:
     return True
 
 
-def _request() -> dict[str, object]:
+def _request(ignored: list[int]) -> dict[str, object]:
     """The command as the server needs it; its standard descriptors go along with it."""
     umask = os.umask(0)
     os.umask(umask)
@@ -106,36 +132,68 @@ def _request() -> dict[str, object]:
         "env": dict(os.environ),
         "umask": umask,
         "streams": streams,
-        "groups": sorted({os.getgid(), *os.getgroups()}),
+        "groups": _groups(),
+        "ignored": ignored,  # signals this process ignores (nohup, trap ''): so does the command
     }
 
 
+class _Early(Exception):
+    """A signal before the command started in the server: the client acts on it itself."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def _run_remote(conn: socket.socket) -> int | None:
-    """Hand the command to the server, forward signals, and return its exit status (``None``:
-    the server did not take it)."""
-    forwarded: list[int] = []  # the signals received, in order
-    taken = False
+    """Hand the command to the server, pass signals on, and return its exit status (``None``:
+    the server did not take it; the command runs here)."""
+    saved = {sig: signal.getsignal(sig) for sig in (*_FORWARDED, signal.SIGTSTP)}
+    ignored = [int(sig) for sig, handler in saved.items() if handler == signal.SIG_IGN]
+    forwarded: list[int] = []  # the signals passed on, in order
+    command: list[int] = []  # the command's pid (and process group), once it runs
 
     def forward(signum: int, _frame: object) -> None:
+        if not command:
+            raise _Early(signum)
         forwarded.append(signum)
-        if taken:  # else sent once the command runs
-            with contextlib.suppress(OSError):
-                send(conn, {"signal": signum})
+        with contextlib.suppress(OSError):
+            send(conn, {"signal": signum})
+
+    def suspend(signum: int, _frame: object) -> None:  # Ctrl-Z: the command stops, then this
+        with contextlib.suppress(OSError):
+            send(conn, {"signal": signum})
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        # Continued (`fg`, or `bg`): in the background, it stays stopped, as a job that reads
+        # its terminal would; in the foreground, the command goes on.
+        signal.signal(signum, suspend)
+        while not _foreground():
+            os.kill(os.getpid(), signal.SIGSTOP)
+        with contextlib.suppress(OSError):
+            os.killpg(command[0], signal.SIGCONT)
 
     for sig in _FORWARDED:
-        signal.signal(sig, forward)
+        if sig not in ignored:
+            signal.signal(sig, forward)
+    conn.settimeout(_REPLY_WITHIN)
     try:
-        send(conn, _request(), [0, 1, 2])
+        send(conn, _request(ignored), [0, 1, 2])
         reply, _ = receive(conn)
-    except OSError:  # a standard stream closed, or the server went away: run it here
-        reply = None
-    if reply is None or "pid" not in reply:  # none, or stale: the command runs here
-        _restore(forwarded)
+    except _Early as early:  # acted on here, as it would have been: the command never ran
+        _restore(saved)
+        os.kill(os.getpid(), early.signum)
         return None
-    taken = True
-    with contextlib.suppress(OSError):
-        for signum in forwarded:
-            send(conn, {"signal": signum})
+    except (OSError, ValueError):  # a standard stream closed, the server gone or too slow
+        reply = None
+    pid = reply.get("pid") if reply is not None else None
+    if not isinstance(pid, int):  # none, or stale: the command runs here
+        _restore(saved)
+        return None
+    conn.settimeout(None)
+    command.append(pid)
+    if signal.SIGTSTP not in ignored:
+        signal.signal(signal.SIGTSTP, suspend)
     return _status(conn, forwarded)
 
 
@@ -144,7 +202,7 @@ def _status(conn: socket.socket, forwarded: list[int]) -> int:
     while True:
         try:
             message, _ = receive(conn)
-        except OSError:
+        except (OSError, ValueError):
             message = None
         if message is None:
             return _ended(forwarded)
@@ -153,12 +211,24 @@ def _status(conn: socket.socket, forwarded: list[int]) -> int:
             return status
 
 
-def _restore(forwarded: list[int]) -> None:
-    """The signals' own handling back, and what came meanwhile as it would have come."""
-    for sig in _FORWARDED:
-        signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
-    for signum in forwarded:
-        os.kill(os.getpid(), signum)
+def _foreground() -> bool:
+    """Whether this process is in its terminal's foreground (or has no terminal)."""
+    for fd in (0, 1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                return os.tcgetpgrp(fd) == os.getpgrp()
+    return True
+
+
+def _groups() -> list[int]:
+    return sorted({os.getgid(), *os.getgroups()})
+
+
+def _restore(saved: dict[signal.Signals, Any]) -> None:
+    """The signals' handling as it was before the client changed it."""
+    for sig, handler in saved.items():
+        if handler is not None:  # None: not set from Python, left alone
+            signal.signal(sig, handler)
 
 
 def _ended(forwarded: list[int]) -> int:

@@ -21,7 +21,6 @@ import io
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from shipyard.warm import IDLE_ENV
-from shipyard.warm._wire import receive, send
+from shipyard.warm._wire import peer_uid, private_directory, receive, send
 
 # What the commands import in their bodies (``shipyard.cli`` imports only click and its own
 # modules at the top): the deploy, rollback and status paths, the local engine and SSH hosts.
@@ -60,21 +59,21 @@ PRELOAD = (
 )
 DEFAULT_IDLE = 900.0
 _ACCEPT_EVERY = 1.0  # s between looks at the idle deadline and at finished children
-_PEERCRED = struct.Struct("3i")
 _LOCK_WAIT = 10.0  # s for an ending server to let go of the lock
-_REQUEST_WITHIN = 10.0  # s for a caller to send its request once connected
-_TO_GROUP = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
-_FORWARDED = (*_TO_GROUP, signal.SIGTERM)
+_REQUEST_WITHIN = 2.0  # s for a caller to send its request once connected
+_TO_GROUP = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTSTP)
+_FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTERM)
+_IGNORABLE = (*_FORWARDED, signal.SIGTSTP)
 
 
 def serve(path: str) -> None:
     """Serve commands on ``path`` until idle, stale or terminated (returns at once if another
     server holds it)."""
     directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.stat(directory).st_uid != os.getuid():
-        return  # another user's directory: never serve through it
-    os.chmod(directory, 0o700)
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, mode=0o700)
+    if not private_directory(directory):
+        return  # a link, another user's, or open to others: never serve through it
     with open(f"{path}.lock", "a") as lock:
         if not _locked(lock, path):
             return  # another server serves
@@ -84,17 +83,20 @@ def serve(path: str) -> None:
         signal.signal(signal.SIGTERM, _terminated)
         fingerprint = _fingerprint()  # before the imports: a change meanwhile makes it stale
         _preload()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
         with (
             socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener,
             open(f"{path}.log", "w", buffering=1) as journal,
         ):
-            listener.bind(path)
-            os.chmod(path, 0o600)
+            # Listening before it is in place: a client never finds a socket that refuses it.
+            staged = f"{path}.{os.getpid()}"
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(staged)
+            listener.bind(staged)
+            os.chmod(staged, 0o600)
+            listener.listen(16)
+            os.replace(staged, path)
             bound = os.stat(path).st_ino
             try:
-                listener.listen(16)
                 _loop(listener, journal, fingerprint, lock)
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -143,7 +145,7 @@ def _loop(
     gc.freeze()
     last = time.monotonic()
     while True:
-        _reap()
+        _reap(journal)
         try:
             conn, _ = listener.accept()
         except TimeoutError:
@@ -165,7 +167,7 @@ def _loop(
                 _command(conn, request)  # never returns
             for fd in request.fds:
                 os.close(fd)
-        journal.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} command pid {pid}\n")
+        journal.write(f"{_now()} command pid {pid}\n")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,8 @@ class _Request:
     env: dict[str, str]
     umask: int
     streams: dict[str, object]
+    ignored: list[int]  # signals the client ignores
+    groups: list[int]  # the client's group and supplementary groups
     fds: list[int]  # the client's stdin, stdout and stderr
 
 
@@ -189,15 +193,14 @@ def _request(
     """The command a caller hands over; ``_Stale`` when this server should no longer run
     commands (its code changed on disk, or the caller's groups are not the ones it started
     with); ``None`` for a caller to ignore (another user, a malformed request)."""
-    if not _same_user(conn):
-        return None
-    conn.settimeout(_REQUEST_WITHIN)
     try:
+        if peer_uid(conn) != os.getuid():
+            return None
+        conn.settimeout(_REQUEST_WITHIN)
         message, fds = receive(conn, fds=3)
-    except OSError:
-        return None
-    finally:
         conn.settimeout(None)
+    except (OSError, ValueError):  # gone, too slow, or not a request
+        return None
     try:
         request = _parse(message, fds)
     except (TypeError, ValueError):
@@ -207,7 +210,7 @@ def _request(
     why = ""
     if _fingerprint() != fingerprint:
         why = "shipyard's code or libraries changed on disk"
-    elif message.get("groups") != _groups():  # type: ignore[union-attr]
+    elif request.groups != _groups():
         why = "the caller's groups are not the server's"
     if why:
         for fd in fds:
@@ -253,18 +256,23 @@ def _fingerprint() -> list[tuple[str, int, int]]:
     return seen
 
 
-def _same_user(conn: socket.socket) -> bool:
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    _pid, uid, _gid = _PEERCRED.unpack(creds)
-    return bool(uid == os.getuid())
-
-
-def _reap() -> None:
+def _reap(journal: TextIO) -> None:
+    """Collect the commands that ended, each with a line in the log: its exit status, or the
+    signal that ended it."""
     with contextlib.suppress(ChildProcessError):
         while True:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
             if pid == 0:
                 return
+            if os.WIFSIGNALED(status):
+                ended = f"signal {signal.Signals(os.WTERMSIG(status)).name}"
+            else:
+                ended = f"exit {os.waitstatus_to_exitcode(status)}"
+            journal.write(f"{_now()} pid {pid} ended: {ended}\n")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 def _command(conn: socket.socket, request: _Request) -> NoReturn:
@@ -279,10 +287,12 @@ def _command(conn: socket.socket, request: _Request) -> NoReturn:
         os.environ.clear()
         os.environ.update(request.env)
         sys.argv = request.argv
-        _reopen_streams(request.streams)
+        _reopen_streams(request.streams, unbuffered=bool(request.env.get("PYTHONUNBUFFERED")))
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
+        for ignored in request.ignored:  # what the client's caller ignores, ignored here too
+            signal.signal(ignored, signal.SIG_IGN)
         send(conn, {"pid": os.getpid()})
     except BaseException:  # noqa: BLE001 — a command that could not start: no status to give
         os._exit(1)
@@ -318,8 +328,8 @@ def _command(conn: socket.socket, request: _Request) -> NoReturn:
 def _parse(message: dict[str, object] | None, fds: list[int]) -> _Request:
     if message is None or len(fds) != 3:  # noqa: PLR2004 — stdin, stdout, stderr
         raise ValueError("no request, or not the three standard descriptors")
-    argv, cwd, env, umask, streams = (
-        message.get(k) for k in ("argv", "cwd", "env", "umask", "streams")
+    argv, cwd, env, umask, streams, ignored, groups = (
+        message.get(k) for k in ("argv", "cwd", "env", "umask", "streams", "ignored", "groups")
     )
     if (
         not isinstance(argv, list)
@@ -334,6 +344,8 @@ def _parse(message: dict[str, object] | None, fds: list[int]) -> _Request:
         {str(k): str(v) for k, v in env.items()},
         umask,
         streams if isinstance(streams, dict) else {},
+        [int(sig) for sig in ignored if sig in _IGNORABLE] if isinstance(ignored, list) else [],
+        [int(group) for group in groups] if isinstance(groups, list) else [],
         fds,
     )
 
@@ -375,22 +387,23 @@ def _listen(conn: socket.socket, reported: threading.Event) -> None:
                     os.kill(os.getpid(), signum)
 
 
-def _reopen_streams(streams: dict[str, object]) -> None:
+def _reopen_streams(streams: dict[str, object], *, unbuffered: bool) -> None:
     """Standard streams on descriptors 0-2 as the interpreter makes them at start: with the
-    client's encodings, stdout line-buffered on a terminal, stderr always. (``sys.__stdout__``
-    and its kin keep the server's objects, on the same descriptors, now the client's.)"""
+    client's encodings, stdout line-buffered on a terminal, stderr always, both written through
+    with ``PYTHONUNBUFFERED``. (``sys.__stdout__`` and its kin keep the server's objects, on the
+    same descriptors, now the client's.)"""
 
     def opened(fd: int, name: str) -> TextIO:
         options = streams.get(name)
         options = options if isinstance(options, dict) else {}
-        line = os.isatty(fd) or name == "stderr"
         raw = io.FileIO(fd, "r" if fd == 0 else "w", closefd=False)
         buffered = io.BufferedReader(raw) if fd == 0 else io.BufferedWriter(raw)
         return io.TextIOWrapper(
             buffered,
             encoding=str(options.get("encoding") or "utf-8"),
             errors=str(options.get("errors") or "strict"),
-            line_buffering=line,
+            line_buffering=os.isatty(fd) or name == "stderr",
+            write_through=unbuffered and fd != 0,
         )
 
     sys.stdin = opened(0, "stdin")
