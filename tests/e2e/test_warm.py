@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import pty
 import select
@@ -21,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -220,13 +222,14 @@ def test_the_command_takes_the_clients_directory_environment_and_input(warm: War
     assert "file not found" not in found.stdout + found.stderr
     # The confirmation reads the client's standard input and prompts on its stderr.
     before = warm.served()
-    refused = warm.run("destroy", "development", input="n\n")
+    refused = warm.run("destroy", "development", input="x\nn\n")
     assert refused.returncode == 2
     assert "development? [y/N]" in refused.stderr
+    assert "Error: invalid input" in refused.stderr  # it read "x", then "n"
     assert len(warm.served()) == len(before) + 1
 
 
-def _prompting(warm: Warm, *, hot: bool) -> subprocess.Popen[str]:
+def _prompting(warm: Warm, *, hot: bool, **popen: Any) -> subprocess.Popen[str]:
     """``destroy`` waiting at its confirmation, on a pipe the test holds open."""
     process = subprocess.Popen(
         [SHIPYARD, "destroy", "development"],
@@ -236,6 +239,7 @@ def _prompting(warm: Warm, *, hot: bool) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        **popen,
     )
     assert process.stderr is not None
     os.set_blocking(process.stderr.fileno(), False)
@@ -265,6 +269,8 @@ def test_a_signal_to_the_client_reaches_the_command(warm: Warm, signum: int) -> 
     # With stdin still open: SIGINT interrupts the prompt ("aborted", exit 2); SIGTERM ends it (-15).
     assert hot.wait(timeout=DEADLINE) == cold_code
     until(lambda: not alive(command), "the command ended")
+    expected = "exit 2" if signum == signal.SIGINT else "signal SIGTERM"  # not the client's loss
+    assert until(lambda: warm.ended(command), "the server saw it end") == expected
     for process in (cold, hot):
         _close(process)
 
@@ -367,3 +373,135 @@ def test_a_caller_in_other_groups_gets_a_server_of_its_own(warm: Warm) -> None:
     assert len(warm.served(other)) == 1
     assert warm.server_pid(first) == server and alive(server)  # the first one serves on
     assert warm.served(first) == []
+
+
+def test_the_command_takes_the_clients_umask(warm: Warm) -> None:
+    warm.serving()
+    for umask, mode in ((0o077, 0o600), (0o022, 0o644)):
+        fresh = warm.project.parent / f"fresh-{umask:o}"
+        fresh.mkdir()
+        shutil.copy(EXAMPLE / "go.mod", fresh / "go.mod")
+        before = warm.served()
+        made = warm.run("init", "--dir", str(fresh), umask=umask)
+        assert made.returncode == 0, made.stderr
+        assert len(warm.served()) == len(before) + 1
+        assert (fresh / "shipyard.yml").stat().st_mode & 0o777 == mode
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(warm: Warm) -> None:
+    """As under ``nohup``: SIGHUP ignored by the client's caller is ignored by the command (a
+    SIGHUP passed on would end it with -1 before the SIGINT that follows)."""
+    warm.serving()
+    before = warm.served()
+    hot = _prompting(
+        warm, hot=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    )
+    command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
+    hot.send_signal(signal.SIGHUP)
+    hot.send_signal(signal.SIGINT)
+    assert hot.wait(timeout=DEADLINE) == 2  # "aborted": the SIGINT, not the SIGHUP
+    assert until(lambda: warm.ended(command), "the server saw it end") == "exit 2"
+    _close(hot)
+
+
+def test_a_stopped_client_stops_its_command_and_continues_it(warm: Warm) -> None:
+    """Ctrl-Z (SIGTSTP) stops the command and then the client; continued in the foreground
+    (here: no terminal), the command goes on where it was."""
+    warm.serving()
+    before = warm.served()
+    hot = _prompting(warm, hot=True)
+    command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
+    hot.send_signal(signal.SIGTSTP)
+    until(lambda: _state(command) == "T", "the command stopped")
+    until(lambda: _state(hot.pid) == "T", "the client stopped")
+    hot.send_signal(signal.SIGCONT)
+    until(lambda: _state(command) not in ("T", None), "the command continued")
+    assert hot.stdin is not None
+    hot.stdin.write("n\n")
+    hot.stdin.flush()
+    assert hot.wait(timeout=DEADLINE) == 2  # it read the answer: refused
+    _close(hot)
+
+
+def _gone(pid: int) -> bool:
+    return not alive(pid)
+
+
+def _state(pid: int) -> str | None:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return None
+
+
+def test_no_command_goes_to_a_socket_another_user_could_reach(warm: Warm) -> None:
+    """A directory another user owns, or a socket another user listens on, is never given the
+    command (its environment, its terminal): the client runs it itself."""
+    listener = (
+        "import socket, sys, os\n"
+        "s = socket.socket(socket.AF_UNIX)\n"
+        "s.bind(sys.argv[1]); s.listen(4); s.settimeout(60); print('ready', flush=True)\n"
+        "try:\n"
+        "    c, _ = s.accept(); c.settimeout(60); data = c.recv(65536)\n"
+        "except OSError:\n"
+        "    print('no connection', flush=True)\n"
+        "else:\n"
+        "    print('received', len(data), flush=True)\n"
+    )
+    cold = warm.run("check", "nosuchenv", warm=False)
+    for foreign_directory in (True, False):
+        other = Path(tempfile.mkdtemp(prefix="sx", dir="/tmp"))
+        os.chown(other, 65534, 65534)
+        target = Warm(warm.project, other if foreign_directory else warm.sockets)
+        path = _socket_path_for(target)
+        bound = other / "l.sock"
+        spy = subprocess.Popen(  # another user (nobody) listening, with the system's Python
+            ["/usr/bin/python3", "-c", listener, str(bound)],
+            user=65534,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert spy.stdout is not None
+            assert spy.stdout.readline().strip() == "ready"
+            if not foreign_directory:  # its socket moved into the user's own directory
+                os.replace(bound, path)
+            else:
+                os.rename(bound, path)
+            hot = target.run("check", "nosuchenv")
+            assert (hot.returncode, hot.stderr) == (cold.returncode, cold.stderr)
+            if not foreign_directory:  # it connected, saw another user, and sent nothing
+                assert spy.stdout.readline().strip() == "received 0"
+                # ... and started a server of its own there, for the next command
+                own = until(
+                    functools.partial(target.server_pid, path), "the user's own server came up"
+                )
+                os.kill(own, signal.SIGTERM)
+                until(functools.partial(_gone, own), "the user's own server ended")
+        finally:
+            spy.kill()
+            spy.wait()
+            assert spy.stdout is not None
+            spy.stdout.close()
+            shutil.rmtree(other, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _socket_path_for(target: Warm) -> Path:
+    """The socket path the client computes, with the test's environment (and the import path
+    of the console script, whose directory comes first)."""
+    code = (
+        f"import sys; sys.path[0] = {str(Path(SHIPYARD).parent)!r}\n"
+        "from shipyard.warm._client import socket_path; print(socket_path())"
+    )
+    interpreter = (
+        Path(SHIPYARD).read_text().splitlines()[0].removeprefix("#!")
+    )  # its sys.executable
+    found = subprocess.run(
+        [interpreter, "-c", code],
+        env=target.env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(found.stdout.strip())
