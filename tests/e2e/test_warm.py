@@ -20,7 +20,7 @@ import tempfile
 import termios
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ class Warm:
 
     project: Path
     sockets: Path
+    started: list[subprocess.Popen[str]] = field(default_factory=list)  # ended at teardown
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHIPYARD_")}
@@ -176,6 +177,11 @@ def warm() -> Iterator[Warm]:
     try:
         yield setup
     finally:
+        for process in setup.started:  # a test that failed midway leaves none running
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            _close(process)
         for lock in sockets.glob("*.lock"):
             with contextlib.suppress(OSError, ValueError):
                 pid = int(lock.read_text().strip())
@@ -241,6 +247,7 @@ def _prompting(warm: Warm, *, hot: bool, **popen: Any) -> subprocess.Popen[str]:
         text=True,
         **popen,
     )
+    warm.started.append(process)
     assert process.stderr is not None
     os.set_blocking(process.stderr.fileno(), False)
     seen = ""
@@ -409,7 +416,9 @@ def test_a_stopped_client_stops_its_command_and_continues_it(warm: Warm) -> None
     (here: no terminal), the command goes on where it was."""
     warm.serving()
     before = warm.served()
-    hot = _prompting(warm, hot=True)
+    # A process group of its own, whose parent (this test) is in its session: not orphaned, so
+    # that SIGTSTP stops it (the kernel discards it in an orphaned group, as a CI job's is).
+    hot = _prompting(warm, hot=True, process_group=0)
     command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
     hot.send_signal(signal.SIGTSTP)
     until(lambda: _state(command) == "T", "the command stopped")
