@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 import shipyard
+from shipyard.waiting import wait_until
 from shipyard.warm._client import STARTED
 from tests.example_app import EXAMPLE, git
 
@@ -142,13 +143,11 @@ def _controlling_terminal() -> None:
 
 
 def until(probe, what: str, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"not within {deadline:.0f} s: {what}")
+    """``probe``'s first true value (``shipyard.waiting``'s loop), else a failure naming ``what``."""
+    value = wait_until(probe, timeout=deadline, interval=0.05)
+    if not value:
+        raise AssertionError(f"not within {deadline:.0f} s: {what}")
+    return value
 
 
 def alive(pid: int) -> bool:

@@ -10,7 +10,7 @@ import socket
 import sys
 
 from shipyard.warm import DIR_ENV, IDLE_ENV, cold
-from shipyard.warm._wire import peer_uid, private_directory, receive, send
+from shipyard.warm._wire import groups, peer_uid, private_directory, receive, send
 
 TYPE_CHECKING = False  # as typing's, without importing typing on the client's path
 if TYPE_CHECKING:
@@ -81,8 +81,8 @@ def socket_path() -> str:
         for key, value in os.environ.items()
         if key in ("LANG", "LANGUAGE") or key.startswith(("LC_", "PYTHON"))
     )
-    groups = [str(group) for group in _groups()]
-    key = "\0".join([sys.executable, *sys.path, "", *groups, "", *settings]).encode()
+    group_ids = [str(group) for group in groups()]
+    key = "\0".join([sys.executable, *sys.path, "", *group_ids, "", *settings]).encode()
     name = hashlib.blake2b(key, digest_size=8).hexdigest()
     return os.path.join(socket_dir(), f"warm-{name}.sock")
 
@@ -132,7 +132,7 @@ def _request(ignored: list[int]) -> dict[str, object]:
         "env": dict(os.environ),
         "umask": umask,
         "streams": streams,
-        "groups": _groups(),
+        "groups": groups(),
         "ignored": ignored,  # signals this process ignores (nohup, trap ''): so does the command
     }
 
@@ -218,10 +218,6 @@ def _foreground() -> bool:
             if os.isatty(fd):
                 return os.tcgetpgrp(fd) == os.getpgrp()
     return True
-
-
-def _groups() -> list[int]:
-    return sorted({os.getgid(), *os.getgroups()})
 
 
 def _restore(saved: dict[signal.Signals, Any]) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from shipyard.warm import IDLE_ENV
-from shipyard.warm._wire import peer_uid, private_directory, receive, send
+from shipyard.warm._wire import groups, peer_uid, private_directory, receive, send
 
 # What the commands import in their bodies (``shipyard.cli`` imports only click and its own
 # modules at the top): the deploy, rollback and status paths, the local engine and SSH hosts.
@@ -210,17 +210,13 @@ def _request(
     why = ""
     if _fingerprint() != fingerprint:
         why = "shipyard's code or libraries changed on disk"
-    elif request.groups != _groups():
+    elif request.groups != groups():
         why = "the caller's groups are not the server's"
     if why:
         for fd in fds:
             os.close(fd)
         return _Stale(why)
     return request
-
-
-def _groups() -> list[int]:
-    return sorted({os.getgid(), *os.getgroups()})
 
 
 def _idle() -> float:

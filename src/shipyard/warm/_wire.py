@@ -66,6 +66,11 @@ def private_directory(path: str) -> bool:
     return S_ISDIR(stat.st_mode) and stat.st_uid == os.getuid() and not stat.st_mode & 0o077
 
 
+def groups() -> list[int]:
+    """This process's group and supplementary groups: what picks, and is checked by, a server."""
+    return sorted({os.getgid(), *os.getgroups()})
+
+
 def peer_uid(conn: socket.socket) -> int:
     """The user on the other end of a Unix socket (``SO_PEERCRED``)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
