@@ -429,7 +429,7 @@ class HealthSection(_Model):
         description="Longest pause between rounds of checks (the health gate backs off up to it while a slot is not healthy yet; the watch window's pace).",
     )
     first_interval: Duration = Field(
-        0.05,
+        0.01,
         description="Health gate: the pause after a passing round, and the first pause after a failing one (it then doubles up to interval). The first round runs as soon as the slot is started.",
     )
     timeout: Duration = Field(5.0, description="Timeout of one check.")
