@@ -57,6 +57,18 @@ PRELOAD = (
     "rich.progress",
     "httpx",
 )
+# What those import on first use, which every deploy, rollback and status reaches: httpx's
+# transport (httpcore, h11, anyio, certifi: 30-40 ms), a host name's IDNA codec, rich's emoji
+# table (read by markup), ruamel's merge keys; and rich's table of character widths, loaded by
+# the first line written to a terminal. Imported when present: they are the libraries' own
+# modules, which a release may move.
+PRELOAD_ON_USE = (
+    "httpcore",
+    "certifi",
+    "encodings.idna",
+    "rich._emoji_codes",
+    "ruamel.yaml.mergevalue",
+)
 DEFAULT_IDLE = 900.0
 _ACCEPT_EVERY = 1.0  # s between looks at the idle deadline and at finished children
 _LOCK_WAIT = 10.0  # s for an ending server to let go of the lock
@@ -231,6 +243,11 @@ def _preload() -> None:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     for name in PRELOAD:
         importlib.import_module(name)
+    for name in PRELOAD_ON_USE:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    with contextlib.suppress(ImportError, AttributeError):
+        importlib.import_module("rich.cells").cell_len("shipyard ✓")
 
 
 def _fingerprint() -> list[tuple[str, int, int]]:
