@@ -3,6 +3,7 @@ copies and logs of failed and dropped releases are removed; history lines are ke
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -68,3 +69,40 @@ def test_twenty_deploys_with_failures_between_leave_bounded_files_and_images(
     assert leftovers == [], leftovers
     history = app.shipyard("history", app.environment, "--json")
     assert history.stdout.count('"deployment_id"') == 20  # every line kept (a year of them)
+
+
+def test_the_release_a_rollback_brings_back_is_kept_however_old(app: AppUnderTest) -> None:
+    """keep_releases 2: deploy A → deploy B → rollback (A) → deploy C. A is the oldest by deploy
+    order but served until C came in: `plan` says B is the one forgotten, the deploy keeps A
+    (its env file too), and a rollback brings A back."""
+
+    def settings(document: Any) -> None:
+        document["deploy"].update({"watch": "1s", "rollback_watch": "1s", "keep_releases": 2})
+
+    app.edit(settings)
+    versions = {}
+    for name in ("A", "B"):
+        versions[name] = f"0.0.0+{app.commit(f'version {name}')[:7]}"
+        deployed = app.shipyard("deploy", app.environment)
+        assert deployed.returncode == 0, deployed.stderr
+    back = app.shipyard("rollback", app.environment)
+    assert back.returncode == 0, back.stderr
+    assert app.served("/", "version") == versions["A"]
+
+    versions["C"] = f"0.0.0+{app.commit('version C')[:7]}"
+    planned = app.shipyard("plan", app.environment, "--json")
+    assert planned.returncode == 0, planned.stderr
+    forgets = [
+        s["action"]
+        for s in json.loads(planned.stdout)
+        if s["phase"] == "record" and s["action"].startswith("forget release")
+    ]
+    assert len(forgets) == 1 and forgets[0].startswith(f"forget release {versions['B']} "), forgets
+    deployed = app.shipyard("deploy", app.environment)
+    assert deployed.returncode == 0, deployed.stderr
+
+    state = app.state_dir / app.name / app.environment
+    assert len(_files(state / "releases")) == 2, _files(state / "releases")
+    again = app.shipyard("rollback", app.environment)
+    assert again.returncode == 0, again.stderr
+    assert app.served("/", "version") == versions["A"]

@@ -531,7 +531,12 @@ class DeploySection(_Model):
         None,
         description="State directory on the target (default /var/lib/shipyard, or ~/.local/state/shipyard for local).",
     )
-    keep_releases: int = Field(5, ge=1, le=100, description="Releases kept for rollback.")
+    keep_releases: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Releases kept for rollback: the newest, always with the one that served before the live one (what a rollback brings back).",
+    )
     keep_logs: int = Field(
         100,
         ge=1,

@@ -103,6 +103,7 @@ from shipyard.state import (
     deployer,
     now_iso,
     other_slot,
+    retained,
 )
 
 __all__ = [
@@ -1047,8 +1048,15 @@ def _record(ctx: OperationContext, steps: DeploySteps, release: Release) -> str:
         releases = [release if r.id == release.id else r for r in releases]
     else:
         releases.append(release)
-    keep = ctx.config.deploy.keep_releases
-    dropped, kept = releases[:-keep] if len(releases) > keep else [], releases[-keep:]
+    before = store.current()
+    stay = retained(
+        [r.id for r in releases],
+        ctx.config.deploy.keep_releases,
+        live=release.id,
+        previous=before.release_id if before is not None else None,
+    )
+    kept = [r for r in releases if r.id in stay]
+    dropped = [r for r in releases if r.id not in stay]
     store.save_releases(kept)
     store.set_current(Current(slot=release.slot, release_id=release.id, switched_at=now_iso()))
     steps.prune(dropped, kept)

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
@@ -50,6 +50,7 @@ __all__ = [
     "holder_is_gone",
     "now_iso",
     "other_slot",
+    "retained",
 ]
 
 Slot = Literal["blue", "green"]
@@ -86,6 +87,18 @@ class Release:
     created_at: str
     deployed_by: str
     snapshot: str | None = None  # taken before this release's migrations
+
+
+def retained(ids: Sequence[str], keep: int, *, live: str, previous: str | None) -> set[str]:
+    """Which of the releases ``ids`` (in deploy order) stay once ``live`` serves: the newest
+    ``keep``, but never without ``live`` nor, while ``keep`` leaves room for both, ``previous``,
+    the one that served until ``live`` came in (what a rollback brings back, however old: a
+    rollback keeps an old release's place). Older ones go first instead."""
+    protected = list(dict.fromkeys(i for i in (live, previous) if i is not None and i in ids))
+    stay = set(protected[: max(keep, 1)])
+    others = [i for i in ids if i not in stay]
+    room = max(keep - len(stay), 0)
+    return stay | set(others[max(len(others) - room, 0) :] if room else [])
 
 
 @dataclass(frozen=True)

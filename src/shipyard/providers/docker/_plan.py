@@ -29,7 +29,7 @@ from shipyard.providers.docker._infrastructure import PROXY_RECREATED
 from shipyard.providers.docker._names import LABEL
 from shipyard.providers.docker._status import _interrupted
 from shipyard.providers.docker._steps import DockerSteps
-from shipyard.state import Current, Lock, Release, other_slot
+from shipyard.state import Current, Lock, Release, other_slot, retained
 
 
 class Planning:
@@ -104,15 +104,19 @@ class Planning:
             watch_window(config, "deploy", options.watch),
         )
         releases = ctx.store.releases()
-        keep = config.deploy.keep_releases
-        if len(releases) + 1 > keep:
-            for dropped in releases[: len(releases) + 1 - keep]:
-                plan.append(
-                    PlanStep(
-                        "record",
-                        f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
-                    )
+        stay = retained(
+            [*(r.id for r in releases), ctx.deployment_id],
+            config.deploy.keep_releases,
+            live=ctx.deployment_id,
+            previous=current.release_id if current else None,
+        )
+        for dropped in (r for r in releases if r.id not in stay):
+            plan.append(
+                PlanStep(
+                    "record",
+                    f"forget release {dropped.version} ({dropped.id}), remove image {dropped.image}",
                 )
+            )
         plan += _plan_monitoring(steps)
         return planned(DEPLOY, plan)
 
