@@ -234,8 +234,20 @@ def test_the_command_takes_the_clients_directory_environment_and_input(warm: War
     assert len(warm.served()) == len(before) + 1
 
 
-def _prompting(warm: Warm, *, hot: bool, **popen: Any) -> subprocess.Popen[str]:
-    """``destroy`` waiting at its confirmation, on a pipe the test holds open."""
+def _prompting(
+    warm: Warm, *, hot: bool, ignoring: tuple[int, ...] = (), **popen: Any
+) -> subprocess.Popen[str]:
+    """``destroy`` waiting at its confirmation, on a pipe the test holds open. It starts with
+    SIGINT and SIGQUIT at their defaults, as a shell starts a command in the foreground: a test
+    run started in the background by a shell without job control inherits them ignored. The
+    signals in ``ignoring`` it starts with ignored, as under ``nohup``."""
+
+    def dispositions() -> None:
+        for interrupt in (signal.SIGINT, signal.SIGQUIT):
+            signal.signal(interrupt, signal.SIG_DFL)
+        for ignored in ignoring:
+            signal.signal(ignored, signal.SIG_IGN)
+
     process = subprocess.Popen(
         [SHIPYARD, "destroy", "development"],
         cwd=warm.project,
@@ -244,6 +256,7 @@ def _prompting(warm: Warm, *, hot: bool, **popen: Any) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=dispositions,  # noqa: PLW1509 — the test's own child
         **popen,
     )
     warm.started.append(process)
@@ -399,9 +412,7 @@ def test_a_signal_the_caller_ignores_stays_ignored(warm: Warm) -> None:
     SIGHUP passed on would end it with -1 before the SIGINT that follows)."""
     warm.serving()
     before = warm.served()
-    hot = _prompting(
-        warm, hot=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    )
+    hot = _prompting(warm, hot=True, ignoring=(signal.SIGHUP,))
     command = until(lambda: [p for p in warm.served() if p not in before], "the command's pid")[0]
     hot.send_signal(signal.SIGHUP)
     hot.send_signal(signal.SIGINT)
