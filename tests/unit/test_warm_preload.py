@@ -7,15 +7,16 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 _PROBE = textwrap.dedent(
     """
-    import io, json, os, socket, sys, tempfile, threading
+    import io, json, os, pathlib, socket, sys, threading
 
     from shipyard.warm._server import _preload
 
     _preload()
-    scratch = tempfile.mkdtemp()
+    scratch = sys.argv[1]
     path = os.path.join(scratch, "engine.sock")
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(path)
@@ -44,15 +45,17 @@ _PROBE = textwrap.dedent(
 
     answered = EngineAPI(path, "local").get("/version")
     Console(file=io.StringIO(), force_terminal=True).print("[bold]live[/] :rocket: demo")
-    read_yaml(__import__("pathlib").Path(yaml))
+    read_yaml(pathlib.Path(yaml))
     print(json.dumps({"answered": answered, "new": sorted(set(sys.modules) - before)}))
     """
 )
 
 
-def test_a_command_of_a_warm_server_imports_nothing_for_the_engine_markup_or_yaml() -> None:
+def test_a_command_of_a_warm_server_imports_nothing_for_the_engine_markup_or_yaml(
+    tmp_path: Path,
+) -> None:
     probe = subprocess.run(
-        [sys.executable, "-P", "-c", _PROBE],
+        [sys.executable, "-P", "-c", _PROBE, str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=60,
